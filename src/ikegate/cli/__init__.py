@@ -1,0 +1,1 @@
+"""The VRP shell: command tree, matcher, line editor, views, levels and renderers."""

@@ -1,0 +1,1 @@
+"""The controller: SA database owner, policy decisions after every create/delete, placement."""

@@ -1,0 +1,1 @@
+"""The embedded demo lab: gateways on loopback with no root needed."""

@@ -1,0 +1,1 @@
+"""Management access: local console and control socket (SSH comes later)."""

@@ -1,0 +1,1 @@
+"""The configuration model and its translation to protocol parameters."""

@@ -1,0 +1,236 @@
+"""The configuration model: what a USG configuration says, as plain data.
+
+The VRP configuration text (``display current-configuration``) is parsed into these records by the CLI
+engine, and the gateway reads them to decide whom to talk to and with what. Nothing here knows about
+sockets or the shell; values are kept in the vocabulary of the VRP commands (``aes-256``, ``group14``)
+and translated to IANA transform IDs in :mod:`ikegate.policy.algorithms`.
+"""
+
+from __future__ import annotations
+
+import enum
+import ipaddress
+from dataclasses import dataclass, field
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+class TriggerMode(enum.Enum):
+    """``sa trigger-mode``: who starts an ISAKMP policy's tunnel (USG default: traffic-based)."""
+
+    AUTO = "auto"
+    TRAFFIC_BASED = "traffic-based"
+
+
+class ExchangeMode(enum.Enum):
+    """``exchange-mode`` of an IKEv1 peer."""
+
+    MAIN = "main"
+    AGGRESSIVE = "aggressive"
+    AUTO = "auto"
+
+
+class DpdType(enum.Enum):
+    PERIODIC = "periodic"
+    ON_DEMAND = "on-demand"
+
+
+class IdType(enum.Enum):
+    """``local-id-type`` / ``remote-id-type`` of an IKE peer."""
+
+    IP = "ip"
+    FQDN = "fqdn"
+    USER_FQDN = "user-fqdn"
+
+
+class EncapsulationMode(enum.Enum):
+    TUNNEL = "tunnel"
+    TRANSPORT = "transport"
+
+
+@dataclass
+class IkeProposal:
+    """``ike proposal N``. Lists keep the order the operator gave (first = preferred)."""
+
+    number: int
+    encryption: list[str] = field(default_factory=lambda: ["aes-256"])
+    dh: list[str] = field(default_factory=lambda: ["group14"])
+    authentication: list[str] = field(default_factory=lambda: ["sha2-256"])
+    authentication_method: str = "pre-share"
+    integrity: list[str] = field(default_factory=lambda: ["hmac-sha2-256"])
+    prf: list[str] = field(default_factory=lambda: ["hmac-sha2-256"])
+    duration: int = 86400
+
+
+@dataclass
+class DpdSettings:
+    """``dpd`` settings of an IKE peer (USG defaults: periodic off; idle 30 s, retransmit 15 s, 3 tries)."""
+
+    type: DpdType = DpdType.PERIODIC
+    enabled: bool = True
+    idle_time: int = 30
+    retransmit_interval: int = 15
+    retry_limit: int = 3
+
+
+@dataclass
+class IkePeer:
+    """``ike peer NAME``. ``pre_shared_key`` holds the clear key; it is only ever shown ciphered."""
+
+    name: str
+    pre_shared_key: str | None = None
+    ike_proposals: list[int] = field(default_factory=list)
+    remote_addresses: list[IPAddress] = field(default_factory=list)
+    versions: set[int] = field(default_factory=lambda: {1, 2})
+    exchange_mode: ExchangeMode = ExchangeMode.MAIN
+    local_id_type: IdType = IdType.IP
+    local_id: str | None = None
+    remote_id_type: IdType | None = None
+    remote_id: str | None = None
+    dpd: DpdSettings = field(default_factory=DpdSettings)
+    ikev1_dependent: bool | None = None  # None: follow the global setting
+    nat_traversal: bool = True
+
+    @property
+    def preferred_version(self) -> int:
+        """The version this peer initiates with: IKEv2 unless ``undo version 2``."""
+        return 2 if 2 in self.versions else 1
+
+
+@dataclass
+class IpsecProposal:
+    """``ipsec proposal NAME`` (ESP only)."""
+
+    name: str
+    transform: str = "esp"
+    esp_encryption: list[str] = field(default_factory=lambda: ["aes-256"])
+    esp_authentication: list[str] = field(default_factory=lambda: ["sha2-256"])
+    encapsulation_mode: EncapsulationMode = EncapsulationMode.TUNNEL
+
+
+@dataclass
+class PortRange:
+    low: int = 0
+    high: int = 65535
+
+    @property
+    def any(self) -> bool:
+        return self.low == 0 and self.high == 65535
+
+
+@dataclass
+class AclAddress:
+    """An address with a VRP wildcard (inverse) mask; ``None`` in a rule means ``any``."""
+
+    address: IPAddress
+    wildcard: IPAddress
+
+    @property
+    def network(self) -> IPNetwork:
+        """The prefix this address/wildcard pair denotes (wildcards that are not contiguous are refused
+        by the CLI, so this is exact)."""
+        bits = self.address.max_prefixlen
+        host_bits = int(self.wildcard).bit_length()
+        return ipaddress.ip_network(f"{self.address}/{bits - host_bits}", strict=False)
+
+
+ACL_PROTOCOLS: dict[str, int] = {"ip": 0, "icmp": 1, "tcp": 6, "udp": 17, "ipv6": 0, "icmpv6": 58}
+
+
+@dataclass
+class AclRule:
+    rule_id: int
+    action: str = "permit"  # permit | deny
+    protocol: str = "ip"
+    source: AclAddress | None = None
+    destination: AclAddress | None = None
+    source_port: PortRange = field(default_factory=PortRange)
+    destination_port: PortRange = field(default_factory=PortRange)
+
+    @property
+    def ip_protocol(self) -> int:
+        return ACL_PROTOCOLS.get(self.protocol, 0)
+
+
+@dataclass
+class Acl:
+    """``acl number 3000..3999`` (advanced ACL). Rules are kept sorted by rule id."""
+
+    number: int
+    rules: list[AclRule] = field(default_factory=list)
+
+
+@dataclass
+class IpsecPolicySettings:
+    """What an ISAKMP policy and a policy template have in common."""
+
+    name: str
+    seq: int
+    acl: int | None = None
+    ike_peer: str | None = None
+    proposals: list[str] = field(default_factory=list)
+    pfs: str | None = None  # a DH group name (``dh-group14``) or None
+    sa_duration_time: int = 3600
+    sa_duration_traffic: int = 10485760  # kilobytes
+
+
+@dataclass
+class IpsecPolicy(IpsecPolicySettings):
+    """``ipsec policy NAME SEQ isakmp [template T]``; with ``template`` it is site-to-multisite."""
+
+    template: str | None = None
+    trigger_mode: TriggerMode = TriggerMode.TRAFFIC_BASED
+
+    @property
+    def is_template(self) -> bool:
+        return self.template is not None
+
+
+@dataclass
+class IpsecPolicyTemplate(IpsecPolicySettings):
+    """``ipsec policy-template NAME SEQ``: the responder-only side of site-to-multisite."""
+
+
+@dataclass
+class Interface:
+    name: str
+    ipv4: list[ipaddress.IPv4Interface] = field(default_factory=list)
+    ipv6: list[ipaddress.IPv6Interface] = field(default_factory=list)
+    ipsec_policy: str | None = None
+
+
+@dataclass
+class Config:
+    """A whole device configuration."""
+
+    sysname: str = "USG6000"
+    interfaces: dict[str, Interface] = field(default_factory=dict)
+    ike_proposals: dict[int, IkeProposal] = field(default_factory=dict)
+    ike_peers: dict[str, IkePeer] = field(default_factory=dict)
+    ipsec_proposals: dict[str, IpsecProposal] = field(default_factory=dict)
+    acls: dict[int, Acl] = field(default_factory=dict)
+    ipsec_policies: dict[tuple[str, int], IpsecPolicy] = field(default_factory=dict)
+    ipsec_templates: dict[tuple[str, int], IpsecPolicyTemplate] = field(default_factory=dict)
+    ikev1_dependent: bool = False
+
+    def ike_dependent_for(self, peer: IkePeer) -> bool:
+        """The effective ``ikev1 phase1-phase2 sa dependent`` for a peer: its own, else the global one."""
+        return self.ikev1_dependent if peer.ikev1_dependent is None else peer.ikev1_dependent
+
+    def local_addresses(self) -> list[IPAddress]:
+        """Addresses of interfaces that carry an IPsec policy: where the gateway listens for IKE."""
+        out: list[IPAddress] = []
+        for itf in self.interfaces.values():
+            if itf.ipsec_policy is None:
+                continue
+            out.extend(i.ip for i in itf.ipv4)
+            out.extend(i.ip for i in itf.ipv6)
+        return out
+
+    def policy_group(self, name: str) -> list[IpsecPolicy]:
+        """The policies of one group, in ascending sequence order (the order packets are matched)."""
+        return sorted((p for (n, _), p in self.ipsec_policies.items() if n == name), key=lambda p: p.seq)
+
+    def template_group(self, name: str) -> list[IpsecPolicyTemplate]:
+        return sorted((t for (n, _), t in self.ipsec_templates.items() if n == name), key=lambda t: t.seq)
