@@ -1,0 +1,671 @@
+"""The gateway controller: owns the IKE engines and the SA database, and decides after every change.
+
+Also sans-I/O: datagrams and time go in, datagrams and one deadline come out, exactly like a single IKE
+SA, so a whole gateway (or two facing each other) runs in memory in tests. The asyncio layer in
+:mod:`ikegate.io` only moves bytes and arms the timer.
+
+Responsibilities, in one place each:
+
+* demultiplexing datagrams to engines by our SPI (and half-open SAs by peer and initiator SPI), COOKIE
+  defence before any state is kept;
+* mirroring engine events into the :class:`~ikegate.sad.SaDatabase` (the one truth the CLI reads) and
+  into the offline log and log buffer;
+* after any deletion, applying :func:`ikegate.gateway.decide.after_delete`;
+* the operator API: list, ``reset ike sa`` by conn-id / remote / placement / all, shutdown.
+"""
+
+from __future__ import annotations
+
+import functools
+import heapq
+import ipaddress
+import itertools
+import os
+import struct
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from ikegate.gateway import translate
+from ikegate.gateway.decide import Action, after_delete
+from ikegate.gateway.translate import Connection, Flow, PolicyKind
+from ikegate.ike.events import (
+    ChildSaDeleted,
+    ChildSaEstablished,
+    DeleteReason,
+    IkeEvent,
+    IkeSaDeleted,
+    IkeSaEstablished,
+    IkeSaRekeyed,
+    InitialContact,
+    NegotiationFailed,
+)
+from ikegate.ike.v2 import ts as tsmod
+from ikegate.ike.v2.child import ChildSa
+from ikegate.ike.v2.config import Addr, ChildSaConfig, IkeProposalSpec, IkeSaConfig
+from ikegate.ike.v2.cookies import CookieJar
+from ikegate.ike.v2.sa import ID_TEXT, IkeSa, State
+from ikegate.ike.wire.registry import ExchangeType, HeaderFlag, NotifyType
+from ikegate.ike.wire.v2 import (
+    HEADER_LEN,
+    Header,
+    Nonce,
+    Notify,
+    ParseError,
+    TrafficSelector,
+    decode_message,
+    encode_message,
+)
+from ikegate.policy.model import Config, IkePeer
+from ikegate.sad import (
+    DEFAULT_PLACEMENT,
+    IkeSaEntry,
+    IpsecSaEntry,
+    Placement,
+    Role,
+    SaDatabase,
+    SaFlag,
+    Selector,
+    placement_for,
+)
+
+NON_ESP_MARKER = bytes(4)
+ZERO_SPI = bytes(8)
+RETRY_AFTER_FAILURE = 5.0
+
+LogSink = Callable[[str, str], None]
+
+
+@dataclass(slots=True)
+class GatewayStats:
+    negotiations_started: int = 0
+    negotiations_succeeded: int = 0
+    negotiations_failed: dict[str, int] = field(default_factory=dict)
+    deletes_sent: int = 0
+    deletes_received: int = 0
+    resets: int = 0
+    cookies_sent: int = 0
+    dropped: int = 0
+    esp_dropped: int = 0
+
+
+@dataclass(slots=True)
+class _Meta:
+    """What the controller knows about an engine beyond the engine itself."""
+
+    conn: Connection | None
+    kind: PolicyKind
+    scheduled: float | None = None
+
+
+def _addr(ip: ipaddress.IPv4Address | ipaddress.IPv6Address | str) -> str:
+    return str(ip)
+
+
+class Gateway:
+    """All IKE SAs of one device (or one placement worker)."""
+
+    def __init__(
+        self,
+        config: Config,
+        *,
+        ike_port: int = 500,
+        natt_port: int = 4500,
+        placements: Sequence[Placement] = (DEFAULT_PLACEMENT,),
+        rng: Callable[[int], bytes] = os.urandom,
+        retransmit_tries: int = 5,
+        cookie_threshold: int = 1000,
+        log: LogSink | None = None,
+    ) -> None:
+        self.config = config
+        self.ike_port = ike_port
+        self.natt_port = natt_port
+        self.placements = sorted(placements)
+        self.sad = SaDatabase()
+        self.stats = GatewayStats()
+        self.traps: set[tuple[str, int]] = set()
+        self.retransmit_tries = retransmit_tries
+        self._rng = rng
+        self._log = log or (lambda _brief, _text: None)
+        self._cookies = CookieJar(cookie_threshold, rng=rng)
+        self._engines: dict[bytes, IkeSa] = {}
+        self._spis: dict[IkeSa, list[bytes]] = {}
+        self._half_open: dict[tuple[str, bytes], IkeSa] = {}
+        self._meta: dict[IkeSa, _Meta] = {}
+        self._heap: list[tuple[float, int, IkeSa | None, Callable[[float], None] | None]] = []
+        self._counter = itertools.count()
+        self._out: list[tuple[bytes, Addr, Addr]] = []
+        self._conns: dict[tuple[str, int], Connection] = {}
+        self._active: dict[tuple[str, int], IkeSa] = {}
+        self.reload(config)
+
+    # ------------------------------------------------------------------ configuration
+
+    def reload(self, config: Config) -> None:
+        """Take a new configuration: existing SAs stay; later decisions follow the new policies."""
+        self.config = config
+        self._conns = {c.key: c for c in translate.connections(config)}
+        self.traps = {k for k, c in self._conns.items() if c.kind is PolicyKind.TRAFFIC_BASED}
+
+    def local_addresses(self) -> list[str]:
+        return [_addr(a) for a in self.config.local_addresses()]
+
+    # ------------------------------------------------------------------ sans-I/O surface
+
+    def start(self, now: float) -> None:
+        """Bring up every site-to-site policy in auto trigger mode."""
+        for conn in self._conns.values():
+            if conn.kind is PolicyKind.AUTO and conn.key not in self._active:
+                self._initiate(conn, now)
+
+    def datagrams_to_send(self) -> list[tuple[bytes, Addr, Addr]]:
+        """(UDP payload, local address, remote address); NAT-T markers already added."""
+        out, self._out = self._out, []
+        return out
+
+    def get_timer(self) -> float | None:
+        while self._heap:
+            when, _, sa, _job = self._heap[0]
+            if sa is not None and (sa.finished or self._meta.get(sa) is None or self._meta[sa].scheduled != when):
+                heapq.heappop(self._heap)
+                continue
+            return when
+        return None
+
+    def handle_timer(self, now: float) -> None:
+        while self._heap and self._heap[0][0] <= now:
+            when, _, sa, job = heapq.heappop(self._heap)
+            if job is not None:
+                job(now)
+                continue
+            if sa is None or sa.finished:
+                continue
+            meta = self._meta.get(sa)
+            if meta is None or meta.scheduled != when:
+                continue
+            meta.scheduled = None
+            sa.handle_timer(now)
+            self._service(sa, now)
+
+    def receive_datagram(self, data: bytes, local: Addr, remote: Addr, now: float) -> None:
+        """One UDP payload that arrived on ``local`` from ``remote``."""
+        if local[1] == self.natt_port:
+            if len(data) == 1 and data[0] == 0xFF:
+                return  # NAT keepalive
+            if data[:4] != NON_ESP_MARKER:
+                self.stats.esp_dropped += 1  # ESP-in-UDP: the dataplane's business (not wired here yet)
+                return
+            data = data[4:]
+        if len(data) < HEADER_LEN:
+            self.stats.dropped += 1
+            return
+        spi_i, spi_r = data[:8], data[8:16]
+        exchange, flags = data[18], data[19]
+        sa = self._engines.get(spi_i) if flags & HeaderFlag.RESPONSE or spi_r == ZERO_SPI else None
+        if sa is None:
+            sa = self._engines.get(spi_r) or self._engines.get(spi_i)
+        if sa is None:
+            if exchange == ExchangeType.IKE_SA_INIT and not flags & HeaderFlag.RESPONSE and spi_r == ZERO_SPI:
+                sa = self._half_open.get((remote[0], spi_i))
+                if sa is None:
+                    sa = self._new_responder(data, local, remote, now)
+                if sa is None:
+                    return
+            else:
+                self.stats.dropped += 1
+                return
+        sa.receive_datagram(data, remote, now, local=local)
+        self._service(sa, now)
+
+    # ------------------------------------------------------------------ operator API
+
+    def reset_ike_sa(self, now: float, *, conn_id: int | None = None, remote: str | None = None,
+                     placement: Placement | None = None) -> int:
+        """``reset ike sa``: delete the selected SAs, telling the peer; returns how many SAs went away."""
+        self.stats.resets += 1
+        entries = self.sad.select(conn_id=conn_id, remote=remote, placement=placement)
+        if conn_id is None:
+            # Without a conn-id every IKE SA goes with its children (the seed: "as for phase 1").
+            entries = [e for e in entries if isinstance(e, IkeSaEntry) or e.parent is None]
+        doomed: set[int] = set()
+        for entry in entries:
+            doomed.add(entry.conn_id)
+            if isinstance(entry, IkeSaEntry):
+                doomed.update(entry.child_ids)
+        for entry in entries:
+            self._delete_entry(entry, now, DeleteReason.MANUAL)
+        return sum(1 for cid in doomed if self.sad.get(cid) is None)
+
+    def shutdown(self, now: float) -> None:
+        """Delete every IKE SA (sending Deletes) without re-establishing anything."""
+        self._conns = {}
+        self.traps.clear()
+        for sa in list(self._meta):
+            sa.delete(now, DeleteReason.SHUTDOWN)
+            self._service(sa, now)
+
+    def engines(self) -> list[IkeSa]:
+        return list(self._meta)
+
+    @property
+    def idle(self) -> bool:
+        """True when no engine has anything left to send or wait for (a clean shutdown is complete)."""
+        return not any(not sa.finished for sa in self._meta)
+
+    # ------------------------------------------------------------------ internals: engines
+
+    def _delete_entry(self, entry: IkeSaEntry | IpsecSaEntry, now: float, reason: DeleteReason) -> None:
+        handle = entry.handle
+        if isinstance(entry, IkeSaEntry):
+            if isinstance(handle, IkeSa):
+                handle.delete(now, reason)
+                self._service(handle, now)
+            else:
+                self.sad.remove_tree(entry.conn_id)
+            return
+        if isinstance(handle, tuple) and len(handle) == 2 and isinstance(handle[0], IkeSa):
+            sa, child = handle
+            sa.delete_child(child, now, reason)
+            self._service(sa, now)
+        else:
+            self.sad.remove(entry.conn_id)
+
+    def _spi_alloc(self) -> int:
+        while True:
+            spi = int.from_bytes(self._rng(4), "big")
+            if spi >= 256 and self.sad.by_esp_spi(spi, direction="in") is None:
+                return spi
+
+    def _initiate(self, conn: Connection, now: float) -> IkeSa | None:
+        if not conn.flows:
+            return None
+        cfg = translate.ike_config(self.config, conn.peer, conn.local, ike_port=self.ike_port,
+                                   natt_port=self.natt_port, retransmit_tries=self.retransmit_tries)
+        local = (_addr(conn.local), self.ike_port)
+        remote = (_addr(conn.remote), self.ike_port)
+        sa = IkeSa(cfg, initiator=True, local=local, peer=remote, now=now, rng=self._rng,
+                   spi_allocator=self._spi_alloc)
+        sa.initial_contact = not self.sad.by_peer(conn.remote)
+        self._meta[sa] = _Meta(conn, conn.kind)
+        self._active[conn.key] = sa
+        placement = placement_for(conn.remote, self.ike_port, sa.spi_i, self.placements)
+        entry = IkeSaEntry(version=2, role=Role.INITIATOR, flags=SaFlag.NEG, placement=placement,
+                           local_address=conn.local, local_port=self.ike_port, peer_address=conn.remote,
+                           peer_port=self.ike_port, spi_i=sa.spi_i, spi_r=ZERO_SPI,
+                           policy_name=conn.policy.name, policy_seq=conn.policy.seq, interface=conn.interface,
+                           created=now, handle=sa)
+        self.sad.add_ike(entry)
+        sa.handle = entry.conn_id
+        self.stats.negotiations_started += 1
+        first, *rest = conn.flows
+        sa.initiate(now, translate.child_config(self.config, conn.policy, first))
+        for flow in rest:
+            sa.create_child(translate.child_config(self.config, conn.policy, flow), now)
+        self._service(sa, now)
+        return sa
+
+    def _new_responder(self, data: bytes, local: Addr, remote: Addr, now: float) -> IkeSa | None:
+        if self._cookies.required(len(self._half_open)):
+            try:
+                msg = decode_message(data)
+            except ParseError:
+                self.stats.dropped += 1
+                return None
+            nonce = msg.get(Nonce)
+            first = msg.payloads[0] if msg.payloads else None
+            cookie = first.data if isinstance(first, Notify) and first.notify_type == NotifyType.COOKIE else None
+            if nonce is None:
+                self.stats.dropped += 1
+                return None
+            if cookie is None or not self._cookies.check(cookie, nonce.data, remote[0], msg.header.spi_i, now):
+                header = Header(msg.header.spi_i, ZERO_SPI, 0, ExchangeType.IKE_SA_INIT, HeaderFlag.RESPONSE, 0)
+                made = self._cookies.make(nonce.data, remote[0], msg.header.spi_i, now)
+                self._send(encode_message(header, [Notify(NotifyType.COOKIE, data=made)]), local, remote)
+                self.stats.cookies_sent += 1
+                return None
+        sa = IkeSa(None, initiator=False, local=local, peer=remote, now=now, policy=_Responder(self),
+                   rng=self._rng, spi_allocator=self._spi_alloc)
+        self._meta[sa] = _Meta(None, PolicyKind.TEMPLATE)
+        self._half_open[(remote[0], data[:8])] = sa
+        return sa
+
+    def _send(self, packet: bytes, local: Addr, remote: Addr) -> None:
+        if local[1] == self.natt_port:
+            packet = NON_ESP_MARKER + packet
+        self._out.append((packet, local, remote))
+
+    def _service(self, sa: IkeSa, now: float) -> None:
+        """After feeding an engine: mirror its events, ship its datagrams, re-arm its timer."""
+        peer_before = sa.peer
+        while (event := sa.next_event()) is not None:
+            self._on_event(event, now)
+        for packet, local, remote in sa.datagrams_to_send():
+            self._send(packet, local, remote)
+        meta = self._meta.get(sa)
+        if sa.finished or meta is None:
+            self._forget(sa)
+            return
+        spis = sa.local_spis
+        if self._spis.get(sa) != spis:
+            for old in self._spis.get(sa, []):
+                if self._engines.get(old) is sa:
+                    del self._engines[old]
+            for spi in spis:
+                self._engines[spi] = sa
+            self._spis[sa] = list(spis)
+        if sa.state is not State.INIT_DONE:
+            key = (sa.peer[0], sa.spi_i)
+            if self._half_open.get(key) is sa:
+                del self._half_open[key]
+        if sa.peer != peer_before and isinstance(sa.handle, int) and self.sad.get(sa.handle) is not None:
+            self.sad.move_peer(sa.handle, sa.peer[0], sa.peer[1])
+        when = sa.get_timer()
+        if when is not None and when != meta.scheduled:
+            meta.scheduled = when
+            heapq.heappush(self._heap, (when, next(self._counter), sa, None))
+
+    def _forget(self, sa: IkeSa) -> None:
+        for spi in self._spis.pop(sa, []):
+            if self._engines.get(spi) is sa:
+                del self._engines[spi]
+        self._half_open.pop((sa.peer[0], sa.spi_i), None)
+        meta = self._meta.pop(sa, None)
+        if meta is not None and meta.conn is not None and self._active.get(meta.conn.key) is sa:
+            del self._active[meta.conn.key]
+        if isinstance(sa.handle, int) and self.sad.get(sa.handle) is not None:
+            self.sad.remove_tree(sa.handle)
+
+    def _schedule(self, when: float, job: Callable[[float], None]) -> None:
+        heapq.heappush(self._heap, (when, next(self._counter), None, job))
+
+    # ------------------------------------------------------------------ internals: events
+
+    def _on_event(self, event: IkeEvent, now: float) -> None:
+        if isinstance(event, IkeSaEstablished):
+            self._on_ike_up(event.sa, now)
+        elif isinstance(event, ChildSaEstablished):
+            self._on_child_up(event.sa, event.child, now)
+        elif isinstance(event, ChildSaDeleted):
+            self._on_child_down(event.sa, event.child, event.reason, now)
+        elif isinstance(event, IkeSaDeleted):
+            self._on_ike_down(event.sa, event.reason, now)
+        elif isinstance(event, IkeSaRekeyed):
+            if isinstance(event.sa.handle, int) and self.sad.get(event.sa.handle) is not None:
+                self.sad.set_ike_spis(event.sa.handle, event.sa.spi_i, event.sa.spi_r)
+        elif isinstance(event, InitialContact):
+            self._on_initial_contact(event.sa, now)
+        elif isinstance(event, NegotiationFailed):
+            reason = NotifyType.text(event.notify) if event.notify else "timeout"
+            self.stats.negotiations_failed[reason] = self.stats.negotiations_failed.get(reason, 0) + 1
+            self._log("IKE/4/NEGOTIATION_FAILED",
+                      f"IKE negotiation failed. (RemoteAddress={event.sa.peer[0]}, Reason={event.detail})")
+
+    def _algorithms(self, sa: IkeSa) -> dict[str, str]:
+        chosen = sa.chosen
+        if chosen is None:
+            return {}
+        from ikegate.ike.crypto import dh_group, integ_alg, prf_alg
+
+        return {
+            "encryption": chosen.encr_alg().name,
+            "integrity": integ_alg(chosen.integ).name if chosen.integ is not None else "",
+            "prf": prf_alg(chosen.prf).name if chosen.prf is not None else "",
+            "dh": dh_group(chosen.dh).name if chosen.dh is not None else "",
+        }
+
+    def _on_ike_up(self, sa: IkeSa, now: float) -> None:
+        self.stats.negotiations_succeeded += 1
+        meta = self._meta[sa]
+        peer_type, peer_id = self._peer_identity(sa)
+        algs = self._algorithms(sa)
+        if isinstance(sa.handle, int) and (entry := self.sad.ike(sa.handle)) is not None:
+            self.sad.set_ike_spis(entry.conn_id, sa.spi_i, sa.spi_r)
+            self.sad.set_flags(entry.conn_id, add=SaFlag.RD | SaFlag.A, remove=SaFlag.NEG)
+            if (sa.peer[0], sa.peer[1]) != (str(entry.peer_address), entry.peer_port):
+                self.sad.move_peer(entry.conn_id, sa.peer[0], sa.peer[1])
+            entry.local_port = sa.local[1]
+        else:
+            conn = self._match_connection(sa)
+            if conn is not None:
+                meta.conn, meta.kind = conn, conn.kind
+            peer_addr = ipaddress.ip_address(sa.peer[0])
+            placement = placement_for(peer_addr, sa.peer[1], sa.spi_i, self.placements)
+            entry = IkeSaEntry(version=2, role=Role.RESPONDER, flags=SaFlag.RD | SaFlag.A, placement=placement,
+                               local_address=ipaddress.ip_address(sa.local[0]), local_port=sa.local[1],
+                               peer_address=peer_addr, peer_port=sa.peer[1], spi_i=sa.spi_i, spi_r=sa.spi_r,
+                               created=now, handle=sa)
+            if conn is not None:
+                entry.policy_name, entry.policy_seq, entry.interface = conn.policy.name, conn.policy.seq, conn.interface
+            self.sad.add_ike(entry)
+            sa.handle = entry.conn_id
+        entry.peer_id_type, entry.peer_id = peer_type, peer_id
+        entry.encryption, entry.integrity = algs.get("encryption", ""), algs.get("integrity", "")
+        entry.prf, entry.dh = algs.get("prf", ""), algs.get("dh", "")
+        entry.auth_method = "PRE_SHARED"
+        entry.created = now
+        if sa.config is not None:
+            entry.lifetime_hard = int(sa.config.lifetime)
+            entry.lifetime_soft = int(sa.rekey_at - now) if sa.rekey_at else None
+        self._log("IKE/6/IKE_SA_ESTABLISHED",
+                  f"IKE SA established. (ConnID={entry.conn_id}, RemoteAddress={sa.peer[0]}, Version=v2)")
+
+    def _peer_identity(self, sa: IkeSa) -> tuple[str, str]:
+        if sa.peer_id is None:
+            return "IP", sa.peer[0]
+        id_type, data = sa.peer_id
+        if id_type in (1, 5):
+            try:
+                return "IP", str(ipaddress.ip_address(data))
+            except ValueError:
+                return "IP", data.hex()
+        return ID_TEXT.get(id_type, str(id_type)), data.decode("utf-8", "replace")
+
+    def _match_connection(self, sa: IkeSa) -> Connection | None:
+        """The site-to-site policy a responder SA belongs to (its peer is configured with this address)."""
+        name = sa.config.name if sa.config else None
+        for conn in self._conns.values():
+            if conn.peer.name == name and _addr(conn.remote) == sa.peer[0]:
+                return conn
+        return None
+
+    def _on_child_up(self, sa: IkeSa, child: ChildSa, now: float) -> None:
+        parent = self.sad.ike(sa.handle) if isinstance(sa.handle, int) else None
+        if parent is None:
+            return
+        settings, rule = child.config.handle if isinstance(child.config.handle, tuple) else (None, None)
+        entry = IpsecSaEntry.from_parent(
+            parent,
+            flags=SaFlag.RD | SaFlag.A,
+            role=Role.INITIATOR if child.initiator else Role.RESPONDER,
+            spi_in=child.spi_in,
+            spi_out=child.spi_out,
+            encryption=child.encr.name,
+            integrity=child.integ.name if child.integ else "",
+            pfs=str(child.dh) if child.dh else "",
+            encapsulation_mode=child.mode.value,
+            udp_encap=child.udp_encap,
+            local_selectors=tuple(_selector(t) for t in child.ts_local),
+            remote_selectors=tuple(_selector(t) for t in child.ts_remote),
+            lifetime_hard=int(child.config.lifetime),
+            lifetime_soft=int(child.rekey_at - now) if child.rekey_at else None,
+            lifetime_hard_kb=child.config.lifetime_kb,
+            acl_rule=rule,
+            acl_number=getattr(settings, "acl", None),
+            policy_name=child.config.name,
+            policy_seq=child.config.seq,
+            template_name=child.config.template,
+            created=now,
+            handle=(sa, child),
+        )
+        self.sad.add_ipsec(entry)
+        child.handle = entry.conn_id
+        self._log("IPSEC-VPN/4/IPSECTUNNELSTART",
+                  f"The IPSec tunnel is established. (PolicyName={child.config.name}, SeqNum={child.config.seq}, "
+                  f"RuleNum={rule}, SrcIP={sa.local[0]}, DstIP={sa.peer[0]}, InboundSPI={child.spi_in})")
+
+    def _record_down(self, entry: IkeSaEntry | IpsecSaEntry, reason: DeleteReason, now: float) -> None:
+        self.sad.offline.record_sa(entry, reason.value, now)
+        if isinstance(entry, IpsecSaEntry):
+            self._log("IPSEC-VPN/5/IPSEC_TUNNEL_TEARED_DOWN",
+                      f"An IPSec tunnel is teared down. (PolicyName={entry.policy_name}, SeqNum={entry.policy_seq}, "
+                      f"RuleNum={entry.acl_rule}, SrcIP={entry.local_address}, DstIP={entry.peer_address}, "
+                      f"InboundSPI={entry.spi_in}, Slot={entry.placement.slot}, CpuID={entry.placement.cpu}, "
+                      f"OfflineReason={reason.value}, State=Normal)")
+
+    def _on_child_down(self, sa: IkeSa, child: ChildSa, reason: DeleteReason, now: float) -> None:
+        entry = self.sad.ipsec(child.handle) if isinstance(child.handle, int) else None
+        if entry is not None:
+            self.sad.remove(entry.conn_id)
+            if reason is not DeleteReason.REKEYED:
+                self._record_down(entry, reason, now)
+        if reason is DeleteReason.PEER_REQUEST:
+            self.stats.deletes_received += 1
+        elif reason is DeleteReason.MANUAL:
+            self.stats.deletes_sent += 1
+        if reason in (DeleteReason.REKEYED, DeleteReason.SHUTDOWN) or not sa.established:
+            return
+        meta = self._meta.get(sa)
+        if meta is None:
+            return
+        kind = self._kind_of(meta, child.config)
+        action = after_delete(kind, 2)
+        if action is Action.RENEGOTIATE_CHILD:
+            _settings, rule = child.config.handle if isinstance(child.config.handle, tuple) else (None, None)
+            flow = next((f for f in meta.conn.flows if f.rule == rule), None) if meta.conn else None
+            if meta.conn is not None and flow is not None:
+                sa.create_child(translate.child_config(self.config, meta.conn.policy, flow), now)
+        elif action is Action.ARM_TRAP and meta.conn is not None:
+            self.traps.add(meta.conn.key)
+
+    def _kind_of(self, meta: _Meta, child: ChildSaConfig | None) -> PolicyKind:
+        if child is not None and child.template is not None:
+            return PolicyKind.TEMPLATE
+        return meta.kind
+
+    def _on_ike_down(self, sa: IkeSa, reason: DeleteReason, now: float) -> None:
+        if isinstance(sa.handle, int):
+            for entry in self.sad.remove_tree(sa.handle):
+                if isinstance(entry, IpsecSaEntry) or sa.established or reason is not DeleteReason.NEGOTIATION_FAILED:
+                    self._record_down(entry, reason, now)
+            sa.handle = None
+        if reason is DeleteReason.PEER_REQUEST:
+            self.stats.deletes_received += 1
+        elif reason in (DeleteReason.MANUAL, DeleteReason.SHUTDOWN):
+            self.stats.deletes_sent += 1
+        meta = self._meta.get(sa)
+        if meta is None or meta.conn is None:
+            return
+        if self._active.get(meta.conn.key) is sa:
+            del self._active[meta.conn.key]
+        if reason in (DeleteReason.SHUTDOWN, DeleteReason.INITIAL_CONTACT):
+            return
+        conn = self._conns.get(meta.conn.key)
+        if conn is None:
+            return
+        action = after_delete(meta.kind, 1)
+        if action is Action.REINITIATE:
+            if reason is DeleteReason.MANUAL:
+                self._initiate(conn, now)
+            else:
+                # After a failure or the peer's word, come back a little later rather than in a hot loop.
+                self._schedule(now + RETRY_AFTER_FAILURE * (1 if reason is not DeleteReason.PEER_REQUEST else 0.2),
+                               functools.partial(self._reinitiate, conn))
+        elif action is Action.ARM_TRAP:
+            self.traps.add(conn.key)
+
+    def _reinitiate(self, conn: Connection, now: float) -> None:
+        current = self._conns.get(conn.key)
+        if current is None or current.key in self._active:
+            return
+        if any(isinstance(e, IkeSaEntry) and e.policy_name == conn.policy.name for e in self.sad.by_peer(conn.remote)):
+            return  # the peer came back to us first
+        self._initiate(current, now)
+
+    def _on_initial_contact(self, sa: IkeSa, now: float) -> None:
+        """Drop older IKE SAs with the same peer identity: the peer lost them (RFC 7296 §2.4)."""
+        for entry in list(self.sad.by_peer(sa.peer[0])):
+            other = entry.handle
+            if isinstance(entry, IkeSaEntry) and isinstance(other, IkeSa) and other is not sa \
+                    and other.peer_id == sa.peer_id and other.established:
+                other.delete(now, DeleteReason.INITIAL_CONTACT)
+                other._finish()  # the peer has no state for it: no Delete exchange
+                self._service(other, now)
+
+
+def _selector(ts: TrafficSelector) -> Selector:
+    return Selector(ts.start_addr, ts.end_addr, ts.ip_protocol, ts.start_port, ts.end_port)
+
+
+class _Responder:
+    """The responder policy the engines consult, answered from the gateway's configuration."""
+
+    def __init__(self, gw: Gateway) -> None:
+        self._gw = gw
+
+    def _peers_for(self, ip: str) -> list[IkePeer]:
+        cfg = self._gw.config
+        addr = ipaddress.ip_address(ip)
+        explicit = [p for p in cfg.ike_peers.values() if addr in p.remote_addresses]
+        template_peers = {t.ike_peer for _, t, _ in translate.templates(cfg) if t.ike_peer}
+        open_peers = [cfg.ike_peers[n] for n in sorted(template_peers)
+                      if n in cfg.ike_peers and not cfg.ike_peers[n].remote_addresses]
+        return explicit + open_peers
+
+    def ike_proposals(self, peer: Addr) -> list[IkeProposalSpec]:
+        specs: list[IkeProposalSpec] = []
+        for p in self._peers_for(peer[0]):
+            for spec in translate.ike_proposal_specs(self._gw.config, p):
+                if spec not in specs:
+                    specs.append(spec)
+        return specs
+
+    def authenticate(self, peer: Addr, id_type: int, id_data: bytes) -> list[IkeSaConfig]:
+        out: list[IkeSaConfig] = []
+        gw = self._gw
+        for p in self._peers_for(peer[0]):
+            if p.pre_shared_key is None:
+                continue
+            cfg = translate.ike_config(gw.config, p, None, ike_port=gw.ike_port, natt_port=gw.natt_port,
+                                       retransmit_tries=gw.retransmit_tries)
+            if cfg.remote_id is not None and cfg.remote_id != (id_type, id_data):
+                continue
+            local = self._local_for(peer)
+            cfg.local_id = translate.identity(p.local_id_type, p.local_id, local) or cfg.local_id
+            out.append(cfg)
+        return out
+
+    def _local_for(self, peer: Addr) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+        addrs = self._gw.config.local_addresses()
+        version = ipaddress.ip_address(peer[0]).version
+        return next((a for a in addrs if a.version == version), None)
+
+    def select_child(self, sa: IkeSa, tsi: list[TrafficSelector], tsr: list[TrafficSelector]) -> ChildSaConfig | None:
+        gw = self._gw
+        cfg = gw.config
+        name = sa.config.name if sa.config else None
+        # Site-to-site policies naming this peer first, then templates.
+        for conn in gw._conns.values():
+            if conn.peer.name != name:
+                continue
+            flow = _pick_flow(conn.flows, tsi, tsr)
+            if flow is not None:
+                return translate.child_config(cfg, conn.policy, flow)
+        for _policy, tpl, _itf in translate.templates(cfg):
+            if tpl.ike_peer != name:
+                continue
+            if tpl.acl is None:
+                return translate.child_config(cfg, tpl, None, proposed=(list(tsr), list(tsi)))
+            flow = _pick_flow(translate.acl_flows(cfg.acls.get(tpl.acl)), tsi, tsr)
+            if flow is not None:
+                return translate.child_config(cfg, tpl, flow)
+        return None
+
+
+def _pick_flow(flows: list[Flow], tsi: list[TrafficSelector], tsr: list[TrafficSelector]) -> Flow | None:
+    """The first rule whose remote side meets the initiator's selectors and local side the responder's."""
+    for flow in flows:
+        if tsmod.narrow(tsi, [flow.remote]) and tsmod.narrow(tsr, [flow.local]):
+            return flow
+    return None
+
+
+__all__ = ["Gateway", "GatewayStats", "struct"]

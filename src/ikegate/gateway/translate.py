@@ -1,0 +1,259 @@
+"""From the VRP configuration model to engine parameters.
+
+The engines speak transform IDs, selectors and seconds; the configuration speaks ``aes-256``,
+``group14`` and ACL rules. Everything that turns one into the other lives here, so the controller only
+decides *when* to negotiate, never *how* a keyword maps to the wire.
+"""
+
+from __future__ import annotations
+
+import enum
+import ipaddress
+from dataclasses import dataclass
+
+from ikegate.ike.crypto import UnsupportedTransform, encr_alg
+from ikegate.ike.v2 import ts as tsmod
+from ikegate.ike.v2.config import ChildSaConfig, EspProposalSpec, IkeProposalSpec, IkeSaConfig, Mode
+from ikegate.ike.wire.v2 import TrafficSelector
+from ikegate.policy import algorithms as alg
+from ikegate.policy.model import (
+    Acl,
+    AclAddress,
+    AclRule,
+    Config,
+    EncapsulationMode,
+    IdType,
+    IkePeer,
+    IkeProposal,
+    IpsecPolicy,
+    IpsecPolicySettings,
+    IpsecPolicyTemplate,
+    TriggerMode,
+)
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+#: USG's built-in lowest-priority IKE proposal (usg-cli a.7), used when a peer names none.
+DEFAULT_IKE_PROPOSAL = IkeProposal(
+    number=0,
+    encryption=["aes-256", "aes-192", "aes-128"],
+    dh=["group14"],
+    integrity=["hmac-sha2-256"],
+    prf=["hmac-sha2-256"],
+)
+
+
+class PolicyKind(enum.Enum):
+    """The three behaviours of the seed's matrix."""
+
+    TEMPLATE = "template"
+    AUTO = "auto"
+    TRAFFIC_BASED = "traffic-based"
+
+
+@dataclass(frozen=True, slots=True)
+class Flow:
+    """One ACL permit rule as a pair of selector lists (local side = rule source)."""
+
+    rule: int
+    local: TrafficSelector
+    remote: TrafficSelector
+
+
+@dataclass(slots=True)
+class Connection:
+    """A site-to-site policy this gateway initiates: one IPsec policy, its peer and its addresses."""
+
+    policy: IpsecPolicy
+    peer: IkePeer
+    interface: str
+    local: IPAddress
+    remote: IPAddress
+    flows: list[Flow]
+
+    @property
+    def key(self) -> tuple[str, int]:
+        return (self.policy.name, self.policy.seq)
+
+    @property
+    def kind(self) -> PolicyKind:
+        return PolicyKind.AUTO if self.policy.trigger_mode is TriggerMode.AUTO else PolicyKind.TRAFFIC_BASED
+
+
+def _split_aead(encr: tuple[tuple[int, int | None], ...]) -> tuple[tuple[tuple[int, int | None], ...], ...]:
+    """IKEv2 forbids mixing AEAD and non-AEAD ciphers in one proposal (RFC 5282 §8): split them."""
+
+    def aead(e: tuple[int, int | None]) -> bool:
+        try:
+            return encr_alg(*e).aead
+        except UnsupportedTransform:
+            return False
+
+    plain = tuple(e for e in encr if not aead(e))
+    gcm = tuple(e for e in encr if aead(e))
+    return tuple(x for x in (plain, gcm) if x)
+
+
+def ike_proposal_specs(config: Config, peer: IkePeer) -> list[IkeProposalSpec]:
+    numbers = peer.ike_proposals or []
+    proposals = [config.ike_proposals[n] for n in numbers if n in config.ike_proposals] or [DEFAULT_IKE_PROPOSAL]
+    specs: list[IkeProposalSpec] = []
+    for prop in proposals:
+        encr = tuple(alg.ENCRYPTION[e] for e in prop.encryption if e in alg.ENCRYPTION)
+        prf = tuple(alg.PRF[p] for p in prop.prf if p in alg.PRF)
+        integ = tuple(alg.INTEGRITY[i] for i in prop.integrity if i in alg.INTEGRITY)
+        dh = tuple(alg.DH[d] for d in prop.dh if d in alg.DH)
+        for group in _split_aead(encr):
+            is_aead = encr_alg(*group[0]).aead
+            specs.append(IkeProposalSpec(group, prf, () if is_aead else integ, dh))
+    return specs
+
+
+def esp_proposal_specs(config: Config, settings: IpsecPolicySettings) -> list[EspProposalSpec]:
+    pfs = (alg.PFS[settings.pfs],) if settings.pfs in alg.PFS else ()
+    specs: list[EspProposalSpec] = []
+    names = settings.proposals or list(config.ipsec_proposals)[:1]
+    for name in names:
+        prop = config.ipsec_proposals.get(name)
+        if prop is None:
+            continue
+        encr = tuple(alg.ENCRYPTION[e] for e in prop.esp_encryption if e in alg.ENCRYPTION)
+        integ = tuple(alg.AUTHENTICATION[a] for a in prop.esp_authentication if a in alg.AUTHENTICATION)
+        for group in _split_aead(encr):
+            is_aead = encr_alg(*group[0]).aead
+            specs.append(EspProposalSpec(group, () if is_aead else integ, pfs))
+    return specs
+
+
+def ike_lifetime(config: Config, peer: IkePeer) -> int:
+    numbers = [n for n in peer.ike_proposals if n in config.ike_proposals]
+    return config.ike_proposals[numbers[0]].duration if numbers else DEFAULT_IKE_PROPOSAL.duration
+
+
+def identity(id_type: IdType, value: str | None, address: IPAddress | None) -> tuple[int, bytes] | None:
+    """An IKEv2 identity (type, data) from ``local-id-type``/``local-id`` or an address."""
+    if id_type is IdType.IP:
+        if value:
+            address = ipaddress.ip_address(value)
+        if address is None:
+            return None
+        return (1 if address.version == 4 else 5, address.packed)
+    if not value:
+        return None
+    return (2 if id_type is IdType.FQDN else 3, value.encode())
+
+
+def ike_config(config: Config, peer: IkePeer, local: IPAddress | None, *, ike_port: int, natt_port: int,
+               retransmit_tries: int = 5) -> IkeSaConfig:
+    local_id = identity(peer.local_id_type, peer.local_id, local) or (1, bytes(4))
+    remote_id = identity(peer.remote_id_type, peer.remote_id, None) if peer.remote_id_type else None
+    dpd = float(peer.dpd.idle_time) if peer.dpd.enabled else None
+    return IkeSaConfig(
+        proposals=ike_proposal_specs(config, peer),
+        psk=(peer.pre_shared_key or "").encode(),
+        local_id=local_id,
+        remote_id=remote_id,
+        lifetime=float(ike_lifetime(config, peer)),
+        retransmit_tries=retransmit_tries,
+        dpd_interval=dpd,
+        nat_traversal=peer.nat_traversal,
+        ike_port=ike_port,
+        natt_port=natt_port,
+        name=peer.name,
+        handle=peer.name,
+    )
+
+
+def _side(addr: AclAddress | None, family: int, protocol: int, low: int, high: int) -> TrafficSelector:
+    if addr is None:
+        net: ipaddress.IPv4Network | ipaddress.IPv6Network = (
+            ipaddress.IPv4Network("0.0.0.0/0") if family == 4 else ipaddress.IPv6Network("::/0"))
+    else:
+        net = addr.network
+    return tsmod.from_network(net, protocol, low, high)
+
+
+def acl_flows(acl: Acl | None) -> list[Flow]:
+    """The permit rules of an ACL as flows, in rule order (deny rules carve nothing out here)."""
+    if acl is None:
+        return []
+    flows: list[Flow] = []
+    for rule in sorted(acl.rules, key=lambda r: r.rule_id):
+        if rule.action != "permit":
+            continue
+        flows.append(rule_flow(rule))
+    return flows
+
+
+def rule_flow(rule: AclRule) -> Flow:
+    family = 4
+    for side in (rule.source, rule.destination):
+        if side is not None:
+            family = side.address.version
+    proto = rule.ip_protocol
+    local = _side(rule.source, family, proto, rule.source_port.low, rule.source_port.high)
+    remote = _side(rule.destination, family, proto, rule.destination_port.low, rule.destination_port.high)
+    return Flow(rule.rule_id, local, remote)
+
+
+def child_config(config: Config, settings: IpsecPolicySettings, flow: Flow | None,
+                 proposed: tuple[list[TrafficSelector], list[TrafficSelector]] | None = None) -> ChildSaConfig:
+    """The Child SA parameters of one policy flow (or, for a template without ACL, of what was proposed)."""
+    if flow is not None:
+        local_ts, remote_ts = [flow.local], [flow.remote]
+    else:
+        assert proposed is not None
+        local_ts, remote_ts = proposed
+    mode = Mode.TUNNEL
+    for name in settings.proposals:
+        prop = config.ipsec_proposals.get(name)
+        if prop is not None and prop.encapsulation_mode is EncapsulationMode.TRANSPORT:
+            mode = Mode.TRANSPORT
+        break
+    return ChildSaConfig(
+        name=settings.name,
+        seq=settings.seq,
+        proposals=esp_proposal_specs(config, settings),
+        local_ts=local_ts,
+        remote_ts=remote_ts,
+        mode=mode,
+        lifetime=float(settings.sa_duration_time),
+        lifetime_kb=settings.sa_duration_traffic,
+        template=settings.name if isinstance(settings, IpsecPolicyTemplate) else None,
+        handle=(settings, flow.rule if flow else None),
+    )
+
+
+def connections(config: Config) -> list[Connection]:
+    """Every site-to-site (non-template) policy bound to an interface, with the addresses to use."""
+    out: list[Connection] = []
+    for itf in config.interfaces.values():
+        if itf.ipsec_policy is None:
+            continue
+        for policy in config.policy_group(itf.ipsec_policy):
+            if policy.is_template or policy.ike_peer is None:
+                continue
+            peer = config.ike_peers.get(policy.ike_peer)
+            if peer is None or not peer.remote_addresses:
+                continue
+            remote = peer.remote_addresses[0]
+            locals_ = [i.ip for i in (itf.ipv4 if remote.version == 4 else itf.ipv6)]
+            if not locals_:
+                continue
+            acl = config.acls.get(policy.acl) if policy.acl is not None else None
+            out.append(Connection(policy, peer, itf.name, locals_[0], remote, acl_flows(acl)))
+    return out
+
+
+def templates(config: Config) -> list[tuple[IpsecPolicy, IpsecPolicyTemplate, str]]:
+    """Bound template policies: (the policy naming the template, a template entry, interface)."""
+    out: list[tuple[IpsecPolicy, IpsecPolicyTemplate, str]] = []
+    for itf in config.interfaces.values():
+        if itf.ipsec_policy is None:
+            continue
+        for policy in config.policy_group(itf.ipsec_policy):
+            if policy.template is None:
+                continue
+            for tpl in config.template_group(policy.template):
+                out.append((policy, tpl, itf.name))
+    return out

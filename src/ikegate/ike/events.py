@@ -1,0 +1,94 @@
+"""What the sans-I/O IKE engines tell their owner.
+
+One small vocabulary for IKEv2 now and IKEv1 later (hypercorn's ``events.py`` is the model): the gateway
+reads these from ``next_event()`` after feeding bytes or time, and updates the SA database and the
+dataplane from them. Events carry the engine objects, never copies of their state.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ikegate.ike.v2.child import ChildSa
+
+
+class DeleteReason(enum.Enum):
+    """Why an SA went away, worded as USG's ``display ike offline-info`` prints it."""
+
+    MANUAL = "config modify or manual offline"
+    PEER_REQUEST = "peer request"
+    DPD_TIMEOUT = "dpd timeout"
+    PHASE1_HARD_EXPIRY = "phase1 hard expiry"
+    PHASE2_HARD_EXPIRY = "phase2 hard expiry"
+    PHASE1_REPLACED = "phase1 sa replace"
+    REKEYED = "phase2 sa replace"
+    NEGOTIATION_FAILED = "negotiation failed"
+    INITIAL_CONTACT = "initial contact"
+    SHUTDOWN = "system shutdown"
+    PARENT_DELETED = "phase1 sa delete"
+
+
+@dataclass(slots=True)
+class IkeSaEstablished:
+    sa: Any
+
+
+@dataclass(slots=True)
+class IkeSaRekeyed:
+    """The IKE SA now runs under new SPIs and keys; ``old_spis`` are retired."""
+
+    sa: Any
+    old_spis: tuple[bytes, bytes]
+
+
+@dataclass(slots=True)
+class IkeSaDeleted:
+    sa: Any
+    reason: DeleteReason
+
+
+@dataclass(slots=True)
+class ChildSaEstablished:
+    """A Child SA pair is ready: keys and selectors are on ``child``; ``replaces`` is set on a rekey."""
+
+    sa: Any
+    child: ChildSa
+    replaces: ChildSa | None = None
+
+
+@dataclass(slots=True)
+class ChildSaDeleted:
+    sa: Any
+    child: ChildSa
+    reason: DeleteReason
+
+
+@dataclass(slots=True)
+class NegotiationFailed:
+    """An exchange failed: ``notify`` is the IKEv2 Notify type received or sent (0: timeout/local)."""
+
+    sa: Any
+    notify: int
+    detail: str
+    child_only: bool = False
+
+
+@dataclass(slots=True)
+class InitialContact:
+    """The peer says it has no other SA with us: older SAs of the same identity may be dropped."""
+
+    sa: Any
+
+
+IkeEvent = (
+    IkeSaEstablished
+    | IkeSaRekeyed
+    | IkeSaDeleted
+    | ChildSaEstablished
+    | ChildSaDeleted
+    | NegotiationFailed
+    | InitialContact
+)

@@ -1,0 +1,95 @@
+"""Parameters of one IKE SA and its Child SAs, in protocol terms (transform IDs, selectors, seconds).
+
+The gateway translates the VRP configuration into these records; the state machine never sees the
+configuration model. ``handle`` fields let the gateway tie an SA back to the policy it came from.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Protocol
+
+from ikegate.ike.wire.v2 import TrafficSelector
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ikegate.ike.v2.sa import IkeSa
+
+Addr = tuple[str, int]
+
+
+@dataclass(frozen=True, slots=True)
+class IkeProposalSpec:
+    """One IKE proposal: every list is a set of alternatives, first preferred."""
+
+    encr: tuple[tuple[int, int | None], ...]  # (ENCR id, key bits)
+    prf: tuple[int, ...]
+    integ: tuple[int, ...]  # empty for AEAD-only proposals
+    dh: tuple[int, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class EspProposalSpec:
+    encr: tuple[tuple[int, int | None], ...]
+    integ: tuple[int, ...]
+    dh: tuple[int, ...] = ()  # PFS groups; empty = no PFS
+
+
+class Mode(enum.Enum):
+    TUNNEL = "tunnel"
+    TRANSPORT = "transport"
+
+
+@dataclass(slots=True)
+class ChildSaConfig:
+    """What one IPsec policy (or template) allows for a Child SA."""
+
+    name: str
+    seq: int
+    proposals: list[EspProposalSpec]
+    local_ts: list[TrafficSelector]
+    remote_ts: list[TrafficSelector]
+    mode: Mode = Mode.TUNNEL
+    lifetime: float = 3600.0
+    lifetime_kb: int = 10485760
+    template: str | None = None
+    handle: object = None
+
+
+@dataclass(slots=True)
+class IkeSaConfig:
+    """What one IKE peer allows. ``psk`` is clear bytes: it never leaves the engine."""
+
+    proposals: list[IkeProposalSpec]
+    psk: bytes
+    local_id: tuple[int, bytes]
+    remote_id: tuple[int, bytes] | None = None
+    lifetime: float = 86400.0
+    retransmit_base: float = 1.0
+    retransmit_tries: int = 5
+    dpd_interval: float | None = 30.0
+    nat_traversal: bool = True
+    ike_port: int = 500
+    natt_port: int = 4500
+    half_open_timeout: float = 30.0
+    name: str = ""
+    handle: object = None
+    children: list[ChildSaConfig] = field(default_factory=list)
+
+
+class ResponderPolicy(Protocol):
+    """How a responder finds out what to accept, asked at the moment it needs to know.
+
+    Pure lookups on the configuration: no I/O. ``authenticate`` is asked once the peer's identity is
+    known (IKE_AUTH); ``select_child`` for every Child SA the peer proposes.
+    """
+
+    def ike_proposals(self, peer: Addr) -> list[IkeProposalSpec]: ...
+
+    def authenticate(self, peer: Addr, id_type: int, id_data: bytes) -> list[IkeSaConfig]:
+        """Candidate peer configurations for this identity, best first; the PSK decides among them."""
+        ...
+
+    def select_child(
+        self, sa: IkeSa, tsi: list[TrafficSelector], tsr: list[TrafficSelector]
+    ) -> ChildSaConfig | None: ...

@@ -1,0 +1,1297 @@
+"""The IKEv2 IKE SA state machine (RFC 7296), sans-I/O.
+
+Modelled on aioquic's ``QuicConnection``: bytes and time go in through :meth:`IkeSa.receive_datagram`
+and :meth:`IkeSa.handle_timer`, commands through :meth:`initiate`, :meth:`create_child`,
+:meth:`rekey_child`, :meth:`rekey_ike`, :meth:`delete_child` and :meth:`delete`; datagrams, the next
+deadline and events come out of :meth:`datagrams_to_send`, :meth:`get_timer` and :meth:`next_event`.
+There is no socket, clock or logger in here, so loss, retransmission and lifetimes are tested in memory
+by stepping ``now``.
+
+Design choices worth knowing:
+
+* Our requests are serialised: one outstanding request at a time (window size 1), later ones wait in a
+  task queue and are built when their turn comes (so they see the state of that moment).
+* An IKE SA rekey swaps keys and SPIs *in place* on the same object (a new "generation"); the old one
+  retires until the old SA's Delete has been exchanged. Child SAs stay attached to the object.
+* A local delete reports the SA as gone at once (the SA database and the policy react immediately), and
+  the Delete exchange then finishes in the background; :attr:`finished` tells the owner when to drop it.
+* Rekey collisions are answered with TEMPORARY_FAILURE and retried after a random back-off instead of
+  running the nonce comparison of §2.8.1; the outcome is the same single surviving SA.
+"""
+
+from __future__ import annotations
+
+import enum
+import functools
+import hashlib
+import hmac
+import ipaddress
+import os
+import struct
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from ikegate.ike.crypto import (
+    CryptoError,
+    DhKey,
+    IkeKeys,
+    PrfAlg,
+    UnsupportedTransform,
+    derive_child_keys,
+    derive_ike_keys,
+    dh_group,
+    integ_alg,
+    prf_alg,
+    psk_auth,
+    rekey_skeyseed,
+    signed_octets,
+    skeyseed,
+)
+from ikegate.ike.events import (
+    ChildSaDeleted,
+    ChildSaEstablished,
+    DeleteReason,
+    IkeEvent,
+    IkeSaDeleted,
+    IkeSaEstablished,
+    IkeSaRekeyed,
+    InitialContact,
+    NegotiationFailed,
+)
+from ikegate.ike.v2 import proposals as props
+from ikegate.ike.v2 import ts as tsmod
+from ikegate.ike.v2.child import ChildSa, ChildState
+from ikegate.ike.v2.config import Addr, ChildSaConfig, IkeSaConfig, Mode, ResponderPolicy
+from ikegate.ike.v2.protect import SkContext, open_sk, seal
+from ikegate.ike.wire.registry import (
+    AuthMethod,
+    ExchangeType,
+    HeaderFlag,
+    NotifyType,
+    ProtocolId,
+)
+from ikegate.ike.wire.v2 import (
+    AUTH,
+    KE,
+    SA,
+    Delete,
+    Header,
+    IDi,
+    IDr,
+    Message,
+    Nonce,
+    Notify,
+    ParseError,
+    Payload,
+    TrafficSelector,
+    TSi,
+    TSr,
+    decode_message,
+    encode_message,
+)
+
+NONCE_SIZE = 32
+MAX_INVALID_KE_RETRIES = 3
+
+
+class State(enum.Enum):
+    NEW = "new"
+    INIT_SENT = "init-sent"
+    AUTH_SENT = "auth-sent"
+    INIT_DONE = "init-done"
+    ESTABLISHED = "established"
+    DELETING = "deleting"
+    DEAD = "dead"
+
+
+class Trigger(enum.Enum):
+    INITIATE = "initiate"
+    INIT_RESPONSE = "init-response"
+    AUTH_RESPONSE = "auth-response"
+    INIT_REQUEST = "init-request"
+    AUTH_REQUEST = "auth-request"
+    DELETE = "delete"
+    DIE = "die"
+
+
+#: The whole life of an IKE SA (h11's ``_state.py`` style): (state, trigger) -> next state. DIE is
+#: allowed from everywhere and handled in :meth:`IkeSa._move`.
+TRANSITIONS: dict[tuple[State, Trigger], State] = {
+    (State.NEW, Trigger.INITIATE): State.INIT_SENT,
+    (State.INIT_SENT, Trigger.INITIATE): State.INIT_SENT,  # cookie / INVALID_KE retry
+    (State.INIT_SENT, Trigger.INIT_RESPONSE): State.AUTH_SENT,
+    (State.AUTH_SENT, Trigger.AUTH_RESPONSE): State.ESTABLISHED,
+    (State.NEW, Trigger.INIT_REQUEST): State.INIT_DONE,
+    (State.INIT_DONE, Trigger.AUTH_REQUEST): State.ESTABLISHED,
+    (State.INIT_SENT, Trigger.DELETE): State.DELETING,
+    (State.AUTH_SENT, Trigger.DELETE): State.DELETING,
+    (State.INIT_DONE, Trigger.DELETE): State.DELETING,
+    (State.ESTABLISHED, Trigger.DELETE): State.DELETING,
+}
+
+#: Which requests the peer may send us in each state; anything else is dropped.
+ACCEPTED_REQUESTS: dict[State, frozenset[int]] = {
+    State.INIT_DONE: frozenset({ExchangeType.IKE_AUTH}),
+    State.ESTABLISHED: frozenset({ExchangeType.CREATE_CHILD_SA, ExchangeType.INFORMATIONAL}),
+    State.DELETING: frozenset({ExchangeType.INFORMATIONAL}),
+}
+
+ID_TEXT = {1: "IP", 2: "FQDN", 3: "USER-FQDN", 5: "IP"}
+
+
+class _Fail(Exception):
+    """Inside request processing: answer with this Notify instead of a normal response."""
+
+    def __init__(self, notify: int, data: bytes = b"", detail: str = "") -> None:
+        super().__init__(detail or NotifyType.text(notify))
+        self.notify = notify
+        self.data = data
+
+
+@dataclass(slots=True)
+class _Request:
+    exchange: int
+    mid: int
+    packet: bytes
+    on_response: Callable[[list[Payload], float], None]
+    on_timeout: Callable[[float], None]
+    deadline: float
+    tries: int = 0
+    max_tries: int = 0
+
+
+@dataclass(slots=True)
+class _Gen:
+    """One generation of keys, SPIs and message-ID state (a rekey starts a new one)."""
+
+    spi_i: bytes
+    spi_r: bytes
+    we_init: bool
+    prf: PrfAlg
+    keys: IkeKeys
+    out: SkContext
+    inp: SkContext
+    chosen: props.Chosen
+    next_mid: int = 0
+    peer_mid: int = 0
+    cached_mid: int = -1
+    cached: bytes = b""
+    req: _Request | None = None
+
+    @property
+    def local_spi(self) -> bytes:
+        return self.spi_i if self.we_init else self.spi_r
+
+
+@dataclass(slots=True)
+class Stats:
+    messages_in: int = 0
+    messages_out: int = 0
+    retransmits: int = 0
+    dropped: int = 0
+    auth_failures: int = 0
+
+
+def _random_spi(rng: Callable[[int], bytes]) -> int:
+    while True:
+        spi = int.from_bytes(rng(4), "big")
+        if spi >= 256:
+            return spi
+
+
+def natd_hash(spi_i: bytes, spi_r: bytes, addr: Addr) -> bytes:
+    """NAT_DETECTION_*_IP data: SHA-1(SPIi | SPIr | IP | port) (RFC 7296 §2.23)."""
+    ip = ipaddress.ip_address(addr[0]).packed
+    return hashlib.sha1(spi_i + spi_r + ip + struct.pack("!H", addr[1])).digest()
+
+
+def id_payload_for(addr: str) -> tuple[int, bytes]:
+    """The ID_IPV4_ADDR / ID_IPV6_ADDR identity of an address."""
+    ip = ipaddress.ip_address(addr)
+    return (1 if ip.version == 4 else 5, ip.packed)
+
+
+class IkeSa:
+    """One IKEv2 IKE SA with its Child SAs."""
+
+    def __init__(
+        self,
+        config: IkeSaConfig | None,
+        *,
+        initiator: bool,
+        local: Addr,
+        peer: Addr,
+        now: float,
+        policy: ResponderPolicy | None = None,
+        rng: Callable[[int], bytes] = os.urandom,
+        spi_allocator: Callable[[], int] | None = None,
+    ) -> None:
+        if initiator and config is None:
+            raise ValueError("an initiator needs its IKE configuration")
+        if not initiator and policy is None:
+            raise ValueError("a responder needs a responder policy")
+        self.config = config
+        self.policy = policy
+        self.initiator = initiator
+        self.local = local
+        self.peer = peer
+        self.state = State.NEW
+        self.created = now
+        self.established_at: float | None = None
+        self.last_received = now
+        self.stats = Stats()
+        self.children: dict[int, ChildSa] = {}
+        self.peer_id: tuple[int, bytes] | None = None
+        self.nat_local = False
+        self.nat_remote = False
+        self.delete_reason: DeleteReason | None = None
+        self.handle: object = None
+        self.initial_contact = False
+        self._rng = rng
+        self._alloc_spi = spi_allocator or (lambda: _random_spi(rng))
+        self._events: deque[IkeEvent] = deque()
+        self._out: list[tuple[bytes, Addr, Addr]] = []
+        self._gen: _Gen | None = None
+        self._retiring: list[_Gen] = []
+        self._tasks: deque[Callable[[float], None]] = deque()
+        self._spi_i = rng(8) if initiator else b""
+        self._spi_r = b"" if initiator else rng(8)
+        self._ni = b""
+        self._nr = b""
+        self._dh: DhKey | None = None
+        self._init_request = b""
+        self._init_response = b""
+        self._init_payloads: list[Payload] = []
+        self._init_req: _Request | None = None
+        self._invalid_ke_retries = 0
+        self._first_child: ChildSaConfig | None = None
+        self._first_child_spi = 0
+        self._deadline_negotiation: float | None = None
+        self._rekey_at: float | None = None
+        self._expire_at: float | None = None
+        self._after_answer: Callable[[float], None] | None = None
+
+    # ------------------------------------------------------------------ public properties
+
+    @property
+    def spi_i(self) -> bytes:
+        return self._gen.spi_i if self._gen else self._spi_i
+
+    @property
+    def spi_r(self) -> bytes:
+        return self._gen.spi_r if self._gen else self._spi_r
+
+    @property
+    def local_spis(self) -> list[bytes]:
+        """Every SPI of ours that may still address this object (current and retiring generations)."""
+        gens = ([self._gen] if self._gen else []) + self._retiring
+        if gens:
+            return [g.local_spi for g in gens]
+        return [self._spi_i if self.initiator else self._spi_r]
+
+    @property
+    def chosen(self) -> props.Chosen | None:
+        return self._gen.chosen if self._gen else None
+
+    @property
+    def is_initiator(self) -> bool:
+        """Initiator of the current generation: what USG's ST flag shows."""
+        return self._gen.we_init if self._gen else self.initiator
+
+    @property
+    def finished(self) -> bool:
+        """True once nothing more will be sent or accepted: the owner may forget this object."""
+        return self.state is State.DEAD
+
+    @property
+    def established(self) -> bool:
+        return self.state is State.ESTABLISHED
+
+    @property
+    def udp_encap(self) -> bool:
+        return self.nat_local or self.nat_remote
+
+    @property
+    def expire_at(self) -> float | None:
+        return self._expire_at
+
+    @property
+    def rekey_at(self) -> float | None:
+        return self._rekey_at
+
+    # ------------------------------------------------------------------ sans-I/O API
+
+    def datagrams_to_send(self) -> list[tuple[bytes, Addr, Addr]]:
+        """(payload, local address, peer address) triples; on the NAT-T port the owner adds the marker."""
+        out, self._out = self._out, []
+        return out
+
+    def next_event(self) -> IkeEvent | None:
+        return self._events.popleft() if self._events else None
+
+    def get_timer(self) -> float | None:
+        times: list[float] = []
+        for req in self._requests():
+            times.append(req.deadline)
+        for t in (self._deadline_negotiation, self._rekey_at, self._expire_at):
+            if t is not None:
+                times.append(t)
+        if self.state is State.ESTABLISHED:
+            if self.config and self.config.dpd_interval and not self._busy():
+                times.append(self.last_received + self.config.dpd_interval)
+            for child in self.children.values():
+                if child.state is ChildState.INSTALLED and child.rekey_at is not None:
+                    times.append(child.rekey_at)
+                times.append(child.expire_at)
+        return min(times) if times else None
+
+    def handle_timer(self, now: float) -> None:
+        for req in self._requests():
+            if req.deadline <= now:
+                self._retransmit(req, now)
+        if self.state is State.DEAD:
+            return
+        if self._deadline_negotiation is not None and now >= self._deadline_negotiation:
+            self._deadline_negotiation = None
+            if self.state in (State.INIT_SENT, State.AUTH_SENT, State.INIT_DONE, State.NEW):
+                self._fail(now, 0, "negotiation timed out")
+                return
+        if self.state is not State.ESTABLISHED:
+            return
+        if self._expire_at is not None and now >= self._expire_at:
+            self._expire_at = None
+            self.delete(now, DeleteReason.PHASE1_HARD_EXPIRY)
+            return
+        if self._rekey_at is not None and now >= self._rekey_at:
+            self._rekey_at = None
+            self.rekey_ike(now)
+        self._schedule_rekeys(now)
+        for child in list(self.children.values()):
+            if now >= child.expire_at and child.state is not ChildState.DELETING:
+                self.delete_child(child, now, DeleteReason.PHASE2_HARD_EXPIRY)
+        cfg = self.config
+        if cfg and cfg.dpd_interval and now >= self.last_received + cfg.dpd_interval and not self._busy():
+            self.liveness_check(now)
+
+    def receive_datagram(self, data: bytes, addr: Addr, now: float, local: Addr | None = None) -> None:
+        """Feed one IKE message (without the NAT-T non-ESP marker). Never raises on bad input."""
+        try:
+            msg = decode_message(data)
+        except ParseError:
+            self.stats.dropped += 1
+            return
+        h = msg.header
+        if h.major != 2:
+            self.stats.dropped += 1
+            return
+        try:
+            if h.exchange == ExchangeType.IKE_SA_INIT:
+                self._on_init(msg, data, addr, now, local)
+            else:
+                self._on_protected(msg, data, addr, now, local)
+        except (CryptoError, ParseError, UnsupportedTransform, ValueError):
+            self.stats.dropped += 1
+
+    # ------------------------------------------------------------------ commands
+
+    def initiate(self, now: float, child: ChildSaConfig | None = None) -> None:
+        """Start IKE_SA_INIT; ``child`` is negotiated inside IKE_AUTH."""
+        assert self.config is not None and self.initiator
+        self._first_child = child
+        self._deadline_negotiation = now + self.config.half_open_timeout
+        group = self.config.proposals[0].dh[0]
+        self._start_init(now, group, cookie=None)
+
+    def create_child(self, child: ChildSaConfig, now: float) -> None:
+        """Queue a CREATE_CHILD_SA for an additional Child SA (with PFS when the policy has a group)."""
+        self._queue(lambda t: self._send_create_child(child, None, t), now)
+
+    def rekey_child(self, child: ChildSa, now: float) -> None:
+        if child.state is not ChildState.INSTALLED:
+            return
+        child.state = ChildState.REKEYING
+        self._queue(lambda t: self._send_create_child(child.config, child, t), now)
+
+    def rekey_ike(self, now: float) -> None:
+        self._queue(self._send_rekey_ike, now)
+
+    def liveness_check(self, now: float) -> None:
+        """An empty INFORMATIONAL request (DPD); an unanswered one kills the SA with ``dpd timeout``."""
+        self._queue(lambda t: self._send_request(ExchangeType.INFORMATIONAL, [], lambda p, n: None, None, t), now)
+
+    def delete_child(self, child: ChildSa, now: float, reason: DeleteReason = DeleteReason.MANUAL) -> None:
+        """Report the Child SA gone now and tell the peer with a Delete of our inbound SPI."""
+        if child.spi_in not in self.children or child.state is ChildState.DELETING:
+            return
+        child.state = ChildState.DELETING
+        self._drop_child(child, reason)
+        if self.state is State.ESTABLISHED:
+            spi = struct.pack("!I", child.spi_in)
+            self._queue(lambda t: self._send_request(
+                ExchangeType.INFORMATIONAL, [Delete(ProtocolId.ESP, [spi])], lambda p, n: None, None, t), now)
+
+    def delete(self, now: float, reason: DeleteReason = DeleteReason.MANUAL) -> None:
+        """Report the IKE SA and its children gone now, then send the Delete and wait for its answer."""
+        if self.state in (State.DELETING, State.DEAD):
+            return
+        if (self.state, Trigger.DELETE) in TRANSITIONS:
+            self._move(Trigger.DELETE)
+        else:
+            self.state = State.DELETING
+        self.delete_reason = reason
+        self._events.append(IkeSaDeleted(self, reason))
+        for child in self.children.values():
+            child.state = ChildState.DELETED
+        self._tasks.clear()
+        if self._gen is None:
+            # Nothing protected exists yet: nobody to tell.
+            self._finish()
+            return
+        if self._gen.req is not None:
+            # Replace the outstanding request: the peer will see our Delete with the next message ID.
+            self._gen.req = None
+        self._send_request(ExchangeType.INFORMATIONAL, [Delete(ProtocolId.IKE, [])],
+                           lambda p, n: self._finish(), lambda n: self._finish(), now, max_tries=3)
+
+    # ------------------------------------------------------------------ IKE_SA_INIT
+
+    def _start_init(self, now: float, group: int, cookie: bytes | None) -> None:
+        assert self.config is not None
+        self._move(Trigger.INITIATE)
+        if self._dh is None or self._dh.group.id != group:
+            self._dh = dh_group(group).generate()
+        if not self._ni:
+            self._ni = self._rng(NONCE_SIZE)
+        payloads: list[Payload] = []
+        if cookie is not None:
+            payloads.append(Notify(NotifyType.COOKIE, data=cookie))
+        payloads += [
+            props.ike_sa_payload(self.config.proposals, dh_first=group),
+            KE(group, self._dh.public),
+            Nonce(self._ni),
+        ]
+        if self.config.nat_traversal:
+            payloads += [
+                Notify(NotifyType.NAT_DETECTION_SOURCE_IP, data=natd_hash(self._spi_i, bytes(8), self.local)),
+                Notify(NotifyType.NAT_DETECTION_DESTINATION_IP, data=natd_hash(self._spi_i, bytes(8), self.peer)),
+            ]
+        header = Header(self._spi_i, bytes(8), 0, ExchangeType.IKE_SA_INIT, HeaderFlag.INITIATOR, 0)
+        self._init_request = encode_message(header, payloads)
+        self._init_req = _Request(ExchangeType.IKE_SA_INIT, 0, self._init_request,
+                                  lambda p, n: None, lambda n: self._fail(n, 0, "no answer to IKE_SA_INIT"),
+                                  now + self.config.retransmit_base, 0, self.config.retransmit_tries)
+        self._emit(self._init_request)
+
+    def _on_init(self, msg: Message, data: bytes, addr: Addr, now: float, local: Addr | None) -> None:
+        h = msg.header
+        if h.is_response:
+            if not self.initiator or self.state is not State.INIT_SENT or h.spi_i != self._spi_i:
+                self.stats.dropped += 1
+                return
+            self.stats.messages_in += 1
+            self._on_init_response(msg, data, now)
+        else:
+            if self.initiator:
+                self.stats.dropped += 1
+                return
+            if self.state is State.NEW:
+                self.stats.messages_in += 1
+                self.peer = addr
+                if local is not None:
+                    self.local = local
+                self._on_init_request(msg, data, now)
+            elif data == self._init_request and self._init_response:
+                self._emit(self._init_response)  # a retransmitted request: resend the same answer
+            else:
+                self.stats.dropped += 1
+
+    def _on_init_request(self, msg: Message, data: bytes, now: float) -> None:
+        assert self.policy is not None
+        h = msg.header
+        self._spi_i = h.spi_i
+        self._deadline_negotiation = now + 30.0
+        sa, ke, nonce = msg.get(SA), msg.get(KE), msg.get(Nonce)
+        if sa is None or ke is None or nonce is None or not 16 <= len(nonce.data) <= 256:
+            self._answer_init_error(h, NotifyType.INVALID_SYNTAX, b"", now)
+            return
+        chosen = props.choose_ike(sa, self.policy.ike_proposals(self.peer))
+        if chosen is None:
+            self._answer_init_error(h, NotifyType.NO_PROPOSAL_CHOSEN, b"", now)
+            return
+        if chosen.dh != ke.group:
+            assert chosen.dh is not None
+            self._answer_init_error(h, NotifyType.INVALID_KE_PAYLOAD, struct.pack("!H", chosen.dh), now)
+            return
+        assert chosen.dh is not None
+        self._dh = dh_group(chosen.dh).generate()
+        try:
+            g_ir = self._dh.shared(ke.data)
+        except CryptoError:
+            self._answer_init_error(h, NotifyType.INVALID_SYNTAX, b"", now)
+            return
+        self._ni = nonce.data
+        self._nr = self._rng(NONCE_SIZE)
+        self._init_request = data[: h.length]
+        natd = self._check_natd(msg, h.spi_i, bytes(8))
+        payloads: list[Payload] = [
+            SA([chosen.to_proposal(ProtocolId.IKE, b"")]),
+            KE(chosen.dh, self._dh.public),
+            Nonce(self._nr),
+        ]
+        if natd:
+            payloads += [
+                Notify(NotifyType.NAT_DETECTION_SOURCE_IP, data=natd_hash(h.spi_i, self._spi_r, self.local)),
+                Notify(NotifyType.NAT_DETECTION_DESTINATION_IP, data=natd_hash(h.spi_i, self._spi_r, self.peer)),
+            ]
+        header = Header(h.spi_i, self._spi_r, 0, ExchangeType.IKE_SA_INIT, HeaderFlag.RESPONSE, 0)
+        self._init_response = encode_message(header, payloads)
+        self._install_gen(chosen, g_ir, we_init=False, seed=None)
+        self._move(Trigger.INIT_REQUEST)
+        self._emit(self._init_response)
+
+    def _answer_init_error(self, h: Header, notify: int, data: bytes, now: float) -> None:
+        """Stateless refusal of an IKE_SA_INIT request (the responder SPI stays zero)."""
+        header = Header(h.spi_i, bytes(8), 0, ExchangeType.IKE_SA_INIT, HeaderFlag.RESPONSE, 0)
+        self._emit(encode_message(header, [Notify(notify, data=data)]))
+        self._fail(now, notify, f"refused IKE_SA_INIT: {NotifyType.text(notify)}")
+
+    def _on_init_response(self, msg: Message, data: bytes, now: float) -> None:
+        assert self.config is not None
+        h = msg.header
+        notifies = msg.notifies()
+        for n in notifies:
+            if n.notify_type == NotifyType.COOKIE:
+                self._start_init(now, self._dh.group.id if self._dh else self.config.proposals[0].dh[0], n.data)
+                return
+            if n.notify_type == NotifyType.INVALID_KE_PAYLOAD and len(n.data) == 2:
+                group = struct.unpack("!H", n.data)[0]
+                offered = {g for p in self.config.proposals for g in p.dh}
+                if group in offered and self._invalid_ke_retries < MAX_INVALID_KE_RETRIES:
+                    self._invalid_ke_retries += 1
+                    self._start_init(now, group, None)
+                    return
+                self._fail(now, NotifyType.INVALID_KE_PAYLOAD, f"peer wants unoffered group {group}")
+                return
+            if NotifyType.is_error(n.notify_type):
+                self._fail(now, n.notify_type, f"peer refused IKE_SA_INIT: {NotifyType.text(n.notify_type)}")
+                return
+        sa, ke, nonce = msg.get(SA), msg.get(KE), msg.get(Nonce)
+        if sa is None or ke is None or nonce is None or h.spi_r == bytes(8):
+            self._fail(now, NotifyType.INVALID_SYNTAX, "incomplete IKE_SA_INIT response")
+            return
+        chosen = props.choose_ike(sa, self.config.proposals) if props.is_single(sa) else None
+        if chosen is None or self._dh is None or chosen.dh != ke.group or ke.group != self._dh.group.id:
+            self._fail(now, NotifyType.NO_PROPOSAL_CHOSEN, "responder chose a proposal we did not offer")
+            return
+        g_ir = self._dh.shared(ke.data)
+        self._init_req = None
+        self._spi_r = h.spi_r
+        self._nr = nonce.data
+        self._init_response = data[: h.length]
+        self._check_natd(msg, self._spi_i, h.spi_r)
+        if self.udp_encap:
+            self._float(self.config.natt_port)
+        self._install_gen(chosen, g_ir, we_init=True, seed=None)
+        self._move(Trigger.INIT_RESPONSE)
+        self._send_auth(now)
+
+    def _check_natd(self, msg: Message, spi_i: bytes, spi_r: bytes) -> bool:
+        """Compare the peer's NAT detection hashes with what we see; True if the peer sent any."""
+        src = [n.data for n in msg.notifies() if n.notify_type == NotifyType.NAT_DETECTION_SOURCE_IP]
+        dst = [n.data for n in msg.notifies() if n.notify_type == NotifyType.NAT_DETECTION_DESTINATION_IP]
+        if not src and not dst:
+            return False
+        if self.config is not None and not self.config.nat_traversal:
+            return True
+        self.nat_remote = natd_hash(spi_i, spi_r, self.peer) not in src
+        self.nat_local = bool(dst) and natd_hash(spi_i, spi_r, self.local) not in dst
+        return True
+
+    def _float(self, natt_port: int) -> None:
+        self.local = (self.local[0], natt_port)
+        self.peer = (self.peer[0], natt_port)
+
+    def _install_gen(self, chosen: props.Chosen, g_ir: bytes, *, we_init: bool, seed: bytes | None,
+                     spis: tuple[bytes, bytes] | None = None, nonces: tuple[bytes, bytes] | None = None) -> _Gen:
+        assert chosen.prf is not None
+        prf = prf_alg(chosen.prf)
+        encr = chosen.encr_alg()
+        integ = integ_alg(chosen.integ) if chosen.integ is not None else None
+        ni, nr = nonces or (self._ni, self._nr)
+        spi_i, spi_r = spis or (self._spi_i, self._spi_r)
+        if seed is None:
+            seed = skeyseed(prf, ni, nr, g_ir)
+        keys = derive_ike_keys(prf, encr, integ, seed, ni, nr, spi_i, spi_r)
+        ctx_i = SkContext.build(encr, integ, keys.sk_ei, keys.sk_ai)
+        ctx_r = SkContext.build(encr, integ, keys.sk_er, keys.sk_ar)
+        gen = _Gen(spi_i, spi_r, we_init, prf, keys,
+                   out=ctx_i if we_init else ctx_r, inp=ctx_r if we_init else ctx_i, chosen=chosen)
+        if self._gen is None:
+            self._gen = gen
+        return gen
+
+    # ------------------------------------------------------------------ IKE_AUTH
+
+    def _id_payload(self) -> tuple[int, bytes]:
+        assert self.config is not None
+        return self.config.local_id
+
+    def _send_auth(self, now: float) -> None:
+        assert self.config is not None and self._gen is not None
+        gen = self._gen
+        id_type, id_data = self._id_payload()
+        idi = IDi(id_type, id_data)
+        auth = psk_auth(gen.prf, self.config.psk,
+                        signed_octets(self._init_request, self._nr, gen.prf, gen.keys.sk_pi, idi.body()))
+        payloads: list[Payload] = [idi]
+        if self.initial_contact:
+            payloads.append(Notify(NotifyType.INITIAL_CONTACT))
+        if self.config.remote_id is not None:
+            payloads.append(IDr(*self.config.remote_id))
+        payloads.append(AUTH(AuthMethod.SHARED_KEY_MIC, auth))
+        child = self._first_child
+        if child is not None:
+            self._first_child_spi = self._alloc_spi()
+            payloads += [
+                props.esp_sa_payload(child.proposals, struct.pack("!I", self._first_child_spi), with_dh=False),
+                TSi(list(child.local_ts)),
+                TSr(list(child.remote_ts)),
+            ]
+            if child.mode is Mode.TRANSPORT:
+                payloads.append(Notify(NotifyType.USE_TRANSPORT_MODE))
+        self._send_request(ExchangeType.IKE_AUTH, payloads, self._on_auth_response,
+                           lambda n: self._fail(n, 0, "no answer to IKE_AUTH"), now)
+
+    def _on_auth_response(self, payloads: list[Payload], now: float) -> None:
+        assert self.config is not None and self._gen is not None
+        gen = self._gen
+        notifies = [p for p in payloads if isinstance(p, Notify)]
+        for n in notifies:
+            if n.notify_type in (NotifyType.AUTHENTICATION_FAILED, NotifyType.INVALID_SYNTAX,
+                                 NotifyType.UNSUPPORTED_CRITICAL_PAYLOAD):
+                self._fail(now, n.notify_type, f"peer refused IKE_AUTH: {NotifyType.text(n.notify_type)}")
+                return
+        idr = next((p for p in payloads if isinstance(p, IDr)), None)
+        auth = next((p for p in payloads if isinstance(p, AUTH)), None)
+        if idr is None or auth is None or auth.method != AuthMethod.SHARED_KEY_MIC:
+            self._fail(now, NotifyType.AUTHENTICATION_FAILED, "IKE_AUTH response without IDr/AUTH")
+            return
+        if self.config.remote_id is not None and (idr.id_type, idr.data) != self.config.remote_id:
+            self._fail(now, NotifyType.AUTHENTICATION_FAILED, "unexpected responder identity")
+            return
+        expected = psk_auth(gen.prf, self.config.psk,
+                            signed_octets(self._init_response, self._ni, gen.prf, gen.keys.sk_pr, idr.body()))
+        if not hmac.compare_digest(expected, auth.data):
+            self.stats.auth_failures += 1
+            self._fail(now, NotifyType.AUTHENTICATION_FAILED, "responder AUTH does not verify")
+            return
+        self.peer_id = (idr.id_type, idr.data)
+        self._established(now)
+        child = self._first_child
+        if child is None:
+            return
+        error = next((n for n in notifies if NotifyType.is_error(n.notify_type)), None)
+        if error is not None:
+            self._events.append(NegotiationFailed(self, error.notify_type,
+                                                  f"Child SA refused: {NotifyType.text(error.notify_type)}",
+                                                  child_only=True))
+            return
+        try:
+            self._complete_child(child, payloads, self._first_child_spi, None, self._ni, self._nr, None, now)
+        except _Fail as exc:
+            self._events.append(NegotiationFailed(self, exc.notify, str(exc), child_only=True))
+
+    def _on_auth_request(self, payloads: list[Payload], now: float) -> list[Payload]:
+        assert self.policy is not None and self._gen is not None
+        gen = self._gen
+        idi = next((p for p in payloads if isinstance(p, IDi)), None)
+        auth = next((p for p in payloads if isinstance(p, AUTH)), None)
+        if idi is None or auth is None:
+            raise _Fail(NotifyType.INVALID_SYNTAX, detail="IKE_AUTH without IDi/AUTH")
+        config: IkeSaConfig | None = None
+        if auth.method == AuthMethod.SHARED_KEY_MIC:
+            octets = signed_octets(self._init_request, self._nr, gen.prf, gen.keys.sk_pi, idi.body())
+            # Several peers (a template's branches) may match: the PSK that verifies picks the peer.
+            for candidate in self.policy.authenticate(self.peer, idi.id_type, idi.data):
+                if hmac.compare_digest(psk_auth(gen.prf, candidate.psk, octets), auth.data):
+                    config = candidate
+                    break
+        if config is None:
+            self.stats.auth_failures += 1
+            raise _Fail(NotifyType.AUTHENTICATION_FAILED, detail="initiator AUTH does not verify")
+        self.config = config
+        self.peer_id = (idi.id_type, idi.data)
+        idr = IDr(*config.local_id)
+        out: list[Payload] = [
+            idr,
+            AUTH(AuthMethod.SHARED_KEY_MIC,
+                 psk_auth(gen.prf, config.psk,
+                          signed_octets(self._init_response, self._ni, gen.prf, gen.keys.sk_pr, idr.body()))),
+        ]
+        if any(isinstance(p, Notify) and p.notify_type == NotifyType.INITIAL_CONTACT for p in payloads):
+            self._events.append(InitialContact(self))
+        self._move(Trigger.AUTH_REQUEST)
+        self._established(now)
+        if any(isinstance(p, SA) for p in payloads):
+            try:
+                out += self._answer_child(payloads, None, self._ni, self._nr, now, in_auth=True)
+            except _Fail as exc:
+                out.append(Notify(exc.notify, data=exc.data))
+                self._events.append(NegotiationFailed(self, exc.notify, str(exc), child_only=True))
+        return out
+
+    def _established(self, now: float) -> None:
+        assert self.config is not None
+        if self.state is State.AUTH_SENT:
+            self._move(Trigger.AUTH_RESPONSE)
+        self.established_at = now
+        self._deadline_negotiation = None
+        self._set_ike_lifetime(now)
+        self._events.append(IkeSaEstablished(self))
+        self._pump(now)
+
+    def _set_ike_lifetime(self, now: float) -> None:
+        assert self.config is not None
+        life = self.config.lifetime
+        self._expire_at = now + life
+        # The initiator rekeys first; the responder only if the initiator has not (fewer collisions).
+        frac = 0.9 if self.is_initiator else 0.95
+        self._rekey_at = now + life * frac - self._jitter(life * 0.03)
+
+    def _jitter(self, span: float) -> float:
+        return span * int.from_bytes(self._rng(2), "big") / 65535.0
+
+    # ------------------------------------------------------------------ Child SAs
+
+    def _child_lifetimes(self, cfg: ChildSaConfig, initiator: bool, now: float) -> tuple[float | None, float]:
+        life = cfg.lifetime
+        frac = 0.9 if initiator else 0.95
+        return now + life * frac - self._jitter(life * 0.03), now + life
+
+    def _complete_child(self, cfg: ChildSaConfig, payloads: list[Payload], spi_in: int, old: ChildSa | None,
+                        ni: bytes, nr: bytes, dh: DhKey | None, now: float) -> ChildSa:
+        """Initiator side: check the responder's answer and install the pair."""
+        assert self._gen is not None
+        sa = next((p for p in payloads if isinstance(p, SA)), None)
+        tsi = next((p for p in payloads if isinstance(p, TSi)), None)
+        tsr = next((p for p in payloads if isinstance(p, TSr)), None)
+        if sa is None or tsi is None or tsr is None or not props.is_single(sa):
+            raise _Fail(NotifyType.INVALID_SYNTAX, detail="Child SA answer incomplete")
+        chosen = props.choose_esp(sa, cfg.proposals, skip_dh=dh is None)
+        if chosen is None or len(chosen.spi) != 4:
+            raise _Fail(NotifyType.NO_PROPOSAL_CHOSEN, detail="responder chose an ESP proposal we did not offer")
+        if not tsmod.all_within(tsi.selectors, cfg.local_ts) or not tsmod.all_within(tsr.selectors, cfg.remote_ts):
+            raise _Fail(NotifyType.TS_UNACCEPTABLE, detail="responder widened the traffic selectors")
+        g_ir = None
+        if dh is not None:
+            ke = next((p for p in payloads if isinstance(p, KE)), None)
+            if ke is None or ke.group != dh.group.id:
+                raise _Fail(NotifyType.INVALID_SYNTAX, detail="PFS answer without matching KE")
+            g_ir = dh.shared(ke.data)
+        transport = any(isinstance(p, Notify) and p.notify_type == NotifyType.USE_TRANSPORT_MODE for p in payloads)
+        child = self._make_child(cfg, chosen, spi_in, struct.unpack("!I", chosen.spi)[0], ni, nr, g_ir,
+                                 we_init=True, ts_local=tsi.selectors, ts_remote=tsr.selectors,
+                                 mode=Mode.TRANSPORT if transport and cfg.mode is Mode.TRANSPORT else Mode.TUNNEL,
+                                 now=now)
+        self._add_child(child, old)
+        return child
+
+    def _answer_child(self, payloads: list[Payload], old: ChildSa | None, ni: bytes, nr: bytes, now: float,
+                      *, in_auth: bool, ke: KE | None = None) -> list[Payload]:
+        """Responder side: pick proposal and selectors for a proposed Child SA, install it, answer."""
+        assert self.policy is not None or old is not None
+        sa = next((p for p in payloads if isinstance(p, SA)), None)
+        tsi = next((p for p in payloads if isinstance(p, TSi)), None)
+        tsr = next((p for p in payloads if isinstance(p, TSr)), None)
+        if sa is None or tsi is None or tsr is None:
+            raise _Fail(NotifyType.INVALID_SYNTAX, detail="Child SA request incomplete")
+        if old is not None:
+            cfg: ChildSaConfig | None = old.config
+        else:
+            assert self.policy is not None
+            cfg = self.policy.select_child(self, tsi.selectors, tsr.selectors)
+        if cfg is None:
+            raise _Fail(NotifyType.TS_UNACCEPTABLE, detail="no policy matches the proposed traffic selectors")
+        chosen = props.choose_esp(sa, cfg.proposals, skip_dh=in_auth)
+        if chosen is None:
+            raise _Fail(NotifyType.NO_PROPOSAL_CHOSEN, detail="no acceptable ESP proposal")
+        g_ir = None
+        my_ke: KE | None = None
+        if chosen.dh is not None:
+            if ke is None:
+                raise _Fail(NotifyType.INVALID_SYNTAX, detail="PFS proposal without KE")
+            if ke.group != chosen.dh:
+                raise _Fail(NotifyType.INVALID_KE_PAYLOAD, struct.pack("!H", chosen.dh))
+            mine = dh_group(chosen.dh).generate()
+            try:
+                g_ir = mine.shared(ke.data)
+            except CryptoError as exc:
+                raise _Fail(NotifyType.INVALID_SYNTAX, detail="bad KE") from exc
+            my_ke = KE(chosen.dh, mine.public)
+        ts_i = tsmod.narrow(tsi.selectors, cfg.remote_ts)
+        ts_r = tsmod.narrow(tsr.selectors, cfg.local_ts)
+        if not ts_i or not ts_r:
+            raise _Fail(NotifyType.TS_UNACCEPTABLE, detail="traffic selectors outside the policy")
+        transport = cfg.mode is Mode.TRANSPORT and any(
+            isinstance(p, Notify) and p.notify_type == NotifyType.USE_TRANSPORT_MODE for p in payloads)
+        spi_in = self._alloc_spi()
+        child = self._make_child(cfg, chosen, spi_in, struct.unpack("!I", chosen.spi)[0], ni, nr, g_ir,
+                                 we_init=False, ts_local=ts_r, ts_remote=ts_i,
+                                 mode=Mode.TRANSPORT if transport else Mode.TUNNEL, now=now)
+        self._add_child(child, old)
+        out: list[Payload] = [SA([chosen.to_proposal(ProtocolId.ESP, struct.pack("!I", spi_in))])]
+        if not in_auth:
+            out.append(Nonce(nr))
+            if my_ke is not None:
+                out.append(my_ke)
+        out += [TSi(ts_i), TSr(ts_r)]
+        if transport:
+            out.append(Notify(NotifyType.USE_TRANSPORT_MODE))
+        return out
+
+    def _make_child(self, cfg: ChildSaConfig, chosen: props.Chosen, spi_in: int, spi_out: int, ni: bytes,
+                    nr: bytes, g_ir: bytes | None, *, we_init: bool, ts_local: list[TrafficSelector],
+                    ts_remote: list[TrafficSelector], mode: Mode, now: float) -> ChildSa:
+        assert self._gen is not None
+        encr = chosen.encr_alg()
+        integ = integ_alg(chosen.integ) if chosen.integ is not None else None
+        k = derive_child_keys(self._gen.prf, self._gen.keys.sk_d, encr, integ, ni, nr, g_ir)
+        rekey_at, expire_at = self._child_lifetimes(cfg, we_init, now)
+        if we_init:
+            ein, iin, eout, iout = k.encr_r, k.integ_r, k.encr_i, k.integ_i
+        else:
+            ein, iin, eout, iout = k.encr_i, k.integ_i, k.encr_r, k.integ_r
+        return ChildSa(spi_in, spi_out, cfg, encr, integ, ein, iin, eout, iout, list(ts_local), list(ts_remote),
+                       mode, we_init, now, rekey_at, expire_at, dh=chosen.dh, udp_encap=self.udp_encap)
+
+    def _add_child(self, child: ChildSa, old: ChildSa | None) -> None:
+        self.children[child.spi_in] = child
+        if old is not None:
+            old.state = ChildState.REKEYED
+            old.rekey_at = None
+        self._events.append(ChildSaEstablished(self, child, old))
+
+    def _drop_child(self, child: ChildSa, reason: DeleteReason) -> None:
+        if self.children.pop(child.spi_in, None) is not None:
+            self._events.append(ChildSaDeleted(self, child, reason))
+
+    def _send_create_child(self, cfg: ChildSaConfig, old: ChildSa | None, now: float, group: int | None = None,
+                           retries: int = 0) -> None:
+        if self.state is not State.ESTABLISHED or (old is not None and old.spi_in not in self.children):
+            return
+        pfs = [g for p in cfg.proposals for g in p.dh]
+        if group is None and pfs:
+            group = pfs[0]
+        dh = dh_group(group).generate() if group is not None else None
+        ni = self._rng(NONCE_SIZE)
+        spi_in = self._alloc_spi()
+        payloads: list[Payload] = []
+        if old is not None:
+            payloads.append(Notify(NotifyType.REKEY_SA, ProtocolId.ESP, struct.pack("!I", old.spi_in)))
+        payloads += [props.esp_sa_payload(cfg.proposals, struct.pack("!I", spi_in), with_dh=dh is not None),
+                     Nonce(ni)]
+        if dh is not None:
+            payloads.append(KE(dh.group.id, dh.public))
+        ts_local = old.ts_local if old is not None else cfg.local_ts
+        ts_remote = old.ts_remote if old is not None else cfg.remote_ts
+        payloads += [TSi(list(ts_local)), TSr(list(ts_remote))]
+        if cfg.mode is Mode.TRANSPORT:
+            payloads.append(Notify(NotifyType.USE_TRANSPORT_MODE))
+
+        def on_response(resp: list[Payload], t: float) -> None:
+            for n in resp:
+                if not isinstance(n, Notify) or not NotifyType.is_error(n.notify_type):
+                    continue
+                if n.notify_type == NotifyType.INVALID_KE_PAYLOAD and len(n.data) == 2 and retries < 2:
+                    want = struct.unpack("!H", n.data)[0]
+                    if want in pfs:
+                        self._tasks.appendleft(functools.partial(self._retry_create_child, cfg, old, want, retries + 1))
+                        return
+                if n.notify_type == NotifyType.TEMPORARY_FAILURE and old is not None:
+                    old.state = ChildState.INSTALLED
+                    old.rekey_at = t + 2.0 + self._jitter(3.0)
+                    return
+                if old is not None and old.state is ChildState.REKEYING:
+                    old.state = ChildState.INSTALLED
+                    old.rekey_at = None
+                self._events.append(NegotiationFailed(self, n.notify_type,
+                                                      f"CREATE_CHILD_SA refused: {NotifyType.text(n.notify_type)}",
+                                                      child_only=True))
+                return
+            nr = next((p.data for p in resp if isinstance(p, Nonce)), None)
+            try:
+                if nr is None:
+                    raise _Fail(NotifyType.INVALID_SYNTAX, detail="CREATE_CHILD_SA answer without nonce")
+                self._complete_child(cfg, resp, spi_in, old, ni, nr, dh, t)
+            except (_Fail, CryptoError) as exc:
+                notify = exc.notify if isinstance(exc, _Fail) else NotifyType.INVALID_SYNTAX
+                self._events.append(NegotiationFailed(self, notify, str(exc), child_only=True))
+                return
+            if old is not None:
+                self._delete_rekeyed(old, t)
+
+        self._send_request(ExchangeType.CREATE_CHILD_SA, payloads, on_response, None, now)
+
+    def _retry_create_child(self, cfg: ChildSaConfig, old: ChildSa | None, group: int, retries: int,
+                            now: float) -> None:
+        self._send_create_child(cfg, old, now, group, retries)
+
+    def _delete_rekeyed(self, old: ChildSa, now: float) -> None:
+        """After make-before-break: drop the replaced pair and tell the peer."""
+        self._drop_child(old, DeleteReason.REKEYED)
+        spi = struct.pack("!I", old.spi_in)
+        self._tasks.appendleft(lambda t: self._send_request(
+            ExchangeType.INFORMATIONAL, [Delete(ProtocolId.ESP, [spi])], lambda p, n: None, None, t))
+
+    def _schedule_rekeys(self, now: float) -> None:
+        for child in list(self.children.values()):
+            if child.state is ChildState.INSTALLED and child.rekey_at is not None and now >= child.rekey_at:
+                self.rekey_child(child, now)
+
+    # ------------------------------------------------------------------ IKE SA rekey
+
+    def _send_rekey_ike(self, now: float) -> None:
+        assert self.config is not None and self._gen is not None
+        if self.state is not State.ESTABLISHED:
+            return
+        old = self._gen
+        group = old.chosen.dh
+        assert group is not None
+        dh = dh_group(group).generate()
+        ni = self._rng(NONCE_SIZE)
+        new_spi = self._rng(8)
+        payloads: list[Payload] = [props.ike_sa_payload(self.config.proposals, spi=new_spi, dh_first=group),
+                                   Nonce(ni), KE(group, dh.public)]
+
+        def on_response(resp: list[Payload], t: float) -> None:
+            if any(isinstance(n, Notify) and NotifyType.is_error(n.notify_type) for n in resp):
+                self._rekey_at = t + 2.0 + self._jitter(3.0)  # collision or refusal: try again a bit later
+                return
+            sa = next((p for p in resp if isinstance(p, SA)), None)
+            ke = next((p for p in resp if isinstance(p, KE)), None)
+            nr = next((p.data for p in resp if isinstance(p, Nonce)), None)
+            assert self.config is not None
+            chosen = props.choose_ike(sa, self.config.proposals) if sa and props.is_single(sa) else None
+            if chosen is None or ke is None or nr is None or chosen.dh != ke.group or len(chosen.spi) != 8:
+                self._rekey_at = t + 10.0
+                return
+            try:
+                g_ir = dh.shared(ke.data) if ke.group == group else None
+            except CryptoError:
+                g_ir = None
+            if g_ir is None:
+                self._rekey_at = t + 10.0
+                return
+            self._switch_gen(old, chosen, g_ir, ni, nr, (new_spi, chosen.spi), we_init=True, now=t)
+            old.req = None
+            self._send_request_on(old, ExchangeType.INFORMATIONAL, [Delete(ProtocolId.IKE, [])],
+                                  lambda p, n: self._retire(old), lambda n: self._retire(old), t, max_tries=3)
+
+        self._send_request(ExchangeType.CREATE_CHILD_SA, payloads, on_response, None, now)
+
+    def _answer_rekey_ike(self, payloads: list[Payload], now: float) -> list[Payload]:
+        assert self.config is not None and self._gen is not None
+        old = self._gen
+        if old.req is not None and old.req.exchange == ExchangeType.CREATE_CHILD_SA:
+            raise _Fail(NotifyType.TEMPORARY_FAILURE, detail="rekey collision")
+        sa = next((p for p in payloads if isinstance(p, SA)), None)
+        ke = next((p for p in payloads if isinstance(p, KE)), None)
+        nonce = next((p for p in payloads if isinstance(p, Nonce)), None)
+        if sa is None or ke is None or nonce is None:
+            raise _Fail(NotifyType.INVALID_SYNTAX, detail="IKE rekey request incomplete")
+        chosen = props.choose_ike(sa, self.config.proposals)
+        if chosen is None or len(chosen.spi) != 8:
+            raise _Fail(NotifyType.NO_PROPOSAL_CHOSEN, detail="no acceptable IKE proposal for rekey")
+        assert chosen.dh is not None
+        if chosen.dh != ke.group:
+            raise _Fail(NotifyType.INVALID_KE_PAYLOAD, struct.pack("!H", chosen.dh))
+        mine = dh_group(chosen.dh).generate()
+        try:
+            g_ir = mine.shared(ke.data)
+        except CryptoError as exc:
+            raise _Fail(NotifyType.INVALID_SYNTAX, detail="bad KE") from exc
+        nr = self._rng(NONCE_SIZE)
+        new_spi = self._rng(8)
+        answer: list[Payload] = [SA([chosen.to_proposal(ProtocolId.IKE, new_spi)]), Nonce(nr),
+                                 KE(chosen.dh, mine.public)]
+        # Switch after this answer is sealed under the old keys (see _on_request).
+        self._after_answer = lambda t: self._switch_gen(old, chosen, g_ir, nonce.data, nr, (chosen.spi, new_spi),
+                                                        we_init=False, now=t)
+        return answer
+
+    def _switch_gen(self, old: _Gen, chosen: props.Chosen, g_ir: bytes, ni: bytes, nr: bytes,
+                    spis: tuple[bytes, bytes], *, we_init: bool, now: float) -> None:
+        seed = rekey_skeyseed(old.prf, old.keys.sk_d, g_ir, ni, nr)
+        self._gen = None
+        new = self._install_gen(chosen, g_ir, we_init=we_init, seed=seed, spis=spis, nonces=(ni, nr))
+        self._gen = new
+        self._retiring.append(old)
+        self._set_ike_lifetime(now)
+        self._events.append(IkeSaRekeyed(self, (old.spi_i, old.spi_r)))
+
+    def _retire(self, gen: _Gen) -> None:
+        if gen in self._retiring:
+            self._retiring.remove(gen)
+            gen.req = None
+
+    # ------------------------------------------------------------------ protected messages
+
+    def _gen_for(self, spi_i: bytes, spi_r: bytes) -> _Gen | None:
+        for gen in ([self._gen] if self._gen else []) + self._retiring:
+            if gen.spi_i == spi_i and gen.spi_r == spi_r:
+                return gen
+        return None
+
+    def _on_protected(self, msg: Message, data: bytes, addr: Addr, now: float, local: Addr | None) -> None:
+        h = msg.header
+        gen = self._gen_for(h.spi_i, h.spi_r)
+        if gen is None or self.state is State.DEAD:
+            self.stats.dropped += 1
+            return
+        # The I flag must name the other side as the original initiator of this generation.
+        if bool(h.flags & HeaderFlag.INITIATOR) == gen.we_init:
+            self.stats.dropped += 1
+            return
+        if h.is_response:
+            self._on_response(gen, msg, data, addr, now, local)
+        else:
+            self._on_request(gen, msg, data, addr, now, local)
+
+    def _note_peer(self, addr: Addr, local: Addr | None, now: float) -> None:
+        """An authenticated message arrived: the peer is alive, and may have moved (NAT-T float)."""
+        self.last_received = now
+        self.stats.messages_in += 1
+        if addr != self.peer:
+            self.peer = addr
+        if local is not None and local != self.local:
+            self.local = local
+
+    def _on_response(self, gen: _Gen, msg: Message, data: bytes, addr: Addr, now: float,
+                     local: Addr | None) -> None:
+        req = gen.req
+        if req is None or msg.header.message_id != req.mid or msg.header.exchange != req.exchange:
+            self.stats.dropped += 1
+            return
+        try:
+            payloads = open_sk(gen.inp, msg, data)
+        except ParseError:
+            self.stats.dropped += 1
+            return
+        self._note_peer(addr, local, now)
+        gen.req = None
+        req.on_response(payloads, now)
+        self._pump(now)
+
+    def _on_request(self, gen: _Gen, msg: Message, data: bytes, addr: Addr, now: float,
+                    local: Addr | None) -> None:
+        h = msg.header
+        if h.message_id == gen.cached_mid and gen.cached:
+            self._emit(gen.cached, (self.local, self.peer))  # retransmitted request: same answer again
+            return
+        if h.message_id != gen.peer_mid:
+            self.stats.dropped += 1
+            return
+        if h.exchange not in ACCEPTED_REQUESTS.get(self.state, frozenset()):
+            self.stats.dropped += 1
+            return
+        try:
+            payloads = open_sk(gen.inp, msg, data)
+        except ParseError as exc:
+            # Authentic (the ICV verified) but malformed inside: answer with the Notify it calls for.
+            self._note_peer(addr, local, now)
+            self._answer(gen, h, [Notify(exc.notify, data=exc.data)])
+            return
+        self._note_peer(addr, local, now)
+        self._after_answer = None
+        die_after: DeleteReason | None = None
+        try:
+            if h.exchange == ExchangeType.IKE_AUTH:
+                answer = self._on_auth_request(payloads, now)
+            elif h.exchange == ExchangeType.CREATE_CHILD_SA:
+                answer = self._on_create_child_request(payloads, now)
+            else:
+                answer, die_after = self._on_informational(gen, payloads, now)
+        except _Fail as exc:
+            answer = [Notify(exc.notify, data=exc.data)]
+            if h.exchange == ExchangeType.IKE_AUTH:
+                self._answer(gen, h, answer)
+                self._fail(now, exc.notify, str(exc))
+                return
+        self._answer(gen, h, answer)
+        after = self._after_answer
+        self._after_answer = None
+        if after is not None:
+            after(now)
+        if die_after is not None:
+            if gen is self._gen:
+                self._peer_deleted(now, die_after)
+            else:
+                self._retire(gen)
+            return
+        self._pump(now)
+
+    def _answer(self, gen: _Gen, h: Header, payloads: list[Payload]) -> None:
+        flags = HeaderFlag.RESPONSE | (HeaderFlag.INITIATOR if gen.we_init else 0)
+        header = Header(gen.spi_i, gen.spi_r, 0, h.exchange, int(flags), h.message_id)
+        packet = seal(gen.out, header, payloads, self._rng)
+        gen.cached_mid = h.message_id
+        gen.cached = packet
+        gen.peer_mid = h.message_id + 1
+        self._emit(packet)
+
+    def _on_create_child_request(self, payloads: list[Payload], now: float) -> list[Payload]:
+        sa = next((p for p in payloads if isinstance(p, SA)), None)
+        nonce = next((p for p in payloads if isinstance(p, Nonce)), None)
+        if sa is None or nonce is None:
+            raise _Fail(NotifyType.INVALID_SYNTAX, detail="CREATE_CHILD_SA without SA or nonce")
+        if sa.proposals and sa.proposals[0].protocol == ProtocolId.IKE:
+            return self._answer_rekey_ike(payloads, now)
+        rekey = next((p for p in payloads if isinstance(p, Notify) and p.notify_type == NotifyType.REKEY_SA), None)
+        old: ChildSa | None = None
+        if rekey is not None:
+            spi_out = struct.unpack("!I", rekey.spi)[0] if len(rekey.spi) == 4 else -1
+            old = next((c for c in self.children.values() if c.spi_out == spi_out), None)
+            if old is None:
+                raise _Fail(NotifyType.CHILD_SA_NOT_FOUND, detail="rekey of an unknown Child SA")
+            if old.state is not ChildState.INSTALLED:
+                raise _Fail(NotifyType.TEMPORARY_FAILURE, detail="Child SA is being rekeyed or deleted")
+        ke = next((p for p in payloads if isinstance(p, KE)), None)
+        nr = self._rng(NONCE_SIZE)
+        return self._answer_child(payloads, old, nonce.data, nr, now, in_auth=False, ke=ke)
+
+    def _on_informational(self, gen: _Gen, payloads: list[Payload], now: float
+                          ) -> tuple[list[Payload], DeleteReason | None]:
+        answer: list[Payload] = []
+        for p in payloads:
+            if not isinstance(p, Delete):
+                continue
+            if p.protocol == ProtocolId.IKE:
+                return [], DeleteReason.PEER_REQUEST
+            if p.protocol != ProtocolId.ESP:
+                continue
+            ours: list[bytes] = []
+            for raw in p.spis:
+                spi_out = struct.unpack("!I", raw)[0]
+                child = next((c for c in self.children.values() if c.spi_out == spi_out), None)
+                if child is None:
+                    continue
+                was = child.state
+                reason = DeleteReason.REKEYED if was is ChildState.REKEYED else DeleteReason.PEER_REQUEST
+                if was is not ChildState.DELETING:
+                    ours.append(struct.pack("!I", child.spi_in))
+                child.state = ChildState.DELETING
+                self._drop_child(child, reason)
+            if ours:
+                answer.append(Delete(ProtocolId.ESP, ours))
+        return answer, None
+
+    def _peer_deleted(self, now: float, reason: DeleteReason) -> None:
+        if self.state is not State.DELETING:  # a Delete crossing ours: already reported
+            self.delete_reason = reason
+            self._events.append(IkeSaDeleted(self, reason))
+        self._finish()
+
+    # ------------------------------------------------------------------ requests and retransmission
+
+    def _queue(self, task: Callable[[float], None], now: float) -> None:
+        self._tasks.append(task)
+        self._pump(now)
+
+    def _busy(self) -> bool:
+        return bool(self._gen and self._gen.req) or bool(self._tasks)
+
+    def _pump(self, now: float) -> None:
+        while self._tasks and self._gen is not None and self._gen.req is None and self.state is State.ESTABLISHED:
+            self._tasks.popleft()(now)
+
+    def _send_request(self, exchange: int, payloads: list[Payload], on_response: Callable[[list[Payload], float], None],
+                      on_timeout: Callable[[float], None] | None, now: float, max_tries: int | None = None) -> None:
+        """Send a request on the current generation; no answer at all (``on_timeout`` None) means the
+        peer is dead."""
+        assert self._gen is not None
+        if on_timeout is None:
+            on_timeout = lambda n: self._die(n, DeleteReason.DPD_TIMEOUT)  # noqa: E731
+        self._send_request_on(self._gen, exchange, payloads, on_response, on_timeout, now, max_tries)
+
+    def _send_request_on(self, gen: _Gen, exchange: int, payloads: list[Payload],
+                         on_response: Callable[[list[Payload], float], None], on_timeout: Callable[[float], None],
+                         now: float, max_tries: int | None = None) -> None:
+        cfg = self.config
+        base = cfg.retransmit_base if cfg else 1.0
+        tries = cfg.retransmit_tries if cfg else 5
+        if max_tries is not None:
+            tries = min(tries, max_tries)
+        flags = HeaderFlag.INITIATOR if gen.we_init else 0
+        header = Header(gen.spi_i, gen.spi_r, 0, exchange, int(flags), gen.next_mid)
+        packet = seal(gen.out, header, payloads, self._rng)
+        gen.req = _Request(exchange, gen.next_mid, packet, on_response, on_timeout, now + base, 0, tries)
+        gen.next_mid += 1
+        self._emit(packet)
+
+    def _requests(self) -> list[_Request]:
+        reqs = [self._init_req] if self._init_req else []
+        for gen in ([self._gen] if self._gen else []) + self._retiring:
+            if gen.req is not None:
+                reqs.append(gen.req)
+        return reqs
+
+    def _retransmit(self, req: _Request, now: float) -> None:
+        if req.tries >= req.max_tries:
+            for gen in [self._gen, *self._retiring]:
+                if gen is not None and gen.req is req:
+                    gen.req = None
+            if req is self._init_req:
+                self._init_req = None
+            req.on_timeout(now)
+            return
+        req.tries += 1
+        base = self.config.retransmit_base if self.config else 1.0
+        req.deadline = now + base * (2 ** req.tries)
+        self.stats.retransmits += 1
+        self._emit(req.packet)
+
+    # ------------------------------------------------------------------ endings
+
+    def _move(self, trigger: Trigger) -> None:
+        if trigger is Trigger.DIE:
+            self.state = State.DEAD
+            return
+        nxt = TRANSITIONS.get((self.state, trigger))
+        if nxt is None:
+            raise ValueError(f"{trigger.value} is not allowed in state {self.state.value}")
+        self.state = nxt
+
+    def _fail(self, now: float, notify: int, detail: str) -> None:
+        """A negotiation failed: report it, and the SA is gone."""
+        if self.state is State.DEAD:
+            return
+        self._events.append(NegotiationFailed(self, notify, detail))
+        established = self.state is State.ESTABLISHED
+        self._die(now, DeleteReason.NEGOTIATION_FAILED if not established else DeleteReason.DPD_TIMEOUT)
+
+    def _die(self, now: float, reason: DeleteReason) -> None:
+        """No answer (or a fatal refusal): the SA is gone without a Delete exchange."""
+        if self.state is State.DEAD:
+            return
+        if self.state is not State.DELETING:
+            self.delete_reason = reason
+            self._events.append(IkeSaDeleted(self, reason))
+        self._finish()
+
+    def _finish(self) -> None:
+        self._move(Trigger.DIE)
+        self._tasks.clear()
+        self._init_req = None
+        if self._gen is not None:
+            self._gen.req = None
+        self._retiring.clear()
+        self._deadline_negotiation = self._rekey_at = self._expire_at = None
+
+    def _emit(self, packet: bytes, route: tuple[Addr, Addr] | None = None) -> None:
+        local, peer = route or (self.local, self.peer)
+        self.stats.messages_out += 1
+        self._out.append((packet, local, peer))
+
+
+__all__ = ["ID_TEXT", "IkeSa", "State", "Stats", "id_payload_for", "natd_hash"]

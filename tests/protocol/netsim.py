@@ -1,0 +1,72 @@
+"""Whole gateways in memory: a datagram network routed by address, and a clock stepped by hand."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from importlib import resources
+
+from ikegate.cli.loader import load_config
+from ikegate.gateway.controller import Gateway
+from ikegate.ike.v2.config import Addr
+
+
+def lab_config(name: str, replace: dict[str, str] | None = None):  # type: ignore[no-untyped-def]
+    text = resources.files("ikegate.lab").joinpath(f"{name}.cfg").read_text()
+    for old, new in (replace or {}).items():
+        text = text.replace(old, new)
+    config, errors = load_config(text)
+    assert not errors, errors
+    return config
+
+
+@dataclass
+class Net:
+    gateways: dict[str, Gateway] = field(default_factory=dict)
+    now: float = 0.0
+    delivered: int = 0
+    drop: Callable[[bytes, Addr, Addr], bool] = lambda data, src, dst: False
+
+    def add(self, gw: Gateway) -> Gateway:
+        for addr in gw.local_addresses():
+            self.gateways[addr] = gw
+        return gw
+
+    def pump(self) -> None:
+        for _ in range(10000):
+            moved = False
+            for gw in list(dict.fromkeys(self.gateways.values())):
+                for data, local, remote in gw.datagrams_to_send():
+                    moved = True
+                    dst = self.gateways.get(remote[0])
+                    if dst is None or self.drop(data, local, remote):
+                        continue
+                    self.delivered += 1
+                    dst.receive_datagram(data, remote, local, self.now)
+            if not moved:
+                return
+        raise AssertionError("network never went quiet")
+
+    def step(self, dt: float) -> None:
+        end = self.now + dt
+        self.pump()
+        while True:
+            timers = [t for gw in set(self.gateways.values()) if (t := gw.get_timer()) is not None]
+            if not timers or min(timers) > end:
+                break
+            self.now = max(self.now, min(timers))
+            for gw in set(self.gateways.values()):
+                gw.handle_timer(self.now)
+            self.pump()
+        self.now = end
+
+
+def lab(**kw: object) -> tuple[Net, Gateway, Gateway, Gateway]:
+    net = Net()
+    hq = net.add(Gateway(lab_config("hq"), **kw))  # type: ignore[arg-type]
+    b1 = net.add(Gateway(lab_config("branch1"), **kw))  # type: ignore[arg-type]
+    b2 = net.add(Gateway(lab_config("branch2"), **kw))  # type: ignore[arg-type]
+    for gw in (hq, b1, b2):
+        gw.start(net.now)
+    net.pump()
+    return net, hq, b1, b2
