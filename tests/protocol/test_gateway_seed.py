@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from ikegate.sad import IkeSaEntry, IpsecSaEntry, Role, SaFlag
-
 from tests.protocol.netsim import lab
 
 

@@ -15,7 +15,6 @@ from ikegate.ike.events import (
 from ikegate.ike.v2.child import ChildState
 from ikegate.ike.v2.sa import State
 from ikegate.ike.wire.registry import ExchangeType
-
 from tests.protocol.harness import child, establish, ike, make_pair
 
 

@@ -72,7 +72,7 @@ NON_ESP_MARKER = bytes(4)
 ZERO_SPI = bytes(8)
 RETRY_AFTER_FAILURE = 5.0
 
-LogSink = Callable[[str, str], None]
+LogSink = Callable[[str, int, str, str], None]  # module, severity, brief, text
 
 
 @dataclass(slots=True)
@@ -125,7 +125,7 @@ class Gateway:
         self.traps: set[tuple[str, int]] = set()
         self.retransmit_tries = retransmit_tries
         self._rng = rng
-        self._log = log or (lambda _brief, _text: None)
+        self._log = log or (lambda _module, _severity, _brief, _text: None)
         self._cookies = CookieJar(cookie_threshold, rng=rng)
         self._engines: dict[bytes, IkeSa] = {}
         self._spis: dict[IkeSa, list[bytes]] = {}
@@ -396,7 +396,7 @@ class Gateway:
         elif isinstance(event, NegotiationFailed):
             reason = NotifyType.text(event.notify) if event.notify else "timeout"
             self.stats.negotiations_failed[reason] = self.stats.negotiations_failed.get(reason, 0) + 1
-            self._log("IKE/4/NEGOTIATION_FAILED",
+            self._log("IKE", 4, "NEGOTIATION_FAILED",
                       f"IKE negotiation failed. (RemoteAddress={event.sa.peer[0]}, Reason={event.detail})")
 
     def _algorithms(self, sa: IkeSa) -> dict[str, str]:
@@ -445,7 +445,7 @@ class Gateway:
         if sa.config is not None:
             entry.lifetime_hard = int(sa.config.lifetime)
             entry.lifetime_soft = int(sa.rekey_at - now) if sa.rekey_at else None
-        self._log("IKE/6/IKE_SA_ESTABLISHED",
+        self._log("IKE", 6, "IKE_SA_ESTABLISHED",
                   f"IKE SA established. (ConnID={entry.conn_id}, RemoteAddress={sa.peer[0]}, Version=v2)")
 
     def _peer_identity(self, sa: IkeSa) -> tuple[str, str]:
@@ -498,14 +498,14 @@ class Gateway:
         )
         self.sad.add_ipsec(entry)
         child.handle = entry.conn_id
-        self._log("IPSEC-VPN/4/IPSECTUNNELSTART",
+        self._log("IPSEC-VPN", 4, "IPSECTUNNELSTART",
                   f"The IPSec tunnel is established. (PolicyName={child.config.name}, SeqNum={child.config.seq}, "
                   f"RuleNum={rule}, SrcIP={sa.local[0]}, DstIP={sa.peer[0]}, InboundSPI={child.spi_in})")
 
     def _record_down(self, entry: IkeSaEntry | IpsecSaEntry, reason: DeleteReason, now: float) -> None:
         self.sad.offline.record_sa(entry, reason.value, now)
         if isinstance(entry, IpsecSaEntry):
-            self._log("IPSEC-VPN/5/IPSEC_TUNNEL_TEARED_DOWN",
+            self._log("IPSEC-VPN", 5, "IPSEC_TUNNEL_TEARED_DOWN",
                       f"An IPSec tunnel is teared down. (PolicyName={entry.policy_name}, SeqNum={entry.policy_seq}, "
                       f"RuleNum={entry.acl_rule}, SrcIP={entry.local_address}, DstIP={entry.peer_address}, "
                       f"InboundSPI={entry.spi_in}, Slot={entry.placement.slot}, CpuID={entry.placement.cpu}, "

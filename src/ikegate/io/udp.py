@@ -26,8 +26,7 @@ class _Endpoint(asyncio.DatagramProtocol):
         self.transport: asyncio.DatagramTransport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.DatagramTransport)
-        self.transport = transport
+        self.transport = transport  # type: ignore[assignment]  # a datagram endpoint gets a datagram transport
 
     def datagram_received(self, data: bytes, addr: tuple[str | object, ...]) -> None:
         self.runner.on_datagram(data, self.local, (str(addr[0]), int(str(addr[1]))))

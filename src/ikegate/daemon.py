@@ -1,0 +1,166 @@
+"""One gateway process: configuration, controller, sockets, control socket, logs and clean shutdown.
+
+``ikegate run`` builds a :class:`Daemon`; ``ikegate demo`` builds several in one event loop. The daemon
+is glue only: decisions live in the controller, bytes in the UDP runner.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+import signal
+import sys
+from dataclasses import dataclass, field
+from typing import Any, TextIO
+
+from ikegate.cli.loader import ConfigError, load_config
+from ikegate.cli.logbuffer import LogBuffer
+from ikegate.gateway.controller import Gateway
+from ikegate.gateway.device import Device
+from ikegate.io.udp import UdpRunner
+from ikegate.mgmt.control import ControlServer
+from ikegate.mgmt.records import entry_record
+from ikegate.policy.model import Config
+from ikegate.sad import Placement
+
+log = logging.getLogger("ikegate")
+
+SHUTDOWN_GRACE = 3.0
+
+
+@dataclass
+class DaemonOptions:
+    ike_port: int = 500
+    natt_port: int = 4500
+    control: str | None = None
+    device: Device = field(default_factory=Device)
+    retransmit_tries: int = 5
+    log_stream: TextIO | None = None  # where log-buffer lines are mirrored (stderr in ``ikegate run``)
+
+
+def read_config(path: str) -> tuple[Config, list[ConfigError]]:
+    with open(path, encoding="utf-8") as fh:
+        return load_config(fh.read())
+
+
+class Daemon:
+    def __init__(self, config: Config, options: DaemonOptions, config_path: str | None = None) -> None:
+        self.options = options
+        self.config_path = config_path
+        self.logbuffer = LogBuffer()
+        self.gateway = Gateway(config, ike_port=options.ike_port, natt_port=options.natt_port,
+                               placements=options.device.placements, retransmit_tries=options.retransmit_tries,
+                               log=self.log)
+        self.runner: UdpRunner | None = None
+        self.control: ControlServer | None = None
+        self._stop = asyncio.Event()
+
+    # -- logging ------------------------------------------------------------------------------------
+
+    def log(self, module: str, severity: int, brief: str, text: str) -> None:
+        """Into the log buffer, and mirrored to the log stream as one line in VRP's format."""
+        record = self.logbuffer.log(module, severity, brief, text)
+        stream = self.options.log_stream
+        if stream is not None:
+            stream.write(record.render(self.gateway.config.sysname) + "\n")
+            stream.flush()
+
+    # -- life cycle ---------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        self.runner = UdpRunner(self.gateway, loop)
+        await self.runner.open(self.gateway.local_addresses())
+        if self.options.control:
+            self.control = ControlServer(self.options.control, self.handlers())
+            await self.control.start()
+        self.gateway.start(self.runner.now())
+        self.runner.flush()
+
+    def request_stop(self) -> None:
+        self._stop.set()
+
+    async def wait(self) -> None:
+        await self._stop.wait()
+
+    async def stop(self) -> None:
+        """Delete every IKE SA (peers get Deletes), wait briefly for the answers, close everything."""
+        if self.runner is not None:
+            self.gateway.shutdown(self.runner.now())
+            self.runner.flush()
+            deadline = self.runner.now() + SHUTDOWN_GRACE
+            while not self.gateway.idle and self.runner.now() < deadline:
+                await asyncio.sleep(0.02)
+            self.runner.close()
+        if self.control is not None:
+            await self.control.close()
+
+    # -- control API ----------------------------------------------------------------------------------
+
+    def now(self) -> float:
+        return self.runner.now() if self.runner else 0.0
+
+    def handlers(self) -> dict[str, Any]:
+        return {
+            "sas": self._op_sas,
+            "reset": self._op_reset,
+            "stats": self._op_stats,
+            "offline": self._op_offline,
+            "logbuffer": lambda req: {"lines": self.logbuffer.render(self.gateway.config.sysname)},
+        }
+
+    def _op_sas(self, req: dict[str, Any]) -> dict[str, Any]:
+        now = self.now()
+        return {"sas": [entry_record(e, now) for e in self.gateway.sad.entries()]}
+
+    def _op_reset(self, req: dict[str, Any]) -> dict[str, Any]:
+        placement = None
+        if req.get("slot") is not None:
+            placement = Placement(int(req["slot"]), int(req["cpu"]))
+        conn_id = int(req["conn_id"]) if req.get("conn_id") is not None else None
+        deleted = self.gateway.reset_ike_sa(self.now(), conn_id=conn_id, remote=req.get("remote"),
+                                            placement=placement)
+        if self.runner:
+            self.runner.flush()
+        return {"deleted": deleted}
+
+    def _op_stats(self, req: dict[str, Any]) -> dict[str, Any]:
+        st = self.gateway.stats
+        return {"stats": {
+            "negotiations_started": st.negotiations_started,
+            "negotiations_succeeded": st.negotiations_succeeded,
+            "negotiations_failed": dict(st.negotiations_failed),
+            "deletes_sent": st.deletes_sent,
+            "deletes_received": st.deletes_received,
+            "resets": st.resets,
+            "cookies_sent": st.cookies_sent,
+            "dropped": st.dropped,
+            "engines": len(self.gateway.engines()),
+        }}
+
+    def _op_offline(self, req: dict[str, Any]) -> dict[str, Any]:
+        return {"offline": [
+            {"peer": str(r.peer_address), "port": r.peer_port, "reason": r.reason, "version": r.version,
+             "time": r.time}
+            for r in self.gateway.sad.offline.entries()
+        ]}
+
+
+async def run_daemon(config: Config, options: DaemonOptions, config_path: str | None = None) -> int:
+    daemon = Daemon(config, options, config_path)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, daemon.request_stop)
+    try:
+        await daemon.start()
+    except OSError as exc:
+        print(f"ikegate: cannot open sockets: {exc}", file=sys.stderr)
+        return 1
+    stamp = dt.datetime.now().strftime("%Y-%m-%d %H:%M:%S")
+    print(f"{stamp} {config.sysname}: listening on "
+          f"{', '.join(daemon.gateway.local_addresses()) or 'no address'} "
+          f"(IKE {options.ike_port}, NAT-T {options.natt_port})", file=sys.stderr, flush=True)
+    await daemon.wait()
+    await daemon.stop()
+    return 0
