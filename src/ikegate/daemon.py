@@ -108,6 +108,7 @@ class Daemon:
             "stats": self._op_stats,
             "offline": self._op_offline,
             "logbuffer": lambda req: {"lines": self.logbuffer.render(self.gateway.config.sysname)},
+            "load": self._op_load,
         }
 
     def _op_sas(self, req: dict[str, Any]) -> dict[str, Any]:
@@ -125,6 +126,12 @@ class Daemon:
             self.runner.flush()
         return {"deleted": deleted}
 
+    def _op_load(self, req: dict[str, Any]) -> dict[str, Any]:
+        self.gateway.load(self.now(), int(req["count"]), int(req.get("concurrency", 64)))
+        if self.runner:
+            self.runner.flush()
+        return {}
+
     def _op_stats(self, req: dict[str, Any]) -> dict[str, Any]:
         st = self.gateway.stats
         return {"stats": {
@@ -137,6 +144,8 @@ class Daemon:
             "cookies_sent": st.cookies_sent,
             "dropped": st.dropped,
             "engines": len(self.gateway.engines()),
+            "ike_sas": self.gateway.sad.count(phase=1),
+            "ipsec_sas": self.gateway.sad.count(phase=2),
         }}
 
     def _op_offline(self, req: dict[str, Any]) -> dict[str, Any]:

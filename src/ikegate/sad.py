@@ -927,6 +927,10 @@ class SaDatabase:
         entry = self.ipsec(conn_id)
         return None if entry is None or entry.parent is None else self.ike(entry.parent)
 
+    def peer_count(self, address: IPAddress | str) -> int:
+        """How many SAs (both phases) this peer address has, in O(1)."""
+        return self._by_peer.count(_as_address(address))
+
     def by_peer(self, address: IPAddress | str) -> list[SaEntry]:
         """All SAs (both phases) with this peer address, whatever the port."""
         return self._lookup(self._by_peer.get(_as_address(address)))

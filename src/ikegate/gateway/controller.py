@@ -22,8 +22,10 @@ import ipaddress
 import itertools
 import os
 import struct
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from ikegate.gateway import translate
 from ikegate.gateway.decide import Action, after_delete
@@ -55,7 +57,7 @@ from ikegate.ike.wire.v2 import (
     decode_message,
     encode_message,
 )
-from ikegate.policy.model import Config, IkePeer
+from ikegate.policy.model import Config, IkePeer, IpsecPolicyTemplate
 from ikegate.sad import (
     DEFAULT_PLACEMENT,
     IkeSaEntry,
@@ -68,9 +70,13 @@ from ikegate.sad import (
     placement_for,
 )
 
+_T = TypeVar("_T")
 NON_ESP_MARKER = bytes(4)
 ZERO_SPI = bytes(8)
 RETRY_AFTER_FAILURE = 5.0
+#: Delete exchanges run at most this many at a time; the rest wait their turn (their SAs are already gone
+#: from the table). Thousands of Deletes in one burst would only overflow the peer's socket buffer.
+DELETE_WINDOW = 256
 
 LogSink = Callable[[str, int, str, str], None]  # module, severity, brief, text
 
@@ -95,10 +101,17 @@ class _Meta:
     conn: Connection | None
     kind: PolicyKind
     scheduled: float | None = None
+    reported: bool = False  # its deletion was already mirrored into the table and the policy
 
 
 def _addr(ip: ipaddress.IPv4Address | ipaddress.IPv6Address | str) -> str:
     return str(ip)
+
+
+@functools.lru_cache(maxsize=4096)
+def _ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+    """Parsed addresses, cached: the SA database keys on address objects and peers repeat."""
+    return ipaddress.ip_address(text)
 
 
 class Gateway:
@@ -136,6 +149,13 @@ class Gateway:
         self._out: list[tuple[bytes, Addr, Addr]] = []
         self._conns: dict[tuple[str, int], Connection] = {}
         self._active: dict[tuple[str, int], IkeSa] = {}
+        self._load_conn: Connection | None = None
+        self._load_left = 0
+        self._load_inflight = 0
+        self._load_window = 0
+        self._loading: set[IkeSa] = set()
+        self._deleting: set[IkeSa] = set()
+        self._delete_queue: deque[tuple[IkeSa, DeleteReason]] = deque()
         self.reload(config)
 
     # ------------------------------------------------------------------ configuration
@@ -235,13 +255,32 @@ class Gateway:
             self._delete_entry(entry, now, DeleteReason.MANUAL)
         return sum(1 for cid in doomed if self.sad.get(cid) is None)
 
+    def load(self, now: float, count: int, concurrency: int = 64) -> None:
+        """Benchmark aid: negotiate ``count`` extra IKE SAs (each with its first Child SA) over the first
+        site-to-site policy, keeping at most ``concurrency`` in negotiation. These SAs belong to no policy
+        decision: deleting them brings nothing back."""
+        if not self._conns:
+            raise ValueError("no site-to-site policy to load")
+        self._load_conn = next(iter(self._conns.values()))
+        self._load_left += count
+        self._load_window = concurrency
+        self._load_more(now)
+
+    def _load_more(self, now: float) -> None:
+        conn = self._load_conn
+        while conn is not None and self._load_left > 0 and self._load_inflight < self._load_window:
+            self._load_left -= 1
+            self._load_inflight += 1
+            sa = self._initiate(conn, now, track=False)
+            if sa is None:
+                break
+
     def shutdown(self, now: float) -> None:
         """Delete every IKE SA (sending Deletes) without re-establishing anything."""
         self._conns = {}
         self.traps.clear()
         for sa in list(self._meta):
-            sa.delete(now, DeleteReason.SHUTDOWN)
-            self._service(sa, now)
+            self._delete_ike(sa, now, DeleteReason.SHUTDOWN)
 
     def engines(self) -> list[IkeSa]:
         return list(self._meta)
@@ -257,8 +296,7 @@ class Gateway:
         handle = entry.handle
         if isinstance(entry, IkeSaEntry):
             if isinstance(handle, IkeSa):
-                handle.delete(now, reason)
-                self._service(handle, now)
+                self._delete_ike(handle, now, reason)
             else:
                 self.sad.remove_tree(entry.conn_id)
             return
@@ -269,13 +307,29 @@ class Gateway:
         else:
             self.sad.remove(entry.conn_id)
 
+    def _delete_ike(self, sa: IkeSa, now: float, reason: DeleteReason) -> None:
+        """Delete an IKE SA: at once in the table, and its Delete exchange within the window."""
+        if sa.finished or sa.state is State.DELETING:
+            return
+        if len(self._deleting) < DELETE_WINDOW:
+            self._start_delete(sa, now, reason)
+            return
+        self._on_ike_down(sa, reason, now)
+        self._delete_queue.append((sa, reason))
+
+    def _start_delete(self, sa: IkeSa, now: float, reason: DeleteReason) -> None:
+        sa.delete(now, reason)
+        if not sa.finished:
+            self._deleting.add(sa)
+        self._service(sa, now)
+
     def _spi_alloc(self) -> int:
         while True:
             spi = int.from_bytes(self._rng(4), "big")
             if spi >= 256 and self.sad.by_esp_spi(spi, direction="in") is None:
                 return spi
 
-    def _initiate(self, conn: Connection, now: float) -> IkeSa | None:
+    def _initiate(self, conn: Connection, now: float, track: bool = True) -> IkeSa | None:
         if not conn.flows:
             return None
         cfg = translate.ike_config(self.config, conn.peer, conn.local, ike_port=self.ike_port,
@@ -284,9 +338,13 @@ class Gateway:
         remote = (_addr(conn.remote), self.ike_port)
         sa = IkeSa(cfg, initiator=True, local=local, peer=remote, now=now, rng=self._rng,
                    spi_allocator=self._spi_alloc)
-        sa.initial_contact = not self.sad.by_peer(conn.remote)
-        self._meta[sa] = _Meta(conn, conn.kind)
-        self._active[conn.key] = sa
+        sa.initial_contact = not self.sad.peer_count(conn.remote)
+        if track:
+            self._meta[sa] = _Meta(conn, conn.kind)
+            self._active[conn.key] = sa
+        else:
+            self._meta[sa] = _Meta(None, PolicyKind.TEMPLATE)
+            self._loading.add(sa)
         placement = placement_for(conn.remote, self.ike_port, sa.spi_i, self.placements)
         entry = IkeSaEntry(version=2, role=Role.INITIATOR, flags=SaFlag.NEG, placement=placement,
                            local_address=conn.local, local_port=self.ike_port, peer_address=conn.remote,
@@ -342,7 +400,7 @@ class Gateway:
             self._send(packet, local, remote)
         meta = self._meta.get(sa)
         if sa.finished or meta is None:
-            self._forget(sa)
+            self._forget(sa, now)
             return
         spis = sa.local_spis
         if self._spis.get(sa) != spis:
@@ -363,7 +421,7 @@ class Gateway:
             meta.scheduled = when
             heapq.heappush(self._heap, (when, next(self._counter), sa, None))
 
-    def _forget(self, sa: IkeSa) -> None:
+    def _forget(self, sa: IkeSa, now: float) -> None:
         for spi in self._spis.pop(sa, []):
             if self._engines.get(spi) is sa:
                 del self._engines[spi]
@@ -373,6 +431,12 @@ class Gateway:
             del self._active[meta.conn.key]
         if isinstance(sa.handle, int) and self.sad.get(sa.handle) is not None:
             self.sad.remove_tree(sa.handle)
+        if sa in self._deleting:
+            self._deleting.discard(sa)
+            while self._delete_queue and len(self._deleting) < DELETE_WINDOW:
+                waiting, reason = self._delete_queue.popleft()
+                if not waiting.finished:
+                    self._start_delete(waiting, now, reason)
 
     def _schedule(self, when: float, job: Callable[[float], None]) -> None:
         heapq.heappush(self._heap, (when, next(self._counter), None, job))
@@ -412,6 +476,12 @@ class Gateway:
             "dh": dh_group(chosen.dh).name if chosen.dh is not None else "",
         }
 
+    def _load_done(self, sa: IkeSa, now: float) -> None:
+        if sa in self._loading:
+            self._loading.discard(sa)
+            self._load_inflight -= 1
+            self._load_more(now)
+
     def _on_ike_up(self, sa: IkeSa, now: float) -> None:
         self.stats.negotiations_succeeded += 1
         meta = self._meta[sa]
@@ -427,10 +497,10 @@ class Gateway:
             conn = self._match_connection(sa)
             if conn is not None:
                 meta.conn, meta.kind = conn, conn.kind
-            peer_addr = ipaddress.ip_address(sa.peer[0])
+            peer_addr = _ip(sa.peer[0])
             placement = placement_for(peer_addr, sa.peer[1], sa.spi_i, self.placements)
             entry = IkeSaEntry(version=2, role=Role.RESPONDER, flags=SaFlag.RD | SaFlag.A, placement=placement,
-                               local_address=ipaddress.ip_address(sa.local[0]), local_port=sa.local[1],
+                               local_address=_ip(sa.local[0]), local_port=sa.local[1],
                                peer_address=peer_addr, peer_port=sa.peer[1], spi_i=sa.spi_i, spi_r=sa.spi_r,
                                created=now, handle=sa)
             if conn is not None:
@@ -468,6 +538,7 @@ class Gateway:
         return None
 
     def _on_child_up(self, sa: IkeSa, child: ChildSa, now: float) -> None:
+        self._load_done(sa, now)
         parent = self.sad.ike(sa.handle) if isinstance(sa.handle, int) else None
         if parent is None:
             return
@@ -542,6 +613,12 @@ class Gateway:
         return meta.kind
 
     def _on_ike_down(self, sa: IkeSa, reason: DeleteReason, now: float) -> None:
+        meta = self._meta.get(sa)
+        if meta is not None:
+            if meta.reported:
+                return
+            meta.reported = True
+        self._load_done(sa, now)
         if isinstance(sa.handle, int):
             for entry in self.sad.remove_tree(sa.handle):
                 if isinstance(entry, IpsecSaEntry) or sa.established or reason is not DeleteReason.NEGOTIATION_FAILED:
@@ -600,8 +677,22 @@ class _Responder:
 
     def __init__(self, gw: Gateway) -> None:
         self._gw = gw
+        self._config: Config | None = None
+        self._cache: dict[tuple[object, ...], object] = {}
+
+    def _cached(self, key: tuple[object, ...], make: Callable[[], _T]) -> _T:
+        """Answers depend only on the configuration: keep them until it changes."""
+        if self._config is not self._gw.config:
+            self._config = self._gw.config
+            self._cache.clear()
+        if key not in self._cache:
+            self._cache[key] = make()
+        return self._cache[key]  # type: ignore[return-value]
 
     def _peers_for(self, ip: str) -> list[IkePeer]:
+        return self._cached(("peers", ip), lambda: self._find_peers(ip))
+
+    def _find_peers(self, ip: str) -> list[IkePeer]:
         cfg = self._gw.config
         addr = ipaddress.ip_address(ip)
         explicit = [p for p in cfg.ike_peers.values() if addr in p.remote_addresses]
@@ -611,6 +702,9 @@ class _Responder:
         return explicit + open_peers
 
     def ike_proposals(self, peer: Addr) -> list[IkeProposalSpec]:
+        return self._cached(("proposals", peer[0]), lambda: self._find_proposals(peer))
+
+    def _find_proposals(self, peer: Addr) -> list[IkeProposalSpec]:
         specs: list[IkeProposalSpec] = []
         for p in self._peers_for(peer[0]):
             for spec in translate.ike_proposal_specs(self._gw.config, p):
@@ -619,6 +713,9 @@ class _Responder:
         return specs
 
     def authenticate(self, peer: Addr, id_type: int, id_data: bytes) -> list[IkeSaConfig]:
+        return self._cached(("auth", peer[0], id_type, id_data), lambda: self._find_auth(peer, id_type, id_data))
+
+    def _find_auth(self, peer: Addr, id_type: int, id_data: bytes) -> list[IkeSaConfig]:
         out: list[IkeSaConfig] = []
         gw = self._gw
         for p in self._peers_for(peer[0]):
@@ -649,15 +746,21 @@ class _Responder:
             flow = _pick_flow(conn.flows, tsi, tsr)
             if flow is not None:
                 return translate.child_config(cfg, conn.policy, flow)
-        for _policy, tpl, _itf in translate.templates(cfg):
+        for tpl, flows in self._cached(("templates",), lambda: self._template_flows(cfg)):
             if tpl.ike_peer != name:
                 continue
             if tpl.acl is None:
                 return translate.child_config(cfg, tpl, None, proposed=(list(tsr), list(tsi)))
-            flow = _pick_flow(translate.acl_flows(cfg.acls.get(tpl.acl)), tsi, tsr)
+            flow = _pick_flow(flows, tsi, tsr)
             if flow is not None:
-                return translate.child_config(cfg, tpl, flow)
+                return self._cached(("child", tpl.name, tpl.seq, flow.rule),
+                                    functools.partial(translate.child_config, cfg, tpl, flow))
         return None
+
+    @staticmethod
+    def _template_flows(cfg: Config) -> list[tuple[IpsecPolicyTemplate, list[Flow]]]:
+        return [(tpl, translate.acl_flows(cfg.acls.get(tpl.acl) if tpl.acl is not None else None))
+                for _policy, tpl, _itf in translate.templates(cfg)]
 
 
 def _pick_flow(flows: list[Flow], tsi: list[TrafficSelector], tsr: list[TrafficSelector]) -> Flow | None:

@@ -21,6 +21,7 @@ from ikegate.policy.model import (
     AclAddress,
     AclRule,
     Config,
+    DpdType,
     EncapsulationMode,
     IdType,
     IkePeer,
@@ -147,7 +148,8 @@ def ike_config(config: Config, peer: IkePeer, local: IPAddress | None, *, ike_po
                retransmit_tries: int = 5) -> IkeSaConfig:
     local_id = identity(peer.local_id_type, peer.local_id, local) or (1, bytes(4))
     remote_id = identity(peer.remote_id_type, peer.remote_id, None) if peer.remote_id_type else None
-    dpd = float(peer.dpd.idle_time) if peer.dpd.enabled else None
+    periodic = peer.dpd.enabled and peer.dpd.type is DpdType.PERIODIC
+    dpd = float(peer.dpd.idle_time) if periodic else None
     return IkeSaConfig(
         proposals=ike_proposal_specs(config, peer),
         psk=(peer.pre_shared_key or "").encode(),

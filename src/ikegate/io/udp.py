@@ -19,6 +19,25 @@ from ikegate.ike.v2.config import Addr
 log = logging.getLogger("ikegate.io")
 
 
+SOCKET_BUFFER = 4 << 20
+_FORCE = {socket.SO_RCVBUF: 33, socket.SO_SNDBUF: 32}  # SO_RCVBUFFORCE / SO_SNDBUFFORCE (Linux, root)
+
+
+def _enlarge_buffers(sock: socket.socket | None) -> None:
+    """Bursts (a reset of thousands of SAs, a flood of IKE_SA_INIT) must queue, not drop: ask for 4 MiB,
+    beyond net.core.rmem_max when we are allowed to."""
+    if sock is None:
+        return
+    for opt in (socket.SO_RCVBUF, socket.SO_SNDBUF):
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, _FORCE[opt], SOCKET_BUFFER)
+        except OSError:
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, opt, SOCKET_BUFFER)
+            except OSError:
+                log.debug("cannot enlarge socket buffer %s", opt)
+
+
 class _Endpoint(asyncio.DatagramProtocol):
     def __init__(self, runner: UdpRunner, local: Addr) -> None:
         self.runner = runner
@@ -59,6 +78,8 @@ class UdpRunner:
                 endpoint = _Endpoint(self, local)
                 await self.loop.create_datagram_endpoint(lambda e=endpoint: e, local_addr=local, family=family)  # type: ignore[misc]
                 self._endpoints[local] = endpoint
+                if endpoint.transport is not None:
+                    _enlarge_buffers(endpoint.transport.get_extra_info("socket"))
 
     def close(self) -> None:
         if self._timer is not None:

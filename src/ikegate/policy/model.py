@@ -65,9 +65,13 @@ class IkeProposal:
 
 @dataclass
 class DpdSettings:
-    """``dpd`` settings of an IKE peer (USG defaults: periodic off; idle 30 s, retransmit 15 s, 3 tries)."""
+    """``dpd`` settings of an IKE peer (USG defaults: on-demand; idle 30 s, retransmit 15 s, 3 tries).
 
-    type: DpdType = DpdType.PERIODIC
+    On-demand DPD only probes a peer that stopped answering while we send it traffic (the dataplane asks);
+    ``dpd type periodic`` probes every idle interval whatever the traffic.
+    """
+
+    type: DpdType = DpdType.ON_DEMAND
     enabled: bool = True
     idle_time: int = 30
     retransmit_interval: int = 15
@@ -198,6 +202,7 @@ class Interface:
     ipv4: list[ipaddress.IPv4Interface] = field(default_factory=list)
     ipv6: list[ipaddress.IPv6Interface] = field(default_factory=list)
     ipsec_policy: str | None = None
+    ipv6_enabled: bool = False  # ``ipv6 enable``
 
 
 @dataclass

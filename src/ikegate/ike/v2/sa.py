@@ -200,10 +200,15 @@ def _random_spi(rng: Callable[[int], bytes]) -> int:
             return spi
 
 
+@functools.lru_cache(maxsize=4096)
+def _packed(ip: str) -> bytes:
+    """Address text to bytes; cached because the same few peers come back on every message."""
+    return ipaddress.ip_address(ip).packed
+
+
 def natd_hash(spi_i: bytes, spi_r: bytes, addr: Addr) -> bytes:
     """NAT_DETECTION_*_IP data: SHA-1(SPIi | SPIr | IP | port) (RFC 7296 §2.23)."""
-    ip = ipaddress.ip_address(addr[0]).packed
-    return hashlib.sha1(spi_i + spi_r + ip + struct.pack("!H", addr[1])).digest()
+    return hashlib.sha1(spi_i + spi_r + _packed(addr[0]) + struct.pack("!H", addr[1])).digest()
 
 
 def id_payload_for(addr: str) -> tuple[int, bytes]:

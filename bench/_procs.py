@@ -1,0 +1,94 @@
+"""Shared bits of the benchmarks: two `ikegate run` processes on loopback and /proc readings."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from ikegate.mgmt.control import request
+
+HQ, BRANCH = "127.0.2.1", "127.0.2.2"
+
+
+def lab_text(name: str, **replace: str) -> str:
+    text = resources.files("ikegate.lab").joinpath(f"{name}.cfg").read_text()
+    for old, new in replace.items():
+        text = text.replace(old, new)
+    return text
+
+
+@dataclass
+class Gw:
+    popen: subprocess.Popen[bytes]
+    control: str
+
+    def call(self, op: str, **kw: Any) -> dict[str, Any]:
+        answer = request(self.control, {"op": op, **kw}, timeout=120)
+        if not answer.get("ok"):
+            raise RuntimeError(answer)
+        return answer
+
+    def cpu_seconds(self) -> float:
+        fields = Path(f"/proc/{self.popen.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        ticks = os.sysconf("SC_CLK_TCK")
+        return (int(fields[11]) + int(fields[12])) / ticks
+
+    def rss_kb(self, key: str = "VmRSS") -> int:
+        for line in Path(f"/proc/{self.popen.pid}/status").read_text().splitlines():
+            if line.startswith(key + ":"):
+                return int(line.split()[1])
+        return 0
+
+
+@contextmanager
+def pair(port: int = 25000, trigger: str = "traffic-based") -> Iterator[tuple[Gw, Gw]]:
+    """HQ (template responder) and a branch whose policy does not start by itself (the bench drives it)."""
+    with tempfile.TemporaryDirectory(prefix="ikegate-bench-") as tmp:
+        cfgs = {
+            "hq": lab_text("hq", **{"127.0.0.11": HQ}),
+            "br": lab_text("branch1", **{"127.0.0.11": HQ, "127.0.0.12": BRANCH,
+                                         "trigger-mode auto": f"trigger-mode {trigger}"}),
+        }
+        procs: dict[str, Gw] = {}
+        try:
+            for name, text in cfgs.items():
+                cfg = Path(tmp) / f"{name}.cfg"
+                cfg.write_text(text)
+                control = str(Path(tmp) / f"{name}.sock")
+                popen = subprocess.Popen([sys.executable, "-m", "ikegate", "run", str(cfg), "--control", control,
+                                          "--ike-port", str(port), "--natt-port", str(port + 1)],
+                                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                procs[name] = Gw(popen, control)
+                for _ in range(200):
+                    if os.path.exists(control):
+                        break
+                    time.sleep(0.05)
+            yield procs["hq"], procs["br"]
+        finally:
+            for gw in procs.values():
+                gw.popen.send_signal(signal.SIGTERM)
+            for gw in procs.values():
+                try:
+                    gw.popen.wait(60)
+                except subprocess.TimeoutExpired:
+                    gw.popen.kill()
+
+
+def wait_sas(gw: Gw, ike: int, timeout: float = 600) -> float:
+    start = time.monotonic()
+    while time.monotonic() - start < timeout:
+        st = gw.call("stats")["stats"]
+        if st["ike_sas"] >= ike and st["ipsec_sas"] >= ike:
+            return time.monotonic()
+        time.sleep(0.02)
+    raise RuntimeError(f"only {gw.call('stats')['stats']} after {timeout}s")

@@ -1,0 +1,44 @@
+"""Delete all of N established IKE SAs through the API, Deletes sent and acknowledged.
+
+Sets up N IKE SAs (each with a Child SA) between two `ikegate run` processes on loopback, then calls
+`reset` (all) on the initiator and times until every Delete exchange has finished (no engine left) and
+the peer's table is empty. Reference (strongSwan 5.9.8, FINDINGS.md §5): 10,000 terminated in 4.0 s
+(1.3 s without waiting for replies).
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+from _procs import pair, wait_sas
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("-n", type=int, default=10000)
+    args = ap.parse_args()
+    with pair(port=25100) as (hq, br):
+        time.sleep(0.3)
+        br.call("load", count=args.n, concurrency=128)
+        wait_sas(br, args.n)
+        wait_sas(hq, args.n)
+        start = time.monotonic()
+        deleted = br.call("reset")["deleted"]
+        t_api = time.monotonic() - start
+        while br.call("stats")["stats"]["engines"]:
+            time.sleep(0.01)
+        t_acked = time.monotonic() - start
+        while hq.call("stats")["stats"]["ike_sas"]:
+            time.sleep(0.01)
+        t_peer = time.monotonic() - start
+    print(f"reset ike sa (all) of {args.n} IKE SAs + {args.n} Child SAs between two processes on loopback")
+    print(f"  SAs removed by the call     : {deleted}")
+    print(f"  call returned (table empty) : {t_api:6.2f} s")
+    print(f"  every Delete acknowledged   : {t_acked:6.2f} s")
+    print(f"  peer's table empty          : {t_peer:6.2f} s")
+    print("  strongSwan 5.9.8 reference: 10,000 in 4.0 s acknowledged (1.3 s without waiting)")
+
+
+if __name__ == "__main__":
+    main()

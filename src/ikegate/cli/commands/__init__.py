@@ -1,0 +1,28 @@
+"""The built-in commands, grouped by what they configure; :func:`default_tree` compiles them once.
+
+Runtime commands (``display ike sa``, ``reset ike sa``) live with the gateway and join through
+``default_tree(extra)`` or :meth:`~ikegate.cli.tree.CommandTree.extended`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from ikegate.cli.commands import acl, ike, interface, ipsec, session, system
+from ikegate.cli.tree import Command, CommandTree
+
+
+def default_commands() -> list[Command]:
+    return [
+        *session.COMMANDS,
+        *system.COMMANDS,
+        *interface.COMMANDS,
+        *acl.COMMANDS,
+        *ike.COMMANDS,
+        *ipsec.COMMANDS,
+    ]
+
+
+def default_tree(extra: Iterable[Command] = ()) -> CommandTree:
+    """Every built-in command plus ``extra``, compiled into per-view graphs."""
+    return CommandTree([*default_commands(), *extra])

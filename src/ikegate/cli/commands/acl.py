@@ -1,0 +1,130 @@
+"""Advanced ACLs (``acl number 3000..3999``) and their ``rule`` commands.
+
+Two ``rule`` declarations share one handler: ports are part of the syntax only after ``tcp``/``udp``,
+so ``rule permit ip source-port ...`` is refused by the matcher exactly where VRP refuses it.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+
+from ikegate.cli.context import CommandContext
+from ikegate.cli.errors import CommandError, ParamError
+from ikegate.cli.guards import refuse_if_bound, require
+from ikegate.cli.params import Choice, Integer, Ipv4, Param, Wildcard
+from ikegate.cli.tree import Command
+from ikegate.cli.views import ViewFrame, ViewKind
+from ikegate.policy.model import Acl, AclAddress, AclRule, PortRange
+
+SYSTEM = frozenset({ViewKind.SYSTEM})
+ACL = frozenset({ViewKind.ACL})
+RULE_STEP = 5
+
+_NUMBER = {"number": Integer("Advanced ACL number", 3000, 3999)}
+_PORT = Integer("Port number", 0, 65535)
+_RULE_PARAMS: dict[str, Param] = {
+    "id": Integer("ID of the ACL rule", 0, 4294967294),
+    "action": Choice({"deny": "Deny matched packets", "permit": "Permit matched packets"}),
+    "source": Ipv4("Source address"),
+    "source-wildcard": Wildcard("Wildcard of the source address (0 = one host)"),
+    "destination": Ipv4("Destination address"),
+    "destination-wildcard": Wildcard("Wildcard of the destination address (0 = one host)"),
+    "source-eq": _PORT,
+    "source-low": _PORT,
+    "source-high": _PORT,
+    "destination-eq": _PORT,
+    "destination-low": _PORT,
+    "destination-high": _PORT,
+}
+_NO_PORTS: dict[str, Param] = {
+    **_RULE_PARAMS,
+    "protocol": Choice({"icmp": "ICMP (protocol 1)", "ip": "Any IP protocol"}),
+}
+_PORTS: dict[str, Param] = {**_RULE_PARAMS, "protocol": Choice({"tcp": "TCP (protocol 6)", "udp": "UDP (protocol 17)"})}
+_HEAD = "rule [ <id> ] <action> <protocol>"
+_SOURCE = "[ source { <source> <source-wildcard> | any } ]"
+_DESTINATION = "[ destination { <destination> <destination-wildcard> | any } ]"
+_SOURCE_PORT = "[ source-port { eq <source-eq> | range <source-low> <source-high> } ]"
+_DESTINATION_PORT = "[ destination-port { eq <destination-eq> | range <destination-low> <destination-high> } ]"
+
+
+def _enter(ctx: CommandContext) -> None:
+    number = ctx.number("number")
+    acl = ctx.config.acls.setdefault(number, Acl(number))
+    ctx.session.enter_view(ViewFrame(ViewKind.ACL, f"acl-adv-{number}", acl))
+
+
+def _delete(ctx: CommandContext) -> None:
+    number = ctx.number("number")
+    require(ctx, number in ctx.config.acls, f"ACL {number}")
+    refuse_if_bound(ctx, acl=number)
+    ctx.config.acls.pop(number, None)
+
+
+def _acl(ctx: CommandContext) -> Acl:
+    """The ACL the view edits; every rule command goes through here (bound-policy rule)."""
+    acl = ctx.target_as(Acl)
+    refuse_if_bound(ctx, acl=acl.number)
+    return acl
+
+
+def _address(ctx: CommandContext, side: str) -> AclAddress | None:
+    address = ctx.opt_ip(side)
+    if address is None:
+        return None
+    (wildcard,) = ctx.values(f"{side}-wildcard")
+    assert isinstance(wildcard, ipaddress.IPv4Address)
+    # VRP stores the address with the wildcard bits cleared: 10.1.1.7 0.0.0.255 is 10.1.1.0.
+    base = ipaddress.IPv4Address(int(address) & ~int(wildcard) & 0xFFFFFFFF)
+    return AclAddress(base, wildcard)
+
+
+def _ports(ctx: CommandContext, side: str) -> PortRange:
+    equal = ctx.opt_number(f"{side}-eq")
+    if equal is not None:
+        return PortRange(equal, equal)
+    low = ctx.opt_number(f"{side}-low")
+    if low is None:
+        return PortRange()
+    high = ctx.number(f"{side}-high")
+    if high < low:
+        raise ParamError(f"{side}-high")
+    return PortRange(low, high)
+
+
+def _next_id(acl: Acl) -> int:
+    """The first multiple of the step above the highest rule id (VRP's automatic numbering)."""
+    highest = max((r.rule_id for r in acl.rules), default=0)
+    return (highest // RULE_STEP + 1) * RULE_STEP
+
+
+def _rule(ctx: CommandContext) -> None:
+    acl = _acl(ctx)
+    rule_id = ctx.opt_number("id")
+    rule = AclRule(
+        rule_id=_next_id(acl) if rule_id is None else rule_id,
+        action=ctx.string("action"),
+        protocol=ctx.string("protocol"),
+        source=_address(ctx, "source"),
+        destination=_address(ctx, "destination"),
+        source_port=_ports(ctx, "source"),
+        destination_port=_ports(ctx, "destination"),
+    )
+    acl.rules = sorted([r for r in acl.rules if r.rule_id != rule.rule_id] + [rule], key=lambda r: r.rule_id)
+
+
+def _undo_rule(ctx: CommandContext) -> None:
+    acl = _acl(ctx)
+    rule_id = ctx.number("id")
+    if all(r.rule_id != rule_id for r in acl.rules):
+        raise CommandError(f"Error: The rule {rule_id} does not exist in ACL {acl.number}.")
+    acl.rules = [r for r in acl.rules if r.rule_id != rule_id]
+
+
+COMMANDS = [
+    Command("acl { number <number> | <number> }", _enter, SYSTEM, params=_NUMBER),
+    Command("undo acl { number <number> | <number> }", _delete, SYSTEM, params=_NUMBER),
+    Command(f"{_HEAD} {_SOURCE} {_DESTINATION}", _rule, ACL, params=_NO_PORTS),
+    Command(f"{_HEAD} {_SOURCE} {_SOURCE_PORT} {_DESTINATION} {_DESTINATION_PORT}", _rule, ACL, params=_PORTS),
+    Command("undo rule <id>", _undo_rule, ACL, params=_RULE_PARAMS),
+]

@@ -1,0 +1,254 @@
+"""Matching a typed line against a view's graph, with VRP abbreviation; `?` help and Tab completion.
+
+Rules, applied token by token to every command of the view at once:
+
+* a keyword (or a :class:`~ikegate.cli.params.Choice` word) is matched by any prefix, case-insensitive;
+  a token equal to a keyword wins over the longer keywords it also prefixes (``ip`` vs ``ipsec``);
+  a prefix of two different keywords is *Ambiguous*, unless a value parameter accepts the token;
+* a keyword beats a value parameter; a value parameter takes the token only if it parses;
+* nothing takes the token: *Too many parameters* if the command could already end there, *Wrong
+  parameter* if a value was expected, else *Unrecognized command*;
+* the line ends before any command is complete: *Incomplete command*, caret just after the line.
+
+Commands above the user's level are simply absent from the walk, so they fail like unknown words.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from ikegate.cli.errors import ErrorKind
+from ikegate.cli.params import ParamValueError
+from ikegate.cli.tree import Command, CommandTree, Edge, State
+from ikegate.cli.views import ViewKind
+
+
+@dataclass(frozen=True)
+class Token:
+    text: str
+    start: int
+    end: int
+
+
+def tokenize(line: str) -> list[Token]:
+    """Split on spaces, keeping each token's offsets in the line as typed."""
+    tokens: list[Token] = []
+    pos = 0
+    for part in line.split(" "):
+        if part:
+            tokens.append(Token(part, pos, pos + len(part)))
+        pos += len(part) + 1
+    return tokens
+
+
+@dataclass(frozen=True)
+class Bound:
+    """One token's meaning: a keyword (``name`` None, value = full word) or a parameter value."""
+
+    name: str | None
+    value: object
+    index: int
+
+
+@dataclass(frozen=True)
+class _Thread:
+    state: State
+    bindings: tuple[Bound, ...]
+    order: int  # declaration order of the command, to break (unexpected) ties
+
+
+@dataclass(frozen=True)
+class Match:
+    command: Command
+    bindings: tuple[Bound, ...]
+    tokens: list[Token]
+    sensitive: frozenset[int]
+
+    def values(self, name: str) -> list[object]:
+        return [b.value for b in self.bindings if b.name == name]
+
+    def index_of(self, name: str, nth: int = 0) -> int:
+        """Token index of the ``nth`` value bound to ``name`` (for a handler's *Wrong parameter*)."""
+        found = [b.index for b in self.bindings if b.name == name]
+        return found[nth] if nth < len(found) else len(self.tokens) - 1
+
+    @property
+    def keywords(self) -> tuple[str, ...]:
+        return tuple(str(b.value) for b in self.bindings if b.name is None)
+
+
+@dataclass(frozen=True)
+class Failure:
+    kind: ErrorKind
+    index: int  # token index; len(tokens) means "after the line"
+    tokens: list[Token]
+    sensitive: frozenset[int]
+
+    def column(self, prompt_length: int) -> int:
+        """Caret column counted from the start of the prompt line."""
+        if self.index < len(self.tokens):
+            return prompt_length + self.tokens[self.index].start
+        return prompt_length + (self.tokens[-1].end if self.tokens else 0)
+
+
+def masked(tokens: list[Token], sensitive: Iterable[int]) -> str:
+    """The line with sensitive tokens (keys) replaced, for the command log."""
+    hidden = set(sensitive)
+    return " ".join("******" if i in hidden else t.text for i, t in enumerate(tokens))
+
+
+def _closure(threads: Iterable[_Thread]) -> list[_Thread]:
+    out: list[_Thread] = []
+    seen: set[tuple[int, tuple[Bound, ...]]] = set()
+    stack = list(threads)[::-1]
+    while stack:
+        thread = stack.pop()
+        key = (thread.state.id, thread.bindings)
+        if key in seen:
+            continue
+        seen.add(key)
+        out.append(thread)
+        stack.extend(_Thread(s, thread.bindings, thread.order) for s in reversed(thread.state.empty))
+    return out
+
+
+def _start(tree: CommandTree, view: ViewKind, level: int) -> list[_Thread]:
+    return _closure(_Thread(e.start, (), i) for i, e in enumerate(tree.entries(view, level)))
+
+
+def _word_edges(threads: list[_Thread]) -> list[tuple[_Thread, Edge]]:
+    return [(t, e) for t in threads for e in t.state.edges if e.word is not None]
+
+
+def _step(threads: list[_Thread], token: str, index: int) -> list[_Thread] | ErrorKind:
+    """Advance every thread over one token, or say why none can."""
+    low = token.lower()
+    words = _word_edges(threads)
+    chosen: list[tuple[_Thread, Edge, object]] = []
+    exact = [(t, e) for t, e in words if e.word is not None and e.word.lower() == low]
+    if exact:
+        chosen = [(t, e, e.word) for t, e in exact]
+    else:
+        prefixed = [(t, e) for t, e in words if e.word is not None and e.word.lower().startswith(low)]
+        distinct = {e.word for _, e in prefixed}
+        values: list[tuple[_Thread, Edge, object]] = []
+        for t in threads:
+            for e in t.state.edges:
+                if e.param is None:
+                    continue
+                try:
+                    values.append((t, e, e.param.parse(token)))
+                except ParamValueError:
+                    continue
+        if len(distinct) == 1:
+            chosen = [(t, e, e.word) for t, e in prefixed]
+        elif values:
+            chosen = values
+        elif len(distinct) > 1:
+            return ErrorKind.AMBIGUOUS
+    if not chosen:
+        if any(t.state.accept is not None for t in threads):
+            return ErrorKind.TOO_MANY
+        if any(e.param is not None for t in threads for e in t.state.edges):
+            return ErrorKind.WRONG_PARAMETER
+        return ErrorKind.UNRECOGNIZED
+    return _closure(_Thread(e.target, (*t.bindings, Bound(e.name, value, index)), t.order) for t, e, value in chosen)
+
+
+def _sensitive_here(threads: list[_Thread]) -> bool:
+    return any(e.sensitive for t in threads for e in t.state.edges)
+
+
+def _walk(threads: list[_Thread], tokens: list[Token]) -> tuple[list[_Thread], set[int]] | tuple[Failure, set[int]]:
+    sensitive: set[int] = set()
+    for index, token in enumerate(tokens):
+        if _sensitive_here(threads):
+            sensitive.add(index)
+        result = _step(threads, token.text, index)
+        if isinstance(result, ErrorKind):
+            return Failure(result, index, tokens, frozenset(sensitive)), sensitive
+        threads = result
+    return threads, sensitive
+
+
+def match(tree: CommandTree, view: ViewKind, level: int, line: str) -> Match | Failure:
+    """Match a whole line (which must contain at least one token) in ``view`` for a user of ``level``."""
+    tokens = tokenize(line)
+    threads, sensitive = _walk(_start(tree, view, level), tokens)
+    if isinstance(threads, Failure):
+        return threads
+    done = sorted((t for t in threads if t.state.accept is not None), key=lambda t: t.order)
+    if not done or not tokens:
+        return Failure(ErrorKind.INCOMPLETE, len(tokens), tokens, frozenset(sensitive))
+    command = done[0].state.accept
+    assert command is not None
+    return Match(command, done[0].bindings, tokens, frozenset(sensitive))
+
+
+def _natural(pair: tuple[str, str]) -> list[tuple[int, str]]:
+    """Sort key putting ``group2`` before ``group14`` (numbers compared as numbers)."""
+    return [(int(part), "") if part.isdigit() else (-1, part) for part in re.split(r"(\d+)", pair[0]) if part]
+
+
+@dataclass(frozen=True)
+class HelpItem:
+    name: str
+    help: str
+
+
+CR = HelpItem("<cr>", "")
+
+
+def help_items(tree: CommandTree, view: ViewKind, level: int, line: str) -> list[HelpItem] | Failure:
+    """What `?` lists for ``line`` (the text before the ``?``).
+
+    After a space (or on an empty line): every keyword and parameter that may come next, then ``<cr>``
+    if the command may end here. Glued to a word (``dis?``): the keywords starting with that word.
+    """
+    tokens = tokenize(line)
+    glued = bool(tokens) and not line.endswith(" ")
+    done_tokens = tokens[:-1] if glued else tokens
+    threads, _ = _walk(_start(tree, view, level), done_tokens)
+    if isinstance(threads, Failure):
+        return threads
+    if glued:
+        prefix = tokens[-1].text.lower()
+        words = {(e.word, e.help) for _, e in _word_edges(threads) if e.word and e.word.lower().startswith(prefix)}
+        return [HelpItem(w, h) for w, h in sorted(words, key=_natural)]
+    keywords = {(e.word, e.help) for _, e in _word_edges(threads) if e.word is not None}
+    items = [HelpItem(w, h) for w, h in sorted(keywords, key=_natural)]
+    seen: set[tuple[str, str]] = set()
+    for thread in threads:
+        for edge in thread.state.edges:
+            if edge.param is not None and (edge.param.display, edge.help) not in seen:
+                seen.add((edge.param.display, edge.help))
+                items.append(HelpItem(edge.param.display, edge.help))
+    if any(t.state.accept is not None for t in threads):
+        items.append(CR)
+    return items
+
+
+def complete(tree: CommandTree, view: ViewKind, level: int, line: str) -> str | None:
+    """Tab: the line with its last word completed (a unique keyword gets a trailing space; several
+    keywords with a longer common prefix complete to that prefix), or None when nothing applies."""
+    tokens = tokenize(line)
+    if not tokens or line.endswith(" "):
+        return None
+    threads, _ = _walk(_start(tree, view, level), tokens[:-1])
+    if isinstance(threads, Failure):
+        return None
+    last = tokens[-1]
+    words = sorted({e.word for _, e in _word_edges(threads) if e.word and e.word.lower().startswith(last.text.lower())})
+    if not words:
+        return None
+    if len(words) == 1:
+        return line[: last.start] + words[0] + " "
+    common = words[0]
+    for word in words[1:]:
+        while not word.startswith(common):
+            common = common[:-1]
+    if len(common) > len(last.text):
+        return line[: last.start] + common
+    return None

@@ -1,0 +1,1 @@
+"""Renderers: the exact VRP text of configuration and, later, runtime displays."""

@@ -1,0 +1,282 @@
+"""One VRP shell session: bytes in, bytes out (console, SSH, control socket), or one line at a time.
+
+The shell owns the session state — the view stack, the user and level, screen-length, a pending
+``[Y/N]`` question, the pager — and nothing else: the configuration it edits, the command tree, the
+log buffer and the runtime ``device`` API are given to it, so many sessions share them.
+
+Two entries, one engine (:meth:`Shell.run`):
+
+* :meth:`Shell.feed` for interactive bytes: the line editor echoes, ``?``/Tab answer in place, output
+  lines end with ``\\r\\n`` and are paged, and every answer ends with the next prompt;
+* :meth:`Shell.execute` for a line given whole (``ikegate cli -c``, scripts): ``\\n``-separated text,
+  no paging, no prompt, and the ``Error:`` line (if any) reported separately.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from ikegate.cli import matcher
+from ikegate.cli.commands import default_tree
+from ikegate.cli.commands.session import DEFAULT_SCREEN_LENGTH
+from ikegate.cli.context import CommandContext
+from ikegate.cli.editor import CtrlC, CtrlZ, Echo, HelpRequested, LineEditor, LineEntered, TabPressed
+from ikegate.cli.errors import CommandError, ParamError, caret_line
+from ikegate.cli.logbuffer import LogBuffer
+from ikegate.cli.pager import ERASE_MORE, MORE, Pager
+from ikegate.cli.tree import MANAGE, CommandTree
+from ikegate.cli.views import USER_FRAME, ViewFrame, ViewKind
+from ikegate.policy.model import Config
+
+HELP_NAME_WIDTH = 24
+HELP_LINE_WIDTH = 79
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What one line did: the lines printed, and the ``Error:`` line if it failed."""
+
+    lines: list[str]
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    @property
+    def text(self) -> str:
+        return "\n".join(self.lines)
+
+
+def format_help(items: list[matcher.HelpItem], glued: bool) -> list[str]:
+    """`?` output: two columns (name padded, help text), or for a glued ``dis?`` the bare names."""
+    if not glued:
+        return [f"  {i.name:<{HELP_NAME_WIDTH}} {i.help}".rstrip() for i in items]
+    lines: list[str] = []
+    current = " "
+    for item in items:
+        if len(current) + 2 + len(item.name) > HELP_LINE_WIDTH and current.strip():
+            lines.append(current)
+            current = " "
+        current += " " + item.name
+    if current.strip():
+        lines.append(current)
+    return lines
+
+
+class Shell:
+    def __init__(
+        self,
+        config: Config,
+        *,
+        tree: CommandTree | None = None,
+        device: object | None = None,
+        logbuffer: LogBuffer | None = None,
+        user: str = "admin",
+        level: int = MANAGE,
+        task: str = "vty0",
+        ip: str = "127.0.0.1",
+        save_callback: Callable[[str], None] | None = None,
+        loading: bool = False,
+    ) -> None:
+        self.config = config
+        self.tree = tree if tree is not None else default_tree()
+        self.device = device
+        self.logbuffer = logbuffer if logbuffer is not None else LogBuffer()
+        self.user = user
+        self.level = level
+        self.task = task
+        self.ip = ip
+        self.save_callback = save_callback
+        self.loading = loading
+        self.screen_length = DEFAULT_SCREEN_LENGTH
+        self.closed = False
+        self.editor = LineEditor()
+        self._stack: list[ViewFrame] = [USER_FRAME]
+        self._question: tuple[str, Callable[[str], list[str]]] | None = None
+        self._pager: Pager | None = None
+        self._after_pager: str | None = None  # a [Y/N] question held back until the pager finishes
+        self._after_cr = False
+
+    # -- the Session protocol used by handlers ----------------------------------------------------
+    @property
+    def frame(self) -> ViewFrame:
+        return self._stack[-1]
+
+    @property
+    def prompt(self) -> str:
+        return self.frame.prompt(self.config.sysname)
+
+    def enter_view(self, frame: ViewFrame) -> None:
+        """Enter ``frame``: from the system view or one of its sub-views, a sub-view replaces the
+        current sub-view (VRP has no nesting below the system view)."""
+        if frame.kind is ViewKind.SYSTEM:
+            self._stack = [USER_FRAME, frame]
+        else:
+            self._stack = [*self._stack[:2], frame]
+
+    def leave_view(self) -> None:
+        if len(self._stack) == 1:
+            self.closed = True
+        else:
+            self._stack.pop()
+
+    def return_to_user_view(self) -> None:
+        self._stack = [USER_FRAME]
+
+    def ask(self, question: str, on_answer: Callable[[str], list[str]]) -> None:
+        self._question = (question, on_answer)
+
+    # -- the engine -------------------------------------------------------------------------------
+    def _match(self, line: str) -> matcher.Match | matcher.Failure:
+        """Match in the current view, then in the enclosing views (a sub-view accepts the system view's
+        commands and leaves for it). The failure reported is the one that got furthest."""
+        best: matcher.Failure | None = None
+        for depth in range(len(self._stack) - 1, -1, -1):
+            if depth < len(self._stack) - 1 and self._stack[depth].kind is ViewKind.USER:
+                break
+            result = matcher.match(self.tree, self._stack[depth].kind, self.level, line)
+            if isinstance(result, matcher.Match):
+                del self._stack[depth + 1 :]
+                return result
+            if best is None or result.index > best.index:
+                best = result
+        assert best is not None
+        return best
+
+    def run(self, line: str) -> Outcome:
+        """Run one line as typed at the current prompt (or as the answer to a pending question)."""
+        if self._question is not None:
+            _, on_answer = self._question
+            self._question = None
+            lines = on_answer(line)
+            return Outcome(lines, next((x for x in lines if x.startswith("Error:")), None))
+        if not line.strip():
+            return Outcome([])
+        prompt_length = len(self.prompt)
+        result = self._match(line)
+        if isinstance(result, matcher.Failure):
+            message = result.kind.message
+            self._record(matcher.masked(result.tokens, result.sensitive), message)
+            return Outcome([caret_line(result.column(prompt_length)), message], message)
+        ctx = CommandContext(self.config, self, result, device=self.device, loading=self.loading)
+        try:
+            result.command.handler(ctx)
+        except CommandError as exc:
+            ctx.lines.append(str(exc))
+            self._record(matcher.masked(result.tokens, result.sensitive), str(exc))
+            return Outcome(ctx.lines, str(exc))
+        except ParamError as exc:
+            failure = matcher.Failure(exc.kind, result.index_of(exc.name, exc.index), result.tokens, result.sensitive)
+            message = exc.kind.message
+            self._record(matcher.masked(result.tokens, result.sensitive), message)
+            return Outcome([caret_line(failure.column(prompt_length)), message], message)
+        if result.command.record:
+            self._record(matcher.masked(result.tokens, result.sensitive), None)
+        lines = ctx.lines
+        if self._question is not None:
+            lines = [*lines, self._question[0]]
+        return Outcome(lines)
+
+    def _record(self, command: str, error: str | None) -> None:
+        if self.loading:
+            return
+        result = None if error is None else error.removeprefix("Error: ")
+        self.logbuffer.record_command(task=self.task, ip=self.ip, user=self.user, command=command, result=result)
+
+    def execute(self, line: str) -> Outcome:
+        """Run one line non-interactively: ``outcome.text`` is the output (``\\n``-separated, no prompt,
+        no paging), ``outcome.error`` the ``Error:`` line if the line failed. A ``[Y/N]`` question ends
+        the text; the next :meth:`execute` call is its answer."""
+        return self.run(line)
+
+    # -- the byte path ----------------------------------------------------------------------------
+    def start(self) -> bytes:
+        """The first prompt of an interactive session."""
+        return self.prompt.encode()
+
+    def _prompt_bytes(self) -> bytes:
+        if self.closed:
+            return b""
+        if self._question is not None:
+            return b""  # the question itself was the last output line, printed without CRLF
+        return self.prompt.encode()
+
+    def _show(self, lines: list[str]) -> bytes:
+        """Print output lines, paging when they do not fit the screen."""
+        question = lines[-1] if self._question is not None and lines else None
+        body = lines[:-1] if question is not None else lines
+        if self.screen_length > 0 and len(body) >= self.screen_length:
+            self._pager = Pager(body, self.screen_length)
+            self._after_pager = question
+            return _crlf(self._pager.first()) + MORE.encode()
+        return _crlf(body) + (question.encode() if question is not None else self._prompt_bytes())
+
+    def _page(self, char: str) -> bytes:
+        assert self._pager is not None
+        shown = self._pager.key(char)
+        if shown is None or self._pager.done:
+            self._pager = None
+            tail = self._after_pager
+            self._after_pager = None
+            rest = _crlf(shown or [])
+            return ERASE_MORE.encode() + rest + (tail.encode() if tail else self._prompt_bytes())
+        if not shown:
+            return b""
+        return ERASE_MORE.encode() + _crlf(shown) + MORE.encode()
+
+    def feed(self, data: bytes) -> bytes:
+        """Process keystrokes; return what the terminal must show (echo, output, prompts)."""
+        out = bytearray()
+        for i in range(len(data)):
+            if self.closed:
+                break
+            # CR LF is one Enter whoever takes the CR (the editor, or the pager it starts), so the pair
+            # is folded here and the editor and pager only ever see LF.
+            after_cr, self._after_cr = self._after_cr, data[i] == 0x0D
+            if after_cr and data[i] == 0x0A:
+                continue
+            byte = b"\n" if data[i] == 0x0D else data[i : i + 1]
+            if self._pager is not None:
+                out += self._page(byte.decode("latin-1"))
+                continue
+            for event in self.editor.feed(byte):
+                out += self._event(event)
+        return bytes(out)
+
+    def _event(self, event: object) -> bytes:
+        if isinstance(event, Echo):
+            return event.data
+        if isinstance(event, LineEntered):
+            return self._show(self.run(event.text).lines)
+        if isinstance(event, HelpRequested):
+            return b"?\r\n" + self._help(event.text) + self.prompt.encode() + self.editor.redraw()
+        if isinstance(event, TabPressed):
+            completed = matcher.complete(self.tree, self.frame.kind, self.level, event.text)
+            if completed is None:
+                return b""
+            tail = self.editor.buffer[self.editor.cursor :]
+            echo = self.editor.replace(completed + tail)
+            self.editor.cursor = len(completed)
+            return echo + b"\b" * len(tail)
+        if isinstance(event, CtrlZ):
+            self._question = None
+            self.return_to_user_view()
+            return b"\r\n" + self.prompt.encode()
+        if isinstance(event, CtrlC):
+            self._question = None
+            return b"\r\n" + self.prompt.encode()
+        return b""
+
+    def _help(self, text: str) -> bytes:
+        found = matcher.help_items(self.tree, self.frame.kind, self.level, text)
+        if isinstance(found, matcher.Failure):
+            column = found.column(len(self.prompt))
+            return _crlf([caret_line(column), found.kind.message])
+        glued = bool(text) and not text.endswith(" ")
+        return _crlf(format_help(found, glued))
+
+
+def _crlf(lines: list[str]) -> bytes:
+    return b"".join(line.encode() + b"\r\n" for line in lines)

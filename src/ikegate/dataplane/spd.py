@@ -1,0 +1,498 @@
+"""The security policy database: which packets IPsec protects, and with which installed SA.
+
+Built from the configuration the way a USG applies it: for each interface that carries an ``ipsec
+policy`` group, the group's policies in ascending sequence order, and within a policy its ACL rules in
+rule order (RFC 4301 §4.4.1 calls this an ordered SPD). A ``permit`` rule protects the packet with that
+policy; a ``deny`` rule only says "not this policy", so the search goes on with the next one. A policy
+that names a template takes the rules of the template's ACL; a template without ACL protects whatever
+its negotiated SAs cover (a "dynamic" rule that matches only through installed SAs).
+
+Installed Child SAs hang off the rules whose selectors they intersect, in a per-rule index sorted by
+remote start address, so finding the SA for a packet costs a rule scan plus a bisect, not a walk over
+every SA of the gateway. When several SAs cover a packet (a rekey in progress) the newest one wins.
+
+A packet that hits a non-template policy with no SA is held in a small per-rule queue (returned by
+:meth:`Spd.install` when an SA that covers it comes up) and, for an armed traffic-based policy, raises an
+ACQUIRE at most once per rule per ``acquire_interval``: the same larval-state behaviour the kernel has,
+without letting one busy flow make the gateway start a negotiation per packet.
+"""
+
+from __future__ import annotations
+
+import bisect
+import ipaddress
+from collections import deque
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Generic, TypeVar
+
+from ikegate.dataplane.packet import PORTED, IpInfo
+from ikegate.ike.wire.registry import TsType
+from ikegate.ike.wire.v2 import TrafficSelector
+from ikegate.policy.model import Acl, AclAddress, AclRule, Config, TriggerMode
+
+__all__ = ["DYNAMIC_RULE", "PolicyKey", "Spd", "SpdMatch", "Trap"]
+
+T = TypeVar("T")
+PolicyKey = tuple[str, int]
+
+#: The rule number of a template without ACL: its selectors are whatever was negotiated.
+DYNAMIC_RULE = -1
+
+_ALL = (1 << 128) - 1  # upper bound for "any address" in either family
+_V4_ANY = ipaddress.IPv4Network("0.0.0.0/0")
+_V6_ANY = ipaddress.IPv6Network("::/0")
+
+
+@dataclass(frozen=True, slots=True)
+class SpdMatch:
+    """The policy rule a packet hit, with the selectors a negotiation for it would propose."""
+
+    policy: PolicyKey
+    rule: int  # the ACL rule id, or DYNAMIC_RULE
+    trigger_mode: TriggerMode
+    template: bool
+    local: TrafficSelector  # the rule's source side, in the packet's family
+    remote: TrafficSelector  # the rule's destination side
+    interface: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Trap:
+    """A protected packet with no SA to carry it.
+
+    ``acquire``: start a negotiation now for ``match`` (only for an armed traffic-based policy, and at
+    most once per rule per interval). ``held``: the packet was queued and comes back from ``install``;
+    when False it was dropped (template policy, or the queue was full).
+    """
+
+    match: SpdMatch
+    acquire: bool
+    held: bool
+
+
+# A selector compiled for per-packet comparisons: (family, lo, hi, protocol, port_lo, port_hi).
+_Sel = tuple[int, int, int, int, int, int]
+
+
+def _compile_ts(ts: TrafficSelector) -> _Sel:
+    family = 6 if ts.ts_type == TsType.TS_IPV6_ADDR_RANGE else 4
+    return (family, int(ts.start_addr), int(ts.end_addr), ts.ip_protocol, ts.start_port, ts.end_port)
+
+
+def _covers(sel: _Sel, version: int, addr: int, proto: int, port: int) -> bool:
+    """Whether one side of a packet lies inside a compiled selector.
+
+    Ports are compared only for protocols that have them; ICMP type/code selectors are treated as
+    opaque, since ACLs here carry none and peers propose the full range for them.
+    """
+    family, lo, hi, sproto, plo, phi = sel
+    if family != version or not lo <= addr <= hi:
+        return False
+    if sproto and sproto != proto:
+        return False
+    return proto not in PORTED or plo <= port <= phi
+
+
+@dataclass(slots=True, eq=False)
+class _Installed(Generic[T]):
+    key: object
+    value: T
+    local: list[_Sel]
+    remote: list[_Sel]
+    ts_local: list[TrafficSelector]
+    ts_remote: list[TrafficSelector]
+    order: int
+    policy: PolicyKey | None
+    rules: list[int] = field(default_factory=list)
+
+    def covers_out(self, info: IpInfo) -> bool:
+        """Packet leaving through this SA: source in the local selectors, destination in the remote."""
+        v, p = info.version, info.protocol
+        return any(_covers(s, v, info.dst, p, info.dst_port) for s in self.remote) and any(
+            _covers(s, v, info.src, p, info.src_port) for s in self.local
+        )
+
+    def covers_in(self, info: IpInfo) -> bool:
+        """Packet that arrived on this SA: source in the remote selectors, destination in the local."""
+        v, p = info.version, info.protocol
+        return any(_covers(s, v, info.src, p, info.src_port) for s in self.remote) and any(
+            _covers(s, v, info.dst, p, info.dst_port) for s in self.local
+        )
+
+
+class _SaIndex(Generic[T]):
+    """The SAs of one rule, per family sorted by remote start address.
+
+    A packet's candidates are the entries whose remote range starts in ``[dst - max_span, dst]``, found
+    by two bisects. With typical site prefixes this slice is one or two entries however many SAs
+    the rule has; one SA with a huge remote range degrades the rule to a scan, never to a wrong answer.
+    """
+
+    __slots__ = ("_items", "_span", "_starts")
+
+    def __init__(self) -> None:
+        self._starts: dict[int, list[tuple[int, int]]] = {4: [], 6: []}
+        self._items: dict[int, list[tuple[_Sel, _Installed[T]]]] = {4: [], 6: []}
+        self._span: dict[int, int] = {4: 0, 6: 0}
+
+    def __bool__(self) -> bool:
+        return bool(self._starts[4] or self._starts[6])
+
+    def add(self, inst: _Installed[T]) -> None:
+        for sel in inst.remote:
+            family, lo, hi = sel[0], sel[1], sel[2]
+            sort_key = (lo, inst.order)
+            i = bisect.bisect_right(self._starts[family], sort_key)
+            self._starts[family].insert(i, sort_key)
+            self._items[family].insert(i, (sel, inst))
+            self._span[family] = max(self._span[family], hi - lo)
+
+    def remove(self, inst: _Installed[T]) -> None:
+        for family in (4, 6):
+            items = self._items[family]
+            keep = [i for i, (_, x) in enumerate(items) if x is not inst]
+            if len(keep) == len(items):
+                continue
+            self._items[family] = [items[i] for i in keep]
+            self._starts[family] = [self._starts[family][i] for i in keep]
+            self._span[family] = max((s[2] - s[1] for s, _ in self._items[family]), default=0)
+
+    def find(self, info: IpInfo) -> _Installed[T] | None:
+        """The newest SA covering ``info`` outbound, or None."""
+        family, dst = info.version, info.dst
+        starts = self._starts.get(family)
+        if not starts:
+            return None
+        hi = bisect.bisect_right(starts, (dst, 1 << 62))
+        lo = bisect.bisect_left(starts, (dst - self._span[family], -1))
+        best: _Installed[T] | None = None
+        for sel, inst in self._items[family][lo:hi]:
+            if sel[2] >= dst and (best is None or inst.order > best.order) and inst.covers_out(info):
+                best = inst
+        return best
+
+
+@dataclass(slots=True, eq=False)
+class _Rule:
+    """One ACL rule compiled for matching, or a template's dynamic rule."""
+
+    index: int
+    policy: PolicyKey
+    rule_id: int
+    permit: bool
+    trigger_mode: TriggerMode
+    template: bool
+    interface: str
+    family: int  # 0: an address-less rule, matching both families
+    src: tuple[int, int]
+    dst: tuple[int, int]
+    protocol: int
+    ports: tuple[int, int, int, int] | None  # (src lo, src hi, dst lo, dst hi) when narrowed
+    matches: dict[int, SpdMatch]  # per packet family
+    dynamic: bool = False
+
+    def hit(self, info: IpInfo) -> bool:
+        if self.family and self.family != info.version:
+            return False
+        lo, hi = self.src
+        if not lo <= info.src <= hi:
+            return False
+        lo, hi = self.dst
+        if not lo <= info.dst <= hi:
+            return False
+        if self.protocol and self.protocol != info.protocol:
+            return False
+        ports = self.ports
+        if ports is not None and info.protocol in PORTED:
+            return ports[0] <= info.src_port <= ports[1] and ports[2] <= info.dst_port <= ports[3]
+        return True
+
+    def intersects(self, inst: _Installed[T]) -> bool:
+        """Whether an SA's selectors share any packet with this rule (so it may carry its traffic)."""
+        if self.dynamic:
+            return True
+
+        def meet(sel: _Sel, side: tuple[int, int], low: int, high: int) -> bool:
+            family, lo, hi, proto, plo, phi = sel
+            if self.family and family != self.family:
+                return False
+            if self.protocol and proto and proto != self.protocol:
+                return False
+            return lo <= side[1] and side[0] <= hi and plo <= high and low <= phi
+
+        sp = self.ports or (0, 65535, 0, 65535)
+        return any(meet(s, self.src, sp[0], sp[1]) for s in inst.local) and any(
+            meet(s, self.dst, sp[2], sp[3]) for s in inst.remote
+        )
+
+
+@dataclass(slots=True, eq=False)
+class _Policy:
+    key: PolicyKey
+    interface: str
+    template: bool
+    trigger_mode: TriggerMode
+    blocks: list[list[_Rule]]  # one per ACL (a template policy may have several); a deny ends a block
+
+
+def _range(addr: AclAddress | None) -> tuple[int, int]:
+    if addr is None:
+        return (0, _ALL)
+    net = addr.network
+    return (int(net.network_address), int(net.broadcast_address))
+
+
+def _selector(addr: AclAddress | None, family: int, protocol: int, low: int, high: int) -> TrafficSelector:
+    net = addr.network if addr is not None else (_V4_ANY if family == 4 else _V6_ANY)
+    ts_type = TsType.TS_IPV4_ADDR_RANGE if family == 4 else TsType.TS_IPV6_ADDR_RANGE
+    return TrafficSelector(ts_type, protocol, low, high, net.network_address, net.broadcast_address)
+
+
+class Spd(Generic[T]):
+    """Ordered policies from a :class:`Config`, installed SAs of type ``T`` and their traps.
+
+    ``T`` is whatever the owner wants back from :meth:`outbound` for a protected packet: an
+    ``OutboundEsp`` for a bare dataplane, or the backend's own record holding one.
+    """
+
+    def __init__(self, config: Config | None = None, *, arm_traps: bool = True, hold_limit: int = 4,
+                 hold_time: float = 30.0, acquire_interval: float = 1.0) -> None:
+        self.hold_limit = hold_limit
+        self.hold_time = hold_time
+        self.acquire_interval = acquire_interval
+        self._policies: list[_Policy] = []
+        self._rules: list[_Rule] = []
+        self._index: list[_SaIndex[T]] = []
+        self._installed: dict[object, _Installed[T]] = {}
+        self._armed: set[PolicyKey] = set()
+        self._held: dict[int, deque[tuple[float, IpInfo, bytes]]] = {}
+        self._last_acquire: dict[int, float] = {}
+        self._order = 0
+        self.acquires = 0
+        self.hold_drops = 0
+        self.no_sa_drops = 0
+        if config is not None:
+            self.reload(config, arm_traps=arm_traps)
+
+    # ------------------------------------------------------------------------------------- building
+
+    def reload(self, config: Config, *, arm_traps: bool = True) -> None:
+        """Rebuild the policies from ``config``; installed SAs are kept and re-attached to the new rules.
+
+        Held packets and acquire timers belong to the old rules and are dropped.
+        """
+        self._policies = []
+        self._rules = []
+        for itf in sorted(config.interfaces.values(), key=lambda i: i.name):
+            if itf.ipsec_policy is None:
+                continue
+            for policy in config.policy_group(itf.ipsec_policy):
+                key = (policy.name, policy.seq)
+                blocks: list[list[_Rule]] = []
+                if policy.template is not None:
+                    for tpl in config.template_group(policy.template):
+                        acl = config.acls.get(tpl.acl) if tpl.acl is not None else None
+                        blocks.append(self._compile_acl(key, acl, policy.trigger_mode, True, itf.name))
+                elif policy.acl is not None and policy.acl in config.acls:
+                    blocks.append(self._compile_acl(key, config.acls[policy.acl], policy.trigger_mode, False,
+                                                    itf.name))
+                if blocks:
+                    self._policies.append(_Policy(key, itf.name, policy.is_template, policy.trigger_mode, blocks))
+        self._index = [_SaIndex() for _ in self._rules]
+        self._held.clear()
+        self._last_acquire.clear()
+        self._armed = {p.key for p in self._policies
+                       if arm_traps and not p.template and p.trigger_mode is TriggerMode.TRAFFIC_BASED}
+        for inst in sorted(self._installed.values(), key=lambda i: i.order):
+            self._place(inst)
+
+    def _compile_acl(self, key: PolicyKey, acl: Acl | None, trigger: TriggerMode, template: bool,
+                     interface: str) -> list[_Rule]:
+        if acl is None:
+            any_match = {
+                fam: SpdMatch(key, DYNAMIC_RULE, trigger, template, _selector(None, fam, 0, 0, 65535),
+                              _selector(None, fam, 0, 0, 65535), interface)
+                for fam in (4, 6)
+            }
+            rule = _Rule(len(self._rules), key, DYNAMIC_RULE, True, trigger, template, interface, 0, (0, _ALL),
+                         (0, _ALL), 0, None, any_match, dynamic=True)
+            self._rules.append(rule)
+            return [rule]
+        out = []
+        for acl_rule in sorted(acl.rules, key=lambda r: r.rule_id):
+            rule = self._compile_rule(key, acl_rule, trigger, template, interface)
+            self._rules.append(rule)
+            out.append(rule)
+        return out
+
+    def _compile_rule(self, key: PolicyKey, rule: AclRule, trigger: TriggerMode, template: bool,
+                      interface: str) -> _Rule:
+        family = 0
+        for side in (rule.source, rule.destination):
+            if side is not None:
+                family = side.address.version
+        proto = rule.ip_protocol
+        sp, dp = rule.source_port, rule.destination_port
+        ports = None if sp.any and dp.any else (sp.low, sp.high, dp.low, dp.high)
+        matches = {
+            fam: SpdMatch(key, rule.rule_id, trigger, template,
+                          _selector(rule.source, fam, proto, sp.low, sp.high),
+                          _selector(rule.destination, fam, proto, dp.low, dp.high), interface)
+            for fam in ((family,) if family else (4, 6))
+        }
+        return _Rule(len(self._rules), key, rule.rule_id, rule.action == "permit", trigger, template, interface,
+                     family, _range(rule.source), _range(rule.destination), proto, ports, matches)
+
+    # ------------------------------------------------------------------------------------- lookups
+
+    def _match(self, info: IpInfo, interface: str | None) -> tuple[_Rule, _Installed[T] | None] | None:
+        """The first permit rule hit (and, for it, the newest covering SA), honouring deny rules."""
+        for policy in self._policies:
+            if interface is not None and policy.interface != interface:
+                continue
+            for block in policy.blocks:
+                for rule in block:
+                    if rule.dynamic:
+                        inst = self._index[rule.index].find(info)
+                        if inst is not None:
+                            return rule, inst
+                        break
+                    if rule.hit(info):
+                        if not rule.permit:
+                            break  # "not protected by this ACL": on to the next block / policy
+                        return rule, self._index[rule.index].find(info)
+        return None
+
+    def lookup(self, info: IpInfo, interface: str | None = None) -> SpdMatch | None:
+        """The policy rule protecting ``info``, or None when no policy does (it goes in clear)."""
+        hit = self._match(info, interface)
+        return hit[0].matches[info.version] if hit else None
+
+    def outbound(self, info: IpInfo, packet: bytes = b"", now: float = 0.0,
+                 interface: str | None = None) -> T | Trap | None:
+        """Where an outgoing packet goes: the SA record to protect it with, a :class:`Trap`, or None
+        (no policy: send in clear). ``packet`` is held for a non-template policy without SA."""
+        hit = self._match(info, interface)
+        if hit is None:
+            return None
+        rule, inst = hit
+        if inst is not None:
+            return inst.value
+        match = rule.matches[info.version]
+        if rule.template:
+            self.no_sa_drops += 1  # a template only responds; nothing can be negotiated from here
+            return Trap(match, False, False)
+        held = False
+        if packet:
+            queue = self._held.get(rule.index)
+            if queue is None:
+                queue = self._held[rule.index] = deque()
+            while queue and now - queue[0][0] > self.hold_time:
+                queue.popleft()
+                self.hold_drops += 1
+            if len(queue) < self.hold_limit:
+                queue.append((now, info, packet))
+                held = True
+            else:
+                self.hold_drops += 1
+        acquire = False
+        if rule.policy in self._armed:
+            last = self._last_acquire.get(rule.index)
+            if last is None or now - last >= self.acquire_interval:
+                self._last_acquire[rule.index] = now
+                self.acquires += 1
+                acquire = True
+        return Trap(match, acquire, held)
+
+    def inbound_allowed(self, key: object, info: IpInfo) -> bool:
+        """Whether a decrypted packet lies inside the selectors of the SA it came on (RFC 4301 §5.2)."""
+        inst = self._installed.get(key)
+        return inst is not None and inst.covers_in(info)
+
+    # ----------------------------------------------------------------------------------- SA changes
+
+    def install(self, key: object, ts_local: Iterable[TrafficSelector], ts_remote: Iterable[TrafficSelector],
+                sa: T, *, policy: PolicyKey | None = None, now: float = 0.0) -> list[bytes]:
+        """Attach an SA; returns the held packets it now covers, oldest first, for the caller to send.
+
+        The SA is attached to every rule (of ``policy`` when given, else of any policy) whose selectors
+        it intersects; failing that, to a template's dynamic rule. Installing an existing key replaces it.
+        """
+        if key in self._installed:
+            self.remove(key)
+        ts_local, ts_remote = list(ts_local), list(ts_remote)
+        self._order += 1
+        inst = _Installed(key, sa, [_compile_ts(t) for t in ts_local], [_compile_ts(t) for t in ts_remote],
+                          ts_local, ts_remote, self._order, policy)
+        self._installed[key] = inst
+        self._place(inst)
+        released: list[bytes] = []
+        for index in inst.rules:
+            queue = self._held.get(index)
+            if not queue:
+                continue
+            keep: deque[tuple[float, IpInfo, bytes]] = deque()
+            for item in queue:
+                when, info, packet = item
+                if now - when > self.hold_time:
+                    self.hold_drops += 1
+                elif inst.covers_out(info):
+                    released.append(packet)
+                else:
+                    keep.append(item)
+            self._held[index] = keep
+        return released
+
+    def _place(self, inst: _Installed[T]) -> None:
+        inst.rules = []
+        candidates = [p for p in self._policies if inst.policy is None or p.key == inst.policy]
+        for policy in candidates:
+            for block in policy.blocks:
+                for rule in block:
+                    if rule.permit and not rule.dynamic and rule.intersects(inst):
+                        inst.rules.append(rule.index)
+        if not inst.rules:
+            for policy in candidates:
+                for block in policy.blocks:
+                    for rule in block:
+                        if rule.dynamic:
+                            inst.rules.append(rule.index)
+        for index in inst.rules:
+            self._index[index].add(inst)
+
+    def remove(self, key: object) -> T | None:
+        """Detach an SA; returns what was installed under ``key``."""
+        inst = self._installed.pop(key, None)
+        if inst is None:
+            return None
+        for index in inst.rules:
+            self._index[index].remove(inst)
+        return inst.value
+
+    def arm_trap(self, policy: PolicyKey) -> None:
+        """Let packets of ``policy`` without SA raise ACQUIREs (traffic-based policies start armed)."""
+        self._armed.add(policy)
+
+    def disarm_trap(self, policy: PolicyKey) -> None:
+        self._armed.discard(policy)
+
+    def armed(self, policy: PolicyKey) -> bool:
+        return policy in self._armed
+
+    # ------------------------------------------------------------------------------------- queries
+
+    def get(self, key: object) -> T | None:
+        inst = self._installed.get(key)
+        return inst.value if inst is not None else None
+
+    def held(self, policy: PolicyKey, rule: int) -> int:
+        """How many packets wait for an SA on one rule."""
+        return sum(len(q) for i, q in self._held.items() if self._rules[i].policy == policy
+                   and self._rules[i].rule_id == rule)
+
+    def __len__(self) -> int:
+        return len(self._installed)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._installed
