@@ -9,13 +9,17 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
+import os
 import signal
 import sys
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
+from ikegate.cli.commands import default_tree
+from ikegate.cli.commands.runtime import Runtime, runtime_commands
 from ikegate.cli.loader import ConfigError, load_config
 from ikegate.cli.logbuffer import LogBuffer
+from ikegate.cli.shell import Shell
 from ikegate.gateway.controller import Gateway
 from ikegate.gateway.device import Device
 from ikegate.io.udp import UdpRunner
@@ -54,7 +58,67 @@ class Daemon:
                                log=self.log)
         self.runner: UdpRunner | None = None
         self.control: ControlServer | None = None
+        self.tree = default_tree(runtime_commands(options.device))
+        self.runtime = Runtime(self.gateway, options.device, clock=self.now, after_change=self._flush)
         self._stop = asyncio.Event()
+
+    # -- shells -------------------------------------------------------------------------------------
+
+    def new_shell(self, *, user: str = "admin", level: int = 3, task: str = "vty0", ip: str = "127.0.0.1") -> Shell:
+        """A VRP session on this gateway: the same engine for the console, the control socket and SSH."""
+        return Shell(self.gateway.config, tree=self.tree, device=self.runtime, logbuffer=self.logbuffer, user=user,
+                     level=level, task=task, ip=ip, save_callback=self._save if self.config_path else None)
+
+    def _save(self, text: str) -> None:
+        assert self.config_path is not None
+        tmp = f"{self.config_path}.tmp"
+        with open(tmp, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        os.replace(tmp, self.config_path)
+
+    def after_command(self) -> None:
+        """The configuration may have changed: let the controller see it, start new auto policies."""
+        self.gateway.reload(self.gateway.config)
+        if self.runner is not None:
+            self.gateway.start(self.runner.now())
+            self.runner.flush()
+
+    def _flush(self) -> None:
+        if self.runner is not None:
+            self.runner.flush()
+
+    def run_lines(self, lines: list[str], *, level: int = 3) -> tuple[str, bool]:
+        """Run commands as if typed from user view; the transcript as the shell prints it, and whether any
+        printed an ``Error:`` line."""
+        shell = self.new_shell(level=level, task="api")
+        out: list[str] = []
+        failed = False
+        for line in lines:
+            prompt = shell.prompt
+            outcome = shell.run(line)
+            self.after_command()
+            out.append(prompt + line)
+            out.extend(outcome.lines)
+            failed = failed or outcome.error is not None
+            if shell.closed:
+                break
+        return "\n".join(out) + "\n", failed
+
+    async def attach(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, req: dict[str, Any]) -> None:
+        """A raw terminal session over the control socket."""
+        shell = self.new_shell(task="vty0", ip="local")
+        writer.write(shell.start())
+        await writer.drain()
+        while not shell.closed:
+            data = await reader.read(1024)
+            if not data:
+                break
+            out = shell.feed(data)
+            if b"\n" in data or b"\r" in data:
+                self.after_command()
+            writer.write(out)
+            await writer.drain()
+        writer.close()
 
     # -- logging ------------------------------------------------------------------------------------
 
@@ -73,7 +137,7 @@ class Daemon:
         self.runner = UdpRunner(self.gateway, loop)
         await self.runner.open(self.gateway.local_addresses())
         if self.options.control:
-            self.control = ControlServer(self.options.control, self.handlers())
+            self.control = ControlServer(self.options.control, self.handlers(), attach=self.attach)
             await self.control.start()
         self.gateway.start(self.runner.now())
         self.runner.flush()
@@ -109,6 +173,7 @@ class Daemon:
             "offline": self._op_offline,
             "logbuffer": lambda req: {"lines": self.logbuffer.render(self.gateway.config.sysname)},
             "load": self._op_load,
+            "shell": self._op_shell,
         }
 
     def _op_sas(self, req: dict[str, Any]) -> dict[str, Any]:
@@ -125,6 +190,13 @@ class Daemon:
         if self.runner:
             self.runner.flush()
         return {"deleted": deleted}
+
+    def _op_shell(self, req: dict[str, Any]) -> dict[str, Any]:
+        lines = req.get("lines")
+        if not isinstance(lines, list) or not all(isinstance(x, str) for x in lines):
+            raise ValueError("lines must be a list of strings")
+        output, failed = self.run_lines(lines, level=int(req.get("level", 3)))
+        return {"output": output, "error": failed}
 
     def _op_load(self, req: dict[str, Any]) -> dict[str, Any]:
         self.gateway.load(self.now(), int(req["count"]), int(req.get("concurrency", 64)))

@@ -18,7 +18,8 @@ def test_auto_branch_comes_up_and_traffic_based_waits() -> None:
     ike = next(e for e in b1.sad.entries() if isinstance(e, IkeSaEntry))
     assert SaFlag.RD in ike.flags and SaFlag.ST in ike.flags
     hq_ike = next(e for e in hq.sad.entries() if isinstance(e, IkeSaEntry))
-    assert SaFlag.ST not in hq_ike.flags and hq_ike.template_name is None
+    assert SaFlag.ST not in hq_ike.flags
+    assert (hq_ike.policy_name, hq_ike.policy_seq, hq_ike.template_name) == ("hq", 10, "branches")
     child = next(e for e in hq.sad.entries() if isinstance(e, IpsecSaEntry))
     assert child.template_name == "branches"
 

@@ -12,8 +12,7 @@ from ikegate.ike.v2.sa import State
 from ikegate.ike.wire.registry import ExchangeType, NotifyType
 from ikegate.ike.wire.v2 import Notify, Payload, Unknown
 from ikegate.sad import IkeSaEntry
-
-from tests.protocol.harness import I_ADDR, R_ADDR, establish, make_pair
+from tests.protocol.harness import I_ADDR, establish, make_pair
 from tests.protocol.netsim import Net, lab, lab_config
 
 

@@ -54,6 +54,8 @@ class CommandContext:
     device: object | None = None
     loading: bool = False  # True while a configuration file is applied: reference checks are skipped
     lines: list[str] = field(default_factory=list)
+    json: bool = False  # the line ended with ``| json``: a display command answers with records
+    data: object | None = None  # what a display command answers in JSON mode
 
     @property
     def target(self) -> object | None:

@@ -14,6 +14,8 @@ Two entries, one engine (:meth:`Shell.run`):
 
 from __future__ import annotations
 
+import json
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -22,7 +24,7 @@ from ikegate.cli.commands import default_tree
 from ikegate.cli.commands.session import DEFAULT_SCREEN_LENGTH
 from ikegate.cli.context import CommandContext
 from ikegate.cli.editor import CtrlC, CtrlZ, Echo, HelpRequested, LineEditor, LineEntered, TabPressed
-from ikegate.cli.errors import CommandError, ParamError, caret_line
+from ikegate.cli.errors import CommandError, ErrorKind, ParamError, caret_line
 from ikegate.cli.logbuffer import LogBuffer
 from ikegate.cli.pager import ERASE_MORE, MORE, Pager
 from ikegate.cli.tree import MANAGE, CommandTree
@@ -155,12 +157,17 @@ class Shell:
         if not line.strip():
             return Outcome([])
         prompt_length = len(self.prompt)
+        line, as_json, pipe_at = _split_json_pipe(line)
         result = self._match(line)
         if isinstance(result, matcher.Failure):
             message = result.kind.message
             self._record(matcher.masked(result.tokens, result.sensitive), message)
             return Outcome([caret_line(result.column(prompt_length)), message], message)
-        ctx = CommandContext(self.config, self, result, device=self.device, loading=self.loading)
+        if as_json and not result.command.syntax.startswith("display"):
+            message = ErrorKind.UNRECOGNIZED.message
+            self._record(matcher.masked(result.tokens, result.sensitive), message)
+            return Outcome([caret_line(prompt_length + pipe_at), message], message)
+        ctx = CommandContext(self.config, self, result, device=self.device, loading=self.loading, json=as_json)
         try:
             result.command.handler(ctx)
         except CommandError as exc:
@@ -175,6 +182,9 @@ class Shell:
         if result.command.record:
             self._record(matcher.masked(result.tokens, result.sensitive), None)
         lines = ctx.lines
+        if as_json:
+            data = ctx.data if ctx.data is not None else {"lines": ctx.lines}
+            lines = json.dumps(data, indent=1, default=str).splitlines()
         if self._question is not None:
             lines = [*lines, self._question[0]]
         return Outcome(lines)
@@ -276,6 +286,17 @@ class Shell:
             return _crlf([caret_line(column), found.kind.message])
         glued = bool(text) and not text.endswith(" ")
         return _crlf(format_help(found, glued))
+
+
+_JSON_PIPE = re.compile(r"\s*\|\s*json\s*$")
+
+
+def _split_json_pipe(line: str) -> tuple[str, bool, int]:
+    """``display … | json`` asks for the records behind the text; returns (line, json?, column of |)."""
+    m = _JSON_PIPE.search(line)
+    if m is None:
+        return line, False, 0
+    return line[: m.start()], True, line.index("|", m.start())
 
 
 def _crlf(lines: list[str]) -> bytes:

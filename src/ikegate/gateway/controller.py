@@ -57,7 +57,7 @@ from ikegate.ike.wire.v2 import (
     decode_message,
     encode_message,
 )
-from ikegate.policy.model import Config, IkePeer, IpsecPolicyTemplate
+from ikegate.policy.model import Config, IkePeer, IpsecPolicy, IpsecPolicyTemplate
 from ikegate.sad import (
     DEFAULT_PLACEMENT,
     IkeSaEntry,
@@ -148,6 +148,8 @@ class Gateway:
         self._counter = itertools.count()
         self._out: list[tuple[bytes, Addr, Addr]] = []
         self._conns: dict[tuple[str, int], Connection] = {}
+        self._template_policy: dict[str, tuple[IpsecPolicy, str]] = {}
+        self._template_by_peer: dict[str, tuple[IpsecPolicy, str, str]] = {}
         self._active: dict[tuple[str, int], IkeSa] = {}
         self._load_conn: Connection | None = None
         self._load_left = 0
@@ -164,6 +166,9 @@ class Gateway:
         """Take a new configuration: existing SAs stay; later decisions follow the new policies."""
         self.config = config
         self._conns = {c.key: c for c in translate.connections(config)}
+        self._template_policy = {tpl.name: (policy, itf) for policy, tpl, itf in translate.templates(config)}
+        self._template_by_peer = {tpl.ike_peer: (policy, tpl.name, itf)
+                                  for policy, tpl, itf in reversed(translate.templates(config)) if tpl.ike_peer}
         self.traps = {k for k, c in self._conns.items() if c.kind is PolicyKind.TRAFFIC_BASED}
 
     def local_addresses(self) -> list[str]:
@@ -255,6 +260,22 @@ class Gateway:
             self._delete_entry(entry, now, DeleteReason.MANUAL)
         return sum(1 for cid in doomed if self.sad.get(cid) is None)
 
+    def reset_ipsec_sa(self, now: float, *, remote: str | None = None, policy: str | None = None,
+                       seq: int | None = None, spi: int | None = None) -> int:
+        """``reset ipsec sa``: delete IPsec SAs only (their IKE SAs stay), telling the peer."""
+        self.stats.resets += 1
+        if spi is not None:
+            found = self.sad.by_esp_spi(spi, peer=remote)
+            entries: list[IkeSaEntry | IpsecSaEntry] = [found] if found is not None else []
+        elif policy is not None:
+            entries = [e for e in self.sad.by_policy(policy, seq) if isinstance(e, IpsecSaEntry)]
+        else:
+            entries = self.sad.select(remote=remote, phase=2)
+        doomed = {e.conn_id for e in entries}
+        for entry in entries:
+            self._delete_entry(entry, now, DeleteReason.MANUAL)
+        return sum(1 for cid in doomed if self.sad.get(cid) is None)
+
     def load(self, now: float, count: int, concurrency: int = 64) -> None:
         """Benchmark aid: negotiate ``count`` extra IKE SAs (each with its first Child SA) over the first
         site-to-site policy, keeping at most ``concurrency`` in negotiation. These SAs belong to no policy
@@ -329,8 +350,27 @@ class Gateway:
             if spi >= 256 and self.sad.by_esp_spi(spi, direction="in") is None:
                 return spi
 
-    def _initiate(self, conn: Connection, now: float, track: bool = True) -> IkeSa | None:
-        if not conn.flows:
+    def acquire(self, now: float, policy: tuple[str, int], rule: int | None = None) -> bool:
+        """Traffic matched a traffic-based policy with no SA (the dataplane's ACQUIRE): negotiate, with the
+        selectors of the ACL rule the traffic matched. False when the policy is not ours to start."""
+        conn = self._conns.get(policy)
+        if conn is None:
+            return False
+        flows = [f for f in conn.flows if rule is None or f.rule == rule][:1]
+        if not flows:
+            return False
+        sa = self._active.get(policy)
+        if sa is None:
+            return self._initiate(conn, now, flows=flows) is not None
+        if sa.established and not any(c.config.handle == (conn.policy, flows[0].rule) for c in sa.children.values()):
+            sa.create_child(translate.child_config(self.config, conn.policy, flows[0]), now)
+            self._service(sa, now)
+        return True
+
+    def _initiate(self, conn: Connection, now: float, track: bool = True,
+                  flows: list[Flow] | None = None) -> IkeSa | None:
+        flows = conn.flows if flows is None else flows
+        if not flows:
             return None
         cfg = translate.ike_config(self.config, conn.peer, conn.local, ike_port=self.ike_port,
                                    natt_port=self.natt_port, retransmit_tries=self.retransmit_tries)
@@ -354,7 +394,7 @@ class Gateway:
         self.sad.add_ike(entry)
         sa.handle = entry.conn_id
         self.stats.negotiations_started += 1
-        first, *rest = conn.flows
+        first, *rest = flows
         sa.initiate(now, translate.child_config(self.config, conn.policy, first))
         for flow in rest:
             sa.create_child(translate.child_config(self.config, conn.policy, flow), now)
@@ -414,8 +454,10 @@ class Gateway:
             key = (sa.peer[0], sa.spi_i)
             if self._half_open.get(key) is sa:
                 del self._half_open[key]
-        if sa.peer != peer_before and isinstance(sa.handle, int) and self.sad.get(sa.handle) is not None:
-            self.sad.move_peer(sa.handle, sa.peer[0], sa.peer[1])
+        if isinstance(sa.handle, int) and (entry := self.sad.ike(sa.handle)) is not None:
+            if sa.peer != peer_before:
+                self.sad.move_peer(sa.handle, sa.peer[0], sa.peer[1])
+            entry.messages_in, entry.messages_out = sa.stats.messages_in, sa.stats.messages_out
         when = sa.get_timer()
         if when is not None and when != meta.scheduled:
             meta.scheduled = when
@@ -505,6 +547,10 @@ class Gateway:
                                created=now, handle=sa)
             if conn is not None:
                 entry.policy_name, entry.policy_seq, entry.interface = conn.policy.name, conn.policy.seq, conn.interface
+            elif sa.config is not None and sa.config.name in self._template_by_peer:
+                policy, template, interface = self._template_by_peer[sa.config.name]
+                entry.policy_name, entry.policy_seq, entry.interface = policy.name, policy.seq, interface
+                entry.template_name = template
             self.sad.add_ike(entry)
             sa.handle = entry.conn_id
         entry.peer_id_type, entry.peer_id = peer_type, peer_id
@@ -543,6 +589,11 @@ class Gateway:
         if parent is None:
             return
         settings, rule = child.config.handle if isinstance(child.config.handle, tuple) else (None, None)
+        policy_name, policy_seq, interface = child.config.name, child.config.seq, parent.interface
+        if child.config.template is not None and child.config.template in self._template_policy:
+            # A template's SAs are shown under the ISAKMP policy that references the template.
+            tpl_policy, interface = self._template_policy[child.config.template]
+            policy_name, policy_seq = tpl_policy.name, tpl_policy.seq
         entry = IpsecSaEntry.from_parent(
             parent,
             flags=SaFlag.RD | SaFlag.A,
@@ -561,8 +612,9 @@ class Gateway:
             lifetime_hard_kb=child.config.lifetime_kb,
             acl_rule=rule,
             acl_number=getattr(settings, "acl", None),
-            policy_name=child.config.name,
-            policy_seq=child.config.seq,
+            policy_name=policy_name,
+            policy_seq=policy_seq,
+            interface=interface,
             template_name=child.config.template,
             created=now,
             handle=(sa, child),

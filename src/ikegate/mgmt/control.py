@@ -21,10 +21,16 @@ Handler = Callable[[dict[str, Any]], Awaitable[dict[str, Any]] | dict[str, Any]]
 MAX_LINE = 1 << 20
 
 
+Attach = Callable[[asyncio.StreamReader, asyncio.StreamWriter, dict[str, Any]], Awaitable[None]]
+
+
 class ControlServer:
-    def __init__(self, path: str, handlers: dict[str, Handler]) -> None:
+    """``attach`` turns a connection into a raw terminal stream (``ikegate cli`` without ``-c``)."""
+
+    def __init__(self, path: str, handlers: dict[str, Handler], attach: Attach | None = None) -> None:
         self.path = path
         self.handlers = handlers
+        self.attach = attach
         self._server: asyncio.AbstractServer | None = None
 
     async def start(self) -> None:
@@ -47,6 +53,11 @@ class ControlServer:
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             while line := await reader.readline():
+                if self.attach is not None and line.startswith(b'{"op": "attach"'):
+                    writer.write(b'{"ok": true}\n')
+                    await writer.drain()
+                    await self.attach(reader, writer, json.loads(line))
+                    return
                 answer = await self._dispatch(line)
                 writer.write(json.dumps(answer).encode() + b"\n")
                 await writer.drain()

@@ -1,0 +1,231 @@
+"""Runtime commands: ``display ike sa``, ``reset ike sa`` and their family, on the live gateway.
+
+They read the SA database and ask the controller to delete; they never keep state of their own. The
+``slot … cpu …`` trailer exists only on the models that have it (the seed), so the declarations are
+built per device: on other models the word ``slot`` is simply not a command word (Unrecognized), on
+slot models a slot or CPU that does not exist is a Wrong parameter.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, cast
+
+from ikegate.cli.context import CommandContext
+from ikegate.cli.errors import ParamError
+from ikegate.cli.params import Integer, Ipv4, Ipv6, String
+from ikegate.cli.render import ike_info, ike_sa, ipsec_sa
+from ikegate.cli.tree import MANAGE, MONITOR, Command
+from ikegate.cli.views import ALL_VIEWS, ViewKind
+from ikegate.gateway.controller import Gateway
+from ikegate.gateway.device import Device
+from ikegate.mgmt.records import entry_record
+from ikegate.sad import IkeSaEntry, IpsecSaEntry, Placement, SaEntry
+
+USER = frozenset({ViewKind.USER})
+NO_MATCH = "Info: No SA matches the specified conditions; nothing was deleted."
+
+
+@dataclass
+class Runtime:
+    """What runtime commands reach through ``ctx.device``: the controller, the model and the clocks."""
+
+    gateway: Gateway
+    device: Device = field(default_factory=Device)
+    clock: Callable[[], float] = lambda: 0.0  # the controller's (monotonic) clock
+    wall: Callable[[], dt.datetime] = dt.datetime.now
+    after_change: Callable[[], None] = lambda: None  # flush datagrams after a reset
+
+    def now(self) -> float:
+        return self.clock()
+
+
+def _rt(ctx: CommandContext) -> Runtime:
+    return cast(Runtime, ctx.device)
+
+
+def _stamp(ctx: CommandContext) -> None:
+    ctx.write(f"{_rt(ctx).wall():%Y-%m-%d %H:%M:%S.%f}"[:-3] + " ")
+
+
+def _placement(ctx: CommandContext) -> Placement | None:
+    slot = ctx.opt_number("slot")
+    if slot is None:
+        return None
+    cpu = ctx.number("cpu")
+    device = _rt(ctx).device
+    if not any(p.slot == slot for p in device.placements):
+        raise ParamError("slot")
+    if not device.has_placement(slot, cpu):
+        raise ParamError("cpu")
+    return Placement(slot, cpu)
+
+
+def _emit(ctx: CommandContext, data: Any, text: list[str], stamp: bool = True) -> None:
+    """Text for people, or the same records as JSON when the line ended with ``| json``."""
+    if ctx.json:
+        ctx.data = data
+        return
+    if stamp:
+        _stamp(ctx)
+    for line in text:
+        ctx.write(line.rstrip())
+
+
+def display_ike_sa(ctx: CommandContext) -> None:
+    rt = _rt(ctx)
+    remote = ctx.opt_ip("remote")
+    entries = rt.gateway.sad.select(remote=str(remote) if remote else None, placement=_placement(ctx))
+    now = rt.now()
+    _emit(ctx, {"ike_sa": [entry_record(e, now) for e in entries]}, ike_sa.render(entries))
+
+
+def display_ike_sa_verbose(ctx: CommandContext) -> None:
+    rt = _rt(ctx)
+    sad = rt.gateway.sad
+    conn_id = ctx.opt_number("connection-id")
+    remote = ctx.opt_ip("remote")
+    entries: list[SaEntry]
+    if conn_id is not None:
+        entry = sad.get(conn_id)
+        entries = [entry] if entry is not None else []
+    else:
+        entries = [e for e in sad.select(remote=str(remote)) if isinstance(e, IkeSaEntry)]
+    now = rt.now()
+    children = {e.conn_id: sad.children(e.conn_id) for e in entries if isinstance(e, IkeSaEntry)}
+    _emit(ctx, {"ike_sa": [entry_record(e, now) for e in entries]}, ike_info.verbose(entries, children, now))
+
+
+def display_ipsec_sa(ctx: CommandContext) -> None:
+    rt = _rt(ctx)
+    sad = rt.gateway.sad
+    remote = ctx.opt_ip("remote")
+    policy = ctx.opt_string("policy-name")
+    entries: list[IpsecSaEntry]
+    if policy is not None:
+        entries = [e for e in sad.by_policy(policy, ctx.opt_number("seq")) if isinstance(e, IpsecSaEntry)]
+    else:
+        entries = [e for e in sad.select(remote=str(remote) if remote else None, phase=2)
+                   if isinstance(e, IpsecSaEntry)]
+    now = rt.now()
+    text = ipsec_sa.render_brief(entries) if ctx.keyword("brief") else ipsec_sa.render(entries, now)
+    _emit(ctx, {"ipsec_sa": [entry_record(e, now) for e in entries]}, text)
+
+
+def display_ike_proposal(ctx: CommandContext) -> None:
+    number = ctx.opt_number("number")
+    props = [p for p in ctx.config.ike_proposals.values() if number is None or p.number == number]
+    data = {"ike_proposal": [{"number": p.number, "encryption": p.encryption, "dh": p.dh,
+                              "authentication": p.authentication, "authentication_method": p.authentication_method,
+                              "integrity": p.integrity, "prf": p.prf, "duration": p.duration} for p in props]}
+    _emit(ctx, data, ike_info.proposals(ctx.config, number), stamp=False)
+
+
+def display_ike_peer(ctx: CommandContext) -> None:
+    config = ctx.config
+    name = ctx.opt_string("peer-name")
+    peers = [p for p in config.ike_peers.values() if name is None or p.name == name]
+    data = {"ike_peer": [{"name": p.name, "versions": sorted(p.versions), "exchange_mode": p.exchange_mode.value,
+                          "proposals": p.ike_proposals, "remote_addresses": [str(a) for a in p.remote_addresses],
+                          "id_type": p.local_id_type.value, "dpd": p.dpd.type.value,
+                          "dependent": config.ike_dependent_for(p)} for p in peers]}
+    if name is not None:
+        text = ike_info.peer_detail(config, peers[0]) if peers else [f"Info: No IKE peer named {name}."]
+    else:
+        text = ike_info.peers_brief(config)
+    _emit(ctx, data, text, stamp=False)
+
+
+def display_ike_offline_info(ctx: CommandContext) -> None:
+    rt = _rt(ctx)
+    peer = ctx.opt_ip("peer")
+    records = rt.gateway.sad.offline.entries(peer=peer, placement=_placement(ctx))
+    now, wall = rt.now(), rt.wall()
+    data = {"offline": [{"peer": str(r.peer_address), "port": r.peer_port, "reason": r.reason,
+                         "version": r.version, "time": (wall - dt.timedelta(seconds=now - r.time)).isoformat()}
+                        for r in records]}
+    _emit(ctx, data, ike_info.offline(records, now, wall))
+
+
+def display_ike_statistics(ctx: CommandContext) -> None:
+    gw = _rt(ctx).gateway
+    counts = {f"{kind}_v{v}": gw.sad.count(version=v, phase=ph) for kind, ph in (("ike", 1), ("ipsec", 2))
+              for v in (1, 2)}
+    st = gw.stats
+    data = {"statistics": {**counts, "negotiations_started": st.negotiations_started,
+                           "negotiations_succeeded": st.negotiations_succeeded,
+                           "negotiations_failed": dict(st.negotiations_failed), "deletes_sent": st.deletes_sent,
+                           "deletes_received": st.deletes_received, "resets": st.resets,
+                           "cookies_sent": st.cookies_sent, "dropped": st.dropped}}
+    _emit(ctx, data, ike_info.statistics(st, counts))
+
+
+def reset_ike_sa(ctx: CommandContext) -> None:
+    rt = _rt(ctx)
+    remote = ctx.opt_ip("remote")
+    deleted = rt.gateway.reset_ike_sa(rt.now(), conn_id=ctx.opt_number("conn-id"),
+                                      remote=str(remote) if remote else None, placement=_placement(ctx))
+    rt.after_change()
+    if not deleted:
+        ctx.write(NO_MATCH)
+
+
+def reset_ipsec_sa(ctx: CommandContext) -> None:
+    rt = _rt(ctx)
+    remote = ctx.opt_ip("remote") or ctx.opt_ip("address")
+    spi = ctx.opt_number("spi")
+    deleted = rt.gateway.reset_ipsec_sa(rt.now(), remote=str(remote) if remote else None,
+                                        policy=ctx.opt_string("policy-name"), seq=ctx.opt_number("seq"), spi=spi)
+    rt.after_change()
+    if not deleted:
+        ctx.write(NO_MATCH)
+
+
+def runtime_commands(device: Device) -> list[Command]:
+    """The runtime command declarations for this device model."""
+    addr = (Ipv4("IPv4 address"), Ipv6("IPv6 address"))
+    params: dict[str, Any] = {
+        "remote": addr,
+        "peer": addr,
+        "address": addr,
+        "conn-id": Integer("Connection ID", 1, 4294967295),
+        "connection-id": Integer("Connection ID", 1, 4294967295),
+        "number": Integer("Proposal number", 1, 99),
+        "peer-name": String("Name of the IKE peer", 1, 15),
+        "policy-name": String("Name of the IPSec policy", 1, 15),
+        "seq": Integer("Sequence number", 1, 10000),
+        "spi": Integer("Security parameter index", 256, 4294967295),
+        "slot": Integer("Slot ID", 0, 15),
+        "cpu": Integer("CPU ID", 0, 15),
+    }
+    slot = " [ slot <slot> cpu <cpu> ]" if device.has_slots else ""
+    help_words = {"verbose": "Display detailed information", "connection-id": "Specify the connection ID",
+                  "brief": "Display brief information", "policy": "Specify an IPSec policy",
+                  "offline-info": "Display the history of deleted tunnels", "peer": "Specify the peer",
+                  "statistics": "Display statistics", "proposal": "Display IKE proposals",
+                  "number": "Specify the proposal number", "name": "Specify the name",
+                  "parameters": "Specify an SA by its parameters", "esp": "ESP protocol",
+                  "ipsec": "IPSec module", "ike": "IKE module", "sa": "Security association",
+                  "conn-id": "Specify the connection ID", "remote": "Specify the remote address",
+                  "slot": "Specify the slot ID", "cpu": "Specify the CPU ID"}
+
+    def cmd(syntax: str, handler: Callable[[CommandContext], None], views: frozenset[ViewKind], level: int) -> Command:
+        used = {k: v for k, v in params.items() if f"<{k}>" in syntax}
+        return Command(syntax, handler, views, level=level, params=used, help=help_words)
+
+    return [
+        cmd(f"display ike sa [ remote <remote> ]{slot}", display_ike_sa, ALL_VIEWS, MONITOR),
+        cmd("display ike sa verbose { remote <remote> | connection-id <connection-id> }", display_ike_sa_verbose,
+            ALL_VIEWS, MONITOR),
+        cmd("display ipsec sa [ brief | remote <remote> | policy <policy-name> [ <seq> ] ]", display_ipsec_sa,
+            ALL_VIEWS, MONITOR),
+        cmd("display ike proposal [ number <number> ]", display_ike_proposal, ALL_VIEWS, MONITOR),
+        cmd("display ike peer [ brief | name <peer-name> ]", display_ike_peer, ALL_VIEWS, MONITOR),
+        cmd(f"display ike offline-info [ peer <peer> ]{slot}", display_ike_offline_info, ALL_VIEWS, MONITOR),
+        cmd("display ike statistics", display_ike_statistics, ALL_VIEWS, MONITOR),
+        cmd(f"reset ike sa [ conn-id <conn-id> | remote <remote> ]{slot}", reset_ike_sa, USER, MANAGE),
+        cmd("reset ipsec sa [ remote <remote> | policy <policy-name> [ <seq> ] | parameters <address> esp <spi> ]",
+            reset_ipsec_sa, USER, MANAGE),
+    ]

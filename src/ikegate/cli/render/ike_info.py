@@ -1,0 +1,203 @@
+"""The other ``display ike …`` outputs: verbose SA, proposals, peers, offline history, statistics.
+
+Where a real USG layout is known (proposal, peer brief, offline-info) it is followed; where none was
+found (verbose, statistics) the layout keeps the USG's ``Label : value`` style and says everything the
+SA database knows.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable
+
+from ikegate.cli.render.ipsec_sa import duration_text, flow_text
+from ikegate.gateway.controller import GatewayStats
+from ikegate.gateway.translate import DEFAULT_IKE_PROPOSAL
+from ikegate.policy.model import Config, IkePeer, IkeProposal
+from ikegate.sad import IkeSaEntry, IpsecSaEntry, OfflineRecord, SaEntry, flags_text
+
+RULE = "-" * 76
+
+
+def _field(label: str, value: object, width: int = 29) -> str:
+    return f"  {label:<{width}}: {value}"
+
+
+def verbose(entries: Iterable[SaEntry], children: dict[int, list[IpsecSaEntry]], now: float) -> list[str]:
+    lines: list[str] = []
+    for e in entries:
+        lines += ["", RULE]
+        if isinstance(e, IkeSaEntry):
+            lines += [
+                _field("IKE SA connection-id", e.conn_id),
+                _field("Phase", f"v{e.version}:1"),
+            ]
+        else:
+            lines += [
+                _field("IPSec SA connection-id", e.conn_id),
+                _field("Phase", f"v{e.version}:2"),
+                _field("Parent IKE SA connection-id", e.parent if e.parent is not None else "none (orphan)"),
+            ]
+        lines += [
+            _field("Role", "initiator" if e.initiator else "responder"),
+            _field("Flag(s)", flags_text(e.flags)),
+            _field("Local address", f"{e.local_address}:{e.local_port}"),
+            _field("Remote address", f"{e.peer_address}:{e.peer_port}"),
+            _field("Remote ID type", e.peer_id_type),
+            _field("Remote ID", e.peer_id),
+            _field("VPN", e.vpn or "public"),
+            _field("Interface", e.interface),
+            _field("IPSec policy", f"{e.policy_name or ''} {e.policy_seq if e.policy_seq is not None else ''}".strip()),
+            _field("Policy template", e.template_name or ""),
+            _field("Slot / CPU", f"{e.placement.slot} / {e.placement.cpu}"),
+            _field("Holding time", duration_text(now - e.created)),
+        ]
+        life = e.lifetime_hard
+        if life is not None:
+            lines.append(_field("Life duration(sec)", life))
+            lines.append(_field("Remaining key duration(sec)", int(max(0, life - (now - e.created)))))
+        if e.lifetime_soft is not None:
+            lines.append(_field("Soft lifetime(sec)", e.lifetime_soft))
+        if isinstance(e, IkeSaEntry):
+            lines += [
+                _field("Authentication method", e.auth_method),
+                _field("Encryption algorithm", e.encryption),
+                _field("Integrity algorithm", e.integrity or "none (AEAD)"),
+                _field("PRF algorithm", e.prf),
+                _field("Diffie-Hellman group", e.dh),
+                _field("Exchange mode", e.exchange_mode or ("main" if e.version == 1 else "n/a")),
+                _field("Initiator SPI", e.spi_i.hex()),
+                _field("Responder SPI", e.spi_r.hex()),
+                _field("DPD", e.dpd_state or "idle"),
+                _field("Messages in/out", f"{e.messages_in}/{e.messages_out}"),
+                _field("IPSec SA connection-ids", " ".join(str(c.conn_id) for c in children.get(e.conn_id, []))
+                       or "none"),
+            ]
+        else:
+            lines += [
+                _field("Encapsulation mode", e.encapsulation_mode),
+                _field("Encryption algorithm", e.encryption),
+                _field("Integrity algorithm", e.integrity or "none (AEAD)"),
+                _field("PFS", e.pfs or "none"),
+                _field("Inbound SPI", f"{e.spi_in} (0x{e.spi_in:x})"),
+                _field("Outbound SPI", f"{e.spi_out} (0x{e.spi_out:x})"),
+                _field("UDP encapsulation", "Y" if e.udp_encap else "N"),
+                *[_field("Flow source", flow_text(s)) for s in e.local_selectors],
+                *[_field("Flow destination", flow_text(s)) for s in e.remote_selectors],
+                _field("Packets in/out", f"{e.packets_in}/{e.packets_out}"),
+                _field("Bytes in/out", f"{e.bytes_in}/{e.bytes_out}"),
+            ]
+    if lines:
+        lines.append(RULE)
+    return lines
+
+
+_ENC_TEXT = {"aes-128": "AES-128", "aes-192": "AES-192", "aes-256": "AES-256", "aes-gcm-128": "AES-GCM-128",
+             "aes-gcm-256": "AES-GCM-256", "3des": "3DES"}
+_DH_TEXT = {"group2": "MODP-1024", "group5": "MODP-1536", "group14": "MODP-2048", "group15": "MODP-3072",
+            "group16": "MODP-4096", "group19": "ECP-256", "group20": "ECP-384", "group21": "ECP-521",
+            "group31": "Curve25519"}
+
+
+def _proposal(prop: IkeProposal, name: str) -> list[str]:
+    def words(values: list[str], table: dict[str, str] | None = None) -> str:
+        return " ".join((table or {}).get(v, v.upper()) for v in values)
+
+    return [
+        RULE,
+        f" IKE Proposal: {name}",
+        f"   Authentication Method      : {'PRE_SHARED' if prop.authentication_method == 'pre-share' else 'RSA_SIG'}",
+        f"   Authentication Algorithm   : {words(prop.authentication)}",
+        f"   Encryption Algorithm       : {words(prop.encryption, _ENC_TEXT)}",
+        f"   Diffie-Hellman Group       : {words(prop.dh, _DH_TEXT)}",
+        f"   SA Duration(Seconds)       : {prop.duration}",
+        f"   Integrity Algorithm        : {words(prop.integrity)}",
+        f"   Prf Algorithm              : {words(prop.prf)}",
+    ]
+
+
+def proposals(config: Config, number: int | None) -> list[str]:
+    chosen = sorted(config.ike_proposals.values(), key=lambda p: p.number)
+    if number is not None:
+        chosen = [p for p in chosen if p.number == number]
+    items = [(_proposal(p, str(p.number))) for p in chosen]
+    if number is None:
+        items.append(_proposal(DEFAULT_IKE_PROPOSAL, "Default"))
+    lines = ["", f"Number of IKE Proposals: {len(items)}", ""]
+    for item in items:
+        lines += item
+    lines.append(RULE)
+    return lines
+
+
+def _version_text(peer: IkePeer) -> str:
+    return "".join(f"v{v}" for v in sorted(peer.versions))
+
+
+def peers_brief(config: Config) -> list[str]:
+    peers = sorted(config.ike_peers.values(), key=lambda p: p.name)
+    lines = ["", f"Current ike peer number: {len(peers)}", RULE,
+             f"{'Peer name':<17}{'Version':<9}{'Exchange-mode':<16}{'Proposal':<11}{'Id-type':<10}RemoteAddr", RULE]
+    for p in peers:
+        props = ",".join(str(n) for n in p.ike_proposals) or "Default"
+        remote = " ".join(str(a) for a in p.remote_addresses)
+        lines.append(f"{p.name:<17}{_version_text(p):<9}{p.exchange_mode.value:<16}{props:<11}"
+                     f"{p.local_id_type.value.upper():<10}{remote}")
+    return lines
+
+
+def peer_detail(config: Config, peer: IkePeer) -> list[str]:
+    dependent = config.ike_dependent_for(peer)
+    return [
+        "",
+        RULE,
+        _field("Peer name", peer.name),
+        _field("IKE version", _version_text(peer)),
+        _field("Exchange mode", peer.exchange_mode.value),
+        _field("Pre-shared key", "%^%#********%^%#" if peer.pre_shared_key else "not configured"),
+        _field("Proposal", ",".join(str(n) for n in peer.ike_proposals) or "Default"),
+        _field("Remote address", " ".join(str(a) for a in peer.remote_addresses) or "any (template)"),
+        _field("Local ID type", peer.local_id_type.value),
+        _field("Local ID", peer.local_id or "local address"),
+        _field("Remote ID type", peer.remote_id_type.value if peer.remote_id_type else "any"),
+        _field("Remote ID", peer.remote_id or "any"),
+        _field("DPD", f"{peer.dpd.type.value}, idle {peer.dpd.idle_time}s, retransmit "
+                      f"{peer.dpd.retransmit_interval}s, retry {peer.dpd.retry_limit}"),
+        _field("NAT traversal", "enable" if peer.nat_traversal else "disable"),
+        _field("Phase1-phase2 SA dependent", "enable" if dependent else "disable"),
+        RULE,
+    ]
+
+
+def offline(records: list[OfflineRecord], now: float, wall: dt.datetime) -> list[str]:
+    lines = [f"  Current info Num :{len(records)} ", "  Ike offline information:", "  " + RULE,
+             f"  {'peer':<40}{'port':<8}{'offline-reason':<34}{'version':<9}offline-time"]
+    for r in records:
+        when = wall - dt.timedelta(seconds=max(0.0, now - r.time))
+        lines.append(f"  {r.peer_address!s:<40}{r.peer_port:<8}{r.reason:<34}{'v' + str(r.version):<9}"
+                     f"{when:%Y/%m/%d  %H:%M:%S}")
+    return lines
+
+
+def statistics(stats: GatewayStats, counts: dict[str, int]) -> list[str]:
+    failed = sum(stats.negotiations_failed.values())
+    lines = [
+        "",
+        "  IKE statistics",
+        "  " + RULE,
+        _field("IKE SAs v1 / v2", f"{counts['ike_v1']} / {counts['ike_v2']}"),
+        _field("IPSec SAs v1 / v2", f"{counts['ipsec_v1']} / {counts['ipsec_v2']}"),
+        _field("Negotiations started", stats.negotiations_started),
+        _field("Negotiations succeeded", stats.negotiations_succeeded),
+        _field("Negotiations failed", failed),
+    ]
+    for reason, count in sorted(stats.negotiations_failed.items()):
+        lines.append(_field("  " + reason, count))
+    lines += [
+        _field("Deletes sent", stats.deletes_sent),
+        _field("Deletes received", stats.deletes_received),
+        _field("Resets", stats.resets),
+        _field("Cookies sent", stats.cookies_sent),
+        _field("Datagrams dropped", stats.dropped),
+    ]
+    return lines
