@@ -26,6 +26,9 @@ class Net:
     now: float = 0.0
     delivered: int = 0
     drop: Callable[[bytes, Addr, Addr], bool] = lambda data, src, dst: False
+    #: a NAT in front of some gateways: inside address -> outside address (ports are kept)
+    nat: dict[str, str] = field(default_factory=dict)
+    seen: list[tuple[bytes, Addr, Addr]] = field(default_factory=list)
 
     def add(self, gw: Gateway) -> Gateway:
         for addr in gw.local_addresses():
@@ -38,11 +41,15 @@ class Net:
             for gw in list(dict.fromkeys(self.gateways.values())):
                 for data, local, remote in gw.datagrams_to_send():
                     moved = True
-                    dst = self.gateways.get(remote[0])
+                    src = (self.nat.get(local[0], local[0]), local[1])  # source rewritten by the NAT
+                    inside = {v: k for k, v in self.nat.items()}
+                    to = (inside.get(remote[0], remote[0]), remote[1])  # the NAT maps replies back in
+                    self.seen.append((data, src, to))
+                    dst = self.gateways.get(to[0])
                     if dst is None or self.drop(data, local, remote):
                         continue
                     self.delivered += 1
-                    dst.receive_datagram(data, remote, local, self.now)
+                    dst.receive_datagram(data, to, src, self.now)
             if not moved:
                 return
         raise AssertionError("network never went quiet")

@@ -113,3 +113,22 @@ def test_ipv6_outer_addresses() -> None:
     assert sorted(e.phase for e in b1.sad.entries()) == [1, 2]
 
 
+
+
+def test_nat_detected_floats_to_natt_port_and_sends_keepalives() -> None:
+    net = Net(nat={"127.0.0.12": "203.0.113.5"})
+    hq = net.add(Gateway(lab_config("hq"), ike_port=500, natt_port=4500))
+    b1 = net.add(Gateway(lab_config("branch1"), ike_port=500, natt_port=4500))
+    b1.start(net.now)
+    net.pump()
+    assert sorted(e.phase for e in hq.sad.entries()) == [1, 2]
+    ike = next(e for e in hq.sad.entries() if isinstance(e, IkeSaEntry))
+    assert (str(ike.peer_address), ike.peer_port) == ("203.0.113.5", 4500)  # seen through the NAT, floated
+    child = next(e for e in b1.sad.entries() if not isinstance(e, IkeSaEntry))
+    assert child.udp_encap
+    ike_auth = [d for d, src, dst in net.seen if src[1] == 4500 and len(d) > 4]
+    assert ike_auth and all(d[:4] == bytes(4) for d in ike_auth)  # non-ESP marker on 4500
+    net.step(45.0)
+    keepalives = [(src, dst) for d, src, dst in net.seen if d == b"\xff"]
+    assert len(keepalives) == 2 and all(src == ("203.0.113.5", 4500) for src, _ in keepalives)
+    assert sorted(e.phase for e in hq.sad.entries()) == [1, 2]

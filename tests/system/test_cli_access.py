@@ -32,7 +32,7 @@ def _cli(control: str, *commands: str) -> subprocess.CompletedProcess[str]:
 def test_cli_commands_and_exit_status(tmp_path: Path) -> None:
     port = free_port_pair()
     hq_cfg, br_cfg = _pair_configs()
-    with gateway(tmp_path, "hq", hq_cfg, port) as hq, gateway(tmp_path, "br", br_cfg, port) as br:
+    with gateway(tmp_path, "hq", hq_cfg, port), gateway(tmp_path, "br", br_cfg, port) as br:
         wait_for(lambda: br.phases() == [1, 2], what="tunnel")
         ok = _cli(br.control, "display ike sa", "display ike sa verbose connection-id 1")
         assert ok.returncode == 0, ok.stderr
@@ -57,7 +57,7 @@ def test_cli_commands_and_exit_status(tmp_path: Path) -> None:
 def test_interactive_session_through_a_pty(tmp_path: Path) -> None:
     port = free_port_pair()
     hq_cfg, br_cfg = _pair_configs()
-    with gateway(tmp_path, "hq", hq_cfg, port) as hq, gateway(tmp_path, "br", br_cfg, port) as br:
+    with gateway(tmp_path, "hq", hq_cfg, port) as hq, gateway(tmp_path, "br", br_cfg, port):
         wait_for(lambda: hq.phases() == [1, 2], what="tunnel")
         child = pexpect.spawn(sys.executable, ["-m", "ikegate", "cli", "--control", hq.control],
                               timeout=15, encoding="utf-8", dimensions=(50, 200))

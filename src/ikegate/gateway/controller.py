@@ -72,6 +72,7 @@ from ikegate.sad import (
 
 _T = TypeVar("_T")
 NON_ESP_MARKER = bytes(4)
+NAT_KEEPALIVE = b"\xff"
 ZERO_SPI = bytes(8)
 RETRY_AFTER_FAILURE = 5.0
 #: Delete exchanges run at most this many at a time; the rest wait their turn (their SAs are already gone
@@ -427,7 +428,7 @@ class Gateway:
         return sa
 
     def _send(self, packet: bytes, local: Addr, remote: Addr) -> None:
-        if local[1] == self.natt_port:
+        if local[1] == self.natt_port and packet != NAT_KEEPALIVE:
             packet = NON_ESP_MARKER + packet
         self._out.append((packet, local, remote))
 

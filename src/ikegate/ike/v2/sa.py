@@ -92,6 +92,9 @@ from ikegate.ike.wire.v2 import (
 )
 
 NONCE_SIZE = 32
+#: RFC 3948 §4: a NAT keepalive (one 0xFF byte) every 20 s keeps the NAT mapping alive.
+KEEPALIVE_INTERVAL = 20.0
+KEEPALIVE = b"\xff"
 MAX_INVALID_KE_RETRIES = 3
 
 
@@ -276,6 +279,7 @@ class IkeSa:
         self._rekey_at: float | None = None
         self._expire_at: float | None = None
         self._after_answer: Callable[[float], None] | None = None
+        self._last_sent = now
 
     # ------------------------------------------------------------------ public properties
 
@@ -342,6 +346,8 @@ class IkeSa:
         for t in (self._deadline_negotiation, self._rekey_at, self._expire_at):
             if t is not None:
                 times.append(t)
+        if self.nat_local and self.state is State.ESTABLISHED:
+            times.append(self._last_sent + KEEPALIVE_INTERVAL)
         if self.state is State.ESTABLISHED:
             if self.config and self.config.dpd_interval and not self._busy():
                 times.append(self.last_received + self.config.dpd_interval)
@@ -378,6 +384,9 @@ class IkeSa:
         cfg = self.config
         if cfg and cfg.dpd_interval and now >= self.last_received + cfg.dpd_interval and not self._busy():
             self.liveness_check(now)
+        if self.nat_local and now >= self._last_sent + KEEPALIVE_INTERVAL:
+            self._last_sent = now
+            self._out.append((KEEPALIVE, self.local, self.peer))  # we are behind a NAT: keep it open
 
     def receive_datagram(self, data: bytes, addr: Addr, now: float, local: Addr | None = None) -> None:
         """Feed one IKE message (without the NAT-T non-ESP marker). Never raises on bad input."""
