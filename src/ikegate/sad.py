@@ -82,9 +82,16 @@ class SaFlag(enum.Flag):
 NO_FLAGS = SaFlag(0)
 
 
+_FLAGS_TEXT: dict[int, str] = {}
+
+
 def flags_text(flags: SaFlag) -> str:
-    """``RD|ST|A`` style text of a flag set, in legend order; empty string for no flags."""
-    return "|".join(member.name or "" for member in flags)
+    """``RD|ST|A`` style text of a flag set, in legend order; empty string for no flags. Memoised per
+    value: iterating an ``enum.Flag`` is slow and only a handful of combinations ever occur."""
+    text = _FLAGS_TEXT.get(flags.value)
+    if text is None:
+        text = _FLAGS_TEXT[flags.value] = "|".join(member.name or "" for member in flags)
+    return text
 
 
 class Role(enum.Enum):

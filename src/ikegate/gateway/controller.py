@@ -30,6 +30,7 @@ from typing import TypeVar
 from ikegate.gateway import translate
 from ikegate.gateway.decide import Action, after_delete
 from ikegate.gateway.translate import Connection, Flow, PolicyKind
+from ikegate.ike.crypto import dh_group, integ_alg, prf_alg
 from ikegate.ike.events import (
     ChildSaDeleted,
     ChildSaEstablished,
@@ -45,6 +46,7 @@ from ikegate.ike.v2 import ts as tsmod
 from ikegate.ike.v2.child import ChildSa
 from ikegate.ike.v2.config import Addr, ChildSaConfig, IkeProposalSpec, IkeSaConfig
 from ikegate.ike.v2.cookies import CookieJar
+from ikegate.ike.v2.proposals import Chosen
 from ikegate.ike.v2.sa import ID_TEXT, IkeSa, State
 from ikegate.ike.wire.registry import ExchangeType, HeaderFlag, NotifyType
 from ikegate.ike.wire.v2 import (
@@ -72,6 +74,7 @@ from ikegate.sad import (
 
 _T = TypeVar("_T")
 NON_ESP_MARKER = bytes(4)
+_FLAG_R = int(HeaderFlag.RESPONSE)
 NAT_KEEPALIVE = b"\xff"
 ZERO_SPI = bytes(8)
 RETRY_AFTER_FAILURE = 5.0
@@ -151,6 +154,7 @@ class Gateway:
         self._conns: dict[tuple[str, int], Connection] = {}
         self._template_policy: dict[str, tuple[IpsecPolicy, str]] = {}
         self._template_by_peer: dict[str, tuple[IpsecPolicy, str, str]] = {}
+        self._responder = _Responder(self)
         self._active: dict[tuple[str, int], IkeSa] = {}
         self._load_conn: Connection | None = None
         self._load_left = 0
@@ -226,11 +230,11 @@ class Gateway:
             return
         spi_i, spi_r = data[:8], data[8:16]
         exchange, flags = data[18], data[19]
-        sa = self._engines.get(spi_i) if flags & HeaderFlag.RESPONSE or spi_r == ZERO_SPI else None
+        sa = self._engines.get(spi_i) if flags & _FLAG_R or spi_r == ZERO_SPI else None
         if sa is None:
             sa = self._engines.get(spi_r) or self._engines.get(spi_i)
         if sa is None:
-            if exchange == ExchangeType.IKE_SA_INIT and not flags & HeaderFlag.RESPONSE and spi_r == ZERO_SPI:
+            if exchange == ExchangeType.IKE_SA_INIT and not flags & _FLAG_R and spi_r == ZERO_SPI:
                 sa = self._half_open.get((remote[0], spi_i))
                 if sa is None:
                     sa = self._new_responder(data, local, remote, now)
@@ -421,7 +425,7 @@ class Gateway:
                 self._send(encode_message(header, [Notify(NotifyType.COOKIE, data=made)]), local, remote)
                 self.stats.cookies_sent += 1
                 return None
-        sa = IkeSa(None, initiator=False, local=local, peer=remote, now=now, policy=_Responder(self),
+        sa = IkeSa(None, initiator=False, local=local, peer=remote, now=now, policy=self._responder,
                    rng=self._rng, spi_allocator=self._spi_alloc)
         self._meta[sa] = _Meta(None, PolicyKind.TEMPLATE)
         self._half_open[(remote[0], data[:8])] = sa
@@ -510,14 +514,7 @@ class Gateway:
         chosen = sa.chosen
         if chosen is None:
             return {}
-        from ikegate.ike.crypto import dh_group, integ_alg, prf_alg
-
-        return {
-            "encryption": chosen.encr_alg().name,
-            "integrity": integ_alg(chosen.integ).name if chosen.integ is not None else "",
-            "prf": prf_alg(chosen.prf).name if chosen.prf is not None else "",
-            "dh": dh_group(chosen.dh).name if chosen.dh is not None else "",
-        }
+        return _algorithm_names(chosen)
 
     def _load_done(self, sa: IkeSa, now: float) -> None:
         if sa in self._loading:
@@ -719,6 +716,17 @@ class Gateway:
                 other.delete(now, DeleteReason.INITIAL_CONTACT)
                 other._finish()  # the peer has no state for it: no Delete exchange
                 self._service(other, now)
+
+
+@functools.lru_cache(maxsize=256)
+def _algorithm_names(chosen: Chosen) -> dict[str, str]:
+    """Display names of a negotiated suite (few distinct suites exist, so they are computed once)."""
+    return {
+        "encryption": chosen.encr_alg().name,
+        "integrity": integ_alg(chosen.integ).name if chosen.integ is not None else "",
+        "prf": prf_alg(chosen.prf).name if chosen.prf is not None else "",
+        "dh": dh_group(chosen.dh).name if chosen.dh is not None else "",
+    }
 
 
 def _selector(ts: TrafficSelector) -> Selector:

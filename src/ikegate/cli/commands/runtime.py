@@ -63,14 +63,15 @@ def _placement(ctx: CommandContext) -> Placement | None:
     return Placement(slot, cpu)
 
 
-def _emit(ctx: CommandContext, data: Any, text: list[str], stamp: bool = True) -> None:
-    """Text for people, or the same records as JSON when the line ended with ``| json``."""
+def _emit(ctx: CommandContext, data: Callable[[], Any], text: Callable[[], list[str]], stamp: bool = True) -> None:
+    """Text for people, or the same records as JSON when the line ended with ``| json``; only the form
+    asked for is built (100,000 rows are worth not rendering twice)."""
     if ctx.json:
-        ctx.data = data
+        ctx.data = data()
         return
     if stamp:
         _stamp(ctx)
-    for line in text:
+    for line in text():
         ctx.write(line.rstrip())
 
 
@@ -79,7 +80,7 @@ def display_ike_sa(ctx: CommandContext) -> None:
     remote = ctx.opt_ip("remote")
     entries = rt.gateway.sad.select(remote=str(remote) if remote else None, placement=_placement(ctx))
     now = rt.now()
-    _emit(ctx, {"ike_sa": [entry_record(e, now) for e in entries]}, ike_sa.render(entries))
+    _emit(ctx, lambda: {"ike_sa": [entry_record(e, now) for e in entries]}, lambda: ike_sa.render(entries))
 
 
 def display_ike_sa_verbose(ctx: CommandContext) -> None:
@@ -95,7 +96,8 @@ def display_ike_sa_verbose(ctx: CommandContext) -> None:
         entries = [e for e in sad.select(remote=str(remote)) if isinstance(e, IkeSaEntry)]
     now = rt.now()
     children = {e.conn_id: sad.children(e.conn_id) for e in entries if isinstance(e, IkeSaEntry)}
-    _emit(ctx, {"ike_sa": [entry_record(e, now) for e in entries]}, ike_info.verbose(entries, children, now))
+    _emit(ctx, lambda: {"ike_sa": [entry_record(e, now) for e in entries]},
+          lambda: ike_info.verbose(entries, children, now))
 
 
 def display_ipsec_sa(ctx: CommandContext) -> None:
@@ -110,8 +112,9 @@ def display_ipsec_sa(ctx: CommandContext) -> None:
         entries = [e for e in sad.select(remote=str(remote) if remote else None, phase=2)
                    if isinstance(e, IpsecSaEntry)]
     now = rt.now()
-    text = ipsec_sa.render_brief(entries) if ctx.keyword("brief") else ipsec_sa.render(entries, now)
-    _emit(ctx, {"ipsec_sa": [entry_record(e, now) for e in entries]}, text)
+    brief = ctx.keyword("brief")
+    _emit(ctx, lambda: {"ipsec_sa": [entry_record(e, now) for e in entries]},
+          lambda: ipsec_sa.render_brief(entries) if brief else ipsec_sa.render(entries, now))
 
 
 def display_ike_proposal(ctx: CommandContext) -> None:
@@ -120,7 +123,7 @@ def display_ike_proposal(ctx: CommandContext) -> None:
     data = {"ike_proposal": [{"number": p.number, "encryption": p.encryption, "dh": p.dh,
                               "authentication": p.authentication, "authentication_method": p.authentication_method,
                               "integrity": p.integrity, "prf": p.prf, "duration": p.duration} for p in props]}
-    _emit(ctx, data, ike_info.proposals(ctx.config, number), stamp=False)
+    _emit(ctx, lambda: data, lambda: ike_info.proposals(ctx.config, number), stamp=False)
 
 
 def display_ike_peer(ctx: CommandContext) -> None:
@@ -135,7 +138,7 @@ def display_ike_peer(ctx: CommandContext) -> None:
         text = ike_info.peer_detail(config, peers[0]) if peers else [f"Info: No IKE peer named {name}."]
     else:
         text = ike_info.peers_brief(config)
-    _emit(ctx, data, text, stamp=False)
+    _emit(ctx, lambda: data, lambda: text, stamp=False)
 
 
 def display_ike_offline_info(ctx: CommandContext) -> None:
@@ -146,7 +149,7 @@ def display_ike_offline_info(ctx: CommandContext) -> None:
     data = {"offline": [{"peer": str(r.peer_address), "port": r.peer_port, "reason": r.reason,
                          "version": r.version, "time": (wall - dt.timedelta(seconds=now - r.time)).isoformat()}
                         for r in records]}
-    _emit(ctx, data, ike_info.offline(records, now, wall))
+    _emit(ctx, lambda: data, lambda: ike_info.offline(records, now, wall))
 
 
 def display_ike_statistics(ctx: CommandContext) -> None:
@@ -159,7 +162,7 @@ def display_ike_statistics(ctx: CommandContext) -> None:
                            "negotiations_failed": dict(st.negotiations_failed), "deletes_sent": st.deletes_sent,
                            "deletes_received": st.deletes_received, "resets": st.resets,
                            "cookies_sent": st.cookies_sent, "dropped": st.dropped}}
-    _emit(ctx, data, ike_info.statistics(st, counts))
+    _emit(ctx, lambda: data, lambda: ike_info.statistics(st, counts))
 
 
 def reset_ike_sa(ctx: CommandContext) -> None:

@@ -41,8 +41,13 @@ def phase_text(entry: SaEntry) -> str:
 
 
 def row(entry: IkeSaEntry | IpsecSaEntry) -> str:
-    return _row((str(entry.conn_id), peer_text(entry), entry.vpn, flags_text(entry.flags), phase_text(entry),
-                 entry.peer_id_type, entry.peer_id))
+    """One table row; a cell longer than its column pushes the rest right, as on the device."""
+    cells = (str(entry.conn_id), peer_text(entry), entry.vpn, flags_text(entry.flags), phase_text(entry),
+             entry.peer_id_type, entry.peer_id)
+    if len(cells[1]) < 46 and len(cells[6]) <= 16:
+        return (f" {cells[0]:<11}{cells[1]:<46}{cells[2]:<17}{cells[3]:<22}{cells[4]:<7}{cells[5]:<12}"
+                f"{cells[6]:<16}")
+    return _row(cells)
 
 
 def render(entries: Iterable[SaEntry]) -> list[str]:

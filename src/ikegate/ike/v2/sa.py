@@ -92,6 +92,9 @@ from ikegate.ike.wire.v2 import (
 )
 
 NONCE_SIZE = 32
+# Header flags as plain ints: IntFlag arithmetic costs microseconds on the per-message path.
+_FLAG_I = int(HeaderFlag.INITIATOR)
+_FLAG_R = int(HeaderFlag.RESPONSE)
 #: RFC 3948 §4: a NAT keepalive (one 0xFF byte) every 20 s keeps the NAT mapping alive.
 KEEPALIVE_INTERVAL = 20.0
 KEEPALIVE = b"\xff"
@@ -490,7 +493,7 @@ class IkeSa:
                 Notify(NotifyType.NAT_DETECTION_SOURCE_IP, data=natd_hash(self._spi_i, bytes(8), self.local)),
                 Notify(NotifyType.NAT_DETECTION_DESTINATION_IP, data=natd_hash(self._spi_i, bytes(8), self.peer)),
             ]
-        header = Header(self._spi_i, bytes(8), 0, ExchangeType.IKE_SA_INIT, HeaderFlag.INITIATOR, 0)
+        header = Header(self._spi_i, bytes(8), 0, ExchangeType.IKE_SA_INIT, _FLAG_I, 0)
         self._init_request = encode_message(header, payloads)
         self._init_req = _Request(ExchangeType.IKE_SA_INIT, 0, self._init_request,
                                   lambda p, n: None, lambda n: self._fail(n, 0, "no answer to IKE_SA_INIT"),
@@ -558,7 +561,7 @@ class IkeSa:
                 Notify(NotifyType.NAT_DETECTION_SOURCE_IP, data=natd_hash(h.spi_i, self._spi_r, self.local)),
                 Notify(NotifyType.NAT_DETECTION_DESTINATION_IP, data=natd_hash(h.spi_i, self._spi_r, self.peer)),
             ]
-        header = Header(h.spi_i, self._spi_r, 0, ExchangeType.IKE_SA_INIT, HeaderFlag.RESPONSE, 0)
+        header = Header(h.spi_i, self._spi_r, 0, ExchangeType.IKE_SA_INIT, _FLAG_R, 0)
         self._init_response = encode_message(header, payloads)
         self._install_gen(chosen, g_ir, we_init=False, seed=None)
         self._move(Trigger.INIT_REQUEST)
@@ -566,7 +569,7 @@ class IkeSa:
 
     def _answer_init_error(self, h: Header, notify: int, data: bytes, now: float) -> None:
         """Stateless refusal of an IKE_SA_INIT request (the responder SPI stays zero)."""
-        header = Header(h.spi_i, bytes(8), 0, ExchangeType.IKE_SA_INIT, HeaderFlag.RESPONSE, 0)
+        header = Header(h.spi_i, bytes(8), 0, ExchangeType.IKE_SA_INIT, _FLAG_R, 0)
         self._emit(encode_message(header, [Notify(notify, data=data)]))
         self._fail(now, notify, f"refused IKE_SA_INIT: {NotifyType.text(notify)}")
 
@@ -1064,7 +1067,7 @@ class IkeSa:
             self.stats.dropped += 1
             return
         # The I flag must name the other side as the original initiator of this generation.
-        if bool(h.flags & HeaderFlag.INITIATOR) == gen.we_init:
+        if bool(h.flags & _FLAG_I) == gen.we_init:
             self.stats.dropped += 1
             return
         if h.is_response:
@@ -1146,8 +1149,8 @@ class IkeSa:
         self._pump(now)
 
     def _answer(self, gen: _Gen, h: Header, payloads: list[Payload]) -> None:
-        flags = HeaderFlag.RESPONSE | (HeaderFlag.INITIATOR if gen.we_init else 0)
-        header = Header(gen.spi_i, gen.spi_r, 0, h.exchange, int(flags), h.message_id)
+        flags = _FLAG_R | (_FLAG_I if gen.we_init else 0)
+        header = Header(gen.spi_i, gen.spi_r, 0, h.exchange, flags, h.message_id)
         packet = seal(gen.out, header, payloads, self._rng)
         gen.cached_mid = h.message_id
         gen.cached = packet
@@ -1236,7 +1239,7 @@ class IkeSa:
         tries = cfg.retransmit_tries if cfg else 5
         if max_tries is not None:
             tries = min(tries, max_tries)
-        flags = HeaderFlag.INITIATOR if gen.we_init else 0
+        flags = _FLAG_I if gen.we_init else 0
         header = Header(gen.spi_i, gen.spi_r, 0, exchange, int(flags), gen.next_mid)
         packet = seal(gen.out, header, payloads, self._rng)
         gen.req = _Request(exchange, gen.next_mid, packet, on_response, on_timeout, now + base, 0, tries)
