@@ -20,6 +20,7 @@ import functools
 import heapq
 import ipaddress
 import itertools
+import logging
 import os
 import struct
 from collections import deque
@@ -73,6 +74,7 @@ from ikegate.sad import (
 )
 
 _T = TypeVar("_T")
+log = logging.getLogger("ikegate.gateway")
 NON_ESP_MARKER = bytes(4)
 _FLAG_R = int(HeaderFlag.RESPONSE)
 NAT_KEEPALIVE = b"\xff"
@@ -242,8 +244,13 @@ class Gateway:
                     return
             else:
                 self.stats.dropped += 1
+                log.debug("dropped an IKE message for unknown SPIs from %s:%s", *remote)
                 return
+        dropped = sa.stats.dropped
         sa.receive_datagram(data, remote, now, local=local)
+        if sa.stats.dropped != dropped:
+            self.stats.dropped += 1
+            log.debug("dropped a malformed or unexpected IKE message from %s:%s (%d bytes)", *remote, len(data))
         self._service(sa, now)
 
     # ------------------------------------------------------------------ operator API
