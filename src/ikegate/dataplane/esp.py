@@ -12,6 +12,21 @@ Wire layout (RFC 4303 §2)::
 AES-GCM follows RFC 4106: the ICV is the GCM tag, the AAD is SPI | sequence number (no ESN here), the
 nonce is the 4-byte salt from the keying material followed by the 8-byte IV carried in the packet.
 
+The two ciphers USG proposals use get a fast path that keeps one OpenSSL context per SA and direction:
+AES-GCM-16 calls a reused ``AESGCM`` object directly, and AES-CBC runs on one long-lived CBC context
+instead of building a ``Cipher`` per packet (which costs more than the encryption itself). A
+long-lived CBC context chains every packet onto the last ciphertext block it produced, so each packet
+is started with one extra block chosen to make the chain come out as standard CBC:
+
+- sending, the extra block is ``seq XOR last_block``; the context turns it into ``E_K(seq)``, which
+  is the packet's IV: the "forward cipher applied to a nonce" method of NIST SP 800-38A App. C, so the
+  IV is unpredictable to anyone without the key (RFC 3602 §3), and the rest of the output is
+  exactly CBC under that IV;
+- receiving, the IV itself is fed first: its output block is discarded and the context now chains
+  the real ciphertext onto the IV, so no state carries over from packet to packet.
+
+Any other cipher (3DES) goes through the generic ``Cipher`` of :mod:`ikegate.ike.crypto`.
+
 Byte lifetimes count the plaintext payload, as the Linux kernel does for its XFRM byte limits, so the
 ``sa duration traffic-based`` a Child SA was negotiated with means the same thing whichever backend runs.
 """
@@ -21,13 +36,19 @@ from __future__ import annotations
 import os
 import struct
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final, Literal
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from ikegate.dataplane.replay import MAX_SEQ, ReplayWindow
 from ikegate.ike.crypto import CryptoError, EncrAlg, IntegAlg
 from ikegate.ike.v2.child import ChildSa
 from ikegate.ike.v2.config import Mode
+from ikegate.ike.wire.registry import EncrId
 from ikegate.ike.wire.v2 import TrafficSelector
 
 __all__ = [
@@ -73,6 +94,13 @@ _UNLIMITED = 1 << 80
 _PAD_BYTES = tuple(bytes(range(1, n + 1)) for n in range(256))
 _PAD_TAIL = tuple(_PAD_BYTES[n] + bytes((n,)) for n in range(256))
 _OCTET = tuple(bytes((n,)) for n in range(256))
+_GCM, _CBC, _GENERIC = 1, 2, 3
+_CBC_ZERO_IV = bytes(16)
+
+
+def _not_this_cipher(*_: object) -> bytes:
+    """Stands in for the fast-path methods an SA of another cipher does not have."""
+    raise AssertionError("fast path of another cipher called")
 
 
 class EspError(Exception):
@@ -89,10 +117,13 @@ class _EspSa:
     __slots__ = (
         "_align",
         "_cipher",
+        "_gcm",
         "_hard_at",
         "_icv",
         "_iv",
+        "_kind",
         "_mac",
+        "_salt",
         "_soft_at",
         "bytes",
         "drops",
@@ -123,8 +154,18 @@ class _EspSa:
         self.spi = spi
         self.encr = cipher_alg
         self.integ = integ_alg
-        self._cipher = cipher_alg.keyed(encr_key)
+        self._cipher = cipher_alg.keyed(encr_key)  # also validates the keymat length
         self._iv = cipher_alg.iv_size
+        self._gcm: AESGCM | None = None
+        self._salt = b""
+        if cipher_alg.id == EncrId.AES_GCM_16:
+            self._kind = _GCM
+            self._gcm = AESGCM(encr_key[: cipher_alg.key_size])
+            self._salt = encr_key[cipher_alg.key_size :]
+        elif cipher_alg.id == EncrId.AES_CBC:
+            self._kind = _CBC
+        else:
+            self._kind = _GENERIC
         self._align = max(cipher_alg.block_size, 4)
         self.packets = 0
         self.bytes = 0
@@ -158,7 +199,7 @@ class _EspSa:
 class OutboundEsp(_EspSa):
     """The sending half of a Child SA: ``seal`` turns an inner packet into an ESP packet."""
 
-    __slots__ = ("seq", "udp_encap")
+    __slots__ = ("_cbc", "_gcm_encrypt", "_last", "_sign", "seq", "udp_encap")
 
     def __init__(self, spi: int, cipher_alg: EncrAlg, integ_alg: IntegAlg | None, encr_key: bytes,
                  integ_key: bytes = b"", udp_encap: bool = False, *, soft_kb: int | None = None,
@@ -166,6 +207,14 @@ class OutboundEsp(_EspSa):
         super().__init__(spi, cipher_alg, integ_alg, encr_key, integ_key, soft_kb, hard_kb)
         self.udp_encap = udp_encap
         self.seq = 0  # the last sequence number sent; the first packet carries 1
+        self._last = 0  # the last ciphertext block the CBC context produced, as an int
+        # Bound methods of the per-SA contexts, looked up once rather than per packet.
+        self._gcm_encrypt: Callable[[bytes, bytes, bytes], bytes] = (
+            self._gcm.encrypt if self._gcm is not None else _not_this_cipher)
+        self._cbc: Callable[[bytes], bytes] = (
+            Cipher(algorithms.AES(encr_key), modes.CBC(_CBC_ZERO_IV)).encryptor().update
+            if self._kind == _CBC else _not_this_cipher)
+        self._sign: Callable[[bytes], bytes] = self._mac.sign if self._mac is not None else _not_this_cipher
 
     def seal(self, inner: bytes, next_header: int) -> bytes:
         """The ESP packet carrying ``inner`` (a whole IP packet in tunnel mode, 4 or 41; the upper-layer
@@ -185,15 +234,28 @@ class OutboundEsp(_EspSa):
             self.soft_expired = True
         header = _HDR.pack(self.spi, seq)
         pad = -(len(inner) + 2) % self._align
-        plaintext = b"".join((inner, _PAD_TAIL[pad], _OCTET[next_header]))
-        mac = self._mac
-        if mac is None:
+        kind = self._kind
+        if kind == _GCM:
             iv = _SEQ_IV.pack(seq)
-            out = b"".join((header, iv, self._cipher.encrypt(iv, plaintext, header)))
+            plaintext = b"".join((inner, _PAD_TAIL[pad], _OCTET[next_header]))
+            out = b"".join((header, iv, self._gcm_encrypt(self._salt + iv, plaintext, header)))
+        elif kind == _CBC:
+            # The leading block makes the context emit IV = E_K(seq), then CBC under it (module doc).
+            lead = (self._last ^ seq).to_bytes(16, "big")
+            body = self._cbc(b"".join((lead, inner, _PAD_TAIL[pad], _OCTET[next_header])))
+            self._last = int.from_bytes(body[-16:], "big")
+            out = header + body
+            out += self._sign(out)
         else:
-            iv = os.urandom(self._iv)  # CBC needs an unpredictable IV (RFC 3602 §3)
-            out = b"".join((header, iv, self._cipher.encrypt(iv, plaintext)))
-            out += mac.sign(out)
+            plaintext = b"".join((inner, _PAD_TAIL[pad], _OCTET[next_header]))
+            mac = self._mac
+            if mac is None:
+                iv = _SEQ_IV.pack(seq)
+                out = b"".join((header, iv, self._cipher.encrypt(iv, plaintext, header)))
+            else:
+                iv = os.urandom(self._iv)  # CBC needs an unpredictable IV (RFC 3602 §3)
+                out = b"".join((header, iv, self._cipher.encrypt(iv, plaintext)))
+                out += mac.sign(out)
         self._account(len(inner))
         return out
 
@@ -201,7 +263,7 @@ class OutboundEsp(_EspSa):
 class InboundEsp(_EspSa):
     """The receiving half of a Child SA: ``open`` authenticates, decrypts and checks an ESP packet."""
 
-    __slots__ = ("_min_len", "replay", "udp_encap")
+    __slots__ = ("_cbc", "_gcm_decrypt", "_min_len", "replay", "udp_encap")
 
     def __init__(self, spi: int, cipher_alg: EncrAlg, integ_alg: IntegAlg | None, encr_key: bytes,
                  integ_key: bytes = b"", replay_window: ReplayWindow | int = 1024, *, udp_encap: bool = False,
@@ -211,6 +273,11 @@ class InboundEsp(_EspSa):
         self.udp_encap = udp_encap
         # Header, IV, one aligned unit of ciphertext (at least pad length + next header), ICV.
         self._min_len = 8 + self._iv + self._align + self._icv
+        self._gcm_decrypt: Callable[[bytes, bytes, bytes], bytes] = (
+            self._gcm.decrypt if self._gcm is not None else _not_this_cipher)
+        self._cbc: Callable[[bytes], bytes] = (
+            Cipher(algorithms.AES(encr_key), modes.CBC(_CBC_ZERO_IV)).decryptor().update
+            if self._kind == _CBC else _not_this_cipher)
 
     @property
     def highest_seq(self) -> int:
@@ -236,11 +303,16 @@ class InboundEsp(_EspSa):
         if not replay.check(seq):
             raise self._refuse("replay", f"sequence number {seq}")
         start = 8 + self._iv
-        iv = packet[8:start]
+        kind = self._kind
         mac = self._mac
-        if mac is None:
+        if kind == _GCM:
             try:
-                plaintext = self._cipher.decrypt(iv, packet[start:], packet[:8])
+                plaintext = self._gcm_decrypt(self._salt + packet[8:16], packet[16:], packet[:8])
+            except InvalidTag:
+                raise self._refuse("icv") from None
+        elif mac is None:
+            try:
+                plaintext = self._cipher.decrypt(packet[8:start], packet[start:], packet[:8])
             except CryptoError:
                 raise self._refuse("icv") from None
         else:
@@ -249,10 +321,14 @@ class InboundEsp(_EspSa):
                 raise self._refuse("decrypt", "ciphertext is not a whole number of blocks")
             if not mac.verify(packet[:end], packet[end:]):
                 raise self._refuse("icv")
-            try:
-                plaintext = self._cipher.decrypt(iv, packet[start:end])
-            except CryptoError as exc:  # pragma: no cover - lengths were checked above
-                raise self._refuse("decrypt", str(exc)) from None
+            if kind == _CBC:
+                # IV first: its output block is discarded and the ciphertext then chains on it (module doc).
+                plaintext = self._cbc(packet[8:end])[16:]
+            else:
+                try:
+                    plaintext = self._cipher.decrypt(packet[8:start], packet[start:end])
+                except CryptoError as exc:  # pragma: no cover - lengths were checked above
+                    raise self._refuse("decrypt", str(exc)) from None
         pad = plaintext[-2]
         cut = len(plaintext) - 2 - pad
         if cut < 0 or plaintext[cut:-2] != _PAD_BYTES[pad]:

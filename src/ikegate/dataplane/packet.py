@@ -47,7 +47,8 @@ _ICMPV6_ECHO_REQUEST, _ICMPV6_ECHO_REPLY = 128, 129
 _V6_HOP, _V6_ROUTING, _V6_FRAGMENT, _V6_DSTOPTS = 0, 43, 44, 60
 _V6_NO_NEXT = 59
 
-_V4_HDR = struct.Struct("!BBHHHBBH4s4s")
+_V4_HDR = struct.Struct("!BBHHHBBHII")  # addresses as integers: what IpInfo carries
+_V4_BUILD = struct.Struct("!BBHHHBBH4s4s")
 _V6_HDR = struct.Struct("!IHBB16s16s")
 _PORTS = struct.Struct("!HH")
 _ICMP_HDR = struct.Struct("!BBHHH")
@@ -96,14 +97,12 @@ def parse_ip(packet: bytes) -> IpInfo:
         raise PacketError("shorter than an IP header")
     version = packet[0] >> 4
     if version == 4:
-        vihl, _tos, total, _ident, frag, _ttl, proto, _csum, src, dst = _V4_HDR.unpack_from(packet)
+        vihl, _tos, total, _ident, frag, _ttl, proto, _csum, src_i, dst_i = _V4_HDR.unpack_from(packet)
         hlen = (vihl & 0x0F) * 4
         if hlen < 20 or total < hlen or total > n:
             raise PacketError("bad IPv4 header or total length")
         first = (frag & 0x1FFF) == 0
         icmp = ICMP
-        src_i = int.from_bytes(src, "big")
-        dst_i = int.from_bytes(dst, "big")
     elif version == 6:
         if n < 40:
             raise PacketError("shorter than an IPv6 header")
@@ -164,7 +163,7 @@ def build_ipv4(src: IPAddress | str, dst: IPAddress | str, protocol: int, payloa
     total = 20 + len(payload)
     if total > 0xFFFF:
         raise PacketError("IPv4 packet longer than 65535 bytes")
-    header = _V4_HDR.pack(0x45, tos, total, ident, 0, ttl, protocol, 0, s, d)
+    header = _V4_BUILD.pack(0x45, tos, total, ident, 0, ttl, protocol, 0, s, d)
     csum = inet_checksum(header)
     return header[:10] + _U16.pack(csum) + header[12:] + payload
 

@@ -11,6 +11,10 @@ Installed Child SAs hang off the rules whose selectors they intersect, in a per-
 remote start address, so finding the SA for a packet costs a rule scan plus a bisect, not a walk over
 every SA of the gateway. When several SAs cover a packet (a rekey in progress) the newest one wins.
 
+Outbound decisions that do not depend on time (protect with SA x, or no policy at all) are remembered
+per flow (the 5-tuple) in a bounded cache that any SA or configuration change empties, so a busy flow
+costs one dict lookup; traps are never cached, because their answer changes with the clock.
+
 A packet that hits a non-template policy with no SA is held in a small per-rule queue (returned by
 :meth:`Spd.install` when an SA that covers it comes up) and, for an armed traffic-based policy, raises an
 ACQUIRE at most once per rule per ``acquire_interval``: the same larval-state behaviour the kernel has,
@@ -269,6 +273,8 @@ class Spd(Generic[T]):
         self._held: dict[int, deque[tuple[float, IpInfo, bytes]]] = {}
         self._last_acquire: dict[int, float] = {}
         self._order = 0
+        self._flows: dict[tuple[object, ...], _Installed[T] | None] = {}
+        self.flow_cache_size = 65536
         self.acquires = 0
         self.hold_drops = 0
         self.no_sa_drops = 0
@@ -300,6 +306,7 @@ class Spd(Generic[T]):
                 if blocks:
                     self._policies.append(_Policy(key, itf.name, policy.is_template, policy.trigger_mode, blocks))
         self._index = [_SaIndex() for _ in self._rules]
+        self._flows.clear()
         self._held.clear()
         self._last_acquire.clear()
         self._armed = {p.key for p in self._policies
@@ -373,11 +380,20 @@ class Spd(Generic[T]):
                  interface: str | None = None) -> T | Trap | None:
         """Where an outgoing packet goes: the SA record to protect it with, a :class:`Trap`, or None
         (no policy: send in clear). ``packet`` is held for a non-template policy without SA."""
+        flow = (interface, *info[:6])
+        try:
+            cached = self._flows[flow]
+        except KeyError:
+            pass
+        else:
+            return cached.value if cached is not None else None
         hit = self._match(info, interface)
         if hit is None:
+            self._remember(flow, None)
             return None
         rule, inst = hit
         if inst is not None:
+            self._remember(flow, inst)
             return inst.value
         match = rule.matches[info.version]
         if rule.template:
@@ -405,6 +421,11 @@ class Spd(Generic[T]):
                 acquire = True
         return Trap(match, acquire, held)
 
+    def _remember(self, flow: tuple[object, ...], inst: _Installed[T] | None) -> None:
+        if len(self._flows) >= self.flow_cache_size:
+            self._flows.clear()  # crude but bounded; a busy flow is back after one packet
+        self._flows[flow] = inst
+
     def inbound_allowed(self, key: object, info: IpInfo) -> bool:
         """Whether a decrypted packet lies inside the selectors of the SA it came on (RFC 4301 §5.2)."""
         inst = self._installed.get(key)
@@ -427,6 +448,7 @@ class Spd(Generic[T]):
                           ts_local, ts_remote, self._order, policy)
         self._installed[key] = inst
         self._place(inst)
+        self._flows.clear()
         released: list[bytes] = []
         for index in inst.rules:
             queue = self._held.get(index)
@@ -468,6 +490,7 @@ class Spd(Generic[T]):
             return None
         for index in inst.rules:
             self._index[index].remove(inst)
+        self._flows.clear()
         return inst.value
 
     def arm_trap(self, policy: PolicyKey) -> None:

@@ -28,6 +28,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TypeVar
 
+from ikegate.dataplane.backend import Acquire, Bypass, Send, SoftExpire, UserspaceBackend
+from ikegate.dataplane.packet import PacketError, echo_reply_for, echo_request, parse_ip
 from ikegate.gateway import translate
 from ikegate.gateway.decide import Action, after_delete
 from ikegate.gateway.translate import Connection, Flow, PolicyKind
@@ -98,6 +100,7 @@ class GatewayStats:
     cookies_sent: int = 0
     dropped: int = 0
     esp_dropped: int = 0
+    lan_dropped: int = 0
 
 
 @dataclass(slots=True)
@@ -157,6 +160,15 @@ class Gateway:
         self._template_policy: dict[str, tuple[IpsecPolicy, str]] = {}
         self._template_by_peer: dict[str, tuple[IpsecPolicy, str, str]] = {}
         self._responder = _Responder(self)
+        #: The userspace ESP dataplane (this kernel has no ESP): SPD, ESP-in-UDP, traps.
+        self.dataplane = UserspaceBackend(config)
+        #: Decrypted packets for the protected side that are not for the gateway itself (TUN or the
+        #: packet API read them); bounded so an unread queue cannot grow without end.
+        self.lan_out: deque[bytes] = deque(maxlen=4096)
+        #: Called with (identifier, sequence, now) for each echo reply addressed to the gateway.
+        self.on_echo_reply: Callable[[int, int, float], None] | None = None
+        self._lan_addrs: frozenset[ipaddress.IPv4Address | ipaddress.IPv6Address] = frozenset()
+        self._wan_by_version: dict[int, str] = {}
         self._active: dict[tuple[str, int], IkeSa] = {}
         self._load_conn: Connection | None = None
         self._load_left = 0
@@ -173,6 +185,15 @@ class Gateway:
         """Take a new configuration: existing SAs stay; later decisions follow the new policies."""
         self.config = config
         self._conns = {c.key: c for c in translate.connections(config)}
+        self.dataplane.reload(config)
+        lan: list[ipaddress.IPv4Address | ipaddress.IPv6Address] = []
+        for itf in config.interfaces.values():
+            if itf.ipsec_policy is None:
+                lan += [i.ip for i in itf.ipv4] + [i.ip for i in itf.ipv6]
+        self._lan_addrs = frozenset(lan)
+        self._wan_by_version = {}
+        for addr in config.local_addresses():
+            self._wan_by_version.setdefault(addr.version, str(addr))
         self._template_policy = {tpl.name: (policy, itf) for policy, tpl, itf in translate.templates(config)}
         self._template_by_peer = {tpl.ike_peer: (policy, tpl.name, itf)
                                   for policy, tpl, itf in reversed(translate.templates(config)) if tpl.ike_peer}
@@ -224,7 +245,12 @@ class Gateway:
             if len(data) == 1 and data[0] == 0xFF:
                 return  # NAT keepalive
             if data[:4] != NON_ESP_MARKER:
-                self.stats.esp_dropped += 1  # ESP-in-UDP: the dataplane's business (not wired here yet)
+                inner = self.dataplane.from_wan(data, remote, now)
+                if inner is None:
+                    self.stats.esp_dropped += 1
+                else:
+                    self._to_lan(inner, now)
+                self._dataplane_events(now)
                 return
             data = data[4:]
         if len(data) < HEADER_LEN:
@@ -307,6 +333,92 @@ class Gateway:
             sa = self._initiate(conn, now, track=False)
             if sa is None:
                 break
+
+    # ------------------------------------------------------------------ the protected side
+
+    def from_lan(self, packet: bytes, now: float) -> None:
+        """An IP packet from the protected side (TUN, the packet API, the gateway's own ping): protect it,
+        trap it (a traffic-based policy starts negotiating), or — when no policy covers it — deliver it
+        if it is for the gateway itself, otherwise drop it (there is no clear-text routing here)."""
+        self._dataplane_actions(self.dataplane.from_lan(packet, now), now)
+        self._dataplane_events(now)
+
+    def ping(self, now: float, source: str, destination: str, ident: int, seq: int, size: int = 56) -> None:
+        """Send one echo request from ``source`` (a protected-side address) through the SPD."""
+        self.from_lan(echo_request(source, destination, ident, seq, bytes(i % 256 for i in range(size))), now)
+
+    def lan_addresses(self) -> list[str]:
+        """The gateway's own protected-side addresses (interfaces without an IPsec policy)."""
+        return sorted(str(a) for a in self._lan_addrs)
+
+    def sync_counters(self) -> None:
+        """Copy the dataplane's per-SA counters into the SA database (before a display)."""
+        for entry in self.sad.select(phase=2):
+            if not isinstance(entry, IpsecSaEntry):
+                continue
+            pair = self.dataplane.sa(entry.spi_in)
+            if pair is None:
+                continue
+            entry.packets_in, entry.bytes_in = pair.inbound.packets, pair.inbound.bytes
+            entry.packets_out, entry.bytes_out = pair.outbound.packets, pair.outbound.bytes
+            entry.seq_in, entry.seq_out = pair.inbound.highest_seq, pair.outbound.seq
+
+    def _to_lan(self, packet: bytes, now: float) -> None:
+        """A decrypted packet: answer pings to our own addresses, note replies to ours, pass the rest on."""
+        try:
+            info = parse_ip(packet)
+        except PacketError:
+            self.stats.lan_dropped += 1
+            return
+        if info.dst_ip in self._lan_addrs:
+            reply = echo_reply_for(packet, self._lan_addrs)
+            if reply is not None:
+                self.from_lan(reply, now)
+                return
+            if (info.protocol, info.icmp_type) in ((1, 0), (58, 129)) and self.on_echo_reply is not None:
+                ident, seq = struct.unpack_from("!HH", packet, info.header_len + 4)
+                self.on_echo_reply(ident, seq, now)
+                return
+        self.lan_out.append(packet)
+
+    def _dataplane_actions(self, actions: Sequence[Send | Bypass | Acquire], now: float) -> None:
+        for action in actions:
+            if isinstance(action, Send):
+                # ESP always travels in UDP on the NAT-T port here (no kernel ESP; as strongSwan's
+                # kernel-libipsec does), whatever NAT detection said.
+                self._out.append((action.payload, (self._local_for(action.remote[0]), self.natt_port),
+                                  (action.remote[0], action.remote[1] or self.natt_port)))
+            elif isinstance(action, Acquire):
+                self.acquire(now, action.policy_key, action.rule)
+            else:
+                try:
+                    dst = parse_ip(action.packet).dst_ip
+                except PacketError:
+                    dst = None
+                if dst in self._lan_addrs:
+                    self._to_lan(action.packet, now)
+                else:
+                    self.stats.lan_dropped += 1
+
+    def _dataplane_events(self, now: float) -> None:
+        for event in self.dataplane.poll(now):
+            if isinstance(event, Acquire):
+                self.acquire(now, event.policy_key, event.rule)
+                continue
+            found = self.sad.by_esp_spi(event.spi, direction="in")
+            if found is None or not isinstance(found.handle, tuple):
+                continue
+            sa, child = found.handle
+            if isinstance(event, SoftExpire):
+                sa.rekey_child(child, now)
+            else:
+                sa.delete_child(child, now, DeleteReason.PHASE2_HARD_EXPIRY)
+            self._service(sa, now)
+
+    def _local_for(self, remote_ip: str) -> str:
+        """Our public address of the peer's family (the one WAN address ESP leaves from)."""
+        version = _ip(remote_ip).version
+        return self._wan_by_version.get(version, "0.0.0.0" if version == 4 else "::")
 
     def shutdown(self, now: float) -> None:
         """Delete every IKE SA (sending Deletes) without re-establishing anything."""
@@ -626,6 +738,10 @@ class Gateway:
         )
         self.sad.add_ipsec(entry)
         child.handle = entry.conn_id
+        policy_key = (policy_name, policy_seq) if policy_seq is not None else None
+        remote = sa.peer if sa.peer[1] == self.natt_port or sa.udp_encap else (sa.peer[0], self.natt_port)
+        self._dataplane_actions(self.dataplane.install_sa(child, remote, local=sa.local[0], policy=policy_key,
+                                                          now=now), now)
         self._log("IPSEC-VPN", 4, "IPSECTUNNELSTART",
                   f"The IPSec tunnel is established. (PolicyName={child.config.name}, SeqNum={child.config.seq}, "
                   f"RuleNum={rule}, SrcIP={sa.local[0]}, DstIP={sa.peer[0]}, InboundSPI={child.spi_in})")
@@ -640,6 +756,7 @@ class Gateway:
                       f"OfflineReason={reason.value}, State=Normal)")
 
     def _on_child_down(self, sa: IkeSa, child: ChildSa, reason: DeleteReason, now: float) -> None:
+        self.dataplane.delete_sa(child.spi_in)
         entry = self.sad.ipsec(child.handle) if isinstance(child.handle, int) else None
         if entry is not None:
             self.sad.remove(entry.conn_id)
@@ -676,6 +793,8 @@ class Gateway:
                 return
             meta.reported = True
         self._load_done(sa, now)
+        for child in list(sa.children.values()):
+            self.dataplane.delete_sa(child.spi_in)
         if isinstance(sa.handle, int):
             for entry in self.sad.remove_tree(sa.handle):
                 if isinstance(entry, IpsecSaEntry) or sa.established or reason is not DeleteReason.NEGOTIATION_FAILED:
