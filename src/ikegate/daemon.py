@@ -10,6 +10,7 @@ import asyncio
 import datetime as dt
 import logging
 import os
+import random
 import signal
 import sys
 from dataclasses import dataclass, field
@@ -31,6 +32,7 @@ from ikegate.sad import Placement
 log = logging.getLogger("ikegate")
 
 SHUTDOWN_GRACE = 3.0
+PING_TIMEOUT = 2.0
 
 
 @dataclass
@@ -59,8 +61,47 @@ class Daemon:
         self.runner: UdpRunner | None = None
         self.control: ControlServer | None = None
         self.tree = default_tree(runtime_commands(options.device))
-        self.runtime = Runtime(self.gateway, options.device, clock=self.now, after_change=self._flush)
+        self.runtime = Runtime(self.gateway, options.device, clock=self.now, after_change=self._flush,
+                               pinger=self.ping)
         self._stop = asyncio.Event()
+        self._pings: dict[tuple[int, int], asyncio.Future[float]] = {}
+        self.gateway.on_echo_reply = self._echo_reply
+
+    # -- ping ---------------------------------------------------------------------------------------
+
+    def _echo_reply(self, ident: int, seq: int, now: float) -> None:
+        fut = self._pings.pop((ident, seq), None)
+        if fut is not None and not fut.done():
+            fut.set_result(now)
+
+    async def ping(self, source: str, destination: str, count: int, size: int) -> list[str]:
+        """VRP's ping: echo requests from a protected-side address through the SPD (a traffic-based policy
+        negotiates on the first one), 2 s timeout each, then the statistics."""
+        loop = asyncio.get_running_loop()
+        ident = random.randrange(1, 0x10000)
+        lines = [f"  PING {destination}: {size}  data bytes, press CTRL_C to break"]
+        times: list[float] = []
+        for seq in range(1, count + 1):
+            fut: asyncio.Future[float] = loop.create_future()
+            self._pings[(ident, seq)] = fut
+            sent = self.now()
+            self.gateway.ping(sent, source, destination, ident, seq, size)
+            self._flush()
+            try:
+                got = await asyncio.wait_for(fut, PING_TIMEOUT)
+            except TimeoutError:
+                self._pings.pop((ident, seq), None)
+                lines.append("    Request time out")
+                continue
+            rtt = (got - sent) * 1000
+            times.append(rtt)
+            lines.append(f"    Reply from {destination}: bytes={size} Sequence={seq} ttl=64 time={rtt:.0f} ms")
+        lines += ["", f"  --- {destination} ping statistics ---", f"    {count} packet(s) transmitted",
+                  f"    {len(times)} packet(s) received", f"    {100 * (count - len(times)) / count:.2f}% packet loss"]
+        if times:
+            lines.append(f"    round-trip min/avg/max = {min(times):.0f}/{sum(times) / len(times):.0f}/"
+                         f"{max(times):.0f} ms")
+        return lines
 
     # -- shells -------------------------------------------------------------------------------------
 
@@ -87,7 +128,7 @@ class Daemon:
         if self.runner is not None:
             self.runner.flush()
 
-    def run_lines(self, lines: list[str], *, level: int = 3) -> tuple[str, bool]:
+    async def run_lines(self, lines: list[str], *, level: int = 3) -> tuple[str, bool]:
         """Run commands as if typed from user view; the transcript as the shell prints it, and whether any
         printed an ``Error:`` line."""
         shell = self.new_shell(level=level, task="api")
@@ -99,6 +140,8 @@ class Daemon:
             self.after_command()
             out.append(prompt + line)
             out.extend(outcome.lines)
+            if outcome.pending is not None:
+                out.extend(await outcome.pending)
             failed = failed or outcome.error is not None
             if shell.closed:
                 break
@@ -118,6 +161,9 @@ class Daemon:
                 self.after_command()
             writer.write(out)
             await writer.drain()
+            if shell.pending is not None:
+                writer.write(shell.finish(await shell.pending))
+                await writer.drain()
         writer.close()
 
     # -- logging ------------------------------------------------------------------------------------
@@ -174,6 +220,8 @@ class Daemon:
             "logbuffer": lambda req: {"lines": self.logbuffer.render(self.gateway.config.sysname)},
             "load": self._op_load,
             "shell": self._op_shell,
+            "inject": self._op_inject,
+            "lan": self._op_lan,
         }
 
     def _op_sas(self, req: dict[str, Any]) -> dict[str, Any]:
@@ -191,12 +239,26 @@ class Daemon:
             self.runner.flush()
         return {"deleted": deleted}
 
-    def _op_shell(self, req: dict[str, Any]) -> dict[str, Any]:
+    async def _op_shell(self, req: dict[str, Any]) -> dict[str, Any]:
         lines = req.get("lines")
         if not isinstance(lines, list) or not all(isinstance(x, str) for x in lines):
             raise ValueError("lines must be a list of strings")
-        output, failed = self.run_lines(lines, level=int(req.get("level", 3)))
+        output, failed = await self.run_lines(lines, level=int(req.get("level", 3)))
         return {"output": output, "error": failed}
+
+    def _op_inject(self, req: dict[str, Any]) -> dict[str, Any]:
+        """The packet API: raw IP packets into the protected side (hex), as if from the LAN."""
+        packets = req.get("packets", [])
+        for packet in packets:
+            self.gateway.from_lan(bytes.fromhex(packet), self.now())
+        self._flush()
+        return {"injected": len(packets)}
+
+    def _op_lan(self, req: dict[str, Any]) -> dict[str, Any]:
+        """The packet API: what came out on the protected side since the last call (hex), oldest first."""
+        out = [p.hex() for p in self.gateway.lan_out]
+        self.gateway.lan_out.clear()
+        return {"packets": out}
 
     def _op_load(self, req: dict[str, Any]) -> dict[str, Any]:
         self.gateway.load(self.now(), int(req["count"]), int(req.get("concurrency", 64)))

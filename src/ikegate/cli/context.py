@@ -9,7 +9,7 @@ the configuration commands never touch it, runtime commands cast it to the type 
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Protocol, TypeVar
 
@@ -56,6 +56,7 @@ class CommandContext:
     lines: list[str] = field(default_factory=list)
     json: bool = False  # the line ended with ``| json``: a display command answers with records
     data: object | None = None  # what a display command answers in JSON mode
+    pending: Awaitable[list[str]] | None = None  # output that comes later (``ping`` waits for replies)
 
     @property
     def target(self) -> object | None:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from ikegate.cli import matcher
@@ -41,6 +41,8 @@ class Outcome:
 
     lines: list[str]
     error: str | None = None
+    #: A command that finishes later (``ping``): its remaining lines, for the driver to await.
+    pending: Awaitable[list[str]] | None = None
 
     @property
     def ok(self) -> bool:
@@ -99,6 +101,7 @@ class Shell:
         self._question: tuple[str, Callable[[str], list[str]]] | None = None
         self._pager: Pager | None = None
         self._after_pager: str | None = None  # a [Y/N] question held back until the pager finishes
+        self.pending: Awaitable[list[str]] | None = None  # output of a command still running (ping)
         self._after_cr = False
 
     # -- the Session protocol used by handlers ----------------------------------------------------
@@ -185,6 +188,8 @@ class Shell:
         if as_json:
             data = ctx.data if ctx.data is not None else {"lines": ctx.lines}
             lines = json.dumps(data, indent=1, default=str).splitlines()
+        if ctx.pending is not None:
+            return Outcome(lines, pending=ctx.pending)
         if self._question is not None:
             lines = [*lines, self._question[0]]
         return Outcome(lines)
@@ -236,6 +241,11 @@ class Shell:
             return b""
         return ERASE_MORE.encode() + _crlf(shown) + MORE.encode()
 
+    def finish(self, lines: list[str]) -> bytes:
+        """The rest of a command that finished later (see :attr:`Outcome.pending`), then the prompt."""
+        self.pending = None
+        return self._show(lines)
+
     def feed(self, data: bytes) -> bytes:
         """Process keystrokes; return what the terminal must show (echo, output, prompts)."""
         out = bytearray()
@@ -259,7 +269,11 @@ class Shell:
         if isinstance(event, Echo):
             return event.data
         if isinstance(event, LineEntered):
-            return self._show(self.run(event.text).lines)
+            outcome = self.run(event.text)
+            if outcome.pending is not None:
+                self.pending = outcome.pending  # the driver awaits it, then calls finish()
+                return _crlf(outcome.lines)
+            return self._show(outcome.lines)
         if isinstance(event, HelpRequested):
             return b"?\r\n" + self._help(event.text) + self.prompt.encode() + self.editor.redraw()
         if isinstance(event, TabPressed):

@@ -45,6 +45,7 @@ from ikegate.ike.events import (
     InitialContact,
     NegotiationFailed,
 )
+from ikegate.ike.v1.sa import IsakmpSa, V1Options
 from ikegate.ike.v2 import ts as tsmod
 from ikegate.ike.v2.child import ChildSa
 from ikegate.ike.v2.config import Addr, ChildSaConfig, IkeProposalSpec, IkeSaConfig
@@ -76,8 +77,12 @@ from ikegate.sad import (
 )
 
 _T = TypeVar("_T")
+#: An IKE engine: IKEv2 or IKEv1, with the same sans-I/O surface and events.
+Engine = IkeSa | IsakmpSa
 log = logging.getLogger("ikegate.gateway")
 NON_ESP_MARKER = bytes(4)
+#: ISAKMP exchanges that open a new phase-1 negotiation: Main Mode (ID_PROT) and Aggressive Mode.
+V1_OPENING = frozenset({2, 4})
 _FLAG_R = int(HeaderFlag.RESPONSE)
 NAT_KEEPALIVE = b"\xff"
 ZERO_SPI = bytes(8)
@@ -111,6 +116,7 @@ class _Meta:
     kind: PolicyKind
     scheduled: float | None = None
     reported: bool = False  # its deletion was already mirrored into the table and the policy
+    replaced: bool = False  # an IKEv1 phase-1 rekey by the peer moved its IPsec SAs to a newer SA
 
 
 def _addr(ip: ipaddress.IPv4Address | ipaddress.IPv6Address | str) -> str:
@@ -149,17 +155,18 @@ class Gateway:
         self._rng = rng
         self._log = log or (lambda _module, _severity, _brief, _text: None)
         self._cookies = CookieJar(cookie_threshold, rng=rng)
-        self._engines: dict[bytes, IkeSa] = {}
-        self._spis: dict[IkeSa, list[bytes]] = {}
-        self._half_open: dict[tuple[str, bytes], IkeSa] = {}
-        self._meta: dict[IkeSa, _Meta] = {}
-        self._heap: list[tuple[float, int, IkeSa | None, Callable[[float], None] | None]] = []
+        self._engines: dict[bytes, Engine] = {}
+        self._spis: dict[Engine, list[bytes]] = {}
+        self._half_open: dict[tuple[str, bytes], Engine] = {}
+        self._meta: dict[Engine, _Meta] = {}
+        self._heap: list[tuple[float, int, Engine | None, Callable[[float], None] | None]] = []
         self._counter = itertools.count()
         self._out: list[tuple[bytes, Addr, Addr]] = []
         self._conns: dict[tuple[str, int], Connection] = {}
         self._template_policy: dict[str, tuple[IpsecPolicy, str]] = {}
         self._template_by_peer: dict[str, tuple[IpsecPolicy, str, str]] = {}
         self._responder = _Responder(self)
+        self._responder_v1 = _Responder(self, version=1)
         #: The userspace ESP dataplane (this kernel has no ESP): SPD, ESP-in-UDP, traps.
         self.dataplane = UserspaceBackend(config)
         #: Decrypted packets for the protected side that are not for the gateway itself (TUN or the
@@ -169,14 +176,14 @@ class Gateway:
         self.on_echo_reply: Callable[[int, int, float], None] | None = None
         self._lan_addrs: frozenset[ipaddress.IPv4Address | ipaddress.IPv6Address] = frozenset()
         self._wan_by_version: dict[int, str] = {}
-        self._active: dict[tuple[str, int], IkeSa] = {}
+        self._active: dict[tuple[str, int], Engine] = {}
         self._load_conn: Connection | None = None
         self._load_left = 0
         self._load_inflight = 0
         self._load_window = 0
-        self._loading: set[IkeSa] = set()
-        self._deleting: set[IkeSa] = set()
-        self._delete_queue: deque[tuple[IkeSa, DeleteReason]] = deque()
+        self._loading: set[Engine] = set()
+        self._deleting: set[Engine] = set()
+        self._delete_queue: deque[tuple[Engine, DeleteReason]] = deque()
         self.reload(config)
 
     # ------------------------------------------------------------------ configuration
@@ -262,10 +269,12 @@ class Gateway:
         if sa is None:
             sa = self._engines.get(spi_r) or self._engines.get(spi_i)
         if sa is None:
-            if exchange == ExchangeType.IKE_SA_INIT and not flags & _FLAG_R and spi_r == ZERO_SPI:
+            v1 = data[17] >> 4 == 1
+            opening = exchange in V1_OPENING if v1 else exchange == ExchangeType.IKE_SA_INIT and not flags & _FLAG_R
+            if opening and spi_r == ZERO_SPI:
                 sa = self._half_open.get((remote[0], spi_i))
                 if sa is None:
-                    sa = self._new_responder(data, local, remote, now)
+                    sa = self._new_responder(data, local, remote, now, version=1 if v1 else 2)
                 if sa is None:
                     return
             else:
@@ -427,7 +436,7 @@ class Gateway:
         for sa in list(self._meta):
             self._delete_ike(sa, now, DeleteReason.SHUTDOWN)
 
-    def engines(self) -> list[IkeSa]:
+    def engines(self) -> list[Engine]:
         return list(self._meta)
 
     @property
@@ -440,19 +449,19 @@ class Gateway:
     def _delete_entry(self, entry: IkeSaEntry | IpsecSaEntry, now: float, reason: DeleteReason) -> None:
         handle = entry.handle
         if isinstance(entry, IkeSaEntry):
-            if isinstance(handle, IkeSa):
+            if isinstance(handle, IkeSa | IsakmpSa):
                 self._delete_ike(handle, now, reason)
             else:
                 self.sad.remove_tree(entry.conn_id)
             return
-        if isinstance(handle, tuple) and len(handle) == 2 and isinstance(handle[0], IkeSa):
+        if isinstance(handle, tuple) and len(handle) == 2 and isinstance(handle[0], IkeSa | IsakmpSa):
             sa, child = handle
             sa.delete_child(child, now, reason)
             self._service(sa, now)
         else:
             self.sad.remove(entry.conn_id)
 
-    def _delete_ike(self, sa: IkeSa, now: float, reason: DeleteReason) -> None:
+    def _delete_ike(self, sa: Engine, now: float, reason: DeleteReason) -> None:
         """Delete an IKE SA: at once in the table, and its Delete exchange within the window."""
         if sa.finished or sa.state is State.DELETING:
             return
@@ -462,7 +471,7 @@ class Gateway:
         self._on_ike_down(sa, reason, now)
         self._delete_queue.append((sa, reason))
 
-    def _start_delete(self, sa: IkeSa, now: float, reason: DeleteReason) -> None:
+    def _start_delete(self, sa: Engine, now: float, reason: DeleteReason) -> None:
         sa.delete(now, reason)
         if not sa.finished:
             self._deleting.add(sa)
@@ -492,16 +501,22 @@ class Gateway:
         return True
 
     def _initiate(self, conn: Connection, now: float, track: bool = True,
-                  flows: list[Flow] | None = None) -> IkeSa | None:
+                  flows: list[Flow] | None = None) -> Engine | None:
         flows = conn.flows if flows is None else flows
         if not flows:
             return None
+        version = conn.peer.preferred_version
         cfg = translate.ike_config(self.config, conn.peer, conn.local, ike_port=self.ike_port,
-                                   natt_port=self.natt_port, retransmit_tries=self.retransmit_tries)
+                                   natt_port=self.natt_port, retransmit_tries=self.retransmit_tries, version=version)
         local = (_addr(conn.local), self.ike_port)
         remote = (_addr(conn.remote), self.ike_port)
-        sa = IkeSa(cfg, initiator=True, local=local, peer=remote, now=now, rng=self._rng,
-                   spi_allocator=self._spi_alloc)
+        sa: Engine
+        if version == 1:
+            sa = IsakmpSa(cfg, initiator=True, local=local, peer=remote, now=now, rng=self._rng,
+                          spi_allocator=self._spi_alloc, v1=translate.v1_options(self.config, conn.peer))
+        else:
+            sa = IkeSa(cfg, initiator=True, local=local, peer=remote, now=now, rng=self._rng,
+                       spi_allocator=self._spi_alloc)
         sa.initial_contact = not self.sad.peer_count(conn.remote)
         if track:
             self._meta[sa] = _Meta(conn, conn.kind)
@@ -510,7 +525,7 @@ class Gateway:
             self._meta[sa] = _Meta(None, PolicyKind.TEMPLATE)
             self._loading.add(sa)
         placement = placement_for(conn.remote, self.ike_port, sa.spi_i, self.placements)
-        entry = IkeSaEntry(version=2, role=Role.INITIATOR, flags=SaFlag.NEG, placement=placement,
+        entry = IkeSaEntry(version=version, role=Role.INITIATOR, flags=SaFlag.NEG, placement=placement,
                            local_address=conn.local, local_port=self.ike_port, peer_address=conn.remote,
                            peer_port=self.ike_port, spi_i=sa.spi_i, spi_r=ZERO_SPI,
                            policy_name=conn.policy.name, policy_seq=conn.policy.seq, interface=conn.interface,
@@ -519,13 +534,32 @@ class Gateway:
         sa.handle = entry.conn_id
         self.stats.negotiations_started += 1
         first, *rest = flows
-        sa.initiate(now, translate.child_config(self.config, conn.policy, first))
+        try:
+            sa.initiate(now, translate.child_config(self.config, conn.policy, first))
+        except ValueError as exc:
+            # A configuration the protocol cannot express (say, only AES-GCM for IKEv1 phase 1).
+            self._log("IKE", 4, "NEGOTIATION_FAILED", f"Cannot negotiate policy {conn.policy.name} "
+                      f"{conn.policy.seq} with {conn.remote}: {exc}")
+            self.stats.negotiations_failed["configuration"] = self.stats.negotiations_failed.get("configuration", 0) + 1
+            self._meta.pop(sa, None)
+            self._loading.discard(sa)
+            if self._active.get(conn.key) is sa:
+                del self._active[conn.key]
+            self.sad.remove(entry.conn_id)
+            return None
         for flow in rest:
             sa.create_child(translate.child_config(self.config, conn.policy, flow), now)
         self._service(sa, now)
         return sa
 
-    def _new_responder(self, data: bytes, local: Addr, remote: Addr, now: float) -> IkeSa | None:
+    def _new_responder(self, data: bytes, local: Addr, remote: Addr, now: float, version: int = 2) -> Engine | None:
+        if version == 1:
+            v1 = IsakmpSa(None, initiator=False, local=local, peer=remote, now=now, policy=self._responder_v1,
+                          rng=self._rng, spi_allocator=self._spi_alloc,
+                          v1=V1Options(dependent=self.config.ikev1_dependent))
+            self._meta[v1] = _Meta(None, PolicyKind.TEMPLATE)
+            self._half_open[(remote[0], data[:8])] = v1
+            return v1
         if self._cookies.required(len(self._half_open)):
             try:
                 msg = decode_message(data)
@@ -555,7 +589,7 @@ class Gateway:
             packet = NON_ESP_MARKER + packet
         self._out.append((packet, local, remote))
 
-    def _service(self, sa: IkeSa, now: float) -> None:
+    def _service(self, sa: Engine, now: float) -> None:
         """After feeding an engine: mirror its events, ship its datagrams, re-arm its timer."""
         peer_before = sa.peer
         while (event := sa.next_event()) is not None:
@@ -587,7 +621,7 @@ class Gateway:
             meta.scheduled = when
             heapq.heappush(self._heap, (when, next(self._counter), sa, None))
 
-    def _forget(self, sa: IkeSa, now: float) -> None:
+    def _forget(self, sa: Engine, now: float) -> None:
         for spi in self._spis.pop(sa, []):
             if self._engines.get(spi) is sa:
                 del self._engines[spi]
@@ -629,21 +663,22 @@ class Gateway:
             self._log("IKE", 4, "NEGOTIATION_FAILED",
                       f"IKE negotiation failed. (RemoteAddress={event.sa.peer[0]}, Reason={event.detail})")
 
-    def _algorithms(self, sa: IkeSa) -> dict[str, str]:
+    def _algorithms(self, sa: Engine) -> dict[str, str]:
         chosen = sa.chosen
         if chosen is None:
             return {}
         return _algorithm_names(chosen)
 
-    def _load_done(self, sa: IkeSa, now: float) -> None:
+    def _load_done(self, sa: Engine, now: float) -> None:
         if sa in self._loading:
             self._loading.discard(sa)
             self._load_inflight -= 1
             self._load_more(now)
 
-    def _on_ike_up(self, sa: IkeSa, now: float) -> None:
+    def _on_ike_up(self, sa: Engine, now: float) -> None:
         self.stats.negotiations_succeeded += 1
         meta = self._meta[sa]
+        version = 1 if isinstance(sa, IsakmpSa) else 2
         peer_type, peer_id = self._peer_identity(sa)
         algs = self._algorithms(sa)
         if isinstance(sa.handle, int) and (entry := self.sad.ike(sa.handle)) is not None:
@@ -658,7 +693,10 @@ class Gateway:
                 meta.conn, meta.kind = conn, conn.kind
             peer_addr = _ip(sa.peer[0])
             placement = placement_for(peer_addr, sa.peer[1], sa.spi_i, self.placements)
-            entry = IkeSaEntry(version=2, role=Role.RESPONDER, flags=SaFlag.RD | SaFlag.A, placement=placement,
+            older = self._replaced_v1(sa)
+            if older is not None and isinstance(older.handle, int) and (old := self.sad.ike(older.handle)):
+                placement = old.placement  # a phase-1 rekey stays where its IPsec SAs live
+            entry = IkeSaEntry(version=version, role=Role.RESPONDER, flags=SaFlag.RD | SaFlag.A, placement=placement,
                                local_address=_ip(sa.local[0]), local_port=sa.local[1],
                                peer_address=peer_addr, peer_port=sa.peer[1], spi_i=sa.spi_i, spi_r=sa.spi_r,
                                created=now, handle=sa)
@@ -670,6 +708,14 @@ class Gateway:
                 entry.template_name = template
             self.sad.add_ike(entry)
             sa.handle = entry.conn_id
+            if isinstance(sa, IsakmpSa):
+                if sa.config is not None and sa.config.name in self.config.ike_peers:
+                    # now that the peer is known: its own dependency and DPD settings
+                    sa.options = translate.v1_options(self.config, self.config.ike_peers[sa.config.name])
+                if older is not None:
+                    self._adopt(sa, older, entry)
+        if isinstance(sa, IsakmpSa):
+            entry.exchange_mode = sa.options.mode.value
         entry.peer_id_type, entry.peer_id = peer_type, peer_id
         entry.encryption, entry.integrity = algs.get("encryption", ""), algs.get("integrity", "")
         entry.prf, entry.dh = algs.get("prf", ""), algs.get("dh", "")
@@ -679,9 +725,32 @@ class Gateway:
             entry.lifetime_hard = int(sa.config.lifetime)
             entry.lifetime_soft = int(sa.rekey_at - now) if sa.rekey_at else None
         self._log("IKE", 6, "IKE_SA_ESTABLISHED",
-                  f"IKE SA established. (ConnID={entry.conn_id}, RemoteAddress={sa.peer[0]}, Version=v2)")
+                  f"IKE SA established. (ConnID={entry.conn_id}, RemoteAddress={sa.peer[0]}, Version=v{version})")
 
-    def _peer_identity(self, sa: IkeSa) -> tuple[str, str]:
+    def _replaced_v1(self, sa: Engine) -> IsakmpSa | None:
+        """The established IKEv1 SA this new one (from the peer's Main Mode) replaces, if any."""
+        if not isinstance(sa, IsakmpSa):
+            return None
+        for entry in self.sad.by_peer(sa.peer[0]):
+            other = entry.handle
+            if isinstance(entry, IkeSaEntry) and isinstance(other, IsakmpSa) and other is not sa \
+                    and other.established and other.peer_id == sa.peer_id:
+                return other
+        return None
+
+    def _adopt(self, sa: IsakmpSa, older: IsakmpSa, entry: IkeSaEntry) -> None:
+        """IKEv1 phase-1 rekey by the peer: the IPsec SAs move under the new ISAKMP SA."""
+        for child in sa.adopt_children(older):
+            if isinstance(child.handle, int) and (child_entry := self.sad.ipsec(child.handle)) is not None:
+                self.sad.reparent(child_entry.conn_id, entry.conn_id)
+                child_entry.handle = (sa, child)
+        old_meta = self._meta.get(older)
+        if old_meta is not None:
+            old_meta.replaced = True
+            if entry.policy_name is None and isinstance(older.handle, int) and (old := self.sad.ike(older.handle)):
+                entry.policy_name, entry.policy_seq, entry.interface = old.policy_name, old.policy_seq, old.interface
+
+    def _peer_identity(self, sa: Engine) -> tuple[str, str]:
         if sa.peer_id is None:
             return "IP", sa.peer[0]
         id_type, data = sa.peer_id
@@ -692,7 +761,7 @@ class Gateway:
                 return "IP", data.hex()
         return ID_TEXT.get(id_type, str(id_type)), data.decode("utf-8", "replace")
 
-    def _match_connection(self, sa: IkeSa) -> Connection | None:
+    def _match_connection(self, sa: Engine) -> Connection | None:
         """The site-to-site policy a responder SA belongs to (its peer is configured with this address)."""
         name = sa.config.name if sa.config else None
         for conn in self._conns.values():
@@ -700,7 +769,7 @@ class Gateway:
                 return conn
         return None
 
-    def _on_child_up(self, sa: IkeSa, child: ChildSa, now: float) -> None:
+    def _on_child_up(self, sa: Engine, child: ChildSa, now: float) -> None:
         self._load_done(sa, now)
         parent = self.sad.ike(sa.handle) if isinstance(sa.handle, int) else None
         if parent is None:
@@ -755,7 +824,7 @@ class Gateway:
                       f"InboundSPI={entry.spi_in}, Slot={entry.placement.slot}, CpuID={entry.placement.cpu}, "
                       f"OfflineReason={reason.value}, State=Normal)")
 
-    def _on_child_down(self, sa: IkeSa, child: ChildSa, reason: DeleteReason, now: float) -> None:
+    def _on_child_down(self, sa: Engine, child: ChildSa, reason: DeleteReason, now: float) -> None:
         self.dataplane.delete_sa(child.spi_in)
         entry = self.sad.ipsec(child.handle) if isinstance(child.handle, int) else None
         if entry is not None:
@@ -786,16 +855,21 @@ class Gateway:
             return PolicyKind.TEMPLATE
         return meta.kind
 
-    def _on_ike_down(self, sa: IkeSa, reason: DeleteReason, now: float) -> None:
+    def _on_ike_down(self, sa: Engine, reason: DeleteReason, now: float) -> None:
         meta = self._meta.get(sa)
         if meta is not None:
             if meta.reported:
                 return
             meta.reported = True
         self._load_done(sa, now)
-        for child in list(sa.children.values()):
-            self.dataplane.delete_sa(child.spi_in)
+        orphans = isinstance(sa, IsakmpSa) and sa.orphans_survive and bool(sa.children)
+        if not orphans:
+            for child in list(sa.children.values()):
+                self.dataplane.delete_sa(child.spi_in)
         if isinstance(sa.handle, int):
+            if orphans:
+                # IKEv1 without phase1-phase2 dependency: the IPsec SAs stay in service, parentless.
+                self.sad.detach_children(sa.handle)
             for entry in self.sad.remove_tree(sa.handle):
                 if isinstance(entry, IpsecSaEntry) or sa.established or reason is not DeleteReason.NEGOTIATION_FAILED:
                     self._record_down(entry, reason, now)
@@ -809,7 +883,7 @@ class Gateway:
             return
         if self._active.get(meta.conn.key) is sa:
             del self._active[meta.conn.key]
-        if reason in (DeleteReason.SHUTDOWN, DeleteReason.INITIAL_CONTACT):
+        if reason in (DeleteReason.SHUTDOWN, DeleteReason.INITIAL_CONTACT) or meta.replaced or orphans:
             return
         conn = self._conns.get(meta.conn.key)
         if conn is None:
@@ -833,14 +907,14 @@ class Gateway:
             return  # the peer came back to us first
         self._initiate(current, now)
 
-    def _on_initial_contact(self, sa: IkeSa, now: float) -> None:
+    def _on_initial_contact(self, sa: Engine, now: float) -> None:
         """Drop older IKE SAs with the same peer identity: the peer lost them (RFC 7296 §2.4)."""
         for entry in list(self.sad.by_peer(sa.peer[0])):
             other = entry.handle
-            if isinstance(entry, IkeSaEntry) and isinstance(other, IkeSa) and other is not sa \
+            if isinstance(entry, IkeSaEntry) and isinstance(other, IkeSa | IsakmpSa) and other is not sa \
                     and other.peer_id == sa.peer_id and other.established:
+                # The peer has no state for it any more; its Delete simply goes unanswered.
                 other.delete(now, DeleteReason.INITIAL_CONTACT)
-                other._finish()  # the peer has no state for it: no Delete exchange
                 self._service(other, now)
 
 
@@ -862,8 +936,9 @@ def _selector(ts: TrafficSelector) -> Selector:
 class _Responder:
     """The responder policy the engines consult, answered from the gateway's configuration."""
 
-    def __init__(self, gw: Gateway) -> None:
+    def __init__(self, gw: Gateway, version: int = 2) -> None:
         self._gw = gw
+        self._version = version
         self._config: Config | None = None
         self._cache: dict[tuple[object, ...], object] = {}
 
@@ -882,10 +957,11 @@ class _Responder:
     def _find_peers(self, ip: str) -> list[IkePeer]:
         cfg = self._gw.config
         addr = ipaddress.ip_address(ip)
-        explicit = [p for p in cfg.ike_peers.values() if addr in p.remote_addresses]
+        explicit = [p for p in cfg.ike_peers.values() if addr in p.remote_addresses and self._version in p.versions]
         template_peers = {t.ike_peer for _, t, _ in translate.templates(cfg) if t.ike_peer}
         open_peers = [cfg.ike_peers[n] for n in sorted(template_peers)
-                      if n in cfg.ike_peers and not cfg.ike_peers[n].remote_addresses]
+                      if n in cfg.ike_peers and not cfg.ike_peers[n].remote_addresses
+                      and self._version in cfg.ike_peers[n].versions]
         return explicit + open_peers
 
     def ike_proposals(self, peer: Addr) -> list[IkeProposalSpec]:
@@ -894,7 +970,7 @@ class _Responder:
     def _find_proposals(self, peer: Addr) -> list[IkeProposalSpec]:
         specs: list[IkeProposalSpec] = []
         for p in self._peers_for(peer[0]):
-            for spec in translate.ike_proposal_specs(self._gw.config, p):
+            for spec in translate.ike_proposal_specs(self._gw.config, p, self._version):
                 if spec not in specs:
                     specs.append(spec)
         return specs
@@ -909,7 +985,7 @@ class _Responder:
             if p.pre_shared_key is None:
                 continue
             cfg = translate.ike_config(gw.config, p, None, ike_port=gw.ike_port, natt_port=gw.natt_port,
-                                       retransmit_tries=gw.retransmit_tries)
+                                       retransmit_tries=gw.retransmit_tries, version=self._version)
             if cfg.remote_id is not None and cfg.remote_id != (id_type, id_data):
                 continue
             local = self._local_for(peer)
@@ -922,7 +998,7 @@ class _Responder:
         version = ipaddress.ip_address(peer[0]).version
         return next((a for a in addrs if a.version == version), None)
 
-    def select_child(self, sa: IkeSa, tsi: list[TrafficSelector], tsr: list[TrafficSelector]) -> ChildSaConfig | None:
+    def select_child(self, sa: Engine, tsi: list[TrafficSelector], tsr: list[TrafficSelector]) -> ChildSaConfig | None:
         gw = self._gw
         cfg = gw.config
         name = sa.config.name if sa.config else None

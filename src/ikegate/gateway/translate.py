@@ -12,8 +12,12 @@ import ipaddress
 from dataclasses import dataclass
 
 from ikegate.ike.crypto import UnsupportedTransform, encr_alg
+from ikegate.ike.v1.sa import DpdType as V1DpdType
+from ikegate.ike.v1.sa import ExchangeMode as V1Mode
+from ikegate.ike.v1.sa import V1Options
 from ikegate.ike.v2 import ts as tsmod
 from ikegate.ike.v2.config import ChildSaConfig, EspProposalSpec, IkeProposalSpec, IkeSaConfig, Mode
+from ikegate.ike.wire.registry import PrfId
 from ikegate.ike.wire.v2 import TrafficSelector
 from ikegate.policy import algorithms as alg
 from ikegate.policy.model import (
@@ -23,6 +27,7 @@ from ikegate.policy.model import (
     Config,
     DpdType,
     EncapsulationMode,
+    ExchangeMode,
     IdType,
     IkePeer,
     IkeProposal,
@@ -95,13 +100,23 @@ def _split_aead(encr: tuple[tuple[int, int | None], ...]) -> tuple[tuple[tuple[i
     return tuple(x for x in (plain, gcm) if x)
 
 
-def ike_proposal_specs(config: Config, peer: IkePeer) -> list[IkeProposalSpec]:
+#: IKEv1 has no separate PRF: ``authentication-algorithm`` names the hash its HMAC PRF is built on.
+V1_PRF_FROM_AUTHENTICATION: dict[str, int] = {"sha1": PrfId.HMAC_SHA1, "sha2-256": PrfId.HMAC_SHA2_256,
+                              "sha2-384": PrfId.HMAC_SHA2_384, "sha2-512": PrfId.HMAC_SHA2_512}
+
+
+def ike_proposal_specs(config: Config, peer: IkePeer, version: int = 2) -> list[IkeProposalSpec]:
+    """The peer's IKE proposals as engine specs; for IKEv1 the PRF comes from ``authentication-algorithm``."""
     numbers = peer.ike_proposals or []
     proposals = [config.ike_proposals[n] for n in numbers if n in config.ike_proposals] or [DEFAULT_IKE_PROPOSAL]
     specs: list[IkeProposalSpec] = []
     for prop in proposals:
         encr = tuple(alg.ENCRYPTION[e] for e in prop.encryption if e in alg.ENCRYPTION)
-        prf = tuple(alg.PRF[p] for p in prop.prf if p in alg.PRF)
+        if version == 1:
+            prf: tuple[int, ...] = tuple(V1_PRF_FROM_AUTHENTICATION[a] for a in prop.authentication
+                                         if a in V1_PRF_FROM_AUTHENTICATION)
+        else:
+            prf = tuple(alg.PRF[p] for p in prop.prf if p in alg.PRF)
         integ = tuple(alg.INTEGRITY[i] for i in prop.integrity if i in alg.INTEGRITY)
         dh = tuple(alg.DH[d] for d in prop.dh if d in alg.DH)
         for group in _split_aead(encr):
@@ -145,13 +160,13 @@ def identity(id_type: IdType, value: str | None, address: IPAddress | None) -> t
 
 
 def ike_config(config: Config, peer: IkePeer, local: IPAddress | None, *, ike_port: int, natt_port: int,
-               retransmit_tries: int = 5) -> IkeSaConfig:
+               retransmit_tries: int = 5, version: int = 2) -> IkeSaConfig:
     local_id = identity(peer.local_id_type, peer.local_id, local) or (1, bytes(4))
     remote_id = identity(peer.remote_id_type, peer.remote_id, None) if peer.remote_id_type else None
     periodic = peer.dpd.enabled and peer.dpd.type is DpdType.PERIODIC
     dpd = float(peer.dpd.idle_time) if periodic else None
     return IkeSaConfig(
-        proposals=ike_proposal_specs(config, peer),
+        proposals=ike_proposal_specs(config, peer, version),
         psk=(peer.pre_shared_key or "").encode(),
         local_id=local_id,
         remote_id=remote_id,
@@ -164,6 +179,18 @@ def ike_config(config: Config, peer: IkePeer, local: IPAddress | None, *, ike_po
         name=peer.name,
         handle=peer.name,
     )
+
+
+def v1_options(config: Config, peer: IkePeer) -> V1Options:
+    """The IKEv1-only settings of a peer: exchange mode, phase1-phase2 dependency (the peer's setting over
+    the global one) and DPD."""
+    dpd = peer.dpd
+    dpd_type = V1DpdType.NONE if not dpd.enabled else (
+        V1DpdType.PERIODIC if dpd.type is DpdType.PERIODIC else V1DpdType.ON_DEMAND)
+    mode = V1Mode.AGGRESSIVE if peer.exchange_mode is ExchangeMode.AGGRESSIVE else V1Mode.MAIN
+    return V1Options(mode=mode, dependent=config.ike_dependent_for(peer), dpd_type=dpd_type,
+                     dpd_idle=float(dpd.idle_time), dpd_retransmit=float(dpd.retransmit_interval),
+                     dpd_retries=dpd.retry_limit)
 
 
 def _side(addr: AclAddress | None, family: int, protocol: int, low: int, high: int) -> TrafficSelector:

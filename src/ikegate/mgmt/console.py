@@ -20,6 +20,8 @@ async def run_console(daemon: Daemon, others: dict[str, Daemon] | None = None) -
         if b"\r" in data or b"\n" in data:
             daemon.after_command()
         write_out(out)
+        if shell.pending is not None:
+            write_out(shell.finish(await shell.pending))
         return not shell.closed
 
     await pump_stdin(typed)

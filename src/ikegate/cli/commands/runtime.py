@@ -9,15 +9,15 @@ slot models a slot or CPU that does not exist is a Wrong parameter.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, cast
 
 from ikegate.cli.context import CommandContext
-from ikegate.cli.errors import ParamError
+from ikegate.cli.errors import CommandError, ParamError
 from ikegate.cli.params import Integer, Ipv4, Ipv6, String
 from ikegate.cli.render import ike_info, ike_sa, ipsec_sa
-from ikegate.cli.tree import MANAGE, MONITOR, Command
+from ikegate.cli.tree import MANAGE, MONITOR, VISIT, Command
 from ikegate.cli.views import ALL_VIEWS, ViewKind
 from ikegate.gateway.controller import Gateway
 from ikegate.gateway.device import Device
@@ -37,6 +37,9 @@ class Runtime:
     clock: Callable[[], float] = lambda: 0.0  # the controller's (monotonic) clock
     wall: Callable[[], dt.datetime] = dt.datetime.now
     after_change: Callable[[], None] = lambda: None  # flush datagrams after a reset
+    #: ``ping``: (source, destination, count, size) -> the lines it prints, once the replies are in. The
+    #: daemon supplies it (it needs real time); without it ``ping`` is refused.
+    pinger: Callable[[str, str, int, int], Awaitable[list[str]]] | None = None
 
     def now(self) -> float:
         return self.clock()
@@ -85,6 +88,7 @@ def display_ike_sa(ctx: CommandContext) -> None:
 
 def display_ike_sa_verbose(ctx: CommandContext) -> None:
     rt = _rt(ctx)
+    rt.gateway.sync_counters()
     sad = rt.gateway.sad
     conn_id = ctx.opt_number("connection-id")
     remote = ctx.opt_ip("remote")
@@ -102,6 +106,7 @@ def display_ike_sa_verbose(ctx: CommandContext) -> None:
 
 def display_ipsec_sa(ctx: CommandContext) -> None:
     rt = _rt(ctx)
+    rt.gateway.sync_counters()
     sad = rt.gateway.sad
     remote = ctx.opt_ip("remote")
     policy = ctx.opt_string("policy-name")
@@ -186,6 +191,26 @@ def reset_ipsec_sa(ctx: CommandContext) -> None:
         ctx.write(NO_MATCH)
 
 
+def ping(ctx: CommandContext) -> None:
+    rt = _rt(ctx)
+    if rt.pinger is None:
+        raise CommandError("Error: ping is not available on this session.")
+    destination = ctx.ip("destination")
+    source = ctx.opt_ip("source")
+    if source is None:
+        lan = [a for a in rt.gateway.lan_addresses() if ":" in a] if destination.version == 6 else \
+            [a for a in rt.gateway.lan_addresses() if ":" not in a]
+        if not lan:
+            raise CommandError("Error: No protected-side address to ping from; use -a SOURCE.")
+        source_text = lan[0]
+    else:
+        if source.version != destination.version:
+            raise ParamError("source")
+        source_text = str(source)
+    ctx.pending = rt.pinger(source_text, str(destination), ctx.opt_number("count") or 5,
+                            ctx.opt_number("size") or 56)
+
+
 def runtime_commands(device: Device) -> list[Command]:
     """The runtime command declarations for this device model."""
     addr = (Ipv4("IPv4 address"), Ipv6("IPv6 address"))
@@ -201,6 +226,10 @@ def runtime_commands(device: Device) -> list[Command]:
         "seq": Integer("Sequence number", 1, 10000),
         "spi": Integer("Security parameter index", 256, 4294967295),
         "slot": Integer("Slot ID", 0, 15),
+        "source": addr,
+        "destination": addr,
+        "count": Integer("Number of echo requests", 1, 4294967295),
+        "size": Integer("Data bytes in each request", 20, 9600),
         "cpu": Integer("CPU ID", 0, 15),
     }
     slot = " [ slot <slot> cpu <cpu> ]" if device.has_slots else ""
@@ -212,7 +241,9 @@ def runtime_commands(device: Device) -> list[Command]:
                   "parameters": "Specify an SA by its parameters", "esp": "ESP protocol",
                   "ipsec": "IPSec module", "ike": "IKE module", "sa": "Security association",
                   "conn-id": "Specify the connection ID", "remote": "Specify the remote address",
-                  "slot": "Specify the slot ID", "cpu": "Specify the CPU ID"}
+                  "slot": "Specify the slot ID", "cpu": "Specify the CPU ID",
+                  "ping": "Send ICMP echo requests through the tunnels", "-a": "Specify the source address",
+                  "-c": "Specify the number of echo requests", "-s": "Specify the size of the data"}
 
     def cmd(syntax: str, handler: Callable[[CommandContext], None], views: frozenset[ViewKind], level: int) -> Command:
         used = {k: v for k, v in params.items() if f"<{k}>" in syntax}
@@ -231,4 +262,5 @@ def runtime_commands(device: Device) -> list[Command]:
         cmd(f"reset ike sa [ conn-id <conn-id> | remote <remote> ]{slot}", reset_ike_sa, USER, MANAGE),
         cmd("reset ipsec sa [ remote <remote> | policy <policy-name> [ <seq> ] | parameters <address> esp <spi> ]",
             reset_ipsec_sa, USER, MANAGE),
+        cmd("ping [ -a <source> ] [ -c <count> ] [ -s <size> ] <destination>", ping, USER, VISIT),
     ]

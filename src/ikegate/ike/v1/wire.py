@@ -60,6 +60,7 @@ __all__ = [
     "Unknown",
     "VendorId",
     "attr",
+    "decode_attributes",
     "decode_chain",
     "decode_header",
     "decode_message",
@@ -394,6 +395,11 @@ Payload: TypeAlias = (
 
 
 # ----------------------------------------------------------------------------------------- decoding
+
+
+def decode_attributes(data: bytes) -> list[Attribute]:
+    """A bare attribute list, as RESPONDER-LIFETIME notification data carries it."""
+    return _decode_attrs(data, 0, len(data))
 
 
 def _decode_attrs(buf: bytes, off: int, end: int) -> list[Attribute]:

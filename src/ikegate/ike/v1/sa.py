@@ -1,0 +1,1773 @@
+"""The IKEv1 ISAKMP SA state machine (RFC 2409 over RFC 2408, IPsec DOI RFC 2407), sans-I/O.
+
+:class:`IsakmpSa` has the public surface of the IKEv2 :class:`~ikegate.ike.v2.sa.IkeSa` (same constructor
+keywords, the same commands, ``datagrams_to_send`` / ``get_timer`` / ``next_event``, the same events
+carrying the same :class:`~ikegate.ike.v2.child.ChildSa` objects), so the gateway drives both alike.
+IKEv1-only settings come in a :class:`V1Options` (exchange mode, phase1-phase2 dependency, DPD).
+
+How IKEv1 differs, and what this engine does about it:
+
+* **Nothing is acknowledged but the exchanges themselves.** Main Mode (6 messages), Aggressive Mode (3)
+  and Quick Mode (3) are lock-step; Informational messages (Delete, DPD, errors) are one-shot. The
+  sender of a message that expects an answer retransmits it (1, 2, 4 ... s); whoever receives a
+  duplicate of the message it last answered sends the cached answer again, byte for byte. The *last*
+  message of Aggressive and Quick Mode is the initiator's and gets no answer, so there the responder
+  retransmits its message 2 until message 3 arrives, and the initiator answers a duplicate message 2
+  with its cached message 3. The last Main Mode message (MM6) is the responder's: a lost MM6 is
+  recovered by the initiator's MM5 retransmission.
+* **Phase 1 and phase 2 are separate SAs.** Without the phase1-phase2 dependency (USG default), an
+  ISAKMP SA that the peer deletes or that expires leaves its IPsec SAs in service: the engine reports
+  ``IkeSaDeleted`` and keeps the children listed without ``ChildSaDeleted``; see
+  :attr:`IsakmpSa.orphans_survive`. With the dependency they go with it. A local :meth:`IsakmpSa.delete`
+  (``reset ike sa``) always takes the IPsec SAs too and tells the peer, ESP SPIs first, then the
+  ISAKMP SA.
+* **Rekeying phase 1 is a new Main Mode** with new cookies. When this end rekeys, the new negotiation
+  runs inside the same object (like the IKEv2 engine's in-place rekey) and ends with ``IkeSaRekeyed``;
+  children move along, the old ISAKMP SA is deleted towards the peer. When the *peer* rekeys, its new
+  Main Mode reaches the gateway as a new responder object; the gateway moves the children over with
+  :meth:`IsakmpSa.adopt_children` before the peer's Delete for the old SA arrives (strongSwan does the
+  same: it adopts CHILD_SAs into the new IKE_SA unless INITIAL-CONTACT says otherwise).
+* **The PSK of a Main Mode responder is chosen by address**, because the identity only arrives in the
+  encrypted MM5: the policy is asked for candidates by the peer's IP address, and the candidate whose
+  key decrypts MM5 *and* verifies HASH_I wins. A wrong key shows up as garbage, which is therefore
+  reported as AUTHENTICATION_FAILED.
+* Phase-1 rekeying is started only by the end that initiated the current ISAKMP SA (fewer collisions);
+  the other end relies on the peer doing it and on the hard expiry.
+* The commit bit is never set by us; a peer's commit bit is accepted and otherwise ignored (no
+  CONNECTED notify is sent; the peer then simply keeps its SA waiting until its own timer).
+* Kilobyte lifetimes are negotiated and put on the child's config, but counting bytes is the
+  dataplane's job: it calls :meth:`IsakmpSa.rekey_child` (or ``delete_child``) when a budget runs out.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import ipaddress
+import os
+import struct
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, cast
+
+from ikegate.ike.crypto import CryptoError, DhKey, dh_group
+from ikegate.ike.events import (
+    ChildSaDeleted,
+    ChildSaEstablished,
+    DeleteReason,
+    IkeEvent,
+    IkeSaDeleted,
+    IkeSaEstablished,
+    IkeSaRekeyed,
+    InitialContact,
+    NegotiationFailed,
+)
+from ikegate.ike.v1 import crypto as c1
+from ikegate.ike.v1 import proposals as p1props
+from ikegate.ike.v1.registry import (
+    NATT_DRAFT_VIDS,
+    VID_DPD,
+    VID_NATT_DRAFT_02,
+    VID_NATT_DRAFT_02N,
+    VID_NATT_RFC3947,
+    EncapMode,
+    ExchangeType,
+    IdType,
+    LifeType,
+    NotifyType,
+    ProtocolId,
+    vendor_name,
+)
+from ikegate.ike.v1.wire import (
+    HEADER_LEN,
+    KE,
+    SA,
+    Delete,
+    Hash,
+    Header,
+    Identification,
+    Message,
+    NatD,
+    NatOA,
+    Nonce,
+    Notify,
+    ParseError,
+    Payload,
+    VendorId,
+    decode_attributes,
+    decode_chain,
+    decode_header,
+    decode_message,
+    encode_header,
+    encode_message,
+    encode_payloads,
+)
+from ikegate.ike.v2 import ts as tsmod
+from ikegate.ike.v2.child import ChildSa, ChildState
+from ikegate.ike.v2.config import Addr, ChildSaConfig, IkeSaConfig, Mode, ResponderPolicy
+from ikegate.ike.v2.proposals import Chosen
+from ikegate.ike.wire.v2 import TrafficSelector
+
+NONCE_SIZE = 32
+ZERO_COOKIE = bytes(8)
+DEFAULT_RETRANSMIT_BASE = 1.0
+DEFAULT_RETRANSMIT_TRIES = 5
+RESPONDER_HALF_OPEN = 30.0
+QUICK_LINGER = 60.0  # how long a finished quick mode stays to answer duplicates
+REKEY_RETRY = 30.0
+
+__all__ = [
+    "DpdType",
+    "ExchangeMode",
+    "IsakmpSa",
+    "QuickState",
+    "State",
+    "Stats",
+    "V1Options",
+]
+
+
+# ------------------------------------------------------------------------------------------ options
+
+
+class ExchangeMode(enum.Enum):
+    MAIN = "main"
+    AGGRESSIVE = "aggressive"
+
+
+class DpdType(enum.Enum):
+    """USG ``dpd type``: periodic probes an idle peer; on-demand only when we send but hear nothing."""
+
+    NONE = "none"
+    ON_DEMAND = "on-demand"
+    PERIODIC = "periodic"
+
+
+@dataclass(frozen=True, slots=True)
+class V1Options:
+    """IKEv1-only settings of one IKE peer, with USG defaults.
+
+    ``dependent`` is ``ikev1 phase1-phase2 sa dependent`` (default off). DPD follows RFC 3706 and the USG
+    ``dpd`` command: probe after ``dpd_idle`` seconds of silence, retransmit every ``dpd_retransmit``
+    seconds, give up after ``dpd_retries`` retransmissions. Probes go only to a peer that announced the
+    DPD vendor ID; we always announce it, and always answer R-U-THERE.
+    """
+
+    mode: ExchangeMode = ExchangeMode.MAIN
+    dependent: bool = False
+    dpd_type: DpdType = DpdType.ON_DEMAND
+    dpd_idle: float = 30.0
+    dpd_retransmit: float = 15.0
+    dpd_retries: int = 3
+
+
+# --------------------------------------------------------------------------------- state machines
+
+
+class State(enum.Enum):
+    """Phase-1 states; the ``-sent-N`` name says which message we sent last."""
+
+    NEW = "new"
+    MM_SENT1 = "mm-sent-1"
+    MM_SENT2 = "mm-sent-2"
+    MM_SENT3 = "mm-sent-3"
+    MM_SENT4 = "mm-sent-4"
+    MM_SENT5 = "mm-sent-5"
+    AM_SENT1 = "am-sent-1"
+    AM_SENT2 = "am-sent-2"
+    ESTABLISHED = "established"
+    DEAD = "dead"
+
+
+class Trigger(enum.Enum):
+    START_MAIN = "start-main"
+    START_AGGRESSIVE = "start-aggressive"
+    MM1 = "mm1"
+    MM2 = "mm2"
+    MM3 = "mm3"
+    MM4 = "mm4"
+    MM5 = "mm5"
+    MM6 = "mm6"
+    AM1 = "am1"
+    AM2 = "am2"
+    AM3 = "am3"
+
+
+#: Phase 1 (h11 ``_state.py`` style): (state, trigger) -> next state. Triggers are "message N arrived"
+#: or a local start; anything not listed is dropped. Death is possible from everywhere.
+TRANSITIONS: dict[tuple[State, Trigger], State] = {
+    (State.NEW, Trigger.START_MAIN): State.MM_SENT1,
+    (State.MM_SENT1, Trigger.MM2): State.MM_SENT3,
+    (State.MM_SENT3, Trigger.MM4): State.MM_SENT5,
+    (State.MM_SENT5, Trigger.MM6): State.ESTABLISHED,
+    (State.NEW, Trigger.MM1): State.MM_SENT2,
+    (State.MM_SENT2, Trigger.MM3): State.MM_SENT4,
+    (State.MM_SENT4, Trigger.MM5): State.ESTABLISHED,
+    (State.NEW, Trigger.START_AGGRESSIVE): State.AM_SENT1,
+    (State.AM_SENT1, Trigger.AM2): State.ESTABLISHED,
+    (State.NEW, Trigger.AM1): State.AM_SENT2,
+    (State.AM_SENT2, Trigger.AM3): State.ESTABLISHED,
+}
+
+#: The phase-1 message each state waits for: (exchange type, trigger it fires).
+EXPECTED: dict[State, tuple[int, Trigger]] = {
+    State.MM_SENT1: (ExchangeType.ID_PROT, Trigger.MM2),
+    State.MM_SENT2: (ExchangeType.ID_PROT, Trigger.MM3),
+    State.MM_SENT3: (ExchangeType.ID_PROT, Trigger.MM4),
+    State.MM_SENT4: (ExchangeType.ID_PROT, Trigger.MM5),
+    State.MM_SENT5: (ExchangeType.ID_PROT, Trigger.MM6),
+    State.AM_SENT1: (ExchangeType.AGGRESSIVE, Trigger.AM2),
+    State.AM_SENT2: (ExchangeType.AGGRESSIVE, Trigger.AM3),
+}
+
+
+class QuickState(enum.Enum):
+    SENT1 = "qm-sent-1"  # initiator, waiting for QM2
+    SENT2 = "qm-sent-2"  # responder, waiting for QM3
+    DONE = "done"
+
+
+QUICK_TRANSITIONS: dict[tuple[QuickState | None, str], QuickState] = {
+    (None, "send-qm1"): QuickState.SENT1,
+    (None, "qm1"): QuickState.SENT2,
+    (QuickState.SENT1, "qm2"): QuickState.DONE,
+    (QuickState.SENT2, "qm3"): QuickState.DONE,
+}
+
+
+class _Fail(Exception):
+    """Inside message processing: refuse with this Notify."""
+
+    def __init__(self, notify: int, detail: str = "", data: bytes = b"") -> None:
+        super().__init__(detail or NotifyType.text(notify))
+        self.notify = notify
+        self.data = data
+
+
+@dataclass(slots=True)
+class Stats:
+    messages_in: int = 0
+    messages_out: int = 0
+    retransmits: int = 0
+    duplicates: int = 0
+    dropped: int = 0
+    malformed: int = 0
+    auth_failures: int = 0
+    notifies_sent: int = 0
+    dpd_sent: int = 0
+
+
+@dataclass(slots=True, eq=False)
+class _Retrans:
+    packet: bytes
+    deadline: float
+    max_tries: int
+    on_timeout: Callable[[float], None]
+    tries: int = 0
+
+
+@dataclass(slots=True, eq=False)
+class _Phase1:
+    """One phase-1 negotiation and, once established, one ISAKMP SA (a rekey makes a second one)."""
+
+    we_init: bool
+    cky_i: bytes
+    cky_r: bytes
+    state: State = State.NEW
+    mode: ExchangeMode = ExchangeMode.MAIN
+    config: IkeSaConfig | None = None
+    candidates: list[IkeSaConfig] = field(default_factory=list)
+    dh: DhKey | None = None
+    g_xi: bytes = b""
+    g_xr: bytes = b""
+    g_xy: bytes = field(default=b"", repr=False)
+    ni: bytes = b""
+    nr: bytes = b""
+    sai_b: bytes = b""
+    choice: p1props.Phase1Choice | None = None
+    suite: c1.Suite | None = None
+    keys: c1.Phase1Keys | None = None
+    chain: c1.IvChain | None = None
+    last_in: bytes = b""
+    last_out: bytes = b""
+    req: _Retrans | None = None
+    natt: str | None = None  # "rfc" or "draft" once both ends announced it
+    peer_dpd: bool = False
+    peer_vendors: list[str] = field(default_factory=list)
+    nat_local: bool = False
+    nat_remote: bool = False
+    peer_id: tuple[int, bytes] | None = None
+    initial_contact: bool = False
+    established_at: float | None = None
+    life: float = 0.0
+
+    @property
+    def spi(self) -> bytes:
+        return self.cky_i + self.cky_r
+
+    @property
+    def local_cookie(self) -> bytes:
+        return self.cky_i if self.we_init else self.cky_r
+
+    @property
+    def last_block(self) -> bytes:
+        """The last phase-1 CBC block: where every phase-2 IV chain starts (RFC 2409 App. B)."""
+        assert self.chain is not None
+        return self.chain.iv
+
+
+@dataclass(slots=True, eq=False)
+class _Quick:
+    """One quick mode exchange, kept a while after it finished to answer duplicates."""
+
+    mid: int
+    p1: _Phase1
+    we_init: bool
+    chain: c1.IvChain
+    state: QuickState | None = None
+    cfg: ChildSaConfig | None = None
+    old: ChildSa | None = None
+    ni: bytes = b""
+    nr: bytes = b""
+    dh: DhKey | None = None
+    g_qm: bytes | None = field(default=None, repr=False)
+    spi_in: int = 0
+    spi_out: int = 0
+    choice: p1props.EspChoice | None = None
+    ts_local: list[TrafficSelector] = field(default_factory=list)
+    ts_remote: list[TrafficSelector] = field(default_factory=list)
+    life: float = 0.0
+    life_kb: int = 0
+    last_in: bytes = b""
+    last_out: bytes = b""
+    req: _Retrans | None = None
+    done_at: float | None = None
+
+
+def natd_hash(suite: c1.Suite, cky_i: bytes, cky_r: bytes, addr: Addr) -> bytes:
+    """NAT-D = HASH(CKY-I | CKY-R | IP | Port) with the negotiated hash (RFC 3947 §3.2)."""
+    return suite.digest(cky_i + cky_r + ipaddress.ip_address(addr[0]).packed + struct.pack("!H", addr[1]))
+
+
+def _random_spi(rng: Callable[[int], bytes]) -> int:
+    while True:
+        spi = int.from_bytes(rng(4), "big")
+        if spi >= 256:
+            return spi
+
+
+def _addr_id(addr: str) -> tuple[int, bytes]:
+    ip = ipaddress.ip_address(addr)
+    return (IdType.ID_IPV4_ADDR if ip.version == 4 else IdType.ID_IPV6_ADDR, ip.packed)
+
+
+def _first(payloads: list[Payload], kind: type[Any]) -> Any:
+    return next((p for p in payloads if isinstance(p, kind)), None)
+
+
+class IsakmpSa:
+    """One IKEv1 ISAKMP SA with its IPsec SAs (``children``), driven like the IKEv2 ``IkeSa``."""
+
+    def __init__(
+        self,
+        config: IkeSaConfig | None,
+        *,
+        initiator: bool,
+        local: Addr,
+        peer: Addr,
+        now: float,
+        policy: ResponderPolicy | None = None,
+        rng: Callable[[int], bytes] = os.urandom,
+        spi_allocator: Callable[[], int] | None = None,
+        v1: V1Options | None = None,
+    ) -> None:
+        if initiator and config is None:
+            raise ValueError("an initiator needs its IKE configuration")
+        if not initiator and policy is None:
+            raise ValueError("a responder needs a responder policy")
+        self.config = config
+        self.policy = policy
+        self.initiator = initiator
+        self.options = v1 or V1Options()
+        self.local = local
+        self.peer = peer
+        self.created = now
+        self.established_at: float | None = None
+        self.last_received = now
+        self.stats = Stats()
+        self.children: dict[int, ChildSa] = {}
+        self.peer_id: tuple[int, bytes] | None = None
+        self.delete_reason: DeleteReason | None = None
+        self.handle: object = None
+        self.initial_contact = False
+        self._rng = rng
+        self._alloc_spi = spi_allocator or (lambda: _random_spi(rng))
+        self._events: deque[IkeEvent] = deque()
+        self._out: list[tuple[bytes, Addr, Addr]] = []
+        if initiator:
+            self._p1 = _Phase1(True, rng(8), ZERO_COOKIE, config=config)
+        else:
+            self._p1 = _Phase1(False, b"", rng(8))
+        self._next: _Phase1 | None = None  # our phase-1 rekey in progress
+        self._dead = False
+        self._quicks: dict[int, _Quick] = {}
+        self._info_mids: deque[int] = deque(maxlen=64)
+        self._pending: list[Callable[[float], None]] = []
+        self._first_child: ChildSaConfig | None = None
+        self._deadline: float | None = None if initiator else now + RESPONDER_HALF_OPEN
+        self._rekey_at: float | None = None
+        self._expire_at: float | None = None
+        self._last_outbound: float | None = None
+        self._dpd_seq = int.from_bytes(rng(4), "big") & 0x7FFFFFFF
+        self._dpd_outstanding: set[int] = set()
+        self._dpd_sent_at: float | None = None
+        self._dpd_tries = 0
+
+    # ------------------------------------------------------------------ public properties
+
+    @property
+    def state(self) -> State:
+        return State.DEAD if self._dead else self._p1.state
+
+    @property
+    def spi_i(self) -> bytes:
+        return self._p1.cky_i
+
+    @property
+    def spi_r(self) -> bytes:
+        return self._p1.cky_r
+
+    @property
+    def local_spis(self) -> list[bytes]:
+        """Our cookies that may still address this object (current and rekeying ISAKMP SA)."""
+        if self._dead:
+            return []
+        return [p.local_cookie for p in (self._p1, self._next) if p is not None and p.local_cookie]
+
+    @property
+    def chosen(self) -> Chosen | None:
+        """The phase-1 suite in IKEv2 transform IDs (what ``display ike sa`` renders)."""
+        return self._p1.choice.chosen() if self._p1.choice else None
+
+    @property
+    def is_initiator(self) -> bool:
+        return self._p1.we_init
+
+    @property
+    def established(self) -> bool:
+        return not self._dead and self._p1.state is State.ESTABLISHED
+
+    @property
+    def finished(self) -> bool:
+        """True when the owner may forget this object: the ISAKMP SA is gone and no orphan remains."""
+        return self._dead and not self.children
+
+    @property
+    def orphans_survive(self) -> bool:
+        """True when the ISAKMP SA has ended but its IPsec SAs stay in service (no dependency).
+
+        Set when the peer deleted the ISAKMP SA or it expired while ``V1Options.dependent`` is off. Then
+        ``IkeSaDeleted`` was emitted but no ``ChildSaDeleted``: the children are still listed in
+        ``children`` and keep forwarding. The gateway keeps them in its SA database as orphans (no
+        parent) and keeps feeding this object time: it reports ``ChildSaDeleted(PHASE2_HARD_EXPIRY)``
+        at each orphan's hard expiry (no Delete can be sent any more), and ``delete_child`` still works
+        for ``reset``. :attr:`finished` turns True when the last orphan is gone. A local :meth:`delete`,
+        DPD death and a dependent configuration never leave orphans.
+        """
+        return self._dead and bool(self.children)
+
+    @property
+    def nat_local(self) -> bool:
+        return self._p1.nat_local
+
+    @property
+    def nat_remote(self) -> bool:
+        return self._p1.nat_remote
+
+    @property
+    def udp_encap(self) -> bool:
+        return self._p1.natt is not None and (self._p1.nat_local or self._p1.nat_remote)
+
+    @property
+    def peer_supports_dpd(self) -> bool:
+        return self._p1.peer_dpd
+
+    @property
+    def peer_vendors(self) -> list[str]:
+        """Names of the vendor IDs the peer announced (unknown ones as hex)."""
+        return list(self._p1.peer_vendors)
+
+    @property
+    def expire_at(self) -> float | None:
+        return self._expire_at
+
+    @property
+    def rekey_at(self) -> float | None:
+        return self._rekey_at
+
+    # ------------------------------------------------------------------ sans-I/O API
+
+    def datagrams_to_send(self) -> list[tuple[bytes, Addr, Addr]]:
+        """(payload, local address, peer address); on the NAT-T port the owner adds the non-ESP marker."""
+        out, self._out = self._out, []
+        return out
+
+    def next_event(self) -> IkeEvent | None:
+        return self._events.popleft() if self._events else None
+
+    def get_timer(self) -> float | None:
+        times: list[float] = [r.deadline for r in self._retransmissions()]
+        for child in self.children.values():
+            times.append(child.expire_at)
+        if not self._dead:
+            times += [t for t in (self._deadline, self._rekey_at, self._expire_at) if t is not None]
+            if self.established:
+                for child in self.children.values():
+                    if child.state is ChildState.INSTALLED and child.rekey_at is not None:
+                        times.append(child.rekey_at)
+                dpd = self._dpd_due()
+                if dpd is not None:
+                    times.append(dpd)
+        return min(times) if times else None
+
+    def handle_timer(self, now: float) -> None:
+        for p in (self._p1, self._next):
+            if p is not None and p.req is not None and p.req.deadline <= now:
+                req = p.req
+                if req.tries >= req.max_tries:
+                    p.req = None
+                self._retransmit(req, now)
+        for q in list(self._quicks.values()):
+            if q.req is not None and q.req.deadline <= now:
+                req = q.req
+                if req.tries >= req.max_tries:
+                    q.req = None
+                self._retransmit(req, now)
+            if q.done_at is not None and now - q.done_at > QUICK_LINGER:
+                self._quicks.pop(q.mid, None)
+        if self._dead:
+            for child in list(self.children.values()):
+                if now >= child.expire_at:
+                    self._drop_child(child, DeleteReason.PHASE2_HARD_EXPIRY)
+            return
+        if self._deadline is not None and now >= self._deadline:
+            self._deadline = None
+            if not self.established:
+                self._fail(now, 0, "phase 1 negotiation timed out")
+                return
+        if not self.established:
+            return
+        if self._expire_at is not None and now >= self._expire_at:
+            self._end(now, DeleteReason.PHASE1_HARD_EXPIRY, take_children=self.options.dependent,
+                      child_reason=DeleteReason.PARENT_DELETED, tell_peer=True)
+            return
+        if self._rekey_at is not None and now >= self._rekey_at:
+            self._rekey_at = None
+            self.rekey_ike(now)
+        for child in list(self.children.values()):
+            if now >= child.expire_at:
+                reason = DeleteReason.REKEYED if child.state is ChildState.REKEYED else DeleteReason.PHASE2_HARD_EXPIRY
+                self.delete_child(child, now, reason)
+            elif child.state is ChildState.INSTALLED and child.rekey_at is not None and now >= child.rekey_at:
+                self.rekey_child(child, now)
+        self._dpd_tick(now)
+
+    def receive_datagram(self, data: bytes, addr: Addr, now: float, local: Addr | None = None) -> None:
+        """Feed one ISAKMP message (without the NAT-T non-ESP marker). Never raises on bad input."""
+        try:
+            self._receive(data, addr, now, local)
+        except (CryptoError, ParseError, ValueError, KeyError, IndexError, struct.error):
+            self.stats.dropped += 1
+
+    # ------------------------------------------------------------------ commands
+
+    def initiate(self, now: float, child: ChildSaConfig | None = None) -> None:
+        """Start Main (or Aggressive) Mode; ``child`` is negotiated by the first Quick Mode."""
+        assert self.config is not None and self.initiator
+        self._first_child = child
+        self._deadline = now + self.config.half_open_timeout
+        self._start_phase1(self._p1, now)
+
+    def create_child(self, child: ChildSaConfig, now: float) -> None:
+        """A Quick Mode for another IPsec SA (with PFS when the policy names a group)."""
+        self._when_established(lambda t: self._start_quick(child, None, t), now)
+
+    def rekey_child(self, child: ChildSa, now: float) -> None:
+        """Make before break: a new Quick Mode with the same selectors, then a Delete of the old SPI."""
+        if child.state is not ChildState.INSTALLED or child.spi_in not in self.children or not self.established:
+            return
+        child.state = ChildState.REKEYING
+        self._start_quick(child.config, child, now)
+
+    def rekey_ike(self, now: float) -> None:
+        """Phase-1 rekey: a new Main Mode with new cookies inside this object (ends in IkeSaRekeyed)."""
+        if not self.established or self._next is not None:
+            return
+        config = self._p1.config or self.config
+        if config is None:
+            return
+        self._next = _Phase1(True, self._rng(8), ZERO_COOKIE, config=config)
+        self._start_phase1(self._next, now)
+
+    def liveness_check(self, now: float) -> None:
+        """Send R-U-THERE now (RFC 3706), if the peer speaks DPD; unanswered rounds end in dpd timeout."""
+        if self.established and self._p1.peer_dpd and not self._dpd_outstanding:
+            self._dpd_tries = 0
+            self._send_dpd(now)
+
+    def note_inbound(self, now: float) -> None:
+        """The dataplane received ESP from the peer: proof of life, DPD can wait (RFC 3706 §5.2)."""
+        self.last_received = max(self.last_received, now)
+
+    def note_outbound(self, now: float) -> None:
+        """The dataplane sent ESP to the peer: what on-demand DPD waits for before probing."""
+        self._last_outbound = now
+
+    def delete_child(self, child: ChildSa, now: float, reason: DeleteReason = DeleteReason.MANUAL) -> None:
+        """Report the IPsec SA gone now and tell the peer with a Delete of our inbound SPI (if we can)."""
+        if self.children.get(child.spi_in) is not child:
+            return
+        self._drop_child(child, reason)
+        if self.established:
+            self._send_info(self._p1, [Delete(ProtocolId.ESP, [struct.pack("!I", child.spi_in)])])
+
+    def delete(self, now: float, reason: DeleteReason = DeleteReason.MANUAL) -> None:
+        """``reset ike sa``: the ISAKMP SA and *all* its IPsec SAs go, whatever the dependency setting.
+
+        The peer hears it as two informational messages, the Delete of our ESP SPIs first and then the
+        Delete of the ISAKMP SA (so that a peer without dependency does not keep orphans of ours).
+        Orphans of an already dead ISAKMP SA are dropped too.
+        """
+        if self._dead:
+            for child in list(self.children.values()):
+                self._drop_child(child, reason)
+            return
+        self._end(now, reason, take_children=True, child_reason=reason, tell_peer=True)
+
+    def adopt_children(self, other: IsakmpSa) -> list[ChildSa]:
+        """Take over the installed IPsec SAs of an older ISAKMP SA with the same peer (its rekey).
+
+        Called by the owner when a peer's new Main Mode has produced this object; no events are emitted,
+        the owner re-parents the moved children in its SA database. The moved children are returned.
+        """
+        moved = [c for c in other.children.values() if c.state in (ChildState.INSTALLED, ChildState.REKEYED)]
+        for child in moved:
+            del other.children[child.spi_in]
+            self.children[child.spi_in] = child
+        return moved
+
+    # ------------------------------------------------------------------ endings
+
+    def _end(self, now: float, reason: DeleteReason, *, take_children: bool, child_reason: DeleteReason,
+             tell_peer: bool) -> None:
+        """The ISAKMP SA is over; its children go with it or stay as orphans."""
+        if self._dead:
+            return
+        p = self._p1
+        if tell_peer and p.state is State.ESTABLISHED:
+            if take_children and self.children:
+                spis = [struct.pack("!I", c.spi_in) for c in self.children.values()]
+                self._send_info(p, [Delete(ProtocolId.ESP, spis)])
+            self._send_info(p, [Delete(ProtocolId.ISAKMP, [p.spi])])
+        if take_children:
+            for child in list(self.children.values()):
+                self._drop_child(child, child_reason)
+        else:
+            for child in self.children.values():
+                child.rekey_at = None  # an orphan cannot be rekeyed: nothing protects a quick mode
+        self._dead = True
+        self.delete_reason = reason
+        self._events.append(IkeSaDeleted(self, reason))
+        self._quiet()
+
+    def _quiet(self) -> None:
+        for p in (self._p1, self._next):
+            if p is not None:
+                p.req = None
+        self._next = None
+        self._quicks.clear()
+        self._pending.clear()
+        self._deadline = self._rekey_at = self._expire_at = None
+        self._dpd_outstanding.clear()
+        self._dpd_sent_at = None
+
+    def _fail(self, now: float, notify: int, detail: str) -> None:
+        """A phase-1 negotiation failed: report it, and the SA is gone (nothing to tell the peer)."""
+        if self._dead:
+            return
+        self._events.append(NegotiationFailed(self, notify, detail))
+        self._end(now, DeleteReason.NEGOTIATION_FAILED, take_children=True,
+                  child_reason=DeleteReason.NEGOTIATION_FAILED, tell_peer=False)
+
+    def _drop_child(self, child: ChildSa, reason: DeleteReason) -> None:
+        if self.children.get(child.spi_in) is child:
+            del self.children[child.spi_in]
+            child.state = ChildState.DELETED
+            child.rekey_at = None
+            self._events.append(ChildSaDeleted(self, child, reason))
+
+    # ------------------------------------------------------------------ plumbing
+
+    def _emit(self, packet: bytes) -> None:
+        self.stats.messages_out += 1
+        self._out.append((packet, self.local, self.peer))
+
+    def _retransmissions(self) -> list[_Retrans]:
+        reqs = [p.req for p in (self._p1, self._next) if p is not None and p.req is not None]
+        reqs += [q.req for q in self._quicks.values() if q.req is not None]
+        return reqs
+
+    def _retransmit(self, req: _Retrans, now: float) -> None:
+        """Send ``req`` again with doubled back-off, or give up once its tries are spent (the caller
+        already unhooked it then)."""
+        if req.tries >= req.max_tries:
+            req.on_timeout(now)
+            return
+        req.tries += 1
+        req.deadline = now + self._retransmit_base() * (2 ** req.tries)
+        self.stats.retransmits += 1
+        self._emit(req.packet)
+
+    def _retransmit_base(self) -> float:
+        return self.config.retransmit_base if self.config else DEFAULT_RETRANSMIT_BASE
+
+    def _new_retrans(self, packet: bytes, now: float, on_timeout: Callable[[float], None]) -> _Retrans:
+        tries = self.config.retransmit_tries if self.config else DEFAULT_RETRANSMIT_TRIES
+        return _Retrans(packet, now + self._retransmit_base(), tries, on_timeout)
+
+    def _new_mid(self) -> int:
+        while True:
+            mid = int.from_bytes(self._rng(4), "big")
+            if mid and mid not in self._quicks and mid not in self._info_mids:
+                return mid
+
+    def _when_established(self, task: Callable[[float], None], now: float) -> None:
+        if self.established:
+            task(now)
+        elif not self._dead:
+            self._pending.append(task)
+
+    def _note_peer(self, addr: Addr, local: Addr | None, now: float) -> None:
+        """An authenticated message arrived: the peer is alive and may have moved (NAT-T float)."""
+        self.last_received = max(self.last_received, now)
+        self.stats.messages_in += 1
+        if addr != self.peer:
+            self.peer = addr
+        if local is not None and local != self.local:
+            self.local = local
+
+    @staticmethod
+    def _seal(header: Header, payloads: list[Payload], chain: c1.IvChain | None) -> bytes:
+        first, body = encode_payloads(payloads)
+        header.next_payload = first
+        if chain is not None:
+            header.flags |= 0x01
+            body = chain.encrypt(body)
+        return encode_header(header, HEADER_LEN + len(body)) + body
+
+    def _seal_hashed(self, header: Header, rest: list[Payload], digest: Callable[[bytes], bytes],
+                     chain: c1.IvChain) -> bytes:
+        """HDR*, HASH(n), rest: the hash covers the encoded payloads after it (RFC 2409 §5.5, §5.7)."""
+        _first_type, rest_bytes = encode_payloads(rest)
+        return self._seal(header, [Hash(digest(rest_bytes)), *rest], chain)
+
+    @staticmethod
+    def _open(chain: c1.IvChain, msg: Message) -> tuple[list[Payload], bytes]:
+        """Decrypt and decode; the chain moves on only if the plaintext parses."""
+        assert msg.encrypted is not None
+        saved = chain.iv
+        try:
+            plain = chain.decrypt(msg.encrypted)
+            payloads, end = decode_chain(msg.header.next_payload, plain)
+        except (CryptoError, ParseError):
+            chain.iv = saved
+            raise
+        return payloads, plain[:end]
+
+    @staticmethod
+    def _after_hash(payloads: list[Payload], plain: bytes) -> tuple[bytes, bytes]:
+        """(HASH data, the bytes it covers) for a message that must start with a HASH payload."""
+        if not payloads or not isinstance(payloads[0], Hash):
+            raise _Fail(NotifyType.INVALID_HASH_INFORMATION, "message does not start with HASH")
+        size = struct.unpack_from("!H", plain, 2)[0]
+        return payloads[0].data, plain[size:]
+
+    # ------------------------------------------------------------------ receive
+
+    def _find_p1(self, h: Header) -> _Phase1 | None:
+        for p in (self._p1, self._next):
+            if p is None:
+                continue
+            if not p.cky_i and not p.we_init and p.state is State.NEW:
+                if h.cky_r == ZERO_COOKIE and h.exchange in (ExchangeType.ID_PROT, ExchangeType.AGGRESSIVE):
+                    return p
+                continue
+            if p.cky_i != h.cky_i:
+                continue
+            if h.cky_r == p.cky_r:
+                return p
+            if p.cky_r == ZERO_COOKIE and p.state in (State.MM_SENT1, State.AM_SENT1):
+                return p  # the responder's first answer brings its cookie
+            if h.cky_r == ZERO_COOKIE and p.state in (State.MM_SENT2, State.AM_SENT2):
+                return p  # a retransmitted first message
+        return None
+
+    def _receive(self, data: bytes, addr: Addr, now: float, local: Addr | None) -> None:
+        try:
+            msg = decode_message(data)
+        except ParseError as exc:
+            self.stats.malformed += 1
+            self.stats.dropped += 1
+            self._answer_malformed(data, exc)
+            return
+        h = msg.header
+        p = self._find_p1(h) if not self._dead else None
+        if p is None:
+            self.stats.dropped += 1
+            return
+        if h.exchange in (ExchangeType.ID_PROT, ExchangeType.AGGRESSIVE):
+            self._on_phase1(p, msg, data[: h.length], addr, now, local)
+        elif h.exchange == ExchangeType.QUICK and h.encrypted and h.message_id and p.state is State.ESTABLISHED:
+            self._on_quick(p, msg, data[: h.length], addr, now, local)
+        elif h.exchange == ExchangeType.INFORMATIONAL:
+            if h.encrypted and p.chain is not None and h.message_id:
+                self._on_info(p, msg, addr, now, local)
+            elif not h.encrypted and p.state is not State.ESTABLISHED:
+                self._on_plain_info(p, msg, now)
+            else:
+                self.stats.dropped += 1
+        else:
+            self.stats.dropped += 1  # TRANSACTION (Mode Config/XAuth) and the like are not implemented
+
+    def _answer_malformed(self, data: bytes, exc: ParseError) -> None:
+        """A plaintext phase-1 message of a negotiation in progress that does not parse: tell the peer.
+
+        RFC 2408 §5 wants the Notify (INVALID_PAYLOAD_TYPE, PAYLOAD_MALFORMED, ...). It goes unprotected, as
+        phase 1 is not keyed yet, and the negotiation carries on: the message may have been forged, and
+        the real peer retransmits.
+        """
+        try:
+            h = decode_header(data)
+        except ParseError:
+            return
+        if h.encrypted or h.exchange not in (ExchangeType.ID_PROT, ExchangeType.AGGRESSIVE) or self._dead:
+            return
+        p = self._find_p1(h)
+        if p is None or p.state in (State.NEW, State.ESTABLISHED) or not p.cky_i:
+            return
+        header = Header(p.cky_i, p.cky_r, 0, ExchangeType.INFORMATIONAL, 0, 0)
+        self._emit(encode_message(header, [Notify(exc.notify, ProtocolId.ISAKMP, p.spi, exc.data)]))
+        self.stats.notifies_sent += 1
+
+    # ------------------------------------------------------------------ phase 1
+
+    def _move(self, p: _Phase1, trigger: Trigger) -> None:
+        nxt = TRANSITIONS.get((p.state, trigger))
+        if nxt is None:
+            raise ValueError(f"{trigger.value} is not allowed in state {p.state.value}")
+        p.state = nxt
+
+    def _vendor_ids(self, p: _Phase1, answer: bool) -> list[Payload]:
+        out: list[Payload] = [VendorId(VID_DPD)]
+        cfg = p.config or self.config
+        natt_on = cfg.nat_traversal if cfg is not None else True
+        if natt_on:
+            if not answer:
+                out += [VendorId(VID_NATT_RFC3947), VendorId(VID_NATT_DRAFT_02N), VendorId(VID_NATT_DRAFT_02)]
+            elif p.natt == "rfc":
+                out.append(VendorId(VID_NATT_RFC3947))
+            elif p.natt == "draft":
+                out.append(VendorId(VID_NATT_DRAFT_02))
+        return out
+
+    def _read_vendor_ids(self, p: _Phase1, payloads: list[Payload]) -> None:
+        vids = [v.data for v in payloads if isinstance(v, VendorId)]
+        for vid in vids:
+            p.peer_vendors.append(vendor_name(vid) or vid.hex())
+        p.peer_dpd = p.peer_dpd or any(v[:16] == VID_DPD[:16] for v in vids)
+        cfg = p.config or self.config
+        if cfg is not None and not cfg.nat_traversal:
+            return
+        if VID_NATT_RFC3947 in vids:
+            p.natt = "rfc"
+        elif any(v in NATT_DRAFT_VIDS for v in vids):
+            p.natt = "draft"
+
+    def _natd_payloads(self, p: _Phase1) -> list[Payload]:
+        if p.natt is None or p.suite is None:
+            return []
+        draft = p.natt == "draft"
+        return [NatD(natd_hash(p.suite, p.cky_i, p.cky_r, self.peer), draft),
+                NatD(natd_hash(p.suite, p.cky_i, p.cky_r, self.local), draft)]
+
+    def _check_natd(self, p: _Phase1, payloads: list[Payload]) -> None:
+        """The peer's first NAT-D is what it believes our address is, the others are its own."""
+        hashes = [n.data for n in payloads if isinstance(n, NatD)]
+        if p.natt is None or p.suite is None or not hashes:
+            return
+        p.nat_local = natd_hash(p.suite, p.cky_i, p.cky_r, self.local) != hashes[0]
+        p.nat_remote = natd_hash(p.suite, p.cky_i, p.cky_r, self.peer) not in hashes[1:]
+
+    def _float(self, p: _Phase1) -> None:
+        """Move to the NAT-T port once a NAT is detected (RFC 3947 §4: from MM5 / AM3 on)."""
+        cfg = p.config or self.config
+        if p.natt is not None and (p.nat_local or p.nat_remote) and cfg is not None:
+            self.local = (self.local[0], cfg.natt_port)
+            self.peer = (self.peer[0], cfg.natt_port)
+
+    def _start_phase1(self, p: _Phase1, now: float) -> None:
+        cfg = p.config
+        assert cfg is not None
+        if self.options.mode is ExchangeMode.AGGRESSIVE:
+            p.mode = ExchangeMode.AGGRESSIVE
+            group = cfg.proposals[0].dh[0]
+            sa = p1props.phase1_sa(cfg.proposals, cfg.lifetime, group)
+            p.sai_b = sa.body()
+            p.dh = dh_group(group).generate()
+            p.g_xi = p.dh.public
+            p.ni = self._rng(NONCE_SIZE)
+            payloads: list[Payload] = [sa, KE(p.g_xi), Nonce(p.ni), self._id_payload(cfg),
+                                       *self._vendor_ids(p, False)]
+            self._move(p, Trigger.START_AGGRESSIVE)
+            exchange = ExchangeType.AGGRESSIVE
+        else:
+            sa = p1props.phase1_sa(cfg.proposals, cfg.lifetime)
+            p.sai_b = sa.body()
+            payloads = [sa, *self._vendor_ids(p, False)]
+            self._move(p, Trigger.START_MAIN)
+            exchange = ExchangeType.ID_PROT
+        packet = encode_message(Header(p.cky_i, ZERO_COOKIE, 0, exchange, 0, 0), payloads)
+        self._p1_send(p, packet, now, expect_answer=True)
+
+    @staticmethod
+    def _id_payload(cfg: IkeSaConfig) -> Identification:
+        return Identification(cfg.local_id[0], cfg.local_id[1])
+
+    def _p1_send(self, p: _Phase1, packet: bytes, now: float, *, expect_answer: bool) -> None:
+        p.last_out = packet
+        p.req = self._new_retrans(packet, now, lambda t: self._p1_timeout(p, t)) if expect_answer else None
+        self._emit(packet)
+
+    def _p1_timeout(self, p: _Phase1, now: float) -> None:
+        self._p1_failed(p, now, 0, f"no answer in state {p.state.value}")
+
+    def _p1_failed(self, p: _Phase1, now: float, notify: int, detail: str) -> None:
+        if p is self._next:
+            self._next = None
+            self._rekey_at = now + REKEY_RETRY  # the current ISAKMP SA carries on; try again later
+            return
+        if p is self._p1:
+            self._fail(now, notify, detail)
+
+    def _refuse_p1(self, p: _Phase1, exchange: int, notify: int, detail: str, now: float) -> None:
+        """Unprotected Informational with the error (the peer may not share our keys), then give up."""
+        cky_r = p.cky_r
+        header = Header(p.cky_i, cky_r, 0, ExchangeType.INFORMATIONAL, 0, 0)
+        self._emit(encode_message(header, [Notify(notify, ProtocolId.ISAKMP, p.cky_i + cky_r)]))
+        self.stats.notifies_sent += 1
+        self._p1_failed(p, now, notify, detail)
+
+    def _on_phase1(self, p: _Phase1, msg: Message, data: bytes, addr: Addr, now: float,
+                   local: Addr | None) -> None:
+        if p.last_in and data == p.last_in:
+            self.stats.duplicates += 1
+            if p.last_out:
+                self._emit(p.last_out)  # the peer lost our answer: the same bytes again
+            return
+        h = msg.header
+        if p.state is State.NEW and not p.we_init:
+            trigger = Trigger.MM1 if h.exchange == ExchangeType.ID_PROT else Trigger.AM1
+        else:
+            expected = EXPECTED.get(p.state)
+            if expected is None or expected[0] != h.exchange:
+                self.stats.dropped += 1
+                return
+            trigger = expected[1]
+        handler = {
+            Trigger.MM1: self._on_mm1, Trigger.MM2: self._on_mm2, Trigger.MM3: self._on_mm3,
+            Trigger.MM4: self._on_mm4, Trigger.MM5: self._on_mm5, Trigger.MM6: self._on_mm6,
+            Trigger.AM1: self._on_am1, Trigger.AM2: self._on_am2, Trigger.AM3: self._on_am3,
+        }[trigger]
+        try:
+            handler(p, msg, data, addr, now, local)
+        except _Fail as exc:
+            self._refuse_p1(p, h.exchange, exc.notify, str(exc), now)
+
+    # Main Mode ---------------------------------------------------------------------------------
+
+    def _plain(self, msg: Message) -> list[Payload]:
+        if msg.encrypted is not None:
+            raise _Fail(NotifyType.INVALID_FLAGS, "unexpected encryption")
+        return msg.payloads
+
+    def _choose(self, p: _Phase1, sa: SA | None) -> p1props.Phase1Choice:
+        assert self.policy is not None
+        if sa is None:
+            raise _Fail(NotifyType.PAYLOAD_MALFORMED, "no SA payload")
+        choice = p1props.choose_phase1(sa, self.policy.ike_proposals(self.peer))
+        if choice is None:
+            raise _Fail(NotifyType.NO_PROPOSAL_CHOSEN, "no acceptable phase 1 proposal")
+        return choice
+
+    def _on_mm1(self, p: _Phase1, msg: Message, data: bytes, addr: Addr, now: float, local: Addr | None) -> None:
+        payloads = self._plain(msg)
+        p.cky_i = msg.header.cky_i
+        self.peer = addr
+        if local is not None:
+            self.local = local
+        sa = _first(payloads, SA)
+        p.mode = ExchangeMode.MAIN
+        choice = self._choose(p, sa)
+        self.stats.messages_in += 1
+        p.sai_b = sa.body()
+        p.choice = choice
+        p.suite = c1.Suite.from_attributes(choice.encryption, choice.key_bits, choice.hash)
+        self._read_vendor_ids(p, payloads)
+        answer = p1props.answer_sa(sa, choice.proposal, choice.transform, sa.proposals[0].protocol, b"")
+        self._move(p, Trigger.MM1)
+        p.last_in = data
+        header = Header(p.cky_i, p.cky_r, 0, ExchangeType.ID_PROT, 0, 0)
+        self._p1_send(p, encode_message(header, [answer, *self._vendor_ids(p, True)]), now, expect_answer=False)
+
+    def _on_mm2(self, p: _Phase1, msg: Message, data: bytes, addr: Addr, now: float, local: Addr | None) -> None:
+        assert p.config is not None
+        payloads = self._plain(msg)
+        sa = _first(payloads, SA)
+        choice = p1props.choose_phase1(sa, p.config.proposals) if sa and p1props.is_single(sa) else None
+        if choice is None or msg.header.cky_r == ZERO_COOKIE:
+            raise _Fail(NotifyType.NO_PROPOSAL_CHOSEN, "responder chose a transform we did not offer")
+        self.stats.messages_in += 1
+        p.cky_r = msg.header.cky_r
+        p.choice = choice
+        p.suite = c1.Suite.from_attributes(choice.encryption, choice.key_bits, choice.hash)
+        self._read_vendor_ids(p, payloads)
+        self._move(p, Trigger.MM2)
+        p.last_in = data
+        p.dh = dh_group(choice.group).generate()
+        p.g_xi = p.dh.public
+        p.ni = self._rng(NONCE_SIZE)
+        header = Header(p.cky_i, p.cky_r, 0, ExchangeType.ID_PROT, 0, 0)
+        packet = encode_message(header, [KE(p.g_xi), Nonce(p.ni), *self._natd_payloads(p)])
+        self._p1_send(p, packet, now, expect_answer=True)
+
+    def _ke_nonce(self, p: _Phase1, payloads: list[Payload]) -> tuple[bytes, bytes]:
+        assert p.choice is not None
+        ke = _first(payloads, KE)
+        nonce = _first(payloads, Nonce)
+        if ke is None or nonce is None or not 8 <= len(nonce.data) <= 256:
+            raise _Fail(NotifyType.PAYLOAD_MALFORMED, "KE or nonce missing")
+        if len(ke.data) != dh_group(p.choice.group).public_size:
+            raise _Fail(NotifyType.INVALID_KEY_INFORMATION, "KE of the wrong size for the group")
+        return ke.data, nonce.data
+
+    def _on_mm3(self, p: _Phase1, msg: Message, data: bytes, addr: Addr, now: float, local: Addr | None) -> None:
+        assert p.choice is not None and self.policy is not None
+        payloads = self._plain(msg)
+        p.g_xi, p.ni = self._ke_nonce(p, payloads)
+        p.dh = dh_group(p.choice.group).generate()
+        try:
+            p.g_xy = p.dh.shared(p.g_xi)
+        except CryptoError as exc:
+            raise _Fail(NotifyType.INVALID_KEY_INFORMATION, "bad KE") from exc
+        self.stats.messages_in += 1
+        p.g_xr = p.dh.public
+        p.nr = self._rng(NONCE_SIZE)
+        self._check_natd(p, payloads)
+        # The identity is still unknown (it comes encrypted in MM5): the PSK candidates are by address.
+        id_type, id_data = _addr_id(self.peer[0])
+        p.candidates = list(self.policy.authenticate(self.peer, id_type, id_data))
+        self._move(p, Trigger.MM3)
+        p.last_in = data
+        header = Header(p.cky_i, p.cky_r, 0, ExchangeType.ID_PROT, 0, 0)
+        packet = encode_message(header, [KE(p.g_xr), Nonce(p.nr), *self._natd_payloads(p)])
+        self._p1_send(p, packet, now, expect_answer=False)
+
+    def _derive(self, p: _Phase1, psk: bytes) -> tuple[c1.Phase1Keys, c1.IvChain]:
+        assert p.suite is not None
+        skeyid = c1.skeyid_psk(p.suite.prf, psk, p.ni, p.nr)
+        keys = c1.derive_phase1(p.suite.prf, skeyid, p.g_xy, p.cky_i, p.cky_r, p.suite.encr.key_size)
+        chain = c1.IvChain(p.suite.encr, keys.enc_key, c1.phase1_iv(p.suite, p.g_xi, p.g_xr))
+        return keys, chain
+
+    def _on_mm4(self, p: _Phase1, msg: Message, data: bytes, addr: Addr, now: float, local: Addr | None) -> None:
+        assert p.config is not None and p.dh is not None and p.suite is not None
+        payloads = self._plain(msg)
+        p.g_xr, p.nr = self._ke_nonce(p, payloads)
+        try:
+            p.g_xy = p.dh.shared(p.g_xr)
+        except CryptoError as exc:
+            raise _Fail(NotifyType.INVALID_KEY_INFORMATION, "bad KE") from exc
+        self.stats.messages_in += 1
+        self._check_natd(p, payloads)
+        self._float(p)
+        p.keys, p.chain = self._derive(p, p.config.psk)
+        self._move(p, Trigger.MM4)
+        p.last_in = data
+        idii = self._id_payload(p.config)
+        auth = c1.hash_i(p.suite.prf, p.keys.skeyid, p.g_xi, p.g_xr, p.cky_i, p.cky_r, p.sai_b, idii.body())
+        out: list[Payload] = [idii, Hash(auth)]
+        if self.initial_contact and p is self._p1:
+            out.append(Notify(NotifyType.INITIAL_CONTACT, ProtocolId.ISAKMP, p.spi))
+        packet = self._seal(Header(p.cky_i, p.cky_r, 0, ExchangeType.ID_PROT, 0, 0), out, p.chain)
+        self._p1_send(p, packet, now, expect_answer=True)
+
+    def _on_mm5(self, p: _Phase1, msg: Message, data: bytes, addr: Addr, now: float, local: Addr | None) -> None:
+        assert p.suite is not None
+        if msg.encrypted is None:
+            raise _Fail(NotifyType.INVALID_FLAGS, "MM5 must be encrypted")
+        # Try each candidate PSK: the one whose keys decrypt MM5 into a valid chain and HASH_I wins.
+        for cfg in p.candidates:
+            keys, chain = self._derive(p, cfg.psk)
+            try:
+                payloads, _plain = self._open(chain, msg)
+            except (CryptoError, ParseError):
+                continue
+            idii = _first(payloads, Identification)
+            auth = _first(payloads, Hash)
+            if idii is None or auth is None:
+                continue
+            if cfg.remote_id is not None and (idii.id_type, idii.data) != cfg.remote_id:
+                continue
+            expected = c1.hash_i(p.suite.prf, keys.skeyid, p.g_xi, p.g_xr, p.cky_i, p.cky_r, p.sai_b, idii.body())
+            if not c1.compare(expected, auth.data):
+                continue
+            p.keys, p.chain, p.config = keys, chain, cfg
+            self.config = cfg
+            p.peer_id = (idii.id_type, idii.data)
+            p.initial_contact = any(isinstance(n, Notify) and n.notify_type == NotifyType.INITIAL_CONTACT
+                                    for n in payloads)
+            self._note_peer(addr, local, now)
+            self._move(p, Trigger.MM5)
+            p.last_in = data
+            idir = self._id_payload(cfg)
+            auth_r = c1.hash_r(p.suite.prf, keys.skeyid, p.g_xi, p.g_xr, p.cky_i, p.cky_r, p.sai_b, idir.body())
+            packet = self._seal(Header(p.cky_i, p.cky_r, 0, ExchangeType.ID_PROT, 0, 0), [idir, Hash(auth_r)],
+                                p.chain)
+            self._p1_send(p, packet, now, expect_answer=False)
+            self._p1_established(p, now)
+            return
+        self.stats.auth_failures += 1
+        raise _Fail(NotifyType.AUTHENTICATION_FAILED, "MM5 does not decrypt or verify: pre-shared key mismatch?")
+
+    def _on_mm6(self, p: _Phase1, msg: Message, data: bytes, addr: Addr, now: float, local: Addr | None) -> None:
+        assert p.config is not None and p.chain is not None and p.keys is not None and p.suite is not None
+        if msg.encrypted is None:
+            raise _Fail(NotifyType.INVALID_FLAGS, "MM6 must be encrypted")
+        try:
+            payloads, _plain = self._open(p.chain, msg)
+        except (CryptoError, ParseError):
+            self.stats.auth_failures += 1
+            raise _Fail(NotifyType.AUTHENTICATION_FAILED, "MM6 does not decrypt") from None
+        idir = _first(payloads, Identification)
+        auth = _first(payloads, Hash)
+        if idir is None or auth is None:
+            raise _Fail(NotifyType.PAYLOAD_MALFORMED, "MM6 without ID or HASH")
+        self._verify_responder(p, idir, auth)
+        self._note_peer(addr, local, now)
+        self._move(p, Trigger.MM6)
+        p.last_in = data
+        p.last_out = b""  # MM6 ends the exchange: a duplicate of it is not answered
+        p.req = None
+        self._p1_established(p, now)
+
+    def _verify_responder(self, p: _Phase1, idir: Identification, auth: Hash) -> None:
+        assert p.config is not None and p.keys is not None and p.suite is not None
+        if p.config.remote_id is not None and (idir.id_type, idir.data) != p.config.remote_id:
+            self.stats.auth_failures += 1
+            raise _Fail(NotifyType.AUTHENTICATION_FAILED, "unexpected responder identity")
+        expected = c1.hash_r(p.suite.prf, p.keys.skeyid, p.g_xi, p.g_xr, p.cky_i, p.cky_r, p.sai_b, idir.body())
+        if not c1.compare(expected, auth.data):
+            self.stats.auth_failures += 1
+            raise _Fail(NotifyType.AUTHENTICATION_FAILED, "HASH_R does not verify")
+        p.peer_id = (idir.id_type, idir.data)
+
+    # Aggressive Mode ---------------------------------------------------------------------------
+
+    def _on_am1(self, p: _Phase1, msg: Message, data: bytes, addr: Addr, now: float, local: Addr | None) -> None:
+        assert self.policy is not None
+        payloads = self._plain(msg)
+        p.cky_i = msg.header.cky_i
+        p.mode = ExchangeMode.AGGRESSIVE
+        self.peer = addr
+        if local is not None:
+            self.local = local
+        sa = _first(payloads, SA)
+        choice = self._choose(p, sa)
+        p.choice = choice
+        p.suite = c1.Suite.from_attributes(choice.encryption, choice.key_bits, choice.hash)
+        p.sai_b = sa.body()
+        p.g_xi, p.ni = self._ke_nonce(p, payloads)
+        idii = _first(payloads, Identification)
+        if idii is None:
+            raise _Fail(NotifyType.INVALID_ID_INFORMATION, "aggressive mode without ID")
+        candidates = self.policy.authenticate(self.peer, idii.id_type, idii.data)
+        cfg = next((c for c in candidates if c.remote_id is None or c.remote_id == (idii.id_type, idii.data)), None)
+        if cfg is None:
+            raise _Fail(NotifyType.AUTHENTICATION_FAILED, "no peer configured for this identity")
+        p.dh = dh_group(choice.group).generate()
+        try:
+            p.g_xy = p.dh.shared(p.g_xi)
+        except CryptoError as exc:
+            raise _Fail(NotifyType.INVALID_KEY_INFORMATION, "bad KE") from exc
+        self.stats.messages_in += 1
+        p.g_xr = p.dh.public
+        p.nr = self._rng(NONCE_SIZE)
+        p.config = cfg
+        p.peer_id = (idii.id_type, idii.data)
+        self._read_vendor_ids(p, payloads)
+        p.keys, p.chain = self._derive(p, cfg.psk)
+        idir = self._id_payload(cfg)
+        auth = c1.hash_r(p.suite.prf, p.keys.skeyid, p.g_xi, p.g_xr, p.cky_i, p.cky_r, p.sai_b, idir.body())
+        answer = p1props.answer_sa(sa, choice.proposal, choice.transform, sa.proposals[0].protocol, b"")
+        out: list[Payload] = [answer, KE(p.g_xr), Nonce(p.nr), idir, Hash(auth), *self._vendor_ids(p, True),
+                              *self._natd_payloads(p)]
+        self._move(p, Trigger.AM1)
+        p.last_in = data
+        header = Header(p.cky_i, p.cky_r, 0, ExchangeType.AGGRESSIVE, 0, 0)
+        # The last aggressive-mode message is the initiator's: we retransmit AM2 until it arrives.
+        self._p1_send(p, encode_message(header, out), now, expect_answer=True)
+
+    def _on_am2(self, p: _Phase1, msg: Message, data: bytes, addr: Addr, now: float, local: Addr | None) -> None:
+        assert p.config is not None and p.dh is not None
+        payloads = self._plain(msg)
+        sa = _first(payloads, SA)
+        choice = p1props.choose_phase1(sa, p.config.proposals) if sa and p1props.is_single(sa) else None
+        if choice is None or msg.header.cky_r == ZERO_COOKIE or choice.group != p.dh.group.id:
+            raise _Fail(NotifyType.NO_PROPOSAL_CHOSEN, "responder chose a transform we did not offer")
+        p.cky_r = msg.header.cky_r
+        p.choice = choice
+        p.suite = c1.Suite.from_attributes(choice.encryption, choice.key_bits, choice.hash)
+        p.g_xr, p.nr = self._ke_nonce(p, payloads)
+        try:
+            p.g_xy = p.dh.shared(p.g_xr)
+        except CryptoError as exc:
+            raise _Fail(NotifyType.INVALID_KEY_INFORMATION, "bad KE") from exc
+        p.keys, p.chain = self._derive(p, p.config.psk)
+        idir = _first(payloads, Identification)
+        auth = _first(payloads, Hash)
+        if idir is None or auth is None:
+            raise _Fail(NotifyType.PAYLOAD_MALFORMED, "AM2 without ID or HASH")
+        self._verify_responder(p, idir, auth)
+        self._note_peer(addr, local, now)
+        self._read_vendor_ids(p, payloads)
+        self._check_natd(p, payloads)
+        self._float(p)
+        self._move(p, Trigger.AM2)
+        p.last_in = data
+        idii = self._id_payload(p.config)
+        auth_i = c1.hash_i(p.suite.prf, p.keys.skeyid, p.g_xi, p.g_xr, p.cky_i, p.cky_r, p.sai_b, idii.body())
+        out: list[Payload] = [Hash(auth_i), *self._natd_payloads(p)]
+        if self.initial_contact and p is self._p1:
+            out.append(Notify(NotifyType.INITIAL_CONTACT, ProtocolId.ISAKMP, p.spi))
+        # AM3 travels in the clear (as strongSwan sends it); the phase-1 IV chain stays at its start.
+        packet = encode_message(Header(p.cky_i, p.cky_r, 0, ExchangeType.AGGRESSIVE, 0, 0), out)
+        self._p1_send(p, packet, now, expect_answer=False)
+        self._p1_established(p, now)
+
+    def _on_am3(self, p: _Phase1, msg: Message, data: bytes, addr: Addr, now: float, local: Addr | None) -> None:
+        assert p.config is not None and p.keys is not None and p.suite is not None and p.chain is not None
+        if msg.encrypted is not None:
+            try:
+                payloads, _plain = self._open(p.chain, msg)
+            except (CryptoError, ParseError):
+                self.stats.auth_failures += 1
+                raise _Fail(NotifyType.AUTHENTICATION_FAILED, "AM3 does not decrypt") from None
+        else:
+            payloads = msg.payloads
+        auth = _first(payloads, Hash)
+        idii_b = Identification(p.peer_id[0], p.peer_id[1]).body() if p.peer_id else b""
+        expected = c1.hash_i(p.suite.prf, p.keys.skeyid, p.g_xi, p.g_xr, p.cky_i, p.cky_r, p.sai_b, idii_b)
+        if auth is None or not c1.compare(expected, auth.data):
+            self.stats.auth_failures += 1
+            raise _Fail(NotifyType.AUTHENTICATION_FAILED, "HASH_I does not verify")
+        p.initial_contact = any(isinstance(n, Notify) and n.notify_type == NotifyType.INITIAL_CONTACT
+                                for n in payloads)
+        self._check_natd(p, payloads)
+        self._note_peer(addr, local, now)
+        self.config = p.config
+        self._move(p, Trigger.AM3)
+        p.last_in = data
+        p.last_out = b""  # AM3 ends the exchange: a duplicate of it is not answered
+        p.req = None
+        self._p1_established(p, now)
+
+    # establishment -----------------------------------------------------------------------------
+
+    def _p1_established(self, p: _Phase1, now: float) -> None:
+        assert p.config is not None and p.choice is not None
+        p.established_at = now
+        offered = p.choice.life_seconds
+        p.life = float(min(offered, p.config.lifetime) if offered else p.config.lifetime)
+        if p is self._next:
+            self._switch(p, now)
+            return
+        self.established_at = now
+        self.peer_id = p.peer_id
+        self._deadline = None
+        self._set_lifetime(p, now)
+        if p.initial_contact and not p.we_init:
+            self._events.append(InitialContact(self))
+        self._events.append(IkeSaEstablished(self))
+        if self._first_child is not None:
+            first, self._first_child = self._first_child, None
+            self._start_quick(first, None, now)
+        pending, self._pending = self._pending, []
+        for task in pending:
+            task(now)
+
+    def _set_lifetime(self, p: _Phase1, now: float) -> None:
+        self._expire_at = now + p.life
+        # Only the end that initiated this ISAKMP SA renews it (see the module notes).
+        self._rekey_at = now + p.life * 0.9 - self._jitter(p.life * 0.03) if p.we_init else None
+
+    def _jitter(self, span: float) -> float:
+        return span * int.from_bytes(self._rng(2), "big") / 65535.0
+
+    def _switch(self, new: _Phase1, now: float) -> None:
+        """Our phase-1 rekey is done: the new ISAKMP SA takes over, the old one is deleted."""
+        old = self._p1
+        self._p1 = new
+        self._next = None
+        self._set_lifetime(new, now)
+        for q in list(self._quicks.values()):
+            if q.p1 is old and q.state is not QuickState.DONE:
+                self._abandon_quick(q, now)
+        self._events.append(IkeSaRekeyed(self, (old.cky_i, old.cky_r)))
+        self._send_info(old, [Delete(ProtocolId.ISAKMP, [old.spi])])
+
+    # ------------------------------------------------------------------ informational
+
+    def _send_info(self, p: _Phase1, payloads: list[Payload]) -> None:
+        assert p.suite is not None and p.keys is not None and p.chain is not None
+        mid = self._new_mid()
+        self._info_mids.append(mid)
+        chain = p.chain.fork(c1.message_iv(p.suite, p.last_block, mid))
+        prf, key = p.suite.prf, p.keys.skeyid_a
+        header = Header(p.cky_i, p.cky_r, 0, ExchangeType.INFORMATIONAL, 0, mid)
+        packet = self._seal_hashed(header, payloads, lambda rest: c1.info_hash(prf, key, mid, rest), chain)
+        if any(isinstance(x, Notify) for x in payloads):
+            self.stats.notifies_sent += 1
+        self._emit(packet)
+
+    def _on_plain_info(self, p: _Phase1, msg: Message, now: float) -> None:
+        """An unprotected error during phase 1 (the peer refused our proposal or our key)."""
+        for n in msg.payloads:
+            if isinstance(n, Notify) and NotifyType.is_error(n.notify_type) and p.state is not State.NEW:
+                self.stats.messages_in += 1
+                self._p1_failed(p, now, n.notify_type, f"peer refused phase 1: {NotifyType.text(n.notify_type)}")
+                return
+        self.stats.dropped += 1
+
+    def _on_info(self, p: _Phase1, msg: Message, addr: Addr, now: float, local: Addr | None) -> None:
+        assert p.suite is not None and p.keys is not None and p.chain is not None
+        mid = msg.header.message_id
+        if mid in self._info_mids:
+            self.stats.duplicates += 1
+            return
+        chain = p.chain.fork(c1.message_iv(p.suite, p.last_block, mid))
+        try:
+            payloads, plain = self._open(chain, msg)
+            digest, rest = self._after_hash(payloads, plain)
+        except (CryptoError, ParseError, _Fail):
+            self.stats.malformed += 1
+            self.stats.dropped += 1
+            return
+        if not c1.compare(c1.info_hash(p.suite.prf, p.keys.skeyid_a, mid, rest), digest):
+            self.stats.dropped += 1
+            return
+        self._info_mids.append(mid)
+        self._note_peer(addr, local, now)
+        for item in payloads[1:]:
+            if self._dead:
+                return
+            if isinstance(item, Delete):
+                self._on_delete(p, item, now)
+            elif isinstance(item, Notify):
+                self._on_notify(p, item, now)
+
+    def _on_delete(self, p: _Phase1, d: Delete, now: float) -> None:
+        if d.protocol == ProtocolId.ISAKMP:
+            if p.spi not in d.spis and not (d.spis and d.spis[0][:8] == p.cky_i):
+                return
+            if p is self._next:
+                self._next = None
+            elif p is self._p1 and p.state is State.ESTABLISHED:
+                dep = self.options.dependent
+                self._end(now, DeleteReason.PEER_REQUEST, take_children=dep,
+                          child_reason=DeleteReason.PARENT_DELETED, tell_peer=False)
+            return
+        if d.protocol != ProtocolId.ESP or d.spi_size != 4:
+            return
+        for raw in d.spis:
+            spi_out = struct.unpack("!I", raw)[0]
+            child = next((c for c in self.children.values() if c.spi_out == spi_out), None)
+            if child is not None:
+                was_rekeyed = child.state is ChildState.REKEYED
+                self._drop_child(child, DeleteReason.REKEYED if was_rekeyed else DeleteReason.PEER_REQUEST)
+
+    def _on_notify(self, p: _Phase1, n: Notify, now: float) -> None:
+        t = n.notify_type
+        if t == NotifyType.R_U_THERE:
+            if len(n.data) == 4:
+                self._send_info(p, [Notify(NotifyType.R_U_THERE_ACK, ProtocolId.ISAKMP, p.spi, n.data)])
+        elif t == NotifyType.R_U_THERE_ACK:
+            if len(n.data) == 4 and struct.unpack("!I", n.data)[0] in self._dpd_outstanding:
+                self._dpd_outstanding.clear()
+                self._dpd_sent_at = None
+                self._dpd_tries = 0
+        elif t == NotifyType.INITIAL_CONTACT:
+            self._events.append(InitialContact(self))
+        elif NotifyType.is_error(t):
+            q = None
+            if len(n.spi) == 4:
+                spi = struct.unpack("!I", n.spi)[0]
+                q = next((x for x in self._quicks.values() if x.we_init and x.spi_in == spi
+                          and x.state is QuickState.SENT1), None)
+            if q is None:
+                q = next((x for x in self._quicks.values() if x.we_init and x.state is QuickState.SENT1), None)
+            if q is not None:
+                self._quick_failed(q, now, t, f"peer refused quick mode: {NotifyType.text(t)}")
+
+    # ------------------------------------------------------------------ DPD (RFC 3706)
+
+    def _dpd_due(self) -> float | None:
+        o = self.options
+        if o.dpd_type is DpdType.NONE or not self._p1.peer_dpd or not self.established:
+            return None
+        if self._dpd_outstanding and self._dpd_sent_at is not None:
+            return self._dpd_sent_at + o.dpd_retransmit
+        if o.dpd_type is DpdType.PERIODIC:
+            return self.last_received + o.dpd_idle
+        if self._last_outbound is not None and self._last_outbound > self.last_received:
+            return max(self.last_received + o.dpd_idle, self._last_outbound)
+        return None
+
+    def _dpd_tick(self, now: float) -> None:
+        due = self._dpd_due()
+        if due is None or due > now:
+            return
+        if self._dpd_outstanding:
+            if self._dpd_tries >= self.options.dpd_retries:
+                self._end(now, DeleteReason.DPD_TIMEOUT, take_children=True, child_reason=DeleteReason.DPD_TIMEOUT,
+                          tell_peer=False)
+                return
+            self._dpd_tries += 1
+        else:
+            self._dpd_tries = 0
+        self._send_dpd(now)
+
+    def _send_dpd(self, now: float) -> None:
+        self._dpd_seq = (self._dpd_seq + 1) & 0xFFFFFFFF
+        self._dpd_outstanding.add(self._dpd_seq)
+        self._dpd_sent_at = now
+        self.stats.dpd_sent += 1
+        p = self._p1
+        self._send_info(p, [Notify(NotifyType.R_U_THERE, ProtocolId.ISAKMP, p.spi, struct.pack("!I", self._dpd_seq))])
+
+    # ------------------------------------------------------------------ quick mode
+
+    def _encap(self, mode: Mode) -> int:
+        if self.udp_encap:
+            rfc = self._p1.natt == "rfc"
+            if mode is Mode.TRANSPORT:
+                return EncapMode.UDP_TRANSPORT if rfc else EncapMode.UDP_TRANSPORT_DRAFT
+            return EncapMode.UDP_TUNNEL if rfc else EncapMode.UDP_TUNNEL_DRAFT
+        return EncapMode.TRANSPORT if mode is Mode.TRANSPORT else EncapMode.TUNNEL
+
+    def _start_quick(self, cfg: ChildSaConfig, old: ChildSa | None, now: float) -> None:
+        p = self._p1
+        if not self.established or p.suite is None or p.keys is None or p.chain is None:
+            return
+        mid = self._new_mid()
+        q = _Quick(mid, p, True, p.chain.fork(c1.message_iv(p.suite, p.last_block, mid)), cfg=cfg, old=old)
+        q.spi_in = self._alloc_spi()
+        q.ni = self._rng(NONCE_SIZE)
+        groups = [g for spec in cfg.proposals for g in spec.dh]
+        group = groups[0] if groups else None
+        if group is not None:
+            q.dh = dh_group(group).generate()
+        q.ts_local = list(old.ts_local if old is not None else cfg.local_ts)[:1]
+        q.ts_remote = list(old.ts_remote if old is not None else cfg.remote_ts)[:1]
+        sa = p1props.esp_sa(cfg.proposals, struct.pack("!I", q.spi_in), self._encap(cfg.mode), cfg.lifetime,
+                            cfg.lifetime_kb, group)
+        rest: list[Payload] = [sa, Nonce(q.ni)]
+        if q.dh is not None:
+            rest.append(KE(q.dh.public))
+        rest += [p1props.ts_to_id(q.ts_local[0]), p1props.ts_to_id(q.ts_remote[0])]
+        if cfg.mode is Mode.TRANSPORT and self.udp_encap:
+            draft = p.natt == "draft"
+            rest += [NatOA(*_addr_id(self.local[0]), draft=draft), NatOA(*_addr_id(self.peer[0]), draft=draft)]
+        prf, key = p.suite.prf, p.keys.skeyid_a
+        header = Header(p.cky_i, p.cky_r, 0, ExchangeType.QUICK, 0, mid)
+        packet = self._seal_hashed(header, rest, lambda b: c1.qm_hash1(prf, key, mid, b), q.chain)
+        q.state = QUICK_TRANSITIONS[(None, "send-qm1")]
+        q.last_out = packet
+        q.req = self._new_retrans(packet, now, lambda t: self._quick_failed(q, t, 0, "no answer to quick mode"))
+        self._quicks[mid] = q
+        self._emit(packet)
+
+    def _quick_failed(self, q: _Quick, now: float, notify: int, detail: str) -> None:
+        self._quicks.pop(q.mid, None)
+        q.req = None
+        self._restore_old(q, now)
+        self._events.append(NegotiationFailed(self, notify, detail, child_only=True))
+
+    def _abandon_quick(self, q: _Quick, now: float) -> None:
+        self._quicks.pop(q.mid, None)
+        q.req = None
+        self._restore_old(q, now)
+
+    def _restore_old(self, q: _Quick, now: float) -> None:
+        if q.old is not None and q.old.state is ChildState.REKEYING:
+            q.old.state = ChildState.INSTALLED
+            q.old.rekey_at = now + 10.0 + self._jitter(5.0)
+
+    def _on_quick(self, p: _Phase1, msg: Message, data: bytes, addr: Addr, now: float, local: Addr | None) -> None:
+        mid = msg.header.message_id
+        q = self._quicks.get(mid)
+        if q is not None:
+            if data == q.last_in:
+                # A duplicate QM1 (our QM2 got lost) or QM2 (our QM3 got lost): the same answer again.
+                self.stats.duplicates += 1
+                if q.last_out:
+                    self._emit(q.last_out)
+                return
+            if q.p1 is not p or q.state is QuickState.DONE:
+                self.stats.dropped += 1
+                return
+        elif mid in self._info_mids:
+            self.stats.dropped += 1
+            return
+        assert p.suite is not None and p.keys is not None and p.chain is not None
+        fresh = q is None
+        if q is None:
+            q = _Quick(mid, p, False, p.chain.fork(c1.message_iv(p.suite, p.last_block, mid)))
+        iv_before = q.chain.iv
+        try:
+            payloads, plain = self._open(q.chain, msg)
+            digest, rest = self._after_hash(payloads, plain)
+        except (CryptoError, ParseError, _Fail):
+            q.chain.iv = iv_before
+            self.stats.malformed += 1
+            self.stats.dropped += 1
+            return
+        prf, key = p.suite.prf, p.keys.skeyid_a
+        if fresh:
+            if not c1.compare(c1.qm_hash1(prf, key, mid, rest), digest):
+                self.stats.dropped += 1
+                return
+            self._note_peer(addr, local, now)
+            q.last_in = data
+            self._quicks[mid] = q
+            try:
+                self._answer_qm1(q, payloads[1:], now)
+            except (_Fail, CryptoError) as exc:
+                notify = exc.notify if isinstance(exc, _Fail) else NotifyType.INVALID_KEY_INFORMATION
+                self._quicks.pop(mid, None)
+                sa = _first(payloads, SA)
+                spi = sa.proposals[0].spi if isinstance(sa, SA) and sa.proposals else b""
+                self._send_info(p, [Notify(notify, ProtocolId.ESP, spi, getattr(exc, "data", b""))])
+                self._events.append(NegotiationFailed(self, notify, str(exc), child_only=True))
+            return
+        if q.state is QuickState.SENT1:
+            assert q.ni
+            nonce = _first(payloads, Nonce)
+            ni_b = q.ni
+            if nonce is None or not c1.compare(c1.qm_hash2(prf, key, mid, ni_b, rest), digest):
+                q.chain.iv = iv_before  # a forgery must not move the chain of the real answer
+                self.stats.dropped += 1
+                return
+            self._note_peer(addr, local, now)
+            q.last_in = data
+            try:
+                self._complete_qm2(q, payloads[1:], now)
+            except (_Fail, CryptoError) as exc:
+                notify = exc.notify if isinstance(exc, _Fail) else NotifyType.INVALID_KEY_INFORMATION
+                self._send_info(p, [Notify(notify, ProtocolId.ESP, struct.pack("!I", q.spi_in))])
+                self._quick_failed(q, now, notify, str(exc))
+            return
+        if q.state is QuickState.SENT2:
+            if len(payloads) != 1 or not c1.compare(c1.qm_hash3(prf, key, mid, q.ni, q.nr), digest):
+                q.chain.iv = iv_before
+                self.stats.dropped += 1
+                return
+            self._note_peer(addr, local, now)
+            q.last_in = data
+            q.last_out = b""  # QM3 ends the exchange: a duplicate of it is not answered
+            q.req = None
+            q.state = QUICK_TRANSITIONS[(QuickState.SENT2, "qm3")]
+            q.done_at = now
+            self._install(q, now)
+
+    def _select_child(self, tsi: TrafficSelector, tsr: TrafficSelector) -> ChildSaConfig | None:
+        """Policy lookup for a quick mode the peer started; a phase-1 initiator checks its own configs."""
+        if self.policy is not None:
+            # ResponderPolicy is typed for the IKEv2 engine; it only reads the peer from ``sa``.
+            cfg = self.policy.select_child(cast(Any, self), [tsi], [tsr])
+            if cfg is not None:
+                return cfg
+        known = [c.config for c in self.children.values()] + (list(self.config.children) if self.config else [])
+        for cfg in known:
+            if tsmod.all_within([tsi], cfg.remote_ts) and tsmod.all_within([tsr], cfg.local_ts):
+                return cfg
+        return None
+
+    def _answer_qm1(self, q: _Quick, payloads: list[Payload], now: float) -> None:
+        p = q.p1
+        assert p.suite is not None and p.keys is not None
+        sa = _first(payloads, SA)
+        nonce = _first(payloads, Nonce)
+        ke = _first(payloads, KE)
+        ids = [x for x in payloads if isinstance(x, Identification)]
+        if sa is None or nonce is None or len(ids) not in (0, 2) or not 8 <= len(nonce.data) <= 256:
+            raise _Fail(NotifyType.PAYLOAD_MALFORMED, "quick mode message 1 incomplete")
+        if ids:
+            tsi, tsr = p1props.id_to_ts(ids[0]), p1props.id_to_ts(ids[1])
+        else:
+            tsi, tsr = p1props.host_ts(self.peer[0]), p1props.host_ts(self.local[0])
+        if tsi is None or tsr is None:
+            raise _Fail(NotifyType.INVALID_ID_INFORMATION, "client IDs are not addresses")
+        cfg = self._select_child(tsi, tsr)
+        if cfg is None or not tsmod.all_within([tsi], cfg.remote_ts) or not tsmod.all_within([tsr], cfg.local_ts):
+            raise _Fail(NotifyType.INVALID_ID_INFORMATION, "no policy matches the proposed client IDs")
+        pfs = p1props.offered_group(sa) if ke is not None else None
+        choice = p1props.choose_esp(sa, cfg.proposals, transport=cfg.mode is Mode.TRANSPORT,
+                                    nat=self.udp_encap, pfs=pfs)
+        if choice is None:
+            raise _Fail(NotifyType.NO_PROPOSAL_CHOSEN, "no acceptable ESP transform")
+        q.cfg, q.choice, q.ni = cfg, choice, nonce.data
+        q.nr = self._rng(NONCE_SIZE)
+        q.spi_out = struct.unpack("!I", choice.spi)[0]
+        q.spi_in = self._alloc_spi()
+        q.ts_local, q.ts_remote = [tsr], [tsi]
+        my_ke: list[Payload] = []
+        if ke is not None and choice.group is not None:
+            mine = dh_group(choice.group).generate()
+            try:
+                q.g_qm = mine.shared(ke.data)
+            except CryptoError as exc:
+                raise _Fail(NotifyType.INVALID_KEY_INFORMATION, "bad KE") from exc
+            my_ke = [KE(mine.public)]
+        q.life = float(min(choice.life_seconds, cfg.lifetime) if choice.life_seconds else cfg.lifetime)
+        q.life_kb = min(choice.life_kb, cfg.lifetime_kb) if choice.life_kb else cfg.lifetime_kb
+        rest: list[Payload] = [p1props.answer_sa(sa, choice.proposal, choice.transform, ProtocolId.ESP,
+                                                 struct.pack("!I", q.spi_in)), Nonce(q.nr), *my_ke, *ids]
+        if (choice.life_seconds and cfg.lifetime < choice.life_seconds) or (
+                choice.life_kb and cfg.lifetime_kb and cfg.lifetime_kb < choice.life_kb):
+            rest.append(Notify(NotifyType.RESPONDER_LIFETIME, ProtocolId.ESP, choice.spi,
+                               p1props.lifetime_attrs(int(q.life), q.life_kb if choice.life_kb else None)))
+        prf, key, mid, ni_b = p.suite.prf, p.keys.skeyid_a, q.mid, q.ni
+        header = Header(p.cky_i, p.cky_r, 0, ExchangeType.QUICK, 0, q.mid)
+        packet = self._seal_hashed(header, rest, lambda b: c1.qm_hash2(prf, key, mid, ni_b, b), q.chain)
+        q.state = QUICK_TRANSITIONS[(None, "qm1")]
+        q.last_out = packet
+        # QM3 is the initiator's and unanswered: we repeat QM2 until it arrives.
+        q.req = self._new_retrans(packet, now, lambda t: self._quick_failed(q, t, 0, "no quick mode message 3"))
+        self._emit(packet)
+
+    def _complete_qm2(self, q: _Quick, payloads: list[Payload], now: float) -> None:
+        p = q.p1
+        assert p.suite is not None and p.keys is not None and q.cfg is not None
+        sa = _first(payloads, SA)
+        nonce = _first(payloads, Nonce)
+        ke = _first(payloads, KE)
+        if sa is None or nonce is None or not p1props.is_single(sa):
+            raise _Fail(NotifyType.PAYLOAD_MALFORMED, "quick mode message 2 incomplete")
+        group = q.dh.group.id if q.dh is not None else None
+        choice = p1props.choose_esp(sa, q.cfg.proposals, transport=q.cfg.mode is Mode.TRANSPORT,
+                                    nat=self.udp_encap, pfs=group)
+        if choice is None or len(choice.spi) != 4:
+            raise _Fail(NotifyType.NO_PROPOSAL_CHOSEN, "responder chose a transform we did not offer")
+        ids = [x for x in payloads if isinstance(x, Identification)]
+        if ids:
+            sent = [p1props.ts_to_id(q.ts_local[0]), p1props.ts_to_id(q.ts_remote[0])]
+            if ids != sent:
+                raise _Fail(NotifyType.INVALID_ID_INFORMATION, "responder changed the client IDs")
+        if q.dh is not None:
+            if ke is None:
+                raise _Fail(NotifyType.INVALID_KEY_INFORMATION, "PFS answer without KE")
+            q.g_qm = q.dh.shared(ke.data)
+        q.nr = nonce.data
+        q.choice = choice
+        q.spi_out = struct.unpack("!I", choice.spi)[0]
+        life = float(min(choice.life_seconds, q.cfg.lifetime) if choice.life_seconds else q.cfg.lifetime)
+        life_kb = min(choice.life_kb, q.cfg.lifetime_kb) if choice.life_kb else q.cfg.lifetime_kb
+        for n in payloads:
+            if isinstance(n, Notify) and n.notify_type == NotifyType.RESPONDER_LIFETIME:
+                seconds, kilobytes = _parse_lifetime(n.data)
+                if seconds:
+                    life = min(life, float(seconds))
+                if kilobytes:
+                    life_kb = min(life_kb, kilobytes) if life_kb else kilobytes
+        q.life, q.life_kb = life, life_kb
+        prf, key = p.suite.prf, p.keys.skeyid_a
+        header = Header(p.cky_i, p.cky_r, 0, ExchangeType.QUICK, 0, q.mid)
+        packet = self._seal(header, [Hash(c1.qm_hash3(prf, key, q.mid, q.ni, q.nr))], q.chain)
+        q.state = QUICK_TRANSITIONS[(QuickState.SENT1, "qm2")]
+        q.req = None
+        q.last_out = packet
+        q.done_at = now
+        self._emit(packet)
+        self._install(q, now)
+        if q.old is not None and q.old.spi_in in self.children:
+            self._retire_rekeyed(q.old, now)
+
+    def _install(self, q: _Quick, now: float) -> ChildSa:
+        p = q.p1
+        assert p.suite is not None and p.keys is not None and q.choice is not None and q.cfg is not None
+        choice = q.choice
+        encr = choice.encr_alg()
+        integ = choice.integ_alg()
+        size = encr.keymat_size + (integ.key_size if integ else 0)
+        prf, skeyid_d = p.suite.prf, p.keys.skeyid_d
+        km_in = c1.keymat(prf, skeyid_d, ProtocolId.ESP, struct.pack("!I", q.spi_in), q.ni, q.nr, size, q.g_qm)
+        km_out = c1.keymat(prf, skeyid_d, ProtocolId.ESP, struct.pack("!I", q.spi_out), q.ni, q.nr, size, q.g_qm)
+        cut = encr.keymat_size
+        cfg = q.cfg
+        if (q.life, q.life_kb) != (cfg.lifetime, cfg.lifetime_kb):
+            cfg = dataclasses.replace(cfg, lifetime=q.life, lifetime_kb=q.life_kb)
+        frac = 0.9 if q.we_init else 0.95
+        rekey_at = now + q.life * frac - self._jitter(q.life * 0.03)
+        mode = Mode.TRANSPORT if choice.transport else Mode.TUNNEL
+        child = ChildSa(q.spi_in, q.spi_out, cfg, encr, integ, km_in[:cut], km_in[cut:], km_out[:cut],
+                        km_out[cut:], list(q.ts_local), list(q.ts_remote), mode, q.we_init, now, rekey_at,
+                        now + q.life, dh=choice.group, udp_encap=choice.udp)
+        old = q.old if q.old is not None and self.children.get(q.old.spi_in) is q.old else None
+        if old is None and not q.we_init:
+            # The peer's rekey: a pair for the same policy and selectors replaces the installed one.
+            old = next((c for c in self.children.values() if c.state is ChildState.INSTALLED
+                        and c.config.name == q.cfg.name and c.config.seq == q.cfg.seq
+                        and c.ts_local == child.ts_local and c.ts_remote == child.ts_remote), None)
+        if old is not None:
+            old.state = ChildState.REKEYED
+            old.rekey_at = None
+        self.children[child.spi_in] = child
+        self._events.append(ChildSaEstablished(self, child, old))
+        return child
+
+    def _retire_rekeyed(self, old: ChildSa, now: float) -> None:
+        """Make-before-break finished: drop the replaced pair and tell the peer."""
+        self._drop_child(old, DeleteReason.REKEYED)
+        if self.established:
+            self._send_info(self._p1, [Delete(ProtocolId.ESP, [struct.pack("!I", old.spi_in)])])
+
+
+def _parse_lifetime(data: bytes) -> tuple[int | None, int | None]:
+    """Seconds and kilobytes from RESPONDER-LIFETIME data (IPsec SA attributes)."""
+    try:
+        attrs = decode_attributes(data)
+    except ParseError:
+        return None, None
+    seconds: int | None = None
+    kilobytes: int | None = None
+    pending = None
+    for a in attrs:
+        if a.type == 1:
+            pending = a.number
+        elif a.type == 2:
+            if pending == LifeType.SECONDS:
+                seconds = a.number
+            elif pending == LifeType.KILOBYTES:
+                kilobytes = a.number
+    return seconds, kilobytes
