@@ -23,9 +23,11 @@ from ikegate.cli.logbuffer import LogBuffer
 from ikegate.cli.shell import Shell
 from ikegate.gateway.controller import Gateway
 from ikegate.gateway.device import Device
+from ikegate.io.tun import TunBridge, open_bridge
 from ikegate.io.udp import UdpRunner
 from ikegate.mgmt.control import ControlServer
 from ikegate.mgmt.records import entry_record
+from ikegate.mgmt.ssh import SshService
 from ikegate.policy.model import Config
 from ikegate.sad import Placement
 
@@ -43,6 +45,9 @@ class DaemonOptions:
     device: Device = field(default_factory=Device)
     retransmit_tries: int = 5
     log_stream: TextIO | None = None  # where log-buffer lines are mirrored (stderr in ``ikegate run``)
+    #: ``--tun ITF=TUN``: VRP interface name -> Linux TUN device carrying that protected side's packets
+    #: (see :mod:`ikegate.io.tun`; routes into the TUN are the operator's job).
+    tun: dict[str, str] = field(default_factory=dict)
 
 
 def read_config(path: str) -> tuple[Config, list[ConfigError]]:
@@ -59,7 +64,9 @@ class Daemon:
                                placements=options.device.placements, retransmit_tries=options.retransmit_tries,
                                log=self.log)
         self.runner: UdpRunner | None = None
+        self.tun: TunBridge | None = None
         self.control: ControlServer | None = None
+        self.ssh = SshService(self, lambda: self.gateway.config)  # listens only with ``stelnet server enable``
         self.tree = default_tree(runtime_commands(options.device))
         self.runtime = Runtime(self.gateway, options.device, clock=self.now, after_change=self._flush,
                                pinger=self.ping)
@@ -123,6 +130,7 @@ class Daemon:
         if self.runner is not None:
             self.gateway.start(self.runner.now())
             self.runner.flush()
+            self.ssh.reconcile()
 
     def _flush(self) -> None:
         if self.runner is not None:
@@ -173,8 +181,7 @@ class Daemon:
         record = self.logbuffer.log(module, severity, brief, text)
         stream = self.options.log_stream
         if stream is not None:
-            stream.write(record.render(self.gateway.config.sysname) + "\n")
-            stream.flush()
+            stream.write(record.render(self.gateway.config.sysname) + "\n")  # stderr is line buffered
 
     # -- life cycle ---------------------------------------------------------------------------------
 
@@ -182,9 +189,12 @@ class Daemon:
         loop = asyncio.get_running_loop()
         self.runner = UdpRunner(self.gateway, loop)
         await self.runner.open(self.gateway.local_addresses())
+        if self.options.tun:
+            self.tun = open_bridge(self.gateway, self.options.tun, self.runner)
         if self.options.control:
             self.control = ControlServer(self.options.control, self.handlers(), attach=self.attach)
             await self.control.start()
+        await self.ssh.start()
         self.gateway.start(self.runner.now())
         self.runner.flush()
 
@@ -196,6 +206,7 @@ class Daemon:
 
     async def stop(self) -> None:
         """Delete every IKE SA (peers get Deletes), wait briefly for the answers, close everything."""
+        await self.ssh.stop()
         if self.runner is not None:
             self.gateway.shutdown(self.runner.now())
             self.runner.flush()
@@ -203,6 +214,8 @@ class Daemon:
             while not self.gateway.idle and self.runner.now() < deadline:
                 await asyncio.sleep(0.02)
             self.runner.close()
+        if self.tun is not None:
+            self.tun.close()
         if self.control is not None:
             await self.control.close()
 

@@ -14,6 +14,7 @@ backend reports what only it can see: byte lifetimes and sequence number exhaust
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import struct
 from collections import Counter
@@ -139,6 +140,7 @@ class _Tunnel:
     hard_reported: bool = False
 
 
+@functools.lru_cache(maxsize=4096)
 def _ip(text: str | None) -> IPAddress | None:
     if text is None:
         return None

@@ -65,6 +65,17 @@ class UdpRunner:
         self._timer: asyncio.TimerHandle | None = None
         self._armed: float | None = None
         self._after = after
+        #: Called, in order, at the end of every :meth:`flush` (after ``after``); see :meth:`add_flush_hook`.
+        self._flush_hooks: list[Callable[[], None]] = []
+
+    def add_flush_hook(self, hook: Callable[[], None]) -> None:
+        """Run ``hook`` at the end of every flush.
+
+        The controller only produces output while it handles a datagram, a timer or a command, and each of
+        those ends in a flush; so a hook here sees everything the controller queued for other outputs than
+        UDP, at once and without polling. The TUN dataplane uses it to write ``gateway.lan_out``.
+        """
+        self._flush_hooks.append(hook)
 
     def now(self) -> float:
         return self.loop.time()
@@ -105,15 +116,17 @@ class UdpRunner:
                 continue
             endpoint.transport.sendto(data, remote)
         when = self.gateway.get_timer()
-        if when != self._armed:
+        # Re-arm only for an earlier deadline: a timer that fires early finds nothing due and re-arms
+        # itself, which is cheaper than cancelling and re-creating a handle on every datagram.
+        if when is not None and (self._armed is None or when < self._armed):
             if self._timer is not None:
                 self._timer.cancel()
-                self._timer = None
             self._armed = when
-            if when is not None:
-                self._timer = self.loop.call_at(when, self._on_timer)
+            self._timer = self.loop.call_at(when, self._on_timer)
         if self._after is not None:
             self._after()
+        for hook in self._flush_hooks:
+            hook()
 
     def _on_timer(self) -> None:
         self._timer = None

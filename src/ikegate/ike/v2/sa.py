@@ -28,7 +28,6 @@ import hmac
 import ipaddress
 import os
 import struct
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -226,6 +225,52 @@ def id_payload_for(addr: str) -> tuple[int, bytes]:
 class IkeSa:
     """One IKEv2 IKE SA with its Child SAs."""
 
+    # Slots: a gateway holds tens of thousands of these; per-instance dicts would double their size.
+    __slots__ = (
+        "__weakref__",
+        "_after_answer",
+        "_alloc_spi",
+        "_deadline_negotiation",
+        "_dh",
+        "_events",
+        "_expire_at",
+        "_first_child",
+        "_first_child_spi",
+        "_gen",
+        "_init_payloads",
+        "_init_req",
+        "_init_request",
+        "_init_response",
+        "_invalid_ke_retries",
+        "_last_sent",
+        "_ni",
+        "_nr",
+        "_out",
+        "_rekey_at",
+        "_retiring",
+        "_rng",
+        "_spi_i",
+        "_spi_r",
+        "_tasks",
+        "children",
+        "config",
+        "created",
+        "delete_reason",
+        "established_at",
+        "handle",
+        "initial_contact",
+        "initiator",
+        "last_received",
+        "local",
+        "nat_local",
+        "nat_remote",
+        "peer",
+        "peer_id",
+        "policy",
+        "state",
+        "stats",
+    )
+
     def __init__(
         self,
         config: IkeSaConfig | None,
@@ -261,11 +306,11 @@ class IkeSa:
         self.initial_contact = False
         self._rng = rng
         self._alloc_spi = spi_allocator or (lambda: _random_spi(rng))
-        self._events: deque[IkeEvent] = deque()
+        self._events: list[IkeEvent] = []
         self._out: list[tuple[bytes, Addr, Addr]] = []
         self._gen: _Gen | None = None
         self._retiring: list[_Gen] = []
-        self._tasks: deque[Callable[[float], None]] = deque()
+        self._tasks: list[Callable[[float], None]] = []
         self._spi_i = rng(8) if initiator else b""
         self._spi_r = b"" if initiator else rng(8)
         self._ni = b""
@@ -340,7 +385,7 @@ class IkeSa:
         return out
 
     def next_event(self) -> IkeEvent | None:
-        return self._events.popleft() if self._events else None
+        return self._events.pop(0) if self._events else None
 
     def get_timer(self) -> float | None:
         times: list[float] = []
@@ -764,6 +809,10 @@ class IkeSa:
             self._move(Trigger.AUTH_RESPONSE)
         self.established_at = now
         self._deadline_negotiation = None
+        # AUTH is done: the IKE_SA_INIT messages and our DH key are no longer needed (memory per SA).
+        self._init_request = self._init_response = b""
+        self._init_payloads = []
+        self._dh = None
         self._set_ike_lifetime(now)
         self._events.append(IkeSaEstablished(self))
         self._pump(now)
@@ -923,7 +972,7 @@ class IkeSa:
                 if n.notify_type == NotifyType.INVALID_KE_PAYLOAD and len(n.data) == 2 and retries < 2:
                     want = struct.unpack("!H", n.data)[0]
                     if want in pfs:
-                        self._tasks.appendleft(functools.partial(self._retry_create_child, cfg, old, want, retries + 1))
+                        self._tasks.insert(0, functools.partial(self._retry_create_child, cfg, old, want, retries + 1))
                         return
                 if n.notify_type == NotifyType.TEMPORARY_FAILURE and old is not None:
                     old.state = ChildState.INSTALLED
@@ -958,7 +1007,7 @@ class IkeSa:
         """After make-before-break: drop the replaced pair and tell the peer."""
         self._drop_child(old, DeleteReason.REKEYED)
         spi = struct.pack("!I", old.spi_in)
-        self._tasks.appendleft(lambda t: self._send_request(
+        self._tasks.insert(0, lambda t: self._send_request(
             ExchangeType.INFORMATIONAL, [Delete(ProtocolId.ESP, [spi])], lambda p, n: None, None, t))
 
     def _schedule_rekeys(self, now: float) -> None:
@@ -1220,7 +1269,7 @@ class IkeSa:
 
     def _pump(self, now: float) -> None:
         while self._tasks and self._gen is not None and self._gen.req is None and self.state is State.ESTABLISHED:
-            self._tasks.popleft()(now)
+            self._tasks.pop(0)(now)
 
     def _send_request(self, exchange: int, payloads: list[Payload], on_response: Callable[[list[Payload], float], None],
                       on_timeout: Callable[[float], None] | None, now: float, max_tries: int | None = None) -> None:
