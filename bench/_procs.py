@@ -50,13 +50,20 @@ class Gw:
         return 0
 
 
+#: IKEv1: phase 1 knows neither AES-GCM nor Curve25519; the branch speaks only IKEv1.
+V1_PROPOSAL = {" encryption-algorithm aes-gcm-256\n dh group31": " encryption-algorithm aes-256\n dh group14"}
+V1_PEER = {" remote-address 127.0.0.11": " remote-address 127.0.0.11\n undo version 2"}
+
+
 @contextmanager
-def pair(port: int = 25000, trigger: str = "traffic-based") -> Iterator[tuple[Gw, Gw]]:
+def pair(port: int = 25000, trigger: str = "traffic-based", version: int = 2) -> Iterator[tuple[Gw, Gw]]:
     """HQ (template responder) and a branch whose policy does not start by itself (the bench drives it)."""
+    extra = V1_PROPOSAL if version == 1 else {}
     with tempfile.TemporaryDirectory(prefix="ikegate-bench-") as tmp:
         cfgs = {
-            "hq": lab_text("hq", **{"127.0.0.11": HQ}),
-            "br": lab_text("branch1", **{"127.0.0.11": HQ, "127.0.0.12": BRANCH,
+            "hq": lab_text("hq", **{"127.0.0.11": HQ, **extra}),
+            "br": lab_text("branch1", **{**extra, **(V1_PEER if version == 1 else {}),
+                                         "127.0.0.11": HQ, "127.0.0.12": BRANCH,
                                          "trigger-mode auto": f"trigger-mode {trigger}"}),
         }
         procs: dict[str, Gw] = {}

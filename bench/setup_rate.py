@@ -18,8 +18,10 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("-n", type=int, default=2000)
     ap.add_argument("--concurrency", type=int, default=64)
+    ap.add_argument("--version", type=int, choices=(1, 2), default=2,
+                    help="2: IKE_SA_INIT+IKE_AUTH; 1: Main Mode + Quick Mode (AES-CBC-256, MODP-2048)")
     args = ap.parse_args()
-    with pair() as (hq, br):
+    with pair(version=args.version) as (hq, br):
         time.sleep(0.3)
         rss0 = {"responder": hq.rss_kb(), "initiator": br.rss_kb()}
         cpu0 = hq.cpu_seconds()
@@ -33,7 +35,8 @@ def main() -> None:
         icpu = br.cpu_seconds() - icpu0
         peak = {"responder": hq.rss_kb("VmHWM"), "initiator": br.rss_kb("VmHWM")}
         failed = br.call("stats")["stats"]["negotiations_failed"]
-    print(f"IKEv2 setup rate, {args.n} IKE SAs + {args.n} Child SAs, X25519/AES-GCM-16-256/PSK, "
+    suite = "X25519/AES-GCM-16-256/PSK" if args.version == 2 else "Main+Quick Mode, MODP-2048/AES-CBC-256/SHA2-256/PSK"
+    print(f"IKEv{args.version} setup rate, {args.n} IKE SAs + {args.n} IPsec SAs, {suite}, "
           f"{args.concurrency} in flight, two processes on loopback")
     print(f"  setup rate           : {args.n / elapsed:8.0f} SAs/s   ({elapsed:.2f} s)")
     print(f"  responder CPU per SA : {1000 * cpu / args.n:8.3f} ms")

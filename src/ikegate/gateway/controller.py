@@ -590,8 +590,12 @@ class Gateway:
         self._out.append((packet, local, remote))
 
     def _service(self, sa: Engine, now: float) -> None:
-        """After feeding an engine: mirror its events, ship its datagrams, re-arm its timer."""
+        """After feeding an engine: ship its datagrams, mirror its events, ship what they caused, re-arm
+        its timer. The engine's own messages go first: an IKEv1 Quick Mode's last message must reach the
+        peer before the ESP packets that the new SA releases (the peer installs it only then)."""
         peer_before = sa.peer
+        for packet, local, remote in sa.datagrams_to_send():
+            self._send(packet, local, remote)
         while (event := sa.next_event()) is not None:
             self._on_event(event, now)
         for packet, local, remote in sa.datagrams_to_send():
