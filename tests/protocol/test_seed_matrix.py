@@ -12,7 +12,6 @@ import pytest
 
 from ikegate.gateway.controller import Gateway
 from ikegate.sad import IkeSaEntry, IpsecSaEntry
-
 from tests.protocol.netsim import Net, lab_config
 
 HQ, B1, B2 = "127.0.0.11", "127.0.0.12", "127.0.0.13"
