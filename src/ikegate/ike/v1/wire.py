@@ -37,6 +37,7 @@ from ikegate.ike.v1.registry import (
     PayloadType,
     ProtocolId,
 )
+from ikegate.ike.wire.errors import WireParseError, check_u16
 
 __all__ = [
     "HEADER_LEN",
@@ -98,19 +99,12 @@ _ID_ADDR_LEN = {
 }
 
 
-class ParseError(Exception):
+class ParseError(WireParseError):
     """A message that cannot be decoded, with the ISAKMP Notify to answer (RFC 2408 §5)."""
 
-    def __init__(self, message: str, notify: int = NotifyType.PAYLOAD_MALFORMED, data: bytes = b"") -> None:
-        super().__init__(message)
-        self.notify = notify
-        self.data = data
+    default_notify = NotifyType.PAYLOAD_MALFORMED
 
 
-def _check_u16(length: int, what: str) -> int:
-    if length > 0xFFFF:
-        raise ValueError(f"{what} too long for its 16-bit length field: {length}")
-    return length
 
 
 # --------------------------------------------------------------------------------------------- header
@@ -184,7 +178,7 @@ class Attribute:
             if not 0 <= self.value <= 0xFFFF:
                 raise ValueError(f"basic attribute value {self.value} out of range; use attr()")
             return _ATTR.pack(_AF_TV | self.type, self.value)
-        return _ATTR.pack(self.type, _check_u16(len(self.value), "attribute")) + self.value
+        return _ATTR.pack(self.type, check_u16(len(self.value), "attribute")) + self.value
 
 
 def attr(atype: int, value: int) -> Attribute:
@@ -240,10 +234,10 @@ class SA:
             for j, t in enumerate(p.transforms):
                 tbody = _TRANSFORM.pack(t.number, t.transform_id) + b"".join(a.encode() for a in t.attributes)
                 nxt = _T_TRANSFORM if j + 1 < len(p.transforms) else 0
-                tparts.append(_GENERIC.pack(nxt, 0, _check_u16(4 + len(tbody), "transform")) + tbody)
+                tparts.append(_GENERIC.pack(nxt, 0, check_u16(4 + len(tbody), "transform")) + tbody)
             pbody = _PROPOSAL.pack(p.number, p.protocol, len(p.spi), len(p.transforms)) + p.spi + b"".join(tparts)
             nxt = _T_PROPOSAL if i + 1 < len(self.proposals) else 0
-            parts.append(_GENERIC.pack(nxt, 0, _check_u16(4 + len(pbody), "proposal")) + pbody)
+            parts.append(_GENERIC.pack(nxt, 0, check_u16(4 + len(pbody), "proposal")) + pbody)
         return b"".join(parts)
 
 
@@ -573,7 +567,7 @@ def encode_payloads(payloads: Sequence[Payload]) -> tuple[int, bytes]:
     for i, p in enumerate(payloads):
         body = p.body()
         nxt = int(payloads[i + 1].TYPE) if i + 1 < len(payloads) else 0
-        parts.append(_GENERIC.pack(nxt, 0, _check_u16(4 + len(body), "payload")) + body)
+        parts.append(_GENERIC.pack(nxt, 0, check_u16(4 + len(body), "payload")) + body)
     first = int(payloads[0].TYPE) if payloads else 0
     return first, b"".join(parts)
 

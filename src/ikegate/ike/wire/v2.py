@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv6Address
 from typing import ClassVar, TypeAlias, TypeVar
 
+from ikegate.ike.wire.errors import WireParseError, check_u16
 from ikegate.ike.wire.registry import HeaderFlag, NotifyType, PayloadType, ProtocolId, TsType
 
 __all__ = [
@@ -94,23 +95,16 @@ _TS_V6_LEN = 40
 _KNOWN_OPAQUE = frozenset({int(PayloadType.CERT), int(PayloadType.CERTREQ), int(PayloadType.EAP)})
 
 
-class ParseError(Exception):
+class ParseError(WireParseError):
     """A message that cannot be decoded, with the Notify the receiver should answer with.
 
     ``notify`` is INVALID_SYNTAX for malformed bytes and UNSUPPORTED_CRITICAL_PAYLOAD (with ``data`` = the
     offending payload type as one byte, RFC 7296 §3.10.1) for a critical payload we do not know.
     """
 
-    def __init__(self, message: str, notify: int = NotifyType.INVALID_SYNTAX, data: bytes = b"") -> None:
-        super().__init__(message)
-        self.notify = notify
-        self.data = data
+    default_notify = NotifyType.INVALID_SYNTAX
 
 
-def _check_u16(length: int, what: str) -> int:
-    if length > 0xFFFF:
-        raise ValueError(f"{what} too long for its 16-bit length field: {length}")
-    return length
 
 
 # --------------------------------------------------------------------------------------------- header
@@ -183,7 +177,7 @@ class Transform:
         attrs = self.attrs
         if self.key_length is not None:
             attrs = _KEY_LENGTH_TV.pack(_ATTR_KEY_LENGTH_TV, self.key_length) + attrs
-        length = _check_u16(8 + len(attrs), "transform")
+        length = check_u16(8 + len(attrs), "transform")
         return _TRANSFORM.pack(0 if last else _MORE_TRANSFORMS, length, self.type, self.id) + attrs
 
 
@@ -202,7 +196,7 @@ class Proposal:
         if n > 0xFF or len(self.spi) > 0xFF:
             raise ValueError("too many transforms or SPI too long for a proposal")
         body = b"".join([t._encode(i == n - 1) for i, t in enumerate(self.transforms)])
-        length = _check_u16(8 + len(self.spi) + len(body), "proposal")
+        length = check_u16(8 + len(self.spi) + len(body), "proposal")
         marker = 0 if last else _MORE_PROPOSALS
         head = _PROPOSAL.pack(marker, length, self.number, self.protocol, len(self.spi), n)
         return head + self.spi + body
@@ -725,7 +719,7 @@ def encode_payloads(payloads: Sequence[Payload]) -> tuple[int, bytes]:
         else:
             following = types[i + 1] if i + 1 < n else 0
         body = p.body()
-        length = _check_u16(4 + len(body), "payload")
+        length = check_u16(4 + len(body), "payload")
         parts.append(_GENERIC.pack(following, _CRITICAL if p.critical else 0, length))
         parts.append(body)
     return types[0], b"".join(parts)
@@ -737,7 +731,7 @@ def sk_generic_header(first_payload: int, body_len: int) -> bytes:
     The encryption layer needs it before the SK payload exists: it is part of the integrity-protected
     data (and of the AEAD associated data, RFC 5282 §5.1).
     """
-    return _GENERIC.pack(first_payload, 0, _check_u16(4 + body_len, "SK payload"))
+    return _GENERIC.pack(first_payload, 0, check_u16(4 + body_len, "SK payload"))
 
 
 # ------------------------------------------------------------------------------------------ message
