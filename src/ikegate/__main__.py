@@ -1,6 +1,7 @@
 """``ikegate``: the command line.
 
     ikegate run CONFIG [--control PATH] [--ike-port N] [--natt-port N] [--model M] [--placements S/C,...]
+                       [--tun ITF=TUN ...] [--metrics ADDR:PORT]
     ikegate demo
     ikegate cli --control PATH [-c COMMAND ...]
 """
@@ -28,8 +29,16 @@ def _run(args: argparse.Namespace) -> int:
         return 2
     for err in errors:
         print(f"{args.config}:{err.line_number}: {err.line.strip()}: {err.message}", file=sys.stderr)
+    tun: dict[str, str] = {}
+    for item in args.tun or []:
+        itf, sep, name = item.partition("=")
+        if not sep or not itf or not name:
+            print(f"ikegate: --tun {item}: expected INTERFACE=TUN, e.g. GigabitEthernet0/0/2=tun-lan", file=sys.stderr)
+            return 2
+        tun[itf] = name
     options = DaemonOptions(ike_port=args.ike_port, natt_port=args.natt_port, control=args.control, device=device,
-                            retransmit_tries=args.retransmit_tries, log_stream=sys.stderr)
+                            retransmit_tries=args.retransmit_tries, log_stream=sys.stderr, tun=tun)
+    options.metrics = args.metrics
     return asyncio.run(run_daemon(config, options, args.config))
 
 
@@ -45,6 +54,17 @@ def _cli(args: argparse.Namespace) -> int:
     return cli_main(args)
 
 
+def _listen_address(text: str) -> str:
+    """``--metrics ADDR:PORT``, checked while parsing so a typo stops ``ikegate run`` before it starts."""
+    from ikegate.mgmt.metrics import parse_listen
+
+    try:
+        parse_listen(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
+    return text
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ikegate", description="IKE/IPsec gateway with a Huawei USG style CLI")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -58,6 +78,13 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--placements", help="slot/cpu pairs of a slot model, e.g. 1/0,1/1,3/0")
     run.add_argument("--retransmit-tries", type=int, default=5,
                      help="retransmissions (1, 2, 4 … s apart) before a peer is declared dead")
+    run.add_argument("--tun", action="append", metavar="ITF=TUN",
+                     help="carry the protected side of VRP interface ITF on Linux TUN device TUN (created if "
+                          "missing and set up; needs root or CAP_NET_ADMIN; routing the remote protected "
+                          "networks into it is up to you). Repeatable.")
+    run.add_argument("--metrics", metavar="ADDR:PORT", type=_listen_address,
+                     help="serve Prometheus metrics over HTTP on this address only (e.g. 127.0.0.1:9470, "
+                          "[::1]:9470); off by default")
     run.set_defaults(func=_run)
     demo = sub.add_parser("demo", help="the embedded lab: HQ, Branch1 and Branch2 on loopback")
     demo.add_argument("--base-port", type=int, default=15000)

@@ -26,8 +26,10 @@ from ikegate.gateway.device import Device
 from ikegate.io.tun import TunBridge, open_bridge
 from ikegate.io.udp import UdpRunner
 from ikegate.mgmt.control import ControlServer
+from ikegate.mgmt.metrics import MetricsServer, parse_listen, registry_for
 from ikegate.mgmt.records import entry_record
 from ikegate.mgmt.ssh import SshService
+from ikegate.mgmt.syslog import SyslogSender
 from ikegate.policy.model import Config
 from ikegate.sad import Placement
 
@@ -45,6 +47,7 @@ class DaemonOptions:
     device: Device = field(default_factory=Device)
     retransmit_tries: int = 5
     log_stream: TextIO | None = None  # where log-buffer lines are mirrored (stderr in ``ikegate run``)
+    metrics: str | None = None  # ``--metrics ADDR:PORT``: serve Prometheus metrics there (mgmt/metrics.py)
     #: ``--tun ITF=TUN``: VRP interface name -> Linux TUN device carrying that protected side's packets
     #: (see :mod:`ikegate.io.tun`; routes into the TUN are the operator's job).
     tun: dict[str, str] = field(default_factory=dict)
@@ -60,12 +63,16 @@ class Daemon:
         self.options = options
         self.config_path = config_path
         self.logbuffer = LogBuffer()
+        #: Every log-buffer record (commands, tunnel events, failures) also goes to each ``info-center loghost``.
+        self.syslog = SyslogSender(lambda: self.gateway.config.loghosts.values(), lambda: self.gateway.config.sysname)
+        self.logbuffer.listeners.append(self.syslog.send)
         self.gateway = Gateway(config, ike_port=options.ike_port, natt_port=options.natt_port,
                                placements=options.device.placements, retransmit_tries=options.retransmit_tries,
                                log=self.log)
         self.runner: UdpRunner | None = None
         self.tun: TunBridge | None = None
         self.control: ControlServer | None = None
+        self.metrics: MetricsServer | None = None
         self.ssh = SshService(self, lambda: self.gateway.config)  # listens only with ``stelnet server enable``
         self.tree = default_tree(runtime_commands(options.device))
         self.runtime = Runtime(self.gateway, options.device, clock=self.now, after_change=self._flush,
@@ -187,6 +194,7 @@ class Daemon:
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
+        await self.syslog.open()
         self.runner = UdpRunner(self.gateway, loop)
         await self.runner.open(self.gateway.local_addresses())
         if self.options.tun:
@@ -194,6 +202,10 @@ class Daemon:
         if self.options.control:
             self.control = ControlServer(self.options.control, self.handlers(), attach=self.attach)
             await self.control.start()
+        if self.options.metrics:
+            host, port = parse_listen(self.options.metrics)
+            self.metrics = MetricsServer(registry_for(self.gateway), host, port)
+            await self.metrics.start()
         await self.ssh.start()
         self.gateway.start(self.runner.now())
         self.runner.flush()
@@ -218,6 +230,9 @@ class Daemon:
             self.tun.close()
         if self.control is not None:
             await self.control.close()
+        if self.metrics is not None:
+            await self.metrics.close()
+        self.syslog.close()  # last: the shutdown's own tunnel-down logs still go out
 
     # -- control API ----------------------------------------------------------------------------------
 

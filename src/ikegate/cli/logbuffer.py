@@ -24,7 +24,12 @@ class LogRecord:
     def render(self, sysname: str) -> str:
         """``Aug  6 2011 20:34:46 HOST %%01SHELL/5/CMDRECORD(l):text`` (VRP log line layout)."""
         stamp = self.time.strftime("%b %d %Y %H:%M:%S")
-        return f"{stamp} {sysname} %%01{self.module}/{self.severity}/{self.brief}(l):{self.text}"
+        return f"{stamp} {sysname} {self.body()}"
+
+    def body(self) -> str:
+        """``%%01SHELL/5/CMDRECORD(l):text``: the line without time and host, which syslog carries in
+        header fields of their own (:mod:`ikegate.mgmt.syslog`)."""
+        return f"%%01{self.module}/{self.severity}/{self.brief}(l):{self.text}"
 
 
 def _quote(value: str) -> str:
@@ -35,6 +40,10 @@ class LogBuffer:
     def __init__(self, capacity: int = 1024, clock: Callable[[], dt.datetime] = dt.datetime.now) -> None:
         self._records: deque[LogRecord] = deque(maxlen=capacity)
         self._clock = clock
+        #: Called with every new record, in order, after it is stored: how records leave the device
+        #: (syslog) without every producer knowing where they go. A listener must not raise: it runs
+        #: inside the command or the gateway event that logged.
+        self.listeners: list[Callable[[LogRecord], None]] = []
 
     def __len__(self) -> int:
         return len(self._records)
@@ -45,6 +54,8 @@ class LogBuffer:
     def log(self, module: str, severity: int, brief: str, text: str) -> LogRecord:
         record = LogRecord(self._clock(), module, severity, brief, text)
         self._records.append(record)
+        for listener in self.listeners:
+            listener(record)
         return record
 
     def record_command(self, *, task: str, ip: str, user: str, command: str, result: str | None = None) -> LogRecord:

@@ -22,6 +22,10 @@ class ViewKind(enum.Enum):
     IPSEC_POLICY = "ipsec-policy"
     IPSEC_TEMPLATE = "ipsec-template"
     ACL = "acl"
+    AAA = "aaa"
+    RSA_PUBLIC_KEY = "rsa-public-key"
+    ECC_PUBLIC_KEY = "ecc-public-key"
+    USER_INTERFACE = "user-interface"
 
 
 ALL_VIEWS: frozenset[ViewKind] = frozenset(ViewKind)

@@ -125,6 +125,21 @@ class Backend(Protocol):
         ...
 
 
+CountKey = tuple[str, str]  # ("packets" | "bytes" | "drops", direction or drop reason)
+
+
+def pair_counts(pair: ChildSaPair) -> Counter[CountKey]:
+    """One Child SA's counters, keyed for summing."""
+    counts: Counter[CountKey] = Counter()
+    counts["packets", "in"] = pair.inbound.packets
+    counts["packets", "out"] = pair.outbound.packets
+    counts["bytes", "in"] = pair.inbound.bytes
+    counts["bytes", "out"] = pair.outbound.bytes
+    for reason, n in (pair.inbound.drops + pair.outbound.drops).items():
+        counts["drops", reason] += n
+    return counts
+
+
 # ------------------------------------------------------------------------------------- userspace
 
 
@@ -163,6 +178,8 @@ class UserspaceBackend:
         #: Drops that belong to no SA (unparseable packets, unknown SPIs, no SA for a policy); the
         #: per-SA ones are on each ``InboundEsp``/``OutboundEsp``.
         self.drops: Counter[str] = Counter()
+        #: Counters of deleted SAs, so totals never go down (see :meth:`totals`).
+        self.retired: Counter[CountKey] = Counter()
 
     def reload(self, config: Config) -> None:
         """Apply a new configuration; installed SAs stay."""
@@ -198,7 +215,17 @@ class UserspaceBackend:
         if tunnel is None:
             return False
         self.spd.remove(spi)
+        self.retired.update(pair_counts(tunnel.pair))  # totals outlive the SA (metrics count from them)
         return True
+
+    def totals(self) -> Counter[CountKey]:
+        """Packets, bytes and drops of every SA this backend ever carried, plus drops that concern none."""
+        totals = Counter(self.retired)
+        for tunnel in self._by_spi.values():
+            totals.update(pair_counts(tunnel.pair))
+        for reason, n in self.drops.items():
+            totals["drops", reason] += n
+        return totals
 
     def install_trap(self, policy: PolicyKey) -> None:
         self.spd.arm_trap(policy)

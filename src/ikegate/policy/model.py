@@ -12,6 +12,8 @@ import enum
 import ipaddress
 from dataclasses import dataclass, field
 
+from ikegate.policy.users import KeyKind, LocalUser, PeerPublicKey, SshServerSettings, SshUser, VtySettings
+
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -205,6 +207,21 @@ class Interface:
     ipv6_enabled: bool = False  # ``ipv6 enable``
 
 
+SYSLOG_PORT = 514
+MAX_LOGHOSTS = 8
+
+
+@dataclass(frozen=True)
+class LogHost:
+    """``info-center loghost [ipv6] ADDRESS [port P]``: a syslog receiver (RFC 5424 over UDP).
+
+    One per address, as on VRP: configuring the same address again replaces its port.
+    """
+
+    address: IPAddress
+    port: int = SYSLOG_PORT
+
+
 @dataclass
 class Config:
     """A whole device configuration."""
@@ -218,6 +235,26 @@ class Config:
     ipsec_policies: dict[tuple[str, int], IpsecPolicy] = field(default_factory=dict)
     ipsec_templates: dict[tuple[str, int], IpsecPolicyTemplate] = field(default_factory=dict)
     ikev1_dependent: bool = False
+    loghosts: dict[IPAddress, LogHost] = field(default_factory=dict)  # ``info-center loghost``
+    # Management access (see ikegate.policy.users): the SSH server, users, their keys, the VTY lines.
+    ssh_server: SshServerSettings = field(default_factory=SshServerSettings)
+    local_users: dict[str, LocalUser] = field(default_factory=dict)
+    ssh_users: dict[str, SshUser] = field(default_factory=dict)
+    rsa_peer_keys: dict[str, PeerPublicKey] = field(default_factory=dict)
+    ecc_peer_keys: dict[str, PeerPublicKey] = field(default_factory=dict)
+    vty: VtySettings = field(default_factory=VtySettings)
+
+    def peer_keys(self, kind: KeyKind) -> dict[str, PeerPublicKey]:
+        """``rsa peer-public-key`` and ``ecc peer-public-key`` names are separate name spaces."""
+        return self.rsa_peer_keys if kind is KeyKind.RSA else self.ecc_peer_keys
+
+    def interface_addresses(self) -> list[IPAddress]:
+        """Every address of every interface (where the SSH server listens unless told otherwise)."""
+        out: list[IPAddress] = []
+        for itf in self.interfaces.values():
+            out.extend(i.ip for i in itf.ipv4)
+            out.extend(i.ip for i in itf.ipv6)
+        return out
 
     def ike_dependent_for(self, peer: IkePeer) -> bool:
         """The effective ``ikev1 phase1-phase2 sa dependent`` for a peer: its own, else the global one."""

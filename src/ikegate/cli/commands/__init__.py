@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from ikegate.cli.commands import acl, ike, interface, ipsec, session, system
+from ikegate.cli.commands import access, acl, ike, infocenter, interface, ipsec, session, system
 from ikegate.cli.tree import Command, CommandTree
 
 
@@ -16,10 +16,12 @@ def default_commands() -> list[Command]:
     return [
         *session.COMMANDS,
         *system.COMMANDS,
+        *infocenter.COMMANDS,
         *interface.COMMANDS,
         *acl.COMMANDS,
         *ike.COMMANDS,
         *ipsec.COMMANDS,
+        *access.COMMANDS,
     ]
 
 

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from ikegate.cli.views import ViewFrame, ViewKind
 from ikegate.policy import secret
 from ikegate.policy.model import (
+    SYSLOG_PORT,
     Acl,
     AclAddress,
     AclRule,
@@ -31,6 +32,7 @@ from ikegate.policy.model import (
     PortRange,
     TriggerMode,
 )
+from ikegate.policy.users import LocalUser, PeerPublicKey, ServiceType, SshServerSettings, VtySettings
 
 # ``dpd <keyword> N`` and the DpdSettings attribute it sets (shared with the peer commands).
 DPD_FIELDS = (
@@ -50,6 +52,16 @@ def system_lines(config: Config) -> list[str]:
     lines = [f" sysname {config.sysname}"]
     if config.ikev1_dependent:
         lines.append(" ikev1 phase1-phase2 sa dependent")
+    return lines + loghost_lines(config)
+
+
+def loghost_lines(config: Config) -> list[str]:
+    """``info-center loghost``: IPv4 hosts, then IPv6 ones, each by address; the default port left out."""
+    lines: list[str] = []
+    for host in sorted(config.loghosts.values(), key=lambda h: (h.address.version, int(h.address))):
+        family = "ipv6 " if host.address.version == 6 else ""
+        port = f" port {host.port}" if host.port != SYSLOG_PORT else ""
+        lines.append(f" info-center loghost {family}{host.address}{port}")
     return lines
 
 
@@ -185,6 +197,81 @@ def interface_lines(itf: Interface) -> list[str]:
     return lines
 
 
+_SSH_DEFAULT = SshServerSettings()
+_VTY_DEFAULT = VtySettings()
+
+
+def peer_key_lines(key: PeerPublicKey) -> list[str]:
+    """``rsa|ecc peer-public-key NAME`` with its one-line OpenSSH key (see cli/commands/access.py)."""
+    lines = [f"{key.kind.value} peer-public-key {key.name}"]
+    if key.openssh is not None:
+        lines.append(f" public-key {key.openssh}")
+    lines.append(" peer-public-key end")
+    return lines
+
+
+def local_user_lines(user: LocalUser) -> list[str]:
+    lines: list[str] = []
+    if user.password is not None:
+        lines.append(f" local-user {user.name} password irreversible-cipher {user.password.cipher_text()}")
+    if user.level is not None:
+        lines.append(f" local-user {user.name} level {user.level}")
+    if user.service_types:
+        words = " ".join(t.value for t in ServiceType if t in user.service_types)
+        lines.append(f" local-user {user.name} service-type {words}")
+    return lines
+
+
+def aaa_lines(config: Config) -> list[str]:
+    """The ``aaa`` view; its section is printed even when empty (``display this`` inside it)."""
+    lines = ["aaa"]
+    for name in sorted(config.local_users):
+        lines += local_user_lines(config.local_users[name])
+    return lines
+
+
+def ssh_lines(config: Config) -> list[str]:
+    """The SSH server and SSH users: system-view lines, after the keys the users are assigned."""
+    server = config.ssh_server
+    lines: list[str] = []
+    if server.stelnet:
+        lines.append("stelnet server enable")
+    if server.port != _SSH_DEFAULT.port:
+        lines.append(f"ssh server port {server.port}")
+    lines += [f"ssh server listen-address {a}" for a in server.listen_addresses]
+    for name in sorted(config.ssh_users):
+        user = config.ssh_users[name]
+        lines.append(f"ssh user {name}")
+        if user.authentication_type is not None:
+            lines.append(f"ssh user {name} authentication-type {user.authentication_type.value}")
+        if user.rsa_key is not None:
+            lines.append(f"ssh user {name} assign rsa-key {user.rsa_key}")
+        if user.ecc_key is not None:
+            lines.append(f"ssh user {name} assign ecc-key {user.ecc_key}")
+        if user.service_type is not None:
+            lines.append(f"ssh user {name} service-type {user.service_type}")
+    return lines
+
+
+def vty_lines(vty: VtySettings) -> list[str]:
+    lines = ["user-interface vty 0 4"]
+    if vty.authentication_aaa:
+        lines.append(" authentication-mode aaa")
+    if vty.privilege_level != _VTY_DEFAULT.privilege_level:
+        lines.append(f" user privilege level {vty.privilege_level}")
+    if vty.idle_timeout != _VTY_DEFAULT.idle_timeout:
+        lines.append(f" idle-timeout {vty.idle_timeout // 60} {vty.idle_timeout % 60}")
+    return lines
+
+
+def user_interface_lines(config: Config) -> list[str]:
+    lines: list[str] = []
+    if config.ssh_server.max_vty != _SSH_DEFAULT.max_vty:
+        lines.append(f"user-interface maximum-vty {config.ssh_server.max_vty}")
+    vty = vty_lines(config.vty)
+    return lines + vty if len(vty) > 1 else lines
+
+
 def interface_sort_key(name: str) -> tuple[str, tuple[int, ...]]:
     """``GigabitEthernet0/0/10`` after ``GigabitEthernet0/0/2``: type, then numbers as numbers."""
     found = re.match(r"^(\D+)([\d/]*)$", name)
@@ -196,6 +283,8 @@ def interface_sort_key(name: str) -> tuple[str, tuple[int, ...]]:
 def config_sections(config: Config) -> list[list[str]]:
     """The sections of the configuration, each one block between ``#`` separators."""
     sections = [system_lines(config)]
+    sections += [peer_key_lines(config.rsa_peer_keys[n]) for n in sorted(config.rsa_peer_keys)]
+    sections += [peer_key_lines(config.ecc_peer_keys[n]) for n in sorted(config.ecc_peer_keys)]
     sections += [acl_lines(config.acls[n]) for n in sorted(config.acls)]
     sections += [ipsec_proposal_lines(config.ipsec_proposals[n]) for n in sorted(config.ipsec_proposals)]
     sections += [ike_proposal_lines(config.ike_proposals[n]) for n in sorted(config.ike_proposals)]
@@ -203,6 +292,10 @@ def config_sections(config: Config) -> list[list[str]]:
     sections += [template_lines(config.ipsec_templates[k]) for k in sorted(config.ipsec_templates)]
     sections += [policy_lines(config.ipsec_policies[k]) for k in sorted(config.ipsec_policies)]
     sections += [interface_lines(config.interfaces[n]) for n in sorted(config.interfaces, key=interface_sort_key)]
+    # Management access last, as VRP prints it: aaa, then the SSH lines, then the user interfaces.
+    if config.local_users:
+        sections.append(aaa_lines(config))
+    sections += [lines for lines in (ssh_lines(config), user_interface_lines(config)) if lines]
     return sections
 
 
@@ -237,6 +330,10 @@ _of(ViewKind.ACL, Acl, acl_lines)
 _of(ViewKind.IPSEC_POLICY, IpsecPolicy, policy_lines)
 _of(ViewKind.IPSEC_TEMPLATE, IpsecPolicyTemplate, template_lines)
 _of(ViewKind.INTERFACE, Interface, interface_lines)
+_of(ViewKind.RSA_PUBLIC_KEY, PeerPublicKey, peer_key_lines)
+_of(ViewKind.ECC_PUBLIC_KEY, PeerPublicKey, peer_key_lines)
+_of(ViewKind.USER_INTERFACE, VtySettings, vty_lines)
+_SECTION_OF[ViewKind.AAA] = lambda config, _target: aaa_lines(config)
 _SECTION_OF[ViewKind.SYSTEM] = lambda config, _target: system_lines(config)
 _SECTION_OF[ViewKind.USER] = lambda _config, _target: []
 

@@ -22,9 +22,12 @@ LEGEND = [
 
 
 def _row(cells: Iterable[str]) -> str:
+    """Cells at their column starts; a cell that overruns its column pushes the next one right, always
+    leaving a space between them (a TextFSM template must still find the cell boundaries)."""
     line = ""
     for start, cell in zip(COLUMNS, cells, strict=True):
-        line = line.ljust(start) + cell
+        line = line.ljust(start) if len(line) < start else line + " "
+        line += cell
     return line.ljust(132)
 
 
@@ -44,7 +47,8 @@ def row(entry: IkeSaEntry | IpsecSaEntry) -> str:
     """One table row; a cell longer than its column pushes the rest right, as on the device."""
     cells = (str(entry.conn_id), peer_text(entry), entry.vpn, flags_text(entry.flags), phase_text(entry),
              entry.peer_id_type, entry.peer_id)
-    if len(cells[1]) < 46 and len(cells[6]) <= 16:
+    if len(cells[1]) < 46 and len(cells[2]) < 17 and len(cells[3]) < 22 and len(cells[5]) < 12 \
+            and len(cells[6]) <= 16:
         return (f" {cells[0]:<11}{cells[1]:<46}{cells[2]:<17}{cells[3]:<22}{cells[4]:<7}{cells[5]:<12}"
                 f"{cells[6]:<16}")
     return _row(cells)

@@ -690,6 +690,11 @@ class IkeSa:
         gen = _Gen(spi_i, spi_r, we_init, prf, keys,
                    out=ctx_i if we_init else ctx_r, inp=ctx_r if we_init else ctx_i, chosen=chosen)
         if self._gen is None:
+            # The IKE_SA_INIT exchange used message ID 0 of the initiator's request window (RFC 7296
+            # §2.2): its next request, IKE_AUTH, is ID 1, and that is what the responder must expect. The
+            # responder's own request window is untouched and starts at 0. (A rekeyed IKE SA starts both
+            # windows at 0, so this applies only to the first generation.)
+            gen.next_mid, gen.peer_mid = (1, 0) if we_init else (0, 1)
             self._gen = gen
         return gen
 

@@ -1,0 +1,529 @@
+"""ikegate against strongSwan 5.9 (charon-systemd + kernel-libipsec), each test in its own namespaces.
+
+    hostA (192.0.2.10) -- gwA [ikegate, TUN tun-lan] == WAN 198.51.100.0/24 | 2001:db8:ff::/64 == sw [charon]
+                                                                                    lo: 203.0.113.1, 2001:db8:c::1
+
+strongSwan's protected address sits on its own loopback; kernel-libipsec routes the tunnel's remote side into
+its ``ipsec0`` (table 220). ikegate's side is a real host behind the gateway, so every packet crosses the
+TUN. strongSwan's libipsec fakes a NAT, so IKE floats to 4500 and ESP is UDP-encapsulated: both sides use
+500/4500 in their own namespaces. Every cell checks traffic counted on both sides: ikegate's ``display
+ipsec sa | json`` and strongSwan's ``--list-sas --raw`` packets.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+
+from tests.interop import swan
+from tests.interop.netns import (
+    GW_A_LAN,
+    HOST_A,
+    SITE_A_V4,
+    SITE_A_V6,
+    WAN_A,
+    WAN_B,
+    Lab,
+    Netns,
+    Site,
+    make_site,
+    route_into_tun,
+    wait_for,
+    wan,
+)
+from tests.interop.swan import Charon
+from tests.interop.vrp import GatewayConfig, Suite, acl_rule, display_json, ike_sas, ipsec_sas, start_ikegate
+from tests.system.procs import Proc
+
+pytestmark = pytest.mark.interop
+
+PSK = "ikegate-strongswan-psk-0123"
+SW_LAN = {4: "203.0.113.0/24", 6: "2001:db8:c::/64"}
+SW_HOST = {4: "203.0.113.1", 6: "2001:db8:c::1"}
+IKG_LAN = {4: SITE_A_V4, 6: SITE_A_V6}
+CONN = "ikg"
+CHILD = "net"
+
+
+@dataclass(frozen=True)
+class SuiteCase:
+    """A proposal suite in both dialects: ikegate's VRP words and strongSwan's proposal strings."""
+
+    vrp: Suite
+    ike: str
+    esp: str
+
+    @property
+    def version(self) -> int:
+        return self.vrp.version
+
+
+def _v2(ike: str, esp: str) -> SuiteCase:
+    enc, integ, prf, dh = {
+        "aes256-sha256-x25519": ("aes-256", "hmac-sha2-256", "hmac-sha2-256", "group31"),
+        "aes128gcm16-prfsha256-ecp256": ("aes-gcm-128", None, "hmac-sha2-256", "group19"),
+        "aes256-sha256-modp2048": ("aes-256", "hmac-sha2-256", "hmac-sha2-256", "group14"),
+    }[ike]
+    esp_enc, esp_auth = {"aes256-sha256": ("aes-256", "sha2-256"), "aes128gcm16": ("aes-gcm-128", None)}[esp]
+    return SuiteCase(Suite(enc, integ, None, prf, dh, esp_enc, esp_auth, 2), ike, esp)
+
+
+V1 = SuiteCase(Suite("aes-256", None, "sha2-256", None, "group14", "aes-256", "sha2-256", 1),
+               "aes256-sha256-modp2048", "aes256-sha256")
+SUITES = {
+    f"v2 {ike} / esp {esp}": _v2(ike, esp)
+    for ike in ("aes256-sha256-x25519", "aes128gcm16-prfsha256-ecp256", "aes256-sha256-modp2048")
+    for esp in ("aes256-sha256", "aes128gcm16")
+}
+SUITES["v1 main+quick aes256-sha256-modp2048 / esp aes256-sha256"] = V1
+DEFAULT = SUITES["v2 aes256-sha256-x25519 / esp aes256-sha256"]
+
+
+# ----------------------------------------------------------------------------------------- test bed
+
+
+@dataclass
+class Bed:
+    lab: Lab
+    site: Site
+    sw: Netns
+    charon: Charon
+    family: int = 4
+    gw: Proc | None = None
+    extra_args: list[str] = field(default_factory=list)
+
+    @property
+    def ikg_wan(self) -> str:
+        return WAN_A[self.family]
+
+    @property
+    def sw_wan(self) -> str:
+        return WAN_B[self.family]
+
+    # -- configuration --------------------------------------------------------------------------------
+
+    def swan_conf(self, case: SuiteCase, *, inner: int = 4, conn: dict[str, str] | None = None,
+                  child: dict[str, str] | None = None) -> str:
+        conn_lines = "\n".join(f"    {k} = {v}" for k, v in {"mobike": "no", **(conn or {})}.items())
+        child_lines = "\n".join(f"        {k} = {v}" for k, v in (child or {}).items())
+        return f"""connections {{
+  {CONN} {{
+    version = {case.version}
+    local_addrs = {self.sw_wan}
+    remote_addrs = {self.ikg_wan}
+    proposals = {case.ike}
+{conn_lines}
+    local {{
+      auth = psk
+      id = {self.sw_wan}
+    }}
+    remote {{
+      auth = psk
+      id = {self.ikg_wan}
+    }}
+    children {{
+      {CHILD} {{
+        local_ts = {SW_LAN[inner]}
+        remote_ts = {IKG_LAN[inner]}
+        esp_proposals = {case.esp}
+{child_lines}
+      }}
+    }}
+  }}
+}}
+secrets {{
+  ike-ikg {{
+    id-1 = {self.sw_wan}
+    id-2 = {self.ikg_wan}
+    secret = "{PSK}"
+  }}
+}}
+"""
+
+    def ikegate_conf(self, case: SuiteCase, *, initiator: bool, trigger: str = "auto", acl: bool = True,
+                     **kw: Any) -> GatewayConfig:
+        rules = [acl_rule(5, SITE_A_V4, SW_LAN[4])] if acl else None
+        return GatewayConfig("GwA", WAN_A, {4: f"{GW_A_LAN[4]}/26", 6: f"{GW_A_LAN[6]}/64"},
+                             self.sw_wan if initiator else None, PSK, suite=case.vrp, rules=rules,
+                             trigger=trigger, **kw)
+
+    def start(self, case: SuiteCase, *, initiator: bool, swan_conn: dict[str, str] | None = None,
+              swan_child: dict[str, str] | None = None, inner: int = 4, **kw: Any) -> Proc:
+        self.charon.load(self.swan_conf(case, inner=inner, conn=swan_conn, child=swan_child))
+        self.gw = start_ikegate(self.lab, self.site.gw, "gwa", self.ikegate_conf(case, initiator=initiator, **kw),
+                                *self.extra_args)
+        route_into_tun(self.site.gw, [SW_LAN[4], SW_LAN[6]])
+        return self.gw
+
+    # -- observation ----------------------------------------------------------------------------------
+
+    def sw_children(self) -> list[swan.ChildSa]:
+        return [c for sa in self.charon.sas() if sa.state == "ESTABLISHED" for c in sa.children
+                if c.state == "INSTALLED"]
+
+    def sw_ike(self) -> list[swan.IkeSa]:
+        return [sa for sa in self.charon.sas() if sa.state == "ESTABLISHED"]
+
+    def wait_up(self, timeout: float = 20.0) -> None:
+        """Both sides hold an installed Child SA with the same SPIs."""
+        assert self.gw is not None
+        gw = self.gw
+
+        def up() -> bool:
+            ours = {(r["spi_in"], r["spi_out"]) for r in ipsec_sas(gw)}
+            theirs = {(c.spi_out, c.spi_in) for c in self.sw_children()}
+            return bool(ours & theirs)
+
+        wait_for(up, timeout, "the Child SA on both sides", step=0.2)
+
+    def ping_from_ikegate_side(self, count: int = 3, inner: int = 4, size: int = 56,
+                               interval: str = "0.2") -> subprocess.CompletedProcess[str]:
+        return self.site.host.exec("ping", "-c", str(count), "-i", interval, "-s", str(size), "-W", "2",
+                                   SW_HOST[inner], check=False, timeout=60)
+
+    def ping_from_strongswan(self, count: int = 3, inner: int = 4) -> subprocess.CompletedProcess[str]:
+        return self.sw.exec("ping", "-c", str(count), "-i", "0.2", "-W", "2", "-I", SW_HOST[inner], HOST_A[inner],
+                            check=False, timeout=30)
+
+    def assert_counted(self, packets: int) -> None:
+        """Both sides counted at least ``packets`` each way on one matching Child SA."""
+        assert self.gw is not None
+        ours = ipsec_sas(self.gw)
+        theirs = self.sw_children()
+        pairs = [(r, c) for r in ours for c in theirs if (r["spi_in"], r["spi_out"]) == (c.spi_out, c.spi_in)]
+        assert pairs, (ours, theirs)
+        ok = [(r, c) for r, c in pairs
+              if min(r["packets_in"], r["packets_out"], c.packets_in, c.packets_out) >= packets]
+        assert ok, f"counters below {packets}: {[(r, c) for r, c in pairs]}"
+
+    def offline(self) -> list[dict[str, Any]]:
+        assert self.gw is not None
+        return list(display_json(self.gw, "display ike offline-info")["offline"])
+
+
+@pytest.fixture
+def bed(lab: Lab) -> Iterator[Bed]:
+    reason = swan.skip_reason()
+    if reason:
+        pytest.skip(reason)
+    site = make_site(lab, "A", HOST_A, GW_A_LAN, SITE_A_V4, SITE_A_V6)
+    sw = lab.netns("swan", forwarding=True)
+    wan(lab, site.gw, sw)
+    sw.addr("lo", f"{SW_HOST[4]}/32")
+    sw.addr("lo", f"{SW_HOST[6]}/128")
+    charon = Charon(lab, sw, lab.workdir / "swan")
+    charon.start()
+    the_bed = Bed(lab, site, sw, charon)
+    try:
+        yield the_bed
+    finally:
+        # On failure, show both logs' tails: the reason is usually in one of them.
+        log = lab.workdir / "gwa.log"
+        sys.stderr.write(f"\n--- ikegate log ---\n{log.read_text()[-3000:] if log.exists() else ''}")
+        sys.stderr.write(f"\n--- charon log ---\n{charon.log()[-5000:]}\n")
+
+
+# ------------------------------------------------------------------------------- the suite matrix
+
+CELLS = [
+    ("I", "ikegate initiates, IPv4 outer", True, 4),
+    ("R", "strongSwan initiates, IPv4 outer", False, 4),
+    ("i", "ikegate initiates, IPv6 outer", True, 6),
+    ("r", "strongSwan initiates, IPv6 outer", False, 6),
+]
+
+
+def _suite_params() -> list[Any]:
+    params = []
+    for name, case in SUITES.items():
+        for letter, what, initiator, family in CELLS:
+            params.append(pytest.param(case, initiator, family, id=f"{name}-{letter}{family}",
+                                       marks=pytest.mark.cell(name, letter, what)))
+    return params
+
+
+@pytest.mark.parametrize(("case", "initiator", "family"), _suite_params())
+def test_suite(bed: Bed, case: SuiteCase, initiator: bool, family: int) -> None:
+    bed.family = family
+    bed.start(case, initiator=initiator)
+    if initiator:
+        bed.wait_up()
+        out = bed.ping_from_ikegate_side()
+    else:
+        answer = bed.charon.initiate(CHILD)
+        assert answer.returncode == 0, answer.stdout + answer.stderr
+        bed.wait_up()
+        out = bed.ping_from_strongswan()
+    assert out.returncode == 0, out.stdout + out.stderr
+    bed.assert_counted(3)
+    ike = bed.sw_ike()
+    assert len(ike) == 1 and ike[0].version == case.version and ike[0].remote_port == 4500
+    assert ike[0].raw.get("remote-host") == bed.ikg_wan
+
+
+@pytest.mark.cell("inner IPv6 (template w/o ACL)", "6", "strongSwan proposes IPv6 selectors, IPv4 outer")
+def test_inner_ipv6_with_template_without_acl(bed: Bed) -> None:
+    bed.start(DEFAULT, initiator=False, inner=6, acl=False)
+    answer = bed.charon.initiate(CHILD)
+    assert answer.returncode == 0, answer.stdout + answer.stderr
+    bed.wait_up()
+    out = bed.ping_from_strongswan(inner=6)
+    assert out.returncode == 0, out.stdout + out.stderr
+    out = bed.ping_from_ikegate_side(inner=6)
+    assert out.returncode == 0, out.stdout + out.stderr
+    bed.assert_counted(6)
+
+
+@pytest.mark.cell("traffic-based", "B", "host traffic triggers ikegate's traffic-based policy towards strongSwan")
+def test_traffic_based_policy_triggered_by_host(bed: Bed) -> None:
+    gw = bed.start(DEFAULT, initiator=True, trigger="traffic-based")
+    time.sleep(0.5)
+    assert ike_sas(gw) == [] and bed.sw_ike() == []
+    out = bed.ping_from_ikegate_side(count=5, interval="0.3")
+    assert " 0 received" not in out.stdout, out.stdout
+    bed.wait_up()
+    assert bed.ping_from_ikegate_side().returncode == 0
+    bed.assert_counted(3)
+
+
+# ------------------------------------------------------------------------------------------ rekeys
+
+REKEY = "rekey (IPv4, x25519)"
+
+
+def _child_spis(bed: Bed) -> set[tuple[int, int]]:
+    return {(c.spi_in, c.spi_out) for c in bed.sw_children()}
+
+
+@pytest.mark.cell(REKEY, "C", "strongSwan rekeys the Child SA (rekey_time 5s)")
+def test_child_rekey_by_strongswan(bed: Bed) -> None:
+    gw = bed.start(DEFAULT, initiator=True, swan_child={"rekey_time": "5s", "rand_time": "0", "life_time": "60s"})
+    bed.wait_up()
+    before = _child_spis(bed)
+    wait_for(lambda: bool(_child_spis(bed)) and not _child_spis(bed) & before, 15, "strongSwan's child rekey",
+             step=0.2)
+    bed.wait_up()
+    assert bed.ping_from_ikegate_side().returncode == 0
+    bed.assert_counted(3)
+    assert len(ipsec_sas(gw)) == 1  # the old pair is gone on our side too
+    assert all(r["reason"] != "peer request" for r in bed.offline())  # a rekey is no tunnel loss
+
+
+@pytest.mark.cell(REKEY, "K", "strongSwan rekeys the IKE SA (rekey_time 5s)")
+def test_ike_rekey_by_strongswan(bed: Bed) -> None:
+    gw = bed.start(DEFAULT, initiator=True, swan_conn={"rekey_time": "5s", "rand_time": "0", "over_time": "30s"})
+    bed.wait_up()
+    first = bed.sw_ike()[0]
+    wait_for(lambda: any(sa.uniqueid != first.uniqueid for sa in bed.sw_ike()), 15, "strongSwan's IKE rekey",
+             step=0.2)
+    time.sleep(0.3)
+    new = bed.sw_ike()
+    assert len(new) == 1
+    ours = ike_sas(gw)
+    assert len(ours) == 1, ours
+    assert (ours[0]["spi_i"], ours[0]["spi_r"]) == (new[0].raw["initiator-spi"], new[0].raw["responder-spi"])
+    assert bed.ping_from_ikegate_side().returncode == 0  # the Child SA moved to the new IKE SA
+    bed.assert_counted(3)
+
+
+@pytest.mark.cell(REKEY, "c", "ikegate rekeys the Child SA (sa duration traffic-based 256 KB)")
+def test_child_rekey_by_ikegate(bed: Bed) -> None:
+    gw = bed.start(DEFAULT, initiator=True, sa_kilobytes=256)
+    bed.wait_up()
+    before = {r["spi_in"] for r in ipsec_sas(gw)}
+    # ~300 KB each way: past the 90% soft limit of 256 KB, below the hard one.
+    out = bed.ping_from_ikegate_side(count=220, size=1300, interval="0.005")
+    assert out.returncode == 0, out.stdout[-500:]
+    wait_for(lambda: bool(ipsec_sas(gw)) and not {r["spi_in"] for r in ipsec_sas(gw)} & before, 15,
+             "ikegate's child rekey", step=0.2)
+    bed.wait_up()
+    assert bed.ping_from_ikegate_side().returncode == 0
+    bed.assert_counted(3)
+    assert len(bed.sw_children()) == 1
+
+
+@pytest.mark.cell(REKEY, "k", "ikegate rekeys the IKE SA (ike sa duration 60: ~54 s)")
+def test_ike_rekey_by_ikegate(bed: Bed) -> None:
+    case = SuiteCase(Suite(ike_duration=60), DEFAULT.ike, DEFAULT.esp)
+    gw = bed.start(case, initiator=True)
+    bed.wait_up()
+    first = ike_sas(gw)[0]
+    wait_for(lambda: any((r["spi_i"], r["spi_r"]) != (first["spi_i"], first["spi_r"]) for r in ike_sas(gw)), 70,
+             "ikegate's IKE rekey", step=0.5)
+    time.sleep(0.5)
+    ours, theirs = ike_sas(gw), bed.sw_ike()
+    assert len(ours) == 1 and len(theirs) == 1, (ours, theirs)
+    assert (ours[0]["spi_i"], ours[0]["spi_r"]) == (theirs[0].raw["initiator-spi"], theirs[0].raw["responder-spi"])
+    assert bed.ping_from_ikegate_side().returncode == 0
+    bed.assert_counted(3)
+
+
+# ------------------------------------------------------------------------------ liveness, INFORMATIONAL
+
+LIVE = "DPD / INFORMATIONAL (IPv4)"
+
+
+@pytest.mark.cell(LIVE, "S", "strongSwan's DPD (dpd_delay 1s) is answered")
+def test_dpd_from_strongswan_answered(bed: Bed) -> None:
+    bed.start(DEFAULT, initiator=True, swan_conn={"dpd_delay": "1s"})
+    bed.wait_up()
+    wait_for(lambda: bed.charon.log().count("parsed INFORMATIONAL response") >= 3, 10, "three DPD answers")
+    assert "retransmit" not in bed.charon.log()
+    assert len(bed.sw_ike()) == 1
+    bed.assert_counted(0)
+
+
+@pytest.mark.cell(LIVE, "G", "ikegate's periodic DPD (idle 10 s) is answered by strongSwan")
+def test_dpd_from_ikegate_answered(bed: Bed) -> None:
+    gw = bed.start(DEFAULT, initiator=True, dpd=["dpd type periodic", "dpd idle-time 10"])
+    bed.wait_up()
+    wait_for(lambda: "parsed INFORMATIONAL request" in bed.charon.log(), 16, "ikegate's DPD request", step=0.5)
+    time.sleep(0.5)
+    assert "generating INFORMATIONAL response" in bed.charon.log()
+    assert len(ike_sas(gw)) == 1 and bed.offline() == []
+
+
+@pytest.mark.cell(LIVE, "X", "ikegate's DPD declares a killed charon dead (offline reason dpd timeout)")
+def test_dpd_detects_dead_strongswan(bed: Bed) -> None:
+    bed.extra_args = ["--retransmit-tries", "2"]
+    gw = bed.start(DEFAULT, initiator=True, dpd=["dpd type periodic", "dpd idle-time 10"])
+    bed.wait_up()
+    bed.charon.popen.kill()  # SIGKILL: no Delete, it just stops answering
+    wait_for(lambda: any(r["reason"] == "dpd timeout" for r in bed.offline()), 30, "DPD timeout", step=0.5)
+    assert ipsec_sas(gw) == [] or all(r["peer_address"] == bed.sw_wan for r in ipsec_sas(gw))
+
+
+@pytest.mark.cell(LIVE, "M", "mobike=yes + address change at strongSwan: its INFORMATIONAL requests answered")
+def test_unsolicited_informational_from_strongswan(bed: Bed) -> None:
+    """strongSwan initiates with MOBIKE_SUPPORTED; ikegate does not announce MOBIKE, so strongSwan keeps its
+    ADDITIONAL_*_ADDRESS notifies to itself (they are covered in memory by
+    ``tests/protocol/test_v2_informational.py``). What it does send unasked -- liveness checks, here while
+    its interfaces change -- must all be answered, and the SA must survive."""
+    bed.start(DEFAULT, initiator=False, swan_conn={"mobike": "yes", "dpd_delay": "2s"})
+    answer = bed.charon.initiate(CHILD)
+    assert answer.returncode == 0, answer.stdout
+    bed.wait_up()
+    bed.sw.addr("wan0", "198.51.100.9/24")  # an interface change: MOBIKE peers hear ADDITIONAL_*_ADDRESS
+    bed.sw.addr("wan0", "2001:db8:ff::9/64")
+    time.sleep(4.5)
+    log = bed.charon.log()
+    requests = log.count("generating INFORMATIONAL request")
+    assert requests >= 1, "strongSwan sent no INFORMATIONAL request at all"
+    assert log.count("parsed INFORMATIONAL response") >= requests - 1  # the last may still be in flight
+    assert "retransmit" not in log and len(bed.sw_ike()) == 1
+    assert bed.ping_from_strongswan().returncode == 0
+    bed.assert_counted(3)
+
+
+# -------------------------------------------------------------------------------- deletes both ways
+
+DELETE = "deletes (IPv4, auto policy)"
+
+
+def _cli(bed: Bed, *commands: str) -> subprocess.CompletedProcess[str]:
+    assert bed.gw is not None
+    args = [sys.executable, "-m", "ikegate", "cli", "--control", bed.gw.control]
+    for command in commands:
+        args += ["-c", command]
+    return subprocess.run(args, capture_output=True, text=True, timeout=30)
+
+
+@pytest.mark.cell(DELETE, "D", "reset ike sa conn-id (phase 1): strongSwan sees the Delete at once; re-established")
+def test_reset_ike_sa_phase1(bed: Bed) -> None:
+    gw = bed.start(DEFAULT, initiator=True)
+    bed.wait_up()
+    old = bed.sw_ike()[0].uniqueid
+    conn_id = ike_sas(gw)[0]["conn_id"]
+    out = _cli(bed, f"reset ike sa conn-id {conn_id}")
+    assert out.returncode == 0, out.stdout + out.stderr
+    t0 = time.monotonic()
+    wait_for(lambda: all(sa.uniqueid != old for sa in bed.charon.sas()), 2, "the Delete at strongSwan", step=0.05)
+    gone_after = time.monotonic() - t0
+    assert gone_after < 1.0, gone_after
+    wait_for(lambda: any(sa.uniqueid != old for sa in bed.sw_ike()), 10, "the auto policy re-established")
+    bed.wait_up()
+    assert bed.ping_from_ikegate_side().returncode == 0
+    bed.assert_counted(3)
+
+
+@pytest.mark.cell(DELETE, "d", "reset ike sa conn-id (phase 2): child deleted, re-created under the same IKE SA")
+def test_reset_ike_sa_phase2(bed: Bed) -> None:
+    gw = bed.start(DEFAULT, initiator=True)
+    bed.wait_up()
+    ike_id = bed.sw_ike()[0].uniqueid
+    before = _child_spis(bed)
+    child_conn = ipsec_sas(gw)[0]["conn_id"]
+    answer = gw.call("shell", lines=[f"reset ike sa conn-id {child_conn}"])
+    assert not answer["error"], answer["output"]
+    wait_for(lambda: not _child_spis(bed) & before, 2, "the child Delete at strongSwan", step=0.05)
+    wait_for(lambda: bool(_child_spis(bed)), 10, "the child re-created")
+    assert [sa.uniqueid for sa in bed.sw_ike()] == [ike_id]
+    bed.wait_up()
+    assert bed.ping_from_ikegate_side().returncode == 0
+    bed.assert_counted(3)
+
+
+def _terminated(bed: Bed, phase1: bool) -> None:
+    """ikegate recorded the loss as ``peer request`` and its auto policy brought the tunnel back."""
+    assert bed.gw is not None
+    wait_for(lambda: any(r["reason"] == "peer request" for r in bed.offline()), 5, "offline reason peer request")
+    bed.wait_up(15)
+    assert bed.ping_from_ikegate_side().returncode == 0
+    bed.assert_counted(3)
+    assert len(ike_sas(bed.gw)) == 1
+
+
+@pytest.mark.cell(DELETE, "N", "swanctl --terminate --ike NAME: peer request, re-established")
+def test_terminate_ike_by_name(bed: Bed) -> None:
+    bed.start(DEFAULT, initiator=True)
+    bed.wait_up()
+    old = bed.sw_ike()[0].uniqueid
+    out = bed.charon.terminate("--ike", CONN)
+    assert out.returncode == 0, out.stdout + out.stderr
+    wait_for(lambda: any(sa.uniqueid != old for sa in bed.sw_ike()), 10, "the new IKE SA")
+    _terminated(bed, True)
+
+
+@pytest.mark.cell(DELETE, "U", "swanctl --terminate --ike-id N: peer request, re-established")
+def test_terminate_ike_by_id(bed: Bed) -> None:
+    bed.start(DEFAULT, initiator=True)
+    bed.wait_up()
+    old = bed.sw_ike()[0].uniqueid
+    out = bed.charon.terminate("--ike-id", str(old))
+    assert out.returncode == 0, out.stdout + out.stderr
+    wait_for(lambda: any(sa.uniqueid != old for sa in bed.sw_ike()), 10, "the new IKE SA")
+    _terminated(bed, True)
+
+
+@pytest.mark.cell(DELETE, "C", "swanctl --terminate --child-id N: peer request, child re-created")
+def test_terminate_child_by_id(bed: Bed) -> None:
+    gw = bed.start(DEFAULT, initiator=True)
+    bed.wait_up()
+    ike_id = bed.sw_ike()[0].uniqueid
+    child = bed.sw_children()[0]
+    out = bed.charon.terminate("--child-id", str(child.uniqueid))
+    assert out.returncode == 0, out.stdout + out.stderr
+    wait_for(lambda: any(c.uniqueid != child.uniqueid for c in bed.sw_children()), 10, "the re-created child")
+    _terminated(bed, False)
+    assert [sa.uniqueid for sa in bed.sw_ike()] == [ike_id]  # the IKE SA stayed
+    assert len(ipsec_sas(gw)) == 1
+
+
+def test_raw_parser_reads_nested_sections() -> None:
+    """The ``--raw`` parser on a recorded answer (runs without root)."""
+    text = ("list-sa event {ikg {uniqueid=3 version=2 state=ESTABLISHED local-port=4500 remote-port=4500 "
+            "initiator-spi=d5c1950a4780e56c child-sas {net-1 {name=net uniqueid=4 state=INSTALLED spi-in=f39493f4 "
+            "spi-out=7c7bb0d8 bytes-in=252 packets-in=3 bytes-out=168 packets-out=2 local-ts=[203.0.113.0/24] "
+            "remote-ts=[192.0.2.0/26]}}}}\nlist-sas reply {}\n")
+    (sa,) = swan.parse_list_sas(text)
+    assert (sa.name, sa.uniqueid, sa.version, sa.remote_port) == ("ikg", 3, 2, 4500)
+    (child,) = sa.children
+    assert (child.spi_in, child.packets_in, child.packets_out) == (0xF39493F4, 3, 2)
+    assert child.raw["local-ts"] == ["203.0.113.0/24"]
+
