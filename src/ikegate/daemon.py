@@ -19,7 +19,7 @@ from typing import Any, TextIO
 from ikegate.cli.commands import default_tree
 from ikegate.cli.commands.runtime import Runtime, runtime_commands
 from ikegate.cli.loader import ConfigError, load_config
-from ikegate.cli.logbuffer import LogBuffer
+from ikegate.cli.logbuffer import LogBuffer, LogRecord
 from ikegate.cli.shell import Shell
 from ikegate.gateway.controller import Gateway
 from ikegate.gateway.device import Device
@@ -65,6 +65,7 @@ class Daemon:
         self.logbuffer = LogBuffer()
         #: Every log-buffer record (commands, tunnel events, failures) also goes to each ``info-center loghost``.
         self.syslog = SyslogSender(lambda: self.gateway.config.loghosts.values(), lambda: self.gateway.config.sysname)
+        self.logbuffer.listeners.append(self._mirror)
         self.logbuffer.listeners.append(self.syslog.send)
         self.gateway = Gateway(config, ike_port=options.ike_port, natt_port=options.natt_port,
                                placements=options.device.placements, retransmit_tries=options.retransmit_tries,
@@ -184,8 +185,11 @@ class Daemon:
     # -- logging ------------------------------------------------------------------------------------
 
     def log(self, module: str, severity: int, brief: str, text: str) -> None:
-        """Into the log buffer, and mirrored to the log stream as one line in VRP's format."""
-        record = self.logbuffer.log(module, severity, brief, text)
+        """Into the log buffer; its listeners mirror it to the log stream and to syslog."""
+        self.logbuffer.log(module, severity, brief, text)
+
+    def _mirror(self, record: LogRecord) -> None:
+        """Every log-buffer record (command records included) as one line on the log stream."""
         stream = self.options.log_stream
         if stream is not None:
             stream.write(record.render(self.gateway.config.sysname) + "\n")  # stderr is line buffered
