@@ -330,7 +330,7 @@ async def run_daemon(config: Config, options: DaemonOptions, config_path: str | 
     try:
         await daemon.start()
     except OSError as exc:
-        print(f"ikegate: cannot open sockets: {exc}", file=sys.stderr)
+        print(f"ikegate: cannot start: {exc}", file=sys.stderr)
         return 1
     stamp = dt.datetime.now().strftime("%Y-%m-%d %H:%M:%S")
     print(f"{stamp} {config.sysname}: listening on "

@@ -450,13 +450,15 @@ def _cli(bed: Bed, *commands: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(args, capture_output=True, text=True, timeout=30)
 
 
-@_both_versions("D", "reset ike sa conn-id (phase 1): strongSwan sees the Delete at once; re-established")
-def test_reset_ike_sa_phase1(bed: Bed, case: SuiteCase) -> None:
+def _reset_phase1(bed: Bed, case: SuiteCase, form: str) -> None:
+    """One of the phase-1 forms of ``reset ike sa``: strongSwan sees the Delete at once; re-established."""
     gw = bed.start(case, initiator=True)
     bed.wait_up()
     old = bed.sw_ike()[0].uniqueid
     conn_id = ike_sas(gw)[0]["conn_id"]
-    out = _cli(bed, f"reset ike sa conn-id {conn_id}")
+    command = {"conn-id": f"reset ike sa conn-id {conn_id}", "remote": f"reset ike sa remote {bed.sw_wan}",
+               "all": "reset ike sa"}[form]
+    out = _cli(bed, command)
     assert out.returncode == 0, out.stdout + out.stderr
     t0 = time.monotonic()
     wait_for(lambda: all(sa.uniqueid != old for sa in bed.charon.sas()), 2, "the Delete at strongSwan", step=0.05)
@@ -466,6 +468,21 @@ def test_reset_ike_sa_phase1(bed: Bed, case: SuiteCase) -> None:
     bed.wait_up()
     assert bed.ping_from_ikegate_side().returncode == 0
     bed.assert_counted(3)
+
+
+@_both_versions("D", "reset ike sa conn-id (phase 1): strongSwan sees the Delete at once; re-established")
+def test_reset_ike_sa_phase1(bed: Bed, case: SuiteCase) -> None:
+    _reset_phase1(bed, case, "conn-id")
+
+
+@_both_versions("R", "reset ike sa remote ADDR: strongSwan sees the Delete at once; re-established")
+def test_reset_ike_sa_remote(bed: Bed, case: SuiteCase) -> None:
+    _reset_phase1(bed, case, "remote")
+
+
+@_both_versions("A", "reset ike sa (all): strongSwan sees the Delete at once; re-established")
+def test_reset_ike_sa_all(bed: Bed, case: SuiteCase) -> None:
+    _reset_phase1(bed, case, "all")
 
 
 @_both_versions("d", "reset ike sa conn-id (phase 2): child deleted, re-created under the same IKE SA")

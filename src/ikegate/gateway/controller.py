@@ -794,7 +794,7 @@ class Gateway:
             integrity=child.integ.name if child.integ else "",
             pfs=str(child.dh) if child.dh else "",
             encapsulation_mode=child.mode.value,
-            udp_encap=child.udp_encap,
+            udp_encap=True,  # the userspace dataplane always carries ESP in UDP (no kernel ESP here)
             local_selectors=tuple(_selector(t) for t in child.ts_local),
             remote_selectors=tuple(_selector(t) for t in child.ts_remote),
             lifetime_hard=int(child.config.lifetime),
@@ -816,7 +816,7 @@ class Gateway:
         self._dataplane_actions(self.dataplane.install_sa(child, remote, local=sa.local[0], policy=policy_key,
                                                           now=now), now)
         self._log("IPSEC-VPN", 4, "IPSECTUNNELSTART",
-                  f"The IPSec tunnel is established. (PolicyName={child.config.name}, SeqNum={child.config.seq}, "
+                  f"The IPSec tunnel is established. (PolicyName={policy_name}, SeqNum={policy_seq}, "
                   f"RuleNum={rule}, SrcIP={sa.local[0]}, DstIP={sa.peer[0]}, InboundSPI={child.spi_in})")
 
     def _record_down(self, entry: IkeSaEntry | IpsecSaEntry, reason: DeleteReason, now: float) -> None:
