@@ -56,12 +56,14 @@ V1_PEER = {" remote-address 127.0.0.11": " remote-address 127.0.0.11\n undo vers
 
 
 @contextmanager
-def pair(port: int = 25000, trigger: str = "traffic-based", version: int = 2) -> Iterator[tuple[Gw, Gw]]:
-    """HQ (template responder) and a branch whose policy does not start by itself (the bench drives it)."""
+def pair(port: int = 25000, trigger: str = "traffic-based", version: int = 2,
+         hq_extra: str = "") -> Iterator[tuple[Gw, Gw]]:
+    """HQ (template responder) and a branch whose policy does not start by itself (the bench drives it).
+    ``hq_extra`` is configuration appended to HQ's (before its final ``return``)."""
     extra = V1_PROPOSAL if version == 1 else {}
     with tempfile.TemporaryDirectory(prefix="ikegate-bench-") as tmp:
         cfgs = {
-            "hq": lab_text("hq", **{"127.0.0.11": HQ, **extra}),
+            "hq": lab_text("hq", **{"127.0.0.11": HQ, **extra, "#\nreturn\n": f"#\n{hq_extra}#\nreturn\n"}),
             "br": lab_text("branch1", **{**extra, **(V1_PEER if version == 1 else {}),
                                          "127.0.0.11": HQ, "127.0.0.12": BRANCH,
                                          "trigger-mode auto": f"trigger-mode {trigger}"}),

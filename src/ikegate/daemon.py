@@ -37,6 +37,7 @@ log = logging.getLogger("ikegate")
 
 SHUTDOWN_GRACE = 3.0
 PING_TIMEOUT = 2.0
+STOP_LIMIT = 15.0
 
 
 @dataclass
@@ -337,5 +338,9 @@ async def run_daemon(config: Config, options: DaemonOptions, config_path: str | 
           f"{', '.join(daemon.gateway.local_addresses()) or 'no address'} "
           f"(IKE {options.ike_port}, NAT-T {options.natt_port})", file=sys.stderr, flush=True)
     await daemon.wait()
-    await daemon.stop()
+    try:
+        # A clean stop takes a few seconds at most; whatever hangs past that must not keep us alive.
+        await asyncio.wait_for(daemon.stop(), STOP_LIMIT)
+    except TimeoutError:
+        print("ikegate: shutdown did not finish in time; exiting anyway", file=sys.stderr)
     return 0

@@ -11,6 +11,7 @@ import asyncio
 import ipaddress
 import logging
 import socket
+from collections import deque
 from collections.abc import Callable
 
 from ikegate.gateway.controller import Gateway
@@ -38,20 +39,65 @@ def _enlarge_buffers(sock: socket.socket | None) -> None:
                 log.debug("cannot enlarge socket buffer %s", opt)
 
 
-class _Endpoint(asyncio.DatagramProtocol):
-    def __init__(self, runner: UdpRunner, local: Addr) -> None:
+#: Datagrams read per readiness event before the loop gets control back. asyncio's own datagram transport
+#: reads one per event, so a loop busy with other work (a 20-session `display ike sa` storm) would starve
+#: negotiations; reading a batch and flushing once per batch also saves a timer re-arm per datagram.
+READ_BATCH = 64
+MAX_DATAGRAM = 65535
+
+
+class _Endpoint:
+    """One bound UDP socket: batched non-blocking reads, and writes that queue when the socket is full."""
+
+    def __init__(self, runner: UdpRunner, local: Addr, sock: socket.socket) -> None:
         self.runner = runner
         self.local = local
-        self.transport: asyncio.DatagramTransport | None = None
+        self.sock = sock
+        self._backlog: deque[tuple[bytes, Addr]] = deque()
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]  # a datagram endpoint gets a datagram transport
+    def on_readable(self) -> None:
+        runner = self.runner
+        for _ in range(READ_BATCH):
+            try:
+                data, addr = self.sock.recvfrom(MAX_DATAGRAM)
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError as exc:  # e.g. ICMP port unreachable reported on the socket
+                log.debug("socket error on %s: %s", self.local, exc)
+                break
+            runner.feed(data, self.local, (str(addr[0]), int(addr[1])))
+        runner.flush()
 
-    def datagram_received(self, data: bytes, addr: tuple[str | object, ...]) -> None:
-        self.runner.on_datagram(data, self.local, (str(addr[0]), int(str(addr[1]))))
+    def sendto(self, data: bytes, remote: Addr) -> None:
+        if self._backlog:
+            self._backlog.append((data, remote))
+            return
+        try:
+            self.sock.sendto(data, remote)
+        except (BlockingIOError, InterruptedError):
+            self._backlog.append((data, remote))
+            self.runner.loop.add_writer(self.sock.fileno(), self._on_writable)
+        except OSError as exc:
+            log.debug("cannot send from %s to %s: %s", self.local, remote, exc)
 
-    def error_received(self, exc: Exception) -> None:
-        log.debug("socket error on %s: %s", self.local, exc)
+    def _on_writable(self) -> None:
+        while self._backlog:
+            data, remote = self._backlog[0]
+            try:
+                self.sock.sendto(data, remote)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                log.debug("cannot send from %s to %s: %s", self.local, remote, exc)
+            self._backlog.popleft()
+        self.runner.loop.remove_writer(self.sock.fileno())
+
+    def close(self) -> None:
+        loop = self.runner.loop
+        loop.remove_reader(self.sock.fileno())
+        if self._backlog:
+            loop.remove_writer(self.sock.fileno())
+        self.sock.close()
 
 
 class UdpRunner:
@@ -86,35 +132,47 @@ class UdpRunner:
             family = socket.AF_INET6 if ipaddress.ip_address(address).version == 6 else socket.AF_INET
             for port in (self.gateway.ike_port, self.gateway.natt_port):
                 local = (address, port)
-                endpoint = _Endpoint(self, local)
-                await self.loop.create_datagram_endpoint(lambda e=endpoint: e, local_addr=local, family=family)  # type: ignore[misc]
+                sock = socket.socket(family, socket.SOCK_DGRAM)
+                try:
+                    if family == socket.AF_INET6:
+                        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+                    sock.bind(local)
+                    sock.setblocking(False)
+                except OSError:
+                    sock.close()
+                    self.close()
+                    raise
+                _enlarge_buffers(sock)
+                endpoint = _Endpoint(self, local, sock)
+                self.loop.add_reader(sock.fileno(), endpoint.on_readable)
                 self._endpoints[local] = endpoint
-                if endpoint.transport is not None:
-                    _enlarge_buffers(endpoint.transport.get_extra_info("socket"))
 
     def close(self) -> None:
         if self._timer is not None:
             self._timer.cancel()
         for endpoint in self._endpoints.values():
-            if endpoint.transport is not None:
-                endpoint.transport.close()
+            endpoint.close()
         self._endpoints.clear()
 
-    def on_datagram(self, data: bytes, local: Addr, remote: Addr) -> None:
+    def feed(self, data: bytes, local: Addr, remote: Addr) -> None:
+        """One datagram into the controller (without flushing: the caller flushes once per batch)."""
         try:
             self.gateway.receive_datagram(data, local, remote, self.now())
         except Exception:  # the controller must never take the daemon down; log and carry on
             log.exception("unexpected error handling a datagram from %s", remote)
+
+    def on_datagram(self, data: bytes, local: Addr, remote: Addr) -> None:
+        self.feed(data, local, remote)
         self.flush()
 
     def flush(self) -> None:
         """Send what the controller produced and re-arm the timer."""
         for data, local, remote in self.gateway.datagrams_to_send():
             endpoint = self._endpoints.get(local)
-            if endpoint is None or endpoint.transport is None:
+            if endpoint is None:
                 log.debug("no socket for %s; dropping datagram to %s", local, remote)
                 continue
-            endpoint.transport.sendto(data, remote)
+            endpoint.sendto(data, remote)
         when = self.gateway.get_timer()
         # Re-arm only for an earlier deadline: a timer that fires early finds nothing due and re-arms
         # itself, which is cheaper than cancelling and re-creating a handle on every datagram.

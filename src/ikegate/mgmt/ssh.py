@@ -172,8 +172,8 @@ class SshService:
         acceptors, self._acceptors, self.bound = self._acceptors, [], []
         for acceptor in acceptors:
             acceptor.close()
-        for acceptor in acceptors:
-            await acceptor.wait_closed()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.gather(*(a.wait_closed() for a in acceptors)), CLOSE_GRACE)
 
     async def stop(self) -> None:
         """Close the listeners and every session."""
@@ -186,8 +186,9 @@ class SshService:
         connections = list(self._connections)
         for conn in connections:
             conn.close()
-        for conn in connections:
-            await conn.wait_closed()
+        # A client that vanished (or a session blocked on a full window) must not hold up shutdown.
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.gather(*(conn.wait_closed() for conn in connections)), CLOSE_GRACE)
 
     # -- login policy ------------------------------------------------------------------------------
     def check(self, name: str, method: SshAuthType) -> LocalUser:

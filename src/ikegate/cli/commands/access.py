@@ -366,7 +366,7 @@ COMMANDS = [
     Command("undo local-user <name> service-type", _undo_service_types, AAA, level=MANAGE, params=_NAME),
     Command("undo local-user <name>", _delete_local_user, AAA, level=MANAGE, params=_NAME),
     Command("user-interface maximum-vty <number>", _max_vty, SYSTEM, level=MANAGE,
-            params={"number": Integer("Maximum number of VTY users", 0, 15)}),
+            params={"number": Integer("Maximum number of VTY users", 0, 20)}),  # USG: VTY 0..20
     Command("undo user-interface maximum-vty", _undo_max_vty, SYSTEM, level=MANAGE),
     Command("user-interface vty <first> [ <last> ]", _enter_vty, SYSTEM, level=MANAGE,
             params={"first": Integer("First VTY number", 0, 4), "last": Integer("Last VTY number", 0, 4)}),

@@ -1,0 +1,106 @@
+"""Does the daemon keep negotiating while 20 SSH sessions run `display ike sa` against 10,000 SAs?
+
+HQ (the responder) holds N established IKE SAs (each with its IPsec SA). Then M more are negotiated twice:
+once with the management plane idle, once while S SSH sessions (asyncssh clients with a PTY, as an
+operator or netmiko would have) run `display ike sa` in a loop. Prints the setup rate of both runs and how
+many displays the sessions completed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import time
+
+import asyncssh
+from _procs import HQ, pair, wait_sas
+
+SSH_PORT = 25222
+USER, PASSWORD = "bench", "Bench-pass-123"
+SSH_CONFIG = f"""aaa
+ local-user {USER} password irreversible-cipher {PASSWORD}
+ local-user {USER} level 3
+ local-user {USER} service-type ssh
+#
+stelnet server enable
+ssh server port {SSH_PORT}
+user-interface maximum-vty 20
+#
+user-interface vty 0 4
+ authentication-mode aaa
+"""
+
+
+async def session(stop: asyncio.Event, counts: list[int], index: int) -> None:
+    async with asyncssh.connect(HQ, SSH_PORT, username=USER, password=PASSWORD, known_hosts=None) as conn:
+        proc = await conn.create_process(term_type="vt100", term_size=(200, 50))
+        await proc.stdout.readuntil("<HQ>")
+        proc.stdin.write("screen-length 0 temporary\r")
+        await proc.stdout.readuntil("<HQ>")
+        while not stop.is_set():
+            proc.stdin.write("display ike sa\r")
+            # Read in chunks and watch the tail for the next prompt: readuntil() gives up on a
+            # multi-megabyte table (its buffer limit), an operator's terminal does not.
+            tail = ""
+            while not (tail.endswith("<HQ>") and "NEG--NEGOTIATING" in tail):
+                chunk = await proc.stdout.read(1 << 16)
+                if not chunk:
+                    return
+                tail = (tail + chunk)[-4096:]
+            counts[index] += 1
+        proc.stdin.write("quit\r")
+
+
+def negotiate(br, hq, target: int, more: int) -> tuple[float, int]:  # type: ignore[no-untyped-def]
+    """Negotiate ``more`` SAs; the rate of those that came up, and how many failed. Stops waiting once
+    all are up or nothing has come up for 10 s (failed negotiations are retried by nobody)."""
+    failed0 = sum(br.call("stats")["stats"]["negotiations_failed"].values())
+    start = time.monotonic()
+    br.call("load", count=more, concurrency=128)
+    last, last_change = 0, time.monotonic()
+    while True:
+        up = br.call("stats")["stats"]["ipsec_sas"] - target
+        if up != last:
+            last, last_change = up, time.monotonic()
+        if up >= more or time.monotonic() - last_change > 10:
+            break
+        time.sleep(0.05)
+    failed = sum(br.call("stats")["stats"]["negotiations_failed"].values()) - failed0
+    return last / (last_change - start), failed
+
+
+async def with_ssh_load(br, hq, target: int, more: int,  # type: ignore[no-untyped-def]
+                        sessions: int) -> tuple[tuple[float, int], list[int]]:
+    stop = asyncio.Event()
+    counts = [0] * sessions
+    tasks = [asyncio.create_task(session(stop, counts, i)) for i in range(sessions)]
+    await asyncio.sleep(2.0)  # all logged in and displaying
+    result = await asyncio.to_thread(negotiate, br, hq, target, more)
+    stop.set()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    return result, counts
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("-n", type=int, default=10_000, help="SAs established before measuring")
+    ap.add_argument("-m", type=int, default=2_000, help="SAs negotiated in each measured run")
+    ap.add_argument("-s", type=int, default=20, help="SSH sessions")
+    args = ap.parse_args()
+    with pair(port=25300, hq_extra=SSH_CONFIG) as (hq, br):
+        time.sleep(0.5)
+        br.call("load", count=args.n, concurrency=128)
+        wait_sas(br, args.n, timeout=900)
+        wait_sas(hq, args.n, timeout=900)
+        base = br.call("stats")["stats"]["ipsec_sas"]
+        idle, idle_failed = negotiate(br, hq, base, args.m)
+        base = br.call("stats")["stats"]["ipsec_sas"]
+        (loaded, loaded_failed), counts = asyncio.run(with_ssh_load(br, hq, base, args.m, args.s))
+    print(f"HQ holding {args.n:,} IKE SAs + {args.n:,} IPsec SAs; {args.m:,} more negotiated per run")
+    print(f"  setup rate, management idle          : {idle:7.0f} SAs/s ({idle_failed} failed)")
+    print(f"  setup rate, {args.s} SSH sessions displaying: {loaded:7.0f} SAs/s ({loaded_failed} failed)")
+    print(f"  displays completed meanwhile         : {sum(counts)} (per session: min {min(counts)}, max {max(counts)})")
+
+
+if __name__ == "__main__":
+    main()
