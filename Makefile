@@ -27,8 +27,9 @@ unit: $(STAMP)
 test: lint typecheck unit
 
 bench: $(STAMP)
-	$(BIN)/python bench/setup_rate.py
-	$(BIN)/python bench/delete_all.py
+	cd bench && for b in setup_rate delete_all cli_scale esp_throughput ping_rtt ssh_load; do \
+		../$(BIN)/python $$b.py || exit 1; done
+	cd bench && ../$(BIN)/python setup_rate.py --version 1 -n 1000
 
 clean:
 	rm -rf $(VENV) build src/*.egg-info .mypy_cache .pytest_cache .ruff_cache
