@@ -49,10 +49,11 @@ def _sites(lab: Lab) -> tuple[Site, Site]:
 
 
 def _pair(lab: Lab, a: Site, b: Site, family: int, rules_a: list[str], rules_b: list[str],
-          trigger: str) -> tuple[Proc, Proc]:
-    cfg_b = GatewayConfig("GwB", WAN_B, {4: f"{GW_B_LAN[4]}/26", 6: f"{GW_B_LAN[6]}/64"}, None, PSK, rules=rules_b)
+          trigger: str, rules6_a: list[str] | None = None, rules6_b: list[str] | None = None) -> tuple[Proc, Proc]:
+    cfg_b = GatewayConfig("GwB", WAN_B, {4: f"{GW_B_LAN[4]}/26", 6: f"{GW_B_LAN[6]}/64"}, None, PSK, rules=rules_b,
+                          rules6=rules6_b or [])
     cfg_a = GatewayConfig("GwA", WAN_A, {4: f"{GW_A_LAN[4]}/26", 6: f"{GW_A_LAN[6]}/64"}, WAN_B[family], PSK,
-                          rules=rules_a, trigger=trigger)
+                          rules=rules_a, trigger=trigger, rules6=rules6_a or [])
     gw_b = start_ikegate(lab, b.gw, "gwb", cfg_b)
     route_into_tun(b.gw, [SITE_A_V4, SITE_A_V6])
     gw_a = start_ikegate(lab, a.gw, "gwa", cfg_a)
@@ -153,3 +154,17 @@ def test_ping_triggers_traffic_based_policy_over_ipv6(lab: Lab) -> None:
     received = int(out.stdout.split(" received")[0].rsplit(" ", 1)[-1]) if " received" in out.stdout else 0
     assert received >= 3, out.stdout  # the first ones may be lost or held while negotiating
     assert len(ike_sas(gw_a)) == 1 and ike_sas(gw_a)[0]["peer_address"] == WAN_B[6]
+
+
+@pytest.mark.cell(ROW, "6", "IPv6 hosts ping each other (acl ipv6), IPv4 outer")
+def test_ipv6_hosts_through_two_ikegates(lab: Lab) -> None:
+    a, b = _sites(lab)
+    rule_a = f"rule 5 permit ipv6 source {SITE_A_V6} destination {SITE_B_V6}"
+    rule_b = f"rule 5 permit ipv6 source {SITE_B_V6} destination {SITE_A_V6}"
+    gw_a, gw_b = _pair(lab, a, b, 4, [], [], "auto", [rule_a], [rule_b])
+    rc, out = _ping(a, HOST_B[6])
+    assert rc == 0, out
+    rc, out = _ping(b, HOST_A[6])
+    assert rc == 0, out
+    sas = ipsec_sas(gw_a)
+    assert any(":" in s["local_selectors"][0] for s in sas)

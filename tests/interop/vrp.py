@@ -47,6 +47,8 @@ class GatewayConfig:
     #: selectors the initiator proposes)
     rules: list[str] | None = field(default_factory=list)
     trigger: str = "auto"  # auto | traffic-based (site-to-site only)
+    #: rules of an IPv6 ACL (``acl ipv6 number 3000``, referenced with ``security acl ipv6 3000``)
+    rules6: list[str] = field(default_factory=list)
     sa_duration: int | None = None  # IPsec SA lifetime, seconds
     sa_kilobytes: int | None = None  # IPsec SA lifetime, kilobytes
     dpd: list[str] = field(default_factory=list)  # extra ike peer lines, e.g. "dpd type periodic"
@@ -77,6 +79,9 @@ class GatewayConfig:
         if self.rules is not None:
             lines += ["#", "acl number 3000", *[f" {r}" for r in self.rules]]
             acl = [" security acl 3000"]
+        if self.rules6:
+            lines += ["#", "acl ipv6 number 3000", *[f" {r}" for r in self.rules6]]
+            acl.append(" security acl ipv6 3000")
         lines.append("#")
         duration = [f" sa duration time-based {self.sa_duration}"] if self.sa_duration else []
         duration += [f" sa duration traffic-based {self.sa_kilobytes}"] if self.sa_kilobytes else []

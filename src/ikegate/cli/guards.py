@@ -31,7 +31,8 @@ def _bound_settings(config: Config) -> Iterator[tuple[str, str, IpsecPolicySetti
 
 
 def refuse_if_bound(
-    ctx: CommandContext, *, acl: int | None = None, peer: str | None = None, group: str | None = None
+    ctx: CommandContext, *, acl: int | None = None, peer: str | None = None, group: str | None = None,
+    acl6: int | None = None,
 ) -> None:
     """Raise if ``acl`` or ``peer`` is referenced by a policy group applied to an interface, or if the
     policy ``group`` itself is applied."""
@@ -40,6 +41,8 @@ def refuse_if_bound(
     for interface, bound_group, settings in _bound_settings(ctx.config):
         if acl is not None and settings.acl == acl:
             what = f"ACL {acl} is referenced by IPSec policy {bound_group}"
+        elif acl6 is not None and settings.acl6 == acl6:
+            what = f"IPv6 ACL {acl6} is referenced by IPSec policy {bound_group}"
         elif peer is not None and settings.ike_peer == peer:
             what = f"IKE peer {peer} is referenced by IPSec policy {bound_group}"
         elif group is not None and bound_group == group:

@@ -22,6 +22,7 @@ class ViewKind(enum.Enum):
     IPSEC_POLICY = "ipsec-policy"
     IPSEC_TEMPLATE = "ipsec-template"
     ACL = "acl"
+    ACL6 = "acl6"
     AAA = "aaa"
     RSA_PUBLIC_KEY = "rsa-public-key"
     ECC_PUBLIC_KEY = "ecc-public-key"

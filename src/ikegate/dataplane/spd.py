@@ -33,7 +33,7 @@ from typing import Generic, TypeVar
 from ikegate.dataplane.packet import PORTED, IpInfo
 from ikegate.ike.wire.registry import TsType
 from ikegate.ike.wire.v2 import TrafficSelector
-from ikegate.policy.model import Acl, AclAddress, AclRule, Config, TriggerMode
+from ikegate.policy.model import Acl, AclAddress, AclRule, Config, TriggerMode, rule_key
 
 __all__ = ["DYNAMIC_RULE", "PolicyKey", "Spd", "SpdMatch", "Trap"]
 
@@ -298,11 +298,12 @@ class Spd(Generic[T]):
                 blocks: list[list[_Rule]] = []
                 if policy.template is not None:
                     for tpl in config.template_group(policy.template):
-                        acl = config.acls.get(tpl.acl) if tpl.acl is not None else None
-                        blocks.append(self._compile_acl(key, acl, policy.trigger_mode, True, itf.name))
-                elif policy.acl is not None and policy.acl in config.acls:
-                    blocks.append(self._compile_acl(key, config.acls[policy.acl], policy.trigger_mode, False,
-                                                    itf.name))
+                        acls: list[Acl | None] = list(config.acls_of(tpl))
+                        for acl in acls or [None]:  # a template without ACL accepts any flow
+                            blocks.append(self._compile_acl(key, acl, policy.trigger_mode, True, itf.name))
+                else:
+                    for acl in config.acls_of(policy):
+                        blocks.append(self._compile_acl(key, acl, policy.trigger_mode, False, itf.name))
                 if blocks:
                     self._policies.append(_Policy(key, itf.name, policy.is_template, policy.trigger_mode, blocks))
         self._index = [_SaIndex() for _ in self._rules]
@@ -328,14 +329,15 @@ class Spd(Generic[T]):
             return [rule]
         out = []
         for acl_rule in sorted(acl.rules, key=lambda r: r.rule_id):
-            rule = self._compile_rule(key, acl_rule, trigger, template, interface)
+            rule = self._compile_rule(key, acl_rule, trigger, template, interface, acl)
             self._rules.append(rule)
             out.append(rule)
         return out
 
     def _compile_rule(self, key: PolicyKey, rule: AclRule, trigger: TriggerMode, template: bool,
-                      interface: str) -> _Rule:
-        family = 0
+                      interface: str, acl: Acl) -> _Rule:
+        family = 6 if acl.ipv6 else 0
+        rule_id = rule_key(acl, rule)
         for side in (rule.source, rule.destination):
             if side is not None:
                 family = side.address.version
@@ -343,12 +345,12 @@ class Spd(Generic[T]):
         sp, dp = rule.source_port, rule.destination_port
         ports = None if sp.any and dp.any else (sp.low, sp.high, dp.low, dp.high)
         matches = {
-            fam: SpdMatch(key, rule.rule_id, trigger, template,
+            fam: SpdMatch(key, rule_id, trigger, template,
                           _selector(rule.source, fam, proto, sp.low, sp.high),
                           _selector(rule.destination, fam, proto, dp.low, dp.high), interface)
             for fam in ((family,) if family else (4, 6))
         }
-        return _Rule(len(self._rules), key, rule.rule_id, rule.action == "permit", trigger, template, interface,
+        return _Rule(len(self._rules), key, rule_id, rule.action == "permit", trigger, template, interface,
                      family, _range(rule.source), _range(rule.destination), proto, ports, matches)
 
     # ------------------------------------------------------------------------------------- lookups

@@ -63,7 +63,7 @@ from ikegate.ike.wire.v2 import (
     decode_message,
     encode_message,
 )
-from ikegate.policy.model import Config, IkePeer, IpsecPolicy, IpsecPolicyTemplate
+from ikegate.policy.model import V6_RULE_BASE, Config, IkePeer, IpsecPolicy, IpsecPolicyTemplate
 from ikegate.sad import (
     DEFAULT_PLACEMENT,
     IkeSaEntry,
@@ -800,8 +800,8 @@ class Gateway:
             lifetime_hard=int(child.config.lifetime),
             lifetime_soft=int(child.rekey_at - now) if child.rekey_at else None,
             lifetime_hard_kb=child.config.lifetime_kb,
-            acl_rule=rule,
-            acl_number=getattr(settings, "acl", None),
+            acl_rule=rule % V6_RULE_BASE if rule is not None else None,
+            acl_number=getattr(settings, "acl6" if rule is not None and rule >= V6_RULE_BASE else "acl", None),
             policy_name=policy_name,
             policy_seq=policy_seq,
             interface=interface,
@@ -1016,7 +1016,7 @@ class _Responder:
         for tpl, flows in self._cached(("templates",), lambda: self._template_flows(cfg)):
             if tpl.ike_peer != name:
                 continue
-            if tpl.acl is None:
+            if tpl.acl is None and tpl.acl6 is None:
                 return translate.child_config(cfg, tpl, None, proposed=(list(tsr), list(tsi)))
             flow = _pick_flow(flows, tsi, tsr)
             if flow is not None:
@@ -1026,8 +1026,7 @@ class _Responder:
 
     @staticmethod
     def _template_flows(cfg: Config) -> list[tuple[IpsecPolicyTemplate, list[Flow]]]:
-        return [(tpl, translate.acl_flows(cfg.acls.get(tpl.acl) if tpl.acl is not None else None))
-                for _policy, tpl, _itf in translate.templates(cfg)]
+        return [(tpl, translate.policy_flows(cfg, tpl)) for _policy, tpl, _itf in translate.templates(cfg)]
 
 
 def _pick_flow(flows: list[Flow], tsi: list[TrafficSelector], tsr: list[TrafficSelector]) -> Flow | None:

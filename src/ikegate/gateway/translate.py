@@ -35,6 +35,7 @@ from ikegate.policy.model import (
     IpsecPolicySettings,
     IpsecPolicyTemplate,
     TriggerMode,
+    rule_key,
 )
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -210,19 +211,24 @@ def acl_flows(acl: Acl | None) -> list[Flow]:
     for rule in sorted(acl.rules, key=lambda r: r.rule_id):
         if rule.action != "permit":
             continue
-        flows.append(rule_flow(rule))
+        flows.append(rule_flow(rule, acl))
     return flows
 
 
-def rule_flow(rule: AclRule) -> Flow:
-    family = 4
+def policy_flows(config: Config, settings: IpsecPolicySettings) -> list[Flow]:
+    """The flows of a policy or template: its IPv4 ACL's permit rules, then its IPv6 ACL's."""
+    return [flow for acl in config.acls_of(settings) for flow in acl_flows(acl)]
+
+
+def rule_flow(rule: AclRule, acl: Acl | None = None) -> Flow:
+    family = 6 if acl is not None and acl.ipv6 else 4
     for side in (rule.source, rule.destination):
         if side is not None:
             family = side.address.version
     proto = rule.ip_protocol
     local = _side(rule.source, family, proto, rule.source_port.low, rule.source_port.high)
     remote = _side(rule.destination, family, proto, rule.destination_port.low, rule.destination_port.high)
-    return Flow(rule.rule_id, local, remote)
+    return Flow(rule_key(acl, rule) if acl is not None else rule.rule_id, local, remote)
 
 
 def child_config(config: Config, settings: IpsecPolicySettings, flow: Flow | None,
@@ -269,8 +275,7 @@ def connections(config: Config) -> list[Connection]:
             locals_ = [i.ip for i in (itf.ipv4 if remote.version == 4 else itf.ipv6)]
             if not locals_:
                 continue
-            acl = config.acls.get(policy.acl) if policy.acl is not None else None
-            out.append(Connection(policy, peer, itf.name, locals_[0], remote, acl_flows(acl)))
+            out.append(Connection(policy, peer, itf.name, locals_[0], remote, policy_flows(config, policy)))
     return out
 
 

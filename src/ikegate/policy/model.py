@@ -141,6 +141,16 @@ class AclAddress:
         return ipaddress.ip_network(f"{self.address}/{bits - host_bits}", strict=False)
 
 
+#: A rule of an IPv6 ACL is keyed ``rule id + V6_RULE_BASE`` wherever the flows of a policy are listed
+#: together: IPv4 and IPv6 ACLs number their rules independently, and a policy may reference one of each.
+V6_RULE_BASE = 1 << 32
+
+
+def rule_key(acl: Acl, rule: AclRule) -> int:
+    """The key that names a rule's flow among all the flows of a policy (see :data:`V6_RULE_BASE`)."""
+    return rule.rule_id + (V6_RULE_BASE if acl.ipv6 else 0)
+
+
 ACL_PROTOCOLS: dict[str, int] = {"ip": 0, "icmp": 1, "tcp": 6, "udp": 17, "ipv6": 0, "icmpv6": 58}
 
 
@@ -165,6 +175,7 @@ class Acl:
 
     number: int
     rules: list[AclRule] = field(default_factory=list)
+    ipv6: bool = False  # ``acl ipv6 number N``: a separate number space from the IPv4 ACLs
 
 
 @dataclass
@@ -174,6 +185,7 @@ class IpsecPolicySettings:
     name: str
     seq: int
     acl: int | None = None
+    acl6: int | None = None  # ``security acl ipv6 N``
     ike_peer: str | None = None
     proposals: list[str] = field(default_factory=list)
     pfs: str | None = None  # a DH group name (``dh-group14``) or None
@@ -232,6 +244,7 @@ class Config:
     ike_peers: dict[str, IkePeer] = field(default_factory=dict)
     ipsec_proposals: dict[str, IpsecProposal] = field(default_factory=dict)
     acls: dict[int, Acl] = field(default_factory=dict)
+    acls6: dict[int, Acl] = field(default_factory=dict)
     ipsec_policies: dict[tuple[str, int], IpsecPolicy] = field(default_factory=dict)
     ipsec_templates: dict[tuple[str, int], IpsecPolicyTemplate] = field(default_factory=dict)
     ikev1_dependent: bool = False
@@ -254,6 +267,15 @@ class Config:
         for itf in self.interfaces.values():
             out.extend(i.ip for i in itf.ipv4)
             out.extend(i.ip for i in itf.ipv6)
+        return out
+
+    def acls_of(self, settings: IpsecPolicySettings) -> list[Acl]:
+        """The ACLs a policy or template references: its IPv4 ACL, then its IPv6 ACL (each optional)."""
+        out: list[Acl] = []
+        if settings.acl is not None and settings.acl in self.acls:
+            out.append(self.acls[settings.acl])
+        if settings.acl6 is not None and settings.acl6 in self.acls6:
+            out.append(self.acls6[settings.acl6])
         return out
 
     def ike_dependent_for(self, peer: IkePeer) -> bool:

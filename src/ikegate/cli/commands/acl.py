@@ -1,4 +1,4 @@
-"""Advanced ACLs (``acl number 3000..3999``) and their ``rule`` commands.
+"""Advanced ACLs (``acl number 3000..3999``, ``acl ipv6 number 3000..3999``) and their ``rule`` commands.
 
 Two ``rule`` declarations share one handler: ports are part of the syntax only after ``tcp``/``udp``,
 so ``rule permit ip source-port ...`` is refused by the matcher exactly where VRP refuses it.
@@ -11,13 +11,14 @@ import ipaddress
 from ikegate.cli.context import CommandContext
 from ikegate.cli.errors import CommandError, ParamError
 from ikegate.cli.guards import refuse_if_bound, require
-from ikegate.cli.params import Choice, Integer, Ipv4, Param, Wildcard
+from ikegate.cli.params import Choice, Integer, Ipv4, Ipv6Prefix, Param, Wildcard
 from ikegate.cli.tree import Command
 from ikegate.cli.views import ViewFrame, ViewKind
 from ikegate.policy.model import Acl, AclAddress, AclRule, PortRange
 
 SYSTEM = frozenset({ViewKind.SYSTEM})
 ACL = frozenset({ViewKind.ACL})
+ACL6 = frozenset({ViewKind.ACL6})
 RULE_STEP = 5
 
 _NUMBER = {"number": Integer("Advanced ACL number", 3000, 3999)}
@@ -50,25 +51,43 @@ _DESTINATION_PORT = "[ destination-port { eq <destination-eq> | range <destinati
 
 def _enter(ctx: CommandContext) -> None:
     number = ctx.number("number")
+    if ctx.keyword("ipv6"):
+        acl = ctx.config.acls6.setdefault(number, Acl(number, ipv6=True))
+        ctx.session.enter_view(ViewFrame(ViewKind.ACL6, f"acl6-adv-{number}", acl))
+        return
     acl = ctx.config.acls.setdefault(number, Acl(number))
     ctx.session.enter_view(ViewFrame(ViewKind.ACL, f"acl-adv-{number}", acl))
 
 
 def _delete(ctx: CommandContext) -> None:
     number = ctx.number("number")
-    require(ctx, number in ctx.config.acls, f"ACL {number}")
-    refuse_if_bound(ctx, acl=number)
-    ctx.config.acls.pop(number, None)
+    ipv6 = ctx.keyword("ipv6")
+    table = ctx.config.acls6 if ipv6 else ctx.config.acls
+    require(ctx, number in table, f"{'IPv6 ' if ipv6 else ''}ACL {number}")
+    if ipv6:
+        refuse_if_bound(ctx, acl6=number)
+    else:
+        refuse_if_bound(ctx, acl=number)
+    table.pop(number, None)
 
 
 def _acl(ctx: CommandContext) -> Acl:
     """The ACL the view edits; every rule command goes through here (bound-policy rule)."""
     acl = ctx.target_as(Acl)
-    refuse_if_bound(ctx, acl=acl.number)
+    if acl.ipv6:
+        refuse_if_bound(ctx, acl6=acl.number)
+    else:
+        refuse_if_bound(ctx, acl=acl.number)
     return acl
 
 
 def _address(ctx: CommandContext, side: str) -> AclAddress | None:
+    prefixes = ctx.values(f"{side}-prefix")
+    if prefixes:
+        # IPv6 rules name a prefix; kept as address + wildcard (the host bits) like IPv4 rules.
+        prefix = prefixes[0]
+        assert isinstance(prefix, ipaddress.IPv6Interface)
+        return AclAddress(prefix.network.network_address, prefix.network.hostmask)
     address = ctx.opt_ip(side)
     if address is None:
         return None
@@ -121,9 +140,28 @@ def _undo_rule(ctx: CommandContext) -> None:
     acl.rules = [r for r in acl.rules if r.rule_id != rule_id]
 
 
+_V6_RULE_PARAMS: dict[str, Param] = {
+    **{k: v for k, v in _RULE_PARAMS.items() if "wildcard" not in k and k not in ("source", "destination")},
+    "source-prefix": Ipv6Prefix("Source IPv6 prefix"),
+    "destination-prefix": Ipv6Prefix("Destination IPv6 prefix"),
+}
+_V6_NO_PORTS: dict[str, Param] = {
+    **_V6_RULE_PARAMS,
+    "protocol": Choice({"icmpv6": "ICMPv6 (protocol 58)", "ipv6": "Any IPv6 protocol"}),
+}
+_V6_PORTS: dict[str, Param] = {**_V6_RULE_PARAMS, "protocol": _PORTS["protocol"]}
+_SOURCE6 = "[ source { <source-prefix> | any } ]"
+_DESTINATION6 = "[ destination { <destination-prefix> | any } ]"
+
 COMMANDS = [
     Command("acl { number <number> | <number> }", _enter, SYSTEM, params=_NUMBER),
     Command("undo acl { number <number> | <number> }", _delete, SYSTEM, params=_NUMBER),
+    Command("acl ipv6 number <number>", _enter, SYSTEM, params=_NUMBER),
+    Command("undo acl ipv6 number <number>", _delete, SYSTEM, params=_NUMBER),
+    Command(f"{_HEAD} {_SOURCE6} {_DESTINATION6}", _rule, ACL6, params=_V6_NO_PORTS),
+    Command(f"{_HEAD} {_SOURCE6} {_SOURCE_PORT} {_DESTINATION6} {_DESTINATION_PORT}", _rule, ACL6,
+            params=_V6_PORTS),
+    Command("undo rule <id>", _undo_rule, ACL6, params=_RULE_PARAMS),
     Command(f"{_HEAD} {_SOURCE} {_DESTINATION}", _rule, ACL, params=_NO_PORTS),
     Command(f"{_HEAD} {_SOURCE} {_SOURCE_PORT} {_DESTINATION} {_DESTINATION_PORT}", _rule, ACL, params=_PORTS),
     Command("undo rule <id>", _undo_rule, ACL, params=_RULE_PARAMS),

@@ -146,6 +146,10 @@ def _fresh_settings() -> IpsecPolicySettings:
 
 def _security_acl(ctx: CommandContext) -> None:
     number = ctx.number("number")
+    if ctx.keyword("ipv6"):
+        require(ctx, number in ctx.config.acls6, f"IPv6 ACL {number}")
+        _settings(ctx).acl6 = number
+        return
     require(ctx, number in ctx.config.acls, f"ACL {number}")
     _settings(ctx).acl = number
 
@@ -194,7 +198,8 @@ def _clear(attr: str) -> Command:
     def handler(ctx: CommandContext) -> None:
         setattr(_settings(ctx), attr, getattr(_fresh_settings(), attr))
 
-    keyword = {"acl": "security acl", "ike_peer": "ike-peer", "proposals": "proposal"}[attr]
+    keyword = {"acl": "security acl", "acl6": "security acl ipv6", "ike_peer": "ike-peer",
+               "proposals": "proposal"}[attr]
     return Command(f"undo {keyword}", handler, POLICY_OR_TEMPLATE)
 
 
@@ -210,6 +215,13 @@ POLICY_COMMANDS = [
         params={"number": Integer("Advanced ACL number", 3000, 3999)},
     ),
     _clear("acl"),
+    Command(
+        "security acl ipv6 <number>",
+        _security_acl,
+        POLICY_OR_TEMPLATE,
+        params={"number": Integer("Advanced IPv6 ACL number", 3000, 3999)},
+    ),
+    _clear("acl6"),
     Command("ike-peer <name>", _ike_peer, POLICY_OR_TEMPLATE, params={"name": String("IKE peer name", 1, 15)}),
     _clear("ike_peer"),
     Command(

@@ -128,6 +128,8 @@ def ipsec_proposal_lines(p: IpsecProposal) -> list[str]:
 def _address(keyword: str, address: AclAddress | None) -> str:
     if address is None:
         return ""
+    if address.address.version == 6:
+        return f" {keyword} {address.network}"
     wildcard = "0" if int(address.wildcard) == 0 else str(address.wildcard)
     return f" {keyword} {address.address} {wildcard}"
 
@@ -152,7 +154,8 @@ def acl_rule_text(rule: AclRule) -> str:
 
 
 def acl_lines(acl: Acl) -> list[str]:
-    return [f"acl number {acl.number}"] + [f" {acl_rule_text(r)}" for r in sorted(acl.rules, key=lambda r: r.rule_id)]
+    head = f"acl ipv6 number {acl.number}" if acl.ipv6 else f"acl number {acl.number}"
+    return [head] + [f" {acl_rule_text(r)}" for r in sorted(acl.rules, key=lambda r: r.rule_id)]
 
 
 def _settings_lines(s: IpsecPolicySettings, trigger: TriggerMode | None = None) -> list[str]:
@@ -160,6 +163,8 @@ def _settings_lines(s: IpsecPolicySettings, trigger: TriggerMode | None = None) 
     lines: list[str] = []
     if s.acl is not None:
         lines.append(f" security acl {s.acl}")
+    if s.acl6 is not None:
+        lines.append(f" security acl ipv6 {s.acl6}")
     if s.ike_peer is not None:
         lines.append(f" ike-peer {s.ike_peer}")
     if s.proposals:
@@ -286,6 +291,7 @@ def config_sections(config: Config) -> list[list[str]]:
     sections += [peer_key_lines(config.rsa_peer_keys[n]) for n in sorted(config.rsa_peer_keys)]
     sections += [peer_key_lines(config.ecc_peer_keys[n]) for n in sorted(config.ecc_peer_keys)]
     sections += [acl_lines(config.acls[n]) for n in sorted(config.acls)]
+    sections += [acl_lines(config.acls6[n]) for n in sorted(config.acls6)]
     sections += [ipsec_proposal_lines(config.ipsec_proposals[n]) for n in sorted(config.ipsec_proposals)]
     sections += [ike_proposal_lines(config.ike_proposals[n]) for n in sorted(config.ike_proposals)]
     sections += [ike_peer_lines(config.ike_peers[n]) for n in sorted(config.ike_peers)]
@@ -327,6 +333,7 @@ _of(ViewKind.IKE_PROPOSAL, IkeProposal, ike_proposal_lines)
 _of(ViewKind.IKE_PEER, IkePeer, ike_peer_lines)
 _of(ViewKind.IPSEC_PROPOSAL, IpsecProposal, ipsec_proposal_lines)
 _of(ViewKind.ACL, Acl, acl_lines)
+_of(ViewKind.ACL6, Acl, acl_lines)
 _of(ViewKind.IPSEC_POLICY, IpsecPolicy, policy_lines)
 _of(ViewKind.IPSEC_TEMPLATE, IpsecPolicyTemplate, template_lines)
 _of(ViewKind.INTERFACE, Interface, interface_lines)
