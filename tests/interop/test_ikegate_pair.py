@@ -48,7 +48,7 @@ def _sites(lab: Lab) -> tuple[Site, Site]:
     return a, b
 
 
-def _pair(lab: Lab, a: Site, b: Site, family: int, rules_a: list[str], rules_b: list[str],
+def _pair(lab: Lab, a: Site, b: Site, family: int, rules_a: list[str] | None, rules_b: list[str] | None,
           trigger: str, rules6_a: list[str] | None = None, rules6_b: list[str] | None = None) -> tuple[Proc, Proc]:
     cfg_b = GatewayConfig("GwB", WAN_B, {4: f"{GW_B_LAN[4]}/26", 6: f"{GW_B_LAN[6]}/64"}, None, PSK, rules=rules_b,
                           rules6=rules6_b or [])
@@ -156,15 +156,25 @@ def test_ping_triggers_traffic_based_policy_over_ipv6(lab: Lab) -> None:
     assert len(ike_sas(gw_a)) == 1 and ike_sas(gw_a)[0]["peer_address"] == WAN_B[6]
 
 
-@pytest.mark.cell(ROW, "6", "IPv6 hosts ping each other (acl ipv6), IPv4 outer")
-def test_ipv6_hosts_through_two_ikegates(lab: Lab) -> None:
+@pytest.mark.parametrize(("family", "trigger"), [
+    pytest.param(4, "auto", marks=pytest.mark.cell(ROW, "6", "IPv6 hosts ping each other (acl ipv6), IPv4 outer")),
+    pytest.param(6, "traffic-based", marks=pytest.mark.cell(
+        ROW, "V", "IPv6 hosts (acl ipv6 only): first ping6 triggers, IPv6 outer")),
+])
+def test_ipv6_hosts_through_two_ikegates(lab: Lab, family: int, trigger: str) -> None:
     a, b = _sites(lab)
     rule_a = f"rule 5 permit ipv6 source {SITE_A_V6} destination {SITE_B_V6}"
     rule_b = f"rule 5 permit ipv6 source {SITE_B_V6} destination {SITE_A_V6}"
-    gw_a, gw_b = _pair(lab, a, b, 4, [], [], "auto", [rule_a], [rule_b])
+    # IPv4 outer: beside an (empty) IPv4 ACL of the same number; IPv6 outer: the IPv6 ACL alone.
+    rules4: list[str] | None = [] if family == 4 else None
+    gw_a, gw_b = _pair(lab, a, b, family, rules4, rules4, trigger, [rule_a], [rule_b])
+    if trigger == "traffic-based":
+        assert ike_sas(gw_a) == []
+        a.host.exec("ping", "-c", "3", "-i", "0.3", "-W", "2", HOST_B[6], check=False, timeout=30)  # triggers
     rc, out = _ping(a, HOST_B[6])
     assert rc == 0, out
     rc, out = _ping(b, HOST_A[6])
     assert rc == 0, out
     sas = ipsec_sas(gw_a)
-    assert any(":" in s["local_selectors"][0] for s in sas)
+    assert len(sas) == 1 and ":" in sas[0]["local_selectors"][0] and sas[0]["peer_address"] == WAN_B[family], sas
+    assert _counted(sas, 6), sas

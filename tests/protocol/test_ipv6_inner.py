@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from ikegate.cli.loader import load_config
 from ikegate.cli.render.config import render_config
 from ikegate.gateway.controller import Gateway
@@ -89,3 +91,67 @@ def test_ipv6_acl_cli_errors_and_bound_rule() -> None:
     refused = shell.run("rule 9 permit ipv6 source 2001:db8:1:9::/64")  # bound through policy site
     assert refused.error is not None and "IPv6 ACL 3001" in refused.error
     assert [r.rule_id for r in config.acls6[3001].rules] == [5]
+
+
+# HQ (2001:db8::/64) and Branch1 (2001:db8:1::/64) with IPv6 ACLs only, over either outer family. The IPv6
+# outer addresses sit outside both protected prefixes.
+WAN6 = {"127.0.0.11": "2001:db8:ff::11", "127.0.0.12": "2001:db8:ff::12"}
+
+
+def _outer6() -> dict[str, str]:
+    out = {f"ip address {v4} 255.0.0.0": f"ipv6 enable\n ipv6 address {v6}/64" for v4, v6 in WAN6.items()}
+    out["remote-address 127.0.0.11"] = f"remote-address {WAN6['127.0.0.11']}"
+    return out
+
+
+def _pair(outer: int, trigger: str) -> tuple[Net, Gateway, Gateway]:
+    hq = {
+        "#\nipsec policy-template branches 1": "#\nacl ipv6 number 3000\n rule 5 permit ipv6 source 2001:db8::/64 "
+                                              "destination 2001:db8:1::/64\n#\nipsec policy-template branches 1",
+        " security acl 3000\n": " security acl ipv6 3000\n",
+        " ip address 10.0.0.1 255.255.255.0\n": " ip address 10.0.0.1 255.255.255.0\n ipv6 enable\n"
+                                               " ipv6 address 2001:db8::1/64\n",
+    }
+    b1 = {
+        "#\nipsec policy site 10 isakmp": "#\nacl ipv6 number 3001\n rule 5 permit ipv6 source 2001:db8:1::/64 "
+                                         "destination 2001:db8::/64\n#\nipsec policy site 10 isakmp",
+        " security acl 3001\n": " security acl ipv6 3001\n",
+        " sa trigger-mode auto\n": " sa trigger-mode auto\n" if trigger == "auto" else "",
+        " ip address 10.1.1.1 255.255.255.0\n": " ip address 10.1.1.1 255.255.255.0\n ipv6 enable\n"
+                                               " ipv6 address 2001:db8:1::1/64\n",
+    }
+    if outer == 6:
+        hq, b1 = {**hq, **_outer6()}, {**b1, **_outer6()}
+    net = Net()
+    gw_hq = net.add(Gateway(lab_config("hq", hq)))
+    gw_b1 = net.add(Gateway(lab_config("branch1", b1)))
+    assert gw_b1.config.ipsec_policies[("site", 10)].acl is None and gw_b1.config.acls6[3001].rules
+    for gw in (gw_hq, gw_b1):
+        gw.start(net.now)
+    net.pump()
+    return net, gw_hq, gw_b1
+
+
+@pytest.mark.parametrize("trigger", ["auto", "traffic-based"])
+@pytest.mark.parametrize("outer", [4, 6])
+def test_ipv6_ping_between_branch1_and_hq(outer: int, trigger: str) -> None:
+    net, hq, b1 = _pair(outer, trigger)
+    assert len([e for e in b1.sad.entries() if isinstance(e, IpsecSaEntry)]) == (1 if trigger == "auto" else 0)
+    got: list[tuple[int, int]] = []
+    b1.on_echo_reply = lambda ident, seq, now: got.append((ident, seq))
+    for seq in (1, 2, 3):
+        b1.ping(net.now, "2001:db8:1::1", "2001:db8::1", 6, seq)  # the first one may start the negotiation
+        net.pump()
+    assert got == [(6, 1), (6, 2), (6, 3)]
+    (child,) = [e for e in b1.sad.entries() if isinstance(e, IpsecSaEntry)]
+    assert (child.acl_number, child.acl_rule) == (3001, 5)
+    assert [str(s.network) for s in (*child.local_selectors, *child.remote_selectors)] == [
+        "2001:db8:1::/64", "2001:db8::/64"]
+    assert child.peer_address.version == outer
+    b1.sync_counters()
+    assert (child.packets_out, child.packets_in) == (3, 3)
+    esp = [(src, dst) for data, src, dst in net.seen if src[1] == 4500 and data[:4] != bytes(4)]
+    assert len(esp) == 6 and all((":" in src[0]) == (outer == 6) for src, _dst in esp)
+    b1.ping(net.now, "10.1.1.1", "10.0.0.1", 6, 4)  # no IPv4 ACL on either side: not protected, not sent
+    net.pump()
+    assert got[-1] == (6, 3) and len([e for e in b1.sad.entries() if isinstance(e, IpsecSaEntry)]) == 1

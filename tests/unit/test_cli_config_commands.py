@@ -310,6 +310,69 @@ def test_acl_rules_auto_numbering_and_undo() -> None:
     assert "Wrong parameter" in fails(shell, "acl 2999")
 
 
+def test_ipv6_acl_rules_both_prefix_forms_and_undo() -> None:
+    shell = run(
+        "acl ipv6 number 3000",
+        "rule permit ipv6 source 2001:db8:1::7 64 destination 2001:db8::/64",
+        "rule 7 deny icmpv6",
+        "rule permit tcp source any source-port eq 80 destination 2001:db8::1/128 destination-port range 1000 2000",
+        "rule permit udp",
+    )
+    assert shell.prompt == "[USG6000-acl6-adv-3000]"
+    acl = shell.config.acls6[3000]
+    assert acl.ipv6 and shell.config.acls == {}  # its own number space
+    assert [r.rule_id for r in acl.rules] == [5, 7, 10, 15]
+    first = acl.rules[0]
+    assert (first.action, first.protocol) == ("permit", "ipv6")
+    host_bits = ipaddress.IPv6Address("::ffff:ffff:ffff:ffff")
+    assert first.source == AclAddress(ipaddress.IPv6Address("2001:db8:1::"), host_bits)  # 2001:db8:1::7 64
+    assert first.destination is not None and str(first.destination.network) == "2001:db8::/64"
+    third = acl.rules[2]
+    assert third.source is None and third.protocol == "tcp"
+    assert (third.source_port, third.destination_port) == (PortRange(80, 80), PortRange(1000, 2000))
+    assert third.destination == AclAddress(ipaddress.IPv6Address("2001:db8::1"), ipaddress.IPv6Address(0))
+    assert (acl.rules[1].action, acl.rules[1].ip_protocol) == ("deny", 58)
+    shell.execute("undo rule 7")
+    assert [r.rule_id for r in acl.rules] == [5, 10, 15]
+    assert fails(shell, "undo rule 7") == "Error: The rule 7 does not exist in IPv6 ACL 3000."
+    shell.execute("quit")
+    run("acl number 3000", "rule permit ip", config=shell.config)
+    assert [r.rule_id for r in shell.config.acls[3000].rules] == [5] and len(acl.rules) == 3
+    assert shell.execute("undo acl ipv6 number 3000").ok
+    assert shell.config.acls6 == {} and 3000 in shell.config.acls
+    assert fails(shell, "undo acl ipv6 number 3000") == "Error: The IPv6 ACL 3000 does not exist."
+    assert "Wrong parameter" in fails(shell, "acl ipv6 number 2999")
+    assert "Unrecognized" in fails(shell, "acl ipv6 3000")  # ``number`` is required for IPv6
+
+
+@pytest.mark.parametrize(
+    ("line", "error", "at"),
+    [
+        ("rule permit ipv6 source 2001:db8:zz::/64", "Wrong parameter", "2001:db8:zz::/64"),
+        ("rule permit ipv6 source 2001:db8::/129", "Wrong parameter", "2001:db8::/129"),
+        ("rule permit ipv6 destination 2001:db8:: 129", "Wrong parameter", "129"),
+        ("rule permit ipv6 source 10.1.1.0 0.0.0.255", "Wrong parameter", "10.1.1.0"),
+        ("rule permit ipv6 source 2001:db8::1/64 source-port eq 80", "Too many parameters", "source-port"),
+        ("rule permit tcp destination any source-port eq 80", "Too many parameters", "source-port"),
+        ("rule permit udp destination-port range 90 80", "Wrong parameter", "80"),
+    ],
+)
+def test_ipv6_acl_rule_errors_put_the_caret_under_the_bad_token(line: str, error: str, at: str) -> None:
+    shell = run("acl ipv6 number 3000")
+    outcome = shell.execute(line)
+    assert outcome.error == f"Error: {error} found at '^' position."
+    assert outcome.lines[0].index("^") == len(shell.prompt) + line.rindex(at)
+    assert shell.config.acls6[3000].rules == []
+
+
+def test_ipv6_acl_rule_incomplete_prefix() -> None:
+    shell = run("acl ipv6 number 3000")
+    line = "rule permit ipv6 source 2001:db8::"
+    outcome = shell.execute(line)
+    assert outcome.error == "Error: Incomplete command found at '^' position."
+    assert outcome.lines[0].index("^") == len(shell.prompt) + len(line)
+
+
 # --- ipsec policy / template ----------------------------------------------------------------------
 def make_refs(*extra: str) -> Shell:
     return run(
@@ -346,6 +409,22 @@ def test_ipsec_policy_settings_and_undo() -> None:
     assert "ACL 3999 does not exist" in fails(shell, "security acl 3999")
     assert "IKE peer X does not exist" in fails(shell, "ike-peer X")
     assert "Wrong parameter" in fails(shell, "sa duration time-based 119")
+
+
+def test_policy_and_template_reference_an_ipv4_and_an_ipv6_acl() -> None:
+    shell = make_refs("acl ipv6 number 3000", "quit", "acl ipv6 number 3001", "quit",
+                      "ipsec policy map 10 isakmp", "security acl 3000", "security acl ipv6 3001")
+    policy = shell.config.ipsec_policies[("map", 10)]
+    assert (policy.acl, policy.acl6) == (3000, 3001)
+    assert [a.ipv6 for a in shell.config.acls_of(policy)] == [False, True]  # IPv4 first
+    assert shell.execute("undo security acl ipv6").ok
+    assert (policy.acl, policy.acl6) == (3000, None)
+    assert shell.execute("security acl ipv6 3000").ok and shell.execute("undo security acl").ok
+    assert (policy.acl, policy.acl6) == (None, 3000)  # an IPv6 ACL alone is enough
+    assert "IPv6 ACL 3999 does not exist" in fails(shell, "security acl ipv6 3999")
+    assert "Wrong parameter" in fails(shell, "security acl ipv6 2000")
+    run("ipsec policy-template dyn 1", "security acl ipv6 3001", config=shell.config)
+    assert shell.config.ipsec_templates[("dyn", 1)].acl6 == 3001
 
 
 def test_proposal_list_is_limited_to_twelve() -> None:
@@ -399,13 +478,19 @@ def bound() -> Shell:
     return make_refs(
         "acl 3001",
         "quit",
+        "acl ipv6 number 3000",
+        "quit",
+        "acl ipv6 number 3002",
+        "quit",
         "ike peer T",
         "quit",
         "ipsec policy-template dyn2 1",
         "security acl 3001",
+        "security acl ipv6 3002",
         "ike-peer T",
         "ipsec policy map 10 isakmp",
         "security acl 3000",
+        "security acl ipv6 3000",
         "ike-peer B",
         "ipsec policy map 20 isakmp template dyn2",
         "interface GigabitEthernet0/0/1",
@@ -419,6 +504,9 @@ def bound() -> Shell:
     [
         ("acl 3000", "rule permit ip"),
         ("acl 3001", "rule permit ip"),  # reached through the template policy
+        ("acl ipv6 number 3000", "rule permit ipv6"),
+        ("acl ipv6 number 3000", "undo rule 5"),
+        ("acl ipv6 number 3002", "rule permit icmpv6"),  # through the template policy
         ("ike peer B", "pre-shared-key new-key"),
         ("ike peer B", "remote-address 192.0.2.9"),
         ("ike peer T", "undo dpd type"),
@@ -438,9 +526,16 @@ def test_bound_policy_refuses_changes_to_its_acl_and_peer(view: str, line: str) 
 
 def test_bound_policy_refuses_deleting_its_acl_peer_and_group() -> None:
     shell = bound()
-    for line in ("undo acl 3000", "undo ike peer B", "undo ipsec policy map"):
+    for line in ("undo acl 3000", "undo acl ipv6 number 3000", "undo acl ipv6 number 3002", "undo ike peer B",
+                 "undo ipsec policy map"):
         assert "cannot be modified" in fails(shell, line)
     assert shell.execute("undo ipsec policy map 20").ok  # one member of the group may go
+
+
+def test_ipv4_and_ipv6_acl_numbers_are_bound_separately() -> None:
+    shell = bound()  # IPv4 ACL 3001 is bound, IPv6 ACL 3001 does not exist; IPv6 ACL 3000 is bound
+    assert run("acl ipv6 number 3001", "rule permit ipv6", "quit", "undo acl ipv6 number 3001", config=shell.config)
+    assert "The IPv6 ACL 3000 is referenced by IPSec policy map" in fails(shell, "undo acl ipv6 number 3000")
 
 
 def test_unbound_acl_and_peer_may_change_again() -> None:

@@ -25,6 +25,11 @@ acl number 3000
 acl 3001
  rule 10 permit udp source any destination 10.3.0.0 0.0.255.255 destination-port range 5000 5100
  rule 20 deny icmp
+acl ipv6 number 3001
+ rule permit ipv6 source 2001:db8:1::9 48 destination 2001:db8:2::/64
+ rule 3 deny icmpv6
+acl ipv6 number 3000
+ rule 1 permit tcp source any destination 2001:db8:2::10/128 destination-port eq 443
 #
 ike proposal 20
  encryption-algorithm aes-gcm-256
@@ -78,6 +83,7 @@ ike peer dialin
  remote-id-type user-fqdn
 #
 ipsec policy-template dyn 1
+ security acl ipv6 3000
  security acl 3001
  ike-peer dialin
  proposal p-strong
@@ -86,6 +92,7 @@ ipsec policy-template dyn 1
 #
 ipsec policy vpn 10 isakmp
  security acl 3000
+ security acl ipv6 3001
  ike-peer branch1
  proposal p-legacy
  sa trigger-mode auto
@@ -120,6 +127,9 @@ def test_sample_loads_without_errors() -> None:
     assert config.ikev1_dependent
     assert sorted(config.interfaces) == ["GigabitEthernet0/0/1", "GigabitEthernet0/0/2"]
     assert [r.rule_id for r in config.acls[3000].rules] == [5, 10]
+    assert [r.rule_id for r in config.acls6[3001].rules] == [3, 5]  # its own numbering and number space
+    source = config.acls6[3001].rules[1].source
+    assert source is not None and str(source.network) == "2001:db8:1::/48"  # host bits cleared
     assert config.ike_peers["branch1"].versions == {1}
     assert config.ike_peers["branch2"].pre_shared_key == V2_KEY
     assert config.ike_peers["dialin"].remote_addresses == []
@@ -128,6 +138,8 @@ def test_sample_loads_without_errors() -> None:
     assert group[0].trigger_mode is TriggerMode.AUTO
     assert group[1].trigger_mode is TriggerMode.TRAFFIC_BASED
     assert group[2].template == "dyn"
+    assert (group[0].acl, group[0].acl6, group[1].acl, group[1].acl6) == (3000, 3001, 3001, None)
+    assert config.ipsec_templates[("dyn", 1)].acl6 == 3000
     assert config.interfaces["GigabitEthernet0/0/1"].ipsec_policy == "vpn"
 
 
@@ -151,6 +163,8 @@ def test_canonical_text() -> None:
     order = [
         "acl number 3000",
         "acl number 3001",
+        "acl ipv6 number 3000",
+        "acl ipv6 number 3001",
         "ipsec proposal p-legacy",
         "ipsec proposal p-strong",
         "ike proposal 10",
@@ -173,6 +187,12 @@ def test_canonical_text() -> None:
     )
     assert " rule 10 permit udp destination 10.3.0.0 0.0.255.255 destination-port range 5000 5100" in lines
     assert " ip address 192.0.2.1 255.255.255.0" in lines
+    v6 = lines[lines.index("acl ipv6 number 3001"):lines.index("ipsec proposal p-legacy")]
+    assert v6 == ["acl ipv6 number 3001", " rule 3 deny icmpv6",
+                  " rule 5 permit ipv6 source 2001:db8:1::/48 destination 2001:db8:2::/64", "#"]
+    assert " rule 1 permit tcp destination 2001:db8:2::10/128 destination-port eq 443" in lines
+    template = lines[lines.index("ipsec policy-template dyn 1"):lines.index("ipsec policy vpn 10 isakmp")]
+    assert template[1:3] == [" security acl 3001", " security acl ipv6 3000"]  # IPv4 first, as typed or not
     assert " sa trigger-mode auto" in lines
     assert "sa trigger-mode traffic-based" not in text  # the default
     assert "transform esp" not in text and "encapsulation-mode" not in text
@@ -253,3 +273,9 @@ def test_a_loaded_config_is_editable_with_the_rule_enforced() -> None:
     shell.execute("system-view")
     shell.execute("acl 3000")
     assert "cannot be modified" in (shell.execute("rule 99 permit ip").error or "")
+    shell.execute("quit")
+    shell.execute("acl ipv6 number 3001")  # bound through policy vpn 10
+    assert "IPv6 ACL 3001 is referenced" in (shell.execute("rule 99 permit ipv6").error or "")
+    shell.execute("quit")
+    shell.execute("acl ipv6 number 3005")  # referenced by no policy: free to change
+    assert shell.execute("rule 99 permit ipv6").ok

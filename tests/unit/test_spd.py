@@ -6,11 +6,14 @@ import ipaddress
 
 import pytest
 
+from ikegate.cli.loader import load_config
 from ikegate.dataplane.packet import ICMP, TCP, UDP, IpInfo
 from ikegate.dataplane.spd import DYNAMIC_RULE, Spd, SpdMatch, Trap
+from ikegate.gateway import translate
 from ikegate.ike.v2.ts import from_network
 from ikegate.ike.wire.v2 import TrafficSelector
 from ikegate.policy.model import (
+    V6_RULE_BASE,
     Acl,
     AclAddress,
     AclRule,
@@ -135,6 +138,83 @@ def test_ipv6_rules_and_address_less_rules() -> None:
     m = spd.lookup(pkt("2001:db8:9::1", "2001:db8:8::1", 58))
     assert m is not None and m.rule == 10 and m.remote == ts("::/0", 58)
     assert spd.lookup(pkt("10.0.0.1", "10.0.0.2", 58)) is not None  # address-less: either family
+
+
+# IPv4 ACL 3000 and IPv6 ACL 3000 (separate number spaces) on one policy, an IPv6 ACL alone on the next.
+DUAL = """\
+acl number 3000
+ rule 5 permit ip source 10.1.0.0 0.0.255.255 destination 10.2.0.0 0.0.255.255
+acl ipv6 number 3000
+ rule 1 deny ipv6 source 2001:db8:1:9::/64
+ rule 5 permit ipv6 source 2001:db8:1::/48 destination 2001:db8:2::/48
+ rule 10 permit tcp destination 2001:db8:3::/64 destination-port eq 443
+acl ipv6 number 3001
+ rule 5 permit icmpv6
+ike peer b
+ipsec policy map 10 isakmp
+ security acl 3000
+ security acl ipv6 3000
+ ike-peer b
+ipsec policy map 20 isakmp
+ security acl ipv6 3001
+ ike-peer b
+interface GigabitEthernet0/0/1
+ ip address 192.0.2.1 255.255.255.0
+ ipsec policy map
+"""
+
+
+def dual_config() -> Config:
+    cfg, errors = load_config(DUAL)
+    assert errors == []
+    return cfg
+
+
+def test_ipv6_acl_rules_follow_the_ipv4_ones() -> None:
+    spd: Spd[str] = Spd(dual_config())
+    m = spd.lookup(pkt("10.1.0.1", "10.2.0.1"))
+    assert m is not None and (m.policy, m.rule) == (("map", 10), 5)
+    m = spd.lookup(pkt("2001:db8:1::5", "2001:db8:2::7"))
+    assert m is not None and (m.policy, m.rule) == (("map", 10), 5 + V6_RULE_BASE)  # not IPv4 rule 5
+    assert m.local == ts("2001:db8:1::/48") and m.remote == ts("2001:db8:2::/48")
+    m = spd.lookup(pkt("2001:db8:7::1", "2001:db8:3::1", TCP, 40000, 443))
+    assert m is not None and m.rule == 10 + V6_RULE_BASE and m.remote == ts("2001:db8:3::/64", TCP, 443, 443)
+    assert m.local == ts("::/0", TCP)  # ``any`` in an IPv6 ACL is all of IPv6
+    # rule 1 denies: on to policy 20, whose address-less IPv6 rule takes ICMPv6 but never IPv4 ICMP
+    m = spd.lookup(pkt("2001:db8:1:9::5", "2001:db8:2::7", 58))
+    assert m is not None and (m.policy, m.rule) == (("map", 20), 5 + V6_RULE_BASE)
+    assert m.local == ts("::/0", 58) and m.remote == ts("::/0", 58)
+    assert spd.lookup(pkt("2001:db8:1:9::5", "2001:db8:2::7", UDP)) is None
+    assert spd.lookup(pkt("10.9.0.1", "10.8.0.1", ICMP)) is None
+    assert spd.lookup(pkt("10.9.0.1", "10.8.0.1", 58)) is None
+
+
+def test_ipv6_traps_and_sas() -> None:
+    spd: Spd[str] = Spd(dual_config())
+    info = pkt("2001:db8:1::5", "2001:db8:2::7")
+    trap = spd.outbound(info, b"v6", now=0.0)
+    assert isinstance(trap, Trap) and trap.acquire and trap.held
+    assert trap.match.rule == 5 + V6_RULE_BASE and trap.match.remote == ts("2001:db8:2::/48")
+    assert spd.held(("map", 10), 5 + V6_RULE_BASE) == 1 and spd.held(("map", 10), 5) == 0
+    released = spd.install("sa6", [ts("2001:db8:1::/48")], [ts("2001:db8:2::/48")], "SA6", now=0.5)
+    assert released == [b"v6"]
+    assert spd.outbound(info) == "SA6"
+    assert isinstance(spd.outbound(pkt("10.1.0.1", "10.2.0.1"), b"v4", now=0.6), Trap)  # IPv4 needs its own SA
+    assert spd.inbound_allowed("sa6", pkt("2001:db8:2::7", "2001:db8:1::5"))
+    assert not spd.inbound_allowed("sa6", pkt("10.2.0.1", "10.1.0.1"))
+
+
+def test_spd_and_negotiation_take_the_same_selectors_from_a_rule() -> None:
+    cfg = dual_config()
+    spd: Spd[str] = Spd(cfg)
+    flows = translate.policy_flows(cfg, cfg.ipsec_policies[("map", 10)])
+    assert [f.rule for f in flows] == [5, 5 + V6_RULE_BASE, 10 + V6_RULE_BASE]  # IPv4 rules, then IPv6 ones
+    for flow, packet in zip(flows, [pkt("10.1.0.1", "10.2.0.1"), pkt("2001:db8:1::5", "2001:db8:2::7"),
+                                    pkt("2001:db8:7::1", "2001:db8:3::1", TCP, 40000, 443)], strict=True):
+        m = spd.lookup(packet)
+        assert m is not None and (m.rule, m.local, m.remote) == (flow.rule, flow.local, flow.remote)
+    (only,) = translate.policy_flows(cfg, cfg.ipsec_policies[("map", 20)])
+    assert only.local == ts("::/0", 58)  # an address-less IPv6 rule is negotiated as IPv6
 
 
 def test_interface_filter_and_unbound_groups() -> None:

@@ -1,10 +1,11 @@
 """The security policy database: which packets IPsec protects, and with which installed SA.
 
 Built from the configuration the way a USG applies it: for each interface that carries an ``ipsec
-policy`` group, the group's policies in ascending sequence order, and within a policy its ACL rules in
-rule order (RFC 4301 §4.4.1 calls this an ordered SPD). A ``permit`` rule protects the packet with that
+policy`` group, the group's policies in ascending sequence order, and within a policy the rules of its
+IPv4 ACL then those of its IPv6 ACL (``security acl`` / ``security acl ipv6``), each in rule order
+(RFC 4301 §4.4.1 calls this an ordered SPD). A ``permit`` rule protects the packet with that
 policy; a ``deny`` rule only says "not this policy", so the search goes on with the next one. A policy
-that names a template takes the rules of the template's ACL; a template without ACL protects whatever
+that names a template takes the rules of the template's ACLs; a template without ACL protects whatever
 its negotiated SAs cover (a "dynamic" rule that matches only through installed SAs).
 
 Installed Child SAs hang off the rules whose selectors they intersect, in a per-rule index sorted by
@@ -24,7 +25,6 @@ without letting one busy flow make the gateway start a negotiation per packet.
 from __future__ import annotations
 
 import bisect
-import ipaddress
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -34,6 +34,7 @@ from ikegate.dataplane.packet import PORTED, IpInfo
 from ikegate.ike.wire.registry import TsType
 from ikegate.ike.wire.v2 import TrafficSelector
 from ikegate.policy.model import Acl, AclAddress, AclRule, Config, TriggerMode, rule_key
+from ikegate.policy.selectors import rule_family, rule_selectors, side_selector
 
 __all__ = ["DYNAMIC_RULE", "PolicyKey", "Spd", "SpdMatch", "Trap"]
 
@@ -44,8 +45,6 @@ PolicyKey = tuple[str, int]
 DYNAMIC_RULE = -1
 
 _ALL = (1 << 128) - 1  # upper bound for "any address" in either family
-_V4_ANY = ipaddress.IPv4Network("0.0.0.0/0")
-_V6_ANY = ipaddress.IPv6Network("::/0")
 
 
 @dataclass(frozen=True, slots=True)
@@ -247,12 +246,6 @@ def _range(addr: AclAddress | None) -> tuple[int, int]:
     return (int(net.network_address), int(net.broadcast_address))
 
 
-def _selector(addr: AclAddress | None, family: int, protocol: int, low: int, high: int) -> TrafficSelector:
-    net = addr.network if addr is not None else (_V4_ANY if family == 4 else _V6_ANY)
-    ts_type = TsType.TS_IPV4_ADDR_RANGE if family == 4 else TsType.TS_IPV6_ADDR_RANGE
-    return TrafficSelector(ts_type, protocol, low, high, net.network_address, net.broadcast_address)
-
-
 class Spd(Generic[T]):
     """Ordered policies from a :class:`Config`, installed SAs of type ``T`` and their traps.
 
@@ -319,8 +312,8 @@ class Spd(Generic[T]):
                      interface: str) -> list[_Rule]:
         if acl is None:
             any_match = {
-                fam: SpdMatch(key, DYNAMIC_RULE, trigger, template, _selector(None, fam, 0, 0, 65535),
-                              _selector(None, fam, 0, 0, 65535), interface)
+                fam: SpdMatch(key, DYNAMIC_RULE, trigger, template, side_selector(None, fam),
+                              side_selector(None, fam), interface)
                 for fam in (4, 6)
             }
             rule = _Rule(len(self._rules), key, DYNAMIC_RULE, True, trigger, template, interface, 0, (0, _ALL),
@@ -336,22 +329,14 @@ class Spd(Generic[T]):
 
     def _compile_rule(self, key: PolicyKey, rule: AclRule, trigger: TriggerMode, template: bool,
                       interface: str, acl: Acl) -> _Rule:
-        family = 6 if acl.ipv6 else 0
+        family = rule_family(acl, rule) or 0  # 0: an address-less IPv4 rule matches either family
         rule_id = rule_key(acl, rule)
-        for side in (rule.source, rule.destination):
-            if side is not None:
-                family = side.address.version
-        proto = rule.ip_protocol
         sp, dp = rule.source_port, rule.destination_port
         ports = None if sp.any and dp.any else (sp.low, sp.high, dp.low, dp.high)
-        matches = {
-            fam: SpdMatch(key, rule_id, trigger, template,
-                          _selector(rule.source, fam, proto, sp.low, sp.high),
-                          _selector(rule.destination, fam, proto, dp.low, dp.high), interface)
-            for fam in ((family,) if family else (4, 6))
-        }
+        matches = {fam: SpdMatch(key, rule_id, trigger, template, *rule_selectors(rule, fam), interface)
+                   for fam in ((family,) if family else (4, 6))}
         return _Rule(len(self._rules), key, rule_id, rule.action == "permit", trigger, template, interface,
-                     family, _range(rule.source), _range(rule.destination), proto, ports, matches)
+                     family, _range(rule.source), _range(rule.destination), rule.ip_protocol, ports, matches)
 
     # ------------------------------------------------------------------------------------- lookups
 

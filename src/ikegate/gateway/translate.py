@@ -15,14 +15,12 @@ from ikegate.ike.crypto import UnsupportedTransform, encr_alg
 from ikegate.ike.v1.sa import DpdType as V1DpdType
 from ikegate.ike.v1.sa import ExchangeMode as V1Mode
 from ikegate.ike.v1.sa import V1Options
-from ikegate.ike.v2 import ts as tsmod
 from ikegate.ike.v2.config import ChildSaConfig, EspProposalSpec, IkeProposalSpec, IkeSaConfig, Mode
 from ikegate.ike.wire.registry import PrfId
 from ikegate.ike.wire.v2 import TrafficSelector
 from ikegate.policy import algorithms as alg
 from ikegate.policy.model import (
     Acl,
-    AclAddress,
     AclRule,
     Config,
     DpdType,
@@ -37,6 +35,7 @@ from ikegate.policy.model import (
     TriggerMode,
     rule_key,
 )
+from ikegate.policy.selectors import rule_family, rule_selectors
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -194,15 +193,6 @@ def v1_options(config: Config, peer: IkePeer) -> V1Options:
                      dpd_retries=dpd.retry_limit)
 
 
-def _side(addr: AclAddress | None, family: int, protocol: int, low: int, high: int) -> TrafficSelector:
-    if addr is None:
-        net: ipaddress.IPv4Network | ipaddress.IPv6Network = (
-            ipaddress.IPv4Network("0.0.0.0/0") if family == 4 else ipaddress.IPv6Network("::/0"))
-    else:
-        net = addr.network
-    return tsmod.from_network(net, protocol, low, high)
-
-
 def acl_flows(acl: Acl | None) -> list[Flow]:
     """The permit rules of an ACL as flows, in rule order (deny rules carve nothing out here)."""
     if acl is None:
@@ -221,13 +211,10 @@ def policy_flows(config: Config, settings: IpsecPolicySettings) -> list[Flow]:
 
 
 def rule_flow(rule: AclRule, acl: Acl | None = None) -> Flow:
-    family = 6 if acl is not None and acl.ipv6 else 4
-    for side in (rule.source, rule.destination):
-        if side is not None:
-            family = side.address.version
-    proto = rule.ip_protocol
-    local = _side(rule.source, family, proto, rule.source_port.low, rule.source_port.high)
-    remote = _side(rule.destination, family, proto, rule.destination_port.low, rule.destination_port.high)
+    """One rule as the flow a policy proposes; an address-less IPv4 rule proposes IPv4 (see
+    :func:`~ikegate.policy.selectors.rule_family`). Rules of an IPv6 ACL are keyed apart from IPv4 ones
+    (:func:`~ikegate.policy.model.rule_key`) since a policy may carry both."""
+    local, remote = rule_selectors(rule, rule_family(acl, rule) or 4)
     return Flow(rule_key(acl, rule) if acl is not None else rule.rule_id, local, remote)
 
 

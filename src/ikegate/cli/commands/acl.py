@@ -11,7 +11,7 @@ import ipaddress
 from ikegate.cli.context import CommandContext
 from ikegate.cli.errors import CommandError, ParamError
 from ikegate.cli.guards import refuse_if_bound, require
-from ikegate.cli.params import Choice, Integer, Ipv4, Ipv6Prefix, Param, Wildcard
+from ikegate.cli.params import Choice, Integer, Ipv4, Ipv6, Ipv6Prefix, Param, Wildcard
 from ikegate.cli.tree import Command
 from ikegate.cli.views import ViewFrame, ViewKind
 from ikegate.policy.model import Acl, AclAddress, AclRule, PortRange
@@ -59,35 +59,44 @@ def _enter(ctx: CommandContext) -> None:
     ctx.session.enter_view(ViewFrame(ViewKind.ACL, f"acl-adv-{number}", acl))
 
 
+def _refuse_if_bound(ctx: CommandContext, acl: Acl) -> None:
+    """The bound-policy rule for either family: IPv4 and IPv6 ACL numbers are separate name spaces, so
+    ``acl ipv6 number 3000`` is only bound through ``security acl ipv6 3000``."""
+    if acl.ipv6:
+        refuse_if_bound(ctx, acl6=acl.number)
+    else:
+        refuse_if_bound(ctx, acl=acl.number)
+
+
 def _delete(ctx: CommandContext) -> None:
     number = ctx.number("number")
     ipv6 = ctx.keyword("ipv6")
     table = ctx.config.acls6 if ipv6 else ctx.config.acls
     require(ctx, number in table, f"{'IPv6 ' if ipv6 else ''}ACL {number}")
-    if ipv6:
-        refuse_if_bound(ctx, acl6=number)
-    else:
-        refuse_if_bound(ctx, acl=number)
-    table.pop(number, None)
+    _refuse_if_bound(ctx, table[number])
+    del table[number]
 
 
 def _acl(ctx: CommandContext) -> Acl:
     """The ACL the view edits; every rule command goes through here (bound-policy rule)."""
     acl = ctx.target_as(Acl)
-    if acl.ipv6:
-        refuse_if_bound(ctx, acl6=acl.number)
-    else:
-        refuse_if_bound(ctx, acl=acl.number)
+    _refuse_if_bound(ctx, acl)
     return acl
 
 
 def _address(ctx: CommandContext, side: str) -> AclAddress | None:
+    """One side of a rule. IPv6 rules give a prefix (``X:X::X:X/LEN`` or ``X:X::X:X LEN``), kept like
+    IPv4 ones as address + wildcard (the host bits) so one model, renderer and SPD serve both."""
     prefixes = ctx.values(f"{side}-prefix")
-    if prefixes:
-        # IPv6 rules name a prefix; kept as address + wildcard (the host bits) like IPv4 rules.
-        prefix = prefixes[0]
-        assert isinstance(prefix, ipaddress.IPv6Interface)
-        return AclAddress(prefix.network.network_address, prefix.network.hostmask)
+    lengths = ctx.values(f"{side}-length")
+    if prefixes or lengths:
+        if prefixes:
+            prefix = prefixes[0]
+            assert isinstance(prefix, ipaddress.IPv6Interface)
+            network = prefix.network
+        else:
+            network = ipaddress.IPv6Network((ctx.ip(side), ctx.number(f"{side}-length")), strict=False)
+        return AclAddress(network.network_address, network.hostmask)
     address = ctx.opt_ip(side)
     if address is None:
         return None
@@ -136,22 +145,28 @@ def _undo_rule(ctx: CommandContext) -> None:
     acl = _acl(ctx)
     rule_id = ctx.number("id")
     if all(r.rule_id != rule_id for r in acl.rules):
-        raise CommandError(f"Error: The rule {rule_id} does not exist in ACL {acl.number}.")
+        family = "IPv6 " if acl.ipv6 else ""
+        raise CommandError(f"Error: The rule {rule_id} does not exist in {family}ACL {acl.number}.")
     acl.rules = [r for r in acl.rules if r.rule_id != rule_id]
 
 
+_PREFIX_LENGTH = Integer("Prefix length", 0, 128)
 _V6_RULE_PARAMS: dict[str, Param] = {
     **{k: v for k, v in _RULE_PARAMS.items() if "wildcard" not in k and k not in ("source", "destination")},
     "source-prefix": Ipv6Prefix("Source IPv6 prefix"),
+    "source": Ipv6("Source IPv6 address"),
+    "source-length": _PREFIX_LENGTH,
     "destination-prefix": Ipv6Prefix("Destination IPv6 prefix"),
+    "destination": Ipv6("Destination IPv6 address"),
+    "destination-length": _PREFIX_LENGTH,
 }
 _V6_NO_PORTS: dict[str, Param] = {
     **_V6_RULE_PARAMS,
     "protocol": Choice({"icmpv6": "ICMPv6 (protocol 58)", "ipv6": "Any IPv6 protocol"}),
 }
 _V6_PORTS: dict[str, Param] = {**_V6_RULE_PARAMS, "protocol": _PORTS["protocol"]}
-_SOURCE6 = "[ source { <source-prefix> | any } ]"
-_DESTINATION6 = "[ destination { <destination-prefix> | any } ]"
+_SOURCE6 = "[ source { <source-prefix> | <source> <source-length> | any } ]"
+_DESTINATION6 = "[ destination { <destination-prefix> | <destination> <destination-length> | any } ]"
 
 COMMANDS = [
     Command("acl { number <number> | <number> }", _enter, SYSTEM, params=_NUMBER),
