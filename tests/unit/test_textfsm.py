@@ -22,7 +22,7 @@ from ikegate.cli.shell import Shell
 from ikegate.gateway.controller import Gateway
 from ikegate.gateway.device import make_device
 from ikegate.sad import IkeSaEntry, Role, SaDatabase, SaFlag
-from ikegate.textfsm import INDEX, PLATFORM, template_dir
+from ikegate.textfsm import INDEX, PLATFORM, PLATFORMS, template_dir
 from tests.protocol.netsim import Net, lab_config
 
 GOLDEN = Path(__file__).parent.parent / "golden"
@@ -40,9 +40,9 @@ def parse(command: str, text: str) -> list[dict[str, Any]]:
     return [dict(zip(header, row, strict=True)) for row in table]
 
 
-def template_for(command: str) -> str | None:
+def template_for(command: str, platform: str = PLATFORM) -> str | None:
     table = clitable.CliTable(INDEX, template_dir())
-    row = table.index.GetRowMatch({"Command": command, "Platform": PLATFORM})
+    row = table.index.GetRowMatch({"Command": command, "Platform": platform})
     return str(table.index.index[row]["Template"]) if row else None
 
 
@@ -75,6 +75,14 @@ def golden(name: str) -> str:
 ])
 def test_index_picks_template(command: str, template: str | None) -> None:
     assert template_for(command) == template
+    for platform in PLATFORMS:  # netmiko passes its device type: "huawei" or "huawei_vrp"
+        assert template_for(command, platform) == template
+
+
+@pytest.mark.parametrize("platform", ["huawei_vrpv8", "huawei_smartax", "huawei_olt", "cisco_ios", "huaweix"])
+def test_index_keeps_other_platforms_out(platform: str) -> None:
+    """Other huawei_* device types print other layouts (VRP8's ``display ike sa`` is a different table)."""
+    assert template_for("display ike sa", platform) is None
 
 
 def test_every_template_is_indexed_and_packaged() -> None:
