@@ -66,7 +66,13 @@ def golden(name: str) -> str:
     ("dis ik pr number 10", "huawei_vrp_display_ike_proposal.textfsm"),
     ("display ike peer", "huawei_vrp_display_ike_peer_brief.textfsm"),
     ("dis ik pe b", "huawei_vrp_display_ike_peer_brief.textfsm"),
+    # output filters that keep the layout's lines
+    ("display ike sa | include RD", "huawei_vrp_display_ike_sa.textfsm"),
+    ("dis ips sa b | no-more", "huawei_vrp_display_ipsec_sa_brief.textfsm"),
     # other layouts have no template and must not be parsed with a wrong one
+    ("display ike sa | count", None),
+    ("display ike peer | c", None),
+    ("display ipsec sa | json", None),
     ("display ike sa verbose connection-id 1", None),
     ("dis ik sa v remote 10.0.0.1", None),
     ("display ike peer name hq", None),
@@ -153,6 +159,12 @@ def test_golden_ike_peer_brief() -> None:
         {"name": "branches", "version": "v1v2", "exchange_mode": "main", "proposal": "10", "id_type": "IP",
          "remote_address": ""},
     ]
+
+
+def test_filtered_rows_parse() -> None:
+    """``| include`` keeps only some lines of the layout; the template still reads them."""
+    text = "\n".join(x for x in golden("display_ike_sa").splitlines() if "127.0.0.12" in x)
+    assert [r["conn_id"] for r in parse("display ike sa | include 127.0.0.12", text)] == ["2", "1"]
 
 
 def test_unknown_line_is_an_error_not_a_silent_skip() -> None:

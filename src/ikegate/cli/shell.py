@@ -15,11 +15,10 @@ Two entries, one engine (:meth:`Shell.run`):
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from ikegate.cli import matcher
+from ikegate.cli import filters, matcher
 from ikegate.cli.commands import default_tree
 from ikegate.cli.commands.session import DEFAULT_SCREEN_LENGTH
 from ikegate.cli.context import CommandContext
@@ -43,6 +42,8 @@ class Outcome:
     error: str | None = None
     #: A command that finishes later (``ping``): its remaining lines, for the driver to await.
     pending: Awaitable[list[str]] | None = None
+    #: ``| no-more``: print at once, whatever the screen length.
+    no_more: bool = False
 
     @property
     def ok(self) -> bool:
@@ -160,16 +161,17 @@ class Shell:
         if not line.strip():
             return Outcome([])
         prompt_length = len(self.prompt)
-        line, as_json, pipe_at = _split_json_pipe(line)
         result = self._match(line)
+        if isinstance(result, matcher.Match):
+            try:
+                output_filter = filters.from_match(result, line)
+            except filters.BadRegex as exc:
+                result = matcher.Failure(ErrorKind.WRONG_PARAMETER, exc.index, result.tokens, result.sensitive)
         if isinstance(result, matcher.Failure):
             message = result.kind.message
             self._record(matcher.masked(result.tokens, result.sensitive), message)
             return Outcome([caret_line(result.column(prompt_length)), message], message)
-        if as_json and not result.command.syntax.startswith("display"):
-            message = ErrorKind.UNRECOGNIZED.message
-            self._record(matcher.masked(result.tokens, result.sensitive), message)
-            return Outcome([caret_line(prompt_length + pipe_at), message], message)
+        as_json = output_filter.json
         ctx = CommandContext(self.config, self, result, device=self.device, loading=self.loading, json=as_json)
         try:
             result.command.handler(ctx)
@@ -188,11 +190,13 @@ class Shell:
         if as_json:
             data = ctx.data if ctx.data is not None else {"lines": ctx.lines}
             lines = json.dumps(data, indent=1, default=str).splitlines()
+        else:
+            lines = output_filter.apply(lines)
         if ctx.pending is not None:
             return Outcome(lines, pending=ctx.pending)
         if self._question is not None:
             lines = [*lines, self._question[0]]
-        return Outcome(lines)
+        return Outcome(lines, no_more=output_filter.no_more)
 
     def _record(self, command: str, error: str | None) -> None:
         if self.loading:
@@ -218,11 +222,11 @@ class Shell:
             return b""  # the question itself was the last output line, printed without CRLF
         return self.prompt.encode()
 
-    def _show(self, lines: list[str]) -> bytes:
-        """Print output lines, paging when they do not fit the screen."""
+    def _show(self, lines: list[str], paged: bool = True) -> bytes:
+        """Print output lines, paging when they do not fit the screen (unless ``| no-more``)."""
         question = lines[-1] if self._question is not None and lines else None
         body = lines[:-1] if question is not None else lines
-        if self.screen_length > 0 and len(body) >= self.screen_length:
+        if paged and self.screen_length > 0 and len(body) >= self.screen_length:
             self._pager = Pager(body, self.screen_length)
             self._after_pager = question
             return _crlf(self._pager.first()) + MORE.encode()
@@ -273,7 +277,7 @@ class Shell:
             if outcome.pending is not None:
                 self.pending = outcome.pending  # the driver awaits it, then calls finish()
                 return _crlf(outcome.lines)
-            return self._show(outcome.lines)
+            return self._show(outcome.lines, paged=not outcome.no_more)
         if isinstance(event, HelpRequested):
             return b"?\r\n" + self._help(event.text) + self.prompt.encode() + self.editor.redraw()
         if isinstance(event, TabPressed):
@@ -300,17 +304,6 @@ class Shell:
             return _crlf([caret_line(column), found.kind.message])
         glued = bool(text) and not text.endswith(" ")
         return _crlf(format_help(found, glued))
-
-
-_JSON_PIPE = re.compile(r"\s*\|\s*json\s*$")
-
-
-def _split_json_pipe(line: str) -> tuple[str, bool, int]:
-    """``display … | json`` asks for the records behind the text; returns (line, json?, column of |)."""
-    m = _JSON_PIPE.search(line)
-    if m is None:
-        return line, False, 0
-    return line[: m.start()], True, line.index("|", m.start())
 
 
 def _crlf(lines: list[str]) -> bytes:
