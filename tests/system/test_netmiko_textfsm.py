@@ -68,6 +68,9 @@ def test_every_template_through_netmiko(tmp_path: Path, device_type: str, monkey
             assert [p["name"] for p in peers] == [p["name"] for p in records("display ike peer", "ike_peer")]
             assert peers and [p["name"] for p in parsed("display ike peer brief")] == [p["name"] for p in peers]
 
+            (ver,) = parsed("display version")
+            assert ver["model"] == "USG6000V" and ver["uptime"].startswith("0 week, 0 day, 0 hour")
+
             # No template for this layout: netmiko hands back the text unchanged.
             verbose = device.send_command("display ike sa verbose connection-id 1", use_textfsm=True)
             assert isinstance(verbose, str)
@@ -91,3 +94,19 @@ def test_empty_table_comes_back_as_text(tmp_path: Path, monkeypatch: pytest.Monk
             assert isinstance(out, str) and "Number of IKE SA : 0" in out
         finally:
             device.disconnect()
+
+
+def test_netmiko_autodetect_finds_huawei(tmp_path: Path) -> None:
+    """netmiko's SSH autodetect sends ``display version`` and must land on the ``huawei`` driver."""
+    from netmiko import SSHDetect
+
+    address = f"127.0.5.{random.randrange(2, 250)}"
+    port = free_tcp_port(address)
+    with gateway(tmp_path, "gw", access_config(address, port), free_port_pair(), "--model", "USG6680E"):
+        detect = SSHDetect(device_type="autodetect", host=address, port=port, username="admin", password=ADMIN_PW,
+                           conn_timeout=10)
+        try:
+            assert detect.autodetect() == "huawei"
+            assert max(detect.potential_matches, key=detect.potential_matches.__getitem__) == "huawei"
+        finally:
+            detect.connection.disconnect()

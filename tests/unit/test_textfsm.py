@@ -65,6 +65,8 @@ def golden(name: str) -> str:
     ("display ike proposal", "huawei_vrp_display_ike_proposal.textfsm"),
     ("dis ik pr number 10", "huawei_vrp_display_ike_proposal.textfsm"),
     ("display ike peer", "huawei_vrp_display_ike_peer_brief.textfsm"),
+    ("display version", "huawei_vrp_display_version.textfsm"),
+    ("dis ver", "huawei_vrp_display_version.textfsm"),
     ("dis ik pe b", "huawei_vrp_display_ike_peer_brief.textfsm"),
     # output filters that keep the layout's lines
     ("display ike sa | include RD", "huawei_vrp_display_ike_sa.textfsm"),
@@ -95,7 +97,7 @@ def test_every_template_is_indexed_and_packaged() -> None:
     shipped = {p.name for p in Path(template_dir()).glob("*.textfsm")}
     index = (Path(template_dir()) / INDEX).read_text()
     assert shipped == {line.split(",")[0] for line in index.splitlines() if line.startswith("huawei_vrp_")}
-    assert len(shipped) == 5
+    assert len(shipped) == 6
 
 
 # --------------------------------------------------------------------------------- golden outputs

@@ -9,14 +9,16 @@ slot models a slot or CPU that does not exist is a Wrong parameter.
 from __future__ import annotations
 
 import datetime as dt
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, cast
 
+from ikegate import __version__
 from ikegate.cli.context import CommandContext
 from ikegate.cli.errors import CommandError, ParamError
 from ikegate.cli.params import Integer, Ipv4, Ipv6, String
-from ikegate.cli.render import ike_info, ike_sa, ipsec_sa
+from ikegate.cli.render import ike_info, ike_sa, ipsec_sa, version
 from ikegate.cli.tree import MANAGE, MONITOR, VISIT, Command
 from ikegate.cli.views import ALL_VIEWS, ViewKind
 from ikegate.gateway.controller import Gateway
@@ -40,6 +42,13 @@ class Runtime:
     #: ``ping``: (source, destination, count, size) -> the lines it prints, once the replies are in. The
     #: daemon supplies it (it needs real time); without it ``ping`` is refused.
     pinger: Callable[[str, str, int, int], Awaitable[list[str]]] | None = None
+    #: ``display version``'s uptime: the process's, on its own monotonic clock (the controller's clock
+    #: starts with the event loop and is stepped by in-memory tests).
+    monotonic: Callable[[], float] = time.monotonic
+    booted: float = field(default_factory=time.monotonic)
+
+    def uptime(self) -> float:
+        return max(0.0, self.monotonic() - self.booted)
 
     def now(self) -> float:
         return self.clock()
@@ -170,6 +179,14 @@ def display_ike_statistics(ctx: CommandContext) -> None:
     _emit(ctx, lambda: data, lambda: ike_info.statistics(st, counts))
 
 
+def display_version(ctx: CommandContext) -> None:
+    rt = _rt(ctx)
+    uptime = rt.uptime()
+    data = {"version": {"model": rt.device.model, "vrp_version": version.VRP_VERSION,
+                        "ikegate_version": __version__, "uptime_seconds": int(uptime)}}
+    _emit(ctx, lambda: data, lambda: version.render(rt.device.model, uptime), stamp=False)
+
+
 def reset_ike_sa(ctx: CommandContext) -> None:
     rt = _rt(ctx)
     remote = ctx.opt_ip("remote")
@@ -243,7 +260,8 @@ def runtime_commands(device: Device) -> list[Command]:
                   "conn-id": "Specify the connection ID", "remote": "Specify the remote address",
                   "slot": "Specify the slot ID", "cpu": "Specify the CPU ID",
                   "ping": "Send ICMP echo requests through the tunnels", "-a": "Specify the source address",
-                  "-c": "Specify the number of echo requests", "-s": "Specify the size of the data"}
+                  "-c": "Specify the number of echo requests", "-s": "Specify the size of the data",
+                  "version": "Display the software version and the uptime"}
 
     def cmd(syntax: str, handler: Callable[[CommandContext], None], views: frozenset[ViewKind], level: int) -> Command:
         used = {k: v for k, v in params.items() if f"<{k}>" in syntax}
@@ -259,6 +277,7 @@ def runtime_commands(device: Device) -> list[Command]:
         cmd("display ike peer [ brief | name <peer-name> ]", display_ike_peer, ALL_VIEWS, MONITOR),
         cmd(f"display ike offline-info [ peer <peer> ]{slot}", display_ike_offline_info, ALL_VIEWS, MONITOR),
         cmd("display ike statistics", display_ike_statistics, ALL_VIEWS, MONITOR),
+        cmd("display version", display_version, ALL_VIEWS, MONITOR),
         cmd(f"reset ike sa [ conn-id <conn-id> | remote <remote> ]{slot}", reset_ike_sa, USER, MANAGE),
         cmd("reset ipsec sa [ remote <remote> | policy <policy-name> [ <seq> ] | parameters <address> esp <spi> ]",
             reset_ipsec_sa, USER, MANAGE),
