@@ -104,6 +104,9 @@ class Shell:
         self._after_pager: str | None = None  # a [Y/N] question held back until the pager finishes
         self.pending: Awaitable[list[str]] | None = None  # output of a command still running (ping)
         self._after_cr = False
+        #: The rest of an escape sequence whose ESC stopped the pager, being dropped: "esc" just after the
+        #: ESC, "csi" inside ``ESC [ …`` / ``ESC O …``, None otherwise.
+        self._dropping: str | None = None
 
     # -- the Session protocol used by handlers ----------------------------------------------------
     @property
@@ -264,10 +267,25 @@ class Shell:
             byte = b"\n" if data[i] == 0x0D else data[i : i + 1]
             if self._pager is not None:
                 out += self._page(byte.decode("latin-1"))
+                if byte == b"\x1b" and self._pager is None:
+                    self._dropping = "esc"
+                continue
+            if self._dropping is not None and self._drop_escape(data[i]):
                 continue
             for event in self.editor.feed(byte):
                 out += self._event(event)
         return bytes(out)
+
+    def _drop_escape(self, byte: int) -> bool:
+        """True when ``byte`` belongs to the escape sequence that stopped the pager (an arrow key's
+        ``ESC [ A``), so it does not reach the editor as text."""
+        if self._dropping == "esc":
+            self._dropping = "csi" if byte in (0x5B, 0x4F) else None  # "[" or "O"
+            return self._dropping is not None
+        if 0x30 <= byte <= 0x3F:  # parameter bytes
+            return True
+        self._dropping = None
+        return 0x40 <= byte <= 0x7E  # the final byte ends the sequence
 
     def _event(self, event: object) -> bytes:
         if isinstance(event, Echo):
