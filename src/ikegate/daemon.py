@@ -7,18 +7,21 @@ is glue only: decisions live in the controller, bytes in the UDP runner.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import logging
 import os
 import random
 import signal
+import stat
 import sys
+import tempfile
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
 from ikegate.cli.commands import default_tree
 from ikegate.cli.commands.runtime import Runtime, runtime_commands
-from ikegate.cli.loader import ConfigError, load_config
+from ikegate.cli.loader import ConfigError, decode_config, load_config
 from ikegate.cli.logbuffer import LogBuffer, LogRecord
 from ikegate.cli.shell import Shell
 from ikegate.gateway.controller import Gateway
@@ -54,9 +57,41 @@ class DaemonOptions:
     tun: dict[str, str] = field(default_factory=dict)
 
 
+def write_atomically(path: str, text: str) -> None:
+    """Replace ``path`` by ``text`` so that a crash at any moment leaves either the old file or the new
+    one, never a truncated one: a temporary file in the same directory (same file system, so the rename
+    is atomic), flushed to disk, given the old file's mode and owner (a 0600 configuration holding keys
+    stays 0600), renamed over the old one, and the directory flushed so the rename itself survives."""
+    folder = os.path.dirname(os.path.abspath(path))
+    try:
+        old: os.stat_result | None = os.stat(path)
+    except FileNotFoundError:
+        old = None
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            if old is not None:
+                os.fchmod(fh.fileno(), stat.S_IMODE(old.st_mode))
+                with contextlib.suppress(PermissionError):  # only root may give a file away
+                    os.fchown(fh.fileno(), old.st_uid, old.st_gid)
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    dirfd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(dirfd)
+    finally:
+        os.close(dirfd)
+
+
 def read_config(path: str) -> tuple[Config, list[ConfigError]]:
-    with open(path, encoding="utf-8") as fh:
-        return load_config(fh.read())
+    with open(path, "rb") as fh:
+        return load_config(decode_config(fh.read()))
 
 
 class Daemon:
@@ -128,10 +163,7 @@ class Daemon:
 
     def _save(self, text: str) -> None:
         assert self.config_path is not None
-        tmp = f"{self.config_path}.tmp"
-        with open(tmp, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.replace(tmp, self.config_path)
+        write_atomically(self.config_path, text)
 
     def after_command(self) -> None:
         """The configuration may have changed: let the controller see it, start new auto policies."""
@@ -155,7 +187,7 @@ class Daemon:
             prompt = shell.prompt
             outcome = shell.run(line)
             self.after_command()
-            out.append(prompt + line)
+            out.append(prompt + shell.mask(line))  # the transcript may end up in a ticket
             out.extend(outcome.lines)
             if outcome.pending is not None:
                 out.extend(await outcome.pending)

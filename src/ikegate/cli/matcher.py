@@ -24,6 +24,9 @@ from ikegate.cli.params import ParamValueError
 from ikegate.cli.tree import Command, CommandTree, Edge, State
 from ikegate.cli.views import ViewKind
 
+#: Higher than any command's level: :func:`secret_tokens` must see every command.
+_EVERY_LEVEL = 15
+
 
 @dataclass(frozen=True)
 class Token:
@@ -93,10 +96,47 @@ class Failure:
         return prompt_length + (self.tokens[-1].end if self.tokens else 0)
 
 
+MASK = "******"
+
+
 def masked(tokens: list[Token], sensitive: Iterable[int]) -> str:
     """The line with sensitive tokens (keys) replaced, for the command log."""
     hidden = set(sensitive)
-    return " ".join("******" if i in hidden else t.text for i, t in enumerate(tokens))
+    return " ".join(MASK if i in hidden else t.text for i, t in enumerate(tokens))
+
+
+def secret_tokens(tree: CommandTree, line: str) -> frozenset[int]:
+    """Indexes of the tokens of ``line`` that are secrets in *some* view, whatever the view and level the
+    line is typed in and whether or not it parses.
+
+    This is the one place that knows which words of a line must never be echoed: a token is secret when
+    a secret-taking parameter (:attr:`ValueParam.sensitive`) may stand at its position after the words
+    before it. Every view is tried at the highest level, so ``pre-shared-key KEY junk`` typed in the
+    wrong view, with too many words, or by a user not allowed to run it still hides KEY.
+    """
+    tokens = tokenize(line.replace("\t", " "))  # a tab must not glue a secret to its keyword
+    hidden: set[int] = set()
+    for view in ViewKind:
+        _, sensitive = _walk(_start(tree, view, _EVERY_LEVEL), tokens)
+        hidden |= sensitive
+    return frozenset(hidden)
+
+
+def mask_secrets(tree: CommandTree, line: str) -> str:
+    """``line`` with each secret token (:func:`secret_tokens`) replaced by ``******`` and everything else,
+    spacing included, as typed: what error messages, transcripts and logs may echo."""
+    hidden = secret_tokens(tree, line)
+    if not hidden:
+        return line
+    tokens = tokenize(line.replace("\t", " "))
+    out: list[str] = []
+    pos = 0
+    for index in sorted(hidden):
+        token = tokens[index]
+        out += [line[pos : token.start], MASK]
+        pos = token.end
+    out.append(line[pos:])
+    return "".join(out)
 
 
 def _closure(threads: Iterable[_Thread]) -> list[_Thread]:
