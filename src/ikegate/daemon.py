@@ -41,6 +41,7 @@ log = logging.getLogger("ikegate")
 SHUTDOWN_GRACE = 3.0
 PING_TIMEOUT = 2.0
 STOP_LIMIT = 15.0
+LOG_FLUSH_INTERVAL = 1.0  # seconds between checks for ended log aggregation windows
 
 
 @dataclass
@@ -115,6 +116,7 @@ class Daemon:
         self.runtime = Runtime(self.gateway, options.device, clock=self.now, after_change=self._flush,
                                pinger=self.ping)
         self._stop = asyncio.Event()
+        self._log_flush: asyncio.Task[None] | None = None
         self._pings: dict[tuple[int, int], asyncio.Future[float]] = {}
         self.gateway.on_echo_reply = self._echo_reply
 
@@ -244,8 +246,16 @@ class Daemon:
             self.metrics = MetricsServer(registry_for(self.gateway), host, port)
             await self.metrics.start()
         await self.ssh.start()
+        self._log_flush = loop.create_task(self._flush_log_summaries())
         self.gateway.start(self.runner.now())
         self.runner.flush()
+
+    async def _flush_log_summaries(self) -> None:
+        """The "suppressed N similar messages" lines of the log buffer come out when their window ends,
+        not only when the next record happens to arrive."""
+        while True:
+            await asyncio.sleep(LOG_FLUSH_INTERVAL)
+            self.logbuffer.flush()
 
     def request_stop(self) -> None:
         self._stop.set()
@@ -256,6 +266,8 @@ class Daemon:
     async def stop(self) -> None:
         """Delete every IKE SA (peers get Deletes), wait briefly for the answers, close everything."""
         await self.ssh.stop()
+        if self._log_flush is not None:
+            self._log_flush.cancel()
         if self.runner is not None:
             self.gateway.shutdown(self.runner.now())
             self.runner.flush()
