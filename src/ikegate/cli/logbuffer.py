@@ -74,9 +74,9 @@ def is_security(module: str, brief: str) -> bool:
 
 
 def is_failure(module: str, brief: str) -> bool:
-    """Records the :class:`Suppressor` aggregates: failures. The command record never is: every command
-    an operator ran belongs in the audit trail."""
-    return "FAIL" in brief and module != "SHELL"
+    """Records the :class:`Suppressor` aggregates: failures and refusals. The command record never is:
+    every command an operator ran belongs in the audit trail."""
+    return ("FAIL" in brief or "REFUSED" in brief) and module != "SHELL"
 
 
 def source_of(text: str) -> str | None:
