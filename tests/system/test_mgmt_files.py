@@ -175,3 +175,36 @@ def test_cli_transcript_masks_secrets(tmp_path: Path) -> None:
     assert "S3cretPSK" not in out
     assert "[GW-ike-peer-p1]pre-shared-key ****** extra-token" in out
     assert "S3cretPSK" not in "\n".join(daemon.logbuffer.render("GW"))
+
+
+def test_run_reports_bad_and_binary_lines_without_secrets_or_traceback(tmp_path: Path) -> None:
+    """The reported case: ``cfg:11: pre-shared-key S3cretPSK extra-token: Error: Too many parameters``
+    printed the key; a binary file ended in a ``UnicodeDecodeError`` traceback."""
+    import subprocess
+    import sys
+
+    from tests.system.procs import wait_for
+
+    cfg = tmp_path / "gw.cfg"
+    cfg.write_bytes(b"sysname GW\nike peer p1\n pre-shared-key S3cretPSK extra-token\n\x00\x9f\xff binary\x01\n"
+                    b"aaa\n local-user bob password irreversible-cipher Passw0rd!23 more\n")
+    control = tmp_path / "gw.sock"
+    err = tmp_path / "gw.stderr"
+    port = free_port_pair()
+    with open(err, "w") as errf:
+        proc = subprocess.Popen([sys.executable, "-m", "ikegate", "run", str(cfg), "--control", str(control),
+                                 "--ike-port", str(port), "--natt-port", str(port + 1)],
+                                stdout=subprocess.DEVNULL, stderr=errf)
+    try:
+        wait_for(lambda: control.exists() or proc.poll() is not None, 15, "gateway to start")
+        assert proc.poll() is None, err.read_text()
+        text = err.read_text()
+        assert f"{cfg}:3: pre-shared-key ****** extra-token: Error: Too many parameters" in text
+        assert f"{cfg}:4: \\x00\\x9f\\xff binary\\x01: Error: The line contains bytes" in text
+        assert f"{cfg}:6: local-user bob password irreversible-cipher ****** more: Error:" in text
+        assert "S3cretPSK" not in text and "Passw0rd!23" not in text and "Traceback" not in text
+        assert request(str(control), {"op": "shell", "lines": ["display current-configuration"]})["ok"]
+    finally:
+        proc.terminate()
+        proc.wait(15)
+    assert not control.exists()  # our own socket is removed at exit
