@@ -65,7 +65,8 @@ async def one(port: int, tries: int, answered: list[int], refused: list[int]) ->
 
 
 def cpu_seconds(pid: int) -> float:
-    fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    with open(f"/proc/{pid}/stat") as fh:
+        fields = fh.read().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
@@ -83,7 +84,7 @@ async def main(args: argparse.Namespace) -> None:
             cpu0, t0 = cpu_seconds(gw.pid), time.monotonic()
             answered, refused = [0], [0]
             tasks = [asyncio.ensure_future(one(port, args.tries, answered, refused)) for _ in range(args.connections)]
-            done, pending = await asyncio.wait(tasks, timeout=args.duration)
+            _, pending = await asyncio.wait(tasks, timeout=args.duration)
             elapsed = time.monotonic() - t0
             cpu = cpu_seconds(gw.pid) - cpu0
             for task in pending:
