@@ -233,14 +233,15 @@ class Daemon:
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
+        if self.options.control:
+            # First: a control path held by another running gateway is the clearest reason to stop.
+            self.control = ControlServer(self.options.control, self.handlers(), attach=self.attach)
+            await self.control.start()
         await self.syslog.open()
         self.runner = UdpRunner(self.gateway, loop)
         await self.runner.open(self.gateway.local_addresses())
         if self.options.tun:
             self.tun = open_bridge(self.gateway, self.options.tun, self.runner)
-        if self.options.control:
-            self.control = ControlServer(self.options.control, self.handlers(), attach=self.attach)
-            await self.control.start()
         if self.options.metrics:
             host, port = parse_listen(self.options.metrics)
             self.metrics = MetricsServer(registry_for(self.gateway), host, port)
@@ -376,6 +377,8 @@ async def run_daemon(config: Config, options: DaemonOptions, config_path: str | 
         await daemon.start()
     except OSError as exc:
         print(f"ikegate: cannot start: {exc}", file=sys.stderr)
+        if daemon.control is not None:
+            await daemon.control.close()  # removes the socket only if this process made it
         return 1
     stamp = dt.datetime.now().strftime("%Y-%m-%d %H:%M:%S")
     print(f"{stamp} {config.sysname}: listening on "

@@ -129,6 +129,17 @@ def test_run_refuses_a_control_path_that_is_a_file(tmp_path: Path) -> None:
     assert proc.returncode == 1
     assert "not a socket" in proc.stderr and "Traceback" not in proc.stderr
     assert victim.read_text() == "precious"
+    # a socket someone answers on: another gateway runs there
+    live = tmp_path / "live.sock"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as listener:
+        listener.bind(str(live))
+        listener.listen()
+        proc = subprocess.run([sys.executable, "-m", "ikegate", "run", str(cfg), "--control", str(live),
+                               "--ike-port", str(port), "--natt-port", str(port + 1)],
+                              capture_output=True, text=True, timeout=60)
+        assert proc.returncode == 1
+        assert "is in use (another gateway is running?)" in proc.stderr and "Traceback" not in proc.stderr
+        assert stat.S_ISSOCK(os.lstat(live).st_mode)  # still there for its owner
 
 
 def test_hostile_control_requests_get_errors_and_the_connection_lives(tmp_path: Path) -> None:
