@@ -114,7 +114,7 @@ class Daemon:
         self.ssh = SshService(self, lambda: self.gateway.config)  # listens only with ``stelnet server enable``
         self.tree = default_tree(runtime_commands(options.device))
         self.runtime = Runtime(self.gateway, options.device, clock=self.now, after_change=self._flush,
-                               pinger=self.ping)
+                               pinger=self.ping, ssh=self.ssh)
         self._stop = asyncio.Event()
         self._log_flush: asyncio.Task[None] | None = None
         self._pings: dict[tuple[int, int], asyncio.Future[float]] = {}

@@ -98,6 +98,19 @@ def test_an_address_is_blocked_after_repeated_failures(tmp_path: Path, monkeypat
             assert f"SSH/4/CONNECTION_REFUSED(l):An SSH connection was refused. (Ip={source}, Reason=the source " \
                    "address is blocked)" in log_text(daemon)
             await logs_in(address, port, "127.0.0.42")  # others are not affected
+            out, _ = await daemon.run_lines(["display ssh server ip-block list", "display ssh server ip-block all"])
+            rows = [line.split() for line in out.splitlines() if line.startswith(f" {source} ")]
+            assert rows[0][:2] == [source, "_public_"] and 0 < int(rows[0][2]) <= ssh.BLOCK_TIME
+            assert rows[1] == [source, "_public_", "BLOCKED", str(ssh.BLOCK_FAILURES)]
+            # activate ... unblocks at once; blocking again takes a full run of failures
+            out, failed = await daemon.run_lines([f"activate ssh server ip-block ip-address {source}"])
+            assert not failed and "not blocked" not in out
+            await logs_in(address, port, source)
+            out, _ = await daemon.run_lines([f"activate ssh server ip-block ip-address {source}"])
+            assert f"Info: The IP address {source} is not blocked." in out
+            for _ in range(ssh.BLOCK_FAILURES):
+                await guess(address, port, source)
+            await refused_before_login(address, port, source)
             # `ssh server ip-block disable` lifts it (the address is remembered, not the setting)
             _, failed = await daemon.run_lines(["system-view", "ssh server ip-block disable"])
             assert not failed

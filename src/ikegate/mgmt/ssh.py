@@ -46,6 +46,7 @@ from typing import Protocol
 
 import asyncssh
 
+from ikegate.cli.commands.ssh_blocks import SourceState
 from ikegate.cli.shell import Shell
 from ikegate.policy.model import Config
 from ikegate.policy.users import (
@@ -297,6 +298,28 @@ class SshService:
         for conn in list(self._connections):
             if conn.ip == ip and conn.user is None and conn is not current:
                 conn.close()
+
+    def source_states(self) -> list[SourceState]:
+        """Addresses with failures counted towards a block, or blocked (``display ssh server ip-block``)."""
+        now = asyncio.get_running_loop().time()
+        out = []
+        for ip, record in self._sources.items():
+            blocked_for = max(0.0, record.blocked_until - now) if self.config().ssh_server.ip_block else 0.0
+            # (a block clears the failures that caused it; while it lasts, show the run of failures)
+            failures = record.count if blocked_for else sum(1 for t in record.recent if now - t <= BLOCK_PERIOD)
+            if failures or blocked_for:
+                out.append(SourceState(ip, failures, blocked_for))
+        return out
+
+    def unblock(self, ip: str) -> bool:
+        """``activate ssh server ip-block ip-address``: lift a block now; False if ``ip`` was not blocked."""
+        if not self.blocked(ip):
+            return False
+        record = self._sources[ip]
+        record.blocked_until = 0.0
+        record.count = 0
+        self.host.log("SSH", 5, "IP_UNBLOCKED", f"The SSH client address is unblocked. (Ip={ip})")
+        return True
 
     def succeeded(self, ip: str) -> None:
         record = self._sources.get(ip)
