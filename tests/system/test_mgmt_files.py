@@ -219,3 +219,39 @@ def test_run_reports_bad_and_binary_lines_without_secrets_or_traceback(tmp_path:
         proc.terminate()
         proc.wait(15)
     assert not control.exists()  # our own socket is removed at exit
+
+
+def test_daemon_log_flood_is_aggregated_on_every_mirror(tmp_path: Path) -> None:
+    """A burst of identical failures reaches stderr (and syslog: the same listener path) as a few lines
+    and, once the window ends, one summary the daemon flushes by itself."""
+    import io
+
+    from tests.system.procs import wait_for
+
+    cfg = tmp_path / "gw.cfg"
+    cfg.write_text("sysname GW\n")
+    config, _ = load_config(cfg.read_text())
+    stream = io.StringIO()
+    port = free_port_pair()
+    daemon = Daemon(config, DaemonOptions(ike_port=port, natt_port=port + 1, log_stream=stream), str(cfg))
+    daemon.logbuffer.suppressor.interval = 0.5  # a short window, so the test need not wait 30 s
+    daemon.log("SSH", 4, "LOGIN_FAILED", "Failed to log in through SSH. (Ip=192.0.2.9, UserName=root, "
+               "AuthType=password, Times=1, Reason=wrong password)")
+
+    async def main() -> None:
+        await daemon.start()
+        try:
+            for _ in range(5000):
+                daemon.log("IKE", 4, "NEGOTIATION_FAILED", "IKE negotiation failed. (RemoteAddress=198.51.100.7, "
+                           "Reason=timeout)")
+            await asyncio.to_thread(wait_for, lambda: "Suppressed" in stream.getvalue(), 15, "the summary line")
+        finally:
+            await daemon.stop()
+
+    asyncio.run(main())
+    lines = stream.getvalue().splitlines()
+    failed = [line for line in lines if "NEGOTIATION_FAILED" in line]
+    assert len(failed) == 4  # three in full, one summary
+    assert "(Suppressed 4997 similar messages from this source in the last 0.5 s.)" in failed[-1]
+    assert any("LOGIN_FAILED" in line for line in lines)
+    assert lines == [r.render("GW") for r in daemon.logbuffer]  # the buffer and its mirror agree
