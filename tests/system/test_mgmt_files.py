@@ -184,7 +184,7 @@ def test_cli_transcript_masks_secrets(tmp_path: Path) -> None:
     out, failed = asyncio.run(main())
     assert failed
     assert "S3cretPSK" not in out
-    assert "[GW-ike-peer-p1]pre-shared-key ****** extra-token" in out
+    assert "[GW-ike-peer-p1]pre-shared-key ****** ******" in out
     assert "S3cretPSK" not in "\n".join(daemon.logbuffer.render("GW"))
 
 
@@ -210,9 +210,9 @@ def test_run_reports_bad_and_binary_lines_without_secrets_or_traceback(tmp_path:
         wait_for(lambda: control.exists() or proc.poll() is not None, 15, "gateway to start")
         assert proc.poll() is None, err.read_text()
         text = err.read_text()
-        assert f"{cfg}:3: pre-shared-key ****** extra-token: Error: Too many parameters" in text
+        assert f"{cfg}:3: pre-shared-key ****** ******: Error: Too many parameters" in text
         assert f"{cfg}:4: \\x00\\x9f\\xff binary\\x01: Error: The line contains bytes" in text
-        assert f"{cfg}:6: local-user bob password irreversible-cipher ****** more: Error:" in text
+        assert f"{cfg}:6: local-user bob password irreversible-cipher ****** ******: Error:" in text
         assert "S3cretPSK" not in text and "Passw0rd!23" not in text and "Traceback" not in text
         assert request(str(control), {"op": "shell", "lines": ["display current-configuration"]})["ok"]
     finally:

@@ -16,15 +16,23 @@ PW = "Passw0rd!23"
 
 def test_mask_secrets_whatever_the_view_and_parse_state() -> None:
     tree = default_tree()
-    assert mask_secrets(tree, f" pre-shared-key {PSK} extra-token") == " pre-shared-key ****** extra-token"
+    # from the secret to the end of the line: extra words may be the rest of a pass phrase
+    assert mask_secrets(tree, f" pre-shared-key {PSK} extra-token") == " pre-shared-key ****** ******"
     assert mask_secrets(tree, f"pre-sh {PSK}") == "pre-sh ******"  # abbreviated keyword
     assert mask_secrets(tree, f"pre-shared-key {PSK}?x") == "pre-shared-key ******"  # not a valid key
-    assert mask_secrets(tree, f"local-user bob password irreversible-cipher {PW} extra") == (
-        "local-user bob password irreversible-cipher ****** extra")
+    assert mask_secrets(tree, f"local-user bob pass irr {PW}") == "local-user bob pass irr ******"
     assert mask_secrets(tree, f" pre-shared-key\t{PSK}") == " pre-shared-key\t******"
+    # VRP forms ikegate does not have still hide what follows a secret-leading keyword
+    assert mask_secrets(tree, f"pre-shared-key cipher {PSK}") == "pre-shared-key ****** ******"
+    assert mask_secrets(tree, f"local-user bob password cipher {PW}") == "local-user bob password ****** ******"
+    assert mask_secrets(tree, f"undo pre-shared-key {PSK}") == "undo pre-shared-key ******"
+    assert mask_secrets(tree, f"ike peer p1 pre-shared-key {PSK}") == "ike peer p1 pre-shared-key ******"
     # lines without secrets are returned untouched, spacing included
-    assert mask_secrets(tree, "  ike peer  pre-shared-key") == "  ike peer  pre-shared-key"
+    assert mask_secrets(tree, "  ike peer  p1") == "  ike peer  p1"
     assert mask_secrets(tree, "sysname S3cretPSK") == "sysname S3cretPSK"
+    assert mask_secrets(tree, " authentication-method pre-share") == " authentication-method pre-share"
+    assert mask_secrets(tree, "ssh user bob authentication-type password") == (
+        "ssh user bob authentication-type password")
 
 
 def test_loader_errors_never_echo_a_secret() -> None:
