@@ -62,8 +62,10 @@ def write_atomically(path: str, text: str) -> None:
     """Replace ``path`` by ``text`` so that a crash at any moment leaves either the old file or the new
     one, never a truncated one: a temporary file in the same directory (same file system, so the rename
     is atomic), flushed to disk, given the old file's mode and owner (a 0600 configuration holding keys
-    stays 0600), renamed over the old one, and the directory flushed so the rename itself survives."""
-    folder = os.path.dirname(os.path.abspath(path))
+    stays 0600), renamed over the old one, and the directory flushed so the rename itself survives. A
+    symbolic link is followed: the file it names is replaced, the link stays."""
+    path = os.path.realpath(path)
+    folder = os.path.dirname(path)
     try:
         old: os.stat_result | None = os.stat(path)
     except FileNotFoundError:

@@ -47,6 +47,17 @@ def test_save_keeps_mode_and_owner_and_replaces_atomically(tmp_path: Path) -> No
     assert sorted(p.name for p in tmp_path.iterdir()) == ["gw.cfg"]  # no temporary file left behind
 
 
+def test_save_through_a_symbolic_link_replaces_its_target(tmp_path: Path) -> None:
+    real = tmp_path / "real.cfg"
+    real.write_text("sysname OLD\n")
+    os.chmod(real, 0o640)
+    link = tmp_path / "gw.cfg"
+    link.symlink_to(real)
+    write_atomically(str(link), "sysname NEW\n")
+    assert link.is_symlink() and real.read_text() == "sysname NEW\n"
+    assert stat.S_IMODE(os.stat(real).st_mode) == 0o640
+
+
 def test_failed_save_leaves_the_old_file_whole(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A write that fails before the rename (here: the disk refuses the fsync) leaves the old file as it
     was and no temporary file behind."""
