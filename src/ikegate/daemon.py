@@ -28,7 +28,7 @@ from ikegate.gateway.controller import Gateway
 from ikegate.gateway.device import Device
 from ikegate.io.tun import TunBridge, open_bridge
 from ikegate.io.udp import UdpRunner
-from ikegate.mgmt.control import ControlServer
+from ikegate.mgmt.control import ControlServer, clear_stale_socket
 from ikegate.mgmt.metrics import MetricsServer, parse_listen, registry_for
 from ikegate.mgmt.records import entry_record
 from ikegate.mgmt.ssh import SshService
@@ -236,14 +236,17 @@ class Daemon:
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
         if self.options.control:
-            # First: a control path held by another running gateway is the clearest reason to stop.
-            self.control = ControlServer(self.options.control, self.handlers(), attach=self.attach)
-            await self.control.start()
+            # Checked first: a control path held by another running gateway is the clearest reason to
+            # stop. The socket itself is made below, once the IKE sockets are open.
+            clear_stale_socket(self.options.control)
         await self.syslog.open()
         self.runner = UdpRunner(self.gateway, loop)
         await self.runner.open(self.gateway.local_addresses())
         if self.options.tun:
             self.tun = open_bridge(self.gateway, self.options.tun, self.runner)
+        if self.options.control:
+            self.control = ControlServer(self.options.control, self.handlers(), attach=self.attach)
+            await self.control.start()
         if self.options.metrics:
             host, port = parse_listen(self.options.metrics)
             self.metrics = MetricsServer(registry_for(self.gateway), host, port)
