@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from ikegate.cli.commands import access, acl, ike, infocenter, interface, ipsec, session, system
+from ikegate.cli.commands import access, acl, ike, infocenter, interface, ipsec, session, ssh_blocks, system
 from ikegate.cli.tree import Command, CommandTree
 
 
@@ -22,6 +22,7 @@ def default_commands() -> list[Command]:
         *ike.COMMANDS,
         *ipsec.COMMANDS,
         *access.COMMANDS,
+        *ssh_blocks.COMMANDS,
     ]
 
 
