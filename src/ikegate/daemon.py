@@ -117,6 +117,7 @@ class Daemon:
         self.tree = default_tree(runtime_commands(options.device))
         self.runtime = Runtime(self.gateway, options.device, clock=self.now, after_change=self._flush,
                                pinger=self.ping, ssh=self.ssh)
+        self.runtime.config_path = config_path  # display saved-configuration
         self._stop = asyncio.Event()
         self._log_flush: asyncio.Task[None] | None = None
         self._pings: dict[tuple[int, int], asyncio.Future[float]] = {}

@@ -50,6 +50,10 @@ class Runtime:
     monotonic: Callable[[], float] = time.monotonic
     booted: float = field(default_factory=time.monotonic)
 
+    #: The configuration file ``save`` writes (``display saved-configuration`` reads it back); None when
+    #: the gateway runs without one.
+    config_path: str | None = None
+
     def uptime(self) -> float:
         return max(0.0, self.monotonic() - self.booted)
 
@@ -190,6 +194,20 @@ def display_version(ctx: CommandContext) -> None:
     _emit(ctx, lambda: data, lambda: version.render(rt.device.model, uptime), stamp=False)
 
 
+def display_saved_configuration(ctx: CommandContext) -> None:
+    """The configuration file as ``save`` left it (what the next start loads), not the running one."""
+    path = _rt(ctx).config_path
+    if path is None:
+        raise CommandError("Error: No configuration file is set for this device.")
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            text = f.read()
+    except OSError as exc:
+        raise CommandError(f"Error: Failed to read the configuration file: {exc.strerror or exc}.") from exc
+    for line in text.splitlines():
+        ctx.write(line)
+
+
 def reset_ike_sa(ctx: CommandContext) -> None:
     rt = _rt(ctx)
     remote = ctx.opt_ip("remote")
@@ -264,7 +282,8 @@ def runtime_commands(device: Device) -> list[Command]:
                   "slot": "Specify the slot ID", "cpu": "Specify the CPU ID",
                   "ping": "Send ICMP echo requests through the tunnels", "-a": "Specify the source address",
                   "-c": "Specify the number of echo requests", "-s": "Specify the size of the data",
-                  "version": "Display the software version and the uptime"}
+                  "version": "Display the software version and the uptime",
+                  "saved-configuration": "Display the configuration saved for the next start"}
 
     def cmd(syntax: str, handler: Callable[[CommandContext], None], views: frozenset[ViewKind], level: int) -> Command:
         used = {k: v for k, v in params.items() if f"<{k}>" in syntax}
@@ -281,6 +300,7 @@ def runtime_commands(device: Device) -> list[Command]:
         cmd(f"display ike offline-info [ peer <peer> ]{slot}", display_ike_offline_info, ALL_VIEWS, MONITOR),
         cmd("display ike statistics", display_ike_statistics, ALL_VIEWS, MONITOR),
         cmd("display version", display_version, ALL_VIEWS, MONITOR),
+        cmd("display saved-configuration", display_saved_configuration, ALL_VIEWS, MANAGE),
         cmd(f"reset ike sa [ conn-id <conn-id> | remote <remote> ]{slot}", reset_ike_sa, USER, MANAGE),
         cmd("reset ipsec sa [ remote <remote> | policy <policy-name> [ <seq> ] | parameters <address> esp <spi> ]",
             reset_ipsec_sa, USER, MANAGE),
