@@ -313,25 +313,18 @@ def help_items(tree: CommandTree, view: ViewKind, level: int, line: str) -> list
     return items
 
 
-def complete(tree: CommandTree, view: ViewKind, level: int, line: str) -> str | None:
-    """Tab: the line with its last word completed (a unique keyword gets a trailing space; several
-    keywords with a longer common prefix complete to that prefix), or None when nothing applies."""
+def tab_candidates(tree: CommandTree, view: ViewKind, level: int, line: str) -> tuple[str, list[str]]:
+    """What Tab may put in place of the line's last word: ``(stem, words)``, the line before that word
+    and the keywords it is a prefix of, in `?` order; no words when Tab does nothing (after a space, a
+    bad line before the word, or no keyword starting so)."""
     tokens = tokenize(line)
     if not tokens or line.endswith(" "):
-        return None
+        return line, []
     threads, _ = _walk(_start(tree, view, level), tokens[:-1])
     if isinstance(threads, Failure):
-        return None
+        return line, []
     last = tokens[-1]
-    words = sorted({e.word for _, e in _word_edges(threads) if e.word and e.word.lower().startswith(last.text.lower())})
-    if not words:
-        return None
-    if len(words) == 1:
-        return line[: last.start] + words[0] + " "
-    common = words[0]
-    for word in words[1:]:
-        while not word.startswith(common):
-            common = common[:-1]
-    if len(common) > len(last.text):
-        return line[: last.start] + common
-    return None
+    low = last.text.lower()
+    words = {e.word for _, e in _word_edges(threads) if e.word and e.word.lower().startswith(low)}
+    return line[: last.start], [w for w, _ in sorted(((w, "") for w in words), key=_natural)]
+

@@ -107,6 +107,8 @@ class Shell:
         #: The rest of an escape sequence whose ESC stopped the pager, being dropped: "esc" just after the
         #: ESC, "csi" inside ``ESC [ …`` / ``ESC O …``, None otherwise.
         self._dropping: str | None = None
+        #: Tab cycling: (line before the word, the candidates, the one shown), until another key.
+        self._tab_cycle: tuple[str, list[str], int] | None = None
 
     # -- the Session protocol used by handlers ----------------------------------------------------
     @property
@@ -294,7 +296,26 @@ class Shell:
         self._dropping = None
         return 0x40 <= byte <= 0x7E  # the final byte ends the sequence
 
+    def _tab(self, text: str) -> str | None:
+        """Tab, as on VRP: a unique keyword is completed (with a space); on an ambiguous prefix the first
+        candidate is shown, and each further Tab shows the next one, round and round, until another key."""
+        cycle = self._tab_cycle
+        if cycle is not None and text == cycle[0] + cycle[1][cycle[2]]:
+            stem, words, index = cycle[0], cycle[1], (cycle[2] + 1) % len(cycle[1])
+        else:
+            stem, words = matcher.tab_candidates(self.tree, self.frame.kind, self.level, text)
+            index = 0
+            if not words:
+                return None
+        if len(words) == 1:
+            self._tab_cycle = None
+            return stem + words[0] + " "
+        self._tab_cycle = (stem, words, index)
+        return stem + words[index]
+
     def _event(self, event: object) -> bytes:
+        if not isinstance(event, TabPressed):
+            self._tab_cycle = None
         if isinstance(event, Echo):
             return event.data
         if isinstance(event, LineEntered):
@@ -306,7 +327,7 @@ class Shell:
         if isinstance(event, HelpRequested):
             return b"?\r\n" + self._help(event.text) + self.prompt.encode() + self.editor.redraw()
         if isinstance(event, TabPressed):
-            completed = matcher.complete(self.tree, self.frame.kind, self.level, event.text)
+            completed = self._tab(event.text)
             if completed is None:
                 return b""
             tail = self.editor.buffer[self.editor.cursor :]
