@@ -71,6 +71,7 @@ def _shell() -> Shell:
 CASES = {
     "display_ike_sa": "display ike sa",
     "display_ike_sa_remote": "display ike sa remote 2001:db8::99",
+    "display_ike_sa_empty": "display ike sa remote 192.0.2.99",
     "display_ike_sa_slot": "display ike sa slot 1 cpu 0",
     "display_ike_sa_verbose": "display ike sa verbose connection-id 1",
     "display_ike_sa_verbose_v6": "display ike sa verbose remote 2001:db8::99",
@@ -105,3 +106,18 @@ def test_ike_sa_table_columns() -> None:
     row = next(line for line in lines if line.startswith(" 1 "))
     assert row[12:].startswith("127.0.0.12:500") and row[75:].startswith("RD|A") and row[97:].startswith("v2:1")
     assert lines[0] == "2026-11-26 23:40:01.250 "
+
+
+def test_ike_sa_header_and_rows_are_padded_to_132() -> None:
+    """The USG pads the header and every row to column 132 (``RemoteID`` then spaces); the rules are 132
+    dashes; the other lines carry no trailing spaces."""
+    lines = _shell().run("display ike sa").lines
+    header = lines.index(next(line for line in lines if line.startswith(" Conn-ID")))
+    rows = lines[header + 2: header + 5]
+    assert [len(line) for line in [lines[header], *rows]] == [132] * 4
+    assert lines[header].endswith("RemoteID" + " " * 8)
+    assert all(line == line.rstrip() for line in lines[header + 5:])
+
+
+def test_ike_sa_without_sas_is_the_timestamp_only() -> None:
+    assert _shell().run("display ike sa remote 192.0.2.99").lines == ["2026-11-26 23:40:01.250 "]

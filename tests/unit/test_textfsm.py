@@ -163,6 +163,11 @@ def test_golden_ike_peer_brief() -> None:
     ]
 
 
+def test_empty_ike_sa_parses_to_no_rows() -> None:
+    """No SA: the timestamp line only (the USG's empty ``display ike sa``) gives no record, no error."""
+    assert parse("display ike sa", golden("display_ike_sa_empty")) == []
+
+
 def test_filtered_rows_parse() -> None:
     """``| include`` keeps only some lines of the layout; the template still reads them."""
     text = "\n".join(x for x in golden("display_ike_sa").splitlines() if "127.0.0.12" in x)

@@ -82,16 +82,18 @@ def _placement(ctx: CommandContext) -> Placement | None:
     return Placement(slot, cpu)
 
 
-def _emit(ctx: CommandContext, data: Callable[[], Any], text: Callable[[], list[str]], stamp: bool = True) -> None:
+def _emit(ctx: CommandContext, data: Callable[[], Any], text: Callable[[], list[str]], stamp: bool = True,
+          padded: bool = False) -> None:
     """Text for people, or the same records as JSON when the line ended with ``| json``; only the form
-    asked for is built (100,000 rows are worth not rendering twice)."""
+    asked for is built (100,000 rows are worth not rendering twice). Trailing spaces are cut unless the
+    layout is ``padded`` (``display ike sa``'s 132 columns)."""
     if ctx.json:
         ctx.data = data()
         return
     if stamp:
         _stamp(ctx)
     for line in text():
-        ctx.write(line.rstrip())
+        ctx.write(line if padded else line.rstrip())
 
 
 def display_ike_sa(ctx: CommandContext) -> None:
@@ -99,7 +101,8 @@ def display_ike_sa(ctx: CommandContext) -> None:
     remote = ctx.opt_ip("remote")
     entries = rt.gateway.sad.select(remote=str(remote) if remote else None, placement=_placement(ctx))
     now = rt.now()
-    _emit(ctx, lambda: {"ike_sa": [entry_record(e, now) for e in entries]}, lambda: ike_sa.render(entries))
+    _emit(ctx, lambda: {"ike_sa": [entry_record(e, now) for e in entries]}, lambda: ike_sa.render(entries),
+          padded=True)
 
 
 def display_ike_sa_verbose(ctx: CommandContext) -> None:
