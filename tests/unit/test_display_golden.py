@@ -121,3 +121,10 @@ def test_ike_sa_header_and_rows_are_padded_to_132() -> None:
 
 def test_ike_sa_without_sas_is_the_timestamp_only() -> None:
     assert _shell().run("display ike sa remote 192.0.2.99").lines == ["2026-11-26 23:40:01.250 "]
+
+
+def test_ipsec_sa_interface_rule_is_as_long_as_its_line() -> None:
+    """USG transcript: ``Interface: GigabitEthernet1/0/0`` (31 characters) between two 31-``=`` rules."""
+    lines = _shell().run("display ipsec sa").lines
+    at = next(i for i, line in enumerate(lines) if line.startswith("Interface: "))
+    assert lines[at - 1] == lines[at + 1] == "=" * len(lines[at]) == "=" * 31
