@@ -823,7 +823,8 @@ class Gateway:
         self.sad.offline.record_sa(entry, reason.value, now)
         if isinstance(entry, IpsecSaEntry):
             self._log("IPSEC-VPN", 5, "IPSEC_TUNNEL_TEARED_DOWN",
-                      f"An IPSec tunnel is teared down. (PolicyName={entry.policy_name}, SeqNum={entry.policy_seq}, "
+                      f"An IPSec tunnel is teared down. (PolicyName={entry.policy_name}, "
+                      f"IfIndex={self.config.if_index(entry.interface)}, SeqNum={entry.policy_seq}, "
                       f"RuleNum={entry.acl_rule}, SrcIP={entry.local_address}, DstIP={entry.peer_address}, "
                       f"InboundSPI={entry.spi_in}, Slot={entry.placement.slot}, CpuID={entry.placement.cpu}, "
                       f"OfflineReason={reason.value}, State=Normal)")

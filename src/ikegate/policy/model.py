@@ -292,6 +292,14 @@ class Config:
             out.extend(i.ip for i in itf.ipv6)
         return out
 
+    def if_index(self, name: str) -> int:
+        """The interface's IfIndex in logs (``IPSEC_TUNNEL_TEARED_DOWN``): VRP numbers interfaces as they
+        are created, so ikegate counts them in configuration order from 1; 0 for an unknown name."""
+        for index, itf in enumerate(self.interfaces, 1):
+            if itf == name:
+                return index
+        return 0
+
     def policy_group(self, name: str) -> list[IpsecPolicy]:
         """The policies of one group, in ascending sequence order (the order packets are matched)."""
         return sorted((p for (n, _), p in self.ipsec_policies.items() if n == name), key=lambda p: p.seq)
