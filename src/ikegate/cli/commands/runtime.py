@@ -173,7 +173,7 @@ def display_ike_offline_info(ctx: CommandContext) -> None:
     data = {"offline": [{"peer": str(r.peer_address), "port": r.peer_port, "reason": r.reason,
                          "version": r.version, "time": (wall - dt.timedelta(seconds=now - r.time)).isoformat()}
                         for r in records]}
-    _emit(ctx, lambda: data, lambda: ike_info.offline(records, now, wall))
+    _emit(ctx, lambda: data, lambda: ike_info.offline(records, now, wall), padded=True)
 
 
 def display_ike_statistics(ctx: CommandContext) -> None:

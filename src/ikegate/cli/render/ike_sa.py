@@ -14,6 +14,7 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Iterable
 
+from ikegate.cli.render.columns import place
 from ikegate.sad import IkeSaEntry, IpsecSaEntry, SaEntry, entries_for_display, flags_text
 
 RULE = "-" * 132
@@ -27,13 +28,7 @@ LEGEND = [
 
 
 def _row(cells: Iterable[str]) -> str:
-    """Cells at their column starts; a cell that overruns its column pushes the next one right, always
-    leaving a space between them (a TextFSM template must still find the cell boundaries)."""
-    line = ""
-    for start, cell in zip(COLUMNS, cells, strict=True):
-        line = line.ljust(start) if len(line) < start else line + " "
-        line += cell
-    return line.ljust(132)
+    return place(COLUMNS, cells, 132)
 
 
 def peer_text(entry: SaEntry) -> str:
