@@ -348,6 +348,9 @@ class SshService:
         return "".join(line + "\r\n" for line in lines).encode()
 
     async def _session(self, process: asyncssh.SSHServerProcess[bytes]) -> None:
+        """One channel (a shell or an exec command): its own VTY and its own shell state. A connection may
+        carry several, one after the other or at once, within the VTY limit; the connection closes when
+        an interactive session ends (``quit``, idle) or a refused channel was its only one."""
         conn = process.get_extra_info("connection")
         owner = conn.get_owner()
         assert isinstance(owner, _Connection) and owner.user is not None
@@ -358,12 +361,15 @@ class SshService:
                           "Reason=the number of VTY users reached the upper limit)")
             process.stdout.write(VTY_FULL.encode() + b"\r\n")
             await _end(process, 1)
-            conn.close()
+            if not owner.channels:
+                conn.close()
             return
+        owner.channels += 1
         shell = self.host.new_shell(user=name, level=owner.level, task=f"vty{vty}", ip=ip)
         status, reason = 0, "connection lost"
+        interactive = process.command is None
         try:
-            if process.command is not None:
+            if not interactive:
                 status, reason = await self._exec(process, shell), "command done"
             else:
                 reason = await self._interactive(process, shell)
@@ -371,19 +377,25 @@ class SshService:
             pass
         finally:
             del self._vty[vty]
+            owner.channels -= 1
             self.host.log("SSH", 5, "LOGOUT", f"The SSH user logged out. (Ip={ip}, UserName={name}, "
                           f"Task=vty{vty}, Reason={reason})")
         await _end(process, status)
-        conn.close()  # one VTY is one connection, as on VRP
+        if interactive:
+            conn.close()  # leaving the shell leaves the device, as on VRP
 
     async def _exec(self, process: asyncssh.SSHServerProcess[bytes], shell: Shell) -> int:
-        """``ssh gw 'display ike sa'``: one line and its output; exit status 1 when it printed ``Error:``."""
+        """``ssh gw 'display ike sa'``: one line and its output; exit status 1 when it printed ``Error:``.
+        The output is the command's alone (``| json`` stays parseable); a failed line is echoed after the
+        prompt first, so the error's ``^`` sits under the word it points at."""
         assert process.command is not None
         outcome = shell.run(process.command)
         self.host.after_command()
         lines = list(outcome.lines)
         if outcome.pending is not None:
             lines += await outcome.pending
+        if not outcome.ok:
+            lines.insert(0, shell.prompt + shell.mask(process.command))
         process.stdout.write("".join(line + "\r\n" for line in lines).encode())
         return 0 if outcome.ok else 1
 
@@ -433,6 +445,7 @@ class _Connection(asyncssh.SSHServer):
         self.method = ""
         self.password_failures = 0
         self._counted = False  # counted in its address's pre-authentication connections
+        self.channels = 0  # open sessions (shell or exec channels), each on its own VTY
 
     def connection_made(self, conn: asyncssh.SSHServerConnection) -> None:
         self.conn = conn
