@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 
 from ikegate.textfsm import template_dir
-from tests.system.procs import free_port_pair, gateway, lab_text, wait_for
-from tests.system.test_ssh import ADMIN_PW, access_config, free_tcp_port
+from tests.system.procs import free_port_pair, gateway
+from tests.system.test_ssh import ADMIN_PW, access_config, free_tcp_port, netmiko_lab
 
 pytestmark = pytest.mark.system
 
@@ -26,15 +26,9 @@ def test_every_template_through_netmiko(tmp_path: Path, device_type: str, monkey
     from netmiko import ConnectHandler
 
     monkeypatch.setenv("NET_TEXTFSM", template_dir())
-    n = random.randrange(20, 120)
-    hq_addr, br_addr = f"127.0.3.{n}", f"127.0.3.{n + 100}"
-    ssh_port = free_tcp_port(hq_addr)
-    ike = free_port_pair()
-    hq_cfg = lab_text("hq", **{"127.0.0.11": hq_addr}) + access_config(hq_addr, ssh_port).replace("sysname GW", "")
-    br_cfg = lab_text("branch1", **{"127.0.0.11": hq_addr, "127.0.0.12": br_addr})
-    with gateway(tmp_path, "hq", hq_cfg, ike) as hq, gateway(tmp_path, "br", br_cfg, ike) as br:
-        wait_for(lambda: hq.phases() == [1, 2] and br.phases() == [1, 2], what="tunnel up")
-        device = ConnectHandler(device_type=device_type, host=hq_addr, port=ssh_port, username="admin",
+    with netmiko_lab(tmp_path, 3) as lab:
+        br_addr = lab.br_addr
+        device = ConnectHandler(device_type=device_type, host=lab.hq_addr, port=lab.ssh_port, username="admin",
                                 password=ADMIN_PW, fast_cli=True, conn_timeout=10)
         try:
             def parsed(command: str) -> list[dict[str, Any]]:

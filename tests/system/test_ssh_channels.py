@@ -45,23 +45,29 @@ def test_concurrent_channels_share_the_vty_limit(tmp_path: Path) -> None:
     extra = "user-interface maximum-vty 2\n"
 
     async def scenario() -> None:
-        async with running(tmp_path, access_config(address, port, extra)):
-            async with connect(address, port, "admin", ADMIN_PW) as conn:
-                shell = await Term.open(conn)
-                await shell.until(b"<GW>")
-                assert "Enter system view" in await shell.run("system-view", b"[GW]")
-                # a second channel at the same time: its own VTY and its own view (user view, not system)
-                own = await conn.run("sysname OTHER")
-                assert own.exit_status == 1 and "Error: Unrecognized command" in str(own.stdout)
-                second = await Term.open(conn)
-                await second.until(b"<GW>")  # a second shell: user view, whatever the first one does
-                # both VTYs taken: a third channel is refused, the connection and its shells go on
-                refused = await conn.run("display this")
-                assert refused.exit_status == 1 and VTY_FULL in str(refused.stdout)
-                assert "[GW]" in await shell.run("display this", b"[GW]")
-                second.process.stdin.write(b"quit\r")
-                assert (await second.process.wait()).exit_status == 0
-            # (leaving a shell closes its connection, as on VRP)
+        async with running(tmp_path, access_config(address, port, extra)), \
+                connect(address, port, "admin", ADMIN_PW) as conn:
+            shell = await Term.open(conn)
+            await shell.until(b"<GW>")
+            assert "Enter system view" in await shell.run("system-view", b"[GW]")
+            # a second channel at the same time: its own VTY and its own view (user view, not system)
+            own = await conn.run("sysname OTHER")
+            assert own.exit_status == 1 and "Error: Unrecognized command" in str(own.stdout)
+            second = await Term.open(conn)
+            await second.until(b"<GW>")  # a second shell: user view, whatever the first one does
+            # both VTYs taken: a third channel is refused, the connection and its shells go on
+            refused = await conn.run("display this")
+            assert refused.exit_status == 1 and VTY_FULL in str(refused.stdout)
+            assert "[GW]" in await shell.run("display this", b"[GW]")
+            second.process.stdin.write(b"quit\r")
+            assert (await second.process.wait()).exit_status == 0
+            # quitting one shell leaves the other: the connection closes with its last shell
+            assert "[GW]" in await shell.run("display this", b"[GW]")
+            assert (await conn.run("display this")).exit_status == 0  # its VTY is free again
+            await shell.run("return", b"<GW>")
+            shell.process.stdin.write(b"quit\r")
+            assert (await shell.process.wait()).exit_status == 0
+            await asyncio.wait_for(conn.wait_closed(), 5)
 
     asyncio.run(scenario())
 

@@ -350,7 +350,7 @@ class SshService:
     async def _session(self, process: asyncssh.SSHServerProcess[bytes]) -> None:
         """One channel (a shell or an exec command): its own VTY and its own shell state. A connection may
         carry several, one after the other or at once, within the VTY limit; the connection closes when
-        an interactive session ends (``quit``, idle) or a refused channel was its only one."""
+        an interactive session ends (``quit``, idle) or a channel is refused, and no other channel is open."""
         conn = process.get_extra_info("connection")
         owner = conn.get_owner()
         assert isinstance(owner, _Connection) and owner.user is not None
@@ -381,8 +381,8 @@ class SshService:
             self.host.log("SSH", 5, "LOGOUT", f"The SSH user logged out. (Ip={ip}, UserName={name}, "
                           f"Task=vty{vty}, Reason={reason})")
         await _end(process, status)
-        if interactive:
-            conn.close()  # leaving the shell leaves the device, as on VRP
+        if interactive and not owner.channels:
+            conn.close()  # leaving the (last) shell leaves the device, as on VRP
 
     async def _exec(self, process: asyncssh.SSHServerProcess[bytes], shell: Shell) -> int:
         """``ssh gw 'display ike sa'``: one line and its output; exit status 1 when it printed ``Error:``.
