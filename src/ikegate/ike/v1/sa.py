@@ -150,8 +150,9 @@ class V1Options:
 
     ``dependent`` is ``ikev1 phase1-phase2 sa dependent`` (default off). DPD follows RFC 3706 and the USG
     ``dpd`` command: probe after ``dpd_idle`` seconds of silence, retransmit every ``dpd_retransmit``
-    seconds, give up after ``dpd_retries`` retransmissions. Probes go only to a peer that announced the
-    DPD vendor ID; we always announce it, and always answer R-U-THERE.
+    seconds, ``dpd_retries`` R-U-THEREs in all; unanswered ``dpd_retries * dpd_retransmit`` seconds after
+    the first, the peer is dead (gone ``idle + retries * retransmit`` after it fell silent). Probes go
+    only to a peer that announced the DPD vendor ID; we always announce it, and always answer R-U-THERE.
     """
 
     mode: ExchangeMode = ExchangeMode.MAIN
@@ -622,7 +623,16 @@ class IsakmpSa:
 
     def note_outbound(self, now: float) -> None:
         """The dataplane sent ESP to the peer: what on-demand DPD waits for before probing."""
-        self._last_outbound = now
+        if self._last_outbound is None or now > self._last_outbound:
+            self._last_outbound = now
+
+    @property
+    def awaits_outbound(self) -> bool:
+        """On-demand DPD with nothing sent since the peer was last heard: only the next ESP packet out
+        can make a probe due, so the owner should tell us about it (no timer of ours covers it)."""
+        return (self.options.dpd_type is DpdType.ON_DEMAND and self.established and self._p1.peer_dpd
+                and not self._dpd_outstanding
+                and (self._last_outbound is None or self._last_outbound <= self.last_received))
 
     def delete_child(self, child: ChildSa, now: float, reason: DeleteReason = DeleteReason.MANUAL) -> None:
         """Report the IPsec SA gone now and tell the peer with a Delete of our inbound SPI (if we can)."""
@@ -1448,11 +1458,10 @@ class IsakmpSa:
         if due is None or due > now:
             return
         if self._dpd_outstanding:
-            if self._dpd_tries >= self.options.dpd_retries:
+            if self._dpd_tries >= max(1, self.options.dpd_retries):
                 self._end(now, DeleteReason.DPD_TIMEOUT, take_children=True, child_reason=DeleteReason.DPD_TIMEOUT,
                           tell_peer=False)
                 return
-            self._dpd_tries += 1
         else:
             self._dpd_tries = 0
         self._send_dpd(now)
@@ -1461,6 +1470,7 @@ class IsakmpSa:
         self._dpd_seq = (self._dpd_seq + 1) & 0xFFFFFFFF
         self._dpd_outstanding.add(self._dpd_seq)
         self._dpd_sent_at = now
+        self._dpd_tries += 1  # R-U-THEREs of this round
         self.stats.dpd_sent += 1
         p = self._p1
         self._send_info(p, [Notify(NotifyType.R_U_THERE, ProtocolId.ISAKMP, p.spi, struct.pack("!I", self._dpd_seq))])
