@@ -90,8 +90,8 @@ def test_v1_forged_duplicate_of_quick_mode_1_is_not_answered() -> None:
                   and len([x for x in pair.sent_i if x[18] == V1Exchange.QUICK]) == 2)
     r = pair.responder
     children = len(r.children)
-    qm1 = [d for d in pair.sent_i if d[18] == V1Exchange.QUICK][0]
-    qm2 = [d for d in pair.sent_r if d[18] == V1Exchange.QUICK][0]
+    qm1 = next(d for d in pair.sent_i if d[18] == V1Exchange.QUICK)
+    qm2 = next(d for d in pair.sent_r if d[18] == V1Exchange.QUICK)
     for forged in (_header_only(qm1), _tampered(qm1)):
         r.receive_datagram(forged, harness_v1.I_ADDR, pair.now)
         assert r.datagrams_to_send() == []
