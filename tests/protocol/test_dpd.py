@@ -10,8 +10,10 @@ from __future__ import annotations
 import pytest
 
 from ikegate.gateway.controller import Gateway
+from ikegate.ike.events import DeleteReason, IkeSaDeleted
 from ikegate.ike.wire.registry import ExchangeType
 from ikegate.sad import IkeSaEntry, IpsecSaEntry
+from tests.protocol.harness import establish, ike, make_pair
 from tests.protocol.netsim import Net, lab_config
 
 BRANCH = "127.0.0.12"
@@ -157,3 +159,43 @@ def test_no_probe_while_traffic_flows_both_ways(version: int) -> None:
         lab.ping()
         lab.net.step(1.0)
     assert lab.probes == [] and len(lab.replies) == 60
+
+
+# ------------------------------------------------------------------------------ the IKEv2 engine alone
+
+
+def test_v2_liveness_round_follows_retransmit_interval_and_retry_limit() -> None:
+    """retry-limit 5, retransmit-interval 7: five INFORMATIONALs 7 s apart, dead 35 s after the first
+    (not the generic 1, 2, 4, 8 ... s retransmission)."""
+    pair = establish(make_pair(i_cfg=ike(dpd_interval=20.0, dpd_on_demand=False, dpd_retransmit=7.0, dpd_retries=5)))
+    sent: list[float] = []
+
+    def dead_peer(data: bytes, who: str) -> bool:
+        if who == "i" and _requests_from([data]):
+            sent.append(pair.now)
+        return who == "i"
+
+    pair.step(20 + 35 - 0.01, dead_peer)
+    assert sent == [20.0 + 7 * k for k in range(5)] and pair.initiator.established
+    pair.step(0.02, dead_peer)
+    (down,) = pair.events("i", IkeSaDeleted)
+    assert down.reason is DeleteReason.DPD_TIMEOUT and len(sent) == 5
+
+
+def test_v2_on_demand_engine_probes_only_after_outbound_since_last_heard() -> None:
+    quiet = ike(local_id="198.51.100.1", dpd_interval=None)
+    pair = establish(make_pair(i_cfg=ike(dpd_interval=30.0, dpd_on_demand=True, dpd_retransmit=5.0, dpd_retries=3),
+                               r_cfg=quiet))
+    i = pair.initiator
+    pair.step(200)
+    assert i.awaits_outbound and not _requests_from(pair.sent_i)  # nothing sent, nothing probed
+    i.note_outbound(pair.now)  # ESP out after 200 s of silence: the probe is due at once
+    assert not i.awaits_outbound and i.get_timer() == i.last_received + 30.0 < pair.now
+    pair.step(0.0)
+    assert len(_requests_from(pair.sent_i)) == 1 and i.established and i.awaits_outbound  # answered
+    i.note_inbound(pair.now + 10)  # ESP in is proof of life as well
+    assert i.last_received == pair.now + 10
+
+
+def _requests_from(sent: list[bytes]) -> list[bytes]:
+    return [d for d in sent if len(d) >= 28 and d[18] == ExchangeType.INFORMATIONAL and not d[19] & 0x20]
