@@ -399,8 +399,9 @@ def test_dpd_from_ikegate_answered(bed: Bed) -> None:
 
 @pytest.mark.cell(LIVE, "X", "ikegate's DPD declares a killed charon dead (offline reason dpd timeout)")
 def test_dpd_detects_dead_strongswan(bed: Bed) -> None:
-    bed.extra_args = ["--retransmit-tries", "2"]
-    gw = bed.start(DEFAULT, initiator=True, dpd=["dpd type periodic", "dpd idle-time 10"])
+    # the DPD round follows retransmit-interval and retry-limit: dead 10 + 3 x 2 s after charon fell silent
+    gw = bed.start(DEFAULT, initiator=True, dpd=["dpd type periodic", "dpd idle-time 10",
+                                                 "dpd retransmit-interval 2", "dpd retry-limit 3"])
     bed.wait_up()
     bed.charon.popen.kill()  # SIGKILL: no Delete, it just stops answering
     wait_for(lambda: any(r["reason"] == "dpd timeout" for r in bed.offline()), 30, "DPD timeout", step=0.5)
