@@ -63,6 +63,7 @@ from ikegate.ike.events import (
     InitialContact,
     NegotiationFailed,
 )
+from ikegate.ike.liveness import EspLiveness
 from ikegate.ike.v1 import crypto as c1
 from ikegate.ike.v1 import proposals as p1props
 from ikegate.ike.v1.registry import (
@@ -367,7 +368,7 @@ def _first(payloads: list[Payload], kind: type[Any]) -> Any:
     return next((p for p in payloads if isinstance(p, kind)), None)
 
 
-class IsakmpSa:
+class IsakmpSa(EspLiveness):
     """One IKEv1 ISAKMP SA with its IPsec SAs (``children``), driven like the IKEv2 ``IkeSa``."""
 
     def __init__(
@@ -617,22 +618,12 @@ class IsakmpSa:
             self._dpd_tries = 0
             self._send_dpd(now)
 
-    def note_inbound(self, now: float) -> None:
-        """The dataplane received ESP from the peer: proof of life, DPD can wait (RFC 3706 §5.2)."""
-        self.last_received = max(self.last_received, now)
-
-    def note_outbound(self, now: float) -> None:
-        """The dataplane sent ESP to the peer: what on-demand DPD waits for before probing."""
-        if self._last_outbound is None or now > self._last_outbound:
-            self._last_outbound = now
-
     @property
     def awaits_outbound(self) -> bool:
         """On-demand DPD with nothing sent since the peer was last heard: only the next ESP packet out
         can make a probe due, so the owner should tell us about it (no timer of ours covers it)."""
         return (self.options.dpd_type is DpdType.ON_DEMAND and self.established and self._p1.peer_dpd
-                and not self._dpd_outstanding
-                and (self._last_outbound is None or self._last_outbound <= self.last_received))
+                and not self._dpd_outstanding and not self._sent_since_heard())
 
     def delete_child(self, child: ChildSa, now: float, reason: DeleteReason = DeleteReason.MANUAL) -> None:
         """Report the IPsec SA gone now and tell the peer with a Delete of our inbound SPI (if we can)."""
@@ -1449,8 +1440,8 @@ class IsakmpSa:
             return self._dpd_sent_at + o.dpd_retransmit
         if o.dpd_type is DpdType.PERIODIC:
             return self.last_received + o.dpd_idle
-        if self._last_outbound is not None and self._last_outbound > self.last_received:
-            return max(self.last_received + o.dpd_idle, self._last_outbound)
+        if self._sent_since_heard():
+            return max(self.last_received + o.dpd_idle, self._last_outbound or 0.0)
         return None
 
     def _dpd_tick(self, now: float) -> None:

@@ -58,6 +58,7 @@ from ikegate.ike.events import (
     InitialContact,
     NegotiationFailed,
 )
+from ikegate.ike.liveness import EspLiveness
 from ikegate.ike.v2 import proposals as props
 from ikegate.ike.v2 import ts as tsmod
 from ikegate.ike.v2.child import ChildSa, ChildState
@@ -230,7 +231,7 @@ def id_payload_for(addr: str) -> tuple[int, bytes]:
     return (1 if ip.version == 4 else 5, ip.packed)
 
 
-class IkeSa:
+class IkeSa(EspLiveness):
     """One IKEv2 IKE SA with its Child SAs."""
 
     # Slots: a gateway holds tens of thousands of these; per-instance dicts would double their size.
@@ -250,7 +251,6 @@ class IkeSa:
         "_init_request",
         "_init_response",
         "_invalid_ke_retries",
-        "_last_outbound",
         "_last_sent",
         "_ni",
         "_nr",
@@ -269,7 +269,6 @@ class IkeSa:
         "handle",
         "initial_contact",
         "initiator",
-        "last_received",
         "local",
         "nat_local",
         "nat_remote",
@@ -491,22 +490,13 @@ class IkeSa:
         """An empty INFORMATIONAL request (DPD); an unanswered one kills the SA with ``dpd timeout``."""
         self._queue(self._send_liveness, now)
 
-    def note_inbound(self, when: float) -> None:
-        """ESP from the peer arrived at ``when`` (the owner reads it from the dataplane): proof of life."""
-        self.last_received = max(self.last_received, when)
-
-    def note_outbound(self, when: float) -> None:
-        """ESP to the peer left at ``when``: what on-demand DPD waits for before it probes."""
-        if self._last_outbound is None or when > self._last_outbound:
-            self._last_outbound = when
-
     @property
     def awaits_outbound(self) -> bool:
         """On-demand DPD with nothing sent since the peer was last heard: only the next ESP packet out
         can make a probe due, so the owner should tell us about it (the engine has no timer for it)."""
         cfg = self.config
         return (self.state is State.ESTABLISHED and cfg is not None and bool(cfg.dpd_interval)
-                and cfg.dpd_on_demand and (self._last_outbound is None or self._last_outbound <= self.last_received))
+                and cfg.dpd_on_demand and not self._sent_since_heard())
 
     def _dpd_due(self) -> float | None:
         """When the next DPD probe is due: after ``dpd_interval`` of silence from the peer, and for
@@ -515,7 +505,7 @@ class IkeSa:
         cfg = self.config
         if cfg is None or not cfg.dpd_interval or self.state is not State.ESTABLISHED or self._busy():
             return None
-        if cfg.dpd_on_demand and (self._last_outbound is None or self._last_outbound <= self.last_received):
+        if cfg.dpd_on_demand and not self._sent_since_heard():
             return None
         return self.last_received + cfg.dpd_interval
 
