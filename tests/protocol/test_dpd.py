@@ -11,8 +11,10 @@ import pytest
 
 from ikegate.gateway.controller import Gateway
 from ikegate.ike.events import DeleteReason, IkeSaDeleted
+from ikegate.ike.v1.sa import DpdType, V1Options
 from ikegate.ike.wire.registry import ExchangeType
 from ikegate.sad import IkeSaEntry, IpsecSaEntry
+from tests.protocol import harness_v1
 from tests.protocol.harness import establish, ike, make_pair
 from tests.protocol.netsim import Net, lab_config
 
@@ -199,3 +201,26 @@ def test_v2_on_demand_engine_probes_only_after_outbound_since_last_heard() -> No
 
 def _requests_from(sent: list[bytes]) -> list[bytes]:
     return [d for d in sent if len(d) >= 28 and d[18] == ExchangeType.INFORMATIONAL and not d[19] & 0x20]
+
+
+def test_a_received_ike_message_postpones_dpd_in_both_versions() -> None:
+    """Any authentic IKE message from the peer is proof of life: periodic DPD (idle 30 s) probes 30 s after
+    the peer's own request at 20 s, not at 30 s."""
+    v2 = establish(make_pair(i_cfg=ike(dpd_interval=30.0), r_cfg=ike(local_id="198.51.100.1", dpd_interval=None)))
+    v2.step(20.0)
+    v2.responder.liveness_check(v2.now)
+    v2.transfer()
+    v2.step(29.0)
+    assert _requests_from(v2.sent_i) == []
+    v2.step(2.0)
+    assert len(_requests_from(v2.sent_i)) == 1  # at 50 s
+
+    v1 = harness_v1.establish(harness_v1.make_pair(i_opts=V1Options(dpd_type=DpdType.PERIODIC, dpd_idle=30),
+                                                   r_opts=V1Options(dpd_type=DpdType.NONE)))
+    v1.step(20.0)
+    v1.responder.liveness_check(v1.now)
+    v1.transfer()
+    v1.step(29.0)
+    assert v1.initiator.stats.dpd_sent == 0
+    v1.step(2.0)
+    assert v1.initiator.stats.dpd_sent == 1
