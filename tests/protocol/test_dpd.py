@@ -224,3 +224,24 @@ def test_a_received_ike_message_postpones_dpd_in_both_versions() -> None:
     assert v1.initiator.stats.dpd_sent == 0
     v1.step(2.0)
     assert v1.initiator.stats.dpd_sent == 1
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_peer_gone_for_good_is_retried_without_a_hot_loop(version: int) -> None:
+    """After a dpd timeout the auto policy initiates at once; while the peer stays away every attempt runs
+    its course (retransmissions, then the negotiation timeout) and the next waits RETRY_AFTER_FAILURE."""
+    lab = Lab(version)
+    lab.ping()
+    lab.net.step(1.0)
+    del lab.net.gateways["127.0.0.11"]  # HQ switched off, nobody at its address
+    lab.ping()
+    lab.net.step(IDLE + RETRIES * INTERVAL)
+    assert lab.dpd_deaths() and lab.tunnels(lab.branch)[1] == 0  # a new IKE SA in negotiation, no IPsec SA
+    opening = ExchangeType.IKE_SA_INIT if version == 2 else 2  # IKEv1 Main Mode
+    lab.net.seen.clear()
+    lab.net.step(600.0)
+    attempts = {d[:8] for d, src, _ in lab.net.seen
+                if src[0] == BRANCH and len(d) >= 28 and d[18] == opening and d[8:16] == bytes(8)}
+    # one attempt per half-open timeout (30 s) + RETRY_AFTER_FAILURE (5 s): retried, never in a hot loop
+    assert 600 / 40 <= len(attempts) <= 600 / 30 + 1
+    assert len(lab.net.seen) < 6 * len(attempts)  # a few retransmissions per attempt, no storm
