@@ -58,6 +58,7 @@ from ikegate.ike.events import (
     InitialContact,
     NegotiationFailed,
 )
+from ikegate.ike.liveness import EspLiveness
 from ikegate.ike.v2 import proposals as props
 from ikegate.ike.v2 import ts as tsmod
 from ikegate.ike.v2.child import ChildSa, ChildState
@@ -164,6 +165,7 @@ class _Request:
     deadline: float
     tries: int = 0
     max_tries: int = 0
+    interval: float = 0.0  # fixed retransmission interval (DPD); 0: exponential from retransmit_base
 
 
 @dataclass(slots=True)
@@ -182,6 +184,7 @@ class _Gen:
     peer_mid: int = 0
     cached_mid: int = -1
     cached: bytes = b""
+    cached_for: bytes = b""  # digest of the whole request ``cached`` answers (see _request_digest)
     req: _Request | None = None
 
     @property
@@ -196,6 +199,12 @@ class Stats:
     retransmits: int = 0
     dropped: int = 0
     auth_failures: int = 0
+
+
+def _request_digest(data: bytes) -> bytes:
+    """What identifies a retransmitted request: a digest of the whole message, so only the peer's own
+    bytes (never a header copied onto garbage) bring back a cached answer, without keeping the request."""
+    return hashlib.blake2b(data, digest_size=16).digest()
 
 
 def _random_spi(rng: Callable[[int], bytes]) -> int:
@@ -222,7 +231,7 @@ def id_payload_for(addr: str) -> tuple[int, bytes]:
     return (1 if ip.version == 4 else 5, ip.packed)
 
 
-class IkeSa:
+class IkeSa(EspLiveness):
     """One IKEv2 IKE SA with its Child SAs."""
 
     # Slots: a gateway holds tens of thousands of these; per-instance dicts would double their size.
@@ -260,7 +269,6 @@ class IkeSa:
         "handle",
         "initial_contact",
         "initiator",
-        "last_received",
         "local",
         "nat_local",
         "nat_remote",
@@ -328,6 +336,7 @@ class IkeSa:
         self._expire_at: float | None = None
         self._after_answer: Callable[[float], None] | None = None
         self._last_sent = now
+        self._last_outbound: float | None = None
 
     # ------------------------------------------------------------------ public properties
 
@@ -397,8 +406,8 @@ class IkeSa:
         if self.nat_local and self.state is State.ESTABLISHED:
             times.append(self._last_sent + KEEPALIVE_INTERVAL)
         if self.state is State.ESTABLISHED:
-            if self.config and self.config.dpd_interval and not self._busy():
-                times.append(self.last_received + self.config.dpd_interval)
+            if (dpd := self._dpd_due()) is not None:
+                times.append(dpd)
             for child in self.children.values():
                 if child.state is ChildState.INSTALLED and child.rekey_at is not None:
                     times.append(child.rekey_at)
@@ -429,8 +438,7 @@ class IkeSa:
         for child in list(self.children.values()):
             if now >= child.expire_at and child.state is not ChildState.DELETING:
                 self.delete_child(child, now, DeleteReason.PHASE2_HARD_EXPIRY)
-        cfg = self.config
-        if cfg and cfg.dpd_interval and now >= self.last_received + cfg.dpd_interval and not self._busy():
+        if (dpd := self._dpd_due()) is not None and now >= dpd:
             self.liveness_check(now)
         if self.nat_local and now >= self._last_sent + KEEPALIVE_INTERVAL:
             self._last_sent = now
@@ -480,7 +488,35 @@ class IkeSa:
 
     def liveness_check(self, now: float) -> None:
         """An empty INFORMATIONAL request (DPD); an unanswered one kills the SA with ``dpd timeout``."""
-        self._queue(lambda t: self._send_request(ExchangeType.INFORMATIONAL, [], lambda p, n: None, None, t), now)
+        self._queue(self._send_liveness, now)
+
+    @property
+    def awaits_outbound(self) -> bool:
+        """On-demand DPD with nothing sent since the peer was last heard: only the next ESP packet out
+        can make a probe due, so the owner should tell us about it (the engine has no timer for it)."""
+        cfg = self.config
+        return (self.state is State.ESTABLISHED and cfg is not None and bool(cfg.dpd_interval)
+                and cfg.dpd_on_demand and not self._sent_since_heard())
+
+    def _dpd_due(self) -> float | None:
+        """When the next DPD probe is due: after ``dpd_interval`` of silence from the peer, and for
+        on-demand DPD only if we sent ESP since we last heard from it. None while another exchange is
+        outstanding: its own retransmissions detect a dead peer."""
+        cfg = self.config
+        if cfg is None or not cfg.dpd_interval or self.state is not State.ESTABLISHED or self._busy():
+            return None
+        if cfg.dpd_on_demand and not self._sent_since_heard():
+            return None
+        return self.last_received + cfg.dpd_interval
+
+    def _send_liveness(self, now: float) -> None:
+        self._send_request(ExchangeType.INFORMATIONAL, [], lambda p, n: None, None, now)
+        cfg, gen = self.config, self._gen
+        if cfg and cfg.dpd_retransmit and cfg.dpd_retries and gen is not None and gen.req is not None:
+            # The DPD schedule instead of the exponential one: dpd_retries sends, dpd_retransmit apart.
+            gen.req.interval = cfg.dpd_retransmit
+            gen.req.deadline = now + cfg.dpd_retransmit
+            gen.req.max_tries = cfg.dpd_retries - 1
 
     def delete_child(self, child: ChildSa, now: float, reason: DeleteReason = DeleteReason.MANUAL) -> None:
         """Report the Child SA gone now and tell the peer with a Delete of our inbound SPI."""
@@ -1158,7 +1194,12 @@ class IkeSa:
                     local: Addr | None) -> None:
         h = msg.header
         if h.message_id == gen.cached_mid and gen.cached:
-            self._emit(gen.cached, (self.local, self.peer))  # retransmitted request: same answer again
+            # Only a byte-identical copy of the request is a retransmission (as strongSwan does): a
+            # forged header with the live SPIs and message ID, which never passed the ICV, gets nothing.
+            if hmac.compare_digest(_request_digest(data), gen.cached_for):
+                self._emit(gen.cached, (self.local, self.peer))  # the peer lost our answer: the same bytes
+            else:
+                self.stats.dropped += 1
             return
         if h.message_id != gen.peer_mid:
             self.stats.dropped += 1
@@ -1171,7 +1212,7 @@ class IkeSa:
         except ParseError as exc:
             # Authentic (the ICV verified) but malformed inside: answer with the Notify it calls for.
             self._note_peer(addr, local, now)
-            self._answer(gen, h, [Notify(exc.notify, data=exc.data)])
+            self._answer(gen, h, [Notify(exc.notify, data=exc.data)], data)
             return
         self._note_peer(addr, local, now)
         self._after_answer = None
@@ -1186,10 +1227,10 @@ class IkeSa:
         except _Fail as exc:
             answer = [Notify(exc.notify, data=exc.data)]
             if h.exchange == ExchangeType.IKE_AUTH:
-                self._answer(gen, h, answer)
+                self._answer(gen, h, answer, data)
                 self._fail(now, exc.notify, str(exc))
                 return
-        self._answer(gen, h, answer)
+        self._answer(gen, h, answer, data)
         after = self._after_answer
         self._after_answer = None
         if after is not None:
@@ -1202,12 +1243,14 @@ class IkeSa:
             return
         self._pump(now)
 
-    def _answer(self, gen: _Gen, h: Header, payloads: list[Payload]) -> None:
+    def _answer(self, gen: _Gen, h: Header, payloads: list[Payload], request: bytes) -> None:
+        """Answer an authentic ``request`` and keep the answer for its retransmissions."""
         flags = _FLAG_R | (_FLAG_I if gen.we_init else 0)
         header = Header(gen.spi_i, gen.spi_r, 0, h.exchange, flags, h.message_id)
         packet = seal(gen.out, header, payloads, self._rng)
         gen.cached_mid = h.message_id
         gen.cached = packet
+        gen.cached_for = _request_digest(request)
         gen.peer_mid = h.message_id + 1
         self._emit(packet)
 
@@ -1318,7 +1361,7 @@ class IkeSa:
             return
         req.tries += 1
         base = self.config.retransmit_base if self.config else 1.0
-        req.deadline = now + base * (2 ** req.tries)
+        req.deadline = now + (req.interval or base * (2 ** req.tries))
         self.stats.retransmits += 1
         self._emit(req.packet)
 
