@@ -682,6 +682,7 @@ class IkeSa:
         integ = integ_alg(chosen.integ) if chosen.integ is not None else None
         ni, nr = nonces or (self._ni, self._nr)
         spi_i, spi_r = spis or (self._spi_i, self._spi_r)
+        first = seed is None  # keyed from IKE_SA_INIT, not from a rekey's CREATE_CHILD_SA
         if seed is None:
             seed = skeyseed(prf, ni, nr, g_ir)
         keys = derive_ike_keys(prf, encr, integ, seed, ni, nr, spi_i, spi_r)
@@ -689,11 +690,11 @@ class IkeSa:
         ctx_r = SkContext.build(encr, integ, keys.sk_er, keys.sk_ar)
         gen = _Gen(spi_i, spi_r, we_init, prf, keys,
                    out=ctx_i if we_init else ctx_r, inp=ctx_r if we_init else ctx_i, chosen=chosen)
-        if self._gen is None:
+        if first:
             # The IKE_SA_INIT exchange used message ID 0 of the initiator's request window (RFC 7296
             # §2.2): its next request, IKE_AUTH, is ID 1, and that is what the responder must expect. The
-            # responder's own request window is untouched and starts at 0. (A rekeyed IKE SA starts both
-            # windows at 0, so this applies only to the first generation.)
+            # responder's own request window is untouched and starts at 0. A rekeyed IKE SA "MUST reset
+            # its message counters to 0" (§2.18) in both windows: the dataclass defaults.
             gen.next_mid, gen.peer_mid = (1, 0) if we_init else (0, 1)
             self._gen = gen
         return gen
@@ -1094,7 +1095,6 @@ class IkeSa:
     def _switch_gen(self, old: _Gen, chosen: props.Chosen, g_ir: bytes, ni: bytes, nr: bytes,
                     spis: tuple[bytes, bytes], *, we_init: bool, now: float) -> None:
         seed = rekey_skeyseed(old.prf, old.keys.sk_d, g_ir, ni, nr)
-        self._gen = None
         new = self._install_gen(chosen, g_ir, we_init=we_init, seed=seed, spis=spis, nonces=(ni, nr))
         self._gen = new
         self._retiring.append(old)
