@@ -44,3 +44,6 @@ class ChildSa:
     udp_encap: bool = False
     state: ChildState = ChildState.INSTALLED
     handle: object = None
+    #: RFC 7296 §2.8.1: while our rekey of this pair is under way, the pair the peer's crossing rekey
+    #: created and the lowest nonce of that exchange; our exchange's outcome decides which survives.
+    collision: tuple[ChildSa, bytes] | None = None

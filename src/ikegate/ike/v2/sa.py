@@ -15,8 +15,11 @@ Design choices worth knowing:
   retires until the old SA's Delete has been exchanged. Child SAs stay attached to the object.
 * A local delete reports the SA as gone at once (the SA database and the policy react immediately), and
   the Delete exchange then finishes in the background; :attr:`finished` tells the owner when to drop it.
-* Rekey collisions are answered with TEMPORARY_FAILURE and retried after a random back-off instead of
-  running the nonce comparison of §2.8.1; the outcome is the same single surviving SA.
+* Rekey collisions are resolved as RFC 7296 §2.8.1/§2.8.2 say: both exchanges complete, and the SA
+  created by the exchange holding the lowest of the four nonces is redundant and deleted by its
+  initiator (who leaves the replaced SA to the other side). TEMPORARY_FAILURE is kept for what §2.25
+  keeps it for: rekeying a pair that is being deleted or was already replaced, and Child SA work while
+  an IKE SA rekey is under way.
 """
 
 from __future__ import annotations
@@ -237,6 +240,8 @@ class IkeSa:
         "_first_child",
         "_first_child_spi",
         "_gen",
+        "_ike_collision",
+        "_ike_rekey",
         "_init_payloads",
         "_init_req",
         "_init_request",
@@ -310,6 +315,10 @@ class IkeSa:
         self._out: list[tuple[bytes, Addr, Addr]] = []
         self._gen: _Gen | None = None
         self._retiring: list[_Gen] = []
+        #: Our IKE SA rekey in flight (its nonce), and the generation a crossing rekey by the peer made
+        #: meanwhile with that exchange's lowest nonce (RFC 7296 §2.8.2): our answer decides between them.
+        self._ike_rekey: bytes | None = None
+        self._ike_collision: tuple[_Gen, bytes] | None = None
         self._tasks: list[Callable[[float], None]] = []
         self._spi_i = rng(8) if initiator else b""
         self._spi_r = b"" if initiator else rng(8)
@@ -476,7 +485,9 @@ class IkeSa:
         self._queue(lambda t: self._send_create_child(child.config, child, t), now)
 
     def rekey_ike(self, now: float) -> None:
-        self._queue(self._send_rekey_ike, now)
+        gen = self._gen
+        # If the peer rekeys first, this generation is gone by the time the task runs: nothing to do.
+        self._queue(lambda t: self._send_rekey_ike(t) if self._gen is gen else None, now)
 
     def liveness_check(self, now: float) -> None:
         """An empty INFORMATIONAL request (DPD); an unanswered one kills the SA with ``dpd timeout``."""
@@ -911,7 +922,7 @@ class IkeSa:
         child = self._make_child(cfg, chosen, spi_in, struct.unpack("!I", chosen.spi)[0], ni, nr, g_ir,
                                  we_init=False, ts_local=ts_r, ts_remote=ts_i,
                                  mode=Mode.TRANSPORT if transport else Mode.TUNNEL, now=now)
-        self._add_child(child, old)
+        self._add_child(child, old, lowest=min(ni, nr))
         out: list[Payload] = [SA([chosen.to_proposal(ProtocolId.ESP, struct.pack("!I", spi_in))])]
         if not in_auth:
             out.append(Nonce(nr))
@@ -937,11 +948,17 @@ class IkeSa:
         return ChildSa(spi_in, spi_out, cfg, encr, integ, ein, iin, eout, iout, list(ts_local), list(ts_remote),
                        mode, we_init, now, rekey_at, expire_at, dh=chosen.dh, udp_encap=self.udp_encap)
 
-    def _add_child(self, child: ChildSa, old: ChildSa | None) -> None:
+    def _add_child(self, child: ChildSa, old: ChildSa | None, lowest: bytes = b"") -> None:
+        """Install ``child``; ``lowest`` is the lowest nonce of the exchange that made it (responder side)."""
         self.children[child.spi_in] = child
         if old is not None:
-            old.state = ChildState.REKEYED
-            old.rekey_at = None
+            if not child.initiator and old.state is ChildState.REKEYING:
+                # The peer's rekey crossed ours (§2.8.1): both pairs live until our own exchange ends
+                # and compares the nonces; until then ``old`` stays ours to rekey.
+                old.collision = (child, lowest)
+            else:
+                old.state = ChildState.REKEYED
+                old.rekey_at = None
         self._events.append(ChildSaEstablished(self, child, old))
 
     def _drop_child(self, child: ChildSa, reason: DeleteReason) -> None:
@@ -951,6 +968,9 @@ class IkeSa:
     def _send_create_child(self, cfg: ChildSaConfig, old: ChildSa | None, now: float, group: int | None = None,
                            retries: int = 0) -> None:
         if self.state is not State.ESTABLISHED or (old is not None and old.spi_in not in self.children):
+            return
+        if old is not None and old.collision is not None:
+            self._replaced_by_peer(old)  # the peer rekeyed it before our request left: theirs stands
             return
         pfs = [g for p in cfg.proposals for g in p.dh]
         if group is None and pfs:
@@ -975,6 +995,9 @@ class IkeSa:
             for n in resp:
                 if not isinstance(n, Notify) or not NotifyType.is_error(n.notify_type):
                     continue
+                if old is not None and old.collision is not None:
+                    self._replaced_by_peer(old)  # refused, but the peer's crossing rekey replaced it
+                    return
                 if n.notify_type == NotifyType.INVALID_KE_PAYLOAD and len(n.data) == 2 and retries < 2:
                     want = struct.unpack("!H", n.data)[0]
                     if want in pfs:
@@ -995,13 +1018,21 @@ class IkeSa:
             try:
                 if nr is None:
                     raise _Fail(NotifyType.INVALID_SYNTAX, detail="CREATE_CHILD_SA answer without nonce")
-                self._complete_child(cfg, resp, spi_in, old, ni, nr, dh, t)
+                new = self._complete_child(cfg, resp, spi_in, old, ni, nr, dh, t)
             except (_Fail, CryptoError) as exc:
                 notify = exc.notify if isinstance(exc, _Fail) else NotifyType.INVALID_SYNTAX
                 self._events.append(NegotiationFailed(self, notify, str(exc), child_only=True))
+                if old is not None and old.collision is not None:
+                    self._replaced_by_peer(old)
                 return
-            if old is not None:
-                self._delete_rekeyed(old, t)
+            if old is None:
+                return
+            if old.collision is not None and min(ni, nr) < old.collision[1]:
+                # §2.8.1: our exchange holds the lowest of the four nonces, so the pair we just made is the
+                # redundant one and ours to delete; the peer, whose pair survives, deletes ``old``.
+                self._delete_rekeyed(new, t)
+            else:
+                self._delete_rekeyed(old, t)  # ours survives (alone, or it won): we delete the old pair
 
         self._send_request(ExchangeType.CREATE_CHILD_SA, payloads, on_response, None, now)
 
@@ -1009,8 +1040,14 @@ class IkeSa:
                             now: float) -> None:
         self._send_create_child(cfg, old, now, group, retries)
 
+    def _replaced_by_peer(self, old: ChildSa) -> None:
+        """The peer's rekey replaced ``old``; it will delete it (RFC 7296 §2.8: its initiator does)."""
+        old.state = ChildState.REKEYED
+        old.rekey_at = None
+
     def _delete_rekeyed(self, old: ChildSa, now: float) -> None:
-        """After make-before-break: drop the replaced pair and tell the peer."""
+        """After make-before-break (or a lost §2.8.1 collision): drop the replaced (or redundant) pair and
+        tell the peer."""
         self._drop_child(old, DeleteReason.REKEYED)
         spi = struct.pack("!I", old.spi_in)
         self._tasks.insert(0, lambda t: self._send_request(
@@ -1037,8 +1074,13 @@ class IkeSa:
                                    Nonce(ni), KE(group, dh.public)]
 
         def on_response(resp: list[Payload], t: float) -> None:
+            self._ike_rekey = None
+            theirs, self._ike_collision = self._ike_collision, None
             if any(isinstance(n, Notify) and NotifyType.is_error(n.notify_type) for n in resp):
-                self._rekey_at = t + 2.0 + self._jitter(3.0)  # collision or refusal: try again a bit later
+                if theirs is not None:
+                    self._make_current(old, theirs[0], t)  # refused, but the peer's crossing rekey stands
+                    return
+                self._rekey_at = t + 2.0 + self._jitter(3.0)  # refusal (busy peer): try again a bit later
                 return
             sa = next((p for p in resp if isinstance(p, SA)), None)
             ke = next((p for p in resp if isinstance(p, KE)), None)
@@ -1055,18 +1097,32 @@ class IkeSa:
             if g_ir is None:
                 self._rekey_at = t + 10.0
                 return
-            self._switch_gen(old, chosen, g_ir, ni, nr, (new_spi, chosen.spi), we_init=True, now=t)
+            new = self._derive_gen(old, chosen, g_ir, ni, nr, (new_spi, chosen.spi), we_init=True)
+            if theirs is not None and min(ni, nr) < theirs[1]:
+                # §2.8.2: our exchange holds the lowest nonce: the SA we made is redundant and ours to delete;
+                # the peer's survives and the peer deletes the old one.
+                self._retiring.append(new)
+                self._make_current(old, theirs[0], t)
+                self._send_request_on(new, ExchangeType.INFORMATIONAL, [Delete(ProtocolId.IKE, [])],
+                                      lambda p, n: self._retire(new), lambda n: self._retire(new), t, max_tries=3)
+                return
+            self._make_current(old, new, t)  # ours survives (alone, or it won): we delete the old SA
             old.req = None
             self._send_request_on(old, ExchangeType.INFORMATIONAL, [Delete(ProtocolId.IKE, [])],
                                   lambda p, n: self._retire(old), lambda n: self._retire(old), t, max_tries=3)
 
         self._send_request(ExchangeType.CREATE_CHILD_SA, payloads, on_response, None, now)
+        self._ike_rekey = ni
+
+    def _rekeying_ike(self) -> bool:
+        return self._ike_rekey is not None
 
     def _answer_rekey_ike(self, payloads: list[Payload], now: float) -> list[Payload]:
         assert self.config is not None and self._gen is not None
         old = self._gen
-        if old.req is not None and old.req.exchange == ExchangeType.CREATE_CHILD_SA:
-            raise _Fail(NotifyType.TEMPORARY_FAILURE, detail="rekey collision")
+        if old.req is not None and old.req.exchange == ExchangeType.CREATE_CHILD_SA and not self._rekeying_ike():
+            # §2.25.2: our Child SA exchange under way would be keyed from an SK_d that is going away.
+            raise _Fail(NotifyType.TEMPORARY_FAILURE, detail="Child SA exchange under way")
         sa = next((p for p in payloads if isinstance(p, SA)), None)
         ke = next((p for p in payloads if isinstance(p, KE)), None)
         nonce = next((p for p in payloads if isinstance(p, Nonce)), None)
@@ -1087,17 +1143,32 @@ class IkeSa:
         new_spi = self._rng(8)
         answer: list[Payload] = [SA([chosen.to_proposal(ProtocolId.IKE, new_spi)]), Nonce(nr),
                                  KE(chosen.dh, mine.public)]
-        # Switch after this answer is sealed under the old keys (see _on_request).
-        self._after_answer = lambda t: self._switch_gen(old, chosen, g_ir, nonce.data, nr, (chosen.spi, new_spi),
-                                                        we_init=False, now=t)
+        def after(t: float) -> None:
+            # Switch after this answer is sealed under the old keys (see _on_request).
+            new = self._derive_gen(old, chosen, g_ir, nonce.data, nr, (chosen.spi, new_spi), we_init=False)
+            if self._rekeying_ike():
+                # §2.8.2: our own rekey crosses this one; the answer to ours decides which SA survives.
+                self._retiring.append(new)
+                self._ike_collision = (new, min(nonce.data, nr))
+            else:
+                self._make_current(old, new, t)
+
+        self._after_answer = after
         return answer
 
-    def _switch_gen(self, old: _Gen, chosen: props.Chosen, g_ir: bytes, ni: bytes, nr: bytes,
-                    spis: tuple[bytes, bytes], *, we_init: bool, now: float) -> None:
+    def _derive_gen(self, old: _Gen, chosen: props.Chosen, g_ir: bytes, ni: bytes, nr: bytes,
+                    spis: tuple[bytes, bytes], *, we_init: bool) -> _Gen:
+        """The generation a rekey of ``old`` keyed (RFC 7296 §2.18), not yet in use."""
         seed = rekey_skeyseed(old.prf, old.keys.sk_d, g_ir, ni, nr)
-        new = self._install_gen(chosen, g_ir, we_init=we_init, seed=seed, spis=spis, nonces=(ni, nr))
+        return self._install_gen(chosen, g_ir, we_init=we_init, seed=seed, spis=spis, nonces=(ni, nr))
+
+    def _make_current(self, old: _Gen, new: _Gen, now: float) -> None:
+        """``new`` replaces ``old``, which retires until its Delete has been exchanged."""
+        if new in self._retiring:
+            self._retiring.remove(new)
         self._gen = new
-        self._retiring.append(old)
+        if old not in self._retiring:
+            self._retiring.append(old)
         self._set_ike_lifetime(now)
         self._events.append(IkeSaRekeyed(self, (old.spi_i, old.spi_r)))
 
@@ -1225,8 +1296,12 @@ class IkeSa:
             old = next((c for c in self.children.values() if c.spi_out == spi_out), None)
             if old is None:
                 raise _Fail(NotifyType.CHILD_SA_NOT_FOUND, detail="rekey of an unknown Child SA")
-            if old.state is not ChildState.INSTALLED:
-                raise _Fail(NotifyType.TEMPORARY_FAILURE, detail="Child SA is being rekeyed or deleted")
+            # §2.25.1: a pair we are rekeying ourselves is answered as usual (§2.8.1 picks the survivor);
+            # one being deleted, or already replaced, is not.
+            if not (old.state is ChildState.INSTALLED or (old.state is ChildState.REKEYING and old.collision is None)):
+                raise _Fail(NotifyType.TEMPORARY_FAILURE, detail="Child SA is being deleted or was replaced")
+        if self._rekeying_ike():
+            raise _Fail(NotifyType.TEMPORARY_FAILURE, detail="IKE SA rekey under way")
         ke = next((p for p in payloads if isinstance(p, KE)), None)
         nr = self._rng(NONCE_SIZE)
         return self._answer_child(payloads, old, nonce.data, nr, now, in_auth=False, ke=ke)
