@@ -63,7 +63,7 @@ from ikegate.ike.events import (
 )
 from ikegate.ike.v2 import proposals as props
 from ikegate.ike.v2 import ts as tsmod
-from ikegate.ike.v2.child import ChildSa, ChildState
+from ikegate.ike.v2.child import ChildSa, ChildState, soft_lifetime
 from ikegate.ike.v2.config import Addr, ChildSaConfig, IkeSaConfig, Mode, ResponderPolicy
 from ikegate.ike.v2.protect import SkContext, open_sk, seal
 from ikegate.ike.wire.registry import (
@@ -839,8 +839,7 @@ class IkeSa:
         life = self.config.lifetime
         self._expire_at = now + life
         # The initiator rekeys first; the responder only if the initiator has not (fewer collisions).
-        frac = 0.9 if self.is_initiator else 0.95
-        self._rekey_at = now + life * frac - self._jitter(life * 0.03)
+        self._rekey_at = now + soft_lifetime(life, self.is_initiator, self._rng)
 
     def _jitter(self, span: float) -> float:
         return span * int.from_bytes(self._rng(2), "big") / 65535.0
@@ -849,8 +848,7 @@ class IkeSa:
 
     def _child_lifetimes(self, cfg: ChildSaConfig, initiator: bool, now: float) -> tuple[float | None, float]:
         life = cfg.lifetime
-        frac = 0.9 if initiator else 0.95
-        return now + life * frac - self._jitter(life * 0.03), now + life
+        return now + soft_lifetime(life, initiator, self._rng), now + life
 
     def _complete_child(self, cfg: ChildSaConfig, payloads: list[Payload], spi_in: int, old: ChildSa | None,
                         ni: bytes, nr: bytes, dh: DhKey | None, now: float) -> ChildSa:
@@ -1029,8 +1027,10 @@ class IkeSa:
                 return
             if old.collision is not None and min(ni, nr) < old.collision[1]:
                 # §2.8.1: our exchange holds the lowest of the four nonces, so the pair we just made is the
-                # redundant one and ours to delete; the peer, whose pair survives, deletes ``old``.
-                self._delete_rekeyed(new, t)
+                # redundant one and ours to delete; the peer, whose pair survives, deletes ``old``. The peer
+                # may still be sending on ours until our answer reaches it: delete it after its Delete.
+                new.rekey_at = None
+                old.redundant = new
             else:
                 self._delete_rekeyed(old, t)  # ours survives (alone, or it won): we delete the old pair
 
@@ -1328,6 +1328,8 @@ class IkeSa:
                     ours.append(struct.pack("!I", child.spi_in))
                 child.state = ChildState.DELETING
                 self._drop_child(child, reason)
+                if child.redundant is not None and child.redundant.spi_in in self.children:
+                    self._delete_rekeyed(child.redundant, now)  # §2.8.1 loser: the peer is done with it
             if ours:
                 answer.append(Delete(ProtocolId.ESP, ours))
         return answer, None

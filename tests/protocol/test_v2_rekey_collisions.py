@@ -1,0 +1,187 @@
+"""Simultaneous rekeys (RFC 7296 §2.8.1, §2.8.2): both exchanges complete and one SA survives, no gap.
+
+Both ends rekeying the same Child SA (or the IKE SA) at once used to be answered with TEMPORARY_FAILURE on
+both sides; then the hard limit came, with crossing Deletes and a fresh CREATE_CHILD_SA: a gap in traffic.
+Each case runs with several random nonce draws, so each side wins the nonce comparison in some of them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import pytest
+
+from ikegate.dataplane.esp import ChildSaPair
+from ikegate.ike.events import ChildSaDeleted, ChildSaEstablished, DeleteReason, IkeSaRekeyed, NegotiationFailed
+from ikegate.ike.v2.child import ChildSa, ChildState
+from ikegate.ike.v2.sa import IkeSa, State
+from tests.protocol.harness import Pair, child, establish, make_pair
+from tests.protocol.test_v2_message_ids import _on_sa
+
+ROUNDS = range(8)
+
+
+def _sending(sa: IkeSa) -> ChildSa:
+    """The pair the dataplane sends on: the newest installed one (the SPD's newest SA wins)."""
+    live = [c for c in sa.children.values() if c.state is not ChildState.DELETING]
+    assert live, "no Child SA to send on"
+    return live[-1]
+
+
+def _transfer_checking(pair: Pair) -> None:
+    """Move the IKE messages until quiet, with a ping each way between every two of them.
+
+    Each end's link is a FIFO: a ping leaves on whatever pair that end sends on at that moment and is
+    lost if, when it arrives, the other end no longer (or not yet) holds that inbound SPI.
+    """
+    links: dict[str, list[tuple[bytes, Any, Any] | int]] = {"i": [], "r": []}
+    lost: list[int] = []
+    pings = 0
+    for _ in range(2000):
+        for who, sa in (("i", pair.initiator), ("r", pair.responder)):
+            for data, local, peer in sa.datagrams_to_send():
+                links[who].append((data, local, peer))
+                (pair.sent_i if who == "i" else pair.sent_r).append(data)
+            links[who].append(_sending(sa).spi_out)
+            pings += 1
+        if all(isinstance(x, int) for q in links.values() for x in q):
+            break
+        for who, dst in (("i", pair.responder), ("r", pair.initiator)):
+            item = links[who].pop(0)
+            if isinstance(item, int):
+                if item not in dst.children:
+                    lost.append(item)
+            else:
+                data, local, peer = item
+                dst.receive_datagram(data, local, pair.now, local=peer)
+        pair.drain()
+    else:
+        raise AssertionError("endless exchange")
+    for who, dst in (("i", pair.responder), ("r", pair.initiator)):
+        lost += [spi for spi in links[who] if isinstance(spi, int) and spi not in dst.children]
+    assert pings > 10 and not lost, f"{len(lost)} of {pings} pings lost"
+
+
+def _no_failures(pair: Pair) -> None:
+    assert not pair.events("i", NegotiationFailed) and not pair.events("r", NegotiationFailed)
+
+
+def _one_pair_left(pair: Pair) -> ChildSa:
+    (ci,) = pair.initiator.children.values()
+    (cr,) = pair.responder.children.values()
+    assert (ci.spi_in, ci.spi_out) == (cr.spi_out, cr.spi_in) and ci.encr_key_out == cr.encr_key_in
+    return ci
+
+
+@pytest.mark.parametrize("round_", ROUNDS)
+def test_simultaneous_child_rekey_keeps_one_pair_and_traffic(round_: int) -> None:
+    pair = establish(make_pair())
+    first = _one_pair_left(pair)
+    ri = pair.initiator.children[first.spi_in]
+    rr = pair.responder.children[first.spi_out]
+    # Both ends decide to rekey in the same step (as both soft limits firing on one packet did).
+    pair.initiator.rekey_child(ri, pair.now)
+    pair.responder.rekey_child(rr, pair.now)
+    _transfer_checking(pair)
+    _no_failures(pair)
+    survivor = _one_pair_left(pair)
+    assert survivor.spi_in != first.spi_in and survivor.spi_out != first.spi_out
+    # Each side made one new pair (two in all); one of them was redundant and deleted as a rekey.
+    made = len(pair.events("i", ChildSaEstablished)) - 1
+    assert made == 2 and len(pair.events("r", ChildSaEstablished)) - 1 == 2
+    for who in ("i", "r"):
+        downs = pair.events(who, ChildSaDeleted)
+        assert len(downs) == 2 and all(d.reason in (DeleteReason.REKEYED, DeleteReason.PEER_REQUEST) for d in downs)
+    # The survivor works for the next rekey too, by either end.
+    pair.responder.rekey_child(pair.responder.children[survivor.spi_out], pair.now)
+    _transfer_checking(pair)
+    _no_failures(pair)
+    assert _one_pair_left(pair).spi_in != survivor.spi_in
+
+
+@pytest.mark.parametrize("round_", ROUNDS)
+def test_simultaneous_child_rekey_by_time(round_: int) -> None:
+    """Both rekey timers fire in the same step (equal lifetimes, an unlucky jitter), then the old pair's
+    hard expiry passes: one pair, no failure, no second round of rekeys."""
+    pair = establish(make_pair(), child(lifetime=100))
+    ri = next(iter(pair.initiator.children.values()))
+    rr = pair.responder.children[ri.spi_out]
+    ri.rekey_at = rr.rekey_at = 80.0
+    pair.step(79.0)
+    assert _one_pair_left(pair) is ri
+    pair.now = 80.0
+    pair.initiator.handle_timer(pair.now)
+    pair.responder.handle_timer(pair.now)
+    _transfer_checking(pair)
+    _no_failures(pair)
+    survivor = _one_pair_left(pair)
+    assert survivor.spi_in not in (ri.spi_in, rr.spi_in)
+    assert ri.spi_in not in pair.initiator.children and rr.spi_in not in pair.responder.children
+    pair.step(25.0)  # past the old pair's hard expiry (100 s): nothing left to expire, nothing rekeyed
+    assert _one_pair_left(pair) is survivor
+    _no_failures(pair)
+
+
+@pytest.mark.parametrize("round_", ROUNDS)
+def test_simultaneous_ike_rekey_keeps_one_ike_sa(round_: int) -> None:
+    pair = establish(make_pair())
+    old = (pair.initiator.spi_i, pair.initiator.spi_r)
+    pair.initiator.rekey_ike(pair.now)
+    pair.responder.rekey_ike(pair.now)
+    _transfer_checking(pair)
+    _no_failures(pair)
+    i, r = pair.initiator, pair.responder
+    assert (i.spi_i, i.spi_r) == (r.spi_i, r.spi_r) != old
+    assert len(i.local_spis) == 1 and len(r.local_spis) == 1  # the old and the redundant SA are deleted
+    assert pair.events("i", IkeSaRekeyed) and pair.events("r", IkeSaRekeyed)
+    assert i.state is State.ESTABLISHED and r.state is State.ESTABLISHED
+    # The surviving SA works: requests both ways from message ID 0, a Child SA rekey keyed from its SK_d.
+    mark_i, mark_r = len(pair.sent_i), len(pair.sent_r)
+    i.liveness_check(pair.now)
+    pair.transfer()
+    r.liveness_check(pair.now)
+    pair.transfer()
+    spis = (i.spi_i, i.spi_r)
+    assert _on_sa(pair.sent_i[mark_i:], *spis, responses=False)[0][1] == 0
+    assert _on_sa(pair.sent_r[mark_r:], *spis, responses=False)[0][1] == 0
+    ci = _one_pair_left(pair)
+    i.rekey_child(ci, pair.now)
+    _transfer_checking(pair)
+    _no_failures(pair)
+    assert _one_pair_left(pair).spi_in != ci.spi_in
+
+
+def test_child_rekey_while_ike_rekey_under_way_is_temporary_failure() -> None:
+    """§2.25.2: Child SA work during our IKE SA rekey is refused with TEMPORARY_FAILURE (and retried)."""
+    pair = establish(make_pair())
+    ci = _one_pair_left(pair)
+    pair.initiator.rekey_ike(pair.now)
+    ike_rekey = pair.initiator.datagrams_to_send()
+    cr = pair.responder.children[ci.spi_out]
+    pair.responder.rekey_child(cr, pair.now)
+    pair.transfer()  # the responder's CREATE_CHILD_SA meets our IKE rekey in flight
+    failed = pair.events("r", NegotiationFailed)
+    assert not failed  # a TEMPORARY_FAILURE is not reported as a failure: the rekey is retried later
+    assert cr.state is ChildState.INSTALLED and cr.rekey_at is not None
+    for data, local, peer in ike_rekey:
+        pair.responder.receive_datagram(data, local, pair.now, local=peer)
+    pair.transfer()
+    pair.step(10.0)
+    _no_failures(pair)
+    assert pair.events("i", IkeSaRekeyed) and _one_pair_left(pair).spi_in != ci.spi_in
+
+
+def test_byte_soft_limits_of_the_two_ends_differ() -> None:
+    """Both ends count the same packets: their soft byte limits are offset by role and a random margin."""
+    pair = establish(make_pair(), child())
+    ci = _one_pair_left(pair)
+    cr = pair.responder.children[ci.spi_out]
+    for c in (ci, cr):
+        c.config = dataclasses.replace(c.config, lifetime_kb=10000)
+    soft_i = {ChildSaPair.from_child(ci).outbound._soft_at for _ in range(20)}
+    soft_r = {ChildSaPair.from_child(cr).outbound._soft_at for _ in range(20)}
+    assert len(soft_i) > 1 and len(soft_r) > 1  # randomised
+    assert max(soft_i) < min(soft_r)  # the pair's initiator always goes first
+    assert all(0.85 * 10000 * 1024 <= s <= 0.9 * 10000 * 1024 for s in soft_i)
+    assert all(0.9 * 10000 * 1024 < s <= 0.95 * 10000 * 1024 for s in soft_r)
