@@ -15,7 +15,10 @@ import pytest
 from ikegate.dataplane.esp import ChildSaPair
 from ikegate.ike.events import ChildSaDeleted, ChildSaEstablished, DeleteReason, IkeSaRekeyed, NegotiationFailed
 from ikegate.ike.v2.child import ChildSa, ChildState
+from ikegate.ike.v2.protect import open_sk
 from ikegate.ike.v2.sa import IkeSa, State
+from ikegate.ike.wire.registry import ExchangeType, NotifyType
+from ikegate.ike.wire.v2 import Notify, decode_message
 from tests.protocol.harness import Pair, child, establish, make_pair
 from tests.protocol.test_v2_message_ids import _on_sa
 
@@ -63,8 +66,28 @@ def _transfer_checking(pair: Pair) -> None:
     assert pings > 10 and not lost, f"{len(lost)} of {pings} pings lost"
 
 
-def _no_failures(pair: Pair) -> None:
+def _answer_notifies(pair: Pair, gens: tuple[Any, Any] | None = None) -> list[list[int]]:
+    """The Notify types of each CREATE_CHILD_SA answer sent on the IKE SA generation ``gens`` (the
+    engines' current one by default), decrypted with the receiving end's keys."""
+    gi, gr = gens or (pair.initiator._gen, pair.responder._gen)  # type: ignore[attr-defined]
+    out = []
+    for sent, reader in ((pair.sent_r, gi), (pair.sent_i, gr)):
+        for data in sent:
+            if len(data) < 28 or data[18] != ExchangeType.CREATE_CHILD_SA or not data[19] & 0x20:
+                continue
+            if data[:16] == reader.spi_i + reader.spi_r:
+                payloads = open_sk(reader.inp, decode_message(data), data)
+                out.append([p.notify_type for p in payloads if isinstance(p, Notify)])
+    return out
+
+
+def _no_failures(pair: Pair, gens: tuple[Any, Any] | None = None, answers: int | None = None) -> None:
+    """No exchange failed, and no CREATE_CHILD_SA was answered with an error Notify (a TEMPORARY_FAILURE
+    is retried quietly, so it is looked for in the decrypted answers)."""
     assert not pair.events("i", NegotiationFailed) and not pair.events("r", NegotiationFailed)
+    notes = _answer_notifies(pair, gens)
+    assert notes and not [n for ns in notes for n in ns if NotifyType.is_error(n)], notes
+    assert answers is None or len(notes) == answers
 
 
 def _one_pair_left(pair: Pair) -> ChildSa:
@@ -84,7 +107,7 @@ def test_simultaneous_child_rekey_keeps_one_pair_and_traffic(round_: int) -> Non
     pair.initiator.rekey_child(ri, pair.now)
     pair.responder.rekey_child(rr, pair.now)
     _transfer_checking(pair)
-    _no_failures(pair)
+    _no_failures(pair, answers=2)
     survivor = _one_pair_left(pair)
     assert survivor.spi_in != first.spi_in and survivor.spi_out != first.spi_out
     # Each side made one new pair (two in all); one of them was redundant and deleted as a rekey.
@@ -114,7 +137,7 @@ def test_simultaneous_child_rekey_by_time(round_: int) -> None:
     pair.initiator.handle_timer(pair.now)
     pair.responder.handle_timer(pair.now)
     _transfer_checking(pair)
-    _no_failures(pair)
+    _no_failures(pair, answers=2)
     survivor = _one_pair_left(pair)
     assert survivor.spi_in not in (ri.spi_in, rr.spi_in)
     assert ri.spi_in not in pair.initiator.children and rr.spi_in not in pair.responder.children
@@ -127,10 +150,11 @@ def test_simultaneous_child_rekey_by_time(round_: int) -> None:
 def test_simultaneous_ike_rekey_keeps_one_ike_sa(round_: int) -> None:
     pair = establish(make_pair())
     old = (pair.initiator.spi_i, pair.initiator.spi_r)
+    gens = (pair.initiator._gen, pair.responder._gen)  # type: ignore[attr-defined]
     pair.initiator.rekey_ike(pair.now)
     pair.responder.rekey_ike(pair.now)
     _transfer_checking(pair)
-    _no_failures(pair)
+    _no_failures(pair, gens, answers=2)  # both rekeys were answered as usual
     i, r = pair.initiator, pair.responder
     assert (i.spi_i, i.spi_r) == (r.spi_i, r.spi_r) != old
     assert len(i.local_spis) == 1 and len(r.local_spis) == 1  # the old and the redundant SA are deleted
@@ -156,6 +180,7 @@ def test_child_rekey_while_ike_rekey_under_way_is_temporary_failure() -> None:
     """§2.25.2: Child SA work during our IKE SA rekey is refused with TEMPORARY_FAILURE (and retried)."""
     pair = establish(make_pair())
     ci = _one_pair_left(pair)
+    gens = (pair.initiator._gen, pair.responder._gen)  # type: ignore[attr-defined]
     pair.initiator.rekey_ike(pair.now)
     ike_rekey = pair.initiator.datagrams_to_send()
     cr = pair.responder.children[ci.spi_out]
@@ -167,8 +192,9 @@ def test_child_rekey_while_ike_rekey_under_way_is_temporary_failure() -> None:
     for data, local, peer in ike_rekey:
         pair.responder.receive_datagram(data, local, pair.now, local=peer)
     pair.transfer()
+    assert sorted(_answer_notifies(pair, gens)) == [[], [NotifyType.TEMPORARY_FAILURE]]  # the IKE rekey; refused
     pair.step(10.0)
-    _no_failures(pair)
+    _no_failures(pair, answers=1)  # the retried Child SA rekey, on the new IKE SA
     assert pair.events("i", IkeSaRekeyed) and _one_pair_left(pair).spi_in != ci.spi_in
 
 

@@ -962,6 +962,11 @@ class IkeSa:
     def _drop_child(self, child: ChildSa, reason: DeleteReason) -> None:
         if self.children.pop(child.spi_in, None) is not None:
             self._events.append(ChildSaDeleted(self, child, reason))
+            redundant = child.redundant
+            if redundant is not None and redundant.spi_in in self.children:
+                # §2.8.1 loser: the replaced pair is gone (normally by the peer's Delete, after which the
+                # peer no longer sends on our redundant pair): now ours goes too.
+                self._delete_rekeyed(redundant)
 
     def _send_create_child(self, cfg: ChildSaConfig, old: ChildSa | None, now: float, group: int | None = None,
                            retries: int = 0) -> None:
@@ -1029,10 +1034,13 @@ class IkeSa:
                 # §2.8.1: our exchange holds the lowest of the four nonces, so the pair we just made is the
                 # redundant one and ours to delete; the peer, whose pair survives, deletes ``old``. The peer
                 # may still be sending on ours until our answer reaches it: delete it after its Delete.
-                new.rekey_at = None
-                old.redundant = new
+                if old.spi_in in self.children:
+                    new.rekey_at = None
+                    old.redundant = new
+                else:
+                    self._delete_rekeyed(new)  # its Delete overtook our answer: it is done with ours
             else:
-                self._delete_rekeyed(old, t)  # ours survives (alone, or it won): we delete the old pair
+                self._delete_rekeyed(old)  # ours survives (alone, or it won): we delete the old pair
 
         self._send_request(ExchangeType.CREATE_CHILD_SA, payloads, on_response, None, now)
 
@@ -1045,7 +1053,7 @@ class IkeSa:
         old.state = ChildState.REKEYED
         old.rekey_at = None
 
-    def _delete_rekeyed(self, old: ChildSa, now: float) -> None:
+    def _delete_rekeyed(self, old: ChildSa) -> None:
         """After make-before-break (or a lost §2.8.1 collision): drop the replaced (or redundant) pair and
         tell the peer."""
         self._drop_child(old, DeleteReason.REKEYED)
@@ -1076,11 +1084,15 @@ class IkeSa:
         def on_response(resp: list[Payload], t: float) -> None:
             self._ike_rekey = None
             theirs, self._ike_collision = self._ike_collision, None
-            if any(isinstance(n, Notify) and NotifyType.is_error(n.notify_type) for n in resp):
+
+            def failed(retry_in: float) -> None:
                 if theirs is not None:
-                    self._make_current(old, theirs[0], t)  # refused, but the peer's crossing rekey stands
-                    return
-                self._rekey_at = t + 2.0 + self._jitter(3.0)  # refusal (busy peer): try again a bit later
+                    self._make_current(old, theirs[0], t)  # ours failed, but the peer's crossing rekey stands
+                else:
+                    self._rekey_at = t + retry_in
+
+            if any(isinstance(n, Notify) and NotifyType.is_error(n.notify_type) for n in resp):
+                failed(2.0 + self._jitter(3.0))  # refusal (busy peer): try again a bit later
                 return
             sa = next((p for p in resp if isinstance(p, SA)), None)
             ke = next((p for p in resp if isinstance(p, KE)), None)
@@ -1088,14 +1100,14 @@ class IkeSa:
             assert self.config is not None
             chosen = props.choose_ike(sa, self.config.proposals) if sa and props.is_single(sa) else None
             if chosen is None or ke is None or nr is None or chosen.dh != ke.group or len(chosen.spi) != 8:
-                self._rekey_at = t + 10.0
+                failed(10.0)
                 return
             try:
                 g_ir = dh.shared(ke.data) if ke.group == group else None
             except CryptoError:
                 g_ir = None
             if g_ir is None:
-                self._rekey_at = t + 10.0
+                failed(10.0)
                 return
             new = self._derive_gen(old, chosen, g_ir, ni, nr, (new_spi, chosen.spi), we_init=True)
             if theirs is not None and min(ni, nr) < theirs[1]:
@@ -1328,8 +1340,6 @@ class IkeSa:
                     ours.append(struct.pack("!I", child.spi_in))
                 child.state = ChildState.DELETING
                 self._drop_child(child, reason)
-                if child.redundant is not None and child.redundant.spi_in in self.children:
-                    self._delete_rekeyed(child.redundant, now)  # §2.8.1 loser: the peer is done with it
             if ours:
                 answer.append(Delete(ProtocolId.ESP, ours))
         return answer, None
