@@ -13,13 +13,16 @@ from typing import Any
 import pytest
 
 from ikegate.dataplane.esp import ChildSaPair
+from ikegate.gateway.controller import Gateway
 from ikegate.ike.events import ChildSaDeleted, ChildSaEstablished, DeleteReason, IkeSaRekeyed, NegotiationFailed
 from ikegate.ike.v2.child import ChildSa, ChildState
 from ikegate.ike.v2.protect import open_sk
 from ikegate.ike.v2.sa import IkeSa, State
 from ikegate.ike.wire.registry import ExchangeType, NotifyType
 from ikegate.ike.wire.v2 import Notify, decode_message
+from ikegate.sad import IpsecSaEntry
 from tests.protocol.harness import Pair, child, establish, make_pair
+from tests.protocol.netsim import Net, lab_config
 from tests.protocol.test_v2_message_ids import _on_sa
 
 ROUNDS = range(8)
@@ -211,3 +214,94 @@ def test_byte_soft_limits_of_the_two_ends_differ() -> None:
     assert max(soft_i) < min(soft_r)  # the pair's initiator always goes first
     assert all(0.85 * 10000 * 1024 <= s <= 0.9 * 10000 * 1024 for s in soft_i)
     assert all(0.9 * 10000 * 1024 < s <= 0.95 * 10000 * 1024 for s in soft_r)
+
+
+# ----------------------------------------------------------------------- whole gateways, real ESP
+
+_KB = {name: (f" ike-peer {peer}\n proposal esp1\n",
+              f" ike-peer {peer}\n proposal esp1\n sa duration traffic-based 256\n")
+       for name, peer in (("hq", "branches"), ("branch1", "hq"))}
+
+
+def _gateways() -> tuple[Net, Gateway, Gateway]:
+    net = Net()
+    hq = net.add(Gateway(lab_config("hq", dict([_KB["hq"]]))))
+    b1 = net.add(Gateway(lab_config("branch1", dict([_KB["branch1"]]))))
+    for gw in (hq, b1):
+        gw.start(net.now)
+    net.pump()
+    return net, hq, b1
+
+
+def _children(gw: Gateway) -> list[IpsecSaEntry]:
+    return [e for e in gw.sad.entries() if isinstance(e, IpsecSaEntry)]
+
+
+def _ping_through(net: Net, hq: Gateway, b1: Gateway, count: int, size: int = 1300,
+                  until: Any = lambda: True) -> tuple[int, int]:
+    """Rounds of: a ping each way, then every datagram already on the wire delivered in order (what they
+    cause goes out in the next round), for ``count`` rounds and on until ``until()``, then until quiet.
+    Returns (pings sent, replies received)."""
+    got: list[tuple[int, int]] = []
+    b1.on_echo_reply = lambda ident, seq, now: got.append((ident, seq))
+    hq.on_echo_reply = lambda ident, seq, now: got.append((ident, seq))
+    sent = 0
+    for n in range(2000):
+        if n < count or not until():
+            b1.ping(net.now, "10.1.1.1", "10.0.0.1", 1, n, size)
+            hq.ping(net.now, "10.0.0.1", "10.1.1.1", 2, n, size)
+            sent += 2
+        wire = b1.datagrams_to_send() + hq.datagrams_to_send()
+        if not wire:
+            return sent, len(got)
+        for data, local, remote in wire:
+            net.seen.append((data, local, remote))
+            net.gateways[remote[0]].receive_datagram(data, remote, local, net.now)
+    raise AssertionError("never quiet")
+
+
+def _replaced(hq: Gateway, b1: Gateway, first: IpsecSaEntry) -> bool:
+    """The rekey is over: one pair on each side, not the first one."""
+    c1, ch = _children(b1), _children(hq)
+    return len(c1) == 1 and len(ch) == 1 and c1[0].spi_in != first.spi_in
+
+
+def _one_child_each(hq: Gateway, b1: Gateway) -> IpsecSaEntry:
+    (c1,), (ch,) = _children(b1), _children(hq)
+    assert (c1.spi_in, c1.spi_out) == (ch.spi_out, ch.spi_in)
+    return c1
+
+
+def test_byte_lifetime_rekey_through_gateways_loses_no_ping() -> None:
+    net, hq, b1 = _gateways()
+    first = _one_child_each(hq, b1)
+    sent, answered = _ping_through(net, hq, b1, 60, until=lambda: _replaced(hq, b1, first))
+    assert answered == sent  # past the soft limit (~230 KB of 256 KB each way), a rekey, nothing lost
+    assert _one_child_each(hq, b1).spi_in != first.spi_in
+    assert not hq.stats.negotiations_failed and not b1.stats.negotiations_failed
+    assert not [r.reason for gw in (hq, b1) for r in gw.sad.offline.entries()]
+
+
+@pytest.mark.parametrize("round_", range(4))
+def test_byte_soft_limits_hit_by_the_same_packet_at_both_ends(round_: int) -> None:
+    """Force what the role offset and random margin now prevent: both soft limits on one packet."""
+    net, hq, b1 = _gateways()
+    first = _one_child_each(hq, b1)
+    out_b1 = b1.dataplane.sa(first.spi_in)
+    in_hq = hq.dataplane.sa(first.spi_out)
+    assert out_b1 is not None and in_hq is not None
+    limit = 50 * 1024
+    for esp in (out_b1.outbound, in_hq.inbound):  # b1's outbound and hq's inbound count the same packets
+        esp._soft_at = limit  # type: ignore[attr-defined]
+    sent, answered = _ping_through(net, hq, b1, 80, until=lambda: _replaced(hq, b1, first))
+    assert out_b1.outbound.soft_expired and in_hq.inbound.soft_expired
+    assert answered == sent
+    survivor = _one_child_each(hq, b1)
+    assert survivor.spi_in != first.spi_in
+    assert not hq.stats.negotiations_failed and not b1.stats.negotiations_failed
+    # Both ends started a rekey (two CREATE_CHILD_SA requests), and no third one followed a refusal.
+    ike = [d if dst[1] == 500 else d[4:] for d, src, dst in net.seen if dst[1] == 500 or d[:4] == bytes(4)]
+    requests = [d for d in ike if len(d) >= 28 and d[18] == ExchangeType.CREATE_CHILD_SA and not d[19] & 0x20]
+    assert len(requests) == 2, len(requests)
+    # Every pair that went away was a rekey's: nothing is recorded as a lost tunnel.
+    assert not [r.reason for gw in (hq, b1) for r in gw.sad.offline.entries()]

@@ -1040,6 +1040,8 @@ class IkeSa:
                 else:
                     self._delete_rekeyed(new)  # its Delete overtook our answer: it is done with ours
             else:
+                if old.collision is not None:
+                    self._replaced_by_peer(old.collision[0])  # theirs is redundant: the peer deletes it
                 self._delete_rekeyed(old)  # ours survives (alone, or it won): we delete the old pair
 
         self._send_request(ExchangeType.CREATE_CHILD_SA, payloads, on_response, None, now)
@@ -1049,7 +1051,8 @@ class IkeSa:
         self._send_create_child(cfg, old, now, group, retries)
 
     def _replaced_by_peer(self, old: ChildSa) -> None:
-        """The peer's rekey replaced ``old``; it will delete it (RFC 7296 §2.8: its initiator does)."""
+        """``old`` was replaced (or lost a §2.8.1 comparison) and the peer will delete it: no rekey, and
+        its Delete is reported as a rekey, not as a loss."""
         old.state = ChildState.REKEYED
         old.rekey_at = None
 
