@@ -8,6 +8,7 @@ Each case runs with several random nonce draws, so each side wins the nonce comp
 from __future__ import annotations
 
 import dataclasses
+import os
 from typing import Any
 
 import pytest
@@ -17,7 +18,7 @@ from ikegate.gateway.controller import Gateway
 from ikegate.ike.events import ChildSaDeleted, ChildSaEstablished, DeleteReason, IkeSaRekeyed, NegotiationFailed
 from ikegate.ike.v2.child import ChildSa, ChildState
 from ikegate.ike.v2.protect import open_sk
-from ikegate.ike.v2.sa import IkeSa, State
+from ikegate.ike.v2.sa import NONCE_SIZE, IkeSa, State
 from ikegate.ike.wire.registry import ExchangeType, NotifyType
 from ikegate.ike.wire.v2 import Notify, decode_message
 from ikegate.sad import IpsecSaEntry
@@ -305,3 +306,66 @@ def test_byte_soft_limits_hit_by_the_same_packet_at_both_ends(round_: int) -> No
     assert len(requests) == 2, len(requests)
     # Every pair that went away was a rekey's: nothing is recorded as a lost tunnel.
     assert not [r.reason for gw in (hq, b1) for r in gw.sad.offline.entries()]
+
+
+# ----------------------------------------------------------------- who wins: the nonces decide
+
+def _nonces_from(sa: IkeSa, *firsts: int) -> None:
+    """The nonces ``sa`` draws from now on start with the octets ``firsts`` in turn (the last one then
+    for good); the rest of each nonce stays random."""
+    left = list(firsts)
+
+    def rng(n: int) -> bytes:
+        if n != NONCE_SIZE:
+            return os.urandom(n)
+        octet = left.pop(0) if len(left) > 1 else left[0]
+        return bytes([octet]) + os.urandom(n - 1)
+
+    sa._rng = rng  # type: ignore[attr-defined]
+
+
+def _lowest_in_exchange_of(pair: Pair, low: str) -> None:
+    """Nonces such that the lowest of the four is the one ``low`` sends as the initiator of its rekey
+    (its first draw); its answer to the other end's rekey draws a middling one, the other end high ones."""
+    lo, hi = (pair.initiator, pair.responder) if low == "i" else (pair.responder, pair.initiator)
+    _nonces_from(lo, 0x00, 0x80)
+    _nonces_from(hi, 0xFF)
+
+
+@pytest.mark.parametrize("low", ["i", "r"])
+def test_child_collision_lowest_nonce_loses(low: str) -> None:
+    """§2.8.1: the exchange holding the lowest of the four nonces made the redundant pair; the survivor
+    is the pair the other end initiated."""
+    pair = establish(make_pair())
+    _lowest_in_exchange_of(pair, low)
+    first = _one_pair_left(pair)
+    pair.initiator.rekey_child(first, pair.now)
+    pair.responder.rekey_child(pair.responder.children[first.spi_out], pair.now)
+    _transfer_checking(pair)
+    _no_failures(pair, answers=2)
+    survivor = _one_pair_left(pair)
+    winner = pair.responder if low == "i" else pair.initiator
+    assert winner.children[survivor.spi_in if winner is pair.initiator else survivor.spi_out].initiator
+    # Each end deleted what RFC 7296 gives it: the loser its redundant pair, the winner the old one.
+    for who in ("i", "r"):
+        downs = pair.events(who, ChildSaDeleted)
+        assert len(downs) == 2 and all(d.reason is DeleteReason.REKEYED for d in downs)
+
+
+@pytest.mark.parametrize("low", ["i", "r"])
+def test_ike_collision_lowest_nonce_loses(low: str) -> None:
+    pair = establish(make_pair())
+    _lowest_in_exchange_of(pair, low)
+    pair.initiator.rekey_ike(pair.now)
+    pair.responder.rekey_ike(pair.now)
+    _transfer_checking(pair)
+    i, r = pair.initiator, pair.responder
+    assert (i.spi_i, i.spi_r) == (r.spi_i, r.spi_r)
+    assert len(i.local_spis) == 1 and len(r.local_spis) == 1
+    # The surviving IKE SA is the one the end with the higher nonces initiated.
+    assert i.is_initiator is (low == "r") and r.is_initiator is (low == "i")
+    i.liveness_check(pair.now)
+    r.liveness_check(pair.now)
+    pair.transfer()
+    assert i.state is State.ESTABLISHED and r.state is State.ESTABLISHED
+    assert not pair.events("i", NegotiationFailed) and not pair.events("r", NegotiationFailed)
