@@ -65,6 +65,19 @@ def _wait_ikegate_rekey(tb: Bed) -> int:
     return new.uniqueid
 
 
+def _force_child_rekey(tb: Bed) -> None:
+    """~300 KB each way through a Child SA of 256 KB: ikegate's soft byte limit sends CREATE_CHILD_SA.
+    (As ``test_child_rekey_by_ikegate`` does; kept here while that file is being reworked elsewhere.)"""
+    assert tb.gw is not None
+    gw = tb.gw
+    before = {r["spi_in"] for r in ipsec_sas(gw)}
+    out = tb.ping_from_ikegate_side(count=220, size=1300, interval="0.005")
+    assert out.returncode == 0, out.stdout[-500:]
+    wait_for(lambda: bool(ipsec_sas(gw)) and not {r["spi_in"] for r in ipsec_sas(gw)} & before, 15,
+             "ikegate's Child SA rekey", step=0.2)
+    tb.wait_up()
+
+
 def _wait_dpd(tb: Bed, uniqueid: int, exchange: str, payloads: Any) -> None:
     wait_for(lambda: any(d == "generating" and x == exchange and k == "response" and payloads(p)
                          for d, x, k, _, p in _messages(tb, uniqueid)), 20, "ikegate's DPD answered", step=0.5)
@@ -95,7 +108,7 @@ def test_v2_requests_after_ikegate_rekeyed_the_ike_sa(bed: Bed, initiator: bool)
         assert answer.returncode == 0, answer.stdout + answer.stderr
     bed.wait_up()
     new = _wait_ikegate_rekey(bed)
-    bed.force_child_rekey()  # CREATE_CHILD_SA, then the Delete of the replaced Child SA
+    _force_child_rekey(bed)  # CREATE_CHILD_SA, then the Delete of the replaced Child SA
     _wait_dpd(bed, new, "INFORMATIONAL", lambda p: p == "")
     assert bed.ping_from_ikegate_side().returncode == 0
     bed.assert_counted(3)
