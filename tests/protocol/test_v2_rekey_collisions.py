@@ -369,3 +369,20 @@ def test_ike_collision_lowest_nonce_loses(low: str) -> None:
     pair.transfer()
     assert i.state is State.ESTABLISHED and r.state is State.ESTABLISHED
     assert not pair.events("i", NegotiationFailed) and not pair.events("r", NegotiationFailed)
+
+
+def test_rekey_of_a_pair_being_deleted_is_temporary_failure() -> None:
+    """§2.25.1: a rekey request for a pair whose Delete is on its way gets TEMPORARY_FAILURE (not
+    CHILD_SA_NOT_FOUND); the rekeyer waits, the Delete removes the pair, nothing is re-created."""
+    pair = establish(make_pair())
+    ci = _one_pair_left(pair)
+    cr = pair.responder.children[ci.spi_out]
+    pair.initiator.delete_child(ci, pair.now)
+    pair.responder.rekey_child(cr, pair.now)
+    pair.transfer()
+    assert _answer_notifies(pair) == [[NotifyType.TEMPORARY_FAILURE]]
+    assert not pair.initiator.children and not pair.responder.children
+    pair.step(30.0)
+    assert not pair.initiator.children and not pair.responder.children
+    assert not pair.events("i", NegotiationFailed) and not pair.events("r", NegotiationFailed)
+    assert pair.initiator.state is State.ESTABLISHED and pair.responder.state is State.ESTABLISHED

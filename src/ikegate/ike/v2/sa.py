@@ -233,6 +233,7 @@ class IkeSa:
         "__weakref__",
         "_after_answer",
         "_alloc_spi",
+        "_closing",
         "_deadline_negotiation",
         "_dh",
         "_events",
@@ -319,6 +320,8 @@ class IkeSa:
         #: meanwhile with that exchange's lowest nonce (RFC 7296 §2.8.2): our answer decides between them.
         self._ike_rekey: bytes | None = None
         self._ike_collision: tuple[_Gen, bytes] | None = None
+        #: Child SAs whose Delete is on its way, by the SPI the peer names them with (our outbound one).
+        self._closing: dict[int, ChildSa] = {}
         self._tasks: list[Callable[[float], None]] = []
         self._spi_i = rng(8) if initiator else b""
         self._spi_r = b"" if initiator else rng(8)
@@ -500,9 +503,8 @@ class IkeSa:
         child.state = ChildState.DELETING
         self._drop_child(child, reason)
         if self.state is State.ESTABLISHED:
-            spi = struct.pack("!I", child.spi_in)
-            self._queue(lambda t: self._send_request(
-                ExchangeType.INFORMATIONAL, [Delete(ProtocolId.ESP, [spi])], lambda p, n: None, None, t), now)
+            self._closing[child.spi_out] = child
+            self._queue(lambda t: self._send_child_delete(child, t), now)
 
     def delete(self, now: float, reason: DeleteReason = DeleteReason.MANUAL) -> None:
         """Report the IKE SA and its children gone now, then send the Delete and wait for its answer."""
@@ -1060,9 +1062,18 @@ class IkeSa:
         """After make-before-break (or a lost §2.8.1 collision): drop the replaced (or redundant) pair and
         tell the peer."""
         self._drop_child(old, DeleteReason.REKEYED)
-        spi = struct.pack("!I", old.spi_in)
-        self._tasks.insert(0, lambda t: self._send_request(
-            ExchangeType.INFORMATIONAL, [Delete(ProtocolId.ESP, [spi])], lambda p, n: None, None, t))
+        self._closing[old.spi_out] = old
+        self._tasks.insert(0, lambda t: self._send_child_delete(old, t))
+
+    def _send_child_delete(self, child: ChildSa, now: float) -> None:
+        """The Delete of our inbound SPI. From the local delete until this is answered the pair is in
+        :attr:`_closing`, so that a rekey of it by the peer gets TEMPORARY_FAILURE (RFC 7296 §2.25.1), not
+        CHILD_SA_NOT_FOUND."""
+        def answered(payloads: list[Payload], t: float) -> None:
+            self._closing.pop(child.spi_out, None)
+
+        self._send_request(ExchangeType.INFORMATIONAL, [Delete(ProtocolId.ESP, [struct.pack("!I", child.spi_in)])],
+                           answered, None, now)
 
     def _schedule_rekeys(self, now: float) -> None:
         for child in list(self.children.values()):
@@ -1310,6 +1321,8 @@ class IkeSa:
             spi_out = struct.unpack("!I", rekey.spi)[0] if len(rekey.spi) == 4 else -1
             old = next((c for c in self.children.values() if c.spi_out == spi_out), None)
             if old is None:
+                if spi_out in self._closing:
+                    raise _Fail(NotifyType.TEMPORARY_FAILURE, detail="Child SA is being deleted")
                 raise _Fail(NotifyType.CHILD_SA_NOT_FOUND, detail="rekey of an unknown Child SA")
             # §2.25.1: a pair we are rekeying ourselves is answered as usual (§2.8.1 picks the survivor);
             # one being deleted, or already replaced, is not.
