@@ -45,6 +45,8 @@ from ikegate.ike.events import (
     InitialContact,
     NegotiationFailed,
 )
+from ikegate.ike.v1.registry import NotifyType as V1NotifyType
+from ikegate.ike.v1.sa import ExchangeMode as V1Mode
 from ikegate.ike.v1.sa import IsakmpSa, V1Options
 from ikegate.ike.v2 import ts as tsmod
 from ikegate.ike.v2.child import ChildSa
@@ -63,7 +65,7 @@ from ikegate.ike.wire.v2 import (
     decode_message,
     encode_message,
 )
-from ikegate.policy.model import V6_RULE_BASE, Config, IkePeer, IpsecPolicy, IpsecPolicyTemplate
+from ikegate.policy.model import V6_RULE_BASE, Config, ExchangeMode, IkePeer, IpsecPolicy, IpsecPolicyTemplate
 from ikegate.sad import (
     DEFAULT_PLACEMENT,
     IkeSaEntry,
@@ -554,9 +556,11 @@ class Gateway:
 
     def _new_responder(self, data: bytes, local: Addr, remote: Addr, now: float, version: int = 2) -> Engine | None:
         if version == 1:
+            # Aggressive Mode only where an ike peer for this source is configured for it (as the USG).
+            mode = V1Mode.AGGRESSIVE if self._responder_v1.aggressive_allowed(remote[0]) else V1Mode.MAIN
             v1 = IsakmpSa(None, initiator=False, local=local, peer=remote, now=now, policy=self._responder_v1,
                           rng=self._rng, spi_allocator=self._spi_alloc,
-                          v1=V1Options(dependent=self.config.ikev1_dependent))
+                          v1=V1Options(mode=mode, dependent=self.config.ikev1_dependent))
             self._meta[v1] = _Meta(None, PolicyKind.TEMPLATE)
             self._half_open[(remote[0], data[:8])] = v1
             return v1
@@ -662,7 +666,8 @@ class Gateway:
         elif isinstance(event, InitialContact):
             self._on_initial_contact(event.sa, now)
         elif isinstance(event, NegotiationFailed):
-            reason = NotifyType.text(event.notify) if event.notify else "timeout"
+            names = V1NotifyType if isinstance(event.sa, IsakmpSa) else NotifyType  # 16 differs, for one
+            reason = names.text(event.notify) if event.notify else "timeout"
             self.stats.negotiations_failed[reason] = self.stats.negotiations_failed.get(reason, 0) + 1
             self._log("IKE", 4, "NEGOTIATION_FAILED",
                       f"IKE negotiation failed. (RemoteAddress={event.sa.peer[0]}, Reason={event.detail})")
@@ -967,6 +972,11 @@ class _Responder:
                       if n in cfg.ike_peers and not cfg.ike_peers[n].remote_addresses
                       and self._version in cfg.ike_peers[n].versions]
         return explicit + open_peers
+
+    def aggressive_allowed(self, ip: str) -> bool:
+        """Whether an IKEv1 peer at ``ip`` may use Aggressive Mode: some ike peer matching it says so."""
+        return self._cached(("aggressive", ip), lambda: any(
+            p.exchange_mode is ExchangeMode.AGGRESSIVE for p in self._peers_for(ip)))
 
     def ike_proposals(self, peer: Addr) -> list[IkeProposalSpec]:
         return self._cached(("proposals", peer[0]), lambda: self._find_proposals(peer))

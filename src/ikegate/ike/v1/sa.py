@@ -222,6 +222,18 @@ EXPECTED: dict[State, tuple[int, Trigger]] = {
 }
 
 
+#: What a phase-1 retransmission timeout most likely means, for the log (the peer says nothing: strongSwan,
+#: like us, drops an MM5 that does not decrypt rather than answer an unauthenticated peer).
+TIMEOUT_HINTS: dict[State, str] = {
+    State.MM_SENT1: "no answer to MM1: the peer is unreachable, or IKEv1 is not enabled there",
+    State.MM_SENT3: "no answer to MM3: the peer refused our key exchange or is unreachable",
+    State.MM_SENT5: "no answer to MM5: the peer probably has a different pre-shared key (or expects another "
+                    "identity)",
+    State.AM_SENT1: "no answer to AM1: the peer is unreachable, refuses Aggressive Mode, or does not know our "
+                    "identity",
+}
+
+
 class QuickState(enum.Enum):
     SENT1 = "qm-sent-1"  # initiator, waiting for QM2
     SENT2 = "qm-sent-2"  # responder, waiting for QM3
@@ -554,7 +566,7 @@ class IsakmpSa:
         if self._deadline is not None and now >= self._deadline:
             self._deadline = None
             if not self.established:
-                self._fail(now, 0, "phase 1 negotiation timed out")
+                self._fail(now, 0, TIMEOUT_HINTS.get(self._p1.state, "phase 1 negotiation timed out"))
                 return
         if not self.established:
             return
@@ -950,7 +962,8 @@ class IsakmpSa:
         self._emit(packet)
 
     def _p1_timeout(self, p: _Phase1, now: float) -> None:
-        self._p1_failed(p, now, 0, f"no answer in state {p.state.value}")
+        hint = TIMEOUT_HINTS.get(p.state)
+        self._p1_failed(p, now, 0, hint or f"no answer in state {p.state.value}")
 
     def _p1_failed(self, p: _Phase1, now: float, notify: int, detail: str) -> None:
         if p is self._next:
@@ -1007,7 +1020,8 @@ class IsakmpSa:
             raise _Fail(NotifyType.PAYLOAD_MALFORMED, "no SA payload")
         choice = p1props.choose_phase1(sa, self.policy.ike_proposals(self.peer))
         if choice is None:
-            raise _Fail(NotifyType.NO_PROPOSAL_CHOSEN, "no acceptable phase 1 proposal")
+            raise _Fail(NotifyType.NO_PROPOSAL_CHOSEN,
+                        f"no acceptable phase 1 proposal; received proposals: {p1props.offered_text(sa)}")
         return choice
 
     def _on_mm1(self, p: _Phase1, msg: Message, data: bytes, addr: Addr, now: float, local: Addr | None) -> None:
@@ -1036,7 +1050,7 @@ class IsakmpSa:
         sa = _first(payloads, SA)
         choice = p1props.choose_phase1(sa, p.config.proposals) if sa and p1props.is_single(sa) else None
         if choice is None or msg.header.cky_r == ZERO_COOKIE:
-            raise _Fail(NotifyType.NO_PROPOSAL_CHOSEN, "responder chose a transform we did not offer")
+            raise _Fail(NotifyType.NO_PROPOSAL_CHOSEN, _not_offered(sa))
         self.stats.messages_in += 1
         p.cky_r = msg.header.cky_r
         p.choice = choice
@@ -1192,6 +1206,12 @@ class IsakmpSa:
         self.peer = addr
         if local is not None:
             self.local = local
+        if self.options.mode is not ExchangeMode.AGGRESSIVE:
+            # AM2 carries HASH_R over the PSK before the initiator proved anything: an offline dictionary
+            # attack on the key for anyone who asks. Only a peer configured for it gets one (as the USG).
+            raise _Fail(NotifyType.INVALID_EXCHANGE_TYPE,
+                        f"aggressive mode refused: no ike peer for {addr[0]} is configured with exchange-mode "
+                        "aggressive")
         sa = _first(payloads, SA)
         choice = self._choose(p, sa)
         p.choice = choice
@@ -1234,7 +1254,7 @@ class IsakmpSa:
         sa = _first(payloads, SA)
         choice = p1props.choose_phase1(sa, p.config.proposals) if sa and p1props.is_single(sa) else None
         if choice is None or msg.header.cky_r == ZERO_COOKIE or choice.group != p.dh.group.id:
-            raise _Fail(NotifyType.NO_PROPOSAL_CHOSEN, "responder chose a transform we did not offer")
+            raise _Fail(NotifyType.NO_PROPOSAL_CHOSEN, _not_offered(sa))
         p.cky_r = msg.header.cky_r
         p.choice = choice
         p.suite = c1.Suite.from_attributes(choice.encryption, choice.key_bits, choice.hash)
@@ -1635,7 +1655,8 @@ class IsakmpSa:
         choice = p1props.choose_esp(sa, cfg.proposals, transport=cfg.mode is Mode.TRANSPORT,
                                     nat=self.udp_encap, pfs=pfs)
         if choice is None:
-            raise _Fail(NotifyType.NO_PROPOSAL_CHOSEN, "no acceptable ESP transform")
+            raise _Fail(NotifyType.NO_PROPOSAL_CHOSEN,
+                        f"no acceptable ESP transform; received proposals: {p1props.offered_text(sa)}")
         q.cfg, q.choice, q.ni = cfg, choice, nonce.data
         q.nr = self._rng(NONCE_SIZE)
         q.spi_out = struct.unpack("!I", choice.spi)[0]
@@ -1678,7 +1699,7 @@ class IsakmpSa:
         choice = p1props.choose_esp(sa, q.cfg.proposals, transport=q.cfg.mode is Mode.TRANSPORT,
                                     nat=self.udp_encap, pfs=group)
         if choice is None or len(choice.spi) != 4:
-            raise _Fail(NotifyType.NO_PROPOSAL_CHOSEN, "responder chose a transform we did not offer")
+            raise _Fail(NotifyType.NO_PROPOSAL_CHOSEN, _not_offered(sa))
         ids = [x for x in payloads if isinstance(x, Identification)]
         if ids:
             sent = [p1props.ts_to_id(q.ts_local[0]), p1props.ts_to_id(q.ts_remote[0])]
@@ -1751,6 +1772,12 @@ class IsakmpSa:
         self._drop_child(old, DeleteReason.REKEYED)
         if self.established:
             self._send_info(self._p1, [Delete(ProtocolId.ESP, [struct.pack("!I", old.spi_in)])])
+
+
+def _not_offered(sa: SA | None) -> str:
+    """Why an initiator refuses the responder's answer, with what it answered."""
+    return "responder chose a transform we did not offer; received proposals: " + (
+        p1props.offered_text(sa) if sa is not None else "none")
 
 
 def _parse_lifetime(data: bytes) -> tuple[int | None, int | None]:
