@@ -519,7 +519,10 @@ class Gateway:
         else:
             sa = IkeSa(cfg, initiator=True, local=local, peer=remote, now=now, rng=self._rng,
                        spi_allocator=self._spi_alloc)
-        sa.initial_contact = not self.sad.peer_count(conn.remote)
+        # INITIAL-CONTACT when no IKE SA with the peer is left (IKEv1 orphan IPsec SAs do not count): the
+        # peer then drops whatever it still holds of ours, say after a Delete of ours was lost.
+        sa.initial_contact = not self.sad.peer_count(conn.remote) or not any(
+            isinstance(e, IkeSaEntry) for e in self.sad.by_peer(conn.remote))
         if track:
             self._meta[sa] = _Meta(conn, conn.kind)
             self._active[conn.key] = sa
@@ -823,6 +826,21 @@ class Gateway:
         self._log("IPSEC-VPN", 4, "IPSECTUNNELSTART",
                   f"The IPSec tunnel is established. (PolicyName={policy_name}, SeqNum={policy_seq}, "
                   f"RuleNum={rule}, SrcIP={sa.local[0]}, DstIP={sa.peer[0]}, InboundSPI={child.spi_in})")
+        if isinstance(sa, IsakmpSa):
+            self._retire_orphans(sa, child, now)
+
+    def _retire_orphans(self, sa: IsakmpSa, child: ChildSa, now: float) -> None:
+        """A new IKEv1 pair replaces orphans (IPsec SAs whose ISAKMP SA is gone) of the same peer and flow."""
+        for entry in list(self.sad.by_peer(sa.peer[0])):
+            handle = entry.handle
+            if not (isinstance(entry, IpsecSaEntry) and entry.parent is None and isinstance(handle, tuple)):
+                continue
+            owner, orphan = handle
+            if isinstance(owner, IsakmpSa) and owner is not sa and isinstance(orphan, ChildSa) \
+                    and orphan.config.name == child.config.name and orphan.config.seq == child.config.seq \
+                    and orphan.ts_local == child.ts_local and orphan.ts_remote == child.ts_remote:
+                sa.supersede(owner, orphan, now)
+                self._service(owner, now)
 
     def _record_down(self, entry: IkeSaEntry | IpsecSaEntry, reason: DeleteReason, now: float) -> None:
         self.sad.offline.record_sa(entry, reason.value, now)
@@ -892,8 +910,8 @@ class Gateway:
             return
         if self._active.get(meta.conn.key) is sa:
             del self._active[meta.conn.key]
-        if reason in (DeleteReason.SHUTDOWN, DeleteReason.INITIAL_CONTACT) or meta.replaced or orphans:
-            return
+        if reason in (DeleteReason.SHUTDOWN, DeleteReason.INITIAL_CONTACT) or meta.replaced:
+            return  # (orphan IPsec SAs keep forwarding until a new pair replaces them: see _retire_orphans)
         conn = self._conns.get(meta.conn.key)
         if conn is None:
             return
@@ -917,10 +935,15 @@ class Gateway:
         self._initiate(current, now)
 
     def _on_initial_contact(self, sa: Engine, now: float) -> None:
-        """Drop older IKE SAs with the same peer identity: the peer lost them (RFC 7296 §2.4)."""
+        """Drop older IKE SAs with the same peer identity: the peer lost them (RFC 7296 §2.4; RFC 2407
+        §4.6.3.3), and IKEv1 orphan IPsec SAs of that peer with them."""
         for entry in list(self.sad.by_peer(sa.peer[0])):
             other = entry.handle
-            if isinstance(entry, IkeSaEntry) and isinstance(other, IkeSa | IsakmpSa) and other is not sa \
+            if isinstance(entry, IpsecSaEntry) and entry.parent is None and isinstance(other, tuple) \
+                    and isinstance(other[0], IsakmpSa) and other[0].orphans_survive and other[0].peer_id == sa.peer_id:
+                other[0].delete(now, DeleteReason.INITIAL_CONTACT)
+                self._service(other[0], now)
+            elif isinstance(entry, IkeSaEntry) and isinstance(other, IkeSa | IsakmpSa) and other is not sa \
                     and other.peer_id == sa.peer_id and other.established:
                 # The peer has no state for it any more; its Delete simply goes unanswered.
                 other.delete(now, DeleteReason.INITIAL_CONTACT)

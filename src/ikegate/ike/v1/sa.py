@@ -116,6 +116,13 @@ DEFAULT_RETRANSMIT_TRIES = 5
 RESPONDER_HALF_OPEN = 30.0
 QUICK_LINGER = 60.0  # how long a finished quick mode stays to answer duplicates
 REKEY_RETRY = 30.0
+#: After our phase-1 rekey, messages the peer sent under the old ISAKMP SA before it saw our Delete (a Quick
+#: Mode's last message, a Delete of a rekeyed IPsec SA, DPD) are still accepted this long.
+PREV_GRACE = QUICK_LINGER
+#: A peer's Delete may come in several Informationals (ESP SPIs first, then the ISAKMP SA: ``reset ike sa``).
+#: A Quick Mode the Delete of an IPsec SA calls for waits this long, so that it is never sent under an ISAKMP
+#: SA whose own Delete is on its way.
+DELETE_SETTLE = 1.0
 
 __all__ = [
     "DpdType",
@@ -422,6 +429,10 @@ class IsakmpSa:
         else:
             self._p1 = _Phase1(False, b"", rng(8))
         self._next: _Phase1 | None = None  # our phase-1 rekey in progress
+        self._prev: _Phase1 | None = None  # the ISAKMP SA our phase-1 rekey replaced, heard until _prev_until
+        self._prev_until: float | None = None
+        self._settle_until: float | None = None  # Quick Modes wait for the rest of a peer's Delete burst
+        self._successor: IsakmpSa | None = None  # took our IPsec SAs over (the peer's phase-1 rekey)
         self._dead = False
         self._quicks: dict[int, _Quick] = {}
         self._info_mids: deque[int] = deque(maxlen=64)
@@ -455,7 +466,7 @@ class IsakmpSa:
         """Our cookies that may still address this object (current and rekeying ISAKMP SA)."""
         if self._dead:
             return []
-        return [p.local_cookie for p in (self._p1, self._next) if p is not None and p.local_cookie]
+        return [p.local_cookie for p in (self._p1, self._next, self._prev) if p is not None and p.local_cookie]
 
     @property
     def chosen(self) -> Chosen | None:
@@ -533,7 +544,9 @@ class IsakmpSa:
         for child in self.children.values():
             times.append(child.expire_at)
         if not self._dead:
-            times += [t for t in (self._deadline, self._rekey_at, self._expire_at) if t is not None]
+            times += [t for t in (self._deadline, self._rekey_at, self._expire_at, self._prev_until) if t is not None]
+            if self._pending and self._settle_until is not None:
+                times.append(self._settle_until)
             if self.established:
                 for child in self.children.values():
                     if child.state is ChildState.INSTALLED and child.rekey_at is not None:
@@ -570,6 +583,10 @@ class IsakmpSa:
                 return
         if not self.established:
             return
+        if self._prev_until is not None and now >= self._prev_until:
+            self._prev = self._prev_until = None
+        if self._settle_until is not None and now >= self._settle_until:
+            self._release(now)
         if self._expire_at is not None and now >= self._expire_at:
             self._end(now, DeleteReason.PHASE1_HARD_EXPIRY, take_children=self.options.dependent,
                       child_reason=DeleteReason.PARENT_DELETED, tell_peer=True)
@@ -663,11 +680,33 @@ class IsakmpSa:
         Called by the owner when a peer's new Main Mode has produced this object; no events are emitted,
         the owner re-parents the moved children in its SA database. The moved children are returned.
         """
-        moved = [c for c in other.children.values() if c.state in (ChildState.INSTALLED, ChildState.REKEYED)]
+        moved = [c for c in other.children.values()
+                 if c.state in (ChildState.INSTALLED, ChildState.REKEYED, ChildState.REKEYING)]
         for child in moved:
             del other.children[child.spi_in]
             self.children[child.spi_in] = child
+        # A Quick Mode still running under the old ISAKMP SA (the peer's messages cross its rekey) installs
+        # its IPsec SA here too: see _home.
+        other._successor = self
         return moved
+
+    def supersede(self, owner: IsakmpSa, orphan: ChildSa, now: float) -> None:
+        """``orphan``, an IPsec SA left by the ended ISAKMP SA ``owner``, is replaced by a pair of ours (same
+        peer and flow): it goes, with REKEYED as reason, and the peer hears its Delete under our ISAKMP SA
+        (an IKEv1 Delete needs only some ISAKMP SA with the peer). Without this an orphan whose peer end
+        was deleted (its Delete lost) would swallow traffic until its hard expiry."""
+        if not owner.orphans_survive or owner.children.get(orphan.spi_in) is not orphan:
+            return
+        owner._drop_child(orphan, DeleteReason.REKEYED)
+        if self.established:
+            self._send_info(self._p1, [Delete(ProtocolId.ESP, [struct.pack("!I", orphan.spi_in)])])
+
+    def _home(self) -> IsakmpSa:
+        """Where an IPsec SA negotiated here goes: this object, or the live one that took over its IPsec SAs."""
+        home = self
+        while home._successor is not None and not home._successor._dead:
+            home = home._successor
+        return home
 
     # ------------------------------------------------------------------ endings
 
@@ -677,6 +716,8 @@ class IsakmpSa:
         if self._dead:
             return
         p = self._p1
+        for q in list(self._quicks.values()):
+            self._restore_old(q, now)  # a rekey that cannot finish now: the old IPsec SA is in service again
         if tell_peer and p.state is State.ESTABLISHED:
             if take_children and self.children:
                 spis = [struct.pack("!I", c.spi_in) for c in self.children.values()]
@@ -688,6 +729,7 @@ class IsakmpSa:
         else:
             for child in self.children.values():
                 child.rekey_at = None  # an orphan cannot be rekeyed: nothing protects a quick mode
+        self._prev = self._prev_until = self._settle_until = None
         self._dead = True
         self.delete_reason = reason
         self._events.append(IkeSaDeleted(self, reason))
@@ -713,11 +755,13 @@ class IsakmpSa:
                   child_reason=DeleteReason.NEGOTIATION_FAILED, tell_peer=False)
 
     def _drop_child(self, child: ChildSa, reason: DeleteReason) -> None:
-        if self.children.get(child.spi_in) is child:
-            del self.children[child.spi_in]
-            child.state = ChildState.DELETED
-            child.rekey_at = None
-            self._events.append(ChildSaDeleted(self, child, reason))
+        for holder in (self, self._home()):
+            if holder.children.get(child.spi_in) is child:
+                del holder.children[child.spi_in]
+                child.state = ChildState.DELETED
+                child.rekey_at = None
+                self._events.append(ChildSaDeleted(holder, child, reason))
+                return
 
     # ------------------------------------------------------------------ plumbing
 
@@ -755,10 +799,19 @@ class IsakmpSa:
                 return mid
 
     def _when_established(self, task: Callable[[float], None], now: float) -> None:
-        if self.established:
+        if self.established and self._settle_until is not None and now >= self._settle_until:
+            self._release(now)
+        if self.established and self._settle_until is None:
             task(now)
         elif not self._dead:
             self._pending.append(task)
+
+    def _release(self, now: float) -> None:
+        """The peer's Delete burst is over: the Quick Modes that waited for it start."""
+        self._settle_until = None
+        pending, self._pending = self._pending, []
+        for task in pending:
+            task(now)
 
     def _note_peer(self, addr: Addr, local: Addr | None, now: float) -> None:
         """An authenticated message arrived: the peer is alive and may have moved (NAT-T float)."""
@@ -808,7 +861,7 @@ class IsakmpSa:
     # ------------------------------------------------------------------ receive
 
     def _find_p1(self, h: Header) -> _Phase1 | None:
-        for p in (self._p1, self._next):
+        for p in (self._p1, self._next, self._prev):
             if p is None:
                 continue
             if not p.cky_i and not p.we_init and p.state is State.NEW:
@@ -1349,9 +1402,12 @@ class IsakmpSa:
         old = self._p1
         self._p1 = new
         self._next = None
+        self._prev, self._prev_until = old, now + PREV_GRACE
         self._set_lifetime(new, now)
         for q in list(self._quicks.values()):
-            if q.p1 is old and q.state is not QuickState.DONE:
+            # Ours are abandoned: the peer drops them with the old SA. The peer's finish under the old SA
+            # (its QM3 may still be on the way): it installs the pair, so must we.
+            if q.p1 is old and q.we_init and q.state is not QuickState.DONE:
                 self._abandon_quick(q, now)
         self._events.append(IkeSaRekeyed(self, (old.cky_i, old.cky_r)))
         self._send_info(old, [Delete(ProtocolId.ISAKMP, [old.spi])])
@@ -1412,6 +1468,8 @@ class IsakmpSa:
                 return
             if p is self._next:
                 self._next = None
+            elif p is self._prev:
+                self._prev = self._prev_until = None
             elif p is self._p1 and p.state is State.ESTABLISHED:
                 dep = self.options.dependent
                 self._end(now, DeleteReason.PEER_REQUEST, take_children=dep,
@@ -1419,12 +1477,17 @@ class IsakmpSa:
             return
         if d.protocol != ProtocolId.ESP or d.spi_size != 4:
             return
+        home = self._home()
         for raw in d.spis:
             spi_out = struct.unpack("!I", raw)[0]
-            child = next((c for c in self.children.values() if c.spi_out == spi_out), None)
+            pool = [*self.children.values(), *(home.children.values() if home is not self else ())]
+            child = next((c for c in pool if c.spi_out == spi_out), None)
             if child is not None:
                 was_rekeyed = child.state is ChildState.REKEYED
                 self._drop_child(child, DeleteReason.REKEYED if was_rekeyed else DeleteReason.PEER_REQUEST)
+                if not was_rekeyed:
+                    # More of the burst may follow (the ISAKMP SA's own Delete): a Quick Mode waits for it.
+                    self._settle_until = now + DELETE_SETTLE
 
     def _on_notify(self, p: _Phase1, n: Notify, now: float) -> None:
         t = n.notify_type
@@ -1523,7 +1586,7 @@ class IsakmpSa:
         packet = self._seal_hashed(header, rest, lambda b: c1.qm_hash1(prf, key, mid, b), q.chain)
         q.state = QUICK_TRANSITIONS[(None, "send-qm1")]
         q.last_out = packet
-        q.req = self._new_retrans(packet, now, lambda t: self._quick_failed(q, t, 0, "no answer to quick mode"))
+        q.req = self._new_retrans(packet, now, lambda t: self._quick_timeout(q, t))
         self._quicks[mid] = q
         self._emit(packet)
 
@@ -1532,6 +1595,16 @@ class IsakmpSa:
         q.req = None
         self._restore_old(q, now)
         self._events.append(NegotiationFailed(self, notify, detail, child_only=True))
+
+    def _quick_timeout(self, q: _Quick, now: float) -> None:
+        """No answer to our Quick Mode: the peer lost this ISAKMP SA (its unacknowledged Delete never came)
+        or is gone. As strongSwan does, the ISAKMP SA ends with its IPsec SAs (the peer is told, in case it
+        still listens) and the owner runs Main Mode again: an auto policy at once, traffic-based ones on
+        the next packet. Without this a lone ISAKMP SA would stay forever."""
+        self._quick_failed(q, now, 0, "no answer to quick mode: the peer has probably lost the ISAKMP SA")
+        if q.p1 is self._p1 and self.established:
+            self._end(now, DeleteReason.DPD_TIMEOUT, take_children=True, child_reason=DeleteReason.DPD_TIMEOUT,
+                      tell_peer=True)
 
     def _abandon_quick(self, q: _Quick, now: float) -> None:
         self._quicks.pop(q.mid, None)
@@ -1556,8 +1629,8 @@ class IsakmpSa:
             if q.p1 is not p or q.state is QuickState.DONE:
                 self.stats.dropped += 1
                 return
-        elif mid in self._info_mids:
-            self.stats.dropped += 1
+        elif mid in self._info_mids or p is self._prev:
+            self.stats.dropped += 1  # the peer starts nothing new under an ISAKMP SA we deleted
             return
         assert p.suite is not None and p.keys is not None and p.chain is not None
         fresh = q is None
@@ -1731,7 +1804,7 @@ class IsakmpSa:
         q.done_at = now
         self._emit(packet)
         self._install(q, now)
-        if q.old is not None and q.old.spi_in in self.children:
+        if q.old is not None and q.old.state is ChildState.REKEYED:
             self._retire_rekeyed(q.old, now)
 
     def _install(self, q: _Quick, now: float) -> ChildSa:
@@ -1754,24 +1827,28 @@ class IsakmpSa:
         child = ChildSa(q.spi_in, q.spi_out, cfg, encr, integ, km_in[:cut], km_in[cut:], km_out[:cut],
                         km_out[cut:], list(q.ts_local), list(q.ts_remote), mode, q.we_init, now, rekey_at,
                         now + q.life, dh=choice.group, udp_encap=choice.udp)
-        old = q.old if q.old is not None and self.children.get(q.old.spi_in) is q.old else None
+        home = self._home()
+        pool = [*self.children.values(), *(home.children.values() if home is not self else ())]
+        old = q.old if q.old is not None and any(c is q.old for c in pool) else None
         if old is None and not q.we_init:
             # The peer's rekey: a pair for the same policy and selectors replaces the installed one.
-            old = next((c for c in self.children.values() if c.state is ChildState.INSTALLED
+            old = next((c for c in pool if c.state is ChildState.INSTALLED
                         and c.config.name == q.cfg.name and c.config.seq == q.cfg.seq
                         and c.ts_local == child.ts_local and c.ts_remote == child.ts_remote), None)
         if old is not None:
             old.state = ChildState.REKEYED
             old.rekey_at = None
-        self.children[child.spi_in] = child
-        self._events.append(ChildSaEstablished(self, child, old))
+        home.children[child.spi_in] = child
+        self._events.append(ChildSaEstablished(home, child, old))
         return child
 
     def _retire_rekeyed(self, old: ChildSa, now: float) -> None:
         """Make-before-break finished: drop the replaced pair and tell the peer."""
         self._drop_child(old, DeleteReason.REKEYED)
-        if self.established:
-            self._send_info(self._p1, [Delete(ProtocolId.ESP, [struct.pack("!I", old.spi_in)])])
+        home = self._home()
+        if home.established:
+            # (sent from here with the keys of the SA that holds the pair: the owner drains only this object)
+            self._send_info(home._p1, [Delete(ProtocolId.ESP, [struct.pack("!I", old.spi_in)])])
 
 
 def _not_offered(sa: SA | None) -> str:
