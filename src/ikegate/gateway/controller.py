@@ -161,7 +161,7 @@ class Gateway:
         self._spis: dict[Engine, list[bytes]] = {}
         self._half_open: dict[tuple[str, bytes], Engine] = {}
         self._meta: dict[Engine, _Meta] = {}
-        self._heap: list[tuple[float, int, Engine | None, Callable[[float], None] | None]] = []
+        self._heap: list[tuple[float, int, Engine | None, Callable[[float], object] | None]] = []
         self._counter = itertools.count()
         self._out: list[tuple[bytes, Addr, Addr]] = []
         self._conns: dict[tuple[str, int], Connection] = {}
@@ -649,7 +649,7 @@ class Gateway:
                 if not waiting.finished:
                     self._start_delete(waiting, now, reason)
 
-    def _schedule(self, when: float, job: Callable[[float], None]) -> None:
+    def _schedule(self, when: float, job: Callable[[float], object]) -> None:
         heapq.heappush(self._heap, (when, next(self._counter), None, job))
 
     # ------------------------------------------------------------------ internals: events
@@ -925,6 +925,12 @@ class Gateway:
                                functools.partial(self._reinitiate, conn))
         elif action is Action.ARM_TRAP:
             self.traps.add(conn.key)
+            # Orphans are in use (traffic made them) and may be gone at the peer, where they would swallow
+            # the traffic that should bring the tunnel back: renegotiate their flows now.
+            rules = {c.config.handle[1] for c in sa.children.values() if isinstance(c.config.handle, tuple)}
+            for rule in sorted(rules) if orphans else ():
+                self._schedule(now + RETRY_AFTER_FAILURE * 0.2, functools.partial(self.acquire, policy=conn.key,
+                                                                                   rule=rule))
 
     def _reinitiate(self, conn: Connection, now: float) -> None:
         current = self._conns.get(conn.key)

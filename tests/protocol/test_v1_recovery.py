@@ -1,0 +1,215 @@
+"""IKEv1 recovery after lost Deletes and Quick Modes, and the order of a reset's Deletes (issue 10 item 4,
+issue 11 item 3): whole gateways in memory on a network that drops what the test says.
+
+IKEv1 Deletes are never acknowledged. Whatever of a `reset ike sa` burst is lost, the branch must come back
+within a bounded time with exactly one ISAKMP SA and one IPsec SA on each end (no orphan), traffic must pass,
+and no Quick Mode may go out under an ISAKMP SA that the peer has deleted.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from ikegate.gateway.controller import Gateway
+from ikegate.ike.v1.registry import ExchangeType
+from ikegate.ike.v2.config import Addr
+from ikegate.sad import IkeSaEntry, IpsecSaEntry
+from tests.protocol.netsim import Net, lab_config
+
+HQ, B1, B2 = "127.0.0.11", "127.0.0.12", "127.0.0.13"
+P1 = {" encryption-algorithm aes-gcm-256\n dh group31": " encryption-algorithm aes-256\n dh group14"}
+V1 = {" remote-address 127.0.0.11": " remote-address 127.0.0.11\n undo version 2"}
+#: a Quick Mode nobody answers is given up after 1+2+4+8+16+32 s (five retransmissions), Main Mode runs again
+#: 5 s later: the bound a recovery must meet
+BOUND = 75.0
+
+
+def _lab(b2: bool = False) -> tuple[Net, Gateway, Gateway, Gateway | None]:
+    net = Net()
+    hq = net.add(Gateway(lab_config("hq", P1)))
+    b1 = net.add(Gateway(lab_config("branch1", {**P1, **V1})))
+    b2gw = net.add(Gateway(lab_config("branch2", {**P1, **V1}))) if b2 else None
+    b1.start(net.now)
+    net.pump()
+    if b2gw is not None:
+        b2gw.ping(net.now, "10.1.2.1", "10.0.0.1", 1, 1)
+        net.pump()
+    return net, hq, b1, b2gw
+
+
+def _phases(gw: Gateway, peer: str) -> list[int]:
+    return sorted(e.phase for e in gw.sad.by_peer(peer))
+
+
+def _healthy(hq: Gateway, br: Gateway, branch: str) -> bool:
+    """One ISAKMP SA and one IPsec SA on each end, no orphan, and the two IPsec SAs are each other's pair."""
+    if _phases(hq, branch) != [1, 2] or _phases(br, HQ) != [1, 2]:
+        return False
+    if any(isinstance(e, IpsecSaEntry) and e.parent is None for gw in (hq, br) for e in gw.sad.entries()):
+        return False
+    mine = next(e for e in br.sad.by_peer(HQ) if isinstance(e, IpsecSaEntry))
+    theirs = next(e for e in hq.sad.by_peer(branch) if isinstance(e, IpsecSaEntry))
+    return (mine.spi_in, mine.spi_out) == (theirs.spi_out, theirs.spi_in)
+
+
+def _wait(net: Net, cond: Callable[[], bool], limit: float) -> float:
+    """Step the clock a second at a time until ``cond`` holds; return how long it took."""
+    start = net.now
+    while not cond():
+        assert net.now - start <= limit, f"not recovered within {limit} s"
+        net.step(1.0)
+    return net.now - start
+
+
+def _ping(net: Net, br: Gateway, source: str = "10.1.1.1") -> bool:
+    got: list[int] = []
+    br.on_echo_reply = lambda ident, seq, now: got.append(seq)
+    br.ping(net.now, source, "10.0.0.1", 7, 99)
+    net.pump()
+    return got == [99]
+
+
+def _cookies(gw: Gateway, peer: str) -> bytes:
+    entry = next(e for e in gw.sad.by_peer(peer) if isinstance(e, IkeSaEntry))
+    return entry.spi_i + entry.spi_r
+
+
+class Burst:
+    """Drops chosen messages of HQ's Informational burst (1 = the ESP Delete, 2 = the ISAKMP Delete)."""
+
+    def __init__(self, cookies: bytes, drop: set[int]) -> None:
+        self.cookies, self.drop, self.seen = cookies, drop, 0
+
+    def __call__(self, data: bytes, src: Addr, dst: Addr) -> bool:
+        if src[0] != HQ or data[:16] != self.cookies or data[18] != ExchangeType.INFORMATIONAL:
+            return False
+        self.seen += 1
+        return self.seen in self.drop
+
+
+def _quick_modes_under(net: Net, src: str, cookies: bytes, since: int) -> int:
+    return sum(1 for data, s, _d in net.seen[since:]
+               if s[0] == src and data[:16] == cookies and data[18] == ExchangeType.QUICK)
+
+
+# ------------------------------------------------------------------------------- the reset burst (issue 11)
+
+
+def test_reset_on_hq_no_quick_mode_under_the_deleted_isakmp_sa() -> None:
+    net, hq, br, _ = _lab()
+    old = _cookies(br, HQ)
+    mark = len(net.seen)
+    assert hq.reset_ike_sa(net.now) == 2
+    net.pump()
+    assert _phases(br, HQ) == []
+    took = _wait(net, lambda: _healthy(hq, br, B1), 10.0)
+    assert _quick_modes_under(net, B1, old, mark) == 0
+    assert _cookies(br, HQ) != old and took <= 2.0 and _ping(net, br)
+
+
+def test_reset_on_hq_delete_burst_reordered() -> None:
+    """The ISAKMP Delete overtakes the ESP Delete: still no Quick Mode under the dead ISAKMP SA."""
+    net, hq, br, _ = _lab()
+    old = _cookies(br, HQ)
+    held: list[tuple[bytes, Addr, Addr]] = []
+    burst = Burst(old, {1})
+    net.drop = lambda data, src, dst: burst(data, src, dst) and not held.append((data, src, dst))
+    mark = len(net.seen)
+    hq.reset_ike_sa(net.now)
+    net.pump()
+    net.drop = lambda data, src, dst: False
+    for data, src, dst in held:  # the ESP Delete arrives last, for an ISAKMP SA already gone
+        br.receive_datagram(data, dst, src, net.now)
+    _wait(net, lambda: _healthy(hq, br, B1), BOUND)
+    assert _quick_modes_under(net, B1, old, mark) == 0 and _ping(net, br)
+
+
+# ------------------------------------------------------------------------------- lost Deletes (issue 10)
+
+
+def test_lost_isakmp_delete_lone_isakmp_sa_is_replaced() -> None:
+    """Only the ESP Delete arrives: the Quick Mode under the stale ISAKMP SA goes unanswered, which ends that
+    SA, and Main Mode runs again (it used to leave a lone v1:1 for ever)."""
+    net, hq, br, _ = _lab()
+    old = _cookies(br, HQ)
+    net.drop = Burst(old, {2})
+    hq.reset_ike_sa(net.now)
+    net.pump()
+    assert _phases(br, HQ) == [1] and _phases(hq, B1) == []
+    took = _wait(net, lambda: _healthy(hq, br, B1), BOUND)
+    assert _cookies(br, HQ) != old and _ping(net, br)
+    assert took <= 70.0  # settle 1 s + 63 s of unanswered Quick Mode + the retry delay
+
+
+def test_lost_esp_delete_orphan_is_replaced() -> None:
+    """Only the ISAKMP Delete arrives: the branch keeps an orphan IPsec SA (no phase1-phase2 dependency); the
+    auto policy runs Main Mode again and the new pair retires the orphan."""
+    net, hq, br, _ = _lab()
+    old_child = next(e for e in br.sad.by_peer(HQ) if isinstance(e, IpsecSaEntry))
+    net.drop = Burst(_cookies(br, HQ), {1})
+    hq.reset_ike_sa(net.now)
+    net.pump()
+    assert [(e.phase, e.parent) for e in br.sad.by_peer(HQ)] == [(2, None)]  # the orphan
+    took = _wait(net, lambda: _healthy(hq, br, B1), BOUND)
+    assert br.sad.ipsec(old_child.conn_id) is None and took <= 2.0 and _ping(net, br)
+
+
+def test_lost_whole_burst_branch_recovers() -> None:
+    net, hq, br, _ = _lab()
+    net.drop = Burst(_cookies(br, HQ), {1, 2})
+    hq.reset_ike_sa(net.now)
+    net.pump()
+    net.drop = lambda data, src, dst: False
+    # nothing tells the branch; traffic makes its on-demand DPD or its next Quick Mode find out
+    assert _phases(br, HQ) == [1, 2]
+    child = next(e for e in br.sad.by_peer(HQ) if isinstance(e, IpsecSaEntry))
+    br.reset_ike_sa(net.now, conn_id=child.conn_id)  # its own phase-2 reset: a Quick Mode nobody answers
+    net.pump()
+    _wait(net, lambda: _healthy(hq, br, B1), BOUND)
+    assert _ping(net, br)
+
+
+def test_lost_quick_mode_answers_main_mode_again() -> None:
+    """HQ's Quick Mode answers are all lost: the branch gives the ISAKMP SA up and starts over."""
+    net, hq, br, _ = _lab()
+    old = _cookies(br, HQ)
+    child = next(e for e in br.sad.by_peer(HQ) if isinstance(e, IpsecSaEntry))
+    net.drop = lambda data, src, dst: src[0] == HQ and data[18] == ExchangeType.QUICK and data[:16] == old
+    br.reset_ike_sa(net.now, conn_id=child.conn_id)
+    net.pump()
+    took = _wait(net, lambda: _healthy(hq, br, B1), BOUND)
+    assert _cookies(br, HQ) != old and took <= 70.0 and _ping(net, br)
+    assert len([e for e in hq.sad.by_peer(B1) if isinstance(e, IkeSaEntry)]) == 1
+
+
+def test_traffic_based_policy_recovers_on_next_packet() -> None:
+    net, hq, _b1, b2 = _lab(b2=True)
+    assert b2 is not None and _phases(b2, HQ) == [1, 2]
+    old = _cookies(b2, HQ)
+    net.drop = Burst(old, {1})
+    hq.reset_ike_sa(net.now, remote=B2)
+    net.pump()
+    net.drop = lambda data, src, dst: False
+    assert [(e.phase, e.parent) for e in b2.sad.by_peer(HQ)] == [(2, None)]
+    net.step(2.0)
+    assert _ping(net, b2, "10.1.2.1")  # the next packet brings a new pair, which retires the orphan
+    assert _healthy(hq, b2, B2)
+
+
+def test_phase1_expiry_without_rekey_initial_contact_clears_orphans() -> None:
+    """Phase 1 expires on both ends with its rekey lost: both keep orphans (no dependency). The branch's auto
+    policy runs Main Mode again with INITIAL-CONTACT (no IKE SA left), which makes HQ drop its orphan, and
+    the branch's new pair retires its own."""
+    short = {" sa duration 86400": " sa duration 60"}
+    net = Net()
+    hq = net.add(Gateway(lab_config("hq", {**P1, **short})))
+    br = net.add(Gateway(lab_config("branch1", {**P1, **V1, **short})))
+    br.start(net.now)
+    net.pump()
+    net.drop = lambda data, src, dst: data[18] == ExchangeType.ID_PROT
+    net.step(61.0)
+    assert any(e.parent is None for e in hq.sad.by_peer(B1))  # HQ's orphan
+    net.drop = lambda data, src, dst: False
+    _wait(net, lambda: _healthy(hq, br, B1), BOUND)
+    assert "initial contact" in {r.reason for r in hq.sad.offline.entries()}
+    assert _ping(net, br)
