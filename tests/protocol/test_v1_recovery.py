@@ -12,8 +12,11 @@ from collections.abc import Callable
 
 from ikegate.gateway.controller import Gateway
 from ikegate.ike.v1.registry import ExchangeType
+from ikegate.ike.v1.sa import PREV_GRACE
+from ikegate.ike.v2.child import ChildState
 from ikegate.ike.v2.config import Addr
 from ikegate.sad import IkeSaEntry, IpsecSaEntry
+from tests.protocol.harness_v1 import I_ADDR, R_ADDR, Pair, establish, make_pair
 from tests.protocol.netsim import Net, lab_config
 
 HQ, B1, B2 = "127.0.0.11", "127.0.0.12", "127.0.0.13"
@@ -213,3 +216,85 @@ def test_phase1_expiry_without_rekey_initial_contact_clears_orphans() -> None:
     _wait(net, lambda: _healthy(hq, br, B1), BOUND)
     assert "initial contact" in {r.reason for r in hq.sad.offline.entries()}
     assert _ping(net, br)
+
+
+# ------------------------------------------------------------------------------- phase-1 rekey, reordered
+
+
+def _deliver(pair: Pair, held: list[tuple[bytes, str]]) -> None:
+    """Hand held-back messages over now, in the order given (the network reordered them)."""
+    for data, who in held:
+        dst, src_addr, dst_addr = (pair.r, I_ADDR, R_ADDR) if who == "i" else (pair.i, R_ADDR, I_ADDR)
+        target = dst.route(data, dst_addr, src_addr, pair.now)
+        assert target is not None
+        target.receive_datagram(data, src_addr, pair.now, local=dst_addr)
+    held.clear()
+    pair.transfer()
+
+
+def _paired(pair: Pair) -> bool:
+    """Every live IPsec SA on one end has its pair on the other, and nothing is left half rekeyed."""
+    mine = [c for sa in pair.i.engines for c in sa.children.values()]
+    theirs = [c for sa in pair.r.engines for c in sa.children.values()]
+    if any(c.state is not ChildState.INSTALLED for c in mine + theirs):
+        return False
+    return sorted((c.spi_in, c.spi_out) for c in mine) == sorted((c.spi_out, c.spi_in) for c in theirs)
+
+
+def test_phase1_rekey_peer_quick_mode_finishes_under_old_isakmp_sa() -> None:
+    """The peer's child rekey (Quick Mode under the old ISAKMP SA) crosses our phase-1 rekey: its QM3 and its
+    Delete of the replaced SPI arrive after we switched to the new ISAKMP SA, our Delete of the old ISAKMP
+    SA reaches the peer last. Both ends must end with the same new pair (it used to be a black hole until
+    the next rekey: the ~12 s outage seen under loss)."""
+    pair = establish(make_pair())
+    i, r = pair.initiator, pair.responder
+    old = i.spi_i + i.spi_r
+    held: list[tuple[bytes, str]] = []
+
+    def hold(data: bytes, who: str) -> bool:
+        if who == "i" and data[:16] == old and data[18] in (ExchangeType.QUICK, ExchangeType.INFORMATIONAL):
+            held.append((data, who))  # our QM2 and our Delete of the old ISAKMP SA wait
+            return True
+        return False
+
+    r.rekey_child(next(iter(r.children.values())), pair.now)
+    i.rekey_ike(pair.now)
+    pair.transfer(hold)
+    assert i.spi_i + i.spi_r != old and len(pair.r.engines) == 2  # phase 1 rekeyed, the peer's QM pending
+    _deliver(pair, held)
+    assert _paired(pair)
+    assert len(i.children) == 1 and r.finished
+    assert pair.r.engines[1].established and len(pair.r.engines[1].children) == 1
+
+
+def test_phase1_rekey_peer_delete_under_old_isakmp_sa_after_switch() -> None:
+    """The peer's Delete of an IPsec SA, sent under the old ISAKMP SA, arrives after we switched."""
+    pair = establish(make_pair())
+    i, r = pair.initiator, pair.responder
+    old = i.spi_i + i.spi_r
+    held: list[tuple[bytes, str]] = []
+
+    def hold(data: bytes, who: str) -> bool:
+        if who == "r" and data[:16] == old and data[18] == ExchangeType.INFORMATIONAL:
+            held.append((data, who))
+            return True
+        return False
+
+    r.delete_child(next(iter(r.children.values())), pair.now)
+    i.rekey_ike(pair.now)
+    pair.transfer(hold)
+    assert held and i.spi_i + i.spi_r != old and len(i.children) == 1
+    _deliver(pair, held)
+    assert not i.children and i.established
+
+
+def test_replaced_isakmp_sa_is_heard_for_a_grace_period_only() -> None:
+    """The old cookies still reach us for a while after our phase-1 rekey, then route nowhere."""
+    pair = establish(make_pair())
+    i = pair.initiator
+    old_cookie = i.spi_i
+    i.rekey_ike(pair.now)
+    pair.transfer()
+    assert old_cookie in i.local_spis
+    pair.step(PREV_GRACE + 1.0)
+    assert old_cookie not in i.local_spis and i.established
