@@ -599,7 +599,11 @@ class IsakmpSa:
                 reason = DeleteReason.REKEYED if child.state is ChildState.REKEYED else DeleteReason.PHASE2_HARD_EXPIRY
                 self.delete_child(child, now, reason)
             elif child.state is ChildState.INSTALLED and child.rekey_at is not None and now >= child.rekey_at:
-                self.rekey_child(child, now)
+                twin = self._twin(child)
+                if twin is not None and _pair_key(twin) > _pair_key(child):
+                    self.delete_child(child, now, DeleteReason.REKEYED)  # a duplicate: let it go, not renew it
+                else:
+                    self.rekey_child(child, now)
         self._dpd_tick(now)
 
     def receive_datagram(self, data: bytes, addr: Addr, now: float, local: Addr | None = None) -> None:
@@ -1483,7 +1487,8 @@ class IsakmpSa:
             pool = [*self.children.values(), *(home.children.values() if home is not self else ())]
             child = next((c for c in pool if c.spi_out == spi_out), None)
             if child is not None:
-                was_rekeyed = child.state is ChildState.REKEYED
+                # (a pair with a live twin is the loser of a rekey collision: replaced, not to be renegotiated)
+                was_rekeyed = child.state is ChildState.REKEYED or self._twin(child) is not None
                 self._drop_child(child, DeleteReason.REKEYED if was_rekeyed else DeleteReason.PEER_REQUEST)
                 if not was_rekeyed:
                     # More of the burst may follow (the ISAKMP SA's own Delete): a Quick Mode waits for it.
@@ -1605,6 +1610,14 @@ class IsakmpSa:
         if q.p1 is self._p1 and self.established:
             self._end(now, DeleteReason.DPD_TIMEOUT, take_children=True, child_reason=DeleteReason.DPD_TIMEOUT,
                       tell_peer=True)
+
+    def _qm3_timeout(self, q: _Quick, now: float) -> None:
+        """No QM3 for our QM2. The initiator installed the pair when our QM2 reached it, so if only its QM3
+        got lost it now sends into an SA we never installed: tell it to drop the pair (a Delete of the SPI
+        it sends to), and it negotiates again."""
+        self._quick_failed(q, now, 0, "no quick mode message 3")
+        if self.established and q.p1 in (self._p1, self._prev):
+            self._send_info(q.p1, [Delete(ProtocolId.ESP, [struct.pack("!I", q.spi_in)])])
 
     def _abandon_quick(self, q: _Quick, now: float) -> None:
         self._quicks.pop(q.mid, None)
@@ -1757,7 +1770,7 @@ class IsakmpSa:
         q.state = QUICK_TRANSITIONS[(None, "qm1")]
         q.last_out = packet
         # QM3 is the initiator's and unanswered: we repeat QM2 until it arrives.
-        q.req = self._new_retrans(packet, now, lambda t: self._quick_failed(q, t, 0, "no quick mode message 3"))
+        q.req = self._new_retrans(packet, now, lambda t: self._qm3_timeout(q, t))
         self._emit(packet)
 
     def _complete_qm2(self, q: _Quick, payloads: list[Payload], now: float) -> None:
@@ -1842,6 +1855,17 @@ class IsakmpSa:
         self._events.append(ChildSaEstablished(home, child, old))
         return child
 
+    def _twin(self, child: ChildSa) -> ChildSa | None:
+        """Another live pair for the same policy and selectors: both ends rekeyed the same pair at once (IKEv1
+        Quick Mode has no collision rule), or a Quick Mode crossed a peer's rekey. Two pairs both work; at
+        the next rekey time both ends keep the one with the larger :func:`_pair_key` and delete the other,
+        so duplicates never multiply."""
+        home = self._home()
+        pool = [*self.children.values(), *(home.children.values() if home is not self else ())]
+        return next((c for c in pool if c is not child and c.state in (ChildState.INSTALLED, ChildState.REKEYING)
+                     and c.config.name == child.config.name and c.config.seq == child.config.seq
+                     and c.ts_local == child.ts_local and c.ts_remote == child.ts_remote), None)
+
     def _retire_rekeyed(self, old: ChildSa, now: float) -> None:
         """Make-before-break finished: drop the replaced pair and tell the peer."""
         self._drop_child(old, DeleteReason.REKEYED)
@@ -1849,6 +1873,11 @@ class IsakmpSa:
         if home.established:
             # (sent from here with the keys of the SA that holds the pair: the owner drains only this object)
             self._send_info(home._p1, [Delete(ProtocolId.ESP, [struct.pack("!I", old.spi_in)])])
+
+
+def _pair_key(child: ChildSa) -> int:
+    """The same number on both ends for one IPsec SA pair (our inbound SPI is the peer's outbound)."""
+    return min(child.spi_in, child.spi_out)
 
 
 def _not_offered(sa: SA | None) -> str:
