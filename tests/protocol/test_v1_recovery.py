@@ -14,12 +14,13 @@ from collections.abc import Callable
 import pytest
 
 from ikegate.gateway.controller import Gateway
+from ikegate.ike.events import ChildSaDeleted, DeleteReason
 from ikegate.ike.v1.registry import ExchangeType
 from ikegate.ike.v1.sa import PREV_GRACE
 from ikegate.ike.v2.child import ChildState
 from ikegate.ike.v2.config import Addr
 from ikegate.sad import IkeSaEntry, IpsecSaEntry
-from tests.protocol.harness_v1 import I_ADDR, R_ADDR, Pair, establish, make_pair
+from tests.protocol.harness_v1 import I_ADDR, R_ADDR, Pair, child, establish, make_pair
 from tests.protocol.netsim import Net, lab_config
 
 HQ, B1, B2 = "127.0.0.11", "127.0.0.12", "127.0.0.13"
@@ -339,10 +340,14 @@ class Lossy:
             self.release(net)
 
 
-def _dpd_lab(branch: dict[str, str] | None = None, hq: dict[str, str] | None = None) -> tuple[Net, Gateway, Gateway]:
+def _dpd_lab(branch: dict[str, str] | None = None, hq: dict[str, str] | None = None,
+             seed: int = 0) -> tuple[Net, Gateway, Gateway]:
+    """HQ and a branch with periodic DPD; their randomness (SPIs, cookies, rekey jitter) is seeded so that a
+    lossy run is the same every time."""
     net = Net()
-    h = net.add(Gateway(lab_config("hq", {**P1, **(hq or {})})))
-    b = net.add(Gateway(lab_config("branch1", {**P1, **DPD, **(branch or {})})))
+    rnd = random.Random(-1 - seed)
+    h = net.add(Gateway(lab_config("hq", {**P1, **(hq or {})}), rng=rnd.randbytes))
+    b = net.add(Gateway(lab_config("branch1", {**P1, **DPD, **(branch or {})}), rng=rnd.randbytes))
     b.start(net.now)
     net.pump()
     assert _healthy(h, b, B1)
@@ -353,7 +358,7 @@ def _dpd_lab(branch: dict[str, str] | None = None, hq: dict[str, str] | None = N
 def test_reset_on_hq_under_loss_and_reordering_comes_back(seed: int) -> None:
     """30 % loss and 15 % reordering all along: whatever of the reset burst and of the recovery is lost, the
     branch is back (one pair, no orphan) within a bound: DPD finds a peer that lost everything."""
-    net, hq, br = _dpd_lab()
+    net, hq, br = _dpd_lab(seed=seed)
     lossy = Lossy(seed)
     net.drop = lossy
     hq.reset_ike_sa(net.now)
@@ -370,7 +375,7 @@ def test_reset_on_hq_under_loss_and_reordering_comes_back(seed: int) -> None:
 def test_rekeys_under_loss_and_reordering_converge(seed: int) -> None:
     """Phase-1 (90 s) and phase-2 (120 s) rekeys for 400 s of 30 % loss and 15 % reordering; once the network
     is clean the tunnel is whole again within a bound: one pair, no orphan, no duplicate."""
-    net, hq, br = _dpd_lab({**SHORT_P1, **SHORT_P2}, SHORT_P1)
+    net, hq, br = _dpd_lab({**SHORT_P1, **SHORT_P2}, SHORT_P1, seed)
     lossy = Lossy(seed)
     net.drop = lossy
     lossy.run(net, 400)
@@ -378,3 +383,39 @@ def test_rekeys_under_loss_and_reordering_converge(seed: int) -> None:
     lossy.release(net)
     _wait(net, lambda: _healthy(hq, br, B1), 240.0)
     assert _ping(net, br)
+
+
+# ------------------------------------------------------------------------------- Quick Mode edge cases
+
+
+def _qm3(pair: Pair, data: bytes, who: str) -> bool:
+    """The initiator's Quick Mode messages once it has installed the pair: its QM3s."""
+    return who == "i" and data[18] == ExchangeType.QUICK and bool(pair.initiator.children)
+
+
+def test_lost_qm3_responder_has_initiator_drop_its_pair() -> None:
+    """Every QM3 is lost: the initiator installed the pair on QM2, the responder never did. At its give-up the
+    responder deletes the initiator's pair, which would otherwise send into nothing until its rekey."""
+    pair = make_pair()
+    pair.initiator.initiate(pair.now, child())
+    pair.transfer(lambda data, who: _qm3(pair, data, who))
+    assert len(pair.initiator.children) == 1 and not pair.responder.children
+    pair.step(70.0, lambda data, who: _qm3(pair, data, who))
+    assert not pair.initiator.children and not pair.responder.children
+    dropped = pair.events("i", ChildSaDeleted)
+    assert dropped and dropped[-1].reason is DeleteReason.PEER_REQUEST
+
+
+def test_crossed_child_rekeys_collapse_to_one_pair() -> None:
+    """Both ends rekey the same pair at once: two new pairs exist for a while, both working; at the next rekey
+    time both ends keep the same one instead of renewing both for ever."""
+    pair = establish(make_pair(), child(lifetime=100.0))
+    i, r = pair.initiator, pair.responder
+    i.rekey_child(next(iter(i.children.values())), pair.now)
+    r.rekey_child(next(iter(r.children.values())), pair.now)
+    pair.transfer()
+    live = [c for c in i.children.values() if c.state is ChildState.INSTALLED]
+    assert len(live) == 2 and _paired(pair)  # a duplicate, consistent on both ends
+    pair.step(100.0)
+    assert len(i.children) == 1 and len(r.children) == 1 and _paired(pair)
+    assert not any(e.reason is DeleteReason.PEER_REQUEST for e in pair.events("i", ChildSaDeleted))

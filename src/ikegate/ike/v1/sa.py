@@ -433,6 +433,7 @@ class IsakmpSa:
         self._prev_until: float | None = None
         self._settle_until: float | None = None  # Quick Modes wait for the rest of a peer's Delete burst
         self._successor: IsakmpSa | None = None  # took our IPsec SAs over (the peer's phase-1 rekey)
+        self._fresh: set[int] = set()  # inbound SPIs of pairs that replaced another (see _install)
         self._dead = False
         self._quicks: dict[int, _Quick] = {}
         self._info_mids: deque[int] = deque(maxlen=64)
@@ -600,10 +601,12 @@ class IsakmpSa:
                 self.delete_child(child, now, reason)
             elif child.state is ChildState.INSTALLED and child.rekey_at is not None and now >= child.rekey_at:
                 twin = self._twin(child)
-                if twin is not None and _pair_key(twin) > _pair_key(child):
-                    self.delete_child(child, now, DeleteReason.REKEYED)  # a duplicate: let it go, not renew it
-                else:
-                    self.rekey_child(child, now)
+                if twin is not None:  # a duplicate: the one both ends agree on goes, the other is renewed
+                    loser = child if _pair_key(twin) > _pair_key(child) else twin
+                    self.delete_child(loser, now, DeleteReason.REKEYED)
+                    if loser is child:
+                        continue
+                self.rekey_child(child, now)
         self._dpd_tick(now)
 
     def receive_datagram(self, data: bytes, addr: Addr, now: float, local: Addr | None = None) -> None:
@@ -689,6 +692,9 @@ class IsakmpSa:
         for child in moved:
             del other.children[child.spi_in]
             self.children[child.spi_in] = child
+            if child.spi_in in other._fresh:
+                other._fresh.discard(child.spi_in)
+                self._fresh.add(child.spi_in)
         # A Quick Mode still running under the old ISAKMP SA (the peer's messages cross its rekey) installs
         # its IPsec SA here too: see _home.
         other._successor = self
@@ -762,6 +768,7 @@ class IsakmpSa:
         for holder in (self, self._home()):
             if holder.children.get(child.spi_in) is child:
                 del holder.children[child.spi_in]
+                holder._fresh.discard(child.spi_in)
                 child.state = ChildState.DELETED
                 child.rekey_at = None
                 self._events.append(ChildSaDeleted(holder, child, reason))
@@ -1844,22 +1851,27 @@ class IsakmpSa:
         pool = [*self.children.values(), *(home.children.values() if home is not self else ())]
         old = q.old if q.old is not None and any(c is q.old for c in pool) else None
         if old is None and not q.we_init:
-            # The peer's rekey: a pair for the same policy and selectors replaces the installed one.
-            old = next((c for c in pool if c.state is ChildState.INSTALLED
+            # The peer's rekey: a pair for the same policy and selectors replaces the installed one, unless
+            # that one is itself the fresh result of our own rekey of the same pair (the two rekeys
+            # crossed): then both new pairs live for now, see _twin.
+            old = next((c for c in pool if c.state in (ChildState.INSTALLED, ChildState.REKEYING)
                         and c.config.name == q.cfg.name and c.config.seq == q.cfg.seq
-                        and c.ts_local == child.ts_local and c.ts_remote == child.ts_remote), None)
+                        and c.ts_local == child.ts_local and c.ts_remote == child.ts_remote
+                        and not (c.spi_in in home._fresh and now - c.created < QUICK_LINGER)), None)
         if old is not None:
             old.state = ChildState.REKEYED
             old.rekey_at = None
         home.children[child.spi_in] = child
+        if old is not None:
+            home._fresh.add(child.spi_in)
         self._events.append(ChildSaEstablished(home, child, old))
         return child
 
     def _twin(self, child: ChildSa) -> ChildSa | None:
         """Another live pair for the same policy and selectors: both ends rekeyed the same pair at once (IKEv1
         Quick Mode has no collision rule), or a Quick Mode crossed a peer's rekey. Two pairs both work; at
-        the next rekey time both ends keep the one with the larger :func:`_pair_key` and delete the other,
-        so duplicates never multiply."""
+        the first rekey time of either, both ends keep the one with the larger :func:`_pair_key` and delete
+        the other, so duplicates never multiply."""
         home = self._home()
         pool = [*self.children.values(), *(home.children.values() if home is not self else ())]
         return next((c for c in pool if c is not child and c.state in (ChildState.INSTALLED, ChildState.REKEYING)
