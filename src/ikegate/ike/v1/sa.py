@@ -27,6 +27,18 @@ How IKEv1 differs, and what this engine does about it:
   Main Mode reaches the gateway as a new responder object; the gateway moves the children over with
   :meth:`IsakmpSa.adopt_children` before the peer's Delete for the old SA arrives (strongSwan does the
   same: it adopts CHILD_SAs into the new IKE_SA unless INITIAL-CONTACT says otherwise).
+* **Recovery when a Delete is lost** (they are never acknowledged), as strongSwan does it: a Quick Mode of
+  ours that gets no answer ends its ISAKMP SA (the owner then runs Main Mode again, with INITIAL-CONTACT
+  when no IKE SA with the peer is left); a responder without QM3 deletes the pair the initiator may have
+  installed; a Quick Mode that a peer's Delete calls for waits :data:`DELETE_SETTLE` for the rest of the
+  burst (``reset ike sa`` sends the ESP and the ISAKMP Delete apart), so none goes out under an ISAKMP SA
+  the peer has just deleted; after our phase-1 rekey the old ISAKMP SA is still heard for
+  :data:`PREV_GRACE` (the peer's QM3, Deletes and DPD sent before it saw ours); pairs finished under an
+  ISAKMP SA whose children were adopted go to the adopter; crossed rekeys of one pair leave two pairs,
+  which both ends reduce to the same one (:meth:`IsakmpSa._twin`). The owner replaces orphans with
+  :meth:`IsakmpSa.supersede`.
+* **Aggressive Mode is answered only when configured** (``V1Options.mode`` of a responder, set by the owner
+  from the ike peers matching the source): AM2 carries a hash over the PSK for anyone who asks.
 * **The PSK of a Main Mode responder is chosen by address**, because the identity only arrives in the
   encrypted MM5: the policy is asked for candidates by the peer's IP address, and the candidate whose
   key decrypts MM5 *and* verifies HASH_I wins. A wrong key shows up as garbage, which is therefore
