@@ -374,6 +374,7 @@ class _Quick:
     last_out: bytes = b""
     req: _Retrans | None = None
     done_at: float | None = None
+    started: float = 0.0
 
 
 def natd_hash(suite: c1.Suite, cky_i: bytes, cky_r: bytes, addr: Addr) -> bytes:
@@ -445,7 +446,6 @@ class IsakmpSa:
         self._prev_until: float | None = None
         self._settle_until: float | None = None  # Quick Modes wait for the rest of a peer's Delete burst
         self._successor: IsakmpSa | None = None  # took our IPsec SAs over (the peer's phase-1 rekey)
-        self._fresh: set[int] = set()  # inbound SPIs of pairs that replaced another (see _install)
         self._dead = False
         self._quicks: dict[int, _Quick] = {}
         self._info_mids: deque[int] = deque(maxlen=64)
@@ -704,9 +704,6 @@ class IsakmpSa:
         for child in moved:
             del other.children[child.spi_in]
             self.children[child.spi_in] = child
-            if child.spi_in in other._fresh:
-                other._fresh.discard(child.spi_in)
-                self._fresh.add(child.spi_in)
         # A Quick Mode still running under the old ISAKMP SA (the peer's messages cross its rekey) installs
         # its IPsec SA here too: see _home.
         other._successor = self
@@ -780,7 +777,6 @@ class IsakmpSa:
         for holder in (self, self._home()):
             if holder.children.get(child.spi_in) is child:
                 del holder.children[child.spi_in]
-                holder._fresh.discard(child.spi_in)
                 child.state = ChildState.DELETED
                 child.rekey_at = None
                 self._events.append(ChildSaDeleted(holder, child, reason))
@@ -1667,7 +1663,7 @@ class IsakmpSa:
         assert p.suite is not None and p.keys is not None and p.chain is not None
         fresh = q is None
         if q is None:
-            q = _Quick(mid, p, False, p.chain.fork(c1.message_iv(p.suite, p.last_block, mid)))
+            q = _Quick(mid, p, False, p.chain.fork(c1.message_iv(p.suite, p.last_block, mid)), started=now)
         iv_before = q.chain.iv
         try:
             payloads, plain = self._open(q.chain, msg)
@@ -1864,18 +1860,16 @@ class IsakmpSa:
         old = q.old if q.old is not None and any(c is q.old for c in pool) else None
         if old is None and not q.we_init:
             # The peer's rekey: a pair for the same policy and selectors replaces the installed one, unless
-            # that one is itself the fresh result of our own rekey of the same pair (the two rekeys
-            # crossed): then both new pairs live for now, see _twin.
+            # that pair did not exist yet when the peer's Quick Mode began (our own rekey of the same pair
+            # crossed it): then both new pairs live for now, see _twin.
             old = next((c for c in pool if c.state in (ChildState.INSTALLED, ChildState.REKEYING)
                         and c.config.name == q.cfg.name and c.config.seq == q.cfg.seq
                         and c.ts_local == child.ts_local and c.ts_remote == child.ts_remote
-                        and not (c.spi_in in home._fresh and now - c.created < QUICK_LINGER)), None)
+                        and c.created < q.started), None)
         if old is not None:
             old.state = ChildState.REKEYED
             old.rekey_at = None
         home.children[child.spi_in] = child
-        if old is not None:
-            home._fresh.add(child.spi_in)
         self._events.append(ChildSaEstablished(home, child, old))
         return child
 
