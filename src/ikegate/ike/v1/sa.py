@@ -1619,8 +1619,8 @@ class IsakmpSa:
     def _quick_timeout(self, q: _Quick, now: float) -> None:
         """No answer to our Quick Mode: the peer lost this ISAKMP SA (its unacknowledged Delete never came)
         or is gone. As strongSwan does, the ISAKMP SA ends with its IPsec SAs (the peer is told, in case it
-        still listens) and the owner runs Main Mode again: an auto policy at once, traffic-based ones on
-        the next packet. Without this a lone ISAKMP SA would stay forever."""
+        still listens) and the owner runs Main Mode again: an auto policy after its retry delay, a
+        traffic-based one on the next packet. Without this a lone ISAKMP SA would stay for ever."""
         self._quick_failed(q, now, 0, "no answer to quick mode: the peer has probably lost the ISAKMP SA")
         if q.p1 is self._p1 and self.established:
             self._end(now, DeleteReason.DPD_TIMEOUT, take_children=True, child_reason=DeleteReason.DPD_TIMEOUT,
