@@ -173,13 +173,16 @@ def test_lost_qm3_responder_repeats_qm2() -> None:
     assert len(pair.events("i", ChildSaEstablished)) == 1 and len(pair.events("r", ChildSaEstablished)) == 1
 
 
-def test_quick_mode_timeout_is_child_only() -> None:
+def test_quick_mode_timeout_ends_the_isakmp_sa() -> None:
+    """An unanswered Quick Mode means the peer lost the ISAKMP SA (or is gone): it ends, IPsec SAs too."""
     pair = establish(make_pair(ike(retransmit_tries=2)))
     pair.initiator.create_child(child("10.1.5.0/24", "10.2.5.0/24"), pair.now)
     pair.step(30, lambda d, w: w == "r")
     fails = pair.events("i", NegotiationFailed)
     assert fails and fails[-1].child_only and fails[-1].notify == 0
-    assert pair.initiator.established
+    assert not pair.initiator.established and pair.initiator.finished
+    assert pair.events("i", IkeSaDeleted)[-1].reason is DeleteReason.DPD_TIMEOUT
+    assert not pair.responder.established  # it was told (its answers were the ones lost)
 
 
 def test_duplicates_and_replays() -> None:

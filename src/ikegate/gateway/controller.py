@@ -45,6 +45,8 @@ from ikegate.ike.events import (
     InitialContact,
     NegotiationFailed,
 )
+from ikegate.ike.v1.registry import NotifyType as V1NotifyType
+from ikegate.ike.v1.sa import ExchangeMode as V1Mode
 from ikegate.ike.v1.sa import IsakmpSa, V1Options
 from ikegate.ike.v2 import ts as tsmod
 from ikegate.ike.v2.child import ChildSa
@@ -63,7 +65,7 @@ from ikegate.ike.wire.v2 import (
     decode_message,
     encode_message,
 )
-from ikegate.policy.model import V6_RULE_BASE, Config, IkePeer, IpsecPolicy, IpsecPolicyTemplate
+from ikegate.policy.model import V6_RULE_BASE, Config, ExchangeMode, IkePeer, IpsecPolicy, IpsecPolicyTemplate
 from ikegate.sad import (
     DEFAULT_PLACEMENT,
     IkeSaEntry,
@@ -159,7 +161,7 @@ class Gateway:
         self._spis: dict[Engine, list[bytes]] = {}
         self._half_open: dict[tuple[str, bytes], Engine] = {}
         self._meta: dict[Engine, _Meta] = {}
-        self._heap: list[tuple[float, int, Engine | None, Callable[[float], None] | None]] = []
+        self._heap: list[tuple[float, int, Engine | None, Callable[[float], object] | None]] = []
         self._counter = itertools.count()
         self._out: list[tuple[bytes, Addr, Addr]] = []
         self._conns: dict[tuple[str, int], Connection] = {}
@@ -520,7 +522,10 @@ class Gateway:
         else:
             sa = IkeSa(cfg, initiator=True, local=local, peer=remote, now=now, rng=self._rng,
                        spi_allocator=self._spi_alloc)
-        sa.initial_contact = not self.sad.peer_count(conn.remote)
+        # INITIAL-CONTACT when no IKE SA with the peer is left (IKEv1 orphan IPsec SAs do not count): the
+        # peer then drops whatever it still holds of ours, say after a Delete of ours was lost.
+        sa.initial_contact = not self.sad.peer_count(conn.remote) or not any(
+            isinstance(e, IkeSaEntry) for e in self.sad.by_peer(conn.remote))
         if track:
             self._meta[sa] = _Meta(conn, conn.kind)
             self._active[conn.key] = sa
@@ -557,9 +562,11 @@ class Gateway:
 
     def _new_responder(self, data: bytes, local: Addr, remote: Addr, now: float, version: int = 2) -> Engine | None:
         if version == 1:
+            # Aggressive Mode only where an ike peer for this source is configured for it (as the USG).
+            mode = V1Mode.AGGRESSIVE if self._responder_v1.aggressive_allowed(remote[0]) else V1Mode.MAIN
             v1 = IsakmpSa(None, initiator=False, local=local, peer=remote, now=now, policy=self._responder_v1,
                           rng=self._rng, spi_allocator=self._spi_alloc,
-                          v1=V1Options(dependent=self.config.ikev1_dependent))
+                          v1=V1Options(mode=mode, dependent=self.config.ikev1_dependent))
             self._meta[v1] = _Meta(None, PolicyKind.TEMPLATE)
             self._half_open[(remote[0], data[:8])] = v1
             return v1
@@ -658,7 +665,7 @@ class Gateway:
                 if not waiting.finished:
                     self._start_delete(waiting, now, reason)
 
-    def _schedule(self, when: float, job: Callable[[float], None]) -> None:
+    def _schedule(self, when: float, job: Callable[[float], object]) -> None:
         heapq.heappush(self._heap, (when, next(self._counter), None, job))
 
     # ------------------------------------------------------------------ internals: events
@@ -678,7 +685,8 @@ class Gateway:
         elif isinstance(event, InitialContact):
             self._on_initial_contact(event.sa, now)
         elif isinstance(event, NegotiationFailed):
-            reason = NotifyType.text(event.notify) if event.notify else "timeout"
+            names = V1NotifyType if isinstance(event.sa, IsakmpSa) else NotifyType  # 16 differs, for one
+            reason = names.text(event.notify) if event.notify else "timeout"
             self.stats.negotiations_failed[reason] = self.stats.negotiations_failed.get(reason, 0) + 1
             self._log("IKE", 4, "NEGOTIATION_FAILED",
                       f"IKE negotiation failed. (RemoteAddress={event.sa.peer[0]}, Reason={event.detail})")
@@ -834,6 +842,21 @@ class Gateway:
         self._log("IPSEC-VPN", 4, "IPSECTUNNELSTART",
                   f"The IPSec tunnel is established. (PolicyName={policy_name}, SeqNum={policy_seq}, "
                   f"RuleNum={rule}, SrcIP={sa.local[0]}, DstIP={sa.peer[0]}, InboundSPI={child.spi_in})")
+        if isinstance(sa, IsakmpSa):
+            self._retire_orphans(sa, child, now)
+
+    def _retire_orphans(self, sa: IsakmpSa, child: ChildSa, now: float) -> None:
+        """A new IKEv1 pair replaces orphans (IPsec SAs whose ISAKMP SA is gone) of the same peer and flow."""
+        for entry in list(self.sad.by_peer(sa.peer[0])):
+            handle = entry.handle
+            if not (isinstance(entry, IpsecSaEntry) and entry.parent is None and isinstance(handle, tuple)):
+                continue
+            owner, orphan = handle
+            if isinstance(owner, IsakmpSa) and owner is not sa and isinstance(orphan, ChildSa) \
+                    and orphan.config.name == child.config.name and orphan.config.seq == child.config.seq \
+                    and orphan.ts_local == child.ts_local and orphan.ts_remote == child.ts_remote:
+                sa.supersede(owner, orphan, now)
+                self._service(owner, now)
 
     def _record_down(self, entry: IkeSaEntry | IpsecSaEntry, reason: DeleteReason, now: float) -> None:
         self.sad.offline.record_sa(entry, reason.value, now)
@@ -904,8 +927,8 @@ class Gateway:
             return
         if self._active.get(meta.conn.key) is sa:
             del self._active[meta.conn.key]
-        if reason in (DeleteReason.SHUTDOWN, DeleteReason.INITIAL_CONTACT) or meta.replaced or orphans:
-            return
+        if reason in (DeleteReason.SHUTDOWN, DeleteReason.INITIAL_CONTACT) or meta.replaced:
+            return  # (orphan IPsec SAs keep forwarding until a new pair replaces them: see _retire_orphans)
         conn = self._conns.get(meta.conn.key)
         if conn is None:
             return
@@ -921,6 +944,12 @@ class Gateway:
                                functools.partial(self._reinitiate, conn))
         elif action is Action.ARM_TRAP:
             self.traps.add(conn.key)
+            # Orphans are in use (traffic made them) and may be gone at the peer, where they would swallow
+            # the traffic that should bring the tunnel back: renegotiate their flows now.
+            rules = {c.config.handle[1] for c in sa.children.values() if isinstance(c.config.handle, tuple)}
+            for rule in sorted(rules) if orphans else ():
+                self._schedule(now + RETRY_AFTER_FAILURE * 0.2, functools.partial(self.acquire, policy=conn.key,
+                                                                                   rule=rule))
 
     def _reinitiate(self, conn: Connection, now: float) -> None:
         current = self._conns.get(conn.key)
@@ -931,10 +960,15 @@ class Gateway:
         self._initiate(current, now)
 
     def _on_initial_contact(self, sa: Engine, now: float) -> None:
-        """Drop older IKE SAs with the same peer identity: the peer lost them (RFC 7296 §2.4)."""
+        """Drop older IKE SAs with the same peer identity: the peer lost them (RFC 7296 §2.4; RFC 2407
+        §4.6.3.3), and IKEv1 orphan IPsec SAs of that peer with them."""
         for entry in list(self.sad.by_peer(sa.peer[0])):
             other = entry.handle
-            if isinstance(entry, IkeSaEntry) and isinstance(other, IkeSa | IsakmpSa) and other is not sa \
+            if isinstance(entry, IpsecSaEntry) and entry.parent is None and isinstance(other, tuple) \
+                    and isinstance(other[0], IsakmpSa) and other[0].orphans_survive and other[0].peer_id == sa.peer_id:
+                other[0].delete(now, DeleteReason.INITIAL_CONTACT)
+                self._service(other[0], now)
+            elif isinstance(entry, IkeSaEntry) and isinstance(other, IkeSa | IsakmpSa) and other is not sa \
                     and other.peer_id == sa.peer_id and other.established:
                 # The peer has no state for it any more; its Delete simply goes unanswered.
                 other.delete(now, DeleteReason.INITIAL_CONTACT)
@@ -986,6 +1020,11 @@ class _Responder:
                       if n in cfg.ike_peers and not cfg.ike_peers[n].remote_addresses
                       and self._version in cfg.ike_peers[n].versions]
         return explicit + open_peers
+
+    def aggressive_allowed(self, ip: str) -> bool:
+        """Whether an IKEv1 peer at ``ip`` may use Aggressive Mode: some ike peer matching it says so."""
+        return self._cached(("aggressive", ip), lambda: any(
+            p.exchange_mode is ExchangeMode.AGGRESSIVE for p in self._peers_for(ip)))
 
     def ike_proposals(self, peer: Addr) -> list[IkeProposalSpec]:
         return self._cached(("proposals", peer[0]), lambda: self._find_proposals(peer))

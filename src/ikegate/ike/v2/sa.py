@@ -628,7 +628,8 @@ class IkeSa(EspLiveness):
             return
         chosen = props.choose_ike(sa, self.policy.ike_proposals(self.peer))
         if chosen is None:
-            self._answer_init_error(h, NotifyType.NO_PROPOSAL_CHOSEN, b"", now)
+            self._answer_init_error(h, NotifyType.NO_PROPOSAL_CHOSEN, b"", now,
+                                    f"no acceptable IKE proposal; received proposals: {props.offered_text(sa)}")
             return
         if chosen.dh != ke.group:
             assert chosen.dh is not None
@@ -661,11 +662,11 @@ class IkeSa(EspLiveness):
         self._move(Trigger.INIT_REQUEST)
         self._emit(self._init_response)
 
-    def _answer_init_error(self, h: Header, notify: int, data: bytes, now: float) -> None:
+    def _answer_init_error(self, h: Header, notify: int, data: bytes, now: float, detail: str = "") -> None:
         """Stateless refusal of an IKE_SA_INIT request (the responder SPI stays zero)."""
         header = Header(h.spi_i, bytes(8), 0, ExchangeType.IKE_SA_INIT, _FLAG_R, 0)
         self._emit(encode_message(header, [Notify(notify, data=data)]))
-        self._fail(now, notify, f"refused IKE_SA_INIT: {NotifyType.text(notify)}")
+        self._fail(now, notify, f"refused IKE_SA_INIT: {detail or NotifyType.text(notify)}")
 
     def _on_init_response(self, msg: Message, data: bytes, now: float) -> None:
         assert self.config is not None
@@ -693,7 +694,8 @@ class IkeSa(EspLiveness):
             return
         chosen = props.choose_ike(sa, self.config.proposals) if props.is_single(sa) else None
         if chosen is None or self._dh is None or chosen.dh != ke.group or ke.group != self._dh.group.id:
-            self._fail(now, NotifyType.NO_PROPOSAL_CHOSEN, "responder chose a proposal we did not offer")
+            self._fail(now, NotifyType.NO_PROPOSAL_CHOSEN, "responder chose a proposal we did not offer; "
+                       f"received proposals: {props.offered_text(sa)}")
             return
         g_ir = self._dh.shared(ke.data)
         self._init_req = None
@@ -899,7 +901,8 @@ class IkeSa(EspLiveness):
             raise _Fail(NotifyType.INVALID_SYNTAX, detail="Child SA answer incomplete")
         chosen = props.choose_esp(sa, cfg.proposals, skip_dh=dh is None)
         if chosen is None or len(chosen.spi) != 4:
-            raise _Fail(NotifyType.NO_PROPOSAL_CHOSEN, detail="responder chose an ESP proposal we did not offer")
+            raise _Fail(NotifyType.NO_PROPOSAL_CHOSEN, detail="responder chose an ESP proposal we did not offer; "
+                        f"received proposals: {props.offered_text(sa)}")
         if not tsmod.all_within(tsi.selectors, cfg.local_ts) or not tsmod.all_within(tsr.selectors, cfg.remote_ts):
             raise _Fail(NotifyType.TS_UNACCEPTABLE, detail="responder widened the traffic selectors")
         g_ir = None
@@ -934,7 +937,8 @@ class IkeSa(EspLiveness):
             raise _Fail(NotifyType.TS_UNACCEPTABLE, detail="no policy matches the proposed traffic selectors")
         chosen = props.choose_esp(sa, cfg.proposals, skip_dh=in_auth)
         if chosen is None:
-            raise _Fail(NotifyType.NO_PROPOSAL_CHOSEN, detail="no acceptable ESP proposal")
+            raise _Fail(NotifyType.NO_PROPOSAL_CHOSEN,
+                        detail=f"no acceptable ESP proposal; received proposals: {props.offered_text(sa)}")
         g_ir = None
         my_ke: KE | None = None
         if chosen.dh is not None:
@@ -1192,7 +1196,8 @@ class IkeSa(EspLiveness):
             raise _Fail(NotifyType.INVALID_SYNTAX, detail="IKE rekey request incomplete")
         chosen = props.choose_ike(sa, self.config.proposals)
         if chosen is None or len(chosen.spi) != 8:
-            raise _Fail(NotifyType.NO_PROPOSAL_CHOSEN, detail="no acceptable IKE proposal for rekey")
+            raise _Fail(NotifyType.NO_PROPOSAL_CHOSEN,
+                        detail=f"no acceptable IKE proposal for rekey; received proposals: {props.offered_text(sa)}")
         assert chosen.dh is not None
         if chosen.dh != ke.group:
             raise _Fail(NotifyType.INVALID_KE_PAYLOAD, struct.pack("!H", chosen.dh))
