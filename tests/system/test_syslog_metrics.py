@@ -20,6 +20,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from ikegate.cli.loader import load_config
 from ikegate.daemon import Daemon, DaemonOptions
+from ikegate.gateway.device import Selection
 from tests.system.procs import free_port_pair, gateway, lab_text, wait_for
 
 pytestmark = pytest.mark.system
@@ -143,7 +144,7 @@ def test_daemons_send_syslog_and_serve_metrics() -> None:
             assert hq_rx.find("CMDRECORD", "info-center loghost") is not None  # its own configuration
             assert rx.find("CMDRECORD", "info-center") is None  # each host hears its own gateway only
 
-            await _until(lambda: br.gateway.sad.count(phase=2) == 1, what="re-established")
+            await _until(lambda: len(br.device.select(Selection(phase=2))) == 1, what="re-established")
             metrics = await _scrape(rx_addr, br.metrics.port)
             assert metrics["ikegate_resets_total", ()] == 1
             assert metrics["ikegate_deletes_total", (("direction", "sent"),)] >= 1

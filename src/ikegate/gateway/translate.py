@@ -20,6 +20,7 @@ from ikegate.ike.wire.registry import PrfId
 from ikegate.ike.wire.v2 import TrafficSelector
 from ikegate.policy import algorithms as alg
 from ikegate.policy.model import (
+    DEFAULT_IKE_PROPOSAL,
     Acl,
     AclRule,
     Config,
@@ -28,7 +29,6 @@ from ikegate.policy.model import (
     ExchangeMode,
     IdType,
     IkePeer,
-    IkeProposal,
     IpsecPolicy,
     IpsecPolicySettings,
     IpsecPolicyTemplate,
@@ -38,16 +38,6 @@ from ikegate.policy.model import (
 from ikegate.policy.selectors import rule_family, rule_selectors
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
-
-#: USG's built-in lowest-priority IKE proposal (usg-cli a.7), used when a peer names none.
-DEFAULT_IKE_PROPOSAL = IkeProposal(
-    number=0,
-    encryption=["aes-256", "aes-192", "aes-128"],
-    dh=["group14"],
-    integrity=["hmac-sha2-256"],
-    prf=["hmac-sha2-256"],
-)
-
 
 class PolicyKind(enum.Enum):
     """The three behaviours of the seed's matrix."""

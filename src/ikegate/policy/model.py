@@ -65,6 +65,17 @@ class IkeProposal:
     duration: int = 86400
 
 
+#: USG's built-in lowest-priority IKE proposal (usg-cli a.7), used when a peer names none. A fact of the
+#: configuration model: the negotiation (gateway/translate.py) proposes it, ``display ike proposal`` lists it.
+DEFAULT_IKE_PROPOSAL = IkeProposal(
+    number=0,
+    encryption=["aes-256", "aes-192", "aes-128"],
+    dh=["group14"],
+    integrity=["hmac-sha2-256"],
+    prf=["hmac-sha2-256"],
+)
+
+
 @dataclass
 class DpdSettings:
     """``dpd`` settings of an IKE peer (USG defaults: on-demand; idle 30 s, retransmit 15 s, 3 tries).
