@@ -8,6 +8,7 @@ outside any test function.
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 from collections.abc import Callable
 from functools import cache
@@ -76,3 +77,14 @@ def fails(shell: Shell, line: str) -> str:
     assert outcome.error is not None, line
     return outcome.error
 
+
+
+async def until(cond: Callable[[], object], what: str, timeout: float = 15.0) -> None:
+    """Inside an event loop: return as soon as ``cond()`` is true; fail after ``timeout`` seconds (a
+    bound for a loaded machine, never a wait of its own)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not cond():
+        if loop.time() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.02)
