@@ -110,8 +110,7 @@ class Daemon:
         self.metrics: MetricsServer | None = None
         self.ssh = SshService(self, lambda: self.device.config)  # listens only with ``stelnet server enable``
         self.tree = default_tree(runtime_commands(options.model))
-        self.runtime = Runtime(self.device, ssh=self.ssh)
-        self.runtime.config_path = config_path  # display saved-configuration
+        self.runtime = Runtime(self.device, ssh=self.ssh, config_path=config_path)  # display saved-configuration
         self._stop = asyncio.Event()
         self._log_flush: asyncio.Task[None] | None = None
 
@@ -194,14 +193,20 @@ class Daemon:
         await self.syslog.open()
         await self.device.open()
         self._opened = True
-        if self.options.control:
-            self.control = ControlServer(self.options.control, self.handlers(), attach=self.attach)
-            await self.control.start()
-        if self.options.metrics:
-            host, port = parse_listen(self.options.metrics)
-            self.metrics = MetricsServer(registry_for(self.device), host, port)
-            await self.metrics.start()
-        await self.ssh.start()
+        try:
+            if self.options.control:
+                self.control = ControlServer(self.options.control, self.handlers(), attach=self.attach)
+                await self.control.start()
+            if self.options.metrics:
+                host, port = parse_listen(self.options.metrics)
+                self.metrics = MetricsServer(registry_for(self.device), host, port)
+                await self.metrics.start()
+            await self.ssh.start()
+        except BaseException:
+            # A gateway that cannot be managed does not stay up: its tunnels go, its sockets close.
+            self._opened = False
+            await self.device.close(0.0)
+            raise
         self._log_flush = loop.create_task(self._flush_log_summaries())
 
     async def _flush_log_summaries(self) -> None:
