@@ -29,7 +29,7 @@ from ikegate.policy.model import Config
 from ikegate.sad import DEFAULT_PLACEMENT, IpsecSaEntry, OfflineRecord, Placement, SaEntry
 
 __all__ = [
-    "DEFAULT_MODEL", "DEFAULT_SLOT_PLACEMENTS", "SLOT_MODELS", "Device", "DeviceError", "DeviceModel",
+    "ALL", "DEFAULT_MODEL", "DEFAULT_SLOT_PLACEMENTS", "SLOT_MODELS", "Device", "DeviceError", "DeviceModel",
     "LogSink", "OfflineRecord", "PingResult", "Selection", "Statistics", "make_model", "merge_offline",
     "merge_rows", "open_local", "parse_placements",
 ]

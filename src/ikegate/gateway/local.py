@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import random
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import fields
 
 from ikegate.gateway.controller import Gateway
@@ -160,10 +160,10 @@ class LocalDevice:
         self.gateway.load(self.now(), count, concurrency)
         self._flush()
 
-    def ping(self, source: str, destination: str, count: int, size: int) -> asyncio.Future[PingResult]:
+    def ping(self, source: str, destination: str, count: int, size: int) -> Awaitable[PingResult]:
         if self._runner is None:
             raise DeviceError("ping is not available on this session")
-        return asyncio.ensure_future(self._ping(source, destination, count, size))
+        return self._ping(source, destination, count, size)
 
     async def _ping(self, source: str, destination: str, count: int, size: int) -> PingResult:
         """One echo request at a time, each waiting up to :data:`PING_TIMEOUT` for its reply (VRP's way)."""
