@@ -79,12 +79,14 @@ def fails(shell: Shell, line: str) -> str:
 
 
 
-async def until(cond: Callable[[], object], what: str, timeout: float = 15.0) -> None:
+async def until(cond: Callable[[], object], timeout: float = 60.0, what: str = "condition",
+                step: float = 0.02) -> None:
     """Inside an event loop: return as soon as ``cond()`` is true; fail after ``timeout`` seconds (a
-    bound for a loaded machine, never a wait of its own)."""
+    bound for a loaded machine, never a wait of its own). Same signature as the ``flaky`` branch's
+    ``tests.waiting.until``, which replaces it once both are merged."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     while not cond():
-        if loop.time() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.02)
+        if loop.time() >= deadline:
+            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
+        await asyncio.sleep(step)

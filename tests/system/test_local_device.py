@@ -34,17 +34,17 @@ def test_open_ping_close_over_loopback() -> None:
         await hq.open()
         await br.open()
         try:
-            await until(lambda: len(br.select(Selection(phase=2))) == 1, "Branch1's auto tunnel")
+            await until(lambda: len(br.select(Selection(phase=2))) == 1, what="Branch1's auto tunnel")
             result = await br.ping("10.1.1.1", "10.0.0.1", 2, 64)
             assert result.destination == "10.0.0.1" and result.size == 64 and len(result.rtts) == 2
             assert all(t is not None and t >= 0 for t in result.rtts), result
             st = br.statistics()
             assert st.esp[("packets", "out")] >= 2 and st.esp[("packets", "in")] >= 2
-            await until(lambda: len(hq.select()) == 2, "HQ's side of the tunnel")
+            await until(lambda: len(hq.select()) == 2, what="HQ's side of the tunnel")
         finally:
             await br.close(3.0)
         # Branch1's Delete reached HQ: its SAs went, nothing came back (a shutdown re-establishes nothing)
-        await until(lambda: hq.select() == [], "HQ to hear the Deletes")
+        await until(lambda: hq.select() == [], what="HQ to hear the Deletes")
         assert br.select() == [] and br.statistics().engines == 0
         await hq.close(3.0)
 
