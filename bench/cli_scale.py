@@ -17,7 +17,7 @@ from ikegate.cli.commands.runtime import Runtime, runtime_commands
 from ikegate.cli.loader import load_config
 from ikegate.cli.shell import Shell
 from ikegate.gateway.controller import Gateway
-from ikegate.gateway.device import make_model
+from ikegate.gateway.device import make_device
 from ikegate.gateway.local import LocalDevice
 from ikegate.sad import IkeSaEntry, IpsecSaEntry, Role, SaFlag, placement_for
 
@@ -31,7 +31,7 @@ def main() -> None:
     ap.add_argument("-n", type=int, default=100_000, help="SAs in the database (half IKE, half IPsec)")
     args = ap.parse_args()
     config, _ = load_config(resources.files("ikegate.lab").joinpath("hq.cfg").read_text())
-    device = make_model("USG6680E", None)
+    device = make_device("USG6680E", None)
     gw = Gateway(config, placements=device.placements)
     base = rss_mb()
     t0 = time.perf_counter()

@@ -13,12 +13,12 @@ import asyncio
 import sys
 
 from ikegate.daemon import DaemonOptions, read_config, run_daemon
-from ikegate.gateway.device import DEFAULT_MODEL, DEFAULT_SLOT_PLACEMENTS, SLOT_MODELS, make_model
+from ikegate.gateway.device import DEFAULT_MODEL, DEFAULT_SLOT_PLACEMENTS, SLOT_MODELS, make_device
 
 
 def _run(args: argparse.Namespace) -> int:
     try:
-        model = make_model(args.model, args.placements)
+        device = make_device(args.model, args.placements)
     except ValueError as exc:
         print(f"ikegate: {exc}", file=sys.stderr)
         return 2
@@ -36,7 +36,7 @@ def _run(args: argparse.Namespace) -> int:
             print(f"ikegate: --tun {item}: expected INTERFACE=TUN, e.g. GigabitEthernet0/0/2=tun-lan", file=sys.stderr)
             return 2
         tun[itf] = name
-    options = DaemonOptions(ike_port=args.ike_port, natt_port=args.natt_port, control=args.control, model=model,
+    options = DaemonOptions(ike_port=args.ike_port, natt_port=args.natt_port, control=args.control, model=device,
                             retransmit_tries=args.retransmit_tries, log_stream=sys.stderr, tun=tun)
     options.metrics = args.metrics
     return asyncio.run(run_daemon(config, options, args.config))

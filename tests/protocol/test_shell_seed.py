@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from ikegate.gateway.device import DeviceModel, make_model
+from ikegate.gateway.device import DeviceModel, make_device
 from tests.conftest import device_shell, gateway_for
 from tests.protocol.netsim import Net, lab_config
 
@@ -47,7 +47,7 @@ class Node:
 
 def build(v6: bool = False, model: str | None = None) -> tuple[Net, Node, Node, Node]:
     net = Net()
-    device = make_model(model, None)
+    device = make_device(model, None)
     replace = V6 if v6 else {}
     hq, b1, b2 = (Node(net, n, replace, device) for n in ("hq", "branch1", "branch2"))
     for node in (hq, b1, b2):

@@ -16,10 +16,10 @@ from ikegate.cli.pager import MORE
 from ikegate.cli.shell import Shell
 from ikegate.cli.tree import MANAGE, CommandTree, State
 from ikegate.cli.views import ViewKind
-from ikegate.gateway.device import make_model
+from ikegate.gateway.device import make_device
 from tests.conftest import device_shell, gateway_for, runtime_tree
 
-DEVICE = make_model(None, None)
+DEVICE = make_device(None, None)
 TREE = runtime_tree(DEVICE)
 
 

@@ -16,7 +16,7 @@ import pytest
 
 from ikegate.cli.loader import load_config
 from ikegate.cli.shell import Shell
-from ikegate.gateway.device import make_model
+from ikegate.gateway.device import make_device
 from ikegate.sad import IkeSaEntry, IpsecSaEntry, Placement, Role, SaFlag, Selector
 from tests.conftest import device_shell, gateway_for
 
@@ -29,7 +29,7 @@ def _shell() -> Shell:
     text = resources.files("ikegate.lab").joinpath("hq.cfg").read_text()
     config, errors = load_config(text)
     assert not errors
-    device = make_model("USG6680E", None)
+    device = make_device("USG6680E", None)
     gw = gateway_for(config, device)
     sad = gw.sad
     v4, v6 = ipaddress.ip_address, ipaddress.ip_address

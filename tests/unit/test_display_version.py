@@ -15,7 +15,7 @@ import ikegate
 from ikegate.cli.loader import load_config
 from ikegate.cli.render.version import uptime_text
 from ikegate.cli.shell import Shell
-from ikegate.gateway.device import make_model
+from ikegate.gateway.device import make_device
 from ikegate.textfsm import INDEX, template_dir
 from tests.conftest import device_shell, gateway_for
 
@@ -30,7 +30,7 @@ class Clock:
 
 def shell(model: str | None, clock: Clock) -> Shell:
     config, _ = load_config(resources.files("ikegate.lab").joinpath("hq.cfg").read_text())
-    device = make_model(model, None)
+    device = make_device(model, None)
     return device_shell(gateway_for(config, device), device, monotonic=clock, booted=clock())
 
 

@@ -30,7 +30,7 @@ from ikegate.sad import DEFAULT_PLACEMENT, IpsecSaEntry, OfflineRecord, Placemen
 
 __all__ = [
     "ALL", "DEFAULT_MODEL", "DEFAULT_SLOT_PLACEMENTS", "SLOT_MODELS", "Device", "DeviceError", "DeviceModel",
-    "LogSink", "OfflineRecord", "PingResult", "Selection", "Statistics", "make_model", "merge_offline",
+    "LogSink", "OfflineRecord", "PingResult", "Selection", "Statistics", "make_device", "merge_offline",
     "merge_rows", "open_local", "parse_placements",
 ]
 
@@ -77,7 +77,7 @@ def parse_placements(text: str) -> tuple[Placement, ...]:
     return tuple(sorted(out))
 
 
-def make_model(model: str | None, placements: str | None) -> DeviceModel:
+def make_device(model: str | None, placements: str | None) -> DeviceModel:
     """The model named on the command line (``--model``, ``--placements``); ValueError when they clash."""
     model = (model or DEFAULT_MODEL).upper()
     if model in SLOT_MODELS:
