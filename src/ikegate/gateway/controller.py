@@ -31,6 +31,7 @@ from typing import TypeVar
 from ikegate.dataplane.backend import Acquire, Bypass, Send, SoftExpire, UserspaceBackend
 from ikegate.dataplane.packet import PacketError, echo_reply_for, echo_request, parse_ip
 from ikegate.gateway import translate
+from ikegate.gateway.admission import BLOCK_TIME, LOG_INTERVAL, HalfOpen, SourceGuard, opening_ok
 from ikegate.gateway.decide import Action, after_delete
 from ikegate.gateway.translate import Connection, Flow, PolicyKind
 from ikegate.ike.crypto import dh_group, integ_alg, prf_alg
@@ -106,6 +107,13 @@ class GatewayStats:
     dropped: int = 0
     esp_dropped: int = 0
     lan_dropped: int = 0
+    #: opening messages refused before any state: malformed, or over an admission limit, or from a
+    #: source blocked after failed authentications
+    openings_malformed: int = 0
+    openings_refused: int = 0
+    half_open_expired: int = 0
+    auth_failures: int = 0
+    sources_blocked: int = 0
 
 
 @dataclass(slots=True)
@@ -157,7 +165,12 @@ class Gateway:
         self._cookies = CookieJar(cookie_threshold, rng=rng)
         self._engines: dict[bytes, Engine] = {}
         self._spis: dict[Engine, list[bytes]] = {}
-        self._half_open: dict[tuple[str, bytes], Engine] = {}
+        #: responder SAs not yet authenticated (see :mod:`ikegate.gateway.admission`)
+        self._half_open: HalfOpen[Engine] = HalfOpen()
+        self._guard = SourceGuard()
+        self._full_logged_at: float | None = None
+        self._full_dropped = 0
+        self._guard_swept = 0.0
         self._meta: dict[Engine, _Meta] = {}
         self._heap: list[tuple[float, int, Engine | None, Callable[[float], None] | None]] = []
         self._counter = itertools.count()
@@ -223,15 +236,24 @@ class Gateway:
         return out
 
     def get_timer(self) -> float | None:
+        half_open = self._half_open.next_deadline()
         while self._heap:
             when, _, sa, _job = self._heap[0]
             if sa is not None and (sa.finished or self._meta.get(sa) is None or self._meta[sa].scheduled != when):
                 heapq.heappop(self._heap)
                 continue
-            return when
-        return None
+            return when if half_open is None else min(when, half_open)
+        return half_open
 
     def handle_timer(self, now: float) -> None:
+        if now - self._guard_swept >= LOG_INTERVAL:
+            self._guard_swept = now
+            self._guard.forget_idle(now)
+        for stale in list(self._half_open.expired(now)):
+            # Its engine may have armed no timer at all (a first message it never got past): the
+            # gateway's deadline ends it. Unauthenticated, so the peer is told nothing.
+            self.stats.half_open_expired += 1
+            self._forget(stale, now)
         while self._heap and self._heap[0][0] <= now:
             when, _, sa, job = heapq.heappop(self._heap)
             if job is not None:
@@ -272,9 +294,9 @@ class Gateway:
             v1 = data[17] >> 4 == 1
             opening = exchange in V1_OPENING if v1 else exchange == ExchangeType.IKE_SA_INIT and not flags & _FLAG_R
             if opening and spi_r == ZERO_SPI:
-                sa = self._half_open.get((remote[0], spi_i))
+                sa = self._half_open.get(remote[0], spi_i)
                 if sa is None:
-                    sa = self._new_responder(data, local, remote, now, version=1 if v1 else 2)
+                    sa = self._admit(data, local, remote, now, version=1 if v1 else 2)
                 if sa is None:
                     return
             else:
@@ -552,37 +574,79 @@ class Gateway:
         self._service(sa, now)
         return sa
 
-    def _new_responder(self, data: bytes, local: Addr, remote: Addr, now: float, version: int = 2) -> Engine | None:
+    def _admit(self, data: bytes, local: Addr, remote: Addr, now: float, version: int) -> Engine | None:
+        """An opening message from an unknown SA: a new responder engine, or None (dropped, or answered
+        with a COOKIE). Every refusal happens before anything is allocated for the datagram."""
+        source = remote[0]
+        if not opening_ok(data, version):
+            self.stats.openings_malformed += 1
+            self.stats.dropped += 1
+            return None
+        limits = self.config.ike_admission
+        if self._guard.blocked(source, now):
+            self._refuse(source, now, "blocked after repeated authentication failures")
+            return None
+        if self._half_open.from_source(source) >= limits.per_address:
+            self._refuse(source, now, f"more than {limits.per_address} IKE SAs in negotiation from it")
+            return None
+        if len(self._half_open) >= limits.in_negotiation:
+            self._refuse_full(now, limits.in_negotiation)
+            return None
+        if version == 2 and self._cookies.required(len(self._half_open)) and not self._cookie_ok(data, local, remote,
+                                                                                                   now):
+            return None
+        sa: Engine
         if version == 1:
-            v1 = IsakmpSa(None, initiator=False, local=local, peer=remote, now=now, policy=self._responder_v1,
+            sa = IsakmpSa(None, initiator=False, local=local, peer=remote, now=now, policy=self._responder_v1,
                           rng=self._rng, spi_allocator=self._spi_alloc,
                           v1=V1Options(dependent=self.config.ikev1_dependent))
-            self._meta[v1] = _Meta(None, PolicyKind.TEMPLATE)
-            self._half_open[(remote[0], data[:8])] = v1
-            return v1
-        if self._cookies.required(len(self._half_open)):
-            try:
-                msg = decode_message(data)
-            except ParseError:
-                self.stats.dropped += 1
-                return None
-            nonce = msg.get(Nonce)
-            first = msg.payloads[0] if msg.payloads else None
-            cookie = first.data if isinstance(first, Notify) and first.notify_type == NotifyType.COOKIE else None
-            if nonce is None:
-                self.stats.dropped += 1
-                return None
-            if cookie is None or not self._cookies.check(cookie, nonce.data, remote[0], msg.header.spi_i, now):
-                header = Header(msg.header.spi_i, ZERO_SPI, 0, ExchangeType.IKE_SA_INIT, HeaderFlag.RESPONSE, 0)
-                made = self._cookies.make(nonce.data, remote[0], msg.header.spi_i, now)
-                self._send(encode_message(header, [Notify(NotifyType.COOKIE, data=made)]), local, remote)
-                self.stats.cookies_sent += 1
-                return None
-        sa = IkeSa(None, initiator=False, local=local, peer=remote, now=now, policy=self._responder,
-                   rng=self._rng, spi_allocator=self._spi_alloc)
+        else:
+            sa = IkeSa(None, initiator=False, local=local, peer=remote, now=now, policy=self._responder,
+                       rng=self._rng, spi_allocator=self._spi_alloc)
         self._meta[sa] = _Meta(None, PolicyKind.TEMPLATE)
-        self._half_open[(remote[0], data[:8])] = sa
+        self._half_open.add(source, data[:8], sa, now)
         return sa
+
+    def _cookie_ok(self, data: bytes, local: Addr, remote: Addr, now: float) -> bool:
+        """Under load an IKE_SA_INIT must carry our COOKIE; without a valid one it is answered with a
+        fresh COOKIE and nothing is kept (RFC 7296 §2.6)."""
+        try:
+            msg = decode_message(data)
+        except ParseError:
+            self.stats.dropped += 1
+            return False
+        nonce = msg.get(Nonce)
+        first = msg.payloads[0] if msg.payloads else None
+        cookie = first.data if isinstance(first, Notify) and first.notify_type == NotifyType.COOKIE else None
+        if nonce is None:
+            self.stats.dropped += 1
+            return False
+        if cookie is not None and self._cookies.check(cookie, nonce.data, remote[0], msg.header.spi_i, now):
+            return True
+        header = Header(msg.header.spi_i, ZERO_SPI, 0, ExchangeType.IKE_SA_INIT, HeaderFlag.RESPONSE, 0)
+        made = self._cookies.make(nonce.data, remote[0], msg.header.spi_i, now)
+        self._send(encode_message(header, [Notify(NotifyType.COOKIE, data=made)]), local, remote)
+        self.stats.cookies_sent += 1
+        return False
+
+    def _refuse(self, source: str, now: float, why: str) -> None:
+        """An opening message from ``source`` dropped by a per-source rule; logged once per interval."""
+        self.stats.openings_refused += 1
+        count = self._guard.note_drop(source, now)
+        if count is not None:
+            self._log("IKE", 4, "IKE_NEGOTIATION_REFUSED",
+                      f"IKE negotiation requests were dropped. (RemoteAddress={source}, Reason={why}, Count={count})")
+
+    def _refuse_full(self, now: float, limit: int) -> None:
+        """The half-open table is full: drop, and log once per interval for all sources together (a
+        spoofed flood has as many sources as datagrams)."""
+        self.stats.openings_refused += 1
+        self._full_dropped += 1
+        if self._full_logged_at is None or now - self._full_logged_at >= LOG_INTERVAL:
+            self._log("IKE", 4, "IKE_NEGOTIATION_REFUSED",
+                      f"IKE negotiation requests were dropped. (RemoteAddress=any, Reason=the limit of {limit} "
+                      f"IKE SAs in negotiation is reached, Count={self._full_dropped})")
+            self._full_logged_at, self._full_dropped = now, 0
 
     def _send(self, packet: bytes, local: Addr, remote: Addr) -> None:
         if local[1] == self.natt_port and packet != NAT_KEEPALIVE:
@@ -612,10 +676,8 @@ class Gateway:
             for spi in spis:
                 self._engines[spi] = sa
             self._spis[sa] = list(spis)
-        if sa.state is not State.INIT_DONE:
-            key = (sa.peer[0], sa.spi_i)
-            if self._half_open.get(key) is sa:
-                del self._half_open[key]
+        if sa.established:
+            self._half_open.discard(sa)
         if isinstance(sa.handle, int) and (entry := self.sad.ike(sa.handle)) is not None:
             if sa.peer != peer_before:
                 self.sad.move_peer(sa.handle, sa.peer[0], sa.peer[1])
@@ -629,7 +691,7 @@ class Gateway:
         for spi in self._spis.pop(sa, []):
             if self._engines.get(spi) is sa:
                 del self._engines[spi]
-        self._half_open.pop((sa.peer[0], sa.spi_i), None)
+        self._half_open.discard(sa)
         meta = self._meta.pop(sa, None)
         if meta is not None and meta.conn is not None and self._active.get(meta.conn.key) is sa:
             del self._active[meta.conn.key]
@@ -662,10 +724,22 @@ class Gateway:
         elif isinstance(event, InitialContact):
             self._on_initial_contact(event.sa, now)
         elif isinstance(event, NegotiationFailed):
-            reason = NotifyType.text(event.notify) if event.notify else "timeout"
+            if event.notify == NotifyType.AUTHENTICATION_FAILED and not event.sa.initiator:
+                self._auth_failed(event.sa.peer[0], now)
+            reason = _failure_label(event.notify)
             self.stats.negotiations_failed[reason] = self.stats.negotiations_failed.get(reason, 0) + 1
             self._log("IKE", 4, "NEGOTIATION_FAILED",
                       f"IKE negotiation failed. (RemoteAddress={event.sa.peer[0]}, Reason={event.detail})")
+
+    def _auth_failed(self, source: str, now: float) -> None:
+        """A peer failed to authenticate to us: count it against its address; over the limit, refuse it."""
+        self.stats.auth_failures += 1
+        limit = self.config.ike_admission.authentication_failures
+        if self._guard.auth_failed(source, now, limit):
+            self.stats.sources_blocked += 1
+            self._log("IKE", 4, "IKE_PEER_BLOCKED",
+                      f"A peer was blocked after repeated authentication failures. (RemoteAddress={source}, "
+                      f"Failures={limit + 1}, BlockTime={int(BLOCK_TIME)}s)")
 
     def _algorithms(self, sa: Engine) -> dict[str, str]:
         chosen = sa.chosen
@@ -931,6 +1005,17 @@ def _algorithm_names(chosen: Chosen) -> dict[str, str]:
         "prf": prf_alg(chosen.prf).name if chosen.prf is not None else "",
         "dh": dh_group(chosen.dh).name if chosen.dh is not None else "",
     }
+
+
+def _failure_label(notify: int) -> str:
+    """The statistics key of a failure: a known notify's name, else one bucket (peers choose the number,
+    and a key per number would let them grow the table and the metrics)."""
+    if not notify:
+        return "timeout"
+    try:
+        return NotifyType(notify).name
+    except ValueError:
+        return "other"
 
 
 def _selector(ts: TrafficSelector) -> Selector:

@@ -1,0 +1,160 @@
+"""Admission of unauthenticated negotiations, whole gateways in memory: garbage opening messages leave no
+state, every half-open SA has a deadline, IKEv1 and IKEv2 half-open state is capped globally and per
+source address, and a source that keeps failing authentication is refused for a while."""
+
+from __future__ import annotations
+
+import random
+
+from ikegate.gateway.admission import BLOCK_TIME, HALF_OPEN_LIFETIME, opening_ok
+from ikegate.gateway.controller import Gateway
+from ikegate.policy.model import IkeAdmission
+from tests.protocol.netsim import Net, lab, lab_config
+
+LOCAL = ("127.0.0.11", 500)
+V1 = {" remote-address 127.0.0.11": " remote-address 127.0.0.11\n undo version 2"}
+P1 = {" encryption-algorithm aes-gcm-256\n dh group31": " encryption-algorithm aes-256\n dh group14"}
+
+
+def _opening(version: int) -> bytes:
+    """A real first message (IKE_SA_INIT request or Main Mode message 1), captured from a branch."""
+    net = Net()
+    hq = net.add(Gateway(lab_config("hq", P1)))
+    br = net.add(Gateway(lab_config("branch1", {**P1, **V1} if version == 1 else P1)))
+    br.start(net.now)
+    data = next(d for d, _src, dst in br.datagrams_to_send() if dst[0] == "127.0.0.11")
+    assert hq.engines() == [] and opening_ok(data, version)
+    return data
+
+
+def _spoof(data: bytes, rnd: random.Random) -> bytes:
+    return rnd.randbytes(8) + data[8:]
+
+
+def _hq(**limits: int) -> Gateway:
+    gw = Gateway(lab_config("hq", P1))
+    for name, value in limits.items():
+        setattr(gw.config.ike_admission, name, value)
+    return gw
+
+
+def test_garbage_openings_allocate_nothing() -> None:
+    gw, rnd = _hq(), random.Random(7)
+    for i in range(3000):
+        version = 1 if i % 2 else 2
+        exchange = 2 if version == 1 else 34
+        length = rnd.randint(28, 120)
+        header = (rnd.randbytes(8) + bytes(8) + bytes((rnd.choice((1, 33, 0)), version << 4 | (0 if version == 1 else 0),
+                                                       exchange, 0 if version == 1 else 0x08))
+                  + bytes(4) + length.to_bytes(4, "big"))
+        gw.receive_datagram(header + rnd.randbytes(length - 28), LOCAL, (f"198.51.100.{i % 200}", 500), 0.0)
+    assert len(gw._half_open) == 0 and gw.engines() == []
+    assert gw.stats.openings_malformed >= 2900  # the few that happen to be well formed are still bounded below
+    gw.handle_timer(3600.0)
+    assert len(gw._half_open) == 0 and gw.engines() == []
+
+
+def test_well_formed_but_undecodable_opening_expires() -> None:
+    """Payload lengths that add up but contents the engine cannot decode: the engine arms no timer, the
+    gateway's own deadline removes it."""
+    gw, rnd = _hq(per_address=10000), random.Random(1)
+    body = b"".join(bytes((nxt, 0)) + (4 + 12).to_bytes(2, "big") + rnd.randbytes(12) for nxt in (34, 40, 0))
+    for i in range(3000):
+        data = rnd.randbytes(8) + bytes(8) + bytes((33, 0x20, 34, 0x08)) + bytes(4) + (28 + len(body)).to_bytes(4, "big")
+        gw.receive_datagram(data + body, LOCAL, ("198.51.100.7", 500), 0.0)
+    assert len(gw._half_open) <= 3000
+    gw.handle_timer(HALF_OPEN_LIFETIME + 1)
+    assert len(gw._half_open) == 0 and gw.engines() == []
+    assert gw.get_timer() is None
+
+
+def test_every_half_open_sa_has_a_deadline() -> None:
+    gw, rnd = _hq(per_address=10000), random.Random(2)
+    for version in (1, 2):
+        data = _opening(version)
+        for _ in range(200):
+            gw.receive_datagram(_spoof(data, rnd), LOCAL, ("198.51.100.9", 500), 0.0)
+    assert len(gw._half_open) == 400
+    gw.datagrams_to_send()
+    while (when := gw.get_timer()) is not None and when < 3600:
+        gw.handle_timer(when)
+    assert len(gw._half_open) == 0 and gw.engines() == []
+
+
+def test_ikev1_main_mode_flood_is_capped() -> None:
+    gw, rnd = _hq(in_negotiation=300), random.Random(3)
+    logs: list[str] = []
+    gw._log = lambda _m, _s, brief, text: logs.append(f"{brief} {text}")
+    data = _opening(1)
+    for i in range(2000):
+        gw.receive_datagram(_spoof(data, rnd), LOCAL, (f"10.{i >> 16 & 255}.{i >> 8 & 255}.{i & 255}", 500), 0.0)
+    assert len(gw._half_open) == 300 and len(gw.engines()) == 300
+    assert gw.stats.openings_refused == 1700
+    assert len([x for x in logs if x.startswith("IKE_NEGOTIATION_REFUSED")]) == 1  # once per interval, not per datagram
+
+
+def test_half_open_per_source_address_is_limited() -> None:
+    gw, rnd = _hq(per_address=5), random.Random(4)
+    logs: list[str] = []
+    gw._log = lambda _m, _s, brief, text: logs.append(f"{brief} {text}")
+    for version in (2, 1):
+        data = _opening(version)
+        for _ in range(100):
+            gw.receive_datagram(_spoof(data, rnd), LOCAL, ("203.0.113.5", 500), 0.0)
+    gw.receive_datagram(_spoof(_opening(2), rnd), LOCAL, ("203.0.113.6", 500), 0.0)
+    assert gw._half_open.from_source("203.0.113.5") == 5 and gw._half_open.from_source("203.0.113.6") == 1
+    refused = [x for x in logs if x.startswith("IKE_NEGOTIATION_REFUSED")]
+    assert len(refused) == 1 and "RemoteAddress=203.0.113.5" in refused[0]
+    # A retransmission of an admitted opening message still reaches its engine.
+    before = gw.stats.openings_refused
+    first = _opening(2)
+    gw2 = _hq(per_address=1)
+    gw2.receive_datagram(first, LOCAL, ("203.0.113.5", 500), 0.0)
+    gw2.receive_datagram(first, LOCAL, ("203.0.113.5", 500), 0.5)
+    assert gw2.stats.openings_refused == 0 and len(gw2._half_open) == 1
+    assert gw.stats.openings_refused == before
+
+
+def test_repeated_authentication_failures_block_the_source() -> None:
+    net = Net()
+    hq = net.add(Gateway(lab_config("hq")))
+    hq.config.ike_admission.authentication_failures = 3
+    logs: list[str] = []
+    hq._log = lambda _m, _s, brief, text: logs.append(f"{brief} {text}")
+    br = net.add(Gateway(lab_config("branch1", {"ikegate-lab-psk-0123": "wrong-psk-0123"})))
+    br.start(net.now)
+    net.step(60.0)  # the auto policy retries every few seconds
+    assert hq.stats.auth_failures == 4 and hq.stats.sources_blocked == 1
+    assert hq.stats.openings_refused >= 1 and len(hq.sad) == 0
+    blocked = [x for x in logs if x.startswith("IKE_PEER_BLOCKED")]
+    assert len(blocked) == 1 and "RemoteAddress=127.0.0.12" in blocked[0]
+    assert len([x for x in logs if x.startswith("IKE_NEGOTIATION_REFUSED")]) == 1
+    # The operator fixes the key: once the block has passed, the tunnel comes up.
+    br.reload(lab_config("branch1"))
+    net.step(BLOCK_TIME + 10)
+    assert len(hq.sad) == 2 and len(br.sad) == 2
+
+
+def test_admission_settings_round_trip() -> None:
+    from ikegate.cli.loader import load_config
+    from ikegate.cli.render.config import system_lines
+
+    text = ("ike call admission limit in-negotiation-sa 100\n"
+            "ike call admission limit in-negotiation-sa per-address 7\n"
+            "ike call admission limit authentication-failure 3\n")
+    cfg, errors = load_config(text)
+    assert not errors and cfg.ike_admission == IkeAdmission(100, 7, 3)
+    lines = system_lines(cfg)
+    assert " ike call admission limit in-negotiation-sa per-address 7" in lines
+    again, errors = load_config("\n".join(lines))
+    assert not errors and again.ike_admission == cfg.ike_admission
+    cfg2, errors = load_config(text + "undo ike call admission limit in-negotiation-sa per-address\n")
+    assert not errors and cfg2.ike_admission.per_address == IkeAdmission().per_address
+    assert not any("admission" in line for line in system_lines(load_config("")[0]))
+    _, errors = load_config("ike call admission limit in-negotiation-sa 0\n")
+    assert errors
+
+
+def test_lab_still_comes_up_with_defaults() -> None:
+    net, hq, b1, _b2 = lab()
+    assert len(hq._half_open) == 0 and hq.stats.openings_refused == 0 and len(hq.sad) == 2
