@@ -44,8 +44,8 @@ def test_garbage_openings_allocate_nothing() -> None:
         version = 1 if i % 2 else 2
         exchange = 2 if version == 1 else 34
         length = rnd.randint(28, 120)
-        header = (rnd.randbytes(8) + bytes(8) + bytes((rnd.choice((1, 33, 0)), version << 4 | (0 if version == 1 else 0),
-                                                       exchange, 0 if version == 1 else 0x08))
+        flags = 0 if version == 1 else 0x08
+        header = (rnd.randbytes(8) + bytes(8) + bytes((rnd.choice((1, 33, 0)), version << 4, exchange, flags))
                   + bytes(4) + length.to_bytes(4, "big"))
         gw.receive_datagram(header + rnd.randbytes(length - 28), LOCAL, (f"198.51.100.{i % 200}", 500), 0.0)
     assert len(gw._half_open) == 0 and gw.engines() == []
@@ -59,9 +59,9 @@ def test_well_formed_but_undecodable_opening_expires() -> None:
     gateway's own deadline removes it."""
     gw, rnd = _hq(per_address=10000), random.Random(1)
     body = b"".join(bytes((nxt, 0)) + (4 + 12).to_bytes(2, "big") + rnd.randbytes(12) for nxt in (34, 40, 0))
-    for i in range(3000):
-        data = rnd.randbytes(8) + bytes(8) + bytes((33, 0x20, 34, 0x08)) + bytes(4) + (28 + len(body)).to_bytes(4, "big")
-        gw.receive_datagram(data + body, LOCAL, ("198.51.100.7", 500), 0.0)
+    header = bytes(8) + bytes((33, 0x20, 34, 0x08)) + bytes(4) + (28 + len(body)).to_bytes(4, "big")
+    for _ in range(3000):
+        gw.receive_datagram(rnd.randbytes(8) + header + body, LOCAL, ("198.51.100.7", 500), 0.0)
     assert len(gw._half_open) <= 3000
     gw.handle_timer(HALF_OPEN_LIFETIME + 1)
     assert len(gw._half_open) == 0 and gw.engines() == []
