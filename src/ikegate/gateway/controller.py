@@ -88,6 +88,9 @@ _FLAG_R = int(HeaderFlag.RESPONSE)
 NAT_KEEPALIVE = b"\xff"
 ZERO_SPI = bytes(8)
 RETRY_AFTER_FAILURE = 5.0
+#: A policy's IKE SA replaced by a newer one the peer set up (its make-before-break re-authentication)
+#: is normally deleted by the peer right away; if it is still there after this long, we delete it.
+SUPERSEDED_GRACE = 10.0
 #: Delete exchanges run at most this many at a time; the rest wait their turn (their SAs are already gone
 #: from the table). Thousands of Deletes in one burst would only overflow the peer's socket buffer.
 DELETE_WINDOW = 256
@@ -125,6 +128,10 @@ class _Meta:
     scheduled: float | None = None
     reported: bool = False  # its deletion was already mirrored into the table and the policy
     replaced: bool = False  # an IKEv1 phase-1 rekey by the peer moved its IPsec SAs to a newer SA
+    created: float = 0.0
+    up_at: float | None = None  # when it was established
+    #: another IKE SA now serves its policy: its end brings nothing back
+    superseded: bool = False
 
 
 def _addr(ip: ipaddress.IPv4Address | ipaddress.IPv6Address | str) -> str:
@@ -189,7 +196,9 @@ class Gateway:
         self.on_echo_reply: Callable[[int, int, float], None] | None = None
         self._lan_addrs: frozenset[ipaddress.IPv4Address | ipaddress.IPv6Address] = frozenset()
         self._wan_by_version: dict[int, str] = {}
+        #: the IKE SA serving each site-to-site policy, whoever initiated it
         self._active: dict[tuple[str, int], Engine] = {}
+        self._rechecks: set[tuple[str, int]] = set()
         self._load_conn: Connection | None = None
         self._load_left = 0
         self._load_inflight = 0
@@ -225,10 +234,29 @@ class Gateway:
     # ------------------------------------------------------------------ sans-I/O surface
 
     def start(self, now: float) -> None:
-        """Bring up every site-to-site policy in auto trigger mode."""
+        """Bring up every site-to-site policy in auto trigger mode that has no IKE SA yet.
+
+        Called again after every command (the configuration may have changed), so it must never open a
+        second IKE SA for a policy that has one, whoever initiated it (see :meth:`_bring_up`)."""
         for conn in self._conns.values():
-            if conn.kind is PolicyKind.AUTO and conn.key not in self._active:
-                self._initiate(conn, now)
+            if conn.kind is PolicyKind.AUTO:
+                self._bring_up(conn, now)
+
+    def _bring_up(self, conn: Connection, now: float) -> None:
+        """Initiate ``conn`` unless an IKE SA already serves it, ours or the peer's. While the peer is in
+        the middle of negotiating with us, look again a little later instead (its SA may be the one)."""
+        current = self._active.get(conn.key)
+        if current is not None and not current.finished:
+            return
+        if any(isinstance(e, IkeSaEntry) and e.policy_name == conn.policy.name and e.policy_seq == conn.policy.seq
+               for e in self.sad.by_peer(conn.remote)):
+            return
+        if self._half_open.from_source(_addr(conn.remote)):
+            if conn.key not in self._rechecks:
+                self._rechecks.add(conn.key)
+                self._schedule(now + RETRY_AFTER_FAILURE, functools.partial(self._reinitiate, conn))
+            return
+        self._initiate(conn, now)
 
     def datagrams_to_send(self) -> list[tuple[bytes, Addr, Addr]]:
         """(UDP payload, local address, remote address); NAT-T markers already added."""
@@ -541,7 +569,7 @@ class Gateway:
                        spi_allocator=self._spi_alloc)
         sa.initial_contact = not self.sad.peer_count(conn.remote)
         if track:
-            self._meta[sa] = _Meta(conn, conn.kind)
+            self._meta[sa] = _Meta(conn, conn.kind, created=now)
             self._active[conn.key] = sa
         else:
             self._meta[sa] = _Meta(None, PolicyKind.TEMPLATE)
@@ -603,7 +631,7 @@ class Gateway:
         else:
             sa = IkeSa(None, initiator=False, local=local, peer=remote, now=now, policy=self._responder,
                        rng=self._rng, spi_allocator=self._spi_alloc)
-        self._meta[sa] = _Meta(None, PolicyKind.TEMPLATE)
+        self._meta[sa] = _Meta(None, PolicyKind.TEMPLATE, created=now)
         self._half_open.add(source, data[:8], sa, now)
         return sa
 
@@ -802,6 +830,9 @@ class Gateway:
         if sa.config is not None:
             entry.lifetime_hard = int(sa.config.lifetime)
             entry.lifetime_soft = int(sa.rekey_at - now) if sa.rekey_at else None
+        meta.up_at = now
+        if meta.conn is not None and sa not in self._loading:
+            self._claim(sa, meta, now)
         self._log("IKE", 6, "IKE_SA_ESTABLISHED",
                   f"IKE SA established. (ConnID={entry.conn_id}, RemoteAddress={sa.peer[0]}, Version=v{version})")
 
@@ -961,15 +992,16 @@ class Gateway:
             return
         if self._active.get(meta.conn.key) is sa:
             del self._active[meta.conn.key]
-        if reason in (DeleteReason.SHUTDOWN, DeleteReason.INITIAL_CONTACT) or meta.replaced or orphans:
-            return
+        if reason in (DeleteReason.SHUTDOWN, DeleteReason.INITIAL_CONTACT) or meta.replaced or orphans \
+                or meta.superseded or meta.conn.key in self._active:
+            return  # nothing to bring back: another IKE SA serves the policy (or will)
         conn = self._conns.get(meta.conn.key)
         if conn is None:
             return
         action = after_delete(meta.kind, 1)
         if action is Action.REINITIATE:
             if reason is DeleteReason.MANUAL:
-                self._initiate(conn, now)
+                self._bring_up(conn, now)
             else:
                 # After a failure or the peer's word, come back a little later rather than in a hot loop.
                 self._schedule(now + RETRY_AFTER_FAILURE * (1 if reason is not DeleteReason.PEER_REQUEST else 0.2),
@@ -978,12 +1010,50 @@ class Gateway:
             self.traps.add(conn.key)
 
     def _reinitiate(self, conn: Connection, now: float) -> None:
+        self._rechecks.discard(conn.key)
         current = self._conns.get(conn.key)
-        if current is None or current.key in self._active:
+        if current is not None:
+            self._bring_up(current, now)  # unless the peer came back to us first
+
+    def _claim(self, sa: Engine, meta: _Meta, now: float) -> None:
+        """``sa`` is established for a site-to-site policy: decide which IKE SA serves the policy.
+
+        One IKE SA per policy and peer, whoever initiated it (strongSwan's ``unique``):
+
+        * none serves it yet, or the current one is still negotiating: ``sa`` does (the other is judged
+          when it comes up);
+        * the current one was already up when ``sa`` began: ``sa`` is the peer's re-authentication or
+          re-establishment (make-before-break) and replaces it; the peer deletes the old one itself,
+          and if it has not after :data:`SUPERSEDED_GRACE`, we do;
+        * both were negotiated at the same time (both sides initiated): both ends must keep the same
+          one, so the one with the lower SPI pair loses (the nonce rule of RFC 7296 §2.8.2, on values
+          both ends know), and its initiator deletes it.
+
+        The loser is marked ``superseded``: its end brings nothing back."""
+        assert meta.conn is not None
+        key = meta.conn.key
+        current = self._active.get(key)
+        cur_meta = self._meta.get(current) if current is not None else None
+        if current is None or current is sa or cur_meta is None or current.finished or not current.established:
+            self._active[key] = sa
             return
-        if any(isinstance(e, IkeSaEntry) and e.policy_name == conn.policy.name for e in self.sad.by_peer(conn.remote)):
-            return  # the peer came back to us first
-        self._initiate(current, now)
+        newer = cur_meta.up_at is not None and meta.created > cur_meta.up_at
+        if newer or _collision_rank(sa) > _collision_rank(current):
+            winner, loser = sa, current
+        else:
+            winner, loser = current, sa
+        self._active[key] = winner
+        self._meta[loser].superseded = True
+        if not newer and loser.initiator:
+            self._delete_ike(loser, now, DeleteReason.PHASE1_REPLACED)
+        else:
+            self._schedule(now + SUPERSEDED_GRACE, functools.partial(self._retire, loser))
+
+    def _retire(self, sa: Engine, now: float) -> None:
+        """A superseded IKE SA the peer has not deleted in its grace time: delete it ourselves."""
+        meta = self._meta.get(sa)
+        if meta is not None and meta.superseded and not sa.finished:
+            self._delete_ike(sa, now, DeleteReason.PHASE1_REPLACED)
 
     def _on_initial_contact(self, sa: Engine, now: float) -> None:
         """Drop older IKE SAs with the same peer identity: the peer lost them (RFC 7296 §2.4)."""
@@ -1005,6 +1075,11 @@ def _algorithm_names(chosen: Chosen) -> dict[str, str]:
         "prf": prf_alg(chosen.prf).name if chosen.prf is not None else "",
         "dh": dh_group(chosen.dh).name if chosen.dh is not None else "",
     }
+
+
+def _collision_rank(sa: Engine) -> bytes:
+    """What both ends know of an IKE SA and compare alike: its lower SPI (random, so no side is favoured)."""
+    return min(sa.spi_i, sa.spi_r)
 
 
 def _failure_label(notify: int) -> str:
