@@ -112,6 +112,10 @@ class HalfOpen(Generic[E]):
         self._key_of[engine] = key
         self._per_source[source] = self._per_source.get(source, 0) + 1
         self._expiry.append((now + self.lifetime, engine))
+        if len(self._expiry) > 2 * len(self._key_of) + 1024:
+            # Most entries left early (a flood of openings that die at once): drop their stale deadlines
+            # now rather than keep those engines alive until the deadline passes. Amortised O(1).
+            self._expiry = deque(item for item in self._expiry if item[1] in self._key_of)
 
     def discard(self, engine: E) -> None:
         key = self._key_of.pop(engine, None)

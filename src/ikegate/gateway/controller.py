@@ -23,7 +23,7 @@ import itertools
 import logging
 import os
 import struct
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TypeVar
@@ -91,6 +91,8 @@ RETRY_AFTER_FAILURE = 5.0
 #: A policy's IKE SA replaced by a newer one the peer set up (its make-before-break re-authentication)
 #: is normally deleted by the peer right away; if it is still there after this long, we delete it.
 SUPERSEDED_GRACE = 10.0
+#: Responder policy answers kept (per peer address and identity; see ``_Responder._cached``).
+RESPONDER_CACHE = 4096
 #: Delete exchanges run at most this many at a time; the rest wait their turn (their SAs are already gone
 #: from the table). Thousands of Deletes in one burst would only overflow the peer's socket buffer.
 DELETE_WINDOW = 256
@@ -267,7 +269,7 @@ class Gateway:
         half_open = self._half_open.next_deadline()
         while self._heap:
             when, _, sa, _job = self._heap[0]
-            if sa is not None and (sa.finished or self._meta.get(sa) is None or self._meta[sa].scheduled != when):
+            if sa is not None and not self._timer_live(when, sa):
                 heapq.heappop(self._heap)
                 continue
             return when if half_open is None else min(when, half_open)
@@ -713,7 +715,7 @@ class Gateway:
         when = sa.get_timer()
         if when is not None and when != meta.scheduled:
             meta.scheduled = when
-            heapq.heappush(self._heap, (when, next(self._counter), sa, None))
+            self._push_timer(when, sa)
 
     def _forget(self, sa: Engine, now: float) -> None:
         for spi in self._spis.pop(sa, []):
@@ -734,6 +736,18 @@ class Gateway:
 
     def _schedule(self, when: float, job: Callable[[float], None]) -> None:
         heapq.heappush(self._heap, (when, next(self._counter), None, job))
+
+    def _push_timer(self, when: float, sa: Engine) -> None:
+        heapq.heappush(self._heap, (when, next(self._counter), sa, None))
+        if len(self._heap) > 4 * len(self._meta) + 4096:
+            # Entries of engines that are gone or re-armed wait for their time to be skipped; under a flood
+            # of short-lived engines that would keep them all alive. Sweep now and then (amortised O(1)).
+            self._heap = [item for item in self._heap if item[2] is None or self._timer_live(item[0], item[2])]
+            heapq.heapify(self._heap)
+
+    def _timer_live(self, when: float, sa: Engine) -> bool:
+        meta = self._meta.get(sa)
+        return meta is not None and meta.scheduled == when and not sa.finished
 
     # ------------------------------------------------------------------ internals: events
 
@@ -1104,16 +1118,21 @@ class _Responder:
         self._gw = gw
         self._version = version
         self._config: Config | None = None
-        self._cache: dict[tuple[object, ...], object] = {}
+        self._cache: OrderedDict[tuple[object, ...], object] = OrderedDict()
 
     def _cached(self, key: tuple[object, ...], make: Callable[[], _T]) -> _T:
-        """Answers depend only on the configuration: keep them until it changes."""
+        """Answers depend only on the configuration: keep them until it changes. Keys carry the peer's
+        address (and identity), which anyone can vary, so the least recently used go beyond a bound."""
         if self._config is not self._gw.config:
             self._config = self._gw.config
             self._cache.clear()
-        if key not in self._cache:
-            self._cache[key] = make()
-        return self._cache[key]  # type: ignore[return-value]
+        if key in self._cache:
+            self._cache.move_to_end(key)
+            return self._cache[key]  # type: ignore[return-value]
+        value = self._cache[key] = make()
+        if len(self._cache) > RESPONDER_CACHE:
+            self._cache.popitem(last=False)
+        return value
 
     def _peers_for(self, ip: str) -> list[IkePeer]:
         return self._cached(("peers", ip), lambda: self._find_peers(ip))
