@@ -158,3 +158,14 @@ def test_admission_settings_round_trip() -> None:
 def test_lab_still_comes_up_with_defaults() -> None:
     net, hq, b1, _b2 = lab()
     assert len(hq._half_open) == 0 and hq.stats.openings_refused == 0 and len(hq.sad) == 2
+
+
+def test_failure_statistics_keep_one_bucket_for_unknown_notify_numbers() -> None:
+    from ikegate.gateway.controller import _failure_label
+    from ikegate.ike.v1.registry import NotifyType as V1NotifyType
+    from ikegate.ike.wire.registry import NotifyType
+
+    assert _failure_label(NotifyType, 24) == "AUTHENTICATION_FAILED"
+    assert _failure_label(V1NotifyType, 16) == V1NotifyType(16).name
+    assert {_failure_label(NotifyType, n) for n in range(40000, 41000)} == {"other"}
+    assert _failure_label(NotifyType, 0) == "timeout"

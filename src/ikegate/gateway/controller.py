@@ -16,6 +16,7 @@ Responsibilities, in one place each:
 
 from __future__ import annotations
 
+import enum
 import functools
 import heapq
 import ipaddress
@@ -46,6 +47,7 @@ from ikegate.ike.events import (
     InitialContact,
     NegotiationFailed,
 )
+from ikegate.ike.v1.registry import NotifyType as V1NotifyType
 from ikegate.ike.v1.sa import IsakmpSa, V1Options
 from ikegate.ike.v2 import ts as tsmod
 from ikegate.ike.v2.child import ChildSa
@@ -768,7 +770,7 @@ class Gateway:
         elif isinstance(event, NegotiationFailed):
             if event.notify == NotifyType.AUTHENTICATION_FAILED and not event.sa.initiator:
                 self._auth_failed(event.sa.peer[0], now)
-            reason = _failure_label(event.notify)
+            reason = _failure_label(V1NotifyType if isinstance(event.sa, IsakmpSa) else NotifyType, event.notify)
             self.stats.negotiations_failed[reason] = self.stats.negotiations_failed.get(reason, 0) + 1
             self._log("IKE", 4, "NEGOTIATION_FAILED",
                       f"IKE negotiation failed. (RemoteAddress={event.sa.peer[0]}, Reason={event.detail})")
@@ -1096,13 +1098,13 @@ def _collision_rank(sa: Engine) -> bytes:
     return min(sa.spi_i, sa.spi_r)
 
 
-def _failure_label(notify: int) -> str:
-    """The statistics key of a failure: a known notify's name, else one bucket (peers choose the number,
-    and a key per number would let them grow the table and the metrics)."""
+def _failure_label(names: type[enum.IntEnum], notify: int) -> str:
+    """The statistics key of a failure: a known notify's name in its version's registry, else one bucket
+    (peers choose the number, and a key per number would let them grow the table and the metrics)."""
     if not notify:
         return "timeout"
     try:
-        return NotifyType(notify).name
+        return names(notify).name
     except ValueError:
         return "other"
 
