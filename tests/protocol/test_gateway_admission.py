@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import random
 
+import pytest
+
 from ikegate.gateway.admission import BLOCK_TIME, HALF_OPEN_LIFETIME, opening_ok
 from ikegate.gateway.controller import Gateway
 from ikegate.policy.model import IkeAdmission
@@ -115,13 +117,15 @@ def test_half_open_per_source_address_is_limited() -> None:
     assert gw.stats.openings_refused == before
 
 
-def test_repeated_authentication_failures_block_the_source() -> None:
+@pytest.mark.parametrize("version", [2, 1])
+def test_repeated_authentication_failures_block_the_source(version: int) -> None:
+    hq_cfg, br_cfg = (P1, {**P1, **V1}) if version == 1 else ({}, {})
     net = Net()
-    hq = net.add(Gateway(lab_config("hq")))
+    hq = net.add(Gateway(lab_config("hq", hq_cfg)))
     hq.config.ike_admission.authentication_failures = 3
     logs: list[str] = []
     hq._log = lambda _m, _s, brief, text: logs.append(f"{brief} {text}")
-    br = net.add(Gateway(lab_config("branch1", {"ikegate-lab-psk-0123": "wrong-psk-0123"})))
+    br = net.add(Gateway(lab_config("branch1", {**br_cfg, "ikegate-lab-psk-0123": "wrong-psk-0123"})))
     br.start(net.now)
     net.step(60.0)  # the auto policy retries every few seconds
     assert hq.stats.auth_failures == 4 and hq.stats.sources_blocked == 1
@@ -130,7 +134,7 @@ def test_repeated_authentication_failures_block_the_source() -> None:
     assert len(blocked) == 1 and "RemoteAddress=127.0.0.12" in blocked[0]
     assert len([x for x in logs if x.startswith("IKE_NEGOTIATION_REFUSED")]) == 1
     # The operator fixes the key: once the block has passed, the tunnel comes up.
-    br.reload(lab_config("branch1"))
+    br.reload(lab_config("branch1", br_cfg))
     net.step(BLOCK_TIME + 10)
     assert len(hq.sad) == 2 and len(br.sad) == 2
 

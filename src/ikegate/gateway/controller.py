@@ -246,16 +246,17 @@ class Gateway:
             if conn.kind is PolicyKind.AUTO:
                 self._bring_up(conn, now)
 
-    def _bring_up(self, conn: Connection, now: float) -> None:
+    def _bring_up(self, conn: Connection, now: float, *, defer: bool = True) -> None:
         """Initiate ``conn`` unless an IKE SA already serves it, ours or the peer's. While the peer is in
-        the middle of negotiating with us, look again a little later instead (its SA may be the one)."""
+        the middle of negotiating with us, look again a little later instead (its SA may be the one) --
+        once only: half-open SAs from the peer's address may be someone spoofing it."""
         current = self._active.get(conn.key)
         if current is not None and not current.finished:
             return
         if any(isinstance(e, IkeSaEntry) and e.policy_name == conn.policy.name and e.policy_seq == conn.policy.seq
                for e in self.sad.by_peer(conn.remote)):
             return
-        if self._half_open.from_source(_addr(conn.remote)):
+        if defer and self._half_open.from_source(_addr(conn.remote)):
             if conn.key not in self._rechecks:
                 self._rechecks.add(conn.key)
                 self._schedule(now + RETRY_AFTER_FAILURE, functools.partial(self._reinitiate, conn))
@@ -1029,7 +1030,7 @@ class Gateway:
         self._rechecks.discard(conn.key)
         current = self._conns.get(conn.key)
         if current is not None:
-            self._bring_up(current, now)  # unless the peer came back to us first
+            self._bring_up(current, now, defer=False)  # unless the peer came back to us first
 
     def _claim(self, sa: Engine, meta: _Meta, now: float) -> None:
         """``sa`` is established for a site-to-site policy: decide which IKE SA serves the policy.
