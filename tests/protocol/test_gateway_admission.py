@@ -8,7 +8,7 @@ import random
 
 import pytest
 
-from ikegate.gateway.admission import BLOCK_TIME, HALF_OPEN_LIFETIME, opening_ok
+from ikegate.gateway.admission import BLOCK_TIME, opening_ok
 from ikegate.gateway.controller import Gateway
 from ikegate.policy.model import IkeAdmission
 from tests.protocol.netsim import Net, lab, lab_config
@@ -56,17 +56,15 @@ def test_garbage_openings_allocate_nothing() -> None:
     assert len(gw._half_open) == 0 and gw.engines() == []
 
 
-def test_well_formed_but_undecodable_opening_expires() -> None:
-    """Payload lengths that add up but contents the engine cannot decode: the engine arms no timer, the
-    gateway's own deadline removes it."""
+def test_well_formed_but_undecodable_opening_keeps_nothing() -> None:
+    """Payload lengths that add up but contents the engine cannot decode: the engine it got is dropped at
+    once (before this, it stayed in state NEW with no timer, for ever)."""
     gw, rnd = _hq(per_address=10000), random.Random(1)
     body = b"".join(bytes((nxt, 0)) + (4 + 12).to_bytes(2, "big") + rnd.randbytes(12) for nxt in (34, 40, 0))
     header = bytes(8) + bytes((33, 0x20, 34, 0x08)) + bytes(4) + (28 + len(body)).to_bytes(4, "big")
     for _ in range(3000):
         gw.receive_datagram(rnd.randbytes(8) + header + body, LOCAL, ("198.51.100.7", 500), 0.0)
-    assert len(gw._half_open) == 1000  # then COOKIEs are asked for, and these undecodable requests dropped
-    gw.handle_timer(HALF_OPEN_LIFETIME + 1)
-    assert len(gw._half_open) == 0 and gw.engines() == []
+    assert len(gw._half_open) == 0 and gw.engines() == [] and gw.stats.dropped == 3000
     assert gw.get_timer() is None
 
 

@@ -49,6 +49,7 @@ from ikegate.ike.events import (
 )
 from ikegate.ike.v1.registry import NotifyType as V1NotifyType
 from ikegate.ike.v1.sa import IsakmpSa, V1Options
+from ikegate.ike.v1.sa import State as V1State
 from ikegate.ike.v2 import ts as tsmod
 from ikegate.ike.v2.child import ChildSa
 from ikegate.ike.v2.config import Addr, ChildSaConfig, IkeProposalSpec, IkeSaConfig
@@ -87,6 +88,8 @@ NON_ESP_MARKER = bytes(4)
 #: ISAKMP exchanges that open a new phase-1 negotiation: Main Mode (ID_PROT) and Aggressive Mode.
 V1_OPENING = frozenset({2, 4})
 _FLAG_R = int(HeaderFlag.RESPONSE)
+#: Engine states that mean "the first message changed nothing".
+_UNTOUCHED = frozenset({State.NEW, V1State.NEW})
 NAT_KEEPALIVE = b"\xff"
 ZERO_SPI = bytes(8)
 RETRY_AFTER_FAILURE = 5.0
@@ -323,6 +326,7 @@ class Gateway:
         sa = self._engines.get(spi_i) if flags & _FLAG_R or spi_r == ZERO_SPI else None
         if sa is None:
             sa = self._engines.get(spi_r) or self._engines.get(spi_i)
+        fresh = False
         if sa is None:
             v1 = data[17] >> 4 == 1
             opening = exchange in V1_OPENING if v1 else exchange == ExchangeType.IKE_SA_INIT and not flags & _FLAG_R
@@ -330,6 +334,7 @@ class Gateway:
                 sa = self._half_open.get(remote[0], spi_i)
                 if sa is None:
                     sa = self._admit(data, local, remote, now, version=1 if v1 else 2)
+                    fresh = True
                 if sa is None:
                     return
             else:
@@ -342,6 +347,9 @@ class Gateway:
             self.stats.dropped += 1
             log.debug("dropped a malformed or unexpected IKE message from %s:%s (%d bytes)", *remote, len(data))
         self._service(sa, now)
+        if fresh and not sa.finished and sa.state in _UNTOUCHED:
+            # Its engine could not use the first message (or answered it without keeping state): keep nothing.
+            self._forget(sa, now)
 
     # ------------------------------------------------------------------ operator API
 
