@@ -16,52 +16,22 @@ from typing import Any
 
 import pytest
 
-from tests.interop import swan
-from tests.interop.netns import GW_A_LAN, HOST_A, SITE_A_V4, SITE_A_V6, Lab, make_site, wait_for, wan
-from tests.interop.swan import Charon
-from tests.interop.test_strongswan import CHILD, CONN, DEFAULT, SW_HOST, Bed
+from tests.interop.netns import Lab, wait_for
+from tests.interop.test_strongswan import CHILD, CONN, DEFAULT, Bed, make_bed, show_logs
 from tests.interop.vrp import ike_sas
 
 pytestmark = pytest.mark.interop
 ROW = "one IKE SA per auto policy (IPv4, IKEv2)"
 
 
-def _bed(lab: Lab, settings: str = "") -> Bed:
-    reason = swan.skip_reason()
-    if reason:
-        pytest.skip(reason)
-    site = make_site(lab, "A", HOST_A, GW_A_LAN, SITE_A_V4, SITE_A_V6)
-    sw = lab.netns("swan", forwarding=True)
-    wan(lab, site.gw, sw)
-    sw.addr("lo", f"{SW_HOST[4]}/32")
-    sw.addr("lo", f"{SW_HOST[6]}/128")
-    charon = Charon(lab, sw, lab.workdir / "swan", settings=settings)
-    charon.start()
-    return Bed(lab, site, sw, charon)
-
-
-@pytest.fixture(params=[pytest.param("no", id="break-before-make"), pytest.param("yes", id="make-before-break")])
-def reauth_bed(lab: Lab, request: Any) -> Iterator[Bed]:
-    the_bed = _bed(lab, f"    make_before_break = {request.param}\n")
-    try:
-        yield the_bed
-    finally:
-        _tails(the_bed)
-
-
 @pytest.fixture
-def plain_bed(lab: Lab) -> Iterator[Bed]:
-    the_bed = _bed(lab)
+def swan_bed(lab: Lab, request: Any) -> Iterator[Bed]:
+    """The bed of test_strongswan.py; an indirect parameter adds charon settings."""
+    the_bed = make_bed(lab, getattr(request, "param", ""))
     try:
         yield the_bed
     finally:
-        _tails(the_bed)
-
-
-def _tails(bed: Bed) -> None:
-    log = bed.lab.workdir / "gwa.log"
-    sys.stderr.write(f"\n--- ikegate log ---\n{log.read_text()[-3000:] if log.exists() else ''}")
-    sys.stderr.write(f"\n--- charon log ---\n{bed.charon.log()[-5000:]}\n")
+        show_logs(the_bed)
 
 
 def _display(bed: Bed) -> None:
@@ -90,8 +60,8 @@ def _exactly_one(bed: Bed) -> dict[str, Any]:
 
 
 @pytest.mark.cell(ROW, "T", "swanctl --terminate, then --initiate by strongSwan, then ikegate commands")
-def test_peer_initiated_sa_then_commands(plain_bed: Bed) -> None:
-    bed = plain_bed
+def test_peer_initiated_sa_then_commands(swan_bed: Bed) -> None:
+    bed = swan_bed
     bed.start(DEFAULT, initiator=True)
     bed.wait_up()
     old = bed.sw_ike()[0].uniqueid
@@ -110,9 +80,16 @@ def test_peer_initiated_sa_then_commands(plain_bed: Bed) -> None:
     assert bed.ping_from_strongswan().returncode == 0
 
 
-@pytest.mark.cell(ROW, "A", "strongSwan re-authenticates (reauth_time 10s) while ikegate runs commands")
-def test_reauthentication_by_strongswan_while_commands_run(reauth_bed: Bed) -> None:
-    bed = reauth_bed
+@pytest.mark.parametrize("swan_bed", [
+    pytest.param("    make_before_break = no\n", id="break-before-make",
+                 marks=pytest.mark.cell(ROW, "a", "strongSwan re-authenticates (reauth_time 10s, break-before-make) "
+                                        "while ikegate runs commands")),
+    pytest.param("    make_before_break = yes\n", id="make-before-break",
+                 marks=pytest.mark.cell(ROW, "A", "strongSwan re-authenticates (reauth_time 10s, make-before-break) "
+                                        "while ikegate runs commands")),
+], indirect=True)
+def test_reauthentication_by_strongswan_while_commands_run(swan_bed: Bed) -> None:
+    bed = swan_bed
     bed.start(DEFAULT, initiator=True, swan_conn={"reauth_time": "10s", "rand_time": "0", "over_time": "30s"})
     bed.wait_up()
     first = bed.sw_ike()[0].uniqueid

@@ -74,17 +74,23 @@ def test_peer_reinitiates_after_terminate_and_commands_follow() -> None:
     assert _one_each(a, b)[0].conn_id == ours.conn_id
 
 
-def test_make_before_break_reauthentication_by_the_peer() -> None:
+def _second_sa_from_the_peer() -> tuple[Net, Gateway, Gateway, IkeSaEntry]:
+    """Our auto policy's IKE SA is up; a while later the peer sets up a new one with the same identity
+    (the first half of a make-before-break re-authentication). Returns the old SA's entry on our side."""
     net, a, b = _pair()
     a.start(net.now)
     net.pump()
     old, _ = _one_each(a, b)
-    net.step(30.0)
-    # The peer re-authenticates: a new IKE SA with the same identity first, then the old one deleted.
+    net.step(5.0)
     conn = next(iter(b._conns.values()))
     assert b._initiate(conn, net.now) is not None
     net.pump()
     assert len(_ike(a)) == 2 and len(_ike(b)) == 2
+    return net, a, b, old
+
+
+def test_make_before_break_reauthentication_by_the_peer() -> None:
+    net, a, b, old = _second_sa_from_the_peer()
     _commands(net, a, times=1)
     assert len(_ike(a)) == 2  # nothing new from the commands in between
     b.reset_ike_sa(net.now, conn_id=next(e.conn_id for e in _ike(b) if (e.spi_i, e.spi_r) == (old.spi_i, old.spi_r)))
@@ -97,15 +103,7 @@ def test_make_before_break_reauthentication_by_the_peer() -> None:
 
 
 def test_superseded_sa_the_peer_keeps_is_deleted_after_its_grace() -> None:
-    net, a, b = _pair()
-    a.start(net.now)
-    net.pump()
-    old, _ = _one_each(a, b)
-    net.step(5.0)
-    conn = next(iter(b._conns.values()))
-    b._initiate(conn, net.now)  # the peer sets up a new one and never deletes the old one
-    net.pump()
-    assert len(_ike(a)) == 2
+    net, a, b, old = _second_sa_from_the_peer()  # and the peer never deletes the old one
     _commands(net, a, b, times=int(SUPERSEDED_GRACE) + 5)
     new, _ = _one_each(a, b)
     assert (new.spi_i, new.spi_r) != (old.spi_i, old.spi_r)
