@@ -135,3 +135,17 @@ def test_simultaneous_start_settles_on_one_sa() -> None:
     ours, theirs = _one_each(a, b)
     _commands(net, a, b, times=5)
     assert _one_each(a, b) == (ours, theirs)
+
+
+def test_winner_lost_while_the_superseded_sa_lingers_comes_back() -> None:
+    """The peer's new IKE SA won, then died before the old one was gone: the policy is brought up again
+    once the superseded SA is retired (nothing is left waiting for an SA that no longer serves)."""
+    net, a, b, old = _second_sa_from_the_peer()
+    new = next(e for e in _ike(a) if e.conn_id != old.conn_id)
+    net.drop = lambda data, src, dst: True  # the peer hears nothing of it
+    a.reset_ike_sa(net.now, conn_id=new.conn_id)
+    net.pump()
+    net.drop = lambda data, src, dst: False
+    net.step(SUPERSEDED_GRACE + 10)
+    assert all(e.conn_id not in (old.conn_id, new.conn_id) for e in _ike(a))
+    assert len(_ike(a)) == 1 and len(a.sad) == 2

@@ -137,7 +137,7 @@ class _Meta:
     replaced: bool = False  # an IKEv1 phase-1 rekey by the peer moved its IPsec SAs to a newer SA
     created: float = 0.0
     up_at: float | None = None  # when it was established
-    #: another IKE SA now serves its policy: its end brings nothing back
+    #: another IKE SA now serves its policy (this one is deleted after a grace time)
     superseded: bool = False
 
 
@@ -1018,8 +1018,8 @@ class Gateway:
         if self._active.get(meta.conn.key) is sa:
             del self._active[meta.conn.key]
         if reason in (DeleteReason.SHUTDOWN, DeleteReason.INITIAL_CONTACT) or meta.replaced or orphans \
-                or meta.superseded or meta.conn.key in self._active:
-            return  # nothing to bring back: another IKE SA serves the policy (or will)
+                or meta.conn.key in self._active:
+            return  # nothing to bring back: another IKE SA serves the policy (a superseded one's end included)
         conn = self._conns.get(meta.conn.key)
         if conn is None:
             return
@@ -1054,7 +1054,7 @@ class Gateway:
           one, so the one with the lower SPI pair loses (the nonce rule of RFC 7296 §2.8.2, on values
           both ends know), and its initiator deletes it.
 
-        The loser is marked ``superseded``: its end brings nothing back."""
+        The loser is marked ``superseded``; its end brings nothing back while the winner serves."""
         assert meta.conn is not None
         key = meta.conn.key
         current = self._active.get(key)
