@@ -171,3 +171,34 @@ def test_failure_statistics_keep_one_bucket_for_unknown_notify_numbers() -> None
     assert _failure_label(V1NotifyType, 16) == V1NotifyType(16).name
     assert {_failure_label(NotifyType, n) for n in range(40000, 41000)} == {"other"}
     assert _failure_label(NotifyType, 0) == "timeout"
+
+
+def test_cookie_answering_flood_from_many_addresses_is_bounded_and_a_branch_still_gets_in() -> None:
+    """400 real addresses that answer COOKIEs (so the COOKIE defence does not stop them) each hold at most
+    ``per-address`` half-open SAs; a genuine branch still sets up its tunnel in the middle of it."""
+    from ikegate.ike.wire.registry import NotifyType
+    from ikegate.ike.wire.v2 import Notify, decode_message, encode_message
+
+    net = Net()
+    hq = net.add(Gateway(lab_config("hq", P1)))
+    hq.config.ike_admission.per_address = 5
+    opening, rnd = _opening(2), random.Random(6)
+    for round_ in range(8):
+        for host in range(400):
+            src = (f"203.0.113.{host % 200 + 1}" if host < 200 else f"198.51.100.{host % 200 + 1}", 500)
+            data = _spoof(opening, rnd)
+            hq.receive_datagram(data, LOCAL, src, net.now)
+            for answer, _local, dst in hq.datagrams_to_send():
+                first = decode_message(answer).payloads[0]
+                if dst == src and isinstance(first, Notify) and first.notify_type == NotifyType.COOKIE:
+                    msg = decode_message(data)
+                    hq.receive_datagram(encode_message(msg.header, [first, *msg.payloads]), LOCAL, src, net.now)
+            hq.datagrams_to_send()
+        net.now += 1.0
+    assert hq.stats.cookies_sent > 0  # the COOKIE defence was engaged and answered
+    assert len(hq._half_open) == 400 * 5
+    assert max(hq._half_open.from_source(f"203.0.113.{i}") for i in range(1, 201)) == 5
+    branch = net.add(Gateway(lab_config("branch1", P1)))
+    branch.start(net.now)
+    net.pump()
+    assert len(branch.sad) == 2 and len(hq.sad) == 2
