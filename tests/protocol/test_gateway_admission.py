@@ -183,7 +183,7 @@ def test_cookie_answering_flood_from_many_addresses_is_bounded_and_a_branch_stil
     hq = net.add(Gateway(lab_config("hq", P1)))
     hq.config.ike_admission.per_address = 5
     opening, rnd = _opening(2), random.Random(6)
-    for round_ in range(8):
+    for _round in range(8):
         for host in range(400):
             src = (f"203.0.113.{host % 200 + 1}" if host < 200 else f"198.51.100.{host % 200 + 1}", 500)
             data = _spoof(opening, rnd)
