@@ -17,11 +17,11 @@ from typing import Any
 import pytest
 
 from tests.interop.netns import Lab, wait_for
-from tests.interop.test_strongswan import CHILD, CONN, DEFAULT, Bed, make_bed, show_logs
+from tests.interop.test_strongswan import CHILD, CONN, DEFAULT, V1, Bed, SuiteCase, make_bed, show_logs
 from tests.interop.vrp import ike_sas
 
 pytestmark = pytest.mark.interop
-ROW = "one IKE SA per auto policy (IPv4, IKEv2)"
+ROW = "one IKE SA per auto policy (IPv4)"
 
 
 @pytest.fixture
@@ -59,10 +59,14 @@ def _exactly_one(bed: Bed) -> dict[str, Any]:
     return ours[0]
 
 
-@pytest.mark.cell(ROW, "T", "swanctl --terminate, then --initiate by strongSwan, then ikegate commands")
-def test_peer_initiated_sa_then_commands(swan_bed: Bed) -> None:
+@pytest.mark.parametrize("case", [
+    pytest.param(DEFAULT, id="v2", marks=pytest.mark.cell(ROW, "T", "swanctl --terminate, then --initiate by "
+                                                          "strongSwan, then ikegate commands")),
+    pytest.param(V1, id="v1", marks=pytest.mark.cell(ROW, "1", "the same over IKEv1 (Main Mode)")),
+])
+def test_peer_initiated_sa_then_commands(swan_bed: Bed, case: SuiteCase) -> None:
     bed = swan_bed
-    bed.start(DEFAULT, initiator=True)
+    bed.start(case, initiator=True)
     bed.wait_up()
     old = bed.sw_ike()[0].uniqueid
     out = bed.charon.terminate("--ike", CONN)
