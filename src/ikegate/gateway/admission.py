@@ -6,13 +6,14 @@ any engine exists, whether it may:
 
 * :func:`opening_ok` walks the payload chain of the opening message without decoding it: lengths must
   add up exactly and the payloads the first message must carry must be there. Garbage with a plausible
-  header costs one loop over a few bytes and allocates nothing.
+  header costs one loop over a few bytes and leaves nothing behind.
 * :class:`HalfOpen` is the table of responder SAs that have not authenticated yet. Each entry has its
   own deadline, independent of the engine (an engine that never got far enough to arm a timer still
   goes), is keyed by what the *first* datagram carried (so removal never depends on what the engine
   parsed), and is counted per source address.
-* :class:`SourceGuard` blocks a source address for a while after repeated failed authentications, as
-  strongSwan's ``block_threshold`` does for half-open SAs, and says when to log, once per interval.
+* :class:`SourceGuard` blocks a source address for a while after repeated failed authentications and
+  says when a refusal is worth a log line (once per interval). The per-address cap on half-open SAs is
+  what strongSwan calls ``block_threshold``; the global one its ``init_limit_half_open``.
 * the numbers are configurable (``ike call admission limit ...``,
   :class:`~ikegate.policy.model.IkeAdmission`).
 
@@ -57,7 +58,7 @@ MAX_SOURCES = 8192
 def opening_ok(data: bytes, version: int) -> bool:
     """True when ``data`` (an IKE header and payloads, no NAT-T marker) is structurally an opening
     message: length field equals the datagram, message ID 0, the payload chain ends exactly at the end,
-    and the payloads the first message needs are present. No decoding, no allocation."""
+    and the payloads the first message needs are present. Nothing is decoded or kept."""
     size = len(data)
     if size < HEADER_LEN or int.from_bytes(data[24:28], "big") != size or data[20:24] != b"\0\0\0\0":
         return False
@@ -75,10 +76,10 @@ def opening_ok(data: bytes, version: int) -> bool:
         if length < 4 or pos + length > size:
             return False
         if kind in required:
-            seen |= 1 << (kind & 63)
+            seen |= 1 << kind
         kind = data[pos]
         pos += length
-    return pos == size and all(seen & (1 << (k & 63)) for k in required)
+    return pos == size and all(seen >> k & 1 for k in required)
 
 
 class HalfOpen(Generic[E]):
