@@ -81,3 +81,30 @@ def test_source_guard_is_bounded() -> None:
     assert len(guard) == admission.MAX_SOURCES
     guard.forget_idle(LOG_INTERVAL + 1)
     assert len(guard) == 0
+
+
+def test_admission_commands_in_the_shell_and_current_configuration() -> None:
+    from ikegate.cli.commands import default_tree
+    from ikegate.cli.shell import Shell
+    from ikegate.policy.model import Config
+
+    config = Config()
+    shell = Shell(config, tree=default_tree())
+    shell.execute("system-view")
+    assert shell.execute("ike call admission limit in-negotiation-sa per-address 8").ok
+    assert shell.execute("ike call ad li auth 4").ok  # abbreviated
+    assert (config.ike_admission.per_address, config.ike_admission.authentication_failures) == (8, 4)
+    bad = shell.execute("ike call admission limit in-negotiation-sa 100001")
+    assert not bad.ok and bad.error is not None
+    text = shell.execute("display current-configuration").text
+    assert " ike call admission limit in-negotiation-sa per-address 8" in text
+    assert " ike call admission limit authentication-failure 4" in text
+    assert "in-negotiation-sa 5000" not in text  # defaults are left out
+    from ikegate.cli.matcher import help_items
+    from ikegate.cli.views import ViewKind
+
+    items = help_items(shell.tree, ViewKind.SYSTEM, 3, "ike call admission limit ")
+    assert isinstance(items, list)
+    assert {i.name for i in items} == {"authentication-failure", "in-negotiation-sa"}
+    items = help_items(shell.tree, ViewKind.SYSTEM, 3, "ike call admission limit in-negotiation-sa ")
+    assert isinstance(items, list) and {i.name for i in items} == {"per-address", "INTEGER<1-100000>"}
