@@ -81,16 +81,22 @@ def test_every_half_open_sa_has_a_deadline() -> None:
     assert len(gw._half_open) == 0 and gw.engines() == []
 
 
-def test_ikev1_main_mode_flood_is_capped() -> None:
+def test_ikev1_main_mode_flood_is_capped_and_leaves_room_for_ikev2() -> None:
     gw, rnd = _hq(in_negotiation=300), random.Random(3)
     logs: list[str] = []
     gw._log = lambda _m, _s, brief, text: logs.append(f"{brief} {text}")
     data = _opening(1)
     for i in range(2000):
         gw.receive_datagram(_spoof(data, rnd), LOCAL, (f"10.{i >> 16 & 255}.{i >> 8 & 255}.{i & 255}", 500), 0.0)
-    assert len(gw._half_open) == 300 and len(gw.engines()) == 300
-    assert gw.stats.openings_refused == 1700
+    assert len(gw._half_open) == 150 and len(gw.engines()) == 150  # IKEv1: half of the table at most
+    assert gw.stats.openings_refused == 1850
     assert len([x for x in logs if x.startswith("IKE_NEGOTIATION_REFUSED")]) == 1  # once per interval, not per datagram
+    data2 = _opening(2)
+    for i in range(400):
+        gw.receive_datagram(_spoof(data2, rnd), LOCAL, (f"10.9.{i >> 8 & 255}.{i & 255}", 500), 0.0)
+    assert len(gw._half_open) == 300 and gw._half_open.of_version(2) == 150
+    gw.handle_timer(3600.0)
+    assert len(gw._half_open) == 0 and gw._half_open.of_version(1) == 0 and gw._half_open.of_version(2) == 0
 
 
 def test_half_open_per_source_address_is_limited() -> None:

@@ -21,7 +21,9 @@ Why IKEv1 gets no stateless answer: an IKEv2 responder can ask for a COOKIE and 
 §2.6), but an IKEv1 Main Mode responder must remember the initiator's whole SA payload, since HASH_I
 and HASH_R cover it (RFC 2409 §5) and message 3 does not repeat it. So IKEv1 half-open SAs are bounded
 by the same global and per-source caps, and what goes beyond is dropped: a genuine initiator
-retransmits MM1 and gets in once the flood's entries expire.
+retransmits MM1 and gets in once the flood's entries expire. And since an IKEv1 source cannot be
+verified at all, IKEv1 may fill only half of the table: a spoofed Main Mode flood leaves room for IKEv2
+peers, whose own floods the COOKIE exchange filters.
 """
 
 from __future__ import annotations
@@ -91,6 +93,8 @@ class HalfOpen(Generic[E]):
         self._by_key: dict[tuple[str, bytes], E] = {}
         self._key_of: dict[E, tuple[str, bytes]] = {}
         self._per_source: dict[str, int] = {}
+        self._version_of: dict[E, int] = {}
+        self._per_version = {1: 0, 2: 0}
         # Deadlines are added in time order, so a FIFO is already sorted; entries removed early stay
         # in it until their deadline passes and are then skipped (bounded by the same lifetime).
         self._expiry: deque[tuple[float, E]] = deque()
@@ -104,13 +108,19 @@ class HalfOpen(Generic[E]):
     def get(self, source: str, spi_i: bytes) -> E | None:
         return self._by_key.get((source, spi_i))
 
+    def of_version(self, version: int) -> int:
+        """How many entries are IKE ``version`` SAs."""
+        return self._per_version[version]
+
     def from_source(self, source: str) -> int:
         return self._per_source.get(source, 0)
 
-    def add(self, source: str, spi_i: bytes, engine: E, now: float) -> None:
+    def add(self, source: str, spi_i: bytes, engine: E, now: float, version: int = 2) -> None:
         key = (source, spi_i)
         self._by_key[key] = engine
         self._key_of[engine] = key
+        self._version_of[engine] = version
+        self._per_version[version] += 1
         self._per_source[source] = self._per_source.get(source, 0) + 1
         self._expiry.append((now + self.lifetime, engine))
         if len(self._expiry) > 2 * len(self._key_of) + 1024:
@@ -124,6 +134,7 @@ class HalfOpen(Generic[E]):
             return
         if self._by_key.get(key) is engine:
             del self._by_key[key]
+        self._per_version[self._version_of.pop(engine)] -= 1
         left = self._per_source[key[0]] - 1
         if left:
             self._per_source[key[0]] = left

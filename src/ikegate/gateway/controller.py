@@ -633,6 +633,10 @@ class Gateway:
         if len(self._half_open) >= limits.in_negotiation:
             self._refuse_full(now, limits.in_negotiation)
             return None
+        if version == 1 and self._half_open.of_version(1) >= limits.in_negotiation // 2:
+            # IKEv1 cannot prove its source address (no COOKIE exchange): it gets half of the table at most.
+            self._refuse_full(now, limits.in_negotiation // 2, "IKEv1 ")
+            return None
         if version == 2 and self._cookies.required(len(self._half_open)) and not self._cookie_ok(data, local, remote,
                                                                                                    now):
             return None
@@ -645,7 +649,7 @@ class Gateway:
             sa = IkeSa(None, initiator=False, local=local, peer=remote, now=now, policy=self._responder,
                        rng=self._rng, spi_allocator=self._spi_alloc)
         self._meta[sa] = _Meta(None, PolicyKind.TEMPLATE, created=now)
-        self._half_open.add(source, data[:8], sa, now)
+        self._half_open.add(source, data[:8], sa, now, version)
         return sa
 
     def _cookie_ok(self, data: bytes, local: Addr, remote: Addr, now: float) -> bool:
@@ -678,7 +682,7 @@ class Gateway:
             self._log("IKE", 4, "IKE_NEGOTIATION_REFUSED",
                       f"IKE negotiation requests were dropped. (RemoteAddress={source}, Reason={why}, Count={count})")
 
-    def _refuse_full(self, now: float, limit: int) -> None:
+    def _refuse_full(self, now: float, limit: int, which: str = "") -> None:
         """The half-open table is full: drop, and log once per interval for all sources together (a
         spoofed flood has as many sources as datagrams)."""
         self.stats.openings_refused += 1
@@ -686,7 +690,7 @@ class Gateway:
         if self._full_logged_at is None or now - self._full_logged_at >= LOG_INTERVAL:
             self._log("IKE", 4, "IKE_NEGOTIATION_REFUSED",
                       f"IKE negotiation requests were dropped. (RemoteAddress=any, Reason=the limit of {limit} "
-                      f"IKE SAs in negotiation is reached, Count={self._full_dropped})")
+                      f"{which}IKE SAs in negotiation is reached, Count={self._full_dropped})")
             self._full_logged_at, self._full_dropped = now, 0
 
     def _send(self, packet: bytes, local: Addr, remote: Addr) -> None:
