@@ -344,14 +344,16 @@ def test_dpd_alive() -> None:
 def test_dpd_dead_peer() -> None:
     periodic = V1Options(dpd_type=DpdType.PERIODIC, dpd_idle=30, dpd_retransmit=15, dpd_retries=3)
     pair = establish(make_pair(i_opts=periodic))
-    pair.step(200, lambda d, w: w == "r")
+    pair.step(74.9, lambda d, w: w == "r")
     i = pair.initiator
+    assert i.established and i.stats.dpd_sent == 3
+    pair.step(0.1, lambda d, w: w == "r")
     (gone,) = pair.events("i", IkeSaDeleted)
     assert gone.reason is DeleteReason.DPD_TIMEOUT
     assert [e.reason for e in pair.events("i", ChildSaDeleted)] == [DeleteReason.DPD_TIMEOUT]
-    assert i.stats.dpd_sent == 4 and i.finished and not i.orphans_survive
-    # idle 30 s, then R-U-THERE at 30, 45, 60, 75 and death at 90.
-    assert i.stats.dpd_sent == 1 + periodic.dpd_retries
+    assert i.finished and not i.orphans_survive
+    # idle 30 s, then retry-limit R-U-THEREs 15 s apart (at 30, 45, 60) and death at 30 + 3 x 15 = 75.
+    assert i.stats.dpd_sent == periodic.dpd_retries
 
 
 def test_dpd_on_demand_probes_only_with_outbound_traffic() -> None:

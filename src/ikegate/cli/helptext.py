@@ -21,6 +21,7 @@ KEYWORD_HELP: dict[str, str] = {
     "authentication-algorithm": "Specify the authentication algorithms",
     "authentication-method": "Specify the authentication method",
     "authentication-mode": "Specify how VTY users are authenticated",
+    "authentication-retries": "Specify the password failures allowed per connection",
     "authentication-type": "Specify the SSH authentication type",
     "conn-id": "Specify a connection ID",
     "cpu": "Specify a CPU",

@@ -164,26 +164,26 @@ class Shell:
         result = self._match(line)
         if isinstance(result, matcher.Failure):
             message = result.kind.message
-            self._record(matcher.masked(result.tokens, result.sensitive), message)
+            self._record(line, result.sensitive, message)
             return Outcome([caret_line(result.column(prompt_length)), message], message)
         if as_json and not result.command.syntax.startswith("display"):
             message = ErrorKind.UNRECOGNIZED.message
-            self._record(matcher.masked(result.tokens, result.sensitive), message)
+            self._record(line, result.sensitive, message)
             return Outcome([caret_line(prompt_length + pipe_at), message], message)
         ctx = CommandContext(self.config, self, result, device=self.device, loading=self.loading, json=as_json)
         try:
             result.command.handler(ctx)
         except CommandError as exc:
             ctx.lines.append(str(exc))
-            self._record(matcher.masked(result.tokens, result.sensitive), str(exc))
+            self._record(line, result.sensitive, str(exc))
             return Outcome(ctx.lines, str(exc))
         except ParamError as exc:
             failure = matcher.Failure(exc.kind, result.index_of(exc.name, exc.index), result.tokens, result.sensitive)
             message = exc.kind.message
-            self._record(matcher.masked(result.tokens, result.sensitive), message)
+            self._record(line, result.sensitive, message)
             return Outcome([caret_line(failure.column(prompt_length)), message], message)
         if result.command.record:
-            self._record(matcher.masked(result.tokens, result.sensitive), None)
+            self._record(line, result.sensitive, None)
         lines = ctx.lines
         if as_json:
             data = ctx.data if ctx.data is not None else {"lines": ctx.lines}
@@ -194,9 +194,16 @@ class Shell:
             lines = [*lines, self._question[0]]
         return Outcome(lines)
 
-    def _record(self, command: str, error: str | None) -> None:
+    def mask(self, line: str) -> str:
+        """``line`` as it may be echoed anywhere (logs, error reports, transcripts): its secrets masked,
+        judged by the command tree whatever the view (:func:`matcher.mask_secrets`)."""
+        return matcher.mask_secrets(self.tree, line)
+
+    def _record(self, line: str, sensitive: frozenset[int], error: str | None) -> None:
         if self.loading:
             return
+        hidden = sensitive | matcher.secret_tokens(self.tree, line)
+        command = matcher.masked(matcher.tokenize(line.replace("\t", " ")), hidden)
         result = None if error is None else error.removeprefix("Error: ")
         self.logbuffer.record_command(task=self.task, ip=self.ip, user=self.user, command=command, result=result)
 

@@ -29,7 +29,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TypeVar
 
-from ikegate.dataplane.backend import Acquire, Bypass, Send, SoftExpire, UserspaceBackend
+from ikegate.dataplane.backend import Acquire, Bypass, Outbound, Send, SoftExpire, UserspaceBackend
 from ikegate.dataplane.packet import PacketError, echo_reply_for, echo_request, parse_ip
 from ikegate.gateway import translate
 from ikegate.gateway.admission import BLOCK_TIME, LOG_INTERVAL, HalfOpen, SourceGuard, opening_ok
@@ -301,6 +301,7 @@ class Gateway:
             if meta is None or meta.scheduled != when:
                 continue
             meta.scheduled = None
+            self._note_traffic(sa)
             sa.handle_timer(now)
             self._service(sa, now)
 
@@ -481,7 +482,9 @@ class Gateway:
             if found is None or not isinstance(found.handle, tuple):
                 continue
             sa, child = found.handle
-            if isinstance(event, SoftExpire):
+            if isinstance(event, Outbound):
+                self._note_traffic(sa)  # on-demand DPD: traffic out after a quiet spell
+            elif isinstance(event, SoftExpire):
                 sa.rekey_child(child, now)
             else:
                 sa.delete_child(child, now, DeleteReason.PHASE2_HARD_EXPIRY)
@@ -727,10 +730,23 @@ class Gateway:
             if sa.peer != peer_before:
                 self.sad.move_peer(sa.handle, sa.peer[0], sa.peer[1])
             entry.messages_in, entry.messages_out = sa.stats.messages_in, sa.stats.messages_out
+        if sa.awaits_outbound:
+            for child_spi in sa.children:
+                self.dataplane.watch(child_spi)
         when = sa.get_timer()
         if when is not None and when != meta.scheduled:
             meta.scheduled = when
             self._push_timer(when, sa)
+
+    def _note_traffic(self, sa: Engine) -> None:
+        """Tell the engine when ESP of its Child SAs last came in and went out (DPD's view of traffic).
+        Read from the dataplane's per-SA times at the engine's timer, never pushed per packet."""
+        for spi in sa.children:
+            last_in, last_out = self.dataplane.traffic(spi)
+            if last_in is not None:
+                sa.note_inbound(last_in)
+            if last_out is not None:
+                sa.note_outbound(last_out)
 
     def _forget(self, sa: Engine, now: float) -> None:
         for spi in self._spis.pop(sa, []):
@@ -1029,7 +1045,9 @@ class Gateway:
             return
         action = after_delete(meta.kind, 1)
         if action is Action.REINITIATE:
-            if reason is DeleteReason.MANUAL:
+            if reason in (DeleteReason.MANUAL, DeleteReason.DPD_TIMEOUT):
+                # At once after a dead peer too (strongSwan's dpd_action=restart): detection already took
+                # idle + retries x interval, and a failed attempt falls back to the delayed retry below.
                 self._bring_up(conn, now)
             else:
                 # After a failure or the peer's word, come back a little later rather than in a hot loop.

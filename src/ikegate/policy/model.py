@@ -82,8 +82,10 @@ class IkeAdmission:
 class DpdSettings:
     """``dpd`` settings of an IKE peer (USG defaults: on-demand; idle 30 s, retransmit 15 s, 3 tries).
 
-    On-demand DPD only probes a peer that stopped answering while we send it traffic (the dataplane asks);
-    ``dpd type periodic`` probes every idle interval whatever the traffic.
+    On-demand DPD only probes a peer silent (no IKE, no ESP) for ``idle_time`` while we send it ESP;
+    ``dpd type periodic`` probes any peer silent for ``idle_time``, traffic or not. A round is
+    ``retry_limit`` probes ``retransmit_interval`` apart; unanswered, the peer is dead
+    ``idle_time + retry_limit * retransmit_interval`` after its last sign of life (IKEv1 and IKEv2 alike).
     """
 
     type: DpdType = DpdType.ON_DEMAND

@@ -13,6 +13,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, cast
 
+from ikegate.cli.commands.ssh_blocks import SshBlocks
 from ikegate.cli.context import CommandContext
 from ikegate.cli.errors import CommandError, ParamError
 from ikegate.cli.params import Integer, Ipv4, Ipv6, String
@@ -40,6 +41,8 @@ class Runtime:
     #: ``ping``: (source, destination, count, size) -> the lines it prints, once the replies are in. The
     #: daemon supplies it (it needs real time); without it ``ping`` is refused.
     pinger: Callable[[str, str, int, int], Awaitable[list[str]]] | None = None
+    #: The SSH server's address blocks (``display ssh server ip-block``); the daemon supplies it.
+    ssh: SshBlocks | None = None
 
     def now(self) -> float:
         return self.clock()

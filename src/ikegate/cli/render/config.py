@@ -260,6 +260,10 @@ def ssh_lines(config: Config) -> list[str]:
     if server.port != _SSH_DEFAULT.port:
         lines.append(f"ssh server port {server.port}")
     lines += [f"ssh server listen-address {a}" for a in server.listen_addresses]
+    if server.authentication_retries != _SSH_DEFAULT.authentication_retries:
+        lines.append(f"ssh server authentication-retries {server.authentication_retries}")
+    if not server.ip_block:
+        lines.append("ssh server ip-block disable")
     for name in sorted(config.ssh_users):
         user = config.ssh_users[name]
         lines.append(f"ssh user {name}")

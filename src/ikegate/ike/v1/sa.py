@@ -63,6 +63,7 @@ from ikegate.ike.events import (
     InitialContact,
     NegotiationFailed,
 )
+from ikegate.ike.liveness import EspLiveness
 from ikegate.ike.v1 import crypto as c1
 from ikegate.ike.v1 import proposals as p1props
 from ikegate.ike.v1.registry import (
@@ -150,8 +151,9 @@ class V1Options:
 
     ``dependent`` is ``ikev1 phase1-phase2 sa dependent`` (default off). DPD follows RFC 3706 and the USG
     ``dpd`` command: probe after ``dpd_idle`` seconds of silence, retransmit every ``dpd_retransmit``
-    seconds, give up after ``dpd_retries`` retransmissions. Probes go only to a peer that announced the
-    DPD vendor ID; we always announce it, and always answer R-U-THERE.
+    seconds, ``dpd_retries`` R-U-THEREs in all; unanswered ``dpd_retries * dpd_retransmit`` seconds after
+    the first, the peer is dead (gone ``idle + retries * retransmit`` after it fell silent). Probes go
+    only to a peer that announced the DPD vendor ID; we always announce it, and always answer R-U-THERE.
     """
 
     mode: ExchangeMode = ExchangeMode.MAIN
@@ -366,7 +368,7 @@ def _first(payloads: list[Payload], kind: type[Any]) -> Any:
     return next((p for p in payloads if isinstance(p, kind)), None)
 
 
-class IsakmpSa:
+class IsakmpSa(EspLiveness):
     """One IKEv1 ISAKMP SA with its IPsec SAs (``children``), driven like the IKEv2 ``IkeSa``."""
 
     def __init__(
@@ -616,13 +618,12 @@ class IsakmpSa:
             self._dpd_tries = 0
             self._send_dpd(now)
 
-    def note_inbound(self, now: float) -> None:
-        """The dataplane received ESP from the peer: proof of life, DPD can wait (RFC 3706 §5.2)."""
-        self.last_received = max(self.last_received, now)
-
-    def note_outbound(self, now: float) -> None:
-        """The dataplane sent ESP to the peer: what on-demand DPD waits for before probing."""
-        self._last_outbound = now
+    @property
+    def awaits_outbound(self) -> bool:
+        """On-demand DPD with nothing sent since the peer was last heard: only the next ESP packet out
+        can make a probe due, so the owner should tell us about it (no timer of ours covers it)."""
+        return (self.options.dpd_type is DpdType.ON_DEMAND and self.established and self._p1.peer_dpd
+                and not self._dpd_outstanding and not self._sent_since_heard())
 
     def delete_child(self, child: ChildSa, now: float, reason: DeleteReason = DeleteReason.MANUAL) -> None:
         """Report the IPsec SA gone now and tell the peer with a Delete of our inbound SPI (if we can)."""
@@ -1439,8 +1440,8 @@ class IsakmpSa:
             return self._dpd_sent_at + o.dpd_retransmit
         if o.dpd_type is DpdType.PERIODIC:
             return self.last_received + o.dpd_idle
-        if self._last_outbound is not None and self._last_outbound > self.last_received:
-            return max(self.last_received + o.dpd_idle, self._last_outbound)
+        if self._sent_since_heard():
+            return max(self.last_received + o.dpd_idle, self._last_outbound or 0.0)
         return None
 
     def _dpd_tick(self, now: float) -> None:
@@ -1448,11 +1449,10 @@ class IsakmpSa:
         if due is None or due > now:
             return
         if self._dpd_outstanding:
-            if self._dpd_tries >= self.options.dpd_retries:
+            if self._dpd_tries >= max(1, self.options.dpd_retries):
                 self._end(now, DeleteReason.DPD_TIMEOUT, take_children=True, child_reason=DeleteReason.DPD_TIMEOUT,
                           tell_peer=False)
                 return
-            self._dpd_tries += 1
         else:
             self._dpd_tries = 0
         self._send_dpd(now)
@@ -1461,6 +1461,7 @@ class IsakmpSa:
         self._dpd_seq = (self._dpd_seq + 1) & 0xFFFFFFFF
         self._dpd_outstanding.add(self._dpd_seq)
         self._dpd_sent_at = now
+        self._dpd_tries += 1  # R-U-THEREs of this round
         self.stats.dpd_sent += 1
         p = self._p1
         self._send_info(p, [Notify(NotifyType.R_U_THERE, ProtocolId.ISAKMP, p.spi, struct.pack("!I", self._dpd_seq))])
