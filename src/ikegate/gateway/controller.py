@@ -580,9 +580,11 @@ class Gateway:
         sa: Engine
         if version == 1:
             sa = IsakmpSa(cfg, initiator=True, local=local, peer=remote, now=now, rng=self._rng,
+                          policy=self._responder_v1,
                           spi_allocator=self._spi_alloc, v1=translate.v1_options(self.config, conn.peer))
         else:
             sa = IkeSa(cfg, initiator=True, local=local, peer=remote, now=now, rng=self._rng,
+                       policy=self._responder,
                        spi_allocator=self._spi_alloc)
         # INITIAL-CONTACT when no IKE SA with the peer is left (IKEv1 orphan IPsec SAs do not count): the
         # peer then drops whatever it still holds of ours, say after a Delete of ours was lost.
