@@ -7,6 +7,12 @@ that command; a keyword with no text anywhere is a declaration error caught when
 from __future__ import annotations
 
 KEYWORD_HELP: dict[str, str] = {
+    "admission": "Call admission control of IKE negotiations",
+    "authentication-failure": "Failed authentications from one address before it is refused",
+    "call": "Call admission control",
+    "in-negotiation-sa": "IKE SAs in negotiation",
+    "limit": "Specify a limit",
+    "per-address": "Per source address",
     "aaa": "AAA view: local users",
     "acl": "Specify ACL configuration information",
     "address": "Specify an address",

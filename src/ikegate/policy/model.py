@@ -77,6 +77,19 @@ DEFAULT_IKE_PROPOSAL = IkeProposal(
 
 
 @dataclass
+class IkeAdmission:
+    """``ike call admission limit ...`` (system view): how much unauthenticated negotiation state the
+    gateway keeps. ``in_negotiation`` is USG's limit of half-open IKE SAs (USG: up to 800 per CPU; ikegate
+    runs one placement for many, so its default is higher); ``per_address`` bounds what a single source
+    address may hold of it (as strongSwan's ``block_threshold``); a source with more than
+    ``authentication_failures`` failed authentications within a minute is refused for a minute."""
+
+    in_negotiation: int = 5000
+    per_address: int = 32
+    authentication_failures: int = 10
+
+
+@dataclass
 class DpdSettings:
     """``dpd`` settings of an IKE peer (USG defaults: on-demand; idle 30 s, retransmit 15 s, 3 tries).
 
@@ -261,6 +274,7 @@ class Config:
     ipsec_policies: dict[tuple[str, int], IpsecPolicy] = field(default_factory=dict)
     ipsec_templates: dict[tuple[str, int], IpsecPolicyTemplate] = field(default_factory=dict)
     ikev1_dependent: bool = False
+    ike_admission: IkeAdmission = field(default_factory=IkeAdmission)
     loghosts: dict[IPAddress, LogHost] = field(default_factory=dict)  # ``info-center loghost``
     # Management access (see ikegate.policy.users): the SSH server, users, their keys, the VTY lines.
     ssh_server: SshServerSettings = field(default_factory=SshServerSettings)

@@ -218,5 +218,10 @@ def statistics(stats: Statistics) -> list[str]:
         _field("Resets", stats.resets),
         _field("Cookies sent", stats.cookies_sent),
         _field("Datagrams dropped", stats.dropped),
+        _field("Malformed first messages", stats.openings_malformed),
+        _field("First messages refused", stats.openings_refused),
+        _field("Half-open SAs expired", stats.half_open_expired),
+        _field("Authentication failures", stats.auth_failures),
+        _field("Peers blocked", stats.sources_blocked),
     ]
     return lines
