@@ -11,7 +11,7 @@ import pytest
 
 from ikegate.cli.render import ping as ping_render
 from ikegate.dataplane.packet import build_ipv4, parse_ip
-from ikegate.gateway.controller import Gateway
+from ikegate.gateway.controller import Gateway, GatewayStats
 from ikegate.gateway.device import (
     ALL,
     Device,
@@ -214,6 +214,18 @@ def test_reset_refuses_selections_it_does_not_honour(op: str, sel: Selection) ->
     with pytest.raises(ValueError, match="does not select by"):
         getattr(hq, op)(sel)
     assert hq.select() == before and hq.statistics().resets == 0
+
+
+def test_statistics_carry_every_controller_counter() -> None:
+    """A counter added to the controller's statistics must reach the management plane too."""
+    assert {f.name for f in dataclasses.fields(GatewayStats)} <= {f.name for f in dataclasses.fields(Statistics)}
+    net, hq, b1, b2 = _lab()
+    hq.gateway.stats.auth_failures = 3
+    hq.gateway.stats.negotiations_failed["AUTHENTICATION_FAILED"] = 1
+    st = hq.statistics()
+    assert st.auth_failures == 3 and st.negotiations_failed == {"AUTHENTICATION_FAILED": 1}
+    hq.gateway.stats.negotiations_failed["X"] = 1
+    assert st.negotiations_failed == {"AUTHENTICATION_FAILED": 1}  # a snapshot, not a view
 
 
 def test_statistics_match_the_rows() -> None:

@@ -184,6 +184,13 @@ class Statistics:
     dropped: int = 0  # IKE datagrams dropped before or by an SA
     esp_dropped: int = 0
     lan_dropped: int = 0
+    #: Admission (docs/admission.md): opening messages refused before any state, half-open SAs ended by
+    #: their deadline, failed authentications, sources blocked for them.
+    openings_malformed: int = 0
+    openings_refused: int = 0
+    half_open_expired: int = 0
+    auth_failures: int = 0
+    sources_blocked: int = 0
     #: The ESP dataplane's totals: ("packets" | "bytes", "in" | "out") and ("drops", reason).
     esp: Mapping[tuple[str, str], int] = field(default_factory=dict)
 

@@ -17,6 +17,7 @@ import ipaddress
 import random
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import fields
+from typing import Any
 
 from ikegate.gateway.controller import Gateway
 from ikegate.gateway.device import (
@@ -125,22 +126,15 @@ class LocalDevice:
             for entry in sad.ike_sas():
                 if SaFlag.NEG in entry.flags:
                     negotiating[entry.version] = negotiating.get(entry.version, 0) + 1
+        # Every controller counter under its own name (a copy: the caller may keep it while they move on).
+        counters: dict[str, Any] = {f.name: _copied(getattr(st, f.name)) for f in fields(st)}
         return Statistics(
             ike_sas={v: sad.count(version=v, phase=1) for v in (1, 2)},
             negotiating=negotiating,
             ipsec_sas={v: sad.count(version=v, phase=2) for v in (1, 2)},
             engines=len(gw.engines()),
-            negotiations_started=st.negotiations_started,
-            negotiations_succeeded=st.negotiations_succeeded,
-            negotiations_failed=dict(st.negotiations_failed),
-            deletes_sent=st.deletes_sent,
-            deletes_received=st.deletes_received,
-            resets=st.resets,
-            cookies_sent=st.cookies_sent,
-            dropped=st.dropped,
-            esp_dropped=st.esp_dropped,
-            lan_dropped=st.lan_dropped,
             esp=dict(gw.dataplane.totals()),
+            **counters,
         )
 
     # -- the protected side ----------------------------------------------------------------------------
@@ -224,6 +218,10 @@ class LocalDevice:
         if self._tun is not None:
             self._tun.close()
             self._tun = None
+
+
+def _copied(value: object) -> object:
+    return dict(value) if isinstance(value, dict) else value
 
 
 def _only(selection: Selection, what: str, *allowed: str) -> None:
