@@ -26,7 +26,7 @@ import os
 import struct
 from collections import OrderedDict, deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TypeVar
 
 from ikegate.dataplane.backend import Acquire, Bypass, Outbound, Send, SoftExpire, UserspaceBackend
@@ -34,6 +34,7 @@ from ikegate.dataplane.packet import PacketError, echo_reply_for, echo_request, 
 from ikegate.gateway import translate
 from ikegate.gateway.admission import BLOCK_TIME, LOG_INTERVAL, HalfOpen, SourceGuard, opening_ok
 from ikegate.gateway.decide import Action, after_delete
+from ikegate.gateway.device import GatewayStats, LogSink
 from ikegate.gateway.translate import Connection, Flow, PolicyKind
 from ikegate.ike.crypto import dh_group, integ_alg, prf_alg
 from ikegate.ike.events import (
@@ -102,30 +103,6 @@ RESPONDER_CACHE = 4096
 #: Delete exchanges run at most this many at a time; the rest wait their turn (their SAs are already gone
 #: from the table). Thousands of Deletes in one burst would only overflow the peer's socket buffer.
 DELETE_WINDOW = 256
-
-LogSink = Callable[[str, int, str, str], None]  # module, severity, brief, text
-
-
-@dataclass(slots=True)
-class GatewayStats:
-    negotiations_started: int = 0
-    negotiations_succeeded: int = 0
-    negotiations_failed: dict[str, int] = field(default_factory=dict)
-    deletes_sent: int = 0
-    deletes_received: int = 0
-    resets: int = 0
-    cookies_sent: int = 0
-    dropped: int = 0
-    esp_dropped: int = 0
-    lan_dropped: int = 0
-    #: opening messages refused before any state: malformed, or over an admission limit, or from a
-    #: source blocked after failed authentications
-    openings_malformed: int = 0
-    openings_refused: int = 0
-    half_open_expired: int = 0
-    auth_failures: int = 0
-    sources_blocked: int = 0
-
 
 @dataclass(slots=True)
 class _Meta:

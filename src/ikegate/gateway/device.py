@@ -30,8 +30,8 @@ from ikegate.sad import DEFAULT_PLACEMENT, IpsecSaEntry, OfflineRecord, Placemen
 
 __all__ = [
     "ALL", "DEFAULT_MODEL", "DEFAULT_SLOT_PLACEMENTS", "SLOT_MODELS", "Device", "DeviceError", "DeviceModel",
-    "LogSink", "OfflineRecord", "PingResult", "Selection", "Statistics", "make_device", "merge_offline",
-    "merge_rows", "open_local", "parse_placements",
+    "GatewayStats", "LogSink", "OfflineRecord", "PingResult", "Selection", "Statistics", "make_device",
+    "merge_offline", "merge_rows", "open_local", "parse_placements",
 ]
 
 # ----------------------------------------------------------------------------------------------------------
@@ -164,19 +164,14 @@ class Selection:
 ALL = Selection()
 
 
-@dataclass(frozen=True, slots=True)
-class Statistics:
-    """The device's counters and SA counts at one moment (``display ike statistics``, the control socket's
-    ``stats``, Prometheus). Every field is a sum over placements, so :meth:`total` of the workers' parts is
-    the device's."""
+@dataclass(slots=True)
+class GatewayStats:
+    """The controller's event counters. Declared here, with the seam, because they cross it as they are:
+    the controller counts into one (``Gateway.stats``), and :class:`Statistics` is one plus the SA counts."""
 
-    ike_sas: Mapping[int, int] = field(default_factory=dict)  # phase-1 SAs by IKE version
-    negotiating: Mapping[int, int] = field(default_factory=dict)  # of those, still negotiating (NEG)
-    ipsec_sas: Mapping[int, int] = field(default_factory=dict)  # phase-2 SAs by IKE version
-    engines: int = 0  # IKE engines alive (negotiating, up or deleting)
     negotiations_started: int = 0
     negotiations_succeeded: int = 0
-    negotiations_failed: Mapping[str, int] = field(default_factory=dict)  # by reason
+    negotiations_failed: dict[str, int] = field(default_factory=dict)  # by reason
     deletes_sent: int = 0
     deletes_received: int = 0
     resets: int = 0
@@ -184,13 +179,26 @@ class Statistics:
     dropped: int = 0  # IKE datagrams dropped before or by an SA
     esp_dropped: int = 0
     lan_dropped: int = 0
-    #: Admission (docs/admission.md): opening messages refused before any state, half-open SAs ended by
-    #: their deadline, failed authentications, sources blocked for them.
+    #: opening messages refused before any state: malformed, or over an admission limit, or from a
+    #: source blocked after failed authentications
     openings_malformed: int = 0
     openings_refused: int = 0
     half_open_expired: int = 0
     auth_failures: int = 0
     sources_blocked: int = 0
+
+
+@dataclass(slots=True)
+class Statistics(GatewayStats):
+    """The device's counters and SA counts at one moment (``display ike statistics``, the control socket's
+    ``stats``, Prometheus): a copy of the controller's counters plus what the SA database and the
+    dataplane count. Every field is a sum over placements, so :meth:`total` of the workers' parts is the
+    device's. A snapshot: nothing updates it after it is made."""
+
+    ike_sas: Mapping[int, int] = field(default_factory=dict)  # phase-1 SAs by IKE version
+    negotiating: Mapping[int, int] = field(default_factory=dict)  # of those, still negotiating (NEG)
+    ipsec_sas: Mapping[int, int] = field(default_factory=dict)  # phase-2 SAs by IKE version
+    engines: int = 0  # IKE engines alive (negotiating, up or deleting)
     #: The ESP dataplane's totals: ("packets" | "bytes", "in" | "out") and ("drops", reason).
     esp: Mapping[tuple[str, str], int] = field(default_factory=dict)
 
