@@ -6,10 +6,13 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import ipaddress
+from typing import cast
 
 import pytest
 
+from ikegate.cli.commands.runtime import Runtime
 from ikegate.cli.render import ping as ping_render
+from ikegate.cli.shell import Shell
 from ikegate.dataplane.packet import build_ipv4, parse_ip
 from ikegate.gateway.controller import Gateway
 from ikegate.gateway.device import (
@@ -25,8 +28,8 @@ from ikegate.gateway.device import (
     open_local,
 )
 from ikegate.gateway.local import LocalDevice
-from ikegate.sad import IkeSaEntry, IpsecSaEntry, OfflineRecord, Placement, SaEntry
-from tests.conftest import device_shell, ok
+from ikegate.sad import IkeSaEntry, IpsecSaEntry, OfflineRecord, Placement, SaDatabase, SaEntry
+from tests.conftest import device_shell, ok, runtime_tree
 from tests.protocol.netsim import Net, lab, lab_config
 
 HQ, BR1, BR2 = "127.0.0.11", "127.0.0.12", "127.0.0.13"
@@ -281,3 +284,95 @@ def test_open_local_builds_an_unopened_in_process_device() -> None:
     assert device.local_addresses() == [HQ] and device.lan_addresses() == ["10.0.0.1"]
     assert device.now() == 0.0
     asyncio.run(device.close(0.1))  # closing what was never opened is harmless
+
+
+# -- a fan-out over two workers: the interface composes ------------------------------------------------
+
+
+class _FanOut:
+    """What the workers issue builds, reduced to the routing and merging rules of the seam: workers own
+    conn-id residue classes; a conn-id goes to its owner, everything else to every worker, and the answers
+    are merged with the seam's helpers. (A test double: the real one talks to processes.)"""
+
+    def __init__(self, workers: list[LocalDevice]) -> None:
+        self.workers = workers
+        self.resets = 0  # commands, however many workers each one asked
+
+    def now(self) -> float:
+        return self.workers[0].now()
+
+    @property
+    def model(self) -> DeviceModel:
+        return self.workers[0].model
+
+    def _owner(self, conn_id: int) -> LocalDevice:
+        return self.workers[(conn_id - 1) % len(self.workers)]
+
+    def _targets(self, sel: Selection) -> list[LocalDevice]:
+        return [self._owner(sel.conn_id)] if sel.conn_id is not None else self.workers
+
+    def select(self, selection: Selection = ALL, *, counters: bool = False) -> list[SaEntry]:
+        return merge_rows(w.select(selection, counters=counters) for w in self._targets(selection))
+
+    def reset_ike_sa(self, selection: Selection = ALL) -> int:
+        self.resets += 1
+        return sum(w.reset_ike_sa(selection) for w in self._targets(selection))
+
+    def statistics(self) -> Statistics:
+        return dataclasses.replace(Statistics.total(w.statistics() for w in self.workers), resets=self.resets)
+
+    def offline(self, peer: str | None = None, placement: Placement | None = None) -> list[OfflineRecord]:
+        return merge_offline([w.offline(peer, placement) for w in self.workers])
+
+
+def _workers() -> tuple[Net, LocalDevice, _FanOut]:
+    """HQ, and Branch1 + Branch2 standing in for two workers of one device (ids 1, 3, 5… and 2, 4, 6…)."""
+    net = Net()
+    hq = net.add(Gateway(lab_config("hq")))
+    workers = []
+    for k, name in enumerate(("branch1", "branch2")):
+        gw = Gateway(lab_config(name))
+        gw.sad = SaDatabase(conn_id_offset=k, conn_id_stride=2)
+        workers.append(LocalDevice(net.add(gw), clock=lambda: net.now))
+    for gw in (hq, *(w.gateway for w in workers)):
+        gw.start(net.now)
+    net.step(1)
+    _bring_up_branch2(net, workers[1])
+    return net, LocalDevice(hq, clock=lambda: net.now), _FanOut(workers)
+
+
+def test_a_fan_out_merges_rows_routes_conn_ids_and_sums_resets() -> None:
+    net, hq, device = _workers()
+    b1, b2 = device.workers
+    rows = device.select()
+    assert len(rows) == 4 and _ids(rows) == sorted(_ids(rows), reverse=True)
+    assert {e.conn_id % 2 for e in b1.select()} == {1} and {e.conn_id % 2 for e in b2.select()} == {0}
+    assert device.select(Selection(phase=2)) == merge_rows([b1.select(Selection(phase=2)),
+                                                            b2.select(Selection(phase=2))])
+    st = device.statistics()
+    assert st.ike_sas[2] == 2 and st.ipsec_sas[2] == 2 and st.engines == 2
+    # a conn-id reaches its owner only; the other worker is not even asked
+    target = b2.select(Selection(phase=1))[0].conn_id
+    assert device.select(Selection(conn_id=target)) == b2.select(Selection(conn_id=target))
+    assert device.reset_ike_sa(Selection(conn_id=target)) == 2
+    assert (b1.statistics().resets, b2.statistics().resets) == (0, 1)
+    net.step(1)
+    assert len(b1.select()) == 2 and b2.select() == []  # Branch2's policy waits for traffic again
+    # everything: every worker, counts summed, offline histories merged in time order
+    net.step(10)
+    assert device.reset_ike_sa() == 2 and device.statistics().resets == 2  # two commands
+    assert sum(w.statistics().resets for w in device.workers) == 3  # three worker operations
+    offline = device.offline()
+    assert len(offline) == len(b1.offline()) + len(b2.offline()) == 4  # each tunnel: its IKE and IPsec SA
+    assert [r.time for r in offline] == sorted(r.time for r in offline) and offline[0].time < offline[-1].time
+
+
+def test_the_cli_runs_unchanged_on_a_fan_out() -> None:
+    """``display ike sa`` through the fan-out lists what each worker holds, in one table."""
+    net, hq, device = _workers()
+    shell = Shell(lab_config("branch1"), tree=runtime_tree(DeviceModel()),
+                  device=Runtime(cast(Device, device)))
+    text = ok(shell, "display ike sa")
+    for e in device.select():
+        assert any(line.split()[:1] == [str(e.conn_id)] for line in text), e.conn_id
+    assert ok(shell, "display ike statistics")[4].split()[-3:] == ["0", "/", "2"]

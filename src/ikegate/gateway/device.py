@@ -193,7 +193,8 @@ class Statistics(GatewayStats):
     """The device's counters and SA counts at one moment (``display ike statistics``, the control socket's
     ``stats``, Prometheus): a copy of the controller's counters plus what the SA database and the
     dataplane count. Every field is a sum over placements, so :meth:`total` of the workers' parts is the
-    device's. A snapshot: nothing updates it after it is made."""
+    device's — except ``resets``, which counts reset *commands*: a fan-out that runs one command on
+    several workers reports how many commands it ran. A snapshot: nothing updates it after it is made."""
 
     ike_sas: Mapping[int, int] = field(default_factory=dict)  # phase-1 SAs by IKE version
     negotiating: Mapping[int, int] = field(default_factory=dict)  # of those, still negotiating (NEG)
