@@ -61,6 +61,15 @@ def test_management_imports_the_gateway_only_through_the_device(path: Path) -> N
     assert violations(path.read_text()) == []
 
 
+@pytest.mark.parametrize("path", _modules(MANAGEMENT), ids=lambda p: str(p.relative_to(SRC)))
+def test_management_never_follows_a_row_to_its_engine(path: Path) -> None:
+    """SA rows cross the seam; their ``handle`` (the engine, in one process) is not part of the contract,
+    and a fan-out's rows do not have it."""
+    used = [node.lineno for node in ast.walk(ast.parse(path.read_text()))
+            if isinstance(node, ast.Attribute) and node.attr == "handle"]
+    assert used == []
+
+
 @pytest.mark.parametrize("source", [
     "from ikegate.gateway.controller import Gateway",
     "import ikegate.gateway.local",
