@@ -75,6 +75,22 @@ def parse_dn(text: str) -> list[tuple[str, str]]:
     return pairs
 
 
+_OID_OF = {short.lower(): oid for oid, short in _SHORT.items()}
+
+
+def encode_dn(text: str) -> bytes:
+    """The DER Name of a DN string (``CN=gw1,O=Example``, root-most attribute first as typed); UTF8String
+    values except C (PrintableString), as ``cryptography`` encodes them. ValueError for an unknown
+    attribute."""
+    attrs = []
+    for key, value in parse_dn(text):
+        oid = _OID_OF.get(_ALIASES.get(key.lower(), key.lower()))
+        if oid is None:
+            raise ValueError(f"unknown DN attribute {key}")
+        attrs.append(x509.NameAttribute(oid, value))
+    return x509.Name(attrs).public_bytes()
+
+
 def _norm(pairs: list[tuple[str, str]]) -> list[tuple[str, str]]:
     out = []
     for key, value in pairs:
