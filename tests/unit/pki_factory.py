@@ -33,7 +33,7 @@ def ec_key(curve: str = "secp256r1", index: int = 0) -> ec.EllipticCurvePrivateK
     return ec.generate_private_key(curves[curve])
 
 
-def name(cn: str, org: str | None = "ikegate test") -> x509.Name:
+def name(cn: str, org: str | None = "ikegate") -> x509.Name:
     attrs = [x509.NameAttribute(NameOID.COUNTRY_NAME, "CN")]
     if org:
         attrs.append(x509.NameAttribute(NameOID.ORGANIZATION_NAME, org))

@@ -53,7 +53,7 @@ def test_intermediate_we_hold_as_ca_is_an_anchor() -> None:
 
 
 def test_missing_intermediate_means_issuer_not_trusted() -> None:
-    with pytest.raises(CertificateError, match=r"^issuer not trusted: C=CN, O=ikegate test, CN=Test Intermediate CA$"):
+    with pytest.raises(CertificateError, match=r"^issuer not trusted: C=CN, O=ikegate, CN=Test Intermediate CA$"):
         verify_chain(PKI.gateway.cert, [], CAS, [], NOW)
 
 
@@ -91,14 +91,14 @@ def test_not_yet_valid() -> None:
 def test_expired_intermediate_names_the_ca() -> None:
     stale = certificate("Stale CA", rsa_key(2048, 4), PKI.root, ca=True, not_after=NOW - timedelta(days=1))
     leaf = certificate("leaf", ec_key(), stale)
-    with pytest.raises(CertificateError, match=r"^CA certificate C=CN, O=ikegate test, CN=Stale CA expired on"):
+    with pytest.raises(CertificateError, match=r"^CA certificate C=CN, O=ikegate, CN=Stale CA expired on"):
         verify_chain(leaf.cert, [stale.cert], CAS, [], NOW)
 
 
 def test_revoked_by_the_issuer_crl() -> None:
     revocations = crl(PKI.intermediate, [0x1A2B, 7])
     with pytest.raises(CertificateError,
-                       match=r"^revoked \(CRL of C=CN, O=ikegate test, CN=Test Intermediate CA, serial 1A:2B\)$"):
+                       match=r"^revoked \(CRL of C=CN, O=ikegate, CN=Test Intermediate CA, serial 1A:2B\)$"):
         verify_chain(PKI.gateway.cert, [PKI.intermediate.cert], CAS, [revocations], NOW)
 
 
@@ -132,7 +132,7 @@ def test_extended_key_usage_without_an_ike_purpose() -> None:
 def test_issuer_must_be_a_ca() -> None:
     not_ca = certificate("Not A CA", rsa_key(2048, 4), PKI.root)
     leaf = certificate("leaf", ec_key(), not_ca)
-    with pytest.raises(CertificateError, match=r"issuer C=CN, O=ikegate test, CN=Not A CA is not a CA"):
+    with pytest.raises(CertificateError, match=r"issuer C=CN, O=ikegate, CN=Not A CA is not a CA"):
         verify_chain(leaf.cert, [not_ca.cert], CAS, [], NOW)
 
 
@@ -162,7 +162,7 @@ GW = PKI.gateway.cert
     (Wire.ID_IPV4_ADDR, bytes([192, 0, 2, 1])),
     (Wire.ID_IPV6_ADDR, bytes.fromhex("20010db8000000000000000000000001")),
     (Wire.ID_DER_ASN1_DN, GW.subject.public_bytes()),
-    (Wire.ID_DER_ASN1_DN, encode_dn("C=CN,O=ikegate test,CN=gw1.example")),
+    (Wire.ID_DER_ASN1_DN, encode_dn("C=CN,O=ikegate,CN=gw1.example")),
 ])
 def test_ike_id_bound_to_the_certificate(id_type: int, data: bytes) -> None:
     check_identity(GW, id_type, data)
@@ -179,14 +179,14 @@ def test_ike_id_mismatch_reason(id_type: int, data: bytes, shown: str) -> None:
     with pytest.raises(CertificateError) as info:
         check_identity(GW, id_type, data)
     assert str(info.value) == (
-        f"ID {shown} does not match certificate subject C=CN, O=ikegate test, CN=gw1.example (subjectAltName "
+        f"ID {shown} does not match certificate subject C=CN, O=ikegate, CN=gw1.example (subjectAltName "
         "fqdn:gw1.example, user-fqdn:vpn@gw1.example, ip:192.0.2.1, ip:2001:db8::1)")
 
 
 @pytest.mark.parametrize(("id_type", "value"), [
-    (IdType.DN, "C=CN,O=ikegate test,CN=gw1.example"),
-    (IdType.DN, "CN=gw1.example, O=ikegate test, C=CN"),  # the other order, spaces after commas
-    (IdType.DN, "cn=GW1.example,o=ikegate  test,c=cn"),
+    (IdType.DN, "C=CN,O=ikegate,CN=gw1.example"),
+    (IdType.DN, "CN=gw1.example, O=ikegate, C=CN"),  # the other order, spaces after commas
+    (IdType.DN, "cn=GW1.example,  o=IKEGATE,c=cn"),
     (IdType.FQDN, "gw1.example"),
     (IdType.USER_FQDN, "vpn@gw1.example"),
     (IdType.IP, "2001:db8::1"),
@@ -208,9 +208,9 @@ def test_remote_id_mismatch(id_type: IdType, value: str) -> None:
 
 
 def test_dn_text_and_matching() -> None:
-    assert dn_text(name("x")) == "C=CN, O=ikegate test, CN=x"
-    assert dn_matches("C=CN/O=ikegate test/CN=x", name("x"))
-    assert not dn_matches("C=CN,O=ikegate test,CN=y", name("x"))
+    assert dn_text(name("x")) == "C=CN, O=ikegate, CN=x"
+    assert dn_matches("C=CN/O=ikegate/CN=x", name("x"))
+    assert not dn_matches("C=CN,O=ikegate,CN=y", name("x"))
 
 
 # --- CERTREQ ------------------------------------------------------------------------------------------
