@@ -59,6 +59,10 @@ def certificate(cn: str, key: Key, issuer: Issued | None = None, *, ca: bool = F
                .serial_number(serial if serial is not None else x509.random_serial_number())
                .not_valid_before(not_before or NOW - timedelta(days=1))
                .not_valid_after(not_after or NOW + timedelta(days=365)))
+    # Key identifiers as real CAs write them (strongSwan finds a certificate's CRL through them).
+    builder = builder.add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+    builder = builder.add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(
+        (issuer.key if issuer else key).public_key()), critical=False)
     if ca:
         builder = builder.add_extension(x509.BasicConstraints(ca=True, path_length=path_length), critical=True)
     if sans:
@@ -83,7 +87,10 @@ def crl(issuer: Issued, revoked: list[int], *, last: datetime | None = None) -> 
     builder = (x509.CertificateRevocationListBuilder()
                .issuer_name(issuer.cert.subject)
                .last_update(last or NOW - timedelta(hours=1))
-               .next_update((last or NOW) + timedelta(days=7)))
+               .next_update((last or NOW) + timedelta(days=7))
+               .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer.key.public_key()),
+                              critical=False)
+               .add_extension(x509.CRLNumber(1), critical=False))
     for serial in revoked:
         builder = builder.add_revoked_certificate(
             x509.RevokedCertificateBuilder().serial_number(serial).revocation_date(NOW - timedelta(minutes=30)).build())

@@ -20,6 +20,7 @@ from ikegate.pki.signature import (
     choose_method,
     decode_hash_algorithms,
     encode_hash_algorithms,
+    ikev1_auth_method,
     ikev1_rsa_sign,
     ikev1_rsa_verify,
     ikev1_sign,
@@ -214,6 +215,11 @@ def test_ikev1_signature_blinding_gives_the_deterministic_pkcs1_result() -> None
     # PKCS#1 v1.5 type 1 is deterministic: blinding must not change the output.
     key = rsa_key()
     assert ikev1_rsa_sign(key, b"\x01" * 20) == ikev1_rsa_sign(key, b"\x01" * 20)
+
+
+def test_ikev1_authentication_method_attribute() -> None:
+    assert ikev1_auth_method(rsa_key()) == 3
+    assert [ikev1_auth_method(ec_key(c).public_key()) for c in ("secp256r1", "secp384r1", "secp521r1")] == [9, 10, 11]
 
 
 @pytest.mark.parametrize("keytype", ["rsa", "secp256r1", "secp384r1"])

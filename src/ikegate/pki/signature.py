@@ -414,6 +414,21 @@ def ikev1_rsa_verify(key: rsa.RSAPublicKey, hash_value: bytes, signature: bytes)
         raise SignatureError("RSA signature does not verify")
 
 
+#: IKEv1 phase 1 Authentication Method attribute values (RFC 2409 Appendix A; RFC 4754 §3 for ECDSA).
+IKEV1_RSA_SIG = 3
+IKEV1_ECDSA = {"secp256r1": 9, "secp384r1": 10, "secp521r1": 11}
+
+
+def ikev1_auth_method(key: PrivateKey | PublicKey) -> int:
+    """The phase 1 Authentication Method attribute to offer or accept for a key: 3 for RSA, 9/10/11
+    for ECDSA on P-256/P-384/P-521."""
+    if isinstance(key, rsa.RSAPrivateKey | rsa.RSAPublicKey):
+        return IKEV1_RSA_SIG
+    if key.curve.name not in IKEV1_ECDSA:
+        raise SignatureError(f"no IKEv1 authentication method for ECDSA on {key.curve.name}")
+    return IKEV1_ECDSA[key.curve.name]
+
+
 def ikev1_sign(key: PrivateKey, hash_value: bytes) -> bytes:
     """IKEv1 SIG payload data: RSA as above; ECDSA as RFC 4754 ``r || s`` with the curve's hash."""
     if isinstance(key, rsa.RSAPrivateKey):
