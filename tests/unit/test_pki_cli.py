@@ -19,9 +19,10 @@ from ikegate.cli.render.config import render_config
 from ikegate.cli.render.pki import fingerprint
 from ikegate.cli.shell import Shell
 from ikegate.gateway.translate import auth_settings, ike_config, local_identity
-from ikegate.pki.store import KeyKind
 from ikegate.policy.model import AuthenticationMethod, Config, IdType
+from ikegate.policy.users import KeyKind
 from tests.unit import pki_factory as f
+from tests.unit.test_cli_config_commands import fails
 
 TREE = default_tree()
 GOLDEN = Path(__file__).parent.parent / "golden"
@@ -54,12 +55,6 @@ def run(shell: Shell, *lines: str) -> Shell:
         outcome = shell.execute(line)
         assert outcome.ok, f"{line}: {outcome.text}"
     return shell
-
-
-def fails(shell: Shell, line: str) -> str:
-    outcome = shell.execute(line)
-    assert outcome.error is not None, line
-    return outcome.error
 
 
 IMPORTS = (

@@ -24,6 +24,8 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
+from ikegate.policy.users import KeyKind  # rsa|ecc: the VRP key families, as for peer-public-key
+
 PrivateKey: TypeAlias = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey
 PublicKey: TypeAlias = rsa.RSAPublicKey | ec.EllipticCurvePublicKey
 
@@ -48,13 +50,6 @@ class CertRole(enum.Enum):
 
     CA = "ca"
     LOCAL = "local"
-
-
-class KeyKind(enum.Enum):
-    """``pki import rsa-key-pair`` / ``pki import ecc-key-pair``."""
-
-    RSA = "rsa"
-    ECC = "ecc"
 
 
 class KeyEncoding(enum.Enum):

@@ -244,20 +244,12 @@ def _parse_name(data: bytes) -> x509.Name | None:
                 if seq_tag != 0x30 or oid_tag != 0x06:
                     return None
                 text = value.decode("utf-16-be") if value_tag == 0x1E else value.decode("utf-8")
-                attrs.append(x509.NameAttribute(ObjectIdentifier(oid_text(oid)), text, _string_type(value_tag)))
+                # (the string type is not kept: Names compare by attribute and value)
+                attrs.append(x509.NameAttribute(ObjectIdentifier(oid_text(oid)), text))
             rdns.append(x509.RelativeDistinguishedName(attrs))
         return x509.Name(rdns)
     except (ValueError, IndexError, UnicodeDecodeError):
         return None
-
-
-def _string_type(tag: int) -> x509.name._ASN1Type:
-    from cryptography.x509.name import _ASN1Type
-
-    try:
-        return _ASN1Type(tag)
-    except ValueError:
-        return _ASN1Type.UTF8String
 
 
 def check_identity(cert: x509.Certificate, id_type: int, data: bytes) -> None:

@@ -20,7 +20,8 @@ from ikegate.cli.params import Secret, String
 from ikegate.cli.render import pki as render
 from ikegate.cli.tree import MANAGE, MONITOR, Command
 from ikegate.cli.views import ALL_VIEWS, ViewKind
-from ikegate.pki.store import CertRole, KeyEncoding, KeyKind, PkiError
+from ikegate.pki.store import CertRole, KeyEncoding, PkiError
+from ikegate.policy.users import KeyKind
 
 SYSTEM = frozenset({ViewKind.SYSTEM})
 
