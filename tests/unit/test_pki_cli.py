@@ -269,6 +269,15 @@ def test_display_pki_certificate_golden(files: Path) -> None:
         "Info: No local certificate x.pem is imported.")
 
 
+def test_display_ike_peer_shows_the_certificate(files: Path) -> None:
+    from ikegate.cli.render.ike_info import peer_detail
+
+    shell = run(shell_in(files), *IMPORTS, *PEER, "ike peer psk", "quit")
+    text = peer_detail(shell.config, shell.config.ike_peers["branch"])
+    assert [line.split(":")[-1].strip() for line in text if "certificate" in line.lower()] == ["gw1.pem", "enable"]
+    assert not [line for line in peer_detail(shell.config, shell.config.ike_peers["psk"]) if "ertificate" in line]
+
+
 def test_display_pki_json(files: Path) -> None:
     shell = run(shell_in(files), *IMPORTS)
     records = json.loads(shell.execute("display pki certificate local | json").text)["certificate"]

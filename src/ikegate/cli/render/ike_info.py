@@ -174,8 +174,17 @@ def peer_detail(config: Config, peer: IkePeer) -> list[str]:
                       f"{peer.dpd.retransmit_interval}s, retry {peer.dpd.retry_limit}"),
         _field("NAT traversal", "enable" if peer.nat_traversal else "disable"),
         _field("Phase1-phase2 SA dependent", "enable" if dependent else "disable"),
+        *_certificate_fields(peer),
         RULE,
     ]
+
+
+def _certificate_fields(peer: IkePeer) -> list[str]:
+    """Only for a peer with a local certificate (the PSK layout is the USG's, unchanged)."""
+    if peer.certificate_local is None:
+        return []
+    return [_field("Local certificate", peer.certificate_local),
+            _field("Send certificate chain", "enable" if peer.send_chain else "disable")]
 
 
 #: ``display ike offline-info`` as in the USG command reference's example: the header's columns start at
