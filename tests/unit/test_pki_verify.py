@@ -15,6 +15,7 @@ from ikegate.pki.auth import AuthError, AuthSettings, LocalCredential
 from ikegate.pki.names import dn_matches, dn_text, encode_dn
 from ikegate.pki.verify import (
     CertificateError,
+    Failure,
     ca_key_hash,
     certreq_data,
     chain_for_certreq,
@@ -78,8 +79,9 @@ def test_self_signed_peer_not_imported() -> None:
 def test_expired() -> None:
     old = certificate("old", ec_key(), PKI.root, not_before=NOW - timedelta(days=400),
                       not_after=NOW - timedelta(days=35))
-    with pytest.raises(CertificateError, match=r"^peer certificate expired on 2026-10-24 09:00:00 UTC$"):
+    with pytest.raises(CertificateError, match=r"^peer certificate expired on 2026-10-24 09:00:00 UTC$") as info:
         verify_chain(old.cert, [], CAS, [], NOW)
+    assert info.value.kind is Failure.EXPIRED
 
 
 def test_not_yet_valid() -> None:
@@ -274,14 +276,16 @@ def test_auth_settings_end_to_end_sign_and_verify() -> None:
 
 def test_auth_settings_refusals() -> None:
     psk = AuthSettings(method=AuthenticationMethod.PRE_SHARE, psk=b"secret")
-    with pytest.raises(AuthError, match=r"^peer uses an authentication method not configured: RSA signature$"):
+    with pytest.raises(AuthError, match=r"^peer uses an authentication method not configured: RSA signature$") as info:
         psk.check_method(1)
+    assert info.value.kind is Failure.METHOD
     with pytest.raises(AuthError, match=r"not configured: pre-shared key$"):
         _settings().check_method(2)
     assert psk.certreq() == b"" and psk.certificates_to_send() == []
     pinned = _settings(remote_id=(IdType.DN, "CN=someone-else"))
-    with pytest.raises(AuthError, match=r"^remote-id dn:CN=someone-else does not match certificate subject"):
+    with pytest.raises(AuthError, match=r"^remote-id dn:CN=someone-else does not match certificate subject") as fail:
         pinned.verify_peer(_der(PKI.ecdsa.cert), [], Wire.ID_FQDN, b"gw2.example", NOW)
+    assert fail.value.kind is Failure.REMOTE_ID_MISMATCH
     with pytest.raises(AuthError, match=r"^peer certificate cannot be parsed"):
         pinned.verify_peer(b"\x30\x03\x02\x01\x00", [], Wire.ID_FQDN, b"gw2.example", NOW)
     with pytest.raises(AuthError, match=r"^ID fqdn:gw9.example does not match"):

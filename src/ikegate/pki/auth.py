@@ -12,8 +12,8 @@ of calling them at the right step:
 * ``check_method(method)`` — refuse a peer that authenticates with a method we did not configure;
 * ``verify_peer(cert, sent, id_type, id_data, now)`` then ``verify_signature(...)`` — the peer's.
 
-Every refusal raises :class:`AuthError` with the reason for the log line, the offline record and the
-metrics label; the engine answers AUTHENTICATION_FAILED.
+Every refusal raises :class:`AuthError` with the reason for the log line and the offline record, and a
+:class:`~ikegate.pki.verify.Failure` kind for the metrics label; the engine answers AUTHENTICATION_FAILED.
 """
 
 from __future__ import annotations
@@ -39,6 +39,7 @@ from ikegate.pki.signature import (
 from ikegate.pki.store import PrivateKey
 from ikegate.pki.verify import (
     CertificateError,
+    Failure,
     VerifiedChain,
     certreq_data,
     chain_for_certreq,
@@ -51,7 +52,11 @@ from ikegate.policy.model import AuthenticationMethod, IdType
 
 
 class AuthError(Exception):
-    """The peer is not authenticated; ``str()`` is the reason."""
+    """The peer is not authenticated; ``str()`` is the reason, ``kind`` the metrics label."""
+
+    def __init__(self, reason: str, kind: Failure) -> None:
+        super().__init__(reason)
+        self.kind = kind
 
 
 _METHOD_NAMES: dict[int, str] = {
@@ -63,6 +68,9 @@ _METHOD_NAMES: dict[int, str] = {
     AuthMethod.ECDSA_SHA512_P521: "ECDSA signature",
     AuthMethod.DIGITAL_SIGNATURE: "digital signature",
 }
+
+
+_NO_CREDENTIAL = "no local certificate and key configured for signature authentication"
 
 
 def method_name(method: int) -> str:
@@ -117,14 +125,14 @@ class AuthSettings:
     def sign(self, octets: bytes, peer_hashes: list[int] | None) -> tuple[AuthMethod, bytes, Scheme | None]:
         """IKEv2 AUTH: (method, data, scheme) over ``octets`` (RFC 7296 §2.15 signed octets)."""
         if self.local is None:
-            raise AuthError("no local certificate and key configured for signature authentication")
+            raise AuthError(_NO_CREDENTIAL, Failure.NO_CREDENTIAL)
         method, scheme = choose_method(self.local.key, peer_hashes, pss=self.rsa_pss)
         return method, auth_sign(method, self.local.key, octets, scheme), scheme
 
     def sign_v1(self, hash_value: bytes) -> bytes:
         """IKEv1 SIG payload data over HASH_I / HASH_R."""
         if self.local is None:
-            raise AuthError("no local certificate and key configured for signature authentication")
+            raise AuthError(_NO_CREDENTIAL, Failure.NO_CREDENTIAL)
         return ikev1_sign(self.local.key, hash_value)
 
     # -- what the peer sends ----------------------------------------------------------------------
@@ -132,7 +140,8 @@ class AuthSettings:
         """A peer authenticating with PSK where we configured signatures (or the reverse) is refused."""
         peer_signs = method != AuthMethod.SHARED_KEY_MIC
         if peer_signs != self.uses_certificates:
-            raise AuthError(f"peer uses an authentication method not configured: {method_name(method)}")
+            raise AuthError(f"peer uses an authentication method not configured: {method_name(method)}",
+                            Failure.METHOD)
 
     def verify_peer(self, cert_der: bytes, sent_der: Sequence[bytes], id_type: int, id_data: bytes,
                     now: datetime) -> VerifiedChain:
@@ -142,14 +151,14 @@ class AuthSettings:
             cert = x509.load_der_x509_certificate(cert_der)
             sent = [x509.load_der_x509_certificate(d) for d in sent_der]
         except ValueError as exc:
-            raise AuthError(f"peer certificate cannot be parsed: {exc}") from None
+            raise AuthError(f"peer certificate cannot be parsed: {exc}", Failure.BAD_CERTIFICATE) from None
         try:
             verified = verify_chain(cert, sent, self.cas, self.crls, now)
             check_identity(cert, id_type, id_data)
             if self.remote_id is not None:
                 check_remote_id(cert, *self.remote_id)
         except CertificateError as exc:
-            raise AuthError(str(exc)) from None
+            raise AuthError(str(exc), exc.kind) from None
         return verified
 
     def verify_signature(self, verified: VerifiedChain, method: int, octets: bytes, data: bytes) -> None:
@@ -158,10 +167,10 @@ class AuthSettings:
         try:
             auth_verify(method, verified.certificate.public_key(), octets, data)  # type: ignore[arg-type]
         except SignatureError as exc:
-            raise AuthError(f"peer AUTH does not verify: {exc}") from None
+            raise AuthError(f"peer AUTH does not verify: {exc}", Failure.SIGNATURE) from None
 
     def verify_signature_v1(self, verified: VerifiedChain, hash_value: bytes, signature: bytes) -> None:
         try:
             ikev1_verify(verified.certificate.public_key(), hash_value, signature)  # type: ignore[arg-type]
         except SignatureError as exc:
-            raise AuthError(f"peer SIG does not verify: {exc}") from None
+            raise AuthError(f"peer SIG does not verify: {exc}", Failure.SIGNATURE) from None

@@ -29,6 +29,7 @@ record ("peer certificate expired on 2026-11-27 09:00:00 UTC", "issuer not trust
 
 from __future__ import annotations
 
+import enum
 import hashlib
 import ipaddress
 from collections.abc import Iterable, Sequence
@@ -50,8 +51,29 @@ _IKE_EKUS = frozenset({ID_KP_IPSEC_IKE, ExtendedKeyUsageOID.SERVER_AUTH, Extende
                        ExtendedKeyUsageOID.ANY_EXTENDED_KEY_USAGE})
 
 
+class Failure(enum.Enum):
+    """What kind of refusal: a stable label for metrics (``str()`` of the error is for people)."""
+
+    UNTRUSTED = "untrusted"
+    EXPIRED = "expired"
+    NOT_YET_VALID = "not-yet-valid"
+    CONSTRAINTS = "ca-constraints"
+    KEY_USAGE = "key-usage"
+    REVOKED = "revoked"
+    ID_MISMATCH = "id-mismatch"
+    REMOTE_ID_MISMATCH = "remote-id-mismatch"
+    BAD_CERTIFICATE = "bad-certificate"
+    METHOD = "method-not-configured"
+    SIGNATURE = "bad-signature"
+    NO_CREDENTIAL = "no-credential"
+
+
 class CertificateError(Exception):
-    """The peer's certificate (or chain, or identity) is refused; ``str()`` says why."""
+    """The peer's certificate (or chain, or identity) is refused; ``str()`` says why, ``kind`` what."""
+
+    def __init__(self, reason: str, kind: Failure) -> None:
+        super().__init__(reason)
+        self.kind = kind
 
 
 def _when(moment: datetime) -> str:
@@ -73,9 +95,9 @@ def _ext(cert: x509.Certificate, kind: type[x509.ExtensionType]) -> x509.Extensi
 
 def _check_dates(cert: x509.Certificate, now: datetime, what: str) -> None:
     if now < cert.not_valid_before_utc:
-        raise CertificateError(f"{what} not valid before {_when(cert.not_valid_before_utc)}")
+        raise CertificateError(f"{what} not valid before {_when(cert.not_valid_before_utc)}", Failure.NOT_YET_VALID)
     if now > cert.not_valid_after_utc:
-        raise CertificateError(f"{what} expired on {_when(cert.not_valid_after_utc)}")
+        raise CertificateError(f"{what} expired on {_when(cert.not_valid_after_utc)}", Failure.EXPIRED)
 
 
 def _check_issuer_role(issuer: x509.Certificate, below: int) -> None:
@@ -83,23 +105,25 @@ def _check_issuer_role(issuer: x509.Certificate, below: int) -> None:
     name = dn_text(issuer.subject)
     constraints = _ext(issuer, x509.BasicConstraints)
     if not isinstance(constraints, x509.BasicConstraints) or not constraints.ca:
-        raise CertificateError(f"issuer {name} is not a CA (basicConstraints CA:TRUE missing)")
+        raise CertificateError(f"issuer {name} is not a CA (basicConstraints CA:TRUE missing)", Failure.CONSTRAINTS)
     if constraints.path_length is not None and below > constraints.path_length:
-        raise CertificateError(f"path too long for CA {name} (pathLenConstraint {constraints.path_length})")
+        raise CertificateError(f"path too long for CA {name} (pathLenConstraint {constraints.path_length})",
+                               Failure.CONSTRAINTS)
     usage = _ext(issuer, x509.KeyUsage)
     if isinstance(usage, x509.KeyUsage) and not usage.key_cert_sign:
-        raise CertificateError(f"CA {name} may not sign certificates (keyUsage without keyCertSign)")
+        raise CertificateError(f"CA {name} may not sign certificates (keyUsage without keyCertSign)",
+                               Failure.CONSTRAINTS)
 
 
 def _check_end_entity_usage(cert: x509.Certificate) -> None:
     usage = _ext(cert, x509.KeyUsage)
     if isinstance(usage, x509.KeyUsage) and not (usage.digital_signature or usage.content_commitment):
         raise CertificateError("peer certificate key usage does not allow signatures "
-                               "(keyUsage without digitalSignature)")
+                               "(keyUsage without digitalSignature)", Failure.KEY_USAGE)
     extended = _ext(cert, x509.ExtendedKeyUsage)
     if isinstance(extended, x509.ExtendedKeyUsage) and not _IKE_EKUS.intersection(extended):
         names = ", ".join(getattr(oid, "_name", oid.dotted_string) for oid in extended)
-        raise CertificateError(f"peer certificate extended key usage does not allow IKE ({names})")
+        raise CertificateError(f"peer certificate extended key usage does not allow IKE ({names})", Failure.KEY_USAGE)
 
 
 def _check_revocation(cert: x509.Certificate, issuer: x509.Certificate,
@@ -114,7 +138,7 @@ def _check_revocation(cert: x509.Certificate, issuer: x509.Certificate,
             continue
         if crl.get_revoked_certificate_by_serial_number(cert.serial_number) is not None:
             serial = serial_text(cert.serial_number)
-            raise CertificateError(f"revoked (CRL of {dn_text(issuer.subject)}, serial {serial})")
+            raise CertificateError(f"revoked (CRL of {dn_text(issuer.subject)}, serial {serial})", Failure.REVOKED)
 
 
 def _who(index: int, cert: x509.Certificate) -> str:
@@ -152,12 +176,13 @@ def verify_chain(peer: x509.Certificate, sent: Sequence[x509.Certificate], cas: 
             path.append(anchor)
             break
         if is_self_signed(current):
-            raise CertificateError(f"issuer not trusted: {dn_text(current.issuer)} (self-signed, not imported)")
+            raise CertificateError(f"issuer not trusted: {dn_text(current.issuer)} (self-signed, not imported)",
+                                   Failure.UNTRUSTED)
         step = find_issuer(current, [c for c in sent if c not in path])
         if step is None:
-            raise CertificateError(f"issuer not trusted: {dn_text(current.issuer)}")
+            raise CertificateError(f"issuer not trusted: {dn_text(current.issuer)}", Failure.UNTRUSTED)
         if len(path) > MAX_PATH:
-            raise CertificateError(f"certificate path longer than {MAX_PATH}")
+            raise CertificateError(f"certificate path longer than {MAX_PATH}", Failure.UNTRUSTED)
         path.append(step)
         current = step
     for index, cert in enumerate(path):
@@ -268,7 +293,7 @@ def check_identity(cert: x509.Certificate, id_type: int, data: bytes) -> None:
         ok = ipaddress.ip_address(data) in _san_values(cert, x509.IPAddress)
     if not ok:
         raise CertificateError(f"ID {id_text(id_type, data)} does not match certificate subject "
-                               f"{certificate_names(cert)}")
+                               f"{certificate_names(cert)}", Failure.ID_MISMATCH)
 
 
 def check_remote_id(cert: x509.Certificate, id_type: IdType, value: str) -> None:
@@ -287,7 +312,7 @@ def check_remote_id(cert: x509.Certificate, id_type: IdType, value: str) -> None
             ok = False
     if not ok:
         raise CertificateError(f"remote-id {id_type.value}:{value} does not match certificate subject "
-                               f"{certificate_names(cert)}")
+                               f"{certificate_names(cert)}", Failure.REMOTE_ID_MISMATCH)
 
 
 def own_identity(cert: x509.Certificate) -> tuple[int, bytes]:
