@@ -213,6 +213,10 @@ def test_undo(files: Path) -> None:
     assert list(store.locals) == ["gw1.pem"] and list(store.keys) == ["gw1"] and not store.crls
     assert "is not imported" in fails(shell, "undo pki import-certificate ca filename nope.pem")
     assert "does not exist" in fails(shell, "undo pki import ecc-key-pair gw1")  # gw1 is an RSA key pair
+    run(shell, "ike peer p", "certificate local-filename gw1.pem", "quit")
+    assert fails(shell, "undo pki import-certificate local filename gw1.pem") == (
+        "Error: The local certificate gw1.pem is used by IKE peer p.")
+    assert "gw1.pem" in shell.config.pki.locals
 
 
 def test_peer_certificate_must_be_imported(files: Path) -> None:

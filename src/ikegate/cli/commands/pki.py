@@ -73,6 +73,9 @@ def _undo_certificate(ctx: CommandContext) -> None:
     store = ctx.config.pki
     table = store.locals if _role(ctx) is CertRole.LOCAL else store.cas
     name = ctx.string("filename")
+    users = sorted(p.name for p in ctx.config.ike_peers.values() if p.certificate_local == name)
+    if table is store.locals and users and not ctx.loading:
+        raise CommandError(f"Error: The local certificate {name} is used by IKE peer {', '.join(users)}.")
     if not store.remove(table, name) and not ctx.loading:
         raise CommandError(f"Error: The {_role(ctx).value} certificate {name} is not imported.")
 
