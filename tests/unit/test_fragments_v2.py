@@ -196,7 +196,7 @@ def test_budget_without_room_is_refused(gcm: Keys) -> None:
 
 def test_protect_sends_one_sk_message_when_it_fits(keys: Keys) -> None:
     out, inp = keys
-    small = [Notify(NotifyType.INITIAL_CONTACT), IDi(IdType.ID_FQDN, b"a.example")]
+    small: list[Payload] = [Notify(NotifyType.INITIAL_CONTACT), IDi(IdType.ID_FQDN, b"a.example")]
     (packet,) = protect(out, auth_header(), small, rng, 1252)
     assert open_sk(inp, decode_message(packet), packet) == small
     (unbounded,) = protect(out, auth_header(), ike_auth(), rng, None)  # fragmentation not negotiated

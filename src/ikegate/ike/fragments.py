@@ -98,7 +98,7 @@ class FragmentStats:
 
     received: int = 0  # fragments offered
     kept: int = 0  # stored (or completed a message)
-    reassembled: int = 0  # whole messages delivered
+    reassembled: int = 0  # whole messages delivered to the engine
     duplicate: int = 0  # a fragment number already held
     late: int = 0  # a fragment of the message reassembled last (the rest of a retransmission)
     malformed: int = 0  # numbers that contradict themselves or the message (zero, beyond the total ...)
@@ -203,10 +203,10 @@ class FragmentStore:
         return True
 
     def take(self, asm: Assembly) -> bytes:
-        """The complete message's bytes; the assembly is released."""
+        """The complete message's bytes; the assembly is released. (The caller counts ``reassembled``
+        once it has checked the result.)"""
         data = asm.joined()
         self.discard(asm.key)
-        self.stats.reassembled += 1
         return data
 
     def discard(self, key: Hashable) -> None:

@@ -290,6 +290,7 @@ class Reassembler:
         first = asm.first
         assert isinstance(first, _First)  # complete means fragment 1 is among the parts
         self._done[h.is_response] = h.message_id
+        stats.reassembled += 1
         return Reassembled(h, first.first_payload, store.take(asm), first.unprotected, first.datagram)
 
     def discard(self, message_id: int, response: bool) -> None:
