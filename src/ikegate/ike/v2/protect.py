@@ -18,7 +18,6 @@ from ikegate.ike.wire.v2 import (
     SK,
     Header,
     Message,
-    ParseError,
     Payload,
     decode_payloads,
     encode_payloads,
@@ -106,9 +105,11 @@ def seal(ctx: SkContext, header: Header, payloads: Sequence[Payload], rng: Calla
 
 def open_sk(ctx: SkContext, message: Message, data: bytes) -> list[Payload]:
     """The inner payloads of ``message``'s SK payload. Raises CryptoError (drop silently) when the ICV or
-    padding is wrong, ParseError when the decrypted payloads are malformed."""
+    padding is wrong, or when there is no SK payload to check at all (such a message is not authentic:
+    answering it would let anyone who saw the SPIs use up a message ID); ParseError only when the
+    payloads decrypted from an authentic message are malformed (the receiver answers with a Notify)."""
     sk = message.payloads[-1] if message.payloads else None
     if not isinstance(sk, SK) or message.sk_offset is None:
-        raise ParseError("no SK payload")
+        raise CryptoError("no SK payload")
     data = data[: message.header.length]
     return decode_payloads(sk.first_payload, decrypt_after(ctx, data, message.sk_offset + 4, sk.data))
