@@ -39,6 +39,7 @@ __all__ = [
     "FragmentLimits",
     "FragmentStats",
     "FragmentStore",
+    "FragmentationConfig",
     "message_budget",
 ]
 
@@ -89,6 +90,28 @@ class FragmentLimits:
     def __post_init__(self) -> None:
         if min(self.max_fragments, self.max_message, self.max_held, self.max_pending) < 1 or self.timeout <= 0:
             raise ValueError("fragment limits must be positive")
+
+
+@dataclass(frozen=True, slots=True)
+class FragmentationConfig:
+    """What an IKE SA's configuration says about fragmentation, for both versions.
+
+    ``enabled``: announce support (IKEv2 IKEV2_FRAGMENTATION_SUPPORTED, IKEv1 the FRAGMENTATION Vendor
+    ID) and fragment what does not fit once the peer announced it too. ``fragment_size``: the IP datagram
+    size of a sent fragment (0: the family's safe minimum). ``limits``: what reassembly may hold.
+    """
+
+    enabled: bool = True
+    fragment_size: int = DEFAULT_FRAGMENT_SIZE
+    limits: FragmentLimits = field(default_factory=FragmentLimits)
+
+    def __post_init__(self) -> None:
+        if self.fragment_size:
+            message_budget(self.fragment_size, 6, natt=True)  # raises when it leaves no room at all
+
+    def budget(self, family: int, *, natt: bool) -> int:
+        """The IKE message bytes per datagram towards a peer of IP version ``family``."""
+        return message_budget(self.fragment_size, family, natt=natt)
 
 
 @dataclass(slots=True)
