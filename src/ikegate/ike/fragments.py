@@ -40,6 +40,7 @@ __all__ = [
     "FragmentStats",
     "FragmentStore",
     "FragmentationConfig",
+    "ReassemblerBase",
     "message_budget",
 ]
 
@@ -251,3 +252,39 @@ class FragmentStore:
     def next_deadline(self) -> float | None:
         """When :meth:`expire` next has work, for the engine's ``get_timer``; None when nothing is held."""
         return min((a.deadline for a in self._pending.values()), default=None)
+
+
+class ReassemblerBase:
+    """What the IKEv2 and IKEv1 reassemblers share: one :class:`FragmentStore` per IKE SA and the surface
+    the engine's timer and statistics use. The subclasses add ``add()``, the protocol's rules."""
+
+    __slots__ = ("_store",)
+
+    def __init__(self, limits: FragmentLimits | None = None) -> None:
+        self._store = FragmentStore(limits)
+
+    @property
+    def stats(self) -> FragmentStats:
+        return self._store.stats
+
+    @property
+    def held(self) -> int:
+        """Bytes currently charged for held fragments (never above ``limits.max_held``)."""
+        return self._store.held
+
+    @property
+    def pending(self) -> int:
+        """Messages currently being reassembled."""
+        return len(self._store)
+
+    def clear(self) -> None:
+        """Forget everything (the IKE SA is deleted or rekeyed)."""
+        self._store.clear()
+
+    def expire(self, now: float) -> None:
+        """Discard what is past its deadline; the engine calls it from its timer."""
+        self._store.expire(now)
+
+    def next_deadline(self) -> float | None:
+        """When :meth:`expire` next has work, for the engine's ``get_timer``."""
+        return self._store.next_deadline()

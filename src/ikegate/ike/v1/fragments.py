@@ -49,7 +49,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from ikegate.ike.fragments import FragmentLimits, FragmentStats, FragmentStore
+from ikegate.ike.fragments import ReassemblerBase
 from ikegate.ike.v1.registry import VID_FRAGMENTATION, ExchangeType, PayloadType
 from ikegate.ike.v1.wire import (
     HEADER_LEN,
@@ -124,27 +124,11 @@ def fragment(datagram: bytes, budget: int, *, fragment_id: int = 1, exchange: in
     return out
 
 
-class Reassembler:
+class Reassembler(ReassemblerBase):
     """Reassembly for one phase-1 SA, per fragment ID, bounded by ``limits``. Every fragment that does not
     count is counted in :attr:`stats` under its reason. Never raises on what a peer sends."""
 
-    __slots__ = ("_store",)
-
-    def __init__(self, limits: FragmentLimits | None = None) -> None:
-        self._store = FragmentStore(limits)
-
-    @property
-    def stats(self) -> FragmentStats:
-        return self._store.stats
-
-    @property
-    def held(self) -> int:
-        """Bytes currently charged for held fragments (never above ``limits.max_held``)."""
-        return self._store.held
-
-    @property
-    def pending(self) -> int:
-        return len(self._store)
+    __slots__ = ()
 
     def add(self, message: Message, now: float) -> bytes | None:
         """Offer one decoded fragment message. Returns the reassembled datagram when this fragment
@@ -189,12 +173,3 @@ class Reassembler:
             return None
         stats.reassembled += 1
         return data
-
-    def clear(self) -> None:
-        self._store.clear()
-
-    def expire(self, now: float) -> None:
-        self._store.expire(now)
-
-    def next_deadline(self) -> float | None:
-        return self._store.next_deadline()

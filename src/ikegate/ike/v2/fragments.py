@@ -60,7 +60,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from ikegate.ike.crypto import CryptoError
-from ikegate.ike.fragments import FragmentLimits, FragmentStats, FragmentStore
+from ikegate.ike.fragments import FragmentLimits, ReassemblerBase
 from ikegate.ike.v2.protect import SkContext, decrypt_after, encrypt_after, padded, seal, sealed_size
 from ikegate.ike.wire.registry import NotifyType, PayloadType
 from ikegate.ike.wire.v2 import (
@@ -216,32 +216,18 @@ class Reassembled:
         return decode_payloads(self.first_payload, self.plaintext)
 
 
-class Reassembler:
+class Reassembler(ReassemblerBase):
     """Reassembly for one IKE SA (one set of inbound keys), per message ID and direction.
 
     Bounded by ``limits`` (``ikegate.ike.fragments.FragmentLimits``); every fragment that does not
     count is counted in :attr:`stats` under its reason. Never raises on what a peer sends.
     """
 
-    __slots__ = ("_done", "_store")
+    __slots__ = ("_done",)
 
     def __init__(self, limits: FragmentLimits | None = None) -> None:
-        self._store = FragmentStore(limits)
+        super().__init__(limits)
         self._done: dict[bool, int] = {}  # direction (is a response) -> message ID reassembled last
-
-    @property
-    def stats(self) -> FragmentStats:
-        return self._store.stats
-
-    @property
-    def held(self) -> int:
-        """Bytes currently charged for held fragments (never above ``limits.max_held``)."""
-        return self._store.held
-
-    @property
-    def pending(self) -> int:
-        """Messages currently being reassembled."""
-        return len(self._store)
 
     def add(self, ctx: SkContext, message: Message, data: bytes, now: float) -> Reassembled | None:
         """Offer one decoded SKF message (``data`` its datagram, without the non-ESP marker). Returns the
@@ -298,11 +284,5 @@ class Reassembler:
         self._store.discard((message_id, response))
 
     def clear(self) -> None:
-        self._store.clear()
+        super().clear()
         self._done.clear()
-
-    def expire(self, now: float) -> None:
-        self._store.expire(now)
-
-    def next_deadline(self) -> float | None:
-        return self._store.next_deadline()
