@@ -193,7 +193,15 @@ def _drive(bed: Bed, family: int, engine: Engine, outbound: Outbound, inbound: I
             sock.close()
 
 
-@pytest.mark.parametrize("family", [4, 6])
+ROW = "ikegate<->strongSwan fragmentation"
+
+
+def _cells(letter: str, what: str) -> list[object]:
+    return [pytest.param(4, marks=pytest.mark.cell(ROW, letter.upper(), f"{what}, IPv4 outer")),
+            pytest.param(6, marks=pytest.mark.cell(ROW, letter.lower(), f"{what}, IPv6 outer"))]
+
+
+@pytest.mark.parametrize("family", _cells("f", "IKEv2 IKE_AUTH in SKF fragments both ways"))
 def test_ike_auth_fragmented_both_ways_with_strongswan(start_bed: Callable[[int], Bed], family: int) -> None:
     bed = start_bed(200)
     bed.charon.load(_swan_conf(family, 2))
@@ -240,7 +248,7 @@ def test_ike_auth_fragmented_both_ways_with_strongswan(start_bed: Callable[[int]
     assert sas and sas[0].state == "ESTABLISHED" and sas[0].children and sas[0].children[0].state == "INSTALLED"
 
 
-@pytest.mark.parametrize("family", [4, 6])
+@pytest.mark.parametrize("family", _cells("m", "IKEv1 Main and Quick Mode in fragments both ways"))
 def test_main_mode_fragmented_both_ways_with_strongswan(start_bed: Callable[[int], Bed], family: int) -> None:
     bed = start_bed(100)
     bed.charon.load(_swan_conf(family, 1))
