@@ -32,8 +32,9 @@ Wiring into the IKEv1 engine (``ike/v1/sa.py``), the small step once the engines
    initiator's message had one (:func:`peer_supports` on its payloads); remember whether the peer did.
 2. *Send*: where a phase-1 (or any) datagram ``packet`` is finished, encrypted and ready, send
    ``fragment(packet, budget)`` instead when the peer announced support, with
-   ``budget = message_budget(fragment_size, family, natt=port == 4500)``; it returns ``[packet]`` when it
-   fits. Keep the list where the packet was kept for retransmission and resend every fragment.
+   ``budget = config.fragmentation.budget(family, natt=port == 4500)`` (``FragmentationConfig``); it
+   returns ``[packet]`` when it fits. Keep the list where the packet was kept for retransmission and
+   resend every fragment.
 3. *Receive*: in ``_receive``, after ``decode_message`` and ``_find_p1`` (the cookies select the SA) and
    before the dispatch on the exchange type: if ``msg.header.next_payload == PayloadType.FRAGMENT``,
    ``whole = p.frags.add(msg, now)``; None means wait (counted); otherwise process ``whole`` as a

@@ -31,23 +31,26 @@ Left to the engine (and how to wire it, the small step once the engines settle):
    configured, and to the response when the request had one (:func:`announced`); fragment only when both
    sides sent it. IKE_SA_INIT itself is never fragmented (it has no SK payload).
 2. *Sending*: where the engine calls ``seal(gen.out, header, payloads, rng)`` call
-   ``protect(gen.out, header, payloads, rng, budget)`` instead, with ``budget = message_budget(
-   fragment_size, family, natt=local_port == 4500)`` when fragmentation was negotiated and None
-   otherwise. It returns a list of datagrams: keep the list where one packet was kept (``req.packet``,
-   ``gen.cached``) and emit (and retransmit) all of them (§2.6.1: retransmissions resend every fragment).
+   ``protect(gen.out, header, payloads, rng, budget)`` instead, with ``budget =
+   config.fragmentation.budget(family, natt=local_port == 4500)`` (a ``FragmentationConfig`` in the
+   IKE SA's configuration) when fragmentation was negotiated and None otherwise. It returns a list of
+   datagrams: keep the list where one packet was kept (``req.packet``, ``gen.cached``) and emit (and
+   retransmit) all of them (§2.6.1: retransmissions resend every fragment).
 3. *Receiving*: in ``receive_datagram``, a message whose last payload is :class:`~ikegate.ike.wire.v2.SKF`
    goes through the same message-ID gate as an SK message (§2.6.1: a fragment of a message ID outside
    the window is dropped before any crypto). For a response (``gen.req`` matches), or a request with
-   ``peer_mid``: ``done = self._frags.add(gen.inp, msg, data, now)``; None means "wait" (nothing to do,
+   ``peer_mid``: ``done = gen.frags.add(gen.inp, msg, data, now)``; None means "wait" (nothing to do,
    the reassembler counted it); otherwise ``payloads = done.payloads()`` replaces ``open_sk(...)``, and
    ParseError from it is answered like a malformed SK message. A responder records
    ``_request_digest(done.first_fragment)`` as ``cached_for``. For a request with ``cached_mid``:
    if not :func:`triggers_retransmit` drop silently; else resend the cached datagrams when the digest of
    ``data`` matches, or when :func:`open_fragment` verifies it (the sender re-fragmented).
-4. *Time*: ``self._frags.next_deadline()`` joins the engine's ``get_timer``; ``handle_timer`` calls
-   ``self._frags.expire(now)``. A rekeyed or deleted IKE SA calls ``clear()``; each generation of keys
-   may own its own :class:`Reassembler`, since fragments are verified with that generation's keys.
-5. *Statistics*: ``self._frags.stats`` (``FragmentStats``) feeds ``display``/metrics; its ``dropped``
+4. *Time and generations*: ``gen.frags.next_deadline()`` joins the engine's ``get_timer``;
+   ``handle_timer`` calls ``gen.frags.expire(now)``. Each generation of keys (``_Gen``) owns its own
+   :class:`Reassembler`: fragments are verified with that generation's keys, and message IDs restart at
+   0 after an IKE SA rekey (the reassembler remembers the last message it delivered per direction).
+   A retired or deleted generation calls ``clear()``.
+5. *Statistics*: ``gen.frags.stats`` (``FragmentStats``) feeds ``display``/metrics; its ``dropped``
    adds to the engine's ``stats.dropped``.
 
 Not implemented: PMTU discovery (§2.5.2; we keep one fragment size and never retry smaller).
