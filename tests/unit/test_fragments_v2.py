@@ -463,3 +463,25 @@ def test_negotiation_notify() -> None:
     assert n.body() == b"\x00\x00" + struct.pack("!H", 16430)  # protocol 0, no SPI, no data (§2.3)
     assert announced([Nonce(b"n" * 16), Notify(16430)])
     assert not announced([Notify(NotifyType.NAT_DETECTION_SOURCE_IP, data=b"x" * 20)])
+
+
+def test_a_single_fragment_message_is_a_whole_message(gcm: Keys) -> None:
+    out, inp = gcm
+    payloads: list[Payload] = [Notify(NotifyType.INITIAL_CONTACT), IDi(IdType.ID_FQDN, b"gw.example")]
+    first, body = encode_payloads(payloads)
+    (done,) = feed(Reassembler(), inp, [forge(out, auth_header(), first, 1, 1, body)])
+    assert done.payloads() == payloads
+
+
+def test_discard_and_clear_release_everything(gcm: Keys) -> None:
+    out, inp = gcm
+    a = fragment(out, auth_header(1), ike_auth(), rng, 900)
+    b = fragment(out, auth_header(1, response=True), ike_auth(), rng, 900)
+    reasm = Reassembler()
+    feed(reasm, inp, a[:2] + b[:2])
+    assert reasm.pending == 2
+    reasm.discard(1, response=False)
+    assert reasm.pending == 1 and reasm.held == sum(
+        len(open_fragment(inp, decode_message(f), f).plaintext) + ENTRY_COST for f in b[:2])
+    reasm.clear()
+    assert reasm.pending == 0 and reasm.held == 0 and reasm.next_deadline() is None
