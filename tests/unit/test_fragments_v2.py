@@ -13,7 +13,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ikegate.ike.crypto import derive_ike_keys, dh_group, encr_alg, integ_alg, prf_alg, skeyseed
+from ikegate.ike.crypto import CryptoError, derive_ike_keys, dh_group, encr_alg, integ_alg, prf_alg, skeyseed
 from ikegate.ike.crypto.transforms import _TRIPLE_DES
 from ikegate.ike.fragments import ENTRY_COST, FragmentLimits, message_budget
 from ikegate.ike.v2.fragments import (
@@ -453,7 +453,7 @@ def test_open_fragment_verifies_a_single_fragment(gcm: Keys) -> None:
     frags = fragment(out, auth_header(), ike_auth(), rng, 900)
     piece = open_fragment(inp, decode_message(frags[0]), frags[0])
     assert (piece.number, piece.first_payload) == (1, PayloadType.IDi)
-    with pytest.raises(ParseError):
+    with pytest.raises(CryptoError):
         open_fragment(inp, Message(auth_header(), []), b"")
 
 

@@ -72,7 +72,6 @@ from ikegate.ike.wire.v2 import (
     Header,
     Message,
     Notify,
-    ParseError,
     Payload,
     decode_payloads,
     encode_payloads,
@@ -185,10 +184,11 @@ class Piece:
 
 def open_fragment(ctx: SkContext, message: Message, data: bytes) -> Piece:
     """Verify and decrypt the SKF payload of ``message`` (whose datagram is ``data``). Raises CryptoError
-    when the ICV or padding is wrong, ParseError when there is no SKF payload."""
+    when the ICV or padding is wrong or there is no SKF payload (not authentic either way, as in
+    :func:`~ikegate.ike.v2.protect.open_sk`)."""
     skf = message.payloads[-1] if message.payloads else None
     if not isinstance(skf, SKF) or message.sk_offset is None:
-        raise ParseError("no SKF payload")
+        raise CryptoError("no SKF payload")
     data = data[: message.header.length]
     plaintext = decrypt_after(ctx, data, message.sk_offset + _SKF_HEAD_LEN, skf.data)
     return Piece(skf.first_payload, skf.number, skf.total, plaintext)
@@ -250,7 +250,7 @@ class Reassembler(ReassemblerBase):
             return None
         try:
             piece = open_fragment(ctx, message, data)
-        except (CryptoError, ParseError):
+        except CryptoError:
             stats.bad_icv += 1  # §2.6: unverified fragments are never kept and change nothing
             return None
         h = message.header
