@@ -196,6 +196,17 @@ def _drive(bed: Bed, family: int, engine: Engine, outbound: Outbound, inbound: I
 ROW = "ikegate<->strongSwan fragmentation"
 
 
+def _initiate(bed: Bed, family: int, version: int) -> Engine:
+    """charon configured for ``version``, and our engine of that version initiating towards it."""
+    bed.charon.load(_swan_conf(family, version))
+    ip, now = WAN_A[family], time.monotonic()
+    engine_class, h = (IkeSa, harness) if version == 2 else (IsakmpSa, harness_v1)
+    sa = engine_class(h.ike(PSK.encode(), local_id=ip), initiator=True, local=(ip, 500),
+                      peer=(WAN_B[family], 500), now=now)
+    sa.initiate(now, h.child(LAN_I[family], LAN_S[family]))
+    return sa
+
+
 def _cells(letter: str, what: str) -> list[object]:
     return [pytest.param(4, marks=pytest.mark.cell(ROW, letter.upper(), f"{what}, IPv4 outer")),
             pytest.param(6, marks=pytest.mark.cell(ROW, letter.lower(), f"{what}, IPv6 outer"))]
@@ -204,12 +215,8 @@ def _cells(letter: str, what: str) -> list[object]:
 @pytest.mark.parametrize("family", _cells("f", "IKEv2 IKE_AUTH in SKF fragments both ways"))
 def test_ike_auth_fragmented_both_ways_with_strongswan(start_bed: Callable[[int], Bed], family: int) -> None:
     bed = start_bed(200)
-    bed.charon.load(_swan_conf(family, 2))
-    ip = WAN_A[family]
-    start = time.monotonic()
-    sa = IkeSa(harness.ike(PSK.encode(), local_id=ip), initiator=True, local=(ip, 500),
-               peer=(WAN_B[family], 500), now=start)
-    sa.initiate(start, harness.child(LAN_I[family], LAN_S[family]))
+    sa = _initiate(bed, family, 2)
+    assert isinstance(sa, IkeSa)
     cfg = FragmentationConfig(fragment_size=0)  # the family's safe minimum: several fragments
     reasm = v2frag.Reassembler(cfg.limits)
     sent: list[int] = []
@@ -251,12 +258,8 @@ def test_ike_auth_fragmented_both_ways_with_strongswan(start_bed: Callable[[int]
 @pytest.mark.parametrize("family", _cells("m", "IKEv1 Main and Quick Mode in fragments both ways"))
 def test_main_mode_fragmented_both_ways_with_strongswan(start_bed: Callable[[int], Bed], family: int) -> None:
     bed = start_bed(100)
-    bed.charon.load(_swan_conf(family, 1))
-    ip = WAN_A[family]
-    start = time.monotonic()
-    sa = IsakmpSa(harness_v1.ike(PSK.encode(), local_id=ip), initiator=True, local=(ip, 500),
-                  peer=(WAN_B[family], 500), now=start)
-    sa.initiate(start, harness_v1.child(LAN_I[family], LAN_S[family]))
+    sa = _initiate(bed, family, 1)
+    assert isinstance(sa, IsakmpSa)
     cfg = FragmentationConfig(fragment_size=100)
     reasm = v1frag.Reassembler(cfg.limits)
     sent: list[int] = []
