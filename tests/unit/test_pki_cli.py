@@ -171,6 +171,7 @@ def test_caret_errors(files: Path) -> None:
     ("pki import ecc-key-pair k pem filename gw2.der", "not a PEM file"),
     ("pki import rsa-key-pair k pem filename small.key", "RSA key of 1024 bits (the device holds 2048 to 4096 bits)"),
     ("pki import-crl filename root.pem", "root.pem: not a valid CRL"),
+    ("pki import ecc-key-pair k pem filename p521.key", "ECDSA key on secp521r1 (the device holds secp256r1 and"),
 ])
 def test_bad_files_are_refused_and_nothing_changes(files: Path, line: str, reason: str) -> None:
     (files / "junk.pem").write_text("-----BEGIN CERTIFICATE-----\nbm90IGEgY2VydA==\n-----END CERTIFICATE-----\n")
@@ -178,6 +179,7 @@ def test_bad_files_are_refused_and_nothing_changes(files: Path, line: str, reaso
     (files / "two.pem").write_bytes((files / "root.pem").read_bytes() + (files / "gw1.pem").read_bytes())
     from cryptography.hazmat.primitives.asymmetric import rsa
     f.write_key(files / "small.key", rsa.generate_private_key(65537, 1024))
+    f.write_key(files / "p521.key", f.ec_key("secp521r1"))
     shell = run(shell_in(files), *IMPORTS)
     before = (dict(shell.config.pki.cas), dict(shell.config.pki.locals), dict(shell.config.pki.keys),
               dict(shell.config.pki.crls))
