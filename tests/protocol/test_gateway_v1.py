@@ -77,7 +77,8 @@ def test_v1_reset_on_template_side_peer_comes_back() -> None:
 
 
 def _expire_phase1(net: Net, drop_main_mode: bool = True) -> None:
-    net.drop = lambda data, src, dst: drop_main_mode and len(data) > 18 and data[18] == 2
+    # Main Mode is exchange type 2, at byte 18 of the ISAKMP header (after the non-ESP marker on 4500).
+    net.drop = lambda data, src, dst: drop_main_mode and (data[4:] if data[:4] == bytes(4) else data)[18:19] == b"\x02"
     net.step(200.0)
     net.drop = lambda data, src, dst: False
 
