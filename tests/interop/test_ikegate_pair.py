@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.interop.capture import start_capture, tshark_fields
 from tests.interop.netns import (
     GW_A_LAN,
     GW_B_LAN,
@@ -49,14 +50,15 @@ def _sites(lab: Lab) -> tuple[Site, Site]:
 
 
 def _pair(lab: Lab, a: Site, b: Site, family: int, rules_a: list[str] | None, rules_b: list[str] | None,
-          trigger: str, rules6_a: list[str] | None = None, rules6_b: list[str] | None = None) -> tuple[Proc, Proc]:
+          trigger: str, rules6_a: list[str] | None = None, rules6_b: list[str] | None = None,
+          extra_a: tuple[str, ...] = (), extra_b: tuple[str, ...] = ()) -> tuple[Proc, Proc]:
     cfg_b = GatewayConfig("GwB", WAN_B, {4: f"{GW_B_LAN[4]}/26", 6: f"{GW_B_LAN[6]}/64"}, None, PSK, rules=rules_b,
                           rules6=rules6_b or [])
     cfg_a = GatewayConfig("GwA", WAN_A, {4: f"{GW_A_LAN[4]}/26", 6: f"{GW_A_LAN[6]}/64"}, WAN_B[family], PSK,
                           rules=rules_a, trigger=trigger, rules6=rules6_a or [])
-    gw_b = start_ikegate(lab, b.gw, "gwb", cfg_b)
+    gw_b = start_ikegate(lab, b.gw, "gwb", cfg_b, *extra_b)
     route_into_tun(b.gw, [SITE_A_V4, SITE_A_V6])
-    gw_a = start_ikegate(lab, a.gw, "gwa", cfg_a)
+    gw_a = start_ikegate(lab, a.gw, "gwa", cfg_a, *extra_a)
     route_into_tun(a.gw, [SITE_B_V4, SITE_B_V6])
     return gw_a, gw_b
 
@@ -178,3 +180,52 @@ def test_ipv6_hosts_through_two_ikegates(lab: Lab, family: int, trigger: str) ->
     sas = ipsec_sas(gw_a)
     assert len(sas) == 1 and ":" in sas[0]["local_selectors"][0] and sas[0]["peer_address"] == WAN_B[family], sas
     assert _counted(sas, 6), sas
+
+
+@pytest.mark.parametrize("family", [
+    pytest.param(4, marks=pytest.mark.cell(ROW, "R", "no NAT: raw ESP (IP protocol 50) on the wire, IPv4 outer")),
+    pytest.param(6, marks=pytest.mark.cell(ROW, "r", "no NAT: raw ESP (next header 50) on the wire, IPv6 outer")),
+])
+def test_raw_esp_without_nat(lab: Lab, family: int) -> None:
+    a, b = _sites(lab)
+    capture = start_capture(lab, b.gw, "wan0", f"raw-esp-{family}")
+    gw_a, gw_b = _pair(lab, a, b, family, [acl_rule(5, SITE_A_V4, SITE_B_V4)], [acl_rule(5, SITE_B_V4, SITE_A_V4)],
+                       "auto")
+    wait_for(lambda: bool(ipsec_sas(gw_a)) and bool(ipsec_sas(gw_b)), 20, "the auto tunnel")
+    rc, out = _ping(a, HOST_B[4])
+    assert rc == 0 and " 0% packet loss" in out, out
+    proto = "ip.proto" if family == 4 else "ipv6.nxt"
+    capture.wait_for(f"{proto} == 50", 6, "six raw ESP packets in the capture")
+    path = capture.stop()
+    esp = tshark_fields(path, ["esp.spi", "esp.sequence"], f"{proto} == 50")
+    assert len(esp) >= 6, esp  # three echo requests and three replies, each as raw ESP
+    assert tshark_fields(path, ["frame.number"], "udp.port == 4500") == []  # nothing in UDP, IKE stayed on 500
+    assert tshark_fields(path, ["frame.number"], "isakmp && udp.port == 500")
+    for gw in (gw_a, gw_b):
+        assert all(not s["udp_encap"] for s in ipsec_sas(gw)), ipsec_sas(gw)  # displayed as carried
+    spis = {int(s["spi_out"]) for s in ipsec_sas(gw_a)} | {int(s["spi_in"]) for s in ipsec_sas(gw_a)}
+    assert {int(spi, 16) for spi, _seq in esp} == spis
+
+
+@pytest.mark.cell(ROW, "E", "one end forces UDP encapsulation: both encapsulate, ESP-in-UDP checksum zero")
+def test_forced_udp_encapsulation_with_zero_checksum(lab: Lab) -> None:
+    a, b = _sites(lab)
+    capture = start_capture(lab, b.gw, "wan0", "forced-encap")
+    gw_a, gw_b = _pair(lab, a, b, 4, [acl_rule(5, SITE_A_V4, SITE_B_V4)], [acl_rule(5, SITE_B_V4, SITE_A_V4)],
+                       "auto", extra_a=("--force-udp-encap",))
+    wait_for(lambda: bool(ipsec_sas(gw_a)) and bool(ipsec_sas(gw_b)), 20, "the auto tunnel")
+    rc, out = _ping(a, HOST_B[4])
+    assert rc == 0 and " 0% packet loss" in out, out
+    capture.wait_for("udp.port == 4500 && esp", 6, "six ESP-in-UDP packets in the capture")
+    path = capture.stop()
+    assert tshark_fields(path, ["frame.number"], "ip.proto == 50") == []
+    esp = tshark_fields(path, ["ip.src", "udp.checksum"], "udp.port == 4500 && esp")
+    # Both directions carry ESP in UDP (gwB encapsulates because gwA's faked NAT-D told it so), and
+    # RFC 3948 §3.1: the UDP checksum of ESP-in-UDP over IPv4 is zero ...
+    assert {src for src, _c in esp} == {WAN_A[4], WAN_B[4]}, esp
+    assert all(int(c, 16) == 0 for _s, c in esp), esp
+    # ... while IKE on the same socket keeps its checksum.
+    ike = tshark_fields(path, ["udp.checksum"], "udp.port == 4500 && isakmp")
+    assert ike and all(int(c, 16) != 0 for (c,) in ike), ike
+    for gw in (gw_a, gw_b):
+        assert all(s["udp_encap"] for s in ipsec_sas(gw))
