@@ -7,6 +7,7 @@ installs Debian's ``tshark`` (.ci/run).
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 from dataclasses import dataclass
@@ -29,11 +30,13 @@ class Capture:
     path: Path
     popen: subprocess.Popen[bytes]
 
-    def wait_for(self, display_filter: str, count: int, what: str, timeout: float = 20.0) -> None:
-        """Until the file holds ``count`` packets matching ``display_filter``: dumpcap hands packets over
-        in blocks, so stopping it right after the traffic would lose the last ones."""
-        wait_for(lambda: self.path.exists() and _count_partial(self.path, display_filter) >= count, timeout, what,
-                 step=0.3)
+    def wait_for(self, display_filter: str, count: int, what: str, timeout: float = 20.0,
+                 config_dir: Path | None = None) -> None:
+        """Until the file holds ``count`` packets matching ``display_filter`` (read with the Wireshark
+        configuration in ``config_dir``, e.g. a key log): dumpcap hands packets over in blocks, so
+        stopping it right after the traffic would lose the last ones."""
+        wait_for(lambda: self.path.exists() and _count_partial(self.path, display_filter, config_dir) >= count,
+                 timeout, what, step=0.3)
 
     def stop(self) -> Path:
         """End the capture (dumpcap finishes the file on SIGTERM) and return the file."""
@@ -77,10 +80,11 @@ def tshark_fields(path: Path, fields: list[str], display_filter: str = "", optio
     return [line.split("\t") for line in out.stdout.splitlines() if line]
 
 
-def _count_partial(path: Path, display_filter: str) -> int:
+def _count_partial(path: Path, display_filter: str, config_dir: Path | None = None) -> int:
     """Matching packets of a file still being written (tshark reads up to the last complete block)."""
     cmd = ["tshark", "-n", "-r", str(path), "-T", "fields", "-e", "frame.number", "-Y", display_filter]
-    out = subprocess.run(cmd, capture_output=True, text=True, timeout=60, check=False)
+    env = {**os.environ, "WIRESHARK_CONFIG_DIR": str(config_dir)} if config_dir is not None else None
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=60, check=False, env=env)
     return len(out.stdout.splitlines())
 
 
