@@ -112,8 +112,11 @@ def test_capture_of_every_exchange_decrypts_cleanly(lab: Lab, version: int, enca
     wait_for(lambda: any(s["spi_in"] != first for s in ipsec_sas(gw_a)), 20, "the Child SA rekey")
     # Periodic DPD after 10 s without traffic: one exchange each way is enough.
     # (v2: an empty INFORMATIONAL; v1: R-U-THERE and R-U-THERE-ACK; told apart from Deletes once decrypted)
-    dpd_filter = ("isakmp.exchangetype == 37 && isakmp.enc.decrypted && !isakmp.delete.protoid"
-                  " && !isakmp.notify.msgtype" if version == 2 else "isakmp.notify.msgtype == 36136 || isakmp.notify.msgtype == 36137")
+    if version == 2:
+        dpd_filter = ("isakmp.exchangetype == 37 && isakmp.enc.decrypted && !isakmp.delete.protoid"
+                      " && !isakmp.notify.msgtype")
+    else:
+        dpd_filter = "isakmp.notify.msgtype == 36136 || isakmp.notify.msgtype == 36137"
     capture.wait_for(dpd_filter, 2, "a DPD exchange", timeout=40, config_dir=keys)
     _shell(gw_a, "reset ipsec sa")
     wait_for(lambda: bool(ipsec_sas(gw_a)) and all(s["spi_in"] != first for s in ipsec_sas(gw_a)), 20,
