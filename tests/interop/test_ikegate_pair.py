@@ -27,10 +27,9 @@ from tests.interop.netns import (
     WAN_B,
     Lab,
     Site,
-    make_site,
     route_into_tun,
+    two_sites,
     wait_for,
-    wan,
 )
 from tests.interop.vrp import GatewayConfig, acl_rule, ike_sas, ipsec_sas, start_ikegate
 from tests.system.procs import Proc
@@ -40,13 +39,6 @@ pytestmark = pytest.mark.interop
 PSK = "ikegate-interop-psk-0123"
 FLOWS = str(Path(__file__).with_name("flows.py"))
 ROW = "ikegate<->ikegate (TUN, hosts)"
-
-
-def _sites(lab: Lab) -> tuple[Site, Site]:
-    a = make_site(lab, "A", HOST_A, GW_A_LAN, SITE_A_V4, SITE_A_V6)
-    b = make_site(lab, "B", HOST_B, GW_B_LAN, SITE_B_V4, SITE_B_V6)
-    wan(lab, a.gw, b.gw)
-    return a, b
 
 
 def _pair(lab: Lab, a: Site, b: Site, family: int, rules_a: list[str] | None, rules_b: list[str] | None,
@@ -89,7 +81,7 @@ def _counted(records: list[dict[str, object]], packets: int) -> bool:
     pytest.param(6, marks=pytest.mark.cell(ROW, "p", "ping, auto policy, IPv6 outer")),
 ])
 def test_ping_through_auto_tunnel(lab: Lab, family: int) -> None:
-    a, b = _sites(lab)
+    a, b = two_sites(lab)
     gw_a, gw_b = _pair(lab, a, b, family, [acl_rule(5, SITE_A_V4, SITE_B_V4)], [acl_rule(5, SITE_B_V4, SITE_A_V4)],
                        "auto")
     wait_for(lambda: bool(ipsec_sas(gw_a)) and bool(ipsec_sas(gw_b)), 20, "the auto tunnel")
@@ -109,7 +101,7 @@ def test_ping_through_auto_tunnel(lab: Lab, family: int) -> None:
 
 @pytest.mark.cell(ROW, "T", "traffic-based: TCP dst 8080 triggers and passes, 9090 gets no tunnel")
 def test_tcp_port_rule_triggers_traffic_based_policy(lab: Lab) -> None:
-    a, b = _sites(lab)
+    a, b = two_sites(lab)
     rules_a = [acl_rule(5, SITE_A_V4, SITE_B_V4, "tcp", dport=8080),
                acl_rule(10, SITE_A_V4, SITE_B_V4, "udp", dport=5000)]
     rules_b = [acl_rule(5, SITE_B_V4, SITE_A_V4, "tcp", sport=8080),
@@ -132,7 +124,7 @@ def test_tcp_port_rule_triggers_traffic_based_policy(lab: Lab) -> None:
 
 @pytest.mark.cell(ROW, "U", "traffic-based: UDP dst 5000 passes, 5001 gets no tunnel")
 def test_udp_port_rule(lab: Lab) -> None:
-    a, b = _sites(lab)
+    a, b = two_sites(lab)
     rules_a = [acl_rule(5, SITE_A_V4, SITE_B_V4, "udp", dport=5000)]
     rules_b = [acl_rule(5, SITE_B_V4, SITE_A_V4, "udp", sport=5000)]
     _serve(lab, b, 5000, 5001)
@@ -148,7 +140,7 @@ def test_udp_port_rule(lab: Lab) -> None:
 
 @pytest.mark.cell(ROW, "B", "traffic-based ICMP: first ping triggers, tunnel carries the rest, IPv6 outer")
 def test_ping_triggers_traffic_based_policy_over_ipv6(lab: Lab) -> None:
-    a, b = _sites(lab)
+    a, b = two_sites(lab)
     gw_a, gw_b = _pair(lab, a, b, 6, [acl_rule(5, SITE_A_V4, SITE_B_V4, "icmp")],
                        [acl_rule(5, SITE_B_V4, SITE_A_V4, "icmp")], "traffic-based")
     assert ike_sas(gw_a) == []
@@ -164,7 +156,7 @@ def test_ping_triggers_traffic_based_policy_over_ipv6(lab: Lab) -> None:
         ROW, "V", "IPv6 hosts (acl ipv6 only): first ping6 triggers, IPv6 outer")),
 ])
 def test_ipv6_hosts_through_two_ikegates(lab: Lab, family: int, trigger: str) -> None:
-    a, b = _sites(lab)
+    a, b = two_sites(lab)
     rule_a = f"rule 5 permit ipv6 source {SITE_A_V6} destination {SITE_B_V6}"
     rule_b = f"rule 5 permit ipv6 source {SITE_B_V6} destination {SITE_A_V6}"
     # IPv4 outer: beside an (empty) IPv4 ACL of the same number; IPv6 outer: the IPv6 ACL alone.
@@ -187,7 +179,7 @@ def test_ipv6_hosts_through_two_ikegates(lab: Lab, family: int, trigger: str) ->
     pytest.param(6, marks=pytest.mark.cell(ROW, "r", "no NAT: raw ESP (next header 50) on the wire, IPv6 outer")),
 ])
 def test_raw_esp_without_nat(lab: Lab, family: int) -> None:
-    a, b = _sites(lab)
+    a, b = two_sites(lab)
     capture = start_capture(lab, b.gw, "wan0", f"raw-esp-{family}")
     gw_a, gw_b = _pair(lab, a, b, family, [acl_rule(5, SITE_A_V4, SITE_B_V4)], [acl_rule(5, SITE_B_V4, SITE_A_V4)],
                        "auto")
@@ -209,7 +201,7 @@ def test_raw_esp_without_nat(lab: Lab, family: int) -> None:
 
 @pytest.mark.cell(ROW, "E", "one end forces UDP encapsulation: both encapsulate, ESP-in-UDP checksum zero")
 def test_forced_udp_encapsulation_with_zero_checksum(lab: Lab) -> None:
-    a, b = _sites(lab)
+    a, b = two_sites(lab)
     capture = start_capture(lab, b.gw, "wan0", "forced-encap")
     gw_a, gw_b = _pair(lab, a, b, 4, [acl_rule(5, SITE_A_V4, SITE_B_V4)], [acl_rule(5, SITE_B_V4, SITE_A_V4)],
                        "auto", extra_a=("--force-udp-encap",))

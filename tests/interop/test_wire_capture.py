@@ -21,19 +21,15 @@ from tests.interop.capture import start_capture, tshark_fields
 from tests.interop.netns import (
     GW_A_LAN,
     GW_B_LAN,
-    HOST_A,
     HOST_B,
     SITE_A_V4,
-    SITE_A_V6,
     SITE_B_V4,
-    SITE_B_V6,
     WAN_A,
     WAN_B,
     Lab,
-    make_site,
     route_into_tun,
+    two_sites,
     wait_for,
-    wan,
 )
 from tests.interop.vrp import GatewayConfig, Suite, acl_rule, ike_sas, ipsec_sas, start_ikegate
 
@@ -82,9 +78,7 @@ def _shell(proc: object, command: str) -> str:
     pytest.param(1, True, marks=pytest.mark.cell(ROW, "U", "IKEv1 + ESP-in-UDP: every exchange decrypted, clean")),
 ])
 def test_capture_of_every_exchange_decrypts_cleanly(lab: Lab, version: int, encap: bool) -> None:
-    a = make_site(lab, "A", HOST_A, GW_A_LAN, SITE_A_V4, SITE_A_V6)
-    b = make_site(lab, "B", HOST_B, GW_B_LAN, SITE_B_V4, SITE_B_V6)
-    wan(lab, a.gw, b.gw)
+    a, b = two_sites(lab)
     capture = start_capture(lab, b.gw, "wan0", f"wire-v{version}-{'udp' if encap else 'raw'}")
     # The ESP-in-UDP runs also use AES-GCM (IKE and ESP for IKEv2, ESP for IKEv1), the raw ones AES-CBC/HMAC.
     suite = {(2, False): V2, (2, True): V2_GCM, (1, False): V1, (1, True): V1_GCM}[version, encap]

@@ -12,7 +12,8 @@ import ipaddress
 import logging
 import socket
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from typing import Protocol, TypeVar
 
 from ikegate.gateway.controller import Gateway
 from ikegate.ike.v2.config import Addr
@@ -130,6 +131,24 @@ class _Endpoint:
         self.sock.close()
 
 
+_K = TypeVar("_K")
+_R = TypeVar("_R", contravariant=True)
+
+
+class _Sender(Protocol[_R]):
+    def sendto(self, data: bytes, remote: _R, /) -> None: ...
+
+
+def _dispatch(out: list[tuple[bytes, _K, _R]], senders: Mapping[_K, _Sender[_R]], what: str) -> None:
+    """Each (data, local, remote) through the socket bound to ``local``; none bound: dropped, logged."""
+    for data, local, remote in out:
+        sender = senders.get(local)
+        if sender is None:
+            log.debug("no socket for %s; dropping a %s to %s", local, what, remote)
+            continue
+        sender.sendto(data, remote)
+
+
 class UdpRunner:
     """Owns the sockets of one gateway and drives it."""
 
@@ -237,18 +256,8 @@ class UdpRunner:
 
     def flush(self) -> None:
         """Send what the controller produced and re-arm the timer."""
-        for data, local, remote in self.gateway.datagrams_to_send():
-            endpoint = self._endpoints.get(local)
-            if endpoint is None:
-                log.debug("no socket for %s; dropping datagram to %s", local, remote)
-                continue
-            endpoint.sendto(data, remote)
-        for packet, local_ip, remote_ip in self.gateway.raw_esp_to_send():
-            raw = self._raw.get(local_ip)
-            if raw is None:
-                log.debug("no raw ESP socket for %s; dropping ESP to %s", local_ip, remote_ip)
-                continue
-            raw.sendto(packet, remote_ip)
+        _dispatch(self.gateway.datagrams_to_send(), self._endpoints, "datagram")
+        _dispatch(self.gateway.raw_esp_to_send(), self._raw, "raw ESP packet")
         when = self.gateway.get_timer()
         # Re-arm only for an earlier deadline: a timer that fires early finds nothing due and re-arms
         # itself, which is cheaper than cancelling and re-creating a handle on every datagram.
