@@ -13,11 +13,13 @@ from __future__ import annotations
 import os
 import stat
 import subprocess
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from tests.interop.capture import start_capture, tshark_fields
+from tests.interop.capture import Capture, start_capture, tshark_fields
 from tests.interop.netns import (
     GW_A_LAN,
     GW_B_LAN,
@@ -27,11 +29,13 @@ from tests.interop.netns import (
     WAN_A,
     WAN_B,
     Lab,
+    Site,
     route_into_tun,
     two_sites,
     wait_for,
 )
 from tests.interop.vrp import GatewayConfig, Suite, acl_rule, ike_sas, ipsec_sas, start_ikegate
+from tests.system.procs import Proc
 
 pytestmark = pytest.mark.interop
 
@@ -66,44 +70,116 @@ def _verbose(path: Path, keys: Path, display_filter: str) -> str:
     return subprocess.run(cmd, capture_output=True, text=True, timeout=180, check=True, env=env).stdout
 
 
-def _shell(proc: object, command: str) -> str:
-    output: str = proc.call("shell", lines=[command])["output"]  # type: ignore[attr-defined]
+def _shell(proc: Proc, command: str) -> str:
+    output: str = proc.call("shell", lines=[command])["output"]
     return output
 
 
-@pytest.mark.parametrize(("version", "encap"), [
-    pytest.param(2, False, marks=pytest.mark.cell(ROW, "2", "IKEv2 + raw ESP: every exchange decrypted, clean")),
-    pytest.param(2, True, marks=pytest.mark.cell(ROW, "u", "IKEv2 + ESP-in-UDP: every exchange decrypted, clean")),
-    pytest.param(1, False, marks=pytest.mark.cell(ROW, "1", "IKEv1 + raw ESP: every exchange decrypted, clean")),
-    pytest.param(1, True, marks=pytest.mark.cell(ROW, "U", "IKEv1 + ESP-in-UDP: every exchange decrypted, clean")),
-])
-def test_capture_of_every_exchange_decrypts_cleanly(lab: Lab, version: int, encap: bool) -> None:
+@dataclass
+class _Wire:
+    """Two ikegates, gwA with the key log, and dumpcap on gwB's WAN side."""
+
+    lab: Lab
+    a: Site
+    capture: Capture
+    keys: Path
+    gw_a: Proc
+    gw_b: Proc
+    version: int
+    encap: bool
+    mode: str
+
+    @property
+    def esp_filter(self) -> str:
+        return "udp.port == 4500 && esp" if self.encap else "esp"
+
+    def ping(self, *args: str) -> None:
+        out = self.a.host.exec("ping", "-i", "0.2", "-W", "2", *args, HOST_B[4], check=False, timeout=60)
+        assert out.returncode == 0 or "-f" in args, out.stdout
+
+    def reset_ipsec_sa(self) -> None:
+        before = {s["spi_in"] for s in ipsec_sas(self.gw_a)}
+        _shell(self.gw_a, "reset ipsec sa")
+        wait_for(lambda: bool(ipsec_sas(self.gw_a)) and not before & {s["spi_in"] for s in ipsec_sas(self.gw_a)},
+                 20, "the IPsec SA renegotiated")
+
+
+def _wire(lab: Lab, version: int, encap: bool, mode: str = "main", **cfg: Any) -> _Wire:
     a, b = two_sites(lab)
-    capture = start_capture(lab, b.gw, "wan0", f"wire-v{version}-{'udp' if encap else 'raw'}")
+    name = f"wire-v{version}-{mode}-{'udp' if encap else 'raw'}"
+    capture = start_capture(lab, b.gw, "wan0", name)
     # The ESP-in-UDP runs also use AES-GCM (IKE and ESP for IKEv2, ESP for IKEv1), the raw ones AES-CBC/HMAC.
-    suite = {(2, False): V2, (2, True): V2_GCM, (1, False): V1, (1, True): V1_GCM}[version, encap]
+    suite = replace({(2, False): V2, (2, True): V2_GCM, (1, False): V1, (1, True): V1_GCM}[version, encap],
+                    ike_duration=cfg.pop("ike_duration", 86400))
+    exchange = [f"exchange-mode {mode}"] if version == 1 else []
     cfg_b = GatewayConfig("GwB", WAN_B, {4: f"{GW_B_LAN[4]}/26"}, None, PSK, suite=suite,
-                          rules=[acl_rule(5, SITE_B_V4, SITE_A_V4)])
+                          rules=[acl_rule(5, SITE_B_V4, SITE_A_V4)], dpd=exchange)
     cfg_a = GatewayConfig("GwA", WAN_A, {4: f"{GW_A_LAN[4]}/26"}, WAN_B[4], PSK, suite=suite,
-                          rules=[acl_rule(5, SITE_A_V4, SITE_B_V4)], sa_kilobytes=256, dpd=DPD)
+                          rules=[acl_rule(5, SITE_A_V4, SITE_B_V4)], dpd=exchange + cfg.pop("dpd", []), **cfg)
     keys = lab.workdir / "keys"
     gw_b = start_ikegate(lab, b.gw, "gwb", cfg_b)
     route_into_tun(b.gw, [SITE_A_V4])
-    extra = ["--keylog", str(keys)] + (["--force-udp-encap"] if encap else [])
-    gw_a = start_ikegate(lab, a.gw, "gwa", cfg_a, *extra)
+    gw_a = start_ikegate(lab, a.gw, "gwa", cfg_a, "--keylog", str(keys), *(["--force-udp-encap"] if encap else []))
     route_into_tun(a.gw, [SITE_B_V4])
     # The key log is private and says so loudly.
     for table in ("ikev2_decryption_table", "ikev1_decryption_table", "esp_sa"):
         assert stat.S_IMODE((keys / table).stat().st_mode) == 0o600
     wait_for(lambda: "KEYLOG_ENABLED" in gw_a.stderr(), 10, "the key-log warning")
-
     wait_for(lambda: bool(ipsec_sas(gw_a)) and bool(ipsec_sas(gw_b)), 20, "the tunnel")
-    ping = a.host.exec("ping", "-c", "3", "-i", "0.2", "-W", "2", HOST_B[4], check=False, timeout=30)
-    assert ping.returncode == 0, ping.stdout
+    return _Wire(lab, a, capture, keys, gw_a, gw_b, version, encap, mode)
+
+
+def _analyse(w: _Wire, path: Path, wanted: set[int]) -> None:
+    """Clean dissection, the ``wanted`` exchange types, every IKE message and ESP packet decrypted."""
+    keys, version = w.keys, w.version
+    # Dissected: not one malformed packet, not one expert item of warning or error severity.
+    assert _tshark(path, keys, ["frame.number"], "_ws.malformed") == []
+    warnings = _tshark(path, keys, ["frame.number", "_ws.expert.message"], "_ws.expert.severity >= 6291456")
+    assert warnings == [], warnings
+    exchanges = {int(x) for row in tshark_fields(path, ["isakmp.exchangetype"], "isakmp") for x in row[0].split(",")}
+    assert wanted <= exchanges, exchanges
+    if version == 2:
+        # Every encrypted IKEv2 message decrypted with a correct checksum, IDi and AUTH readable.
+        sk = _tshark(path, keys, ["frame.number"], "isakmp.exchangetype >= 35")
+        assert sk
+        undecrypted = _tshark(path, keys, ["frame.number"], "isakmp.exchangetype >= 35 && !isakmp.enc.decrypted")
+        assert undecrypted == [], undecrypted
+        if not w.encap:  # an integrity checksum (with AES-GCM the ICV is checked by the decryption itself)
+            text = _verbose(path, keys, "isakmp.exchangetype >= 35")
+            assert text.count("Integrity Checksum Data") == len(sk) == text.count("]>[correct]"), text[-3000:]
+        assert _tshark(path, keys, ["isakmp.auth.method"], "isakmp.exchangetype == 35 && isakmp.auth.method")
+        assert _tshark(path, keys, ["isakmp.id.type"], "isakmp.exchangetype == 35 && isakmp.id.type")
+        assert _tshark(path, keys, ["frame.number"], "isakmp.delete.protoid")
+    else:
+        # Phase 1 IDs readable, every Quick Mode / Informational message decrypted (its HASH readable).
+        phase1 = 2 if w.mode == "main" else 4
+        assert _tshark(path, keys, ["isakmp.id.type"], f"isakmp.exchangetype == {phase1} && isakmp.id.type")
+        for exchange in (32, 5):
+            sealed = tshark_fields(path, ["frame.number"], f"isakmp.exchangetype == {exchange}")
+            clear = _tshark(path, keys, ["frame.number"], f"isakmp.exchangetype == {exchange} && isakmp.hash")
+            assert sealed and len(clear) == len(sealed), (exchange, sealed, clear)
+    # Every ESP packet decrypted, ICV good, the inner ICMP visible.
+    esp = tshark_fields(path, ["frame.number"], w.esp_filter)
+    good = _tshark(path, keys, ["frame.number"], f"{w.esp_filter} && esp.icv_good == 1")
+    inner = _tshark(path, keys, ["frame.number"], f"{w.esp_filter} && icmp")
+    assert esp and len(good) == len(esp), (len(esp), len(good))
+    assert len(inner) == len(esp), (len(esp), len(inner))
+
+
+@pytest.mark.parametrize(("version", "encap", "mode"), [
+    pytest.param(2, False, "", marks=pytest.mark.cell(ROW, "2", "IKEv2 + raw ESP: every exchange decrypted, clean")),
+    pytest.param(2, True, "", marks=pytest.mark.cell(ROW, "u", "IKEv2 + ESP-in-UDP (GCM): all decrypted, clean")),
+    pytest.param(1, False, "main", marks=pytest.mark.cell(ROW, "1", "IKEv1 Main + raw ESP: all decrypted, clean")),
+    pytest.param(1, True, "main", marks=pytest.mark.cell(ROW, "U", "IKEv1 Main + ESP-in-UDP: all decrypted, clean")),
+    pytest.param(1, False, "aggressive", marks=pytest.mark.cell(ROW, "A", "IKEv1 Aggressive: all decrypted, clean")),
+])
+def test_capture_of_every_exchange_decrypts_cleanly(lab: Lab, version: int, encap: bool, mode: str) -> None:
+    w = _wire(lab, version, encap, mode or "main", sa_kilobytes=256, dpd=DPD)
+    w.ping("-c", "3")
     # A Child SA rekey by bytes: 256 KB of pings crosses the soft limit.
-    first = ipsec_sas(gw_a)[0]["spi_in"]
-    a.host.exec("ping", "-f", "-c", "260", "-s", "1200", "-W", "1", HOST_B[4], check=False, timeout=60)
-    wait_for(lambda: any(s["spi_in"] != first for s in ipsec_sas(gw_a)), 20, "the Child SA rekey")
+    first = ipsec_sas(w.gw_a)[0]["spi_in"]
+    w.ping("-f", "-c", "260", "-s", "1200")
+    wait_for(lambda: any(s["spi_in"] != first for s in ipsec_sas(w.gw_a)), 20, "the Child SA rekey")
     # Periodic DPD after 10 s without traffic: one exchange each way is enough.
     # (v2: an empty INFORMATIONAL; v1: R-U-THERE and R-U-THERE-ACK; told apart from Deletes once decrypted)
     if version == 2:
@@ -111,56 +187,35 @@ def test_capture_of_every_exchange_decrypts_cleanly(lab: Lab, version: int, enca
                       " && !isakmp.notify.msgtype")
     else:
         dpd_filter = "isakmp.notify.msgtype == 36136 || isakmp.notify.msgtype == 36137"
-    capture.wait_for(dpd_filter, 2, "a DPD exchange", timeout=40, config_dir=keys)
-    _shell(gw_a, "reset ipsec sa")
-    wait_for(lambda: bool(ipsec_sas(gw_a)) and all(s["spi_in"] != first for s in ipsec_sas(gw_a)), 20,
-             "the IPsec SA renegotiated")
-    old_ike = {s["conn_id"] for s in ike_sas(gw_a)}
-    _shell(gw_a, "reset ike sa")
-    wait_for(lambda: bool(ike_sas(gw_a)) and not old_ike & {s["conn_id"] for s in ike_sas(gw_a)}
-             and bool(ipsec_sas(gw_a)), 30, "a new IKE SA")
-    ping = a.host.exec("ping", "-c", "3", "-i", "0.2", "-W", "2", HOST_B[4], check=False, timeout=30)
-    assert ping.returncode == 0, ping.stdout
-    esp_filter = "esp" if not encap else "udp.port == 4500 && esp"
-    capture.wait_for(esp_filter, 6 + 2 * 260 + 6, "all ESP in the capture", timeout=30)
-    path = capture.stop()
-
-    # Dissected: not one malformed packet, not one expert item of warning or error severity.
-    assert _tshark(path, keys, ["frame.number"], "_ws.malformed") == []
-    warnings = _tshark(path, keys, ["frame.number", "_ws.expert.message"], "_ws.expert.severity >= 6291456")
-    assert warnings == [], warnings
-
-    # Every exchange type is in the capture.
-    exchanges = {int(x) for row in tshark_fields(path, ["isakmp.exchangetype"], "isakmp") for x in row[0].split(",")}
-    wanted = {34, 35, 36, 37} if version == 2 else {2, 5, 32}  # v2: INIT, AUTH, CREATE_CHILD_SA, INFORMATIONAL
-    assert wanted <= exchanges, exchanges
-
+    w.capture.wait_for(dpd_filter, 2, "a DPD exchange", timeout=40, config_dir=w.keys)
+    w.reset_ipsec_sa()
+    old_ike = {s["conn_id"] for s in ike_sas(w.gw_a)}
+    _shell(w.gw_a, "reset ike sa")
+    wait_for(lambda: bool(ike_sas(w.gw_a)) and not old_ike & {s["conn_id"] for s in ike_sas(w.gw_a)}
+             and bool(ipsec_sas(w.gw_a)), 30, "a new IKE SA")
+    w.ping("-c", "3")
+    w.capture.wait_for(w.esp_filter, 6 + 2 * 260 + 6, "all ESP in the capture", timeout=30)
+    path = w.capture.stop()
+    # v2: INIT, AUTH, CREATE_CHILD_SA, INFORMATIONAL; v1: Main/Aggressive, Quick, Informational
+    wanted = {34, 35, 36, 37} if version == 2 else {2 if mode == "main" else 4, 32, 5}
+    _analyse(w, path, wanted)
     if version == 2:
-        # Every encrypted IKEv2 message decrypted with a correct checksum, IDi and AUTH readable.
-        sk = _tshark(path, keys, ["frame.number"], "isakmp.exchangetype >= 35")
-        assert sk
-        undecrypted = _tshark(path, keys, ["frame.number"], "isakmp.exchangetype >= 35 && !isakmp.enc.decrypted")
-        assert undecrypted == [], undecrypted
-        if not encap:  # an integrity checksum (with AES-GCM the ICV is checked by the decryption itself)
-            text = _verbose(path, keys, "isakmp.exchangetype >= 35")
-            assert text.count("Integrity Checksum Data") == len(sk) == text.count("]>[correct]"), text[-3000:]
-        assert _tshark(path, keys, ["isakmp.auth.method"], "isakmp.exchangetype == 35 && isakmp.auth.method")
-        assert _tshark(path, keys, ["isakmp.id.type"], "isakmp.exchangetype == 35 && isakmp.id.type")
-        assert _tshark(path, keys, ["frame.number"], "isakmp.notify.msgtype == 16393")  # REKEY_SA
-        assert _tshark(path, keys, ["frame.number"], "isakmp.delete.protoid")
-    else:
-        # Main Mode 5/6 and every Quick Mode / Informational message decrypted: IDs and HASHes readable.
-        assert _tshark(path, keys, ["isakmp.id.type"], "isakmp.exchangetype == 2 && isakmp.id.type")
-        qm = tshark_fields(path, ["frame.number"], "isakmp.exchangetype == 32")
-        qm_clear = _tshark(path, keys, ["frame.number"], "isakmp.exchangetype == 32 && isakmp.hash")
-        assert qm and len(qm_clear) == len(qm), (qm, qm_clear)
-        info = tshark_fields(path, ["frame.number"], "isakmp.exchangetype == 5")
-        info_clear = _tshark(path, keys, ["frame.number"], "isakmp.exchangetype == 5 && isakmp.hash")
-        assert info and len(info_clear) == len(info), (info, info_clear)
+        assert _tshark(path, w.keys, ["frame.number"], "isakmp.notify.msgtype == 16393")  # REKEY_SA
 
-    # Every ESP packet decrypted, ICV good, the inner ICMP visible.
-    esp = tshark_fields(path, ["frame.number"], esp_filter)
-    good = _tshark(path, keys, ["frame.number"], f"{esp_filter} && esp.icv_good == 1")
-    inner = _tshark(path, keys, ["frame.number"], f"{esp_filter} && icmp")
-    assert esp and len(good) == len(esp), (len(esp), len(good))
-    assert len(inner) == len(esp), (len(esp), len(inner))
+
+@pytest.mark.parametrize("version", [
+    pytest.param(2, marks=pytest.mark.cell(ROW, "K", "IKEv2 IKE SA rekey: the new SA's messages decrypt too")),
+    pytest.param(1, marks=pytest.mark.cell(ROW, "k", "IKEv1 phase-1 rekey: the new SA's messages decrypt too")),
+])
+def test_capture_across_an_ike_sa_rekey_decrypts(lab: Lab, version: int) -> None:
+    """The key log follows a rekeyed IKE SA (its new SPIs and keys), so everything after it decrypts."""
+    w = _wire(lab, version, False, ike_duration=60)
+    first = {s["spi_i"] for s in ike_sas(w.gw_a)}
+    wait_for(lambda: bool({s["spi_i"] for s in ike_sas(w.gw_a)} - first), 90, "the IKE SA rekey", step=0.5)
+    w.reset_ipsec_sa()  # a request on the new IKE SA
+    w.ping("-c", "3")
+    w.capture.wait_for(w.esp_filter, 6, "the ESP in the capture", timeout=30)
+    path = w.capture.stop()
+    _analyse(w, path, {34, 35, 36, 37} if version == 2 else {2, 32, 5})
+    spis = {row[0] for row in tshark_fields(path, ["isakmp.ispi"], "isakmp")}
+    assert len(spis) >= 2, spis  # the old and the new IKE SA are both in the capture, both decrypted
