@@ -199,24 +199,28 @@ def test_raw_esp_without_nat(lab: Lab, family: int) -> None:
     assert {int(spi, 16) for spi, _seq in esp} == spis
 
 
-@pytest.mark.cell(ROW, "E", "one end forces UDP encapsulation: both encapsulate, ESP-in-UDP checksum zero")
-def test_forced_udp_encapsulation_with_zero_checksum(lab: Lab) -> None:
+@pytest.mark.parametrize("family", [
+    pytest.param(4, marks=pytest.mark.cell(ROW, "E", "one end forces UDP encapsulation: both do, ESP checksum zero")),
+    pytest.param(6, marks=pytest.mark.cell(ROW, "e", "forced UDP encapsulation, IPv6 outer: checksums kept")),
+])
+def test_forced_udp_encapsulation_checksums(lab: Lab, family: int) -> None:
     a, b = two_sites(lab)
-    capture = start_capture(lab, b.gw, "wan0", "forced-encap")
-    gw_a, gw_b = _pair(lab, a, b, 4, [acl_rule(5, SITE_A_V4, SITE_B_V4)], [acl_rule(5, SITE_B_V4, SITE_A_V4)],
+    capture = start_capture(lab, b.gw, "wan0", f"forced-encap-{family}")
+    gw_a, gw_b = _pair(lab, a, b, family, [acl_rule(5, SITE_A_V4, SITE_B_V4)], [acl_rule(5, SITE_B_V4, SITE_A_V4)],
                        "auto", extra_a=("--force-udp-encap",))
     wait_for(lambda: bool(ipsec_sas(gw_a)) and bool(ipsec_sas(gw_b)), 20, "the auto tunnel")
     rc, out = _ping(a, HOST_B[4])
     assert rc == 0 and " 0% packet loss" in out, out
     capture.wait_for("udp.port == 4500 && esp", 6, "six ESP-in-UDP packets in the capture")
     path = capture.stop()
-    assert tshark_fields(path, ["frame.number"], "ip.proto == 50") == []
-    esp = tshark_fields(path, ["ip.src", "udp.checksum"], "udp.port == 4500 && esp")
+    ip = "ip" if family == 4 else "ipv6"
+    assert tshark_fields(path, ["frame.number"], "ip.proto == 50 || ipv6.nxt == 50") == []
+    esp = tshark_fields(path, [f"{ip}.src", "udp.checksum"], "udp.port == 4500 && esp")
     # Both directions carry ESP in UDP (gwB encapsulates because gwA's faked NAT-D told it so), and
-    # RFC 3948 §3.1: the UDP checksum of ESP-in-UDP over IPv4 is zero ...
-    assert {src for src, _c in esp} == {WAN_A[4], WAN_B[4]}, esp
-    assert all(int(c, 16) == 0 for _s, c in esp), esp
-    # ... while IKE on the same socket keeps its checksum.
+    # RFC 3948 §3.1: the UDP checksum of ESP-in-UDP over IPv4 is zero; over IPv6 a checksum is mandatory.
+    assert {src for src, _c in esp} == {WAN_A[family], WAN_B[family]}, esp
+    assert all((int(c, 16) == 0) == (family == 4) for _s, c in esp), esp
+    # IKE on the same socket keeps its checksum.
     ike = tshark_fields(path, ["udp.checksum"], "udp.port == 4500 && isakmp")
     assert ike and all(int(c, 16) != 0 for (c,) in ike), ike
     for gw in (gw_a, gw_b):
