@@ -217,5 +217,16 @@ def test_capture_across_an_ike_sa_rekey_decrypts(lab: Lab, version: int) -> None
     w.capture.wait_for(w.esp_filter, 6, "the ESP in the capture", timeout=30)
     path = w.capture.stop()
     _analyse(w, path, {34, 35, 36, 37} if version == 2 else {2, 32, 5})
-    spis = {row[0] for row in tshark_fields(path, ["isakmp.ispi"], "isakmp")}
+    rows = tshark_fields(path, ["isakmp.ispi", "isakmp.exchangetype", "isakmp.flags", "isakmp.messageid"], "isakmp")
+    spis = {row[0] for row in rows}
     assert len(spis) >= 2, spis  # the old and the new IKE SA are both in the capture, both decrypted
+    if version == 2:
+        # RFC 7296 §2.18: a rekeyed IKE SA starts its Message IDs at 0, in each direction that sends requests
+        # (the first IKE SA's IKE_SA_INIT took ID 0 of its initiator's window, so only rekeyed ones count).
+        opened = {spi for spi, exchange, _f, _m in rows if exchange == "34"}
+        first: dict[tuple[str, bool], int] = {}
+        for spi, _e, flags, mid in rows:
+            if spi not in opened and not int(flags, 16) & 0x20:  # a request on a rekeyed IKE SA
+                key = (spi, bool(int(flags, 16) & 0x08))
+                first.setdefault(key, int(mid, 16))
+        assert first and all(mid == 0 for mid in first.values()), first

@@ -20,6 +20,12 @@ def lab_config(name: str, replace: dict[str, str] | None = None):  # type: ignor
     return config
 
 
+def ike_view(data: bytes) -> bytes:
+    """An IKE datagram without the non-ESP marker it carries on the NAT-T port (RFC 3948 §2.2), so that tests
+    read IKE/ISAKMP headers at their usual offsets whether or not the SA floated to 4500."""
+    return data[4:] if data[:4] == bytes(4) else data
+
+
 @dataclass
 class Net:
     gateways: dict[str, Gateway] = field(default_factory=dict)
