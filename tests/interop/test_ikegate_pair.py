@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.interop.capture import start_capture, tshark_fields
+from tests.interop.capture import Capture, start_capture, tshark_fields
 from tests.interop.netns import (
     GW_A_LAN,
     GW_B_LAN,
@@ -174,18 +174,24 @@ def test_ipv6_hosts_through_two_ikegates(lab: Lab, family: int, trigger: str) ->
     assert _counted(sas, 6), sas
 
 
+def _captured_ping(lab: Lab, family: int, name: str, *extra_a: str) -> tuple[Capture, Proc, Proc]:
+    """An auto tunnel over the ``family`` outer addresses, dumpcap on gwB's WAN side, three pings through."""
+    a, b = two_sites(lab)
+    capture = start_capture(lab, b.gw, "wan0", name)
+    gw_a, gw_b = _pair(lab, a, b, family, [acl_rule(5, SITE_A_V4, SITE_B_V4)], [acl_rule(5, SITE_B_V4, SITE_A_V4)],
+                       "auto", extra_a=extra_a)
+    wait_for(lambda: bool(ipsec_sas(gw_a)) and bool(ipsec_sas(gw_b)), 20, "the auto tunnel")
+    rc, out = _ping(a, HOST_B[4])
+    assert rc == 0 and " 0% packet loss" in out, out
+    return capture, gw_a, gw_b
+
+
 @pytest.mark.parametrize("family", [
     pytest.param(4, marks=pytest.mark.cell(ROW, "R", "no NAT: raw ESP (IP protocol 50) on the wire, IPv4 outer")),
     pytest.param(6, marks=pytest.mark.cell(ROW, "r", "no NAT: raw ESP (next header 50) on the wire, IPv6 outer")),
 ])
 def test_raw_esp_without_nat(lab: Lab, family: int) -> None:
-    a, b = two_sites(lab)
-    capture = start_capture(lab, b.gw, "wan0", f"raw-esp-{family}")
-    gw_a, gw_b = _pair(lab, a, b, family, [acl_rule(5, SITE_A_V4, SITE_B_V4)], [acl_rule(5, SITE_B_V4, SITE_A_V4)],
-                       "auto")
-    wait_for(lambda: bool(ipsec_sas(gw_a)) and bool(ipsec_sas(gw_b)), 20, "the auto tunnel")
-    rc, out = _ping(a, HOST_B[4])
-    assert rc == 0 and " 0% packet loss" in out, out
+    capture, gw_a, gw_b = _captured_ping(lab, family, f"raw-esp-{family}")
     proto = "ip.proto" if family == 4 else "ipv6.nxt"
     capture.wait_for(f"{proto} == 50", 6, "six raw ESP packets in the capture")
     path = capture.stop()
@@ -204,13 +210,7 @@ def test_raw_esp_without_nat(lab: Lab, family: int) -> None:
     pytest.param(6, marks=pytest.mark.cell(ROW, "e", "forced UDP encapsulation, IPv6 outer: checksums kept")),
 ])
 def test_forced_udp_encapsulation_checksums(lab: Lab, family: int) -> None:
-    a, b = two_sites(lab)
-    capture = start_capture(lab, b.gw, "wan0", f"forced-encap-{family}")
-    gw_a, gw_b = _pair(lab, a, b, family, [acl_rule(5, SITE_A_V4, SITE_B_V4)], [acl_rule(5, SITE_B_V4, SITE_A_V4)],
-                       "auto", extra_a=("--force-udp-encap",))
-    wait_for(lambda: bool(ipsec_sas(gw_a)) and bool(ipsec_sas(gw_b)), 20, "the auto tunnel")
-    rc, out = _ping(a, HOST_B[4])
-    assert rc == 0 and " 0% packet loss" in out, out
+    capture, gw_a, gw_b = _captured_ping(lab, family, f"forced-encap-{family}", "--force-udp-encap")
     capture.wait_for("udp.port == 4500 && esp", 6, "six ESP-in-UDP packets in the capture")
     path = capture.stop()
     ip = "ip" if family == 4 else "ipv6"
