@@ -52,6 +52,11 @@ class DaemonOptions:
     #: ``--tun ITF=TUN``: VRP interface name -> Linux TUN device carrying that protected side's packets
     #: (see :mod:`ikegate.io.tun`; routes into the TUN are the operator's job).
     tun: dict[str, str] = field(default_factory=dict)
+    #: Take and send raw ESP (IP protocol 50) where no NAT is detected, if a raw socket opens (``False``:
+    #: ``--force-udp-encap``).
+    raw_esp: bool = True
+    #: ``--keylog DIR``: write Wireshark key tables there (see :mod:`ikegate.io.keylog`).
+    keylog: str | None = None
 
 
 def write_atomically(path: str, text: str) -> None:
@@ -104,7 +109,8 @@ class Daemon:
         self.logbuffer.listeners.append(self.syslog.send)
         self.device: Device = open_local(config, options.model, ike_port=options.ike_port,
                                          natt_port=options.natt_port, retransmit_tries=options.retransmit_tries,
-                                         log=self.log, tun=options.tun)
+                                         log=self.log, tun=options.tun, raw_esp=options.raw_esp,
+                                         keylog=options.keylog)
         self._opened = False
         self.control: ControlServer | None = None
         self.metrics: MetricsServer | None = None

@@ -331,16 +331,18 @@ class Device(Protocol):
 
 
 def open_local(config: Config, model: DeviceModel | None = None, *, ike_port: int = 500, natt_port: int = 4500,
-               retransmit_tries: int = 5, log: LogSink | None = None,
-               tun: Mapping[str, str] | None = None) -> Device:
-    """The single-process device: a controller, its UDP sockets and TUN bridges, in this event loop.
+               retransmit_tries: int = 5, log: LogSink | None = None, tun: Mapping[str, str] | None = None,
+               raw_esp: bool = True, keylog: str | None = None) -> Device:
+    """The single-process device: a controller, its UDP (and raw ESP) sockets and TUN bridges, in this
+    event loop. ``raw_esp=False`` is ``--force-udp-encap``; ``keylog`` is ``--keylog DIR``.
 
     The implementation is imported here, not at the top, so that importing the seam stays cheap and a
     management module never names the controller."""
     from ikegate.gateway.local import LocalDevice
 
     return LocalDevice.build(config, model or DeviceModel(), ike_port=ike_port, natt_port=natt_port,
-                             retransmit_tries=retransmit_tries, log=log, tun=dict(tun or {}))
+                             retransmit_tries=retransmit_tries, log=log, tun=dict(tun or {}), raw_esp=raw_esp,
+                             keylog=keylog)
 
 
 def _display_key(entry: SaEntry) -> int:

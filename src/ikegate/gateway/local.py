@@ -29,6 +29,7 @@ from ikegate.gateway.device import (
     Selection,
     Statistics,
 )
+from ikegate.io.keylog import KeyLogWriter
 from ikegate.io.tun import TunBridge, open_bridge
 from ikegate.io.udp import UdpRunner
 from ikegate.policy.model import Config
@@ -44,11 +45,15 @@ class LocalDevice:
     """The device as one process: wraps a :class:`Gateway` (see the module docstring)."""
 
     def __init__(self, gateway: Gateway, model: DeviceModel | None = None, *,
-                 clock: Callable[[], float] = lambda: 0.0, tun: dict[str, str] | None = None) -> None:
+                 clock: Callable[[], float] = lambda: 0.0, tun: dict[str, str] | None = None,
+                 raw_esp: bool = True, keylog: str | None = None, log: LogSink | None = None) -> None:
         self.gateway = gateway
         self._model = model or DeviceModel(placements=tuple(gateway.placements))
         self._clock = clock  # until the sockets are open (in-memory tests step their own clock)
         self._tun_map = dict(tun or {})
+        self._raw_esp = raw_esp  # raw ESP sockets where no NAT is detected (False: --force-udp-encap)
+        self._keylog = keylog  # --keylog DIR
+        self._log = log
         self._runner: UdpRunner | None = None
         self._tun: TunBridge | None = None
         self._pings: dict[tuple[int, int], asyncio.Future[float]] = {}
@@ -56,11 +61,11 @@ class LocalDevice:
 
     @classmethod
     def build(cls, config: Config, model: DeviceModel, *, ike_port: int = 500, natt_port: int = 4500,
-              retransmit_tries: int = 5, log: LogSink | None = None,
-              tun: dict[str, str] | None = None) -> LocalDevice:
+              retransmit_tries: int = 5, log: LogSink | None = None, tun: dict[str, str] | None = None,
+              raw_esp: bool = True, keylog: str | None = None) -> LocalDevice:
         gateway = Gateway(config, ike_port=ike_port, natt_port=natt_port, placements=model.placements,
                           retransmit_tries=retransmit_tries, log=log)
-        return cls(gateway, model, tun=tun)
+        return cls(gateway, model, tun=tun, raw_esp=raw_esp, keylog=keylog, log=log)
 
     # -- what the device is --------------------------------------------------------------------------
 
@@ -194,8 +199,14 @@ class LocalDevice:
 
     async def open(self) -> None:
         runner = UdpRunner(self.gateway, asyncio.get_running_loop())
-        await runner.open(self.gateway.local_addresses())
+        await runner.open(self.gateway.local_addresses(), raw_esp=self._raw_esp)
         try:
+            if self._keylog:
+                self.gateway.keylog = KeyLogWriter(self._keylog).write
+                if self._log is not None:
+                    self._log("IKE", 3, "KEYLOG_ENABLED", f"WARNING: IKE and ESP keys are written to "
+                              f"{self._keylog} (--keylog): anyone who can read these files can decrypt this "
+                              "gateway's traffic")
             if self._tun_map:
                 self._tun = open_bridge(self.gateway, self._tun_map, runner)
         except BaseException:
