@@ -2,8 +2,8 @@
 
 Sets up N IKE SAs (each with a Child SA) between two `ikegate run` processes on loopback, then calls
 `reset` (all) on the responder (``--side initiator``: on the initiator) and times until every Delete
-exchange has finished (no engine left) and the peer's table is empty. Reference (strongSwan 5.9.8, FINDINGS.md §5): 10,000 terminated in 4.0 s
-(1.3 s without waiting for replies).
+exchange has finished (no engine left) and the peer's table is empty. Reference (strongSwan 5.9.8,
+FINDINGS.md §5): 10,000 terminated in 4.0 s (1.3 s without waiting for replies).
 """
 
 from __future__ import annotations
