@@ -27,7 +27,7 @@ unit: $(STAMP)
 test: lint typecheck unit
 
 bench: $(STAMP)
-	cd bench && for b in setup_rate delete_all cli_scale esp_throughput ping_rtt ssh_load; do \
+	cd bench && for b in setup_rate delete_all cli_scale cli_startup esp_throughput ping_rtt ssh_load; do \
 		../$(BIN)/python $$b.py || exit 1; done
 	cd bench && ../$(BIN)/python setup_rate.py --version 1 -n 1000
 
