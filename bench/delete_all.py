@@ -44,8 +44,8 @@ def main() -> None:
     print(f"  call returned (table empty) : {t_api:6.2f} s")
     print(f"  every Delete acknowledged   : {t_acked:6.2f} s")
     print(f"  peer's table empty          : {t_peer:6.2f} s")
-    print(f"  CPU of the resetting side   : {cpu:6.2f} s ({1e6 * cpu / max(deleted, 1):.0f} us per SA removed)")
-    print(f"  CPU of the peer             : {peer_cpu:6.2f} s ({1e6 * peer_cpu / max(deleted, 1):.0f} us per SA removed)")
+    print(f"  CPU of the resetting side   : {cpu:6.2f} s ({1e6 * cpu / max(deleted, 1):.0f} us per SA)")
+    print(f"  CPU of the peer             : {peer_cpu:6.2f} s ({1e6 * peer_cpu / max(deleted, 1):.0f} us per SA)")
     print("  strongSwan 5.9.8 reference: 10,000 in 4.0 s acknowledged (1.3 s without waiting)")
 
 
