@@ -41,12 +41,14 @@ def gateways(devnull: io.TextIOBase) -> tuple[Gateway, Gateway]:
 
 
 class Pump:
-    """Datagrams between the two gateways until quiet; HQ's share of the work runs under the profiler."""
+    """Datagrams between the two gateways until quiet; HQ's share of the work runs under one profiler
+    and, when given, the branch's under another."""
 
-    def __init__(self, hq: Gateway, br: Gateway, prof: cProfile.Profile) -> None:
-        self.hq, self.br, self.prof = hq, br, prof
+    def __init__(self, hq: Gateway, br: Gateway, prof: cProfile.Profile, peer: cProfile.Profile | None = None):
+        self.hq, self.br, self.prof, self.peer = hq, br, prof, peer
         self.now = 0.0
         self.cpu = 0.0  # process CPU seconds spent inside HQ's calls
+        self.peer_cpu = 0.0
 
     def on_hq(self, call: Callable[[], R]) -> R:
         t0 = time.process_time()
@@ -57,15 +59,26 @@ class Pump:
             self.prof.disable()
             self.cpu += time.process_time() - t0
 
+    def on_br(self, call: Callable[[], R]) -> R:
+        if self.peer is None:
+            return call()
+        t0 = time.process_time()
+        self.peer.enable()
+        try:
+            return call()
+        finally:
+            self.peer.disable()
+            self.peer_cpu += time.process_time() - t0
+
     def run(self) -> None:
         while True:
             moved = False
-            for data, local, remote in self.br.datagrams_to_send():
+            for data, local, remote in self.on_br(self.br.datagrams_to_send):
                 moved = True
                 self.on_hq(lambda d=data, r=remote, s=local: self.hq.receive_datagram(d, r, s, self.now))
             for data, local, remote in self.on_hq(self.hq.datagrams_to_send):
                 moved = True
-                self.br.receive_datagram(data, remote, local, self.now)
+                self.on_br(lambda d=data, r=remote, s=local: self.br.receive_datagram(d, r, s, self.now))
             if not moved:
                 return
 
@@ -97,14 +110,15 @@ def main() -> None:
         pump.run()
         assert hq.sad.count(phase=1) == args.n and hq.sad.count(phase=2) == args.n, hq.sad.count(phase=1)
         report(f"set-up of {args.n} IKE + Child SAs, HQ responding", setup, args.n, pump.cpu, args.top, args.sort)
-        delete = cProfile.Profile()
-        pump = Pump(hq, br, delete)
+        delete, peer = cProfile.Profile(), cProfile.Profile()
+        pump = Pump(hq, br, delete, peer)
         pump.now = 1.0
         deleted = pump.on_hq(lambda: hq.reset_ike_sa(pump.now))
         pump.run()
         assert deleted == 2 * args.n and not hq.engines() and br.sad.count(phase=1) == 0
         report(f"reset ike sa (all) on HQ, {args.n} IKE + Child SAs, Deletes acknowledged", delete, args.n,
                pump.cpu, args.top, args.sort)
+        report("the branch answering those Deletes", peer, args.n, pump.peer_cpu, args.top, args.sort)
 
 
 if __name__ == "__main__":
