@@ -51,24 +51,26 @@ class Pump:
         self.peer_cpu = 0.0
 
     def on_hq(self, call: Callable[[], R]) -> R:
-        t0 = time.process_time()
-        self.prof.enable()
-        try:
-            return call()
-        finally:
-            self.prof.disable()
-            self.cpu += time.process_time() - t0
+        result, spent = self._profiled(self.prof, call)
+        self.cpu += spent
+        return result
 
     def on_br(self, call: Callable[[], R]) -> R:
         if self.peer is None:
             return call()
+        result, spent = self._profiled(self.peer, call)
+        self.peer_cpu += spent
+        return result
+
+    @staticmethod
+    def _profiled(prof: cProfile.Profile, call: Callable[[], R]) -> tuple[R, float]:
         t0 = time.process_time()
-        self.peer.enable()
+        prof.enable()
         try:
-            return call()
+            result = call()
         finally:
-            self.peer.disable()
-            self.peer_cpu += time.process_time() - t0
+            prof.disable()
+        return result, time.process_time() - t0
 
     def run(self) -> None:
         while True:
@@ -83,8 +85,8 @@ class Pump:
                 return
 
 
-def report(title: str, prof: cProfile.Profile, per: int, cpu: float, top: int, sort: str) -> None:
-    print(f"\n== {title}: {cpu:.2f} s CPU in HQ, {1000 * cpu / per:.3f} ms per SA (profiler on, so inflated) ==")
+def report(title: str, prof: cProfile.Profile, per: int, cpu: float, top: int, sort: str, who: str = "HQ") -> None:
+    print(f"\n== {title}: {cpu:.2f} s CPU in {who}, {1000 * cpu / per:.3f} ms per SA (profiler on, so inflated) ==")
     raw: dict[Any, Any] = pstats.Stats(prof).stats  # type: ignore[attr-defined]
     print(f"{'us/SA self':>10} {'us/SA cum':>10} {'calls/SA':>9}  function")
     for (path, line, func), (_cc, nc, tt, ct, _callers) in sorted(
@@ -118,7 +120,7 @@ def main() -> None:
         assert deleted == 2 * args.n and not hq.engines() and br.sad.count(phase=1) == 0
         report(f"reset ike sa (all) on HQ, {args.n} IKE + Child SAs, Deletes acknowledged", delete, args.n,
                pump.cpu, args.top, args.sort)
-        report("the branch answering those Deletes", peer, args.n, pump.peer_cpu, args.top, args.sort)
+        report("the branch answering those Deletes", peer, args.n, pump.peer_cpu, args.top, args.sort, "the branch")
 
 
 if __name__ == "__main__":

@@ -325,6 +325,7 @@ class Result:
     rss_mb_per_1k: float
     delete_s: float
     delete_drops: int  # datagrams the initiator's kernel dropped (receive buffer full) during the delete
+    delete_left: int  # IKE SAs the initiator still held when the wait for the delete ended
 
 
 def drive(ldt: Path, count: int, timeout: float) -> tuple[int, int, int, float]:
@@ -371,10 +372,11 @@ def measure(lab: Lab, scenario: Scenario, who: str, count: int, timeout: float) 
         while (lab.ike_sas(lab.ns_i) or 0) > 0 and time.monotonic() - t0 < DELETE_LIMIT:
             time.sleep(0.02)
         gone = time.monotonic() - t0
+        left = lab.ike_sas(lab.ns_i) or 0
         drops = lab.udp_drops(lab.ns_i) - drops0
     per = max(est, 1)
     return Result(est, failed, retrans, est / elapsed if elapsed else 0.0, 1000 * (cpu1 - cpu0) / per,
-                  (rss1 - rss0) / 1024 * 1000 / per, gone, drops)
+                  (rss1 - rss0) / 1024 * 1000 / per, gone, drops, left)
 
 
 def main() -> int:
@@ -408,7 +410,8 @@ def main() -> int:
                     runs[who].append(r)
                     print(f"  {who:10} established={r.established} failed={r.failed} retransmits={r.retransmits} "
                           f"rate={r.rate:.0f}/s cpu={r.cpu_ms:.3f} ms/SA rss={r.rss_mb_per_1k:.1f} MB/1k "
-                          f"delete_all={r.delete_s:.2f} s (initiator dropped {r.delete_drops})", flush=True)
+                          f"delete_all={r.delete_s:.2f} s (initiator dropped {r.delete_drops}, kept {r.delete_left})",
+                          flush=True)
             report(runs)
     return 0
 
