@@ -783,7 +783,7 @@ class Gateway:
                     self._adopt(sa, older, entry)
         if isinstance(sa, IsakmpSa):
             entry.exchange_mode = sa.options.mode.value
-        entry.peer_id_type, entry.peer_id = peer_type, peer_id
+        self.sad.set_peer_identity(entry.conn_id, peer_type, peer_id)
         entry.encryption, entry.integrity = algs.get("encryption", ""), algs.get("integrity", "")
         entry.prf, entry.dh = algs.get("prf", ""), algs.get("dh", "")
         entry.auth_method = "PRE_SHARED"
@@ -798,7 +798,7 @@ class Gateway:
         """The established IKEv1 SA this new one (from the peer's Main Mode) replaces, if any."""
         if not isinstance(sa, IsakmpSa):
             return None
-        for entry in self.sad.by_peer(sa.peer[0]):
+        for entry in self.sad.by_identity(sa.peer[0], *self._peer_identity(sa)):
             other = entry.handle
             if isinstance(entry, IkeSaEntry) and isinstance(other, IsakmpSa) and other is not sa \
                     and other.established and other.peer_id == sa.peer_id:
@@ -1001,7 +1001,7 @@ class Gateway:
     def _on_initial_contact(self, sa: Engine, now: float) -> None:
         """Drop older IKE SAs with the same peer identity: the peer lost them (RFC 7296 §2.4; RFC 2407
         §4.6.3.3), and IKEv1 orphan IPsec SAs of that peer with them."""
-        for entry in list(self.sad.by_peer(sa.peer[0])):
+        for entry in self.sad.by_identity(sa.peer[0], *self._peer_identity(sa)):
             other = entry.handle
             if isinstance(entry, IpsecSaEntry) and entry.parent is None and isinstance(other, tuple) \
                     and isinstance(other[0], IsakmpSa) and other[0].orphans_survive and other[0].peer_id == sa.peer_id:
