@@ -104,6 +104,11 @@ RESPONDER_CACHE = 4096
 #: Delete exchanges run at most this many at a time; the rest wait their turn (their SAs are already gone
 #: from the table). Thousands of Deletes in one burst would only overflow the peer's socket buffer.
 DELETE_WINDOW = 256
+#: IKEv1 Deletes are one-way notifications, so no answer paces them: at most this many IKEv1 SAs start
+#: their Deletes per DELETE_TICK seconds (5,000 a second), the rest wait in the same queue. Sent in one
+#: burst, a reset of 2,000 overflowed strongSwan's receive buffer and left hundreds of SAs at the peer.
+ONE_WAY_DELETES = 50
+DELETE_TICK = 0.01
 
 @dataclass(slots=True)
 class _Meta:
@@ -200,6 +205,8 @@ class Gateway:
         self._loading: set[Engine] = set()
         self._deleting: set[Engine] = set()
         self._delete_queue: deque[tuple[Engine, DeleteReason]] = deque()
+        self._one_way: tuple[float, int] = (-1.0, 0)  # (tick start, IKEv1 Deletes started in it)
+        self._drain_at: float | None = None  # when a queue drain is scheduled
         self.reload(config)
 
     # ------------------------------------------------------------------ configuration
@@ -539,11 +546,46 @@ class Gateway:
         """Delete an IKE SA: at once in the table, and its Delete exchange within the window."""
         if sa.finished or sa.state is State.DELETING:
             return
-        if len(self._deleting) < DELETE_WINDOW:
+        if not self._delete_queue and self._may_start_delete(sa, now):
             self._start_delete(sa, now, reason)
             return
         self._on_ike_down(sa, reason, now)
         self._delete_queue.append((sa, reason))
+        self._drain_deletes(now)
+
+    def _may_start_delete(self, sa: Engine, now: float) -> bool:
+        """Whether ``sa``'s Delete may go now: a slot of the window (IKEv2, freed by the answer), or of this
+        tick's budget of one-way IKEv1 Deletes (counted as taken)."""
+        if not isinstance(sa, IsakmpSa):
+            return len(self._deleting) < DELETE_WINDOW
+        start, used = self._one_way
+        if now >= start + DELETE_TICK:
+            start, used = now, 0
+        if used >= ONE_WAY_DELETES:
+            return False
+        self._one_way = (start, used + 1)
+        return True
+
+    def _drain_deletes(self, now: float) -> None:
+        """Start queued Deletes in order while they may go; when an IKEv1 one must wait for the next tick,
+        come back then (an IKEv2 one waits for an answer, which calls this again)."""
+        queue = self._delete_queue
+        while queue:
+            waiting, reason = queue[0]
+            if waiting.finished:
+                queue.popleft()
+                continue
+            if not self._may_start_delete(waiting, now):
+                if isinstance(waiting, IsakmpSa) and self._drain_at is None:
+                    self._drain_at = self._one_way[0] + DELETE_TICK
+                    self._schedule(self._drain_at, self._drain_later)
+                return
+            queue.popleft()
+            self._start_delete(waiting, now, reason)
+
+    def _drain_later(self, now: float) -> None:
+        self._drain_at = None
+        self._drain_deletes(now)
 
     def _start_delete(self, sa: Engine, now: float, reason: DeleteReason) -> None:
         sa.delete(now, reason)
@@ -777,10 +819,7 @@ class Gateway:
             self.sad.remove_tree(sa.handle)
         if sa in self._deleting:
             self._deleting.discard(sa)
-            while self._delete_queue and len(self._deleting) < DELETE_WINDOW:
-                waiting, reason = self._delete_queue.popleft()
-                if not waiting.finished:
-                    self._start_delete(waiting, now, reason)
+            self._drain_deletes(now)
 
     def _schedule(self, when: float, job: Callable[[float], object]) -> None:
         heapq.heappush(self._heap, (when, next(self._counter), None, job))
@@ -909,7 +948,7 @@ class Gateway:
                     self._adopt(sa, older, entry)
         if isinstance(sa, IsakmpSa):
             entry.exchange_mode = sa.options.mode.value
-        entry.peer_id_type, entry.peer_id = peer_type, peer_id
+        self.sad.set_peer_identity(entry.conn_id, peer_type, peer_id)
         entry.encryption, entry.integrity = algs.get("encryption", ""), algs.get("integrity", "")
         entry.prf, entry.dh = algs.get("prf", ""), algs.get("dh", "")
         entry.auth_method = "PRE_SHARED"
@@ -927,7 +966,7 @@ class Gateway:
         """The established IKEv1 SA this new one (from the peer's Main Mode) replaces, if any."""
         if not isinstance(sa, IsakmpSa):
             return None
-        for entry in self.sad.by_peer(sa.peer[0]):
+        for entry in self.sad.by_identity(sa.peer[0], *self._peer_identity(sa)):
             other = entry.handle
             if isinstance(entry, IkeSaEntry) and isinstance(other, IsakmpSa) and other is not sa \
                     and other.established and other.peer_id == sa.peer_id:
@@ -1173,7 +1212,7 @@ class Gateway:
     def _on_initial_contact(self, sa: Engine, now: float) -> None:
         """Drop older IKE SAs with the same peer identity: the peer lost them (RFC 7296 §2.4; RFC 2407
         §4.6.3.3), and IKEv1 orphan IPsec SAs of that peer with them."""
-        for entry in list(self.sad.by_peer(sa.peer[0])):
+        for entry in self.sad.by_identity(sa.peer[0], *self._peer_identity(sa)):
             other = entry.handle
             if isinstance(entry, IpsecSaEntry) and entry.parent is None and isinstance(other, tuple) \
                     and isinstance(other[0], IsakmpSa) and other[0].orphans_survive and other[0].peer_id == sa.peer_id:
