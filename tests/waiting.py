@@ -24,22 +24,24 @@ def wait_for(cond: Callable[[], object], timeout: float = DEADLINE, what: str = 
              step: float = 0.05) -> None:
     """Poll ``cond`` every ``step`` s until it is truthy; AssertionError naming ``what`` after ``timeout`` s."""
     deadline = time.monotonic() + timeout
-    while True:
-        if cond():
-            return
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+    while not _met(cond, time.monotonic, deadline, timeout, what):
         time.sleep(step)
 
 
 async def until(cond: Callable[[], object], timeout: float = DEADLINE, what: str = "condition",
                 step: float = 0.02) -> None:
     """:func:`wait_for` inside an event loop: the loop keeps running (servers in it go on answering)."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while True:
-        if cond():
-            return
-        if loop.time() >= deadline:
-            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+    clock = asyncio.get_running_loop().time
+    deadline = clock() + timeout
+    while not _met(cond, clock, deadline, timeout, what):
         await asyncio.sleep(step)
+
+
+def _met(cond: Callable[[], object], clock: Callable[[], float], deadline: float, timeout: float, what: str) -> bool:
+    """One poll: True when ``cond`` holds; past the deadline, the failure (checked after ``cond``, so a
+    condition met at the last moment still counts)."""
+    if cond():
+        return True
+    if clock() >= deadline:
+        raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+    return False
