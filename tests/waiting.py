@@ -43,5 +43,5 @@ def _met(cond: Callable[[], object], clock: Callable[[], float], deadline: float
     if cond():
         return True
     if clock() >= deadline:
-        raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+        raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
     return False
