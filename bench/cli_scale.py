@@ -57,6 +57,14 @@ def main() -> None:
     t0 = time.perf_counter()
     shell.run("display ike sa slot 1 cpu 0")
     t_slot = time.perf_counter() - t0
+    filtered = {}
+    for name in ("include 10\\.0\\.1\\.1:", "exclude RD", "begin 10\\.0\\.195\\.", "count"):
+        t0 = time.perf_counter()
+        result = shell.run(f"display ike sa | {name}")
+        filtered[name] = (time.perf_counter() - t0, len(result.lines))
+    t0 = time.perf_counter()
+    lines = shell.run("display ike sa").lines
+    t_render = time.perf_counter() - t0
     t0 = time.perf_counter()
     shell.run("reset ike sa conn-id 777")
     t_reset_one = time.perf_counter() - t0
@@ -69,6 +77,9 @@ def main() -> None:
     print(f"  display ike sa (all rows)    : {t_display:6.2f} s   ({len(out.lines):,} lines)")
     print(f"  display ike sa remote ADDR   : {1000 * t_remote:6.2f} ms")
     print(f"  display ike sa slot 1 cpu 0  : {t_slot:6.2f} s")
+    for name, (took, count) in filtered.items():  # the filter's own share: total minus the rendering
+        print(f"  display ike sa | {name:<22}: {took:6.2f} s   (filter {took - t_render:+.2f} s, {count:,} lines)")
+    assert len(lines) == len(out.lines)
     print(f"  reset ike sa conn-id N       : {1000 * t_reset_one:6.2f} ms")
     print(f"  reset ike sa (all)           : {t_reset:6.2f} s")
     print(f"  memory: {base:.0f} MB before, {filled:.0f} MB filled, peak {rss_mb():.0f} MB")

@@ -13,7 +13,7 @@ import asyncio
 import sys
 
 from ikegate.daemon import DaemonOptions, read_config, run_daemon
-from ikegate.gateway.device import make_device
+from ikegate.gateway.device import DEFAULT_MODEL, DEFAULT_SLOT_PLACEMENTS, SLOT_MODELS, make_device
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -69,15 +69,20 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ikegate", description="IKE/IPsec gateway with a Huawei USG style CLI")
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run one gateway in the foreground")
-    run.add_argument("config", help="VRP configuration file")
-    run.add_argument("--control", help="path of the local control socket (mode 0600)")
-    run.add_argument("--ike-port", type=int, default=500)
-    run.add_argument("--natt-port", type=int, default=4500)
-    run.add_argument("--model", help="device model (default USG6000V; slot models: USG6635E, USG6655E, "
-                                     "USG6680E, USG6712E, USG6716E)")
-    run.add_argument("--placements", help="slot/cpu pairs of a slot model, e.g. 1/0,1/1,3/0")
-    run.add_argument("--retransmit-tries", type=int, default=5,
-                     help="retransmissions (1, 2, 4 … s apart) before a peer is declared dead")
+    run.add_argument("config", help="VRP configuration file (`save` writes it back)")
+    run.add_argument("--control", metavar="PATH",
+                     help="path of the local control socket (mode 0600) for `ikegate cli`; none by default")
+    run.add_argument("--ike-port", type=int, default=500, metavar="N",
+                     help="UDP port for IKE (default: %(default)s)")
+    run.add_argument("--natt-port", type=int, default=4500, metavar="N",
+                     help="UDP port for IKE and ESP after NAT detection (default: %(default)s)")
+    run.add_argument("--model", metavar="M", help="device model shown by `display version` and deciding "
+                     f"`slot … cpu …` (default: {DEFAULT_MODEL}; slot models: {', '.join(sorted(SLOT_MODELS))})")
+    run.add_argument("--placements", metavar="S/C,...", help="slot/cpu pairs of a slot model, e.g. 1/0,1/1 "
+                     f"(default: {','.join(f'{p.slot}/{p.cpu}' for p in DEFAULT_SLOT_PLACEMENTS)})")
+    run.add_argument("--retransmit-tries", type=int, default=5, metavar="N",
+                     help="retransmissions (1, 2, 4 … s apart) before a peer is declared dead "
+                          "(default: %(default)s)")
     run.add_argument("--tun", action="append", metavar="ITF=TUN",
                      help="carry the protected side of VRP interface ITF on Linux TUN device TUN (created if "
                           "missing and set up; needs root or CAP_NET_ADMIN; routing the remote protected "
@@ -87,11 +92,13 @@ def build_parser() -> argparse.ArgumentParser:
                           "[::1]:9470); off by default")
     run.set_defaults(func=_run)
     demo = sub.add_parser("demo", help="the embedded lab: HQ, Branch1 and Branch2 on loopback")
-    demo.add_argument("--base-port", type=int, default=15000)
+    demo.add_argument("--base-port", type=int, default=15000, metavar="N",
+                      help="UDP port for IKE of all three gateways, N+1 for NAT-T (default: %(default)s)")
     demo.add_argument("--no-shell", action="store_true", help="print the SA tables and exit")
     demo.set_defaults(func=_demo)
     cli = sub.add_parser("cli", help="the VRP shell of a running gateway")
-    cli.add_argument("--control", required=True)
+    cli.add_argument("--control", required=True, metavar="PATH",
+                     help="the control socket of the gateway (`ikegate run --control PATH`)")
     cli.add_argument("-c", dest="commands", action="append", help="run this command (repeatable) and exit")
     cli.set_defaults(func=_cli)
     return parser

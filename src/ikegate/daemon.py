@@ -7,25 +7,28 @@ is glue only: decisions live in the controller, bytes in the UDP runner.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import logging
 import os
 import random
 import signal
+import stat
 import sys
+import tempfile
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
 from ikegate.cli.commands import default_tree
 from ikegate.cli.commands.runtime import Runtime, runtime_commands
-from ikegate.cli.loader import ConfigError, load_config
+from ikegate.cli.loader import ConfigError, decode_config, load_config
 from ikegate.cli.logbuffer import LogBuffer, LogRecord
 from ikegate.cli.shell import Shell
 from ikegate.gateway.controller import Gateway
 from ikegate.gateway.device import Device
 from ikegate.io.tun import TunBridge, open_bridge
 from ikegate.io.udp import UdpRunner
-from ikegate.mgmt.control import ControlServer
+from ikegate.mgmt.control import ControlServer, clear_stale_socket
 from ikegate.mgmt.metrics import MetricsServer, parse_listen, registry_for
 from ikegate.mgmt.records import entry_record
 from ikegate.mgmt.ssh import SshService
@@ -38,6 +41,7 @@ log = logging.getLogger("ikegate")
 SHUTDOWN_GRACE = 3.0
 PING_TIMEOUT = 2.0
 STOP_LIMIT = 15.0
+LOG_FLUSH_INTERVAL = 1.0  # seconds between checks for ended log aggregation windows
 
 
 @dataclass
@@ -54,9 +58,43 @@ class DaemonOptions:
     tun: dict[str, str] = field(default_factory=dict)
 
 
+def write_atomically(path: str, text: str) -> None:
+    """Replace ``path`` by ``text`` so that a crash at any moment leaves either the old file or the new
+    one, never a truncated one: a temporary file in the same directory (same file system, so the rename
+    is atomic), flushed to disk, given the old file's mode and owner (a 0600 configuration holding keys
+    stays 0600), renamed over the old one, and the directory flushed so the rename itself survives. A
+    symbolic link is followed: the file it names is replaced, the link stays."""
+    path = os.path.realpath(path)
+    folder = os.path.dirname(path)
+    try:
+        old: os.stat_result | None = os.stat(path)
+    except FileNotFoundError:
+        old = None
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            if old is not None:
+                os.fchmod(fh.fileno(), stat.S_IMODE(old.st_mode))
+                with contextlib.suppress(PermissionError):  # only root may give a file away
+                    os.fchown(fh.fileno(), old.st_uid, old.st_gid)
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    dirfd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(dirfd)
+    finally:
+        os.close(dirfd)
+
+
 def read_config(path: str) -> tuple[Config, list[ConfigError]]:
-    with open(path, encoding="utf-8") as fh:
-        return load_config(fh.read())
+    with open(path, "rb") as fh:
+        return load_config(decode_config(fh.read()))
 
 
 class Daemon:
@@ -78,8 +116,10 @@ class Daemon:
         self.ssh = SshService(self, lambda: self.gateway.config)  # listens only with ``stelnet server enable``
         self.tree = default_tree(runtime_commands(options.device))
         self.runtime = Runtime(self.gateway, options.device, clock=self.now, after_change=self._flush,
-                               pinger=self.ping)
+                               pinger=self.ping, ssh=self.ssh)
+        self.runtime.config_path = config_path  # display saved-configuration
         self._stop = asyncio.Event()
+        self._log_flush: asyncio.Task[None] | None = None
         self._pings: dict[tuple[int, int], asyncio.Future[float]] = {}
         self.gateway.on_echo_reply = self._echo_reply
 
@@ -128,10 +168,7 @@ class Daemon:
 
     def _save(self, text: str) -> None:
         assert self.config_path is not None
-        tmp = f"{self.config_path}.tmp"
-        with open(tmp, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.replace(tmp, self.config_path)
+        write_atomically(self.config_path, text)
 
     def after_command(self) -> None:
         """The configuration may have changed: let the controller see it, start new auto policies."""
@@ -155,7 +192,7 @@ class Daemon:
             prompt = shell.prompt
             outcome = shell.run(line)
             self.after_command()
-            out.append(prompt + line)
+            out.append(prompt + shell.mask(line))  # the transcript may end up in a ticket
             out.extend(outcome.lines)
             if outcome.pending is not None:
                 out.extend(await outcome.pending)
@@ -199,6 +236,10 @@ class Daemon:
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
+        if self.options.control:
+            # Checked first: a control path held by another running gateway is the clearest reason to
+            # stop. The socket itself is made below, once the IKE sockets are open.
+            clear_stale_socket(self.options.control)
         await self.syslog.open()
         self.runner = UdpRunner(self.gateway, loop)
         await self.runner.open(self.gateway.local_addresses())
@@ -212,8 +253,16 @@ class Daemon:
             self.metrics = MetricsServer(registry_for(self.gateway), host, port)
             await self.metrics.start()
         await self.ssh.start()
+        self._log_flush = loop.create_task(self._flush_log_summaries())
         self.gateway.start(self.runner.now())
         self.runner.flush()
+
+    async def _flush_log_summaries(self) -> None:
+        """The "suppressed N similar messages" lines of the log buffer come out when their window ends,
+        not only when the next record happens to arrive."""
+        while True:
+            await asyncio.sleep(LOG_FLUSH_INTERVAL)
+            self.logbuffer.flush()
 
     def request_stop(self) -> None:
         self._stop.set()
@@ -224,6 +273,8 @@ class Daemon:
     async def stop(self) -> None:
         """Delete every IKE SA (peers get Deletes), wait briefly for the answers, close everything."""
         await self.ssh.stop()
+        if self._log_flush is not None:
+            self._log_flush.cancel()
         if self.runner is not None:
             self.gateway.shutdown(self.runner.now())
             self.runner.flush()
@@ -332,6 +383,8 @@ async def run_daemon(config: Config, options: DaemonOptions, config_path: str | 
         await daemon.start()
     except OSError as exc:
         print(f"ikegate: cannot start: {exc}", file=sys.stderr)
+        if daemon.control is not None:
+            await daemon.control.close()  # removes the socket only if this process made it
         return 1
     stamp = dt.datetime.now().strftime("%Y-%m-%d %H:%M:%S")
     print(f"{stamp} {config.sysname}: listening on "

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -181,9 +182,11 @@ secrets {{
 
         wait_for(up, what="the Child SA on both sides", step=0.2)
 
-    def ping_from_ikegate_side(self, count: int = 3, inner: int = 4, size: int = 56,
-                               interval: str = "0.2") -> subprocess.CompletedProcess[str]:
-        return self.site.host.exec("ping", "-c", str(count), "-i", interval, "-s", str(size), "-W", "10",
+    def ping_from_ikegate_side(self, count: int = 3, inner: int = 4, size: int = 56, interval: str = "0.2",
+                               reply_wait: int = 10) -> subprocess.CompletedProcess[str]:
+        """``reply_wait``: how long ping waits for a missing reply (only a lost one costs it; a ping polled
+        until it passes gives a short one, so the traffic keeps its pace)."""
+        return self.site.host.exec("ping", "-c", str(count), "-i", interval, "-s", str(size), "-W", str(reply_wait),
                                    SW_HOST[inner], check=False, timeout=60)
 
     def ping_from_strongswan(self, count: int = 3, inner: int = 4) -> subprocess.CompletedProcess[str]:
@@ -206,8 +209,8 @@ secrets {{
         return list(display_json(self.gw, "display ike offline-info")["offline"])
 
 
-@pytest.fixture
-def bed(lab: Lab) -> Iterator[Bed]:
+def make_bed(lab: Lab, settings: str = "") -> Bed:
+    """The topology above with charon running (``settings``: more charon settings, see swan.Charon)."""
     reason = swan.skip_reason()
     if reason:
         pytest.skip(reason)
@@ -216,16 +219,25 @@ def bed(lab: Lab) -> Iterator[Bed]:
     wan(lab, site.gw, sw)
     sw.addr("lo", f"{SW_HOST[4]}/32")
     sw.addr("lo", f"{SW_HOST[6]}/128")
-    charon = Charon(lab, sw, lab.workdir / "swan")
+    charon = Charon(lab, sw, lab.workdir / "swan", settings=settings)
     charon.start()
-    the_bed = Bed(lab, site, sw, charon)
+    return Bed(lab, site, sw, charon)
+
+
+def show_logs(bed: Bed) -> None:
+    """On failure, show both logs' tails: the reason is usually in one of them."""
+    log = bed.lab.workdir / "gwa.log"
+    sys.stderr.write(f"\n--- ikegate log ---\n{log.read_text()[-3000:] if log.exists() else ''}")
+    sys.stderr.write(f"\n--- charon log ---\n{bed.charon.log()[-5000:]}\n")
+
+
+@pytest.fixture
+def bed(lab: Lab) -> Iterator[Bed]:
+    the_bed = make_bed(lab)
     try:
         yield the_bed
     finally:
-        # On failure, show both logs' tails: the reason is usually in one of them.
-        log = lab.workdir / "gwa.log"
-        sys.stderr.write(f"\n--- ikegate log ---\n{log.read_text()[-3000:] if log.exists() else ''}")
-        sys.stderr.write(f"\n--- charon log ---\n{charon.log()[-5000:]}\n")
+        show_logs(the_bed)
 
 
 # ------------------------------------------------------------------------------- the suite matrix
@@ -397,12 +409,38 @@ def test_dpd_from_ikegate_answered(bed: Bed) -> None:
 
 @pytest.mark.cell(LIVE, "X", "ikegate's DPD declares a killed charon dead (offline reason dpd timeout)")
 def test_dpd_detects_dead_strongswan(bed: Bed) -> None:
-    bed.extra_args = ["--retransmit-tries", "2"]
-    gw = bed.start(DEFAULT, initiator=True, dpd=["dpd type periodic", "dpd idle-time 10"])
+    # the DPD round follows retransmit-interval and retry-limit: dead 10 + 3 x 2 s after charon fell silent
+    gw = bed.start(DEFAULT, initiator=True, dpd=["dpd type periodic", "dpd idle-time 10",
+                                                 "dpd retransmit-interval 2", "dpd retry-limit 3"])
     bed.wait_up()
     bed.charon.popen.kill()  # SIGKILL: no Delete, it just stops answering
     wait_for(lambda: any(r["reason"] == "dpd timeout" for r in bed.offline()), 120, "DPD timeout", step=0.5)
     assert ipsec_sas(gw) == [] or all(r["peer_address"] == bed.sw_wan for r in ipsec_sas(gw))
+
+
+@pytest.mark.parametrize("case", [
+    pytest.param(DEFAULT, id="v2", marks=pytest.mark.cell(LIVE, "D", "on-demand DPD finds a restarted charon (v2)")),
+    pytest.param(V1, id="v1", marks=pytest.mark.cell(LIVE, "d", "on-demand DPD finds a restarted charon (v1)")),
+])
+def test_on_demand_dpd_finds_restarted_strongswan_under_traffic(bed: Bed, case: SuiteCase) -> None:
+    """The default DPD (on-demand) with short timers: charon SIGKILLed and restarted with the same
+    configuration while a host pings through the tunnel; ikegate probes once the peer has been silent for
+    idle-time while it sends, declares it dead after retry-limit probes and re-initiates the auto policy."""
+    gw = bed.start(case, initiator=True, dpd=["dpd idle-time 10", "dpd retransmit-interval 2", "dpd retry-limit 3"])
+    bed.wait_up()
+    assert bed.ping_from_ikegate_side(count=1).returncode == 0
+    conf = bed.swan_conf(case)
+    bed.charon.popen.kill()  # SIGKILL: no Delete, every SA of charon gone
+    bed.charon.popen.wait()
+    killed = time.monotonic()
+    bed.charon.start()
+    bed.charon.load(conf)
+    wait_for(lambda: bed.ping_from_ikegate_side(count=1, interval="1", reply_wait=2).returncode == 0, 90,
+             "a reply through a new tunnel", step=0.5)
+    took = time.monotonic() - killed
+    assert any(r["reason"] == "dpd timeout" for r in bed.offline()), bed.offline()
+    assert len(ike_sas(gw)) == 1 and len(bed.sw_ike()) == 1
+    assert took < 10 + 3 * 2 + 20, took  # idle + retries x interval, ping timeouts and a loaded machine
 
 
 @pytest.mark.cell(LIVE, "M", "mobike=yes + address change at strongSwan: its INFORMATIONAL requests answered")

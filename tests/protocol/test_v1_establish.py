@@ -104,7 +104,7 @@ def test_aggressive_mode() -> None:
 
 
 def test_aggressive_mode_responder_asks_policy_by_identity() -> None:
-    pair = make_pair(ike(local_id="192.0.2.77"), i_opts=AGGRESSIVE)
+    pair = make_pair(ike(local_id="192.0.2.77"), i_opts=AGGRESSIVE, r_opts=AGGRESSIVE)
     establish(pair)
     policy = pair.responder.policy
     assert policy is not None and (1, bytes([192, 0, 2, 77])) in policy.asked  # type: ignore[attr-defined]

@@ -173,13 +173,16 @@ def test_lost_qm3_responder_repeats_qm2() -> None:
     assert len(pair.events("i", ChildSaEstablished)) == 1 and len(pair.events("r", ChildSaEstablished)) == 1
 
 
-def test_quick_mode_timeout_is_child_only() -> None:
+def test_quick_mode_timeout_ends_the_isakmp_sa() -> None:
+    """An unanswered Quick Mode means the peer lost the ISAKMP SA (or is gone): it ends, IPsec SAs too."""
     pair = establish(make_pair(ike(retransmit_tries=2)))
     pair.initiator.create_child(child("10.1.5.0/24", "10.2.5.0/24"), pair.now)
     pair.step(30, lambda d, w: w == "r")
     fails = pair.events("i", NegotiationFailed)
     assert fails and fails[-1].child_only and fails[-1].notify == 0
-    assert pair.initiator.established
+    assert not pair.initiator.established and pair.initiator.finished
+    assert pair.events("i", IkeSaDeleted)[-1].reason is DeleteReason.DPD_TIMEOUT
+    assert not pair.responder.established  # it was told (its answers were the ones lost)
 
 
 def test_duplicates_and_replays() -> None:
@@ -344,14 +347,16 @@ def test_dpd_alive() -> None:
 def test_dpd_dead_peer() -> None:
     periodic = V1Options(dpd_type=DpdType.PERIODIC, dpd_idle=30, dpd_retransmit=15, dpd_retries=3)
     pair = establish(make_pair(i_opts=periodic))
-    pair.step(200, lambda d, w: w == "r")
+    pair.step(74.9, lambda d, w: w == "r")
     i = pair.initiator
+    assert i.established and i.stats.dpd_sent == 3
+    pair.step(0.1, lambda d, w: w == "r")
     (gone,) = pair.events("i", IkeSaDeleted)
     assert gone.reason is DeleteReason.DPD_TIMEOUT
     assert [e.reason for e in pair.events("i", ChildSaDeleted)] == [DeleteReason.DPD_TIMEOUT]
-    assert i.stats.dpd_sent == 4 and i.finished and not i.orphans_survive
-    # idle 30 s, then R-U-THERE at 30, 45, 60, 75 and death at 90.
-    assert i.stats.dpd_sent == 1 + periodic.dpd_retries
+    assert i.finished and not i.orphans_survive
+    # idle 30 s, then retry-limit R-U-THEREs 15 s apart (at 30, 45, 60) and death at 30 + 3 x 15 = 75.
+    assert i.stats.dpd_sent == periodic.dpd_retries
 
 
 def test_dpd_on_demand_probes_only_with_outbound_traffic() -> None:

@@ -8,8 +8,9 @@ import random
 import re
 import socket
 import time
-from collections.abc import AsyncIterator
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import asyncssh
@@ -18,7 +19,7 @@ import pytest
 from ikegate.cli.loader import load_config
 from ikegate.daemon import Daemon, DaemonOptions
 from ikegate.mgmt.ssh import IDLE_CLOSED, VTY_FULL
-from tests.system.procs import free_port_pair, gateway, lab_text
+from tests.system.procs import Proc, free_port_pair, gateway, lab_text
 from tests.waiting import DEADLINE, until, wait_for
 
 pytestmark = pytest.mark.system
@@ -329,19 +330,36 @@ def test_listen_addresses_and_reconfiguration(tmp_path: Path) -> None:
 
 
 # --- the netmiko contract ------------------------------------------------------------------------
-def test_netmiko_huawei_driver(tmp_path: Path) -> None:
-    """netmiko's ``huawei`` driver, unchanged, against ``ikegate run`` with a tunnel up (the brief's
-    contract: connect, display, one batched config set, save, disconnect)."""
-    from netmiko import ConnectHandler
+@dataclass
+class NetmikoLab:
+    """HQ (SSH on ``hq_addr:ssh_port``) and Branch1, two ``ikegate run`` processes with the tunnel up."""
 
+    hq_addr: str
+    br_addr: str
+    ssh_port: int
+    hq: Proc
+
+
+@contextmanager
+def netmiko_lab(tmp_path: Path, net: int) -> Iterator[NetmikoLab]:
     n = random.randrange(20, 120)
-    hq_addr, br_addr = f"127.0.2.{n}", f"127.0.2.{n + 100}"
+    hq_addr, br_addr = f"127.0.{net}.{n}", f"127.0.{net}.{n + 100}"
     ssh_port = free_tcp_port(hq_addr)
     ike = free_port_pair()
     hq_cfg = lab_text("hq", **{"127.0.0.11": hq_addr}) + access_config(hq_addr, ssh_port).replace("sysname GW", "")
     br_cfg = lab_text("branch1", **{"127.0.0.11": hq_addr, "127.0.0.12": br_addr})
     with gateway(tmp_path, "hq", hq_cfg, ike) as hq, gateway(tmp_path, "br", br_cfg, ike) as br:
         wait_for(lambda: hq.phases() == [1, 2] and br.phases() == [1, 2], what="tunnel up")
+        yield NetmikoLab(hq_addr, br_addr, ssh_port, hq)
+
+
+def test_netmiko_huawei_driver(tmp_path: Path) -> None:
+    """netmiko's ``huawei`` driver, unchanged, against ``ikegate run`` with a tunnel up (the brief's
+    contract: connect, display, one batched config set, save, disconnect)."""
+    from netmiko import ConnectHandler
+
+    with netmiko_lab(tmp_path, 2) as lab:
+        hq, hq_addr, br_addr, ssh_port = lab.hq, lab.hq_addr, lab.br_addr, lab.ssh_port
         device = ConnectHandler(device_type="huawei", host=hq_addr, port=ssh_port, username="admin",
                                 password=ADMIN_PW, fast_cli=True, conn_timeout=DEADLINE, auth_timeout=DEADLINE,
                                 banner_timeout=DEADLINE)

@@ -210,11 +210,9 @@ def test_tab_completes_a_unique_prefix_with_a_space() -> None:
     assert echo.endswith(b"ike proposal ")
 
 
-def test_tab_on_ambiguous_prefix_completes_the_common_part_only() -> None:
+def test_tab_on_no_candidate_does_nothing() -> None:
     shell = shell_at("sy")
-    shell.feed(b"ipsec poli\t")
-    assert shell.editor.buffer == "ipsec policy"
-    shell.feed(b"\x15ike x\t")
+    shell.feed(b"ike x\t")
     assert shell.editor.buffer == "ike x"
 
 
@@ -283,3 +281,43 @@ def test_matcher_reports_the_token_index() -> None:
     result = matcher.match(TREE, ViewKind.SYSTEM, MANAGE, "ike proposal 0")
     assert isinstance(result, matcher.Failure)
     assert result.index == 2
+
+
+# --- Tab cycling (VRP: Tab again shows the next candidate) ---------------------------------------
+def test_tab_cycles_through_ambiguous_candidates() -> None:
+    shell = shell_at("sy")
+    shell.feed(b"ipsec poli\t")
+    assert shell.editor.buffer == "ipsec policy"
+    shell.feed(b"\t")
+    assert shell.editor.buffer == "ipsec policy-template"
+    echo = shell.feed(b"\t")  # round again
+    assert shell.editor.buffer == "ipsec policy"
+    assert echo.endswith(b"ipsec policy" + b" " * len("-template") + b"\b" * len("-template"))
+
+
+def test_tab_cycle_in_help_order_and_stops_at_another_key() -> None:
+    shell = shell_at("sy")
+    words = " ".join(help_text(shell, "i").split("\r\n")[1:-1]).split()  # glued `i?`: the names
+    assert len(words) > 2 and "ike" in words and "ipsec" in words
+    shell.feed(b"\x15i")
+    seen = []
+    for _ in range(len(words) + 1):
+        shell.feed(b"\t")
+        seen.append(shell.editor.buffer)
+    assert seen == [*words, words[0]]
+    shell.feed(b"\x15dis\t")  # unique: completed with a space, no cycle
+    assert shell.editor.buffer == "display "
+    shell.feed(b"\t")  # after a space: nothing to complete
+    assert shell.editor.buffer == "display "
+    shell.feed(b"\x15ipsec poli\t")
+    shell.feed(b" \t")  # a key other than Tab ends the cycle; Tab after a space does nothing
+    assert shell.editor.buffer == "ipsec policy "
+
+
+def test_tab_cycle_keeps_text_after_the_cursor() -> None:
+    shell = shell_at("sy")
+    shell.feed(b"ipsec poli 5")
+    shell.feed(b"\x1b[D\x1b[D")  # cursor back before " 5"
+    shell.feed(b"\t\t")
+    assert shell.editor.buffer == "ipsec policy-template 5"
+    assert shell.editor.cursor == len("ipsec policy-template")

@@ -71,6 +71,7 @@ def _shell() -> Shell:
 CASES = {
     "display_ike_sa": "display ike sa",
     "display_ike_sa_remote": "display ike sa remote 2001:db8::99",
+    "display_ike_sa_empty": "display ike sa remote 192.0.2.99",
     "display_ike_sa_slot": "display ike sa slot 1 cpu 0",
     "display_ike_sa_verbose": "display ike sa verbose connection-id 1",
     "display_ike_sa_verbose_v6": "display ike sa verbose remote 2001:db8::99",
@@ -105,3 +106,60 @@ def test_ike_sa_table_columns() -> None:
     row = next(line for line in lines if line.startswith(" 1 "))
     assert row[12:].startswith("127.0.0.12:500") and row[75:].startswith("RD|A") and row[97:].startswith("v2:1")
     assert lines[0] == "2026-11-26 23:40:01.250 "
+
+
+def test_ike_sa_header_and_rows_are_padded_to_132() -> None:
+    """The USG pads the header and every row to column 132 (``RemoteID`` then spaces); the rules are 132
+    dashes; the other lines carry no trailing spaces."""
+    lines = _shell().run("display ike sa").lines
+    header = lines.index(next(line for line in lines if line.startswith(" Conn-ID")))
+    rows = lines[header + 2: header + 5]
+    assert [len(line) for line in [lines[header], *rows]] == [132] * 4
+    assert lines[header].endswith("RemoteID" + " " * 8)
+    assert all(line == line.rstrip() for line in lines[header + 5:])
+
+
+def test_ike_sa_without_sas_is_the_timestamp_only() -> None:
+    assert _shell().run("display ike sa remote 192.0.2.99").lines == ["2026-11-26 23:40:01.250 "]
+
+
+def test_ipsec_sa_interface_rule_is_as_long_as_its_line() -> None:
+    """USG transcript: ``Interface: GigabitEthernet1/0/0`` (31 characters) between two 31-``=`` rules."""
+    lines = _shell().run("display ipsec sa").lines
+    at = next(i for i, line in enumerate(lines) if line.startswith("Interface: "))
+    assert lines[at - 1] == lines[at + 1] == "=" * len(lines[at]) == "=" * 31
+
+
+def test_offline_info_columns_as_in_the_usg_example() -> None:
+    """USG command reference: title columns at 2/21/29/50/62, row columns at 2/21/30/50/62, a blank line
+    after the timestamp, 100 dashes above the titles and 101 below them and after the rows."""
+    lines = _shell().run("display ike offline-info").lines
+    assert lines[:4] == ["2026-11-26 23:40:01.250 ", "", "  Current info Num :2 ", "  Ike offline information:"]
+    assert (lines[4], lines[6], lines[-1]) == ("-" * 100, "-" * 101, "-" * 101)
+    title = lines[5]
+    assert [title.index(w) for w in ("peer", "port", "offline-reason", "version", "offline-time")] == \
+        [2, 21, 29, 50, 62]
+    row = lines[8]  # 2001:db8::99, peer request
+    assert [row.index(w) for w in ("2001:db8::99", "4500", "peer request", "v2", "2026/11/26")] == \
+        [2, 21, 30, 50, 62]
+
+
+def test_offline_info_long_values_push_the_line_right() -> None:
+    """A value wider than its column (a long IPv6 peer, a long reason) pushes the rest right, one space
+    apart, never glued to the next value."""
+    from ikegate.cli.render import ike_info
+    from ikegate.sad import OfflineRecord
+
+    peer = "2001:db8:1234:5678:9abc:def0:1234:5678"
+    record = OfflineRecord(peer_address=ipaddress.ip_address(peer), peer_port=4500,
+                           reason="config modify or manual offline", version=2, time=NOW)
+    (row,) = [line for line in ike_info.offline([record], NOW, WALL) if peer in line]
+    assert row == f"  {peer} 4500 config modify or manual offline v2 2026/11/26  23:40:01"
+
+
+def test_peer_brief_has_dashes_above_the_titles_only() -> None:
+    lines = _shell().run("display ike peer").lines
+    at = next(i for i, line in enumerate(lines) if line.startswith("Peer name"))
+    assert set(lines[at - 1]) == {"-"} and not lines[at + 1].startswith("-")
+    assert [lines[at].index(w) for w in ("Version", "Exchange-mode", "Proposal", "Id-type", "RemoteAddr")] == \
+        [17, 26, 42, 53, 63]

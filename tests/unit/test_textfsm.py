@@ -22,7 +22,7 @@ from ikegate.cli.shell import Shell
 from ikegate.gateway.controller import Gateway
 from ikegate.gateway.device import make_device
 from ikegate.sad import IkeSaEntry, Role, SaDatabase, SaFlag
-from ikegate.textfsm import INDEX, PLATFORM, template_dir
+from ikegate.textfsm import INDEX, PLATFORM, PLATFORMS, template_dir
 from tests.protocol.netsim import Net, lab_config
 
 GOLDEN = Path(__file__).parent.parent / "golden"
@@ -40,9 +40,9 @@ def parse(command: str, text: str) -> list[dict[str, Any]]:
     return [dict(zip(header, row, strict=True)) for row in table]
 
 
-def template_for(command: str) -> str | None:
+def template_for(command: str, platform: str = PLATFORM) -> str | None:
     table = clitable.CliTable(INDEX, template_dir())
-    row = table.index.GetRowMatch({"Command": command, "Platform": PLATFORM})
+    row = table.index.GetRowMatch({"Command": command, "Platform": platform})
     return str(table.index.index[row]["Template"]) if row else None
 
 
@@ -65,8 +65,16 @@ def golden(name: str) -> str:
     ("display ike proposal", "huawei_vrp_display_ike_proposal.textfsm"),
     ("dis ik pr number 10", "huawei_vrp_display_ike_proposal.textfsm"),
     ("display ike peer", "huawei_vrp_display_ike_peer_brief.textfsm"),
+    ("display version", "huawei_vrp_display_version.textfsm"),
+    ("dis ver", "huawei_vrp_display_version.textfsm"),
     ("dis ik pe b", "huawei_vrp_display_ike_peer_brief.textfsm"),
+    # output filters that keep the layout's lines
+    ("display ike sa | include RD", "huawei_vrp_display_ike_sa.textfsm"),
+    ("dis ips sa b | no-more", "huawei_vrp_display_ipsec_sa_brief.textfsm"),
     # other layouts have no template and must not be parsed with a wrong one
+    ("display ike sa | count", None),
+    ("display ike peer | c", None),
+    ("display ipsec sa | json", None),
     ("display ike sa verbose connection-id 1", None),
     ("dis ik sa v remote 10.0.0.1", None),
     ("display ike peer name hq", None),
@@ -75,13 +83,21 @@ def golden(name: str) -> str:
 ])
 def test_index_picks_template(command: str, template: str | None) -> None:
     assert template_for(command) == template
+    for platform in PLATFORMS:  # netmiko passes its device type: "huawei" or "huawei_vrp"
+        assert template_for(command, platform) == template
+
+
+@pytest.mark.parametrize("platform", ["huawei_vrpv8", "huawei_smartax", "huawei_olt", "cisco_ios", "huaweix"])
+def test_index_keeps_other_platforms_out(platform: str) -> None:
+    """Other huawei_* device types print other layouts (VRP8's ``display ike sa`` is a different table)."""
+    assert template_for("display ike sa", platform) is None
 
 
 def test_every_template_is_indexed_and_packaged() -> None:
     shipped = {p.name for p in Path(template_dir()).glob("*.textfsm")}
     index = (Path(template_dir()) / INDEX).read_text()
     assert shipped == {line.split(",")[0] for line in index.splitlines() if line.startswith("huawei_vrp_")}
-    assert len(shipped) == 5
+    assert len(shipped) == 6
 
 
 # --------------------------------------------------------------------------------- golden outputs
@@ -145,6 +161,17 @@ def test_golden_ike_peer_brief() -> None:
         {"name": "branches", "version": "v1v2", "exchange_mode": "main", "proposal": "10", "id_type": "IP",
          "remote_address": ""},
     ]
+
+
+def test_empty_ike_sa_parses_to_no_rows() -> None:
+    """No SA: the timestamp line only (the USG's empty ``display ike sa``) gives no record, no error."""
+    assert parse("display ike sa", golden("display_ike_sa_empty")) == []
+
+
+def test_filtered_rows_parse() -> None:
+    """``| include`` keeps only some lines of the layout; the template still reads them."""
+    text = "\n".join(x for x in golden("display_ike_sa").splitlines() if "127.0.0.12" in x)
+    assert [r["conn_id"] for r in parse("display ike sa | include 127.0.0.12", text)] == ["2", "1"]
 
 
 def test_unknown_line_is_an_error_not_a_silent_skip() -> None:

@@ -7,6 +7,12 @@ that command; a keyword with no text anywhere is a declaration error caught when
 from __future__ import annotations
 
 KEYWORD_HELP: dict[str, str] = {
+    "admission": "Call admission control of IKE negotiations",
+    "authentication-failure": "Failed authentications from one address before it is refused",
+    "call": "Call admission control",
+    "in-negotiation-sa": "IKE SAs in negotiation",
+    "limit": "Specify a limit",
+    "per-address": "Per source address",
     "aaa": "AAA view: local users",
     "acl": "Specify ACL configuration information",
     "address": "Specify an address",
@@ -15,6 +21,7 @@ KEYWORD_HELP: dict[str, str] = {
     "authentication-algorithm": "Specify the authentication algorithms",
     "authentication-method": "Specify the authentication method",
     "authentication-mode": "Specify how VTY users are authenticated",
+    "authentication-retries": "Specify the password failures allowed per connection",
     "authentication-type": "Specify the SSH authentication type",
     "conn-id": "Specify a connection ID",
     "cpu": "Specify a CPU",

@@ -39,9 +39,40 @@ def load_config(text: str, tree: CommandTree | None = None) -> tuple[Config, lis
         line = raw.strip()
         if not line or line.startswith(("#", "!")):
             continue
+        if not _printable(line):
+            errors.append(ConfigError(number, _escaped(shell.mask(raw)), NOT_TEXT))
+            continue
         if shell.frame.kind is ViewKind.USER:
             shell.enter_view(SYSTEM_FRAME)  # after a ``return``, later lines are system-view lines again
         outcome = shell.run(line)
         if outcome.error is not None:
-            errors.append(ConfigError(number, raw, outcome.error))
+            errors.append(ConfigError(number, shell.mask(raw), outcome.error))
     return config, errors
+
+
+def decode_config(data: bytes) -> str:
+    """The text of a configuration file. Bytes that are not UTF-8 are kept (as lone surrogates) rather
+    than failing the whole file: :func:`load_config` reports their lines like any other bad line and
+    loads the rest."""
+    return data.decode("utf-8", errors="surrogateescape")
+
+
+NOT_TEXT = "Error: The line contains bytes that are not printable UTF-8 text."
+
+
+def _printable(line: str) -> bool:
+    return line.isprintable() or line.replace("\t", " ").isprintable()
+
+
+def _escaped(line: str) -> str:
+    """A line safe to print on a terminal: undecodable bytes and control characters as ``\\xNN``."""
+    out = []
+    for char in line:
+        code = ord(char)
+        if 0xDC80 <= code <= 0xDCFF:  # a byte surrogateescape could not decode
+            out.append(f"\\x{code - 0xDC00:02x}")
+        elif char.isprintable() or char == " ":
+            out.append(char)
+        else:
+            out.append(char.encode("unicode_escape").decode("ascii"))
+    return "".join(out)

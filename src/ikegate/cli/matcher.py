@@ -15,6 +15,7 @@ Commands above the user's level are simply absent from the walk, so they fail li
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -23,6 +24,9 @@ from ikegate.cli.errors import ErrorKind
 from ikegate.cli.params import ParamValueError
 from ikegate.cli.tree import Command, CommandTree, Edge, State
 from ikegate.cli.views import ViewKind
+
+#: Higher than any command's level: :func:`secret_tokens` must see every command.
+_EVERY_LEVEL = 15
 
 
 @dataclass(frozen=True)
@@ -93,10 +97,89 @@ class Failure:
         return prompt_length + (self.tokens[-1].end if self.tokens else 0)
 
 
+MASK = "******"
+
+
 def masked(tokens: list[Token], sensitive: Iterable[int]) -> str:
     """The line with sensitive tokens (keys) replaced, for the command log."""
     hidden = set(sensitive)
-    return " ".join("******" if i in hidden else t.text for i, t in enumerate(tokens))
+    return " ".join(MASK if i in hidden else t.text for i, t in enumerate(tokens))
+
+
+def secret_tokens(tree: CommandTree, line: str) -> frozenset[int]:
+    """Indexes of the tokens of ``line`` that may be secret, whatever the view and level the line is
+    typed in and whether or not it parses.
+
+    This is the one place that knows which words of a line must never be echoed. Everything from the
+    first secret token to the end of the line is hidden (a pass phrase typed with spaces, or a key after
+    a keyword ikegate does not have, is still a secret). A token starts the secret part when
+
+    * a secret-taking parameter (:attr:`ValueParam.sensitive`) may stand at its position after the words
+      before it, in any view at the highest level (so abbreviations count, and ``pre-shared-key KEY
+      junk`` typed in the wrong view or with too many words still hides KEY); or
+    * it follows a run of keywords that lead to a secret in some command (:func:`_secret_leads`:
+      ``pre-shared-key``, ``password``, ``irreversible-cipher``), wherever they stand — so ``undo
+      pre-shared-key KEY`` or ``local-user u password cipher PW`` (VRP forms ikegate lacks) are hidden too.
+    """
+    tokens = tokenize(line.replace("\t", " "))  # a tab must not glue a secret to its keyword
+    starts = [len(tokens)]
+    for view in ViewKind:
+        _, sensitive = _walk(_start(tree, view, _EVERY_LEVEL), tokens)
+        starts.extend(sensitive)
+    leads = _secret_leads(tree)
+    for index, token in enumerate(tokens):
+        if token.text.lower() in leads:
+            end = index + 1
+            while end < len(tokens) and tokens[end].text.lower() in leads:
+                end += 1
+            starts.append(end)
+            break
+    return frozenset(range(min(starts), len(tokens)))
+
+
+@functools.lru_cache(maxsize=8)
+def _secret_leads(tree: CommandTree) -> frozenset[str]:
+    """Keywords followed, through keywords only, by a secret-taking parameter in some command."""
+    memo: dict[int, bool] = {}
+
+    def leads_to_secret(state: State) -> bool:
+        if state.id not in memo:
+            memo[state.id] = False  # a loop does not lead anywhere new
+            memo[state.id] = any(e.sensitive or (e.word is not None and e.name is None and leads_to_secret(e.target))
+                                 for s in _closure([_Thread(state, (), 0)]) for e in s.state.edges)
+        return memo[state.id]
+
+    words: set[str] = set()
+    seen: set[int] = set()
+    stack = [entry.start for view in ViewKind for entry in tree.entries(view, _EVERY_LEVEL)]
+    while stack:
+        state = stack.pop()
+        if state.id in seen:
+            continue
+        seen.add(state.id)
+        for edge in state.edges:
+            if edge.word is not None and edge.name is None and leads_to_secret(edge.target):
+                words.add(edge.word.lower())
+            stack.append(edge.target)
+        stack.extend(state.empty)
+    return frozenset(words)
+
+
+def mask_secrets(tree: CommandTree, line: str) -> str:
+    """``line`` with each secret token (:func:`secret_tokens`) replaced by ``******`` and everything else,
+    spacing included, as typed: what error messages, transcripts and logs may echo."""
+    hidden = secret_tokens(tree, line)
+    if not hidden:
+        return line
+    tokens = tokenize(line.replace("\t", " "))
+    out: list[str] = []
+    pos = 0
+    for index in sorted(hidden):
+        token = tokens[index]
+        out += [line[pos : token.start], MASK]
+        pos = token.end
+    out.append(line[pos:])
+    return "".join(out)
 
 
 def _closure(threads: Iterable[_Thread]) -> list[_Thread]:
@@ -230,25 +313,18 @@ def help_items(tree: CommandTree, view: ViewKind, level: int, line: str) -> list
     return items
 
 
-def complete(tree: CommandTree, view: ViewKind, level: int, line: str) -> str | None:
-    """Tab: the line with its last word completed (a unique keyword gets a trailing space; several
-    keywords with a longer common prefix complete to that prefix), or None when nothing applies."""
+def tab_candidates(tree: CommandTree, view: ViewKind, level: int, line: str) -> tuple[str, list[str]]:
+    """What Tab may put in place of the line's last word: ``(stem, words)``, the line before that word
+    and the keywords it is a prefix of, in `?` order; no words when Tab does nothing (after a space, a
+    bad line before the word, or no keyword starting so)."""
     tokens = tokenize(line)
     if not tokens or line.endswith(" "):
-        return None
+        return line, []
     threads, _ = _walk(_start(tree, view, level), tokens[:-1])
     if isinstance(threads, Failure):
-        return None
+        return line, []
     last = tokens[-1]
-    words = sorted({e.word for _, e in _word_edges(threads) if e.word and e.word.lower().startswith(last.text.lower())})
-    if not words:
-        return None
-    if len(words) == 1:
-        return line[: last.start] + words[0] + " "
-    common = words[0]
-    for word in words[1:]:
-        while not word.startswith(common):
-            common = common[:-1]
-    if len(common) > len(last.text):
-        return line[: last.start] + common
-    return None
+    low = last.text.lower()
+    words = {e.word for _, e in _word_edges(threads) if e.word and e.word.lower().startswith(low)}
+    return line[: last.start], [w for w, _ in sorted(((w, "") for w in words), key=_natural)]
+

@@ -1,8 +1,10 @@
 """The ``  ---- More ----`` pager: long output shown one screen at a time.
 
 ``screen-length N`` rows per screen, the last row being the pager prompt. Space shows the next screen,
-Enter one more line, ``q`` or Ctrl+C stops; ``screen-length 0 temporary`` turns paging off (netmiko does
-that first, and must never see a pager prompt afterwards).
+Enter one more line, and any other key (``q``, Ctrl+C, a letter, an arrow) stops the display, as on VRP;
+the key that stops it is consumed, never typed into the next command line (the shell also drops the
+rest of an escape sequence). ``screen-length 0 temporary`` turns paging off (netmiko does that first,
+and must never see a pager prompt afterwards).
 """
 
 from __future__ import annotations
@@ -31,12 +33,10 @@ class Pager:
         return self._next(self._rows)
 
     def key(self, char: str) -> list[str] | None:
-        """Lines to show for one key; None when the key stops the output. Unknown keys show nothing."""
+        """Lines to show for one key; None when the key stops the output (every key but Space and Enter)."""
         if char == " ":
             return self._next(self._rows)
-        if char in "\r\n":
+        if char in ("\r", "\n"):
             return self._next(1)
-        if char in ("q", "Q", "\x03"):
-            self._shown = len(self._lines)
-            return None
-        return []
+        self._shown = len(self._lines)
+        return None

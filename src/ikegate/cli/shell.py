@@ -15,11 +15,10 @@ Two entries, one engine (:meth:`Shell.run`):
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from ikegate.cli import matcher
+from ikegate.cli import filters, matcher
 from ikegate.cli.commands import default_tree
 from ikegate.cli.commands.session import DEFAULT_SCREEN_LENGTH
 from ikegate.cli.context import CommandContext
@@ -43,6 +42,8 @@ class Outcome:
     error: str | None = None
     #: A command that finishes later (``ping``): its remaining lines, for the driver to await.
     pending: Awaitable[list[str]] | None = None
+    #: ``| no-more``: print at once, whatever the screen length.
+    no_more: bool = False
 
     @property
     def ok(self) -> bool:
@@ -103,6 +104,11 @@ class Shell:
         self._after_pager: str | None = None  # a [Y/N] question held back until the pager finishes
         self.pending: Awaitable[list[str]] | None = None  # output of a command still running (ping)
         self._after_cr = False
+        #: The rest of an escape sequence whose ESC stopped the pager, being dropped: "esc" just after the
+        #: ESC, "csi" inside ``ESC [ …`` / ``ESC O …``, None otherwise.
+        self._dropping: str | None = None
+        #: Tab cycling: (line before the word, the candidates, the one shown), until another key.
+        self._tab_cycle: tuple[str, list[str], int] | None = None
 
     # -- the Session protocol used by handlers ----------------------------------------------------
     @property
@@ -160,43 +166,53 @@ class Shell:
         if not line.strip():
             return Outcome([])
         prompt_length = len(self.prompt)
-        line, as_json, pipe_at = _split_json_pipe(line)
         result = self._match(line)
+        if isinstance(result, matcher.Match):
+            try:
+                output_filter = filters.from_match(result, line)
+            except filters.BadRegex as exc:
+                result = matcher.Failure(ErrorKind.WRONG_PARAMETER, exc.index, result.tokens, result.sensitive)
         if isinstance(result, matcher.Failure):
             message = result.kind.message
-            self._record(matcher.masked(result.tokens, result.sensitive), message)
+            self._record(line, result.sensitive, message)
             return Outcome([caret_line(result.column(prompt_length)), message], message)
-        if as_json and not result.command.syntax.startswith("display"):
-            message = ErrorKind.UNRECOGNIZED.message
-            self._record(matcher.masked(result.tokens, result.sensitive), message)
-            return Outcome([caret_line(prompt_length + pipe_at), message], message)
+        as_json = output_filter.json
         ctx = CommandContext(self.config, self, result, device=self.device, loading=self.loading, json=as_json)
         try:
             result.command.handler(ctx)
         except CommandError as exc:
             ctx.lines.append(str(exc))
-            self._record(matcher.masked(result.tokens, result.sensitive), str(exc))
+            self._record(line, result.sensitive, str(exc))
             return Outcome(ctx.lines, str(exc))
         except ParamError as exc:
             failure = matcher.Failure(exc.kind, result.index_of(exc.name, exc.index), result.tokens, result.sensitive)
             message = exc.kind.message
-            self._record(matcher.masked(result.tokens, result.sensitive), message)
+            self._record(line, result.sensitive, message)
             return Outcome([caret_line(failure.column(prompt_length)), message], message)
         if result.command.record:
-            self._record(matcher.masked(result.tokens, result.sensitive), None)
+            self._record(line, result.sensitive, None)
         lines = ctx.lines
         if as_json:
             data = ctx.data if ctx.data is not None else {"lines": ctx.lines}
             lines = json.dumps(data, indent=1, default=str).splitlines()
+        else:
+            lines = output_filter.apply(lines)
         if ctx.pending is not None:
             return Outcome(lines, pending=ctx.pending)
         if self._question is not None:
             lines = [*lines, self._question[0]]
-        return Outcome(lines)
+        return Outcome(lines, no_more=output_filter.no_more)
 
-    def _record(self, command: str, error: str | None) -> None:
+    def mask(self, line: str) -> str:
+        """``line`` as it may be echoed anywhere (logs, error reports, transcripts): its secrets masked,
+        judged by the command tree whatever the view (:func:`matcher.mask_secrets`)."""
+        return matcher.mask_secrets(self.tree, line)
+
+    def _record(self, line: str, sensitive: frozenset[int], error: str | None) -> None:
         if self.loading:
             return
+        hidden = sensitive | matcher.secret_tokens(self.tree, line)
+        command = matcher.masked(matcher.tokenize(line.replace("\t", " ")), hidden)
         result = None if error is None else error.removeprefix("Error: ")
         self.logbuffer.record_command(task=self.task, ip=self.ip, user=self.user, command=command, result=result)
 
@@ -218,11 +234,11 @@ class Shell:
             return b""  # the question itself was the last output line, printed without CRLF
         return self.prompt.encode()
 
-    def _show(self, lines: list[str]) -> bytes:
-        """Print output lines, paging when they do not fit the screen."""
+    def _show(self, lines: list[str], paged: bool = True) -> bytes:
+        """Print output lines, paging when they do not fit the screen (unless ``| no-more``)."""
         question = lines[-1] if self._question is not None and lines else None
         body = lines[:-1] if question is not None else lines
-        if self.screen_length > 0 and len(body) >= self.screen_length:
+        if paged and self.screen_length > 0 and len(body) >= self.screen_length:
             self._pager = Pager(body, self.screen_length)
             self._after_pager = question
             return _crlf(self._pager.first()) + MORE.encode()
@@ -260,12 +276,46 @@ class Shell:
             byte = b"\n" if data[i] == 0x0D else data[i : i + 1]
             if self._pager is not None:
                 out += self._page(byte.decode("latin-1"))
+                if byte == b"\x1b" and self._pager is None:
+                    self._dropping = "esc"
+                continue
+            if self._dropping is not None and self._drop_escape(data[i]):
                 continue
             for event in self.editor.feed(byte):
                 out += self._event(event)
         return bytes(out)
 
+    def _drop_escape(self, byte: int) -> bool:
+        """True when ``byte`` belongs to the escape sequence that stopped the pager (an arrow key's
+        ``ESC [ A``), so it does not reach the editor as text."""
+        if self._dropping == "esc":
+            self._dropping = "csi" if byte in (0x5B, 0x4F) else None  # "[" or "O"
+            return self._dropping is not None
+        if 0x30 <= byte <= 0x3F:  # parameter bytes
+            return True
+        self._dropping = None
+        return 0x40 <= byte <= 0x7E  # the final byte ends the sequence
+
+    def _tab(self, text: str) -> str | None:
+        """Tab, as on VRP: a unique keyword is completed (with a space); on an ambiguous prefix the first
+        candidate is shown, and each further Tab shows the next one, round and round, until another key."""
+        cycle = self._tab_cycle
+        if cycle is not None and text == cycle[0] + cycle[1][cycle[2]]:
+            stem, words, index = cycle[0], cycle[1], (cycle[2] + 1) % len(cycle[1])
+        else:
+            stem, words = matcher.tab_candidates(self.tree, self.frame.kind, self.level, text)
+            index = 0
+            if not words:
+                return None
+        if len(words) == 1:
+            self._tab_cycle = None
+            return stem + words[0] + " "
+        self._tab_cycle = (stem, words, index)
+        return stem + words[index]
+
     def _event(self, event: object) -> bytes:
+        if not isinstance(event, TabPressed):
+            self._tab_cycle = None
         if isinstance(event, Echo):
             return event.data
         if isinstance(event, LineEntered):
@@ -273,11 +323,11 @@ class Shell:
             if outcome.pending is not None:
                 self.pending = outcome.pending  # the driver awaits it, then calls finish()
                 return _crlf(outcome.lines)
-            return self._show(outcome.lines)
+            return self._show(outcome.lines, paged=not outcome.no_more)
         if isinstance(event, HelpRequested):
             return b"?\r\n" + self._help(event.text) + self.prompt.encode() + self.editor.redraw()
         if isinstance(event, TabPressed):
-            completed = matcher.complete(self.tree, self.frame.kind, self.level, event.text)
+            completed = self._tab(event.text)
             if completed is None:
                 return b""
             tail = self.editor.buffer[self.editor.cursor :]
@@ -300,17 +350,6 @@ class Shell:
             return _crlf([caret_line(column), found.kind.message])
         glued = bool(text) and not text.endswith(" ")
         return _crlf(format_help(found, glued))
-
-
-_JSON_PIPE = re.compile(r"\s*\|\s*json\s*$")
-
-
-def _split_json_pipe(line: str) -> tuple[str, bool, int]:
-    """``display … | json`` asks for the records behind the text; returns (line, json?, column of |)."""
-    m = _JSON_PIPE.search(line)
-    if m is None:
-        return line, False, 0
-    return line[: m.start()], True, line.index("|", m.start())
 
 
 def _crlf(lines: list[str]) -> bytes:

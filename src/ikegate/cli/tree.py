@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from ikegate.cli import syntax
+from ikegate.cli import filters, syntax
 from ikegate.cli.helptext import KEYWORD_HELP
 from ikegate.cli.params import Choice, Param, ValueParam
 from ikegate.cli.views import ViewKind
@@ -125,6 +125,19 @@ class _Builder:
                 entry.edges.append(Edge(target, param.help, param=param, name=name, sensitive=param.sensitive))
         return target
 
+    def graft_filters(self, end: State) -> None:
+        """After a ``display`` command: ``| { begin | exclude | include } <regex>…`` or
+        ``| { count | no-more | json }`` (:mod:`ikegate.cli.filters`), ending in the same command."""
+        pipe, regex, more, done = self.state(), self.state(), self.state(), self.state()
+        end.edges.append(Edge(pipe, filters.PIPE_HELP, word=filters.PIPE, name=filters.PIPE_NAME))
+        for word, text in filters.REGEX_FILTERS.items():
+            pipe.edges.append(Edge(regex, text, word=word, name=filters.FILTER_NAME))
+        for word, text in filters.PLAIN_FILTERS.items():
+            pipe.edges.append(Edge(done, text, word=word, name=filters.FILTER_NAME))
+        for state in (regex, more):  # the expression: one token or more, up to the end of the line
+            state.edges.append(Edge(more, filters.REGEX.help, param=filters.REGEX, name=filters.REGEX_NAME))
+        more.accept = done.accept = self.command
+
 
 @dataclass(frozen=True)
 class Entry:
@@ -145,7 +158,10 @@ class CommandTree:
         for command in self.commands:
             builder = _Builder(command, counter)
             start = builder.state()
-            builder.compile(syntax.parse_syntax(command.syntax), start).accept = command
+            end = builder.compile(syntax.parse_syntax(command.syntax), start)
+            end.accept = command
+            if command.syntax.split(" ", 1)[0] == "display":
+                builder.graft_filters(end)
             for kind in command.views:
                 self._entries[kind].append(Entry(command, start))
 

@@ -37,6 +37,7 @@ __all__ = [
     "Bypass",
     "Event",
     "HardExpire",
+    "Outbound",
     "Send",
     "SoftExpire",
     "UserspaceBackend",
@@ -79,6 +80,14 @@ class HardExpire:
     spi: int
 
 
+@dataclass(frozen=True, slots=True)
+class Outbound:
+    """The Child SA whose inbound SPI is ``spi`` sent its first ESP packet since :meth:`UserspaceBackend.watch`
+    asked (on-demand DPD wakes up on it: one event per quiet-to-busy change, never one per packet)."""
+
+    spi: int
+
+
 class Send(NamedTuple):
     """Send ``payload`` to the peer at ``remote``: as a UDP payload from port 4500 when ``udp_encap``
     (RFC 3948), else as raw IP protocol 50. A named tuple, not a frozen dataclass, because one is made
@@ -95,7 +104,7 @@ class Bypass(NamedTuple):
     packet: bytes
 
 
-Event = Acquire | SoftExpire | HardExpire
+Event = Acquire | SoftExpire | HardExpire | Outbound
 Action = Send | Bypass | Acquire
 
 
@@ -153,6 +162,10 @@ class _Tunnel:
     remote_ip: IPAddress | None
     soft_reported: bool = False
     hard_reported: bool = False
+    #: When ESP last went out / came in authentic (DPD's view of traffic): one float store per packet.
+    last_out: float | None = None
+    last_in: float | None = None
+    watch: bool = False  # report the next outbound packet (see ``Outbound``)
 
 
 @functools.lru_cache(maxsize=4096)
@@ -242,6 +255,17 @@ class UserspaceBackend:
         tunnel = self._by_spi.get(spi)
         return tunnel.pair if tunnel is not None else None
 
+    def traffic(self, spi: int) -> tuple[float | None, float | None]:
+        """(last inbound, last outbound) ESP time of the Child SA with inbound SPI ``spi``."""
+        tunnel = self._by_spi.get(spi)
+        return (tunnel.last_in, tunnel.last_out) if tunnel is not None else (None, None)
+
+    def watch(self, spi: int) -> None:
+        """Raise one :class:`Outbound` at the next ESP packet this Child SA sends."""
+        tunnel = self._by_spi.get(spi)
+        if tunnel is not None:
+            tunnel.watch = True
+
     def __len__(self) -> int:
         return len(self._by_spi)
 
@@ -289,6 +313,10 @@ class UserspaceBackend:
             return []
         if pair.outbound.soft_expired:
             self._expiry(target)
+        target.last_out = now
+        if target.watch:
+            target.watch = False
+            self._events.append(Outbound(pair.spi_in))
         return [Send(payload, target.remote, pair.udp_encap)]
 
     def from_wan(self, payload: bytes, remote: Addr, now: float) -> bytes | None:
@@ -298,7 +326,7 @@ class UserspaceBackend:
 
         ``remote`` is not used to select the SA (the SPI does, RFC 4301 §4.1) nor to move it: a NAT
         mapping change is learnt from authenticated IKE messages (RFC 7296 §2.23), and the gateway then
-        re-installs the SA with the new address. ``now`` is kept for interface symmetry with ``from_lan``.
+        re-installs the SA with the new address. ``now`` dates the peer's last sign of life (DPD).
         """
         if len(payload) < 8:
             self.drops["short"] += 1
@@ -317,6 +345,7 @@ class UserspaceBackend:
             return None
         if inbound.soft_expired:
             self._expiry(tunnel)
+        tunnel.last_in = now  # authentic (the ICV and replay checks passed): the peer is alive
         if next_header == IPPROTO_NONE:
             inbound.drops["dummy"] += 1  # TFC padding packet (RFC 4303 §2.6), silently discarded
             return None

@@ -46,7 +46,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from ikegate.dataplane.replay import MAX_SEQ, ReplayWindow
 from ikegate.ike.crypto import CryptoError, EncrAlg, IntegAlg
-from ikegate.ike.v2.child import ChildSa
+from ikegate.ike.v2.child import ChildSa, soft_lifetime
 from ikegate.ike.v2.config import Mode
 from ikegate.ike.wire.registry import EncrId
 from ikegate.ike.wire.v2 import TrafficSelector
@@ -403,14 +403,17 @@ class ChildSaPair:
         return self.outbound.spi
 
     @classmethod
-    def from_child(cls, child: ChildSa, replay_window: int = 1024, soft_ratio: float = 0.9) -> ChildSaPair:
+    def from_child(cls, child: ChildSa, replay_window: int = 1024, soft_ratio: float = 0.9,
+                   rng: Callable[[int], bytes] = os.urandom) -> ChildSaPair:
         """Both directions of ``child``, keyed from the gateway's point of view.
 
         The hard byte lifetime is the Child SA's ``lifetime_kb`` (0: none); the soft one, at which the
-        owner should rekey, ``soft_ratio`` of it, so rekeying finishes before traffic stops.
+        owner should rekey, about ``soft_ratio`` of it (so rekeying finishes before traffic stops), offset
+        by role and a random margin (:func:`soft_lifetime`): both ends count the same packets, and equal
+        limits would start two crossing rekeys on the same packet.
         """
         hard = child.config.lifetime_kb or None
-        soft = max(1, int(hard * soft_ratio)) if hard else None
+        soft = max(1, int(soft_lifetime(hard, child.initiator, rng, soft_ratio))) if hard else None
         inbound = InboundEsp(child.spi_in, child.encr, child.integ, child.encr_key_in, child.integ_key_in,
                              replay_window, udp_encap=child.udp_encap, soft_kb=soft, hard_kb=hard)
         outbound = OutboundEsp(child.spi_out, child.encr, child.integ, child.encr_key_out, child.integ_key_out,

@@ -163,8 +163,7 @@ def ike_config(config: Config, peer: IkePeer, local: IPAddress | None, *, ike_po
                retransmit_tries: int = 5, version: int = 2) -> IkeSaConfig:
     local_id = identity(peer.local_id_type, peer.local_id, local) or (1, bytes(4))
     remote_id = identity(peer.remote_id_type, peer.remote_id, None) if peer.remote_id_type else None
-    periodic = peer.dpd.enabled and peer.dpd.type is DpdType.PERIODIC
-    dpd = float(peer.dpd.idle_time) if periodic else None
+    dpd = peer.dpd
     return IkeSaConfig(
         proposals=ike_proposal_specs(config, peer, version),
         psk=(peer.pre_shared_key or "").encode(),
@@ -172,7 +171,12 @@ def ike_config(config: Config, peer: IkePeer, local: IPAddress | None, *, ike_po
         remote_id=remote_id,
         lifetime=float(ike_lifetime(config, peer)),
         retransmit_tries=retransmit_tries,
-        dpd_interval=dpd,
+        # Every ``dpd`` setting, as IKEv1 takes them (v1_options): the idle time, on-demand (probe only
+        # while we send ESP) or periodic, and the round of retry-limit probes retransmit-interval apart.
+        dpd_interval=float(dpd.idle_time) if dpd.enabled else None,
+        dpd_on_demand=dpd.type is DpdType.ON_DEMAND,
+        dpd_retransmit=float(dpd.retransmit_interval),
+        dpd_retries=dpd.retry_limit,
         nat_traversal=peer.nat_traversal,
         ike_port=ike_port,
         natt_port=natt_port,

@@ -3,7 +3,9 @@
 HQ (127.0.0.11) answers through a policy template (site-to-multisite); Branch1 (127.0.0.12) is
 site-to-site with ``sa trigger-mode auto`` and comes up by itself; Branch2 (127.0.0.13) is site-to-site
 traffic-based and waits for traffic. All run in this one process on high ports, each with its own
-control socket, so ``ikegate cli --control …`` reaches any of them from another terminal.
+control socket, so ``ikegate cli --control …`` reaches any of them from another terminal, and its own
+configuration file in the lab's temporary directory, so ``save`` and ``display saved-configuration``
+work as on a device (the directory goes away with the lab).
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ from ikegate.cli.render import ike_sa
 from ikegate.daemon import Daemon, DaemonOptions
 
 GATEWAYS = ("hq", "branch1", "branch2")
+#: Said before HQ's console starts: leaving it stops all three gateways, not only HQ.
+LAB_ENDS = "This terminal is HQ's console. `quit` in HQ's user view ends the whole lab (all three gateways)."
 
 
 def lab_text(name: str) -> str:
@@ -37,12 +41,16 @@ def _table(daemon: Daemon) -> str:
 async def _lab(args: argparse.Namespace, rundir: Path) -> int:
     daemons: dict[str, Daemon] = {}
     for name in GATEWAYS:
-        config, errors = load_config(lab_text(name))
+        text = lab_text(name)
+        path = rundir / f"{name}.cfg"
+        path.write_text(text)
+        path.chmod(0o600)
+        config, errors = load_config(text)
         for err in errors:
             print(f"{name}.cfg:{err.line_number}: {err.message}", file=sys.stderr)
         options = DaemonOptions(ike_port=args.base_port, natt_port=args.base_port + 1,
                                 control=str(rundir / f"{name}.sock"))
-        daemons[name] = Daemon(config, options, None)
+        daemons[name] = Daemon(config, options, str(path))
         await daemons[name].start()
     # Branch1 (auto) negotiates by itself; give it a moment.
     for _ in range(100):
@@ -54,13 +62,14 @@ async def _lab(args: argparse.Namespace, rundir: Path) -> int:
     for name in GATEWAYS:
         print(_table(daemons[name]))
         print()
-    print("Control sockets (for `ikegate cli --control PATH`):")
+    print("Control sockets (for `ikegate cli --control PATH`) and configuration files (`save` writes them):")
     for name in GATEWAYS:
-        print(f"  {name:8} {rundir / (name + '.sock')}")
+        print(f"  {name:8} {rundir / (name + '.sock')}  {rundir / (name + '.cfg')}")
     code = 0
     if not args.no_shell and sys.stdin.isatty():
         from ikegate.mgmt.console import run_console
 
+        print(f"\n{LAB_ENDS}")
         code = await run_console(daemons["hq"], others={n: d for n, d in daemons.items() if n != "hq"})
     for daemon in daemons.values():
         await daemon.stop()

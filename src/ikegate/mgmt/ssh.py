@@ -7,10 +7,23 @@ in the middle of a line, which a line-at-a-time editor cannot do — so keystrok
 
 Who may log in is the configuration's business (:mod:`ikegate.policy.users`), read afresh at every
 attempt so a ``local-user`` change applies to the next login without a restart. The server only adds
-what a listener must: the log lines (``SSH/5/LOGIN``, ``SSH/4/LOGIN_FAILED``, ``SSH/5/LOGOUT``), a
-growing delay after failed passwords from the same address (1, 2, 4, 8 s) so guessing is slow, at most
-three password failures per connection, the VTY limit (``user-interface maximum-vty``, default 5) and
-the idle timeout of ``user-interface vty 0 4``. The client is never told which check refused it.
+what a listener must: the log lines (``SSH/5/LOGIN``, ``SSH/4/LOGIN_FAILED``, ``SSH/5/LOGOUT``,
+``SSH/4/IP_BLOCKED``, ``SSH/4/CONNECTION_REFUSED``), the VTY limit (``user-interface maximum-vty``,
+default 5) and the idle timeout of ``user-interface vty 0 4``. The client is never told which check refused it.
+
+Password guessing is slowed per client *address*, not per connection, because an attacker opens
+connections in parallel (150 connections x 3 guesses once made 450 guesses in 30 s):
+
+* the password attempts of one address are checked one at a time, and after a failure the next one
+  waits 1, 2, 4, 8 s (growing per address, :data:`DELAY_CAP`): parallel connections queue behind each
+  other instead of each waiting its own delay;
+* at most ``ssh server authentication-retries`` (default 3) failures per connection, then it is closed;
+* an address with :data:`BLOCK_FAILURES` failures within :data:`BLOCK_PERIOD` s is blocked for
+  :data:`BLOCK_TIME` s (VRP's defaults: 6 failures in 5 minutes block for 5 minutes; ``ssh server
+  ip-block disable`` turns it off): its new connections are closed before the key exchange and its
+  attempts in flight are refused without running the password hash;
+* at most :data:`MAX_PREAUTH_PER_SOURCE` connections per address may be waiting to log in; more are
+  closed at once, before the key exchange costs anything.
 
 Listening: on ``ssh server listen-address`` when configured, else on every interface address — never on
 the wildcard address unless it is configured. An address that cannot be bound (an interface address the
@@ -26,12 +39,14 @@ import contextlib
 import datetime as dt
 import os
 import tempfile
+from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 import asyncssh
 
+from ikegate.cli.commands.ssh_blocks import SourceState
 from ikegate.cli.shell import Shell
 from ikegate.policy.model import Config
 from ikegate.policy.users import (
@@ -45,9 +60,14 @@ from ikegate.policy.users import (
     ssh_login_allowed,
 )
 
-MAX_PASSWORD_FAILURES = 3  # per connection, then it is closed (VRP: ssh server authentication-retries 3)
+DELAY_BASE = 1.0  # seconds: the pause after an address's first failed password (then doubled)
 DELAY_CAP = 8.0  # seconds: the longest pause after a failed password
 FAILURE_MEMORY = 300.0  # seconds without failure after which an address starts again from 1 s
+BLOCK_FAILURES = 6  # failed passwords from one address within BLOCK_PERIOD that block it
+BLOCK_PERIOD = 300.0  # seconds
+BLOCK_TIME = 300.0  # seconds an address stays blocked
+MAX_PREAUTH_PER_SOURCE = 4  # connections from one address not yet logged in
+MAX_SOURCES = 4096  # addresses remembered before idle ones are forgotten
 READ_SIZE = 4096
 CLOSE_GRACE = 2.0  # seconds to let a closing session's output reach the client
 HOST_KEY_SUFFIX = ".ssh_host_ed25519_key"
@@ -91,9 +111,19 @@ def host_key_for(config_path: str | None) -> asyncssh.SSHKey:
 
 
 @dataclass
-class _Failures:
-    count: int
-    last: float
+class _Source:
+    """What the server remembers about one client address, shared by all its connections."""
+
+    gate: asyncio.Lock = field(default_factory=asyncio.Lock)  # one password check at a time
+    count: int = 0  # failed passwords in a row (the delay grows with it)
+    last: float = 0.0  # time of the last failure
+    recent: deque[float] = field(default_factory=deque)  # failure times within BLOCK_PERIOD
+    blocked_until: float = 0.0
+    preauth: int = 0  # connections not logged in yet
+
+    def idle(self, now: float) -> bool:
+        return (not self.preauth and not self.gate.locked() and now >= self.blocked_until
+                and now - self.last > max(FAILURE_MEMORY, BLOCK_PERIOD))
 
 
 @dataclass(frozen=True)
@@ -115,7 +145,9 @@ class SshService:
         self._listening: _Listening | None = None
         self._connections: set[_Connection] = set()
         self._vty: dict[int, str] = {}  # VTY number -> user
-        self._failures: dict[str, _Failures] = {}
+        self._sources: dict[str, _Source] = {}
+        #: Password hashes computed (scrypt): what a blocked address must no longer cost.
+        self.password_checks = 0
         self._change: asyncio.Task[None] | None = None
         #: Where the listeners are bound (address, port), for ``display``-style reports and tests.
         self.bound: list[tuple[str, int]] = []
@@ -216,25 +248,84 @@ class SshService:
             raise LoginRefused("the public key is not the one assigned")
         return method
 
-    def failed(self, ip: str, name: str, method: str, reason: str) -> float:
+    def source(self, ip: str) -> _Source:
+        """The record of address ``ip`` (made on first use; idle ones are forgotten past MAX_SOURCES)."""
+        record = self._sources.get(ip)
+        if record is None:
+            if len(self._sources) >= MAX_SOURCES:
+                now = asyncio.get_running_loop().time()
+                for old in [a for a, r in self._sources.items() if r.idle(now)]:
+                    del self._sources[old]
+            record = self._sources[ip] = _Source()
+        return record
+
+    def blocked(self, ip: str) -> bool:
+        record = self._sources.get(ip)
+        return (record is not None and self.config().ssh_server.ip_block
+                and asyncio.get_running_loop().time() < record.blocked_until)
+
+    def failed(self, ip: str, name: str, method: str, reason: str, conn: _Connection | None = None) -> float:
         """Log a failed login; for a password, return how long to wait before the client hears the answer:
-        1, 2, 4 … ``DELAY_CAP`` s, growing per source address (a key offer is not counted: it reveals
+        ``DELAY_BASE`` s doubling up to ``DELAY_CAP`` s, growing per source address, and block the address
+        when it reaches ``BLOCK_FAILURES`` in ``BLOCK_PERIOD`` (a key offer is not counted: it reveals
         nothing secret, and clients legitimately offer several keys)."""
         text = f"Failed to log in through SSH. (Ip={ip}, UserName={name}, AuthType={method}, Reason={reason})"
         if method != "password":
             self.host.log("SSH", 4, "LOGIN_FAILED", text)
             return 0.0
         now = asyncio.get_running_loop().time()
-        record = self._failures.get(ip)
-        if record is None or now - record.last > FAILURE_MEMORY:
-            record = self._failures[ip] = _Failures(0, now)
+        record = self.source(ip)
+        if now - record.last > FAILURE_MEMORY:
+            record.count = 0
         record.count += 1
         record.last = now
+        record.recent.append(now)
+        while record.recent and now - record.recent[0] > BLOCK_PERIOD:
+            record.recent.popleft()
         self.host.log("SSH", 4, "LOGIN_FAILED", text.replace(", Reason=", f", Times={record.count}, Reason="))
-        return min(DELAY_CAP, 2.0 ** (record.count - 1))
+        if self.config().ssh_server.ip_block and len(record.recent) >= BLOCK_FAILURES:
+            self._block(ip, record, now, conn)
+        return min(DELAY_CAP, DELAY_BASE * 2.0 ** (record.count - 1))
+
+    def _block(self, ip: str, record: _Source, now: float, current: _Connection | None) -> None:
+        """Block ``ip``: close its other connections still logging in (their queued guesses go nowhere);
+        ``current``, whose failure blocked it, hears its refusal first and is closed after it."""
+        failures = len(record.recent)
+        record.blocked_until = now + BLOCK_TIME
+        record.recent.clear()
+        self.host.log("SSH", 4, "IP_BLOCKED", f"The SSH client address is blocked after repeated login failures. "
+                      f"(Ip={ip}, Failures={failures}, Period={BLOCK_PERIOD:g} s, BlockTime={BLOCK_TIME:g} s)")
+        for conn in list(self._connections):
+            if conn.ip == ip and conn.user is None and conn is not current:
+                conn.close()
+
+    def source_states(self) -> list[SourceState]:
+        """Addresses with failures counted towards a block, or blocked (``display ssh server ip-block``)."""
+        now = asyncio.get_running_loop().time()
+        out = []
+        for ip, record in self._sources.items():
+            blocked_for = max(0.0, record.blocked_until - now) if self.config().ssh_server.ip_block else 0.0
+            # (a block clears the failures that caused it; while it lasts, show the run of failures)
+            failures = record.count if blocked_for else sum(1 for t in record.recent if now - t <= BLOCK_PERIOD)
+            if failures or blocked_for:
+                out.append(SourceState(ip, failures, blocked_for))
+        return out
+
+    def unblock(self, ip: str) -> bool:
+        """``activate ssh server ip-block ip-address``: lift a block now; False if ``ip`` was not blocked."""
+        if not self.blocked(ip):
+            return False
+        record = self._sources[ip]
+        record.blocked_until = 0.0
+        record.count = 0
+        self.host.log("SSH", 5, "IP_UNBLOCKED", f"The SSH client address is unblocked. (Ip={ip})")
+        return True
 
     def succeeded(self, ip: str) -> None:
-        self._failures.pop(ip, None)
+        record = self._sources.get(ip)
+        if record is not None:
+            record.count = 0
+            record.recent.clear()
 
     # -- sessions ----------------------------------------------------------------------------------
     def _take_vty(self, user: str) -> int | None:
@@ -257,6 +348,9 @@ class SshService:
         return "".join(line + "\r\n" for line in lines).encode()
 
     async def _session(self, process: asyncssh.SSHServerProcess[bytes]) -> None:
+        """One channel (a shell or an exec command): its own VTY and its own shell state. A connection may
+        carry several, one after the other or at once, within the VTY limit; the connection closes when
+        an interactive session ends (``quit``, idle) or a channel is refused, and no other channel is open."""
         conn = process.get_extra_info("connection")
         owner = conn.get_owner()
         assert isinstance(owner, _Connection) and owner.user is not None
@@ -267,12 +361,15 @@ class SshService:
                           "Reason=the number of VTY users reached the upper limit)")
             process.stdout.write(VTY_FULL.encode() + b"\r\n")
             await _end(process, 1)
-            conn.close()
+            if not owner.channels:
+                conn.close()
             return
+        owner.channels += 1
         shell = self.host.new_shell(user=name, level=owner.level, task=f"vty{vty}", ip=ip)
         status, reason = 0, "connection lost"
+        interactive = process.command is None
         try:
-            if process.command is not None:
+            if not interactive:
                 status, reason = await self._exec(process, shell), "command done"
             else:
                 reason = await self._interactive(process, shell)
@@ -280,19 +377,25 @@ class SshService:
             pass
         finally:
             del self._vty[vty]
+            owner.channels -= 1
             self.host.log("SSH", 5, "LOGOUT", f"The SSH user logged out. (Ip={ip}, UserName={name}, "
                           f"Task=vty{vty}, Reason={reason})")
         await _end(process, status)
-        conn.close()  # one VTY is one connection, as on VRP
+        if interactive and not owner.channels:
+            conn.close()  # leaving the (last) shell leaves the device, as on VRP
 
     async def _exec(self, process: asyncssh.SSHServerProcess[bytes], shell: Shell) -> int:
-        """``ssh gw 'display ike sa'``: one line and its output; exit status 1 when it printed ``Error:``."""
+        """``ssh gw 'display ike sa'``: one line and its output; exit status 1 when it printed ``Error:``.
+        The output is the command's alone (``| json`` stays parseable); a failed line is echoed after the
+        prompt first, so the error's ``^`` sits under the word it points at."""
         assert process.command is not None
         outcome = shell.run(process.command)
         self.host.after_command()
         lines = list(outcome.lines)
         if outcome.pending is not None:
             lines += await outcome.pending
+        if not outcome.ok:
+            lines.insert(0, shell.prompt + shell.mask(process.command))
         process.stdout.write("".join(line + "\r\n" for line in lines).encode())
         return 0 if outcome.ok else 1
 
@@ -341,15 +444,36 @@ class _Connection(asyncssh.SSHServer):
         self.level = 0
         self.method = ""
         self.password_failures = 0
+        self._counted = False  # counted in its address's pre-authentication connections
+        self.channels = 0  # open sessions (shell or exec channels), each on its own VTY
 
     def connection_made(self, conn: asyncssh.SSHServerConnection) -> None:
         self.conn = conn
         peer = conn.get_extra_info("peername")
         self.ip = str(peer[0]) if peer else "unknown"
-        self.service._connections.add(self)
+        service = self.service
+        source = service.source(self.ip)
+        refused = ("the source address is blocked" if service.blocked(self.ip) else
+                   "too many connections from the address are logging in"
+                   if source.preauth >= MAX_PREAUTH_PER_SOURCE else None)
+        if refused is not None:
+            # Closed before asyncssh even sends its version: no key exchange work for this one.
+            service.host.log("SSH", 4, "CONNECTION_REFUSED", f"An SSH connection was refused. (Ip={self.ip}, "
+                             f"Reason={refused})")
+            conn.abort()
+            return
+        source.preauth += 1
+        self._counted = True
+        service._connections.add(self)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.service._connections.discard(self)
+        self._done_preauth()
+
+    def _done_preauth(self) -> None:
+        if self._counted:
+            self._counted = False
+            self.service.source(self.ip).preauth -= 1
 
     def close(self) -> None:
         if self.conn is not None:
@@ -374,26 +498,40 @@ class _Connection(asyncssh.SSHServer):
         return False
 
     async def validate_password(self, username: str, password: str) -> bool:
-        user: LocalUser | None
-        try:
-            user = self.service.check(username, SshAuthType.PASSWORD)
-            reason = "wrong password" if user.password is not None else "no password is set"
-        except LoginRefused as exc:
-            user, reason = None, str(exc)
-        stored = user.password if user is not None else None
-        # scrypt runs off the event loop so a login does not stall IKE; a refused user is checked against
-        # a dummy hash so the time to fail does not tell which names exist.
-        ok = await asyncio.get_running_loop().run_in_executor(None, (stored or _DUMMY_HASH).verify, password)
-        if user is not None and stored is not None and ok:
-            self._accept(username, user, "password")
-            return True
-        self.password_failures += 1
-        await asyncio.sleep(self.service.failed(self.ip, username, "password", reason))
-        if self.password_failures >= MAX_PASSWORD_FAILURES and self.conn is not None:
-            self.conn.disconnect(asyncssh.DISC_NO_MORE_AUTH_METHODS_AVAILABLE, "Too many authentication failures")
+        service = self.service
+        # One check at a time per address, the delay after a failure served inside: an address's
+        # parallel connections wait for each other (see the module docstring).
+        async with service.source(self.ip).gate:
+            if service.blocked(self.ip):
+                self._refuse()  # blocked while this attempt queued: no hash computed for it
+                return False
+            user: LocalUser | None
+            try:
+                user = service.check(username, SshAuthType.PASSWORD)
+                reason = "wrong password" if user.password is not None else "no password is set"
+            except LoginRefused as exc:
+                user, reason = None, str(exc)
+            stored = user.password if user is not None else None
+            # scrypt runs off the event loop so a login does not stall IKE; a refused user is checked
+            # against a dummy hash so the time to fail does not tell which names exist.
+            service.password_checks += 1
+            ok = await asyncio.get_running_loop().run_in_executor(None, (stored or _DUMMY_HASH).verify, password)
+            if user is not None and stored is not None and ok:
+                self._accept(username, user, "password")
+                return True
+            self.password_failures += 1
+            await asyncio.sleep(service.failed(self.ip, username, "password", reason, self))
+        if service.blocked(self.ip) or self.password_failures >= service.config().ssh_server.authentication_retries:
+            self._refuse()
         return False
 
+    def _refuse(self) -> None:
+        if self.conn is not None:
+            self.conn.disconnect(asyncssh.DISC_NO_MORE_AUTH_METHODS_AVAILABLE, "Too many authentication failures")
+
     def validate_public_key(self, username: str, key: asyncssh.SSHKey) -> bool:
+        if self.service.blocked(self.ip):
+            return False
         try:
             method = self.service.key_matches(username, key)
             user = self.service.check(username, method)
@@ -409,6 +547,7 @@ class _Connection(asyncssh.SSHServer):
         self.method = method
 
     def auth_completed(self) -> None:
+        self._done_preauth()
         self.service.succeeded(self.ip)
         self.service.host.log("SSH", 5, "LOGIN", f"The SSH user logged in. (Ip={self.ip}, UserName={self.user}, "
                               f"AuthType={self.method}, Level={self.level})")

@@ -66,11 +66,26 @@ class IkeProposal:
 
 
 @dataclass
+class IkeAdmission:
+    """``ike call admission limit ...`` (system view): how much unauthenticated negotiation state the
+    gateway keeps. ``in_negotiation`` is USG's limit of half-open IKE SAs (USG: up to 800 per CPU; ikegate
+    runs one placement for many, so its default is higher); ``per_address`` bounds what a single source
+    address may hold of it (as strongSwan's ``block_threshold``); a source with more than
+    ``authentication_failures`` failed authentications within a minute is refused for a minute."""
+
+    in_negotiation: int = 5000
+    per_address: int = 32
+    authentication_failures: int = 10
+
+
+@dataclass
 class DpdSettings:
     """``dpd`` settings of an IKE peer (USG defaults: on-demand; idle 30 s, retransmit 15 s, 3 tries).
 
-    On-demand DPD only probes a peer that stopped answering while we send it traffic (the dataplane asks);
-    ``dpd type periodic`` probes every idle interval whatever the traffic.
+    On-demand DPD only probes a peer silent (no IKE, no ESP) for ``idle_time`` while we send it ESP;
+    ``dpd type periodic`` probes any peer silent for ``idle_time``, traffic or not. A round is
+    ``retry_limit`` probes ``retransmit_interval`` apart; unanswered, the peer is dead
+    ``idle_time + retry_limit * retransmit_interval`` after its last sign of life (IKEv1 and IKEv2 alike).
     """
 
     type: DpdType = DpdType.ON_DEMAND
@@ -248,6 +263,7 @@ class Config:
     ipsec_policies: dict[tuple[str, int], IpsecPolicy] = field(default_factory=dict)
     ipsec_templates: dict[tuple[str, int], IpsecPolicyTemplate] = field(default_factory=dict)
     ikev1_dependent: bool = False
+    ike_admission: IkeAdmission = field(default_factory=IkeAdmission)
     loghosts: dict[IPAddress, LogHost] = field(default_factory=dict)  # ``info-center loghost``
     # Management access (see ikegate.policy.users): the SSH server, users, their keys, the VTY lines.
     ssh_server: SshServerSettings = field(default_factory=SshServerSettings)
@@ -291,6 +307,14 @@ class Config:
             out.extend(i.ip for i in itf.ipv4)
             out.extend(i.ip for i in itf.ipv6)
         return out
+
+    def if_index(self, name: str) -> int:
+        """The interface's IfIndex in logs (``IPSEC_TUNNEL_TEARED_DOWN``): VRP numbers interfaces as they
+        are created, so ikegate counts them in configuration order from 1; 0 for an unknown name."""
+        for index, itf in enumerate(self.interfaces, 1):
+            if itf == name:
+                return index
+        return 0
 
     def policy_group(self, name: str) -> list[IpsecPolicy]:
         """The policies of one group, in ascending sequence order (the order packets are matched)."""

@@ -198,17 +198,24 @@ class VtySettings:
 
 DEFAULT_MAX_VTY = 5
 DEFAULT_SSH_PORT = 22
+DEFAULT_AUTHENTICATION_RETRIES = 3  # VRP's default for ``ssh server authentication-retries``
 
 
 @dataclass
 class SshServerSettings:
-    """``stelnet server enable``, ``ssh server port N``, ``ssh server listen-address A`` and
-    ``user-interface maximum-vty N`` (the session limit)."""
+    """``stelnet server enable``, ``ssh server port N``, ``ssh server listen-address A``,
+    ``user-interface maximum-vty N`` (the session limit), ``ssh server authentication-retries N`` and
+    ``ssh server ip-block disable``."""
 
     stelnet: bool = False
     port: int = DEFAULT_SSH_PORT
     listen_addresses: list[ipaddress.IPv4Address | ipaddress.IPv6Address] = field(default_factory=list)
     max_vty: int = DEFAULT_MAX_VTY
+    #: ``ssh server authentication-retries N`` (1..5): password failures before a connection is closed.
+    authentication_retries: int = DEFAULT_AUTHENTICATION_RETRIES
+    #: ``ssh server ip-block disable`` turns this off: client addresses with too many failed logins are
+    #: blocked for a while (see :mod:`ikegate.mgmt.ssh`).
+    ip_block: bool = True
 
 
 class LoginRefused(Exception):

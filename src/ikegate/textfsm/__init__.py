@@ -13,18 +13,25 @@ These files fill that gap; they are data, not code, and are written against ikeg
 
 The templates follow ntc-templates' conventions (upper-case value names, ``^. -> Error`` so a line
 the template does not know fails loudly instead of being skipped), so the directory can also be
-given to netmiko as ``NET_TEXTFSM`` / ``textfsm_template``.
+given to netmiko as ``NET_TEXTFSM`` / ``textfsm_template``. Every row matches the platforms
+``huawei`` and ``huawei_vrp`` (netmiko's two device types for VRP).
+
+An empty table (``display ike sa`` with no SA) parses to no rows; netmiko then returns the raw text
+rather than ``[]``, so a script must accept both.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-__all__ = ["INDEX", "PLATFORM", "template_dir"]
+__all__ = ["INDEX", "PLATFORM", "PLATFORMS", "template_dir"]
 
 #: The index file's name and the platform its rows are keyed on.
 INDEX = "index"
 PLATFORM = "huawei_vrp"
+#: Every platform name the index rows match: netmiko passes its device type as the platform, and both
+#: ``huawei`` and ``huawei_vrp`` select its VRP driver.
+PLATFORMS = ("huawei", "huawei_vrp")
 
 
 def template_dir() -> str:

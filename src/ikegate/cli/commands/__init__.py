@@ -8,7 +8,18 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from ikegate.cli.commands import access, acl, ike, infocenter, interface, ipsec, session, system
+from ikegate.cli.commands import (
+    access,
+    acl,
+    admission,
+    ike,
+    infocenter,
+    interface,
+    ipsec,
+    session,
+    ssh_blocks,
+    system,
+)
 from ikegate.cli.tree import Command, CommandTree
 
 
@@ -20,8 +31,10 @@ def default_commands() -> list[Command]:
         *interface.COMMANDS,
         *acl.COMMANDS,
         *ike.COMMANDS,
+        *admission.COMMANDS,
         *ipsec.COMMANDS,
         *access.COMMANDS,
+        *ssh_blocks.COMMANDS,
     ]
 
 

@@ -16,6 +16,7 @@ configuration file greppable. The comment is dropped.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from ikegate.cli.context import CommandContext
@@ -112,6 +113,21 @@ def _undo_listen(ctx: CommandContext) -> None:
         addresses.remove(address)
     else:
         raise CommandError("Error: The SSH server does not listen on this address.")
+
+
+def _retries(ctx: CommandContext) -> None:
+    _server(ctx).authentication_retries = ctx.number("times")
+
+
+def _undo_retries(ctx: CommandContext) -> None:
+    _server(ctx).authentication_retries = SshServerSettings().authentication_retries
+
+
+def _ip_block(enabled: bool) -> Callable[[CommandContext], None]:
+    def handler(ctx: CommandContext) -> None:
+        _server(ctx).ip_block = enabled
+
+    return handler
 
 
 def _max_vty(ctx: CommandContext) -> None:
@@ -328,6 +344,8 @@ def _undo_idle(ctx: CommandContext) -> None:
 
 
 _NAME = {"name": _USER_NAME}
+_IP_BLOCK_HELP = {"ip-block": "Block client addresses after repeated login failures",
+                  "disable": "Do not block client addresses (not recommended)"}
 
 COMMANDS = [
     _stelnet(True),
@@ -337,6 +355,13 @@ COMMANDS = [
     Command("ssh server listen-address <address>", _listen, SYSTEM, level=MANAGE, params={"address": _ADDRESS}),
     Command("undo ssh server listen-address [ <address> ]", _undo_listen, SYSTEM, level=MANAGE,
             params={"address": _ADDRESS}),
+    Command("ssh server authentication-retries <times>", _retries, SYSTEM, level=MANAGE,
+            params={"times": Integer("Password failures before a connection is closed (default 3)", 1, 5)}),
+    Command("undo ssh server authentication-retries", _undo_retries, SYSTEM, level=MANAGE),
+    Command("ssh server ip-block disable", _ip_block(False), SYSTEM, level=MANAGE,
+            help=_IP_BLOCK_HELP),
+    Command("undo ssh server ip-block disable", _ip_block(True), SYSTEM, level=MANAGE,
+            help=_IP_BLOCK_HELP),
     Command("ssh user <name>", _create_ssh_user, SYSTEM, level=MANAGE, params=_NAME),
     Command("undo ssh user <name>", _delete_ssh_user, SYSTEM, level=MANAGE, params=_NAME),
     Command("ssh user <name> authentication-type <type>", _auth_type, SYSTEM, level=MANAGE,

@@ -148,7 +148,7 @@ _VERSION = {"version": Choice({"1": "IKEv1", "2": "IKEv2"})}
 _DPD_RANGES = {
     "idle-time": Integer("Idle time before a DPD probe, in seconds", 10, 3600),
     "retransmit-interval": Integer("DPD retransmission interval, in seconds", 2, 60),
-    "retry-limit": Integer("DPD retransmissions before the peer is declared dead", 3, 10),
+    "retry-limit": Integer("DPD probes without answer before the peer is declared dead", 3, 10),
 }
 
 

@@ -9,14 +9,17 @@ slot models a slot or CPU that does not exist is a Wrong parameter.
 from __future__ import annotations
 
 import datetime as dt
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, cast
 
+from ikegate import __version__
+from ikegate.cli.commands.ssh_blocks import SshBlocks
 from ikegate.cli.context import CommandContext
 from ikegate.cli.errors import CommandError, ParamError
 from ikegate.cli.params import Integer, Ipv4, Ipv6, String
-from ikegate.cli.render import ike_info, ike_sa, ipsec_sa
+from ikegate.cli.render import ike_info, ike_sa, ipsec_sa, version
 from ikegate.cli.tree import MANAGE, MONITOR, VISIT, Command
 from ikegate.cli.views import ALL_VIEWS, ViewKind
 from ikegate.gateway.controller import Gateway
@@ -40,6 +43,19 @@ class Runtime:
     #: ``ping``: (source, destination, count, size) -> the lines it prints, once the replies are in. The
     #: daemon supplies it (it needs real time); without it ``ping`` is refused.
     pinger: Callable[[str, str, int, int], Awaitable[list[str]]] | None = None
+    #: The SSH server's address blocks (``display ssh server ip-block``); the daemon supplies it.
+    ssh: SshBlocks | None = None
+    #: ``display version``'s uptime: the process's, on its own monotonic clock (the controller's clock
+    #: starts with the event loop and is stepped by in-memory tests).
+    monotonic: Callable[[], float] = time.monotonic
+    booted: float = field(default_factory=time.monotonic)
+
+    #: The configuration file ``save`` writes (``display saved-configuration`` reads it back); None when
+    #: the gateway runs without one.
+    config_path: str | None = None
+
+    def uptime(self) -> float:
+        return max(0.0, self.monotonic() - self.booted)
 
     def now(self) -> float:
         return self.clock()
@@ -66,16 +82,18 @@ def _placement(ctx: CommandContext) -> Placement | None:
     return Placement(slot, cpu)
 
 
-def _emit(ctx: CommandContext, data: Callable[[], Any], text: Callable[[], list[str]], stamp: bool = True) -> None:
+def _emit(ctx: CommandContext, data: Callable[[], Any], text: Callable[[], list[str]], stamp: bool = True,
+          padded: bool = False) -> None:
     """Text for people, or the same records as JSON when the line ended with ``| json``; only the form
-    asked for is built (100,000 rows are worth not rendering twice)."""
+    asked for is built (100,000 rows are worth not rendering twice). Trailing spaces are cut unless the
+    layout is ``padded`` (``display ike sa``'s 132 columns)."""
     if ctx.json:
         ctx.data = data()
         return
     if stamp:
         _stamp(ctx)
     for line in text():
-        ctx.write(line.rstrip())
+        ctx.write(line if padded else line.rstrip())
 
 
 def display_ike_sa(ctx: CommandContext) -> None:
@@ -83,7 +101,8 @@ def display_ike_sa(ctx: CommandContext) -> None:
     remote = ctx.opt_ip("remote")
     entries = rt.gateway.sad.select(remote=str(remote) if remote else None, placement=_placement(ctx))
     now = rt.now()
-    _emit(ctx, lambda: {"ike_sa": [entry_record(e, now) for e in entries]}, lambda: ike_sa.render(entries))
+    _emit(ctx, lambda: {"ike_sa": [entry_record(e, now) for e in entries]}, lambda: ike_sa.render(entries),
+          padded=True)
 
 
 def display_ike_sa_verbose(ctx: CommandContext) -> None:
@@ -154,7 +173,7 @@ def display_ike_offline_info(ctx: CommandContext) -> None:
     data = {"offline": [{"peer": str(r.peer_address), "port": r.peer_port, "reason": r.reason,
                          "version": r.version, "time": (wall - dt.timedelta(seconds=now - r.time)).isoformat()}
                         for r in records]}
-    _emit(ctx, lambda: data, lambda: ike_info.offline(records, now, wall))
+    _emit(ctx, lambda: data, lambda: ike_info.offline(records, now, wall), padded=True)
 
 
 def display_ike_statistics(ctx: CommandContext) -> None:
@@ -168,6 +187,28 @@ def display_ike_statistics(ctx: CommandContext) -> None:
                            "deletes_received": st.deletes_received, "resets": st.resets,
                            "cookies_sent": st.cookies_sent, "dropped": st.dropped}}
     _emit(ctx, lambda: data, lambda: ike_info.statistics(st, counts))
+
+
+def display_version(ctx: CommandContext) -> None:
+    rt = _rt(ctx)
+    uptime = rt.uptime()
+    data = {"version": {"model": rt.device.model, "vrp_version": version.VRP_VERSION,
+                        "ikegate_version": __version__, "uptime_seconds": int(uptime)}}
+    _emit(ctx, lambda: data, lambda: version.render(rt.device.model, uptime), stamp=False)
+
+
+def display_saved_configuration(ctx: CommandContext) -> None:
+    """The configuration file as ``save`` left it (what the next start loads), not the running one."""
+    path = _rt(ctx).config_path
+    if path is None:
+        raise CommandError("Error: No configuration file is set for this device.")
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            text = f.read()
+    except OSError as exc:
+        raise CommandError(f"Error: Failed to read the configuration file: {exc.strerror or exc}.") from exc
+    for line in text.splitlines():
+        ctx.write(line)
 
 
 def reset_ike_sa(ctx: CommandContext) -> None:
@@ -243,7 +284,9 @@ def runtime_commands(device: Device) -> list[Command]:
                   "conn-id": "Specify the connection ID", "remote": "Specify the remote address",
                   "slot": "Specify the slot ID", "cpu": "Specify the CPU ID",
                   "ping": "Send ICMP echo requests through the tunnels", "-a": "Specify the source address",
-                  "-c": "Specify the number of echo requests", "-s": "Specify the size of the data"}
+                  "-c": "Specify the number of echo requests", "-s": "Specify the size of the data",
+                  "version": "Display the software version and the uptime",
+                  "saved-configuration": "Display the configuration saved for the next start"}
 
     def cmd(syntax: str, handler: Callable[[CommandContext], None], views: frozenset[ViewKind], level: int) -> Command:
         used = {k: v for k, v in params.items() if f"<{k}>" in syntax}
@@ -259,6 +302,8 @@ def runtime_commands(device: Device) -> list[Command]:
         cmd("display ike peer [ brief | name <peer-name> ]", display_ike_peer, ALL_VIEWS, MONITOR),
         cmd(f"display ike offline-info [ peer <peer> ]{slot}", display_ike_offline_info, ALL_VIEWS, MONITOR),
         cmd("display ike statistics", display_ike_statistics, ALL_VIEWS, MONITOR),
+        cmd("display version", display_version, ALL_VIEWS, MONITOR),
+        cmd("display saved-configuration", display_saved_configuration, ALL_VIEWS, MANAGE),
         cmd(f"reset ike sa [ conn-id <conn-id> | remote <remote> ]{slot}", reset_ike_sa, USER, MANAGE),
         cmd("reset ipsec sa [ remote <remote> | policy <policy-name> [ <seq> ] | parameters <address> esp <spi> ]",
             reset_ipsec_sa, USER, MANAGE),

@@ -22,6 +22,7 @@ from ikegate.policy.model import (
     AclRule,
     Config,
     DpdSettings,
+    IkeAdmission,
     IkePeer,
     IkeProposal,
     Interface,
@@ -41,9 +42,18 @@ DPD_FIELDS = (
     ("retry-limit", "retry_limit"),
 )
 
+# ``ike call admission limit <keyword> N`` and the IkeAdmission attribute it sets (shared with its commands).
+ADMISSION_PREFIX = "ike call admission limit"
+ADMISSION_FIELDS = (
+    ("in-negotiation-sa", "in_negotiation"),
+    ("in-negotiation-sa per-address", "per_address"),
+    ("authentication-failure", "authentication_failures"),
+)
+
 _IKE_DEFAULT = IkeProposal(0)
 _PEER_DEFAULT = IkePeer("")
 _DPD_DEFAULT = DpdSettings()
+_ADMISSION_DEFAULT = IkeAdmission()
 _IPSEC_DEFAULT = IpsecProposal("")
 _POLICY_DEFAULT = IpsecPolicySettings("", 0)
 
@@ -52,7 +62,13 @@ def system_lines(config: Config) -> list[str]:
     lines = [f" sysname {config.sysname}"]
     if config.ikev1_dependent:
         lines.append(" ikev1 phase1-phase2 sa dependent")
-    return lines + loghost_lines(config)
+    return lines + admission_lines(config) + loghost_lines(config)
+
+
+def admission_lines(config: Config) -> list[str]:
+    """``ike call admission limit ...`` settings that differ from their defaults."""
+    return [f" {ADMISSION_PREFIX} {keyword} {getattr(config.ike_admission, attr)}" for keyword, attr in ADMISSION_FIELDS
+            if getattr(config.ike_admission, attr) != getattr(_ADMISSION_DEFAULT, attr)]
 
 
 def loghost_lines(config: Config) -> list[str]:
@@ -244,6 +260,10 @@ def ssh_lines(config: Config) -> list[str]:
     if server.port != _SSH_DEFAULT.port:
         lines.append(f"ssh server port {server.port}")
     lines += [f"ssh server listen-address {a}" for a in server.listen_addresses]
+    if server.authentication_retries != _SSH_DEFAULT.authentication_retries:
+        lines.append(f"ssh server authentication-retries {server.authentication_retries}")
+    if not server.ip_block:
+        lines.append("ssh server ip-block disable")
     for name in sorted(config.ssh_users):
         user = config.ssh_users[name]
         lines.append(f"ssh user {name}")

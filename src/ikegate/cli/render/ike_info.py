@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Iterable
 
+from ikegate.cli.render.columns import place
 from ikegate.cli.render.ipsec_sa import duration_text, flow_text
 from ikegate.gateway.controller import GatewayStats
 from ikegate.gateway.translate import DEFAULT_IKE_PROPOSAL
@@ -134,15 +135,19 @@ def _version_text(peer: IkePeer) -> str:
     return "".join(f"v{v}" for v in sorted(peer.versions))
 
 
+PEER_COLUMNS = (0, 17, 26, 42, 53, 63)
+
+
 def peers_brief(config: Config) -> list[str]:
     peers = sorted(config.ike_peers.values(), key=lambda p: p.name)
+    # USG transcript: dashes above the header only; the columns start at 0/17/26/42/53/63.
     lines = ["", f"Current ike peer number: {len(peers)}", RULE,
-             f"{'Peer name':<17}{'Version':<9}{'Exchange-mode':<16}{'Proposal':<11}{'Id-type':<10}RemoteAddr", RULE]
+             place(PEER_COLUMNS, ("Peer name", "Version", "Exchange-mode", "Proposal", "Id-type", "RemoteAddr"))]
     for p in peers:
         props = ",".join(str(n) for n in p.ike_proposals) or "Default"
         remote = " ".join(str(a) for a in p.remote_addresses)
-        lines.append(f"{p.name:<17}{_version_text(p):<9}{p.exchange_mode.value:<16}{props:<11}"
-                     f"{p.local_id_type.value.upper():<10}{remote}")
+        lines.append(place(PEER_COLUMNS, (p.name, _version_text(p), p.exchange_mode.value, props,
+                                          p.local_id_type.value.upper(), remote)).rstrip())
     return lines
 
 
@@ -169,13 +174,21 @@ def peer_detail(config: Config, peer: IkePeer) -> list[str]:
     ]
 
 
+#: ``display ike offline-info`` as in the USG command reference's example: the header's columns start at
+#: 2/21/29/50/62, the rows' at 2/21/30/50/62 (the example's rows put the reason one column further right
+#: than its title; kept as printed); 100 dashes above the header, 101 below it and after the rows.
+OFFLINE_HEADER = (2, 21, 29, 50, 62)
+OFFLINE_ROW = (2, 21, 30, 50, 62)
+
+
 def offline(records: list[OfflineRecord], now: float, wall: dt.datetime) -> list[str]:
-    lines = [f"  Current info Num :{len(records)} ", "  Ike offline information:", "  " + RULE,
-             f"  {'peer':<40}{'port':<8}{'offline-reason':<34}{'version':<9}offline-time"]
+    lines = ["", f"  Current info Num :{len(records)} ", "  Ike offline information:", "-" * 100,
+             place(OFFLINE_HEADER, ("peer", "port", "offline-reason", "version", "offline-time")), "-" * 101]
     for r in records:
         when = wall - dt.timedelta(seconds=max(0.0, now - r.time))
-        lines.append(f"  {r.peer_address!s:<40}{r.peer_port:<8}{r.reason:<34}{'v' + str(r.version):<9}"
-                     f"{when:%Y/%m/%d  %H:%M:%S}")
+        lines.append(place(OFFLINE_ROW, (str(r.peer_address), str(r.peer_port), r.reason, f"v{r.version}",
+                                         f"{when:%Y/%m/%d  %H:%M:%S}")))
+    lines.append("-" * 101)
     return lines
 
 
@@ -199,5 +212,10 @@ def statistics(stats: GatewayStats, counts: dict[str, int]) -> list[str]:
         _field("Resets", stats.resets),
         _field("Cookies sent", stats.cookies_sent),
         _field("Datagrams dropped", stats.dropped),
+        _field("Malformed first messages", stats.openings_malformed),
+        _field("First messages refused", stats.openings_refused),
+        _field("Half-open SAs expired", stats.half_open_expired),
+        _field("Authentication failures", stats.auth_failures),
+        _field("Peers blocked", stats.sources_blocked),
     ]
     return lines

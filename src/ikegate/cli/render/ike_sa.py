@@ -1,7 +1,12 @@
 """``display ike sa``: the USG's 132-column table, rendered from the SA database.
 
 Column starts (0-based) as on a real USG6000V1: Conn-ID 1, Peer 12, VPN 58, Flag(s) 75, Phase 97,
-RemoteType 104, RemoteID 116; rows are ordered by connection ID, highest first.
+RemoteType 104, RemoteID 116; rows are ordered by connection ID, highest first. The header and every
+row are padded with spaces to column 132, as the USG prints them (a longer cell pushes the line past it).
+
+With no SA to show, the USG prints the timestamp line only: the one source that shows the device with
+nothing negotiated (a USG6000V1 lab write-up, research notes a.2) says just that, and no source shows
+an empty table; so :func:`render` returns no line at all then (``| json`` still answers ``[]``).
 """
 
 from __future__ import annotations
@@ -9,6 +14,7 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Iterable
 
+from ikegate.cli.render.columns import place
 from ikegate.sad import IkeSaEntry, IpsecSaEntry, SaEntry, entries_for_display, flags_text
 
 RULE = "-" * 132
@@ -22,13 +28,7 @@ LEGEND = [
 
 
 def _row(cells: Iterable[str]) -> str:
-    """Cells at their column starts; a cell that overruns its column pushes the next one right, always
-    leaving a space between them (a TextFSM template must still find the cell boundaries)."""
-    line = ""
-    for start, cell in zip(COLUMNS, cells, strict=True):
-        line = line.ljust(start) if len(line) < start else line + " "
-        line += cell
-    return line.ljust(132)
+    return place(COLUMNS, cells, 132)
 
 
 def peer_text(entry: SaEntry) -> str:
@@ -55,8 +55,10 @@ def row(entry: IkeSaEntry | IpsecSaEntry) -> str:
 
 
 def render(entries: Iterable[SaEntry]) -> list[str]:
-    """The body of ``display ike sa`` (the caller prints the timestamp line first)."""
+    """The body of ``display ike sa`` (the caller prints the timestamp line first); nothing without SAs."""
     rows = entries_for_display(entries)
+    if not rows:
+        return []
     lines = [
         "",
         "IKE SA information :",

@@ -52,7 +52,7 @@ def render(entries: Iterable[IpsecSaEntry], now: float) -> list[str]:
     for e in rows:
         if e.interface != interface:
             interface = e.interface
-            bar = "=" * (len(f"Interface: {interface}") + 2)
+            bar = "=" * len(f"Interface: {interface}")  # as long as the line it frames (USG transcript)
             lines += ["", bar, f"Interface: {interface}", bar]
         udp = "Y" if e.udp_encap else "N"
         proposal = algorithm_words(e.encryption, e.integrity)

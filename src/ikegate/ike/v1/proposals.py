@@ -34,15 +34,17 @@ from ikegate.ike.v1.registry import (
     EncapMode,
     IdType,
     IpsecAttr,
+    IpsecAuth,
     LifeType,
     Phase1Attr,
     Phase1Encr,
+    Phase1Hash,
     ProtocolId,
 )
 from ikegate.ike.v1.wire import SA, Attribute, Identification, Proposal, Transform, attr
 from ikegate.ike.v2.config import EspProposalSpec, IkeProposalSpec
-from ikegate.ike.v2.proposals import Chosen
-from ikegate.ike.wire.registry import EncrId, TsType
+from ikegate.ike.v2.proposals import Chosen, transform_text
+from ikegate.ike.wire.registry import EncrId, TransformType, TsType
 from ikegate.ike.wire.v2 import TrafficSelector
 
 __all__ = [
@@ -57,6 +59,7 @@ __all__ = [
     "is_single",
     "lifetime_attrs",
     "offered_group",
+    "offered_text",
     "phase1_sa",
     "ts_to_id",
 ]
@@ -394,3 +397,43 @@ def host_ts(address: str) -> TrafficSelector:
     a = ipaddress.ip_address(address)
     ts_type = TsType.TS_IPV4_ADDR_RANGE if a.version == 4 else TsType.TS_IPV6_ADDR_RANGE
     return TrafficSelector(ts_type, 0, 0, 65535, a, a)
+
+
+# ------------------------------------------------------------------------- received proposals, as text
+
+
+def _transform_text(protocol: int, t: Transform) -> str:
+    """One IKEv1 transform in the IKEv2 names strongSwan logs (an IKEv1 suite is one transform)."""
+    values = {a.type: a.number for a in t.attributes}
+    if protocol == ProtocolId.ISAKMP:
+        encr = values.get(Phase1Attr.ENCRYPTION, 0)
+        hash_id = values.get(Phase1Attr.HASH, 0)
+        bits = values.get(Phase1Attr.KEY_LENGTH)
+        parts = [transform_text(TransformType.ENCR, P1_ENCR_TO_V2[encr], bits) if encr in P1_ENCR_TO_V2
+                 else Phase1Encr.text(encr)]
+        if hash_id in P1_HASH_TO_INTEG:
+            parts += [transform_text(TransformType.INTEG, P1_HASH_TO_INTEG[hash_id]),
+                      transform_text(TransformType.PRF, P1_HASH_TO_PRF[hash_id])]
+        else:
+            parts.append(Phase1Hash.text(hash_id))
+        if Phase1Attr.GROUP in values:
+            parts.append(transform_text(TransformType.DH, values[Phase1Attr.GROUP]))
+        if values.get(Phase1Attr.AUTH_METHOD, AuthMethod.PRE_SHARED) != AuthMethod.PRE_SHARED:
+            parts.append(AuthMethod.text(values[Phase1Attr.AUTH_METHOD]))
+        return "IKE:" + "/".join(parts)
+    parts = [transform_text(TransformType.ENCR, t.transform_id, values.get(IpsecAttr.KEY_LENGTH))]
+    auth = values.get(IpsecAttr.AUTH_ALGORITHM)
+    if auth is not None:
+        parts.append(transform_text(TransformType.INTEG, ESP_AUTH_TO_V2[auth]) if auth in ESP_AUTH_TO_V2
+                     else IpsecAuth.text(auth))
+    if IpsecAttr.GROUP_DESCRIPTION in values:
+        parts.append(transform_text(TransformType.DH, values[IpsecAttr.GROUP_DESCRIPTION]))
+    parts.append(EncapMode.text(values.get(IpsecAttr.ENCAPSULATION_MODE, EncapMode.TUNNEL)))
+    return f"{ProtocolId.text(protocol)}:" + "/".join(parts)
+
+
+def offered_text(offered: SA) -> str:
+    """Every transform of a peer's SA payload, for the log line of a NO_PROPOSAL_CHOSEN (as strongSwan's
+    "received proposals": the operator compares it with the other end's configuration)."""
+    return ", ".join(_transform_text(p.protocol, t) for p in offered.proposals for t in p.transforms) or "none"
+

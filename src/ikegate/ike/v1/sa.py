@@ -27,6 +27,18 @@ How IKEv1 differs, and what this engine does about it:
   Main Mode reaches the gateway as a new responder object; the gateway moves the children over with
   :meth:`IsakmpSa.adopt_children` before the peer's Delete for the old SA arrives (strongSwan does the
   same: it adopts CHILD_SAs into the new IKE_SA unless INITIAL-CONTACT says otherwise).
+* **Recovery when a Delete is lost** (they are never acknowledged), as strongSwan does it: a Quick Mode of
+  ours that gets no answer ends its ISAKMP SA (the owner then runs Main Mode again, with INITIAL-CONTACT
+  when no IKE SA with the peer is left); a responder without QM3 deletes the pair the initiator may have
+  installed; a Quick Mode that a peer's Delete calls for waits :data:`DELETE_SETTLE` for the rest of the
+  burst (``reset ike sa`` sends the ESP and the ISAKMP Delete apart), so none goes out under an ISAKMP SA
+  the peer has just deleted; after our phase-1 rekey the old ISAKMP SA is still heard for
+  :data:`PREV_GRACE` (the peer's QM3, Deletes and DPD sent before it saw ours); pairs finished under an
+  ISAKMP SA whose children were adopted go to the adopter; crossed rekeys of one pair leave two pairs,
+  which both ends reduce to the same one (:meth:`IsakmpSa._twin`). The owner replaces orphans with
+  :meth:`IsakmpSa.supersede`.
+* **Aggressive Mode is answered only when configured** (``V1Options.mode`` of a responder, set by the owner
+  from the ike peers matching the source): AM2 carries a hash over the PSK for anyone who asks.
 * **The PSK of a Main Mode responder is chosen by address**, because the identity only arrives in the
   encrypted MM5: the policy is asked for candidates by the peer's IP address, and the candidate whose
   key decrypts MM5 *and* verifies HASH_I wins. A wrong key shows up as garbage, which is therefore
@@ -63,6 +75,7 @@ from ikegate.ike.events import (
     InitialContact,
     NegotiationFailed,
 )
+from ikegate.ike.liveness import EspLiveness
 from ikegate.ike.v1 import crypto as c1
 from ikegate.ike.v1 import proposals as p1props
 from ikegate.ike.v1.registry import (
@@ -116,6 +129,13 @@ DEFAULT_RETRANSMIT_TRIES = 5
 RESPONDER_HALF_OPEN = 30.0
 QUICK_LINGER = 60.0  # how long a finished quick mode stays to answer duplicates
 REKEY_RETRY = 30.0
+#: After our phase-1 rekey, messages the peer sent under the old ISAKMP SA before it saw our Delete (a Quick
+#: Mode's last message, a Delete of a rekeyed IPsec SA, DPD) are still accepted this long.
+PREV_GRACE = QUICK_LINGER
+#: A peer's Delete may come in several Informationals (ESP SPIs first, then the ISAKMP SA: ``reset ike sa``).
+#: A Quick Mode the Delete of an IPsec SA calls for waits this long, so that it is never sent under an ISAKMP
+#: SA whose own Delete is on its way.
+DELETE_SETTLE = 1.0
 
 __all__ = [
     "DpdType",
@@ -150,8 +170,9 @@ class V1Options:
 
     ``dependent`` is ``ikev1 phase1-phase2 sa dependent`` (default off). DPD follows RFC 3706 and the USG
     ``dpd`` command: probe after ``dpd_idle`` seconds of silence, retransmit every ``dpd_retransmit``
-    seconds, give up after ``dpd_retries`` retransmissions. Probes go only to a peer that announced the
-    DPD vendor ID; we always announce it, and always answer R-U-THERE.
+    seconds, ``dpd_retries`` R-U-THEREs in all; unanswered ``dpd_retries * dpd_retransmit`` seconds after
+    the first, the peer is dead (gone ``idle + retries * retransmit`` after it fell silent). Probes go
+    only to a peer that announced the DPD vendor ID; we always announce it, and always answer R-U-THERE.
     """
 
     mode: ExchangeMode = ExchangeMode.MAIN
@@ -219,6 +240,18 @@ EXPECTED: dict[State, tuple[int, Trigger]] = {
     State.MM_SENT5: (ExchangeType.ID_PROT, Trigger.MM6),
     State.AM_SENT1: (ExchangeType.AGGRESSIVE, Trigger.AM2),
     State.AM_SENT2: (ExchangeType.AGGRESSIVE, Trigger.AM3),
+}
+
+
+#: What a phase-1 retransmission timeout most likely means, for the log (the peer says nothing: strongSwan,
+#: like us, drops an MM5 that does not decrypt rather than answer an unauthenticated peer).
+TIMEOUT_HINTS: dict[State, str] = {
+    State.MM_SENT1: "no answer to MM1: the peer is unreachable, or IKEv1 is not enabled there",
+    State.MM_SENT3: "no answer to MM3: the peer refused our key exchange or is unreachable",
+    State.MM_SENT5: "no answer to MM5: the peer probably has a different pre-shared key (or expects another "
+                    "identity)",
+    State.AM_SENT1: "no answer to AM1: the peer is unreachable, refuses Aggressive Mode, or does not know our "
+                    "identity",
 }
 
 
@@ -343,6 +376,7 @@ class _Quick:
     last_out: bytes = b""
     req: _Retrans | None = None
     done_at: float | None = None
+    started: float = 0.0
 
 
 def natd_hash(suite: c1.Suite, cky_i: bytes, cky_r: bytes, addr: Addr) -> bytes:
@@ -366,7 +400,7 @@ def _first(payloads: list[Payload], kind: type[Any]) -> Any:
     return next((p for p in payloads if isinstance(p, kind)), None)
 
 
-class IsakmpSa:
+class IsakmpSa(EspLiveness):
     """One IKEv1 ISAKMP SA with its IPsec SAs (``children``), driven like the IKEv2 ``IkeSa``."""
 
     def __init__(
@@ -410,6 +444,10 @@ class IsakmpSa:
         else:
             self._p1 = _Phase1(False, b"", rng(8))
         self._next: _Phase1 | None = None  # our phase-1 rekey in progress
+        self._prev: _Phase1 | None = None  # the ISAKMP SA our phase-1 rekey replaced, heard until _prev_until
+        self._prev_until: float | None = None
+        self._settle_until: float | None = None  # Quick Modes wait for the rest of a peer's Delete burst
+        self._successor: IsakmpSa | None = None  # took our IPsec SAs over (the peer's phase-1 rekey)
         self._dead = False
         self._quicks: dict[int, _Quick] = {}
         self._info_mids: deque[int] = deque(maxlen=64)
@@ -443,7 +481,7 @@ class IsakmpSa:
         """Our cookies that may still address this object (current and rekeying ISAKMP SA)."""
         if self._dead:
             return []
-        return [p.local_cookie for p in (self._p1, self._next) if p is not None and p.local_cookie]
+        return [p.local_cookie for p in (self._p1, self._next, self._prev) if p is not None and p.local_cookie]
 
     @property
     def chosen(self) -> Chosen | None:
@@ -521,7 +559,9 @@ class IsakmpSa:
         for child in self.children.values():
             times.append(child.expire_at)
         if not self._dead:
-            times += [t for t in (self._deadline, self._rekey_at, self._expire_at) if t is not None]
+            times += [t for t in (self._deadline, self._rekey_at, self._expire_at, self._prev_until) if t is not None]
+            if self._pending and self._settle_until is not None:
+                times.append(self._settle_until)
             if self.established:
                 for child in self.children.values():
                     if child.state is ChildState.INSTALLED and child.rekey_at is not None:
@@ -554,10 +594,14 @@ class IsakmpSa:
         if self._deadline is not None and now >= self._deadline:
             self._deadline = None
             if not self.established:
-                self._fail(now, 0, "phase 1 negotiation timed out")
+                self._fail(now, 0, TIMEOUT_HINTS.get(self._p1.state, "phase 1 negotiation timed out"))
                 return
         if not self.established:
             return
+        if self._prev_until is not None and now >= self._prev_until:
+            self._prev = self._prev_until = None
+        if self._settle_until is not None and now >= self._settle_until:
+            self._release(now)
         if self._expire_at is not None and now >= self._expire_at:
             self._end(now, DeleteReason.PHASE1_HARD_EXPIRY, take_children=self.options.dependent,
                       child_reason=DeleteReason.PARENT_DELETED, tell_peer=True)
@@ -570,6 +614,12 @@ class IsakmpSa:
                 reason = DeleteReason.REKEYED if child.state is ChildState.REKEYED else DeleteReason.PHASE2_HARD_EXPIRY
                 self.delete_child(child, now, reason)
             elif child.state is ChildState.INSTALLED and child.rekey_at is not None and now >= child.rekey_at:
+                twin = self._twin(child)
+                if twin is not None:  # a duplicate: the one both ends agree on goes, the other is renewed
+                    loser = child if _pair_key(twin) > _pair_key(child) else twin
+                    self.delete_child(loser, now, DeleteReason.REKEYED)
+                    if loser is child:
+                        continue
                 self.rekey_child(child, now)
         self._dpd_tick(now)
 
@@ -616,13 +666,12 @@ class IsakmpSa:
             self._dpd_tries = 0
             self._send_dpd(now)
 
-    def note_inbound(self, now: float) -> None:
-        """The dataplane received ESP from the peer: proof of life, DPD can wait (RFC 3706 §5.2)."""
-        self.last_received = max(self.last_received, now)
-
-    def note_outbound(self, now: float) -> None:
-        """The dataplane sent ESP to the peer: what on-demand DPD waits for before probing."""
-        self._last_outbound = now
+    @property
+    def awaits_outbound(self) -> bool:
+        """On-demand DPD with nothing sent since the peer was last heard: only the next ESP packet out
+        can make a probe due, so the owner should tell us about it (no timer of ours covers it)."""
+        return (self.options.dpd_type is DpdType.ON_DEMAND and self.established and self._p1.peer_dpd
+                and not self._dpd_outstanding and not self._sent_since_heard())
 
     def delete_child(self, child: ChildSa, now: float, reason: DeleteReason = DeleteReason.MANUAL) -> None:
         """Report the IPsec SA gone now and tell the peer with a Delete of our inbound SPI (if we can)."""
@@ -651,11 +700,33 @@ class IsakmpSa:
         Called by the owner when a peer's new Main Mode has produced this object; no events are emitted,
         the owner re-parents the moved children in its SA database. The moved children are returned.
         """
-        moved = [c for c in other.children.values() if c.state in (ChildState.INSTALLED, ChildState.REKEYED)]
+        moved = [c for c in other.children.values()
+                 if c.state in (ChildState.INSTALLED, ChildState.REKEYED, ChildState.REKEYING)]
         for child in moved:
             del other.children[child.spi_in]
             self.children[child.spi_in] = child
+        # A Quick Mode still running under the old ISAKMP SA (the peer's messages cross its rekey) installs
+        # its IPsec SA here too: see _home.
+        other._successor = self
         return moved
+
+    def supersede(self, owner: IsakmpSa, orphan: ChildSa, now: float) -> None:
+        """``orphan``, an IPsec SA left by the ended ISAKMP SA ``owner``, is replaced by a pair of ours (same
+        peer and flow): it goes, with REKEYED as reason, and the peer hears its Delete under our ISAKMP SA
+        (an IKEv1 Delete needs only some ISAKMP SA with the peer). Without this an orphan whose peer end
+        was deleted (its Delete lost) would swallow traffic until its hard expiry."""
+        if not owner.orphans_survive or owner.children.get(orphan.spi_in) is not orphan:
+            return
+        owner._drop_child(orphan, DeleteReason.REKEYED)
+        if self.established:
+            self._send_info(self._p1, [Delete(ProtocolId.ESP, [struct.pack("!I", orphan.spi_in)])])
+
+    def _home(self) -> IsakmpSa:
+        """Where an IPsec SA negotiated here goes: this object, or the live one that took over its IPsec SAs."""
+        home = self
+        while home._successor is not None and not home._successor._dead:
+            home = home._successor
+        return home
 
     # ------------------------------------------------------------------ endings
 
@@ -665,6 +736,8 @@ class IsakmpSa:
         if self._dead:
             return
         p = self._p1
+        for q in list(self._quicks.values()):
+            self._restore_old(q, now)  # a rekey that cannot finish now: the old IPsec SA is in service again
         if tell_peer and p.state is State.ESTABLISHED:
             if take_children and self.children:
                 spis = [struct.pack("!I", c.spi_in) for c in self.children.values()]
@@ -676,6 +749,7 @@ class IsakmpSa:
         else:
             for child in self.children.values():
                 child.rekey_at = None  # an orphan cannot be rekeyed: nothing protects a quick mode
+        self._prev = self._prev_until = self._settle_until = None
         self._dead = True
         self.delete_reason = reason
         self._events.append(IkeSaDeleted(self, reason))
@@ -701,11 +775,13 @@ class IsakmpSa:
                   child_reason=DeleteReason.NEGOTIATION_FAILED, tell_peer=False)
 
     def _drop_child(self, child: ChildSa, reason: DeleteReason) -> None:
-        if self.children.get(child.spi_in) is child:
-            del self.children[child.spi_in]
-            child.state = ChildState.DELETED
-            child.rekey_at = None
-            self._events.append(ChildSaDeleted(self, child, reason))
+        for holder in (self, self._home()):
+            if holder.children.get(child.spi_in) is child:
+                del holder.children[child.spi_in]
+                child.state = ChildState.DELETED
+                child.rekey_at = None
+                self._events.append(ChildSaDeleted(holder, child, reason))
+                return
 
     # ------------------------------------------------------------------ plumbing
 
@@ -743,10 +819,19 @@ class IsakmpSa:
                 return mid
 
     def _when_established(self, task: Callable[[float], None], now: float) -> None:
-        if self.established:
+        if self.established and self._settle_until is not None and now >= self._settle_until:
+            self._release(now)
+        if self.established and self._settle_until is None:
             task(now)
         elif not self._dead:
             self._pending.append(task)
+
+    def _release(self, now: float) -> None:
+        """The peer's Delete burst is over: the Quick Modes that waited for it start."""
+        self._settle_until = None
+        pending, self._pending = self._pending, []
+        for task in pending:
+            task(now)
 
     def _note_peer(self, addr: Addr, local: Addr | None, now: float) -> None:
         """An authenticated message arrived: the peer is alive and may have moved (NAT-T float)."""
@@ -796,7 +881,7 @@ class IsakmpSa:
     # ------------------------------------------------------------------ receive
 
     def _find_p1(self, h: Header) -> _Phase1 | None:
-        for p in (self._p1, self._next):
+        for p in (self._p1, self._next, self._prev):
             if p is None:
                 continue
             if not p.cky_i and not p.we_init and p.state is State.NEW:
@@ -950,7 +1035,8 @@ class IsakmpSa:
         self._emit(packet)
 
     def _p1_timeout(self, p: _Phase1, now: float) -> None:
-        self._p1_failed(p, now, 0, f"no answer in state {p.state.value}")
+        hint = TIMEOUT_HINTS.get(p.state)
+        self._p1_failed(p, now, 0, hint or f"no answer in state {p.state.value}")
 
     def _p1_failed(self, p: _Phase1, now: float, notify: int, detail: str) -> None:
         if p is self._next:
@@ -1007,7 +1093,8 @@ class IsakmpSa:
             raise _Fail(NotifyType.PAYLOAD_MALFORMED, "no SA payload")
         choice = p1props.choose_phase1(sa, self.policy.ike_proposals(self.peer))
         if choice is None:
-            raise _Fail(NotifyType.NO_PROPOSAL_CHOSEN, "no acceptable phase 1 proposal")
+            raise _Fail(NotifyType.NO_PROPOSAL_CHOSEN,
+                        f"no acceptable phase 1 proposal; received proposals: {p1props.offered_text(sa)}")
         return choice
 
     def _on_mm1(self, p: _Phase1, msg: Message, data: bytes, addr: Addr, now: float, local: Addr | None) -> None:
@@ -1036,7 +1123,7 @@ class IsakmpSa:
         sa = _first(payloads, SA)
         choice = p1props.choose_phase1(sa, p.config.proposals) if sa and p1props.is_single(sa) else None
         if choice is None or msg.header.cky_r == ZERO_COOKIE:
-            raise _Fail(NotifyType.NO_PROPOSAL_CHOSEN, "responder chose a transform we did not offer")
+            raise _Fail(NotifyType.NO_PROPOSAL_CHOSEN, _not_offered(sa))
         self.stats.messages_in += 1
         p.cky_r = msg.header.cky_r
         p.choice = choice
@@ -1192,6 +1279,12 @@ class IsakmpSa:
         self.peer = addr
         if local is not None:
             self.local = local
+        if self.options.mode is not ExchangeMode.AGGRESSIVE:
+            # AM2 carries HASH_R over the PSK before the initiator proved anything: an offline dictionary
+            # attack on the key for anyone who asks. Only a peer configured for it gets one (as the USG).
+            raise _Fail(NotifyType.INVALID_EXCHANGE_TYPE,
+                        f"aggressive mode refused: no ike peer for {addr[0]} is configured with exchange-mode "
+                        "aggressive")
         sa = _first(payloads, SA)
         choice = self._choose(p, sa)
         p.choice = choice
@@ -1234,7 +1327,7 @@ class IsakmpSa:
         sa = _first(payloads, SA)
         choice = p1props.choose_phase1(sa, p.config.proposals) if sa and p1props.is_single(sa) else None
         if choice is None or msg.header.cky_r == ZERO_COOKIE or choice.group != p.dh.group.id:
-            raise _Fail(NotifyType.NO_PROPOSAL_CHOSEN, "responder chose a transform we did not offer")
+            raise _Fail(NotifyType.NO_PROPOSAL_CHOSEN, _not_offered(sa))
         p.cky_r = msg.header.cky_r
         p.choice = choice
         p.suite = c1.Suite.from_attributes(choice.encryption, choice.key_bits, choice.hash)
@@ -1329,9 +1422,12 @@ class IsakmpSa:
         old = self._p1
         self._p1 = new
         self._next = None
+        self._prev, self._prev_until = old, now + PREV_GRACE
         self._set_lifetime(new, now)
         for q in list(self._quicks.values()):
-            if q.p1 is old and q.state is not QuickState.DONE:
+            # Ours are abandoned: the peer drops them with the old SA. The peer's finish under the old SA
+            # (its QM3 may still be on the way): it installs the pair, so must we.
+            if q.p1 is old and q.we_init and q.state is not QuickState.DONE:
                 self._abandon_quick(q, now)
         self._events.append(IkeSaRekeyed(self, (old.cky_i, old.cky_r)))
         self._send_info(old, [Delete(ProtocolId.ISAKMP, [old.spi])])
@@ -1392,6 +1488,8 @@ class IsakmpSa:
                 return
             if p is self._next:
                 self._next = None
+            elif p is self._prev:
+                self._prev = self._prev_until = None
             elif p is self._p1 and p.state is State.ESTABLISHED:
                 dep = self.options.dependent
                 self._end(now, DeleteReason.PEER_REQUEST, take_children=dep,
@@ -1399,12 +1497,18 @@ class IsakmpSa:
             return
         if d.protocol != ProtocolId.ESP or d.spi_size != 4:
             return
+        home = self._home()
         for raw in d.spis:
             spi_out = struct.unpack("!I", raw)[0]
-            child = next((c for c in self.children.values() if c.spi_out == spi_out), None)
+            pool = [*self.children.values(), *(home.children.values() if home is not self else ())]
+            child = next((c for c in pool if c.spi_out == spi_out), None)
             if child is not None:
-                was_rekeyed = child.state is ChildState.REKEYED
+                # (a pair with a live twin is the loser of a rekey collision: replaced, not to be renegotiated)
+                was_rekeyed = child.state is ChildState.REKEYED or self._twin(child) is not None
                 self._drop_child(child, DeleteReason.REKEYED if was_rekeyed else DeleteReason.PEER_REQUEST)
+                if not was_rekeyed:
+                    # More of the burst may follow (the ISAKMP SA's own Delete): a Quick Mode waits for it.
+                    self._settle_until = now + DELETE_SETTLE
 
     def _on_notify(self, p: _Phase1, n: Notify, now: float) -> None:
         t = n.notify_type
@@ -1439,8 +1543,8 @@ class IsakmpSa:
             return self._dpd_sent_at + o.dpd_retransmit
         if o.dpd_type is DpdType.PERIODIC:
             return self.last_received + o.dpd_idle
-        if self._last_outbound is not None and self._last_outbound > self.last_received:
-            return max(self.last_received + o.dpd_idle, self._last_outbound)
+        if self._sent_since_heard():
+            return max(self.last_received + o.dpd_idle, self._last_outbound or 0.0)
         return None
 
     def _dpd_tick(self, now: float) -> None:
@@ -1448,11 +1552,10 @@ class IsakmpSa:
         if due is None or due > now:
             return
         if self._dpd_outstanding:
-            if self._dpd_tries >= self.options.dpd_retries:
+            if self._dpd_tries >= max(1, self.options.dpd_retries):
                 self._end(now, DeleteReason.DPD_TIMEOUT, take_children=True, child_reason=DeleteReason.DPD_TIMEOUT,
                           tell_peer=False)
                 return
-            self._dpd_tries += 1
         else:
             self._dpd_tries = 0
         self._send_dpd(now)
@@ -1461,6 +1564,7 @@ class IsakmpSa:
         self._dpd_seq = (self._dpd_seq + 1) & 0xFFFFFFFF
         self._dpd_outstanding.add(self._dpd_seq)
         self._dpd_sent_at = now
+        self._dpd_tries += 1  # R-U-THEREs of this round
         self.stats.dpd_sent += 1
         p = self._p1
         self._send_info(p, [Notify(NotifyType.R_U_THERE, ProtocolId.ISAKMP, p.spi, struct.pack("!I", self._dpd_seq))])
@@ -1503,7 +1607,7 @@ class IsakmpSa:
         packet = self._seal_hashed(header, rest, lambda b: c1.qm_hash1(prf, key, mid, b), q.chain)
         q.state = QUICK_TRANSITIONS[(None, "send-qm1")]
         q.last_out = packet
-        q.req = self._new_retrans(packet, now, lambda t: self._quick_failed(q, t, 0, "no answer to quick mode"))
+        q.req = self._new_retrans(packet, now, lambda t: self._quick_timeout(q, t))
         self._quicks[mid] = q
         self._emit(packet)
 
@@ -1512,6 +1616,24 @@ class IsakmpSa:
         q.req = None
         self._restore_old(q, now)
         self._events.append(NegotiationFailed(self, notify, detail, child_only=True))
+
+    def _quick_timeout(self, q: _Quick, now: float) -> None:
+        """No answer to our Quick Mode: the peer lost this ISAKMP SA (its unacknowledged Delete never came)
+        or is gone. As strongSwan does, the ISAKMP SA ends with its IPsec SAs (the peer is told, in case it
+        still listens) and the owner runs Main Mode again: an auto policy after its retry delay, a
+        traffic-based one on the next packet. Without this a lone ISAKMP SA would stay for ever."""
+        self._quick_failed(q, now, 0, "no answer to quick mode: the peer has probably lost the ISAKMP SA")
+        if q.p1 is self._p1 and self.established:
+            self._end(now, DeleteReason.DPD_TIMEOUT, take_children=True, child_reason=DeleteReason.DPD_TIMEOUT,
+                      tell_peer=True)
+
+    def _qm3_timeout(self, q: _Quick, now: float) -> None:
+        """No QM3 for our QM2. The initiator installed the pair when our QM2 reached it, so if only its QM3
+        got lost it now sends into an SA we never installed: tell it to drop the pair (a Delete of the SPI
+        it sends to), and it negotiates again."""
+        self._quick_failed(q, now, 0, "no quick mode message 3")
+        if self.established and q.p1 in (self._p1, self._prev):
+            self._send_info(q.p1, [Delete(ProtocolId.ESP, [struct.pack("!I", q.spi_in)])])
 
     def _abandon_quick(self, q: _Quick, now: float) -> None:
         self._quicks.pop(q.mid, None)
@@ -1536,13 +1658,13 @@ class IsakmpSa:
             if q.p1 is not p or q.state is QuickState.DONE:
                 self.stats.dropped += 1
                 return
-        elif mid in self._info_mids:
-            self.stats.dropped += 1
+        elif mid in self._info_mids or p is self._prev:
+            self.stats.dropped += 1  # the peer starts nothing new under an ISAKMP SA we deleted
             return
         assert p.suite is not None and p.keys is not None and p.chain is not None
         fresh = q is None
         if q is None:
-            q = _Quick(mid, p, False, p.chain.fork(c1.message_iv(p.suite, p.last_block, mid)))
+            q = _Quick(mid, p, False, p.chain.fork(c1.message_iv(p.suite, p.last_block, mid)), started=now)
         iv_before = q.chain.iv
         try:
             payloads, plain = self._open(q.chain, msg)
@@ -1635,7 +1757,8 @@ class IsakmpSa:
         choice = p1props.choose_esp(sa, cfg.proposals, transport=cfg.mode is Mode.TRANSPORT,
                                     nat=self.udp_encap, pfs=pfs)
         if choice is None:
-            raise _Fail(NotifyType.NO_PROPOSAL_CHOSEN, "no acceptable ESP transform")
+            raise _Fail(NotifyType.NO_PROPOSAL_CHOSEN,
+                        f"no acceptable ESP transform; received proposals: {p1props.offered_text(sa)}")
         q.cfg, q.choice, q.ni = cfg, choice, nonce.data
         q.nr = self._rng(NONCE_SIZE)
         q.spi_out = struct.unpack("!I", choice.spi)[0]
@@ -1663,7 +1786,7 @@ class IsakmpSa:
         q.state = QUICK_TRANSITIONS[(None, "qm1")]
         q.last_out = packet
         # QM3 is the initiator's and unanswered: we repeat QM2 until it arrives.
-        q.req = self._new_retrans(packet, now, lambda t: self._quick_failed(q, t, 0, "no quick mode message 3"))
+        q.req = self._new_retrans(packet, now, lambda t: self._qm3_timeout(q, t))
         self._emit(packet)
 
     def _complete_qm2(self, q: _Quick, payloads: list[Payload], now: float) -> None:
@@ -1678,7 +1801,7 @@ class IsakmpSa:
         choice = p1props.choose_esp(sa, q.cfg.proposals, transport=q.cfg.mode is Mode.TRANSPORT,
                                     nat=self.udp_encap, pfs=group)
         if choice is None or len(choice.spi) != 4:
-            raise _Fail(NotifyType.NO_PROPOSAL_CHOSEN, "responder chose a transform we did not offer")
+            raise _Fail(NotifyType.NO_PROPOSAL_CHOSEN, _not_offered(sa))
         ids = [x for x in payloads if isinstance(x, Identification)]
         if ids:
             sent = [p1props.ts_to_id(q.ts_local[0]), p1props.ts_to_id(q.ts_remote[0])]
@@ -1710,7 +1833,7 @@ class IsakmpSa:
         q.done_at = now
         self._emit(packet)
         self._install(q, now)
-        if q.old is not None and q.old.spi_in in self.children:
+        if q.old is not None and q.old.state is ChildState.REKEYED:
             self._retire_rekeyed(q.old, now)
 
     def _install(self, q: _Quick, now: float) -> ChildSa:
@@ -1733,24 +1856,53 @@ class IsakmpSa:
         child = ChildSa(q.spi_in, q.spi_out, cfg, encr, integ, km_in[:cut], km_in[cut:], km_out[:cut],
                         km_out[cut:], list(q.ts_local), list(q.ts_remote), mode, q.we_init, now, rekey_at,
                         now + q.life, dh=choice.group, udp_encap=choice.udp)
-        old = q.old if q.old is not None and self.children.get(q.old.spi_in) is q.old else None
+        home = self._home()
+        pool = [*self.children.values(), *(home.children.values() if home is not self else ())]
+        old = q.old if q.old is not None and any(c is q.old for c in pool) else None
         if old is None and not q.we_init:
-            # The peer's rekey: a pair for the same policy and selectors replaces the installed one.
-            old = next((c for c in self.children.values() if c.state is ChildState.INSTALLED
+            # The peer's rekey: a pair for the same policy and selectors replaces the installed one, unless
+            # that pair did not exist yet when the peer's Quick Mode began (our own rekey of the same pair
+            # crossed it): then both new pairs live for now, see _twin.
+            old = next((c for c in pool if c.state in (ChildState.INSTALLED, ChildState.REKEYING)
                         and c.config.name == q.cfg.name and c.config.seq == q.cfg.seq
-                        and c.ts_local == child.ts_local and c.ts_remote == child.ts_remote), None)
+                        and c.ts_local == child.ts_local and c.ts_remote == child.ts_remote
+                        and c.created < q.started), None)
         if old is not None:
             old.state = ChildState.REKEYED
             old.rekey_at = None
-        self.children[child.spi_in] = child
-        self._events.append(ChildSaEstablished(self, child, old))
+        home.children[child.spi_in] = child
+        self._events.append(ChildSaEstablished(home, child, old))
         return child
+
+    def _twin(self, child: ChildSa) -> ChildSa | None:
+        """Another live pair for the same policy and selectors: both ends rekeyed the same pair at once (IKEv1
+        Quick Mode has no collision rule), or a Quick Mode crossed a peer's rekey. Two pairs both work; at
+        the first rekey time of either, both ends keep the one with the larger :func:`_pair_key` and delete
+        the other, so duplicates never multiply."""
+        home = self._home()
+        pool = [*self.children.values(), *(home.children.values() if home is not self else ())]
+        return next((c for c in pool if c is not child and c.state in (ChildState.INSTALLED, ChildState.REKEYING)
+                     and c.config.name == child.config.name and c.config.seq == child.config.seq
+                     and c.ts_local == child.ts_local and c.ts_remote == child.ts_remote), None)
 
     def _retire_rekeyed(self, old: ChildSa, now: float) -> None:
         """Make-before-break finished: drop the replaced pair and tell the peer."""
         self._drop_child(old, DeleteReason.REKEYED)
-        if self.established:
-            self._send_info(self._p1, [Delete(ProtocolId.ESP, [struct.pack("!I", old.spi_in)])])
+        home = self._home()
+        if home.established:
+            # (sent from here with the keys of the SA that holds the pair: the owner drains only this object)
+            self._send_info(home._p1, [Delete(ProtocolId.ESP, [struct.pack("!I", old.spi_in)])])
+
+
+def _pair_key(child: ChildSa) -> int:
+    """The same number on both ends for one IPsec SA pair (our inbound SPI is the peer's outbound)."""
+    return min(child.spi_in, child.spi_out)
+
+
+def _not_offered(sa: SA | None) -> str:
+    """Why an initiator refuses the responder's answer, with what it answered."""
+    return "responder chose a transform we did not offer; received proposals: " + (
+        p1props.offered_text(sa) if sa is not None else "none")
 
 
 def _parse_lifetime(data: bytes) -> tuple[int | None, int | None]:

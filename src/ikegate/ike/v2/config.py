@@ -67,7 +67,15 @@ class IkeSaConfig:
     lifetime: float = 86400.0
     retransmit_base: float = 1.0
     retransmit_tries: int = 5
+    #: DPD idle time: probe a peer heard from (IKE or ESP) longer ago than this; None: no DPD. Periodic
+    #: DPD probes whenever the peer is idle; on-demand (the USG default) only when we also sent ESP since.
     dpd_interval: float | None = 30.0
+    dpd_on_demand: bool = False
+    #: A DPD round is ``dpd_retries`` INFORMATIONAL transmissions ``dpd_retransmit`` seconds apart (the
+    #: USG ``dpd retransmit-interval`` / ``retry-limit``); unanswered ``dpd_retries * dpd_retransmit``
+    #: seconds after the first, the peer is dead. None: the generic exponential retransmission.
+    dpd_retransmit: float | None = None
+    dpd_retries: int | None = None
     nat_traversal: bool = True
     ike_port: int = 500
     natt_port: int = 4500

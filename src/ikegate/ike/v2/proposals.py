@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from ikegate.ike.crypto import EncrAlg, UnsupportedTransform, encr_alg
 from ikegate.ike.v2.config import EspProposalSpec, IkeProposalSpec
-from ikegate.ike.wire.registry import DhId, EsnId, IntegId, ProtocolId, TransformType
+from ikegate.ike.wire.registry import DhId, EncrId, EsnId, IntegId, PrfId, ProtocolId, Registry, TransformType
 from ikegate.ike.wire.v2 import SA, Proposal, Transform
 
 
@@ -157,3 +157,34 @@ def is_single(sa: SA) -> bool:
         return False
     types = [t.type for t in sa.proposals[0].transforms]
     return len(types) == len(set(types))
+
+
+# ------------------------------------------------------------------------- received proposals, as text
+
+_NAMES: dict[int, tuple[type[Registry], str]] = {
+    TransformType.ENCR: (EncrId, ""), TransformType.PRF: (PrfId, "PRF_"), TransformType.INTEG: (IntegId, ""),
+    TransformType.DH: (DhId, ""), TransformType.ESN: (EsnId, ""),
+}
+
+
+def transform_text(ttype: int, tid: int, bits: int | None = None) -> str:
+    """One transform as strongSwan names it in its logs (``AES_CBC_256``, ``PRF_HMAC_SHA2_256``)."""
+    registry, prefix = _NAMES.get(ttype, (TransformType, f"T{ttype}_"))
+    name = prefix + registry.text(tid)
+    return f"{name}_{bits}" if bits else name
+
+
+def suite_text(protocol: int, transforms: list[tuple[int, int, int | None]]) -> str:
+    """``IKE:AES_CBC_256/HMAC_SHA2_256_128/PRF_HMAC_SHA2_256/MODP_2048``: one proposal on one line, as in
+    strongSwan's "received proposals" (the operator compares it with what the other end shows)."""
+    label = "IKE" if protocol == ProtocolId.IKE else ProtocolId.text(protocol)
+    order: dict[int, int] = {TransformType.ENCR: 0, TransformType.INTEG: 1, TransformType.PRF: 2, TransformType.DH: 3}
+    ordered = sorted(transforms, key=lambda t: order.get(t[0], 9))
+    return f"{label}:" + "/".join(transform_text(*t) for t in ordered if (t[0], t[1]) != (TransformType.INTEG, 0))
+
+
+def offered_text(offered: SA) -> str:
+    """Every proposal of a peer's SA payload, for the log line of a NO_PROPOSAL_CHOSEN."""
+    return ", ".join(suite_text(p.protocol, [(t.type, t.id, t.key_length) for t in p.transforms])
+                     for p in offered.proposals) or "none"
+

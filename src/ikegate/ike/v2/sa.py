@@ -15,8 +15,11 @@ Design choices worth knowing:
   retires until the old SA's Delete has been exchanged. Child SAs stay attached to the object.
 * A local delete reports the SA as gone at once (the SA database and the policy react immediately), and
   the Delete exchange then finishes in the background; :attr:`finished` tells the owner when to drop it.
-* Rekey collisions are answered with TEMPORARY_FAILURE and retried after a random back-off instead of
-  running the nonce comparison of §2.8.1; the outcome is the same single surviving SA.
+* Rekey collisions are resolved as RFC 7296 §2.8.1/§2.8.2 say: both exchanges complete, and the SA
+  created by the exchange holding the lowest of the four nonces is redundant and deleted by its
+  initiator (who leaves the replaced SA to the other side). TEMPORARY_FAILURE is kept for what §2.25
+  keeps it for: rekeying a pair that is being deleted or was already replaced, and Child SA work while
+  an IKE SA rekey is under way.
 """
 
 from __future__ import annotations
@@ -58,9 +61,10 @@ from ikegate.ike.events import (
     InitialContact,
     NegotiationFailed,
 )
+from ikegate.ike.liveness import EspLiveness
 from ikegate.ike.v2 import proposals as props
 from ikegate.ike.v2 import ts as tsmod
-from ikegate.ike.v2.child import ChildSa, ChildState
+from ikegate.ike.v2.child import ChildSa, ChildState, soft_lifetime
 from ikegate.ike.v2.config import Addr, ChildSaConfig, IkeSaConfig, Mode, ResponderPolicy
 from ikegate.ike.v2.protect import SkContext, open_sk, seal
 from ikegate.ike.wire.registry import (
@@ -164,6 +168,7 @@ class _Request:
     deadline: float
     tries: int = 0
     max_tries: int = 0
+    interval: float = 0.0  # fixed retransmission interval (DPD); 0: exponential from retransmit_base
 
 
 @dataclass(slots=True)
@@ -182,6 +187,7 @@ class _Gen:
     peer_mid: int = 0
     cached_mid: int = -1
     cached: bytes = b""
+    cached_for: bytes = b""  # digest of the whole request ``cached`` answers (see _request_digest)
     req: _Request | None = None
 
     @property
@@ -196,6 +202,12 @@ class Stats:
     retransmits: int = 0
     dropped: int = 0
     auth_failures: int = 0
+
+
+def _request_digest(data: bytes) -> bytes:
+    """What identifies a retransmitted request: a digest of the whole message, so only the peer's own
+    bytes (never a header copied onto garbage) bring back a cached answer, without keeping the request."""
+    return hashlib.blake2b(data, digest_size=16).digest()
 
 
 def _random_spi(rng: Callable[[int], bytes]) -> int:
@@ -222,7 +234,7 @@ def id_payload_for(addr: str) -> tuple[int, bytes]:
     return (1 if ip.version == 4 else 5, ip.packed)
 
 
-class IkeSa:
+class IkeSa(EspLiveness):
     """One IKEv2 IKE SA with its Child SAs."""
 
     # Slots: a gateway holds tens of thousands of these; per-instance dicts would double their size.
@@ -230,6 +242,7 @@ class IkeSa:
         "__weakref__",
         "_after_answer",
         "_alloc_spi",
+        "_closing",
         "_deadline_negotiation",
         "_dh",
         "_events",
@@ -237,6 +250,8 @@ class IkeSa:
         "_first_child",
         "_first_child_spi",
         "_gen",
+        "_ike_collision",
+        "_ike_rekey",
         "_init_payloads",
         "_init_req",
         "_init_request",
@@ -260,7 +275,6 @@ class IkeSa:
         "handle",
         "initial_contact",
         "initiator",
-        "last_received",
         "local",
         "nat_local",
         "nat_remote",
@@ -310,6 +324,12 @@ class IkeSa:
         self._out: list[tuple[bytes, Addr, Addr]] = []
         self._gen: _Gen | None = None
         self._retiring: list[_Gen] = []
+        #: Our IKE SA rekey in flight (its nonce), and the generation a crossing rekey by the peer made
+        #: meanwhile with that exchange's lowest nonce (RFC 7296 §2.8.2): our answer decides between them.
+        self._ike_rekey: bytes | None = None
+        self._ike_collision: tuple[_Gen, bytes] | None = None
+        #: Child SAs whose Delete is on its way, by the SPI the peer names them with (our outbound one).
+        self._closing: dict[int, ChildSa] = {}
         self._tasks: list[Callable[[float], None]] = []
         self._spi_i = rng(8) if initiator else b""
         self._spi_r = b"" if initiator else rng(8)
@@ -328,6 +348,7 @@ class IkeSa:
         self._expire_at: float | None = None
         self._after_answer: Callable[[float], None] | None = None
         self._last_sent = now
+        self._last_outbound: float | None = None
 
     # ------------------------------------------------------------------ public properties
 
@@ -397,8 +418,8 @@ class IkeSa:
         if self.nat_local and self.state is State.ESTABLISHED:
             times.append(self._last_sent + KEEPALIVE_INTERVAL)
         if self.state is State.ESTABLISHED:
-            if self.config and self.config.dpd_interval and not self._busy():
-                times.append(self.last_received + self.config.dpd_interval)
+            if (dpd := self._dpd_due()) is not None:
+                times.append(dpd)
             for child in self.children.values():
                 if child.state is ChildState.INSTALLED and child.rekey_at is not None:
                     times.append(child.rekey_at)
@@ -429,8 +450,7 @@ class IkeSa:
         for child in list(self.children.values()):
             if now >= child.expire_at and child.state is not ChildState.DELETING:
                 self.delete_child(child, now, DeleteReason.PHASE2_HARD_EXPIRY)
-        cfg = self.config
-        if cfg and cfg.dpd_interval and now >= self.last_received + cfg.dpd_interval and not self._busy():
+        if (dpd := self._dpd_due()) is not None and now >= dpd:
             self.liveness_check(now)
         if self.nat_local and now >= self._last_sent + KEEPALIVE_INTERVAL:
             self._last_sent = now
@@ -476,11 +496,41 @@ class IkeSa:
         self._queue(lambda t: self._send_create_child(child.config, child, t), now)
 
     def rekey_ike(self, now: float) -> None:
-        self._queue(self._send_rekey_ike, now)
+        gen = self._gen
+        # If the peer rekeys first, this generation is gone by the time the task runs: nothing to do.
+        self._queue(lambda t: self._send_rekey_ike(t) if self._gen is gen else None, now)
 
     def liveness_check(self, now: float) -> None:
         """An empty INFORMATIONAL request (DPD); an unanswered one kills the SA with ``dpd timeout``."""
-        self._queue(lambda t: self._send_request(ExchangeType.INFORMATIONAL, [], lambda p, n: None, None, t), now)
+        self._queue(self._send_liveness, now)
+
+    @property
+    def awaits_outbound(self) -> bool:
+        """On-demand DPD with nothing sent since the peer was last heard: only the next ESP packet out
+        can make a probe due, so the owner should tell us about it (the engine has no timer for it)."""
+        cfg = self.config
+        return (self.state is State.ESTABLISHED and cfg is not None and bool(cfg.dpd_interval)
+                and cfg.dpd_on_demand and not self._sent_since_heard())
+
+    def _dpd_due(self) -> float | None:
+        """When the next DPD probe is due: after ``dpd_interval`` of silence from the peer, and for
+        on-demand DPD only if we sent ESP since we last heard from it. None while another exchange is
+        outstanding: its own retransmissions detect a dead peer."""
+        cfg = self.config
+        if cfg is None or not cfg.dpd_interval or self.state is not State.ESTABLISHED or self._busy():
+            return None
+        if cfg.dpd_on_demand and not self._sent_since_heard():
+            return None
+        return self.last_received + cfg.dpd_interval
+
+    def _send_liveness(self, now: float) -> None:
+        self._send_request(ExchangeType.INFORMATIONAL, [], lambda p, n: None, None, now)
+        cfg, gen = self.config, self._gen
+        if cfg and cfg.dpd_retransmit and cfg.dpd_retries and gen is not None and gen.req is not None:
+            # The DPD schedule instead of the exponential one: dpd_retries sends, dpd_retransmit apart.
+            gen.req.interval = cfg.dpd_retransmit
+            gen.req.deadline = now + cfg.dpd_retransmit
+            gen.req.max_tries = cfg.dpd_retries - 1
 
     def delete_child(self, child: ChildSa, now: float, reason: DeleteReason = DeleteReason.MANUAL) -> None:
         """Report the Child SA gone now and tell the peer with a Delete of our inbound SPI."""
@@ -489,9 +539,8 @@ class IkeSa:
         child.state = ChildState.DELETING
         self._drop_child(child, reason)
         if self.state is State.ESTABLISHED:
-            spi = struct.pack("!I", child.spi_in)
-            self._queue(lambda t: self._send_request(
-                ExchangeType.INFORMATIONAL, [Delete(ProtocolId.ESP, [spi])], lambda p, n: None, None, t), now)
+            self._closing[child.spi_out] = child
+            self._queue(lambda t: self._send_child_delete(child, t), now)
 
     def delete(self, now: float, reason: DeleteReason = DeleteReason.MANUAL) -> None:
         """Report the IKE SA and its children gone now, then send the Delete and wait for its answer."""
@@ -579,7 +628,8 @@ class IkeSa:
             return
         chosen = props.choose_ike(sa, self.policy.ike_proposals(self.peer))
         if chosen is None:
-            self._answer_init_error(h, NotifyType.NO_PROPOSAL_CHOSEN, b"", now)
+            self._answer_init_error(h, NotifyType.NO_PROPOSAL_CHOSEN, b"", now,
+                                    f"no acceptable IKE proposal; received proposals: {props.offered_text(sa)}")
             return
         if chosen.dh != ke.group:
             assert chosen.dh is not None
@@ -612,11 +662,11 @@ class IkeSa:
         self._move(Trigger.INIT_REQUEST)
         self._emit(self._init_response)
 
-    def _answer_init_error(self, h: Header, notify: int, data: bytes, now: float) -> None:
+    def _answer_init_error(self, h: Header, notify: int, data: bytes, now: float, detail: str = "") -> None:
         """Stateless refusal of an IKE_SA_INIT request (the responder SPI stays zero)."""
         header = Header(h.spi_i, bytes(8), 0, ExchangeType.IKE_SA_INIT, _FLAG_R, 0)
         self._emit(encode_message(header, [Notify(notify, data=data)]))
-        self._fail(now, notify, f"refused IKE_SA_INIT: {NotifyType.text(notify)}")
+        self._fail(now, notify, f"refused IKE_SA_INIT: {detail or NotifyType.text(notify)}")
 
     def _on_init_response(self, msg: Message, data: bytes, now: float) -> None:
         assert self.config is not None
@@ -644,7 +694,8 @@ class IkeSa:
             return
         chosen = props.choose_ike(sa, self.config.proposals) if props.is_single(sa) else None
         if chosen is None or self._dh is None or chosen.dh != ke.group or ke.group != self._dh.group.id:
-            self._fail(now, NotifyType.NO_PROPOSAL_CHOSEN, "responder chose a proposal we did not offer")
+            self._fail(now, NotifyType.NO_PROPOSAL_CHOSEN, "responder chose a proposal we did not offer; "
+                       f"received proposals: {props.offered_text(sa)}")
             return
         g_ir = self._dh.shared(ke.data)
         self._init_req = None
@@ -682,6 +733,7 @@ class IkeSa:
         integ = integ_alg(chosen.integ) if chosen.integ is not None else None
         ni, nr = nonces or (self._ni, self._nr)
         spi_i, spi_r = spis or (self._spi_i, self._spi_r)
+        first = seed is None  # keyed from IKE_SA_INIT, not from a rekey's CREATE_CHILD_SA
         if seed is None:
             seed = skeyseed(prf, ni, nr, g_ir)
         keys = derive_ike_keys(prf, encr, integ, seed, ni, nr, spi_i, spi_r)
@@ -689,11 +741,11 @@ class IkeSa:
         ctx_r = SkContext.build(encr, integ, keys.sk_er, keys.sk_ar)
         gen = _Gen(spi_i, spi_r, we_init, prf, keys,
                    out=ctx_i if we_init else ctx_r, inp=ctx_r if we_init else ctx_i, chosen=chosen)
-        if self._gen is None:
+        if first:
             # The IKE_SA_INIT exchange used message ID 0 of the initiator's request window (RFC 7296
             # §2.2): its next request, IKE_AUTH, is ID 1, and that is what the responder must expect. The
-            # responder's own request window is untouched and starts at 0. (A rekeyed IKE SA starts both
-            # windows at 0, so this applies only to the first generation.)
+            # responder's own request window is untouched and starts at 0. A rekeyed IKE SA "MUST reset
+            # its message counters to 0" (§2.18) in both windows: the dataclass defaults.
             gen.next_mid, gen.peer_mid = (1, 0) if we_init else (0, 1)
             self._gen = gen
         return gen
@@ -827,8 +879,7 @@ class IkeSa:
         life = self.config.lifetime
         self._expire_at = now + life
         # The initiator rekeys first; the responder only if the initiator has not (fewer collisions).
-        frac = 0.9 if self.is_initiator else 0.95
-        self._rekey_at = now + life * frac - self._jitter(life * 0.03)
+        self._rekey_at = now + soft_lifetime(life, self.is_initiator, self._rng)
 
     def _jitter(self, span: float) -> float:
         return span * int.from_bytes(self._rng(2), "big") / 65535.0
@@ -837,8 +888,7 @@ class IkeSa:
 
     def _child_lifetimes(self, cfg: ChildSaConfig, initiator: bool, now: float) -> tuple[float | None, float]:
         life = cfg.lifetime
-        frac = 0.9 if initiator else 0.95
-        return now + life * frac - self._jitter(life * 0.03), now + life
+        return now + soft_lifetime(life, initiator, self._rng), now + life
 
     def _complete_child(self, cfg: ChildSaConfig, payloads: list[Payload], spi_in: int, old: ChildSa | None,
                         ni: bytes, nr: bytes, dh: DhKey | None, now: float) -> ChildSa:
@@ -851,7 +901,8 @@ class IkeSa:
             raise _Fail(NotifyType.INVALID_SYNTAX, detail="Child SA answer incomplete")
         chosen = props.choose_esp(sa, cfg.proposals, skip_dh=dh is None)
         if chosen is None or len(chosen.spi) != 4:
-            raise _Fail(NotifyType.NO_PROPOSAL_CHOSEN, detail="responder chose an ESP proposal we did not offer")
+            raise _Fail(NotifyType.NO_PROPOSAL_CHOSEN, detail="responder chose an ESP proposal we did not offer; "
+                        f"received proposals: {props.offered_text(sa)}")
         if not tsmod.all_within(tsi.selectors, cfg.local_ts) or not tsmod.all_within(tsr.selectors, cfg.remote_ts):
             raise _Fail(NotifyType.TS_UNACCEPTABLE, detail="responder widened the traffic selectors")
         g_ir = None
@@ -886,7 +937,8 @@ class IkeSa:
             raise _Fail(NotifyType.TS_UNACCEPTABLE, detail="no policy matches the proposed traffic selectors")
         chosen = props.choose_esp(sa, cfg.proposals, skip_dh=in_auth)
         if chosen is None:
-            raise _Fail(NotifyType.NO_PROPOSAL_CHOSEN, detail="no acceptable ESP proposal")
+            raise _Fail(NotifyType.NO_PROPOSAL_CHOSEN,
+                        detail=f"no acceptable ESP proposal; received proposals: {props.offered_text(sa)}")
         g_ir = None
         my_ke: KE | None = None
         if chosen.dh is not None:
@@ -910,7 +962,7 @@ class IkeSa:
         child = self._make_child(cfg, chosen, spi_in, struct.unpack("!I", chosen.spi)[0], ni, nr, g_ir,
                                  we_init=False, ts_local=ts_r, ts_remote=ts_i,
                                  mode=Mode.TRANSPORT if transport else Mode.TUNNEL, now=now)
-        self._add_child(child, old)
+        self._add_child(child, old, lowest=min(ni, nr))
         out: list[Payload] = [SA([chosen.to_proposal(ProtocolId.ESP, struct.pack("!I", spi_in))])]
         if not in_auth:
             out.append(Nonce(nr))
@@ -936,20 +988,34 @@ class IkeSa:
         return ChildSa(spi_in, spi_out, cfg, encr, integ, ein, iin, eout, iout, list(ts_local), list(ts_remote),
                        mode, we_init, now, rekey_at, expire_at, dh=chosen.dh, udp_encap=self.udp_encap)
 
-    def _add_child(self, child: ChildSa, old: ChildSa | None) -> None:
+    def _add_child(self, child: ChildSa, old: ChildSa | None, lowest: bytes = b"") -> None:
+        """Install ``child``; ``lowest`` is the lowest nonce of the exchange that made it (responder side)."""
         self.children[child.spi_in] = child
         if old is not None:
-            old.state = ChildState.REKEYED
-            old.rekey_at = None
+            if not child.initiator and old.state is ChildState.REKEYING:
+                # The peer's rekey crossed ours (§2.8.1): both pairs live until our own exchange ends
+                # and compares the nonces; until then ``old`` stays ours to rekey.
+                old.collision = (child, lowest)
+            else:
+                old.state = ChildState.REKEYED
+                old.rekey_at = None
         self._events.append(ChildSaEstablished(self, child, old))
 
     def _drop_child(self, child: ChildSa, reason: DeleteReason) -> None:
         if self.children.pop(child.spi_in, None) is not None:
             self._events.append(ChildSaDeleted(self, child, reason))
+            redundant = child.redundant
+            if redundant is not None and redundant.spi_in in self.children:
+                # §2.8.1 loser: the replaced pair is gone (normally by the peer's Delete, after which the
+                # peer no longer sends on our redundant pair): now ours goes too.
+                self._delete_rekeyed(redundant)
 
     def _send_create_child(self, cfg: ChildSaConfig, old: ChildSa | None, now: float, group: int | None = None,
                            retries: int = 0) -> None:
         if self.state is not State.ESTABLISHED or (old is not None and old.spi_in not in self.children):
+            return
+        if old is not None and old.collision is not None:
+            self._replaced_by_peer(old)  # the peer rekeyed it before our request left: theirs stands
             return
         pfs = [g for p in cfg.proposals for g in p.dh]
         if group is None and pfs:
@@ -974,6 +1040,9 @@ class IkeSa:
             for n in resp:
                 if not isinstance(n, Notify) or not NotifyType.is_error(n.notify_type):
                     continue
+                if old is not None and old.collision is not None:
+                    self._replaced_by_peer(old)  # refused, but the peer's crossing rekey replaced it
+                    return
                 if n.notify_type == NotifyType.INVALID_KE_PAYLOAD and len(n.data) == 2 and retries < 2:
                     want = struct.unpack("!H", n.data)[0]
                     if want in pfs:
@@ -994,13 +1063,28 @@ class IkeSa:
             try:
                 if nr is None:
                     raise _Fail(NotifyType.INVALID_SYNTAX, detail="CREATE_CHILD_SA answer without nonce")
-                self._complete_child(cfg, resp, spi_in, old, ni, nr, dh, t)
+                new = self._complete_child(cfg, resp, spi_in, old, ni, nr, dh, t)
             except (_Fail, CryptoError) as exc:
                 notify = exc.notify if isinstance(exc, _Fail) else NotifyType.INVALID_SYNTAX
                 self._events.append(NegotiationFailed(self, notify, str(exc), child_only=True))
+                if old is not None and old.collision is not None:
+                    self._replaced_by_peer(old)
                 return
-            if old is not None:
-                self._delete_rekeyed(old, t)
+            if old is None:
+                return
+            if old.collision is not None and min(ni, nr) < old.collision[1]:
+                # §2.8.1: our exchange holds the lowest of the four nonces, so the pair we just made is the
+                # redundant one and ours to delete; the peer, whose pair survives, deletes ``old``. The peer
+                # may still be sending on ours until our answer reaches it: delete it after its Delete.
+                if old.spi_in in self.children:
+                    new.rekey_at = None
+                    old.redundant = new
+                else:
+                    self._delete_rekeyed(new)  # its Delete overtook our answer: it is done with ours
+            else:
+                if old.collision is not None:
+                    self._replaced_by_peer(old.collision[0])  # theirs is redundant: the peer deletes it
+                self._delete_rekeyed(old)  # ours survives (alone, or it won): we delete the old pair
 
         self._send_request(ExchangeType.CREATE_CHILD_SA, payloads, on_response, None, now)
 
@@ -1008,12 +1092,28 @@ class IkeSa:
                             now: float) -> None:
         self._send_create_child(cfg, old, now, group, retries)
 
-    def _delete_rekeyed(self, old: ChildSa, now: float) -> None:
-        """After make-before-break: drop the replaced pair and tell the peer."""
+    def _replaced_by_peer(self, old: ChildSa) -> None:
+        """``old`` was replaced (or lost a §2.8.1 comparison) and the peer will delete it: no rekey, and
+        its Delete is reported as a rekey, not as a loss."""
+        old.state = ChildState.REKEYED
+        old.rekey_at = None
+
+    def _delete_rekeyed(self, old: ChildSa) -> None:
+        """After make-before-break (or a lost §2.8.1 collision): drop the replaced (or redundant) pair and
+        tell the peer."""
         self._drop_child(old, DeleteReason.REKEYED)
-        spi = struct.pack("!I", old.spi_in)
-        self._tasks.insert(0, lambda t: self._send_request(
-            ExchangeType.INFORMATIONAL, [Delete(ProtocolId.ESP, [spi])], lambda p, n: None, None, t))
+        self._closing[old.spi_out] = old
+        self._tasks.insert(0, lambda t: self._send_child_delete(old, t))
+
+    def _send_child_delete(self, child: ChildSa, now: float) -> None:
+        """The Delete of our inbound SPI. From the local delete until this is answered the pair is in
+        :attr:`_closing`, so that a rekey of it by the peer gets TEMPORARY_FAILURE (RFC 7296 §2.25.1), not
+        CHILD_SA_NOT_FOUND."""
+        def answered(payloads: list[Payload], t: float) -> None:
+            self._closing.pop(child.spi_out, None)
+
+        self._send_request(ExchangeType.INFORMATIONAL, [Delete(ProtocolId.ESP, [struct.pack("!I", child.spi_in)])],
+                           answered, None, now)
 
     def _schedule_rekeys(self, now: float) -> None:
         for child in list(self.children.values()):
@@ -1036,8 +1136,17 @@ class IkeSa:
                                    Nonce(ni), KE(group, dh.public)]
 
         def on_response(resp: list[Payload], t: float) -> None:
+            self._ike_rekey = None
+            theirs, self._ike_collision = self._ike_collision, None
+
+            def failed(retry_in: float) -> None:
+                if theirs is not None:
+                    self._make_current(old, theirs[0], t)  # ours failed, but the peer's crossing rekey stands
+                else:
+                    self._rekey_at = t + retry_in
+
             if any(isinstance(n, Notify) and NotifyType.is_error(n.notify_type) for n in resp):
-                self._rekey_at = t + 2.0 + self._jitter(3.0)  # collision or refusal: try again a bit later
+                failed(2.0 + self._jitter(3.0))  # refusal (busy peer): try again a bit later
                 return
             sa = next((p for p in resp if isinstance(p, SA)), None)
             ke = next((p for p in resp if isinstance(p, KE)), None)
@@ -1045,27 +1154,41 @@ class IkeSa:
             assert self.config is not None
             chosen = props.choose_ike(sa, self.config.proposals) if sa and props.is_single(sa) else None
             if chosen is None or ke is None or nr is None or chosen.dh != ke.group or len(chosen.spi) != 8:
-                self._rekey_at = t + 10.0
+                failed(10.0)
                 return
             try:
                 g_ir = dh.shared(ke.data) if ke.group == group else None
             except CryptoError:
                 g_ir = None
             if g_ir is None:
-                self._rekey_at = t + 10.0
+                failed(10.0)
                 return
-            self._switch_gen(old, chosen, g_ir, ni, nr, (new_spi, chosen.spi), we_init=True, now=t)
+            new = self._derive_gen(old, chosen, g_ir, ni, nr, (new_spi, chosen.spi), we_init=True)
+            if theirs is not None and min(ni, nr) < theirs[1]:
+                # §2.8.2: our exchange holds the lowest nonce: the SA we made is redundant and ours to delete;
+                # the peer's survives and the peer deletes the old one.
+                self._retiring.append(new)
+                self._make_current(old, theirs[0], t)
+                self._send_request_on(new, ExchangeType.INFORMATIONAL, [Delete(ProtocolId.IKE, [])],
+                                      lambda p, n: self._retire(new), lambda n: self._retire(new), t, max_tries=3)
+                return
+            self._make_current(old, new, t)  # ours survives (alone, or it won): we delete the old SA
             old.req = None
             self._send_request_on(old, ExchangeType.INFORMATIONAL, [Delete(ProtocolId.IKE, [])],
                                   lambda p, n: self._retire(old), lambda n: self._retire(old), t, max_tries=3)
 
         self._send_request(ExchangeType.CREATE_CHILD_SA, payloads, on_response, None, now)
+        self._ike_rekey = ni
+
+    def _rekeying_ike(self) -> bool:
+        return self._ike_rekey is not None
 
     def _answer_rekey_ike(self, payloads: list[Payload], now: float) -> list[Payload]:
         assert self.config is not None and self._gen is not None
         old = self._gen
-        if old.req is not None and old.req.exchange == ExchangeType.CREATE_CHILD_SA:
-            raise _Fail(NotifyType.TEMPORARY_FAILURE, detail="rekey collision")
+        if old.req is not None and old.req.exchange == ExchangeType.CREATE_CHILD_SA and not self._rekeying_ike():
+            # §2.25.2: our Child SA exchange under way would be keyed from an SK_d that is going away.
+            raise _Fail(NotifyType.TEMPORARY_FAILURE, detail="Child SA exchange under way")
         sa = next((p for p in payloads if isinstance(p, SA)), None)
         ke = next((p for p in payloads if isinstance(p, KE)), None)
         nonce = next((p for p in payloads if isinstance(p, Nonce)), None)
@@ -1073,7 +1196,8 @@ class IkeSa:
             raise _Fail(NotifyType.INVALID_SYNTAX, detail="IKE rekey request incomplete")
         chosen = props.choose_ike(sa, self.config.proposals)
         if chosen is None or len(chosen.spi) != 8:
-            raise _Fail(NotifyType.NO_PROPOSAL_CHOSEN, detail="no acceptable IKE proposal for rekey")
+            raise _Fail(NotifyType.NO_PROPOSAL_CHOSEN,
+                        detail=f"no acceptable IKE proposal for rekey; received proposals: {props.offered_text(sa)}")
         assert chosen.dh is not None
         if chosen.dh != ke.group:
             raise _Fail(NotifyType.INVALID_KE_PAYLOAD, struct.pack("!H", chosen.dh))
@@ -1086,18 +1210,32 @@ class IkeSa:
         new_spi = self._rng(8)
         answer: list[Payload] = [SA([chosen.to_proposal(ProtocolId.IKE, new_spi)]), Nonce(nr),
                                  KE(chosen.dh, mine.public)]
-        # Switch after this answer is sealed under the old keys (see _on_request).
-        self._after_answer = lambda t: self._switch_gen(old, chosen, g_ir, nonce.data, nr, (chosen.spi, new_spi),
-                                                        we_init=False, now=t)
+        def after(t: float) -> None:
+            # Switch after this answer is sealed under the old keys (see _on_request).
+            new = self._derive_gen(old, chosen, g_ir, nonce.data, nr, (chosen.spi, new_spi), we_init=False)
+            if self._rekeying_ike():
+                # §2.8.2: our own rekey crosses this one; the answer to ours decides which SA survives.
+                self._retiring.append(new)
+                self._ike_collision = (new, min(nonce.data, nr))
+            else:
+                self._make_current(old, new, t)
+
+        self._after_answer = after
         return answer
 
-    def _switch_gen(self, old: _Gen, chosen: props.Chosen, g_ir: bytes, ni: bytes, nr: bytes,
-                    spis: tuple[bytes, bytes], *, we_init: bool, now: float) -> None:
+    def _derive_gen(self, old: _Gen, chosen: props.Chosen, g_ir: bytes, ni: bytes, nr: bytes,
+                    spis: tuple[bytes, bytes], *, we_init: bool) -> _Gen:
+        """The generation a rekey of ``old`` keyed (RFC 7296 §2.18), not yet in use."""
         seed = rekey_skeyseed(old.prf, old.keys.sk_d, g_ir, ni, nr)
-        self._gen = None
-        new = self._install_gen(chosen, g_ir, we_init=we_init, seed=seed, spis=spis, nonces=(ni, nr))
+        return self._install_gen(chosen, g_ir, we_init=we_init, seed=seed, spis=spis, nonces=(ni, nr))
+
+    def _make_current(self, old: _Gen, new: _Gen, now: float) -> None:
+        """``new`` replaces ``old``, which retires until its Delete has been exchanged."""
+        if new in self._retiring:
+            self._retiring.remove(new)
         self._gen = new
-        self._retiring.append(old)
+        if old not in self._retiring:
+            self._retiring.append(old)
         self._set_ike_lifetime(now)
         self._events.append(IkeSaRekeyed(self, (old.spi_i, old.spi_r)))
 
@@ -1158,7 +1296,12 @@ class IkeSa:
                     local: Addr | None) -> None:
         h = msg.header
         if h.message_id == gen.cached_mid and gen.cached:
-            self._emit(gen.cached, (self.local, self.peer))  # retransmitted request: same answer again
+            # Only a byte-identical copy of the request is a retransmission (as strongSwan does): a
+            # forged header with the live SPIs and message ID, which never passed the ICV, gets nothing.
+            if hmac.compare_digest(_request_digest(data), gen.cached_for):
+                self._emit(gen.cached, (self.local, self.peer))  # the peer lost our answer: the same bytes
+            else:
+                self.stats.dropped += 1
             return
         if h.message_id != gen.peer_mid:
             self.stats.dropped += 1
@@ -1171,7 +1314,7 @@ class IkeSa:
         except ParseError as exc:
             # Authentic (the ICV verified) but malformed inside: answer with the Notify it calls for.
             self._note_peer(addr, local, now)
-            self._answer(gen, h, [Notify(exc.notify, data=exc.data)])
+            self._answer(gen, h, [Notify(exc.notify, data=exc.data)], data)
             return
         self._note_peer(addr, local, now)
         self._after_answer = None
@@ -1186,10 +1329,10 @@ class IkeSa:
         except _Fail as exc:
             answer = [Notify(exc.notify, data=exc.data)]
             if h.exchange == ExchangeType.IKE_AUTH:
-                self._answer(gen, h, answer)
+                self._answer(gen, h, answer, data)
                 self._fail(now, exc.notify, str(exc))
                 return
-        self._answer(gen, h, answer)
+        self._answer(gen, h, answer, data)
         after = self._after_answer
         self._after_answer = None
         if after is not None:
@@ -1202,12 +1345,14 @@ class IkeSa:
             return
         self._pump(now)
 
-    def _answer(self, gen: _Gen, h: Header, payloads: list[Payload]) -> None:
+    def _answer(self, gen: _Gen, h: Header, payloads: list[Payload], request: bytes) -> None:
+        """Answer an authentic ``request`` and keep the answer for its retransmissions."""
         flags = _FLAG_R | (_FLAG_I if gen.we_init else 0)
         header = Header(gen.spi_i, gen.spi_r, 0, h.exchange, flags, h.message_id)
         packet = seal(gen.out, header, payloads, self._rng)
         gen.cached_mid = h.message_id
         gen.cached = packet
+        gen.cached_for = _request_digest(request)
         gen.peer_mid = h.message_id + 1
         self._emit(packet)
 
@@ -1224,9 +1369,15 @@ class IkeSa:
             spi_out = struct.unpack("!I", rekey.spi)[0] if len(rekey.spi) == 4 else -1
             old = next((c for c in self.children.values() if c.spi_out == spi_out), None)
             if old is None:
+                if spi_out in self._closing:
+                    raise _Fail(NotifyType.TEMPORARY_FAILURE, detail="Child SA is being deleted")
                 raise _Fail(NotifyType.CHILD_SA_NOT_FOUND, detail="rekey of an unknown Child SA")
-            if old.state is not ChildState.INSTALLED:
-                raise _Fail(NotifyType.TEMPORARY_FAILURE, detail="Child SA is being rekeyed or deleted")
+            # §2.25.1: a pair we are rekeying ourselves is answered as usual (§2.8.1 picks the survivor);
+            # one being deleted, or already replaced, is not.
+            if not (old.state is ChildState.INSTALLED or (old.state is ChildState.REKEYING and old.collision is None)):
+                raise _Fail(NotifyType.TEMPORARY_FAILURE, detail="Child SA is being deleted or was replaced")
+        if self._rekeying_ike():
+            raise _Fail(NotifyType.TEMPORARY_FAILURE, detail="IKE SA rekey under way")
         ke = next((p for p in payloads if isinstance(p, KE)), None)
         nr = self._rng(NONCE_SIZE)
         return self._answer_child(payloads, old, nonce.data, nr, now, in_auth=False, ke=ke)
@@ -1318,7 +1469,7 @@ class IkeSa:
             return
         req.tries += 1
         base = self.config.retransmit_base if self.config else 1.0
-        req.deadline = now + base * (2 ** req.tries)
+        req.deadline = now + (req.interval or base * (2 ** req.tries))
         self.stats.retransmits += 1
         self._emit(req.packet)
 
