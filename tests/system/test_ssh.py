@@ -27,6 +27,8 @@ pytestmark = pytest.mark.system
 ADMIN_PW = "Admin@ikegate1"
 VIEWER_PW = "Viewer@ikegate1"
 NOSSH_PW = "Console@ikegate1"
+#: netmiko's connection, banner and login waits (its defaults, 10-15 s, are short for a loaded machine)
+NETMIKO_WAITS: dict[str, float] = {"conn_timeout": DEADLINE, "auth_timeout": DEADLINE, "banner_timeout": DEADLINE}
 
 
 def free_tcp_port(address: str) -> int:
@@ -181,7 +183,7 @@ def test_failed_logins_are_refused_logged_and_slowed(tmp_path: Path) -> None:
             delays: dict[str, list[float]] = {}
             failed = daemon.ssh.failed
 
-            def recording(ip: str, *args: str) -> float:
+            def recording(ip: str, *args: object) -> float:
                 delay = failed(ip, *args)
                 delays.setdefault(ip, []).append(delay)
                 return delay
@@ -361,8 +363,7 @@ def test_netmiko_huawei_driver(tmp_path: Path) -> None:
     with netmiko_lab(tmp_path, 2) as lab:
         hq, hq_addr, br_addr, ssh_port = lab.hq, lab.hq_addr, lab.br_addr, lab.ssh_port
         device = ConnectHandler(device_type="huawei", host=hq_addr, port=ssh_port, username="admin",
-                                password=ADMIN_PW, fast_cli=True, conn_timeout=DEADLINE, auth_timeout=DEADLINE,
-                                banner_timeout=DEADLINE)
+                                password=ADMIN_PW, fast_cli=True, **NETMIKO_WAITS)
         try:
             assert device.base_prompt == "HQ"
             table = device.send_command("display ike sa")
