@@ -14,6 +14,7 @@ import re
 from collections.abc import Callable
 
 from ikegate.cli.views import ViewFrame, ViewKind
+from ikegate.pki.store import PkiStore
 from ikegate.policy import secret
 from ikegate.policy.model import (
     SYSLOG_PORT,
@@ -92,7 +93,7 @@ def ike_proposal_lines(p: IkeProposal) -> list[str]:
     lines += _listed("dh", p.dh, d.dh)
     lines += _listed("authentication-algorithm", p.authentication, d.authentication)
     if p.authentication_method != d.authentication_method:
-        lines.append(f" authentication-method {p.authentication_method}")
+        lines.append(f" authentication-method {p.authentication_method.value}")
     lines += _listed("integrity-algorithm", p.integrity, d.integrity)
     lines += _listed("prf", p.prf, d.prf)
     if p.duration != d.duration:
@@ -126,6 +127,24 @@ def ike_peer_lines(p: IkePeer) -> list[str]:
         lines.append(f" {'' if p.ikev1_dependent else 'undo '}ikev1 phase1-phase2 sa dependent")
     if not p.nat_traversal:
         lines.append(" undo nat traversal")
+    if p.certificate_local is not None:
+        lines.append(f" certificate local-filename {p.certificate_local}")
+    if p.send_chain:
+        lines.append(" certificate send-chain")
+    return lines
+
+
+def pki_lines(store: PkiStore) -> list[str]:
+    """The PKI imports, in the order a load needs (key pairs before the certificates that use them):
+    file names and the key file's password in cipher form, never key material."""
+    lines: list[str] = []
+    for key in store.keys.values():
+        password = f" password {secret.encrypt_secret(key.password)}" if key.password is not None else ""
+        lines.append(f"pki import {key.kind.value}-key-pair {key.name} {key.encoding.value} "
+                     f"filename {key.filename}{password}")
+    lines += [f"pki import-certificate ca filename {name}" for name in store.cas]
+    lines += [f"pki import-certificate local filename {name}" for name in store.locals]
+    lines += [f"pki import-crl filename {name}" for name in store.crls]
     return lines
 
 
@@ -310,6 +329,7 @@ def config_sections(config: Config) -> list[list[str]]:
     sections = [system_lines(config)]
     sections += [peer_key_lines(config.rsa_peer_keys[n]) for n in sorted(config.rsa_peer_keys)]
     sections += [peer_key_lines(config.ecc_peer_keys[n]) for n in sorted(config.ecc_peer_keys)]
+    sections += [lines for lines in (pki_lines(config.pki),) if lines]
     sections += [acl_lines(config.acls[n]) for n in sorted(config.acls)]
     sections += [acl_lines(config.acls6[n]) for n in sorted(config.acls6)]
     sections += [ipsec_proposal_lines(config.ipsec_proposals[n]) for n in sorted(config.ipsec_proposals)]

@@ -435,6 +435,10 @@ class IsakmpSa(EspLiveness):
         self.delete_reason: DeleteReason | None = None
         self.handle: object = None
         self.initial_contact = False
+        #: Carry ESP in UDP although no NAT is in the path: set by the owner when its dataplane cannot send
+        #: raw ESP. Our own NAT-D hash is made not to match (as strongSwan's ``encap = yes`` does), so the
+        #: peer sees a NAT and both ends agree on UDP-Encapsulated modes (RFC 3947 §5).
+        self.force_encap = False
         self._rng = rng
         self._alloc_spi = spi_allocator or (lambda: _random_spi(rng))
         self._events: deque[IkeEvent] = deque()
@@ -526,6 +530,11 @@ class IsakmpSa(EspLiveness):
     @property
     def udp_encap(self) -> bool:
         return self._p1.natt is not None and (self._p1.nat_local or self._p1.nat_remote)
+
+    def phase1_key(self) -> tuple[bytes, bytes] | None:
+        """(initiator cookie, phase-1 cipher key), for an operator's key log only."""
+        keys = self._p1.keys
+        return None if keys is None else (self._p1.cky_i, keys.enc_key)
 
     @property
     def peer_supports_dpd(self) -> bool:
@@ -983,15 +992,16 @@ class IsakmpSa(EspLiveness):
         if p.natt is None or p.suite is None:
             return []
         draft = p.natt == "draft"
+        ours = ("0.0.0.0", 0) if self.force_encap else self.local  # a hash that cannot match: see force_encap
         return [NatD(natd_hash(p.suite, p.cky_i, p.cky_r, self.peer), draft),
-                NatD(natd_hash(p.suite, p.cky_i, p.cky_r, self.local), draft)]
+                NatD(natd_hash(p.suite, p.cky_i, p.cky_r, ours), draft)]
 
     def _check_natd(self, p: _Phase1, payloads: list[Payload]) -> None:
         """The peer's first NAT-D is what it believes our address is, the others are its own."""
         hashes = [n.data for n in payloads if isinstance(n, NatD)]
         if p.natt is None or p.suite is None or not hashes:
             return
-        p.nat_local = natd_hash(p.suite, p.cky_i, p.cky_r, self.local) != hashes[0]
+        p.nat_local = self.force_encap or natd_hash(p.suite, p.cky_i, p.cky_r, self.local) != hashes[0]
         p.nat_remote = natd_hash(p.suite, p.cky_i, p.cky_r, self.peer) not in hashes[1:]
 
     def _float(self, p: _Phase1) -> None:

@@ -272,10 +272,12 @@ class IkeSa(EspLiveness):
         "created",
         "delete_reason",
         "established_at",
+        "force_encap",
         "handle",
         "initial_contact",
         "initiator",
         "local",
+        "nat_fake",
         "nat_local",
         "nat_remote",
         "peer",
@@ -315,9 +317,17 @@ class IkeSa(EspLiveness):
         self.peer_id: tuple[int, bytes] | None = None
         self.nat_local = False
         self.nat_remote = False
+        #: Encapsulation forced without a NAT (``force_encap`` met a peer that does NAT detection): ESP goes
+        #: in UDP, but no keepalives are due since no NAT mapping needs refreshing.
+        self.nat_fake = False
         self.delete_reason: DeleteReason | None = None
         self.handle: object = None
         self.initial_contact = False
+        #: Make ESP travel in UDP although no NAT is in the path (strongSwan's ``encap = yes``): set by the
+        #: owner when its dataplane cannot carry raw ESP (IP protocol 50). The peer decides encapsulation
+        #: from NAT detection alone, so our NAT_DETECTION_SOURCE_IP hash is made not to match (RFC 7296
+        #: §2.23 allows this) and the peer believes we are behind a NAT.
+        self.force_encap = False
         self._rng = rng
         self._alloc_spi = spi_allocator or (lambda: _random_spi(rng))
         self._events: list[IkeEvent] = []
@@ -388,11 +398,17 @@ class IkeSa(EspLiveness):
 
     @property
     def udp_encap(self) -> bool:
-        return self.nat_local or self.nat_remote
+        return self.nat_local or self.nat_remote or self.nat_fake
 
     @property
     def expire_at(self) -> float | None:
         return self._expire_at
+
+    def current_keys(self) -> tuple[bytes, bytes, IkeKeys, props.Chosen] | None:
+        """SPIs, keys and algorithms of the current generation, for an operator's key log only (the
+        controller turns them into Wireshark records; nothing else may read keys out of an engine)."""
+        gen = self._gen
+        return None if gen is None else (gen.spi_i, gen.spi_r, gen.keys, gen.chosen)
 
     @property
     def rekey_at(self) -> float | None:
@@ -584,7 +600,7 @@ class IkeSa(EspLiveness):
         ]
         if self.config.nat_traversal:
             payloads += [
-                Notify(NotifyType.NAT_DETECTION_SOURCE_IP, data=natd_hash(self._spi_i, bytes(8), self.local)),
+                Notify(NotifyType.NAT_DETECTION_SOURCE_IP, data=self._natd_source(self._spi_i, bytes(8))),
                 Notify(NotifyType.NAT_DETECTION_DESTINATION_IP, data=natd_hash(self._spi_i, bytes(8), self.peer)),
             ]
         header = Header(self._spi_i, bytes(8), 0, ExchangeType.IKE_SA_INIT, _FLAG_I, 0)
@@ -653,7 +669,7 @@ class IkeSa(EspLiveness):
         ]
         if natd:
             payloads += [
-                Notify(NotifyType.NAT_DETECTION_SOURCE_IP, data=natd_hash(h.spi_i, self._spi_r, self.local)),
+                Notify(NotifyType.NAT_DETECTION_SOURCE_IP, data=self._natd_source(h.spi_i, self._spi_r)),
                 Notify(NotifyType.NAT_DETECTION_DESTINATION_IP, data=natd_hash(h.spi_i, self._spi_r, self.peer)),
             ]
         header = Header(h.spi_i, self._spi_r, 0, ExchangeType.IKE_SA_INIT, _FLAG_R, 0)
@@ -719,7 +735,15 @@ class IkeSa(EspLiveness):
             return True
         self.nat_remote = natd_hash(spi_i, spi_r, self.peer) not in src
         self.nat_local = bool(dst) and natd_hash(spi_i, spi_r, self.local) not in dst
+        self.nat_fake = self.force_encap
         return True
+
+    def _natd_source(self, spi_i: bytes, spi_r: bytes) -> bytes:
+        """Our NAT_DETECTION_SOURCE_IP data: the true hash, or when encapsulation is forced one that cannot
+        match (a hash over the zero address and port), so that the peer floats to UDP encapsulation."""
+        if self.force_encap:
+            return natd_hash(spi_i, spi_r, ("0.0.0.0", 0))
+        return natd_hash(spi_i, spi_r, self.local)
 
     def _float(self, natt_port: int) -> None:
         self.local = (self.local[0], natt_port)
@@ -922,7 +946,6 @@ class IkeSa(EspLiveness):
     def _answer_child(self, payloads: list[Payload], old: ChildSa | None, ni: bytes, nr: bytes, now: float,
                       *, in_auth: bool, ke: KE | None = None) -> list[Payload]:
         """Responder side: pick proposal and selectors for a proposed Child SA, install it, answer."""
-        assert self.policy is not None or old is not None
         sa = next((p for p in payloads if isinstance(p, SA)), None)
         tsi = next((p for p in payloads if isinstance(p, TSi)), None)
         tsr = next((p for p in payloads if isinstance(p, TSr)), None)
@@ -930,9 +953,11 @@ class IkeSa(EspLiveness):
             raise _Fail(NotifyType.INVALID_SYNTAX, detail="Child SA request incomplete")
         if old is not None:
             cfg: ChildSaConfig | None = old.config
-        else:
-            assert self.policy is not None
+        elif self.policy is not None:
             cfg = self.policy.select_child(self, tsi.selectors, tsr.selectors)
+        else:
+            # An engine built without a responder policy accepts no Child SA the peer proposes.
+            cfg = None
         if cfg is None:
             raise _Fail(NotifyType.TS_UNACCEPTABLE, detail="no policy matches the proposed traffic selectors")
         chosen = props.choose_esp(sa, cfg.proposals, skip_dh=in_auth)
