@@ -1,4 +1,11 @@
-"""What tests of the management plane used to copy between files: a VRP shell on a gateway (through the
+"""Settings for every test package.
+
+Hypothesis, by default, fails an example that runs longer than 200 ms (``deadline``) and a test whose
+data takes long to generate (``HealthCheck.too_slow``): both measure the machine, not the code, and fail
+at random on a busy one (CI: two shared cores). Turned off here for every property test, including those
+that pass their own ``@settings`` (they inherit what they do not set). Loaded before any test module.
+
+What tests of the management plane used to copy between files: a VRP shell on a gateway (through the
 in-process Device, as the daemon builds it), a shell in the system view, and the "this line must work /
 must fail" checks.
 
@@ -8,11 +15,12 @@ outside any test function.
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 from collections.abc import Callable
 from functools import cache
 from typing import Any
+
+from hypothesis import HealthCheck, settings
 
 from ikegate.cli.commands import default_tree
 from ikegate.cli.commands.runtime import Runtime, runtime_commands
@@ -79,14 +87,6 @@ def fails(shell: Shell, line: str) -> str:
 
 
 
-async def until(cond: Callable[[], object], timeout: float = 60.0, what: str = "condition",
-                step: float = 0.02) -> None:
-    """Inside an event loop: return as soon as ``cond()`` is true; fail after ``timeout`` seconds (a
-    bound for a loaded machine, never a wait of its own). Same signature as the ``flaky`` branch's
-    ``tests.waiting.until``, which replaces it once both are merged."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not cond():
-        if loop.time() >= deadline:
-            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
-        await asyncio.sleep(step)
+
+settings.register_profile("ikegate", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("ikegate")

@@ -11,8 +11,8 @@ import pytest
 
 from ikegate.cli.loader import load_config
 from ikegate.gateway.device import Device, DeviceModel, Selection, open_local
-from tests.conftest import until
 from tests.system.procs import free_port_pair, lab_text
+from tests.waiting import until
 
 pytestmark = pytest.mark.system
 
