@@ -186,6 +186,7 @@ class UserspaceBackend:
                  arm_traps: bool = True) -> None:
         self.replay_window = replay_window
         self.soft_ratio = soft_ratio
+        self._arm_traps = arm_traps
         self.spd: Spd[_Tunnel] = Spd(config, arm_traps=arm_traps)
         self._by_spi: dict[int, _Tunnel] = {}
         self._events: list[Event] = []
@@ -197,7 +198,7 @@ class UserspaceBackend:
 
     def reload(self, config: Config) -> None:
         """Apply a new configuration; installed SAs stay."""
-        self.spd.reload(config)
+        self.spd.reload(config, arm_traps=self._arm_traps)
 
     # ------------------------------------------------------------------------------------ control
 

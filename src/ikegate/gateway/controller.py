@@ -156,7 +156,6 @@ class Gateway:
         self.placements = sorted(placements)
         self.sad = SaDatabase()
         self.stats = GatewayStats()
-        self.traps: set[tuple[str, int]] = set()
         self.retransmit_tries = retransmit_tries
         self._rng = rng
         self._log = log or (lambda _module, _severity, _brief, _text: None)
@@ -186,8 +185,9 @@ class Gateway:
         self._template_by_peer: dict[str, tuple[IpsecPolicy, str, str]] = {}
         self._responder = _Responder(self)
         self._responder_v1 = _Responder(self, version=1)
-        #: The userspace ESP dataplane (this kernel has no ESP): SPD, ESP-in-UDP, traps.
-        self.dataplane = UserspaceBackend(config)
+        #: The userspace ESP dataplane (this kernel has no ESP): SPD, ESP-in-UDP, traps. The controller
+        #: arms the traps (:meth:`_arm_traps`, :meth:`_arm`): the dataplane only holds what it is told.
+        self.dataplane = UserspaceBackend(config, arm_traps=False)
         #: Decrypted packets for the protected side that are not for the gateway itself (TUN or the
         #: packet API read them); bounded so an unread queue cannot grow without end.
         self.lan_out: deque[bytes] = deque(maxlen=4096)
@@ -227,7 +227,18 @@ class Gateway:
         self._template_policy = {tpl.name: (policy, itf) for policy, tpl, itf in translate.templates(config)}
         self._template_by_peer = {tpl.ike_peer: (policy, tpl.name, itf)
                                   for policy, tpl, itf in reversed(translate.templates(config)) if tpl.ike_peer}
-        self.traps = {k for k, c in self._conns.items() if c.kind is PolicyKind.TRAFFIC_BASED}
+        self._arm_traps()
+
+    def _arm_traps(self) -> None:
+        """A traffic-based policy waits for traffic from the start (the seed): its trap is armed with the
+        configuration and stays armed; after a deletion :func:`~ikegate.gateway.decide.after_delete`
+        says ARM_TRAP and :meth:`_arm` arms it again (idempotent). Only :meth:`shutdown` disarms."""
+        for key, conn in self._conns.items():
+            if conn.kind is PolicyKind.TRAFFIC_BASED:
+                self._arm(key)
+
+    def _arm(self, key: tuple[str, int]) -> None:
+        self.dataplane.install_trap(key)
 
     def local_addresses(self) -> list[str]:
         return [_addr(a) for a in self.config.local_addresses()]
@@ -512,8 +523,10 @@ class Gateway:
 
     def shutdown(self, now: float) -> None:
         """Delete every IKE SA (sending Deletes) without re-establishing anything."""
+        for key, conn in self._conns.items():
+            if conn.kind is PolicyKind.TRAFFIC_BASED:
+                self.dataplane.remove_trap(key)  # traffic during the goodbyes starts nothing
         self._conns = {}
-        self.traps.clear()
         for sa in list(self._meta):
             self._delete_ike(sa, now, DeleteReason.SHUTDOWN)
 
@@ -1101,7 +1114,7 @@ class Gateway:
             if meta.conn is not None and flow is not None:
                 sa.create_child(translate.child_config(self.config, meta.conn.policy, flow), now)
         elif action is Action.ARM_TRAP and meta.conn is not None:
-            self.traps.add(meta.conn.key)
+            self._arm(meta.conn.key)
 
     def _kind_of(self, meta: _Meta, child: ChildSaConfig | None) -> PolicyKind:
         if child is not None and child.template is not None:
@@ -1155,7 +1168,7 @@ class Gateway:
                 self._schedule(now + RETRY_AFTER_FAILURE * (1 if reason is not DeleteReason.PEER_REQUEST else 0.2),
                                functools.partial(self._reinitiate, conn))
         elif action is Action.ARM_TRAP:
-            self.traps.add(conn.key)
+            self._arm(conn.key)
             # Orphans are in use (traffic made them) and may be gone at the peer, where they would swallow
             # the traffic that should bring the tunnel back: renegotiate their flows now.
             rules = {c.config.handle[1] for c in sa.children.values() if isinstance(c.config.handle, tuple)}
