@@ -40,6 +40,16 @@ def _group(family: int, host: str, n: int) -> list[socket.socket]:
     return socks
 
 
+def _attached(socks: list[socket.socket], program: list[tuple[int, int, int, int]]) -> tuple[str, int]:
+    """Attach ``program`` to the group (skip when the kernel refuses the option); the group's address."""
+    try:
+        attach(socks[0], program)
+    except OSError as e:
+        pytest.skip(f"kernel refuses SO_ATTACH_REUSEPORT_CBPF: {e}")
+    host, port = socks[0].getsockname()[:2]
+    return host, port
+
+
 def _datagrams(st: Steering, rnd: random.Random, natt: bool) -> list[bytes]:
     """Every kind: IKEv2 both directions and first requests, IKEv1 both roles, ESP-in-UDP, keepalive, junk."""
     out: list[bytes] = []
@@ -93,11 +103,7 @@ def test_kernel_delivers_each_datagram_to_its_owner(family: int, host: str, natt
     socks = _group(family, host, workers)
     sender = socket.socket(family, socket.SOCK_DGRAM)
     try:
-        try:
-            attach(socks[0], st.program(natt))
-        except OSError as e:
-            pytest.skip(f"kernel refuses SO_ATTACH_REUSEPORT_CBPF: {e}")
-        dest = socks[0].getsockname()[:2]
+        dest = _attached(socks, st.program(natt))
         datagrams = _datagrams(st, rnd, natt)
         rnd.shuffle(datagrams)
         counts = collections.Counter(st.expected_worker(d, natt) for d in datagrams)
@@ -142,11 +148,7 @@ def test_closing_a_member_moves_the_last_socket_into_its_place() -> None:
     socks = _group(socket.AF_INET, "127.0.0.1", 3)
     sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     try:
-        try:
-            attach(socks[0], st.program(False))
-        except OSError as e:
-            pytest.skip(f"kernel refuses SO_ATTACH_REUSEPORT_CBPF: {e}")
-        dest = socks[0].getsockname()[:2]
+        dest = _attached(socks, st.program(False))
         socks[1].close()
         left = [socks[0], socks[2]]
         to = [ike_header(ike_spi(rnd.randbytes, w, st.key), rnd.randbytes(8), flags=0x20) for w in range(3)]
