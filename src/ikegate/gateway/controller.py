@@ -33,6 +33,12 @@ from ikegate.dataplane.packet import PacketError, echo_reply_for, echo_request, 
 from ikegate.gateway import translate
 from ikegate.gateway.decide import Action, after_delete
 from ikegate.gateway.translate import Connection, Flow, PolicyKind
+from ikegate.ike.core import ts as tsmod
+from ikegate.ike.core.child import ChildSa
+from ikegate.ike.core.config import Addr, ChildSaConfig, IkeProposalSpec, IkeSaConfig
+from ikegate.ike.core.engine import Engine
+from ikegate.ike.core.ids import random_spi
+from ikegate.ike.core.negotiated import Chosen
 from ikegate.ike.crypto import dh_group, integ_alg, prf_alg
 from ikegate.ike.events import (
     ChildSaDeleted,
@@ -48,12 +54,8 @@ from ikegate.ike.events import (
 from ikegate.ike.v1.registry import NotifyType as V1NotifyType
 from ikegate.ike.v1.sa import ExchangeMode as V1Mode
 from ikegate.ike.v1.sa import IsakmpSa, V1Options
-from ikegate.ike.v2 import ts as tsmod
-from ikegate.ike.v2.child import ChildSa
-from ikegate.ike.v2.config import Addr, ChildSaConfig, IkeProposalSpec, IkeSaConfig
 from ikegate.ike.v2.cookies import CookieJar
-from ikegate.ike.v2.proposals import Chosen
-from ikegate.ike.v2.sa import ID_TEXT, IkeSa, State
+from ikegate.ike.v2.sa import ID_TEXT, IkeSa
 from ikegate.ike.wire.registry import ExchangeType, HeaderFlag, NotifyType
 from ikegate.ike.wire.v2 import (
     HEADER_LEN,
@@ -79,8 +81,6 @@ from ikegate.sad import (
 )
 
 _T = TypeVar("_T")
-#: An IKE engine: IKEv2 or IKEv1, with the same sans-I/O surface and events.
-Engine = IkeSa | IsakmpSa
 log = logging.getLogger("ikegate.gateway")
 NON_ESP_MARKER = bytes(4)
 #: ISAKMP exchanges that open a new phase-1 negotiation: Main Mode (ID_PROT) and Aggressive Mode.
@@ -468,7 +468,7 @@ class Gateway:
 
     def _delete_ike(self, sa: Engine, now: float, reason: DeleteReason) -> None:
         """Delete an IKE SA: at once in the table, and its Delete exchange within the window."""
-        if sa.finished or sa.state is State.DELETING:
+        if sa.finished or sa.is_deleting:
             return
         if len(self._deleting) < DELETE_WINDOW:
             self._start_delete(sa, now, reason)
@@ -484,8 +484,8 @@ class Gateway:
 
     def _spi_alloc(self) -> int:
         while True:
-            spi = int.from_bytes(self._rng(4), "big")
-            if spi >= 256 and self.sad.by_esp_spi(spi, direction="in") is None:
+            spi = random_spi(self._rng)
+            if self.sad.by_esp_spi(spi, direction="in") is None:
                 return spi
 
     def acquire(self, now: float, policy: tuple[str, int], rule: int | None = None) -> bool:
@@ -622,7 +622,7 @@ class Gateway:
             for spi in spis:
                 self._engines[spi] = sa
             self._spis[sa] = list(spis)
-        if sa.state is not State.INIT_DONE:
+        if not sa.is_half_open:
             key = (sa.peer[0], sa.spi_i)
             if self._half_open.get(key) is sa:
                 del self._half_open[key]
@@ -685,7 +685,7 @@ class Gateway:
         elif isinstance(event, InitialContact):
             self._on_initial_contact(event.sa, now)
         elif isinstance(event, NegotiationFailed):
-            names = V1NotifyType if isinstance(event.sa, IsakmpSa) else NotifyType  # 16 differs, for one
+            names = V1NotifyType if event.sa.version == 1 else NotifyType  # 16 differs, for one
             reason = names.text(event.notify) if event.notify else "timeout"
             self.stats.negotiations_failed[reason] = self.stats.negotiations_failed.get(reason, 0) + 1
             self._log("IKE", 4, "NEGOTIATION_FAILED",
@@ -706,7 +706,7 @@ class Gateway:
     def _on_ike_up(self, sa: Engine, now: float) -> None:
         self.stats.negotiations_succeeded += 1
         meta = self._meta[sa]
-        version = 1 if isinstance(sa, IsakmpSa) else 2
+        version = sa.version
         peer_type, peer_id = self._peer_identity(sa)
         algs = self._algorithms(sa)
         if isinstance(sa.handle, int) and (entry := self.sad.ike(sa.handle)) is not None:

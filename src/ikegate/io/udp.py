@@ -15,7 +15,7 @@ from collections import deque
 from collections.abc import Callable
 
 from ikegate.gateway.controller import Gateway
-from ikegate.ike.v2.config import Addr
+from ikegate.ike.core.config import Addr
 
 log = logging.getLogger("ikegate.io")
 

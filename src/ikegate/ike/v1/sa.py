@@ -2,7 +2,7 @@
 
 :class:`IsakmpSa` has the public surface of the IKEv2 :class:`~ikegate.ike.v2.sa.IkeSa` (same constructor
 keywords, the same commands, ``datagrams_to_send`` / ``get_timer`` / ``next_event``, the same events
-carrying the same :class:`~ikegate.ike.v2.child.ChildSa` objects), so the gateway drives both alike.
+carrying the same :class:`~ikegate.ike.core.child.ChildSa` objects), so the gateway drives both alike.
 IKEv1-only settings come in a :class:`V1Options` (exchange mode, phase1-phase2 dependency, DPD).
 
 How IKEv1 differs, and what this engine does about it:
@@ -61,8 +61,16 @@ import struct
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import Any
 
+from ikegate.ike.core import ts as tsmod
+from ikegate.ike.core.child import ChildSa, ChildState, ChildTrigger
+from ikegate.ike.core.config import Addr, ChildSaConfig, IkeSaConfig, Mode, ResponderPolicy
+from ikegate.ike.core.ids import spi_allocator as spi_allocator_for
+from ikegate.ike.core.lifetimes import jitter, soft_lifetime
+from ikegate.ike.core.liveness import EspLiveness
+from ikegate.ike.core.negotiated import Chosen
+from ikegate.ike.core.plumbing import Stats
 from ikegate.ike.crypto import CryptoError, DhKey, dh_group
 from ikegate.ike.events import (
     ChildSaDeleted,
@@ -75,7 +83,6 @@ from ikegate.ike.events import (
     InitialContact,
     NegotiationFailed,
 )
-from ikegate.ike.liveness import EspLiveness
 from ikegate.ike.v1 import crypto as c1
 from ikegate.ike.v1 import proposals as p1props
 from ikegate.ike.v1.registry import (
@@ -116,10 +123,6 @@ from ikegate.ike.v1.wire import (
     encode_message,
     encode_payloads,
 )
-from ikegate.ike.v2 import ts as tsmod
-from ikegate.ike.v2.child import ChildSa, ChildState
-from ikegate.ike.v2.config import Addr, ChildSaConfig, IkeSaConfig, Mode, ResponderPolicy
-from ikegate.ike.v2.proposals import Chosen
 from ikegate.ike.wire.v2 import TrafficSelector
 
 NONCE_SIZE = 32
@@ -278,19 +281,6 @@ class _Fail(Exception):
         self.data = data
 
 
-@dataclass(slots=True)
-class Stats:
-    messages_in: int = 0
-    messages_out: int = 0
-    retransmits: int = 0
-    duplicates: int = 0
-    dropped: int = 0
-    malformed: int = 0
-    auth_failures: int = 0
-    notifies_sent: int = 0
-    dpd_sent: int = 0
-
-
 @dataclass(slots=True, eq=False)
 class _Retrans:
     packet: bytes
@@ -384,13 +374,6 @@ def natd_hash(suite: c1.Suite, cky_i: bytes, cky_r: bytes, addr: Addr) -> bytes:
     return suite.digest(cky_i + cky_r + ipaddress.ip_address(addr[0]).packed + struct.pack("!H", addr[1]))
 
 
-def _random_spi(rng: Callable[[int], bytes]) -> int:
-    while True:
-        spi = int.from_bytes(rng(4), "big")
-        if spi >= 256:
-            return spi
-
-
 def _addr_id(addr: str) -> tuple[int, bytes]:
     ip = ipaddress.ip_address(addr)
     return (IdType.ID_IPV4_ADDR if ip.version == 4 else IdType.ID_IPV6_ADDR, ip.packed)
@@ -436,7 +419,7 @@ class IsakmpSa(EspLiveness):
         self.handle: object = None
         self.initial_contact = False
         self._rng = rng
-        self._alloc_spi = spi_allocator or (lambda: _random_spi(rng))
+        self._alloc_spi = spi_allocator_for(rng, spi_allocator)
         self._events: deque[IkeEvent] = deque()
         self._out: list[tuple[bytes, Addr, Addr]] = []
         if initiator:
@@ -467,6 +450,21 @@ class IsakmpSa(EspLiveness):
     @property
     def state(self) -> State:
         return State.DEAD if self._dead else self._p1.state
+
+    @property
+    def version(self) -> int:
+        return 1
+
+    @property
+    def is_deleting(self) -> bool:
+        """Never: IKEv1 sends its Delete notifications unanswered and is gone at once (no deleting phase)."""
+        return False
+
+    @property
+    def is_half_open(self) -> bool:
+        """Never: an IKEv1 responder is addressed by its own cookie from its first answer on, so the
+        gateway's half-open table (keyed by the initiator's SPI) holds it only until then."""
+        return False
 
     @property
     def spi_i(self) -> bytes:
@@ -647,7 +645,7 @@ class IsakmpSa(EspLiveness):
         """Make before break: a new Quick Mode with the same selectors, then a Delete of the old SPI."""
         if child.state is not ChildState.INSTALLED or child.spi_in not in self.children or not self.established:
             return
-        child.state = ChildState.REKEYING
+        child.move(ChildTrigger.REKEY)
         self._start_quick(child.config, child, now)
 
     def rekey_ike(self, now: float) -> None:
@@ -778,7 +776,7 @@ class IsakmpSa(EspLiveness):
         for holder in (self, self._home()):
             if holder.children.get(child.spi_in) is child:
                 del holder.children[child.spi_in]
-                child.state = ChildState.DELETED
+                child.move(ChildTrigger.DROP)
                 child.rekey_at = None
                 self._events.append(ChildSaDeleted(holder, child, reason))
                 return
@@ -1412,10 +1410,7 @@ class IsakmpSa(EspLiveness):
     def _set_lifetime(self, p: _Phase1, now: float) -> None:
         self._expire_at = now + p.life
         # Only the end that initiated this ISAKMP SA renews it (see the module notes).
-        self._rekey_at = now + p.life * 0.9 - self._jitter(p.life * 0.03) if p.we_init else None
-
-    def _jitter(self, span: float) -> float:
-        return span * int.from_bytes(self._rng(2), "big") / 65535.0
+        self._rekey_at = now + soft_lifetime(p.life, True, self._rng) if p.we_init else None
 
     def _switch(self, new: _Phase1, now: float) -> None:
         """Our phase-1 rekey is done: the new ISAKMP SA takes over, the old one is deleted."""
@@ -1642,8 +1637,8 @@ class IsakmpSa(EspLiveness):
 
     def _restore_old(self, q: _Quick, now: float) -> None:
         if q.old is not None and q.old.state is ChildState.REKEYING:
-            q.old.state = ChildState.INSTALLED
-            q.old.rekey_at = now + 10.0 + self._jitter(5.0)
+            q.old.move(ChildTrigger.RESTORE)
+            q.old.rekey_at = now + 10.0 + jitter(self._rng, 5.0)
 
     def _on_quick(self, p: _Phase1, msg: Message, data: bytes, addr: Addr, now: float, local: Addr | None) -> None:
         mid = msg.header.message_id
@@ -1726,7 +1721,7 @@ class IsakmpSa(EspLiveness):
         """Policy lookup for a quick mode the peer started; a phase-1 initiator checks its own configs."""
         if self.policy is not None:
             # ResponderPolicy is typed for the IKEv2 engine; it only reads the peer from ``sa``.
-            cfg = self.policy.select_child(cast(Any, self), [tsi], [tsr])
+            cfg = self.policy.select_child(self, [tsi], [tsr])
             if cfg is not None:
                 return cfg
         known = [c.config for c in self.children.values()] + (list(self.config.children) if self.config else [])
@@ -1850,8 +1845,7 @@ class IsakmpSa(EspLiveness):
         cfg = q.cfg
         if (q.life, q.life_kb) != (cfg.lifetime, cfg.lifetime_kb):
             cfg = dataclasses.replace(cfg, lifetime=q.life, lifetime_kb=q.life_kb)
-        frac = 0.9 if q.we_init else 0.95
-        rekey_at = now + q.life * frac - self._jitter(q.life * 0.03)
+        rekey_at = now + soft_lifetime(q.life, q.we_init, self._rng)
         mode = Mode.TRANSPORT if choice.transport else Mode.TUNNEL
         child = ChildSa(q.spi_in, q.spi_out, cfg, encr, integ, km_in[:cut], km_in[cut:], km_out[:cut],
                         km_out[cut:], list(q.ts_local), list(q.ts_remote), mode, q.we_init, now, rekey_at,
@@ -1868,7 +1862,7 @@ class IsakmpSa(EspLiveness):
                         and c.ts_local == child.ts_local and c.ts_remote == child.ts_remote
                         and c.created < q.started), None)
         if old is not None:
-            old.state = ChildState.REKEYED
+            old.move(ChildTrigger.REPLACED)
             old.rekey_at = None
         home.children[child.spi_in] = child
         self._events.append(ChildSaEstablished(home, child, old))

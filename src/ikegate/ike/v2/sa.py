@@ -34,6 +34,14 @@ import struct
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from ikegate.ike.core import ts as tsmod
+from ikegate.ike.core.child import ChildSa, ChildState, ChildTrigger
+from ikegate.ike.core.config import Addr, ChildSaConfig, IkeSaConfig, Mode, ResponderPolicy
+from ikegate.ike.core.ids import spi_allocator as spi_allocator_for
+from ikegate.ike.core.lifetimes import jitter, soft_lifetime
+from ikegate.ike.core.liveness import EspLiveness
+from ikegate.ike.core.negotiated import Chosen
+from ikegate.ike.core.plumbing import Stats
 from ikegate.ike.crypto import (
     CryptoError,
     DhKey,
@@ -61,11 +69,7 @@ from ikegate.ike.events import (
     InitialContact,
     NegotiationFailed,
 )
-from ikegate.ike.liveness import EspLiveness
 from ikegate.ike.v2 import proposals as props
-from ikegate.ike.v2 import ts as tsmod
-from ikegate.ike.v2.child import ChildSa, ChildState, soft_lifetime
-from ikegate.ike.v2.config import Addr, ChildSaConfig, IkeSaConfig, Mode, ResponderPolicy
 from ikegate.ike.v2.protect import SkContext, open_sk, seal
 from ikegate.ike.wire.registry import (
     AuthMethod,
@@ -182,7 +186,7 @@ class _Gen:
     keys: IkeKeys
     out: SkContext
     inp: SkContext
-    chosen: props.Chosen
+    chosen: Chosen
     next_mid: int = 0
     peer_mid: int = 0
     cached_mid: int = -1
@@ -195,26 +199,10 @@ class _Gen:
         return self.spi_i if self.we_init else self.spi_r
 
 
-@dataclass(slots=True)
-class Stats:
-    messages_in: int = 0
-    messages_out: int = 0
-    retransmits: int = 0
-    dropped: int = 0
-    auth_failures: int = 0
-
-
 def _request_digest(data: bytes) -> bytes:
     """What identifies a retransmitted request: a digest of the whole message, so only the peer's own
     bytes (never a header copied onto garbage) bring back a cached answer, without keeping the request."""
     return hashlib.blake2b(data, digest_size=16).digest()
-
-
-def _random_spi(rng: Callable[[int], bytes]) -> int:
-    while True:
-        spi = int.from_bytes(rng(4), "big")
-        if spi >= 256:
-            return spi
 
 
 @functools.lru_cache(maxsize=4096)
@@ -319,7 +307,7 @@ class IkeSa(EspLiveness):
         self.handle: object = None
         self.initial_contact = False
         self._rng = rng
-        self._alloc_spi = spi_allocator or (lambda: _random_spi(rng))
+        self._alloc_spi = spi_allocator_for(rng, spi_allocator)
         self._events: list[IkeEvent] = []
         self._out: list[tuple[bytes, Addr, Addr]] = []
         self._gen: _Gen | None = None
@@ -353,6 +341,20 @@ class IkeSa(EspLiveness):
     # ------------------------------------------------------------------ public properties
 
     @property
+    def version(self) -> int:
+        return 2
+
+    @property
+    def is_deleting(self) -> bool:
+        """Our Delete of the IKE SA awaits its answer."""
+        return self.state is State.DELETING
+
+    @property
+    def is_half_open(self) -> bool:
+        """Responder between IKE_SA_INIT and IKE_AUTH."""
+        return self.state is State.INIT_DONE
+
+    @property
     def spi_i(self) -> bytes:
         return self._gen.spi_i if self._gen else self._spi_i
 
@@ -369,7 +371,7 @@ class IkeSa(EspLiveness):
         return [self._spi_i if self.initiator else self._spi_r]
 
     @property
-    def chosen(self) -> props.Chosen | None:
+    def chosen(self) -> Chosen | None:
         return self._gen.chosen if self._gen else None
 
     @property
@@ -492,7 +494,7 @@ class IkeSa(EspLiveness):
     def rekey_child(self, child: ChildSa, now: float) -> None:
         if child.state is not ChildState.INSTALLED:
             return
-        child.state = ChildState.REKEYING
+        child.move(ChildTrigger.REKEY)
         self._queue(lambda t: self._send_create_child(child.config, child, t), now)
 
     def rekey_ike(self, now: float) -> None:
@@ -536,7 +538,7 @@ class IkeSa(EspLiveness):
         """Report the Child SA gone now and tell the peer with a Delete of our inbound SPI."""
         if child.spi_in not in self.children or child.state is ChildState.DELETING:
             return
-        child.state = ChildState.DELETING
+        child.move(ChildTrigger.DELETE)
         self._drop_child(child, reason)
         if self.state is State.ESTABLISHED:
             self._closing[child.spi_out] = child
@@ -553,7 +555,7 @@ class IkeSa(EspLiveness):
         self.delete_reason = reason
         self._events.append(IkeSaDeleted(self, reason))
         for child in self.children.values():
-            child.state = ChildState.DELETED
+            child.move(ChildTrigger.DROP)
         self._tasks.clear()
         if self._gen is None:
             # Nothing protected exists yet: nobody to tell.
@@ -725,7 +727,7 @@ class IkeSa(EspLiveness):
         self.local = (self.local[0], natt_port)
         self.peer = (self.peer[0], natt_port)
 
-    def _install_gen(self, chosen: props.Chosen, g_ir: bytes, *, we_init: bool, seed: bytes | None,
+    def _install_gen(self, chosen: Chosen, g_ir: bytes, *, we_init: bool, seed: bytes | None,
                      spis: tuple[bytes, bytes] | None = None, nonces: tuple[bytes, bytes] | None = None) -> _Gen:
         assert chosen.prf is not None
         prf = prf_alg(chosen.prf)
@@ -881,9 +883,6 @@ class IkeSa(EspLiveness):
         # The initiator rekeys first; the responder only if the initiator has not (fewer collisions).
         self._rekey_at = now + soft_lifetime(life, self.is_initiator, self._rng)
 
-    def _jitter(self, span: float) -> float:
-        return span * int.from_bytes(self._rng(2), "big") / 65535.0
-
     # ------------------------------------------------------------------ Child SAs
 
     def _child_lifetimes(self, cfg: ChildSaConfig, initiator: bool, now: float) -> tuple[float | None, float]:
@@ -973,7 +972,7 @@ class IkeSa(EspLiveness):
             out.append(Notify(NotifyType.USE_TRANSPORT_MODE))
         return out
 
-    def _make_child(self, cfg: ChildSaConfig, chosen: props.Chosen, spi_in: int, spi_out: int, ni: bytes,
+    def _make_child(self, cfg: ChildSaConfig, chosen: Chosen, spi_in: int, spi_out: int, ni: bytes,
                     nr: bytes, g_ir: bytes | None, *, we_init: bool, ts_local: list[TrafficSelector],
                     ts_remote: list[TrafficSelector], mode: Mode, now: float) -> ChildSa:
         assert self._gen is not None
@@ -997,7 +996,7 @@ class IkeSa(EspLiveness):
                 # and compares the nonces; until then ``old`` stays ours to rekey.
                 old.collision = (child, lowest)
             else:
-                old.state = ChildState.REKEYED
+                old.move(ChildTrigger.REPLACED)
                 old.rekey_at = None
         self._events.append(ChildSaEstablished(self, child, old))
 
@@ -1049,11 +1048,11 @@ class IkeSa(EspLiveness):
                         self._tasks.insert(0, functools.partial(self._retry_create_child, cfg, old, want, retries + 1))
                         return
                 if n.notify_type == NotifyType.TEMPORARY_FAILURE and old is not None:
-                    old.state = ChildState.INSTALLED
-                    old.rekey_at = t + 2.0 + self._jitter(3.0)
+                    old.move(ChildTrigger.RESTORE)
+                    old.rekey_at = t + 2.0 + jitter(self._rng, 3.0)
                     return
                 if old is not None and old.state is ChildState.REKEYING:
-                    old.state = ChildState.INSTALLED
+                    old.move(ChildTrigger.RESTORE)
                     old.rekey_at = None
                 self._events.append(NegotiationFailed(self, n.notify_type,
                                                       f"CREATE_CHILD_SA refused: {NotifyType.text(n.notify_type)}",
@@ -1095,7 +1094,7 @@ class IkeSa(EspLiveness):
     def _replaced_by_peer(self, old: ChildSa) -> None:
         """``old`` was replaced (or lost a §2.8.1 comparison) and the peer will delete it: no rekey, and
         its Delete is reported as a rekey, not as a loss."""
-        old.state = ChildState.REKEYED
+        old.move(ChildTrigger.REPLACED)
         old.rekey_at = None
 
     def _delete_rekeyed(self, old: ChildSa) -> None:
@@ -1146,7 +1145,7 @@ class IkeSa(EspLiveness):
                     self._rekey_at = t + retry_in
 
             if any(isinstance(n, Notify) and NotifyType.is_error(n.notify_type) for n in resp):
-                failed(2.0 + self._jitter(3.0))  # refusal (busy peer): try again a bit later
+                failed(2.0 + jitter(self._rng, 3.0))  # refusal (busy peer): try again a bit later
                 return
             sa = next((p for p in resp if isinstance(p, SA)), None)
             ke = next((p for p in resp if isinstance(p, KE)), None)
@@ -1223,7 +1222,7 @@ class IkeSa(EspLiveness):
         self._after_answer = after
         return answer
 
-    def _derive_gen(self, old: _Gen, chosen: props.Chosen, g_ir: bytes, ni: bytes, nr: bytes,
+    def _derive_gen(self, old: _Gen, chosen: Chosen, g_ir: bytes, ni: bytes, nr: bytes,
                     spis: tuple[bytes, bytes], *, we_init: bool) -> _Gen:
         """The generation a rekey of ``old`` keyed (RFC 7296 §2.18), not yet in use."""
         seed = rekey_skeyseed(old.prf, old.keys.sk_d, g_ir, ni, nr)
@@ -1402,7 +1401,7 @@ class IkeSa(EspLiveness):
                 reason = DeleteReason.REKEYED if was is ChildState.REKEYED else DeleteReason.PEER_REQUEST
                 if was is not ChildState.DELETING:
                     ours.append(struct.pack("!I", child.spi_in))
-                child.state = ChildState.DELETING
+                child.move(ChildTrigger.DELETE)
                 self._drop_child(child, reason)
             if ours:
                 answer.append(Delete(ProtocolId.ESP, ours))
@@ -1516,4 +1515,4 @@ class IkeSa(EspLiveness):
         self._out.append((packet, local, peer))
 
 
-__all__ = ["ID_TEXT", "IkeSa", "State", "Stats", "id_payload_for", "natd_hash"]
+__all__ = ["ID_TEXT", "IkeSa", "State", "id_payload_for", "natd_hash"]
