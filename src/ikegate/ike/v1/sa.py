@@ -70,7 +70,9 @@ from ikegate.ike.core.ids import spi_allocator as spi_allocator_for
 from ikegate.ike.core.lifetimes import jitter, soft_lifetime
 from ikegate.ike.core.liveness import EspLiveness
 from ikegate.ike.core.negotiated import Chosen
-from ikegate.ike.core.plumbing import Stats
+from ikegate.ike.core.plumbing import Outbox, Stats
+from ikegate.ike.core.table import Table
+from ikegate.ike.core.window import RequestWindow, Retransmission
 from ikegate.ike.crypto import CryptoError, DhKey, dh_group
 from ikegate.ike.events import (
     ChildSaDeleted,
@@ -127,8 +129,6 @@ from ikegate.ike.wire.v2 import TrafficSelector
 
 NONCE_SIZE = 32
 ZERO_COOKIE = bytes(8)
-DEFAULT_RETRANSMIT_BASE = 1.0
-DEFAULT_RETRANSMIT_TRIES = 5
 RESPONDER_HALF_OPEN = 30.0
 QUICK_LINGER = 60.0  # how long a finished quick mode stays to answer duplicates
 REKEY_RETRY = 30.0
@@ -220,19 +220,22 @@ class Trigger(enum.Enum):
 
 #: Phase 1 (h11 ``_state.py`` style): (state, trigger) -> next state. Triggers are "message N arrived"
 #: or a local start; anything not listed is dropped. Death is possible from everywhere.
-TRANSITIONS: dict[tuple[State, Trigger], State] = {
-    (State.NEW, Trigger.START_MAIN): State.MM_SENT1,
-    (State.MM_SENT1, Trigger.MM2): State.MM_SENT3,
-    (State.MM_SENT3, Trigger.MM4): State.MM_SENT5,
-    (State.MM_SENT5, Trigger.MM6): State.ESTABLISHED,
-    (State.NEW, Trigger.MM1): State.MM_SENT2,
-    (State.MM_SENT2, Trigger.MM3): State.MM_SENT4,
-    (State.MM_SENT4, Trigger.MM5): State.ESTABLISHED,
-    (State.NEW, Trigger.START_AGGRESSIVE): State.AM_SENT1,
-    (State.AM_SENT1, Trigger.AM2): State.ESTABLISHED,
-    (State.NEW, Trigger.AM1): State.AM_SENT2,
-    (State.AM_SENT2, Trigger.AM3): State.ESTABLISHED,
-}
+TRANSITIONS: Table[State, Trigger] = Table(
+    "IKEv1 phase 1",
+    {
+        (State.NEW, Trigger.START_MAIN): State.MM_SENT1,
+        (State.MM_SENT1, Trigger.MM2): State.MM_SENT3,
+        (State.MM_SENT3, Trigger.MM4): State.MM_SENT5,
+        (State.MM_SENT5, Trigger.MM6): State.ESTABLISHED,
+        (State.NEW, Trigger.MM1): State.MM_SENT2,
+        (State.MM_SENT2, Trigger.MM3): State.MM_SENT4,
+        (State.MM_SENT4, Trigger.MM5): State.ESTABLISHED,
+        (State.NEW, Trigger.START_AGGRESSIVE): State.AM_SENT1,
+        (State.AM_SENT1, Trigger.AM2): State.ESTABLISHED,
+        (State.NEW, Trigger.AM1): State.AM_SENT2,
+        (State.AM_SENT2, Trigger.AM3): State.ESTABLISHED,
+    },
+)
 
 #: The phase-1 message each state waits for: (exchange type, trigger it fires).
 EXPECTED: dict[State, tuple[int, Trigger]] = {
@@ -259,17 +262,29 @@ TIMEOUT_HINTS: dict[State, str] = {
 
 
 class QuickState(enum.Enum):
+    NEW = "new"
     SENT1 = "qm-sent-1"  # initiator, waiting for QM2
     SENT2 = "qm-sent-2"  # responder, waiting for QM3
     DONE = "done"
 
 
-QUICK_TRANSITIONS: dict[tuple[QuickState | None, str], QuickState] = {
-    (None, "send-qm1"): QuickState.SENT1,
-    (None, "qm1"): QuickState.SENT2,
-    (QuickState.SENT1, "qm2"): QuickState.DONE,
-    (QuickState.SENT2, "qm3"): QuickState.DONE,
-}
+class QuickTrigger(enum.Enum):
+    SEND_QM1 = "send-qm1"
+    QM1 = "qm1"
+    QM2 = "qm2"
+    QM3 = "qm3"
+
+
+#: One Quick Mode exchange: (state, trigger) -> next state.
+QUICK_TRANSITIONS: Table[QuickState, QuickTrigger] = Table(
+    "Quick Mode",
+    {
+        (QuickState.NEW, QuickTrigger.SEND_QM1): QuickState.SENT1,
+        (QuickState.NEW, QuickTrigger.QM1): QuickState.SENT2,
+        (QuickState.SENT1, QuickTrigger.QM2): QuickState.DONE,
+        (QuickState.SENT2, QuickTrigger.QM3): QuickState.DONE,
+    },
+)
 
 
 class _Fail(Exception):
@@ -279,15 +294,6 @@ class _Fail(Exception):
         super().__init__(detail or NotifyType.text(notify))
         self.notify = notify
         self.data = data
-
-
-@dataclass(slots=True, eq=False)
-class _Retrans:
-    packet: bytes
-    deadline: float
-    max_tries: int
-    on_timeout: Callable[[float], None]
-    tries: int = 0
 
 
 @dataclass(slots=True, eq=False)
@@ -314,7 +320,7 @@ class _Phase1:
     chain: c1.IvChain | None = None
     last_in: bytes = b""
     last_out: bytes = b""
-    req: _Retrans | None = None
+    req: Retransmission | None = None
     natt: str | None = None  # "rfc" or "draft" once both ends announced it
     peer_dpd: bool = False
     peer_vendors: list[str] = field(default_factory=list)
@@ -348,7 +354,7 @@ class _Quick:
     p1: _Phase1
     we_init: bool
     chain: c1.IvChain
-    state: QuickState | None = None
+    state: QuickState = QuickState.NEW  # changed only by IsakmpSa._quick_move
     cfg: ChildSaConfig | None = None
     old: ChildSa | None = None
     ni: bytes = b""
@@ -364,7 +370,7 @@ class _Quick:
     life_kb: int = 0
     last_in: bytes = b""
     last_out: bytes = b""
-    req: _Retrans | None = None
+    req: Retransmission | None = None
     done_at: float | None = None
     started: float = 0.0
 
@@ -420,8 +426,7 @@ class IsakmpSa(EspLiveness):
         self.initial_contact = False
         self._rng = rng
         self._alloc_spi = spi_allocator_for(rng, spi_allocator)
-        self._events: deque[IkeEvent] = deque()
-        self._out: list[tuple[bytes, Addr, Addr]] = []
+        self._outbox: Outbox[IkeEvent] = Outbox()
         if initiator:
             self._p1 = _Phase1(True, rng(8), ZERO_COOKIE, config=config)
         else:
@@ -434,7 +439,7 @@ class IsakmpSa(EspLiveness):
         self._dead = False
         self._quicks: dict[int, _Quick] = {}
         self._info_mids: deque[int] = deque(maxlen=64)
-        self._pending: list[Callable[[float], None]] = []
+        self._window = RequestWindow()  # lockstep per exchange; Quick Modes queue until phase 1 settles
         self._first_child: ChildSaConfig | None = None
         self._deadline: float | None = None if initiator else now + RESPONDER_HALF_OPEN
         self._rekey_at: float | None = None
@@ -546,11 +551,10 @@ class IsakmpSa(EspLiveness):
 
     def datagrams_to_send(self) -> list[tuple[bytes, Addr, Addr]]:
         """(payload, local address, peer address); on the NAT-T port the owner adds the non-ESP marker."""
-        out, self._out = self._out, []
-        return out
+        return self._outbox.datagrams()
 
     def next_event(self) -> IkeEvent | None:
-        return self._events.popleft() if self._events else None
+        return self._outbox.next_event()
 
     def get_timer(self) -> float | None:
         times: list[float] = [r.deadline for r in self._retransmissions()]
@@ -558,7 +562,7 @@ class IsakmpSa(EspLiveness):
             times.append(child.expire_at)
         if not self._dead:
             times += [t for t in (self._deadline, self._rekey_at, self._expire_at, self._prev_until) if t is not None]
-            if self._pending and self._settle_until is not None:
+            if self._window and self._settle_until is not None:
                 times.append(self._settle_until)
             if self.established:
                 for child in self.children.values():
@@ -750,7 +754,7 @@ class IsakmpSa(EspLiveness):
         self._prev = self._prev_until = self._settle_until = None
         self._dead = True
         self.delete_reason = reason
-        self._events.append(IkeSaDeleted(self, reason))
+        self._outbox.report(IkeSaDeleted(self, reason))
         self._quiet()
 
     def _quiet(self) -> None:
@@ -759,7 +763,7 @@ class IsakmpSa(EspLiveness):
                 p.req = None
         self._next = None
         self._quicks.clear()
-        self._pending.clear()
+        self._window.clear()
         self._deadline = self._rekey_at = self._expire_at = None
         self._dpd_outstanding.clear()
         self._dpd_sent_at = None
@@ -768,7 +772,7 @@ class IsakmpSa(EspLiveness):
         """A phase-1 negotiation failed: report it, and the SA is gone (nothing to tell the peer)."""
         if self._dead:
             return
-        self._events.append(NegotiationFailed(self, notify, detail))
+        self._outbox.report(NegotiationFailed(self, notify, detail))
         self._end(now, DeleteReason.NEGOTIATION_FAILED, take_children=True,
                   child_reason=DeleteReason.NEGOTIATION_FAILED, tell_peer=False)
 
@@ -778,37 +782,31 @@ class IsakmpSa(EspLiveness):
                 del holder.children[child.spi_in]
                 child.move(ChildTrigger.DROP)
                 child.rekey_at = None
-                self._events.append(ChildSaDeleted(holder, child, reason))
+                self._outbox.report(ChildSaDeleted(holder, child, reason))
                 return
 
     # ------------------------------------------------------------------ plumbing
 
     def _emit(self, packet: bytes) -> None:
         self.stats.messages_out += 1
-        self._out.append((packet, self.local, self.peer))
+        self._outbox.send(packet, self.local, self.peer)
 
-    def _retransmissions(self) -> list[_Retrans]:
+    def _retransmissions(self) -> list[Retransmission]:
         reqs = [p.req for p in (self._p1, self._next) if p is not None and p.req is not None]
         reqs += [q.req for q in self._quicks.values() if q.req is not None]
         return reqs
 
-    def _retransmit(self, req: _Retrans, now: float) -> None:
+    def _retransmit(self, req: Retransmission, now: float) -> None:
         """Send ``req`` again with doubled back-off, or give up once its tries are spent (the caller
         already unhooked it then)."""
-        if req.tries >= req.max_tries:
+        if not self._window.fire(req, now, self.config):
             req.on_timeout(now)
             return
-        req.tries += 1
-        req.deadline = now + self._retransmit_base() * (2 ** req.tries)
         self.stats.retransmits += 1
         self._emit(req.packet)
 
-    def _retransmit_base(self) -> float:
-        return self.config.retransmit_base if self.config else DEFAULT_RETRANSMIT_BASE
-
-    def _new_retrans(self, packet: bytes, now: float, on_timeout: Callable[[float], None]) -> _Retrans:
-        tries = self.config.retransmit_tries if self.config else DEFAULT_RETRANSMIT_TRIES
-        return _Retrans(packet, now + self._retransmit_base(), tries, on_timeout)
+    def _new_retrans(self, packet: bytes, now: float, on_timeout: Callable[[float], None]) -> Retransmission:
+        return self._window.arm(Retransmission(packet, on_timeout), now, self.config)
 
     def _new_mid(self) -> int:
         while True:
@@ -822,13 +820,12 @@ class IsakmpSa(EspLiveness):
         if self.established and self._settle_until is None:
             task(now)
         elif not self._dead:
-            self._pending.append(task)
+            self._window.queue(task)
 
     def _release(self, now: float) -> None:
         """The peer's Delete burst is over: the Quick Modes that waited for it start."""
         self._settle_until = None
-        pending, self._pending = self._pending, []
-        for task in pending:
+        for task in self._window.take_all():
             task(now)
 
     def _note_peer(self, addr: Addr, local: Addr | None, now: float) -> None:
@@ -945,11 +942,15 @@ class IsakmpSa(EspLiveness):
 
     # ------------------------------------------------------------------ phase 1
 
-    def _move(self, p: _Phase1, trigger: Trigger) -> None:
-        nxt = TRANSITIONS.get((p.state, trigger))
-        if nxt is None:
-            raise ValueError(f"{trigger.value} is not allowed in state {p.state.value}")
-        p.state = nxt
+    @staticmethod
+    def _move(p: _Phase1, trigger: Trigger) -> None:
+        """The only writer of a phase 1's ``state``; a move the table lacks is a :class:`ProtocolViolation`."""
+        p.state = TRANSITIONS.move(p.state, trigger)
+
+    @staticmethod
+    def _quick_move(q: _Quick, trigger: QuickTrigger) -> None:
+        """The only writer of a Quick Mode's ``state``."""
+        q.state = QUICK_TRANSITIONS.move(q.state, trigger)
 
     def _vendor_ids(self, p: _Phase1, answer: bool) -> list[Payload]:
         out: list[Payload] = [VendorId(VID_DPD)]
@@ -1398,13 +1399,12 @@ class IsakmpSa(EspLiveness):
         self._deadline = None
         self._set_lifetime(p, now)
         if p.initial_contact and not p.we_init:
-            self._events.append(InitialContact(self))
-        self._events.append(IkeSaEstablished(self))
+            self._outbox.report(InitialContact(self))
+        self._outbox.report(IkeSaEstablished(self))
         if self._first_child is not None:
             first, self._first_child = self._first_child, None
             self._start_quick(first, None, now)
-        pending, self._pending = self._pending, []
-        for task in pending:
+        for task in self._window.take_all():
             task(now)
 
     def _set_lifetime(self, p: _Phase1, now: float) -> None:
@@ -1424,7 +1424,7 @@ class IsakmpSa(EspLiveness):
             # (its QM3 may still be on the way): it installs the pair, so must we.
             if q.p1 is old and q.we_init and q.state is not QuickState.DONE:
                 self._abandon_quick(q, now)
-        self._events.append(IkeSaRekeyed(self, (old.cky_i, old.cky_r)))
+        self._outbox.report(IkeSaRekeyed(self, (old.cky_i, old.cky_r)))
         self._send_info(old, [Delete(ProtocolId.ISAKMP, [old.spi])])
 
     # ------------------------------------------------------------------ informational
@@ -1516,7 +1516,7 @@ class IsakmpSa(EspLiveness):
                 self._dpd_sent_at = None
                 self._dpd_tries = 0
         elif t == NotifyType.INITIAL_CONTACT:
-            self._events.append(InitialContact(self))
+            self._outbox.report(InitialContact(self))
         elif NotifyType.is_error(t):
             q = None
             if len(n.spi) == 4:
@@ -1600,7 +1600,7 @@ class IsakmpSa(EspLiveness):
         prf, key = p.suite.prf, p.keys.skeyid_a
         header = Header(p.cky_i, p.cky_r, 0, ExchangeType.QUICK, 0, mid)
         packet = self._seal_hashed(header, rest, lambda b: c1.qm_hash1(prf, key, mid, b), q.chain)
-        q.state = QUICK_TRANSITIONS[(None, "send-qm1")]
+        self._quick_move(q, QuickTrigger.SEND_QM1)
         q.last_out = packet
         q.req = self._new_retrans(packet, now, lambda t: self._quick_timeout(q, t))
         self._quicks[mid] = q
@@ -1610,7 +1610,7 @@ class IsakmpSa(EspLiveness):
         self._quicks.pop(q.mid, None)
         q.req = None
         self._restore_old(q, now)
-        self._events.append(NegotiationFailed(self, notify, detail, child_only=True))
+        self._outbox.report(NegotiationFailed(self, notify, detail, child_only=True))
 
     def _quick_timeout(self, q: _Quick, now: float) -> None:
         """No answer to our Quick Mode: the peer lost this ISAKMP SA (its unacknowledged Delete never came)
@@ -1685,7 +1685,7 @@ class IsakmpSa(EspLiveness):
                 sa = _first(payloads, SA)
                 spi = sa.proposals[0].spi if isinstance(sa, SA) and sa.proposals else b""
                 self._send_info(p, [Notify(notify, ProtocolId.ESP, spi, getattr(exc, "data", b""))])
-                self._events.append(NegotiationFailed(self, notify, str(exc), child_only=True))
+                self._outbox.report(NegotiationFailed(self, notify, str(exc), child_only=True))
             return
         if q.state is QuickState.SENT1:
             assert q.ni
@@ -1713,7 +1713,7 @@ class IsakmpSa(EspLiveness):
             q.last_in = data
             q.last_out = b""  # QM3 ends the exchange: a duplicate of it is not answered
             q.req = None
-            q.state = QUICK_TRANSITIONS[(QuickState.SENT2, "qm3")]
+            self._quick_move(q, QuickTrigger.QM3)
             q.done_at = now
             self._install(q, now)
 
@@ -1778,7 +1778,7 @@ class IsakmpSa(EspLiveness):
         prf, key, mid, ni_b = p.suite.prf, p.keys.skeyid_a, q.mid, q.ni
         header = Header(p.cky_i, p.cky_r, 0, ExchangeType.QUICK, 0, q.mid)
         packet = self._seal_hashed(header, rest, lambda b: c1.qm_hash2(prf, key, mid, ni_b, b), q.chain)
-        q.state = QUICK_TRANSITIONS[(None, "qm1")]
+        self._quick_move(q, QuickTrigger.QM1)
         q.last_out = packet
         # QM3 is the initiator's and unanswered: we repeat QM2 until it arrives.
         q.req = self._new_retrans(packet, now, lambda t: self._qm3_timeout(q, t))
@@ -1822,7 +1822,7 @@ class IsakmpSa(EspLiveness):
         prf, key = p.suite.prf, p.keys.skeyid_a
         header = Header(p.cky_i, p.cky_r, 0, ExchangeType.QUICK, 0, q.mid)
         packet = self._seal(header, [Hash(c1.qm_hash3(prf, key, q.mid, q.ni, q.nr))], q.chain)
-        q.state = QUICK_TRANSITIONS[(QuickState.SENT1, "qm2")]
+        self._quick_move(q, QuickTrigger.QM2)
         q.req = None
         q.last_out = packet
         q.done_at = now
@@ -1865,7 +1865,7 @@ class IsakmpSa(EspLiveness):
             old.move(ChildTrigger.REPLACED)
             old.rekey_at = None
         home.children[child.spi_in] = child
-        self._events.append(ChildSaEstablished(home, child, old))
+        self._outbox.report(ChildSaEstablished(home, child, old))
         return child
 
     def _twin(self, child: ChildSa) -> ChildSa | None:

@@ -41,7 +41,9 @@ from ikegate.ike.core.ids import spi_allocator as spi_allocator_for
 from ikegate.ike.core.lifetimes import jitter, soft_lifetime
 from ikegate.ike.core.liveness import EspLiveness
 from ikegate.ike.core.negotiated import Chosen
-from ikegate.ike.core.plumbing import Stats
+from ikegate.ike.core.plumbing import Outbox, Stats
+from ikegate.ike.core.table import Table
+from ikegate.ike.core.window import RequestWindow, Retransmission
 from ikegate.ike.crypto import (
     CryptoError,
     DhKey,
@@ -128,20 +130,25 @@ class Trigger(enum.Enum):
     DIE = "die"
 
 
-#: The whole life of an IKE SA (h11's ``_state.py`` style): (state, trigger) -> next state. DIE is
-#: allowed from everywhere and handled in :meth:`IkeSa._move`.
-TRANSITIONS: dict[tuple[State, Trigger], State] = {
-    (State.NEW, Trigger.INITIATE): State.INIT_SENT,
-    (State.INIT_SENT, Trigger.INITIATE): State.INIT_SENT,  # cookie / INVALID_KE retry
-    (State.INIT_SENT, Trigger.INIT_RESPONSE): State.AUTH_SENT,
-    (State.AUTH_SENT, Trigger.AUTH_RESPONSE): State.ESTABLISHED,
-    (State.NEW, Trigger.INIT_REQUEST): State.INIT_DONE,
-    (State.INIT_DONE, Trigger.AUTH_REQUEST): State.ESTABLISHED,
-    (State.INIT_SENT, Trigger.DELETE): State.DELETING,
-    (State.AUTH_SENT, Trigger.DELETE): State.DELETING,
-    (State.INIT_DONE, Trigger.DELETE): State.DELETING,
-    (State.ESTABLISHED, Trigger.DELETE): State.DELETING,
-}
+#: The whole life of an IKE SA (h11's ``_state.py`` style): (state, trigger) -> next state; DIE goes to
+#: DEAD from everywhere. :meth:`IkeSa._move` is the only writer of ``state``.
+TRANSITIONS: Table[State, Trigger] = Table(
+    "IKE SA",
+    {
+        (State.NEW, Trigger.INITIATE): State.INIT_SENT,
+        (State.INIT_SENT, Trigger.INITIATE): State.INIT_SENT,  # cookie / INVALID_KE retry
+        (State.INIT_SENT, Trigger.INIT_RESPONSE): State.AUTH_SENT,
+        (State.AUTH_SENT, Trigger.AUTH_RESPONSE): State.ESTABLISHED,
+        (State.NEW, Trigger.INIT_REQUEST): State.INIT_DONE,
+        (State.INIT_DONE, Trigger.AUTH_REQUEST): State.ESTABLISHED,
+        (State.NEW, Trigger.DELETE): State.DELETING,
+        (State.INIT_SENT, Trigger.DELETE): State.DELETING,
+        (State.AUTH_SENT, Trigger.DELETE): State.DELETING,
+        (State.INIT_DONE, Trigger.DELETE): State.DELETING,
+        (State.ESTABLISHED, Trigger.DELETE): State.DELETING,
+    },
+    anywhere={Trigger.DIE: State.DEAD},
+)
 
 #: Which requests the peer may send us in each state; anything else is dropped.
 ACCEPTED_REQUESTS: dict[State, frozenset[int]] = {
@@ -162,17 +169,13 @@ class _Fail(Exception):
         self.data = data
 
 
-@dataclass(slots=True)
-class _Request:
+@dataclass(slots=True, eq=False, kw_only=True)
+class _Request(Retransmission):
+    """Our request in flight on one generation (window 1): what its answer is for."""
+
     exchange: int
     mid: int
-    packet: bytes
     on_response: Callable[[list[Payload], float], None]
-    on_timeout: Callable[[float], None]
-    deadline: float
-    tries: int = 0
-    max_tries: int = 0
-    interval: float = 0.0  # fixed retransmission interval (DPD); 0: exponential from retransmit_base
 
 
 @dataclass(slots=True)
@@ -233,7 +236,6 @@ class IkeSa(EspLiveness):
         "_closing",
         "_deadline_negotiation",
         "_dh",
-        "_events",
         "_expire_at",
         "_first_child",
         "_first_child_spi",
@@ -248,13 +250,13 @@ class IkeSa(EspLiveness):
         "_last_sent",
         "_ni",
         "_nr",
-        "_out",
+        "_outbox",
         "_rekey_at",
         "_retiring",
         "_rng",
         "_spi_i",
         "_spi_r",
-        "_tasks",
+        "_window",
         "children",
         "config",
         "created",
@@ -308,8 +310,7 @@ class IkeSa(EspLiveness):
         self.initial_contact = False
         self._rng = rng
         self._alloc_spi = spi_allocator_for(rng, spi_allocator)
-        self._events: list[IkeEvent] = []
-        self._out: list[tuple[bytes, Addr, Addr]] = []
+        self._outbox: Outbox[IkeEvent] = Outbox()
         self._gen: _Gen | None = None
         self._retiring: list[_Gen] = []
         #: Our IKE SA rekey in flight (its nonce), and the generation a crossing rekey by the peer made
@@ -318,7 +319,7 @@ class IkeSa(EspLiveness):
         self._ike_collision: tuple[_Gen, bytes] | None = None
         #: Child SAs whose Delete is on its way, by the SPI the peer names them with (our outbound one).
         self._closing: dict[int, ChildSa] = {}
-        self._tasks: list[Callable[[float], None]] = []
+        self._window = RequestWindow()
         self._spi_i = rng(8) if initiator else b""
         self._spi_r = b"" if initiator else rng(8)
         self._ni = b""
@@ -404,11 +405,10 @@ class IkeSa(EspLiveness):
 
     def datagrams_to_send(self) -> list[tuple[bytes, Addr, Addr]]:
         """(payload, local address, peer address) triples; on the NAT-T port the owner adds the marker."""
-        out, self._out = self._out, []
-        return out
+        return self._outbox.datagrams()
 
     def next_event(self) -> IkeEvent | None:
-        return self._events.pop(0) if self._events else None
+        return self._outbox.next_event()
 
     def get_timer(self) -> float | None:
         times: list[float] = []
@@ -456,7 +456,7 @@ class IkeSa(EspLiveness):
             self.liveness_check(now)
         if self.nat_local and now >= self._last_sent + KEEPALIVE_INTERVAL:
             self._last_sent = now
-            self._out.append((KEEPALIVE, self.local, self.peer))  # we are behind a NAT: keep it open
+            self._outbox.send(KEEPALIVE, self.local, self.peer)  # we are behind a NAT: keep it open
 
     def receive_datagram(self, data: bytes, addr: Addr, now: float, local: Addr | None = None) -> None:
         """Feed one IKE message (without the NAT-T non-ESP marker). Never raises on bad input."""
@@ -548,15 +548,12 @@ class IkeSa(EspLiveness):
         """Report the IKE SA and its children gone now, then send the Delete and wait for its answer."""
         if self.state in (State.DELETING, State.DEAD):
             return
-        if (self.state, Trigger.DELETE) in TRANSITIONS:
-            self._move(Trigger.DELETE)
-        else:
-            self.state = State.DELETING
+        self._move(Trigger.DELETE)
         self.delete_reason = reason
-        self._events.append(IkeSaDeleted(self, reason))
+        self._outbox.report(IkeSaDeleted(self, reason))
         for child in self.children.values():
             child.move(ChildTrigger.DROP)
-        self._tasks.clear()
+        self._window.clear()
         if self._gen is None:
             # Nothing protected exists yet: nobody to tell.
             self._finish()
@@ -591,9 +588,9 @@ class IkeSa(EspLiveness):
             ]
         header = Header(self._spi_i, bytes(8), 0, ExchangeType.IKE_SA_INIT, _FLAG_I, 0)
         self._init_request = encode_message(header, payloads)
-        self._init_req = _Request(ExchangeType.IKE_SA_INIT, 0, self._init_request,
-                                  lambda p, n: None, lambda n: self._fail(n, 0, "no answer to IKE_SA_INIT"),
-                                  now + self.config.retransmit_base, 0, self.config.retransmit_tries)
+        self._init_req = self._window.arm(_Request(
+            self._init_request, lambda n: self._fail(n, 0, "no answer to IKE_SA_INIT"),
+            exchange=ExchangeType.IKE_SA_INIT, mid=0, on_response=lambda p, n: None), now, self.config)
         self._emit(self._init_request)
 
     def _on_init(self, msg: Message, data: bytes, addr: Addr, now: float, local: Addr | None) -> None:
@@ -814,14 +811,14 @@ class IkeSa(EspLiveness):
             return
         error = next((n for n in notifies if NotifyType.is_error(n.notify_type)), None)
         if error is not None:
-            self._events.append(NegotiationFailed(self, error.notify_type,
+            self._outbox.report(NegotiationFailed(self, error.notify_type,
                                                   f"Child SA refused: {NotifyType.text(error.notify_type)}",
                                                   child_only=True))
             return
         try:
             self._complete_child(child, payloads, self._first_child_spi, None, self._ni, self._nr, None, now)
         except _Fail as exc:
-            self._events.append(NegotiationFailed(self, exc.notify, str(exc), child_only=True))
+            self._outbox.report(NegotiationFailed(self, exc.notify, str(exc), child_only=True))
 
     def _on_auth_request(self, payloads: list[Payload], now: float) -> list[Payload]:
         assert self.policy is not None and self._gen is not None
@@ -851,7 +848,7 @@ class IkeSa(EspLiveness):
                           signed_octets(self._init_response, self._ni, gen.prf, gen.keys.sk_pr, idr.body()))),
         ]
         if any(isinstance(p, Notify) and p.notify_type == NotifyType.INITIAL_CONTACT for p in payloads):
-            self._events.append(InitialContact(self))
+            self._outbox.report(InitialContact(self))
         self._move(Trigger.AUTH_REQUEST)
         self._established(now)
         if any(isinstance(p, SA) for p in payloads):
@@ -859,7 +856,7 @@ class IkeSa(EspLiveness):
                 out += self._answer_child(payloads, None, self._ni, self._nr, now, in_auth=True)
             except _Fail as exc:
                 out.append(Notify(exc.notify, data=exc.data))
-                self._events.append(NegotiationFailed(self, exc.notify, str(exc), child_only=True))
+                self._outbox.report(NegotiationFailed(self, exc.notify, str(exc), child_only=True))
         return out
 
     def _established(self, now: float) -> None:
@@ -873,7 +870,7 @@ class IkeSa(EspLiveness):
         self._init_payloads = []
         self._dh = None
         self._set_ike_lifetime(now)
-        self._events.append(IkeSaEstablished(self))
+        self._outbox.report(IkeSaEstablished(self))
         self._pump(now)
 
     def _set_ike_lifetime(self, now: float) -> None:
@@ -998,11 +995,11 @@ class IkeSa(EspLiveness):
             else:
                 old.move(ChildTrigger.REPLACED)
                 old.rekey_at = None
-        self._events.append(ChildSaEstablished(self, child, old))
+        self._outbox.report(ChildSaEstablished(self, child, old))
 
     def _drop_child(self, child: ChildSa, reason: DeleteReason) -> None:
         if self.children.pop(child.spi_in, None) is not None:
-            self._events.append(ChildSaDeleted(self, child, reason))
+            self._outbox.report(ChildSaDeleted(self, child, reason))
             redundant = child.redundant
             if redundant is not None and redundant.spi_in in self.children:
                 # §2.8.1 loser: the replaced pair is gone (normally by the peer's Delete, after which the
@@ -1045,7 +1042,8 @@ class IkeSa(EspLiveness):
                 if n.notify_type == NotifyType.INVALID_KE_PAYLOAD and len(n.data) == 2 and retries < 2:
                     want = struct.unpack("!H", n.data)[0]
                     if want in pfs:
-                        self._tasks.insert(0, functools.partial(self._retry_create_child, cfg, old, want, retries + 1))
+                        retry = functools.partial(self._retry_create_child, cfg, old, want, retries + 1)
+                        self._window.queue_first(retry)
                         return
                 if n.notify_type == NotifyType.TEMPORARY_FAILURE and old is not None:
                     old.move(ChildTrigger.RESTORE)
@@ -1054,7 +1052,7 @@ class IkeSa(EspLiveness):
                 if old is not None and old.state is ChildState.REKEYING:
                     old.move(ChildTrigger.RESTORE)
                     old.rekey_at = None
-                self._events.append(NegotiationFailed(self, n.notify_type,
+                self._outbox.report(NegotiationFailed(self, n.notify_type,
                                                       f"CREATE_CHILD_SA refused: {NotifyType.text(n.notify_type)}",
                                                       child_only=True))
                 return
@@ -1065,7 +1063,7 @@ class IkeSa(EspLiveness):
                 new = self._complete_child(cfg, resp, spi_in, old, ni, nr, dh, t)
             except (_Fail, CryptoError) as exc:
                 notify = exc.notify if isinstance(exc, _Fail) else NotifyType.INVALID_SYNTAX
-                self._events.append(NegotiationFailed(self, notify, str(exc), child_only=True))
+                self._outbox.report(NegotiationFailed(self, notify, str(exc), child_only=True))
                 if old is not None and old.collision is not None:
                     self._replaced_by_peer(old)
                 return
@@ -1102,7 +1100,7 @@ class IkeSa(EspLiveness):
         tell the peer."""
         self._drop_child(old, DeleteReason.REKEYED)
         self._closing[old.spi_out] = old
-        self._tasks.insert(0, lambda t: self._send_child_delete(old, t))
+        self._window.queue_first(lambda t: self._send_child_delete(old, t))
 
     def _send_child_delete(self, child: ChildSa, now: float) -> None:
         """The Delete of our inbound SPI. From the local delete until this is answered the pair is in
@@ -1236,7 +1234,7 @@ class IkeSa(EspLiveness):
         if old not in self._retiring:
             self._retiring.append(old)
         self._set_ike_lifetime(now)
-        self._events.append(IkeSaRekeyed(self, (old.spi_i, old.spi_r)))
+        self._outbox.report(IkeSaRekeyed(self, (old.spi_i, old.spi_r)))
 
     def _retire(self, gen: _Gen) -> None:
         if gen in self._retiring:
@@ -1410,21 +1408,24 @@ class IkeSa(EspLiveness):
     def _peer_deleted(self, now: float, reason: DeleteReason) -> None:
         if self.state is not State.DELETING:  # a Delete crossing ours: already reported
             self.delete_reason = reason
-            self._events.append(IkeSaDeleted(self, reason))
+            self._outbox.report(IkeSaDeleted(self, reason))
         self._finish()
 
     # ------------------------------------------------------------------ requests and retransmission
 
     def _queue(self, task: Callable[[float], None], now: float) -> None:
-        self._tasks.append(task)
+        self._window.queue(task)
         self._pump(now)
 
     def _busy(self) -> bool:
-        return bool(self._gen and self._gen.req) or bool(self._tasks)
+        return bool(self._gen and self._gen.req) or bool(self._window)
+
+    def _window_open(self) -> bool:
+        """Window 1 (RFC 7296 §2.3): no request of ours in flight on the established SA."""
+        return self._gen is not None and self._gen.req is None and self.state is State.ESTABLISHED
 
     def _pump(self, now: float) -> None:
-        while self._tasks and self._gen is not None and self._gen.req is None and self.state is State.ESTABLISHED:
-            self._tasks.pop(0)(now)
+        self._window.pump(now, self._window_open)
 
     def _send_request(self, exchange: int, payloads: list[Payload], on_response: Callable[[list[Payload], float], None],
                       on_timeout: Callable[[float], None] | None, now: float, max_tries: int | None = None) -> None:
@@ -1438,15 +1439,11 @@ class IkeSa(EspLiveness):
     def _send_request_on(self, gen: _Gen, exchange: int, payloads: list[Payload],
                          on_response: Callable[[list[Payload], float], None], on_timeout: Callable[[float], None],
                          now: float, max_tries: int | None = None) -> None:
-        cfg = self.config
-        base = cfg.retransmit_base if cfg else 1.0
-        tries = cfg.retransmit_tries if cfg else 5
-        if max_tries is not None:
-            tries = min(tries, max_tries)
         flags = _FLAG_I if gen.we_init else 0
         header = Header(gen.spi_i, gen.spi_r, 0, exchange, int(flags), gen.next_mid)
         packet = seal(gen.out, header, payloads, self._rng)
-        gen.req = _Request(exchange, gen.next_mid, packet, on_response, on_timeout, now + base, 0, tries)
+        req = _Request(packet, on_timeout, exchange=exchange, mid=gen.next_mid, on_response=on_response)
+        gen.req = self._window.arm(req, now, self.config, max_tries)
         gen.next_mid += 1
         self._emit(packet)
 
@@ -1458,7 +1455,7 @@ class IkeSa(EspLiveness):
         return reqs
 
     def _retransmit(self, req: _Request, now: float) -> None:
-        if req.tries >= req.max_tries:
+        if not self._window.fire(req, now, self.config):
             for gen in [self._gen, *self._retiring]:
                 if gen is not None and gen.req is req:
                     gen.req = None
@@ -1466,28 +1463,20 @@ class IkeSa(EspLiveness):
                 self._init_req = None
             req.on_timeout(now)
             return
-        req.tries += 1
-        base = self.config.retransmit_base if self.config else 1.0
-        req.deadline = now + (req.interval or base * (2 ** req.tries))
         self.stats.retransmits += 1
         self._emit(req.packet)
 
     # ------------------------------------------------------------------ endings
 
     def _move(self, trigger: Trigger) -> None:
-        if trigger is Trigger.DIE:
-            self.state = State.DEAD
-            return
-        nxt = TRANSITIONS.get((self.state, trigger))
-        if nxt is None:
-            raise ValueError(f"{trigger.value} is not allowed in state {self.state.value}")
-        self.state = nxt
+        """The only writer of ``state``; a move the table lacks raises :class:`ProtocolViolation`."""
+        self.state = TRANSITIONS.move(self.state, trigger)
 
     def _fail(self, now: float, notify: int, detail: str) -> None:
         """A negotiation failed: report it, and the SA is gone."""
         if self.state is State.DEAD:
             return
-        self._events.append(NegotiationFailed(self, notify, detail))
+        self._outbox.report(NegotiationFailed(self, notify, detail))
         established = self.state is State.ESTABLISHED
         self._die(now, DeleteReason.NEGOTIATION_FAILED if not established else DeleteReason.DPD_TIMEOUT)
 
@@ -1497,12 +1486,12 @@ class IkeSa(EspLiveness):
             return
         if self.state is not State.DELETING:
             self.delete_reason = reason
-            self._events.append(IkeSaDeleted(self, reason))
+            self._outbox.report(IkeSaDeleted(self, reason))
         self._finish()
 
     def _finish(self) -> None:
         self._move(Trigger.DIE)
-        self._tasks.clear()
+        self._window.clear()
         self._init_req = None
         if self._gen is not None:
             self._gen.req = None
@@ -1512,7 +1501,7 @@ class IkeSa(EspLiveness):
     def _emit(self, packet: bytes, route: tuple[Addr, Addr] | None = None) -> None:
         local, peer = route or (self.local, self.peer)
         self.stats.messages_out += 1
-        self._out.append((packet, local, peer))
+        self._outbox.send(packet, local, peer)
 
 
 __all__ = ["ID_TEXT", "IkeSa", "State", "id_payload_for", "natd_hash"]
