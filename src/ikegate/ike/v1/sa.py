@@ -64,6 +64,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ikegate.ike.core import ts as tsmod
+from ikegate.ike.core.auth import authenticator_for
 from ikegate.ike.core.child import ChildSa, ChildState, ChildTrigger
 from ikegate.ike.core.config import Addr, ChildSaConfig, IkeSaConfig, Mode, ResponderPolicy
 from ikegate.ike.core.ids import spi_allocator as spi_allocator_for
@@ -1169,9 +1170,9 @@ class IsakmpSa(EspLiveness):
         packet = encode_message(header, [KE(p.g_xr), Nonce(p.nr), *self._natd_payloads(p)])
         self._p1_send(p, packet, now, expect_answer=False)
 
-    def _derive(self, p: _Phase1, psk: bytes) -> tuple[c1.Phase1Keys, c1.IvChain]:
+    def _derive(self, p: _Phase1, cfg: IkeSaConfig) -> tuple[c1.Phase1Keys, c1.IvChain]:
         assert p.suite is not None
-        skeyid = c1.skeyid_psk(p.suite.prf, psk, p.ni, p.nr)
+        skeyid = authenticator_for(cfg).skeyid(p.suite.prf, p.ni, p.nr, p.g_xy)
         keys = c1.derive_phase1(p.suite.prf, skeyid, p.g_xy, p.cky_i, p.cky_r, p.suite.encr.key_size)
         chain = c1.IvChain(p.suite.encr, keys.enc_key, c1.phase1_iv(p.suite, p.g_xi, p.g_xr))
         return keys, chain
@@ -1187,7 +1188,7 @@ class IsakmpSa(EspLiveness):
         self.stats.messages_in += 1
         self._check_natd(p, payloads)
         self._float(p)
-        p.keys, p.chain = self._derive(p, p.config.psk)
+        p.keys, p.chain = self._derive(p, p.config)
         self._move(p, Trigger.MM4)
         p.last_in = data
         idii = self._id_payload(p.config)
@@ -1204,7 +1205,7 @@ class IsakmpSa(EspLiveness):
             raise _Fail(NotifyType.INVALID_FLAGS, "MM5 must be encrypted")
         # Try each candidate PSK: the one whose keys decrypt MM5 into a valid chain and HASH_I wins.
         for cfg in p.candidates:
-            keys, chain = self._derive(p, cfg.psk)
+            keys, chain = self._derive(p, cfg)
             try:
                 payloads, _plain = self._open(chain, msg)
             except (CryptoError, ParseError):
@@ -1308,7 +1309,7 @@ class IsakmpSa(EspLiveness):
         p.config = cfg
         p.peer_id = (idii.id_type, idii.data)
         self._read_vendor_ids(p, payloads)
-        p.keys, p.chain = self._derive(p, cfg.psk)
+        p.keys, p.chain = self._derive(p, cfg)
         idir = self._id_payload(cfg)
         auth = c1.hash_r(p.suite.prf, p.keys.skeyid, p.g_xi, p.g_xr, p.cky_i, p.cky_r, p.sai_b, idir.body())
         answer = p1props.answer_sa(sa, choice.proposal, choice.transform, sa.proposals[0].protocol, b"")
@@ -1335,7 +1336,7 @@ class IsakmpSa(EspLiveness):
             p.g_xy = p.dh.shared(p.g_xr)
         except CryptoError as exc:
             raise _Fail(NotifyType.INVALID_KEY_INFORMATION, "bad KE") from exc
-        p.keys, p.chain = self._derive(p, p.config.psk)
+        p.keys, p.chain = self._derive(p, p.config)
         idir = _first(payloads, Identification)
         auth = _first(payloads, Hash)
         if idir is None or auth is None:

@@ -35,6 +35,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from ikegate.ike.core import ts as tsmod
+from ikegate.ike.core.auth import authenticator_for
 from ikegate.ike.core.child import ChildSa, ChildState, ChildTrigger
 from ikegate.ike.core.config import Addr, ChildSaConfig, IkeSaConfig, Mode, ResponderPolicy
 from ikegate.ike.core.ids import spi_allocator as spi_allocator_for
@@ -55,7 +56,6 @@ from ikegate.ike.crypto import (
     dh_group,
     integ_alg,
     prf_alg,
-    psk_auth,
     rekey_skeyseed,
     signed_octets,
     skeyseed,
@@ -74,7 +74,6 @@ from ikegate.ike.events import (
 from ikegate.ike.v2 import proposals as props
 from ikegate.ike.v2.protect import SkContext, open_sk, seal
 from ikegate.ike.wire.registry import (
-    AuthMethod,
     ExchangeType,
     HeaderFlag,
     NotifyType,
@@ -760,14 +759,14 @@ class IkeSa(EspLiveness):
         gen = self._gen
         id_type, id_data = self._id_payload()
         idi = IDi(id_type, id_data)
-        auth = psk_auth(gen.prf, self.config.psk,
-                        signed_octets(self._init_request, self._nr, gen.prf, gen.keys.sk_pi, idi.body()))
+        auth = authenticator_for(self.config).sign(
+            gen.prf, signed_octets(self._init_request, self._nr, gen.prf, gen.keys.sk_pi, idi.body()))
         payloads: list[Payload] = [idi]
         if self.initial_contact:
             payloads.append(Notify(NotifyType.INITIAL_CONTACT))
         if self.config.remote_id is not None:
             payloads.append(IDr(*self.config.remote_id))
-        payloads.append(AUTH(AuthMethod.SHARED_KEY_MIC, auth))
+        payloads.append(AUTH(authenticator_for(self.config).method, auth))
         child = self._first_child
         if child is not None:
             self._first_child_spi = self._alloc_spi()
@@ -792,15 +791,14 @@ class IkeSa(EspLiveness):
                 return
         idr = next((p for p in payloads if isinstance(p, IDr)), None)
         auth = next((p for p in payloads if isinstance(p, AUTH)), None)
-        if idr is None or auth is None or auth.method != AuthMethod.SHARED_KEY_MIC:
+        if idr is None or auth is None or auth.method != authenticator_for(self.config).method:
             self._fail(now, NotifyType.AUTHENTICATION_FAILED, "IKE_AUTH response without IDr/AUTH")
             return
         if self.config.remote_id is not None and (idr.id_type, idr.data) != self.config.remote_id:
             self._fail(now, NotifyType.AUTHENTICATION_FAILED, "unexpected responder identity")
             return
-        expected = psk_auth(gen.prf, self.config.psk,
-                            signed_octets(self._init_response, self._ni, gen.prf, gen.keys.sk_pr, idr.body()))
-        if not hmac.compare_digest(expected, auth.data):
+        octets = signed_octets(self._init_response, self._ni, gen.prf, gen.keys.sk_pr, idr.body())
+        if not authenticator_for(self.config).verify(gen.prf, octets, auth.data):
             self.stats.auth_failures += 1
             self._fail(now, NotifyType.AUTHENTICATION_FAILED, "responder AUTH does not verify")
             return
@@ -828,25 +826,22 @@ class IkeSa(EspLiveness):
         if idi is None or auth is None:
             raise _Fail(NotifyType.INVALID_SYNTAX, detail="IKE_AUTH without IDi/AUTH")
         config: IkeSaConfig | None = None
-        if auth.method == AuthMethod.SHARED_KEY_MIC:
-            octets = signed_octets(self._init_request, self._nr, gen.prf, gen.keys.sk_pi, idi.body())
-            # Several peers (a template's branches) may match: the PSK that verifies picks the peer.
-            for candidate in self.policy.authenticate(self.peer, idi.id_type, idi.data):
-                if hmac.compare_digest(psk_auth(gen.prf, candidate.psk, octets), auth.data):
-                    config = candidate
-                    break
+        octets = signed_octets(self._init_request, self._nr, gen.prf, gen.keys.sk_pi, idi.body())
+        # Several peers (a template's branches) may match: the credentials that verify pick the peer.
+        for candidate in self.policy.authenticate(self.peer, idi.id_type, idi.data):
+            authenticator = authenticator_for(candidate)
+            if auth.method == authenticator.method and authenticator.verify(gen.prf, octets, auth.data):
+                config = candidate
+                break
         if config is None:
             self.stats.auth_failures += 1
             raise _Fail(NotifyType.AUTHENTICATION_FAILED, detail="initiator AUTH does not verify")
         self.config = config
         self.peer_id = (idi.id_type, idi.data)
         idr = IDr(*config.local_id)
-        out: list[Payload] = [
-            idr,
-            AUTH(AuthMethod.SHARED_KEY_MIC,
-                 psk_auth(gen.prf, config.psk,
-                          signed_octets(self._init_response, self._ni, gen.prf, gen.keys.sk_pr, idr.body()))),
-        ]
+        ours = authenticator_for(config)
+        octets = signed_octets(self._init_response, self._ni, gen.prf, gen.keys.sk_pr, idr.body())
+        out: list[Payload] = [idr, AUTH(ours.method, ours.sign(gen.prf, octets))]
         if any(isinstance(p, Notify) and p.notify_type == NotifyType.INITIAL_CONTACT for p in payloads):
             self._outbox.report(InitialContact(self))
         self._move(Trigger.AUTH_REQUEST)
