@@ -65,21 +65,19 @@ from typing import Any
 
 from ikegate.ike.core import ts as tsmod
 from ikegate.ike.core.auth import authenticator_for
+from ikegate.ike.core.base import EngineBase
 from ikegate.ike.core.child import ChildSa, ChildState, ChildTrigger
 from ikegate.ike.core.config import Addr, ChildSaConfig, IkeSaConfig, Mode, ResponderPolicy
-from ikegate.ike.core.ids import spi_allocator as spi_allocator_for
 from ikegate.ike.core.lifetimes import jitter, soft_lifetime
-from ikegate.ike.core.liveness import EspLiveness
 from ikegate.ike.core.negotiated import Chosen
-from ikegate.ike.core.plumbing import Outbox, Stats
+from ikegate.ike.core.plumbing import Stats
 from ikegate.ike.core.table import Table
-from ikegate.ike.core.window import RequestWindow, Retransmission
+from ikegate.ike.core.window import Retransmission
 from ikegate.ike.crypto import CryptoError, DhKey, dh_group
 from ikegate.ike.events import (
     ChildSaDeleted,
     ChildSaEstablished,
     DeleteReason,
-    IkeEvent,
     IkeSaDeleted,
     IkeSaEstablished,
     IkeSaRekeyed,
@@ -390,7 +388,7 @@ def _first(payloads: list[Payload], kind: type[Any]) -> Any:
     return next((p for p in payloads if isinstance(p, kind)), None)
 
 
-class IsakmpSa(EspLiveness):
+class IsakmpSa(EngineBase):
     """One IKEv1 ISAKMP SA with its IPsec SAs (``children``), driven like the IKEv2 ``IkeSa``."""
 
     def __init__(
@@ -406,28 +404,9 @@ class IsakmpSa(EspLiveness):
         spi_allocator: Callable[[], int] | None = None,
         v1: V1Options | None = None,
     ) -> None:
-        if initiator and config is None:
-            raise ValueError("an initiator needs its IKE configuration")
-        if not initiator and policy is None:
-            raise ValueError("a responder needs a responder policy")
-        self.config = config
-        self.policy = policy
-        self.initiator = initiator
+        super().__init__(config, initiator=initiator, local=local, peer=peer, now=now, policy=policy, rng=rng,
+                         spi_allocator=spi_allocator)
         self.options = v1 or V1Options()
-        self.local = local
-        self.peer = peer
-        self.created = now
-        self.established_at: float | None = None
-        self.last_received = now
-        self.stats = Stats()
-        self.children: dict[int, ChildSa] = {}
-        self.peer_id: tuple[int, bytes] | None = None
-        self.delete_reason: DeleteReason | None = None
-        self.handle: object = None
-        self.initial_contact = False
-        self._rng = rng
-        self._alloc_spi = spi_allocator_for(rng, spi_allocator)
-        self._outbox: Outbox[IkeEvent] = Outbox()
         if initiator:
             self._p1 = _Phase1(True, rng(8), ZERO_COOKIE, config=config)
         else:
@@ -440,12 +419,8 @@ class IsakmpSa(EspLiveness):
         self._dead = False
         self._quicks: dict[int, _Quick] = {}
         self._info_mids: deque[int] = deque(maxlen=64)
-        self._window = RequestWindow()  # lockstep per exchange; Quick Modes queue until phase 1 settles
         self._first_child: ChildSaConfig | None = None
         self._deadline: float | None = None if initiator else now + RESPONDER_HALF_OPEN
-        self._rekey_at: float | None = None
-        self._expire_at: float | None = None
-        self._last_outbound: float | None = None
         self._dpd_seq = int.from_bytes(rng(4), "big") & 0x7FFFFFFF
         self._dpd_outstanding: set[int] = set()
         self._dpd_sent_at: float | None = None
@@ -540,22 +515,7 @@ class IsakmpSa(EspLiveness):
         """Names of the vendor IDs the peer announced (unknown ones as hex)."""
         return list(self._p1.peer_vendors)
 
-    @property
-    def expire_at(self) -> float | None:
-        return self._expire_at
-
-    @property
-    def rekey_at(self) -> float | None:
-        return self._rekey_at
-
     # ------------------------------------------------------------------ sans-I/O API
-
-    def datagrams_to_send(self) -> list[tuple[bytes, Addr, Addr]]:
-        """(payload, local address, peer address); on the NAT-T port the owner adds the non-ESP marker."""
-        return self._outbox.datagrams()
-
-    def next_event(self) -> IkeEvent | None:
-        return self._outbox.next_event()
 
     def get_timer(self) -> float | None:
         times: list[float] = [r.deadline for r in self._retransmissions()]
@@ -788,10 +748,6 @@ class IsakmpSa(EspLiveness):
 
     # ------------------------------------------------------------------ plumbing
 
-    def _emit(self, packet: bytes) -> None:
-        self.stats.messages_out += 1
-        self._outbox.send(packet, self.local, self.peer)
-
     def _retransmissions(self) -> list[Retransmission]:
         reqs = [p.req for p in (self._p1, self._next) if p is not None and p.req is not None]
         reqs += [q.req for q in self._quicks.values() if q.req is not None]
@@ -828,15 +784,6 @@ class IsakmpSa(EspLiveness):
         self._settle_until = None
         for task in self._window.take_all():
             task(now)
-
-    def _note_peer(self, addr: Addr, local: Addr | None, now: float) -> None:
-        """An authenticated message arrived: the peer is alive and may have moved (NAT-T float)."""
-        self.last_received = max(self.last_received, now)
-        self.stats.messages_in += 1
-        if addr != self.peer:
-            self.peer = addr
-        if local is not None and local != self.local:
-            self.local = local
 
     @staticmethod
     def _seal(header: Header, payloads: list[Payload], chain: c1.IvChain | None) -> bytes:

@@ -36,15 +36,13 @@ from dataclasses import dataclass
 
 from ikegate.ike.core import ts as tsmod
 from ikegate.ike.core.auth import authenticator_for
+from ikegate.ike.core.base import EngineBase
 from ikegate.ike.core.child import ChildSa, ChildState, ChildTrigger
 from ikegate.ike.core.config import Addr, ChildSaConfig, IkeSaConfig, Mode, ResponderPolicy
-from ikegate.ike.core.ids import spi_allocator as spi_allocator_for
 from ikegate.ike.core.lifetimes import jitter, soft_lifetime
-from ikegate.ike.core.liveness import EspLiveness
 from ikegate.ike.core.negotiated import Chosen
-from ikegate.ike.core.plumbing import Outbox, Stats
 from ikegate.ike.core.table import Table
-from ikegate.ike.core.window import RequestWindow, Retransmission
+from ikegate.ike.core.window import Retransmission
 from ikegate.ike.crypto import (
     CryptoError,
     DhKey,
@@ -64,7 +62,6 @@ from ikegate.ike.events import (
     ChildSaDeleted,
     ChildSaEstablished,
     DeleteReason,
-    IkeEvent,
     IkeSaDeleted,
     IkeSaEstablished,
     IkeSaRekeyed,
@@ -224,18 +221,15 @@ def id_payload_for(addr: str) -> tuple[int, bytes]:
     return (1 if ip.version == 4 else 5, ip.packed)
 
 
-class IkeSa(EspLiveness):
+class IkeSa(EngineBase):
     """One IKEv2 IKE SA with its Child SAs."""
 
     # Slots: a gateway holds tens of thousands of these; per-instance dicts would double their size.
     __slots__ = (
-        "__weakref__",
         "_after_answer",
-        "_alloc_spi",
         "_closing",
         "_deadline_negotiation",
         "_dh",
-        "_expire_at",
         "_first_child",
         "_first_child_spi",
         "_gen",
@@ -249,29 +243,12 @@ class IkeSa(EspLiveness):
         "_last_sent",
         "_ni",
         "_nr",
-        "_outbox",
-        "_rekey_at",
         "_retiring",
-        "_rng",
         "_spi_i",
         "_spi_r",
-        "_window",
-        "children",
-        "config",
-        "created",
-        "delete_reason",
-        "established_at",
-        "handle",
-        "initial_contact",
-        "initiator",
-        "local",
         "nat_local",
         "nat_remote",
-        "peer",
-        "peer_id",
-        "policy",
         "state",
-        "stats",
     )
 
     def __init__(
@@ -286,30 +263,11 @@ class IkeSa(EspLiveness):
         rng: Callable[[int], bytes] = os.urandom,
         spi_allocator: Callable[[], int] | None = None,
     ) -> None:
-        if initiator and config is None:
-            raise ValueError("an initiator needs its IKE configuration")
-        if not initiator and policy is None:
-            raise ValueError("a responder needs a responder policy")
-        self.config = config
-        self.policy = policy
-        self.initiator = initiator
-        self.local = local
-        self.peer = peer
+        super().__init__(config, initiator=initiator, local=local, peer=peer, now=now, policy=policy, rng=rng,
+                         spi_allocator=spi_allocator)
         self.state = State.NEW
-        self.created = now
-        self.established_at: float | None = None
-        self.last_received = now
-        self.stats = Stats()
-        self.children: dict[int, ChildSa] = {}
-        self.peer_id: tuple[int, bytes] | None = None
         self.nat_local = False
         self.nat_remote = False
-        self.delete_reason: DeleteReason | None = None
-        self.handle: object = None
-        self.initial_contact = False
-        self._rng = rng
-        self._alloc_spi = spi_allocator_for(rng, spi_allocator)
-        self._outbox: Outbox[IkeEvent] = Outbox()
         self._gen: _Gen | None = None
         self._retiring: list[_Gen] = []
         #: Our IKE SA rekey in flight (its nonce), and the generation a crossing rekey by the peer made
@@ -318,7 +276,6 @@ class IkeSa(EspLiveness):
         self._ike_collision: tuple[_Gen, bytes] | None = None
         #: Child SAs whose Delete is on its way, by the SPI the peer names them with (our outbound one).
         self._closing: dict[int, ChildSa] = {}
-        self._window = RequestWindow()
         self._spi_i = rng(8) if initiator else b""
         self._spi_r = b"" if initiator else rng(8)
         self._ni = b""
@@ -332,11 +289,8 @@ class IkeSa(EspLiveness):
         self._first_child: ChildSaConfig | None = None
         self._first_child_spi = 0
         self._deadline_negotiation: float | None = None
-        self._rekey_at: float | None = None
-        self._expire_at: float | None = None
         self._after_answer: Callable[[float], None] | None = None
         self._last_sent = now
-        self._last_outbound: float | None = None
 
     # ------------------------------------------------------------------ public properties
 
@@ -392,22 +346,7 @@ class IkeSa(EspLiveness):
     def udp_encap(self) -> bool:
         return self.nat_local or self.nat_remote
 
-    @property
-    def expire_at(self) -> float | None:
-        return self._expire_at
-
-    @property
-    def rekey_at(self) -> float | None:
-        return self._rekey_at
-
     # ------------------------------------------------------------------ sans-I/O API
-
-    def datagrams_to_send(self) -> list[tuple[bytes, Addr, Addr]]:
-        """(payload, local address, peer address) triples; on the NAT-T port the owner adds the marker."""
-        return self._outbox.datagrams()
-
-    def next_event(self) -> IkeEvent | None:
-        return self._outbox.next_event()
 
     def get_timer(self) -> float | None:
         times: list[float] = []
@@ -1259,15 +1198,6 @@ class IkeSa(EspLiveness):
         else:
             self._on_request(gen, msg, data, addr, now, local)
 
-    def _note_peer(self, addr: Addr, local: Addr | None, now: float) -> None:
-        """An authenticated message arrived: the peer is alive, and may have moved (NAT-T float)."""
-        self.last_received = now
-        self.stats.messages_in += 1
-        if addr != self.peer:
-            self.peer = addr
-        if local is not None and local != self.local:
-            self.local = local
-
     def _on_response(self, gen: _Gen, msg: Message, data: bytes, addr: Addr, now: float,
                      local: Addr | None) -> None:
         req = gen.req
@@ -1493,10 +1423,6 @@ class IkeSa(EspLiveness):
         self._retiring.clear()
         self._deadline_negotiation = self._rekey_at = self._expire_at = None
 
-    def _emit(self, packet: bytes, route: tuple[Addr, Addr] | None = None) -> None:
-        local, peer = route or (self.local, self.peer)
-        self.stats.messages_out += 1
-        self._outbox.send(packet, local, peer)
 
 
 __all__ = ["ID_TEXT", "IkeSa", "State", "id_payload_for", "natd_hash"]

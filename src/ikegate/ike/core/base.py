@@ -1,0 +1,122 @@
+"""The state and plumbing every engine has, written once: ``IkeSa`` (IKEv2) and ``IsakmpSa`` (IKEv1) derive
+from :class:`EngineBase` and add only their exchanges and tables.
+
+What lives here is what the :class:`~ikegate.ike.core.engine.Engine` protocol promises that does not
+depend on the version: who the peer is and where, the Child SAs, counters, the outbox and event queue,
+the request window, SPI allocation, the IKE SA's lifetimes, and the ESP liveness DPD reads.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from ikegate.ike.core.child import ChildSa
+from ikegate.ike.core.config import Addr, IkeSaConfig, ResponderPolicy
+from ikegate.ike.core.ids import spi_allocator as spi_allocator_for
+from ikegate.ike.core.liveness import EspLiveness
+from ikegate.ike.core.plumbing import Outbox, Stats
+from ikegate.ike.core.window import RequestWindow
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ikegate.ike.events import DeleteReason, IkeEvent
+
+
+class EngineBase(EspLiveness):
+    """Common state of one IKE SA of either version (slotted: tens of thousands live at once)."""
+
+    __slots__ = (
+        "__weakref__",
+        "_alloc_spi",
+        "_expire_at",
+        "_outbox",
+        "_rekey_at",
+        "_rng",
+        "_window",
+        "children",
+        "config",
+        "created",
+        "delete_reason",
+        "established_at",
+        "handle",
+        "initial_contact",
+        "initiator",
+        "local",
+        "peer",
+        "peer_id",
+        "policy",
+        "stats",
+    )
+
+    def __init__(
+        self,
+        config: IkeSaConfig | None,
+        *,
+        initiator: bool,
+        local: Addr,
+        peer: Addr,
+        now: float,
+        policy: ResponderPolicy | None,
+        rng: Callable[[int], bytes],
+        spi_allocator: Callable[[], int] | None,
+    ) -> None:
+        if initiator and config is None:
+            raise ValueError("an initiator needs its IKE configuration")
+        if not initiator and policy is None:
+            raise ValueError("a responder needs a responder policy")
+        self.config = config
+        self.policy = policy
+        self.initiator = initiator
+        self.local = local
+        self.peer = peer
+        self.created = now
+        self.established_at: float | None = None
+        self.last_received = now
+        self._last_outbound: float | None = None
+        self.stats = Stats()
+        self.children: dict[int, ChildSa] = {}
+        self.peer_id: tuple[int, bytes] | None = None
+        self.delete_reason: DeleteReason | None = None
+        self.handle: object = None
+        self.initial_contact = False
+        self._rng = rng
+        self._alloc_spi = spi_allocator_for(rng, spi_allocator)
+        self._outbox: Outbox[IkeEvent] = Outbox()
+        self._window = RequestWindow()
+        self._rekey_at: float | None = None
+        self._expire_at: float | None = None
+
+    @property
+    def expire_at(self) -> float | None:
+        return self._expire_at
+
+    @property
+    def rekey_at(self) -> float | None:
+        return self._rekey_at
+
+    # ------------------------------------------------------------------ sans-I/O output
+
+    def datagrams_to_send(self) -> list[tuple[bytes, Addr, Addr]]:
+        """(payload, local address, peer address) triples; on the NAT-T port the owner adds the non-ESP
+        marker."""
+        return self._outbox.datagrams()
+
+    def next_event(self) -> IkeEvent | None:
+        return self._outbox.next_event()
+
+    def _emit(self, packet: bytes, route: tuple[Addr, Addr] | None = None) -> None:
+        local, peer = route or (self.local, self.peer)
+        self.stats.messages_out += 1
+        self._outbox.send(packet, local, peer)
+
+    def _note_peer(self, addr: Addr, local: Addr | None, now: float) -> None:
+        """An authenticated message arrived: the peer is alive and may have moved (NAT-T float)."""
+        self.last_received = max(self.last_received, now)
+        self.stats.messages_in += 1
+        if addr != self.peer:
+            self.peer = addr
+        if local is not None and local != self.local:
+            self.local = local
+
+
+__all__ = ["EngineBase"]
