@@ -16,7 +16,7 @@ from ikegate.ike.core.config import Addr, IkeSaConfig, ResponderPolicy
 from ikegate.ike.core.ids import spi_allocator as spi_allocator_for
 from ikegate.ike.core.liveness import EspLiveness
 from ikegate.ike.core.plumbing import Outbox, Stats
-from ikegate.ike.core.window import RequestWindow
+from ikegate.ike.core.window import RequestWindow, Retransmission
 
 if TYPE_CHECKING:  # pragma: no cover
     from ikegate.ike.events import DeleteReason, IkeEvent
@@ -108,6 +108,37 @@ class EngineBase(EspLiveness):
         local, peer = route or (self.local, self.peer)
         self.stats.messages_out += 1
         self._outbox.send(packet, local, peer)
+
+    def _retransmit(self, req: Retransmission, now: float) -> None:
+        """``req``'s deadline came: send it again with the next back-off or, its tries spent, unhook it and
+        let its ``on_timeout`` decide what the silence means."""
+        if not self._window.fire(req, now, self.config):
+            self._unhook(req)
+            req.on_timeout(now)
+            return
+        self.stats.retransmits += 1
+        self._emit(req.packet)
+
+    def _unhook(self, req: Retransmission) -> None:
+        """Forget a request that timed out, before its ``on_timeout`` runs (IKEv1's handlers do it)."""
+
+    def _ike_lifetimes(self, now: float) -> bool:
+        """The IKE SA's own lifetimes at ``now``: start the rekey at the soft one; False when the hard one
+        ended the SA (then nothing else is due)."""
+        if self._expire_at is not None and now >= self._expire_at:
+            self._expire_at = None
+            self._hard_expiry(now)
+            return False
+        if self._rekey_at is not None and now >= self._rekey_at:
+            self._rekey_at = None
+            self.rekey_ike(now)
+        return True
+
+    def _hard_expiry(self, now: float) -> None:
+        raise NotImplementedError
+
+    def rekey_ike(self, now: float) -> None:
+        raise NotImplementedError
 
     def _note_peer(self, addr: Addr, local: Addr | None, now: float) -> None:
         """An authenticated message arrived: the peer is alive and may have moved (NAT-T float)."""

@@ -54,7 +54,6 @@ How IKEv1 differs, and what this engine does about it:
 from __future__ import annotations
 
 import dataclasses
-import enum
 import ipaddress
 import os
 import struct
@@ -71,7 +70,6 @@ from ikegate.ike.core.config import Addr, ChildSaConfig, IkeSaConfig, Mode, Resp
 from ikegate.ike.core.lifetimes import jitter, soft_lifetime
 from ikegate.ike.core.negotiated import Chosen
 from ikegate.ike.core.plumbing import Stats
-from ikegate.ike.core.table import Table
 from ikegate.ike.core.window import Retransmission
 from ikegate.ike.crypto import CryptoError, DhKey, dh_group
 from ikegate.ike.events import (
@@ -86,6 +84,7 @@ from ikegate.ike.events import (
 )
 from ikegate.ike.v1 import crypto as c1
 from ikegate.ike.v1 import proposals as p1props
+from ikegate.ike.v1.options import DpdType, ExchangeMode, V1Options
 from ikegate.ike.v1.registry import (
     NATT_DRAFT_VIDS,
     VID_DPD,
@@ -99,6 +98,16 @@ from ikegate.ike.v1.registry import (
     NotifyType,
     ProtocolId,
     vendor_name,
+)
+from ikegate.ike.v1.states import (
+    EXPECTED,
+    QUICK_TRANSITIONS,
+    TIMEOUT_HINTS,
+    TRANSITIONS,
+    QuickState,
+    QuickTrigger,
+    State,
+    Trigger,
 )
 from ikegate.ike.v1.wire import (
     HEADER_LEN,
@@ -148,142 +157,6 @@ __all__ = [
     "Stats",
     "V1Options",
 ]
-
-
-# ------------------------------------------------------------------------------------------ options
-
-
-class ExchangeMode(enum.Enum):
-    MAIN = "main"
-    AGGRESSIVE = "aggressive"
-
-
-class DpdType(enum.Enum):
-    """USG ``dpd type``: periodic probes an idle peer; on-demand only when we send but hear nothing."""
-
-    NONE = "none"
-    ON_DEMAND = "on-demand"
-    PERIODIC = "periodic"
-
-
-@dataclass(frozen=True, slots=True)
-class V1Options:
-    """IKEv1-only settings of one IKE peer, with USG defaults.
-
-    ``dependent`` is ``ikev1 phase1-phase2 sa dependent`` (default off). DPD follows RFC 3706 and the USG
-    ``dpd`` command: probe after ``dpd_idle`` seconds of silence, retransmit every ``dpd_retransmit``
-    seconds, ``dpd_retries`` R-U-THEREs in all; unanswered ``dpd_retries * dpd_retransmit`` seconds after
-    the first, the peer is dead (gone ``idle + retries * retransmit`` after it fell silent). Probes go
-    only to a peer that announced the DPD vendor ID; we always announce it, and always answer R-U-THERE.
-    """
-
-    mode: ExchangeMode = ExchangeMode.MAIN
-    dependent: bool = False
-    dpd_type: DpdType = DpdType.ON_DEMAND
-    dpd_idle: float = 30.0
-    dpd_retransmit: float = 15.0
-    dpd_retries: int = 3
-
-
-# --------------------------------------------------------------------------------- state machines
-
-
-class State(enum.Enum):
-    """Phase-1 states; the ``-sent-N`` name says which message we sent last."""
-
-    NEW = "new"
-    MM_SENT1 = "mm-sent-1"
-    MM_SENT2 = "mm-sent-2"
-    MM_SENT3 = "mm-sent-3"
-    MM_SENT4 = "mm-sent-4"
-    MM_SENT5 = "mm-sent-5"
-    AM_SENT1 = "am-sent-1"
-    AM_SENT2 = "am-sent-2"
-    ESTABLISHED = "established"
-    DEAD = "dead"
-
-
-class Trigger(enum.Enum):
-    START_MAIN = "start-main"
-    START_AGGRESSIVE = "start-aggressive"
-    MM1 = "mm1"
-    MM2 = "mm2"
-    MM3 = "mm3"
-    MM4 = "mm4"
-    MM5 = "mm5"
-    MM6 = "mm6"
-    AM1 = "am1"
-    AM2 = "am2"
-    AM3 = "am3"
-
-
-#: Phase 1 (h11 ``_state.py`` style): (state, trigger) -> next state. Triggers are "message N arrived"
-#: or a local start; anything not listed is dropped. Death is possible from everywhere.
-TRANSITIONS: Table[State, Trigger] = Table(
-    "IKEv1 phase 1",
-    {
-        (State.NEW, Trigger.START_MAIN): State.MM_SENT1,
-        (State.MM_SENT1, Trigger.MM2): State.MM_SENT3,
-        (State.MM_SENT3, Trigger.MM4): State.MM_SENT5,
-        (State.MM_SENT5, Trigger.MM6): State.ESTABLISHED,
-        (State.NEW, Trigger.MM1): State.MM_SENT2,
-        (State.MM_SENT2, Trigger.MM3): State.MM_SENT4,
-        (State.MM_SENT4, Trigger.MM5): State.ESTABLISHED,
-        (State.NEW, Trigger.START_AGGRESSIVE): State.AM_SENT1,
-        (State.AM_SENT1, Trigger.AM2): State.ESTABLISHED,
-        (State.NEW, Trigger.AM1): State.AM_SENT2,
-        (State.AM_SENT2, Trigger.AM3): State.ESTABLISHED,
-    },
-)
-
-#: The phase-1 message each state waits for: (exchange type, trigger it fires).
-EXPECTED: dict[State, tuple[int, Trigger]] = {
-    State.MM_SENT1: (ExchangeType.ID_PROT, Trigger.MM2),
-    State.MM_SENT2: (ExchangeType.ID_PROT, Trigger.MM3),
-    State.MM_SENT3: (ExchangeType.ID_PROT, Trigger.MM4),
-    State.MM_SENT4: (ExchangeType.ID_PROT, Trigger.MM5),
-    State.MM_SENT5: (ExchangeType.ID_PROT, Trigger.MM6),
-    State.AM_SENT1: (ExchangeType.AGGRESSIVE, Trigger.AM2),
-    State.AM_SENT2: (ExchangeType.AGGRESSIVE, Trigger.AM3),
-}
-
-
-#: What a phase-1 retransmission timeout most likely means, for the log (the peer says nothing: strongSwan,
-#: like us, drops an MM5 that does not decrypt rather than answer an unauthenticated peer).
-TIMEOUT_HINTS: dict[State, str] = {
-    State.MM_SENT1: "no answer to MM1: the peer is unreachable, or IKEv1 is not enabled there",
-    State.MM_SENT3: "no answer to MM3: the peer refused our key exchange or is unreachable",
-    State.MM_SENT5: "no answer to MM5: the peer probably has a different pre-shared key (or expects another "
-                    "identity)",
-    State.AM_SENT1: "no answer to AM1: the peer is unreachable, refuses Aggressive Mode, or does not know our "
-                    "identity",
-}
-
-
-class QuickState(enum.Enum):
-    NEW = "new"
-    SENT1 = "qm-sent-1"  # initiator, waiting for QM2
-    SENT2 = "qm-sent-2"  # responder, waiting for QM3
-    DONE = "done"
-
-
-class QuickTrigger(enum.Enum):
-    SEND_QM1 = "send-qm1"
-    QM1 = "qm1"
-    QM2 = "qm2"
-    QM3 = "qm3"
-
-
-#: One Quick Mode exchange: (state, trigger) -> next state.
-QUICK_TRANSITIONS: Table[QuickState, QuickTrigger] = Table(
-    "Quick Mode",
-    {
-        (QuickState.NEW, QuickTrigger.SEND_QM1): QuickState.SENT1,
-        (QuickState.NEW, QuickTrigger.QM1): QuickState.SENT2,
-        (QuickState.SENT1, QuickTrigger.QM2): QuickState.DONE,
-        (QuickState.SENT2, QuickTrigger.QM3): QuickState.DONE,
-    },
-)
 
 
 class _Fail(Exception):
@@ -565,13 +438,8 @@ class IsakmpSa(EngineBase):
             self._prev = self._prev_until = None
         if self._settle_until is not None and now >= self._settle_until:
             self._release(now)
-        if self._expire_at is not None and now >= self._expire_at:
-            self._end(now, DeleteReason.PHASE1_HARD_EXPIRY, take_children=self.options.dependent,
-                      child_reason=DeleteReason.PARENT_DELETED, tell_peer=True)
+        if not self._ike_lifetimes(now):
             return
-        if self._rekey_at is not None and now >= self._rekey_at:
-            self._rekey_at = None
-            self.rekey_ike(now)
         for child in list(self.children.values()):
             if now >= child.expire_at:
                 reason = DeleteReason.REKEYED if child.state is ChildState.REKEYED else DeleteReason.PHASE2_HARD_EXPIRY
@@ -729,6 +597,10 @@ class IsakmpSa(EngineBase):
         self._dpd_outstanding.clear()
         self._dpd_sent_at = None
 
+    def _hard_expiry(self, now: float) -> None:
+        self._end(now, DeleteReason.PHASE1_HARD_EXPIRY, take_children=self.options.dependent,
+                  child_reason=DeleteReason.PARENT_DELETED, tell_peer=True)
+
     def _fail(self, now: float, notify: int, detail: str) -> None:
         """A phase-1 negotiation failed: report it, and the SA is gone (nothing to tell the peer)."""
         if self._dead:
@@ -752,15 +624,6 @@ class IsakmpSa(EngineBase):
         reqs = [p.req for p in (self._p1, self._next) if p is not None and p.req is not None]
         reqs += [q.req for q in self._quicks.values() if q.req is not None]
         return reqs
-
-    def _retransmit(self, req: Retransmission, now: float) -> None:
-        """Send ``req`` again with doubled back-off, or give up once its tries are spent (the caller
-        already unhooked it then)."""
-        if not self._window.fire(req, now, self.config):
-            req.on_timeout(now)
-            return
-        self.stats.retransmits += 1
-        self._emit(req.packet)
 
     def _new_retrans(self, packet: bytes, now: float, on_timeout: Callable[[float], None]) -> Retransmission:
         return self._window.arm(Retransmission(packet, on_timeout), now, self.config)

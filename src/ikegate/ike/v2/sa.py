@@ -24,7 +24,6 @@ Design choices worth knowing:
 
 from __future__ import annotations
 
-import enum
 import functools
 import hashlib
 import hmac
@@ -41,7 +40,6 @@ from ikegate.ike.core.child import ChildSa, ChildState, ChildTrigger
 from ikegate.ike.core.config import Addr, ChildSaConfig, IkeSaConfig, Mode, ResponderPolicy
 from ikegate.ike.core.lifetimes import jitter, soft_lifetime
 from ikegate.ike.core.negotiated import Chosen
-from ikegate.ike.core.table import Table
 from ikegate.ike.core.window import Retransmission
 from ikegate.ike.crypto import (
     CryptoError,
@@ -70,6 +68,7 @@ from ikegate.ike.events import (
 )
 from ikegate.ike.v2 import proposals as props
 from ikegate.ike.v2.protect import SkContext, open_sk, seal
+from ikegate.ike.v2.states import ACCEPTED_REQUESTS, TRANSITIONS, State, Trigger
 from ikegate.ike.wire.registry import (
     ExchangeType,
     HeaderFlag,
@@ -105,53 +104,6 @@ KEEPALIVE_INTERVAL = 20.0
 KEEPALIVE = b"\xff"
 MAX_INVALID_KE_RETRIES = 3
 
-
-class State(enum.Enum):
-    NEW = "new"
-    INIT_SENT = "init-sent"
-    AUTH_SENT = "auth-sent"
-    INIT_DONE = "init-done"
-    ESTABLISHED = "established"
-    DELETING = "deleting"
-    DEAD = "dead"
-
-
-class Trigger(enum.Enum):
-    INITIATE = "initiate"
-    INIT_RESPONSE = "init-response"
-    AUTH_RESPONSE = "auth-response"
-    INIT_REQUEST = "init-request"
-    AUTH_REQUEST = "auth-request"
-    DELETE = "delete"
-    DIE = "die"
-
-
-#: The whole life of an IKE SA (h11's ``_state.py`` style): (state, trigger) -> next state; DIE goes to
-#: DEAD from everywhere. :meth:`IkeSa._move` is the only writer of ``state``.
-TRANSITIONS: Table[State, Trigger] = Table(
-    "IKE SA",
-    {
-        (State.NEW, Trigger.INITIATE): State.INIT_SENT,
-        (State.INIT_SENT, Trigger.INITIATE): State.INIT_SENT,  # cookie / INVALID_KE retry
-        (State.INIT_SENT, Trigger.INIT_RESPONSE): State.AUTH_SENT,
-        (State.AUTH_SENT, Trigger.AUTH_RESPONSE): State.ESTABLISHED,
-        (State.NEW, Trigger.INIT_REQUEST): State.INIT_DONE,
-        (State.INIT_DONE, Trigger.AUTH_REQUEST): State.ESTABLISHED,
-        (State.NEW, Trigger.DELETE): State.DELETING,
-        (State.INIT_SENT, Trigger.DELETE): State.DELETING,
-        (State.AUTH_SENT, Trigger.DELETE): State.DELETING,
-        (State.INIT_DONE, Trigger.DELETE): State.DELETING,
-        (State.ESTABLISHED, Trigger.DELETE): State.DELETING,
-    },
-    anywhere={Trigger.DIE: State.DEAD},
-)
-
-#: Which requests the peer may send us in each state; anything else is dropped.
-ACCEPTED_REQUESTS: dict[State, frozenset[int]] = {
-    State.INIT_DONE: frozenset({ExchangeType.IKE_AUTH}),
-    State.ESTABLISHED: frozenset({ExchangeType.CREATE_CHILD_SA, ExchangeType.INFORMATIONAL}),
-    State.DELETING: frozenset({ExchangeType.INFORMATIONAL}),
-}
 
 ID_TEXT = {1: "IP", 2: "FQDN", 3: "USER-FQDN", 5: "IP"}
 
@@ -379,13 +331,8 @@ class IkeSa(EngineBase):
                 return
         if self.state is not State.ESTABLISHED:
             return
-        if self._expire_at is not None and now >= self._expire_at:
-            self._expire_at = None
-            self.delete(now, DeleteReason.PHASE1_HARD_EXPIRY)
+        if not self._ike_lifetimes(now):
             return
-        if self._rekey_at is not None and now >= self._rekey_at:
-            self._rekey_at = None
-            self.rekey_ike(now)
         self._schedule_rekeys(now)
         for child in list(self.children.values()):
             if now >= child.expire_at and child.state is not ChildState.DELETING:
@@ -1379,23 +1326,21 @@ class IkeSa(EngineBase):
                 reqs.append(gen.req)
         return reqs
 
-    def _retransmit(self, req: _Request, now: float) -> None:
-        if not self._window.fire(req, now, self.config):
-            for gen in [self._gen, *self._retiring]:
-                if gen is not None and gen.req is req:
-                    gen.req = None
-            if req is self._init_req:
-                self._init_req = None
-            req.on_timeout(now)
-            return
-        self.stats.retransmits += 1
-        self._emit(req.packet)
+    def _unhook(self, req: Retransmission) -> None:
+        for gen in [self._gen, *self._retiring]:
+            if gen is not None and gen.req is req:
+                gen.req = None
+        if req is self._init_req:
+            self._init_req = None
 
     # ------------------------------------------------------------------ endings
 
     def _move(self, trigger: Trigger) -> None:
         """The only writer of ``state``; a move the table lacks raises :class:`ProtocolViolation`."""
         self.state = TRANSITIONS.move(self.state, trigger)
+
+    def _hard_expiry(self, now: float) -> None:
+        self.delete(now, DeleteReason.PHASE1_HARD_EXPIRY)
 
     def _fail(self, now: float, notify: int, detail: str) -> None:
         """A negotiation failed: report it, and the SA is gone."""
