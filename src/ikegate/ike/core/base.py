@@ -8,10 +8,11 @@ the request window, SPI allocation, the IKE SA's lifetimes, and the ESP liveness
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from ikegate.ike.core.child import ChildSa
+from ikegate.ike.core.child import ChildSa, ChildState
 from ikegate.ike.core.config import Addr, IkeSaConfig, ResponderPolicy
 from ikegate.ike.core.ids import spi_allocator as spi_allocator_for
 from ikegate.ike.core.liveness import EspLiveness
@@ -56,9 +57,9 @@ class EngineBase(EspLiveness):
         local: Addr,
         peer: Addr,
         now: float,
-        policy: ResponderPolicy | None,
-        rng: Callable[[int], bytes],
-        spi_allocator: Callable[[], int] | None,
+        policy: ResponderPolicy | None = None,
+        rng: Callable[[int], bytes] = os.urandom,
+        spi_allocator: Callable[[], int] | None = None,
     ) -> None:
         if initiator and config is None:
             raise ValueError("an initiator needs its IKE configuration")
@@ -85,6 +86,11 @@ class EngineBase(EspLiveness):
         self._window = RequestWindow()
         self._rekey_at: float | None = None
         self._expire_at: float | None = None
+        self._setup(now)
+
+    def _setup(self, now: float) -> None:
+        """The version's own initial state, after the common one (a hook: no version repeats the
+        constructor)."""
 
     @property
     def expire_at(self) -> float | None:
@@ -139,6 +145,17 @@ class EngineBase(EspLiveness):
 
     def rekey_ike(self, now: float) -> None:
         raise NotImplementedError
+
+    def _bind(self, addr: Addr, local: Addr | None) -> None:
+        """A responder's first message: where the peer is and which of our addresses it reached."""
+        self.peer = addr
+        if local is not None:
+            self.local = local
+
+    def _child_rekey_times(self) -> list[float]:
+        """When installed Child SAs are due for their rekey (pairs being rekeyed or replaced are not)."""
+        return [c.rekey_at for c in self.children.values()
+                if c.state is ChildState.INSTALLED and c.rekey_at is not None]
 
     def _note_peer(self, addr: Addr, local: Addr | None, now: float) -> None:
         """An authenticated message arrived: the peer is alive and may have moved (NAT-T float)."""

@@ -9,9 +9,27 @@ bad-input handler catches (h11's ``LocalProtocolError`` plays the same part), an
 
 from __future__ import annotations
 
+from typing import ClassVar
+
+from ikegate.ike.wire.registry import Registry
+
+
+class Refusal(Exception):
+    """Inside message processing: the peer's message is refused with this Notify (bad input, answered).
+
+    Each version names its Notify types from its own registry (``names``); the text is the log's detail.
+    """
+
+    names: ClassVar[type[Registry]] = Registry
+
+    def __init__(self, notify: int, detail: str = "", data: bytes = b"") -> None:
+        super().__init__(detail or self.names.text(notify))
+        self.notify = notify
+        self.data = data
+
 
 class ProtocolViolation(Exception):
     """An engine was asked for a transition its table does not allow: a bug, never bad input."""
 
 
-__all__ = ["ProtocolViolation"]
+__all__ = ["ProtocolViolation", "Refusal"]

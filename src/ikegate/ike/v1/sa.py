@@ -67,6 +67,7 @@ from ikegate.ike.core.auth import authenticator_for
 from ikegate.ike.core.base import EngineBase
 from ikegate.ike.core.child import ChildSa, ChildState, ChildTrigger
 from ikegate.ike.core.config import Addr, ChildSaConfig, IkeSaConfig, Mode, ResponderPolicy
+from ikegate.ike.core.errors import Refusal
 from ikegate.ike.core.lifetimes import jitter, soft_lifetime
 from ikegate.ike.core.negotiated import Chosen
 from ikegate.ike.core.plumbing import Stats
@@ -159,13 +160,10 @@ __all__ = [
 ]
 
 
-class _Fail(Exception):
+class _Fail(Refusal):
     """Inside message processing: refuse with this Notify."""
 
-    def __init__(self, notify: int, detail: str = "", data: bytes = b"") -> None:
-        super().__init__(detail or NotifyType.text(notify))
-        self.notify = notify
-        self.data = data
+    names = NotifyType
 
 
 @dataclass(slots=True, eq=False)
@@ -399,9 +397,7 @@ class IsakmpSa(EngineBase):
             if self._window and self._settle_until is not None:
                 times.append(self._settle_until)
             if self.established:
-                for child in self.children.values():
-                    if child.state is ChildState.INSTALLED and child.rekey_at is not None:
-                        times.append(child.rekey_at)
+                times += self._child_rekey_times()
                 dpd = self._dpd_due()
                 if dpd is not None:
                     times.append(dpd)
@@ -910,9 +906,7 @@ class IsakmpSa(EngineBase):
     def _on_mm1(self, p: _Phase1, msg: Message, data: bytes, addr: Addr, now: float, local: Addr | None) -> None:
         payloads = self._plain(msg)
         p.cky_i = msg.header.cky_i
-        self.peer = addr
-        if local is not None:
-            self.local = local
+        self._bind(addr, local)
         sa = _first(payloads, SA)
         p.mode = ExchangeMode.MAIN
         choice = self._choose(p, sa)
@@ -1086,9 +1080,7 @@ class IsakmpSa(EngineBase):
         payloads = self._plain(msg)
         p.cky_i = msg.header.cky_i
         p.mode = ExchangeMode.AGGRESSIVE
-        self.peer = addr
-        if local is not None:
-            self.local = local
+        self._bind(addr, local)
         if self.options.mode is not ExchangeMode.AGGRESSIVE:
             # AM2 carries HASH_R over the PSK before the initiator proved anything: an offline dictionary
             # attack on the key for anyone who asks. Only a peer configured for it gets one (as the USG).

@@ -28,7 +28,6 @@ import functools
 import hashlib
 import hmac
 import ipaddress
-import os
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -37,7 +36,8 @@ from ikegate.ike.core import ts as tsmod
 from ikegate.ike.core.auth import authenticator_for
 from ikegate.ike.core.base import EngineBase
 from ikegate.ike.core.child import ChildSa, ChildState, ChildTrigger
-from ikegate.ike.core.config import Addr, ChildSaConfig, IkeSaConfig, Mode, ResponderPolicy
+from ikegate.ike.core.config import Addr, ChildSaConfig, IkeSaConfig, Mode
+from ikegate.ike.core.errors import Refusal
 from ikegate.ike.core.lifetimes import jitter, soft_lifetime
 from ikegate.ike.core.negotiated import Chosen
 from ikegate.ike.core.window import Retransmission
@@ -108,13 +108,10 @@ MAX_INVALID_KE_RETRIES = 3
 ID_TEXT = {1: "IP", 2: "FQDN", 3: "USER-FQDN", 5: "IP"}
 
 
-class _Fail(Exception):
+class _Fail(Refusal):
     """Inside request processing: answer with this Notify instead of a normal response."""
 
-    def __init__(self, notify: int, data: bytes = b"", detail: str = "") -> None:
-        super().__init__(detail or NotifyType.text(notify))
-        self.notify = notify
-        self.data = data
+    names = NotifyType
 
 
 @dataclass(slots=True, eq=False, kw_only=True)
@@ -203,20 +200,7 @@ class IkeSa(EngineBase):
         "state",
     )
 
-    def __init__(
-        self,
-        config: IkeSaConfig | None,
-        *,
-        initiator: bool,
-        local: Addr,
-        peer: Addr,
-        now: float,
-        policy: ResponderPolicy | None = None,
-        rng: Callable[[int], bytes] = os.urandom,
-        spi_allocator: Callable[[], int] | None = None,
-    ) -> None:
-        super().__init__(config, initiator=initiator, local=local, peer=peer, now=now, policy=policy, rng=rng,
-                         spi_allocator=spi_allocator)
+    def _setup(self, now: float) -> None:
         self.state = State.NEW
         self.nat_local = False
         self.nat_remote = False
@@ -228,8 +212,8 @@ class IkeSa(EngineBase):
         self._ike_collision: tuple[_Gen, bytes] | None = None
         #: Child SAs whose Delete is on its way, by the SPI the peer names them with (our outbound one).
         self._closing: dict[int, ChildSa] = {}
-        self._spi_i = rng(8) if initiator else b""
-        self._spi_r = b"" if initiator else rng(8)
+        self._spi_i = self._rng(8) if self.initiator else b""
+        self._spi_r = b"" if self.initiator else self._rng(8)
         self._ni = b""
         self._nr = b""
         self._dh: DhKey | None = None
@@ -312,10 +296,8 @@ class IkeSa(EngineBase):
         if self.state is State.ESTABLISHED:
             if (dpd := self._dpd_due()) is not None:
                 times.append(dpd)
-            for child in self.children.values():
-                if child.state is ChildState.INSTALLED and child.rekey_at is not None:
-                    times.append(child.rekey_at)
-                times.append(child.expire_at)
+            times += self._child_rekey_times()
+            times += [child.expire_at for child in self.children.values()]
         return min(times) if times else None
 
     def handle_timer(self, now: float) -> None:
@@ -492,9 +474,7 @@ class IkeSa(EngineBase):
                 return
             if self.state is State.NEW:
                 self.stats.messages_in += 1
-                self.peer = addr
-                if local is not None:
-                    self.local = local
+                self._bind(addr, local)
                 self._on_init_request(msg, data, now)
             elif data == self._init_request and self._init_response:
                 self._emit(self._init_response)  # a retransmitted request: resend the same answer
@@ -822,7 +802,7 @@ class IkeSa(EngineBase):
             if ke is None:
                 raise _Fail(NotifyType.INVALID_SYNTAX, detail="PFS proposal without KE")
             if ke.group != chosen.dh:
-                raise _Fail(NotifyType.INVALID_KE_PAYLOAD, struct.pack("!H", chosen.dh))
+                raise _Fail(NotifyType.INVALID_KE_PAYLOAD, data=struct.pack("!H", chosen.dh))
             mine = dh_group(chosen.dh).generate()
             try:
                 g_ir = mine.shared(ke.data)
@@ -1078,7 +1058,7 @@ class IkeSa(EngineBase):
                         detail=f"no acceptable IKE proposal for rekey; received proposals: {props.offered_text(sa)}")
         assert chosen.dh is not None
         if chosen.dh != ke.group:
-            raise _Fail(NotifyType.INVALID_KE_PAYLOAD, struct.pack("!H", chosen.dh))
+            raise _Fail(NotifyType.INVALID_KE_PAYLOAD, data=struct.pack("!H", chosen.dh))
         mine = dh_group(chosen.dh).generate()
         try:
             g_ir = mine.shared(ke.data)
