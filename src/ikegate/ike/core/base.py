@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, ClassVar
 
 from ikegate.ike.core.child import ChildSa, ChildState
 from ikegate.ike.core.config import Addr, IkeSaConfig, ResponderPolicy
@@ -48,6 +48,10 @@ class EngineBase(EspLiveness):
         "policy",
         "stats",
     )
+
+    #: What message processing raises on bad input (per version): counted as dropped, never a crash.
+    #: :class:`~ikegate.ike.core.errors.ProtocolViolation` is never among them.
+    BAD_INPUT: ClassVar[tuple[type[Exception], ...]] = ()
 
     def __init__(
         self,
@@ -100,7 +104,17 @@ class EngineBase(EspLiveness):
     def rekey_at(self) -> float | None:
         return self._rekey_at
 
-    # ------------------------------------------------------------------ sans-I/O output
+    # ------------------------------------------------------------------ sans-I/O
+
+    def receive_datagram(self, data: bytes, addr: Addr, now: float, local: Addr | None = None) -> None:
+        """Feed one IKE message (without the NAT-T non-ESP marker). Never raises on bad input."""
+        try:
+            self._receive(data, addr, now, local)
+        except self.BAD_INPUT:
+            self.stats.dropped += 1
+
+    def _receive(self, data: bytes, addr: Addr, now: float, local: Addr | None) -> None:
+        raise NotImplementedError
 
     def datagrams_to_send(self) -> list[tuple[bytes, Addr, Addr]]:
         """(payload, local address, peer address) triples; on the NAT-T port the owner adds the non-ESP

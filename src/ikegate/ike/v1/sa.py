@@ -262,6 +262,8 @@ def _first(payloads: list[Payload], kind: type[Any]) -> Any:
 class IsakmpSa(EngineBase):
     """One IKEv1 ISAKMP SA with its IPsec SAs (``children``), driven like the IKEv2 ``IkeSa``."""
 
+    BAD_INPUT = (CryptoError, ParseError, ValueError, KeyError, IndexError, struct.error)
+
     def __init__(
         self,
         config: IkeSaConfig | None,
@@ -449,13 +451,6 @@ class IsakmpSa(EngineBase):
                         continue
                 self.rekey_child(child, now)
         self._dpd_tick(now)
-
-    def receive_datagram(self, data: bytes, addr: Addr, now: float, local: Addr | None = None) -> None:
-        """Feed one ISAKMP message (without the NAT-T non-ESP marker). Never raises on bad input."""
-        try:
-            self._receive(data, addr, now, local)
-        except (CryptoError, ParseError, ValueError, KeyError, IndexError, struct.error):
-            self.stats.dropped += 1
 
     # ------------------------------------------------------------------ commands
 

@@ -173,6 +173,8 @@ def id_payload_for(addr: str) -> tuple[int, bytes]:
 class IkeSa(EngineBase):
     """One IKEv2 IKE SA with its Child SAs."""
 
+    BAD_INPUT = (CryptoError, ParseError, UnsupportedTransform, ValueError)
+
     # Slots: a gateway holds tens of thousands of these; per-instance dicts would double their size.
     __slots__ = (
         "_after_answer",
@@ -325,24 +327,14 @@ class IkeSa(EngineBase):
             self._last_sent = now
             self._outbox.send(KEEPALIVE, self.local, self.peer)  # we are behind a NAT: keep it open
 
-    def receive_datagram(self, data: bytes, addr: Addr, now: float, local: Addr | None = None) -> None:
-        """Feed one IKE message (without the NAT-T non-ESP marker). Never raises on bad input."""
-        try:
-            msg = decode_message(data)
-        except ParseError:
+    def _receive(self, data: bytes, addr: Addr, now: float, local: Addr | None) -> None:
+        msg = decode_message(data)
+        if msg.header.major != 2:
             self.stats.dropped += 1
-            return
-        h = msg.header
-        if h.major != 2:
-            self.stats.dropped += 1
-            return
-        try:
-            if h.exchange == ExchangeType.IKE_SA_INIT:
-                self._on_init(msg, data, addr, now, local)
-            else:
-                self._on_protected(msg, data, addr, now, local)
-        except (CryptoError, ParseError, UnsupportedTransform, ValueError):
-            self.stats.dropped += 1
+        elif msg.header.exchange == ExchangeType.IKE_SA_INIT:
+            self._on_init(msg, data, addr, now, local)
+        else:
+            self._on_protected(msg, data, addr, now, local)
 
     # ------------------------------------------------------------------ commands
 
