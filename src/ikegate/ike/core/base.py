@@ -13,7 +13,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, ClassVar
 
 from ikegate.ike.core.child import ChildSa, ChildState
-from ikegate.ike.core.config import Addr, IkeSaConfig, ResponderPolicy
+from ikegate.ike.core.config import Addr, ChildSaConfig, IkeSaConfig, ResponderPolicy
 from ikegate.ike.core.ids import spi_allocator as spi_allocator_for
 from ikegate.ike.core.liveness import EspLiveness
 from ikegate.ike.core.plumbing import Outbox, Stats
@@ -29,7 +29,9 @@ class EngineBase(EspLiveness):
     __slots__ = (
         "__weakref__",
         "_alloc_spi",
+        "_deadline",
         "_expire_at",
+        "_first_child",
         "_outbox",
         "_rekey_at",
         "_rng",
@@ -90,7 +92,21 @@ class EngineBase(EspLiveness):
         self._window = RequestWindow()
         self._rekey_at: float | None = None
         self._expire_at: float | None = None
+        #: The end of the negotiation (IKE_SA_INIT/IKE_AUTH, Main/Aggressive Mode) and the Child SA
+        #: negotiated with it (inside IKE_AUTH / by the first Quick Mode).
+        self._deadline: float | None = None
+        self._first_child: ChildSaConfig | None = None
         self._setup(now)
+
+    def initiate(self, now: float, child: ChildSaConfig | None = None) -> None:
+        """Start the negotiation as initiator; ``child`` is the first Child SA to negotiate with it."""
+        assert self.config is not None and self.initiator
+        self._first_child = child
+        self._deadline = now + self.config.half_open_timeout
+        self._start(now)
+
+    def _start(self, now: float) -> None:
+        raise NotImplementedError
 
     def _setup(self, now: float) -> None:
         """The version's own initial state, after the common one (a hook: no version repeats the

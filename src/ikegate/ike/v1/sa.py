@@ -292,8 +292,7 @@ class IsakmpSa(EngineBase):
         self._dead = False
         self._quicks: dict[int, _Quick] = {}
         self._info_mids: deque[int] = deque(maxlen=64)
-        self._first_child: ChildSaConfig | None = None
-        self._deadline: float | None = None if initiator else now + RESPONDER_HALF_OPEN
+        self._deadline = None if initiator else now + RESPONDER_HALF_OPEN
         self._dpd_seq = int.from_bytes(rng(4), "big") & 0x7FFFFFFF
         self._dpd_outstanding: set[int] = set()
         self._dpd_sent_at: float | None = None
@@ -454,11 +453,8 @@ class IsakmpSa(EngineBase):
 
     # ------------------------------------------------------------------ commands
 
-    def initiate(self, now: float, child: ChildSaConfig | None = None) -> None:
-        """Start Main (or Aggressive) Mode; ``child`` is negotiated by the first Quick Mode."""
-        assert self.config is not None and self.initiator
-        self._first_child = child
-        self._deadline = now + self.config.half_open_timeout
+    def _start(self, now: float) -> None:
+        """Main (or Aggressive) Mode; the first Child SA follows by Quick Mode."""
         self._start_phase1(self._p1, now)
 
     def create_child(self, child: ChildSaConfig, now: float) -> None:

@@ -179,9 +179,7 @@ class IkeSa(EngineBase):
     __slots__ = (
         "_after_answer",
         "_closing",
-        "_deadline_negotiation",
         "_dh",
-        "_first_child",
         "_first_child_spi",
         "_gen",
         "_ike_collision",
@@ -224,9 +222,7 @@ class IkeSa(EngineBase):
         self._init_payloads: list[Payload] = []
         self._init_req: _Request | None = None
         self._invalid_ke_retries = 0
-        self._first_child: ChildSaConfig | None = None
         self._first_child_spi = 0
-        self._deadline_negotiation: float | None = None
         self._after_answer: Callable[[float], None] | None = None
         self._last_sent = now
 
@@ -290,7 +286,7 @@ class IkeSa(EngineBase):
         times: list[float] = []
         for req in self._requests():
             times.append(req.deadline)
-        for t in (self._deadline_negotiation, self._rekey_at, self._expire_at):
+        for t in (self._deadline, self._rekey_at, self._expire_at):
             if t is not None:
                 times.append(t)
         if self.nat_local and self.state is State.ESTABLISHED:
@@ -308,8 +304,8 @@ class IkeSa(EngineBase):
                 self._retransmit(req, now)
         if self.state is State.DEAD:
             return
-        if self._deadline_negotiation is not None and now >= self._deadline_negotiation:
-            self._deadline_negotiation = None
+        if self._deadline is not None and now >= self._deadline:
+            self._deadline = None
             if self.state in (State.INIT_SENT, State.AUTH_SENT, State.INIT_DONE, State.NEW):
                 self._fail(now, 0, "negotiation timed out")
                 return
@@ -338,11 +334,9 @@ class IkeSa(EngineBase):
 
     # ------------------------------------------------------------------ commands
 
-    def initiate(self, now: float, child: ChildSaConfig | None = None) -> None:
-        """Start IKE_SA_INIT; ``child`` is negotiated inside IKE_AUTH."""
-        assert self.config is not None and self.initiator
-        self._first_child = child
-        self._deadline_negotiation = now + self.config.half_open_timeout
+    def _start(self, now: float) -> None:
+        """IKE_SA_INIT; the first Child SA is negotiated inside IKE_AUTH."""
+        assert self.config is not None
         group = self.config.proposals[0].dh[0]
         self._start_init(now, group, cookie=None)
 
@@ -477,7 +471,7 @@ class IkeSa(EngineBase):
         assert self.policy is not None
         h = msg.header
         self._spi_i = h.spi_i
-        self._deadline_negotiation = now + 30.0
+        self._deadline = now + 30.0
         sa, ke, nonce = msg.get(SA), msg.get(KE), msg.get(Nonce)
         if sa is None or ke is None or nonce is None or not 16 <= len(nonce.data) <= 256:
             self._answer_init_error(h, NotifyType.INVALID_SYNTAX, b"", now)
@@ -717,7 +711,7 @@ class IkeSa(EngineBase):
         if self.state is State.AUTH_SENT:
             self._move(Trigger.AUTH_RESPONSE)
         self.established_at = now
-        self._deadline_negotiation = None
+        self._deadline = None
         # AUTH is done: the IKE_SA_INIT messages and our DH key are no longer needed (memory per SA).
         self._init_request = self._init_response = b""
         self._init_payloads = []
@@ -1338,7 +1332,7 @@ class IkeSa(EngineBase):
         if self._gen is not None:
             self._gen.req = None
         self._retiring.clear()
-        self._deadline_negotiation = self._rekey_at = self._expire_at = None
+        self._deadline = self._rekey_at = self._expire_at = None
 
 
 
