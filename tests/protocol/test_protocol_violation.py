@@ -11,8 +11,8 @@ from __future__ import annotations
 import pytest
 
 from ikegate.ike.core.errors import ProtocolViolation
-from ikegate.ike.v1 import sa as v1sa
-from ikegate.ike.v2 import sa as v2sa
+from ikegate.ike.v1 import states as v1sa
+from ikegate.ike.v2 import states as v2sa
 from tests.protocol import harness, harness_v1
 
 

@@ -8,6 +8,7 @@ the request window, SPI allocation, the IKE SA's lifetimes, and the ESP liveness
 
 from __future__ import annotations
 
+import enum
 import os
 from collections.abc import Callable
 from typing import TYPE_CHECKING, ClassVar
@@ -18,9 +19,11 @@ from ikegate.ike.core.ids import spi_allocator as spi_allocator_for
 from ikegate.ike.core.liveness import EspLiveness
 from ikegate.ike.core.plumbing import Outbox, Stats
 from ikegate.ike.core.window import RequestWindow, Retransmission
+from ikegate.ike.events import DeleteReason
 
 if TYPE_CHECKING:  # pragma: no cover
-    from ikegate.ike.events import DeleteReason, IkeEvent
+    from ikegate.ike.core.negotiated import Chosen
+    from ikegate.ike.events import IkeEvent
 
 
 class EngineBase(EspLiveness):
@@ -169,6 +172,82 @@ class EngineBase(EspLiveness):
             self._rekey_at = None
             self.rekey_ike(now)
         return True
+
+    # ------------------------------------------------------------------ what each version implements
+    # (the rest of the Engine protocol: with these the layers of an engine are Engines to mypy too)
+
+    @property
+    def version(self) -> int:
+        raise NotImplementedError
+
+    @property
+    def state(self) -> enum.Enum:
+        raise NotImplementedError
+
+    @property
+    def spi_i(self) -> bytes:
+        raise NotImplementedError
+
+    @property
+    def spi_r(self) -> bytes:
+        raise NotImplementedError
+
+    @property
+    def local_spis(self) -> list[bytes]:
+        raise NotImplementedError
+
+    @property
+    def chosen(self) -> Chosen | None:
+        raise NotImplementedError
+
+    @property
+    def is_initiator(self) -> bool:
+        raise NotImplementedError
+
+    @property
+    def established(self) -> bool:
+        raise NotImplementedError
+
+    @property
+    def finished(self) -> bool:
+        raise NotImplementedError
+
+    @property
+    def is_deleting(self) -> bool:
+        raise NotImplementedError
+
+    @property
+    def is_half_open(self) -> bool:
+        raise NotImplementedError
+
+    @property
+    def udp_encap(self) -> bool:
+        raise NotImplementedError
+
+    @property
+    def awaits_outbound(self) -> bool:
+        raise NotImplementedError
+
+    def get_timer(self) -> float | None:
+        raise NotImplementedError
+
+    def handle_timer(self, now: float) -> None:
+        raise NotImplementedError
+
+    def create_child(self, child: ChildSaConfig, now: float) -> None:
+        raise NotImplementedError
+
+    def rekey_child(self, child: ChildSa, now: float) -> None:
+        raise NotImplementedError
+
+    def liveness_check(self, now: float) -> None:
+        raise NotImplementedError
+
+    def delete_child(self, child: ChildSa, now: float, reason: DeleteReason = DeleteReason.MANUAL) -> None:
+        raise NotImplementedError
+
+    def delete(self, now: float, reason: DeleteReason = DeleteReason.MANUAL) -> None:
+        raise NotImplementedError
 
     def _hard_expiry(self, now: float) -> None:
         raise NotImplementedError
