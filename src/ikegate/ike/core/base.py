@@ -11,7 +11,7 @@ from __future__ import annotations
 import enum
 import os
 from collections.abc import Callable
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, ClassVar, NotRequired, TypedDict
 
 from ikegate.ike.core.child import ChildSa, ChildState
 from ikegate.ike.core.config import Addr, ChildSaConfig, IkeSaConfig, ResponderPolicy
@@ -24,6 +24,18 @@ from ikegate.ike.events import DeleteReason
 if TYPE_CHECKING:  # pragma: no cover
     from ikegate.ike.core.negotiated import Chosen
     from ikegate.ike.events import IkeEvent
+
+
+class EngineArgs(TypedDict):
+    """The constructor's keyword arguments common to every engine (a version adds its own options)."""
+
+    initiator: bool
+    local: Addr
+    peer: Addr
+    now: float
+    policy: NotRequired[ResponderPolicy | None]
+    rng: NotRequired[Callable[[int], bytes]]
+    spi_allocator: NotRequired[Callable[[], int] | None]
 
 
 class EngineBase(EspLiveness):
@@ -276,4 +288,4 @@ class EngineBase(EspLiveness):
             self.local = local
 
 
-__all__ = ["EngineBase"]
+__all__ = ["EngineArgs", "EngineBase"]

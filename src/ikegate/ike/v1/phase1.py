@@ -404,14 +404,7 @@ class Phase1Exchanges(EngineBase):
         assert p.choice is not None and self.policy is not None
         payloads = self._plain(msg)
         p.g_xi, p.ni = self._ke_nonce(p, payloads)
-        p.dh = dh_group(p.choice.group).generate()
-        try:
-            p.g_xy = p.dh.shared(p.g_xi)
-        except CryptoError as exc:
-            raise _Fail(NotifyType.INVALID_KEY_INFORMATION, "bad KE") from exc
-        self.stats.messages_in += 1
-        p.g_xr = p.dh.public
-        p.nr = self._rng(NONCE_SIZE)
+        self._answer_ke(p, p.choice.group)
         self._check_natd(p, payloads)
         # The identity is still unknown (it comes encrypted in MM5): the PSK candidates are by address.
         id_type, id_data = _addr_id(self.peer[0])
@@ -421,6 +414,18 @@ class Phase1Exchanges(EngineBase):
         header = Header(p.cky_i, p.cky_r, 0, ExchangeType.ID_PROT, 0, 0)
         packet = encode_message(header, [KE(p.g_xr), Nonce(p.nr), *self._natd_payloads(p)])
         self._p1_send(p, packet, now, expect_answer=False)
+
+    def _answer_ke(self, p: _Phase1, group: int) -> None:
+        """The responder's half of the exchange against the initiator's KE (MM3 / AM1): our key pair, the
+        shared secret and our nonce; the message counts as received from here on."""
+        p.dh = dh_group(group).generate()
+        try:
+            p.g_xy = p.dh.shared(p.g_xi)
+        except CryptoError as exc:
+            raise _Fail(NotifyType.INVALID_KEY_INFORMATION, "bad KE") from exc
+        self.stats.messages_in += 1
+        p.g_xr = p.dh.public
+        p.nr = self._rng(NONCE_SIZE)
 
     def _derive(self, p: _Phase1, cfg: IkeSaConfig) -> tuple[c1.Phase1Keys, c1.IvChain]:
         assert p.suite is not None
@@ -546,14 +551,7 @@ class Phase1Exchanges(EngineBase):
         cfg = next((c for c in candidates if c.remote_id is None or c.remote_id == (idii.id_type, idii.data)), None)
         if cfg is None:
             raise _Fail(NotifyType.AUTHENTICATION_FAILED, "no peer configured for this identity")
-        p.dh = dh_group(choice.group).generate()
-        try:
-            p.g_xy = p.dh.shared(p.g_xi)
-        except CryptoError as exc:
-            raise _Fail(NotifyType.INVALID_KEY_INFORMATION, "bad KE") from exc
-        self.stats.messages_in += 1
-        p.g_xr = p.dh.public
-        p.nr = self._rng(NONCE_SIZE)
+        self._answer_ke(p, choice.group)
         p.config = cfg
         p.peer_id = (idii.id_type, idii.data)
         self._read_vendor_ids(p, payloads)

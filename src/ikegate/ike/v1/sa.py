@@ -53,13 +53,14 @@ How IKEv1 differs, and what this engine does about it:
 
 from __future__ import annotations
 
-import os
 import struct
 from collections import deque
 from collections.abc import Callable
+from typing import Unpack
 
+from ikegate.ike.core.base import EngineArgs
 from ikegate.ike.core.child import ChildSa, ChildState, ChildTrigger
-from ikegate.ike.core.config import Addr, ChildSaConfig, IkeSaConfig, ResponderPolicy
+from ikegate.ike.core.config import Addr, ChildSaConfig, IkeSaConfig
 from ikegate.ike.core.negotiated import Chosen
 from ikegate.ike.core.plumbing import Stats
 from ikegate.ike.core.window import Retransmission
@@ -123,26 +124,16 @@ class IsakmpSa(QuickModes):
 
     BAD_INPUT = (CryptoError, ParseError, ValueError, KeyError, IndexError, struct.error)
 
-    def __init__(
-        self,
-        config: IkeSaConfig | None,
-        *,
-        initiator: bool,
-        local: Addr,
-        peer: Addr,
-        now: float,
-        policy: ResponderPolicy | None = None,
-        rng: Callable[[int], bytes] = os.urandom,
-        spi_allocator: Callable[[], int] | None = None,
-        v1: V1Options | None = None,
-    ) -> None:
-        super().__init__(config, initiator=initiator, local=local, peer=peer, now=now, policy=policy, rng=rng,
-                         spi_allocator=spi_allocator)
+    def __init__(self, config: IkeSaConfig | None, *, v1: V1Options | None = None,
+                 **engine: Unpack[EngineArgs]) -> None:
         self.options = v1 or V1Options()
-        if initiator:
-            self._p1 = _Phase1(True, rng(8), ZERO_COOKIE, config=config)
+        super().__init__(config, **engine)
+
+    def _setup(self, now: float) -> None:
+        if self.initiator:
+            self._p1 = _Phase1(True, self._rng(8), ZERO_COOKIE, config=self.config)
         else:
-            self._p1 = _Phase1(False, b"", rng(8))
+            self._p1 = _Phase1(False, b"", self._rng(8))
         self._next: _Phase1 | None = None  # our phase-1 rekey in progress
         self._prev: _Phase1 | None = None  # the ISAKMP SA our phase-1 rekey replaced, heard until _prev_until
         self._prev_until: float | None = None
@@ -151,8 +142,8 @@ class IsakmpSa(QuickModes):
         self._dead = False
         self._quicks: dict[int, _Quick] = {}
         self._info_mids: deque[int] = deque(maxlen=64)
-        self._deadline = None if initiator else now + RESPONDER_HALF_OPEN
-        self._dpd_seq = int.from_bytes(rng(4), "big") & 0x7FFFFFFF
+        self._deadline = None if self.initiator else now + RESPONDER_HALF_OPEN
+        self._dpd_seq = int.from_bytes(self._rng(4), "big") & 0x7FFFFFFF
         self._dpd_outstanding: set[int] = set()
         self._dpd_sent_at: float | None = None
         self._dpd_tries = 0

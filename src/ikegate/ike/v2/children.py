@@ -26,7 +26,7 @@ from ikegate.ike.events import (
     NegotiationFailed,
 )
 from ikegate.ike.v2 import proposals as props
-from ikegate.ike.v2.exchange import NONCE_SIZE, Exchanges, _Fail
+from ikegate.ike.v2.exchange import NONCE_SIZE, Exchanges, _Fail, answer_ke
 from ikegate.ike.v2.states import State
 from ikegate.ike.wire.registry import (
     ExchangeType,
@@ -131,13 +131,7 @@ class ChildExchanges(Exchanges):
         if chosen.dh is not None:
             if ke is None:
                 raise _Fail(NotifyType.INVALID_SYNTAX, detail="PFS proposal without KE")
-            if ke.group != chosen.dh:
-                raise _Fail(NotifyType.INVALID_KE_PAYLOAD, data=struct.pack("!H", chosen.dh))
-            mine = dh_group(chosen.dh).generate()
-            try:
-                g_ir = mine.shared(ke.data)
-            except CryptoError as exc:
-                raise _Fail(NotifyType.INVALID_SYNTAX, detail="bad KE") from exc
+            mine, g_ir = answer_ke(ke.group, chosen.dh, ke.data)
             my_ke = KE(chosen.dh, mine.public)
         ts_i = tsmod.narrow(tsi.selectors, cfg.remote_ts)
         ts_r = tsmod.narrow(tsr.selectors, cfg.local_ts)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import struct
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -18,27 +19,12 @@ from ikegate.ike.core.config import Addr
 from ikegate.ike.core.errors import Refusal
 from ikegate.ike.core.negotiated import Chosen
 from ikegate.ike.core.window import Retransmission
-from ikegate.ike.crypto import (
-    IkeKeys,
-    PrfAlg,
-)
-from ikegate.ike.events import (
-    DeleteReason,
-)
+from ikegate.ike.crypto import CryptoError, DhKey, IkeKeys, PrfAlg, dh_group
+from ikegate.ike.events import DeleteReason
 from ikegate.ike.v2.protect import SkContext, open_sk, seal
 from ikegate.ike.v2.states import ACCEPTED_REQUESTS, TRANSITIONS, State, Trigger
-from ikegate.ike.wire.registry import (
-    ExchangeType,
-    HeaderFlag,
-    NotifyType,
-)
-from ikegate.ike.wire.v2 import (
-    Header,
-    Message,
-    Notify,
-    ParseError,
-    Payload,
-)
+from ikegate.ike.wire.registry import ExchangeType, HeaderFlag, NotifyType
+from ikegate.ike.wire.v2 import Header, Message, Notify, ParseError, Payload
 
 NONCE_SIZE = 32
 # Header flags as plain ints: IntFlag arithmetic costs microseconds on the per-message path.
@@ -89,6 +75,18 @@ def _request_digest(data: bytes) -> bytes:
     """What identifies a retransmitted request: a digest of the whole message, so only the peer's own
     bytes (never a header copied onto garbage) bring back a cached answer, without keeping the request."""
     return hashlib.blake2b(data, digest_size=16).digest()
+
+
+def answer_ke(group: int, chosen_group: int, peer_public: bytes) -> tuple[DhKey, bytes]:
+    """A responder's side of a KE in CREATE_CHILD_SA: our key pair and the shared secret. A KE for another
+    group than the chosen one is INVALID_KE_PAYLOAD naming ours; a KE that does not compute, INVALID_SYNTAX."""
+    if group != chosen_group:
+        raise _Fail(NotifyType.INVALID_KE_PAYLOAD, data=struct.pack("!H", chosen_group))
+    mine = dh_group(chosen_group).generate()
+    try:
+        return mine, mine.shared(peer_public)
+    except CryptoError as exc:
+        raise _Fail(NotifyType.INVALID_SYNTAX, detail="bad KE") from exc
 
 
 class Exchanges(EngineBase):

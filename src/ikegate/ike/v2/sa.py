@@ -57,7 +57,7 @@ from ikegate.ike.events import (
 )
 from ikegate.ike.v2 import proposals as props
 from ikegate.ike.v2.children import ChildExchanges
-from ikegate.ike.v2.exchange import _FLAG_I, _FLAG_R, NONCE_SIZE, _Fail, _Gen, _Request
+from ikegate.ike.v2.exchange import _FLAG_I, _FLAG_R, NONCE_SIZE, _Fail, _Gen, _Request, answer_ke
 from ikegate.ike.v2.protect import SkContext
 from ikegate.ike.v2.states import State, Trigger
 from ikegate.ike.wire.registry import (
@@ -720,13 +720,7 @@ class IkeSa(ChildExchanges):
             raise _Fail(NotifyType.NO_PROPOSAL_CHOSEN,
                         detail=f"no acceptable IKE proposal for rekey; received proposals: {props.offered_text(sa)}")
         assert chosen.dh is not None
-        if chosen.dh != ke.group:
-            raise _Fail(NotifyType.INVALID_KE_PAYLOAD, data=struct.pack("!H", chosen.dh))
-        mine = dh_group(chosen.dh).generate()
-        try:
-            g_ir = mine.shared(ke.data)
-        except CryptoError as exc:
-            raise _Fail(NotifyType.INVALID_SYNTAX, detail="bad KE") from exc
+        mine, g_ir = answer_ke(ke.group, chosen.dh, ke.data)
         nr = self._rng(NONCE_SIZE)
         new_spi = self._rng(8)
         answer: list[Payload] = [SA([chosen.to_proposal(ProtocolId.IKE, new_spi)]), Nonce(nr),
