@@ -13,7 +13,7 @@ import struct
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, TypeVar
 
 from ikegate.ike.core.auth import authenticator_for
 from ikegate.ike.core.base import EngineBase
@@ -72,6 +72,7 @@ from ikegate.ike.v1.wire import (
 if TYPE_CHECKING:  # pragma: no cover
     from ikegate.ike.v1.quick import _Quick
 
+_P = TypeVar("_P")
 NONCE_SIZE = 32
 ZERO_COOKIE = bytes(8)
 REKEY_RETRY = 30.0
@@ -143,7 +144,7 @@ def _addr_id(addr: str) -> tuple[int, bytes]:
     return (IdType.ID_IPV4_ADDR if ip.version == 4 else IdType.ID_IPV6_ADDR, ip.packed)
 
 
-def _first(payloads: list[Payload], kind: type[Any]) -> Any:
+def _first(payloads: list[Payload], kind: type[_P]) -> _P | None:
     return next((p for p in payloads if isinstance(p, kind)), None)
 
 
@@ -358,6 +359,7 @@ class Phase1Exchanges(EngineBase):
         sa = _first(payloads, SA)
         p.mode = ExchangeMode.MAIN
         choice = self._choose(p, sa)
+        assert sa is not None  # _choose refuses a message without one
         self.stats.messages_in += 1
         p.sai_b = sa.body()
         p.choice = choice
@@ -540,6 +542,7 @@ class Phase1Exchanges(EngineBase):
                         "aggressive")
         sa = _first(payloads, SA)
         choice = self._choose(p, sa)
+        assert sa is not None  # _choose refuses a message without one
         p.choice = choice
         p.suite = c1.Suite.from_attributes(choice.encryption, choice.key_bits, choice.hash)
         p.sai_b = sa.body()
