@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck unit bench clean
+.PHONY: demo test lint typecheck unit bench fuzz clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -30,6 +30,9 @@ bench: $(STAMP)
 	cd bench && for b in setup_rate delete_all cli_scale esp_throughput ping_rtt ssh_load; do \
 		../$(BIN)/python $$b.py || exit 1; done
 	cd bench && ../$(BIN)/python setup_rate.py --version 1 -n 1000
+
+fuzz: $(STAMP)
+	$(BIN)/python bench/fuzz.py -n 10000000
 
 clean:
 	rm -rf $(VENV) build src/*.egg-info .mypy_cache .pytest_cache .ruff_cache

@@ -59,7 +59,10 @@ V1_PEER = {" remote-address 127.0.0.11": " remote-address 127.0.0.11\n undo vers
 def pair(port: int = 25000, trigger: str = "traffic-based", version: int = 2,
          hq_extra: str = "") -> Iterator[tuple[Gw, Gw]]:
     """HQ (template responder) and a branch whose policy does not start by itself (the bench drives it).
-    ``hq_extra`` is configuration appended to HQ's (before its final ``return``)."""
+    ``hq_extra`` is configuration appended to HQ's (before its final ``return``). The branch is a load
+    generator with many negotiations in flight from one address, so HQ's per-address limit of IKE SAs in
+    negotiation is lifted."""
+    hq_extra = "ike call admission limit in-negotiation-sa per-address 100000\n" + hq_extra
     extra = V1_PROPOSAL if version == 1 else {}
     with tempfile.TemporaryDirectory(prefix="ikegate-bench-") as tmp:
         cfgs = {

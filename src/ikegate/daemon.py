@@ -94,7 +94,7 @@ def write_atomically(path: str, text: str) -> None:
 
 def read_config(path: str) -> tuple[Config, list[ConfigError]]:
     with open(path, "rb") as fh:
-        return load_config(decode_config(fh.read()))
+        return load_config(decode_config(fh.read()), directory=os.path.dirname(os.path.abspath(path)))
 
 
 class Daemon:

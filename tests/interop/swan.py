@@ -37,10 +37,11 @@ def skip_reason() -> str | None:
     return None
 
 
-def strongswan_conf(run: Path) -> str:
+def strongswan_conf(run: Path, extra: str = "") -> str:
+    """``extra``: more ``charon`` settings, one ``key = value`` a line (e.g. ``make_before_break = yes``)."""
     return f"""charon {{
     load = {PLUGINS}
-    install_routes = yes
+{extra}    install_routes = yes
     # short retransmits: a lost message should not stall a test for long
     retransmit_timeout = 1.0
     retransmit_base = 1.4
@@ -112,13 +113,15 @@ class Charon:
     lab: Lab
     ns: Netns
     run: Path
+    #: more ``charon`` settings for strongswan.conf (see :func:`strongswan_conf`)
+    settings: str = ""
 
     def start(self) -> None:
         self.run.mkdir(parents=True, exist_ok=True)
         for sub in ("x509", "x509ca", "x509ocsp", "x509aa", "x509ac", "x509crl", "pubkey", "private", "rsa",
                     "ecdsa", "bliss", "pkcs8", "pkcs12"):
             (self.run / "swanctl" / sub).mkdir(parents=True, exist_ok=True)  # or swanctl complains per folder
-        (self.run / "strongswan.conf").write_text(strongswan_conf(self.run))
+        (self.run / "strongswan.conf").write_text(strongswan_conf(self.run, self.settings))
         self.popen = self.lab.spawn(self.ns, [CHARON], self.run / "charon.stdout",
                                     env={"STRONGSWAN_CONF": str(self.run / "strongswan.conf")})
 

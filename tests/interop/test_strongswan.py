@@ -207,8 +207,8 @@ secrets {{
         return list(display_json(self.gw, "display ike offline-info")["offline"])
 
 
-@pytest.fixture
-def bed(lab: Lab) -> Iterator[Bed]:
+def make_bed(lab: Lab, settings: str = "") -> Bed:
+    """The topology above with charon running (``settings``: more charon settings, see swan.Charon)."""
     reason = swan.skip_reason()
     if reason:
         pytest.skip(reason)
@@ -217,16 +217,25 @@ def bed(lab: Lab) -> Iterator[Bed]:
     wan(lab, site.gw, sw)
     sw.addr("lo", f"{SW_HOST[4]}/32")
     sw.addr("lo", f"{SW_HOST[6]}/128")
-    charon = Charon(lab, sw, lab.workdir / "swan")
+    charon = Charon(lab, sw, lab.workdir / "swan", settings=settings)
     charon.start()
-    the_bed = Bed(lab, site, sw, charon)
+    return Bed(lab, site, sw, charon)
+
+
+def show_logs(bed: Bed) -> None:
+    """On failure, show both logs' tails: the reason is usually in one of them."""
+    log = bed.lab.workdir / "gwa.log"
+    sys.stderr.write(f"\n--- ikegate log ---\n{log.read_text()[-3000:] if log.exists() else ''}")
+    sys.stderr.write(f"\n--- charon log ---\n{bed.charon.log()[-5000:]}\n")
+
+
+@pytest.fixture
+def bed(lab: Lab) -> Iterator[Bed]:
+    the_bed = make_bed(lab)
     try:
         yield the_bed
     finally:
-        # On failure, show both logs' tails: the reason is usually in one of them.
-        log = lab.workdir / "gwa.log"
-        sys.stderr.write(f"\n--- ikegate log ---\n{log.read_text()[-3000:] if log.exists() else ''}")
-        sys.stderr.write(f"\n--- charon log ---\n{charon.log()[-5000:]}\n")
+        show_logs(the_bed)
 
 
 # ------------------------------------------------------------------------------- the suite matrix

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from ikegate.gateway.controller import Gateway
 from ikegate.ike.v2.sa import State
 from ikegate.ike.wire.registry import ExchangeType, NotifyType
-from ikegate.ike.wire.v2 import Notify, Payload, Unknown
+from ikegate.ike.wire.v2 import SKF, Header, Notify, Payload, Unknown, encode_message
 from ikegate.sad import IkeSaEntry
 from tests.protocol.harness import I_ADDR, establish, make_pair
 from tests.protocol.netsim import Net, lab, lab_config
@@ -38,6 +38,27 @@ def test_flipped_bit_in_protected_request_is_dropped_silently() -> None:
     assert pair.responder.stats.dropped == 1
     pair.responder.receive_datagram(packet, I_ADDR, pair.now)  # the genuine one still works
     assert len(pair.responder.datagrams_to_send()) == 1
+
+
+def test_unprotected_message_with_live_spis_is_dropped_and_uses_no_message_id() -> None:
+    """Anyone who saw the SPIs can send a message without an SK payload (or with a fragment the peer never
+    negotiated). It is not authentic: no answer, and the message ID stays free for the genuine request."""
+    pair = establish(make_pair())
+    r = pair.responder
+    gen = r._gen
+    assert gen is not None
+    mid = gen.peer_mid
+    for chain in ([Notify(NotifyType.INITIAL_CONTACT)], [SKF(0, 1, 1, bytes(48))], []):
+        forged = encode_message(Header(gen.spi_i, gen.spi_r, 0, ExchangeType.INFORMATIONAL, 0x08, mid), chain)
+        r.receive_datagram(forged, I_ADDR, pair.now)
+        assert r.datagrams_to_send() == []
+    assert r.stats.dropped == 3 and gen.peer_mid == mid
+    answers: list[list[Payload]] = []
+    ini = pair.initiator
+    ini._queue(lambda t: ini._send_request(ExchangeType.INFORMATIONAL, [], lambda p, n: answers.append(p), None, t),
+               pair.now)
+    pair.transfer()
+    assert answers == [[]]
 
 
 def test_truncated_and_lying_lengths_are_dropped() -> None:

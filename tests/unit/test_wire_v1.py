@@ -27,6 +27,7 @@ from ikegate.ike.v1.wire import (
     SA,
     Attribute,
     Delete,
+    Fragment,
     Hash,
     Header,
     Identification,
@@ -231,6 +232,19 @@ def test_encoder_refuses_impossible_values() -> None:
         encode_message(Header(b"short", CKY_R, 0, 2, 0, 0), [])
     with pytest.raises(ValueError):
         encode_payloads([Nonce(bytes(70000))])
+
+
+def test_fragment_payload_byte_exact() -> None:
+    # Next 0, reserved, length 12; fragment ID 1, number 2, flags LAST; then the data (strongSwan's layout).
+    raw = encode_message(Header(CKY_I, CKY_R, 0, ExchangeType.ID_PROT, 0, 0), [Fragment(1, 2, True, b"abcd")])
+    assert raw[HEADER_LEN:] == H("0000000c") + H("00010201") + b"abcd"
+    assert raw[16] == PayloadType.FRAGMENT == 132
+    assert decode_message(raw).payloads == [Fragment(1, 2, True, b"abcd")]
+    # Flag bits other than LAST are ignored on receipt; a payload without its four header octets is not.
+    assert decode_payloads(PayloadType.FRAGMENT, H("0000000a") + H("0007fffe") + b"xy") == [
+        Fragment(7, 255, False, b"xy")]
+    with pytest.raises(ParseError):
+        decode_payloads(PayloadType.FRAGMENT, H("00000007") + H("000101"))
 
 
 def test_vendor_names() -> None:

@@ -14,6 +14,7 @@ from ikegate.ike.v1.wire import (
     SA,
     Attribute,
     Delete,
+    Fragment,
     Hash,
     Header,
     Identification,
@@ -89,8 +90,8 @@ payloads = st.one_of(
     st.builds(VendorId, blob),
     st.builds(NatD, blob, st.booleans()),
     nat_oas(),
-    st.builds(Unknown, st.sampled_from([PayloadType.CERT, PayloadType.CERTREQ, PayloadType.ATTRIBUTE,
-                                        PayloadType.FRAGMENT]), blob),
+    st.builds(Fragment, u16, u8, st.booleans(), blob),
+    st.builds(Unknown, st.sampled_from([PayloadType.CERT, PayloadType.CERTREQ, PayloadType.ATTRIBUTE]), blob),
 )
 
 

@@ -29,6 +29,7 @@ from ikegate.ike.wire.v2 import (
     KE,
     SA,
     SK,
+    SKF,
     Delete,
     Header,
     IDi,
@@ -50,6 +51,7 @@ from ikegate.ike.wire.v2 import (
     encode_message,
     encode_payloads,
     sk_generic_header,
+    skf_header,
 )
 
 SPI_I = bytes.fromhex("0102030405060708")
@@ -484,8 +486,28 @@ def test_cert_with_critical_bit_is_kept_opaque() -> None:
 
 def test_skf_ends_the_chain() -> None:
     skf = gen(PayloadType.IDi, b"\x00\x01\x00\x02" + b"x" * 20)
-    assert decode_payloads(PayloadType.SKF, skf) == [Unknown(PayloadType.SKF, skf[4:])]
+    assert decode_payloads(PayloadType.SKF, skf) == [SKF(PayloadType.IDi, 1, 2, b"x" * 20)]
     _syntax(PayloadType.SKF, skf + b"\x00")
+
+
+def test_skf_round_trip_and_offset() -> None:
+    header = Header(b"i" * 8, b"r" * 8, 0, ExchangeType.IKE_AUTH, 0x08, 1)
+    notify = Notify(NotifyType.INITIAL_CONTACT)
+    raw = encode_message(header, [notify, SKF(PayloadType.IDi, 1, 3, b"iv-ct-icv")])
+    msg = decode_message(raw)
+    assert msg.payloads == [notify, SKF(PayloadType.IDi, 1, 3, b"iv-ct-icv")]
+    assert msg.sk_offset == len(raw) - 8 - len(b"iv-ct-icv")
+    assert raw[msg.sk_offset + 4 : msg.sk_offset + 8] == b"\x00\x01\x00\x03"
+    assert skf_header(PayloadType.IDi, 1, 3, 9) == raw[msg.sk_offset : msg.sk_offset + 8]
+
+
+def test_skf_too_short_for_its_numbers() -> None:
+    _syntax(PayloadType.SKF, gen(0, b"\x00\x01\x00"))
+
+
+def test_skf_must_be_last_when_encoding() -> None:
+    with pytest.raises(ValueError, match="last payload"):
+        encode_payloads([SKF(0, 2, 2, b""), Nonce(b"n" * 16)])
 
 
 # ---------------------------------------------------------------------------------- body errors

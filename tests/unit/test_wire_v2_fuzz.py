@@ -17,6 +17,7 @@ from ikegate.ike.wire.v2 import (
     KE,
     SA,
     SK,
+    SKF,
     Delete,
     Header,
     IDi,
@@ -128,8 +129,11 @@ payloads_inner: st.SearchStrategy[Payload] = st.one_of(
 @st.composite
 def payload_lists(draw: st.DrawFn) -> list[Payload]:
     chain = draw(st.lists(payloads_inner, max_size=8))
-    if draw(st.booleans()):
+    last = draw(st.sampled_from(["none", "sk", "skf"]))
+    if last == "sk":
         chain.append(SK(draw(u8), draw(st.binary(max_size=64)), draw(crit)))
+    elif last == "skf":
+        chain.append(SKF(draw(u8), draw(u16), draw(u16), draw(st.binary(max_size=64)), draw(crit)))
     return chain
 
 
@@ -170,7 +174,7 @@ def test_message_round_trip(header: Header, chain: list[Payload]) -> None:
     assert msg.header == header
     assert msg.header.length == len(raw)
     assert msg.payloads == chain
-    if chain and isinstance(chain[-1], SK):
+    if chain and isinstance(chain[-1], SK | SKF):
         assert msg.sk_offset is not None
         assert raw[msg.sk_offset] == chain[-1].first_payload
         assert struct.unpack_from("!H", raw, msg.sk_offset + 2)[0] == len(raw) - msg.sk_offset
@@ -274,7 +278,7 @@ def test_generic_length_edits(data: bytes, draw: st.DataObject) -> None:
     off, nxt = HEADER_LEN, data[16]
     while nxt and off + 4 <= len(data):
         offsets.append(off)
-        if nxt == PayloadType.SK:
+        if nxt in (PayloadType.SK, PayloadType.SKF):
             break
         nxt = data[off]
         off += struct.unpack_from("!H", data, off + 2)[0]

@@ -7,6 +7,12 @@ that command; a keyword with no text anywhere is a declaration error caught when
 from __future__ import annotations
 
 KEYWORD_HELP: dict[str, str] = {
+    "admission": "Call admission control of IKE negotiations",
+    "authentication-failure": "Failed authentications from one address before it is refused",
+    "call": "Call admission control",
+    "in-negotiation-sa": "IKE SAs in negotiation",
+    "limit": "Specify a limit",
+    "per-address": "Per source address",
     "aaa": "AAA view: local users",
     "acl": "Specify ACL configuration information",
     "address": "Specify an address",
@@ -25,6 +31,9 @@ KEYWORD_HELP: dict[str, str] = {
     "destination-port": "Specify the destination port",
     "dh": "Specify the Diffie-Hellman groups",
     "display": "Display information",
+    "certificate": "Certificate authentication settings",
+    "local-filename": "Specify the file of the local certificate",
+    "send-chain": "Send the CA certificates above the local certificate too",
     "dpd": "Dead peer detection",
     "duration": "Specify the SA lifetime",
     "ecc": "ECC (elliptic curve) keys",

@@ -12,6 +12,7 @@ still loads.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 from ikegate.cli.shell import Shell
 from ikegate.cli.tree import CommandTree
@@ -29,9 +30,14 @@ class ConfigError:
         return f"line {self.line_number}: {self.line.strip()}: {self.message}"
 
 
-def load_config(text: str, tree: CommandTree | None = None) -> tuple[Config, list[ConfigError]]:
-    """Build a :class:`Config` from configuration text; report the lines that could not be applied."""
+def load_config(text: str, tree: CommandTree | None = None,
+                directory: str | Path | None = None) -> tuple[Config, list[ConfigError]]:
+    """Build a :class:`Config` from configuration text; report the lines that could not be applied.
+
+    ``directory`` is where the file lives: the ``pki import`` lines name files next to it.
+    """
     config = Config()
+    config.pki.directory = Path(directory) if directory is not None else None
     shell = Shell(config, tree=tree, loading=True)
     shell.enter_view(SYSTEM_FRAME)
     errors: list[ConfigError] = []

@@ -16,6 +16,7 @@ Responsibilities, in one place each:
 
 from __future__ import annotations
 
+import enum
 import functools
 import heapq
 import ipaddress
@@ -23,7 +24,7 @@ import itertools
 import logging
 import os
 import struct
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TypeVar
@@ -31,6 +32,7 @@ from typing import TypeVar
 from ikegate.dataplane.backend import Acquire, Bypass, Outbound, Send, SoftExpire, UserspaceBackend
 from ikegate.dataplane.packet import PacketError, echo_reply_for, echo_request, parse_ip
 from ikegate.gateway import translate
+from ikegate.gateway.admission import BLOCK_TIME, LOG_INTERVAL, HalfOpen, SourceGuard, opening_ok
 from ikegate.gateway.decide import Action, after_delete
 from ikegate.gateway.translate import Connection, Flow, PolicyKind
 from ikegate.ike.core import ts as tsmod
@@ -89,6 +91,11 @@ _FLAG_R = int(HeaderFlag.RESPONSE)
 NAT_KEEPALIVE = b"\xff"
 ZERO_SPI = bytes(8)
 RETRY_AFTER_FAILURE = 5.0
+#: A policy's IKE SA replaced by a newer one the peer set up (its make-before-break re-authentication)
+#: is normally deleted by the peer right away; if it is still there after this long, we delete it.
+SUPERSEDED_GRACE = 10.0
+#: Responder policy answers kept (per peer address and identity; see ``_Responder._cached``).
+RESPONDER_CACHE = 4096
 #: Delete exchanges run at most this many at a time; the rest wait their turn (their SAs are already gone
 #: from the table). Thousands of Deletes in one burst would only overflow the peer's socket buffer.
 DELETE_WINDOW = 256
@@ -108,6 +115,13 @@ class GatewayStats:
     dropped: int = 0
     esp_dropped: int = 0
     lan_dropped: int = 0
+    #: opening messages refused before any state: malformed, or over an admission limit, or from a
+    #: source blocked after failed authentications
+    openings_malformed: int = 0
+    openings_refused: int = 0
+    half_open_expired: int = 0
+    auth_failures: int = 0
+    sources_blocked: int = 0
 
 
 @dataclass(slots=True)
@@ -119,6 +133,10 @@ class _Meta:
     scheduled: float | None = None
     reported: bool = False  # its deletion was already mirrored into the table and the policy
     replaced: bool = False  # an IKEv1 phase-1 rekey by the peer moved its IPsec SAs to a newer SA
+    created: float = 0.0
+    up_at: float | None = None  # when it was established
+    #: another IKE SA now serves its policy (this one is deleted after a grace time)
+    superseded: bool = False
 
 
 def _addr(ip: ipaddress.IPv4Address | ipaddress.IPv6Address | str) -> str:
@@ -159,7 +177,12 @@ class Gateway:
         self._cookies = CookieJar(cookie_threshold, rng=rng)
         self._engines: dict[bytes, Engine] = {}
         self._spis: dict[Engine, list[bytes]] = {}
-        self._half_open: dict[tuple[str, bytes], Engine] = {}
+        #: responder SAs not yet authenticated (see :mod:`ikegate.gateway.admission`)
+        self._half_open: HalfOpen[Engine] = HalfOpen()
+        self._guard = SourceGuard()
+        self._full_logged_at: float | None = None
+        self._full_dropped = 0
+        self._guard_swept = 0.0
         self._meta: dict[Engine, _Meta] = {}
         self._heap: list[tuple[float, int, Engine | None, Callable[[float], object] | None]] = []
         self._counter = itertools.count()
@@ -178,7 +201,9 @@ class Gateway:
         self.on_echo_reply: Callable[[int, int, float], None] | None = None
         self._lan_addrs: frozenset[ipaddress.IPv4Address | ipaddress.IPv6Address] = frozenset()
         self._wan_by_version: dict[int, str] = {}
+        #: the IKE SA serving each site-to-site policy, whoever initiated it
         self._active: dict[tuple[str, int], Engine] = {}
+        self._rechecks: set[tuple[str, int]] = set()
         self._load_conn: Connection | None = None
         self._load_left = 0
         self._load_inflight = 0
@@ -214,10 +239,30 @@ class Gateway:
     # ------------------------------------------------------------------ sans-I/O surface
 
     def start(self, now: float) -> None:
-        """Bring up every site-to-site policy in auto trigger mode."""
+        """Bring up every site-to-site policy in auto trigger mode that has no IKE SA yet.
+
+        Called again after every command (the configuration may have changed), so it must never open a
+        second IKE SA for a policy that has one, whoever initiated it (see :meth:`_bring_up`)."""
         for conn in self._conns.values():
-            if conn.kind is PolicyKind.AUTO and conn.key not in self._active:
-                self._initiate(conn, now)
+            if conn.kind is PolicyKind.AUTO:
+                self._bring_up(conn, now)
+
+    def _bring_up(self, conn: Connection, now: float, *, defer: bool = True) -> None:
+        """Initiate ``conn`` unless an IKE SA already serves it, ours or the peer's. While the peer is in
+        the middle of negotiating with us, look again a little later instead (its SA may be the one) --
+        once only: half-open SAs from the peer's address may be someone spoofing it."""
+        current = self._active.get(conn.key)
+        if current is not None and not current.finished:
+            return
+        if any(isinstance(e, IkeSaEntry) and e.policy_name == conn.policy.name and e.policy_seq == conn.policy.seq
+               for e in self.sad.by_peer(conn.remote)):
+            return
+        if defer and self._half_open.from_source(_addr(conn.remote)):
+            if conn.key not in self._rechecks:
+                self._rechecks.add(conn.key)
+                self._schedule(now + RETRY_AFTER_FAILURE, functools.partial(self._reinitiate, conn))
+            return
+        self._initiate(conn, now)
 
     def datagrams_to_send(self) -> list[tuple[bytes, Addr, Addr]]:
         """(UDP payload, local address, remote address); NAT-T markers already added."""
@@ -225,15 +270,24 @@ class Gateway:
         return out
 
     def get_timer(self) -> float | None:
+        half_open = self._half_open.next_deadline()
         while self._heap:
             when, _, sa, _job = self._heap[0]
-            if sa is not None and (sa.finished or self._meta.get(sa) is None or self._meta[sa].scheduled != when):
+            if sa is not None and not self._timer_live(when, sa):
                 heapq.heappop(self._heap)
                 continue
-            return when
-        return None
+            return when if half_open is None else min(when, half_open)
+        return half_open
 
     def handle_timer(self, now: float) -> None:
+        if now - self._guard_swept >= LOG_INTERVAL:
+            self._guard_swept = now
+            self._guard.forget_idle(now)
+        for stale in list(self._half_open.expired(now)):
+            # Its engine may have armed no timer at all (a first message it never got past): the
+            # gateway's deadline ends it. Unauthenticated, so the peer is told nothing.
+            self.stats.half_open_expired += 1
+            self._forget(stale, now)
         while self._heap and self._heap[0][0] <= now:
             when, _, sa, job = heapq.heappop(self._heap)
             if job is not None:
@@ -271,13 +325,15 @@ class Gateway:
         sa = self._engines.get(spi_i) if flags & _FLAG_R or spi_r == ZERO_SPI else None
         if sa is None:
             sa = self._engines.get(spi_r) or self._engines.get(spi_i)
+        fresh = False
         if sa is None:
             v1 = data[17] >> 4 == 1
             opening = exchange in V1_OPENING if v1 else exchange == ExchangeType.IKE_SA_INIT and not flags & _FLAG_R
             if opening and spi_r == ZERO_SPI:
-                sa = self._half_open.get((remote[0], spi_i))
+                sa = self._half_open.get(remote[0], spi_i)
                 if sa is None:
-                    sa = self._new_responder(data, local, remote, now, version=1 if v1 else 2)
+                    sa = self._admit(data, local, remote, now, version=1 if v1 else 2)
+                    fresh = True
                 if sa is None:
                     return
             else:
@@ -290,6 +346,9 @@ class Gateway:
             self.stats.dropped += 1
             log.debug("dropped a malformed or unexpected IKE message from %s:%s (%d bytes)", *remote, len(data))
         self._service(sa, now)
+        if fresh and not sa.finished and sa.untouched:
+            # Its engine could not use the first message (or answered it without keeping state): keep nothing.
+            self._forget(sa, now)
 
     # ------------------------------------------------------------------ operator API
 
@@ -518,16 +577,18 @@ class Gateway:
         sa: Engine
         if version == 1:
             sa = IsakmpSa(cfg, initiator=True, local=local, peer=remote, now=now, rng=self._rng,
+                          policy=self._responder_v1,
                           spi_allocator=self._spi_alloc, v1=translate.v1_options(self.config, conn.peer))
         else:
             sa = IkeSa(cfg, initiator=True, local=local, peer=remote, now=now, rng=self._rng,
+                       policy=self._responder,
                        spi_allocator=self._spi_alloc)
         # INITIAL-CONTACT when no IKE SA with the peer is left (IKEv1 orphan IPsec SAs do not count): the
         # peer then drops whatever it still holds of ours, say after a Delete of ours was lost.
         sa.initial_contact = not self.sad.peer_count(conn.remote) or not any(
             isinstance(e, IkeSaEntry) for e in self.sad.by_peer(conn.remote))
         if track:
-            self._meta[sa] = _Meta(conn, conn.kind)
+            self._meta[sa] = _Meta(conn, conn.kind, created=now)
             self._active[conn.key] = sa
         else:
             self._meta[sa] = _Meta(None, PolicyKind.TEMPLATE)
@@ -560,39 +621,85 @@ class Gateway:
         self._service(sa, now)
         return sa
 
-    def _new_responder(self, data: bytes, local: Addr, remote: Addr, now: float, version: int = 2) -> Engine | None:
+    def _admit(self, data: bytes, local: Addr, remote: Addr, now: float, version: int) -> Engine | None:
+        """An opening message from an unknown SA: a new responder engine, or None (dropped, or answered
+        with a COOKIE). Every refusal happens before anything is allocated for the datagram."""
+        source = remote[0]
+        if not opening_ok(data, version):
+            self.stats.openings_malformed += 1
+            self.stats.dropped += 1
+            return None
+        limits = self.config.ike_admission
+        if self._guard.blocked(source, now):
+            self._refuse(source, now, "blocked after repeated authentication failures")
+            return None
+        if self._half_open.from_source(source) >= limits.per_address:
+            self._refuse(source, now, f"more than {limits.per_address} IKE SAs in negotiation from it")
+            return None
+        if len(self._half_open) >= limits.in_negotiation:
+            self._refuse_full(now, limits.in_negotiation)
+            return None
+        if version == 1 and self._half_open.of_version(1) >= limits.in_negotiation // 2:
+            # IKEv1 cannot prove its source address (no COOKIE exchange): it gets half of the table at most.
+            self._refuse_full(now, limits.in_negotiation // 2, "IKEv1 ")
+            return None
+        if version == 2 and self._cookies.required(len(self._half_open)) and not self._cookie_ok(data, local, remote,
+                                                                                                   now):
+            return None
+        sa: Engine
         if version == 1:
             # Aggressive Mode only where an ike peer for this source is configured for it (as the USG).
             mode = V1Mode.AGGRESSIVE if self._responder_v1.aggressive_allowed(remote[0]) else V1Mode.MAIN
-            v1 = IsakmpSa(None, initiator=False, local=local, peer=remote, now=now, policy=self._responder_v1,
+            sa = IsakmpSa(None, initiator=False, local=local, peer=remote, now=now, policy=self._responder_v1,
                           rng=self._rng, spi_allocator=self._spi_alloc,
                           v1=V1Options(mode=mode, dependent=self.config.ikev1_dependent))
-            self._meta[v1] = _Meta(None, PolicyKind.TEMPLATE)
-            self._half_open[(remote[0], data[:8])] = v1
-            return v1
-        if self._cookies.required(len(self._half_open)):
-            try:
-                msg = decode_message(data)
-            except ParseError:
-                self.stats.dropped += 1
-                return None
-            nonce = msg.get(Nonce)
-            first = msg.payloads[0] if msg.payloads else None
-            cookie = first.data if isinstance(first, Notify) and first.notify_type == NotifyType.COOKIE else None
-            if nonce is None:
-                self.stats.dropped += 1
-                return None
-            if cookie is None or not self._cookies.check(cookie, nonce.data, remote[0], msg.header.spi_i, now):
-                header = Header(msg.header.spi_i, ZERO_SPI, 0, ExchangeType.IKE_SA_INIT, HeaderFlag.RESPONSE, 0)
-                made = self._cookies.make(nonce.data, remote[0], msg.header.spi_i, now)
-                self._send(encode_message(header, [Notify(NotifyType.COOKIE, data=made)]), local, remote)
-                self.stats.cookies_sent += 1
-                return None
-        sa = IkeSa(None, initiator=False, local=local, peer=remote, now=now, policy=self._responder,
-                   rng=self._rng, spi_allocator=self._spi_alloc)
-        self._meta[sa] = _Meta(None, PolicyKind.TEMPLATE)
-        self._half_open[(remote[0], data[:8])] = sa
+        else:
+            sa = IkeSa(None, initiator=False, local=local, peer=remote, now=now, policy=self._responder,
+                       rng=self._rng, spi_allocator=self._spi_alloc)
+        self._meta[sa] = _Meta(None, PolicyKind.TEMPLATE, created=now)
+        self._half_open.add(source, data[:8], sa, now, version)
         return sa
+
+    def _cookie_ok(self, data: bytes, local: Addr, remote: Addr, now: float) -> bool:
+        """Under load an IKE_SA_INIT must carry our COOKIE; without a valid one it is answered with a
+        fresh COOKIE and nothing is kept (RFC 7296 §2.6)."""
+        try:
+            msg = decode_message(data)
+        except ParseError:
+            self.stats.dropped += 1
+            return False
+        nonce = msg.get(Nonce)
+        first = msg.payloads[0] if msg.payloads else None
+        cookie = first.data if isinstance(first, Notify) and first.notify_type == NotifyType.COOKIE else None
+        if nonce is None:
+            self.stats.dropped += 1
+            return False
+        if cookie is not None and self._cookies.check(cookie, nonce.data, remote[0], msg.header.spi_i, now):
+            return True
+        header = Header(msg.header.spi_i, ZERO_SPI, 0, ExchangeType.IKE_SA_INIT, HeaderFlag.RESPONSE, 0)
+        made = self._cookies.make(nonce.data, remote[0], msg.header.spi_i, now)
+        self._send(encode_message(header, [Notify(NotifyType.COOKIE, data=made)]), local, remote)
+        self.stats.cookies_sent += 1
+        return False
+
+    def _refuse(self, source: str, now: float, why: str) -> None:
+        """An opening message from ``source`` dropped by a per-source rule; logged once per interval."""
+        self.stats.openings_refused += 1
+        count = self._guard.note_drop(source, now)
+        if count is not None:
+            self._log("IKE", 4, "IKE_NEGOTIATION_REFUSED",
+                      f"IKE negotiation requests were dropped. (RemoteAddress={source}, Reason={why}, Count={count})")
+
+    def _refuse_full(self, now: float, limit: int, which: str = "") -> None:
+        """The half-open table is full: drop, and log once per interval for all sources together (a
+        spoofed flood has as many sources as datagrams)."""
+        self.stats.openings_refused += 1
+        self._full_dropped += 1
+        if self._full_logged_at is None or now - self._full_logged_at >= LOG_INTERVAL:
+            self._log("IKE", 4, "IKE_NEGOTIATION_REFUSED",
+                      f"IKE negotiation requests were dropped. (RemoteAddress=any, Reason=the limit of {limit} "
+                      f"{which}IKE SAs in negotiation is reached, Count={self._full_dropped})")
+            self._full_logged_at, self._full_dropped = now, 0
 
     def _send(self, packet: bytes, local: Addr, remote: Addr) -> None:
         if local[1] == self.natt_port and packet != NAT_KEEPALIVE:
@@ -622,10 +729,8 @@ class Gateway:
             for spi in spis:
                 self._engines[spi] = sa
             self._spis[sa] = list(spis)
-        if not sa.is_half_open:
-            key = (sa.peer[0], sa.spi_i)
-            if self._half_open.get(key) is sa:
-                del self._half_open[key]
+        if sa.established:
+            self._half_open.discard(sa)
         if isinstance(sa.handle, int) and (entry := self.sad.ike(sa.handle)) is not None:
             if sa.peer != peer_before:
                 self.sad.move_peer(sa.handle, sa.peer[0], sa.peer[1])
@@ -636,7 +741,7 @@ class Gateway:
         when = sa.get_timer()
         if when is not None and when != meta.scheduled:
             meta.scheduled = when
-            heapq.heappush(self._heap, (when, next(self._counter), sa, None))
+            self._push_timer(when, sa)
 
     def _note_traffic(self, sa: Engine) -> None:
         """Tell the engine when ESP of its Child SAs last came in and went out (DPD's view of traffic).
@@ -652,7 +757,7 @@ class Gateway:
         for spi in self._spis.pop(sa, []):
             if self._engines.get(spi) is sa:
                 del self._engines[spi]
-        self._half_open.pop((sa.peer[0], sa.spi_i), None)
+        self._half_open.discard(sa)
         meta = self._meta.pop(sa, None)
         if meta is not None and meta.conn is not None and self._active.get(meta.conn.key) is sa:
             del self._active[meta.conn.key]
@@ -667,6 +772,18 @@ class Gateway:
 
     def _schedule(self, when: float, job: Callable[[float], object]) -> None:
         heapq.heappush(self._heap, (when, next(self._counter), None, job))
+
+    def _push_timer(self, when: float, sa: Engine) -> None:
+        heapq.heappush(self._heap, (when, next(self._counter), sa, None))
+        if len(self._heap) > 4 * len(self._meta) + 4096:
+            # Entries of engines that are gone or re-armed wait for their time to be skipped; under a flood
+            # of short-lived engines that would keep them all alive. Sweep now and then (amortised O(1)).
+            self._heap = [item for item in self._heap if item[2] is None or self._timer_live(item[0], item[2])]
+            heapq.heapify(self._heap)
+
+    def _timer_live(self, when: float, sa: Engine) -> bool:
+        meta = self._meta.get(sa)
+        return meta is not None and meta.scheduled == when and not sa.finished
 
     # ------------------------------------------------------------------ internals: events
 
@@ -685,11 +802,22 @@ class Gateway:
         elif isinstance(event, InitialContact):
             self._on_initial_contact(event.sa, now)
         elif isinstance(event, NegotiationFailed):
-            names = V1NotifyType if event.sa.version == 1 else NotifyType  # 16 differs, for one
-            reason = names.text(event.notify) if event.notify else "timeout"
+            if event.notify == NotifyType.AUTHENTICATION_FAILED and not event.sa.initiator:
+                self._auth_failed(event.sa.peer[0], now)
+            reason = _failure_label(V1NotifyType if event.sa.version == 1 else NotifyType, event.notify)
             self.stats.negotiations_failed[reason] = self.stats.negotiations_failed.get(reason, 0) + 1
             self._log("IKE", 4, "NEGOTIATION_FAILED",
                       f"IKE negotiation failed. (RemoteAddress={event.sa.peer[0]}, Reason={event.detail})")
+
+    def _auth_failed(self, source: str, now: float) -> None:
+        """A peer failed to authenticate to us: count it against its address; over the limit, refuse it."""
+        self.stats.auth_failures += 1
+        limit = self.config.ike_admission.authentication_failures
+        if self._guard.auth_failed(source, now, limit):
+            self.stats.sources_blocked += 1
+            self._log("IKE", 4, "IKE_PEER_BLOCKED",
+                      f"A peer was blocked after repeated authentication failures. (RemoteAddress={source}, "
+                      f"Failures={limit + 1}, BlockTime={int(BLOCK_TIME)}s)")
 
     def _algorithms(self, sa: Engine) -> dict[str, str]:
         chosen = sa.chosen
@@ -752,6 +880,9 @@ class Gateway:
         if sa.config is not None:
             entry.lifetime_hard = int(sa.config.lifetime)
             entry.lifetime_soft = int(sa.rekey_at - now) if sa.rekey_at else None
+        meta.up_at = now
+        if meta.conn is not None and sa not in self._loading:
+            self._claim(sa, meta, now)
         self._log("IKE", 6, "IKE_SA_ESTABLISHED",
                   f"IKE SA established. (ConnID={entry.conn_id}, RemoteAddress={sa.peer[0]}, Version=v{version})")
 
@@ -927,8 +1058,11 @@ class Gateway:
             return
         if self._active.get(meta.conn.key) is sa:
             del self._active[meta.conn.key]
-        if reason in (DeleteReason.SHUTDOWN, DeleteReason.INITIAL_CONTACT) or meta.replaced:
-            return  # (orphan IPsec SAs keep forwarding until a new pair replaces them: see _retire_orphans)
+        if reason in (DeleteReason.SHUTDOWN, DeleteReason.INITIAL_CONTACT) or meta.replaced \
+                or meta.conn.key in self._active:
+            # Nothing to bring back: another IKE SA serves the policy (a superseded one's end included).
+            # Orphan IPsec SAs keep forwarding until a new pair replaces them: see _retire_orphans.
+            return
         conn = self._conns.get(meta.conn.key)
         if conn is None:
             return
@@ -937,7 +1071,7 @@ class Gateway:
             if reason in (DeleteReason.MANUAL, DeleteReason.DPD_TIMEOUT):
                 # At once after a dead peer too (strongSwan's dpd_action=restart): detection already took
                 # idle + retries x interval, and a failed attempt falls back to the delayed retry below.
-                self._initiate(conn, now)
+                self._bring_up(conn, now)
             else:
                 # After a failure or the peer's word, come back a little later rather than in a hot loop.
                 self._schedule(now + RETRY_AFTER_FAILURE * (1 if reason is not DeleteReason.PEER_REQUEST else 0.2),
@@ -952,12 +1086,50 @@ class Gateway:
                                                                                    rule=rule))
 
     def _reinitiate(self, conn: Connection, now: float) -> None:
+        self._rechecks.discard(conn.key)
         current = self._conns.get(conn.key)
-        if current is None or current.key in self._active:
+        if current is not None:
+            self._bring_up(current, now, defer=False)  # unless the peer came back to us first
+
+    def _claim(self, sa: Engine, meta: _Meta, now: float) -> None:
+        """``sa`` is established for a site-to-site policy: decide which IKE SA serves the policy.
+
+        One IKE SA per policy and peer, whoever initiated it (strongSwan's ``unique``):
+
+        * none serves it yet, or the current one is still negotiating: ``sa`` does (the other is judged
+          when it comes up);
+        * the current one was already up when ``sa`` began: ``sa`` is the peer's re-authentication or
+          re-establishment (make-before-break) and replaces it; the peer deletes the old one itself,
+          and if it has not after :data:`SUPERSEDED_GRACE`, we do;
+        * both were negotiated at the same time (both sides initiated): both ends must keep the same
+          one, so the one with the lower SPI pair loses (the nonce rule of RFC 7296 §2.8.2, on values
+          both ends know), and its initiator deletes it.
+
+        The loser is marked ``superseded``; its end brings nothing back while the winner serves."""
+        assert meta.conn is not None
+        key = meta.conn.key
+        current = self._active.get(key)
+        cur_meta = self._meta.get(current) if current is not None else None
+        if current is None or current is sa or cur_meta is None or current.finished or not current.established:
+            self._active[key] = sa
             return
-        if any(isinstance(e, IkeSaEntry) and e.policy_name == conn.policy.name for e in self.sad.by_peer(conn.remote)):
-            return  # the peer came back to us first
-        self._initiate(current, now)
+        newer = cur_meta.up_at is not None and meta.created > cur_meta.up_at
+        if newer or _collision_rank(sa) > _collision_rank(current):
+            winner, loser = sa, current
+        else:
+            winner, loser = current, sa
+        self._active[key] = winner
+        self._meta[loser].superseded = True
+        if not newer and loser.initiator:
+            self._delete_ike(loser, now, DeleteReason.PHASE1_REPLACED)
+        else:
+            self._schedule(now + SUPERSEDED_GRACE, functools.partial(self._retire, loser))
+
+    def _retire(self, sa: Engine, now: float) -> None:
+        """A superseded IKE SA the peer has not deleted in its grace time: delete it ourselves."""
+        meta = self._meta.get(sa)
+        if meta is not None and meta.superseded and not sa.finished:
+            self._delete_ike(sa, now, DeleteReason.PHASE1_REPLACED)
 
     def _on_initial_contact(self, sa: Engine, now: float) -> None:
         """Drop older IKE SAs with the same peer identity: the peer lost them (RFC 7296 §2.4; RFC 2407
@@ -986,6 +1158,22 @@ def _algorithm_names(chosen: Chosen) -> dict[str, str]:
     }
 
 
+def _collision_rank(sa: Engine) -> bytes:
+    """What both ends know of an IKE SA and compare alike: its lower SPI (random, so no side is favoured)."""
+    return min(sa.spi_i, sa.spi_r)
+
+
+def _failure_label(names: type[enum.IntEnum], notify: int) -> str:
+    """The statistics key of a failure: a known notify's name in its version's registry, else one bucket
+    (peers choose the number, and a key per number would let them grow the table and the metrics)."""
+    if not notify:
+        return "timeout"
+    try:
+        return names(notify).name
+    except ValueError:
+        return "other"
+
+
 def _selector(ts: TrafficSelector) -> Selector:
     return Selector(ts.start_addr, ts.end_addr, ts.ip_protocol, ts.start_port, ts.end_port)
 
@@ -997,16 +1185,21 @@ class _Responder:
         self._gw = gw
         self._version = version
         self._config: Config | None = None
-        self._cache: dict[tuple[object, ...], object] = {}
+        self._cache: OrderedDict[tuple[object, ...], object] = OrderedDict()
 
     def _cached(self, key: tuple[object, ...], make: Callable[[], _T]) -> _T:
-        """Answers depend only on the configuration: keep them until it changes."""
+        """Answers depend only on the configuration: keep them until it changes. Keys carry the peer's
+        address (and identity), which anyone can vary, so the least recently used go beyond a bound."""
         if self._config is not self._gw.config:
             self._config = self._gw.config
             self._cache.clear()
-        if key not in self._cache:
-            self._cache[key] = make()
-        return self._cache[key]  # type: ignore[return-value]
+        if key in self._cache:
+            self._cache.move_to_end(key)
+            return self._cache[key]  # type: ignore[return-value]
+        value = self._cache[key] = make()
+        if len(self._cache) > RESPONDER_CACHE:
+            self._cache.popitem(last=False)
+        return value
 
     def _peers_for(self, ip: str) -> list[IkePeer]:
         return self._cached(("peers", ip), lambda: self._find_peers(ip))

@@ -18,6 +18,8 @@ from ikegate.ike.v1.options import ExchangeMode as V1Mode
 from ikegate.ike.v1.options import V1Options
 from ikegate.ike.wire.registry import PrfId
 from ikegate.ike.wire.v2 import TrafficSelector
+from ikegate.pki.auth import AuthSettings, LocalCredential
+from ikegate.pki.names import encode_dn
 from ikegate.policy import algorithms as alg
 from ikegate.policy.model import (
     Acl,
@@ -148,6 +150,11 @@ def ike_lifetime(config: Config, peer: IkePeer) -> int:
 
 def identity(id_type: IdType, value: str | None, address: IPAddress | None) -> tuple[int, bytes] | None:
     """An IKEv2 identity (type, data) from ``local-id-type``/``local-id`` or an address."""
+    if id_type is IdType.DN:
+        try:
+            return (9, encode_dn(value)) if value else None
+        except ValueError:
+            return None
     if id_type is IdType.IP:
         if value:
             address = ipaddress.ip_address(value)
@@ -159,10 +166,50 @@ def identity(id_type: IdType, value: str | None, address: IPAddress | None) -> t
     return (2 if id_type is IdType.FQDN else 3, value.encode())
 
 
+def local_identity(config: Config, peer: IkePeer, local: IPAddress | None) -> tuple[int, bytes] | None:
+    """Our IKE ID: ``local-id-type dn`` without a ``local-id`` is the subject of our certificate."""
+    if peer.local_id_type is IdType.DN and not peer.local_id:
+        credential = local_credential(config, peer)
+        return (9, credential.certificate.subject.public_bytes()) if credential is not None else None
+    return identity(peer.local_id_type, peer.local_id, local)
+
+
+def local_credential(config: Config, peer: IkePeer) -> LocalCredential | None:
+    """The peer's ``certificate local-filename`` with its imported key pair and the CA certificates
+    above it; None when the certificate or its key is missing."""
+    store = config.pki
+    entry = store.local_certificate(peer.certificate_local) if peer.certificate_local else None
+    key = store.key_for(entry.cert) if entry is not None else None
+    if entry is None or key is None:
+        return None
+    return LocalCredential(entry.cert, key.key, tuple(store.chain_of(entry.cert)))
+
+
+def auth_settings(config: Config, peer: IkePeer) -> AuthSettings:
+    """How a peer authenticates (see ikegate.pki.auth): the method of its first IKE proposal (USG
+    proposals of one peer share it), its PSK or certificate, the CAs, CRLs and ``remote-id`` its
+    certificate is checked against. The engines' authenticator consumes this value."""
+    numbers = [n for n in peer.ike_proposals if n in config.ike_proposals]
+    method = (config.ike_proposals[numbers[0]] if numbers else DEFAULT_IKE_PROPOSAL).authentication_method
+    remote = (peer.remote_id_type, peer.remote_id) if peer.remote_id_type and peer.remote_id else None
+    return AuthSettings(
+        method=method,
+        psk=peer.pre_shared_key.encode() if peer.pre_shared_key is not None else None,
+        local=local_credential(config, peer) if method.is_signature else None,
+        send_chain=peer.send_chain,
+        cas=tuple(config.pki.ca_certificates),
+        crls=tuple(config.pki.crl_list),
+        remote_id=remote if method.is_signature else None,
+    )
+
+
 def ike_config(config: Config, peer: IkePeer, local: IPAddress | None, *, ike_port: int, natt_port: int,
                retransmit_tries: int = 5, version: int = 2) -> IkeSaConfig:
-    local_id = identity(peer.local_id_type, peer.local_id, local) or (1, bytes(4))
-    remote_id = identity(peer.remote_id_type, peer.remote_id, None) if peer.remote_id_type else None
+    local_id = local_identity(config, peer, local) or (1, bytes(4))
+    # A ``dn`` remote-id is matched against the peer's certificate (AuthSettings), not byte for byte:
+    # the same DN has several DER encodings.
+    remote_id = identity(peer.remote_id_type, peer.remote_id, None) if peer.remote_id_type not in (
+        None, IdType.DN) else None
     dpd = peer.dpd
     return IkeSaConfig(
         proposals=ike_proposal_specs(config, peer, version),

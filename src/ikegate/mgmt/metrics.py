@@ -108,6 +108,16 @@ class GatewayCollector(Collector):
         yield CounterMetricFamily("ikegate_cookies_sent", "IKEv2 cookie challenges sent", value=st.cookies_sent)
         yield CounterMetricFamily("ikegate_ike_dropped", "IKE datagrams dropped before any SA took them",
                                   value=st.dropped)
+        admission = CounterMetricFamily("ikegate_ike_admission", "First messages of IKE negotiations not "
+                                        "admitted, and half-open SAs ended by their deadline", labels=["outcome"])
+        admission.add_metric(["malformed"], st.openings_malformed)
+        admission.add_metric(["refused"], st.openings_refused)
+        admission.add_metric(["half_open_expired"], st.half_open_expired)
+        yield admission
+        yield CounterMetricFamily("ikegate_ike_auth_failures", "Peers that failed to authenticate to us",
+                                  value=st.auth_failures)
+        yield CounterMetricFamily("ikegate_ike_peers_blocked", "Source addresses blocked after repeated "
+                                  "authentication failures", value=st.sources_blocked)
 
         esp = self._esp_totals()
         packets = CounterMetricFamily("ikegate_esp_packets", "ESP packets, by direction", labels=["direction"])

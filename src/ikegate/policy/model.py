@@ -12,6 +12,7 @@ import enum
 import ipaddress
 from dataclasses import dataclass, field
 
+from ikegate.pki.store import PkiStore
 from ikegate.policy.users import KeyKind, LocalUser, PeerPublicKey, SshServerSettings, SshUser, VtySettings
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -44,6 +45,22 @@ class IdType(enum.Enum):
     IP = "ip"
     FQDN = "fqdn"
     USER_FQDN = "user-fqdn"
+    DN = "dn"  # the certificate's subject DN (ID_DER_ASN1_DN): certificate authentication only
+
+
+class AuthenticationMethod(enum.Enum):
+    """``authentication-method`` of an IKE proposal. ``rsa-signature`` and ``ecdsa-signature`` are
+    certificate authentication with the key type of the local certificate (IKEv2 signs with RFC 7427
+    digital signatures when the peer announces SIGNATURE_HASH_ALGORITHMS, else with AUTH method 1 or
+    9/10/11; IKEv1 with the RSA/ECDSA signature method)."""
+
+    PRE_SHARE = "pre-share"
+    RSA_SIGNATURE = "rsa-signature"
+    ECDSA_SIGNATURE = "ecdsa-signature"
+
+    @property
+    def is_signature(self) -> bool:
+        return self is not AuthenticationMethod.PRE_SHARE
 
 
 class EncapsulationMode(enum.Enum):
@@ -59,10 +76,23 @@ class IkeProposal:
     encryption: list[str] = field(default_factory=lambda: ["aes-256"])
     dh: list[str] = field(default_factory=lambda: ["group14"])
     authentication: list[str] = field(default_factory=lambda: ["sha2-256"])
-    authentication_method: str = "pre-share"
+    authentication_method: AuthenticationMethod = AuthenticationMethod.PRE_SHARE
     integrity: list[str] = field(default_factory=lambda: ["hmac-sha2-256"])
     prf: list[str] = field(default_factory=lambda: ["hmac-sha2-256"])
     duration: int = 86400
+
+
+@dataclass
+class IkeAdmission:
+    """``ike call admission limit ...`` (system view): how much unauthenticated negotiation state the
+    gateway keeps. ``in_negotiation`` is USG's limit of half-open IKE SAs (USG: up to 800 per CPU; ikegate
+    runs one placement for many, so its default is higher); ``per_address`` bounds what a single source
+    address may hold of it (as strongSwan's ``block_threshold``); a source with more than
+    ``authentication_failures`` failed authentications within a minute is refused for a minute."""
+
+    in_negotiation: int = 5000
+    per_address: int = 32
+    authentication_failures: int = 10
 
 
 @dataclass
@@ -84,7 +114,12 @@ class DpdSettings:
 
 @dataclass
 class IkePeer:
-    """``ike peer NAME``. ``pre_shared_key`` holds the clear key; it is only ever shown ciphered."""
+    """``ike peer NAME``. ``pre_shared_key`` holds the clear key; it is only ever shown ciphered.
+
+    ``certificate_local`` names the imported local certificate (``certificate local-filename``) a
+    certificate peer authenticates with; ``send_chain`` (``certificate send-chain``) sends the CA
+    certificates above it too, for peers that hold only the root.
+    """
 
     name: str
     pre_shared_key: str | None = None
@@ -99,6 +134,8 @@ class IkePeer:
     dpd: DpdSettings = field(default_factory=DpdSettings)
     ikev1_dependent: bool | None = None  # None: follow the global setting
     nat_traversal: bool = True
+    certificate_local: str | None = None
+    send_chain: bool = False
 
     @property
     def preferred_version(self) -> int:
@@ -250,6 +287,7 @@ class Config:
     ipsec_policies: dict[tuple[str, int], IpsecPolicy] = field(default_factory=dict)
     ipsec_templates: dict[tuple[str, int], IpsecPolicyTemplate] = field(default_factory=dict)
     ikev1_dependent: bool = False
+    ike_admission: IkeAdmission = field(default_factory=IkeAdmission)
     loghosts: dict[IPAddress, LogHost] = field(default_factory=dict)  # ``info-center loghost``
     # Management access (see ikegate.policy.users): the SSH server, users, their keys, the VTY lines.
     ssh_server: SshServerSettings = field(default_factory=SshServerSettings)
@@ -258,6 +296,9 @@ class Config:
     rsa_peer_keys: dict[str, PeerPublicKey] = field(default_factory=dict)
     ecc_peer_keys: dict[str, PeerPublicKey] = field(default_factory=dict)
     vty: VtySettings = field(default_factory=VtySettings)
+    #: ``pki import-certificate`` / ``pki import rsa-key-pair|ecc-key-pair`` / ``pki import-crl``: the
+    #: files (rendered) and what they hold (never rendered), see ikegate.pki.store.
+    pki: PkiStore = field(default_factory=PkiStore)
 
     def peer_keys(self, kind: KeyKind) -> dict[str, PeerPublicKey]:
         """``rsa peer-public-key`` and ``ecc peer-public-key`` names are separate name spaces."""

@@ -8,7 +8,19 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from ikegate.cli.commands import access, acl, ike, infocenter, interface, ipsec, session, ssh_blocks, system
+from ikegate.cli.commands import (
+    access,
+    acl,
+    admission,
+    ike,
+    infocenter,
+    interface,
+    ipsec,
+    pki,
+    session,
+    ssh_blocks,
+    system,
+)
 from ikegate.cli.tree import Command, CommandTree
 
 
@@ -19,7 +31,9 @@ def default_commands() -> list[Command]:
         *infocenter.COMMANDS,
         *interface.COMMANDS,
         *acl.COMMANDS,
+        *pki.COMMANDS,
         *ike.COMMANDS,
+        *admission.COMMANDS,
         *ipsec.COMMANDS,
         *access.COMMANDS,
         *ssh_blocks.COMMANDS,

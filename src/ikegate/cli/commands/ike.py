@@ -11,7 +11,15 @@ from ikegate.cli.params import Choice, Integer, Ipv4, Ipv6, Secret, String
 from ikegate.cli.render.config import DPD_FIELDS
 from ikegate.cli.tree import Command
 from ikegate.cli.views import ViewFrame, ViewKind
-from ikegate.policy.model import DpdSettings, DpdType, ExchangeMode, IdType, IkePeer, IkeProposal
+from ikegate.policy.model import (
+    AuthenticationMethod,
+    DpdSettings,
+    DpdType,
+    ExchangeMode,
+    IdType,
+    IkePeer,
+    IkeProposal,
+)
 
 SYSTEM = frozenset({ViewKind.SYSTEM})
 PROPOSAL = frozenset({ViewKind.IKE_PROPOSAL})
@@ -20,7 +28,11 @@ PEER = frozenset({ViewKind.IKE_PEER})
 _NUMBER = {"number": Integer("IKE proposal number", 1, 99)}
 _PEER_NAME = {"name": String("IKE peer name", 1, 15)}
 _ADDRESS = (Ipv4("IPv4 address of the remote peer"), Ipv6("IPv6 address of the remote peer"))
-_ID_TYPE = Choice({"fqdn": "Fully qualified domain name", "ip": "IP address", "user-fqdn": "User FQDN"})
+_ID_TYPE = Choice({"dn": "Distinguished name of the certificate subject", "fqdn": "Fully qualified domain name",
+                   "ip": "IP address", "user-fqdn": "User FQDN"})
+_AUTH_METHOD = Choice({"ecdsa-signature": "ECDSA signature (certificate) authentication",
+                       "pre-share": "Pre-shared key authentication",
+                       "rsa-signature": "RSA signature (certificate) authentication"})
 
 
 # --- ike proposal ------------------------------------------------------------------------------
@@ -55,10 +67,11 @@ PROPOSAL_COMMANDS = [
     *value_setting(
         "authentication-method",
         "authentication_method",
-        Choice({"pre-share": "Pre-shared key authentication"}),
+        _AUTH_METHOD,
         PROPOSAL,
         _proposal,
         _fresh_proposal,
+        lambda v: AuthenticationMethod(v),
     ),
     *list_setting("integrity-algorithm", "integrity", algorithms.INTEGRITY, PROPOSAL, _proposal, _fresh_proposal),
     *list_setting("prf", "prf", algorithms.PRF, PROPOSAL, _proposal, _fresh_proposal),
@@ -92,6 +105,16 @@ def _peer(ctx: CommandContext) -> IkePeer:
     bound-policy rule."""
     peer = ctx.target_as(IkePeer)
     refuse_if_bound(ctx, peer=peer.name)
+    return peer
+
+
+def _certificate_peer(ctx: CommandContext) -> IkePeer:
+    """The peer, for ``certificate local-filename``: the file must be an imported local certificate
+    (not checked while a configuration loads, which judges the file as a whole)."""
+    peer = _peer(ctx)
+    name = ctx.opt_string("value")
+    if name is not None and not ctx.loading and name not in ctx.config.pki.locals:
+        raise CommandError(f"Error: The local certificate {name} is not imported.")
     return peer
 
 
@@ -202,6 +225,9 @@ PEER_COMMANDS = [
     ],
     *flag_setting("ikev1 phase1-phase2 sa dependent", "ikev1_dependent", PEER, _peer),
     *flag_setting("nat traversal", "nat_traversal", PEER, _peer),
+    *value_setting("certificate local-filename", "certificate_local",
+                   String("File name of an imported local certificate", 1, 63), PEER, _certificate_peer, _fresh_peer),
+    *flag_setting("certificate send-chain", "send_chain", PEER, _peer),
 ]
 
 COMMANDS = PROPOSAL_COMMANDS + PEER_COMMANDS

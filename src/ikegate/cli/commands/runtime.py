@@ -145,7 +145,8 @@ def display_ike_proposal(ctx: CommandContext) -> None:
     number = ctx.opt_number("number")
     props = [p for p in ctx.config.ike_proposals.values() if number is None or p.number == number]
     data = {"ike_proposal": [{"number": p.number, "encryption": p.encryption, "dh": p.dh,
-                              "authentication": p.authentication, "authentication_method": p.authentication_method,
+                              "authentication": p.authentication,
+                              "authentication_method": p.authentication_method.value,
                               "integrity": p.integrity, "prf": p.prf, "duration": p.duration} for p in props]}
     _emit(ctx, lambda: data, lambda: ike_info.proposals(ctx.config, number), stamp=False)
 

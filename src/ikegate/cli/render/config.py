@@ -14,6 +14,7 @@ import re
 from collections.abc import Callable
 
 from ikegate.cli.views import ViewFrame, ViewKind
+from ikegate.pki.store import PkiStore
 from ikegate.policy import secret
 from ikegate.policy.model import (
     SYSLOG_PORT,
@@ -22,6 +23,7 @@ from ikegate.policy.model import (
     AclRule,
     Config,
     DpdSettings,
+    IkeAdmission,
     IkePeer,
     IkeProposal,
     Interface,
@@ -41,9 +43,18 @@ DPD_FIELDS = (
     ("retry-limit", "retry_limit"),
 )
 
+# ``ike call admission limit <keyword> N`` and the IkeAdmission attribute it sets (shared with its commands).
+ADMISSION_PREFIX = "ike call admission limit"
+ADMISSION_FIELDS = (
+    ("in-negotiation-sa", "in_negotiation"),
+    ("in-negotiation-sa per-address", "per_address"),
+    ("authentication-failure", "authentication_failures"),
+)
+
 _IKE_DEFAULT = IkeProposal(0)
 _PEER_DEFAULT = IkePeer("")
 _DPD_DEFAULT = DpdSettings()
+_ADMISSION_DEFAULT = IkeAdmission()
 _IPSEC_DEFAULT = IpsecProposal("")
 _POLICY_DEFAULT = IpsecPolicySettings("", 0)
 
@@ -52,7 +63,13 @@ def system_lines(config: Config) -> list[str]:
     lines = [f" sysname {config.sysname}"]
     if config.ikev1_dependent:
         lines.append(" ikev1 phase1-phase2 sa dependent")
-    return lines + loghost_lines(config)
+    return lines + admission_lines(config) + loghost_lines(config)
+
+
+def admission_lines(config: Config) -> list[str]:
+    """``ike call admission limit ...`` settings that differ from their defaults."""
+    return [f" {ADMISSION_PREFIX} {keyword} {getattr(config.ike_admission, attr)}" for keyword, attr in ADMISSION_FIELDS
+            if getattr(config.ike_admission, attr) != getattr(_ADMISSION_DEFAULT, attr)]
 
 
 def loghost_lines(config: Config) -> list[str]:
@@ -76,7 +93,7 @@ def ike_proposal_lines(p: IkeProposal) -> list[str]:
     lines += _listed("dh", p.dh, d.dh)
     lines += _listed("authentication-algorithm", p.authentication, d.authentication)
     if p.authentication_method != d.authentication_method:
-        lines.append(f" authentication-method {p.authentication_method}")
+        lines.append(f" authentication-method {p.authentication_method.value}")
     lines += _listed("integrity-algorithm", p.integrity, d.integrity)
     lines += _listed("prf", p.prf, d.prf)
     if p.duration != d.duration:
@@ -110,6 +127,24 @@ def ike_peer_lines(p: IkePeer) -> list[str]:
         lines.append(f" {'' if p.ikev1_dependent else 'undo '}ikev1 phase1-phase2 sa dependent")
     if not p.nat_traversal:
         lines.append(" undo nat traversal")
+    if p.certificate_local is not None:
+        lines.append(f" certificate local-filename {p.certificate_local}")
+    if p.send_chain:
+        lines.append(" certificate send-chain")
+    return lines
+
+
+def pki_lines(store: PkiStore) -> list[str]:
+    """The PKI imports, in the order a load needs (key pairs before the certificates that use them):
+    file names and the key file's password in cipher form, never key material."""
+    lines: list[str] = []
+    for key in store.keys.values():
+        password = f" password {secret.encrypt_secret(key.password)}" if key.password is not None else ""
+        lines.append(f"pki import {key.kind.value}-key-pair {key.name} {key.encoding.value} "
+                     f"filename {key.filename}{password}")
+    lines += [f"pki import-certificate ca filename {name}" for name in store.cas]
+    lines += [f"pki import-certificate local filename {name}" for name in store.locals]
+    lines += [f"pki import-crl filename {name}" for name in store.crls]
     return lines
 
 
@@ -294,6 +329,7 @@ def config_sections(config: Config) -> list[list[str]]:
     sections = [system_lines(config)]
     sections += [peer_key_lines(config.rsa_peer_keys[n]) for n in sorted(config.rsa_peer_keys)]
     sections += [peer_key_lines(config.ecc_peer_keys[n]) for n in sorted(config.ecc_peer_keys)]
+    sections += [lines for lines in (pki_lines(config.pki),) if lines]
     sections += [acl_lines(config.acls[n]) for n in sorted(config.acls)]
     sections += [acl_lines(config.acls6[n]) for n in sorted(config.acls6)]
     sections += [ipsec_proposal_lines(config.ipsec_proposals[n]) for n in sorted(config.ipsec_proposals)]

@@ -14,7 +14,7 @@ from ikegate.cli.render.columns import place
 from ikegate.cli.render.ipsec_sa import duration_text, flow_text
 from ikegate.gateway.controller import GatewayStats
 from ikegate.gateway.translate import DEFAULT_IKE_PROPOSAL
-from ikegate.policy.model import Config, IkePeer, IkeProposal
+from ikegate.policy.model import AuthenticationMethod, Config, IkePeer, IkeProposal
 from ikegate.sad import IkeSaEntry, IpsecSaEntry, OfflineRecord, SaEntry, flags_text
 
 RULE = "-" * 76
@@ -100,6 +100,10 @@ _DH_TEXT = {"group2": "MODP-1024", "group5": "MODP-1536", "group14": "MODP-2048"
             "group31": "Curve25519"}
 
 
+_AUTH_TEXT = {AuthenticationMethod.PRE_SHARE: "PRE_SHARED", AuthenticationMethod.RSA_SIGNATURE: "RSA_SIG",
+              AuthenticationMethod.ECDSA_SIGNATURE: "ECDSA_SIG"}
+
+
 def _proposal(prop: IkeProposal, name: str) -> list[str]:
     def words(values: list[str], table: dict[str, str] | None = None) -> str:
         return " ".join((table or {}).get(v, v.upper()) for v in values)
@@ -107,7 +111,7 @@ def _proposal(prop: IkeProposal, name: str) -> list[str]:
     return [
         RULE,
         f" IKE Proposal: {name}",
-        f"   Authentication Method      : {'PRE_SHARED' if prop.authentication_method == 'pre-share' else 'RSA_SIG'}",
+        f"   Authentication Method      : {_AUTH_TEXT[prop.authentication_method]}",
         f"   Authentication Algorithm   : {words(prop.authentication)}",
         f"   Encryption Algorithm       : {words(prop.encryption, _ENC_TEXT)}",
         f"   Diffie-Hellman Group       : {words(prop.dh, _DH_TEXT)}",
@@ -170,8 +174,17 @@ def peer_detail(config: Config, peer: IkePeer) -> list[str]:
                       f"{peer.dpd.retransmit_interval}s, retry {peer.dpd.retry_limit}"),
         _field("NAT traversal", "enable" if peer.nat_traversal else "disable"),
         _field("Phase1-phase2 SA dependent", "enable" if dependent else "disable"),
+        *_certificate_fields(peer),
         RULE,
     ]
+
+
+def _certificate_fields(peer: IkePeer) -> list[str]:
+    """Only for a peer with a local certificate (the PSK layout is the USG's, unchanged)."""
+    if peer.certificate_local is None:
+        return []
+    return [_field("Local certificate", peer.certificate_local),
+            _field("Send certificate chain", "enable" if peer.send_chain else "disable")]
 
 
 #: ``display ike offline-info`` as in the USG command reference's example: the header's columns start at
@@ -212,5 +225,10 @@ def statistics(stats: GatewayStats, counts: dict[str, int]) -> list[str]:
         _field("Resets", stats.resets),
         _field("Cookies sent", stats.cookies_sent),
         _field("Datagrams dropped", stats.dropped),
+        _field("Malformed first messages", stats.openings_malformed),
+        _field("First messages refused", stats.openings_refused),
+        _field("Half-open SAs expired", stats.half_open_expired),
+        _field("Authentication failures", stats.auth_failures),
+        _field("Peers blocked", stats.sources_blocked),
     ]
     return lines

@@ -229,7 +229,7 @@ class EngineBase(EspLiveness):
         raise NotImplementedError
 
     @property
-    def is_half_open(self) -> bool:
+    def untouched(self) -> bool:
         raise NotImplementedError
 
     @property

@@ -3,7 +3,7 @@
 Both ``ike.v2.sa.IkeSa`` and ``ike.v1.sa.IsakmpSa`` satisfy :class:`Engine` structurally (no base class,
 no casts): sans-I/O, bytes and time in (:meth:`receive_datagram`, :meth:`handle_timer`, commands), bytes,
 one deadline and events out (:meth:`datagrams_to_send`, :meth:`get_timer`, :meth:`next_event`). The
-gateway asks what it needs to know through it (``version``, ``is_deleting``, ``is_half_open``) rather
+gateway asks what it needs to know through it (``version``, ``is_deleting``, ``untouched``) rather
 than comparing one version's state enum; what only one version has (IKEv1 orphans, for instance) stays
 behind an ``isinstance`` in the engine factory.
 """
@@ -25,6 +25,7 @@ class Engine(Protocol):
     """One IKE SA (IKEv2) or ISAKMP SA (IKEv1) with its Child SAs."""
 
     config: IkeSaConfig | None
+    initiator: bool  # the role this object was created in (``is_initiator``: of the current IKE SA)
     handle: object
     peer: Addr
     local: Addr
@@ -78,9 +79,9 @@ class Engine(Protocol):
         ...
 
     @property
-    def is_half_open(self) -> bool:
-        """A responder that answered the first exchange and waits for the peer to authenticate (what the
-        gateway's half-open table and cookie threshold count)."""
+    def untouched(self) -> bool:
+        """Still in the initial state: the first message changed nothing (the gateway keeps no state for
+        a responder its first datagram did not move)."""
         ...
 
     @property

@@ -164,10 +164,8 @@ class IsakmpSa(QuickModes):
         return False
 
     @property
-    def is_half_open(self) -> bool:
-        """Never: an IKEv1 responder is addressed by its own cookie from its first answer on, so the
-        gateway's half-open table (keyed by the initiator's SPI) holds it only until then."""
-        return False
+    def untouched(self) -> bool:
+        return self.state is State.NEW
 
     @property
     def spi_i(self) -> bytes:

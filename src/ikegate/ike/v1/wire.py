@@ -45,6 +45,7 @@ __all__ = [
     "SA",
     "Attribute",
     "Delete",
+    "Fragment",
     "Hash",
     "Header",
     "Identification",
@@ -83,6 +84,8 @@ _ID_HEAD = struct.Struct("!BBH")  # ID type, protocol, port
 _NOTIFY_HEAD = struct.Struct("!IBBH")  # DOI, protocol, SPI size, notify type
 _DELETE_HEAD = struct.Struct("!IBBH")  # DOI, protocol, SPI size, number of SPIs
 _NAT_OA_HEAD = struct.Struct("!B3x")  # ID type, reserved
+_FRAGMENT_HEAD = struct.Struct("!HBB")  # fragment ID, fragment number, flags
+_LAST_FRAGMENT = 0x01
 
 _AF_TV = 0x8000
 _T_PROPOSAL = int(PayloadType.PROPOSAL)
@@ -369,8 +372,24 @@ class NatOA:
 
 
 @dataclass(slots=True)
+class Fragment:
+    """Fragment payload of the IKEv1 fragmentation extension (type 132; Cisco's, spoken by strongSwan and
+    Windows): a piece of a whole ISAKMP datagram, header and (encrypted) body, cut in order. The
+    numbers' consistency is the reassembler's business (``ikegate.ike.v1.fragments``)."""
+
+    TYPE: ClassVar[int] = PayloadType.FRAGMENT
+    fragment_id: int
+    number: int
+    last: bool
+    data: bytes
+
+    def body(self) -> bytes:
+        return _FRAGMENT_HEAD.pack(self.fragment_id, self.number, _LAST_FRAGMENT if self.last else 0) + self.data
+
+
+@dataclass(slots=True)
 class Unknown:
-    """A payload this codec keeps opaque (CERT, CERTREQ, ATTRIBUTE, FRAGMENT, ...)."""
+    """A payload this codec keeps opaque (CERT, CERTREQ, ATTRIBUTE, ...)."""
 
     payload_type: int
     data: bytes
@@ -384,7 +403,8 @@ class Unknown:
 
 
 Payload: TypeAlias = (
-    SA | KE | Identification | Hash | Signature | Nonce | Notify | Delete | VendorId | NatD | NatOA | Unknown
+    SA | KE | Identification | Hash | Signature | Nonce | Notify | Delete | VendorId | NatD | NatOA | Fragment
+    | Unknown
 )
 
 
@@ -507,6 +527,13 @@ def _decode_nat_oa(body: bytes, draft: bool) -> NatOA:
     return NatOA(id_type, address, draft)
 
 
+def _decode_fragment(body: bytes) -> Fragment:
+    if len(body) < 4:
+        raise ParseError("Fragment payload too short")
+    fragment_id, number, flags = _FRAGMENT_HEAD.unpack_from(body)
+    return Fragment(fragment_id, number, bool(flags & _LAST_FRAGMENT), bytes(body[4:]))
+
+
 _DECODERS: dict[int, Callable[[bytes], Payload]] = {
     int(PayloadType.SA): _decode_sa,
     int(PayloadType.KE): lambda b: KE(bytes(b)),
@@ -521,6 +548,7 @@ _DECODERS: dict[int, Callable[[bytes], Payload]] = {
     int(PayloadType.NAT_D_DRAFT): lambda b: NatD(bytes(b), draft=True),
     int(PayloadType.NAT_OA): lambda b: _decode_nat_oa(b, False),
     int(PayloadType.NAT_OA_DRAFT): lambda b: _decode_nat_oa(b, True),
+    int(PayloadType.FRAGMENT): _decode_fragment,
 }
 
 #: Types that may only appear inside an SA payload, never in the message's chain.

@@ -109,7 +109,6 @@ class ChildExchanges(Exchanges):
     def _answer_child(self, payloads: list[Payload], old: ChildSa | None, ni: bytes, nr: bytes, now: float,
                       *, in_auth: bool, ke: KE | None = None) -> list[Payload]:
         """Responder side: pick proposal and selectors for a proposed Child SA, install it, answer."""
-        assert self.policy is not None or old is not None
         sa = next((p for p in payloads if isinstance(p, SA)), None)
         tsi = next((p for p in payloads if isinstance(p, TSi)), None)
         tsr = next((p for p in payloads if isinstance(p, TSr)), None)
@@ -117,9 +116,11 @@ class ChildExchanges(Exchanges):
             raise _Fail(NotifyType.INVALID_SYNTAX, detail="Child SA request incomplete")
         if old is not None:
             cfg: ChildSaConfig | None = old.config
-        else:
-            assert self.policy is not None
+        elif self.policy is not None:
             cfg = self.policy.select_child(self, tsi.selectors, tsr.selectors)
+        else:
+            # An engine built without a responder policy accepts no Child SA the peer proposes.
+            cfg = None
         if cfg is None:
             raise _Fail(NotifyType.TS_UNACCEPTABLE, detail="no policy matches the proposed traffic selectors")
         chosen = props.choose_esp(sa, cfg.proposals, skip_dh=in_auth)

@@ -1,7 +1,9 @@
 """The Encrypted and Authenticated payload (SK, RFC 7296 §3.14; AEAD per RFC 5282).
 
 One direction's keys form a :class:`SkContext`; sealing builds a whole datagram around the inner payloads,
-opening checks the ICV in constant time before anything is decrypted.
+opening checks the ICV in constant time before anything is decrypted. The Encrypted Fragment payload
+(RFC 7383) protects each fragment the same way; ``ikegate.ike.v2.fragments`` builds on the pieces here
+(:func:`padded`, :func:`sealed_size`, :func:`encrypt_after`, :func:`decrypt_after`).
 """
 
 from __future__ import annotations
@@ -16,7 +18,6 @@ from ikegate.ike.wire.v2 import (
     SK,
     Header,
     Message,
-    ParseError,
     Payload,
     decode_payloads,
     encode_payloads,
@@ -41,18 +42,23 @@ class SkContext:
         return cls(encr, encr.keyed(sk_e), integ.keyed(sk_a), integ.icv_size)
 
 
-def seal(ctx: SkContext, header: Header, payloads: Sequence[Payload], rng: Callable[[int], bytes]) -> bytes:
-    """A complete datagram: ``header`` followed by one SK payload holding ``payloads``."""
-    first, body = encode_payloads(payloads)
+def padded(ctx: SkContext, body: bytes) -> bytes:
+    """``body`` with the SK padding and Pad Length octet (RFC 7296 §3.14) for ``ctx``'s block size."""
     block = ctx.encr.block_size
     pad_len = (block - (len(body) + 1) % block) % block
-    plaintext = body + bytes(pad_len) + bytes((pad_len,))
+    return body + bytes(pad_len) + bytes((pad_len,))
+
+
+def sealed_size(ctx: SkContext, plaintext_len: int) -> int:
+    """Bytes of IV | ciphertext | ICV for an already padded plaintext of ``plaintext_len`` bytes."""
+    return ctx.encr.iv_size + plaintext_len + ctx.icv_size
+
+
+def encrypt_after(ctx: SkContext, prefix: bytes, plaintext: bytes, rng: Callable[[int], bytes]) -> bytes:
+    """``prefix`` | IV | ciphertext | ICV. ``prefix`` is everything before the IV (IKE header, any
+    unprotected payloads, the SK or SKF payload header), with the final lengths already in it: it is the
+    AEAD associated data (RFC 5282 §5.1) or the start of what the MAC covers. Shared by SK and SKF."""
     iv = rng(ctx.encr.iv_size)
-    ct_len = len(plaintext) + (ctx.encr.icv_size if ctx.encr.aead else 0)
-    sk_body_len = len(iv) + ct_len + (0 if ctx.encr.aead else ctx.icv_size)
-    header.next_payload = PayloadType.SK
-    header.length = HEADER_LEN + 4 + sk_body_len
-    prefix = header.pack() + sk_generic_header(first, sk_body_len)
     if ctx.encr.aead:
         return prefix + iv + ctx.cipher.encrypt(iv, plaintext, prefix)
     signed = prefix + iv + ctx.cipher.encrypt(iv, plaintext)
@@ -60,32 +66,50 @@ def seal(ctx: SkContext, header: Header, payloads: Sequence[Payload], rng: Calla
     return signed + ctx.mac.sign(signed)
 
 
-def open_sk(ctx: SkContext, message: Message, data: bytes) -> list[Payload]:
-    """The inner payloads of ``message``'s SK payload. Raises CryptoError (drop silently) when the ICV or
-    padding is wrong, ParseError when the decrypted payloads are malformed."""
-    sk = message.payloads[-1] if message.payloads else None
-    if not isinstance(sk, SK) or message.sk_offset is None:
-        raise ParseError("no SK payload")
-    data = data[: message.header.length]
+def decrypt_after(ctx: SkContext, data: bytes, aad_len: int, body: bytes) -> bytes:
+    """The unpadded plaintext of ``body`` (IV | ciphertext | ICV, the tail of the message ``data``) whose
+    associated data are the first ``aad_len`` bytes of ``data``. Raises CryptoError (drop silently) when
+    the ICV or the padding is wrong; the ICV is checked before anything is decrypted."""
     iv_size = ctx.encr.iv_size
     if ctx.encr.aead:
-        if len(sk.data) < iv_size + ctx.icv_size:
-            raise CryptoError("SK payload too short")
-        aad = data[: message.sk_offset + 4]
-        plaintext = ctx.cipher.decrypt(sk.data[:iv_size], sk.data[iv_size:], aad)
+        if len(body) < iv_size + ctx.icv_size:
+            raise CryptoError("encrypted payload too short")
+        plaintext = ctx.cipher.decrypt(body[:iv_size], body[iv_size:], data[:aad_len])
     else:
         assert ctx.mac is not None
-        if len(sk.data) < iv_size + ctx.icv_size + ctx.encr.block_size:
-            raise CryptoError("SK payload too short")
+        if len(body) < iv_size + ctx.icv_size + ctx.encr.block_size:
+            raise CryptoError("encrypted payload too short")
         if not ctx.mac.verify(data[: -ctx.icv_size], data[-ctx.icv_size :]):
             raise CryptoError("ICV mismatch")
-        ct = sk.data[iv_size : -ctx.icv_size]
+        ct = body[iv_size : -ctx.icv_size]
         if len(ct) % ctx.encr.block_size:
             raise CryptoError("ciphertext is not a whole number of blocks")
-        plaintext = ctx.cipher.decrypt(sk.data[:iv_size], ct)
+        plaintext = ctx.cipher.decrypt(body[:iv_size], ct)
     if not plaintext:
         raise CryptoError("empty plaintext")
     pad_len = plaintext[-1]
     if pad_len + 1 > len(plaintext):
         raise CryptoError("bad padding length")
-    return decode_payloads(sk.first_payload, plaintext[: -1 - pad_len])
+    return plaintext[: -1 - pad_len]
+
+
+def seal(ctx: SkContext, header: Header, payloads: Sequence[Payload], rng: Callable[[int], bytes]) -> bytes:
+    """A complete datagram: ``header`` followed by one SK payload holding ``payloads``."""
+    first, body = encode_payloads(payloads)
+    plaintext = padded(ctx, body)
+    sk_body_len = sealed_size(ctx, len(plaintext))
+    header.next_payload = PayloadType.SK
+    header.length = HEADER_LEN + 4 + sk_body_len
+    return encrypt_after(ctx, header.pack() + sk_generic_header(first, sk_body_len), plaintext, rng)
+
+
+def open_sk(ctx: SkContext, message: Message, data: bytes) -> list[Payload]:
+    """The inner payloads of ``message``'s SK payload. Raises CryptoError (drop silently) when the ICV or
+    padding is wrong, or when there is no SK payload to check at all (such a message is not authentic:
+    answering it would let anyone who saw the SPIs use up a message ID); ParseError only when the
+    payloads decrypted from an authentic message are malformed (the receiver answers with a Notify)."""
+    sk = message.payloads[-1] if message.payloads else None
+    if not isinstance(sk, SK) or message.sk_offset is None:
+        raise CryptoError("no SK payload")
+    data = data[: message.header.length]
+    return decode_payloads(sk.first_payload, decrypt_after(ctx, data, message.sk_offset + 4, sk.data))

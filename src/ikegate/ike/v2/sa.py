@@ -172,9 +172,8 @@ class IkeSa(ChildExchanges):
         return self.state is State.DELETING
 
     @property
-    def is_half_open(self) -> bool:
-        """Responder between IKE_SA_INIT and IKE_AUTH."""
-        return self.state is State.INIT_DONE
+    def untouched(self) -> bool:
+        return self.state is State.NEW
 
     @property
     def spi_i(self) -> bytes:

@@ -145,7 +145,10 @@ class AuthMethod(Registry):
     RSA_SIG = 1
     SHARED_KEY_MIC = 2
     DSS_SIG = 3
-    DIGITAL_SIGNATURE = 14
+    ECDSA_SHA256_P256 = 9  # RFC 4754
+    ECDSA_SHA384_P384 = 10
+    ECDSA_SHA512_P521 = 11
+    DIGITAL_SIGNATURE = 14  # RFC 7427
 
 
 class TsType(Registry):

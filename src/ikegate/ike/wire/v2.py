@@ -13,7 +13,9 @@ Design notes (why it looks the way it does):
   that). Encoding raises :class:`ValueError` only for values that cannot be put on the wire at all
   (field overflow, an SK payload that is not last, an address of the wrong family).
 * The SK payload is kept opaque (IV | ciphertext | ICV): decryption belongs to the crypto layer, which
-  then calls :func:`decode_payloads` on the plaintext with ``SK.first_payload``.
+  then calls :func:`decode_payloads` on the plaintext with ``SK.first_payload``. The Encrypted Fragment
+  payload (SKF, RFC 7383 §2.5) is the same with its Fragment Number and Total Fragments in front; whether
+  those numbers make sense together is the reassembler's business (``ikegate.ike.v2.fragments``).
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ __all__ = [
     "KE",
     "SA",
     "SK",
+    "SKF",
     "Delete",
     "Header",
     "IDi",
@@ -55,6 +58,7 @@ __all__ = [
     "encode_message",
     "encode_payloads",
     "sk_generic_header",
+    "skf_header",
 ]
 
 HEADER_LEN = 28
@@ -72,6 +76,7 @@ _NOTIFY_HEAD = struct.Struct("!BBH")  # protocol, SPI size, notify type
 _DELETE_HEAD = struct.Struct("!BBH")  # protocol, SPI size, number of SPIs
 _TS_HEAD = struct.Struct("!BBHHH")  # TS type, IP protocol, selector length, start port, end port
 _KEY_LENGTH_TV = struct.Struct("!HH")
+_SKF_HEAD = struct.Struct("!HH")  # fragment number, total fragments (RFC 7383 §2.5)
 
 _CRITICAL = 0x80
 _AF_TV = 0x8000
@@ -407,6 +412,25 @@ class SK:
 
 
 @dataclass(slots=True)
+class SKF:
+    """Encrypted Fragment payload (RFC 7383 §2.5), opaque like SK after its two numbers.
+
+    Always the last payload. ``first_payload`` is the first inner payload's type in fragment 1 and zero
+    in the others; ``data`` is IV | ciphertext | ICV of this fragment alone.
+    """
+
+    TYPE: ClassVar[int] = PayloadType.SKF
+    first_payload: int
+    number: int
+    total: int
+    data: bytes
+    critical: bool = False
+
+    def body(self) -> bytes:
+        return _SKF_HEAD.pack(self.number, self.total) + self.data
+
+
+@dataclass(slots=True)
 class CP:
     """Configuration payload (RFC 7296 §3.15); attributes kept encoded."""
 
@@ -421,7 +445,7 @@ class CP:
 
 @dataclass(slots=True)
 class Unknown:
-    """Any other payload (CERT, CERTREQ, EAP, SKF, private use ...), body kept verbatim."""
+    """Any other payload (CERT, CERTREQ, EAP, private use ...), body kept verbatim."""
 
     payload_type: int
     data: bytes
@@ -432,7 +456,7 @@ class Unknown:
 
 
 Payload: TypeAlias = (
-    SA | KE | IDi | IDr | AUTH | Nonce | Notify | Delete | VendorId | TSi | TSr | SK | CP | Unknown
+    SA | KE | IDi | IDr | AUTH | Nonce | Notify | Delete | VendorId | TSi | TSr | SK | SKF | CP | Unknown
 )
 P = TypeVar("P", bound=Payload)
 
@@ -649,7 +673,7 @@ _DECODERS: dict[int, Callable[[bytes, bool], Payload]] = {
 
 
 def _decode_chain(next_type: int, data: bytes, off: int) -> tuple[list[Payload], int | None]:
-    """Walk the payload chain from ``off`` to the end of ``data``; return payloads and the SK offset.
+    """Walk the payload chain from ``off`` to the end of ``data``; return payloads and the SK (or SKF) offset.
 
     Offsets stay absolute in ``data`` so the SK offset is directly usable for the integrity check.
     """
@@ -676,6 +700,15 @@ def _decode_chain(next_type: int, data: bytes, off: int) -> tuple[list[Payload],
                 raise ParseError(f"{end - stop} bytes after the SK payload")
             payloads.append(SK(following, body, critical))
             return payloads, off
+        elif next_type == _T_SKF:
+            # RFC 7383 §2.5: like SK it is last and its Next Payload is an inner type (fragment 1 only).
+            if stop != end:
+                raise ParseError(f"{end - stop} bytes after the SKF payload")
+            if len(body) < 4:
+                raise ParseError("SKF payload shorter than its fragment numbers")
+            number, total = _SKF_HEAD.unpack_from(body)
+            payloads.append(SKF(following, number, total, body[4:], critical))
+            return payloads, off
         else:
             if critical and next_type not in _KNOWN_OPAQUE:
                 raise ParseError(
@@ -684,12 +717,6 @@ def _decode_chain(next_type: int, data: bytes, off: int) -> tuple[list[Payload],
                     bytes([next_type]),
                 )
             payloads.append(Unknown(next_type, body, critical))
-            if next_type == _T_SKF:
-                # RFC 7383 fragment: like SK it is last and its Next Payload is an inner type. Kept
-                # opaque (ikegate does not announce fragmentation), but the chain must end here.
-                if stop != end:
-                    raise ParseError(f"{end - stop} bytes after the SKF payload")
-                return payloads, sk_offset
         off = stop
         next_type = following
     if off != end:
@@ -712,9 +739,9 @@ def encode_payloads(payloads: Sequence[Payload]) -> tuple[int, bytes]:
     types = [p.payload_type if isinstance(p, Unknown) else p.TYPE for p in payloads]
     parts: list[bytes] = []
     for i, p in enumerate(payloads):
-        if isinstance(p, SK):
+        if isinstance(p, SK | SKF):
             if i != n - 1:
-                raise ValueError("the SK payload must be the last payload")
+                raise ValueError("the SK or SKF payload must be the last payload")
             following = p.first_payload
         else:
             following = types[i + 1] if i + 1 < n else 0
@@ -734,12 +761,20 @@ def sk_generic_header(first_payload: int, body_len: int) -> bytes:
     return _GENERIC.pack(first_payload, 0, check_u16(4 + body_len, "SK payload"))
 
 
+def skf_header(first_payload: int, number: int, total: int, body_len: int) -> bytes:
+    """Generic header and fragment numbers of an SKF payload whose IV | ciphertext | ICV is ``body_len``
+    bytes: the eight octets that join the AEAD associated data (RFC 7383 §2.5.3)."""
+    head = _GENERIC.pack(first_payload, 0, check_u16(8 + body_len, "SKF payload"))
+    return head + _SKF_HEAD.pack(number, total)
+
+
 # ------------------------------------------------------------------------------------------ message
 
 
 @dataclass(slots=True)
 class Message:
-    """A decoded message. ``sk_offset`` is where the SK payload's generic header starts in the datagram."""
+    """A decoded message. ``sk_offset`` is where the SK (or SKF) payload's generic header starts in the
+    datagram."""
 
     header: Header
     payloads: list[Payload]
