@@ -39,6 +39,8 @@ def _run(args: argparse.Namespace) -> int:
     options = DaemonOptions(ike_port=args.ike_port, natt_port=args.natt_port, control=args.control, device=device,
                             retransmit_tries=args.retransmit_tries, log_stream=sys.stderr, tun=tun)
     options.metrics = args.metrics
+    options.raw_esp = not args.force_udp_encap
+    options.keylog = args.keylog
     return asyncio.run(run_daemon(config, options, args.config))
 
 
@@ -90,6 +92,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--metrics", metavar="ADDR:PORT", type=_listen_address,
                      help="serve Prometheus metrics over HTTP on this address only (e.g. 127.0.0.1:9470, "
                           "[::1]:9470); off by default")
+    run.add_argument("--force-udp-encap", action="store_true",
+                     help="carry ESP in UDP 4500 even where no NAT is detected (as strongSwan's encap = yes); "
+                          "by default ESP is raw IP protocol 50 without NAT when a raw socket can be opened")
+    run.add_argument("--keylog", metavar="DIR",
+                     help="DEBUGGING ONLY: write every IKE and ESP key to Wireshark's ikev2_decryption_table, "
+                          "ikev1_decryption_table and esp_sa in DIR (mode 0600); off by default")
     run.set_defaults(func=_run)
     demo = sub.add_parser("demo", help="the embedded lab: HQ, Branch1 and Branch2 on loopback")
     demo.add_argument("--base-port", type=int, default=15000, metavar="N",

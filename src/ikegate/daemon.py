@@ -26,6 +26,7 @@ from ikegate.cli.logbuffer import LogBuffer, LogRecord
 from ikegate.cli.shell import Shell
 from ikegate.gateway.controller import Gateway
 from ikegate.gateway.device import Device
+from ikegate.io.keylog import KeyLogWriter
 from ikegate.io.tun import TunBridge, open_bridge
 from ikegate.io.udp import UdpRunner
 from ikegate.mgmt.control import ControlServer, clear_stale_socket
@@ -56,6 +57,11 @@ class DaemonOptions:
     #: ``--tun ITF=TUN``: VRP interface name -> Linux TUN device carrying that protected side's packets
     #: (see :mod:`ikegate.io.tun`; routes into the TUN are the operator's job).
     tun: dict[str, str] = field(default_factory=dict)
+    #: Take and send raw ESP (IP protocol 50) where no NAT is detected, if a raw socket opens (``False``:
+    #: ``--force-udp-encap``).
+    raw_esp: bool = True
+    #: ``--keylog DIR``: write Wireshark key tables there (see :mod:`ikegate.io.keylog`).
+    keylog: str | None = None
 
 
 def write_atomically(path: str, text: str) -> None:
@@ -242,7 +248,11 @@ class Daemon:
             clear_stale_socket(self.options.control)
         await self.syslog.open()
         self.runner = UdpRunner(self.gateway, loop)
-        await self.runner.open(self.gateway.local_addresses())
+        await self.runner.open(self.gateway.local_addresses(), raw_esp=self.options.raw_esp)
+        if self.options.keylog:
+            self.gateway.keylog = KeyLogWriter(self.options.keylog).write
+            self.log("IKE", 3, "KEYLOG_ENABLED", f"WARNING: IKE and ESP keys are written to {self.options.keylog} "
+                     "(--keylog): anyone who can read these files can decrypt this gateway's traffic")
         if self.options.tun:
             self.tun = open_bridge(self.gateway, self.options.tun, self.runner)
         if self.options.control:

@@ -180,6 +180,14 @@ def make_site(lab: Lab, tag: str, host_addr: dict[int, str], gw_lan: dict[int, s
     return Site(host, gw, lan_v4, lan_v6)
 
 
+def two_sites(lab: Lab) -> tuple[Site, Site]:
+    """Site A and site B, their gateways joined by the WAN: hostA -- gwA == WAN == gwB -- hostB."""
+    a = make_site(lab, "A", HOST_A, GW_A_LAN, SITE_A_V4, SITE_A_V6)
+    b = make_site(lab, "B", HOST_B, GW_B_LAN, SITE_B_V4, SITE_B_V6)
+    wan(lab, a.gw, b.gw)
+    return a, b
+
+
 def wan(lab: Lab, a: Netns, b: Netns) -> None:
     """The WAN veth between two gateway namespaces, with both address families."""
     lab.link(a, "wan0", b, "wan0")

@@ -22,6 +22,7 @@ from typing import Any
 import pytest
 
 from tests.interop import swan
+from tests.interop.capture import start_capture, tshark_fields
 from tests.interop.netns import (
     GW_A_LAN,
     HOST_A,
@@ -595,3 +596,45 @@ def test_raw_parser_reads_nested_sections() -> None:
     assert (child.spi_in, child.packets_in, child.packets_out) == (0xF39493F4, 3, 2)
     assert child.raw["local-ts"] == ["203.0.113.0/24"]
 
+
+
+# ------------------------------------------------------------------------------ ESP on the wire
+
+WIRE = "ESP on the wire (IPv4, libipsec)"
+
+
+@pytest.mark.parametrize("encap", [
+    pytest.param("no", marks=pytest.mark.cell(WIRE, "n", "strongSwan encap = no: wire, display and traffic agree")),
+    pytest.param("yes", marks=pytest.mark.cell(WIRE, "y", "strongSwan encap = yes: ESP-in-UDP, checksum zero")),
+])
+def test_esp_encapsulation_against_libipsec(bed: Bed, encap: str) -> None:
+    """ikegate can take raw ESP here (root, standard ports), so what ESP looks like is up to strongSwan.
+
+    Finding (strongSwan 5.9.8 from Debian): kernel-libipsec needs UDP encapsulation and fakes its NAT-D
+    even with ``encap = no`` (raw ESP in libipsec came with 5.9.11), so ikegate sees a NAT and both ends
+    carry ESP in UDP 4500. The test holds for a libipsec that does raw ESP too: the capture, ``display
+    ipsec sa`` and the traffic must agree whatever the peer chose.
+    """
+    capture = start_capture(bed.lab, bed.site.gw, "wan0", f"libipsec-encap-{encap}")
+    bed.start(DEFAULT, initiator=True, swan_conn={"encap": encap})
+    bed.wait_up()
+    out = bed.ping_from_ikegate_side()
+    assert out.returncode == 0, out.stdout + out.stderr
+    capture.wait_for("esp", 6, "six ESP packets in the capture")
+    path = capture.stop()
+    raw = tshark_fields(path, ["ip.src"], "ip.proto == 50")
+    udp = tshark_fields(path, ["ip.src", "udp.checksum"], "udp.port == 4500 && esp")
+    assert _raw_or_udp(raw, udp), (raw, udp)
+    sas = ipsec_sas(bed.gw)  # type: ignore[arg-type]
+    assert all(s["udp_encap"] == bool(udp) for s in sas), sas
+    if encap == "yes":
+        assert udp and not raw
+    # ikegate's own ESP-in-UDP carries a zero checksum (RFC 3948 §3.1).
+    assert all(int(c, 16) == 0 for src, c in udp if src == bed.ikg_wan), udp
+    bed.assert_counted(3)
+
+
+def _raw_or_udp(raw: list[list[str]], udp: list[list[str]]) -> bool:
+    """ESP went one way only, in both directions: all raw or all in UDP."""
+    packets = raw or udp
+    return bool(packets) and not (raw and udp) and {p[0] for p in packets} == {WAN_A[4], WAN_B[4]}

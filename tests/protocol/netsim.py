@@ -20,6 +20,12 @@ def lab_config(name: str, replace: dict[str, str] | None = None):  # type: ignor
     return config
 
 
+def ike_view(data: bytes) -> bytes:
+    """An IKE datagram without the non-ESP marker it carries on the NAT-T port (RFC 3948 §2.2), so that tests
+    read IKE/ISAKMP headers at their usual offsets whether or not the SA floated to 4500."""
+    return data[4:] if data[:4] == bytes(4) else data
+
+
 @dataclass
 class Net:
     gateways: dict[str, Gateway] = field(default_factory=dict)
@@ -29,6 +35,8 @@ class Net:
     #: a NAT in front of some gateways: inside address -> outside address (ports are kept)
     nat: dict[str, str] = field(default_factory=dict)
     seen: list[tuple[bytes, Addr, Addr]] = field(default_factory=list)
+    #: raw ESP (IP protocol 50) that crossed the network: (packet, source address, destination address)
+    seen_raw: list[tuple[bytes, str, str]] = field(default_factory=list)
 
     def add(self, gw: Gateway) -> Gateway:
         for addr in gw.local_addresses():
@@ -50,6 +58,13 @@ class Net:
                         continue
                     self.delivered += 1
                     dst.receive_datagram(data, to, src, self.now)
+                for packet, local_ip, remote_ip in gw.raw_esp_to_send():
+                    moved = True  # raw ESP has no ports, so a NAT (which needs them) drops it
+                    self.seen_raw.append((packet, local_ip, remote_ip))
+                    raw_dst = self.gateways.get(remote_ip)
+                    if raw_dst is not None and local_ip not in self.nat:
+                        self.delivered += 1
+                        raw_dst.receive_esp(packet, local_ip, self.now)
             if not moved:
                 return
         raise AssertionError("network never went quiet")

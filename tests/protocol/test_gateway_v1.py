@@ -11,7 +11,7 @@ from ikegate.cli.shell import Shell
 from ikegate.gateway.controller import Gateway
 from ikegate.gateway.device import Device
 from ikegate.sad import IkeSaEntry, IpsecSaEntry
-from tests.protocol.netsim import Net, lab_config
+from tests.protocol.netsim import Net, ike_view, lab_config
 
 V1 = {" remote-address 127.0.0.11": " remote-address 127.0.0.11\n undo version 2"}
 # IKEv1 phase 1 knows no AES-GCM and no Curve25519: the v1 lab uses AES-CBC and MODP-2048.
@@ -77,7 +77,7 @@ def test_v1_reset_on_template_side_peer_comes_back() -> None:
 
 
 def _expire_phase1(net: Net, drop_main_mode: bool = True) -> None:
-    net.drop = lambda data, src, dst: drop_main_mode and len(data) > 18 and data[18] == 2
+    net.drop = lambda data, src, dst: drop_main_mode and ike_view(data)[18:19] == b"\x02"  # Main Mode
     net.step(200.0)
     net.drop = lambda data, src, dst: False
 

@@ -21,7 +21,7 @@ from ikegate.ike.v1.registry import ExchangeType
 from ikegate.ike.v1.sa import PREV_GRACE
 from ikegate.sad import IkeSaEntry, IpsecSaEntry
 from tests.protocol.harness_v1 import I_ADDR, R_ADDR, Pair, child, establish, make_pair
-from tests.protocol.netsim import Net, lab_config
+from tests.protocol.netsim import Net, ike_view, lab_config
 
 HQ, B1, B2 = "127.0.0.11", "127.0.0.12", "127.0.0.13"
 P1 = {" encryption-algorithm aes-gcm-256\n dh group31": " encryption-algorithm aes-256\n dh group14"}
@@ -88,15 +88,17 @@ class Burst:
         self.cookies, self.drop, self.seen = cookies, drop, 0
 
     def __call__(self, data: bytes, src: Addr, dst: Addr) -> bool:
-        if src[0] != HQ or data[:16] != self.cookies or data[18] != ExchangeType.INFORMATIONAL:
+        data = ike_view(data)
+        if src[0] != HQ or data[:16] != self.cookies or data[18:19] != bytes([ExchangeType.INFORMATIONAL]):
             return False
         self.seen += 1
         return self.seen in self.drop
 
 
 def _quick_modes_under(net: Net, src: str, cookies: bytes, since: int) -> int:
+    quick = bytes([ExchangeType.QUICK])
     return sum(1 for data, s, _d in net.seen[since:]
-               if s[0] == src and data[:16] == cookies and data[18] == ExchangeType.QUICK)
+               if s[0] == src and ike_view(data)[:16] == cookies and ike_view(data)[18:19] == quick)
 
 
 # ------------------------------------------------------------------------------- the reset burst (issue 11)
@@ -181,7 +183,8 @@ def test_lost_quick_mode_answers_main_mode_again() -> None:
     net, hq, br, _ = _lab()
     old = _cookies(br, HQ)
     child = next(e for e in br.sad.by_peer(HQ) if isinstance(e, IpsecSaEntry))
-    net.drop = lambda data, src, dst: src[0] == HQ and data[18] == ExchangeType.QUICK and data[:16] == old
+    net.drop = lambda data, src, dst: src[0] == HQ and ike_view(data)[18:19] == bytes([ExchangeType.QUICK]) \
+        and ike_view(data)[:16] == old
     br.reset_ike_sa(net.now, conn_id=child.conn_id)
     net.pump()
     took = _wait(net, lambda: _healthy(hq, br, B1), BOUND)
@@ -213,7 +216,7 @@ def test_phase1_expiry_without_rekey_initial_contact_clears_orphans() -> None:
     br = net.add(Gateway(lab_config("branch1", {**P1, **V1, **short})))
     br.start(net.now)
     net.pump()
-    net.drop = lambda data, src, dst: data[18] == ExchangeType.ID_PROT
+    net.drop = lambda data, src, dst: ike_view(data)[18:19] == bytes([ExchangeType.ID_PROT])
     net.step(61.0)
     assert any(e.parent is None for e in hq.sad.by_peer(B1))  # HQ's orphan
     net.drop = lambda data, src, dst: False

@@ -34,6 +34,7 @@ from ikegate.dataplane.packet import PacketError, echo_reply_for, echo_request, 
 from ikegate.gateway import translate
 from ikegate.gateway.admission import BLOCK_TIME, LOG_INTERVAL, HalfOpen, SourceGuard, opening_ok
 from ikegate.gateway.decide import Action, after_delete
+from ikegate.gateway.keylog import EspKeys, Ikev1Keys, Ikev2Keys, KeyRecord
 from ikegate.gateway.translate import Connection, Flow, PolicyKind
 from ikegate.ike.core import ts as tsmod
 from ikegate.ike.core.child import ChildSa
@@ -187,6 +188,14 @@ class Gateway:
         self._heap: list[tuple[float, int, Engine | None, Callable[[float], object] | None]] = []
         self._counter = itertools.count()
         self._out: list[tuple[bytes, Addr, Addr]] = []
+        #: Raw ESP (IP protocol 50) to send: (ESP packet, local address, remote address).
+        self._raw_out: list[tuple[bytes, str, str]] = []
+        #: Whether the I/O layer can carry raw ESP (it opened a protocol-50 raw socket on every local
+        #: address). Without it every engine forces UDP encapsulation (see ``IkeSa.force_encap``), so ESP
+        #: travels in UDP exactly when a NAT is detected or when raw ESP is impossible.
+        self.raw_esp = False
+        #: Called with each key-log record (see :mod:`ikegate.gateway.keylog`) when a key log is enabled.
+        self.keylog: Callable[[KeyRecord], None] | None = None
         self._conns: dict[tuple[str, int], Connection] = {}
         self._template_policy: dict[str, tuple[IpsecPolicy, str]] = {}
         self._template_by_peer: dict[str, tuple[IpsecPolicy, str, str]] = {}
@@ -269,6 +278,15 @@ class Gateway:
         out, self._out = self._out, []
         return out
 
+    def raw_esp_to_send(self) -> list[tuple[bytes, str, str]]:
+        """(ESP packet, local address, remote address) to send as raw IP protocol 50.
+
+        A queue beside :meth:`datagrams_to_send` rather than a flag in its tuples: raw ESP has no ports and
+        needs another socket, and the many drivers that only know UDP (in-memory harnesses) stay as they
+        are; with ``raw_esp`` false this queue stays empty."""
+        out, self._raw_out = self._raw_out, []
+        return out
+
     def get_timer(self) -> float | None:
         half_open = self._half_open.next_deadline()
         while self._heap:
@@ -309,12 +327,7 @@ class Gateway:
             if len(data) == 1 and data[0] == 0xFF:
                 return  # NAT keepalive
             if data[:4] != NON_ESP_MARKER:
-                inner = self.dataplane.from_wan(data, remote, now)
-                if inner is None:
-                    self.stats.esp_dropped += 1
-                else:
-                    self._to_lan(inner, now)
-                self._dataplane_events(now)
+                self._esp_in(data, remote, now)
                 return
             data = data[4:]
         if len(data) < HEADER_LEN:
@@ -349,6 +362,19 @@ class Gateway:
         if fresh and not sa.finished and sa.untouched:
             # Its engine could not use the first message (or answered it without keeping state): keep nothing.
             self._forget(sa, now)
+
+    def receive_esp(self, packet: bytes, remote: str, now: float) -> None:
+        """One raw ESP packet (the body of IP protocol 50, without IP header) from ``remote``. Accepted for
+        any SA, encapsulated or not: the SPI selects the SA (RFC 4301 §4.1)."""
+        self._esp_in(packet, (remote, 0), now)
+
+    def _esp_in(self, packet: bytes, remote: Addr, now: float) -> None:
+        inner = self.dataplane.from_wan(packet, remote, now)
+        if inner is None:
+            self.stats.esp_dropped += 1
+        else:
+            self._to_lan(inner, now)
+        self._dataplane_events(now)
 
     # ------------------------------------------------------------------ operator API
 
@@ -455,10 +481,14 @@ class Gateway:
     def _dataplane_actions(self, actions: Sequence[Send | Bypass | Acquire], now: float) -> None:
         for action in actions:
             if isinstance(action, Send):
-                # ESP always travels in UDP on the NAT-T port here (no kernel ESP; as strongSwan's
-                # kernel-libipsec does), whatever NAT detection said.
-                self._out.append((action.payload, (self._local_for(action.remote[0]), self.natt_port),
-                                  (action.remote[0], action.remote[1] or self.natt_port)))
+                local = self._local_for(action.remote[0])
+                if action.udp_encap or not self.raw_esp:
+                    # Without raw ESP an SA negotiated unencapsulated (NAT traversal disabled) still
+                    # travels in UDP: the best this gateway can do.
+                    self._out.append((action.payload, (local, self.natt_port),
+                                      (action.remote[0], action.remote[1] or self.natt_port)))
+                else:
+                    self._raw_out.append((action.payload, local, action.remote[0]))
             elif isinstance(action, Acquire):
                 self.acquire(now, action.policy_key, action.rule)
             else:
@@ -587,6 +617,7 @@ class Gateway:
         # peer then drops whatever it still holds of ours, say after a Delete of ours was lost.
         sa.initial_contact = not self.sad.peer_count(conn.remote) or not any(
             isinstance(e, IkeSaEntry) for e in self.sad.by_peer(conn.remote))
+        sa.force_encap = not self.raw_esp
         if track:
             self._meta[sa] = _Meta(conn, conn.kind, created=now)
             self._active[conn.key] = sa
@@ -656,6 +687,7 @@ class Gateway:
         else:
             sa = IkeSa(None, initiator=False, local=local, peer=remote, now=now, policy=self._responder,
                        rng=self._rng, spi_allocator=self._spi_alloc)
+        sa.force_encap = not self.raw_esp
         self._meta[sa] = _Meta(None, PolicyKind.TEMPLATE, created=now)
         self._half_open.add(source, data[:8], sa, now, version)
         return sa
@@ -788,6 +820,8 @@ class Gateway:
     # ------------------------------------------------------------------ internals: events
 
     def _on_event(self, event: IkeEvent, now: float) -> None:
+        if isinstance(event, IkeSaEstablished | IkeSaRekeyed) and self.keylog is not None:
+            self._keylog_ike(event.sa)
         if isinstance(event, IkeSaEstablished):
             self._on_ike_up(event.sa, now)
         elif isinstance(event, ChildSaEstablished):
@@ -818,6 +852,29 @@ class Gateway:
             self._log("IKE", 4, "IKE_PEER_BLOCKED",
                       f"A peer was blocked after repeated authentication failures. (RemoteAddress={source}, "
                       f"Failures={limit + 1}, BlockTime={int(BLOCK_TIME)}s)")
+
+    def _keylog_ike(self, sa: Engine) -> None:
+        """Hand the IKE SA's current keys to the key log (only while the operator enabled one)."""
+        assert self.keylog is not None
+        if isinstance(sa, IsakmpSa):
+            v1 = sa.phase1_key()
+            if v1 is not None:
+                self.keylog(Ikev1Keys(*v1))
+            return
+        v2 = sa.current_keys() if isinstance(sa, IkeSa) else None
+        if v2 is not None:
+            spi_i, spi_r, keys, chosen = v2
+            self.keylog(Ikev2Keys(spi_i, spi_r, keys.sk_ei, keys.sk_er, keys.sk_ai, keys.sk_ar, chosen.encr_alg(),
+                                  integ_alg(chosen.integ) if chosen.integ is not None else None))
+
+    def _keylog_child(self, sa: Engine, child: ChildSa) -> None:
+        """Both ESP SAs of a new Child SA for the key log."""
+        assert self.keylog is not None
+        local, peer = sa.local[0], sa.peer[0]
+        self.keylog(EspKeys(peer, local, child.spi_in, child.encr, child.encr_key_in, child.integ,
+                            child.integ_key_in))
+        self.keylog(EspKeys(local, peer, child.spi_out, child.encr, child.encr_key_out, child.integ,
+                            child.integ_key_out))
 
     def _algorithms(self, sa: Engine) -> dict[str, str]:
         chosen = sa.chosen
@@ -930,6 +987,8 @@ class Gateway:
 
     def _on_child_up(self, sa: Engine, child: ChildSa, now: float) -> None:
         self._load_done(sa, now)
+        if self.keylog is not None:
+            self._keylog_child(sa, child)
         parent = self.sad.ike(sa.handle) if isinstance(sa.handle, int) else None
         if parent is None:
             return
@@ -949,7 +1008,7 @@ class Gateway:
             integrity=child.integ.name if child.integ else "",
             pfs=str(child.dh) if child.dh else "",
             encapsulation_mode=child.mode.value,
-            udp_encap=True,  # the userspace dataplane always carries ESP in UDP (no kernel ESP here)
+            udp_encap=child.udp_encap or not self.raw_esp,  # as carried (see _dataplane_actions)
             local_selectors=tuple(_selector(t) for t in child.ts_local),
             remote_selectors=tuple(_selector(t) for t in child.ts_remote),
             lifetime_hard=int(child.config.lifetime),

@@ -12,10 +12,12 @@ import ipaddress
 import logging
 import socket
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from typing import Protocol, TypeVar
 
 from ikegate.gateway.controller import Gateway
 from ikegate.ike.core.config import Addr
+from ikegate.io.raw import RawEspEndpoint, open_raw_esp
 
 log = logging.getLogger("ikegate.io")
 
@@ -44,16 +46,41 @@ def _enlarge_buffers(sock: socket.socket | None) -> None:
 #: negotiations; reading a batch and flushing once per batch also saves a timer re-arm per datagram.
 READ_BATCH = 64
 MAX_DATAGRAM = 65535
+SO_NO_CHECK = getattr(socket, "SO_NO_CHECK", 11)  # Linux: send this socket's UDP/IPv4 with checksum 0
+#: The port of ESP-in-UDP when a gateway owns its addresses: only then may it also take raw ESP, which
+#: has no port to tell two gateways on one address apart (test and demo setups use other ports).
+STANDARD_NATT_PORT = 4500
+
+
+def is_udp_esp(data: bytes) -> bool:
+    """An ESP-in-UDP payload on the NAT-T port: neither IKE (non-ESP marker) nor a NAT keepalive."""
+    return data[:4] != b"\0\0\0\0" and data != b"\xff"
 
 
 class _Endpoint:
     """One bound UDP socket: batched non-blocking reads, and writes that queue when the socket is full."""
 
-    def __init__(self, runner: UdpRunner, local: Addr, sock: socket.socket) -> None:
+    def __init__(self, runner: UdpRunner, local: Addr, sock: socket.socket, zero_esp_checksum: bool = False) -> None:
         self.runner = runner
         self.local = local
         self.sock = sock
         self._backlog: deque[tuple[bytes, Addr]] = deque()
+        #: RFC 3948 §3.1: ESP-in-UDP over IPv4 SHOULD carry a zero checksum (ESP has its own integrity),
+        #: IKE keeps its checksum. Linux offers no per-message control, and a second socket on the same
+        #: port (SO_REUSEPORT) would take a share of the *received* datagrams too, so SO_NO_CHECK is
+        #: switched on this one socket when the kind of datagram changes (ESP comes in runs: cheap).
+        self._zero_esp = zero_esp_checksum
+        self._no_check = False
+
+    def _checksum_for(self, data: bytes) -> None:
+        want = is_udp_esp(data)
+        if want != self._no_check:
+            try:
+                self.sock.setsockopt(socket.SOL_SOCKET, SO_NO_CHECK, int(want))
+                self._no_check = want
+            except OSError as exc:
+                log.debug("cannot set SO_NO_CHECK on %s: %s", self.local, exc)
+                self._zero_esp = False
 
     def on_readable(self) -> None:
         runner = self.runner
@@ -72,6 +99,8 @@ class _Endpoint:
         if self._backlog:
             self._backlog.append((data, remote))
             return
+        if self._zero_esp:
+            self._checksum_for(data)
         try:
             self.sock.sendto(data, remote)
         except (BlockingIOError, InterruptedError):
@@ -83,6 +112,8 @@ class _Endpoint:
     def _on_writable(self) -> None:
         while self._backlog:
             data, remote = self._backlog[0]
+            if self._zero_esp:
+                self._checksum_for(data)
             try:
                 self.sock.sendto(data, remote)
             except (BlockingIOError, InterruptedError):
@@ -100,6 +131,24 @@ class _Endpoint:
         self.sock.close()
 
 
+_K = TypeVar("_K")
+_R = TypeVar("_R", contravariant=True)
+
+
+class _Sender(Protocol[_R]):
+    def sendto(self, data: bytes, remote: _R, /) -> None: ...
+
+
+def _dispatch(out: list[tuple[bytes, _K, _R]], senders: Mapping[_K, _Sender[_R]], what: str) -> None:
+    """Each (data, local, remote) through the socket bound to ``local``; none bound: dropped, logged."""
+    for data, local, remote in out:
+        sender = senders.get(local)
+        if sender is None:
+            log.debug("no socket for %s; dropping a %s to %s", local, what, remote)
+            continue
+        sender.sendto(data, remote)
+
+
 class UdpRunner:
     """Owns the sockets of one gateway and drives it."""
 
@@ -108,6 +157,7 @@ class UdpRunner:
         self.gateway = gateway
         self.loop = loop or asyncio.get_event_loop()
         self._endpoints: dict[Addr, _Endpoint] = {}
+        self._raw: dict[str, RawEspEndpoint] = {}
         self._timer: asyncio.TimerHandle | None = None
         self._armed: float | None = None
         self._after = after
@@ -126,8 +176,9 @@ class UdpRunner:
     def now(self) -> float:
         return self.loop.time()
 
-    async def open(self, addresses: list[str]) -> None:
-        """Bind the IKE and NAT-T ports on each configured address (and nothing else)."""
+    async def open(self, addresses: list[str], raw_esp: bool = True) -> None:
+        """Bind the IKE and NAT-T ports on each configured address (and nothing else), and when
+        ``raw_esp`` and the NAT-T port is the standard one, a raw ESP socket on each (see :meth:`_open_raw`)."""
         for address in addresses:
             family = socket.AF_INET6 if ipaddress.ip_address(address).version == 6 else socket.AF_INET
             for port in (self.gateway.ike_port, self.gateway.natt_port):
@@ -143,9 +194,46 @@ class UdpRunner:
                     self.close()
                     raise
                 _enlarge_buffers(sock)
-                endpoint = _Endpoint(self, local, sock)
+                endpoint = _Endpoint(self, local, sock, zero_esp_checksum=family == socket.AF_INET
+                                     and port == self.gateway.natt_port)
                 self.loop.add_reader(sock.fileno(), endpoint.on_readable)
                 self._endpoints[local] = endpoint
+        self.gateway.raw_esp = bool(addresses) and raw_esp and self.gateway.natt_port == STANDARD_NATT_PORT \
+            and self._open_raw(addresses)
+
+    def _open_raw(self, addresses: list[str]) -> bool:
+        """A raw ESP socket on every address, or none at all: the gateway either takes raw ESP from every
+        peer or makes every peer encapsulate (an SA must not depend on which address it came to)."""
+        for address in addresses:
+            try:
+                sock = open_raw_esp(address)
+            except OSError as exc:
+                log.info("no raw ESP on %s (%s): ESP will be carried in UDP %d", address, exc,
+                         self.gateway.natt_port)
+                self._close_raw()
+                return False
+            _enlarge_buffers(sock)
+            endpoint = RawEspEndpoint(address, sock, self._feed_esp)
+            self.loop.add_reader(sock.fileno(), self._on_raw_readable, endpoint)
+            self._raw[address] = endpoint
+        log.info("raw ESP (IP protocol 50) on %s", ", ".join(addresses))
+        return True
+
+    def _on_raw_readable(self, endpoint: RawEspEndpoint) -> None:
+        if endpoint.on_readable():
+            self.flush()
+
+    def _feed_esp(self, packet: bytes, remote: str) -> None:
+        try:
+            self.gateway.receive_esp(packet, remote, self.now())
+        except Exception:  # as for datagrams: never take the daemon down
+            log.exception("unexpected error handling raw ESP from %s", remote)
+
+    def _close_raw(self) -> None:
+        for endpoint in self._raw.values():
+            self.loop.remove_reader(endpoint.sock.fileno())
+            endpoint.close()
+        self._raw.clear()
 
     def close(self) -> None:
         if self._timer is not None:
@@ -153,6 +241,7 @@ class UdpRunner:
         for endpoint in self._endpoints.values():
             endpoint.close()
         self._endpoints.clear()
+        self._close_raw()
 
     def feed(self, data: bytes, local: Addr, remote: Addr) -> None:
         """One datagram into the controller (without flushing: the caller flushes once per batch)."""
@@ -167,12 +256,8 @@ class UdpRunner:
 
     def flush(self) -> None:
         """Send what the controller produced and re-arm the timer."""
-        for data, local, remote in self.gateway.datagrams_to_send():
-            endpoint = self._endpoints.get(local)
-            if endpoint is None:
-                log.debug("no socket for %s; dropping datagram to %s", local, remote)
-                continue
-            endpoint.sendto(data, remote)
+        _dispatch(self.gateway.datagrams_to_send(), self._endpoints, "datagram")
+        _dispatch(self.gateway.raw_esp_to_send(), self._raw, "raw ESP packet")
         when = self.gateway.get_timer()
         # Re-arm only for an earlier deadline: a timer that fires early finds nothing due and re-arms
         # itself, which is cheaper than cancelling and re-creating a handle on every datagram.

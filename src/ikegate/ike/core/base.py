@@ -56,6 +56,7 @@ class EngineBase(EspLiveness):
         "created",
         "delete_reason",
         "established_at",
+        "force_encap",
         "handle",
         "initial_contact",
         "initiator",
@@ -101,6 +102,10 @@ class EngineBase(EspLiveness):
         self.delete_reason: DeleteReason | None = None
         self.handle: object = None
         self.initial_contact = False
+        #: Carry ESP in UDP although no NAT is in the path (strongSwan's ``encap = yes``): set by the owner
+        #: when its dataplane cannot send raw ESP. Our own NAT detection hash is made not to match, so the
+        #: peer sees a NAT and both ends agree on UDP encapsulation (RFC 7296 §2.23, RFC 3947 §5).
+        self.force_encap = False
         self._rng = rng
         self._alloc_spi = spi_allocator_for(rng, spi_allocator)
         self._outbox: Outbox[IkeEvent] = Outbox()

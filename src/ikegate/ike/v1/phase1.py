@@ -240,15 +240,16 @@ class Phase1Exchanges(EngineBase):
         if p.natt is None or p.suite is None:
             return []
         draft = p.natt == "draft"
+        ours = ("0.0.0.0", 0) if self.force_encap else self.local  # a hash that cannot match: see force_encap
         return [NatD(natd_hash(p.suite, p.cky_i, p.cky_r, self.peer), draft),
-                NatD(natd_hash(p.suite, p.cky_i, p.cky_r, self.local), draft)]
+                NatD(natd_hash(p.suite, p.cky_i, p.cky_r, ours), draft)]
 
     def _check_natd(self, p: _Phase1, payloads: list[Payload]) -> None:
         """The peer's first NAT-D is what it believes our address is, the others are its own."""
         hashes = [n.data for n in payloads if isinstance(n, NatD)]
         if p.natt is None or p.suite is None or not hashes:
             return
-        p.nat_local = natd_hash(p.suite, p.cky_i, p.cky_r, self.local) != hashes[0]
+        p.nat_local = self.force_encap or natd_hash(p.suite, p.cky_i, p.cky_r, self.local) != hashes[0]
         p.nat_remote = natd_hash(p.suite, p.cky_i, p.cky_r, self.peer) not in hashes[1:]
 
     def _float(self, p: _Phase1) -> None:

@@ -226,6 +226,11 @@ class IsakmpSa(QuickModes):
     def udp_encap(self) -> bool:
         return self._p1.natt is not None and (self._p1.nat_local or self._p1.nat_remote)
 
+    def phase1_key(self) -> tuple[bytes, bytes] | None:
+        """(initiator cookie, phase-1 cipher key), for an operator's key log only."""
+        keys = self._p1.keys
+        return None if keys is None else (self._p1.cky_i, keys.enc_key)
+
     @property
     def peer_supports_dpd(self) -> bool:
         return self._p1.peer_dpd

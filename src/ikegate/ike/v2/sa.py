@@ -38,6 +38,7 @@ from ikegate.ike.core.negotiated import Chosen
 from ikegate.ike.crypto import (
     CryptoError,
     DhKey,
+    IkeKeys,
     UnsupportedTransform,
     derive_ike_keys,
     dh_group,
@@ -130,6 +131,7 @@ class IkeSa(ChildExchanges):
         "_nr",
         "_spi_i",
         "_spi_r",
+        "nat_fake",
         "nat_local",
         "nat_remote",
     )
@@ -138,6 +140,9 @@ class IkeSa(ChildExchanges):
         self.state = State.NEW
         self.nat_local = False
         self.nat_remote = False
+        #: Encapsulation forced without a NAT (``force_encap`` met a peer that does NAT detection): ESP goes
+        #: in UDP, but no keepalives are due since no NAT mapping needs refreshing.
+        self.nat_fake = False
         self._gen: _Gen | None = None
         self._retiring: list[_Gen] = []
         #: Our IKE SA rekey in flight (its nonce), and the generation a crossing rekey by the peer made
@@ -211,7 +216,13 @@ class IkeSa(ChildExchanges):
 
     @property
     def udp_encap(self) -> bool:
-        return self.nat_local or self.nat_remote
+        return self.nat_local or self.nat_remote or self.nat_fake
+
+    def current_keys(self) -> tuple[bytes, bytes, IkeKeys, Chosen] | None:
+        """SPIs, keys and algorithms of the current generation, for an operator's key log only (the
+        controller turns them into Wireshark records; nothing else may read keys out of an engine)."""
+        gen = self._gen
+        return None if gen is None else (gen.spi_i, gen.spi_r, gen.keys, gen.chosen)
 
     # ------------------------------------------------------------------ sans-I/O API
 
@@ -349,7 +360,7 @@ class IkeSa(ChildExchanges):
         ]
         if self.config.nat_traversal:
             payloads += [
-                Notify(NotifyType.NAT_DETECTION_SOURCE_IP, data=natd_hash(self._spi_i, bytes(8), self.local)),
+                Notify(NotifyType.NAT_DETECTION_SOURCE_IP, data=self._natd_source(self._spi_i, bytes(8))),
                 Notify(NotifyType.NAT_DETECTION_DESTINATION_IP, data=natd_hash(self._spi_i, bytes(8), self.peer)),
             ]
         header = Header(self._spi_i, bytes(8), 0, ExchangeType.IKE_SA_INIT, _FLAG_I, 0)
@@ -416,7 +427,7 @@ class IkeSa(ChildExchanges):
         ]
         if natd:
             payloads += [
-                Notify(NotifyType.NAT_DETECTION_SOURCE_IP, data=natd_hash(h.spi_i, self._spi_r, self.local)),
+                Notify(NotifyType.NAT_DETECTION_SOURCE_IP, data=self._natd_source(h.spi_i, self._spi_r)),
                 Notify(NotifyType.NAT_DETECTION_DESTINATION_IP, data=natd_hash(h.spi_i, self._spi_r, self.peer)),
             ]
         header = Header(h.spi_i, self._spi_r, 0, ExchangeType.IKE_SA_INIT, _FLAG_R, 0)
@@ -482,7 +493,15 @@ class IkeSa(ChildExchanges):
             return True
         self.nat_remote = natd_hash(spi_i, spi_r, self.peer) not in src
         self.nat_local = bool(dst) and natd_hash(spi_i, spi_r, self.local) not in dst
+        self.nat_fake = self.force_encap
         return True
+
+    def _natd_source(self, spi_i: bytes, spi_r: bytes) -> bytes:
+        """Our NAT_DETECTION_SOURCE_IP data: the true hash, or when encapsulation is forced one that cannot
+        match (a hash over the zero address and port), so that the peer floats to UDP encapsulation."""
+        if self.force_encap:
+            return natd_hash(spi_i, spi_r, ("0.0.0.0", 0))
+        return natd_hash(spi_i, spi_r, self.local)
 
     def _float(self, natt_port: int) -> None:
         self.local = (self.local[0], natt_port)
