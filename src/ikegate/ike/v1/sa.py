@@ -49,6 +49,11 @@ How IKEv1 differs, and what this engine does about it:
   CONNECTED notify is sent; the peer then simply keeps its SA waiting until its own timer).
 * Kilobyte lifetimes are negotiated and put on the child's config, but counting bytes is the
   dataplane's job: it calls :meth:`IsakmpSa.rekey_child` (or ``delete_child``) when a budget runs out.
+
+The engine is written in layers: ``ike/core/base.py`` (what every engine shares), ``phase1.py`` (Main and
+Aggressive Mode, ISAKMP message protection), ``quick.py`` (Quick Mode and the IPsec SA pairs) and here the
+ISAKMP SA (commands, informational exchanges, DPD, endings); phase 1 and Quick Mode states move only
+through ``states.py``'s tables.
 """
 
 from __future__ import annotations

@@ -7,6 +7,12 @@ deadline and events come out of :meth:`datagrams_to_send`, :meth:`get_timer` and
 There is no socket, clock or logger in here, so loss, retransmission and lifetimes are tested in memory
 by stepping ``now``.
 
+The engine is written in layers, each a class in its own module: what every engine shares
+(``ike/core/base.py``: peer, Child SAs, counters, outbox, request window, lifetimes), then the protected
+exchanges (``exchange.py``: generations, message IDs, the answer cache), the Child SAs (``children.py``:
+CREATE_CHILD_SA, Child SA deletes) and here the IKE SA itself (IKE_SA_INIT, IKE_AUTH, IKE SA rekey,
+DPD, delete). States move only through ``states.py``'s table.
+
 Design choices worth knowing:
 
 * Our requests are serialised: one outstanding request at a time (window size 1), later ones wait in a
