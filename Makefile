@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck unit bench fuzz clean
+.PHONY: demo test lint typecheck unit bench bench-vs-strongswan fuzz clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -27,12 +27,16 @@ unit: $(STAMP)
 test: lint typecheck unit
 
 bench: $(STAMP)
-	cd bench && for b in setup_rate delete_all cli_scale esp_throughput ping_rtt ssh_load; do \
+	cd bench && for b in setup_rate delete_all cli_scale cli_startup esp_throughput ping_rtt ssh_load; do \
 		../$(BIN)/python $$b.py || exit 1; done
 	cd bench && ../$(BIN)/python setup_rate.py --version 1 -n 1000
 
 fuzz: $(STAMP)
 	$(BIN)/python bench/fuzz.py -n 10000000
+
+# ikegate against strongSwan's responder, driven by strongSwan's load-tester (root; skips with the reason if not)
+bench-vs-strongswan: $(STAMP)
+	$(BIN)/python bench/vs_strongswan.py
 
 clean:
 	rm -rf $(VENV) build src/*.egg-info .mypy_cache .pytest_cache .ruff_cache

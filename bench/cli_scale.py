@@ -18,6 +18,7 @@ from ikegate.cli.loader import load_config
 from ikegate.cli.shell import Shell
 from ikegate.gateway.controller import Gateway
 from ikegate.gateway.device import make_device
+from ikegate.gateway.local import LocalDevice
 from ikegate.sad import IkeSaEntry, IpsecSaEntry, Role, SaFlag, placement_for
 
 
@@ -47,7 +48,7 @@ def main() -> None:
     fill = time.perf_counter() - t0
     filled = rss_mb()
     shell = Shell(config, tree=default_tree(runtime_commands(device)),
-                  device=Runtime(gw, device, clock=time.monotonic))
+                  device=Runtime(LocalDevice(gw, device, clock=time.monotonic)))
     t0 = time.perf_counter()
     out = shell.run("display ike sa")
     t_display = time.perf_counter() - t0

@@ -9,14 +9,26 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import sys
 
-from ikegate.daemon import DaemonOptions, read_config, run_daemon
-from ikegate.gateway.device import DEFAULT_MODEL, DEFAULT_SLOT_PLACEMENTS, SLOT_MODELS, make_device
+# Each subcommand imports what it runs when it runs: ``ikegate cli -c`` (scripts call it in loops) must
+# not pay for the daemon, the gateway, asyncssh and asyncio (tests/unit/test_client_imports.py).
+
+
+#: The collector's generation-0 threshold for ``ikegate run``. A gateway keeps about a hundred long-lived
+#: objects per SA and allocates in bursts per datagram; at the default (700) the collector ran every few
+#: datagrams and cost 10-15 % of the responder's CPU per SA (bench/profile_responder.py's set-up, 5,000
+#: SAs in memory: 524 -> 466 us per SA with this threshold and the start-up objects frozen).
+GC_THRESHOLD = (20_000, 50, 100)
 
 
 def _run(args: argparse.Namespace) -> int:
+    import asyncio
+    import gc
+
+    from ikegate.daemon import DaemonOptions, read_config, run_daemon
+    from ikegate.gateway.device import make_device
+
     try:
         device = make_device(args.model, args.placements)
     except ValueError as exc:
@@ -36,11 +48,13 @@ def _run(args: argparse.Namespace) -> int:
             print(f"ikegate: --tun {item}: expected INTERFACE=TUN, e.g. GigabitEthernet0/0/2=tun-lan", file=sys.stderr)
             return 2
         tun[itf] = name
-    options = DaemonOptions(ike_port=args.ike_port, natt_port=args.natt_port, control=args.control, device=device,
+    options = DaemonOptions(ike_port=args.ike_port, natt_port=args.natt_port, control=args.control, model=device,
                             retransmit_tries=args.retransmit_tries, log_stream=sys.stderr, tun=tun)
     options.metrics = args.metrics
     options.raw_esp = not args.force_udp_encap
     options.keylog = args.keylog
+    gc.set_threshold(*GC_THRESHOLD)
+    gc.freeze()  # modules and configuration live as long as the process: no collection needs to walk them
     return asyncio.run(run_daemon(config, options, args.config))
 
 
@@ -67,10 +81,25 @@ def _listen_address(text: str) -> str:
     return text
 
 
+class _DeviceHelp(argparse.HelpFormatter):
+    """Fills ``%(model)s``, ``%(slot_models)s`` and ``%(placements)s`` in ``run``'s help from the device
+    table, imported only when that help is printed."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        from ikegate.gateway.device import DEFAULT_MODEL, DEFAULT_SLOT_PLACEMENTS, SLOT_MODELS
+
+        text = super()._get_help_string(action)
+        if text is None:
+            return None
+        return (text.replace("%(model)s", DEFAULT_MODEL)
+                .replace("%(slot_models)s", ", ".join(sorted(SLOT_MODELS)))
+                .replace("%(placements)s", ",".join(f"{p.slot}/{p.cpu}" for p in DEFAULT_SLOT_PLACEMENTS)))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ikegate", description="IKE/IPsec gateway with a Huawei USG style CLI")
     sub = parser.add_subparsers(dest="command", required=True)
-    run = sub.add_parser("run", help="run one gateway in the foreground")
+    run = sub.add_parser("run", help="run one gateway in the foreground", formatter_class=_DeviceHelp)
     run.add_argument("config", help="VRP configuration file (`save` writes it back)")
     run.add_argument("--control", metavar="PATH",
                      help="path of the local control socket (mode 0600) for `ikegate cli`; none by default")
@@ -79,9 +108,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--natt-port", type=int, default=4500, metavar="N",
                      help="UDP port for IKE and ESP after NAT detection (default: %(default)s)")
     run.add_argument("--model", metavar="M", help="device model shown by `display version` and deciding "
-                     f"`slot … cpu …` (default: {DEFAULT_MODEL}; slot models: {', '.join(sorted(SLOT_MODELS))})")
+                     "`slot … cpu …` (default: %(model)s; slot models: %(slot_models)s)")
     run.add_argument("--placements", metavar="S/C,...", help="slot/cpu pairs of a slot model, e.g. 1/0,1/1 "
-                     f"(default: {','.join(f'{p.slot}/{p.cpu}' for p in DEFAULT_SLOT_PLACEMENTS)})")
+                     "(default: %(placements)s)")
     run.add_argument("--retransmit-tries", type=int, default=5, metavar="N",
                      help="retransmissions (1, 2, 4 … s apart) before a peer is declared dead "
                           "(default: %(default)s)")

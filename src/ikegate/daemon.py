@@ -1,7 +1,9 @@
 """One gateway process: configuration, controller, sockets, control socket, logs and clean shutdown.
 
 ``ikegate run`` builds a :class:`Daemon`; ``ikegate demo`` builds several in one event loop. The daemon
-is glue only: decisions live in the controller, bytes in the UDP runner.
+is glue only: it is the management plane (shells, control socket, SSH, metrics, logs) around one
+:class:`~ikegate.gateway.device.Device`, which it reaches only through that interface; decisions live in
+the controller behind it, bytes in its UDP runner.
 """
 
 from __future__ import annotations
@@ -11,7 +13,6 @@ import contextlib
 import datetime as dt
 import logging
 import os
-import random
 import signal
 import stat
 import sys
@@ -24,23 +25,17 @@ from ikegate.cli.commands.runtime import Runtime, runtime_commands
 from ikegate.cli.loader import ConfigError, decode_config, load_config
 from ikegate.cli.logbuffer import LogBuffer, LogRecord
 from ikegate.cli.shell import Shell
-from ikegate.gateway.controller import Gateway
-from ikegate.gateway.device import Device
-from ikegate.io.keylog import KeyLogWriter
-from ikegate.io.tun import TunBridge, open_bridge
-from ikegate.io.udp import UdpRunner
+from ikegate.gateway.device import Device, DeviceModel, Selection, open_local
 from ikegate.mgmt.control import ControlServer, clear_stale_socket
 from ikegate.mgmt.metrics import MetricsServer, parse_listen, registry_for
 from ikegate.mgmt.records import entry_record
 from ikegate.mgmt.ssh import SshService
 from ikegate.mgmt.syslog import SyslogSender
 from ikegate.policy.model import Config
-from ikegate.sad import Placement
 
 log = logging.getLogger("ikegate")
 
 SHUTDOWN_GRACE = 3.0
-PING_TIMEOUT = 2.0
 STOP_LIMIT = 15.0
 LOG_FLUSH_INTERVAL = 1.0  # seconds between checks for ended log aggregation windows
 
@@ -50,7 +45,7 @@ class DaemonOptions:
     ike_port: int = 500
     natt_port: int = 4500
     control: str | None = None
-    device: Device = field(default_factory=Device)
+    model: DeviceModel = field(default_factory=DeviceModel)
     retransmit_tries: int = 5
     log_stream: TextIO | None = None  # where log-buffer lines are mirrored (stderr in ``ikegate run``)
     metrics: str | None = None  # ``--metrics ADDR:PORT``: serve Prometheus metrics there (mgmt/metrics.py)
@@ -109,67 +104,27 @@ class Daemon:
         self.config_path = config_path
         self.logbuffer = LogBuffer()
         #: Every log-buffer record (commands, tunnel events, failures) also goes to each ``info-center loghost``.
-        self.syslog = SyslogSender(lambda: self.gateway.config.loghosts.values(), lambda: self.gateway.config.sysname)
+        self.syslog = SyslogSender(lambda: self.device.config.loghosts.values(), lambda: self.device.config.sysname)
         self.logbuffer.listeners.append(self._mirror)
         self.logbuffer.listeners.append(self.syslog.send)
-        self.gateway = Gateway(config, ike_port=options.ike_port, natt_port=options.natt_port,
-                               placements=options.device.placements, retransmit_tries=options.retransmit_tries,
-                               log=self.log)
-        self.runner: UdpRunner | None = None
-        self.tun: TunBridge | None = None
+        self.device: Device = open_local(config, options.model, ike_port=options.ike_port,
+                                         natt_port=options.natt_port, retransmit_tries=options.retransmit_tries,
+                                         log=self.log, tun=options.tun, raw_esp=options.raw_esp,
+                                         keylog=options.keylog)
+        self._opened = False
         self.control: ControlServer | None = None
         self.metrics: MetricsServer | None = None
-        self.ssh = SshService(self, lambda: self.gateway.config)  # listens only with ``stelnet server enable``
-        self.tree = default_tree(runtime_commands(options.device))
-        self.runtime = Runtime(self.gateway, options.device, clock=self.now, after_change=self._flush,
-                               pinger=self.ping, ssh=self.ssh)
-        self.runtime.config_path = config_path  # display saved-configuration
+        self.ssh = SshService(self, lambda: self.device.config)  # listens only with ``stelnet server enable``
+        self.tree = default_tree(runtime_commands(options.model))
+        self.runtime = Runtime(self.device, ssh=self.ssh, config_path=config_path)  # display saved-configuration
         self._stop = asyncio.Event()
         self._log_flush: asyncio.Task[None] | None = None
-        self._pings: dict[tuple[int, int], asyncio.Future[float]] = {}
-        self.gateway.on_echo_reply = self._echo_reply
-
-    # -- ping ---------------------------------------------------------------------------------------
-
-    def _echo_reply(self, ident: int, seq: int, now: float) -> None:
-        fut = self._pings.pop((ident, seq), None)
-        if fut is not None and not fut.done():
-            fut.set_result(now)
-
-    async def ping(self, source: str, destination: str, count: int, size: int) -> list[str]:
-        """VRP's ping: echo requests from a protected-side address through the SPD (a traffic-based policy
-        negotiates on the first one), 2 s timeout each, then the statistics."""
-        loop = asyncio.get_running_loop()
-        ident = random.randrange(1, 0x10000)
-        lines = [f"  PING {destination}: {size}  data bytes, press CTRL_C to break"]
-        times: list[float] = []
-        for seq in range(1, count + 1):
-            fut: asyncio.Future[float] = loop.create_future()
-            self._pings[(ident, seq)] = fut
-            sent = self.now()
-            self.gateway.ping(sent, source, destination, ident, seq, size)
-            self._flush()
-            try:
-                got = await asyncio.wait_for(fut, PING_TIMEOUT)
-            except TimeoutError:
-                self._pings.pop((ident, seq), None)
-                lines.append("    Request time out")
-                continue
-            rtt = (got - sent) * 1000
-            times.append(rtt)
-            lines.append(f"    Reply from {destination}: bytes={size} Sequence={seq} ttl=64 time={rtt:.0f} ms")
-        lines += ["", f"  --- {destination} ping statistics ---", f"    {count} packet(s) transmitted",
-                  f"    {len(times)} packet(s) received", f"    {100 * (count - len(times)) / count:.2f}% packet loss"]
-        if times:
-            lines.append(f"    round-trip min/avg/max = {min(times):.0f}/{sum(times) / len(times):.0f}/"
-                         f"{max(times):.0f} ms")
-        return lines
 
     # -- shells -------------------------------------------------------------------------------------
 
     def new_shell(self, *, user: str = "admin", level: int = 3, task: str = "vty0", ip: str = "127.0.0.1") -> Shell:
         """A VRP session on this gateway: the same engine for the console, the control socket and SSH."""
-        return Shell(self.gateway.config, tree=self.tree, device=self.runtime, logbuffer=self.logbuffer, user=user,
+        return Shell(self.device.config, tree=self.tree, device=self.runtime, logbuffer=self.logbuffer, user=user,
                      level=level, task=task, ip=ip, save_callback=self._save if self.config_path else None)
 
     def _save(self, text: str) -> None:
@@ -177,16 +132,10 @@ class Daemon:
         write_atomically(self.config_path, text)
 
     def after_command(self) -> None:
-        """The configuration may have changed: let the controller see it, start new auto policies."""
-        self.gateway.reload(self.gateway.config)
-        if self.runner is not None:
-            self.gateway.start(self.runner.now())
-            self.runner.flush()
+        """The configuration may have changed: let the device take it (new auto policies start)."""
+        self.device.apply_config(self.device.config)
+        if self._opened:
             self.ssh.reconcile()
-
-    def _flush(self) -> None:
-        if self.runner is not None:
-            self.runner.flush()
 
     async def run_lines(self, lines: list[str], *, level: int = 3) -> tuple[str, bool]:
         """Run commands as if typed from user view; the transcript as the shell prints it, and whether any
@@ -236,36 +185,35 @@ class Daemon:
         """Every log-buffer record (command records included) as one line on the log stream."""
         stream = self.options.log_stream
         if stream is not None:
-            stream.write(record.render(self.gateway.config.sysname) + "\n")  # stderr is line buffered
+            stream.write(record.render(self.device.config.sysname) + "\n")  # stderr is line buffered
 
     # -- life cycle ---------------------------------------------------------------------------------
 
     async def start(self) -> None:
+        """Sockets first (a port in use is the likeliest reason to stop), then the management services."""
         loop = asyncio.get_running_loop()
         if self.options.control:
             # Checked first: a control path held by another running gateway is the clearest reason to
             # stop. The socket itself is made below, once the IKE sockets are open.
             clear_stale_socket(self.options.control)
         await self.syslog.open()
-        self.runner = UdpRunner(self.gateway, loop)
-        await self.runner.open(self.gateway.local_addresses(), raw_esp=self.options.raw_esp)
-        if self.options.keylog:
-            self.gateway.keylog = KeyLogWriter(self.options.keylog).write
-            self.log("IKE", 3, "KEYLOG_ENABLED", f"WARNING: IKE and ESP keys are written to {self.options.keylog} "
-                     "(--keylog): anyone who can read these files can decrypt this gateway's traffic")
-        if self.options.tun:
-            self.tun = open_bridge(self.gateway, self.options.tun, self.runner)
-        if self.options.control:
-            self.control = ControlServer(self.options.control, self.handlers(), attach=self.attach)
-            await self.control.start()
-        if self.options.metrics:
-            host, port = parse_listen(self.options.metrics)
-            self.metrics = MetricsServer(registry_for(self.gateway), host, port)
-            await self.metrics.start()
-        await self.ssh.start()
+        await self.device.open()
+        self._opened = True
+        try:
+            if self.options.control:
+                self.control = ControlServer(self.options.control, self.handlers(), attach=self.attach)
+                await self.control.start()
+            if self.options.metrics:
+                host, port = parse_listen(self.options.metrics)
+                self.metrics = MetricsServer(registry_for(self.device), host, port)
+                await self.metrics.start()
+            await self.ssh.start()
+        except BaseException:
+            # A gateway that cannot be managed does not stay up: its tunnels go, its sockets close.
+            self._opened = False
+            await self.device.close(0.0)
+            raise
         self._log_flush = loop.create_task(self._flush_log_summaries())
-        self.gateway.start(self.runner.now())
-        self.runner.flush()
 
     async def _flush_log_summaries(self) -> None:
         """The "suppressed N similar messages" lines of the log buffer come out when their window ends,
@@ -285,15 +233,9 @@ class Daemon:
         await self.ssh.stop()
         if self._log_flush is not None:
             self._log_flush.cancel()
-        if self.runner is not None:
-            self.gateway.shutdown(self.runner.now())
-            self.runner.flush()
-            deadline = self.runner.now() + SHUTDOWN_GRACE
-            while not self.gateway.idle and self.runner.now() < deadline:
-                await asyncio.sleep(0.02)
-            self.runner.close()
-        if self.tun is not None:
-            self.tun.close()
+        if self._opened:
+            await self.device.close(SHUTDOWN_GRACE)
+            self._opened = False
         if self.control is not None:
             await self.control.close()
         if self.metrics is not None:
@@ -303,7 +245,7 @@ class Daemon:
     # -- control API ----------------------------------------------------------------------------------
 
     def now(self) -> float:
-        return self.runner.now() if self.runner else 0.0
+        return self.device.now()
 
     def handlers(self) -> dict[str, Any]:
         return {
@@ -311,7 +253,7 @@ class Daemon:
             "reset": self._op_reset,
             "stats": self._op_stats,
             "offline": self._op_offline,
-            "logbuffer": lambda req: {"lines": self.logbuffer.render(self.gateway.config.sysname)},
+            "logbuffer": lambda req: {"lines": self.logbuffer.render(self.device.config.sysname)},
             "load": self._op_load,
             "shell": self._op_shell,
             "inject": self._op_inject,
@@ -319,19 +261,19 @@ class Daemon:
         }
 
     def _op_sas(self, req: dict[str, Any]) -> dict[str, Any]:
+        """The selected SA rows (all by default; the keys of :meth:`Selection.from_record`), oldest
+        conn-id first."""
+        rows = self.device.select(Selection.from_record(req))
         now = self.now()
-        return {"sas": [entry_record(e, now) for e in self.gateway.sad.entries()]}
+        return {"sas": [entry_record(e, now) for e in reversed(rows)]}
 
     def _op_reset(self, req: dict[str, Any]) -> dict[str, Any]:
-        placement = None
-        if req.get("slot") is not None:
-            placement = Placement(int(req["slot"]), int(req["cpu"]))
-        conn_id = int(req["conn_id"]) if req.get("conn_id") is not None else None
-        deleted = self.gateway.reset_ike_sa(self.now(), conn_id=conn_id, remote=req.get("remote"),
-                                            placement=placement)
-        if self.runner:
-            self.runner.flush()
-        return {"deleted": deleted}
+        """``reset ike sa`` (``conn_id``/``remote``/``slot``+``cpu``), or ``reset ipsec sa`` with
+        ``"ipsec": true`` (``remote``/``policy``+``seq``/``spi``): the same device call as the CLI's."""
+        selection = Selection.from_record(req)
+        if req.get("ipsec"):
+            return {"deleted": self.device.reset_ipsec_sa(selection)}
+        return {"deleted": self.device.reset_ike_sa(selection)}
 
     async def _op_shell(self, req: dict[str, Any]) -> dict[str, Any]:
         lines = req.get("lines")
@@ -342,26 +284,18 @@ class Daemon:
 
     def _op_inject(self, req: dict[str, Any]) -> dict[str, Any]:
         """The packet API: raw IP packets into the protected side (hex), as if from the LAN."""
-        packets = req.get("packets", [])
-        for packet in packets:
-            self.gateway.from_lan(bytes.fromhex(packet), self.now())
-        self._flush()
-        return {"injected": len(packets)}
+        return {"injected": self.device.inject([bytes.fromhex(p) for p in req.get("packets", [])])}
 
     def _op_lan(self, req: dict[str, Any]) -> dict[str, Any]:
         """The packet API: what came out on the protected side since the last call (hex), oldest first."""
-        out = [p.hex() for p in self.gateway.lan_out]
-        self.gateway.lan_out.clear()
-        return {"packets": out}
+        return {"packets": [p.hex() for p in self.device.take_lan_output()]}
 
     def _op_load(self, req: dict[str, Any]) -> dict[str, Any]:
-        self.gateway.load(self.now(), int(req["count"]), int(req.get("concurrency", 64)))
-        if self.runner:
-            self.runner.flush()
+        self.device.load(int(req["count"]), int(req.get("concurrency", 64)))
         return {}
 
     def _op_stats(self, req: dict[str, Any]) -> dict[str, Any]:
-        st = self.gateway.stats
+        st = self.device.statistics()
         return {"stats": {
             "negotiations_started": st.negotiations_started,
             "negotiations_succeeded": st.negotiations_succeeded,
@@ -371,18 +305,17 @@ class Daemon:
             "resets": st.resets,
             "cookies_sent": st.cookies_sent,
             "dropped": st.dropped,
-            "engines": len(self.gateway.engines()),
-            "ike_sas": self.gateway.sad.count(phase=1),
-            "ipsec_sas": self.gateway.sad.count(phase=2),
+            "engines": st.engines,
+            "ike_sas": sum(st.ike_sas.values()),
+            "ipsec_sas": sum(st.ipsec_sas.values()),
         }}
 
     def _op_offline(self, req: dict[str, Any]) -> dict[str, Any]:
         return {"offline": [
             {"peer": str(r.peer_address), "port": r.peer_port, "reason": r.reason, "version": r.version,
              "time": r.time}
-            for r in self.gateway.sad.offline.entries()
+            for r in self.device.offline()
         ]}
-
 
 async def run_daemon(config: Config, options: DaemonOptions, config_path: str | None = None) -> int:
     daemon = Daemon(config, options, config_path)
@@ -398,7 +331,7 @@ async def run_daemon(config: Config, options: DaemonOptions, config_path: str | 
         return 1
     stamp = dt.datetime.now().strftime("%Y-%m-%d %H:%M:%S")
     print(f"{stamp} {config.sysname}: listening on "
-          f"{', '.join(daemon.gateway.local_addresses()) or 'no address'} "
+          f"{', '.join(daemon.device.local_addresses()) or 'no address'} "
           f"(IKE {options.ike_port}, NAT-T {options.natt_port})", file=sys.stderr, flush=True)
     await daemon.wait()
     try:

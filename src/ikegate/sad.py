@@ -137,6 +137,10 @@ def _as_address(address: IPAddress | str) -> IPAddress:
     return address if not isinstance(address, str) else ipaddress.ip_address(address)
 
 
+def _identity(entry: BaseSaEntry) -> tuple[IPAddress, str, str]:
+    return entry.peer_address, entry.peer_id_type, entry.peer_id
+
+
 @dataclass(frozen=True, slots=True)
 class Selector:
     """One traffic selector of an IPsec SA: an address range, an IP protocol (0 = any) and a port range.
@@ -602,6 +606,10 @@ class SaDatabase:
         restrict this database to one residue class of ids (see :class:`ConnIdAllocator`)."""
         self._entries: dict[int, SaEntry] = {}
         self._by_peer: _MultiIndex[IPAddress] = _MultiIndex()
+        #: (peer address, RemoteType, RemoteID): INITIAL_CONTACT and an IKEv1 phase-1 rekey look for the
+        #: older SAs of one peer identity, and one address may carry thousands of identities (a NAT, the
+        #: strongSwan load-tester), so scanning the address's SAs made every set-up O(n).
+        self._by_identity: _MultiIndex[tuple[IPAddress, str, str]] = _MultiIndex()
         self._by_ike_spis: dict[bytes, int] = {}  # spi_i + spi_r -> IKE SA
         self._by_spi_i: _MultiIndex[bytes] = _MultiIndex()
         self._by_spi_in: dict[int, int] = {}  # inbound ESP SPI -> IPsec SA (we choose them: unique)
@@ -708,6 +716,7 @@ class SaDatabase:
             entry.flags &= ~SaFlag.ST
         self._entries[cid] = entry
         self._by_peer.add(entry.peer_address, cid)
+        self._by_identity.add(_identity(entry), cid)
         self._by_placement.add(entry.placement, cid)
         if entry.policy_name is not None:
             self._policy_index(entry.policy_name).add(_seq_key(entry.policy_seq), cid)
@@ -756,6 +765,7 @@ class SaDatabase:
                     parent.child_ids.remove(conn_id)
         del self._entries[conn_id]
         self._by_peer.discard(entry.peer_address, conn_id)
+        self._by_identity.discard(_identity(entry), conn_id)
         self._by_placement.discard(entry.placement, conn_id)
         if entry.policy_name is not None:
             index = self._by_policy[entry.policy_name]
@@ -824,9 +834,18 @@ class SaDatabase:
         for target in targets:
             if target.peer_address != addr:
                 self._by_peer.discard(target.peer_address, target.conn_id)
+                self._by_identity.discard(_identity(target), target.conn_id)
                 target.peer_address = addr
                 self._by_peer.add(addr, target.conn_id)
+                self._by_identity.add(_identity(target), target.conn_id)
             target.peer_port = port
+
+    def set_peer_identity(self, conn_id: int, id_type: str, peer_id: str) -> None:
+        """The peer's identity as shown (RemoteType, RemoteID), known once it authenticated."""
+        entry = self._get_or_raise(conn_id)
+        self._by_identity.discard(_identity(entry), conn_id)
+        entry.peer_id_type, entry.peer_id = id_type, peer_id
+        self._by_identity.add(_identity(entry), conn_id)
 
     def set_ike_spis(self, conn_id: int, spi_i: bytes | None = None, spi_r: bytes | None = None) -> None:
         """Change an IKE SA's SPIs (the responder SPI arrives with the IKE_SA_INIT response; rekeying in
@@ -941,6 +960,11 @@ class SaDatabase:
     def by_peer(self, address: IPAddress | str) -> list[SaEntry]:
         """All SAs (both phases) with this peer address, whatever the port."""
         return self._lookup(self._by_peer.get(_as_address(address)))
+
+    def by_identity(self, address: IPAddress | str, id_type: str, peer_id: str) -> list[SaEntry]:
+        """All SAs (both phases) with this peer address and identity (as :meth:`set_peer_identity` set it),
+        in O(matches), however many other identities the address has."""
+        return self._lookup(self._by_identity.get((_as_address(address), id_type, peer_id)))
 
     def by_ike_spi(
         self, spi_i: bytes, spi_r: bytes | None = None, *, peer: IPAddress | str | None = None
@@ -1135,6 +1159,10 @@ class SaDatabase:
             if e.policy_name is not None:
                 assert cid in self._by_policy[e.policy_name].get(_seq_key(e.policy_seq))
         assert {k: set(self._by_peer.get(k)) for k in self._by_peer} == expect_peer
+        expect_identity: dict[tuple[IPAddress, str, str], set[int]] = {}
+        for cid, e in entries.items():
+            expect_identity.setdefault(_identity(e), set()).add(cid)
+        assert {k: set(self._by_identity.get(k)) for k in self._by_identity} == expect_identity
         assert {k: set(self._by_placement.get(k)) for k in self._by_placement} == expect_place
         assert len(self._by_ike_spis) == sum(1 for e in entries.values() if isinstance(e, IkeSaEntry))
         assert set(self._by_spi_in.values()) == {

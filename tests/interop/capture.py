@@ -15,7 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.interop.netns import Lab, Netns, wait_for
+from tests.interop.netns import Lab, Netns
+from tests.waiting import DEADLINE, wait_for
 
 
 def need_tshark() -> None:
@@ -30,7 +31,7 @@ class Capture:
     path: Path
     popen: subprocess.Popen[bytes]
 
-    def wait_for(self, display_filter: str, count: int, what: str, timeout: float = 20.0,
+    def wait_for(self, display_filter: str, count: int, what: str, timeout: float = DEADLINE,
                  config_dir: Path | None = None) -> None:
         """Until the file holds ``count`` packets matching ``display_filter`` (read with the Wireshark
         configuration in ``config_dir``, e.g. a key log): dumpcap hands packets over in blocks, so
@@ -59,7 +60,7 @@ def start_capture(lab: Lab, ns: Netns, iface: str, name: str, capture_filter: st
             raise AssertionError(f"dumpcap exited: {log.read_text()}")
         return "Capturing on" in log.read_text() or (path.exists() and path.stat().st_size > 0)
 
-    wait_for(started, 15, "dumpcap to start")
+    wait_for(started, what="dumpcap to start")
     return Capture(lab, path, popen)
 
 

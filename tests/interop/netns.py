@@ -20,10 +20,11 @@ import os
 import shutil
 import signal
 import subprocess
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from tests.waiting import wait_for
 
 _COUNTER = itertools.count(1)
 PREFIX = f"ikg-{os.getpid()}"
@@ -40,21 +41,11 @@ def skip_reason() -> str | None:
     return None
 
 
-def run(cmd: Sequence[str], *, check: bool = True, timeout: float = 30.0) -> subprocess.CompletedProcess[str]:
+def run(cmd: Sequence[str], *, check: bool = True, timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
     out = subprocess.run(list(cmd), capture_output=True, text=True, timeout=timeout)
     if check and out.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd)} failed ({out.returncode}): {out.stderr.strip() or out.stdout.strip()}")
     return out
-
-
-def wait_for(cond: Callable[[], bool], timeout: float = 15.0, what: str = "condition", step: float = 0.05) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        if cond():
-            return
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(step)
 
 
 @dataclass
@@ -67,7 +58,7 @@ class Netns:
     def ip(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         return run(["ip", "-n", self.name, *args], check=check)
 
-    def exec(self, *cmd: str, check: bool = True, timeout: float = 30.0) -> subprocess.CompletedProcess[str]:
+    def exec(self, *cmd: str, check: bool = True, timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
         return run(["ip", "netns", "exec", self.name, *cmd], check=check, timeout=timeout)
 
     def sysctl(self, key: str, value: str) -> None:
@@ -117,7 +108,7 @@ class Lab:
         self.procs.append((ns.name, popen))
         return popen
 
-    def stop(self, popen: subprocess.Popen[bytes], timeout: float = 10.0) -> int:
+    def stop(self, popen: subprocess.Popen[bytes], timeout: float = 30.0) -> int:
         """SIGTERM, then SIGKILL after ``timeout``; only ever the PID we started."""
         if popen.poll() is None:
             with contextlib.suppress(ProcessLookupError):
@@ -198,6 +189,6 @@ def wan(lab: Lab, a: Netns, b: Netns) -> None:
 
 def route_into_tun(gw: Netns, prefixes: Sequence[str], tun: str = TUN) -> None:
     """The operator's part of ``--tun``: route the remote protected networks into the TUN."""
-    wait_for(lambda: gw.ip("link", "show", tun, check=False).returncode == 0, 10, f"{tun} in {gw.name}")
+    wait_for(lambda: gw.ip("link", "show", tun, check=False).returncode == 0, what=f"{tun} in {gw.name}")
     for prefix in prefixes:
         gw.route(prefix, "dev", tun)

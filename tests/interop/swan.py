@@ -20,7 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tests.interop.netns import Lab, Netns, wait_for
+from tests.interop.netns import Lab, Netns
+from tests.waiting import wait_for
 
 CHARON = "/usr/sbin/charon-systemd"
 PLUGINS = ("random nonce aesni aes sha1 sha2 hmac kdf openssl gcm curve25519 gmp pem pkcs1 pkcs8 pubkey x509 "
@@ -130,13 +131,13 @@ class Charon:
                 raise AssertionError(f"charon exited: {self.log()[-2000:]}")
             return (self.run / "charon.vici").exists() and self.swanctl("--stats", check=False).returncode == 0
 
-        wait_for(up, 15, "charon to come up")
+        wait_for(up, what="charon to come up")
 
     def log(self) -> str:
         path = self.run / "charon.log"
         return path.read_text(errors="replace") if path.exists() else ""
 
-    def swanctl(self, *args: str, check: bool = True, timeout: float = 30.0) -> Any:
+    def swanctl(self, *args: str, check: bool = True, timeout: float = 60.0) -> Any:
         return self.ns.exec("env", f"STRONGSWAN_CONF={self.run / 'strongswan.conf'}", "swanctl", *args,
                             "--uri", f"unix://{self.run / 'charon.vici'}", check=check, timeout=timeout)
 
@@ -146,12 +147,12 @@ class Charon:
         path.write_text(conf)
         self.swanctl("--load-all", "--noprompt", "--clear", "--file", str(path))
 
-    def initiate(self, child: str, timeout: int = 20) -> Any:
+    def initiate(self, child: str, timeout: int = 60) -> Any:
         return self.swanctl("--initiate", "--child", child, "--timeout", str(timeout), check=False,
                             timeout=timeout + 5)
 
     def terminate(self, *args: str) -> Any:
-        return self.swanctl("--terminate", *args, "--timeout", "10", check=False, timeout=20)
+        return self.swanctl("--terminate", *args, "--timeout", "30", check=False, timeout=60)
 
     def sas(self) -> list[IkeSa]:
         return parse_list_sas(self.swanctl("--list-sas", "--raw").stdout)

@@ -19,10 +19,10 @@ from typing import Any
 
 import pytest
 
-from tests.interop.netns import wait_for
 from tests.interop.test_strongswan import CHILD, CONN, DEFAULT, V1, Bed, SuiteCase, _cli
 from tests.interop.test_strongswan import bed as bed  # the fixture
 from tests.interop.vrp import Suite, ike_sas, ipsec_sas
+from tests.waiting import wait_for
 
 pytestmark = pytest.mark.interop
 
@@ -55,7 +55,7 @@ def _wait_ikegate_rekey(tb: Bed) -> int:
         return (len(theirs) == 1 and theirs[0].uniqueid != first and len(ike_sas(gw)) == 1
                 and {(r["spi_i"], r["spi_r"]) for r in ike_sas(gw)} != spis)
 
-    wait_for(rekeyed, 80, "ikegate's IKE SA rekey, old SA deleted on both sides", step=0.5)
+    wait_for(rekeyed, 120, "ikegate's IKE SA rekey, old SA deleted on both sides", step=0.5)
     new = tb.sw_ike()[0]
     ours = ike_sas(gw)[0]
     assert (ours["spi_i"], ours["spi_r"]) == (new.raw["initiator-spi"], new.raw["responder-spi"])
@@ -73,14 +73,14 @@ def _force_child_rekey(tb: Bed) -> None:
     before = {r["spi_in"] for r in ipsec_sas(gw)}
     out = tb.ping_from_ikegate_side(count=220, size=1300, interval="0.005")
     assert out.returncode == 0, out.stdout[-500:]
-    wait_for(lambda: bool(ipsec_sas(gw)) and not {r["spi_in"] for r in ipsec_sas(gw)} & before, 15,
-             "ikegate's Child SA rekey", step=0.2)
+    wait_for(lambda: bool(ipsec_sas(gw)) and not {r["spi_in"] for r in ipsec_sas(gw)} & before,
+             what="ikegate's Child SA rekey", step=0.2)
     tb.wait_up()
 
 
 def _wait_dpd(tb: Bed, uniqueid: int, exchange: str, payloads: Any) -> None:
     wait_for(lambda: any(d == "generating" and x == exchange and k == "response" and payloads(p)
-                         for d, x, k, _, p in _messages(tb, uniqueid)), 20, "ikegate's DPD answered", step=0.5)
+                         for d, x, k, _, p in _messages(tb, uniqueid)), what="ikegate's DPD answered", step=0.5)
 
 
 def _assert_all_answered_v2(tb: Bed, uniqueid: int) -> list[tuple[str, int, str]]:
@@ -115,7 +115,7 @@ def test_v2_requests_after_ikegate_rekeyed_the_ike_sa(bed: Bed, initiator: bool)
     conn_id = ike_sas(gw)[0]["conn_id"]
     out = _cli(bed, f"reset ike sa conn-id {conn_id}")  # the IKE SA's Delete
     assert out.returncode == 0, out.stdout + out.stderr
-    wait_for(lambda: all(sa.uniqueid != new for sa in bed.charon.sas()), 5, "the Delete at strongSwan", step=0.1)
+    wait_for(lambda: all(sa.uniqueid != new for sa in bed.charon.sas()), what="the Delete at strongSwan", step=0.1)
     requests = _assert_all_answered_v2(bed, new)
     kinds = [(x, p) for x, _, p in requests]
     assert ("INFORMATIONAL", "") in kinds  # DPD
@@ -137,17 +137,17 @@ def test_v1_requests_after_ikegate_rekeyed_the_isakmp_sa(bed: Bed) -> None:
     child_conn = ipsec_sas(gw)[0]["conn_id"]
     answer = gw.call("shell", lines=[f"reset ike sa conn-id {child_conn}"])
     assert not answer["error"], answer["output"]
-    wait_for(lambda: bool({(c.spi_in, c.spi_out) for c in bed.sw_children()} - before), 15,
-             "the IPsec SA re-created by Quick Mode", step=0.2)
+    wait_for(lambda: bool({(c.spi_in, c.spi_out) for c in bed.sw_children()} - before),
+             what="the IPsec SA re-created by Quick Mode", step=0.2)
     bed.wait_up()
     assert bed.ping_from_ikegate_side().returncode == 0
     bed.assert_counted(3)
     wait_for(lambda: any(d == "parsed" and x == "INFORMATIONAL_V1" and "N(DPD)" in p
-                         for d, x, _, _, p in _messages(bed, new)), 20, "ikegate's R-U-THERE", step=0.5)
+                         for d, x, _, _, p in _messages(bed, new)), what="ikegate's R-U-THERE", step=0.5)
     conn_id = ike_sas(gw)[0]["conn_id"]
     out = _cli(bed, f"reset ike sa conn-id {conn_id}")
     assert out.returncode == 0, out.stdout + out.stderr
-    wait_for(lambda: all(sa.uniqueid != new for sa in bed.charon.sas()), 5, "the Delete at strongSwan", step=0.1)
+    wait_for(lambda: all(sa.uniqueid != new for sa in bed.charon.sas()), what="the Delete at strongSwan", step=0.1)
     msgs = _messages(bed, new)
     parsed = [(x, p) for d, x, k, _, p in msgs if d == "parsed"]
     generated = [(x, k, p) for d, x, k, _, p in msgs if d == "generating"]

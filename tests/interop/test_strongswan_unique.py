@@ -16,9 +16,10 @@ from typing import Any
 
 import pytest
 
-from tests.interop.netns import Lab, wait_for
+from tests.interop.netns import Lab
 from tests.interop.test_strongswan import CHILD, CONN, DEFAULT, V1, Bed, SuiteCase, make_bed, show_logs
 from tests.interop.vrp import ike_sas
+from tests.waiting import DEADLINE, wait_for
 
 pytestmark = pytest.mark.interop
 ROW = "one IKE SA per auto policy (IPv4)"
@@ -38,7 +39,7 @@ def _display(bed: Bed) -> None:
     """``ikegate cli -c "display ike sa"``: a read-only command, after which the daemon re-evaluates."""
     assert bed.gw is not None
     out = subprocess.run([sys.executable, "-m", "ikegate", "cli", "--control", bed.gw.control,
-                          "-c", "display ike sa"], capture_output=True, text=True, timeout=30)
+                          "-c", "display ike sa"], capture_output=True, text=True, timeout=DEADLINE)
     assert out.returncode == 0, out.stdout + out.stderr
 
 
@@ -52,7 +53,7 @@ def _settled(bed: Bed) -> bool:
 
 def _exactly_one(bed: Bed) -> dict[str, Any]:
     assert bed.gw is not None
-    wait_for(lambda: _settled(bed), 15, "both sides settled")
+    wait_for(lambda: _settled(bed), what="both sides settled")
     ours, theirs = ike_sas(bed.gw), bed.charon.sas()
     assert len(ours) == 1 and len(theirs) == 1, (ours, theirs)
     assert (ours[0]["spi_i"], ours[0]["spi_r"]) == (theirs[0].raw["initiator-spi"], theirs[0].raw["responder-spi"])
@@ -73,7 +74,7 @@ def test_peer_initiated_sa_then_commands(swan_bed: Bed, case: SuiteCase) -> None
     assert out.returncode == 0, out.stdout + out.stderr
     answer = bed.charon.initiate(CHILD)
     assert answer.returncode == 0, answer.stdout + answer.stderr
-    wait_for(lambda: any(sa.uniqueid != old for sa in bed.sw_ike()), 10, "strongSwan's new IKE SA")
+    wait_for(lambda: any(sa.uniqueid != old for sa in bed.sw_ike()), what="strongSwan's new IKE SA")
     for _ in range(5):
         _display(bed)
     first = _exactly_one(bed)
@@ -102,7 +103,7 @@ def test_reauthentication_by_strongswan_while_commands_run(swan_bed: Bed) -> Non
         _display(bed)  # commands keep coming while strongSwan re-authenticates
         return any(sa.uniqueid != first for sa in bed.sw_ike())
 
-    wait_for(reauthenticated, 30, "strongSwan's re-authentication", step=0.5)
+    wait_for(reauthenticated, what="strongSwan's re-authentication", step=0.5)
     for _ in range(3):
         _display(bed)
     ours = _exactly_one(bed)

@@ -32,10 +32,10 @@ from tests.interop.netns import (
     Site,
     route_into_tun,
     two_sites,
-    wait_for,
 )
 from tests.interop.vrp import GatewayConfig, Suite, acl_rule, ike_sas, ipsec_sas, start_ikegate
 from tests.system.procs import Proc
+from tests.waiting import wait_for
 
 pytestmark = pytest.mark.interop
 
@@ -101,7 +101,7 @@ class _Wire:
         before = {s["spi_in"] for s in ipsec_sas(self.gw_a)}
         _shell(self.gw_a, "reset ipsec sa")
         wait_for(lambda: bool(ipsec_sas(self.gw_a)) and not before & {s["spi_in"] for s in ipsec_sas(self.gw_a)},
-                 20, "the IPsec SA renegotiated")
+                 what="the IPsec SA renegotiated")
 
 
 def _wire(lab: Lab, version: int, encap: bool, mode: str = "main", **cfg: Any) -> _Wire:
@@ -124,8 +124,8 @@ def _wire(lab: Lab, version: int, encap: bool, mode: str = "main", **cfg: Any) -
     # The key log is private and says so loudly.
     for table in ("ikev2_decryption_table", "ikev1_decryption_table", "esp_sa"):
         assert stat.S_IMODE((keys / table).stat().st_mode) == 0o600
-    wait_for(lambda: "KEYLOG_ENABLED" in gw_a.stderr(), 10, "the key-log warning")
-    wait_for(lambda: bool(ipsec_sas(gw_a)) and bool(ipsec_sas(gw_b)), 20, "the tunnel")
+    wait_for(lambda: "KEYLOG_ENABLED" in gw_a.stderr(), what="the key-log warning")
+    wait_for(lambda: bool(ipsec_sas(gw_a)) and bool(ipsec_sas(gw_b)), what="the tunnel")
     return _Wire(lab, a, capture, keys, gw_a, gw_b, version, encap, mode)
 
 
@@ -179,7 +179,7 @@ def test_capture_of_every_exchange_decrypts_cleanly(lab: Lab, version: int, enca
     # A Child SA rekey by bytes: 256 KB of pings crosses the soft limit.
     first = ipsec_sas(w.gw_a)[0]["spi_in"]
     w.ping("-f", "-c", "260", "-s", "1200")
-    wait_for(lambda: any(s["spi_in"] != first for s in ipsec_sas(w.gw_a)), 20, "the Child SA rekey")
+    wait_for(lambda: any(s["spi_in"] != first for s in ipsec_sas(w.gw_a)), what="the Child SA rekey")
     # Periodic DPD after 10 s without traffic: one exchange each way is enough.
     # (v2: an empty INFORMATIONAL; v1: R-U-THERE and R-U-THERE-ACK; told apart from Deletes once decrypted)
     if version == 2:
@@ -187,14 +187,14 @@ def test_capture_of_every_exchange_decrypts_cleanly(lab: Lab, version: int, enca
                       " && !isakmp.notify.msgtype")
     else:
         dpd_filter = "isakmp.notify.msgtype == 36136 || isakmp.notify.msgtype == 36137"
-    w.capture.wait_for(dpd_filter, 2, "a DPD exchange", timeout=40, config_dir=w.keys)
+    w.capture.wait_for(dpd_filter, 2, "a DPD exchange", config_dir=w.keys)
     w.reset_ipsec_sa()
     old_ike = {s["conn_id"] for s in ike_sas(w.gw_a)}
     _shell(w.gw_a, "reset ike sa")
     wait_for(lambda: bool(ike_sas(w.gw_a)) and not old_ike & {s["conn_id"] for s in ike_sas(w.gw_a)}
-             and bool(ipsec_sas(w.gw_a)), 30, "a new IKE SA")
+             and bool(ipsec_sas(w.gw_a)), what="a new IKE SA")
     w.ping("-c", "3")
-    w.capture.wait_for(w.esp_filter, 6 + 2 * 260 + 6, "all ESP in the capture", timeout=30)
+    w.capture.wait_for(w.esp_filter, 6 + 2 * 260 + 6, "all ESP in the capture")
     path = w.capture.stop()
     # v2: INIT, AUTH, CREATE_CHILD_SA, INFORMATIONAL; v1: Main/Aggressive, Quick, Informational
     wanted = {34, 35, 36, 37} if version == 2 else {2 if mode == "main" else 4, 32, 5}
@@ -211,10 +211,10 @@ def test_capture_across_an_ike_sa_rekey_decrypts(lab: Lab, version: int) -> None
     """The key log follows a rekeyed IKE SA (its new SPIs and keys), so everything after it decrypts."""
     w = _wire(lab, version, False, ike_duration=60)
     first = {s["spi_i"] for s in ike_sas(w.gw_a)}
-    wait_for(lambda: bool({s["spi_i"] for s in ike_sas(w.gw_a)} - first), 90, "the IKE SA rekey", step=0.5)
+    wait_for(lambda: bool({s["spi_i"] for s in ike_sas(w.gw_a)} - first), 120, "the IKE SA rekey", step=0.5)
     w.reset_ipsec_sa()  # a request on the new IKE SA
     w.ping("-c", "3")
-    w.capture.wait_for(w.esp_filter, 6, "the ESP in the capture", timeout=30)
+    w.capture.wait_for(w.esp_filter, 6, "the ESP in the capture")
     path = w.capture.stop()
     _analyse(w, path, {34, 35, 36, 37} if version == 2 else {2, 32, 5})
     rows = tshark_fields(path, ["isakmp.ispi", "isakmp.exchangetype", "isakmp.flags", "isakmp.messageid"], "isakmp")

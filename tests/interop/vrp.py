@@ -13,8 +13,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tests.interop.netns import Lab, Netns, wait_for
-from tests.system.procs import Proc
+from tests.interop.netns import Lab, Netns
+from tests.system.procs import READY, Proc
+from tests.waiting import wait_for
 
 WAN_ITF = "GigabitEthernet0/0/1"
 LAN_ITF = "GigabitEthernet0/0/2"
@@ -136,9 +137,9 @@ def start_ikegate(lab: Lab, ns: Netns, name: str, config: GatewayConfig, *extra:
     def ready() -> bool:
         if popen.poll() is not None:
             raise AssertionError(f"ikegate {name} exited ({popen.returncode}): {log.read_text()}")
-        return control.exists()
+        return READY in log.read_text(errors="replace")
 
-    wait_for(ready, 20, f"ikegate {name} to start")
+    wait_for(ready, what=f"ikegate {name} to start")
     return Proc(name, popen, str(control), Path(log))  # type: ignore[arg-type]
 
 

@@ -5,12 +5,9 @@ from __future__ import annotations
 
 import json
 
-from ikegate.cli.commands import default_tree
-from ikegate.cli.commands.runtime import Runtime, runtime_commands
-from ikegate.cli.shell import Shell
 from ikegate.gateway.controller import Gateway
-from ikegate.gateway.device import Device
 from ikegate.sad import IkeSaEntry, IpsecSaEntry
+from tests.conftest import device_shell
 from tests.protocol.netsim import Net, ike_view, lab_config
 
 V1 = {" remote-address 127.0.0.11": " remote-address 127.0.0.11\n undo version 2"}
@@ -34,8 +31,7 @@ def _phases(gw: Gateway) -> list[str]:
 def test_v1_tunnel_and_display() -> None:
     net, hq, br = _lab()
     assert _phases(br) == ["v1:1", "v1:2"] and _phases(hq) == ["v1:1", "v1:2"]
-    shell = Shell(br.config, tree=default_tree(runtime_commands(Device())),
-                  device=Runtime(br, Device(), clock=lambda: net.now))
+    shell = device_shell(br, clock=lambda: net.now)
     rows = json.loads("\n".join(shell.run("display ike sa | json").lines))["ike_sa"]
     assert {r["conn_id"]: r["phase"] for r in rows} and all(r["version"] == 1 for r in rows)
     table = "\n".join(shell.run("display ike sa").lines)

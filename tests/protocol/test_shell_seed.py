@@ -11,11 +11,8 @@ from typing import Any
 
 import pytest
 
-from ikegate.cli.commands import default_tree
-from ikegate.cli.commands.runtime import Runtime, runtime_commands
-from ikegate.cli.shell import Shell
-from ikegate.gateway.controller import Gateway
-from ikegate.gateway.device import Device, make_device
+from ikegate.gateway.device import DeviceModel, make_device
+from tests.conftest import device_shell, gateway_for
 from tests.protocol.netsim import Net, lab_config
 
 V6 = {"ip address 127.0.0.11 255.0.0.0": "ipv6 enable\n ipv6 address 2001:db8::11/64",
@@ -25,10 +22,9 @@ V6 = {"ip address 127.0.0.11 255.0.0.0": "ipv6 enable\n ipv6 address 2001:db8::1
 
 
 class Node:
-    def __init__(self, net: Net, name: str, replace: dict[str, str], device: Device) -> None:
-        self.gw = net.add(Gateway(lab_config(name, replace), placements=device.placements))
-        runtime = Runtime(self.gw, device, clock=lambda: net.now)
-        self.shell = Shell(self.gw.config, tree=default_tree(runtime_commands(device)), device=runtime)
+    def __init__(self, net: Net, name: str, replace: dict[str, str], model: DeviceModel) -> None:
+        self.gw = net.add(gateway_for(lab_config(name, replace), model))
+        self.shell = device_shell(self.gw, model, clock=lambda: net.now)
 
     def run(self, line: str) -> list[str]:
         out = self.shell.run(line)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from prometheus_client import generate_latest
 
 from ikegate.gateway.controller import Gateway
+from ikegate.gateway.local import LocalDevice
 from ikegate.ike.events import NegotiationFailed
 from ikegate.ike.v1.registry import ExchangeType, NotifyType, ProtocolId
 from ikegate.ike.v1.sa import State
@@ -141,6 +142,6 @@ def test_v1_notify_16_is_named_in_failure_stats() -> None:
                              [Notify(NotifyType.PAYLOAD_MALFORMED, ProtocolId.ISAKMP, mm1[:8] + bytes(8))])
     b.receive_datagram(refusal, local, remote, net.now)
     assert b.stats.negotiations_failed == {"PAYLOAD_MALFORMED": 1}
-    scrape = generate_latest(registry_for(b)).decode()
+    scrape = generate_latest(registry_for(LocalDevice(b))).decode()
     assert 'ikegate_negotiation_failures_total{reason="PAYLOAD_MALFORMED"} 1.0' in scrape
     assert "NOTIFYTYPE" not in scrape

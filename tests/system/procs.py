@@ -8,8 +8,7 @@ import signal
 import socket
 import subprocess
 import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib import resources
@@ -17,6 +16,12 @@ from pathlib import Path
 from typing import Any
 
 from ikegate.mgmt.control import request
+from tests.waiting import wait_for
+
+#: What ``ikegate run`` prints on stderr once :meth:`ikegate.daemon.Daemon.start` has returned: every
+#: socket is open and auto policies have sent their first message. The control socket appears earlier
+#: (it is opened inside ``start``), so a test that checks what a fresh gateway has *not* done waits for this.
+READY = "listening on"
 
 
 def free_port_pair() -> int:
@@ -66,15 +71,6 @@ class Proc:
         return self.stderr_path.read_text()
 
 
-def wait_for(cond: Callable[[], bool], timeout: float = 15.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 @contextmanager
 def gateway(tmp: Path, name: str, config: str, port: int, *extra: str,
             prefix: list[str] | None = None) -> Iterator[Proc]:
@@ -89,7 +85,7 @@ def gateway(tmp: Path, name: str, config: str, port: int, *extra: str,
                                  env={**os.environ, "PYTHONUNBUFFERED": "1"})
     proc = Proc(name, popen, control, err)
     try:
-        wait_for(lambda: os.path.exists(control) or popen.poll() is not None, 15, f"{name} to start")
+        wait_for(lambda: READY in err.read_text() or popen.poll() is not None, what=f"{name} to start")
         if popen.poll() is not None:
             raise AssertionError(f"{name} exited: {err.read_text()}")
         yield proc
@@ -97,7 +93,7 @@ def gateway(tmp: Path, name: str, config: str, port: int, *extra: str,
         if popen.poll() is None:
             popen.send_signal(signal.SIGTERM)
             try:
-                popen.wait(10)
+                popen.wait(30)
             except subprocess.TimeoutExpired:
                 popen.kill()
                 popen.wait()

@@ -10,7 +10,8 @@ from pathlib import Path
 import pexpect
 import pytest
 
-from tests.system.procs import free_port_pair, gateway, lab_text, wait_for
+from tests.system.procs import free_port_pair, gateway, lab_text
+from tests.waiting import DEADLINE, wait_for
 
 pytestmark = pytest.mark.system
 
@@ -26,7 +27,7 @@ def _cli(control: str, *commands: str) -> subprocess.CompletedProcess[str]:
     args = [sys.executable, "-m", "ikegate", "cli", "--control", control]
     for c in commands:
         args += ["-c", c]
-    return subprocess.run(args, capture_output=True, text=True, timeout=30)
+    return subprocess.run(args, capture_output=True, text=True, timeout=DEADLINE)
 
 
 def test_cli_commands_and_exit_status(tmp_path: Path) -> None:
@@ -60,7 +61,7 @@ def test_interactive_session_through_a_pty(tmp_path: Path) -> None:
     with gateway(tmp_path, "hq", hq_cfg, port) as hq, gateway(tmp_path, "br", br_cfg, port):
         wait_for(lambda: hq.phases() == [1, 2], what="tunnel")
         child = pexpect.spawn(sys.executable, ["-m", "ikegate", "cli", "--control", hq.control],
-                              timeout=15, encoding="utf-8", dimensions=(50, 200))
+                              timeout=DEADLINE, encoding="utf-8", dimensions=(50, 200))
         try:
             child.expect_exact("<HQ>")
             child.send("dis ike sa\r")

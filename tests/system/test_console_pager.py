@@ -10,6 +10,7 @@ import pytest
 
 from ikegate.cli.pager import MORE
 from tests.system.procs import free_port_pair, gateway, lab_text
+from tests.waiting import DEADLINE
 
 pytestmark = pytest.mark.system
 
@@ -17,7 +18,7 @@ pytestmark = pytest.mark.system
 def test_pager_keys_through_a_pty(tmp_path: Path) -> None:
     with gateway(tmp_path, "hq", lab_text("hq"), free_port_pair()) as hq:
         child = pexpect.spawn(sys.executable, ["-m", "ikegate", "cli", "--control", hq.control],
-                              timeout=15, encoding="utf-8", dimensions=(50, 200))
+                              timeout=DEADLINE, encoding="utf-8", dimensions=(50, 200))
         try:
             child.expect_exact("<HQ>")
             child.send("screen-length 10 temporary\r")

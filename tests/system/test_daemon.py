@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.system.procs import free_port_pair, gateway, lab_text, wait_for
+from tests.system.procs import free_port_pair, gateway, lab_text
+from tests.waiting import DEADLINE, wait_for
 
 pytestmark = pytest.mark.system
 
@@ -64,7 +65,7 @@ def test_tunnel_up_reset_and_clean_shutdown(tmp_path: Path) -> None:
 
         # SIGTERM on the branch: it deletes its SAs at the peer and exits 0
         br.popen.send_signal(signal.SIGTERM)
-        assert br.popen.wait(10) == 0
+        assert br.popen.wait(DEADLINE) == 0
         wait_for(lambda: hq.phases() == [], what="HQ told of the shutdown")
 
 

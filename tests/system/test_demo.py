@@ -11,13 +11,14 @@ import pytest
 
 from ikegate.lab.demo import LAB_ENDS
 from tests.system.procs import free_port_pair
+from tests.waiting import DEADLINE
 
 pytestmark = pytest.mark.system
 
 
 def test_demo_save_and_saved_configuration() -> None:
     child = pexpect.spawn(sys.executable, ["-m", "ikegate", "demo", "--base-port", str(free_port_pair())],
-                          timeout=20, encoding="utf-8", dimensions=(50, 200))
+                          timeout=DEADLINE, encoding="utf-8", dimensions=(50, 200))
     try:
         child.expect(r"hq\s+(\S+)\.sock\s+(\S+hq\.cfg)")
         hq_cfg = str(child.match.group(2))

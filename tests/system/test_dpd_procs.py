@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from ikegate.dataplane.packet import echo_request, parse_ip
-from tests.system.procs import Proc, free_port_pair, gateway, lab_text, wait_for
+from tests.system.procs import Proc, free_port_pair, gateway, lab_text
+from tests.waiting import wait_for
 
 pytestmark = pytest.mark.system
 
@@ -60,9 +61,9 @@ def test_restarted_peer_is_found_by_on_demand_dpd_and_the_tunnel_comes_back(tmp_
     assert f"dpd idle-time {IDLE}" in hq_cfg and br_cfg.count("dpd retry-limit") == 1  # the edits took
     with gateway(tmp_path, "br", br_cfg, port) as br:
         with gateway(tmp_path, "hq", hq_cfg, port) as hq:
-            wait_for(lambda: br.phases() == [1, 2], 30, "the auto tunnel")
+            wait_for(lambda: br.phases() == [1, 2], what="the auto tunnel")
             pinger = Pinger(br)
-            wait_for(pinger.tick, 30, "a first reply")
+            wait_for(pinger.tick, what="a first reply")
             killed = time.monotonic()
             hq.popen.kill()  # SIGKILL: no Delete, every SA of HQ gone
             hq.popen.wait()
@@ -71,9 +72,13 @@ def test_restarted_peer_is_found_by_on_demand_dpd_and_the_tunnel_comes_back(tmp_
         with gateway(tmp_path, "hq2", hq_cfg, port):  # restarted: knows none of the branch's SAs
             wait_for(pinger.tick, 120, "a reply through a new tunnel")
             took = time.monotonic() - killed
-            reasons = [r["reason"] for r in br.call("offline")["offline"]]
-            assert "dpd timeout" in reasons, reasons
+            offline = br.call("offline")["offline"]
+            dead_at = [r["time"] for r in offline if r["reason"] == "dpd timeout"]
+            assert dead_at, offline
             assert br.phases() == [1, 2]
-    # idle + retries x interval, plus a second of ping spacing and slack for a loaded machine
-    print(f"IKEv{version}: tunnel back {took:.1f} s after SIGKILL")
-    assert took < IDLE + RETRIES * INTERVAL + 15, took
+    # When the branch declared HQ dead, on its own clock (the event loop's: CLOCK_MONOTONIC, as this
+    # test's): idle + retries x interval, plus the pings' spacing. How long the restarted HQ then takes to
+    # start and negotiate is the machine's load, so the tunnel's return is only waited for.
+    detected = dead_at[0] - killed
+    print(f"IKEv{version}: peer declared dead {detected:.1f} s, tunnel back {took:.1f} s after SIGKILL")
+    assert detected < IDLE + RETRIES * INTERVAL + 10, detected

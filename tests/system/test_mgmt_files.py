@@ -17,6 +17,7 @@ from ikegate.cli.loader import load_config
 from ikegate.daemon import Daemon, DaemonOptions, write_atomically
 from ikegate.mgmt.control import MAX_DEPTH, MAX_LINE, ControlPathError, ControlServer, request
 from tests.system.procs import free_port_pair
+from tests.waiting import DEADLINE, until, wait_for
 
 pytestmark = pytest.mark.system
 
@@ -205,8 +206,6 @@ def test_run_reports_bad_and_binary_lines_without_secrets_or_traceback(tmp_path:
     import subprocess
     import sys
 
-    from tests.system.procs import wait_for
-
     cfg = tmp_path / "gw.cfg"
     cfg.write_bytes(b"sysname GW\nike peer p1\n pre-shared-key S3cretPSK extra-token\n\x00\x9f\xff binary\x01\n"
                     b"aaa\n local-user bob password irreversible-cipher Passw0rd!23 more\n")
@@ -218,7 +217,7 @@ def test_run_reports_bad_and_binary_lines_without_secrets_or_traceback(tmp_path:
                                  "--ike-port", str(port), "--natt-port", str(port + 1)],
                                 stdout=subprocess.DEVNULL, stderr=errf)
     try:
-        wait_for(lambda: control.exists() or proc.poll() is not None, 15, "gateway to start")
+        wait_for(lambda: control.exists() or proc.poll() is not None, what="gateway to start")
         assert proc.poll() is None, err.read_text()
         text = err.read_text()
         assert f"{cfg}:3: pre-shared-key ****** ******: Error: Too many parameters" in text
@@ -228,7 +227,7 @@ def test_run_reports_bad_and_binary_lines_without_secrets_or_traceback(tmp_path:
         assert request(str(control), {"op": "shell", "lines": ["display current-configuration"]})["ok"]
     finally:
         proc.terminate()
-        proc.wait(15)
+        proc.wait(DEADLINE)
     assert not control.exists()  # our own socket is removed at exit
 
 
@@ -236,8 +235,6 @@ def test_daemon_log_flood_is_aggregated_on_every_mirror(tmp_path: Path) -> None:
     """A burst of identical failures reaches stderr (and syslog: the same listener path) as a few lines
     and, once the window ends, one summary the daemon flushes by itself."""
     import io
-
-    from tests.system.procs import wait_for
 
     cfg = tmp_path / "gw.cfg"
     cfg.write_text("sysname GW\n")
@@ -255,7 +252,7 @@ def test_daemon_log_flood_is_aggregated_on_every_mirror(tmp_path: Path) -> None:
             for _ in range(5000):
                 daemon.log("IKE", 4, "NEGOTIATION_FAILED", "IKE negotiation failed. (RemoteAddress=198.51.100.7, "
                            "Reason=timeout)")
-            await asyncio.to_thread(wait_for, lambda: "Suppressed" in stream.getvalue(), 15, "the summary line")
+            await until(lambda: "Suppressed" in stream.getvalue(), what="the summary line")
         finally:
             await daemon.stop()
 

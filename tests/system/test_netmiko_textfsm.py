@@ -16,7 +16,7 @@ import pytest
 
 from ikegate.textfsm import template_dir
 from tests.system.procs import free_port_pair, gateway
-from tests.system.test_ssh import ADMIN_PW, access_config, free_tcp_port, netmiko_lab
+from tests.system.test_ssh import ADMIN_PW, NETMIKO_WAITS, access_config, free_tcp_port, netmiko_lab
 
 pytestmark = pytest.mark.system
 
@@ -29,7 +29,7 @@ def test_every_template_through_netmiko(tmp_path: Path, device_type: str, monkey
     with netmiko_lab(tmp_path, 3) as lab:
         br_addr = lab.br_addr
         device = ConnectHandler(device_type=device_type, host=lab.hq_addr, port=lab.ssh_port, username="admin",
-                                password=ADMIN_PW, fast_cli=True, conn_timeout=10)
+                                password=ADMIN_PW, fast_cli=True, **NETMIKO_WAITS)
         try:
             def parsed(command: str) -> list[dict[str, Any]]:
                 rows = device.send_command(command, use_textfsm=True)
@@ -84,7 +84,7 @@ def test_empty_table_comes_back_as_text(tmp_path: Path, monkeypatch: pytest.Monk
     port = free_tcp_port(address)
     with gateway(tmp_path, "gw", access_config(address, port), free_port_pair()):
         device = ConnectHandler(device_type="huawei", host=address, port=port, username="admin",
-                                password=ADMIN_PW, fast_cli=True, conn_timeout=10)
+                                password=ADMIN_PW, fast_cli=True, **NETMIKO_WAITS)
         try:
             out = device.send_command("display ike sa", use_textfsm=True)
             assert isinstance(out, str) and re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3}", out.strip())
@@ -100,7 +100,7 @@ def test_netmiko_autodetect_finds_huawei(tmp_path: Path) -> None:
     port = free_tcp_port(address)
     with gateway(tmp_path, "gw", access_config(address, port), free_port_pair(), "--model", "USG6680E"):
         detect = SSHDetect(device_type="autodetect", host=address, port=port, username="admin", password=ADMIN_PW,
-                           conn_timeout=10)
+                           **NETMIKO_WAITS)
         try:
             assert detect.autodetect() == "huawei"
             assert max(detect.potential_matches, key=detect.potential_matches.__getitem__) == "huawei"

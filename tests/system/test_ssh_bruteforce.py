@@ -18,16 +18,9 @@ from ikegate.cli.render.config import render_config
 from ikegate.daemon import Daemon
 from ikegate.mgmt import ssh
 from tests.system.test_ssh import ADMIN_PW, access_config, connect, free_tcp_port, log_text, loopback, running
+from tests.waiting import until
 
 pytestmark = pytest.mark.system
-
-
-async def until(cond: Callable[[], bool], what: str, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.02)
 
 
 async def guess(address: str, port: int, source: str, password: str = "wrong-password") -> float:
@@ -135,7 +128,7 @@ def test_connections_waiting_to_log_in_are_capped_per_address(tmp_path: Path) ->
             for _ in range(ssh.MAX_PREAUTH_PER_SOURCE):
                 sock = socket.create_connection((address, port), source_address=(source, 0))
                 idle.append(sock)  # connected, never says a word
-            await until(lambda: _preauth(daemon, source) == ssh.MAX_PREAUTH_PER_SOURCE, "idle connections counted")
+            await until(lambda: _preauth(daemon, source) == ssh.MAX_PREAUTH_PER_SOURCE, what="idle connections counted")
             await refused_before_login(address, port, source)
             assert f"(Ip={source}, Reason=too many connections from the address are logging in)" in log_text(daemon)
             assert daemon.ssh.password_checks == 0
@@ -143,7 +136,7 @@ def test_connections_waiting_to_log_in_are_capped_per_address(tmp_path: Path) ->
         finally:
             for sock in idle:
                 sock.close()
-        await until(lambda: _preauth(daemon, source) == 0, "idle connections gone")
+        await until(lambda: _preauth(daemon, source) == 0, what="idle connections gone")
         await logs_in(address, port, source)
 
     with_gateway(tmp_path, scenario)

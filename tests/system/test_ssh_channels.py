@@ -11,6 +11,7 @@ import pytest
 
 from ikegate.mgmt.ssh import VTY_FULL
 from tests.system.test_ssh import ADMIN_PW, Term, access_config, connect, free_tcp_port, log_text, loopback, running
+from tests.waiting import DEADLINE
 
 pytestmark = pytest.mark.system
 
@@ -67,7 +68,7 @@ def test_concurrent_channels_share_the_vty_limit(tmp_path: Path) -> None:
             await shell.run("return", b"<GW>")
             shell.process.stdin.write(b"quit\r")
             assert (await shell.process.wait()).exit_status == 0
-            await asyncio.wait_for(conn.wait_closed(), 5)
+            await asyncio.wait_for(conn.wait_closed(), DEADLINE)
 
     asyncio.run(scenario())
 
@@ -85,11 +86,11 @@ def test_paramiko_exec_twice_on_one_transport(tmp_path: Path) -> None:
                 ssh = paramiko.SSHClient()
                 ssh.set_missing_host_key_policy(paramiko.AutoAddPolicy())
                 ssh.connect(address, port, username="admin", password=ADMIN_PW, look_for_keys=False,
-                            allow_agent=False, timeout=10)
+                            allow_agent=False, timeout=DEADLINE, banner_timeout=DEADLINE, auth_timeout=DEADLINE)
                 try:
                     out = []
                     for command in ("display version", "display this"):
-                        _, stdout, _ = ssh.exec_command(command, timeout=10)
+                        _, stdout, _ = ssh.exec_command(command, timeout=DEADLINE)
                         text = stdout.read().decode()
                         out.append((stdout.channel.recv_exit_status(), text))
                     return out

@@ -20,7 +20,9 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from ikegate.cli.loader import load_config
 from ikegate.daemon import Daemon, DaemonOptions
-from tests.system.procs import free_port_pair, gateway, lab_text, wait_for
+from ikegate.gateway.device import Selection
+from tests.system.procs import free_port_pair, gateway, lab_text
+from tests.waiting import until, wait_for
 
 pytestmark = pytest.mark.system
 
@@ -54,13 +56,15 @@ async def _listen(host: str) -> tuple[asyncio.DatagramTransport, Collector, int]
     return transport, proto, transport.get_extra_info("sockname")[1]
 
 
-async def _until(cond: object, timeout: float = 10.0, what: str = "condition") -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while asyncio.get_running_loop().time() < deadline:
-        if callable(cond) and cond():
-            return
-        await asyncio.sleep(0.02)
-    raise AssertionError(f"timed out waiting for {what}")
+async def _mark(rx: Collector, host: str, port: int, tag: str) -> int:
+    """Send a marker datagram to the log host at ``host``:``port`` and wait until it is in; return how many
+    messages came before it. Datagrams sent on loopback before it (the gateway's, in this same thread)
+    are in the socket's queue ahead of it, so this is "everything sent so far has landed" without
+    guessing a time."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.sendto(f"<14>1 2026-01-01T00:00:00+00:00 test - - {tag} - marker".encode(), (host, port))
+    await until(lambda: rx.find(tag) is not None, what=f"the marker {tag}")
+    return rx.messages.index(next(m for m in rx.messages if m["msgid"] == tag))
 
 
 def _has_ipv6() -> bool:
@@ -115,7 +119,7 @@ def test_daemons_send_syslog_and_serve_metrics() -> None:
         await br.start()
         try:
             # the tunnel comes up: Branch1 logs it, to both of its log hosts
-            await _until(lambda: rx.find("IPSECTUNNELSTART") is not None, what="tunnel-up log")
+            await until(lambda: rx.find("IPSECTUNNELSTART") is not None, what="tunnel-up log")
             up = rx.find("IKE_SA_ESTABLISHED")
             assert up is not None and up["host"] == "Branch1" and up["app"] == "ikegate" and up["pri"] == "190"
             start = rx.find("IPSECTUNNELSTART")
@@ -123,7 +127,7 @@ def test_daemons_send_syslog_and_serve_metrics() -> None:
             assert start["msg"].startswith("%%01IPSEC-VPN/4/IPSECTUNNELSTART(l):The IPSec tunnel is established.")
             assert f"DstIP={hq_addr}" in start["msg"]
             if v6 is not None:
-                await _until(lambda: "IPSECTUNNELSTART" in v6[1].briefs(), what="IPv6 log host")
+                await until(lambda: "IPSECTUNNELSTART" in v6[1].briefs(), what="IPv6 log host")
             assert br.metrics is not None
             metrics = await _scrape(rx_addr, br.metrics.port)
             assert metrics["ikegate_ike_sas", (("state", "established"), ("version", "2"))] == 1
@@ -132,18 +136,18 @@ def test_daemons_send_syslog_and_serve_metrics() -> None:
             # a manual reset: the command record and the teardown with its reason, on both ends
             out, failed = await br.run_lines(["reset ike sa"])
             assert not failed, out
-            await _until(lambda: rx.find("IPSEC_TUNNEL_TEARED_DOWN") is not None, what="teardown log")
+            await until(lambda: rx.find("IPSEC_TUNNEL_TEARED_DOWN") is not None, what="teardown log")
             cmd = rx.find("CMDRECORD", 'Command="reset ike sa"')
             assert cmd is not None and cmd["pri"] == "189" and "Task=api" in cmd["msg"]
             down = rx.find("IPSEC_TUNNEL_TEARED_DOWN")
             assert down is not None and "OfflineReason=config modify or manual offline" in down["msg"]
-            await _until(lambda: hq_rx.find("IPSEC_TUNNEL_TEARED_DOWN") is not None, what="HQ teardown log")
+            await until(lambda: hq_rx.find("IPSEC_TUNNEL_TEARED_DOWN") is not None, what="HQ teardown log")
             hq_down = hq_rx.find("IPSEC_TUNNEL_TEARED_DOWN")
             assert hq_down is not None and hq_down["host"] == "HQ" and "OfflineReason=peer request" in hq_down["msg"]
             assert hq_rx.find("CMDRECORD", "info-center loghost") is not None  # its own configuration
             assert rx.find("CMDRECORD", "info-center") is None  # each host hears its own gateway only
 
-            await _until(lambda: br.gateway.sad.count(phase=2) == 1, what="re-established")
+            await until(lambda: len(br.device.select(Selection(phase=2))) == 1, what="re-established")
             metrics = await _scrape(rx_addr, br.metrics.port)
             assert metrics["ikegate_resets_total", ()] == 1
             assert metrics["ikegate_deletes_total", (("direction", "sent"),)] >= 1
@@ -151,18 +155,17 @@ def test_daemons_send_syslog_and_serve_metrics() -> None:
 
             # a peer with the wrong key: HQ logs the failed negotiation
             await bad.start()
-            await _until(lambda: hq_rx.find("NEGOTIATION_FAILED") is not None, what="negotiation failure log")
+            await until(lambda: hq_rx.find("NEGOTIATION_FAILED") is not None, what="negotiation failure log")
             fail = hq_rx.find("NEGOTIATION_FAILED")
             assert fail is not None and fail["pri"] == "188" and bad_addr in fail["msg"]
 
             # undo: nothing more reaches the host
             out, failed = await hq.run_lines(["system-view", f"undo info-center loghost {rx_addr}", "return"])
             assert not failed, out
-            await asyncio.sleep(0.2)  # what was sent before the undo lands
-            count = len(hq_rx.messages)
+            before = await _mark(hq_rx, rx_addr, hq_port, "MARK1")  # what was sent before the undo has landed
             await hq.run_lines(["display ike sa"])  # a command record, and the bad peer keeps failing
-            await asyncio.sleep(0.3)
-            assert len(hq_rx.messages) == count
+            after = await _mark(hq_rx, rx_addr, hq_port, "MARK2")
+            assert after == before + 1, hq_rx.messages[before:]  # nothing between the two markers
             assert any(r.brief == "CMDRECORD" and "display ike sa" in r.text for r in hq.logbuffer)  # still local
         finally:
             for d in (bad, br, hq):
@@ -190,7 +193,7 @@ def test_ikegate_run_metrics_option(tmp_path: Path) -> None:
 
         def scrape() -> str:
             try:
-                with urllib.request.urlopen(url, timeout=2) as answer:
+                with urllib.request.urlopen(url, timeout=30) as answer:
                     return str(answer.read().decode())
             except OSError:
                 return ""

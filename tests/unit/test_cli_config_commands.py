@@ -6,7 +6,6 @@ import ipaddress
 
 import pytest
 
-from ikegate.cli.commands import default_tree
 from ikegate.cli.shell import Shell
 from ikegate.policy import secret
 from ikegate.policy.model import (
@@ -23,24 +22,10 @@ from ikegate.policy.model import (
     PortRange,
     TriggerMode,
 )
+from tests.conftest import config_tree, fails, system_shell
 
-TREE = default_tree()
-
-
-def run(*lines: str, config: Config | None = None) -> Shell:
-    """A shell in the system view after running ``lines`` (each must succeed)."""
-    shell = Shell(config if config is not None else Config(), tree=TREE)
-    shell.execute("system-view")
-    for line in lines:
-        outcome = shell.execute(line)
-        assert outcome.ok, f"{line}: {outcome.text}"
-    return shell
-
-
-def fails(shell: Shell, line: str) -> str:
-    outcome = shell.execute(line)
-    assert outcome.error is not None, line
-    return outcome.error
+TREE = config_tree()
+run = system_shell
 
 
 # --- system view ----------------------------------------------------------------------------------

@@ -11,25 +11,22 @@ from importlib import resources
 import pytest
 
 from ikegate.cli import filters, matcher
-from ikegate.cli.commands import default_tree
-from ikegate.cli.commands.runtime import Runtime, runtime_commands
 from ikegate.cli.loader import load_config
 from ikegate.cli.pager import MORE
 from ikegate.cli.shell import Shell
 from ikegate.cli.tree import MANAGE, CommandTree, State
 from ikegate.cli.views import ViewKind
-from ikegate.gateway.controller import Gateway
 from ikegate.gateway.device import make_device
+from tests.conftest import device_shell, gateway_for, runtime_tree
 
 DEVICE = make_device(None, None)
-TREE = default_tree(runtime_commands(DEVICE))
+TREE = runtime_tree(DEVICE)
 
 
 def hq() -> Shell:
     config, errors = load_config(resources.files("ikegate.lab").joinpath("hq.cfg").read_text())
     assert not errors
-    gw = Gateway(config, placements=DEVICE.placements)
-    return Shell(config, tree=TREE, device=Runtime(gw, DEVICE, clock=lambda: 0.0))
+    return device_shell(gateway_for(config, DEVICE), DEVICE)
 
 
 def lines(shell: Shell, line: str) -> list[str]:

@@ -14,13 +14,11 @@ from pathlib import Path
 
 import pytest
 
-from ikegate.cli.commands import default_tree
-from ikegate.cli.commands.runtime import Runtime, runtime_commands
 from ikegate.cli.loader import load_config
 from ikegate.cli.shell import Shell
-from ikegate.gateway.controller import Gateway
 from ikegate.gateway.device import make_device
 from ikegate.sad import IkeSaEntry, IpsecSaEntry, Placement, Role, SaFlag, Selector
+from tests.conftest import device_shell, gateway_for
 
 GOLDEN = Path(__file__).parent.parent / "golden"
 WALL = dt.datetime(2026, 11, 26, 23, 40, 1, 250000)
@@ -32,7 +30,7 @@ def _shell() -> Shell:
     config, errors = load_config(text)
     assert not errors
     device = make_device("USG6680E", None)
-    gw = Gateway(config, placements=device.placements)
+    gw = gateway_for(config, device)
     sad = gw.sad
     v4, v6 = ipaddress.ip_address, ipaddress.ip_address
     ike = sad.add_ike(IkeSaEntry(
@@ -64,8 +62,7 @@ def _shell() -> Shell:
     gw.stats.negotiations_started = 5
     gw.stats.negotiations_succeeded = 4
     gw.stats.negotiations_failed["AUTHENTICATION_FAILED"] = 1
-    runtime = Runtime(gw, device, clock=lambda: NOW, wall=lambda: WALL)
-    return Shell(config, tree=default_tree(runtime_commands(device)), device=runtime)
+    return device_shell(gw, device, clock=lambda: NOW, wall=lambda: WALL)
 
 
 CASES = {

@@ -5,21 +5,15 @@ from __future__ import annotations
 from importlib import resources
 from pathlib import Path
 
-from ikegate.cli.commands import default_tree
-from ikegate.cli.commands.runtime import Runtime, runtime_commands
 from ikegate.cli.loader import load_config
 from ikegate.cli.shell import Shell
-from ikegate.gateway.controller import Gateway
-from ikegate.gateway.device import make_device
+from tests.conftest import device_shell, gateway_for
 
 
 def shell(path: Path | None) -> Shell:
     config, _ = load_config(resources.files("ikegate.lab").joinpath("hq.cfg").read_text())
-    device = make_device(None, None)
-    runtime = Runtime(Gateway(config, placements=device.placements), device,
-                      config_path=str(path) if path else None)
-    return Shell(config, tree=default_tree(runtime_commands(device)), device=runtime,
-                 save_callback=path.write_text if path else None)
+    return device_shell(gateway_for(config), config_path=str(path) if path else None,
+                        shell={"save_callback": path.write_text if path else None})
 
 
 def test_saved_not_running(tmp_path: Path) -> None:

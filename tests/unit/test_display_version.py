@@ -12,14 +12,12 @@ import pytest
 from textfsm import clitable
 
 import ikegate
-from ikegate.cli.commands import default_tree
-from ikegate.cli.commands.runtime import Runtime, runtime_commands
 from ikegate.cli.loader import load_config
 from ikegate.cli.render.version import uptime_text
 from ikegate.cli.shell import Shell
-from ikegate.gateway.controller import Gateway
 from ikegate.gateway.device import make_device
 from ikegate.textfsm import INDEX, template_dir
+from tests.conftest import device_shell, gateway_for
 
 
 class Clock:
@@ -33,8 +31,7 @@ class Clock:
 def shell(model: str | None, clock: Clock) -> Shell:
     config, _ = load_config(resources.files("ikegate.lab").joinpath("hq.cfg").read_text())
     device = make_device(model, None)
-    runtime = Runtime(Gateway(config, placements=device.placements), device, monotonic=clock, booted=clock())
-    return Shell(config, tree=default_tree(runtime_commands(device)), device=runtime)
+    return device_shell(gateway_for(config, device), device, monotonic=clock, booted=clock())
 
 
 def test_layout_model_version_and_uptime() -> None:

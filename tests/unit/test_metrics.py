@@ -10,13 +10,14 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from ikegate.gateway.controller import Gateway
+from ikegate.gateway.local import LocalDevice
 from ikegate.mgmt.metrics import MetricsServer, parse_listen, registry_for
 from tests.protocol.netsim import Net, lab_config
 
 
 class Scraper:
     def __init__(self, gw: Gateway) -> None:
-        self.registry = registry_for(gw)
+        self.registry = registry_for(LocalDevice(gw))
 
     def __call__(self, name: str, **labels: str) -> float:
         value = self.registry.get_sample_value(name, labels)
@@ -122,7 +123,7 @@ def test_esp_drops_by_reason() -> None:
 def test_http_endpoint_on_loopback() -> None:
     net, hq, b1, b2 = _lab()
     _ping(net, b1, 2)
-    server = MetricsServer(registry_for(b1), "127.0.0.3", 0)
+    server = MetricsServer(registry_for(LocalDevice(b1)), "127.0.0.3", 0)
 
     async def get(path: str, accept: str = "") -> tuple[str, dict[str, str], str]:
         reader, writer = await asyncio.open_connection("127.0.0.3", server.port)

@@ -872,3 +872,27 @@ def test_selector() -> None:
     with pytest.raises(ValueError):
         Selector(ip("10.0.0.1"), ip("10.0.0.1"), port_low=10, port_high=5)
     assert hash(s) == hash(Selector.from_network("192.168.17.0/24", 6, 80, 80))
+
+
+def test_by_identity_finds_one_identity_among_many_on_one_address() -> None:
+    """INITIAL_CONTACT looks for one peer identity's older SAs; an address behind a NAT (or the
+    strongSwan load-tester) carries thousands, so the lookup must not walk the address's SAs."""
+    db = SaDatabase()
+    ikes = [make_ike(db, "30.0.0.2") for _ in range(50)]
+    for n, ike in enumerate(ikes):
+        db.set_peer_identity(ike.conn_id, "FQDN", f"c{n}.example")
+    child = make_ipsec(db, ikes[7])  # copies its parent's identity
+    other = make_ike(db, "30.0.0.3")
+    db.set_peer_identity(other.conn_id, "FQDN", "c7.example")  # same name, other address
+    assert ids(db.by_identity("30.0.0.2", "FQDN", "c7.example")) == [child.conn_id, ikes[7].conn_id]
+    assert db.by_identity(ip("30.0.0.2"), "FQDN", "c77.example") == []
+    assert db.by_identity("30.0.0.2", "IP", "c7.example") == []
+    db.set_peer_identity(ikes[7].conn_id, "FQDN", "renamed.example")
+    assert ids(db.by_identity("30.0.0.2", "FQDN", "c7.example")) == [child.conn_id]
+    db.move_peer(ikes[7].conn_id, "30.0.0.9", 4500)  # its child moves along
+    assert ids(db.by_identity("30.0.0.9", "FQDN", "renamed.example")) == [ikes[7].conn_id]
+    assert ids(db.by_identity("30.0.0.9", "FQDN", "c7.example")) == [child.conn_id]
+    db.check()
+    db.remove_tree(ikes[7].conn_id)
+    assert db.by_identity("30.0.0.9", "FQDN", "c7.example") == []
+    db.check()

@@ -15,14 +15,10 @@ from typing import Any
 import pytest
 from textfsm import clitable
 
-from ikegate.cli.commands import default_tree
-from ikegate.cli.commands.runtime import Runtime, runtime_commands
 from ikegate.cli.render import ike_sa
-from ikegate.cli.shell import Shell
-from ikegate.gateway.controller import Gateway
-from ikegate.gateway.device import make_device
 from ikegate.sad import IkeSaEntry, Role, SaDatabase, SaFlag
 from ikegate.textfsm import INDEX, PLATFORM, PLATFORMS, template_dir
+from tests.conftest import device_shell, gateway_for
 from tests.protocol.netsim import Net, lab_config
 
 GOLDEN = Path(__file__).parent.parent / "golden"
@@ -207,10 +203,8 @@ def test_ike_sa_rows_with_vpn_and_without_flags() -> None:
 
 class Node:
     def __init__(self, net: Net, name: str, replace: dict[str, str]) -> None:
-        device = make_device(None, None)
-        self.gw = net.add(Gateway(lab_config(name, replace), placements=device.placements))
-        runtime = Runtime(self.gw, device, clock=lambda: net.now)
-        self.shell = Shell(self.gw.config, tree=default_tree(runtime_commands(device)), device=runtime)
+        self.gw = net.add(gateway_for(lab_config(name, replace)))
+        self.shell = device_shell(self.gw, clock=lambda: net.now)
 
     def text(self, line: str) -> str:
         out = self.shell.run(line)

@@ -11,6 +11,7 @@ import pytest
 
 from ikegate.dataplane.packet import build_ipv4
 from ikegate.io.tun import TunBridge, TunDevice, TunError
+from tests.waiting import until
 
 
 class _FakeDevice(TunDevice):
@@ -62,10 +63,7 @@ def test_packets_in_go_to_the_gateway_and_lan_out_is_written_after_the_flush() -
         second = build_ipv4("192.0.2.10", "192.0.2.70", 17, bytes(12))
         lan.kernel.send(first)
         lan.kernel.send(second)
-        for _ in range(20):
-            await asyncio.sleep(0.01)
-            if gateway.seen:
-                break
+        await until(lambda: gateway.seen, what="the packets read from the device")
         assert gateway.seen == [first, second]
         assert flushes == [1]  # one flush for the burst
         # Each decrypted packet went to the device whose interface holds its destination.

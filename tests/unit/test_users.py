@@ -9,7 +9,6 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
-from ikegate.cli.commands import default_tree
 from ikegate.cli.loader import load_config
 from ikegate.cli.render.config import render_config
 from ikegate.cli.shell import Shell
@@ -29,8 +28,9 @@ from ikegate.policy.users import (
     effective_level,
     ssh_login_allowed,
 )
+from tests.conftest import config_tree, fails, system_shell
 
-TREE = default_tree()
+TREE = config_tree()
 PASSWORD = "Clear@Text#2026"
 
 
@@ -45,19 +45,7 @@ RSA_TYPE, RSA_DATA = openssh(rsa.generate_private_key(public_exponent=65537, key
 EC_TYPE, EC_DATA = openssh(ec.generate_private_key(ec.SECP256R1()))
 
 
-def run(*lines: str, config: Config | None = None, level: int = 3) -> Shell:
-    shell = Shell(config if config is not None else Config(), tree=TREE, level=level)
-    shell.execute("system-view")
-    for line in lines:
-        outcome = shell.execute(line)
-        assert outcome.ok, f"{line}: {outcome.text}"
-    return shell
-
-
-def fails(shell: Shell, line: str) -> str:
-    outcome = shell.execute(line)
-    assert outcome.error is not None, line
-    return outcome.error
+run = system_shell
 
 
 FULL = [

@@ -2,7 +2,8 @@
 
 Handlers stay free of I/O: they read typed arguments through the accessors below, change the
 :class:`~ikegate.policy.model.Config`, write lines with :meth:`CommandContext.write`, and move between
-views through :class:`Session`. ``device`` is the runtime API (SA database, reset) the gateway plugs in;
+views through :class:`Session`. ``device`` is what runtime commands reach (a
+:class:`~ikegate.cli.commands.runtime.Runtime` around the :class:`~ikegate.gateway.device.Device`);
 the configuration commands never touch it, runtime commands cast it to the type they expect.
 """
 

@@ -137,16 +137,17 @@ class Backend(Protocol):
 CountKey = tuple[str, str]  # ("packets" | "bytes" | "drops", direction or drop reason)
 
 
-def pair_counts(pair: ChildSaPair) -> Counter[CountKey]:
-    """One Child SA's counters, keyed for summing."""
-    counts: Counter[CountKey] = Counter()
-    counts["packets", "in"] = pair.inbound.packets
-    counts["packets", "out"] = pair.outbound.packets
-    counts["bytes", "in"] = pair.inbound.bytes
-    counts["bytes", "out"] = pair.outbound.bytes
-    for reason, n in (pair.inbound.drops + pair.outbound.drops).items():
-        counts["drops", reason] += n
-    return counts
+def add_pair_counts(counts: Counter[CountKey], pair: ChildSaPair) -> None:
+    """Add one Child SA's counters into ``counts`` in place (a delete-all retires every SA through here,
+    so no intermediate Counter is built)."""
+    inbound, outbound = pair.inbound, pair.outbound
+    counts["packets", "in"] += inbound.packets
+    counts["packets", "out"] += outbound.packets
+    counts["bytes", "in"] += inbound.bytes
+    counts["bytes", "out"] += outbound.bytes
+    for drops in (inbound.drops, outbound.drops):
+        for reason, n in drops.items():
+            counts["drops", reason] += n
 
 
 # ------------------------------------------------------------------------------------- userspace
@@ -185,6 +186,7 @@ class UserspaceBackend:
                  arm_traps: bool = True) -> None:
         self.replay_window = replay_window
         self.soft_ratio = soft_ratio
+        self._arm_traps = arm_traps
         self.spd: Spd[_Tunnel] = Spd(config, arm_traps=arm_traps)
         self._by_spi: dict[int, _Tunnel] = {}
         self._events: list[Event] = []
@@ -196,7 +198,7 @@ class UserspaceBackend:
 
     def reload(self, config: Config) -> None:
         """Apply a new configuration; installed SAs stay."""
-        self.spd.reload(config)
+        self.spd.reload(config, arm_traps=self._arm_traps)
 
     # ------------------------------------------------------------------------------------ control
 
@@ -228,14 +230,14 @@ class UserspaceBackend:
         if tunnel is None:
             return False
         self.spd.remove(spi)
-        self.retired.update(pair_counts(tunnel.pair))  # totals outlive the SA (metrics count from them)
+        add_pair_counts(self.retired, tunnel.pair)  # totals outlive the SA (metrics count from them)
         return True
 
     def totals(self) -> Counter[CountKey]:
         """Packets, bytes and drops of every SA this backend ever carried, plus drops that concern none."""
         totals = Counter(self.retired)
         for tunnel in self._by_spi.values():
-            totals.update(pair_counts(tunnel.pair))
+            add_pair_counts(totals, tunnel.pair)
         for reason, n in self.drops.items():
             totals["drops", reason] += n
         return totals

@@ -8,9 +8,10 @@ policy; a ``deny`` rule only says "not this policy", so the search goes on with 
 that names a template takes the rules of the template's ACLs; a template without ACL protects whatever
 its negotiated SAs cover (a "dynamic" rule that matches only through installed SAs).
 
-Installed Child SAs hang off the rules whose selectors they intersect, in a per-rule index sorted by
-remote start address, so finding the SA for a packet costs a rule scan plus a bisect, not a walk over
-every SA of the gateway. When several SAs cover a packet (a rekey in progress) the newest one wins.
+Installed Child SAs hang off the rules whose selectors they intersect, in a per-rule index keyed by the
+CIDR blocks of their remote selectors, so finding the SA for a packet costs a rule scan plus one dict
+probe per prefix length in use, and installing or removing one costs the same with 100,000 SAs as with
+ten. When several SAs cover a packet (a rekey in progress) the newest one wins.
 
 Outbound decisions that do not depend on time (protect with SA x, or no policy at all) are remembered
 per flow (the 5-tuple) in a bounded cache that any SA or configuration change empties, so a busy flow
@@ -24,9 +25,8 @@ without letting one busy flow make the gateway start a negotiation per packet.
 
 from __future__ import annotations
 
-import bisect
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
@@ -124,55 +124,102 @@ class _Installed(Generic[T]):
         )
 
 
-class _SaIndex(Generic[T]):
-    """The SAs of one rule, per family sorted by remote start address.
+def _blocks(lo: int, hi: int, width: int) -> Iterator[tuple[int, int]]:
+    """The aligned CIDR blocks that exactly tile ``[lo, hi]``, as (prefix length, ``lo >> host bits``).
 
-    A packet's candidates are the entries whose remote range starts in ``[dst - max_span, dst]``, found
-    by two bisects. With typical site prefixes this slice is one or two entries however many SAs
-    the rule has; one SA with a huge remote range degrades the rule to a scan, never to a wrong answer.
+    A prefix is one block; an arbitrary range is at most ``2 * width`` of them, each the largest aligned
+    block that starts where the previous one ended and still fits.
     """
+    while lo <= hi:
+        size = min(lo & -lo or 1 << width, 1 << (hi - lo + 1).bit_length() - 1)
+        host = size.bit_length() - 1
+        yield width - host, lo >> host
+        lo += size
 
-    __slots__ = ("_items", "_span", "_starts")
+
+_WIDTH = {4: 32, 6: 128}
+
+
+class _Block(Generic[T]):
+    """The SAs of one rule whose remote selectors include one CIDR block, in install order."""
+
+    __slots__ = ("peak", "sas")
 
     def __init__(self) -> None:
-        self._starts: dict[int, list[tuple[int, int]]] = {4: [], 6: []}
-        self._items: dict[int, list[tuple[_Sel, _Installed[T]]]] = {4: [], 6: []}
-        self._span: dict[int, int] = {4: 0, 6: 0}
+        self.sas: dict[_Installed[T], None] = {}
+        self.peak = 0
+
+
+class _SaIndex(Generic[T]):
+    """The SAs of one rule, keyed by the CIDR blocks their remote selectors tile into.
+
+    Every remote range becomes its aligned blocks (a prefix is one) under the key (family, prefix length,
+    network bits), so a packet's candidates are one dict probe per prefix length in use: at most 33 for
+    IPv4 and 129 for IPv6, in practice one or two, however many SAs the rule has. Installing and removing
+    an SA touch only its own blocks. The blocks tile their range without overlap, so a packet meets each
+    SA in at most one block; within a block SAs keep install order, so the newest covering one is found
+    from the end (several SAs cover a packet while a rekey is in progress, and the newest wins).
+    """
+
+    __slots__ = ("_blocks", "_lengths")
+
+    def __init__(self) -> None:
+        self._blocks: dict[tuple[int, int, int], _Block[T]] = {}
+        self._lengths: dict[int, dict[int, int]] = {4: {}, 6: {}}  # family: {prefix length: blocks of it}
 
     def __bool__(self) -> bool:
-        return bool(self._starts[4] or self._starts[6])
+        return bool(self._blocks)
+
+    def _keys(self, inst: _Installed[T]) -> Iterator[tuple[int, int, int]]:
+        for family, lo, hi, *_ in inst.remote:
+            for length, bits in _blocks(lo, hi, _WIDTH[family]):
+                yield family, length, bits
 
     def add(self, inst: _Installed[T]) -> None:
-        for sel in inst.remote:
-            family, lo, hi = sel[0], sel[1], sel[2]
-            sort_key = (lo, inst.order)
-            i = bisect.bisect_right(self._starts[family], sort_key)
-            self._starts[family].insert(i, sort_key)
-            self._items[family].insert(i, (sel, inst))
-            self._span[family] = max(self._span[family], hi - lo)
+        for key in self._keys(inst):
+            block = self._blocks.get(key)
+            if block is None:
+                block = self._blocks[key] = _Block()
+                lengths = self._lengths[key[0]]
+                lengths[key[1]] = lengths.get(key[1], 0) + 1
+            block.sas[inst] = None
+            block.peak = max(block.peak, len(block.sas))
 
     def remove(self, inst: _Installed[T]) -> None:
-        for family in (4, 6):
-            items = self._items[family]
-            keep = [i for i, (_, x) in enumerate(items) if x is not inst]
-            if len(keep) == len(items):
+        for key in self._keys(inst):
+            block = self._blocks.get(key)
+            if block is None or block.sas.pop(inst, block) is block:
                 continue
-            self._items[family] = [items[i] for i in keep]
-            self._starts[family] = [self._starts[family][i] for i in keep]
-            self._span[family] = max((s[2] - s[1] for s, _ in self._items[family]), default=0)
+            if not block.sas:
+                del self._blocks[key]
+                lengths = self._lengths[key[0]]
+                lengths[key[1]] -= 1
+                if not lengths[key[1]]:
+                    del lengths[key[1]]
+            elif 4 * len(block.sas) < block.peak:
+                # A dict keeps the slots of removed keys until it grows again; copying it now keeps the
+                # scan from the end proportional to what is left (amortised over the removals).
+                block.sas = dict(block.sas)
+                block.peak = len(block.sas)
 
     def find(self, info: IpInfo) -> _Installed[T] | None:
         """The newest SA covering ``info`` outbound, or None."""
         family, dst = info.version, info.dst
-        starts = self._starts.get(family)
-        if not starts:
+        lengths = self._lengths.get(family)
+        if not lengths:
             return None
-        hi = bisect.bisect_right(starts, (dst, 1 << 62))
-        lo = bisect.bisect_left(starts, (dst - self._span[family], -1))
+        width = _WIDTH[family]
         best: _Installed[T] | None = None
-        for sel, inst in self._items[family][lo:hi]:
-            if sel[2] >= dst and (best is None or inst.order > best.order) and inst.covers_out(info):
-                best = inst
+        for length in lengths:
+            block = self._blocks.get((family, length, dst >> (width - length)))
+            if block is None:
+                continue
+            for inst in reversed(block.sas):
+                if best is not None and inst.order <= best.order:
+                    break
+                if inst.covers_out(info):
+                    best = inst
+                    break
         return best
 
 

@@ -26,7 +26,7 @@ import os
 import struct
 from collections import OrderedDict, deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TypeVar
 
 from ikegate.dataplane.backend import Acquire, Bypass, Outbound, Send, SoftExpire, UserspaceBackend
@@ -34,6 +34,7 @@ from ikegate.dataplane.packet import PacketError, echo_reply_for, echo_request, 
 from ikegate.gateway import translate
 from ikegate.gateway.admission import BLOCK_TIME, LOG_INTERVAL, HalfOpen, SourceGuard, opening_ok
 from ikegate.gateway.decide import Action, after_delete
+from ikegate.gateway.device import GatewayStats, LogSink
 from ikegate.gateway.keylog import EspKeys, Ikev1Keys, Ikev2Keys, KeyRecord
 from ikegate.gateway.translate import Connection, Flow, PolicyKind
 from ikegate.ike.core import ts as tsmod
@@ -100,30 +101,11 @@ RESPONDER_CACHE = 4096
 #: Delete exchanges run at most this many at a time; the rest wait their turn (their SAs are already gone
 #: from the table). Thousands of Deletes in one burst would only overflow the peer's socket buffer.
 DELETE_WINDOW = 256
-
-LogSink = Callable[[str, int, str, str], None]  # module, severity, brief, text
-
-
-@dataclass(slots=True)
-class GatewayStats:
-    negotiations_started: int = 0
-    negotiations_succeeded: int = 0
-    negotiations_failed: dict[str, int] = field(default_factory=dict)
-    deletes_sent: int = 0
-    deletes_received: int = 0
-    resets: int = 0
-    cookies_sent: int = 0
-    dropped: int = 0
-    esp_dropped: int = 0
-    lan_dropped: int = 0
-    #: opening messages refused before any state: malformed, or over an admission limit, or from a
-    #: source blocked after failed authentications
-    openings_malformed: int = 0
-    openings_refused: int = 0
-    half_open_expired: int = 0
-    auth_failures: int = 0
-    sources_blocked: int = 0
-
+#: IKEv1 Deletes are one-way notifications, so no answer paces them: at most this many IKEv1 SAs start
+#: their Deletes per DELETE_TICK seconds (5,000 a second), the rest wait in the same queue. Sent in one
+#: burst, a reset of 2,000 overflowed strongSwan's receive buffer and left hundreds of SAs at the peer.
+ONE_WAY_DELETES = 50
+DELETE_TICK = 0.01
 
 @dataclass(slots=True)
 class _Meta:
@@ -171,7 +153,6 @@ class Gateway:
         self.placements = sorted(placements)
         self.sad = SaDatabase()
         self.stats = GatewayStats()
-        self.traps: set[tuple[str, int]] = set()
         self.retransmit_tries = retransmit_tries
         self._rng = rng
         self._log = log or (lambda _module, _severity, _brief, _text: None)
@@ -201,8 +182,9 @@ class Gateway:
         self._template_by_peer: dict[str, tuple[IpsecPolicy, str, str]] = {}
         self._responder = _Responder(self)
         self._responder_v1 = _Responder(self, version=1)
-        #: The userspace ESP dataplane (this kernel has no ESP): SPD, ESP-in-UDP, traps.
-        self.dataplane = UserspaceBackend(config)
+        #: The userspace ESP dataplane (this kernel has no ESP): SPD, ESP-in-UDP, traps. The controller
+        #: arms the traps (:meth:`_arm_traps`, :meth:`_arm`): the dataplane only holds what it is told.
+        self.dataplane = UserspaceBackend(config, arm_traps=False)
         #: Decrypted packets for the protected side that are not for the gateway itself (TUN or the
         #: packet API read them); bounded so an unread queue cannot grow without end.
         self.lan_out: deque[bytes] = deque(maxlen=4096)
@@ -220,6 +202,8 @@ class Gateway:
         self._loading: set[Engine] = set()
         self._deleting: set[Engine] = set()
         self._delete_queue: deque[tuple[Engine, DeleteReason]] = deque()
+        self._one_way: tuple[float, int] = (-1.0, 0)  # (tick start, IKEv1 Deletes started in it)
+        self._drain_at: float | None = None  # when a queue drain is scheduled
         self.reload(config)
 
     # ------------------------------------------------------------------ configuration
@@ -240,7 +224,18 @@ class Gateway:
         self._template_policy = {tpl.name: (policy, itf) for policy, tpl, itf in translate.templates(config)}
         self._template_by_peer = {tpl.ike_peer: (policy, tpl.name, itf)
                                   for policy, tpl, itf in reversed(translate.templates(config)) if tpl.ike_peer}
-        self.traps = {k for k, c in self._conns.items() if c.kind is PolicyKind.TRAFFIC_BASED}
+        self._arm_traps()
+
+    def _arm_traps(self) -> None:
+        """A traffic-based policy waits for traffic from the start (the seed): its trap is armed with the
+        configuration and stays armed; after a deletion :func:`~ikegate.gateway.decide.after_delete`
+        says ARM_TRAP and :meth:`_arm` arms it again (idempotent). Only :meth:`shutdown` disarms."""
+        for key, conn in self._conns.items():
+            if conn.kind is PolicyKind.TRAFFIC_BASED:
+                self._arm(key)
+
+    def _arm(self, key: tuple[str, int]) -> None:
+        self.dataplane.install_trap(key)
 
     def local_addresses(self) -> list[str]:
         return [_addr(a) for a in self.config.local_addresses()]
@@ -525,8 +520,10 @@ class Gateway:
 
     def shutdown(self, now: float) -> None:
         """Delete every IKE SA (sending Deletes) without re-establishing anything."""
+        for key, conn in self._conns.items():
+            if conn.kind is PolicyKind.TRAFFIC_BASED:
+                self.dataplane.remove_trap(key)  # traffic during the goodbyes starts nothing
         self._conns = {}
-        self.traps.clear()
         for sa in list(self._meta):
             self._delete_ike(sa, now, DeleteReason.SHUTDOWN)
 
@@ -559,11 +556,46 @@ class Gateway:
         """Delete an IKE SA: at once in the table, and its Delete exchange within the window."""
         if sa.finished or sa.is_deleting:
             return
-        if len(self._deleting) < DELETE_WINDOW:
+        if not self._delete_queue and self._may_start_delete(sa, now):
             self._start_delete(sa, now, reason)
             return
         self._on_ike_down(sa, reason, now)
         self._delete_queue.append((sa, reason))
+        self._drain_deletes(now)
+
+    def _may_start_delete(self, sa: Engine, now: float) -> bool:
+        """Whether ``sa``'s Delete may go now: a slot of the window (IKEv2, freed by the answer), or of this
+        tick's budget of one-way IKEv1 Deletes (counted as taken)."""
+        if not isinstance(sa, IsakmpSa):
+            return len(self._deleting) < DELETE_WINDOW
+        start, used = self._one_way
+        if now >= start + DELETE_TICK:
+            start, used = now, 0
+        if used >= ONE_WAY_DELETES:
+            return False
+        self._one_way = (start, used + 1)
+        return True
+
+    def _drain_deletes(self, now: float) -> None:
+        """Start queued Deletes in order while they may go; when an IKEv1 one must wait for the next tick,
+        come back then (an IKEv2 one waits for an answer, which calls this again)."""
+        queue = self._delete_queue
+        while queue:
+            waiting, reason = queue[0]
+            if waiting.finished:
+                queue.popleft()
+                continue
+            if not self._may_start_delete(waiting, now):
+                if isinstance(waiting, IsakmpSa) and self._drain_at is None:
+                    self._drain_at = self._one_way[0] + DELETE_TICK
+                    self._schedule(self._drain_at, self._drain_later)
+                return
+            queue.popleft()
+            self._start_delete(waiting, now, reason)
+
+    def _drain_later(self, now: float) -> None:
+        self._drain_at = None
+        self._drain_deletes(now)
 
     def _start_delete(self, sa: Engine, now: float, reason: DeleteReason) -> None:
         sa.delete(now, reason)
@@ -797,10 +829,7 @@ class Gateway:
             self.sad.remove_tree(sa.handle)
         if sa in self._deleting:
             self._deleting.discard(sa)
-            while self._delete_queue and len(self._deleting) < DELETE_WINDOW:
-                waiting, reason = self._delete_queue.popleft()
-                if not waiting.finished:
-                    self._start_delete(waiting, now, reason)
+            self._drain_deletes(now)
 
     def _schedule(self, when: float, job: Callable[[float], object]) -> None:
         heapq.heappush(self._heap, (when, next(self._counter), None, job))
@@ -929,7 +958,7 @@ class Gateway:
                     self._adopt(sa, older, entry)
         if isinstance(sa, IsakmpSa):
             entry.exchange_mode = sa.options.mode.value
-        entry.peer_id_type, entry.peer_id = peer_type, peer_id
+        self.sad.set_peer_identity(entry.conn_id, peer_type, peer_id)
         entry.encryption, entry.integrity = algs.get("encryption", ""), algs.get("integrity", "")
         entry.prf, entry.dh = algs.get("prf", ""), algs.get("dh", "")
         entry.auth_method = "PRE_SHARED"
@@ -947,7 +976,7 @@ class Gateway:
         """The established IKEv1 SA this new one (from the peer's Main Mode) replaces, if any."""
         if not isinstance(sa, IsakmpSa):
             return None
-        for entry in self.sad.by_peer(sa.peer[0]):
+        for entry in self.sad.by_identity(sa.peer[0], *self._peer_identity(sa)):
             other = entry.handle
             if isinstance(entry, IkeSaEntry) and isinstance(other, IsakmpSa) and other is not sa \
                     and other.established and other.peer_id == sa.peer_id:
@@ -1082,7 +1111,7 @@ class Gateway:
             if meta.conn is not None and flow is not None:
                 sa.create_child(translate.child_config(self.config, meta.conn.policy, flow), now)
         elif action is Action.ARM_TRAP and meta.conn is not None:
-            self.traps.add(meta.conn.key)
+            self._arm(meta.conn.key)
 
     def _kind_of(self, meta: _Meta, child: ChildSaConfig | None) -> PolicyKind:
         if child is not None and child.template is not None:
@@ -1136,7 +1165,7 @@ class Gateway:
                 self._schedule(now + RETRY_AFTER_FAILURE * (1 if reason is not DeleteReason.PEER_REQUEST else 0.2),
                                functools.partial(self._reinitiate, conn))
         elif action is Action.ARM_TRAP:
-            self.traps.add(conn.key)
+            self._arm(conn.key)
             # Orphans are in use (traffic made them) and may be gone at the peer, where they would swallow
             # the traffic that should bring the tunnel back: renegotiate their flows now.
             rules = {c.config.handle[1] for c in sa.children.values() if isinstance(c.config.handle, tuple)}
@@ -1193,7 +1222,7 @@ class Gateway:
     def _on_initial_contact(self, sa: Engine, now: float) -> None:
         """Drop older IKE SAs with the same peer identity: the peer lost them (RFC 7296 §2.4; RFC 2407
         §4.6.3.3), and IKEv1 orphan IPsec SAs of that peer with them."""
-        for entry in list(self.sad.by_peer(sa.peer[0])):
+        for entry in self.sad.by_identity(sa.peer[0], *self._peer_identity(sa)):
             other = entry.handle
             if isinstance(entry, IpsecSaEntry) and entry.parent is None and isinstance(other, tuple) \
                     and isinstance(other[0], IsakmpSa) and other[0].orphans_survive and other[0].peer_id == sa.peer_id:

@@ -1,15 +1,42 @@
-"""The device model: which USG this gateway plays, and where (slot, cpu) its SAs may live.
+"""The Device seam: everything the management plane (CLI, control socket, SSH, metrics, the daemon) does
+to the gateway, as one interface that carries plain data only.
 
-Only the USG6635E, USG6655E, USG6680E, USG6712E and USG6716E accept ``slot … cpu …`` in ``reset ike sa``
-and ``display ike sa`` (the seed). Those models get a configured set of placements; every other model
-has the single placement (0, 0) and refuses the parameter.
+Why a seam: the management plane used to reach into some 25 attributes of one ``Gateway`` object, and
+``reset ike sa`` existed twice. Here it asks a :class:`Device`, and what crosses is data — a
+:class:`Selection` in, SA database rows, counts, :class:`Statistics`, :class:`PingResult`, offline
+records and configuration out — never an engine. Today one process implements it
+(:class:`ikegate.gateway.local.LocalDevice`, which wraps the controller and its sockets); the workers
+issue implements it by fanning out to placement workers, and the helpers at the end of this module
+(:func:`merge_rows`, :meth:`Statistics.total`, :func:`merge_offline`) are how such an implementation
+combines its workers' answers into exactly what one process would have said.
+
+The module also describes the device *model* (which USG this gateway plays and where its SAs may live),
+because the CLI's grammar depends on it (``slot … cpu …`` exists only on the multi-SPU models).
+
+It imports no engine, controller or I/O module, so that the CLI client and the management code can
+import it cheaply and a test can prove the management plane goes through nothing else
+(tests/unit/test_layering_mgmt.py).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import heapq
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, fields
+from typing import Any, Protocol
 
-from ikegate.sad import DEFAULT_PLACEMENT, Placement
+from ikegate.policy.model import Config
+from ikegate.sad import DEFAULT_PLACEMENT, IpsecSaEntry, OfflineRecord, Placement, SaEntry
+
+__all__ = [
+    "ALL", "DEFAULT_MODEL", "DEFAULT_SLOT_PLACEMENTS", "SLOT_MODELS", "Device", "DeviceError", "DeviceModel",
+    "GatewayStats", "LogSink", "OfflineRecord", "PingResult", "Selection", "Statistics", "make_device",
+    "merge_offline", "merge_rows", "open_local", "parse_placements",
+]
+
+# ----------------------------------------------------------------------------------------------------------
+# The device model
+# ----------------------------------------------------------------------------------------------------------
 
 SLOT_MODELS = frozenset({"USG6635E", "USG6655E", "USG6680E", "USG6712E", "USG6716E"})
 DEFAULT_MODEL = "USG6000V"
@@ -18,7 +45,14 @@ DEFAULT_SLOT_PLACEMENTS = (Placement(1, 0), Placement(1, 1), Placement(3, 0), Pl
 
 
 @dataclass(frozen=True)
-class Device:
+class DeviceModel:
+    """Which USG this gateway plays, and where (slot, cpu) its SAs may live.
+
+    Only the USG6635E, USG6655E, USG6680E, USG6712E and USG6716E accept ``slot … cpu …`` in ``reset ike
+    sa`` and ``display ike sa`` (the seed). Those models get a configured set of placements; every other
+    model has the single placement (0, 0) and refuses the parameter.
+    """
+
     model: str = DEFAULT_MODEL
     placements: tuple[Placement, ...] = field(default=(DEFAULT_PLACEMENT,))
 
@@ -43,10 +77,290 @@ def parse_placements(text: str) -> tuple[Placement, ...]:
     return tuple(sorted(out))
 
 
-def make_device(model: str | None, placements: str | None) -> Device:
+def make_device(model: str | None, placements: str | None) -> DeviceModel:
+    """The model named on the command line (``--model``, ``--placements``); ValueError when they clash."""
     model = (model or DEFAULT_MODEL).upper()
     if model in SLOT_MODELS:
-        return Device(model, parse_placements(placements) if placements else DEFAULT_SLOT_PLACEMENTS)
+        return DeviceModel(model, parse_placements(placements) if placements else DEFAULT_SLOT_PLACEMENTS)
     if placements:
         raise ValueError(f"model {model} has no slots; --placements needs one of {', '.join(sorted(SLOT_MODELS))}")
-    return Device(model)
+    return DeviceModel(model)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# What crosses the seam
+# ----------------------------------------------------------------------------------------------------------
+
+
+class DeviceError(Exception):
+    """The device cannot do what was asked in its present state (e.g. ``ping`` without live sockets).
+    The message is a sentence for the operator, without the final full stop."""
+
+
+@dataclass(frozen=True, slots=True)
+class Selection:
+    """Which SAs an operation is about: the parameters of ``display``/``reset ike sa``, ``reset ipsec sa``
+    and the control socket's ``sas``/``reset`` requests, as plain data.
+
+    Every field left ``None`` does not restrict. A fan-out implementation routes by it: ``conn_id`` goes
+    to the worker owning that residue class, ``placement`` to that worker, anything else to all of them.
+
+    - ``conn_id``: that one entry, whichever phase;
+    - ``remote``: the SAs of that peer address (both phases unless ``phase`` says otherwise);
+    - ``placement``: the SAs living on that (slot, cpu);
+    - ``policy`` (and ``seq``): the SAs negotiated for that IPsec policy (and sequence number);
+    - ``spi``: the one IPsec SA using that ESP SPI (ours first, then the peer's; ``remote`` disambiguates);
+    - ``phase``: 1 for IKE SAs only, 2 for IPsec SAs only.
+    """
+
+    conn_id: int | None = None
+    remote: str | None = None
+    placement: Placement | None = None
+    policy: str | None = None
+    seq: int | None = None
+    spi: int | None = None
+    phase: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.phase not in (None, 1, 2):
+            raise ValueError(f"phase must be 1 or 2, not {self.phase!r}")
+        if self.seq is not None and self.policy is None:
+            raise ValueError("a sequence number needs a policy name")
+
+    def as_record(self) -> dict[str, Any]:
+        """JSON-ready: the fields that restrict (placement as ``slot``/``cpu``); the control socket's form."""
+        out: dict[str, Any] = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if value is None:
+                continue
+            if isinstance(value, Placement):
+                out["slot"], out["cpu"] = value.slot, value.cpu
+            else:
+                out[f.name] = value
+        return out
+
+    @classmethod
+    def from_record(cls, record: Mapping[str, Any]) -> Selection:
+        """The inverse of :meth:`as_record`; also takes the control socket's ``conn_id`` spelled as a
+        string. Unknown keys are ignored (a request carries its operation name beside them); a wrong value
+        raises ValueError."""
+
+        def number(key: str) -> int | None:
+            value = record.get(key)
+            return None if value is None else int(value)
+
+        slot, cpu = number("slot"), number("cpu")
+        if (slot is None) != (cpu is None):
+            raise ValueError("slot and cpu go together")
+        remote, policy = record.get("remote"), record.get("policy")
+        return cls(conn_id=number("conn_id"), remote=None if remote is None else str(remote),
+                   placement=None if slot is None or cpu is None else Placement(slot, cpu),
+                   policy=None if policy is None else str(policy), seq=number("seq"), spi=number("spi"),
+                   phase=number("phase"))
+
+
+#: Everything.
+ALL = Selection()
+
+
+@dataclass(slots=True)
+class GatewayStats:
+    """The controller's event counters. Declared here, with the seam, because they cross it as they are:
+    the controller counts into one (``Gateway.stats``), and :class:`Statistics` is one plus the SA counts."""
+
+    negotiations_started: int = 0
+    negotiations_succeeded: int = 0
+    negotiations_failed: dict[str, int] = field(default_factory=dict)  # by reason
+    deletes_sent: int = 0
+    deletes_received: int = 0
+    resets: int = 0
+    cookies_sent: int = 0
+    dropped: int = 0  # IKE datagrams dropped before or by an SA
+    esp_dropped: int = 0
+    lan_dropped: int = 0
+    #: opening messages refused before any state: malformed, or over an admission limit, or from a
+    #: source blocked after failed authentications
+    openings_malformed: int = 0
+    openings_refused: int = 0
+    half_open_expired: int = 0
+    auth_failures: int = 0
+    sources_blocked: int = 0
+
+
+@dataclass(slots=True)
+class Statistics(GatewayStats):
+    """The device's counters and SA counts at one moment (``display ike statistics``, the control socket's
+    ``stats``, Prometheus): a copy of the controller's counters plus what the SA database and the
+    dataplane count. Every field is a sum over placements, so :meth:`total` of the workers' parts is the
+    device's — except ``resets``, which counts reset *commands*: a fan-out that runs one command on
+    several workers reports how many commands it ran. A snapshot: nothing updates it after it is made."""
+
+    ike_sas: Mapping[int, int] = field(default_factory=dict)  # phase-1 SAs by IKE version
+    negotiating: Mapping[int, int] = field(default_factory=dict)  # of those, still negotiating (NEG)
+    ipsec_sas: Mapping[int, int] = field(default_factory=dict)  # phase-2 SAs by IKE version
+    engines: int = 0  # IKE engines alive (negotiating, up or deleting)
+    #: The ESP dataplane's totals: ("packets" | "bytes", "in" | "out") and ("drops", reason).
+    esp: Mapping[tuple[str, str], int] = field(default_factory=dict)
+
+    @classmethod
+    def total(cls, parts: Iterable[Statistics]) -> Statistics:
+        """The sum of several parts (one per worker); with one part, that part's values."""
+        sums: dict[str, Any] = {}
+        for part in parts:
+            for f in fields(cls):
+                value = getattr(part, f.name)
+                if isinstance(value, int):
+                    sums[f.name] = sums.get(f.name, 0) + value
+                else:
+                    acc: dict[Any, int] = sums.setdefault(f.name, {})
+                    for key, n in value.items():
+                        acc[key] = acc.get(key, 0) + n
+        return cls(**sums)
+
+
+@dataclass(frozen=True, slots=True)
+class PingResult:
+    """What ``ping`` measured: one round-trip time in milliseconds per echo request, None for a timeout
+    (rendered by :mod:`ikegate.cli.render.ping`)."""
+
+    destination: str
+    size: int
+    rtts: tuple[float | None, ...]
+
+    @property
+    def received(self) -> list[float]:
+        return [t for t in self.rtts if t is not None]
+
+
+#: Where the device writes its log records: (module, severity, brief, text), the log buffer's arguments.
+LogSink = Callable[[str, int, str, str], None]
+
+
+class Device(Protocol):
+    """What the management plane may ask of the device. Rows come back in display order (highest conn-id
+    first); they are read-only snapshots as far as the caller is concerned (the in-process implementation
+    hands out its live rows to keep 100,000-row displays cheap, so never modify them), and their
+    ``handle`` field is not part of the contract."""
+
+    @property
+    def model(self) -> DeviceModel:
+        """The USG model and placements (decides the CLI's ``slot … cpu …`` grammar)."""
+        ...
+
+    @property
+    def config(self) -> Config:
+        """The running configuration. Shells edit it in place; :meth:`apply_config` makes the change
+        take effect."""
+        ...
+
+    def now(self) -> float:
+        """The device's monotonic clock (SA ages, ``created`` fields and offline times are on it)."""
+        ...
+
+    def local_addresses(self) -> list[str]:
+        """The public (IKE) addresses the device listens on."""
+        ...
+
+    def lan_addresses(self) -> list[str]:
+        """The device's own protected-side addresses (``ping``'s default sources)."""
+        ...
+
+    def select(self, selection: Selection = ALL, *, counters: bool = False) -> list[SaEntry]:
+        """The SA rows ``selection`` names, highest conn-id first; with ``counters``, the IPsec rows' traffic
+        counters are brought up to date from the dataplane first (``display ipsec sa``)."""
+        ...
+
+    def children(self, conn_id: int) -> list[IpsecSaEntry]:
+        """The IPsec SAs under IKE SA ``conn_id`` (``display ike sa verbose``)."""
+        ...
+
+    def reset_ike_sa(self, selection: Selection = ALL) -> int:
+        """``reset ike sa``: delete the selected SAs (an IKE SA with its IPsec SAs), telling the peers, and
+        re-establish what policy says; honours ``conn_id``, ``remote`` and ``placement``. Returns how many
+        SAs went away."""
+        ...
+
+    def reset_ipsec_sa(self, selection: Selection = ALL) -> int:
+        """``reset ipsec sa``: delete the selected IPsec SAs only; honours ``remote``, ``policy``/``seq`` and
+        ``spi``. Returns how many SAs went away."""
+        ...
+
+    def statistics(self) -> Statistics:
+        ...
+
+    def offline(self, peer: str | None = None, placement: Placement | None = None) -> list[OfflineRecord]:
+        """The tunnel deletion history, oldest first (``display ike offline-info``)."""
+        ...
+
+    def ping(self, source: str, destination: str, count: int, size: int) -> Awaitable[PingResult]:
+        """Echo requests from protected-side address ``source`` through the SPD (a traffic-based policy
+        negotiates on the first one). Raises :class:`DeviceError` at once when the device cannot send."""
+        ...
+
+    def inject(self, packets: Sequence[bytes]) -> int:
+        """The packet API: IP packets into the protected side, as if from the LAN; returns how many."""
+        ...
+
+    def take_lan_output(self) -> list[bytes]:
+        """The packet API: what came out on the protected side since the last call, oldest first."""
+        ...
+
+    def load(self, count: int, concurrency: int = 64) -> None:
+        """Benchmark aid: negotiate ``count`` extra IKE SAs over the first site-to-site policy."""
+        ...
+
+    def apply_config(self, config: Config) -> None:
+        """Take ``config`` as the running configuration: existing SAs stay, later decisions follow it, new
+        auto policies start. All or nothing: a fan-out applies it to every worker before returning."""
+        ...
+
+    async def open(self) -> None:
+        """Bind the sockets and start the auto policies."""
+        ...
+
+    async def close(self, grace: float) -> None:
+        """Shut down: delete every SA (peers get Deletes, nothing is re-established), wait up to ``grace``
+        seconds for the answers, close the sockets."""
+        ...
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Construction and fan-out helpers
+# ----------------------------------------------------------------------------------------------------------
+
+
+def open_local(config: Config, model: DeviceModel | None = None, *, ike_port: int = 500, natt_port: int = 4500,
+               retransmit_tries: int = 5, log: LogSink | None = None, tun: Mapping[str, str] | None = None,
+               raw_esp: bool = True, keylog: str | None = None) -> Device:
+    """The single-process device: a controller, its UDP (and raw ESP) sockets and TUN bridges, in this
+    event loop. ``raw_esp=False`` is ``--force-udp-encap``; ``keylog`` is ``--keylog DIR``.
+
+    The implementation is imported here, not at the top, so that importing the seam stays cheap and a
+    management module never names the controller."""
+    from ikegate.gateway.local import LocalDevice
+
+    return LocalDevice.build(config, model or DeviceModel(), ike_port=ike_port, natt_port=natt_port,
+                             retransmit_tries=retransmit_tries, log=log, tun=dict(tun or {}), raw_esp=raw_esp,
+                             keylog=keylog)
+
+
+def _display_key(entry: SaEntry) -> int:
+    return -entry.conn_id
+
+
+def merge_rows(parts: Iterable[Sequence[SaEntry]]) -> list[SaEntry]:
+    """Several workers' answers to one selection, each in display order, as one list in display order
+    (conn-ids are device-unique, so the result is what one process holding all the SAs would list)."""
+    return list(heapq.merge(*parts, key=_display_key))
+
+
+def _offline_key(record: OfflineRecord) -> float:
+    return record.time
+
+
+def merge_offline(parts: Iterable[Sequence[OfflineRecord]], capacity: int | None = None) -> list[OfflineRecord]:
+    """Several workers' offline histories (each oldest first) as one, oldest first, keeping only the
+    newest ``capacity`` records when given (the device-wide log holds as many as one process's)."""
+    merged = list(heapq.merge(*parts, key=_offline_key))
+    return merged if capacity is None else merged[max(0, len(merged) - capacity):]

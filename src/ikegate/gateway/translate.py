@@ -22,6 +22,7 @@ from ikegate.pki.auth import AuthSettings, LocalCredential
 from ikegate.pki.names import encode_dn
 from ikegate.policy import algorithms as alg
 from ikegate.policy.model import (
+    DEFAULT_IKE_PROPOSAL,
     Acl,
     AclRule,
     Config,
@@ -30,7 +31,6 @@ from ikegate.policy.model import (
     ExchangeMode,
     IdType,
     IkePeer,
-    IkeProposal,
     IpsecPolicy,
     IpsecPolicySettings,
     IpsecPolicyTemplate,
@@ -40,16 +40,6 @@ from ikegate.policy.model import (
 from ikegate.policy.selectors import rule_family, rule_selectors
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
-
-#: USG's built-in lowest-priority IKE proposal (usg-cli a.7), used when a peer names none.
-DEFAULT_IKE_PROPOSAL = IkeProposal(
-    number=0,
-    encryption=["aes-256", "aes-192", "aes-128"],
-    dh=["group14"],
-    integrity=["hmac-sha2-256"],
-    prf=["hmac-sha2-256"],
-)
-
 
 class PolicyKind(enum.Enum):
     """The three behaviours of the seed's matrix."""

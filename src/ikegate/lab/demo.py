@@ -21,6 +21,7 @@ from pathlib import Path
 from ikegate.cli.loader import load_config
 from ikegate.cli.render import ike_sa
 from ikegate.daemon import Daemon, DaemonOptions
+from ikegate.gateway.device import Selection
 
 GATEWAYS = ("hq", "branch1", "branch2")
 #: Said before HQ's console starts: leaving it stops all three gateways, not only HQ.
@@ -33,8 +34,8 @@ def lab_text(name: str) -> str:
 
 def _table(daemon: Daemon) -> str:
     stamp = dt.datetime.now().strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
-    lines = [f"<{daemon.gateway.config.sysname}> display ike sa", f"{stamp} ",
-             *ike_sa.render(daemon.gateway.sad.entries())]
+    lines = [f"<{daemon.device.config.sysname}> display ike sa", f"{stamp} ",
+             *ike_sa.render(daemon.device.select())]
     return "\n".join(line.rstrip() for line in lines)
 
 
@@ -54,7 +55,7 @@ async def _lab(args: argparse.Namespace, rundir: Path) -> int:
         await daemons[name].start()
     # Branch1 (auto) negotiates by itself; give it a moment.
     for _ in range(100):
-        if any(e.phase == 2 for e in daemons["branch1"].gateway.sad.entries()):
+        if daemons["branch1"].device.select(Selection(phase=2)):
             break
         await asyncio.sleep(0.02)
     print("ikegate lab: HQ 127.0.0.11 (template), Branch1 127.0.0.12 (auto), Branch2 127.0.0.13 "

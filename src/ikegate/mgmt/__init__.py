@@ -1,1 +1,1 @@
-"""Management access: local console and control socket (SSH comes later)."""
+"""Management access around the Device: console, control socket, SSH, metrics, syslog."""

@@ -3,16 +3,38 @@
 With ``-c`` the commands run in order as if typed from user view; the transcript is printed and the exit
 status is 1 if any command printed an ``Error:`` line. Without ``-c`` the terminal is attached to a live
 session (raw mode; ``quit`` in user view ends it).
+
+``ikegate cli -c`` is what scripts and the benchmarks run in a loop, so this module imports only the
+standard library it needs for one request: the server side (:mod:`ikegate.mgmt.control`), asyncio and
+the terminal code come in only for an interactive session (``tests/unit/test_client_imports.py``).
 """
 
 from __future__ import annotations
 
-import argparse
-import asyncio
+import json
+import socket
 import sys
+from typing import TYPE_CHECKING, Any
 
-from ikegate.mgmt.control import request
-from ikegate.mgmt.terminal import pump_stdin, write_out
+if TYPE_CHECKING:
+    import argparse
+
+
+def request(path: str, message: dict[str, Any], timeout: float = 30.0) -> dict[str, Any]:
+    """A blocking client call of the control socket (for ``ikegate cli``, tests and benchmarks)."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(timeout)
+        sock.connect(path)
+        sock.sendall(json.dumps(message).encode() + b"\n")
+        buf = b""
+        while not buf.endswith(b"\n"):
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            buf += chunk
+    answer = json.loads(buf)
+    assert isinstance(answer, dict)
+    return answer
 
 
 def main(args: argparse.Namespace) -> int:
@@ -27,6 +49,8 @@ def main(args: argparse.Namespace) -> int:
             return 2
         sys.stdout.write(answer["output"])
         return 1 if answer["error"] else 0
+    import asyncio
+
     try:
         return asyncio.run(_interactive(args.control))
     except OSError as exc:
@@ -35,6 +59,10 @@ def main(args: argparse.Namespace) -> int:
 
 
 async def _interactive(path: str) -> int:
+    import asyncio
+
+    from ikegate.mgmt.terminal import pump_stdin, write_out
+
     reader, writer = await asyncio.open_unix_connection(path)
     writer.write(b'{"op": "attach"}\n')
     await writer.drain()

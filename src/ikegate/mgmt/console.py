@@ -8,10 +8,10 @@ from ikegate.mgmt.terminal import pump_stdin, write_out
 
 async def run_console(daemon: Daemon, others: dict[str, Daemon] | None = None) -> int:
     shell = daemon.new_shell(task="con0", ip="console")
-    write_out(b"\r\nThis is " + daemon.gateway.config.sysname.encode() + b"'s console. `quit` in user view leaves.")
+    write_out(b"\r\nThis is " + daemon.device.config.sysname.encode() + b"'s console. `quit` in user view leaves.")
     if others:
         write_out(b"\r\nThe others: " + b", ".join(
-            f"{d.gateway.config.sysname}: ikegate cli --control {d.options.control}".encode()
+            f"{d.device.config.sysname}: ikegate cli --control {d.options.control}".encode()
             for d in others.values()) + b"\r\n")
     write_out(b"\r\n" + shell.start())
 

@@ -16,6 +16,8 @@ import stat
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from ikegate.mgmt.client import request as request  # the blocking client call, kept importable from here
+
 log = logging.getLogger("ikegate.control")
 
 Handler = Callable[[dict[str, Any]], Awaitable[dict[str, Any]] | dict[str, Any]]
@@ -195,20 +197,3 @@ def parse_request(line: bytes) -> dict[str, Any]:
     if not isinstance(request, dict):
         raise ValueError("request must be an object")
     return request
-
-
-def request(path: str, message: dict[str, Any], timeout: float = 30.0) -> dict[str, Any]:
-    """A blocking client call (for ``ikegate cli`` and tests)."""
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-        sock.settimeout(timeout)
-        sock.connect(path)
-        sock.sendall(json.dumps(message).encode() + b"\n")
-        buf = b""
-        while not buf.endswith(b"\n"):
-            chunk = sock.recv(65536)
-            if not chunk:
-                break
-            buf += chunk
-    answer = json.loads(buf)
-    assert isinstance(answer, dict)
-    return answer

@@ -1,9 +1,9 @@
-"""Prometheus metrics, read from the gateway at scrape time (``ikegate run --metrics ADDR:PORT``).
+"""Prometheus metrics, read from the device at scrape time (``ikegate run --metrics ADDR:PORT``).
 
 A custom collector, not ``Counter``/``Gauge`` objects: the gateway already counts everything (the SA
-database's counts, :class:`~ikegate.gateway.controller.GatewayStats`, the dataplane's per-SA counters),
-so a second set of counters updated alongside would only be a second truth to drift. Each scrape reads
-those sources once:
+database's counts, the controller's statistics, the dataplane's per-SA counters), so a second set of
+counters updated alongside would only be a second truth to drift. Each scrape asks the device once for
+its :class:`~ikegate.gateway.device.Statistics`:
 
 =========================================  =====  ============================================================
 metric                                      type   source
@@ -29,63 +29,51 @@ deletes the SA (:meth:`~ikegate.dataplane.backend.UserspaceBackend.totals`), so 
 never go down and lose nothing.
 
 The HTTP endpoint is served on the daemon's own event loop (:class:`MetricsServer`) rather than with
-``prometheus_client.start_http_server``, whose thread would read the gateway's dictionaries while the
-loop changes them; here a scrape is just another callback on the loop, so it sees a consistent state.
+``prometheus_client.start_http_server``, whose thread would ask the device while the loop changes it;
+here a scrape is just another callback on the loop, so it sees a consistent state.
 """
 
 from __future__ import annotations
 
 import asyncio
 import ipaddress
-from collections import Counter
 from collections.abc import Iterator
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import Collector, CollectorRegistry
 
-from ikegate.gateway.controller import Gateway
-from ikegate.sad import SaFlag
+from ikegate.gateway.device import Device, Statistics
 
-__all__ = ["GatewayCollector", "MetricsServer", "parse_listen", "registry_for"]
-
-_Key = tuple[str, str]  # ("packets" | "bytes" | "drops", direction or reason)
+__all__ = ["DeviceCollector", "MetricsServer", "parse_listen", "registry_for"]
 
 
-class GatewayCollector(Collector):
-    """Reads one gateway at every :meth:`collect` (see the module docstring for the metrics)."""
+def _ike_states(st: Statistics) -> dict[tuple[int, str], int]:
+    out: dict[tuple[int, str], int] = {}
+    for version in (1, 2):
+        negotiating = st.negotiating.get(version, 0)
+        out[version, "negotiating"] = negotiating
+        out[version, "established"] = st.ike_sas.get(version, 0) - negotiating
+    return out
 
-    def __init__(self, gateway: Gateway) -> None:
-        self.gateway = gateway
 
-    def _esp_totals(self) -> Counter[_Key]:
-        return self.gateway.dataplane.totals()
+class DeviceCollector(Collector):
+    """Asks one device for its statistics at every :meth:`collect` (see the module docstring)."""
 
-    def _ike_states(self) -> dict[tuple[int, str], int]:
-        sad = self.gateway.sad
-        negotiating = {1: 0, 2: 0}
-        if sad.flag_count(SaFlag.NEG):  # O(1) when nothing negotiates, a scan only when something does
-            for entry in sad.ike_sas():
-                if SaFlag.NEG in entry.flags:
-                    negotiating[entry.version] = negotiating.get(entry.version, 0) + 1
-        out: dict[tuple[int, str], int] = {}
-        for version in (1, 2):
-            total = sad.count(version=version, phase=1)
-            out[version, "negotiating"] = negotiating.get(version, 0)
-            out[version, "established"] = total - out[version, "negotiating"]
-        return out
+    def __init__(self, device: Device) -> None:
+        self.device = device
 
     def collect(self) -> Iterator[Metric]:
-        gw, st = self.gateway, self.gateway.stats
+        st = self.device.statistics()
         ike = GaugeMetricFamily("ikegate_ike_sas", "IKE (phase 1) SAs in the SA database",
                                 labels=["version", "state"])
-        for (version, state), n in sorted(self._ike_states().items()):
+        for (version, state), n in sorted(_ike_states(st).items()):
             ike.add_metric([str(version), state], n)
         yield ike
         ipsec = GaugeMetricFamily("ikegate_ipsec_sas", "IPsec (phase 2) SA pairs in the SA database",
                                   labels=["version"])
         for version in (1, 2):
-            ipsec.add_metric([str(version)], gw.sad.count(version=version, phase=2))
+            ipsec.add_metric([str(version)], st.ipsec_sas.get(version, 0))
         yield ipsec
 
         yield CounterMetricFamily("ikegate_negotiations_started", "IKE negotiations started",
@@ -119,13 +107,13 @@ class GatewayCollector(Collector):
         yield CounterMetricFamily("ikegate_ike_peers_blocked", "Source addresses blocked after repeated "
                                   "authentication failures", value=st.sources_blocked)
 
-        esp = self._esp_totals()
+        esp = st.esp
         packets = CounterMetricFamily("ikegate_esp_packets", "ESP packets, by direction", labels=["direction"])
         octets = CounterMetricFamily("ikegate_esp_bytes", "Bytes carried in ESP packets (inner packets), "
                                      "by direction", labels=["direction"])
         for direction in ("in", "out"):
-            packets.add_metric([direction], esp["packets", direction])
-            octets.add_metric([direction], esp["bytes", direction])
+            packets.add_metric([direction], esp.get(("packets", direction), 0))
+            octets.add_metric([direction], esp.get(("bytes", direction), 0))
         yield packets
         yield octets
         drops = CounterMetricFamily("ikegate_esp_drops", "Packets the ESP dataplane dropped, by reason (no-sa "
@@ -136,11 +124,11 @@ class GatewayCollector(Collector):
         yield drops
 
 
-def registry_for(gateway: Gateway) -> CollectorRegistry:
-    """A registry holding only this gateway's collector (no process or GC metrics of the default one:
+def registry_for(device: Device) -> CollectorRegistry:
+    """A registry holding only this device's collector (no process or GC metrics of the default one:
     with several daemons in one process, as in ``ikegate demo`` or tests, they would be shared)."""
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(GatewayCollector(gateway))
+    registry.register(DeviceCollector(device))
     return registry
 
 

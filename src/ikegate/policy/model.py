@@ -82,6 +82,17 @@ class IkeProposal:
     duration: int = 86400
 
 
+#: USG's built-in lowest-priority IKE proposal (usg-cli a.7), used when a peer names none. A fact of the
+#: configuration model: the negotiation (gateway/translate.py) proposes it, ``display ike proposal`` lists it.
+DEFAULT_IKE_PROPOSAL = IkeProposal(
+    number=0,
+    encryption=["aes-256", "aes-192", "aes-128"],
+    dh=["group14"],
+    integrity=["hmac-sha2-256"],
+    prf=["hmac-sha2-256"],
+)
+
+
 @dataclass
 class IkeAdmission:
     """``ike call admission limit ...`` (system view): how much unauthenticated negotiation state the

@@ -1,6 +1,7 @@
 """The built-in commands, grouped by what they configure; :func:`default_tree` compiles them once.
 
-Runtime commands (``display ike sa``, ``reset ike sa``) live with the gateway and join through
+Runtime commands (``display ike sa``, ``reset ike sa``, ``ping``) depend on the device model, so
+:func:`~ikegate.cli.commands.runtime.runtime_commands` builds them per model and they join through
 ``default_tree(extra)`` or :meth:`~ikegate.cli.tree.CommandTree.extended`.
 """
 

@@ -1,9 +1,10 @@
-"""Runtime commands: ``display ike sa``, ``reset ike sa`` and their family, on the live gateway.
+"""Runtime commands: ``display ike sa``, ``reset ike sa`` and their family, on the live device.
 
-They read the SA database and ask the controller to delete; they never keep state of their own. The
-``slot … cpu …`` trailer exists only on the models that have it (the seed), so the declarations are
-built per device: on other models the word ``slot`` is simply not a command word (Unrecognized), on
-slot models a slot or CPU that does not exist is a Wrong parameter.
+They ask the :class:`~ikegate.gateway.device.Device` (select, reset, statistics, ping) and render what it
+answers; they never keep state of their own nor touch the controller. The ``slot … cpu …`` trailer
+exists only on the models that have it (the seed), so the declarations are built per device model: on
+other models the word ``slot`` is simply not a command word (Unrecognized), on slot models a slot or CPU
+that does not exist is a Wrong parameter.
 """
 
 from __future__ import annotations
@@ -20,10 +21,10 @@ from ikegate.cli.context import CommandContext
 from ikegate.cli.errors import CommandError, ParamError
 from ikegate.cli.params import Integer, Ipv4, Ipv6, String
 from ikegate.cli.render import ike_info, ike_sa, ipsec_sa, version
+from ikegate.cli.render import ping as ping_render
 from ikegate.cli.tree import MANAGE, MONITOR, VISIT, Command
 from ikegate.cli.views import ALL_VIEWS, ViewKind
-from ikegate.gateway.controller import Gateway
-from ikegate.gateway.device import Device
+from ikegate.gateway.device import Device, DeviceError, DeviceModel, PingResult, Selection
 from ikegate.mgmt.records import entry_record
 from ikegate.sad import IkeSaEntry, IpsecSaEntry, Placement, SaEntry
 
@@ -33,19 +34,13 @@ NO_MATCH = "Info: No SA matches the specified conditions; nothing was deleted."
 
 @dataclass
 class Runtime:
-    """What runtime commands reach through ``ctx.device``: the controller, the model and the clocks."""
+    """What runtime commands reach through ``ctx.device``: the device, the wall clock, the SSH blocks."""
 
-    gateway: Gateway
-    device: Device = field(default_factory=Device)
-    clock: Callable[[], float] = lambda: 0.0  # the controller's (monotonic) clock
+    device: Device
     wall: Callable[[], dt.datetime] = dt.datetime.now
-    after_change: Callable[[], None] = lambda: None  # flush datagrams after a reset
-    #: ``ping``: (source, destination, count, size) -> the lines it prints, once the replies are in. The
-    #: daemon supplies it (it needs real time); without it ``ping`` is refused.
-    pinger: Callable[[str, str, int, int], Awaitable[list[str]]] | None = None
     #: The SSH server's address blocks (``display ssh server ip-block``); the daemon supplies it.
     ssh: SshBlocks | None = None
-    #: ``display version``'s uptime: the process's, on its own monotonic clock (the controller's clock
+    #: ``display version``'s uptime: the process's, on its own monotonic clock (the device's clock
     #: starts with the event loop and is stepped by in-memory tests).
     monotonic: Callable[[], float] = time.monotonic
     booted: float = field(default_factory=time.monotonic)
@@ -54,11 +49,15 @@ class Runtime:
     #: the gateway runs without one.
     config_path: str | None = None
 
+    @property
+    def model(self) -> DeviceModel:
+        return self.device.model
+
     def uptime(self) -> float:
         return max(0.0, self.monotonic() - self.booted)
 
     def now(self) -> float:
-        return self.clock()
+        return self.device.now()
 
 
 def _rt(ctx: CommandContext) -> Runtime:
@@ -74,10 +73,10 @@ def _placement(ctx: CommandContext) -> Placement | None:
     if slot is None:
         return None
     cpu = ctx.number("cpu")
-    device = _rt(ctx).device
-    if not any(p.slot == slot for p in device.placements):
+    model = _rt(ctx).model
+    if not any(p.slot == slot for p in model.placements):
         raise ParamError("slot")
-    if not device.has_placement(slot, cpu):
+    if not model.has_placement(slot, cpu):
         raise ParamError("cpu")
     return Placement(slot, cpu)
 
@@ -98,8 +97,7 @@ def _emit(ctx: CommandContext, data: Callable[[], Any], text: Callable[[], list[
 
 def display_ike_sa(ctx: CommandContext) -> None:
     rt = _rt(ctx)
-    remote = ctx.opt_ip("remote")
-    entries = rt.gateway.sad.select(remote=str(remote) if remote else None, placement=_placement(ctx))
+    entries = rt.device.select(Selection(remote=_text(ctx.opt_ip("remote")), placement=_placement(ctx)))
     now = rt.now()
     _emit(ctx, lambda: {"ike_sa": [entry_record(e, now) for e in entries]}, lambda: ike_sa.render(entries),
           padded=True)
@@ -107,34 +105,23 @@ def display_ike_sa(ctx: CommandContext) -> None:
 
 def display_ike_sa_verbose(ctx: CommandContext) -> None:
     rt = _rt(ctx)
-    rt.gateway.sync_counters()
-    sad = rt.gateway.sad
     conn_id = ctx.opt_number("connection-id")
-    remote = ctx.opt_ip("remote")
-    entries: list[SaEntry]
-    if conn_id is not None:
-        entry = sad.get(conn_id)
-        entries = [entry] if entry is not None else []
-    else:
-        entries = [e for e in sad.select(remote=str(remote)) if isinstance(e, IkeSaEntry)]
+    # By conn-id: that SA whichever its phase; by remote: the peer's IKE SAs (their IPsec SAs under them).
+    selection = Selection(conn_id=conn_id) if conn_id is not None else \
+        Selection(remote=_text(ctx.opt_ip("remote")), phase=1)
+    entries: list[SaEntry] = rt.device.select(selection, counters=True)
     now = rt.now()
-    children = {e.conn_id: sad.children(e.conn_id) for e in entries if isinstance(e, IkeSaEntry)}
+    children = {e.conn_id: rt.device.children(e.conn_id) for e in entries if isinstance(e, IkeSaEntry)}
     _emit(ctx, lambda: {"ike_sa": [entry_record(e, now) for e in entries]},
           lambda: ike_info.verbose(entries, children, now))
 
 
 def display_ipsec_sa(ctx: CommandContext) -> None:
     rt = _rt(ctx)
-    rt.gateway.sync_counters()
-    sad = rt.gateway.sad
-    remote = ctx.opt_ip("remote")
     policy = ctx.opt_string("policy-name")
-    entries: list[IpsecSaEntry]
-    if policy is not None:
-        entries = [e for e in sad.by_policy(policy, ctx.opt_number("seq")) if isinstance(e, IpsecSaEntry)]
-    else:
-        entries = [e for e in sad.select(remote=str(remote) if remote else None, phase=2)
-                   if isinstance(e, IpsecSaEntry)]
+    selection = Selection(policy=policy, seq=ctx.opt_number("seq"), phase=2) if policy is not None else \
+        Selection(remote=_text(ctx.opt_ip("remote")), phase=2)
+    entries = [e for e in rt.device.select(selection, counters=True) if isinstance(e, IpsecSaEntry)]
     now = rt.now()
     brief = ctx.keyword("brief")
     _emit(ctx, lambda: {"ipsec_sa": [entry_record(e, now) for e in entries]},
@@ -169,7 +156,7 @@ def display_ike_peer(ctx: CommandContext) -> None:
 def display_ike_offline_info(ctx: CommandContext) -> None:
     rt = _rt(ctx)
     peer = ctx.opt_ip("peer")
-    records = rt.gateway.sad.offline.entries(peer=peer, placement=_placement(ctx))
+    records = rt.device.offline(peer=_text(peer), placement=_placement(ctx))
     now, wall = rt.now(), rt.wall()
     data = {"offline": [{"peer": str(r.peer_address), "port": r.peer_port, "reason": r.reason,
                          "version": r.version, "time": (wall - dt.timedelta(seconds=now - r.time)).isoformat()}
@@ -178,24 +165,22 @@ def display_ike_offline_info(ctx: CommandContext) -> None:
 
 
 def display_ike_statistics(ctx: CommandContext) -> None:
-    gw = _rt(ctx).gateway
-    counts = {f"{kind}_v{v}": gw.sad.count(version=v, phase=ph) for kind, ph in (("ike", 1), ("ipsec", 2))
-              for v in (1, 2)}
-    st = gw.stats
+    st = _rt(ctx).device.statistics()
+    counts = ike_info.statistics_counts(st)
     data = {"statistics": {**counts, "negotiations_started": st.negotiations_started,
                            "negotiations_succeeded": st.negotiations_succeeded,
                            "negotiations_failed": dict(st.negotiations_failed), "deletes_sent": st.deletes_sent,
                            "deletes_received": st.deletes_received, "resets": st.resets,
                            "cookies_sent": st.cookies_sent, "dropped": st.dropped}}
-    _emit(ctx, lambda: data, lambda: ike_info.statistics(st, counts))
+    _emit(ctx, lambda: data, lambda: ike_info.statistics(st))
 
 
 def display_version(ctx: CommandContext) -> None:
     rt = _rt(ctx)
     uptime = rt.uptime()
-    data = {"version": {"model": rt.device.model, "vrp_version": version.VRP_VERSION,
+    data = {"version": {"model": rt.model.model, "vrp_version": version.VRP_VERSION,
                         "ikegate_version": __version__, "uptime_seconds": int(uptime)}}
-    _emit(ctx, lambda: data, lambda: version.render(rt.device.model, uptime), stamp=False)
+    _emit(ctx, lambda: data, lambda: version.render(rt.model.model, uptime), stamp=False)
 
 
 def display_saved_configuration(ctx: CommandContext) -> None:
@@ -213,35 +198,25 @@ def display_saved_configuration(ctx: CommandContext) -> None:
 
 
 def reset_ike_sa(ctx: CommandContext) -> None:
-    rt = _rt(ctx)
-    remote = ctx.opt_ip("remote")
-    deleted = rt.gateway.reset_ike_sa(rt.now(), conn_id=ctx.opt_number("conn-id"),
-                                      remote=str(remote) if remote else None, placement=_placement(ctx))
-    rt.after_change()
-    if not deleted:
+    selection = Selection(conn_id=ctx.opt_number("conn-id"), remote=_text(ctx.opt_ip("remote")),
+                          placement=_placement(ctx))
+    if not _rt(ctx).device.reset_ike_sa(selection):
         ctx.write(NO_MATCH)
 
 
 def reset_ipsec_sa(ctx: CommandContext) -> None:
-    rt = _rt(ctx)
-    remote = ctx.opt_ip("remote") or ctx.opt_ip("address")
-    spi = ctx.opt_number("spi")
-    deleted = rt.gateway.reset_ipsec_sa(rt.now(), remote=str(remote) if remote else None,
-                                        policy=ctx.opt_string("policy-name"), seq=ctx.opt_number("seq"), spi=spi)
-    rt.after_change()
-    if not deleted:
+    selection = Selection(remote=_text(ctx.opt_ip("remote") or ctx.opt_ip("address")),
+                          policy=ctx.opt_string("policy-name"), seq=ctx.opt_number("seq"), spi=ctx.opt_number("spi"))
+    if not _rt(ctx).device.reset_ipsec_sa(selection):
         ctx.write(NO_MATCH)
 
 
 def ping(ctx: CommandContext) -> None:
-    rt = _rt(ctx)
-    if rt.pinger is None:
-        raise CommandError("Error: ping is not available on this session.")
+    device = _rt(ctx).device
     destination = ctx.ip("destination")
     source = ctx.opt_ip("source")
     if source is None:
-        lan = [a for a in rt.gateway.lan_addresses() if ":" in a] if destination.version == 6 else \
-            [a for a in rt.gateway.lan_addresses() if ":" not in a]
+        lan = [a for a in device.lan_addresses() if (":" in a) == (destination.version == 6)]
         if not lan:
             raise CommandError("Error: No protected-side address to ping from; use -a SOURCE.")
         source_text = lan[0]
@@ -249,11 +224,23 @@ def ping(ctx: CommandContext) -> None:
         if source.version != destination.version:
             raise ParamError("source")
         source_text = str(source)
-    ctx.pending = rt.pinger(source_text, str(destination), ctx.opt_number("count") or 5,
-                            ctx.opt_number("size") or 56)
+    try:
+        measured = device.ping(source_text, str(destination), ctx.opt_number("count") or 5,
+                               ctx.opt_number("size") or 56)
+    except DeviceError as exc:
+        raise CommandError(f"Error: {exc}.") from exc
+    ctx.pending = _ping_lines(measured)
 
 
-def runtime_commands(device: Device) -> list[Command]:
+async def _ping_lines(measured: Awaitable[PingResult]) -> list[str]:
+    return ping_render.render(await measured)
+
+
+def _text(address: object | None) -> str | None:
+    return None if address is None else str(address)
+
+
+def runtime_commands(model: DeviceModel) -> list[Command]:
     """The runtime command declarations for this device model."""
     addr = (Ipv4("IPv4 address"), Ipv6("IPv6 address"))
     params: dict[str, Any] = {
@@ -274,7 +261,7 @@ def runtime_commands(device: Device) -> list[Command]:
         "size": Integer("Data bytes in each request", 20, 9600),
         "cpu": Integer("CPU ID", 0, 15),
     }
-    slot = " [ slot <slot> cpu <cpu> ]" if device.has_slots else ""
+    slot = " [ slot <slot> cpu <cpu> ]" if model.has_slots else ""
     help_words = {"verbose": "Display detailed information", "connection-id": "Specify the connection ID",
                   "brief": "Display brief information", "policy": "Specify an IPSec policy",
                   "offline-info": "Display the history of deleted tunnels", "peer": "Specify the peer",

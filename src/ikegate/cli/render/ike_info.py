@@ -12,9 +12,8 @@ from collections.abc import Iterable
 
 from ikegate.cli.render.columns import place
 from ikegate.cli.render.ipsec_sa import duration_text, flow_text
-from ikegate.gateway.controller import GatewayStats
-from ikegate.gateway.translate import DEFAULT_IKE_PROPOSAL
-from ikegate.policy.model import AuthenticationMethod, Config, IkePeer, IkeProposal
+from ikegate.gateway.device import Statistics
+from ikegate.policy.model import DEFAULT_IKE_PROPOSAL, AuthenticationMethod, Config, IkePeer, IkeProposal
 from ikegate.sad import IkeSaEntry, IpsecSaEntry, OfflineRecord, SaEntry, flags_text
 
 RULE = "-" * 76
@@ -205,7 +204,14 @@ def offline(records: list[OfflineRecord], now: float, wall: dt.datetime) -> list
     return lines
 
 
-def statistics(stats: GatewayStats, counts: dict[str, int]) -> list[str]:
+def statistics_counts(stats: Statistics) -> dict[str, int]:
+    """SA counts under the names ``display ike statistics | json`` uses: ``ike_v1``, ``ipsec_v2``, …"""
+    return {f"{kind}_v{v}": by_version.get(v, 0) for kind, by_version in (("ike", stats.ike_sas),
+                                                                       ("ipsec", stats.ipsec_sas)) for v in (1, 2)}
+
+
+def statistics(stats: Statistics) -> list[str]:
+    counts = statistics_counts(stats)
     failed = sum(stats.negotiations_failed.values())
     lines = [
         "",

@@ -1,0 +1,127 @@
+"""Where the responder's CPU goes, per SA: cProfile of HQ while a branch runs the `load` op, then of HQ's
+`reset ike sa` (all) until every Delete is acknowledged.
+
+Both gateways run in this process in memory (no sockets, the clock stepped by hand), so the profile is
+of the protocol core and its installs, not of asyncio or the kernel. Only HQ's calls are profiled. HQ is
+built by the daemon's own constructor with its log stream on /dev/null, so every tunnel up/down takes the
+same logging path as in `ikegate run` (log buffer, stderr mirror, syslog listener).
+
+    python profile_responder.py [-n 3000] [--top 25] [--sort tottime|cumtime]
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import io
+import pstats
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from _procs import lab_text
+
+from ikegate.cli.loader import load_config
+from ikegate.daemon import Daemon, DaemonOptions
+from ikegate.gateway.controller import Gateway
+
+R = TypeVar("R")
+HQ, BRANCH = "192.0.2.1", "192.0.2.2"
+
+
+def gateways(devnull: io.TextIOBase) -> tuple[Gateway, Gateway]:
+    hq_cfg, errors = load_config(lab_text("hq", **{"127.0.0.11": HQ}))
+    assert not errors, errors
+    br_cfg, errors = load_config(lab_text("branch1", **{"127.0.0.11": HQ, "127.0.0.12": BRANCH,
+                                                         "trigger-mode auto": "trigger-mode traffic-based"}))
+    assert not errors, errors
+    hq = Daemon(hq_cfg, DaemonOptions(log_stream=devnull)).gateway  # type: ignore[arg-type]
+    br = Gateway(br_cfg)
+    return hq, br
+
+
+class Pump:
+    """Datagrams between the two gateways until quiet; HQ's share of the work runs under one profiler
+    and, when given, the branch's under another."""
+
+    def __init__(self, hq: Gateway, br: Gateway, prof: cProfile.Profile, peer: cProfile.Profile | None = None):
+        self.hq, self.br, self.prof, self.peer = hq, br, prof, peer
+        self.now = 0.0
+        self.cpu = 0.0  # process CPU seconds spent inside HQ's calls
+        self.peer_cpu = 0.0
+
+    def on_hq(self, call: Callable[[], R]) -> R:
+        result, spent = self._profiled(self.prof, call)
+        self.cpu += spent
+        return result
+
+    def on_br(self, call: Callable[[], R]) -> R:
+        if self.peer is None:
+            return call()
+        result, spent = self._profiled(self.peer, call)
+        self.peer_cpu += spent
+        return result
+
+    @staticmethod
+    def _profiled(prof: cProfile.Profile, call: Callable[[], R]) -> tuple[R, float]:
+        t0 = time.process_time()
+        prof.enable()
+        try:
+            result = call()
+        finally:
+            prof.disable()
+        return result, time.process_time() - t0
+
+    def run(self) -> None:
+        while True:
+            moved = False
+            for data, local, remote in self.on_br(self.br.datagrams_to_send):
+                moved = True
+                self.on_hq(lambda d=data, r=remote, s=local: self.hq.receive_datagram(d, r, s, self.now))
+            for data, local, remote in self.on_hq(self.hq.datagrams_to_send):
+                moved = True
+                self.on_br(lambda d=data, r=remote, s=local: self.br.receive_datagram(d, r, s, self.now))
+            if not moved:
+                return
+
+
+def report(title: str, prof: cProfile.Profile, per: int, cpu: float, top: int, sort: str, who: str = "HQ") -> None:
+    print(f"\n== {title}: {cpu:.2f} s CPU in {who}, {1000 * cpu / per:.3f} ms per SA (profiler on, so inflated) ==")
+    raw: dict[Any, Any] = pstats.Stats(prof).stats  # type: ignore[attr-defined]
+    print(f"{'us/SA self':>10} {'us/SA cum':>10} {'calls/SA':>9}  function")
+    for (path, line, func), (_cc, nc, tt, ct, _callers) in sorted(
+            raw.items(), key=lambda kv: kv[1][2 if sort == "tottime" else 3], reverse=True)[:top]:
+        where = path.split("/src/")[-1] if "/src/" in path else path.rsplit("/", 1)[-1]
+        print(f"{1e6 * tt / per:10.1f} {1e6 * ct / per:10.1f} {nc / per:9.2f}  {where}:{line}({func})")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("-n", type=int, default=3000)
+    ap.add_argument("--top", type=int, default=25)
+    ap.add_argument("--sort", choices=("tottime", "cumtime"), default="tottime")
+    args = ap.parse_args()
+    with open("/dev/null", "w", buffering=1) as devnull:  # line buffered, as stderr is
+        hq, br = gateways(devnull)
+        hq.start(0.0)
+        br.start(0.0)
+        setup = cProfile.Profile()
+        pump = Pump(hq, br, setup)
+        pump.run()
+        br.load(pump.now, args.n, 64)
+        pump.run()
+        assert hq.sad.count(phase=1) == args.n and hq.sad.count(phase=2) == args.n, hq.sad.count(phase=1)
+        report(f"set-up of {args.n} IKE + Child SAs, HQ responding", setup, args.n, pump.cpu, args.top, args.sort)
+        delete, peer = cProfile.Profile(), cProfile.Profile()
+        pump = Pump(hq, br, delete, peer)
+        pump.now = 1.0
+        deleted = pump.on_hq(lambda: hq.reset_ike_sa(pump.now))
+        pump.run()
+        assert deleted == 2 * args.n and not hq.engines() and br.sad.count(phase=1) == 0
+        report(f"reset ike sa (all) on HQ, {args.n} IKE + Child SAs, Deletes acknowledged", delete, args.n,
+               pump.cpu, args.top, args.sort)
+        report("the branch answering those Deletes", peer, args.n, pump.peer_cpu, args.top, args.sort, "the branch")
+
+
+if __name__ == "__main__":
+    main()
