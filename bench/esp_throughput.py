@@ -18,10 +18,10 @@ from collections.abc import Callable
 from ikegate.dataplane.backend import Send, UserspaceBackend
 from ikegate.dataplane.esp import InboundEsp, OutboundEsp
 from ikegate.dataplane.packet import UDP, build_ipv4
+from ikegate.ike.core.child import ChildSa
+from ikegate.ike.core.config import ChildSaConfig, Mode
+from ikegate.ike.core.ts import from_network
 from ikegate.ike.crypto import EncrAlg, IntegAlg, encr_alg, integ_alg
-from ikegate.ike.v2.child import ChildSa
-from ikegate.ike.v2.config import ChildSaConfig, Mode
-from ikegate.ike.v2.ts import from_network
 from ikegate.ike.wire.registry import EncrId, IntegId
 from ikegate.policy.model import Acl, AclAddress, AclRule, Config, Interface, IpsecPolicy
 

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from ikegate.gateway.controller import Gateway
-from ikegate.ike.v2.config import Addr
+from ikegate.ike.core.config import Addr
 from ikegate.sad import IkeSaEntry, IpsecSaEntry
 from tests.protocol.netsim import Net, lab_config
 

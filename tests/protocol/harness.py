@@ -10,9 +10,9 @@ import ipaddress
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from ikegate.ike.core import ts as tsmod
+from ikegate.ike.core.config import Addr, ChildSaConfig, EspProposalSpec, IkeProposalSpec, IkeSaConfig
 from ikegate.ike.events import IkeEvent
-from ikegate.ike.v2 import ts as tsmod
-from ikegate.ike.v2.config import Addr, ChildSaConfig, EspProposalSpec, IkeProposalSpec, IkeSaConfig
 from ikegate.ike.v2.sa import IkeSa
 from ikegate.ike.wire.registry import DhId, EncrId, IntegId, PrfId
 from ikegate.ike.wire.v2 import TrafficSelector

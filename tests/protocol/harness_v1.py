@@ -13,10 +13,10 @@ import ipaddress
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from ikegate.ike.core import ts as tsmod
+from ikegate.ike.core.config import Addr, ChildSaConfig, EspProposalSpec, IkeProposalSpec, IkeSaConfig
 from ikegate.ike.events import IkeEvent, IkeSaEstablished
 from ikegate.ike.v1.sa import ExchangeMode, IsakmpSa, V1Options
-from ikegate.ike.v2 import ts as tsmod
-from ikegate.ike.v2.config import Addr, ChildSaConfig, EspProposalSpec, IkeProposalSpec, IkeSaConfig
 from ikegate.ike.wire.registry import DhId, EncrId, IntegId, PrfId
 from ikegate.ike.wire.v2 import TrafficSelector
 

@@ -8,7 +8,7 @@ from importlib import resources
 
 from ikegate.cli.loader import load_config
 from ikegate.gateway.controller import Gateway
-from ikegate.ike.v2.config import Addr
+from ikegate.ike.core.config import Addr
 
 
 def lab_config(name: str, replace: dict[str, str] | None = None):  # type: ignore[no-untyped-def]

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from ikegate.ike.core.child import ChildSa
+from ikegate.ike.core.config import EspProposalSpec, IkeProposalSpec, Mode
 from ikegate.ike.events import (
     ChildSaEstablished,
     DeleteReason,
@@ -23,8 +25,6 @@ from ikegate.ike.v1.registry import (
 )
 from ikegate.ike.v1.sa import State
 from ikegate.ike.v1.wire import SA, Notify, VendorId, decode_message, encode_message
-from ikegate.ike.v2.child import ChildSa
-from ikegate.ike.v2.config import EspProposalSpec, IkeProposalSpec, Mode
 from ikegate.ike.wire.registry import DhId, EncrId, IntegId, PrfId
 from tests.protocol.harness_v1 import (
     AES128_SHA1_MODP2048,

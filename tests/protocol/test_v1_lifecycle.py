@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import struct
 
+from ikegate.ike.core.child import ChildState
 from ikegate.ike.events import (
     ChildSaDeleted,
     ChildSaEstablished,
@@ -15,7 +16,6 @@ from ikegate.ike.events import (
 )
 from ikegate.ike.v1.registry import ExchangeType, Flag
 from ikegate.ike.v1.sa import DpdType, State, V1Options
-from ikegate.ike.v2.child import ChildState
 from tests.protocol.harness_v1 import AGGRESSIVE, Pair, child, establish, ike, make_pair
 
 

@@ -14,11 +14,11 @@ from collections.abc import Callable
 import pytest
 
 from ikegate.gateway.controller import Gateway
+from ikegate.ike.core.child import ChildState
+from ikegate.ike.core.config import Addr
 from ikegate.ike.events import ChildSaDeleted, DeleteReason
 from ikegate.ike.v1.registry import ExchangeType
 from ikegate.ike.v1.sa import PREV_GRACE
-from ikegate.ike.v2.child import ChildState
-from ikegate.ike.v2.config import Addr
 from ikegate.sad import IkeSaEntry, IpsecSaEntry
 from tests.protocol.harness_v1 import I_ADDR, R_ADDR, Pair, child, establish, make_pair
 from tests.protocol.netsim import Net, ike_view, lab_config

@@ -42,7 +42,7 @@ def test_no_common_proposal() -> None:
 
 def test_invalid_ke_payload_retry_with_requested_group() -> None:
     both = [CBC_X25519, GCM_ECP]
-    from ikegate.ike.v2.config import IkeProposalSpec
+    from ikegate.ike.core.config import IkeProposalSpec
 
     multi = IkeProposalSpec(CBC_X25519.encr, CBC_X25519.prf, CBC_X25519.integ, (31, 19))
     pair = establish(make_pair(i_cfg=ike(proposals=[multi]),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import struct
 
+from ikegate.ike.core.child import ChildState
 from ikegate.ike.events import (
     ChildSaDeleted,
     ChildSaEstablished,
@@ -12,7 +13,6 @@ from ikegate.ike.events import (
     IkeSaEstablished,
     IkeSaRekeyed,
 )
-from ikegate.ike.v2.child import ChildState
 from ikegate.ike.v2.sa import State
 from ikegate.ike.wire.registry import ExchangeType
 from tests.protocol.harness import child, establish, ike, make_pair
@@ -98,7 +98,7 @@ def test_duplicate_and_out_of_window_requests_are_dropped() -> None:
 
 
 def test_create_additional_child_with_pfs() -> None:
-    from ikegate.ike.v2.config import EspProposalSpec
+    from ikegate.ike.core.config import EspProposalSpec
     from tests.protocol.harness import ESP_GCM
 
     pfs = EspProposalSpec(ESP_GCM.encr, ESP_GCM.integ, (31,))

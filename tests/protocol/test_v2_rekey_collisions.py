@@ -15,8 +15,8 @@ import pytest
 
 from ikegate.dataplane.esp import ChildSaPair
 from ikegate.gateway.controller import Gateway
+from ikegate.ike.core.child import ChildSa, ChildState
 from ikegate.ike.events import ChildSaDeleted, ChildSaEstablished, DeleteReason, IkeSaRekeyed, NegotiationFailed
-from ikegate.ike.v2.child import ChildSa, ChildState
 from ikegate.ike.v2.protect import open_sk
 from ikegate.ike.v2.sa import NONCE_SIZE, IkeSa, State
 from ikegate.ike.wire.registry import ExchangeType, NotifyType

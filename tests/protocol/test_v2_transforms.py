@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from ikegate.gateway.controller import Gateway
+from ikegate.ike.core.config import EspProposalSpec, IkeProposalSpec
 from ikegate.ike.events import ChildSaEstablished
-from ikegate.ike.v2.config import EspProposalSpec, IkeProposalSpec
 from ikegate.ike.v2.sa import State
 from ikegate.ike.wire.registry import DhId, EncrId, IntegId, PrfId
 from ikegate.sad import IkeSaEntry

@@ -23,10 +23,10 @@ from ikegate.dataplane.esp import (
 )
 from ikegate.dataplane.packet import TCP, UDP, build_ipv4, build_ipv6, parse_ip
 from ikegate.dataplane.replay import MAX_SEQ
+from ikegate.ike.core.child import ChildSa
+from ikegate.ike.core.config import ChildSaConfig, Mode
+from ikegate.ike.core.ts import from_network
 from ikegate.ike.crypto import EncrAlg, IntegAlg, encr_alg, integ_alg
-from ikegate.ike.v2.child import ChildSa
-from ikegate.ike.v2.config import ChildSaConfig, Mode
-from ikegate.ike.v2.ts import from_network
 from ikegate.ike.wire.registry import EncrId, IntegId
 
 SPI = 0xC0FFEE01

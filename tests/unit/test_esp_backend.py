@@ -12,10 +12,10 @@ import pytest
 from ikegate.dataplane.backend import Acquire, Bypass, HardExpire, Send, SoftExpire, UserspaceBackend
 from ikegate.dataplane.esp import ChildSaPair, OutboundEsp
 from ikegate.dataplane.packet import UDP, build_ipv4, build_ipv6, echo_request, parse_ip
+from ikegate.ike.core.child import ChildSa
+from ikegate.ike.core.config import ChildSaConfig, Mode
+from ikegate.ike.core.ts import from_network
 from ikegate.ike.crypto import EncrAlg, IntegAlg, encr_alg, integ_alg
-from ikegate.ike.v2.child import ChildSa
-from ikegate.ike.v2.config import ChildSaConfig, Mode
-from ikegate.ike.v2.ts import from_network
 from ikegate.ike.wire.registry import EncrId, IntegId
 from ikegate.ike.wire.v2 import TrafficSelector
 from ikegate.policy.model import Acl, AclAddress, AclRule, Config, Interface, IpsecPolicy

@@ -13,10 +13,10 @@ from hypothesis import strategies as st
 from ikegate.dataplane.backend import UserspaceBackend
 from ikegate.dataplane.esp import EspError, InboundEsp, OutboundEsp
 from ikegate.dataplane.packet import UDP, build_ipv4
+from ikegate.ike.core.child import ChildSa
+from ikegate.ike.core.config import ChildSaConfig, Mode
+from ikegate.ike.core.ts import from_network
 from ikegate.ike.crypto import encr_alg, integ_alg
-from ikegate.ike.v2.child import ChildSa
-from ikegate.ike.v2.config import ChildSaConfig, Mode
-from ikegate.ike.v2.ts import from_network
 from ikegate.ike.wire.registry import EncrId, IntegId
 from ikegate.policy.model import Acl, AclAddress, AclRule, Config, Interface, IpsecPolicy
 

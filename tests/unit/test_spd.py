@@ -12,7 +12,7 @@ from ikegate.cli.loader import load_config
 from ikegate.dataplane.packet import ICMP, TCP, UDP, IpInfo
 from ikegate.dataplane.spd import DYNAMIC_RULE, Spd, SpdMatch, Trap
 from ikegate.gateway import translate
-from ikegate.ike.v2.ts import from_network
+from ikegate.ike.core.ts import from_network
 from ikegate.ike.wire.v2 import TrafficSelector
 from ikegate.policy.model import (
     V6_RULE_BASE,

@@ -24,8 +24,8 @@ from typing import NamedTuple, Protocol
 from ikegate.dataplane.esp import IPPROTO_IPV4, IPPROTO_IPV6, IPPROTO_NONE, ChildSaPair, EspError
 from ikegate.dataplane.packet import IpInfo, PacketError, build_ipv4, build_ipv6, parse_ip
 from ikegate.dataplane.spd import PolicyKey, Spd, Trap
-from ikegate.ike.v2.child import ChildSa
-from ikegate.ike.v2.config import Mode
+from ikegate.ike.core.child import ChildSa
+from ikegate.ike.core.config import Mode
 from ikegate.ike.wire.v2 import TrafficSelector
 from ikegate.policy.model import Config
 

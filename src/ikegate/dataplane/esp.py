@@ -45,9 +45,10 @@ from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from ikegate.dataplane.replay import MAX_SEQ, ReplayWindow
+from ikegate.ike.core.child import ChildSa
+from ikegate.ike.core.config import Mode
+from ikegate.ike.core.lifetimes import soft_lifetime
 from ikegate.ike.crypto import CryptoError, EncrAlg, IntegAlg
-from ikegate.ike.v2.child import ChildSa, soft_lifetime
-from ikegate.ike.v2.config import Mode
 from ikegate.ike.wire.registry import EncrId
 from ikegate.ike.wire.v2 import TrafficSelector
 

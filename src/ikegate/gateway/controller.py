@@ -37,6 +37,12 @@ from ikegate.gateway.decide import Action, after_delete
 from ikegate.gateway.device import GatewayStats, LogSink
 from ikegate.gateway.keylog import EspKeys, Ikev1Keys, Ikev2Keys, KeyRecord
 from ikegate.gateway.translate import Connection, Flow, PolicyKind
+from ikegate.ike.core import ts as tsmod
+from ikegate.ike.core.child import ChildSa
+from ikegate.ike.core.config import Addr, ChildSaConfig, IkeProposalSpec, IkeSaConfig
+from ikegate.ike.core.engine import Engine
+from ikegate.ike.core.ids import random_spi
+from ikegate.ike.core.negotiated import Chosen
 from ikegate.ike.crypto import dh_group, integ_alg, prf_alg
 from ikegate.ike.events import (
     ChildSaDeleted,
@@ -52,13 +58,8 @@ from ikegate.ike.events import (
 from ikegate.ike.v1.registry import NotifyType as V1NotifyType
 from ikegate.ike.v1.sa import ExchangeMode as V1Mode
 from ikegate.ike.v1.sa import IsakmpSa, V1Options
-from ikegate.ike.v1.sa import State as V1State
-from ikegate.ike.v2 import ts as tsmod
-from ikegate.ike.v2.child import ChildSa
-from ikegate.ike.v2.config import Addr, ChildSaConfig, IkeProposalSpec, IkeSaConfig
 from ikegate.ike.v2.cookies import CookieJar
-from ikegate.ike.v2.proposals import Chosen
-from ikegate.ike.v2.sa import ID_TEXT, IkeSa, State
+from ikegate.ike.v2.sa import ID_TEXT, IkeSa
 from ikegate.ike.wire.registry import ExchangeType, HeaderFlag, NotifyType
 from ikegate.ike.wire.v2 import (
     HEADER_LEN,
@@ -84,15 +85,11 @@ from ikegate.sad import (
 )
 
 _T = TypeVar("_T")
-#: An IKE engine: IKEv2 or IKEv1, with the same sans-I/O surface and events.
-Engine = IkeSa | IsakmpSa
 log = logging.getLogger("ikegate.gateway")
 NON_ESP_MARKER = bytes(4)
 #: ISAKMP exchanges that open a new phase-1 negotiation: Main Mode (ID_PROT) and Aggressive Mode.
 V1_OPENING = frozenset({2, 4})
 _FLAG_R = int(HeaderFlag.RESPONSE)
-#: Engine states that mean "the first message changed nothing".
-_UNTOUCHED = frozenset({State.NEW, V1State.NEW})
 NAT_KEEPALIVE = b"\xff"
 ZERO_SPI = bytes(8)
 RETRY_AFTER_FAILURE = 5.0
@@ -357,7 +354,7 @@ class Gateway:
             self.stats.dropped += 1
             log.debug("dropped a malformed or unexpected IKE message from %s:%s (%d bytes)", *remote, len(data))
         self._service(sa, now)
-        if fresh and not sa.finished and sa.state in _UNTOUCHED:
+        if fresh and not sa.finished and sa.untouched:
             # Its engine could not use the first message (or answered it without keeping state): keep nothing.
             self._forget(sa, now)
 
@@ -557,7 +554,7 @@ class Gateway:
 
     def _delete_ike(self, sa: Engine, now: float, reason: DeleteReason) -> None:
         """Delete an IKE SA: at once in the table, and its Delete exchange within the window."""
-        if sa.finished or sa.state is State.DELETING:
+        if sa.finished or sa.is_deleting:
             return
         if not self._delete_queue and self._may_start_delete(sa, now):
             self._start_delete(sa, now, reason)
@@ -608,8 +605,8 @@ class Gateway:
 
     def _spi_alloc(self) -> int:
         while True:
-            spi = int.from_bytes(self._rng(4), "big")
-            if spi >= 256 and self.sad.by_esp_spi(spi, direction="in") is None:
+            spi = random_spi(self._rng)
+            if self.sad.by_esp_spi(spi, direction="in") is None:
                 return spi
 
     def acquire(self, now: float, policy: tuple[str, int], rule: int | None = None) -> bool:
@@ -870,7 +867,7 @@ class Gateway:
         elif isinstance(event, NegotiationFailed):
             if event.notify == NotifyType.AUTHENTICATION_FAILED and not event.sa.initiator:
                 self._auth_failed(event.sa.peer[0], now)
-            reason = _failure_label(V1NotifyType if isinstance(event.sa, IsakmpSa) else NotifyType, event.notify)
+            reason = _failure_label(V1NotifyType if event.sa.version == 1 else NotifyType, event.notify)
             self.stats.negotiations_failed[reason] = self.stats.negotiations_failed.get(reason, 0) + 1
             self._log("IKE", 4, "NEGOTIATION_FAILED",
                       f"IKE negotiation failed. (RemoteAddress={event.sa.peer[0]}, Reason={event.detail})")
@@ -893,7 +890,7 @@ class Gateway:
             if v1 is not None:
                 self.keylog(Ikev1Keys(*v1))
             return
-        v2 = sa.current_keys()
+        v2 = sa.current_keys() if isinstance(sa, IkeSa) else None
         if v2 is not None:
             spi_i, spi_r, keys, chosen = v2
             self.keylog(Ikev2Keys(spi_i, spi_r, keys.sk_ei, keys.sk_er, keys.sk_ai, keys.sk_ar, chosen.encr_alg(),
@@ -923,7 +920,7 @@ class Gateway:
     def _on_ike_up(self, sa: Engine, now: float) -> None:
         self.stats.negotiations_succeeded += 1
         meta = self._meta[sa]
-        version = 1 if isinstance(sa, IsakmpSa) else 2
+        version = sa.version
         peer_type, peer_id = self._peer_identity(sa)
         algs = self._algorithms(sa)
         if isinstance(sa.handle, int) and (entry := self.sad.ike(sa.handle)) is not None:

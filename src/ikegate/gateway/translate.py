@@ -11,11 +11,11 @@ import enum
 import ipaddress
 from dataclasses import dataclass
 
+from ikegate.ike.core.config import ChildSaConfig, EspProposalSpec, IkeProposalSpec, IkeSaConfig, Mode
 from ikegate.ike.crypto import UnsupportedTransform, encr_alg
-from ikegate.ike.v1.sa import DpdType as V1DpdType
-from ikegate.ike.v1.sa import ExchangeMode as V1Mode
-from ikegate.ike.v1.sa import V1Options
-from ikegate.ike.v2.config import ChildSaConfig, EspProposalSpec, IkeProposalSpec, IkeSaConfig, Mode
+from ikegate.ike.v1.options import DpdType as V1DpdType
+from ikegate.ike.v1.options import ExchangeMode as V1Mode
+from ikegate.ike.v1.options import V1Options
 from ikegate.ike.wire.registry import PrfId
 from ikegate.ike.wire.v2 import TrafficSelector
 from ikegate.pki.auth import AuthSettings, LocalCredential

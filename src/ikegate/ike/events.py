@@ -1,6 +1,6 @@
 """What the sans-I/O IKE engines tell their owner.
 
-One small vocabulary for IKEv2 now and IKEv1 later (hypercorn's ``events.py`` is the model): the gateway
+One small vocabulary for IKEv2 and IKEv1 (hypercorn's ``events.py`` is the model): the gateway
 reads these from ``next_event()`` after feeding bytes or time, and updates the SA database and the
 dataplane from them. Events carry the engine objects, never copies of their state.
 """
@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # pragma: no cover
-    from ikegate.ike.v2.child import ChildSa
+    from ikegate.ike.core.child import ChildSa
+    from ikegate.ike.core.engine import Engine
 
 
 class DeleteReason(enum.Enum):
@@ -33,20 +34,20 @@ class DeleteReason(enum.Enum):
 
 @dataclass(slots=True)
 class IkeSaEstablished:
-    sa: Any
+    sa: Engine
 
 
 @dataclass(slots=True)
 class IkeSaRekeyed:
     """The IKE SA now runs under new SPIs and keys; ``old_spis`` are retired."""
 
-    sa: Any
+    sa: Engine
     old_spis: tuple[bytes, bytes]
 
 
 @dataclass(slots=True)
 class IkeSaDeleted:
-    sa: Any
+    sa: Engine
     reason: DeleteReason
 
 
@@ -54,14 +55,14 @@ class IkeSaDeleted:
 class ChildSaEstablished:
     """A Child SA pair is ready: keys and selectors are on ``child``; ``replaces`` is set on a rekey."""
 
-    sa: Any
+    sa: Engine
     child: ChildSa
     replaces: ChildSa | None = None
 
 
 @dataclass(slots=True)
 class ChildSaDeleted:
-    sa: Any
+    sa: Engine
     child: ChildSa
     reason: DeleteReason
 
@@ -70,7 +71,7 @@ class ChildSaDeleted:
 class NegotiationFailed:
     """An exchange failed: ``notify`` is the IKEv2 Notify type received or sent (0: timeout/local)."""
 
-    sa: Any
+    sa: Engine
     notify: int
     detail: str
     child_only: bool = False
@@ -80,7 +81,7 @@ class NegotiationFailed:
 class InitialContact:
     """The peer says it has no other SA with us: older SAs of the same identity may be dropped."""
 
-    sa: Any
+    sa: Engine
 
 
 IkeEvent = (

@@ -16,7 +16,7 @@ from collections.abc import Callable, Mapping
 from typing import Protocol, TypeVar
 
 from ikegate.gateway.controller import Gateway
-from ikegate.ike.v2.config import Addr
+from ikegate.ike.core.config import Addr
 from ikegate.io.raw import RawEspEndpoint, open_raw_esp
 
 log = logging.getLogger("ikegate.io")

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import ipaddress
 
-from ikegate.ike.v2.ts import from_network
+from ikegate.ike.core.ts import from_network
 from ikegate.ike.wire.v2 import TrafficSelector
 from ikegate.policy.model import Acl, AclAddress, AclRule, IPNetwork
 

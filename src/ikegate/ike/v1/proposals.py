@@ -19,6 +19,8 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass
 
+from ikegate.ike.core.config import EspProposalSpec, IkeProposalSpec
+from ikegate.ike.core.negotiated import Chosen, transform_text
 from ikegate.ike.crypto import EncrAlg, IntegAlg, UnsupportedTransform, encr_alg, integ_alg
 from ikegate.ike.v1.registry import (
     ESP_AUTH_FROM_V2,
@@ -42,8 +44,6 @@ from ikegate.ike.v1.registry import (
     ProtocolId,
 )
 from ikegate.ike.v1.wire import SA, Attribute, Identification, Proposal, Transform, attr
-from ikegate.ike.v2.config import EspProposalSpec, IkeProposalSpec
-from ikegate.ike.v2.proposals import Chosen, transform_text
 from ikegate.ike.wire.registry import EncrId, TransformType, TsType
 from ikegate.ike.wire.v2 import TrafficSelector
 

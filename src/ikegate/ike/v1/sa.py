@@ -2,7 +2,7 @@
 
 :class:`IsakmpSa` has the public surface of the IKEv2 :class:`~ikegate.ike.v2.sa.IkeSa` (same constructor
 keywords, the same commands, ``datagrams_to_send`` / ``get_timer`` / ``next_event``, the same events
-carrying the same :class:`~ikegate.ike.v2.child.ChildSa` objects), so the gateway drives both alike.
+carrying the same :class:`~ikegate.ike.core.child.ChildSa` objects), so the gateway drives both alike.
 IKEv1-only settings come in a :class:`V1Options` (exchange mode, phase1-phase2 dependency, DPD).
 
 How IKEv1 differs, and what this engine does about it:
@@ -49,86 +49,62 @@ How IKEv1 differs, and what this engine does about it:
   CONNECTED notify is sent; the peer then simply keeps its SA waiting until its own timer).
 * Kilobyte lifetimes are negotiated and put on the child's config, but counting bytes is the
   dataplane's job: it calls :meth:`IsakmpSa.rekey_child` (or ``delete_child``) when a budget runs out.
+
+The engine is written in layers: ``ike/core/base.py`` (what every engine shares), ``phase1.py`` (Main and
+Aggressive Mode, ISAKMP message protection), ``quick.py`` (Quick Mode and the IPsec SA pairs) and here the
+ISAKMP SA (commands, informational exchanges, DPD, endings); phase 1 and Quick Mode states move only
+through ``states.py``'s tables.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import enum
-import ipaddress
-import os
 import struct
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import Unpack
 
-from ikegate.ike.crypto import CryptoError, DhKey, dh_group
+from ikegate.ike.core.base import EngineArgs
+from ikegate.ike.core.child import ChildSa, ChildState, ChildTrigger
+from ikegate.ike.core.config import Addr, ChildSaConfig, IkeSaConfig
+from ikegate.ike.core.negotiated import Chosen
+from ikegate.ike.core.plumbing import Stats
+from ikegate.ike.core.window import Retransmission
+from ikegate.ike.crypto import CryptoError
 from ikegate.ike.events import (
     ChildSaDeleted,
-    ChildSaEstablished,
     DeleteReason,
-    IkeEvent,
     IkeSaDeleted,
-    IkeSaEstablished,
     IkeSaRekeyed,
     InitialContact,
     NegotiationFailed,
 )
-from ikegate.ike.liveness import EspLiveness
 from ikegate.ike.v1 import crypto as c1
-from ikegate.ike.v1 import proposals as p1props
+from ikegate.ike.v1.options import DpdType, ExchangeMode, V1Options
+from ikegate.ike.v1.phase1 import ZERO_COOKIE, _Fail, _Phase1
+from ikegate.ike.v1.quick import QUICK_LINGER, QuickModes, _pair_key, _Quick
 from ikegate.ike.v1.registry import (
-    NATT_DRAFT_VIDS,
-    VID_DPD,
-    VID_NATT_DRAFT_02,
-    VID_NATT_DRAFT_02N,
-    VID_NATT_RFC3947,
-    EncapMode,
     ExchangeType,
-    IdType,
-    LifeType,
     NotifyType,
     ProtocolId,
-    vendor_name,
+)
+from ikegate.ike.v1.states import (
+    TIMEOUT_HINTS,
+    QuickState,
+    State,
 )
 from ikegate.ike.v1.wire import (
-    HEADER_LEN,
-    KE,
-    SA,
     Delete,
-    Hash,
     Header,
-    Identification,
     Message,
-    NatD,
-    NatOA,
-    Nonce,
     Notify,
     ParseError,
     Payload,
-    VendorId,
-    decode_attributes,
-    decode_chain,
     decode_header,
     decode_message,
-    encode_header,
     encode_message,
-    encode_payloads,
 )
-from ikegate.ike.v2 import ts as tsmod
-from ikegate.ike.v2.child import ChildSa, ChildState
-from ikegate.ike.v2.config import Addr, ChildSaConfig, IkeSaConfig, Mode, ResponderPolicy
-from ikegate.ike.v2.proposals import Chosen
-from ikegate.ike.wire.v2 import TrafficSelector
 
-NONCE_SIZE = 32
-ZERO_COOKIE = bytes(8)
-DEFAULT_RETRANSMIT_BASE = 1.0
-DEFAULT_RETRANSMIT_TRIES = 5
 RESPONDER_HALF_OPEN = 30.0
-QUICK_LINGER = 60.0  # how long a finished quick mode stays to answer duplicates
-REKEY_RETRY = 30.0
 #: After our phase-1 rekey, messages the peer sent under the old ISAKMP SA before it saw our Delete (a Quick
 #: Mode's last message, a Delete of a rekeyed IPsec SA, DPD) are still accepted this long.
 PREV_GRACE = QUICK_LINGER
@@ -148,305 +124,21 @@ __all__ = [
 ]
 
 
-# ------------------------------------------------------------------------------------------ options
-
-
-class ExchangeMode(enum.Enum):
-    MAIN = "main"
-    AGGRESSIVE = "aggressive"
-
-
-class DpdType(enum.Enum):
-    """USG ``dpd type``: periodic probes an idle peer; on-demand only when we send but hear nothing."""
-
-    NONE = "none"
-    ON_DEMAND = "on-demand"
-    PERIODIC = "periodic"
-
-
-@dataclass(frozen=True, slots=True)
-class V1Options:
-    """IKEv1-only settings of one IKE peer, with USG defaults.
-
-    ``dependent`` is ``ikev1 phase1-phase2 sa dependent`` (default off). DPD follows RFC 3706 and the USG
-    ``dpd`` command: probe after ``dpd_idle`` seconds of silence, retransmit every ``dpd_retransmit``
-    seconds, ``dpd_retries`` R-U-THEREs in all; unanswered ``dpd_retries * dpd_retransmit`` seconds after
-    the first, the peer is dead (gone ``idle + retries * retransmit`` after it fell silent). Probes go
-    only to a peer that announced the DPD vendor ID; we always announce it, and always answer R-U-THERE.
-    """
-
-    mode: ExchangeMode = ExchangeMode.MAIN
-    dependent: bool = False
-    dpd_type: DpdType = DpdType.ON_DEMAND
-    dpd_idle: float = 30.0
-    dpd_retransmit: float = 15.0
-    dpd_retries: int = 3
-
-
-# --------------------------------------------------------------------------------- state machines
-
-
-class State(enum.Enum):
-    """Phase-1 states; the ``-sent-N`` name says which message we sent last."""
-
-    NEW = "new"
-    MM_SENT1 = "mm-sent-1"
-    MM_SENT2 = "mm-sent-2"
-    MM_SENT3 = "mm-sent-3"
-    MM_SENT4 = "mm-sent-4"
-    MM_SENT5 = "mm-sent-5"
-    AM_SENT1 = "am-sent-1"
-    AM_SENT2 = "am-sent-2"
-    ESTABLISHED = "established"
-    DEAD = "dead"
-
-
-class Trigger(enum.Enum):
-    START_MAIN = "start-main"
-    START_AGGRESSIVE = "start-aggressive"
-    MM1 = "mm1"
-    MM2 = "mm2"
-    MM3 = "mm3"
-    MM4 = "mm4"
-    MM5 = "mm5"
-    MM6 = "mm6"
-    AM1 = "am1"
-    AM2 = "am2"
-    AM3 = "am3"
-
-
-#: Phase 1 (h11 ``_state.py`` style): (state, trigger) -> next state. Triggers are "message N arrived"
-#: or a local start; anything not listed is dropped. Death is possible from everywhere.
-TRANSITIONS: dict[tuple[State, Trigger], State] = {
-    (State.NEW, Trigger.START_MAIN): State.MM_SENT1,
-    (State.MM_SENT1, Trigger.MM2): State.MM_SENT3,
-    (State.MM_SENT3, Trigger.MM4): State.MM_SENT5,
-    (State.MM_SENT5, Trigger.MM6): State.ESTABLISHED,
-    (State.NEW, Trigger.MM1): State.MM_SENT2,
-    (State.MM_SENT2, Trigger.MM3): State.MM_SENT4,
-    (State.MM_SENT4, Trigger.MM5): State.ESTABLISHED,
-    (State.NEW, Trigger.START_AGGRESSIVE): State.AM_SENT1,
-    (State.AM_SENT1, Trigger.AM2): State.ESTABLISHED,
-    (State.NEW, Trigger.AM1): State.AM_SENT2,
-    (State.AM_SENT2, Trigger.AM3): State.ESTABLISHED,
-}
-
-#: The phase-1 message each state waits for: (exchange type, trigger it fires).
-EXPECTED: dict[State, tuple[int, Trigger]] = {
-    State.MM_SENT1: (ExchangeType.ID_PROT, Trigger.MM2),
-    State.MM_SENT2: (ExchangeType.ID_PROT, Trigger.MM3),
-    State.MM_SENT3: (ExchangeType.ID_PROT, Trigger.MM4),
-    State.MM_SENT4: (ExchangeType.ID_PROT, Trigger.MM5),
-    State.MM_SENT5: (ExchangeType.ID_PROT, Trigger.MM6),
-    State.AM_SENT1: (ExchangeType.AGGRESSIVE, Trigger.AM2),
-    State.AM_SENT2: (ExchangeType.AGGRESSIVE, Trigger.AM3),
-}
-
-
-#: What a phase-1 retransmission timeout most likely means, for the log (the peer says nothing: strongSwan,
-#: like us, drops an MM5 that does not decrypt rather than answer an unauthenticated peer).
-TIMEOUT_HINTS: dict[State, str] = {
-    State.MM_SENT1: "no answer to MM1: the peer is unreachable, or IKEv1 is not enabled there",
-    State.MM_SENT3: "no answer to MM3: the peer refused our key exchange or is unreachable",
-    State.MM_SENT5: "no answer to MM5: the peer probably has a different pre-shared key (or expects another "
-                    "identity)",
-    State.AM_SENT1: "no answer to AM1: the peer is unreachable, refuses Aggressive Mode, or does not know our "
-                    "identity",
-}
-
-
-class QuickState(enum.Enum):
-    SENT1 = "qm-sent-1"  # initiator, waiting for QM2
-    SENT2 = "qm-sent-2"  # responder, waiting for QM3
-    DONE = "done"
-
-
-QUICK_TRANSITIONS: dict[tuple[QuickState | None, str], QuickState] = {
-    (None, "send-qm1"): QuickState.SENT1,
-    (None, "qm1"): QuickState.SENT2,
-    (QuickState.SENT1, "qm2"): QuickState.DONE,
-    (QuickState.SENT2, "qm3"): QuickState.DONE,
-}
-
-
-class _Fail(Exception):
-    """Inside message processing: refuse with this Notify."""
-
-    def __init__(self, notify: int, detail: str = "", data: bytes = b"") -> None:
-        super().__init__(detail or NotifyType.text(notify))
-        self.notify = notify
-        self.data = data
-
-
-@dataclass(slots=True)
-class Stats:
-    messages_in: int = 0
-    messages_out: int = 0
-    retransmits: int = 0
-    duplicates: int = 0
-    dropped: int = 0
-    malformed: int = 0
-    auth_failures: int = 0
-    notifies_sent: int = 0
-    dpd_sent: int = 0
-
-
-@dataclass(slots=True, eq=False)
-class _Retrans:
-    packet: bytes
-    deadline: float
-    max_tries: int
-    on_timeout: Callable[[float], None]
-    tries: int = 0
-
-
-@dataclass(slots=True, eq=False)
-class _Phase1:
-    """One phase-1 negotiation and, once established, one ISAKMP SA (a rekey makes a second one)."""
-
-    we_init: bool
-    cky_i: bytes
-    cky_r: bytes
-    state: State = State.NEW
-    mode: ExchangeMode = ExchangeMode.MAIN
-    config: IkeSaConfig | None = None
-    candidates: list[IkeSaConfig] = field(default_factory=list)
-    dh: DhKey | None = None
-    g_xi: bytes = b""
-    g_xr: bytes = b""
-    g_xy: bytes = field(default=b"", repr=False)
-    ni: bytes = b""
-    nr: bytes = b""
-    sai_b: bytes = b""
-    choice: p1props.Phase1Choice | None = None
-    suite: c1.Suite | None = None
-    keys: c1.Phase1Keys | None = None
-    chain: c1.IvChain | None = None
-    last_in: bytes = b""
-    last_out: bytes = b""
-    req: _Retrans | None = None
-    natt: str | None = None  # "rfc" or "draft" once both ends announced it
-    peer_dpd: bool = False
-    peer_vendors: list[str] = field(default_factory=list)
-    nat_local: bool = False
-    nat_remote: bool = False
-    peer_id: tuple[int, bytes] | None = None
-    initial_contact: bool = False
-    established_at: float | None = None
-    life: float = 0.0
-
-    @property
-    def spi(self) -> bytes:
-        return self.cky_i + self.cky_r
-
-    @property
-    def local_cookie(self) -> bytes:
-        return self.cky_i if self.we_init else self.cky_r
-
-    @property
-    def last_block(self) -> bytes:
-        """The last phase-1 CBC block: where every phase-2 IV chain starts (RFC 2409 App. B)."""
-        assert self.chain is not None
-        return self.chain.iv
-
-
-@dataclass(slots=True, eq=False)
-class _Quick:
-    """One quick mode exchange, kept a while after it finished to answer duplicates."""
-
-    mid: int
-    p1: _Phase1
-    we_init: bool
-    chain: c1.IvChain
-    state: QuickState | None = None
-    cfg: ChildSaConfig | None = None
-    old: ChildSa | None = None
-    ni: bytes = b""
-    nr: bytes = b""
-    dh: DhKey | None = None
-    g_qm: bytes | None = field(default=None, repr=False)
-    spi_in: int = 0
-    spi_out: int = 0
-    choice: p1props.EspChoice | None = None
-    ts_local: list[TrafficSelector] = field(default_factory=list)
-    ts_remote: list[TrafficSelector] = field(default_factory=list)
-    life: float = 0.0
-    life_kb: int = 0
-    last_in: bytes = b""
-    last_out: bytes = b""
-    req: _Retrans | None = None
-    done_at: float | None = None
-    started: float = 0.0
-
-
-def natd_hash(suite: c1.Suite, cky_i: bytes, cky_r: bytes, addr: Addr) -> bytes:
-    """NAT-D = HASH(CKY-I | CKY-R | IP | Port) with the negotiated hash (RFC 3947 §3.2)."""
-    return suite.digest(cky_i + cky_r + ipaddress.ip_address(addr[0]).packed + struct.pack("!H", addr[1]))
-
-
-def _random_spi(rng: Callable[[int], bytes]) -> int:
-    while True:
-        spi = int.from_bytes(rng(4), "big")
-        if spi >= 256:
-            return spi
-
-
-def _addr_id(addr: str) -> tuple[int, bytes]:
-    ip = ipaddress.ip_address(addr)
-    return (IdType.ID_IPV4_ADDR if ip.version == 4 else IdType.ID_IPV6_ADDR, ip.packed)
-
-
-def _first(payloads: list[Payload], kind: type[Any]) -> Any:
-    return next((p for p in payloads if isinstance(p, kind)), None)
-
-
-class IsakmpSa(EspLiveness):
+class IsakmpSa(QuickModes):
     """One IKEv1 ISAKMP SA with its IPsec SAs (``children``), driven like the IKEv2 ``IkeSa``."""
 
-    def __init__(
-        self,
-        config: IkeSaConfig | None,
-        *,
-        initiator: bool,
-        local: Addr,
-        peer: Addr,
-        now: float,
-        policy: ResponderPolicy | None = None,
-        rng: Callable[[int], bytes] = os.urandom,
-        spi_allocator: Callable[[], int] | None = None,
-        v1: V1Options | None = None,
-    ) -> None:
-        if initiator and config is None:
-            raise ValueError("an initiator needs its IKE configuration")
-        if not initiator and policy is None:
-            raise ValueError("a responder needs a responder policy")
-        self.config = config
-        self.policy = policy
-        self.initiator = initiator
+    BAD_INPUT = (CryptoError, ParseError, ValueError, KeyError, IndexError, struct.error)
+
+    def __init__(self, config: IkeSaConfig | None, *, v1: V1Options | None = None,
+                 **engine: Unpack[EngineArgs]) -> None:
         self.options = v1 or V1Options()
-        self.local = local
-        self.peer = peer
-        self.created = now
-        self.established_at: float | None = None
-        self.last_received = now
-        self.stats = Stats()
-        self.children: dict[int, ChildSa] = {}
-        self.peer_id: tuple[int, bytes] | None = None
-        self.delete_reason: DeleteReason | None = None
-        self.handle: object = None
-        self.initial_contact = False
-        #: Carry ESP in UDP although no NAT is in the path: set by the owner when its dataplane cannot send
-        #: raw ESP. Our own NAT-D hash is made not to match (as strongSwan's ``encap = yes`` does), so the
-        #: peer sees a NAT and both ends agree on UDP-Encapsulated modes (RFC 3947 §5).
-        self.force_encap = False
-        self._rng = rng
-        self._alloc_spi = spi_allocator or (lambda: _random_spi(rng))
-        self._events: deque[IkeEvent] = deque()
-        self._out: list[tuple[bytes, Addr, Addr]] = []
-        if initiator:
-            self._p1 = _Phase1(True, rng(8), ZERO_COOKIE, config=config)
+        super().__init__(config, **engine)
+
+    def _setup(self, now: float) -> None:
+        if self.initiator:
+            self._p1 = _Phase1(True, self._rng(8), ZERO_COOKIE, config=self.config)
         else:
-            self._p1 = _Phase1(False, b"", rng(8))
+            self._p1 = _Phase1(False, b"", self._rng(8))
         self._next: _Phase1 | None = None  # our phase-1 rekey in progress
         self._prev: _Phase1 | None = None  # the ISAKMP SA our phase-1 rekey replaced, heard until _prev_until
         self._prev_until: float | None = None
@@ -455,13 +147,8 @@ class IsakmpSa(EspLiveness):
         self._dead = False
         self._quicks: dict[int, _Quick] = {}
         self._info_mids: deque[int] = deque(maxlen=64)
-        self._pending: list[Callable[[float], None]] = []
-        self._first_child: ChildSaConfig | None = None
-        self._deadline: float | None = None if initiator else now + RESPONDER_HALF_OPEN
-        self._rekey_at: float | None = None
-        self._expire_at: float | None = None
-        self._last_outbound: float | None = None
-        self._dpd_seq = int.from_bytes(rng(4), "big") & 0x7FFFFFFF
+        self._deadline = None if self.initiator else now + RESPONDER_HALF_OPEN
+        self._dpd_seq = int.from_bytes(self._rng(4), "big") & 0x7FFFFFFF
         self._dpd_outstanding: set[int] = set()
         self._dpd_sent_at: float | None = None
         self._dpd_tries = 0
@@ -471,6 +158,19 @@ class IsakmpSa(EspLiveness):
     @property
     def state(self) -> State:
         return State.DEAD if self._dead else self._p1.state
+
+    @property
+    def version(self) -> int:
+        return 1
+
+    @property
+    def is_deleting(self) -> bool:
+        """Never: IKEv1 sends its Delete notifications unanswered and is gone at once (no deleting phase)."""
+        return False
+
+    @property
+    def untouched(self) -> bool:
+        return self.state is State.NEW
 
     @property
     def spi_i(self) -> bytes:
@@ -545,23 +245,7 @@ class IsakmpSa(EspLiveness):
         """Names of the vendor IDs the peer announced (unknown ones as hex)."""
         return list(self._p1.peer_vendors)
 
-    @property
-    def expire_at(self) -> float | None:
-        return self._expire_at
-
-    @property
-    def rekey_at(self) -> float | None:
-        return self._rekey_at
-
     # ------------------------------------------------------------------ sans-I/O API
-
-    def datagrams_to_send(self) -> list[tuple[bytes, Addr, Addr]]:
-        """(payload, local address, peer address); on the NAT-T port the owner adds the non-ESP marker."""
-        out, self._out = self._out, []
-        return out
-
-    def next_event(self) -> IkeEvent | None:
-        return self._events.popleft() if self._events else None
 
     def get_timer(self) -> float | None:
         times: list[float] = [r.deadline for r in self._retransmissions()]
@@ -569,12 +253,10 @@ class IsakmpSa(EspLiveness):
             times.append(child.expire_at)
         if not self._dead:
             times += [t for t in (self._deadline, self._rekey_at, self._expire_at, self._prev_until) if t is not None]
-            if self._pending and self._settle_until is not None:
+            if self._window and self._settle_until is not None:
                 times.append(self._settle_until)
             if self.established:
-                for child in self.children.values():
-                    if child.state is ChildState.INSTALLED and child.rekey_at is not None:
-                        times.append(child.rekey_at)
+                times += self._child_rekey_times()
                 dpd = self._dpd_due()
                 if dpd is not None:
                     times.append(dpd)
@@ -611,13 +293,8 @@ class IsakmpSa(EspLiveness):
             self._prev = self._prev_until = None
         if self._settle_until is not None and now >= self._settle_until:
             self._release(now)
-        if self._expire_at is not None and now >= self._expire_at:
-            self._end(now, DeleteReason.PHASE1_HARD_EXPIRY, take_children=self.options.dependent,
-                      child_reason=DeleteReason.PARENT_DELETED, tell_peer=True)
+        if not self._ike_lifetimes(now):
             return
-        if self._rekey_at is not None and now >= self._rekey_at:
-            self._rekey_at = None
-            self.rekey_ike(now)
         for child in list(self.children.values()):
             if now >= child.expire_at:
                 reason = DeleteReason.REKEYED if child.state is ChildState.REKEYED else DeleteReason.PHASE2_HARD_EXPIRY
@@ -632,20 +309,10 @@ class IsakmpSa(EspLiveness):
                 self.rekey_child(child, now)
         self._dpd_tick(now)
 
-    def receive_datagram(self, data: bytes, addr: Addr, now: float, local: Addr | None = None) -> None:
-        """Feed one ISAKMP message (without the NAT-T non-ESP marker). Never raises on bad input."""
-        try:
-            self._receive(data, addr, now, local)
-        except (CryptoError, ParseError, ValueError, KeyError, IndexError, struct.error):
-            self.stats.dropped += 1
-
     # ------------------------------------------------------------------ commands
 
-    def initiate(self, now: float, child: ChildSaConfig | None = None) -> None:
-        """Start Main (or Aggressive) Mode; ``child`` is negotiated by the first Quick Mode."""
-        assert self.config is not None and self.initiator
-        self._first_child = child
-        self._deadline = now + self.config.half_open_timeout
+    def _start(self, now: float) -> None:
+        """Main (or Aggressive) Mode; the first Child SA follows by Quick Mode."""
         self._start_phase1(self._p1, now)
 
     def create_child(self, child: ChildSaConfig, now: float) -> None:
@@ -656,7 +323,7 @@ class IsakmpSa(EspLiveness):
         """Make before break: a new Quick Mode with the same selectors, then a Delete of the old SPI."""
         if child.state is not ChildState.INSTALLED or child.spi_in not in self.children or not self.established:
             return
-        child.state = ChildState.REKEYING
+        child.move(ChildTrigger.REKEY)
         self._start_quick(child.config, child, now)
 
     def rekey_ike(self, now: float) -> None:
@@ -761,7 +428,7 @@ class IsakmpSa(EspLiveness):
         self._prev = self._prev_until = self._settle_until = None
         self._dead = True
         self.delete_reason = reason
-        self._events.append(IkeSaDeleted(self, reason))
+        self._outbox.report(IkeSaDeleted(self, reason))
         self._quiet()
 
     def _quiet(self) -> None:
@@ -770,16 +437,20 @@ class IsakmpSa(EspLiveness):
                 p.req = None
         self._next = None
         self._quicks.clear()
-        self._pending.clear()
+        self._window.clear()
         self._deadline = self._rekey_at = self._expire_at = None
         self._dpd_outstanding.clear()
         self._dpd_sent_at = None
+
+    def _hard_expiry(self, now: float) -> None:
+        self._end(now, DeleteReason.PHASE1_HARD_EXPIRY, take_children=self.options.dependent,
+                  child_reason=DeleteReason.PARENT_DELETED, tell_peer=True)
 
     def _fail(self, now: float, notify: int, detail: str) -> None:
         """A phase-1 negotiation failed: report it, and the SA is gone (nothing to tell the peer)."""
         if self._dead:
             return
-        self._events.append(NegotiationFailed(self, notify, detail))
+        self._outbox.report(NegotiationFailed(self, notify, detail))
         self._end(now, DeleteReason.NEGOTIATION_FAILED, take_children=True,
                   child_reason=DeleteReason.NEGOTIATION_FAILED, tell_peer=False)
 
@@ -787,39 +458,17 @@ class IsakmpSa(EspLiveness):
         for holder in (self, self._home()):
             if holder.children.get(child.spi_in) is child:
                 del holder.children[child.spi_in]
-                child.state = ChildState.DELETED
+                child.move(ChildTrigger.DROP)
                 child.rekey_at = None
-                self._events.append(ChildSaDeleted(holder, child, reason))
+                self._outbox.report(ChildSaDeleted(holder, child, reason))
                 return
 
     # ------------------------------------------------------------------ plumbing
 
-    def _emit(self, packet: bytes) -> None:
-        self.stats.messages_out += 1
-        self._out.append((packet, self.local, self.peer))
-
-    def _retransmissions(self) -> list[_Retrans]:
+    def _retransmissions(self) -> list[Retransmission]:
         reqs = [p.req for p in (self._p1, self._next) if p is not None and p.req is not None]
         reqs += [q.req for q in self._quicks.values() if q.req is not None]
         return reqs
-
-    def _retransmit(self, req: _Retrans, now: float) -> None:
-        """Send ``req`` again with doubled back-off, or give up once its tries are spent (the caller
-        already unhooked it then)."""
-        if req.tries >= req.max_tries:
-            req.on_timeout(now)
-            return
-        req.tries += 1
-        req.deadline = now + self._retransmit_base() * (2 ** req.tries)
-        self.stats.retransmits += 1
-        self._emit(req.packet)
-
-    def _retransmit_base(self) -> float:
-        return self.config.retransmit_base if self.config else DEFAULT_RETRANSMIT_BASE
-
-    def _new_retrans(self, packet: bytes, now: float, on_timeout: Callable[[float], None]) -> _Retrans:
-        tries = self.config.retransmit_tries if self.config else DEFAULT_RETRANSMIT_TRIES
-        return _Retrans(packet, now + self._retransmit_base(), tries, on_timeout)
 
     def _new_mid(self) -> int:
         while True:
@@ -833,59 +482,13 @@ class IsakmpSa(EspLiveness):
         if self.established and self._settle_until is None:
             task(now)
         elif not self._dead:
-            self._pending.append(task)
+            self._window.queue(task)
 
     def _release(self, now: float) -> None:
         """The peer's Delete burst is over: the Quick Modes that waited for it start."""
         self._settle_until = None
-        pending, self._pending = self._pending, []
-        for task in pending:
+        for task in self._window.take_all():
             task(now)
-
-    def _note_peer(self, addr: Addr, local: Addr | None, now: float) -> None:
-        """An authenticated message arrived: the peer is alive and may have moved (NAT-T float)."""
-        self.last_received = max(self.last_received, now)
-        self.stats.messages_in += 1
-        if addr != self.peer:
-            self.peer = addr
-        if local is not None and local != self.local:
-            self.local = local
-
-    @staticmethod
-    def _seal(header: Header, payloads: list[Payload], chain: c1.IvChain | None) -> bytes:
-        first, body = encode_payloads(payloads)
-        header.next_payload = first
-        if chain is not None:
-            header.flags |= 0x01
-            body = chain.encrypt(body)
-        return encode_header(header, HEADER_LEN + len(body)) + body
-
-    def _seal_hashed(self, header: Header, rest: list[Payload], digest: Callable[[bytes], bytes],
-                     chain: c1.IvChain) -> bytes:
-        """HDR*, HASH(n), rest: the hash covers the encoded payloads after it (RFC 2409 §5.5, §5.7)."""
-        _first_type, rest_bytes = encode_payloads(rest)
-        return self._seal(header, [Hash(digest(rest_bytes)), *rest], chain)
-
-    @staticmethod
-    def _open(chain: c1.IvChain, msg: Message) -> tuple[list[Payload], bytes]:
-        """Decrypt and decode; the chain moves on only if the plaintext parses."""
-        assert msg.encrypted is not None
-        saved = chain.iv
-        try:
-            plain = chain.decrypt(msg.encrypted)
-            payloads, end = decode_chain(msg.header.next_payload, plain)
-        except (CryptoError, ParseError):
-            chain.iv = saved
-            raise
-        return payloads, plain[:end]
-
-    @staticmethod
-    def _after_hash(payloads: list[Payload], plain: bytes) -> tuple[bytes, bytes]:
-        """(HASH data, the bytes it covers) for a message that must start with a HASH payload."""
-        if not payloads or not isinstance(payloads[0], Hash):
-            raise _Fail(NotifyType.INVALID_HASH_INFORMATION, "message does not start with HASH")
-        size = struct.unpack_from("!H", plain, 2)[0]
-        return payloads[0].data, plain[size:]
 
     # ------------------------------------------------------------------ receive
 
@@ -954,478 +557,11 @@ class IsakmpSa(EspLiveness):
         self._emit(encode_message(header, [Notify(exc.notify, ProtocolId.ISAKMP, p.spi, exc.data)]))
         self.stats.notifies_sent += 1
 
-    # ------------------------------------------------------------------ phase 1
-
-    def _move(self, p: _Phase1, trigger: Trigger) -> None:
-        nxt = TRANSITIONS.get((p.state, trigger))
-        if nxt is None:
-            raise ValueError(f"{trigger.value} is not allowed in state {p.state.value}")
-        p.state = nxt
-
-    def _vendor_ids(self, p: _Phase1, answer: bool) -> list[Payload]:
-        out: list[Payload] = [VendorId(VID_DPD)]
-        cfg = p.config or self.config
-        natt_on = cfg.nat_traversal if cfg is not None else True
-        if natt_on:
-            if not answer:
-                out += [VendorId(VID_NATT_RFC3947), VendorId(VID_NATT_DRAFT_02N), VendorId(VID_NATT_DRAFT_02)]
-            elif p.natt == "rfc":
-                out.append(VendorId(VID_NATT_RFC3947))
-            elif p.natt == "draft":
-                out.append(VendorId(VID_NATT_DRAFT_02))
-        return out
-
-    def _read_vendor_ids(self, p: _Phase1, payloads: list[Payload]) -> None:
-        vids = [v.data for v in payloads if isinstance(v, VendorId)]
-        for vid in vids:
-            p.peer_vendors.append(vendor_name(vid) or vid.hex())
-        p.peer_dpd = p.peer_dpd or any(v[:16] == VID_DPD[:16] for v in vids)
-        cfg = p.config or self.config
-        if cfg is not None and not cfg.nat_traversal:
-            return
-        if VID_NATT_RFC3947 in vids:
-            p.natt = "rfc"
-        elif any(v in NATT_DRAFT_VIDS for v in vids):
-            p.natt = "draft"
-
-    def _natd_payloads(self, p: _Phase1) -> list[Payload]:
-        if p.natt is None or p.suite is None:
-            return []
-        draft = p.natt == "draft"
-        ours = ("0.0.0.0", 0) if self.force_encap else self.local  # a hash that cannot match: see force_encap
-        return [NatD(natd_hash(p.suite, p.cky_i, p.cky_r, self.peer), draft),
-                NatD(natd_hash(p.suite, p.cky_i, p.cky_r, ours), draft)]
-
-    def _check_natd(self, p: _Phase1, payloads: list[Payload]) -> None:
-        """The peer's first NAT-D is what it believes our address is, the others are its own."""
-        hashes = [n.data for n in payloads if isinstance(n, NatD)]
-        if p.natt is None or p.suite is None or not hashes:
-            return
-        p.nat_local = self.force_encap or natd_hash(p.suite, p.cky_i, p.cky_r, self.local) != hashes[0]
-        p.nat_remote = natd_hash(p.suite, p.cky_i, p.cky_r, self.peer) not in hashes[1:]
-
-    def _float(self, p: _Phase1) -> None:
-        """Move to the NAT-T port once a NAT is detected (RFC 3947 §4: from MM5 / AM3 on)."""
-        cfg = p.config or self.config
-        if p.natt is not None and (p.nat_local or p.nat_remote) and cfg is not None:
-            self.local = (self.local[0], cfg.natt_port)
-            self.peer = (self.peer[0], cfg.natt_port)
-
-    def _start_phase1(self, p: _Phase1, now: float) -> None:
-        cfg = p.config
-        assert cfg is not None
-        if self.options.mode is ExchangeMode.AGGRESSIVE:
-            p.mode = ExchangeMode.AGGRESSIVE
-            group = cfg.proposals[0].dh[0]
-            sa = p1props.phase1_sa(cfg.proposals, cfg.lifetime, group)
-            p.sai_b = sa.body()
-            p.dh = dh_group(group).generate()
-            p.g_xi = p.dh.public
-            p.ni = self._rng(NONCE_SIZE)
-            payloads: list[Payload] = [sa, KE(p.g_xi), Nonce(p.ni), self._id_payload(cfg),
-                                       *self._vendor_ids(p, False)]
-            self._move(p, Trigger.START_AGGRESSIVE)
-            exchange = ExchangeType.AGGRESSIVE
-        else:
-            sa = p1props.phase1_sa(cfg.proposals, cfg.lifetime)
-            p.sai_b = sa.body()
-            payloads = [sa, *self._vendor_ids(p, False)]
-            self._move(p, Trigger.START_MAIN)
-            exchange = ExchangeType.ID_PROT
-        packet = encode_message(Header(p.cky_i, ZERO_COOKIE, 0, exchange, 0, 0), payloads)
-        self._p1_send(p, packet, now, expect_answer=True)
-
-    @staticmethod
-    def _id_payload(cfg: IkeSaConfig) -> Identification:
-        return Identification(cfg.local_id[0], cfg.local_id[1])
-
-    def _p1_send(self, p: _Phase1, packet: bytes, now: float, *, expect_answer: bool) -> None:
-        p.last_out = packet
-        p.req = self._new_retrans(packet, now, lambda t: self._p1_timeout(p, t)) if expect_answer else None
-        self._emit(packet)
-
-    def _p1_timeout(self, p: _Phase1, now: float) -> None:
-        hint = TIMEOUT_HINTS.get(p.state)
-        self._p1_failed(p, now, 0, hint or f"no answer in state {p.state.value}")
-
-    def _p1_failed(self, p: _Phase1, now: float, notify: int, detail: str) -> None:
-        if p is self._next:
-            self._next = None
-            self._rekey_at = now + REKEY_RETRY  # the current ISAKMP SA carries on; try again later
-            return
-        if p is self._p1:
-            self._fail(now, notify, detail)
-
-    def _refuse_p1(self, p: _Phase1, exchange: int, notify: int, detail: str, now: float) -> None:
-        """Unprotected Informational with the error (the peer may not share our keys), then give up."""
-        cky_r = p.cky_r
-        header = Header(p.cky_i, cky_r, 0, ExchangeType.INFORMATIONAL, 0, 0)
-        self._emit(encode_message(header, [Notify(notify, ProtocolId.ISAKMP, p.cky_i + cky_r)]))
-        self.stats.notifies_sent += 1
-        self._p1_failed(p, now, notify, detail)
-
-    def _on_phase1(self, p: _Phase1, msg: Message, data: bytes, addr: Addr, now: float,
-                   local: Addr | None) -> None:
-        if p.last_in and data == p.last_in:
-            self.stats.duplicates += 1
-            if p.last_out:
-                self._emit(p.last_out)  # the peer lost our answer: the same bytes again
-            return
-        h = msg.header
-        if p.state is State.NEW and not p.we_init:
-            trigger = Trigger.MM1 if h.exchange == ExchangeType.ID_PROT else Trigger.AM1
-        else:
-            expected = EXPECTED.get(p.state)
-            if expected is None or expected[0] != h.exchange:
-                self.stats.dropped += 1
-                return
-            trigger = expected[1]
-        handler = {
-            Trigger.MM1: self._on_mm1, Trigger.MM2: self._on_mm2, Trigger.MM3: self._on_mm3,
-            Trigger.MM4: self._on_mm4, Trigger.MM5: self._on_mm5, Trigger.MM6: self._on_mm6,
-            Trigger.AM1: self._on_am1, Trigger.AM2: self._on_am2, Trigger.AM3: self._on_am3,
-        }[trigger]
-        try:
-            handler(p, msg, data, addr, now, local)
-        except _Fail as exc:
-            self._refuse_p1(p, h.exchange, exc.notify, str(exc), now)
-
     # Main Mode ---------------------------------------------------------------------------------
-
-    def _plain(self, msg: Message) -> list[Payload]:
-        if msg.encrypted is not None:
-            raise _Fail(NotifyType.INVALID_FLAGS, "unexpected encryption")
-        return msg.payloads
-
-    def _choose(self, p: _Phase1, sa: SA | None) -> p1props.Phase1Choice:
-        assert self.policy is not None
-        if sa is None:
-            raise _Fail(NotifyType.PAYLOAD_MALFORMED, "no SA payload")
-        choice = p1props.choose_phase1(sa, self.policy.ike_proposals(self.peer))
-        if choice is None:
-            raise _Fail(NotifyType.NO_PROPOSAL_CHOSEN,
-                        f"no acceptable phase 1 proposal; received proposals: {p1props.offered_text(sa)}")
-        return choice
-
-    def _on_mm1(self, p: _Phase1, msg: Message, data: bytes, addr: Addr, now: float, local: Addr | None) -> None:
-        payloads = self._plain(msg)
-        p.cky_i = msg.header.cky_i
-        self.peer = addr
-        if local is not None:
-            self.local = local
-        sa = _first(payloads, SA)
-        p.mode = ExchangeMode.MAIN
-        choice = self._choose(p, sa)
-        self.stats.messages_in += 1
-        p.sai_b = sa.body()
-        p.choice = choice
-        p.suite = c1.Suite.from_attributes(choice.encryption, choice.key_bits, choice.hash)
-        self._read_vendor_ids(p, payloads)
-        answer = p1props.answer_sa(sa, choice.proposal, choice.transform, sa.proposals[0].protocol, b"")
-        self._move(p, Trigger.MM1)
-        p.last_in = data
-        header = Header(p.cky_i, p.cky_r, 0, ExchangeType.ID_PROT, 0, 0)
-        self._p1_send(p, encode_message(header, [answer, *self._vendor_ids(p, True)]), now, expect_answer=False)
-
-    def _on_mm2(self, p: _Phase1, msg: Message, data: bytes, addr: Addr, now: float, local: Addr | None) -> None:
-        assert p.config is not None
-        payloads = self._plain(msg)
-        sa = _first(payloads, SA)
-        choice = p1props.choose_phase1(sa, p.config.proposals) if sa and p1props.is_single(sa) else None
-        if choice is None or msg.header.cky_r == ZERO_COOKIE:
-            raise _Fail(NotifyType.NO_PROPOSAL_CHOSEN, _not_offered(sa))
-        self.stats.messages_in += 1
-        p.cky_r = msg.header.cky_r
-        p.choice = choice
-        p.suite = c1.Suite.from_attributes(choice.encryption, choice.key_bits, choice.hash)
-        self._read_vendor_ids(p, payloads)
-        self._move(p, Trigger.MM2)
-        p.last_in = data
-        p.dh = dh_group(choice.group).generate()
-        p.g_xi = p.dh.public
-        p.ni = self._rng(NONCE_SIZE)
-        header = Header(p.cky_i, p.cky_r, 0, ExchangeType.ID_PROT, 0, 0)
-        packet = encode_message(header, [KE(p.g_xi), Nonce(p.ni), *self._natd_payloads(p)])
-        self._p1_send(p, packet, now, expect_answer=True)
-
-    def _ke_nonce(self, p: _Phase1, payloads: list[Payload]) -> tuple[bytes, bytes]:
-        assert p.choice is not None
-        ke = _first(payloads, KE)
-        nonce = _first(payloads, Nonce)
-        if ke is None or nonce is None or not 8 <= len(nonce.data) <= 256:
-            raise _Fail(NotifyType.PAYLOAD_MALFORMED, "KE or nonce missing")
-        if len(ke.data) != dh_group(p.choice.group).public_size:
-            raise _Fail(NotifyType.INVALID_KEY_INFORMATION, "KE of the wrong size for the group")
-        return ke.data, nonce.data
-
-    def _on_mm3(self, p: _Phase1, msg: Message, data: bytes, addr: Addr, now: float, local: Addr | None) -> None:
-        assert p.choice is not None and self.policy is not None
-        payloads = self._plain(msg)
-        p.g_xi, p.ni = self._ke_nonce(p, payloads)
-        p.dh = dh_group(p.choice.group).generate()
-        try:
-            p.g_xy = p.dh.shared(p.g_xi)
-        except CryptoError as exc:
-            raise _Fail(NotifyType.INVALID_KEY_INFORMATION, "bad KE") from exc
-        self.stats.messages_in += 1
-        p.g_xr = p.dh.public
-        p.nr = self._rng(NONCE_SIZE)
-        self._check_natd(p, payloads)
-        # The identity is still unknown (it comes encrypted in MM5): the PSK candidates are by address.
-        id_type, id_data = _addr_id(self.peer[0])
-        p.candidates = list(self.policy.authenticate(self.peer, id_type, id_data))
-        self._move(p, Trigger.MM3)
-        p.last_in = data
-        header = Header(p.cky_i, p.cky_r, 0, ExchangeType.ID_PROT, 0, 0)
-        packet = encode_message(header, [KE(p.g_xr), Nonce(p.nr), *self._natd_payloads(p)])
-        self._p1_send(p, packet, now, expect_answer=False)
-
-    def _derive(self, p: _Phase1, psk: bytes) -> tuple[c1.Phase1Keys, c1.IvChain]:
-        assert p.suite is not None
-        skeyid = c1.skeyid_psk(p.suite.prf, psk, p.ni, p.nr)
-        keys = c1.derive_phase1(p.suite.prf, skeyid, p.g_xy, p.cky_i, p.cky_r, p.suite.encr.key_size)
-        chain = c1.IvChain(p.suite.encr, keys.enc_key, c1.phase1_iv(p.suite, p.g_xi, p.g_xr))
-        return keys, chain
-
-    def _on_mm4(self, p: _Phase1, msg: Message, data: bytes, addr: Addr, now: float, local: Addr | None) -> None:
-        assert p.config is not None and p.dh is not None and p.suite is not None
-        payloads = self._plain(msg)
-        p.g_xr, p.nr = self._ke_nonce(p, payloads)
-        try:
-            p.g_xy = p.dh.shared(p.g_xr)
-        except CryptoError as exc:
-            raise _Fail(NotifyType.INVALID_KEY_INFORMATION, "bad KE") from exc
-        self.stats.messages_in += 1
-        self._check_natd(p, payloads)
-        self._float(p)
-        p.keys, p.chain = self._derive(p, p.config.psk)
-        self._move(p, Trigger.MM4)
-        p.last_in = data
-        idii = self._id_payload(p.config)
-        auth = c1.hash_i(p.suite.prf, p.keys.skeyid, p.g_xi, p.g_xr, p.cky_i, p.cky_r, p.sai_b, idii.body())
-        out: list[Payload] = [idii, Hash(auth)]
-        if self.initial_contact and p is self._p1:
-            out.append(Notify(NotifyType.INITIAL_CONTACT, ProtocolId.ISAKMP, p.spi))
-        packet = self._seal(Header(p.cky_i, p.cky_r, 0, ExchangeType.ID_PROT, 0, 0), out, p.chain)
-        self._p1_send(p, packet, now, expect_answer=True)
-
-    def _on_mm5(self, p: _Phase1, msg: Message, data: bytes, addr: Addr, now: float, local: Addr | None) -> None:
-        assert p.suite is not None
-        if msg.encrypted is None:
-            raise _Fail(NotifyType.INVALID_FLAGS, "MM5 must be encrypted")
-        # Try each candidate PSK: the one whose keys decrypt MM5 into a valid chain and HASH_I wins.
-        for cfg in p.candidates:
-            keys, chain = self._derive(p, cfg.psk)
-            try:
-                payloads, _plain = self._open(chain, msg)
-            except (CryptoError, ParseError):
-                continue
-            idii = _first(payloads, Identification)
-            auth = _first(payloads, Hash)
-            if idii is None or auth is None:
-                continue
-            if cfg.remote_id is not None and (idii.id_type, idii.data) != cfg.remote_id:
-                continue
-            expected = c1.hash_i(p.suite.prf, keys.skeyid, p.g_xi, p.g_xr, p.cky_i, p.cky_r, p.sai_b, idii.body())
-            if not c1.compare(expected, auth.data):
-                continue
-            p.keys, p.chain, p.config = keys, chain, cfg
-            self.config = cfg
-            p.peer_id = (idii.id_type, idii.data)
-            p.initial_contact = any(isinstance(n, Notify) and n.notify_type == NotifyType.INITIAL_CONTACT
-                                    for n in payloads)
-            self._note_peer(addr, local, now)
-            self._move(p, Trigger.MM5)
-            p.last_in = data
-            idir = self._id_payload(cfg)
-            auth_r = c1.hash_r(p.suite.prf, keys.skeyid, p.g_xi, p.g_xr, p.cky_i, p.cky_r, p.sai_b, idir.body())
-            packet = self._seal(Header(p.cky_i, p.cky_r, 0, ExchangeType.ID_PROT, 0, 0), [idir, Hash(auth_r)],
-                                p.chain)
-            self._p1_send(p, packet, now, expect_answer=False)
-            self._p1_established(p, now)
-            return
-        self.stats.auth_failures += 1
-        raise _Fail(NotifyType.AUTHENTICATION_FAILED, "MM5 does not decrypt or verify: pre-shared key mismatch?")
-
-    def _on_mm6(self, p: _Phase1, msg: Message, data: bytes, addr: Addr, now: float, local: Addr | None) -> None:
-        assert p.config is not None and p.chain is not None and p.keys is not None and p.suite is not None
-        if msg.encrypted is None:
-            raise _Fail(NotifyType.INVALID_FLAGS, "MM6 must be encrypted")
-        try:
-            payloads, _plain = self._open(p.chain, msg)
-        except (CryptoError, ParseError):
-            self.stats.auth_failures += 1
-            raise _Fail(NotifyType.AUTHENTICATION_FAILED, "MM6 does not decrypt") from None
-        idir = _first(payloads, Identification)
-        auth = _first(payloads, Hash)
-        if idir is None or auth is None:
-            raise _Fail(NotifyType.PAYLOAD_MALFORMED, "MM6 without ID or HASH")
-        self._verify_responder(p, idir, auth)
-        self._note_peer(addr, local, now)
-        self._move(p, Trigger.MM6)
-        p.last_in = data
-        p.last_out = b""  # MM6 ends the exchange: a duplicate of it is not answered
-        p.req = None
-        self._p1_established(p, now)
-
-    def _verify_responder(self, p: _Phase1, idir: Identification, auth: Hash) -> None:
-        assert p.config is not None and p.keys is not None and p.suite is not None
-        if p.config.remote_id is not None and (idir.id_type, idir.data) != p.config.remote_id:
-            self.stats.auth_failures += 1
-            raise _Fail(NotifyType.AUTHENTICATION_FAILED, "unexpected responder identity")
-        expected = c1.hash_r(p.suite.prf, p.keys.skeyid, p.g_xi, p.g_xr, p.cky_i, p.cky_r, p.sai_b, idir.body())
-        if not c1.compare(expected, auth.data):
-            self.stats.auth_failures += 1
-            raise _Fail(NotifyType.AUTHENTICATION_FAILED, "HASH_R does not verify")
-        p.peer_id = (idir.id_type, idir.data)
 
     # Aggressive Mode ---------------------------------------------------------------------------
 
-    def _on_am1(self, p: _Phase1, msg: Message, data: bytes, addr: Addr, now: float, local: Addr | None) -> None:
-        assert self.policy is not None
-        payloads = self._plain(msg)
-        p.cky_i = msg.header.cky_i
-        p.mode = ExchangeMode.AGGRESSIVE
-        self.peer = addr
-        if local is not None:
-            self.local = local
-        if self.options.mode is not ExchangeMode.AGGRESSIVE:
-            # AM2 carries HASH_R over the PSK before the initiator proved anything: an offline dictionary
-            # attack on the key for anyone who asks. Only a peer configured for it gets one (as the USG).
-            raise _Fail(NotifyType.INVALID_EXCHANGE_TYPE,
-                        f"aggressive mode refused: no ike peer for {addr[0]} is configured with exchange-mode "
-                        "aggressive")
-        sa = _first(payloads, SA)
-        choice = self._choose(p, sa)
-        p.choice = choice
-        p.suite = c1.Suite.from_attributes(choice.encryption, choice.key_bits, choice.hash)
-        p.sai_b = sa.body()
-        p.g_xi, p.ni = self._ke_nonce(p, payloads)
-        idii = _first(payloads, Identification)
-        if idii is None:
-            raise _Fail(NotifyType.INVALID_ID_INFORMATION, "aggressive mode without ID")
-        candidates = self.policy.authenticate(self.peer, idii.id_type, idii.data)
-        cfg = next((c for c in candidates if c.remote_id is None or c.remote_id == (idii.id_type, idii.data)), None)
-        if cfg is None:
-            raise _Fail(NotifyType.AUTHENTICATION_FAILED, "no peer configured for this identity")
-        p.dh = dh_group(choice.group).generate()
-        try:
-            p.g_xy = p.dh.shared(p.g_xi)
-        except CryptoError as exc:
-            raise _Fail(NotifyType.INVALID_KEY_INFORMATION, "bad KE") from exc
-        self.stats.messages_in += 1
-        p.g_xr = p.dh.public
-        p.nr = self._rng(NONCE_SIZE)
-        p.config = cfg
-        p.peer_id = (idii.id_type, idii.data)
-        self._read_vendor_ids(p, payloads)
-        p.keys, p.chain = self._derive(p, cfg.psk)
-        idir = self._id_payload(cfg)
-        auth = c1.hash_r(p.suite.prf, p.keys.skeyid, p.g_xi, p.g_xr, p.cky_i, p.cky_r, p.sai_b, idir.body())
-        answer = p1props.answer_sa(sa, choice.proposal, choice.transform, sa.proposals[0].protocol, b"")
-        out: list[Payload] = [answer, KE(p.g_xr), Nonce(p.nr), idir, Hash(auth), *self._vendor_ids(p, True),
-                              *self._natd_payloads(p)]
-        self._move(p, Trigger.AM1)
-        p.last_in = data
-        header = Header(p.cky_i, p.cky_r, 0, ExchangeType.AGGRESSIVE, 0, 0)
-        # The last aggressive-mode message is the initiator's: we retransmit AM2 until it arrives.
-        self._p1_send(p, encode_message(header, out), now, expect_answer=True)
-
-    def _on_am2(self, p: _Phase1, msg: Message, data: bytes, addr: Addr, now: float, local: Addr | None) -> None:
-        assert p.config is not None and p.dh is not None
-        payloads = self._plain(msg)
-        sa = _first(payloads, SA)
-        choice = p1props.choose_phase1(sa, p.config.proposals) if sa and p1props.is_single(sa) else None
-        if choice is None or msg.header.cky_r == ZERO_COOKIE or choice.group != p.dh.group.id:
-            raise _Fail(NotifyType.NO_PROPOSAL_CHOSEN, _not_offered(sa))
-        p.cky_r = msg.header.cky_r
-        p.choice = choice
-        p.suite = c1.Suite.from_attributes(choice.encryption, choice.key_bits, choice.hash)
-        p.g_xr, p.nr = self._ke_nonce(p, payloads)
-        try:
-            p.g_xy = p.dh.shared(p.g_xr)
-        except CryptoError as exc:
-            raise _Fail(NotifyType.INVALID_KEY_INFORMATION, "bad KE") from exc
-        p.keys, p.chain = self._derive(p, p.config.psk)
-        idir = _first(payloads, Identification)
-        auth = _first(payloads, Hash)
-        if idir is None or auth is None:
-            raise _Fail(NotifyType.PAYLOAD_MALFORMED, "AM2 without ID or HASH")
-        self._verify_responder(p, idir, auth)
-        self._note_peer(addr, local, now)
-        self._read_vendor_ids(p, payloads)
-        self._check_natd(p, payloads)
-        self._float(p)
-        self._move(p, Trigger.AM2)
-        p.last_in = data
-        idii = self._id_payload(p.config)
-        auth_i = c1.hash_i(p.suite.prf, p.keys.skeyid, p.g_xi, p.g_xr, p.cky_i, p.cky_r, p.sai_b, idii.body())
-        out: list[Payload] = [Hash(auth_i), *self._natd_payloads(p)]
-        if self.initial_contact and p is self._p1:
-            out.append(Notify(NotifyType.INITIAL_CONTACT, ProtocolId.ISAKMP, p.spi))
-        # AM3 travels in the clear (as strongSwan sends it); the phase-1 IV chain stays at its start.
-        packet = encode_message(Header(p.cky_i, p.cky_r, 0, ExchangeType.AGGRESSIVE, 0, 0), out)
-        self._p1_send(p, packet, now, expect_answer=False)
-        self._p1_established(p, now)
-
-    def _on_am3(self, p: _Phase1, msg: Message, data: bytes, addr: Addr, now: float, local: Addr | None) -> None:
-        assert p.config is not None and p.keys is not None and p.suite is not None and p.chain is not None
-        if msg.encrypted is not None:
-            try:
-                payloads, _plain = self._open(p.chain, msg)
-            except (CryptoError, ParseError):
-                self.stats.auth_failures += 1
-                raise _Fail(NotifyType.AUTHENTICATION_FAILED, "AM3 does not decrypt") from None
-        else:
-            payloads = msg.payloads
-        auth = _first(payloads, Hash)
-        idii_b = Identification(p.peer_id[0], p.peer_id[1]).body() if p.peer_id else b""
-        expected = c1.hash_i(p.suite.prf, p.keys.skeyid, p.g_xi, p.g_xr, p.cky_i, p.cky_r, p.sai_b, idii_b)
-        if auth is None or not c1.compare(expected, auth.data):
-            self.stats.auth_failures += 1
-            raise _Fail(NotifyType.AUTHENTICATION_FAILED, "HASH_I does not verify")
-        p.initial_contact = any(isinstance(n, Notify) and n.notify_type == NotifyType.INITIAL_CONTACT
-                                for n in payloads)
-        self._check_natd(p, payloads)
-        self._note_peer(addr, local, now)
-        self.config = p.config
-        self._move(p, Trigger.AM3)
-        p.last_in = data
-        p.last_out = b""  # AM3 ends the exchange: a duplicate of it is not answered
-        p.req = None
-        self._p1_established(p, now)
-
     # establishment -----------------------------------------------------------------------------
-
-    def _p1_established(self, p: _Phase1, now: float) -> None:
-        assert p.config is not None and p.choice is not None
-        p.established_at = now
-        offered = p.choice.life_seconds
-        p.life = float(min(offered, p.config.lifetime) if offered else p.config.lifetime)
-        if p is self._next:
-            self._switch(p, now)
-            return
-        self.established_at = now
-        self.peer_id = p.peer_id
-        self._deadline = None
-        self._set_lifetime(p, now)
-        if p.initial_contact and not p.we_init:
-            self._events.append(InitialContact(self))
-        self._events.append(IkeSaEstablished(self))
-        if self._first_child is not None:
-            first, self._first_child = self._first_child, None
-            self._start_quick(first, None, now)
-        pending, self._pending = self._pending, []
-        for task in pending:
-            task(now)
-
-    def _set_lifetime(self, p: _Phase1, now: float) -> None:
-        self._expire_at = now + p.life
-        # Only the end that initiated this ISAKMP SA renews it (see the module notes).
-        self._rekey_at = now + p.life * 0.9 - self._jitter(p.life * 0.03) if p.we_init else None
-
-    def _jitter(self, span: float) -> float:
-        return span * int.from_bytes(self._rng(2), "big") / 65535.0
 
     def _switch(self, new: _Phase1, now: float) -> None:
         """Our phase-1 rekey is done: the new ISAKMP SA takes over, the old one is deleted."""
@@ -1439,7 +575,7 @@ class IsakmpSa(EspLiveness):
             # (its QM3 may still be on the way): it installs the pair, so must we.
             if q.p1 is old and q.we_init and q.state is not QuickState.DONE:
                 self._abandon_quick(q, now)
-        self._events.append(IkeSaRekeyed(self, (old.cky_i, old.cky_r)))
+        self._outbox.report(IkeSaRekeyed(self, (old.cky_i, old.cky_r)))
         self._send_info(old, [Delete(ProtocolId.ISAKMP, [old.spi])])
 
     # ------------------------------------------------------------------ informational
@@ -1531,7 +667,7 @@ class IsakmpSa(EspLiveness):
                 self._dpd_sent_at = None
                 self._dpd_tries = 0
         elif t == NotifyType.INITIAL_CONTACT:
-            self._events.append(InitialContact(self))
+            self._outbox.report(InitialContact(self))
         elif NotifyType.is_error(t):
             q = None
             if len(n.spi) == 4:
@@ -1579,357 +715,3 @@ class IsakmpSa(EspLiveness):
         p = self._p1
         self._send_info(p, [Notify(NotifyType.R_U_THERE, ProtocolId.ISAKMP, p.spi, struct.pack("!I", self._dpd_seq))])
 
-    # ------------------------------------------------------------------ quick mode
-
-    def _encap(self, mode: Mode) -> int:
-        if self.udp_encap:
-            rfc = self._p1.natt == "rfc"
-            if mode is Mode.TRANSPORT:
-                return EncapMode.UDP_TRANSPORT if rfc else EncapMode.UDP_TRANSPORT_DRAFT
-            return EncapMode.UDP_TUNNEL if rfc else EncapMode.UDP_TUNNEL_DRAFT
-        return EncapMode.TRANSPORT if mode is Mode.TRANSPORT else EncapMode.TUNNEL
-
-    def _start_quick(self, cfg: ChildSaConfig, old: ChildSa | None, now: float) -> None:
-        p = self._p1
-        if not self.established or p.suite is None or p.keys is None or p.chain is None:
-            return
-        mid = self._new_mid()
-        q = _Quick(mid, p, True, p.chain.fork(c1.message_iv(p.suite, p.last_block, mid)), cfg=cfg, old=old)
-        q.spi_in = self._alloc_spi()
-        q.ni = self._rng(NONCE_SIZE)
-        groups = [g for spec in cfg.proposals for g in spec.dh]
-        group = groups[0] if groups else None
-        if group is not None:
-            q.dh = dh_group(group).generate()
-        q.ts_local = list(old.ts_local if old is not None else cfg.local_ts)[:1]
-        q.ts_remote = list(old.ts_remote if old is not None else cfg.remote_ts)[:1]
-        sa = p1props.esp_sa(cfg.proposals, struct.pack("!I", q.spi_in), self._encap(cfg.mode), cfg.lifetime,
-                            cfg.lifetime_kb, group)
-        rest: list[Payload] = [sa, Nonce(q.ni)]
-        if q.dh is not None:
-            rest.append(KE(q.dh.public))
-        rest += [p1props.ts_to_id(q.ts_local[0]), p1props.ts_to_id(q.ts_remote[0])]
-        if cfg.mode is Mode.TRANSPORT and self.udp_encap:
-            draft = p.natt == "draft"
-            rest += [NatOA(*_addr_id(self.local[0]), draft=draft), NatOA(*_addr_id(self.peer[0]), draft=draft)]
-        prf, key = p.suite.prf, p.keys.skeyid_a
-        header = Header(p.cky_i, p.cky_r, 0, ExchangeType.QUICK, 0, mid)
-        packet = self._seal_hashed(header, rest, lambda b: c1.qm_hash1(prf, key, mid, b), q.chain)
-        q.state = QUICK_TRANSITIONS[(None, "send-qm1")]
-        q.last_out = packet
-        q.req = self._new_retrans(packet, now, lambda t: self._quick_timeout(q, t))
-        self._quicks[mid] = q
-        self._emit(packet)
-
-    def _quick_failed(self, q: _Quick, now: float, notify: int, detail: str) -> None:
-        self._quicks.pop(q.mid, None)
-        q.req = None
-        self._restore_old(q, now)
-        self._events.append(NegotiationFailed(self, notify, detail, child_only=True))
-
-    def _quick_timeout(self, q: _Quick, now: float) -> None:
-        """No answer to our Quick Mode: the peer lost this ISAKMP SA (its unacknowledged Delete never came)
-        or is gone. As strongSwan does, the ISAKMP SA ends with its IPsec SAs (the peer is told, in case it
-        still listens) and the owner runs Main Mode again: an auto policy after its retry delay, a
-        traffic-based one on the next packet. Without this a lone ISAKMP SA would stay for ever."""
-        self._quick_failed(q, now, 0, "no answer to quick mode: the peer has probably lost the ISAKMP SA")
-        if q.p1 is self._p1 and self.established:
-            self._end(now, DeleteReason.DPD_TIMEOUT, take_children=True, child_reason=DeleteReason.DPD_TIMEOUT,
-                      tell_peer=True)
-
-    def _qm3_timeout(self, q: _Quick, now: float) -> None:
-        """No QM3 for our QM2. The initiator installed the pair when our QM2 reached it, so if only its QM3
-        got lost it now sends into an SA we never installed: tell it to drop the pair (a Delete of the SPI
-        it sends to), and it negotiates again."""
-        self._quick_failed(q, now, 0, "no quick mode message 3")
-        if self.established and q.p1 in (self._p1, self._prev):
-            self._send_info(q.p1, [Delete(ProtocolId.ESP, [struct.pack("!I", q.spi_in)])])
-
-    def _abandon_quick(self, q: _Quick, now: float) -> None:
-        self._quicks.pop(q.mid, None)
-        q.req = None
-        self._restore_old(q, now)
-
-    def _restore_old(self, q: _Quick, now: float) -> None:
-        if q.old is not None and q.old.state is ChildState.REKEYING:
-            q.old.state = ChildState.INSTALLED
-            q.old.rekey_at = now + 10.0 + self._jitter(5.0)
-
-    def _on_quick(self, p: _Phase1, msg: Message, data: bytes, addr: Addr, now: float, local: Addr | None) -> None:
-        mid = msg.header.message_id
-        q = self._quicks.get(mid)
-        if q is not None:
-            if data == q.last_in:
-                # A duplicate QM1 (our QM2 got lost) or QM2 (our QM3 got lost): the same answer again.
-                self.stats.duplicates += 1
-                if q.last_out:
-                    self._emit(q.last_out)
-                return
-            if q.p1 is not p or q.state is QuickState.DONE:
-                self.stats.dropped += 1
-                return
-        elif mid in self._info_mids or p is self._prev:
-            self.stats.dropped += 1  # the peer starts nothing new under an ISAKMP SA we deleted
-            return
-        assert p.suite is not None and p.keys is not None and p.chain is not None
-        fresh = q is None
-        if q is None:
-            q = _Quick(mid, p, False, p.chain.fork(c1.message_iv(p.suite, p.last_block, mid)), started=now)
-        iv_before = q.chain.iv
-        try:
-            payloads, plain = self._open(q.chain, msg)
-            digest, rest = self._after_hash(payloads, plain)
-        except (CryptoError, ParseError, _Fail):
-            q.chain.iv = iv_before
-            self.stats.malformed += 1
-            self.stats.dropped += 1
-            return
-        prf, key = p.suite.prf, p.keys.skeyid_a
-        if fresh:
-            if not c1.compare(c1.qm_hash1(prf, key, mid, rest), digest):
-                self.stats.dropped += 1
-                return
-            self._note_peer(addr, local, now)
-            q.last_in = data
-            self._quicks[mid] = q
-            try:
-                self._answer_qm1(q, payloads[1:], now)
-            except (_Fail, CryptoError) as exc:
-                notify = exc.notify if isinstance(exc, _Fail) else NotifyType.INVALID_KEY_INFORMATION
-                self._quicks.pop(mid, None)
-                sa = _first(payloads, SA)
-                spi = sa.proposals[0].spi if isinstance(sa, SA) and sa.proposals else b""
-                self._send_info(p, [Notify(notify, ProtocolId.ESP, spi, getattr(exc, "data", b""))])
-                self._events.append(NegotiationFailed(self, notify, str(exc), child_only=True))
-            return
-        if q.state is QuickState.SENT1:
-            assert q.ni
-            nonce = _first(payloads, Nonce)
-            ni_b = q.ni
-            if nonce is None or not c1.compare(c1.qm_hash2(prf, key, mid, ni_b, rest), digest):
-                q.chain.iv = iv_before  # a forgery must not move the chain of the real answer
-                self.stats.dropped += 1
-                return
-            self._note_peer(addr, local, now)
-            q.last_in = data
-            try:
-                self._complete_qm2(q, payloads[1:], now)
-            except (_Fail, CryptoError) as exc:
-                notify = exc.notify if isinstance(exc, _Fail) else NotifyType.INVALID_KEY_INFORMATION
-                self._send_info(p, [Notify(notify, ProtocolId.ESP, struct.pack("!I", q.spi_in))])
-                self._quick_failed(q, now, notify, str(exc))
-            return
-        if q.state is QuickState.SENT2:
-            if len(payloads) != 1 or not c1.compare(c1.qm_hash3(prf, key, mid, q.ni, q.nr), digest):
-                q.chain.iv = iv_before
-                self.stats.dropped += 1
-                return
-            self._note_peer(addr, local, now)
-            q.last_in = data
-            q.last_out = b""  # QM3 ends the exchange: a duplicate of it is not answered
-            q.req = None
-            q.state = QUICK_TRANSITIONS[(QuickState.SENT2, "qm3")]
-            q.done_at = now
-            self._install(q, now)
-
-    def _select_child(self, tsi: TrafficSelector, tsr: TrafficSelector) -> ChildSaConfig | None:
-        """Policy lookup for a quick mode the peer started; a phase-1 initiator checks its own configs."""
-        if self.policy is not None:
-            # ResponderPolicy is typed for the IKEv2 engine; it only reads the peer from ``sa``.
-            cfg = self.policy.select_child(cast(Any, self), [tsi], [tsr])
-            if cfg is not None:
-                return cfg
-        known = [c.config for c in self.children.values()] + (list(self.config.children) if self.config else [])
-        for cfg in known:
-            if tsmod.all_within([tsi], cfg.remote_ts) and tsmod.all_within([tsr], cfg.local_ts):
-                return cfg
-        return None
-
-    def _answer_qm1(self, q: _Quick, payloads: list[Payload], now: float) -> None:
-        p = q.p1
-        assert p.suite is not None and p.keys is not None
-        sa = _first(payloads, SA)
-        nonce = _first(payloads, Nonce)
-        ke = _first(payloads, KE)
-        ids = [x for x in payloads if isinstance(x, Identification)]
-        if sa is None or nonce is None or len(ids) not in (0, 2) or not 8 <= len(nonce.data) <= 256:
-            raise _Fail(NotifyType.PAYLOAD_MALFORMED, "quick mode message 1 incomplete")
-        if ids:
-            tsi, tsr = p1props.id_to_ts(ids[0]), p1props.id_to_ts(ids[1])
-        else:
-            tsi, tsr = p1props.host_ts(self.peer[0]), p1props.host_ts(self.local[0])
-        if tsi is None or tsr is None:
-            raise _Fail(NotifyType.INVALID_ID_INFORMATION, "client IDs are not addresses")
-        cfg = self._select_child(tsi, tsr)
-        if cfg is None or not tsmod.all_within([tsi], cfg.remote_ts) or not tsmod.all_within([tsr], cfg.local_ts):
-            raise _Fail(NotifyType.INVALID_ID_INFORMATION, "no policy matches the proposed client IDs")
-        pfs = p1props.offered_group(sa) if ke is not None else None
-        choice = p1props.choose_esp(sa, cfg.proposals, transport=cfg.mode is Mode.TRANSPORT,
-                                    nat=self.udp_encap, pfs=pfs)
-        if choice is None:
-            raise _Fail(NotifyType.NO_PROPOSAL_CHOSEN,
-                        f"no acceptable ESP transform; received proposals: {p1props.offered_text(sa)}")
-        q.cfg, q.choice, q.ni = cfg, choice, nonce.data
-        q.nr = self._rng(NONCE_SIZE)
-        q.spi_out = struct.unpack("!I", choice.spi)[0]
-        q.spi_in = self._alloc_spi()
-        q.ts_local, q.ts_remote = [tsr], [tsi]
-        my_ke: list[Payload] = []
-        if ke is not None and choice.group is not None:
-            mine = dh_group(choice.group).generate()
-            try:
-                q.g_qm = mine.shared(ke.data)
-            except CryptoError as exc:
-                raise _Fail(NotifyType.INVALID_KEY_INFORMATION, "bad KE") from exc
-            my_ke = [KE(mine.public)]
-        q.life = float(min(choice.life_seconds, cfg.lifetime) if choice.life_seconds else cfg.lifetime)
-        q.life_kb = min(choice.life_kb, cfg.lifetime_kb) if choice.life_kb else cfg.lifetime_kb
-        rest: list[Payload] = [p1props.answer_sa(sa, choice.proposal, choice.transform, ProtocolId.ESP,
-                                                 struct.pack("!I", q.spi_in)), Nonce(q.nr), *my_ke, *ids]
-        if (choice.life_seconds and cfg.lifetime < choice.life_seconds) or (
-                choice.life_kb and cfg.lifetime_kb and cfg.lifetime_kb < choice.life_kb):
-            rest.append(Notify(NotifyType.RESPONDER_LIFETIME, ProtocolId.ESP, choice.spi,
-                               p1props.lifetime_attrs(int(q.life), q.life_kb if choice.life_kb else None)))
-        prf, key, mid, ni_b = p.suite.prf, p.keys.skeyid_a, q.mid, q.ni
-        header = Header(p.cky_i, p.cky_r, 0, ExchangeType.QUICK, 0, q.mid)
-        packet = self._seal_hashed(header, rest, lambda b: c1.qm_hash2(prf, key, mid, ni_b, b), q.chain)
-        q.state = QUICK_TRANSITIONS[(None, "qm1")]
-        q.last_out = packet
-        # QM3 is the initiator's and unanswered: we repeat QM2 until it arrives.
-        q.req = self._new_retrans(packet, now, lambda t: self._qm3_timeout(q, t))
-        self._emit(packet)
-
-    def _complete_qm2(self, q: _Quick, payloads: list[Payload], now: float) -> None:
-        p = q.p1
-        assert p.suite is not None and p.keys is not None and q.cfg is not None
-        sa = _first(payloads, SA)
-        nonce = _first(payloads, Nonce)
-        ke = _first(payloads, KE)
-        if sa is None or nonce is None or not p1props.is_single(sa):
-            raise _Fail(NotifyType.PAYLOAD_MALFORMED, "quick mode message 2 incomplete")
-        group = q.dh.group.id if q.dh is not None else None
-        choice = p1props.choose_esp(sa, q.cfg.proposals, transport=q.cfg.mode is Mode.TRANSPORT,
-                                    nat=self.udp_encap, pfs=group)
-        if choice is None or len(choice.spi) != 4:
-            raise _Fail(NotifyType.NO_PROPOSAL_CHOSEN, _not_offered(sa))
-        ids = [x for x in payloads if isinstance(x, Identification)]
-        if ids:
-            sent = [p1props.ts_to_id(q.ts_local[0]), p1props.ts_to_id(q.ts_remote[0])]
-            if ids != sent:
-                raise _Fail(NotifyType.INVALID_ID_INFORMATION, "responder changed the client IDs")
-        if q.dh is not None:
-            if ke is None:
-                raise _Fail(NotifyType.INVALID_KEY_INFORMATION, "PFS answer without KE")
-            q.g_qm = q.dh.shared(ke.data)
-        q.nr = nonce.data
-        q.choice = choice
-        q.spi_out = struct.unpack("!I", choice.spi)[0]
-        life = float(min(choice.life_seconds, q.cfg.lifetime) if choice.life_seconds else q.cfg.lifetime)
-        life_kb = min(choice.life_kb, q.cfg.lifetime_kb) if choice.life_kb else q.cfg.lifetime_kb
-        for n in payloads:
-            if isinstance(n, Notify) and n.notify_type == NotifyType.RESPONDER_LIFETIME:
-                seconds, kilobytes = _parse_lifetime(n.data)
-                if seconds:
-                    life = min(life, float(seconds))
-                if kilobytes:
-                    life_kb = min(life_kb, kilobytes) if life_kb else kilobytes
-        q.life, q.life_kb = life, life_kb
-        prf, key = p.suite.prf, p.keys.skeyid_a
-        header = Header(p.cky_i, p.cky_r, 0, ExchangeType.QUICK, 0, q.mid)
-        packet = self._seal(header, [Hash(c1.qm_hash3(prf, key, q.mid, q.ni, q.nr))], q.chain)
-        q.state = QUICK_TRANSITIONS[(QuickState.SENT1, "qm2")]
-        q.req = None
-        q.last_out = packet
-        q.done_at = now
-        self._emit(packet)
-        self._install(q, now)
-        if q.old is not None and q.old.state is ChildState.REKEYED:
-            self._retire_rekeyed(q.old, now)
-
-    def _install(self, q: _Quick, now: float) -> ChildSa:
-        p = q.p1
-        assert p.suite is not None and p.keys is not None and q.choice is not None and q.cfg is not None
-        choice = q.choice
-        encr = choice.encr_alg()
-        integ = choice.integ_alg()
-        size = encr.keymat_size + (integ.key_size if integ else 0)
-        prf, skeyid_d = p.suite.prf, p.keys.skeyid_d
-        km_in = c1.keymat(prf, skeyid_d, ProtocolId.ESP, struct.pack("!I", q.spi_in), q.ni, q.nr, size, q.g_qm)
-        km_out = c1.keymat(prf, skeyid_d, ProtocolId.ESP, struct.pack("!I", q.spi_out), q.ni, q.nr, size, q.g_qm)
-        cut = encr.keymat_size
-        cfg = q.cfg
-        if (q.life, q.life_kb) != (cfg.lifetime, cfg.lifetime_kb):
-            cfg = dataclasses.replace(cfg, lifetime=q.life, lifetime_kb=q.life_kb)
-        frac = 0.9 if q.we_init else 0.95
-        rekey_at = now + q.life * frac - self._jitter(q.life * 0.03)
-        mode = Mode.TRANSPORT if choice.transport else Mode.TUNNEL
-        child = ChildSa(q.spi_in, q.spi_out, cfg, encr, integ, km_in[:cut], km_in[cut:], km_out[:cut],
-                        km_out[cut:], list(q.ts_local), list(q.ts_remote), mode, q.we_init, now, rekey_at,
-                        now + q.life, dh=choice.group, udp_encap=choice.udp)
-        home = self._home()
-        pool = [*self.children.values(), *(home.children.values() if home is not self else ())]
-        old = q.old if q.old is not None and any(c is q.old for c in pool) else None
-        if old is None and not q.we_init:
-            # The peer's rekey: a pair for the same policy and selectors replaces the installed one, unless
-            # that pair did not exist yet when the peer's Quick Mode began (our own rekey of the same pair
-            # crossed it): then both new pairs live for now, see _twin.
-            old = next((c for c in pool if c.state in (ChildState.INSTALLED, ChildState.REKEYING)
-                        and c.config.name == q.cfg.name and c.config.seq == q.cfg.seq
-                        and c.ts_local == child.ts_local and c.ts_remote == child.ts_remote
-                        and c.created < q.started), None)
-        if old is not None:
-            old.state = ChildState.REKEYED
-            old.rekey_at = None
-        home.children[child.spi_in] = child
-        self._events.append(ChildSaEstablished(home, child, old))
-        return child
-
-    def _twin(self, child: ChildSa) -> ChildSa | None:
-        """Another live pair for the same policy and selectors: both ends rekeyed the same pair at once (IKEv1
-        Quick Mode has no collision rule), or a Quick Mode crossed a peer's rekey. Two pairs both work; at
-        the first rekey time of either, both ends keep the one with the larger :func:`_pair_key` and delete
-        the other, so duplicates never multiply."""
-        home = self._home()
-        pool = [*self.children.values(), *(home.children.values() if home is not self else ())]
-        return next((c for c in pool if c is not child and c.state in (ChildState.INSTALLED, ChildState.REKEYING)
-                     and c.config.name == child.config.name and c.config.seq == child.config.seq
-                     and c.ts_local == child.ts_local and c.ts_remote == child.ts_remote), None)
-
-    def _retire_rekeyed(self, old: ChildSa, now: float) -> None:
-        """Make-before-break finished: drop the replaced pair and tell the peer."""
-        self._drop_child(old, DeleteReason.REKEYED)
-        home = self._home()
-        if home.established:
-            # (sent from here with the keys of the SA that holds the pair: the owner drains only this object)
-            self._send_info(home._p1, [Delete(ProtocolId.ESP, [struct.pack("!I", old.spi_in)])])
-
-
-def _pair_key(child: ChildSa) -> int:
-    """The same number on both ends for one IPsec SA pair (our inbound SPI is the peer's outbound)."""
-    return min(child.spi_in, child.spi_out)
-
-
-def _not_offered(sa: SA | None) -> str:
-    """Why an initiator refuses the responder's answer, with what it answered."""
-    return "responder chose a transform we did not offer; received proposals: " + (
-        p1props.offered_text(sa) if sa is not None else "none")
-
-
-def _parse_lifetime(data: bytes) -> tuple[int | None, int | None]:
-    """Seconds and kilobytes from RESPONDER-LIFETIME data (IPsec SA attributes)."""
-    try:
-        attrs = decode_attributes(data)
-    except ParseError:
-        return None, None
-    seconds: int | None = None
-    kilobytes: int | None = None
-    pending = None
-    for a in attrs:
-        if a.type == 1:
-            pending = a.number
-        elif a.type == 2:
-            if pending == LifeType.SECONDS:
-                seconds = a.number
-            elif pending == LifeType.KILOBYTES:
-                kilobytes = a.number
-    return seconds, kilobytes

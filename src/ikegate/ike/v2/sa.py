@@ -7,6 +7,12 @@ deadline and events come out of :meth:`datagrams_to_send`, :meth:`get_timer` and
 There is no socket, clock or logger in here, so loss, retransmission and lifetimes are tested in memory
 by stepping ``now``.
 
+The engine is written in layers, each a class in its own module: what every engine shares
+(``ike/core/base.py``: peer, Child SAs, counters, outbox, request window, lifetimes), then the protected
+exchanges (``exchange.py``: generations, message IDs, the answer cache), the Child SAs (``children.py``:
+CREATE_CHILD_SA, Child SA deletes) and here the IKE SA itself (IKE_SA_INIT, IKE_AUTH, IKE SA rekey,
+DPD, delete). States move only through ``states.py``'s table.
+
 Design choices worth knowing:
 
 * Our requests are serialised: one outstanding request at a time (window size 1), later ones wait in a
@@ -24,53 +30,45 @@ Design choices worth knowing:
 
 from __future__ import annotations
 
-import enum
 import functools
 import hashlib
-import hmac
 import ipaddress
-import os
 import struct
 from collections.abc import Callable
-from dataclasses import dataclass
 
+from ikegate.ike.core.auth import authenticator_for
+from ikegate.ike.core.child import ChildSa, ChildState, ChildTrigger
+from ikegate.ike.core.config import Addr, IkeSaConfig, Mode
+from ikegate.ike.core.lifetimes import jitter, soft_lifetime
+from ikegate.ike.core.negotiated import Chosen
 from ikegate.ike.crypto import (
     CryptoError,
     DhKey,
     IkeKeys,
-    PrfAlg,
     UnsupportedTransform,
-    derive_child_keys,
     derive_ike_keys,
     dh_group,
     integ_alg,
     prf_alg,
-    psk_auth,
     rekey_skeyseed,
     signed_octets,
     skeyseed,
 )
 from ikegate.ike.events import (
-    ChildSaDeleted,
-    ChildSaEstablished,
     DeleteReason,
-    IkeEvent,
     IkeSaDeleted,
     IkeSaEstablished,
     IkeSaRekeyed,
     InitialContact,
     NegotiationFailed,
 )
-from ikegate.ike.liveness import EspLiveness
 from ikegate.ike.v2 import proposals as props
-from ikegate.ike.v2 import ts as tsmod
-from ikegate.ike.v2.child import ChildSa, ChildState, soft_lifetime
-from ikegate.ike.v2.config import Addr, ChildSaConfig, IkeSaConfig, Mode, ResponderPolicy
-from ikegate.ike.v2.protect import SkContext, open_sk, seal
+from ikegate.ike.v2.children import ChildExchanges
+from ikegate.ike.v2.exchange import _FLAG_I, _FLAG_R, NONCE_SIZE, _Fail, _Gen, _Request, answer_ke
+from ikegate.ike.v2.protect import SkContext
+from ikegate.ike.v2.states import State, Trigger
 from ikegate.ike.wire.registry import (
-    AuthMethod,
     ExchangeType,
-    HeaderFlag,
     NotifyType,
     ProtocolId,
 )
@@ -87,134 +85,19 @@ from ikegate.ike.wire.v2 import (
     Notify,
     ParseError,
     Payload,
-    TrafficSelector,
     TSi,
     TSr,
     decode_message,
     encode_message,
 )
 
-NONCE_SIZE = 32
-# Header flags as plain ints: IntFlag arithmetic costs microseconds on the per-message path.
-_FLAG_I = int(HeaderFlag.INITIATOR)
-_FLAG_R = int(HeaderFlag.RESPONSE)
 #: RFC 3948 §4: a NAT keepalive (one 0xFF byte) every 20 s keeps the NAT mapping alive.
 KEEPALIVE_INTERVAL = 20.0
 KEEPALIVE = b"\xff"
 MAX_INVALID_KE_RETRIES = 3
 
 
-class State(enum.Enum):
-    NEW = "new"
-    INIT_SENT = "init-sent"
-    AUTH_SENT = "auth-sent"
-    INIT_DONE = "init-done"
-    ESTABLISHED = "established"
-    DELETING = "deleting"
-    DEAD = "dead"
-
-
-class Trigger(enum.Enum):
-    INITIATE = "initiate"
-    INIT_RESPONSE = "init-response"
-    AUTH_RESPONSE = "auth-response"
-    INIT_REQUEST = "init-request"
-    AUTH_REQUEST = "auth-request"
-    DELETE = "delete"
-    DIE = "die"
-
-
-#: The whole life of an IKE SA (h11's ``_state.py`` style): (state, trigger) -> next state. DIE is
-#: allowed from everywhere and handled in :meth:`IkeSa._move`.
-TRANSITIONS: dict[tuple[State, Trigger], State] = {
-    (State.NEW, Trigger.INITIATE): State.INIT_SENT,
-    (State.INIT_SENT, Trigger.INITIATE): State.INIT_SENT,  # cookie / INVALID_KE retry
-    (State.INIT_SENT, Trigger.INIT_RESPONSE): State.AUTH_SENT,
-    (State.AUTH_SENT, Trigger.AUTH_RESPONSE): State.ESTABLISHED,
-    (State.NEW, Trigger.INIT_REQUEST): State.INIT_DONE,
-    (State.INIT_DONE, Trigger.AUTH_REQUEST): State.ESTABLISHED,
-    (State.INIT_SENT, Trigger.DELETE): State.DELETING,
-    (State.AUTH_SENT, Trigger.DELETE): State.DELETING,
-    (State.INIT_DONE, Trigger.DELETE): State.DELETING,
-    (State.ESTABLISHED, Trigger.DELETE): State.DELETING,
-}
-
-#: Which requests the peer may send us in each state; anything else is dropped.
-ACCEPTED_REQUESTS: dict[State, frozenset[int]] = {
-    State.INIT_DONE: frozenset({ExchangeType.IKE_AUTH}),
-    State.ESTABLISHED: frozenset({ExchangeType.CREATE_CHILD_SA, ExchangeType.INFORMATIONAL}),
-    State.DELETING: frozenset({ExchangeType.INFORMATIONAL}),
-}
-
 ID_TEXT = {1: "IP", 2: "FQDN", 3: "USER-FQDN", 5: "IP"}
-
-
-class _Fail(Exception):
-    """Inside request processing: answer with this Notify instead of a normal response."""
-
-    def __init__(self, notify: int, data: bytes = b"", detail: str = "") -> None:
-        super().__init__(detail or NotifyType.text(notify))
-        self.notify = notify
-        self.data = data
-
-
-@dataclass(slots=True)
-class _Request:
-    exchange: int
-    mid: int
-    packet: bytes
-    on_response: Callable[[list[Payload], float], None]
-    on_timeout: Callable[[float], None]
-    deadline: float
-    tries: int = 0
-    max_tries: int = 0
-    interval: float = 0.0  # fixed retransmission interval (DPD); 0: exponential from retransmit_base
-
-
-@dataclass(slots=True)
-class _Gen:
-    """One generation of keys, SPIs and message-ID state (a rekey starts a new one)."""
-
-    spi_i: bytes
-    spi_r: bytes
-    we_init: bool
-    prf: PrfAlg
-    keys: IkeKeys
-    out: SkContext
-    inp: SkContext
-    chosen: props.Chosen
-    next_mid: int = 0
-    peer_mid: int = 0
-    cached_mid: int = -1
-    cached: bytes = b""
-    cached_for: bytes = b""  # digest of the whole request ``cached`` answers (see _request_digest)
-    req: _Request | None = None
-
-    @property
-    def local_spi(self) -> bytes:
-        return self.spi_i if self.we_init else self.spi_r
-
-
-@dataclass(slots=True)
-class Stats:
-    messages_in: int = 0
-    messages_out: int = 0
-    retransmits: int = 0
-    dropped: int = 0
-    auth_failures: int = 0
-
-
-def _request_digest(data: bytes) -> bytes:
-    """What identifies a retransmitted request: a digest of the whole message, so only the peer's own
-    bytes (never a header copied onto garbage) bring back a cached answer, without keeping the request."""
-    return hashlib.blake2b(data, digest_size=16).digest()
-
-
-def _random_spi(rng: Callable[[int], bytes]) -> int:
-    while True:
-        spi = int.from_bytes(rng(4), "big")
-        if spi >= 256:
-            return spi
 
 
 @functools.lru_cache(maxsize=4096)
@@ -234,104 +117,38 @@ def id_payload_for(addr: str) -> tuple[int, bytes]:
     return (1 if ip.version == 4 else 5, ip.packed)
 
 
-class IkeSa(EspLiveness):
+class IkeSa(ChildExchanges):
     """One IKEv2 IKE SA with its Child SAs."""
+
+    BAD_INPUT = (CryptoError, ParseError, UnsupportedTransform, ValueError)
 
     # Slots: a gateway holds tens of thousands of these; per-instance dicts would double their size.
     __slots__ = (
-        "__weakref__",
-        "_after_answer",
-        "_alloc_spi",
-        "_closing",
-        "_deadline_negotiation",
         "_dh",
-        "_events",
-        "_expire_at",
-        "_first_child",
         "_first_child_spi",
-        "_gen",
         "_ike_collision",
         "_ike_rekey",
         "_init_payloads",
-        "_init_req",
         "_init_request",
         "_init_response",
         "_invalid_ke_retries",
         "_last_sent",
         "_ni",
         "_nr",
-        "_out",
-        "_rekey_at",
-        "_retiring",
-        "_rng",
         "_spi_i",
         "_spi_r",
-        "_tasks",
-        "children",
-        "config",
-        "created",
-        "delete_reason",
-        "established_at",
-        "force_encap",
-        "handle",
-        "initial_contact",
-        "initiator",
-        "local",
         "nat_fake",
         "nat_local",
         "nat_remote",
-        "peer",
-        "peer_id",
-        "policy",
-        "state",
-        "stats",
     )
 
-    def __init__(
-        self,
-        config: IkeSaConfig | None,
-        *,
-        initiator: bool,
-        local: Addr,
-        peer: Addr,
-        now: float,
-        policy: ResponderPolicy | None = None,
-        rng: Callable[[int], bytes] = os.urandom,
-        spi_allocator: Callable[[], int] | None = None,
-    ) -> None:
-        if initiator and config is None:
-            raise ValueError("an initiator needs its IKE configuration")
-        if not initiator and policy is None:
-            raise ValueError("a responder needs a responder policy")
-        self.config = config
-        self.policy = policy
-        self.initiator = initiator
-        self.local = local
-        self.peer = peer
+    def _setup(self, now: float) -> None:
         self.state = State.NEW
-        self.created = now
-        self.established_at: float | None = None
-        self.last_received = now
-        self.stats = Stats()
-        self.children: dict[int, ChildSa] = {}
-        self.peer_id: tuple[int, bytes] | None = None
         self.nat_local = False
         self.nat_remote = False
         #: Encapsulation forced without a NAT (``force_encap`` met a peer that does NAT detection): ESP goes
         #: in UDP, but no keepalives are due since no NAT mapping needs refreshing.
         self.nat_fake = False
-        self.delete_reason: DeleteReason | None = None
-        self.handle: object = None
-        self.initial_contact = False
-        #: Make ESP travel in UDP although no NAT is in the path (strongSwan's ``encap = yes``): set by the
-        #: owner when its dataplane cannot carry raw ESP (IP protocol 50). The peer decides encapsulation
-        #: from NAT detection alone, so our NAT_DETECTION_SOURCE_IP hash is made not to match (RFC 7296
-        #: §2.23 allows this) and the peer believes we are behind a NAT.
-        self.force_encap = False
-        self._rng = rng
-        self._alloc_spi = spi_allocator or (lambda: _random_spi(rng))
-        self._events: list[IkeEvent] = []
-        self._out: list[tuple[bytes, Addr, Addr]] = []
         self._gen: _Gen | None = None
         self._retiring: list[_Gen] = []
         #: Our IKE SA rekey in flight (its nonce), and the generation a crossing rekey by the peer made
@@ -340,9 +157,8 @@ class IkeSa(EspLiveness):
         self._ike_collision: tuple[_Gen, bytes] | None = None
         #: Child SAs whose Delete is on its way, by the SPI the peer names them with (our outbound one).
         self._closing: dict[int, ChildSa] = {}
-        self._tasks: list[Callable[[float], None]] = []
-        self._spi_i = rng(8) if initiator else b""
-        self._spi_r = b"" if initiator else rng(8)
+        self._spi_i = self._rng(8) if self.initiator else b""
+        self._spi_r = b"" if self.initiator else self._rng(8)
         self._ni = b""
         self._nr = b""
         self._dh: DhKey | None = None
@@ -351,16 +167,24 @@ class IkeSa(EspLiveness):
         self._init_payloads: list[Payload] = []
         self._init_req: _Request | None = None
         self._invalid_ke_retries = 0
-        self._first_child: ChildSaConfig | None = None
         self._first_child_spi = 0
-        self._deadline_negotiation: float | None = None
-        self._rekey_at: float | None = None
-        self._expire_at: float | None = None
         self._after_answer: Callable[[float], None] | None = None
         self._last_sent = now
-        self._last_outbound: float | None = None
 
     # ------------------------------------------------------------------ public properties
+
+    @property
+    def version(self) -> int:
+        return 2
+
+    @property
+    def is_deleting(self) -> bool:
+        """Our Delete of the IKE SA awaits its answer."""
+        return self.state is State.DELETING
+
+    @property
+    def untouched(self) -> bool:
+        return self.state is State.NEW
 
     @property
     def spi_i(self) -> bytes:
@@ -379,7 +203,7 @@ class IkeSa(EspLiveness):
         return [self._spi_i if self.initiator else self._spi_r]
 
     @property
-    def chosen(self) -> props.Chosen | None:
+    def chosen(self) -> Chosen | None:
         return self._gen.chosen if self._gen else None
 
     @property
@@ -400,35 +224,19 @@ class IkeSa(EspLiveness):
     def udp_encap(self) -> bool:
         return self.nat_local or self.nat_remote or self.nat_fake
 
-    @property
-    def expire_at(self) -> float | None:
-        return self._expire_at
-
-    def current_keys(self) -> tuple[bytes, bytes, IkeKeys, props.Chosen] | None:
+    def current_keys(self) -> tuple[bytes, bytes, IkeKeys, Chosen] | None:
         """SPIs, keys and algorithms of the current generation, for an operator's key log only (the
         controller turns them into Wireshark records; nothing else may read keys out of an engine)."""
         gen = self._gen
         return None if gen is None else (gen.spi_i, gen.spi_r, gen.keys, gen.chosen)
 
-    @property
-    def rekey_at(self) -> float | None:
-        return self._rekey_at
-
     # ------------------------------------------------------------------ sans-I/O API
-
-    def datagrams_to_send(self) -> list[tuple[bytes, Addr, Addr]]:
-        """(payload, local address, peer address) triples; on the NAT-T port the owner adds the marker."""
-        out, self._out = self._out, []
-        return out
-
-    def next_event(self) -> IkeEvent | None:
-        return self._events.pop(0) if self._events else None
 
     def get_timer(self) -> float | None:
         times: list[float] = []
         for req in self._requests():
             times.append(req.deadline)
-        for t in (self._deadline_negotiation, self._rekey_at, self._expire_at):
+        for t in (self._deadline, self._rekey_at, self._expire_at):
             if t is not None:
                 times.append(t)
         if self.nat_local and self.state is State.ESTABLISHED:
@@ -436,10 +244,8 @@ class IkeSa(EspLiveness):
         if self.state is State.ESTABLISHED:
             if (dpd := self._dpd_due()) is not None:
                 times.append(dpd)
-            for child in self.children.values():
-                if child.state is ChildState.INSTALLED and child.rekey_at is not None:
-                    times.append(child.rekey_at)
-                times.append(child.expire_at)
+            times += self._child_rekey_times()
+            times += [child.expire_at for child in self.children.values()]
         return min(times) if times else None
 
     def handle_timer(self, now: float) -> None:
@@ -448,20 +254,15 @@ class IkeSa(EspLiveness):
                 self._retransmit(req, now)
         if self.state is State.DEAD:
             return
-        if self._deadline_negotiation is not None and now >= self._deadline_negotiation:
-            self._deadline_negotiation = None
+        if self._deadline is not None and now >= self._deadline:
+            self._deadline = None
             if self.state in (State.INIT_SENT, State.AUTH_SENT, State.INIT_DONE, State.NEW):
                 self._fail(now, 0, "negotiation timed out")
                 return
         if self.state is not State.ESTABLISHED:
             return
-        if self._expire_at is not None and now >= self._expire_at:
-            self._expire_at = None
-            self.delete(now, DeleteReason.PHASE1_HARD_EXPIRY)
+        if not self._ike_lifetimes(now):
             return
-        if self._rekey_at is not None and now >= self._rekey_at:
-            self._rekey_at = None
-            self.rekey_ike(now)
         self._schedule_rekeys(now)
         for child in list(self.children.values()):
             if now >= child.expire_at and child.state is not ChildState.DELETING:
@@ -470,46 +271,24 @@ class IkeSa(EspLiveness):
             self.liveness_check(now)
         if self.nat_local and now >= self._last_sent + KEEPALIVE_INTERVAL:
             self._last_sent = now
-            self._out.append((KEEPALIVE, self.local, self.peer))  # we are behind a NAT: keep it open
+            self._outbox.send(KEEPALIVE, self.local, self.peer)  # we are behind a NAT: keep it open
 
-    def receive_datagram(self, data: bytes, addr: Addr, now: float, local: Addr | None = None) -> None:
-        """Feed one IKE message (without the NAT-T non-ESP marker). Never raises on bad input."""
-        try:
-            msg = decode_message(data)
-        except ParseError:
+    def _receive(self, data: bytes, addr: Addr, now: float, local: Addr | None) -> None:
+        msg = decode_message(data)
+        if msg.header.major != 2:
             self.stats.dropped += 1
-            return
-        h = msg.header
-        if h.major != 2:
-            self.stats.dropped += 1
-            return
-        try:
-            if h.exchange == ExchangeType.IKE_SA_INIT:
-                self._on_init(msg, data, addr, now, local)
-            else:
-                self._on_protected(msg, data, addr, now, local)
-        except (CryptoError, ParseError, UnsupportedTransform, ValueError):
-            self.stats.dropped += 1
+        elif msg.header.exchange == ExchangeType.IKE_SA_INIT:
+            self._on_init(msg, data, addr, now, local)
+        else:
+            self._on_protected(msg, data, addr, now, local)
 
     # ------------------------------------------------------------------ commands
 
-    def initiate(self, now: float, child: ChildSaConfig | None = None) -> None:
-        """Start IKE_SA_INIT; ``child`` is negotiated inside IKE_AUTH."""
-        assert self.config is not None and self.initiator
-        self._first_child = child
-        self._deadline_negotiation = now + self.config.half_open_timeout
+    def _start(self, now: float) -> None:
+        """IKE_SA_INIT; the first Child SA is negotiated inside IKE_AUTH."""
+        assert self.config is not None
         group = self.config.proposals[0].dh[0]
         self._start_init(now, group, cookie=None)
-
-    def create_child(self, child: ChildSaConfig, now: float) -> None:
-        """Queue a CREATE_CHILD_SA for an additional Child SA (with PFS when the policy has a group)."""
-        self._queue(lambda t: self._send_create_child(child, None, t), now)
-
-    def rekey_child(self, child: ChildSa, now: float) -> None:
-        if child.state is not ChildState.INSTALLED:
-            return
-        child.state = ChildState.REKEYING
-        self._queue(lambda t: self._send_create_child(child.config, child, t), now)
 
     def rekey_ike(self, now: float) -> None:
         gen = self._gen
@@ -548,29 +327,16 @@ class IkeSa(EspLiveness):
             gen.req.deadline = now + cfg.dpd_retransmit
             gen.req.max_tries = cfg.dpd_retries - 1
 
-    def delete_child(self, child: ChildSa, now: float, reason: DeleteReason = DeleteReason.MANUAL) -> None:
-        """Report the Child SA gone now and tell the peer with a Delete of our inbound SPI."""
-        if child.spi_in not in self.children or child.state is ChildState.DELETING:
-            return
-        child.state = ChildState.DELETING
-        self._drop_child(child, reason)
-        if self.state is State.ESTABLISHED:
-            self._closing[child.spi_out] = child
-            self._queue(lambda t: self._send_child_delete(child, t), now)
-
     def delete(self, now: float, reason: DeleteReason = DeleteReason.MANUAL) -> None:
         """Report the IKE SA and its children gone now, then send the Delete and wait for its answer."""
         if self.state in (State.DELETING, State.DEAD):
             return
-        if (self.state, Trigger.DELETE) in TRANSITIONS:
-            self._move(Trigger.DELETE)
-        else:
-            self.state = State.DELETING
+        self._move(Trigger.DELETE)
         self.delete_reason = reason
-        self._events.append(IkeSaDeleted(self, reason))
+        self._outbox.report(IkeSaDeleted(self, reason))
         for child in self.children.values():
-            child.state = ChildState.DELETED
-        self._tasks.clear()
+            child.move(ChildTrigger.DROP)
+        self._window.clear()
         if self._gen is None:
             # Nothing protected exists yet: nobody to tell.
             self._finish()
@@ -605,9 +371,9 @@ class IkeSa(EspLiveness):
             ]
         header = Header(self._spi_i, bytes(8), 0, ExchangeType.IKE_SA_INIT, _FLAG_I, 0)
         self._init_request = encode_message(header, payloads)
-        self._init_req = _Request(ExchangeType.IKE_SA_INIT, 0, self._init_request,
-                                  lambda p, n: None, lambda n: self._fail(n, 0, "no answer to IKE_SA_INIT"),
-                                  now + self.config.retransmit_base, 0, self.config.retransmit_tries)
+        self._init_req = self._window.arm(_Request(
+            self._init_request, lambda n: self._fail(n, 0, "no answer to IKE_SA_INIT"),
+            exchange=ExchangeType.IKE_SA_INIT, mid=0, on_response=lambda p, n: None), now, self.config)
         self._emit(self._init_request)
 
     def _on_init(self, msg: Message, data: bytes, addr: Addr, now: float, local: Addr | None) -> None:
@@ -624,9 +390,7 @@ class IkeSa(EspLiveness):
                 return
             if self.state is State.NEW:
                 self.stats.messages_in += 1
-                self.peer = addr
-                if local is not None:
-                    self.local = local
+                self._bind(addr, local)
                 self._on_init_request(msg, data, now)
             elif data == self._init_request and self._init_response:
                 self._emit(self._init_response)  # a retransmitted request: resend the same answer
@@ -637,7 +401,7 @@ class IkeSa(EspLiveness):
         assert self.policy is not None
         h = msg.header
         self._spi_i = h.spi_i
-        self._deadline_negotiation = now + 30.0
+        self._deadline = now + 30.0
         sa, ke, nonce = msg.get(SA), msg.get(KE), msg.get(Nonce)
         if sa is None or ke is None or nonce is None or not 16 <= len(nonce.data) <= 256:
             self._answer_init_error(h, NotifyType.INVALID_SYNTAX, b"", now)
@@ -749,7 +513,7 @@ class IkeSa(EspLiveness):
         self.local = (self.local[0], natt_port)
         self.peer = (self.peer[0], natt_port)
 
-    def _install_gen(self, chosen: props.Chosen, g_ir: bytes, *, we_init: bool, seed: bytes | None,
+    def _install_gen(self, chosen: Chosen, g_ir: bytes, *, we_init: bool, seed: bytes | None,
                      spis: tuple[bytes, bytes] | None = None, nonces: tuple[bytes, bytes] | None = None) -> _Gen:
         assert chosen.prf is not None
         prf = prf_alg(chosen.prf)
@@ -785,14 +549,14 @@ class IkeSa(EspLiveness):
         gen = self._gen
         id_type, id_data = self._id_payload()
         idi = IDi(id_type, id_data)
-        auth = psk_auth(gen.prf, self.config.psk,
-                        signed_octets(self._init_request, self._nr, gen.prf, gen.keys.sk_pi, idi.body()))
+        auth = authenticator_for(self.config).sign(
+            gen.prf, signed_octets(self._init_request, self._nr, gen.prf, gen.keys.sk_pi, idi.body()))
         payloads: list[Payload] = [idi]
         if self.initial_contact:
             payloads.append(Notify(NotifyType.INITIAL_CONTACT))
         if self.config.remote_id is not None:
             payloads.append(IDr(*self.config.remote_id))
-        payloads.append(AUTH(AuthMethod.SHARED_KEY_MIC, auth))
+        payloads.append(AUTH(authenticator_for(self.config).method, auth))
         child = self._first_child
         if child is not None:
             self._first_child_spi = self._alloc_spi()
@@ -817,15 +581,14 @@ class IkeSa(EspLiveness):
                 return
         idr = next((p for p in payloads if isinstance(p, IDr)), None)
         auth = next((p for p in payloads if isinstance(p, AUTH)), None)
-        if idr is None or auth is None or auth.method != AuthMethod.SHARED_KEY_MIC:
+        if idr is None or auth is None or auth.method != authenticator_for(self.config).method:
             self._fail(now, NotifyType.AUTHENTICATION_FAILED, "IKE_AUTH response without IDr/AUTH")
             return
         if self.config.remote_id is not None and (idr.id_type, idr.data) != self.config.remote_id:
             self._fail(now, NotifyType.AUTHENTICATION_FAILED, "unexpected responder identity")
             return
-        expected = psk_auth(gen.prf, self.config.psk,
-                            signed_octets(self._init_response, self._ni, gen.prf, gen.keys.sk_pr, idr.body()))
-        if not hmac.compare_digest(expected, auth.data):
+        octets = signed_octets(self._init_response, self._ni, gen.prf, gen.keys.sk_pr, idr.body())
+        if not authenticator_for(self.config).verify(gen.prf, octets, auth.data):
             self.stats.auth_failures += 1
             self._fail(now, NotifyType.AUTHENTICATION_FAILED, "responder AUTH does not verify")
             return
@@ -836,14 +599,14 @@ class IkeSa(EspLiveness):
             return
         error = next((n for n in notifies if NotifyType.is_error(n.notify_type)), None)
         if error is not None:
-            self._events.append(NegotiationFailed(self, error.notify_type,
+            self._outbox.report(NegotiationFailed(self, error.notify_type,
                                                   f"Child SA refused: {NotifyType.text(error.notify_type)}",
                                                   child_only=True))
             return
         try:
             self._complete_child(child, payloads, self._first_child_spi, None, self._ni, self._nr, None, now)
         except _Fail as exc:
-            self._events.append(NegotiationFailed(self, exc.notify, str(exc), child_only=True))
+            self._outbox.report(NegotiationFailed(self, exc.notify, str(exc), child_only=True))
 
     def _on_auth_request(self, payloads: list[Payload], now: float) -> list[Payload]:
         assert self.policy is not None and self._gen is not None
@@ -853,27 +616,24 @@ class IkeSa(EspLiveness):
         if idi is None or auth is None:
             raise _Fail(NotifyType.INVALID_SYNTAX, detail="IKE_AUTH without IDi/AUTH")
         config: IkeSaConfig | None = None
-        if auth.method == AuthMethod.SHARED_KEY_MIC:
-            octets = signed_octets(self._init_request, self._nr, gen.prf, gen.keys.sk_pi, idi.body())
-            # Several peers (a template's branches) may match: the PSK that verifies picks the peer.
-            for candidate in self.policy.authenticate(self.peer, idi.id_type, idi.data):
-                if hmac.compare_digest(psk_auth(gen.prf, candidate.psk, octets), auth.data):
-                    config = candidate
-                    break
+        octets = signed_octets(self._init_request, self._nr, gen.prf, gen.keys.sk_pi, idi.body())
+        # Several peers (a template's branches) may match: the credentials that verify pick the peer.
+        for candidate in self.policy.authenticate(self.peer, idi.id_type, idi.data):
+            authenticator = authenticator_for(candidate)
+            if auth.method == authenticator.method and authenticator.verify(gen.prf, octets, auth.data):
+                config = candidate
+                break
         if config is None:
             self.stats.auth_failures += 1
             raise _Fail(NotifyType.AUTHENTICATION_FAILED, detail="initiator AUTH does not verify")
         self.config = config
         self.peer_id = (idi.id_type, idi.data)
         idr = IDr(*config.local_id)
-        out: list[Payload] = [
-            idr,
-            AUTH(AuthMethod.SHARED_KEY_MIC,
-                 psk_auth(gen.prf, config.psk,
-                          signed_octets(self._init_response, self._ni, gen.prf, gen.keys.sk_pr, idr.body()))),
-        ]
+        ours = authenticator_for(config)
+        octets = signed_octets(self._init_response, self._ni, gen.prf, gen.keys.sk_pr, idr.body())
+        out: list[Payload] = [idr, AUTH(ours.method, ours.sign(gen.prf, octets))]
         if any(isinstance(p, Notify) and p.notify_type == NotifyType.INITIAL_CONTACT for p in payloads):
-            self._events.append(InitialContact(self))
+            self._outbox.report(InitialContact(self))
         self._move(Trigger.AUTH_REQUEST)
         self._established(now)
         if any(isinstance(p, SA) for p in payloads):
@@ -881,7 +641,7 @@ class IkeSa(EspLiveness):
                 out += self._answer_child(payloads, None, self._ni, self._nr, now, in_auth=True)
             except _Fail as exc:
                 out.append(Notify(exc.notify, data=exc.data))
-                self._events.append(NegotiationFailed(self, exc.notify, str(exc), child_only=True))
+                self._outbox.report(NegotiationFailed(self, exc.notify, str(exc), child_only=True))
         return out
 
     def _established(self, now: float) -> None:
@@ -889,13 +649,13 @@ class IkeSa(EspLiveness):
         if self.state is State.AUTH_SENT:
             self._move(Trigger.AUTH_RESPONSE)
         self.established_at = now
-        self._deadline_negotiation = None
+        self._deadline = None
         # AUTH is done: the IKE_SA_INIT messages and our DH key are no longer needed (memory per SA).
         self._init_request = self._init_response = b""
         self._init_payloads = []
         self._dh = None
         self._set_ike_lifetime(now)
-        self._events.append(IkeSaEstablished(self))
+        self._outbox.report(IkeSaEstablished(self))
         self._pump(now)
 
     def _set_ike_lifetime(self, now: float) -> None:
@@ -904,246 +664,6 @@ class IkeSa(EspLiveness):
         self._expire_at = now + life
         # The initiator rekeys first; the responder only if the initiator has not (fewer collisions).
         self._rekey_at = now + soft_lifetime(life, self.is_initiator, self._rng)
-
-    def _jitter(self, span: float) -> float:
-        return span * int.from_bytes(self._rng(2), "big") / 65535.0
-
-    # ------------------------------------------------------------------ Child SAs
-
-    def _child_lifetimes(self, cfg: ChildSaConfig, initiator: bool, now: float) -> tuple[float | None, float]:
-        life = cfg.lifetime
-        return now + soft_lifetime(life, initiator, self._rng), now + life
-
-    def _complete_child(self, cfg: ChildSaConfig, payloads: list[Payload], spi_in: int, old: ChildSa | None,
-                        ni: bytes, nr: bytes, dh: DhKey | None, now: float) -> ChildSa:
-        """Initiator side: check the responder's answer and install the pair."""
-        assert self._gen is not None
-        sa = next((p for p in payloads if isinstance(p, SA)), None)
-        tsi = next((p for p in payloads if isinstance(p, TSi)), None)
-        tsr = next((p for p in payloads if isinstance(p, TSr)), None)
-        if sa is None or tsi is None or tsr is None or not props.is_single(sa):
-            raise _Fail(NotifyType.INVALID_SYNTAX, detail="Child SA answer incomplete")
-        chosen = props.choose_esp(sa, cfg.proposals, skip_dh=dh is None)
-        if chosen is None or len(chosen.spi) != 4:
-            raise _Fail(NotifyType.NO_PROPOSAL_CHOSEN, detail="responder chose an ESP proposal we did not offer; "
-                        f"received proposals: {props.offered_text(sa)}")
-        if not tsmod.all_within(tsi.selectors, cfg.local_ts) or not tsmod.all_within(tsr.selectors, cfg.remote_ts):
-            raise _Fail(NotifyType.TS_UNACCEPTABLE, detail="responder widened the traffic selectors")
-        g_ir = None
-        if dh is not None:
-            ke = next((p for p in payloads if isinstance(p, KE)), None)
-            if ke is None or ke.group != dh.group.id:
-                raise _Fail(NotifyType.INVALID_SYNTAX, detail="PFS answer without matching KE")
-            g_ir = dh.shared(ke.data)
-        transport = any(isinstance(p, Notify) and p.notify_type == NotifyType.USE_TRANSPORT_MODE for p in payloads)
-        child = self._make_child(cfg, chosen, spi_in, struct.unpack("!I", chosen.spi)[0], ni, nr, g_ir,
-                                 we_init=True, ts_local=tsi.selectors, ts_remote=tsr.selectors,
-                                 mode=Mode.TRANSPORT if transport and cfg.mode is Mode.TRANSPORT else Mode.TUNNEL,
-                                 now=now)
-        self._add_child(child, old)
-        return child
-
-    def _answer_child(self, payloads: list[Payload], old: ChildSa | None, ni: bytes, nr: bytes, now: float,
-                      *, in_auth: bool, ke: KE | None = None) -> list[Payload]:
-        """Responder side: pick proposal and selectors for a proposed Child SA, install it, answer."""
-        sa = next((p for p in payloads if isinstance(p, SA)), None)
-        tsi = next((p for p in payloads if isinstance(p, TSi)), None)
-        tsr = next((p for p in payloads if isinstance(p, TSr)), None)
-        if sa is None or tsi is None or tsr is None:
-            raise _Fail(NotifyType.INVALID_SYNTAX, detail="Child SA request incomplete")
-        if old is not None:
-            cfg: ChildSaConfig | None = old.config
-        elif self.policy is not None:
-            cfg = self.policy.select_child(self, tsi.selectors, tsr.selectors)
-        else:
-            # An engine built without a responder policy accepts no Child SA the peer proposes.
-            cfg = None
-        if cfg is None:
-            raise _Fail(NotifyType.TS_UNACCEPTABLE, detail="no policy matches the proposed traffic selectors")
-        chosen = props.choose_esp(sa, cfg.proposals, skip_dh=in_auth)
-        if chosen is None:
-            raise _Fail(NotifyType.NO_PROPOSAL_CHOSEN,
-                        detail=f"no acceptable ESP proposal; received proposals: {props.offered_text(sa)}")
-        g_ir = None
-        my_ke: KE | None = None
-        if chosen.dh is not None:
-            if ke is None:
-                raise _Fail(NotifyType.INVALID_SYNTAX, detail="PFS proposal without KE")
-            if ke.group != chosen.dh:
-                raise _Fail(NotifyType.INVALID_KE_PAYLOAD, struct.pack("!H", chosen.dh))
-            mine = dh_group(chosen.dh).generate()
-            try:
-                g_ir = mine.shared(ke.data)
-            except CryptoError as exc:
-                raise _Fail(NotifyType.INVALID_SYNTAX, detail="bad KE") from exc
-            my_ke = KE(chosen.dh, mine.public)
-        ts_i = tsmod.narrow(tsi.selectors, cfg.remote_ts)
-        ts_r = tsmod.narrow(tsr.selectors, cfg.local_ts)
-        if not ts_i or not ts_r:
-            raise _Fail(NotifyType.TS_UNACCEPTABLE, detail="traffic selectors outside the policy")
-        transport = cfg.mode is Mode.TRANSPORT and any(
-            isinstance(p, Notify) and p.notify_type == NotifyType.USE_TRANSPORT_MODE for p in payloads)
-        spi_in = self._alloc_spi()
-        child = self._make_child(cfg, chosen, spi_in, struct.unpack("!I", chosen.spi)[0], ni, nr, g_ir,
-                                 we_init=False, ts_local=ts_r, ts_remote=ts_i,
-                                 mode=Mode.TRANSPORT if transport else Mode.TUNNEL, now=now)
-        self._add_child(child, old, lowest=min(ni, nr))
-        out: list[Payload] = [SA([chosen.to_proposal(ProtocolId.ESP, struct.pack("!I", spi_in))])]
-        if not in_auth:
-            out.append(Nonce(nr))
-            if my_ke is not None:
-                out.append(my_ke)
-        out += [TSi(ts_i), TSr(ts_r)]
-        if transport:
-            out.append(Notify(NotifyType.USE_TRANSPORT_MODE))
-        return out
-
-    def _make_child(self, cfg: ChildSaConfig, chosen: props.Chosen, spi_in: int, spi_out: int, ni: bytes,
-                    nr: bytes, g_ir: bytes | None, *, we_init: bool, ts_local: list[TrafficSelector],
-                    ts_remote: list[TrafficSelector], mode: Mode, now: float) -> ChildSa:
-        assert self._gen is not None
-        encr = chosen.encr_alg()
-        integ = integ_alg(chosen.integ) if chosen.integ is not None else None
-        k = derive_child_keys(self._gen.prf, self._gen.keys.sk_d, encr, integ, ni, nr, g_ir)
-        rekey_at, expire_at = self._child_lifetimes(cfg, we_init, now)
-        if we_init:
-            ein, iin, eout, iout = k.encr_r, k.integ_r, k.encr_i, k.integ_i
-        else:
-            ein, iin, eout, iout = k.encr_i, k.integ_i, k.encr_r, k.integ_r
-        return ChildSa(spi_in, spi_out, cfg, encr, integ, ein, iin, eout, iout, list(ts_local), list(ts_remote),
-                       mode, we_init, now, rekey_at, expire_at, dh=chosen.dh, udp_encap=self.udp_encap)
-
-    def _add_child(self, child: ChildSa, old: ChildSa | None, lowest: bytes = b"") -> None:
-        """Install ``child``; ``lowest`` is the lowest nonce of the exchange that made it (responder side)."""
-        self.children[child.spi_in] = child
-        if old is not None:
-            if not child.initiator and old.state is ChildState.REKEYING:
-                # The peer's rekey crossed ours (§2.8.1): both pairs live until our own exchange ends
-                # and compares the nonces; until then ``old`` stays ours to rekey.
-                old.collision = (child, lowest)
-            else:
-                old.state = ChildState.REKEYED
-                old.rekey_at = None
-        self._events.append(ChildSaEstablished(self, child, old))
-
-    def _drop_child(self, child: ChildSa, reason: DeleteReason) -> None:
-        if self.children.pop(child.spi_in, None) is not None:
-            self._events.append(ChildSaDeleted(self, child, reason))
-            redundant = child.redundant
-            if redundant is not None and redundant.spi_in in self.children:
-                # §2.8.1 loser: the replaced pair is gone (normally by the peer's Delete, after which the
-                # peer no longer sends on our redundant pair): now ours goes too.
-                self._delete_rekeyed(redundant)
-
-    def _send_create_child(self, cfg: ChildSaConfig, old: ChildSa | None, now: float, group: int | None = None,
-                           retries: int = 0) -> None:
-        if self.state is not State.ESTABLISHED or (old is not None and old.spi_in not in self.children):
-            return
-        if old is not None and old.collision is not None:
-            self._replaced_by_peer(old)  # the peer rekeyed it before our request left: theirs stands
-            return
-        pfs = [g for p in cfg.proposals for g in p.dh]
-        if group is None and pfs:
-            group = pfs[0]
-        dh = dh_group(group).generate() if group is not None else None
-        ni = self._rng(NONCE_SIZE)
-        spi_in = self._alloc_spi()
-        payloads: list[Payload] = []
-        if old is not None:
-            payloads.append(Notify(NotifyType.REKEY_SA, ProtocolId.ESP, struct.pack("!I", old.spi_in)))
-        payloads += [props.esp_sa_payload(cfg.proposals, struct.pack("!I", spi_in), with_dh=dh is not None),
-                     Nonce(ni)]
-        if dh is not None:
-            payloads.append(KE(dh.group.id, dh.public))
-        ts_local = old.ts_local if old is not None else cfg.local_ts
-        ts_remote = old.ts_remote if old is not None else cfg.remote_ts
-        payloads += [TSi(list(ts_local)), TSr(list(ts_remote))]
-        if cfg.mode is Mode.TRANSPORT:
-            payloads.append(Notify(NotifyType.USE_TRANSPORT_MODE))
-
-        def on_response(resp: list[Payload], t: float) -> None:
-            for n in resp:
-                if not isinstance(n, Notify) or not NotifyType.is_error(n.notify_type):
-                    continue
-                if old is not None and old.collision is not None:
-                    self._replaced_by_peer(old)  # refused, but the peer's crossing rekey replaced it
-                    return
-                if n.notify_type == NotifyType.INVALID_KE_PAYLOAD and len(n.data) == 2 and retries < 2:
-                    want = struct.unpack("!H", n.data)[0]
-                    if want in pfs:
-                        self._tasks.insert(0, functools.partial(self._retry_create_child, cfg, old, want, retries + 1))
-                        return
-                if n.notify_type == NotifyType.TEMPORARY_FAILURE and old is not None:
-                    old.state = ChildState.INSTALLED
-                    old.rekey_at = t + 2.0 + self._jitter(3.0)
-                    return
-                if old is not None and old.state is ChildState.REKEYING:
-                    old.state = ChildState.INSTALLED
-                    old.rekey_at = None
-                self._events.append(NegotiationFailed(self, n.notify_type,
-                                                      f"CREATE_CHILD_SA refused: {NotifyType.text(n.notify_type)}",
-                                                      child_only=True))
-                return
-            nr = next((p.data for p in resp if isinstance(p, Nonce)), None)
-            try:
-                if nr is None:
-                    raise _Fail(NotifyType.INVALID_SYNTAX, detail="CREATE_CHILD_SA answer without nonce")
-                new = self._complete_child(cfg, resp, spi_in, old, ni, nr, dh, t)
-            except (_Fail, CryptoError) as exc:
-                notify = exc.notify if isinstance(exc, _Fail) else NotifyType.INVALID_SYNTAX
-                self._events.append(NegotiationFailed(self, notify, str(exc), child_only=True))
-                if old is not None and old.collision is not None:
-                    self._replaced_by_peer(old)
-                return
-            if old is None:
-                return
-            if old.collision is not None and min(ni, nr) < old.collision[1]:
-                # §2.8.1: our exchange holds the lowest of the four nonces, so the pair we just made is the
-                # redundant one and ours to delete; the peer, whose pair survives, deletes ``old``. The peer
-                # may still be sending on ours until our answer reaches it: delete it after its Delete.
-                if old.spi_in in self.children:
-                    new.rekey_at = None
-                    old.redundant = new
-                else:
-                    self._delete_rekeyed(new)  # its Delete overtook our answer: it is done with ours
-            else:
-                if old.collision is not None:
-                    self._replaced_by_peer(old.collision[0])  # theirs is redundant: the peer deletes it
-                self._delete_rekeyed(old)  # ours survives (alone, or it won): we delete the old pair
-
-        self._send_request(ExchangeType.CREATE_CHILD_SA, payloads, on_response, None, now)
-
-    def _retry_create_child(self, cfg: ChildSaConfig, old: ChildSa | None, group: int, retries: int,
-                            now: float) -> None:
-        self._send_create_child(cfg, old, now, group, retries)
-
-    def _replaced_by_peer(self, old: ChildSa) -> None:
-        """``old`` was replaced (or lost a §2.8.1 comparison) and the peer will delete it: no rekey, and
-        its Delete is reported as a rekey, not as a loss."""
-        old.state = ChildState.REKEYED
-        old.rekey_at = None
-
-    def _delete_rekeyed(self, old: ChildSa) -> None:
-        """After make-before-break (or a lost §2.8.1 collision): drop the replaced (or redundant) pair and
-        tell the peer."""
-        self._drop_child(old, DeleteReason.REKEYED)
-        self._closing[old.spi_out] = old
-        self._tasks.insert(0, lambda t: self._send_child_delete(old, t))
-
-    def _send_child_delete(self, child: ChildSa, now: float) -> None:
-        """The Delete of our inbound SPI. From the local delete until this is answered the pair is in
-        :attr:`_closing`, so that a rekey of it by the peer gets TEMPORARY_FAILURE (RFC 7296 §2.25.1), not
-        CHILD_SA_NOT_FOUND."""
-        def answered(payloads: list[Payload], t: float) -> None:
-            self._closing.pop(child.spi_out, None)
-
-        self._send_request(ExchangeType.INFORMATIONAL, [Delete(ProtocolId.ESP, [struct.pack("!I", child.spi_in)])],
-                           answered, None, now)
-
-    def _schedule_rekeys(self, now: float) -> None:
-        for child in list(self.children.values()):
-            if child.state is ChildState.INSTALLED and child.rekey_at is not None and now >= child.rekey_at:
-                self.rekey_child(child, now)
 
     # ------------------------------------------------------------------ IKE SA rekey
 
@@ -1171,7 +691,7 @@ class IkeSa(EspLiveness):
                     self._rekey_at = t + retry_in
 
             if any(isinstance(n, Notify) and NotifyType.is_error(n.notify_type) for n in resp):
-                failed(2.0 + self._jitter(3.0))  # refusal (busy peer): try again a bit later
+                failed(2.0 + jitter(self._rng, 3.0))  # refusal (busy peer): try again a bit later
                 return
             sa = next((p for p in resp if isinstance(p, SA)), None)
             ke = next((p for p in resp if isinstance(p, KE)), None)
@@ -1224,13 +744,7 @@ class IkeSa(EspLiveness):
             raise _Fail(NotifyType.NO_PROPOSAL_CHOSEN,
                         detail=f"no acceptable IKE proposal for rekey; received proposals: {props.offered_text(sa)}")
         assert chosen.dh is not None
-        if chosen.dh != ke.group:
-            raise _Fail(NotifyType.INVALID_KE_PAYLOAD, struct.pack("!H", chosen.dh))
-        mine = dh_group(chosen.dh).generate()
-        try:
-            g_ir = mine.shared(ke.data)
-        except CryptoError as exc:
-            raise _Fail(NotifyType.INVALID_SYNTAX, detail="bad KE") from exc
+        mine, g_ir = answer_ke(ke.group, chosen.dh, ke.data)
         nr = self._rng(NONCE_SIZE)
         new_spi = self._rng(8)
         answer: list[Payload] = [SA([chosen.to_proposal(ProtocolId.IKE, new_spi)]), Nonce(nr),
@@ -1248,7 +762,7 @@ class IkeSa(EspLiveness):
         self._after_answer = after
         return answer
 
-    def _derive_gen(self, old: _Gen, chosen: props.Chosen, g_ir: bytes, ni: bytes, nr: bytes,
+    def _derive_gen(self, old: _Gen, chosen: Chosen, g_ir: bytes, ni: bytes, nr: bytes,
                     spis: tuple[bytes, bytes], *, we_init: bool) -> _Gen:
         """The generation a rekey of ``old`` keyed (RFC 7296 §2.18), not yet in use."""
         seed = rekey_skeyseed(old.prf, old.keys.sk_d, g_ir, ni, nr)
@@ -1262,150 +776,12 @@ class IkeSa(EspLiveness):
         if old not in self._retiring:
             self._retiring.append(old)
         self._set_ike_lifetime(now)
-        self._events.append(IkeSaRekeyed(self, (old.spi_i, old.spi_r)))
+        self._outbox.report(IkeSaRekeyed(self, (old.spi_i, old.spi_r)))
 
     def _retire(self, gen: _Gen) -> None:
         if gen in self._retiring:
             self._retiring.remove(gen)
             gen.req = None
-
-    # ------------------------------------------------------------------ protected messages
-
-    def _gen_for(self, spi_i: bytes, spi_r: bytes) -> _Gen | None:
-        for gen in ([self._gen] if self._gen else []) + self._retiring:
-            if gen.spi_i == spi_i and gen.spi_r == spi_r:
-                return gen
-        return None
-
-    def _on_protected(self, msg: Message, data: bytes, addr: Addr, now: float, local: Addr | None) -> None:
-        h = msg.header
-        gen = self._gen_for(h.spi_i, h.spi_r)
-        if gen is None or self.state is State.DEAD:
-            self.stats.dropped += 1
-            return
-        # The I flag must name the other side as the original initiator of this generation.
-        if bool(h.flags & _FLAG_I) == gen.we_init:
-            self.stats.dropped += 1
-            return
-        if h.is_response:
-            self._on_response(gen, msg, data, addr, now, local)
-        else:
-            self._on_request(gen, msg, data, addr, now, local)
-
-    def _note_peer(self, addr: Addr, local: Addr | None, now: float) -> None:
-        """An authenticated message arrived: the peer is alive, and may have moved (NAT-T float)."""
-        self.last_received = now
-        self.stats.messages_in += 1
-        if addr != self.peer:
-            self.peer = addr
-        if local is not None and local != self.local:
-            self.local = local
-
-    def _on_response(self, gen: _Gen, msg: Message, data: bytes, addr: Addr, now: float,
-                     local: Addr | None) -> None:
-        req = gen.req
-        if req is None or msg.header.message_id != req.mid or msg.header.exchange != req.exchange:
-            self.stats.dropped += 1
-            return
-        try:
-            payloads = open_sk(gen.inp, msg, data)
-        except ParseError:
-            self.stats.dropped += 1
-            return
-        self._note_peer(addr, local, now)
-        gen.req = None
-        req.on_response(payloads, now)
-        self._pump(now)
-
-    def _on_request(self, gen: _Gen, msg: Message, data: bytes, addr: Addr, now: float,
-                    local: Addr | None) -> None:
-        h = msg.header
-        if h.message_id == gen.cached_mid and gen.cached:
-            # Only a byte-identical copy of the request is a retransmission (as strongSwan does): a
-            # forged header with the live SPIs and message ID, which never passed the ICV, gets nothing.
-            if hmac.compare_digest(_request_digest(data), gen.cached_for):
-                self._emit(gen.cached, (self.local, self.peer))  # the peer lost our answer: the same bytes
-            else:
-                self.stats.dropped += 1
-            return
-        if h.message_id != gen.peer_mid:
-            self.stats.dropped += 1
-            return
-        if h.exchange not in ACCEPTED_REQUESTS.get(self.state, frozenset()):
-            self.stats.dropped += 1
-            return
-        try:
-            payloads = open_sk(gen.inp, msg, data)
-        except ParseError as exc:
-            # Authentic (the ICV verified) but malformed inside: answer with the Notify it calls for.
-            self._note_peer(addr, local, now)
-            self._answer(gen, h, [Notify(exc.notify, data=exc.data)], data)
-            return
-        self._note_peer(addr, local, now)
-        self._after_answer = None
-        die_after: DeleteReason | None = None
-        try:
-            if h.exchange == ExchangeType.IKE_AUTH:
-                answer = self._on_auth_request(payloads, now)
-            elif h.exchange == ExchangeType.CREATE_CHILD_SA:
-                answer = self._on_create_child_request(payloads, now)
-            else:
-                answer, die_after = self._on_informational(gen, payloads, now)
-        except _Fail as exc:
-            answer = [Notify(exc.notify, data=exc.data)]
-            if h.exchange == ExchangeType.IKE_AUTH:
-                self._answer(gen, h, answer, data)
-                self._fail(now, exc.notify, str(exc))
-                return
-        self._answer(gen, h, answer, data)
-        after = self._after_answer
-        self._after_answer = None
-        if after is not None:
-            after(now)
-        if die_after is not None:
-            if gen is self._gen:
-                self._peer_deleted(now, die_after)
-            else:
-                self._retire(gen)
-            return
-        self._pump(now)
-
-    def _answer(self, gen: _Gen, h: Header, payloads: list[Payload], request: bytes) -> None:
-        """Answer an authentic ``request`` and keep the answer for its retransmissions."""
-        flags = _FLAG_R | (_FLAG_I if gen.we_init else 0)
-        header = Header(gen.spi_i, gen.spi_r, 0, h.exchange, flags, h.message_id)
-        packet = seal(gen.out, header, payloads, self._rng)
-        gen.cached_mid = h.message_id
-        gen.cached = packet
-        gen.cached_for = _request_digest(request)
-        gen.peer_mid = h.message_id + 1
-        self._emit(packet)
-
-    def _on_create_child_request(self, payloads: list[Payload], now: float) -> list[Payload]:
-        sa = next((p for p in payloads if isinstance(p, SA)), None)
-        nonce = next((p for p in payloads if isinstance(p, Nonce)), None)
-        if sa is None or nonce is None:
-            raise _Fail(NotifyType.INVALID_SYNTAX, detail="CREATE_CHILD_SA without SA or nonce")
-        if sa.proposals and sa.proposals[0].protocol == ProtocolId.IKE:
-            return self._answer_rekey_ike(payloads, now)
-        rekey = next((p for p in payloads if isinstance(p, Notify) and p.notify_type == NotifyType.REKEY_SA), None)
-        old: ChildSa | None = None
-        if rekey is not None:
-            spi_out = struct.unpack("!I", rekey.spi)[0] if len(rekey.spi) == 4 else -1
-            old = next((c for c in self.children.values() if c.spi_out == spi_out), None)
-            if old is None:
-                if spi_out in self._closing:
-                    raise _Fail(NotifyType.TEMPORARY_FAILURE, detail="Child SA is being deleted")
-                raise _Fail(NotifyType.CHILD_SA_NOT_FOUND, detail="rekey of an unknown Child SA")
-            # §2.25.1: a pair we are rekeying ourselves is answered as usual (§2.8.1 picks the survivor);
-            # one being deleted, or already replaced, is not.
-            if not (old.state is ChildState.INSTALLED or (old.state is ChildState.REKEYING and old.collision is None)):
-                raise _Fail(NotifyType.TEMPORARY_FAILURE, detail="Child SA is being deleted or was replaced")
-        if self._rekeying_ike():
-            raise _Fail(NotifyType.TEMPORARY_FAILURE, detail="IKE SA rekey under way")
-        ke = next((p for p in payloads if isinstance(p, KE)), None)
-        nr = self._rng(NONCE_SIZE)
-        return self._answer_child(payloads, old, nonce.data, nr, now, in_auth=False, ke=ke)
 
     def _on_informational(self, gen: _Gen, payloads: list[Payload], now: float
                           ) -> tuple[list[Payload], DeleteReason | None]:
@@ -1427,7 +803,7 @@ class IkeSa(EspLiveness):
                 reason = DeleteReason.REKEYED if was is ChildState.REKEYED else DeleteReason.PEER_REQUEST
                 if was is not ChildState.DELETING:
                     ours.append(struct.pack("!I", child.spi_in))
-                child.state = ChildState.DELETING
+                child.move(ChildTrigger.DELETE)
                 self._drop_child(child, reason)
             if ours:
                 answer.append(Delete(ProtocolId.ESP, ours))
@@ -1436,84 +812,19 @@ class IkeSa(EspLiveness):
     def _peer_deleted(self, now: float, reason: DeleteReason) -> None:
         if self.state is not State.DELETING:  # a Delete crossing ours: already reported
             self.delete_reason = reason
-            self._events.append(IkeSaDeleted(self, reason))
+            self._outbox.report(IkeSaDeleted(self, reason))
         self._finish()
-
-    # ------------------------------------------------------------------ requests and retransmission
-
-    def _queue(self, task: Callable[[float], None], now: float) -> None:
-        self._tasks.append(task)
-        self._pump(now)
-
-    def _busy(self) -> bool:
-        return bool(self._gen and self._gen.req) or bool(self._tasks)
-
-    def _pump(self, now: float) -> None:
-        while self._tasks and self._gen is not None and self._gen.req is None and self.state is State.ESTABLISHED:
-            self._tasks.pop(0)(now)
-
-    def _send_request(self, exchange: int, payloads: list[Payload], on_response: Callable[[list[Payload], float], None],
-                      on_timeout: Callable[[float], None] | None, now: float, max_tries: int | None = None) -> None:
-        """Send a request on the current generation; no answer at all (``on_timeout`` None) means the
-        peer is dead."""
-        assert self._gen is not None
-        if on_timeout is None:
-            on_timeout = lambda n: self._die(n, DeleteReason.DPD_TIMEOUT)  # noqa: E731
-        self._send_request_on(self._gen, exchange, payloads, on_response, on_timeout, now, max_tries)
-
-    def _send_request_on(self, gen: _Gen, exchange: int, payloads: list[Payload],
-                         on_response: Callable[[list[Payload], float], None], on_timeout: Callable[[float], None],
-                         now: float, max_tries: int | None = None) -> None:
-        cfg = self.config
-        base = cfg.retransmit_base if cfg else 1.0
-        tries = cfg.retransmit_tries if cfg else 5
-        if max_tries is not None:
-            tries = min(tries, max_tries)
-        flags = _FLAG_I if gen.we_init else 0
-        header = Header(gen.spi_i, gen.spi_r, 0, exchange, int(flags), gen.next_mid)
-        packet = seal(gen.out, header, payloads, self._rng)
-        gen.req = _Request(exchange, gen.next_mid, packet, on_response, on_timeout, now + base, 0, tries)
-        gen.next_mid += 1
-        self._emit(packet)
-
-    def _requests(self) -> list[_Request]:
-        reqs = [self._init_req] if self._init_req else []
-        for gen in ([self._gen] if self._gen else []) + self._retiring:
-            if gen.req is not None:
-                reqs.append(gen.req)
-        return reqs
-
-    def _retransmit(self, req: _Request, now: float) -> None:
-        if req.tries >= req.max_tries:
-            for gen in [self._gen, *self._retiring]:
-                if gen is not None and gen.req is req:
-                    gen.req = None
-            if req is self._init_req:
-                self._init_req = None
-            req.on_timeout(now)
-            return
-        req.tries += 1
-        base = self.config.retransmit_base if self.config else 1.0
-        req.deadline = now + (req.interval or base * (2 ** req.tries))
-        self.stats.retransmits += 1
-        self._emit(req.packet)
 
     # ------------------------------------------------------------------ endings
 
-    def _move(self, trigger: Trigger) -> None:
-        if trigger is Trigger.DIE:
-            self.state = State.DEAD
-            return
-        nxt = TRANSITIONS.get((self.state, trigger))
-        if nxt is None:
-            raise ValueError(f"{trigger.value} is not allowed in state {self.state.value}")
-        self.state = nxt
+    def _hard_expiry(self, now: float) -> None:
+        self.delete(now, DeleteReason.PHASE1_HARD_EXPIRY)
 
     def _fail(self, now: float, notify: int, detail: str) -> None:
         """A negotiation failed: report it, and the SA is gone."""
         if self.state is State.DEAD:
             return
-        self._events.append(NegotiationFailed(self, notify, detail))
+        self._outbox.report(NegotiationFailed(self, notify, detail))
         established = self.state is State.ESTABLISHED
         self._die(now, DeleteReason.NEGOTIATION_FAILED if not established else DeleteReason.DPD_TIMEOUT)
 
@@ -1523,22 +834,18 @@ class IkeSa(EspLiveness):
             return
         if self.state is not State.DELETING:
             self.delete_reason = reason
-            self._events.append(IkeSaDeleted(self, reason))
+            self._outbox.report(IkeSaDeleted(self, reason))
         self._finish()
 
     def _finish(self) -> None:
         self._move(Trigger.DIE)
-        self._tasks.clear()
+        self._window.clear()
         self._init_req = None
         if self._gen is not None:
             self._gen.req = None
         self._retiring.clear()
-        self._deadline_negotiation = self._rekey_at = self._expire_at = None
-
-    def _emit(self, packet: bytes, route: tuple[Addr, Addr] | None = None) -> None:
-        local, peer = route or (self.local, self.peer)
-        self.stats.messages_out += 1
-        self._out.append((packet, local, peer))
+        self._deadline = self._rekey_at = self._expire_at = None
 
 
-__all__ = ["ID_TEXT", "IkeSa", "State", "Stats", "id_payload_for", "natd_hash"]
+
+__all__ = ["ID_TEXT", "IkeSa", "State", "id_payload_for", "natd_hash"]

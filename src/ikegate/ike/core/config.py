@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Protocol
 from ikegate.ike.wire.v2 import TrafficSelector
 
 if TYPE_CHECKING:  # pragma: no cover
-    from ikegate.ike.v2.sa import IkeSa
+    from ikegate.ike.core.engine import Engine
 
 Addr = tuple[str, int]
 
@@ -99,5 +99,5 @@ class ResponderPolicy(Protocol):
         ...
 
     def select_child(
-        self, sa: IkeSa, tsi: list[TrafficSelector], tsr: list[TrafficSelector]
+        self, sa: Engine, tsi: list[TrafficSelector], tsr: list[TrafficSelector]
     ) -> ChildSaConfig | None: ...

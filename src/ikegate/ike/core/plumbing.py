@@ -1,0 +1,57 @@
+"""The bookkeeping every engine carries: its counters, its outbox and its event queue.
+
+Both engines are slotted and live by the ten thousand, so these are small plain objects the engine
+holds, not mixins with hidden state.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+from typing import Generic, TypeVar
+
+from ikegate.ike.core.config import Addr
+
+E = TypeVar("E")
+
+
+@dataclass(slots=True)
+class Stats:
+    """Per-SA message counters (``display ike sa verbose`` and the metrics read them)."""
+
+    messages_in: int = 0
+    messages_out: int = 0
+    retransmits: int = 0
+    duplicates: int = 0
+    dropped: int = 0
+    malformed: int = 0
+    auth_failures: int = 0
+    notifies_sent: int = 0
+    dpd_sent: int = 0
+
+
+class Outbox(Generic[E]):
+    """Datagrams to send and events to report, drained by the owner after each feed (sans-I/O)."""
+
+    __slots__ = ("_datagrams", "_events")
+
+    def __init__(self) -> None:
+        self._datagrams: list[tuple[bytes, Addr, Addr]] = []
+        self._events: deque[E] = deque()
+
+    def send(self, packet: bytes, local: Addr, peer: Addr) -> None:
+        self._datagrams.append((packet, local, peer))
+
+    def report(self, event: E) -> None:
+        self._events.append(event)
+
+    def datagrams(self) -> list[tuple[bytes, Addr, Addr]]:
+        """Everything queued since the last call, oldest first; the outbox is empty afterwards."""
+        out, self._datagrams = self._datagrams, []
+        return out
+
+    def next_event(self) -> E | None:
+        return self._events.popleft() if self._events else None
+
+
+__all__ = ["Outbox", "Stats"]
