@@ -17,6 +17,7 @@ from ikegate.gateway.controller import Gateway
 from ikegate.ike.core.child import ChildState
 from ikegate.ike.core.config import Addr
 from ikegate.ike.events import ChildSaDeleted, DeleteReason
+from ikegate.ike.v1.quick import REKEY_OVERLAP
 from ikegate.ike.v1.registry import ExchangeType
 from ikegate.ike.v1.sa import PREV_GRACE
 from ikegate.sad import IkeSaEntry, IpsecSaEntry
@@ -269,6 +270,7 @@ def test_phase1_rekey_peer_quick_mode_finishes_under_old_isakmp_sa() -> None:
     pair.transfer(hold)
     assert i.spi_i + i.spi_r != old and len(pair.r.engines) == 2  # phase 1 rekeyed, the peer's QM pending
     _deliver(pair, held)
+    pair.step(REKEY_OVERLAP + 1)  # the replaced pair receives for a while after a rekey, then goes
     assert _paired(pair)
     assert len(i.children) == 1 and r.finished
     assert pair.r.engines[1].established and len(pair.r.engines[1].children) == 1
@@ -417,6 +419,7 @@ def test_crossed_child_rekeys_collapse_to_one_pair() -> None:
     i.rekey_child(next(iter(i.children.values())), pair.now)
     r.rekey_child(next(iter(r.children.values())), pair.now)
     pair.transfer()
+    pair.step(REKEY_OVERLAP + 1)  # the replaced pair receives for a while after a rekey, then goes
     live = [c for c in i.children.values() if c.state is ChildState.INSTALLED]
     assert len(live) == 2 and _paired(pair)  # a duplicate, consistent on both ends
     pair.step(100.0)

@@ -52,6 +52,9 @@ from ikegate.ike.v1.wire import (
 from ikegate.ike.wire.v2 import TrafficSelector
 
 QUICK_LINGER = 60.0  # how long a finished quick mode stays to answer duplicates
+#: After our Quick Mode rekey, how long the replaced pair still receives: the peer keeps sending under it
+#: until our QM3 arrives (strongSwan likewise deletes a rekeyed IKEv1 SA only after a delay).
+REKEY_OVERLAP = 5.0
 
 
 @dataclass(slots=True, eq=False)
@@ -380,7 +383,11 @@ class QuickModes(Phase1Exchanges):
         self._emit(packet)
         self._install(q, now)
         if q.old is not None and q.old.state is ChildState.REKEYED:
-            self._retire_rekeyed(q.old, now)
+            # Make-before-break: the new pair carries our traffic from now on (the dataplane prefers the
+            # newest SA), but the peer switches only when QM3 reaches it, and what it sent before that is
+            # still on its way under the old pair. Keep the old pair's inbound side for REKEY_OVERLAP; at
+            # that expiry the ISAKMP SA deletes it (reason REKEYED) and tells the peer.
+            q.old.expire_at = min(q.old.expire_at, now + REKEY_OVERLAP)
 
     def _install(self, q: _Quick, now: float) -> ChildSa:
         p = q.p1
@@ -429,14 +436,6 @@ class QuickModes(Phase1Exchanges):
         return next((c for c in pool if c is not child and c.state in (ChildState.INSTALLED, ChildState.REKEYING)
                      and c.config.name == child.config.name and c.config.seq == child.config.seq
                      and c.ts_local == child.ts_local and c.ts_remote == child.ts_remote), None)
-
-    def _retire_rekeyed(self, old: ChildSa, now: float) -> None:
-        """Make-before-break finished: drop the replaced pair and tell the peer."""
-        self._drop_child(old, DeleteReason.REKEYED)
-        home = self._home()
-        if home.established:
-            # (sent from here with the keys of the SA that holds the pair: the owner drains only this object)
-            self._send_info(home._p1, [Delete(ProtocolId.ESP, [struct.pack("!I", old.spi_in)])])
 
     # ------------------------------------------------------------------ the ISAKMP SA layer above
 
