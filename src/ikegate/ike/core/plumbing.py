@@ -37,12 +37,14 @@ class Outbox(Generic[E]):
 
     def __init__(self) -> None:
         self._datagrams: list[tuple[bytes, Addr, Addr]] = []
-        self._events: deque[E] = deque()
+        self._events: deque[E] | None = None  # made on the first event (an empty deque is 600 bytes)
 
     def send(self, packet: bytes, local: Addr, peer: Addr) -> None:
         self._datagrams.append((packet, local, peer))
 
     def report(self, event: E) -> None:
+        if self._events is None:
+            self._events = deque()
         self._events.append(event)
 
     def datagrams(self) -> list[tuple[bytes, Addr, Addr]]:

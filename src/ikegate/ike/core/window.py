@@ -51,7 +51,9 @@ class RequestWindow:
     __slots__ = ("_tasks",)
 
     def __init__(self) -> None:
-        self._tasks: deque[Task] = deque()
+        # Made on the first task: an empty deque costs 600 bytes, and most engines (every half-open
+        # responder SA a flood leaves) never queue anything.
+        self._tasks: deque[Task] | None = None
 
     # ------------------------------------------------------------------ retransmission
 
@@ -85,30 +87,37 @@ class RequestWindow:
     # ------------------------------------------------------------------ queued work
 
     def queue(self, task: Task) -> None:
-        self._tasks.append(task)
+        self._queue().append(task)
 
     def queue_first(self, task: Task) -> None:
         """Work that must go before everything queued (a retry, the Delete of a rekeyed pair)."""
-        self._tasks.appendleft(task)
+        self._queue().appendleft(task)
+
+    def _queue(self) -> deque[Task]:
+        if self._tasks is None:
+            self._tasks = deque()
+        return self._tasks
 
     def pump(self, now: float, ready: Callable[[], bool]) -> None:
         """Run queued tasks in order while the engine says the window is open (IKEv2: no request in
         flight on an established SA). A task that sends a request closes the window itself."""
-        while self._tasks and ready():
-            self._tasks.popleft()(now)
+        tasks = self._tasks
+        while tasks and ready():
+            tasks.popleft()(now)
 
     def take_all(self) -> list[Task]:
         """Every queued task, the queue emptied first (IKEv1 releases its Quick Modes in one go: a task
         queued while they run waits for the next release)."""
-        tasks = list(self._tasks)
-        self._tasks.clear()
+        tasks = list(self._tasks or ())
+        self.clear()
         return tasks
 
     def clear(self) -> None:
-        self._tasks.clear()
+        if self._tasks:
+            self._tasks.clear()
 
     def __len__(self) -> int:
-        return len(self._tasks)
+        return len(self._tasks or ())
 
     def __bool__(self) -> bool:
         return bool(self._tasks)

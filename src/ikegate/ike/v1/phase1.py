@@ -163,7 +163,7 @@ class Phase1Exchanges(EngineBase):
     _prev: _Phase1 | None  # the ISAKMP SA our phase-1 rekey replaced
     _prev_until: float | None
     _quicks: dict[int, _Quick]
-    _info_mids: deque[int]
+    _info_mids: deque[int] | tuple[()]
     _dead: bool
 
     def _new_retrans(self, packet: bytes, now: float, on_timeout: Callable[[float], None]) -> Retransmission:

@@ -146,7 +146,9 @@ class IsakmpSa(QuickModes):
         self._successor: IsakmpSa | None = None  # took our IPsec SAs over (the peer's phase-1 rekey)
         self._dead = False
         self._quicks: dict[int, _Quick] = {}
-        self._info_mids: deque[int] = deque(maxlen=64)
+        #: Message IDs of recent Informationals (ours and the peer's), to drop duplicates; made on the first
+        #: one, since a half-open SA never has any and an empty deque costs 600 bytes.
+        self._info_mids: deque[int] | tuple[()] = ()
         self._deadline = None if self.initiator else now + RESPONDER_HALF_OPEN
         self._dpd_seq = int.from_bytes(self._rng(4), "big") & 0x7FFFFFFF
         self._dpd_outstanding: set[int] = set()
@@ -583,7 +585,7 @@ class IsakmpSa(QuickModes):
     def _send_info(self, p: _Phase1, payloads: list[Payload]) -> None:
         assert p.suite is not None and p.keys is not None and p.chain is not None
         mid = self._new_mid()
-        self._info_mids.append(mid)
+        self._note_info_mid(mid)
         chain = p.chain.fork(c1.message_iv(p.suite, p.last_block, mid))
         prf, key = p.suite.prf, p.keys.skeyid_a
         header = Header(p.cky_i, p.cky_r, 0, ExchangeType.INFORMATIONAL, 0, mid)
@@ -591,6 +593,11 @@ class IsakmpSa(QuickModes):
         if any(isinstance(x, Notify) for x in payloads):
             self.stats.notifies_sent += 1
         self._emit(packet)
+
+    def _note_info_mid(self, mid: int) -> None:
+        if not self._info_mids:
+            self._info_mids = deque(maxlen=64)
+        self._info_mids.append(mid)
 
     def _on_plain_info(self, p: _Phase1, msg: Message, now: float) -> None:
         """An unprotected error during phase 1 (the peer refused our proposal or our key)."""
@@ -618,7 +625,7 @@ class IsakmpSa(QuickModes):
         if not c1.compare(c1.info_hash(p.suite.prf, p.keys.skeyid_a, mid, rest), digest):
             self.stats.dropped += 1
             return
-        self._info_mids.append(mid)
+        self._note_info_mid(mid)
         self._note_peer(addr, local, now)
         for item in payloads[1:]:
             if self._dead:
