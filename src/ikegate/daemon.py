@@ -217,10 +217,11 @@ class Daemon:
 
     async def _flush_log_summaries(self) -> None:
         """The "suppressed N similar messages" lines of the log buffer come out when their window ends,
-        not only when the next record happens to arrive."""
+        not only when the next record happens to arrive; the same tick samples the CPU figures."""
         while True:
             await asyncio.sleep(LOG_FLUSH_INTERVAL)
             self.logbuffer.flush()
+            self.runtime.cpu.tick()  # display cpu-usage: a sample every five seconds, cheap otherwise
 
     def request_stop(self) -> None:
         self._stop.set()

@@ -20,12 +20,13 @@ from ikegate.cli.commands.ssh_blocks import SshBlocks
 from ikegate.cli.context import CommandContext
 from ikegate.cli.errors import CommandError, ParamError
 from ikegate.cli.params import Integer, Ipv4, Ipv6, String
-from ikegate.cli.render import ike_info, ike_sa, ipsec_sa, version
+from ikegate.cli.render import ike_info, ike_sa, ipsec_sa, usage, version
 from ikegate.cli.render import ping as ping_render
 from ikegate.cli.tree import MANAGE, MONITOR, VISIT, Command
 from ikegate.cli.views import ALL_VIEWS, ViewKind
 from ikegate.gateway.device import Device, DeviceError, DeviceModel, PingResult, Selection
 from ikegate.mgmt.records import entry_record
+from ikegate.mgmt.usage import CpuSampler, MemoryUsage, read_memory
 from ikegate.sad import IkeSaEntry, IpsecSaEntry, Placement, SaEntry
 
 USER = frozenset({ViewKind.USER})
@@ -48,6 +49,10 @@ class Runtime:
     #: The configuration file ``save`` writes (``display saved-configuration`` reads it back); None when
     #: the gateway runs without one.
     config_path: str | None = None
+    #: ``display cpu-usage``: the process's CPU samples (the daemon's one-second tick feeds it);
+    #: ``display memory-usage``: the memory figures now (``/proc``). Tests inject both.
+    cpu: CpuSampler = field(default_factory=CpuSampler)
+    memory: Callable[[], MemoryUsage] = read_memory
 
     @property
     def model(self) -> DeviceModel:
@@ -183,6 +188,32 @@ def display_version(ctx: CommandContext) -> None:
     _emit(ctx, lambda: data, lambda: version.render(rt.model.model, uptime), stamp=False)
 
 
+def display_cpu_usage(ctx: CommandContext) -> None:
+    rt = _rt(ctx)
+    reading, wall = rt.cpu.usage(), rt.wall()
+    data = {"cpu_usage": {"five_seconds": round(reading.five_seconds), "one_minute": round(reading.one_minute),
+                          "five_minutes": round(reading.five_minutes), "max": round(reading.max)}}
+    _emit(ctx, lambda: data, lambda: usage.cpu(reading, wall), stamp=False)
+
+
+def display_memory_usage(ctx: CommandContext) -> None:
+    rt = _rt(ctx)
+    try:
+        figures = rt.memory()
+    except (OSError, ValueError, KeyError) as exc:
+        raise CommandError("Error: The memory figures of this system cannot be read.") from exc
+    wall = rt.wall()
+    data = {"memory_usage": {"total": figures.total, "used": figures.used, "percent": figures.percent,
+                             "process_rss": figures.rss}}
+    _emit(ctx, lambda: data, lambda: usage.memory(figures, wall), stamp=False)
+
+
+def display_device(ctx: CommandContext) -> None:
+    model = _rt(ctx).model
+    _emit(ctx, lambda: {"device": {"model": model.model, "boards": usage.device_rows(model)}},
+          lambda: usage.device(model), stamp=False)
+
+
 def display_saved_configuration(ctx: CommandContext) -> None:
     """The configuration file as ``save`` left it (what the next start loads), not the running one."""
     path = _rt(ctx).config_path
@@ -274,6 +305,8 @@ def runtime_commands(model: DeviceModel) -> list[Command]:
                   "ping": "Send ICMP echo requests through the tunnels", "-a": "Specify the source address",
                   "-c": "Specify the number of echo requests", "-s": "Specify the size of the data",
                   "version": "Display the software version and the uptime",
+                  "cpu-usage": "Display the CPU usage", "memory-usage": "Display the memory usage",
+                  "device": "Display the device status",
                   "saved-configuration": "Display the configuration saved for the next start"}
 
     def cmd(syntax: str, handler: Callable[[CommandContext], None], views: frozenset[ViewKind], level: int) -> Command:
@@ -291,6 +324,9 @@ def runtime_commands(model: DeviceModel) -> list[Command]:
         cmd(f"display ike offline-info [ peer <peer> ]{slot}", display_ike_offline_info, ALL_VIEWS, MONITOR),
         cmd("display ike statistics", display_ike_statistics, ALL_VIEWS, MONITOR),
         cmd("display version", display_version, ALL_VIEWS, MONITOR),
+        cmd("display cpu-usage", display_cpu_usage, ALL_VIEWS, MONITOR),
+        cmd("display memory-usage", display_memory_usage, ALL_VIEWS, MONITOR),
+        cmd("display device", display_device, ALL_VIEWS, MONITOR),
         cmd("display saved-configuration", display_saved_configuration, ALL_VIEWS, MANAGE),
         cmd(f"reset ike sa [ conn-id <conn-id> | remote <remote> ]{slot}", reset_ike_sa, USER, MANAGE),
         cmd("reset ipsec sa [ remote <remote> | policy <policy-name> [ <seq> ] | parameters <address> esp <spi> ]",
