@@ -65,7 +65,7 @@ def device(model: DeviceModel) -> list[str]:
     lines = [f"{model.model}'s Device status:", header.rstrip(), "-" * 64]
     for row in rows:
         values = (row["slot"], row["type"], row["online"], row["register"], row["status"], row["primary"])
-        lines.append("".join(v.ljust(width) for v, (_, width) in zip(values, DEVICE_COLUMNS, strict=True)))
+        lines.append("".join(v.ljust(width) for v, (_, width) in zip(values, DEVICE_COLUMNS, strict=True)).rstrip())
     lines.append("")
     lines.append("ikegate: the boards are this process's SA placements (" +
                  "; ".join(f"slot {r['slot']} cpu {','.join(map(str, r['cpus']))}" for r in rows) + "), not hardware")
