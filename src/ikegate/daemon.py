@@ -309,6 +309,9 @@ class Daemon:
             "engines": st.engines,
             "ike_sas": sum(st.ike_sas.values()),
             "ipsec_sas": sum(st.ipsec_sas.values()),
+            # ESP packets this gateway accepted and sent, over every SA it ever had (deleted ones included)
+            "esp_packets_in": st.esp.get(("packets", "in"), 0),
+            "esp_packets_out": st.esp.get(("packets", "out"), 0),
         }}
 
     def _op_offline(self, req: dict[str, Any]) -> dict[str, Any]:
