@@ -3,8 +3,9 @@
 
 Both gateways run in this process in memory (no sockets, the clock stepped by hand), so the profile is
 of the protocol core and its installs, not of asyncio or the kernel. Only HQ's calls are profiled. HQ is
-built by the daemon's own constructor with its log stream on /dev/null, so every tunnel up/down takes the
-same logging path as in `ikegate run` (log buffer, stderr mirror, syslog listener).
+built by the daemon's own constructor with its log stream on a temporary file (a stream on /dev/null
+would be skipped), so every tunnel up/down takes the same logging path as in `ikegate run` (log buffer,
+stderr mirror, syslog listener).
 
     python profile_responder.py [-n 3000] [--top 25] [--sort tottime|cumtime] [--no-profile]
 """
@@ -16,6 +17,7 @@ import cProfile
 import gc
 import io
 import pstats
+import tempfile
 import time
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -33,14 +35,14 @@ HQ, BRANCH = "192.0.2.1", "192.0.2.2"
 LIFT = "ike call admission limit in-negotiation-sa per-address 100000\n"
 
 
-def gateways(devnull: io.TextIOBase) -> tuple[Gateway, Gateway]:
+def gateways(stream: io.TextIOBase) -> tuple[Gateway, Gateway]:
     # a load test comes from one address: lift HQ's per-address limit of IKE SAs in negotiation (as _procs.pair)
     hq_cfg, errors = load_config(lab_text("hq", **{"127.0.0.11": HQ, "#\nreturn\n": f"#\n{LIFT}#\nreturn\n"}))
     assert not errors, errors
     br_cfg, errors = load_config(lab_text("branch1", **{"127.0.0.11": HQ, "127.0.0.12": BRANCH,
                                                          "trigger-mode auto": "trigger-mode traffic-based"}))
     assert not errors, errors
-    device = Daemon(hq_cfg, DaemonOptions(log_stream=devnull)).device  # type: ignore[arg-type]
+    device = Daemon(hq_cfg, DaemonOptions(log_stream=stream)).device  # type: ignore[arg-type]
     assert isinstance(device, LocalDevice)
     hq = device.gateway
     br = Gateway(br_cfg)
@@ -117,8 +119,8 @@ def main() -> None:
     ap.add_argument("--sort", choices=("tottime", "cumtime"), default="tottime")
     ap.add_argument("--no-profile", action="store_true", help="only the CPU per SA, without cProfile's overhead")
     args = ap.parse_args()
-    with open("/dev/null", "w", buffering=1) as devnull:  # line buffered, as stderr is
-        hq, br = gateways(devnull)
+    with tempfile.TemporaryFile("w", buffering=1) as stream:  # line buffered, as stderr is
+        hq, br = gateways(stream)
         gc.set_threshold(*GC_THRESHOLD)  # as `ikegate run` does
         gc.freeze()
         hq.start(0.0)

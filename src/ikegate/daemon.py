@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import io
 import logging
 import os
 import signal
@@ -57,6 +58,14 @@ class DaemonOptions:
     raw_esp: bool = True
     #: ``--keylog DIR``: write Wireshark key tables there (see :mod:`ikegate.io.keylog`).
     keylog: str | None = None
+
+
+def _discards(stream: TextIO | None) -> bool:
+    """Whether ``stream`` is open on /dev/null."""
+    try:
+        return stream is not None and os.path.samestat(os.fstat(stream.fileno()), os.stat(os.devnull))
+    except (OSError, ValueError, AttributeError, io.UnsupportedOperation):  # no descriptor (StringIO)
+        return False
 
 
 def write_atomically(path: str, text: str) -> None:
@@ -119,6 +128,9 @@ class Daemon:
         self.runtime = Runtime(self.device, ssh=self.ssh, config_path=config_path)  # display saved-configuration
         self._stop = asyncio.Event()
         self._log_flush: asyncio.Task[None] | None = None
+        self._pending_lines: list[str] = []  # log-stream lines of this pass of the event loop
+        #: A log stream that is /dev/null (``ikegate run 2>/dev/null``, benchmarks) needs no lines made.
+        self._log_stream = None if _discards(options.log_stream) else options.log_stream
 
     # -- shells -------------------------------------------------------------------------------------
 
@@ -182,10 +194,28 @@ class Daemon:
         self.logbuffer.log(module, severity, brief, text)
 
     def _mirror(self, record: LogRecord) -> None:
-        """Every log-buffer record (command records included) as one line on the log stream."""
-        stream = self.options.log_stream
-        if stream is not None:
-            stream.write(record.render(self.device.config.sysname) + "\n")  # stderr is line buffered
+        """Every log-buffer record (command records included) as one line on the log stream. Lines logged
+        in one pass of the event loop go out in one write at its end (stderr is line buffered: a write
+        per line was a system call per tunnel up or down)."""
+        stream = self._log_stream
+        if stream is None:
+            return
+        line = record.render(self.device.config.sysname) + "\n"
+        if self._pending_lines:
+            self._pending_lines.append(line)
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # no loop (a tool driving the daemon by hand): at once
+            stream.write(line)
+            return
+        self._pending_lines.append(line)
+        loop.call_soon(self._write_lines)
+
+    def _write_lines(self) -> None:
+        lines, self._pending_lines = self._pending_lines, []
+        if lines and self._log_stream is not None:
+            self._log_stream.write("".join(lines))
 
     # -- life cycle ---------------------------------------------------------------------------------
 
@@ -242,6 +272,7 @@ class Daemon:
         if self.metrics is not None:
             await self.metrics.close()
         self.syslog.close()  # last: the shutdown's own tunnel-down logs still go out
+        self._write_lines()
 
     # -- control API ----------------------------------------------------------------------------------
 

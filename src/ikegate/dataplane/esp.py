@@ -135,7 +135,7 @@ class _EspSa:
     __slots__ = (
         "_align",
         "_cipher",
-        "_gcm",
+        "_gcm_key",
         "_hard_at",
         "_icv",
         "_iv",
@@ -176,11 +176,11 @@ class _EspSa:
             raise CryptoError(f"{cipher_alg.name} needs {cipher_alg.keymat_size} bytes of keymat, got {len(encr_key)}")
         self._cipher: KeyedCipher = _NO_CIPHER
         self._iv = cipher_alg.iv_size
-        self._gcm: AESGCM | None = None
+        self._gcm_key = b""
         self._salt = b""
         if cipher_alg.id == EncrId.AES_GCM_16:
             self._kind = _GCM
-            self._gcm = AESGCM(encr_key[: cipher_alg.key_size])
+            self._gcm_key = encr_key[: cipher_alg.key_size]
             self._salt = encr_key[cipher_alg.key_size :]
         elif cipher_alg.id == EncrId.AES_CBC:
             self._kind = _CBC
@@ -212,6 +212,13 @@ class _EspSa:
             if total >= self._hard_at:
                 self.hard_expired = True
 
+    def _context(self) -> AESGCM:
+        """An AES-GCM context holds 2.5 kB of OpenSSL memory, and many SAs (a load test's, an idle
+        branch's) never carry a packet: the first packet in each direction makes it, once."""
+        gcm = AESGCM(self._gcm_key)
+        self._gcm_key = b""
+        return gcm
+
     def _refuse(self, reason: Reason, detail: str = "") -> EspError:
         self.drops[reason] += 1
         return EspError(reason, detail)
@@ -231,11 +238,16 @@ class OutboundEsp(_EspSa):
         self._last = 0  # the last ciphertext block the CBC context produced, as an int
         # Bound methods of the per-SA contexts, looked up once rather than per packet.
         self._gcm_encrypt: Callable[[bytes, bytes, bytes], bytes] = (
-            self._gcm.encrypt if self._gcm is not None else _not_this_cipher)
+            self._first_encrypt if self._kind == _GCM else _not_this_cipher)
         self._cbc: Callable[[bytes], bytes] = (
             Cipher(algorithms.AES(encr_key), modes.CBC(_CBC_ZERO_IV)).encryptor().update
             if self._kind == _CBC else _not_this_cipher)
         self._sign: Callable[[bytes], bytes] = self._mac.sign if self._mac is not None else _not_this_cipher
+
+    def _first_encrypt(self, nonce: bytes, data: bytes, aad: bytes) -> bytes:
+        """The AES-GCM context is made by the first packet (see :meth:`_EspSa._context`)."""
+        self._gcm_encrypt = self._context().encrypt
+        return self._gcm_encrypt(nonce, data, aad)
 
     def seal(self, inner: bytes, next_header: int) -> bytes:
         """The ESP packet carrying ``inner`` (a whole IP packet in tunnel mode, 4 or 41; the upper-layer
@@ -295,10 +307,15 @@ class InboundEsp(_EspSa):
         # Header, IV, one aligned unit of ciphertext (at least pad length + next header), ICV.
         self._min_len = 8 + self._iv + self._align + self._icv
         self._gcm_decrypt: Callable[[bytes, bytes, bytes], bytes] = (
-            self._gcm.decrypt if self._gcm is not None else _not_this_cipher)
+            self._first_decrypt if self._kind == _GCM else _not_this_cipher)
         self._cbc: Callable[[bytes], bytes] = (
             Cipher(algorithms.AES(encr_key), modes.CBC(_CBC_ZERO_IV)).decryptor().update
             if self._kind == _CBC else _not_this_cipher)
+
+    def _first_decrypt(self, nonce: bytes, data: bytes, aad: bytes) -> bytes:
+        """The AES-GCM context is made by the first packet (see :meth:`_EspSa._context`)."""
+        self._gcm_decrypt = self._context().decrypt
+        return self._gcm_decrypt(nonce, data, aad)
 
     @property
     def highest_seq(self) -> int:

@@ -1262,7 +1262,10 @@ def _failure_label(names: type[enum.IntEnum], notify: int) -> str:
         return "other"
 
 
+@functools.lru_cache(maxsize=4096)
 def _selector(ts: TrafficSelector) -> Selector:
+    """The SA database's form of a selector. Both are immutable and SAs of one policy repeat the same
+    few selectors, so they share one object each (no address objects built per SA)."""
     return Selector(ts.start_addr, ts.end_addr, ts.ip_protocol, ts.start_port, ts.end_port)
 
 

@@ -53,7 +53,13 @@ class Outbox(Generic[E]):
         return out
 
     def next_event(self) -> E | None:
-        return self._events.popleft() if self._events else None
+        events = self._events
+        if not events:
+            return None
+        event = events.popleft()
+        if not events:
+            self._events = None  # an established SA waits for its next event without a deque
+        return event
 
 
 __all__ = ["Outbox", "Stats"]
