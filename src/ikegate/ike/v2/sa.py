@@ -653,6 +653,7 @@ class IkeSa(ChildExchanges):
         # AUTH is done: the IKE_SA_INIT messages and our DH key are no longer needed (memory per SA).
         self._init_request = self._init_response = b""
         self._init_payloads = []
+        self._ni = self._nr = b""  # the first Child SA is keyed (rekeys bring their own nonces)
         self._dh = None
         self._set_ike_lifetime(now)
         self._outbox.report(IkeSaEstablished(self))
