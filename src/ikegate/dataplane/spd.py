@@ -25,6 +25,7 @@ without letting one busy flow make the gateway start a negotiation per packet.
 
 from __future__ import annotations
 
+import functools
 from collections import deque
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -77,7 +78,9 @@ class Trap:
 _Sel = tuple[int, int, int, int, int, int]
 
 
+@functools.lru_cache(maxsize=4096)
 def _compile_ts(ts: TrafficSelector) -> _Sel:
+    """Shared per selector value: SAs of one policy repeat the same few (no tuple per SA)."""
     return (ts.family, ts.start, ts.end, ts.ip_protocol, ts.start_port, ts.end_port)
 
 

@@ -20,6 +20,7 @@ Design notes (why it looks the way it does):
 
 from __future__ import annotations
 
+import functools
 import struct
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -646,6 +647,13 @@ def _decode_vendor(body: bytes, critical: bool) -> VendorId:
 
 
 def _decode_selectors(body: bytes, name: str) -> list[TrafficSelector]:
+    return list(_parse_selectors(body, name))
+
+
+@functools.lru_cache(maxsize=1024)
+def _parse_selectors(body: bytes, name: str) -> tuple[TrafficSelector, ...]:
+    """Selectors are immutable and a peer proposes the same few in SA after SA: one parse (and one set of
+    objects held by every Child SA using them) per distinct payload body; bounded, as peers choose it."""
     if len(body) < 4:
         raise ParseError(f"{name} payload shorter than 4 bytes")
     count = body[0]
@@ -677,7 +685,7 @@ def _decode_selectors(body: bytes, name: str) -> list[TrafficSelector]:
         off += length
     if off != end:
         raise ParseError(f"{name} longer than its {count} selectors")
-    return selectors
+    return tuple(selectors)
 
 
 def _decode_tsi(body: bytes, critical: bool) -> TSi:
