@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from _procs import lab_text
+from _procs import V1_PEER, V1_PROPOSAL, lab_text
 
 from ikegate.__main__ import GC_THRESHOLD
 from ikegate.cli.loader import load_config
@@ -35,11 +35,16 @@ HQ, BRANCH = "192.0.2.1", "192.0.2.2"
 LIFT = "ike call admission limit in-negotiation-sa per-address 100000\n"
 
 
-def gateways(stream: io.TextIOBase) -> tuple[Gateway, Gateway]:
+def gateways(stream: io.TextIOBase, version: int = 2) -> tuple[Gateway, Gateway]:
+    """HQ (built as `ikegate run` builds it) and the branch; ``version`` 1: Main + Quick Mode as in
+    ``setup_rate.py --version 1``."""
+    extra = V1_PROPOSAL if version == 1 else {}
     # a load test comes from one address: lift HQ's per-address limit of IKE SAs in negotiation (as _procs.pair)
-    hq_cfg, errors = load_config(lab_text("hq", **{"127.0.0.11": HQ, "#\nreturn\n": f"#\n{LIFT}#\nreturn\n"}))
+    hq_cfg, errors = load_config(lab_text("hq", **{"127.0.0.11": HQ, **extra,
+                                                   "#\nreturn\n": f"#\n{LIFT}#\nreturn\n"}))
     assert not errors, errors
-    br_cfg, errors = load_config(lab_text("branch1", **{"127.0.0.11": HQ, "127.0.0.12": BRANCH,
+    br_cfg, errors = load_config(lab_text("branch1", **{**extra, **(V1_PEER if version == 1 else {}),
+                                                         "127.0.0.11": HQ, "127.0.0.12": BRANCH,
                                                          "trigger-mode auto": "trigger-mode traffic-based"}))
     assert not errors, errors
     device = Daemon(hq_cfg, DaemonOptions(log_stream=stream)).device  # type: ignore[arg-type]
@@ -118,9 +123,10 @@ def main() -> None:
     ap.add_argument("--top", type=int, default=25)
     ap.add_argument("--sort", choices=("tottime", "cumtime"), default="tottime")
     ap.add_argument("--no-profile", action="store_true", help="only the CPU per SA, without cProfile's overhead")
+    ap.add_argument("--version", type=int, choices=(1, 2), default=2, help="1: Main + Quick Mode, MODP-2048")
     args = ap.parse_args()
     with tempfile.TemporaryFile("w", buffering=1) as stream:  # line buffered, as stderr is
-        hq, br = gateways(stream)
+        hq, br = gateways(stream, args.version)
         gc.set_threshold(*GC_THRESHOLD)  # as `ikegate run` does
         gc.freeze()
         hq.start(0.0)

@@ -7,7 +7,7 @@ gives the allocation sites of the same growth (both gateways, so divide by two f
 Native memory (OpenSSL contexts inside ``cryptography`` objects) shows only in the RSS figure of
 ``setup_rate.py``.
 
-    python sa_memory.py [-n 2000] [--top 20]
+    python sa_memory.py [-n 2000] [--top 20] [--version 1|2]
 """
 
 from __future__ import annotations
@@ -42,9 +42,10 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("-n", type=int, default=2000)
     ap.add_argument("--top", type=int, default=20)
+    ap.add_argument("--version", type=int, choices=(1, 2), default=2, help="1: Main + Quick Mode, MODP-2048")
     args = ap.parse_args()
     with open("/dev/null", "w", buffering=1) as devnull:
-        hq, br = gateways(devnull)
+        hq, br = gateways(devnull, args.version)
         hq.start(0.0)
         br.start(0.0)
         pump = Pump(hq, br, None)
