@@ -127,6 +127,13 @@ def _addr(ip: ipaddress.IPv4Address | ipaddress.IPv6Address | str) -> str:
 
 
 @functools.lru_cache(maxsize=4096)
+def _text(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str:
+    """Address text for log lines (tunnel up/down), cached: ``str`` of an address object is a few
+    Python-level calls, and peers repeat."""
+    return str(ip)
+
+
+@functools.lru_cache(maxsize=4096)
 def _ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
     """Parsed addresses, cached: the SA database keys on address objects and peers repeat."""
     return ipaddress.ip_address(text)
@@ -204,6 +211,7 @@ class Gateway:
         self._delete_queue: deque[tuple[Engine, DeleteReason]] = deque()
         self._one_way: tuple[float, int] = (-1.0, 0)  # (tick start, IKEv1 Deletes started in it)
         self._drain_at: float | None = None  # when a queue drain is scheduled
+        self._if_indexes: tuple[Config | None, dict[str, int]] = (None, {})
         self.reload(config)
 
     # ------------------------------------------------------------------ configuration
@@ -1082,10 +1090,20 @@ class Gateway:
         if isinstance(entry, IpsecSaEntry):
             self._log("IPSEC-VPN", 5, "IPSEC_TUNNEL_TEARED_DOWN",
                       f"An IPSec tunnel is teared down. (PolicyName={entry.policy_name}, "
-                      f"IfIndex={self.config.if_index(entry.interface)}, SeqNum={entry.policy_seq}, "
-                      f"RuleNum={entry.acl_rule}, SrcIP={entry.local_address}, DstIP={entry.peer_address}, "
+                      f"IfIndex={self._if_index(entry.interface)}, SeqNum={entry.policy_seq}, "
+                      f"RuleNum={entry.acl_rule}, SrcIP={_text(entry.local_address)}, "
+                      f"DstIP={_text(entry.peer_address)}, "
                       f"InboundSPI={entry.spi_in}, Slot={entry.placement.slot}, CpuID={entry.placement.cpu}, "
                       f"OfflineReason={reason.value}, State=Normal)")
+
+    def _if_index(self, name: str) -> int:
+        """The configuration's IfIndex of ``name``, kept per configuration (a delete-all logs it per SA)."""
+        if self._if_indexes[0] is not self.config:
+            self._if_indexes = (self.config, {})
+        found = self._if_indexes[1].get(name)
+        if found is None:
+            found = self._if_indexes[1][name] = self.config.if_index(name)
+        return found
 
     def _on_child_down(self, sa: Engine, child: ChildSa, reason: DeleteReason, now: float) -> None:
         self.dataplane.delete_sa(child.spi_in)
