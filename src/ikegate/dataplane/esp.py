@@ -181,7 +181,7 @@ class _EspSa:
         self._salt = b""
         if cipher_alg.id == EncrId.AES_GCM_16:
             self._kind = _GCM
-            self._gcm_key = encr_key[: cipher_alg.key_size]
+            self._gcm_key = encr_key  # key | salt, the Child SA's own bytes: sliced when the context is made
             self._salt = encr_key[cipher_alg.key_size :]
         elif cipher_alg.id == EncrId.AES_CBC:
             self._kind = _CBC
@@ -216,7 +216,7 @@ class _EspSa:
     def _context(self) -> AESGCM:
         """An AES-GCM context holds 2.5 kB of OpenSSL memory, and many SAs (a load test's, an idle
         branch's) never carry a packet: the first packet in each direction makes it, once."""
-        gcm = AESGCM(self._gcm_key)
+        gcm = AESGCM(self._gcm_key[: self.encr.key_size])
         self._gcm_key = b""
         return gcm
 
