@@ -107,6 +107,10 @@ DELETE_WINDOW = 256
 ONE_WAY_DELETES = 50
 DELETE_TICK = 0.01
 
+#: Flags of an established SA (computed once: every ``enum.Flag`` operation is a Python-level call).
+_READY = SaFlag.RD | SaFlag.A
+
+
 @dataclass(slots=True)
 class _Meta:
     """What the controller knows about an engine beyond the engine itself."""
@@ -933,7 +937,7 @@ class Gateway:
         algs = self._algorithms(sa)
         if isinstance(sa.handle, int) and (entry := self.sad.ike(sa.handle)) is not None:
             self.sad.set_ike_spis(entry.conn_id, sa.spi_i, sa.spi_r)
-            self.sad.set_flags(entry.conn_id, add=SaFlag.RD | SaFlag.A, remove=SaFlag.NEG)
+            self.sad.set_flags(entry.conn_id, add=_READY, remove=SaFlag.NEG)
             if (sa.peer[0], sa.peer[1]) != (str(entry.peer_address), entry.peer_port):
                 self.sad.move_peer(entry.conn_id, sa.peer[0], sa.peer[1])
             entry.local_port = sa.local[1]
@@ -946,7 +950,7 @@ class Gateway:
             older = self._replaced_v1(sa)
             if older is not None and isinstance(older.handle, int) and (old := self.sad.ike(older.handle)):
                 placement = old.placement  # a phase-1 rekey stays where its IPsec SAs live
-            entry = IkeSaEntry(version=version, role=Role.RESPONDER, flags=SaFlag.RD | SaFlag.A, placement=placement,
+            entry = IkeSaEntry(version=version, role=Role.RESPONDER, flags=_READY, placement=placement,
                                local_address=_ip(sa.local[0]), local_port=sa.local[1],
                                peer_address=peer_addr, peer_port=sa.peer[1], spi_i=sa.spi_i, spi_r=sa.spi_r,
                                created=now, handle=sa)
@@ -1037,7 +1041,7 @@ class Gateway:
             policy_name, policy_seq = tpl_policy.name, tpl_policy.seq
         entry = IpsecSaEntry.from_parent(
             parent,
-            flags=SaFlag.RD | SaFlag.A,
+            flags=_READY,
             role=Role.INITIATOR if child.initiator else Role.RESPONDER,
             spi_in=child.spi_in,
             spi_out=child.spi_out,

@@ -30,7 +30,6 @@ Design choices worth knowing:
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import hashlib
 import ipaddress
@@ -656,7 +655,8 @@ class IkeSa(ChildExchanges):
         self._init_payloads = []
         self._ni = self._nr = b""  # the first Child SA is keyed (rekeys bring their own nonces)
         if self._gen is not None:  # SK_pi/SK_pr only sign the AUTH payloads
-            self._gen.keys = dataclasses.replace(self._gen.keys, sk_pi=b"", sk_pr=b"")
+            k = self._gen.keys
+            self._gen.keys = IkeKeys(k.sk_d, k.sk_ai, k.sk_ar, k.sk_ei, k.sk_er, b"", b"")
         self._dh = None
         self._set_ike_lifetime(now)
         self._outbox.report(IkeSaEstablished(self))
