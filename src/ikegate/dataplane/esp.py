@@ -47,7 +47,6 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from ikegate.dataplane.replay import MAX_SEQ, ReplayWindow
 from ikegate.ike.core.child import ChildSa
 from ikegate.ike.core.config import Mode
-from ikegate.ike.core.entropy import urandom_pool
 from ikegate.ike.core.lifetimes import soft_lifetime
 from ikegate.ike.crypto import Cipher as KeyedCipher
 from ikegate.ike.crypto import CryptoError, EncrAlg, IntegAlg
@@ -443,7 +442,7 @@ class ChildSaPair:
 
     @classmethod
     def from_child(cls, child: ChildSa, replay_window: int = 1024, soft_ratio: float = 0.9,
-                   rng: Callable[[int], bytes] = urandom_pool) -> ChildSaPair:
+                   rng: Callable[[int], bytes] = os.urandom) -> ChildSaPair:
         """Both directions of ``child``, keyed from the gateway's point of view.
 
         The hard byte lifetime is the Child SA's ``lifetime_kb`` (0: none); the soft one, at which the

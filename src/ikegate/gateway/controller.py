@@ -22,6 +22,7 @@ import heapq
 import ipaddress
 import itertools
 import logging
+import os
 import struct
 from collections import OrderedDict, deque
 from collections.abc import Callable, Sequence
@@ -40,7 +41,6 @@ from ikegate.ike.core import ts as tsmod
 from ikegate.ike.core.child import ChildSa
 from ikegate.ike.core.config import Addr, ChildSaConfig, IkeProposalSpec, IkeSaConfig
 from ikegate.ike.core.engine import Engine
-from ikegate.ike.core.entropy import urandom_pool
 from ikegate.ike.core.ids import random_spi
 from ikegate.ike.core.negotiated import Chosen
 from ikegate.ike.crypto import dh_group, integ_alg, prf_alg
@@ -153,7 +153,7 @@ class Gateway:
         ike_port: int = 500,
         natt_port: int = 4500,
         placements: Sequence[Placement] = (DEFAULT_PLACEMENT,),
-        rng: Callable[[int], bytes] = urandom_pool,
+        rng: Callable[[int], bytes] = os.urandom,
         retransmit_tries: int = 5,
         cookie_threshold: int = 1000,
         log: LogSink | None = None,
