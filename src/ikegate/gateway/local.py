@@ -110,7 +110,7 @@ class LocalDevice:
     def reset_ike_sa(self, selection: Selection = ALL) -> int:
         _only(selection, "reset ike sa", "conn_id", "remote", "placement")
         deleted = self.gateway.reset_ike_sa(self.now(), conn_id=selection.conn_id, remote=selection.remote,
-                                            placement=selection.placement)
+                                            placement=selection.placement, ready=self._flush)
         self._flush()
         return deleted
 
