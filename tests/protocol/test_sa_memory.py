@@ -51,3 +51,25 @@ def test_established_ikev1_sa_holds_no_dh_material() -> None:
     p1 = responder._p1
     assert p1.dh is None and p1.g_xi == p1.g_xr == p1.g_xy == p1.sai_b == b"" and not p1.candidates
     assert not any(isinstance(o, DhKey) for o in _held(responder))
+
+
+def test_first_child_sa_is_keyed_from_the_ike_sa_init_nonces() -> None:
+    """KEYMAT = prf+(SK_d, Ni | Nr) (RFC 7296 §2.17) with the nonces of IKE_SA_INIT, although the
+    established SA no longer keeps them: both ends computing it from the same wrong input would still
+    agree with each other, so the value is checked against the messages on the wire."""
+    from ikegate.ike.wire.v2 import Nonce, decode_message
+
+    pair = harness.establish(harness.make_pair())
+    ni = decode_message(pair.sent_i[0]).get(Nonce)
+    nr = decode_message(pair.sent_r[0]).get(Nonce)
+    assert ni is not None and nr is not None
+    for sa in (pair.initiator, pair.responder):
+        gen = sa._gen
+        assert gen is not None
+        (child,) = sa.children.values()
+        size = child.encr.keymat_size
+        integ = child.integ.key_size if child.integ else 0
+        keymat = gen.prf.plus(gen.keys.sk_d, ni.data + nr.data, 2 * (size + integ))
+        to_responder, to_initiator = keymat[:size], keymat[size + integ: 2 * size + integ]
+        mine_out = to_responder if sa.initiator else to_initiator
+        assert (child.encr_key_out, child.encr_key_in) == (mine_out, to_initiator if sa.initiator else to_responder)
