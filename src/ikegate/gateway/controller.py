@@ -1355,18 +1355,24 @@ class _Responder:
 
     def _find_auth(self, peer: Addr, id_type: int, id_data: bytes) -> list[IkeSaConfig]:
         out: list[IkeSaConfig] = []
-        gw = self._gw
         for p in self._peers_for(peer[0]):
             if p.pre_shared_key is None:
                 continue
-            cfg = translate.ike_config(gw.config, p, None, ike_port=gw.ike_port, natt_port=gw.natt_port,
-                                       retransmit_tries=gw.retransmit_tries, version=self._version)
+            # One IkeSaConfig per ike peer and address family, shared by its SAs (engines only read it): a
+            # template peer meets a new identity with nearly every SA, and a copy each was 1 kB per SA.
+            family = 6 if ":" in peer[0] else 4
+            cfg = self._cached(("ike_config", p.name, family), functools.partial(self._peer_config, p, peer))
             if cfg.remote_id is not None and cfg.remote_id != (id_type, id_data):
                 continue
-            local = self._local_for(peer)
-            cfg.local_id = translate.identity(p.local_id_type, p.local_id, local) or cfg.local_id
             out.append(cfg)
         return out
+
+    def _peer_config(self, p: IkePeer, peer: Addr) -> IkeSaConfig:
+        gw = self._gw
+        cfg = translate.ike_config(gw.config, p, None, ike_port=gw.ike_port, natt_port=gw.natt_port,
+                                   retransmit_tries=gw.retransmit_tries, version=self._version)
+        cfg.local_id = translate.identity(p.local_id_type, p.local_id, self._local_for(peer)) or cfg.local_id
+        return cfg
 
     def _local_for(self, peer: Addr) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
         addrs = self._gw.config.local_addresses()
