@@ -135,6 +135,7 @@ class _EspSa:
     __slots__ = (
         "_align",
         "_cipher",
+        "_drops",
         "_gcm_key",
         "_hard_at",
         "_icv",
@@ -144,7 +145,6 @@ class _EspSa:
         "_salt",
         "_soft_at",
         "bytes",
-        "drops",
         "encr",
         "hard_expired",
         "integ",
@@ -190,7 +190,7 @@ class _EspSa:
         self._align = max(cipher_alg.block_size, 4)
         self.packets = 0
         self.bytes = 0
-        self.drops: Counter[str] = Counter()
+        self._drops: Counter[str] | None = None
         self.soft_expired = False
         self.hard_expired = False
         self._soft_at = soft_kb * 1024 if soft_kb else _UNLIMITED
@@ -211,6 +211,14 @@ class _EspSa:
             self.soft_expired = True
             if total >= self._hard_at:
                 self.hard_expired = True
+
+    @property
+    def drops(self) -> Counter[str]:
+        """Refused packets by reason; made by the first refusal (most SAs never refuse one, and an empty
+        Counter per direction was 176 bytes an SA)."""
+        if self._drops is None:
+            self._drops = Counter()
+        return self._drops
 
     def _context(self) -> AESGCM:
         """An AES-GCM context holds 2.5 kB of OpenSSL memory, and many SAs (a load test's, an idle
@@ -456,4 +464,5 @@ class ChildSaPair:
                              replay_window, udp_encap=child.udp_encap, soft_kb=soft, hard_kb=hard)
         outbound = OutboundEsp(child.spi_out, child.encr, child.integ, child.encr_key_out, child.integ_key_out,
                                child.udp_encap, soft_kb=soft, hard_kb=hard)
-        return cls(inbound, outbound, child.mode, list(child.ts_local), list(child.ts_remote), child.udp_encap)
+        # The Child SA's own selector lists (nothing changes them in place): no copies per SA.
+        return cls(inbound, outbound, child.mode, child.ts_local, child.ts_remote, child.udp_encap)
