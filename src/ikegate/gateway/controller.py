@@ -27,7 +27,7 @@ import struct
 from collections import OrderedDict, deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from ikegate.dataplane.backend import Acquire, Bypass, Outbound, Send, SoftExpire, UserspaceBackend
 from ikegate.dataplane.packet import PacketError, echo_reply_for, echo_request, parse_ip
@@ -39,10 +39,11 @@ from ikegate.gateway.keylog import EspKeys, Ikev1Keys, Ikev2Keys, KeyRecord
 from ikegate.gateway.translate import Connection, Flow, PolicyKind
 from ikegate.ike.core import ts as tsmod
 from ikegate.ike.core.child import ChildSa
-from ikegate.ike.core.config import Addr, ChildSaConfig, IkeProposalSpec, IkeSaConfig
+from ikegate.ike.core.config import Addr, ChildSaConfig, IkeProposalSpec, IkeSaConfig, ResponderPolicy
 from ikegate.ike.core.engine import Engine
 from ikegate.ike.core.ids import random_spi
 from ikegate.ike.core.negotiated import Chosen
+from ikegate.ike.core.snapshot import SnapshotError
 from ikegate.ike.crypto import dh_group, integ_alg, prf_alg
 from ikegate.ike.events import (
     ChildSaDeleted,
@@ -55,9 +56,11 @@ from ikegate.ike.events import (
     InitialContact,
     NegotiationFailed,
 )
+from ikegate.ike.v1 import snapshot as v1_snapshot
 from ikegate.ike.v1.registry import NotifyType as V1NotifyType
 from ikegate.ike.v1.sa import ExchangeMode as V1Mode
 from ikegate.ike.v1.sa import IsakmpSa, V1Options
+from ikegate.ike.v2 import snapshot as v2_snapshot
 from ikegate.ike.v2.cookies import CookieJar
 from ikegate.ike.v2.sa import ID_TEXT, IkeSa
 from ikegate.ike.wire.registry import ExchangeType, HeaderFlag, NotifyType
@@ -74,6 +77,7 @@ from ikegate.ike.wire.v2 import (
 from ikegate.policy.model import V6_RULE_BASE, Config, ExchangeMode, IkePeer, IpsecPolicy, IpsecPolicyTemplate
 from ikegate.sad import (
     DEFAULT_PLACEMENT,
+    ConnIdError,
     IkeSaEntry,
     IpsecSaEntry,
     Placement,
@@ -177,6 +181,9 @@ class Gateway:
         self.raw_esp = False
         #: Called with each key-log record (see :mod:`ikegate.gateway.keylog`) when a key log is enabled.
         self.keylog: Callable[[KeyRecord], None] | None = None
+        #: Hot-standby taps (``ikegate.ha``): after an engine was serviced, and when it is forgotten.
+        self.on_change: Callable[[Engine, float], None] | None = None
+        self.on_gone: Callable[[Engine, float], None] | None = None
         self._conns: dict[tuple[str, int], Connection] = {}
         self._template_policy: dict[str, tuple[IpsecPolicy, str]] = {}
         self._template_by_peer: dict[str, tuple[IpsecPolicy, str, str]] = {}
@@ -535,6 +542,141 @@ class Gateway:
         """True when no engine has anything left to send or wait for (a clean shutdown is complete)."""
         return not any(not sa.finished for sa in self._meta)
 
+    # ------------------------------------------------------------------ hot standby (issue 17)
+    # Additive hooks for ``ikegate.ha``: engine snapshots out and in, and a tap on every engine change.
+
+    def export_sa(self, sa: Engine, now: float) -> dict[str, Any] | None:
+        """An established IKE SA with its Child SAs, their ESP counters and its table fields, as plain
+        data (``ike/core/snapshot.py``); None for an SA that is not established (not synchronised)."""
+        if not sa.established or not isinstance(sa.handle, int) or (entry := self.sad.ike(sa.handle)) is None:
+            return None
+        try:
+            rec = v2_snapshot.export_ike(sa, now) if isinstance(sa, IkeSa) else (
+                v1_snapshot.export_ike(sa, now) if isinstance(sa, IsakmpSa) else None)
+        except SnapshotError:
+            return None
+        if rec is None:
+            return None
+        rec["sad"] = {"conn_id": entry.conn_id, "policy": entry.policy_name, "seq": entry.policy_seq,
+                      "itf": entry.interface, "tpl": entry.template_name,
+                      "place": [entry.placement.slot, entry.placement.cpu]}
+        for crec in rec["children"]:
+            crec["esp"] = self.esp_state(int(crec["spi_in"]))
+            child = sa.children.get(int(crec["spi_in"]))
+            centry = self.sad.ipsec(child.handle) if child is not None and isinstance(child.handle, int) else None
+            crec["conn_id"] = centry.conn_id if centry is not None else 0
+        return rec
+
+    def esp_state(self, spi_in: int) -> list[int]:
+        """(outbound sequence number, inbound replay top, inbound replay bitmap) of a Child SA."""
+        pair = self.dataplane.sa(spi_in)
+        if pair is None:
+            return [0, 0, 0]
+        replay = pair.inbound.replay
+        return [pair.outbound.seq, replay.top, replay._bits]
+
+    def set_esp_state(self, spi_in: int, seq_out: int, replay_top: int, replay_bits: int) -> None:
+        """Move a Child SA's ESP counters forward (a standby applying the active's batches; never back)."""
+        pair = self.dataplane.sa(spi_in)
+        if pair is None:
+            return
+        pair.outbound.seq = max(pair.outbound.seq, seq_out)
+        replay = pair.inbound.replay
+        if replay_top > replay.top:
+            replay.top, replay._bits = replay_top, replay_bits & replay._mask
+
+    def ike_config(self, name: str, local: Addr, version: int) -> IkeSaConfig | None:
+        """The IKE configuration of the peer named ``name`` (snapshot import's :class:`Resolver`)."""
+        peer = self.config.ike_peers.get(name)
+        if peer is None:
+            return None
+        return translate.ike_config(self.config, peer, _ip(local[0]), ike_port=self.ike_port,
+                                    natt_port=self.natt_port, retransmit_tries=self.retransmit_tries,
+                                    version=version)
+
+    def child_config(self, sa: Engine, ts_local: list[TrafficSelector],
+                     ts_remote: list[TrafficSelector]) -> ChildSaConfig | None:
+        """The Child SA configuration that covers these selectors, as a responder would pick it."""
+        responder = self._responder_v1 if sa.version == 1 else self._responder
+        return responder.select_child(sa, ts_remote, ts_local)
+
+    def adopt(self, rec: dict[str, Any], now: float, *, seq_jump: int = 0) -> Engine:
+        """Take over an IKE SA from a snapshot (the standby becoming active, or a standby mirroring the
+        active): no negotiation, the same SPIs, keys and message IDs. ESP outbound sequence numbers jump
+        ``seq_jump`` ahead so that none the old active used is sent again. Raises ``SnapshotError``."""
+        version = int(rec.get("version", 0))
+        resolver = _SnapshotResolver(self, self._responder_v1 if version == 1 else self._responder)
+        sa: IkeSa | IsakmpSa = v1_snapshot.import_ike(rec, now, resolver) if version == 1 else \
+            v2_snapshot.import_ike(rec, now, resolver)
+        sa.force_encap = sa.force_encap or not self.raw_esp
+        table = rec.get("sad") or {}
+        conn = self._match_connection(sa)
+        meta = _Meta(conn, conn.kind if conn is not None else PolicyKind.TEMPLATE, created=now, up_at=now)
+        self._meta[sa] = meta
+        slot, cpu = table.get("place") or [DEFAULT_PLACEMENT.slot, DEFAULT_PLACEMENT.cpu]
+        entry = IkeSaEntry(version=version, role=Role.INITIATOR if sa.is_initiator else Role.RESPONDER,
+                           flags=SaFlag.RD | SaFlag.A, placement=Placement(int(slot), int(cpu)),
+                           local_address=_ip(sa.local[0]), local_port=sa.local[1],
+                           peer_address=_ip(sa.peer[0]), peer_port=sa.peer[1], spi_i=sa.spi_i, spi_r=sa.spi_r,
+                           policy_name=table.get("policy"), policy_seq=table.get("seq"),
+                           interface=table.get("itf") or "", template_name=table.get("tpl"),
+                           created=sa.established_at or now, handle=sa)
+        wanted = int(table.get("conn_id") or 0)
+        entry.conn_id = wanted if wanted and self.sad.get(wanted) is None else 0
+        try:
+            self.sad.add_ike(entry)  # under the active's conn-id, so that both nodes show the same ids
+        except ConnIdError:
+            entry.conn_id = 0
+            self.sad.add_ike(entry)
+        sa.handle = entry.conn_id
+        self.sad.set_peer_identity(entry.conn_id, *self._peer_identity(sa))
+        algs = self._algorithms(sa)
+        entry.encryption, entry.integrity = algs.get("encryption", ""), algs.get("integrity", "")
+        entry.prf, entry.dh = algs.get("prf", ""), algs.get("dh", "")
+        entry.auth_method = "PRE_SHARED"
+        if isinstance(sa, IsakmpSa):
+            entry.exchange_mode = sa.options.mode.value
+        if sa.config is not None:
+            entry.lifetime_hard = int(sa.config.lifetime)
+            entry.lifetime_soft = int(sa.rekey_at - now) if sa.rekey_at else None
+        if conn is not None:
+            self._active[conn.key] = sa
+        esp = {int(c["spi_in"]): c for c in rec["children"]}
+        for child in list(sa.children.values()):
+            self._on_child_up(sa, child, now)
+            crec = esp.get(child.spi_in, {})
+            seq_out, top, bits = crec.get("esp") or [0, 0, 0]
+            self.set_esp_state(child.spi_in, int(seq_out) + seq_jump, int(top), int(bits))
+        self._service(sa, now)
+        return sa
+
+    def engine_of(self, conn_id: int) -> Engine | None:
+        """The engine behind an IKE SA's conn-id."""
+        entry = self.sad.ike(conn_id)
+        handle = entry.handle if entry is not None else None
+        return handle if isinstance(handle, IkeSa | IsakmpSa) else None
+
+    def mids_of(self, sa: Engine) -> list[int]:
+        """The message-ID counters the sync stream carries after every exchange."""
+        return v2_snapshot.mids(sa) if isinstance(sa, IkeSa) else (
+            v1_snapshot.mids(sa) if isinstance(sa, IsakmpSa) else [])
+
+    def set_mids(self, sa: Engine, mids: list[int]) -> None:
+        if isinstance(sa, IkeSa):
+            v2_snapshot.set_mids(sa, *mids[:2])
+        elif isinstance(sa, IsakmpSa):
+            v1_snapshot.set_mids(sa, mids)
+
+    def drop_quietly(self, sa: Engine, now: float) -> None:
+        """Forget an adopted SA without a word to the peer (a standby removing what the active deleted:
+        the active sends the Delete, once)."""
+        for child in sa.children.values():
+            self.dataplane.delete_sa(child.spi_in)
+        meta = self._meta.get(sa)
+        if meta is not None:
+            meta.reported = True
+        self._forget(sa, now)
+
     # ------------------------------------------------------------------ internals: engines
 
     def _delete_entry(self, entry: IkeSaEntry | IpsecSaEntry, now: float, reason: DeleteReason) -> None:
@@ -806,6 +948,8 @@ class Gateway:
         if when is not None and when != meta.scheduled:
             meta.scheduled = when
             self._push_timer(when, sa)
+        if self.on_change is not None:
+            self.on_change(sa, now)
 
     def _note_traffic(self, sa: Engine) -> None:
         """Tell the engine when ESP of its Child SAs last came in and went out (DPD's view of traffic).
@@ -818,6 +962,8 @@ class Gateway:
                 sa.note_outbound(last_out)
 
     def _forget(self, sa: Engine, now: float) -> None:
+        if self.on_gone is not None and sa in self._meta:
+            self.on_gone(sa, now)
         for spi in self._spis.pop(sa, []):
             if self._engines.get(spi) is sa:
                 del self._engines[spi]
@@ -1366,6 +1512,27 @@ class _Responder:
     @staticmethod
     def _template_flows(cfg: Config) -> list[tuple[IpsecPolicyTemplate, list[Flow]]]:
         return [(tpl, translate.policy_flows(cfg, tpl)) for _policy, tpl, _itf in translate.templates(cfg)]
+
+
+@dataclass(slots=True)
+class _SnapshotResolver:
+    """The importing gateway's names for a snapshot (``ike/core/snapshot.py``'s ``Resolver``)."""
+
+    gw: Gateway
+    policy: ResponderPolicy
+    rng: Callable[[int], bytes] = os.urandom
+    spi_allocator: Callable[[], int] | None = None
+
+    def __post_init__(self) -> None:
+        self.rng = self.gw._rng
+        self.spi_allocator = self.gw._spi_alloc
+
+    def ike_config(self, name: str, local: Addr, version: int) -> IkeSaConfig | None:
+        return self.gw.ike_config(name, local, version)
+
+    def child_config(self, sa: Engine, ts_local: list[TrafficSelector],
+                     ts_remote: list[TrafficSelector]) -> ChildSaConfig | None:
+        return self.gw.child_config(sa, ts_local, ts_remote)
 
 
 def _pick_flow(flows: list[Flow], tsi: list[TrafficSelector], tsr: list[TrafficSelector]) -> Flow | None:

@@ -1,0 +1,123 @@
+"""Engine state export/import (issue 17): a snapshot round-trips every field, and an SA imported into a
+fresh gateway carries on against the peer (ESP, rekeys, DPD, Delete) without a new IKE_SA_INIT."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ikegate.gateway.controller import Gateway
+from ikegate.ha.codec import decode, encode
+from ikegate.ike.core.engine import Engine
+from ikegate.ike.wire.registry import ExchangeType
+from ikegate.sad import IkeSaEntry, IpsecSaEntry
+from tests.protocol.netsim import Net, ike_view, lab, lab_config
+
+
+def _ike(gw: Gateway) -> IkeSaEntry:
+    return next(e for e in gw.sad.entries() if isinstance(e, IkeSaEntry))
+
+
+def _engine(gw: Gateway) -> Engine:
+    sa = gw.engine_of(_ike(gw).conn_id)
+    assert sa is not None
+    return sa
+
+
+def _spis(gw: Gateway) -> tuple[bytes, bytes, list[tuple[int, int]]]:
+    ike = _ike(gw)
+    kids = sorted((e.spi_in, e.spi_out) for e in gw.sad.entries() if isinstance(e, IpsecSaEntry))
+    return ike.spi_i, ike.spi_r, kids
+
+
+def _replies(gw: Gateway) -> list[tuple[int, int]]:
+    got: list[tuple[int, int]] = []
+    gw.on_echo_reply = lambda ident, seq, now: got.append((ident, seq))
+    return got
+
+
+def _inits(net: Net) -> int:
+    return sum(1 for data, src, dst in net.seen if len(ike_view(data)) > 28 and src[1] in (500, 4500)
+               and ike_view(data)[18] == ExchangeType.IKE_SA_INIT and ike_view(data)[:4] != bytes(4))
+
+
+def _take_over(net: Net, old: Gateway, name: str, jump: int = 0) -> Gateway:
+    """A second node with the same configuration adopts ``old``'s SAs through the codec; the network
+    then delivers ``old``'s address to it (what VRRP does with the virtual address)."""
+    recs = [encode(r) for sa in old.engines() if (r := old.export_sa(sa, net.now)) is not None]
+    new = Gateway(lab_config(name))
+    for raw in recs:
+        new.adopt(decode(raw), net.now, seq_jump=jump)
+    for addr in old.local_addresses():
+        net.gateways[addr] = new
+    return new
+
+
+def test_snapshot_round_trips_every_field() -> None:
+    net, hq, b1, _b2 = lab()
+    b1.ping(net.now, "10.1.1.1", "10.0.0.1", 1, 1)
+    net.pump()
+    for gw, name in ((hq, "hq"), (b1, "branch1")):
+        sa = _engine(gw)
+        rec = gw.export_sa(sa, net.now)
+        assert rec is not None
+        raw = encode(rec)
+        assert decode(raw) == rec
+        other = Gateway(lab_config(name))
+        adopted = other.adopt(decode(raw), net.now)
+        again: dict[str, Any] | None = other.export_sa(adopted, net.now)
+        assert again == rec  # SPIs, keys, message IDs, cache, NAT, lifetimes, children, ESP counters, table
+        assert adopted.spi_i == sa.spi_i and adopted.spi_r == sa.spi_r
+        assert _ike(other).conn_id == _ike(gw).conn_id and _spis(other) == _spis(gw)
+        cached = len(rec["v2"]["cache"][1])  # the last answer, kept for a retransmitted request
+        assert len(raw) - cached < 1100  # one IKE SA + one Child SA: ~400 bytes of keys, the rest names
+
+
+def test_imported_responder_carries_on_with_the_peer() -> None:
+    net, hq, b1, _b2 = lab()
+    got = _replies(b1)
+    for seq in (1, 2, 3):
+        b1.ping(net.now, "10.1.1.1", "10.0.0.1", 7, seq)
+        net.pump()
+    assert got == [(7, 1), (7, 2), (7, 3)]
+    before, inits = _spis(b1), _inits(net)
+    hq2 = _take_over(net, hq, "hq", jump=1000)
+    b1.ping(net.now, "10.1.1.1", "10.0.0.1", 7, 4)
+    net.pump()
+    assert got[-1] == (7, 4)  # ESP both ways through the adopted Child SA
+    hq2.sync_counters()
+    child = next(e for e in hq2.sad.entries() if isinstance(e, IpsecSaEntry))
+    assert child.seq_out > 1000  # the new active jumped ahead: no sequence number reused
+    assert _spis(b1) == before and _inits(net) == inits
+    # the branch (initiator) rekeys its Child SA and the IKE SA against the adopted state
+    sa = _engine(b1)
+    sa.rekey_child(next(iter(sa.children.values())), net.now)
+    b1._service(sa, net.now)
+    net.pump()
+    assert _spis(b1)[2] != before[2] and len(_spis(b1)[2]) == 1
+    sa.rekey_ike(net.now)
+    b1._service(sa, net.now)
+    net.pump()
+    assert _spis(b1)[:2] != before[:2] and _spis(hq2)[:2] == _spis(b1)[:2]
+    assert _inits(net) == inits  # a CREATE_CHILD_SA rekey, never IKE_SA_INIT
+    b1.ping(net.now, "10.1.1.1", "10.0.0.1", 7, 5)
+    net.pump()
+    assert got[-1] == (7, 5)
+
+
+def test_imported_initiator_runs_dpd_and_delete() -> None:
+    net, hq, b1, _b2 = lab()
+    before = _spis(hq)
+    b1b = _take_over(net, b1, "branch1")
+    sa = _engine(b1b)
+    sent = sa.stats.messages_out
+    sa.liveness_check(net.now)  # a DPD probe from the new node, with the next message ID
+    b1b._service(sa, net.now)
+    net.pump()
+    assert sa.stats.messages_in > 0 and sa.stats.messages_out == sent + 1
+    assert sa.established and _spis(hq) == before
+    conn_id = _ike(b1b).conn_id
+    assert b1b.reset_ike_sa(net.now, conn_id=conn_id) == 2
+    net.pump()  # hq accepts the Delete (right message ID and keys); the auto policy comes back
+    assert "peer request" in [r.reason for r in hq.sad.offline.entries()]
+    assert sorted(e.phase for e in b1b.sad.entries()) == [1, 2]
+    assert _spis(hq)[:2] == _spis(b1b)[:2] != before[:2]
