@@ -609,6 +609,8 @@ class Gateway:
         sa: IkeSa | IsakmpSa = v1_snapshot.import_ike(rec, now, resolver) if version == 1 else \
             v2_snapshot.import_ike(rec, now, resolver)
         sa.force_encap = sa.force_encap or not self.raw_esp
+        if isinstance(sa, IsakmpSa) and sa.config is not None and sa.config.name in self.config.ike_peers:
+            sa.options = translate.v1_options(self.config, self.config.ike_peers[sa.config.name])
         table = rec.get("sad") or {}
         conn = self._match_connection(sa)
         meta = _Meta(conn, conn.kind if conn is not None else PolicyKind.TEMPLATE, created=now, up_at=now)
