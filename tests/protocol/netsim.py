@@ -92,3 +92,9 @@ def lab(**kw: object) -> tuple[Net, Gateway, Gateway, Gateway]:
         gw.start(net.now)
     net.pump()
     return net, hq, b1, b2
+
+
+def is_ike(data: bytes, src: Addr) -> bool:
+    """An IKE message (not ESP, not a keepalive): anything on port 500, and on 4500 what carries the
+    non-ESP marker."""
+    return len(data) >= 28 and (src[1] != 4500 or data[:4] == bytes(4))

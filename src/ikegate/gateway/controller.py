@@ -184,6 +184,9 @@ class Gateway:
         #: Hot-standby taps (``ikegate.ha``): after an engine was serviced, and when it is forgotten.
         self.on_change: Callable[[Engine, float], None] | None = None
         self.on_gone: Callable[[Engine, float], None] | None = None
+        #: A hot-standby node's passive half: SAs mirrored from the active are held (and shown) but run no
+        #: timers and send nothing until the node becomes active.
+        self.standby = False
         self._conns: dict[tuple[str, int], Connection] = {}
         self._template_policy: dict[str, tuple[IpsecPolicy, str]] = {}
         self._template_by_peer: dict[str, tuple[IpsecPolicy, str, str]] = {}
@@ -290,6 +293,8 @@ class Gateway:
         return out
 
     def get_timer(self) -> float | None:
+        if self.standby:
+            return None
         half_open = self._half_open.next_deadline()
         while self._heap:
             when, _, sa, _job = self._heap[0]
@@ -300,6 +305,8 @@ class Gateway:
         return half_open
 
     def handle_timer(self, now: float) -> None:
+        if self.standby:
+            return
         if now - self._guard_swept >= LOG_INTERVAL:
             self._guard_swept = now
             self._guard.forget_idle(now)
@@ -647,10 +654,36 @@ class Gateway:
         for child in list(sa.children.values()):
             self._on_child_up(sa, child, now)
             crec = esp.get(child.spi_in, {})
+            self._renumber(child, int(crec.get("conn_id") or 0))
             seq_out, top, bits = crec.get("esp") or [0, 0, 0]
             self.set_esp_state(child.spi_in, int(seq_out) + seq_jump, int(top), int(bits))
         self._service(sa, now)
         return sa
+
+    def _renumber(self, child: ChildSa, wanted: int) -> None:
+        """Give an adopted Child SA's row the conn-id it has on the active node, when that id is free."""
+        entry = self.sad.ipsec(child.handle) if isinstance(child.handle, int) else None
+        if entry is None or not wanted or wanted == entry.conn_id or self.sad.get(wanted) is not None:
+            return
+        self.sad.remove(entry.conn_id)
+        entry.conn_id = wanted
+        try:
+            self.sad.add_ipsec(entry)
+        except ConnIdError:
+            entry.conn_id = 0
+            self.sad.add_ipsec(entry)
+        child.handle = entry.conn_id
+
+    def resume(self, now: float) -> None:
+        """Leave standby: every adopted engine's timers run again (DPD, rekeys, expiries resume), then
+        the auto policies that have no SA are brought up (those with one keep it: no renegotiation)."""
+        self.standby = False
+        for sa in list(self._meta):
+            meta = self._meta.get(sa)
+            if meta is not None:
+                meta.scheduled = None
+                self._service(sa, now)
+        self.start(now)
 
     def engine_of(self, conn_id: int) -> Engine | None:
         """The engine behind an IKE SA's conn-id."""
@@ -910,6 +943,8 @@ class Gateway:
             self._full_logged_at, self._full_dropped = now, 0
 
     def _send(self, packet: bytes, local: Addr, remote: Addr) -> None:
+        if self.standby:
+            return
         if local[1] == self.natt_port and packet != NAT_KEEPALIVE:
             packet = NON_ESP_MARKER + packet
         self._out.append((packet, local, remote))
