@@ -17,10 +17,11 @@ import signal
 import stat
 import sys
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any, TextIO
 
 from ikegate.cli.commands import default_tree
+from ikegate.cli.commands.hrp import standby_guard
 from ikegate.cli.commands.runtime import Runtime, runtime_commands
 from ikegate.cli.loader import ConfigError, decode_config, load_config
 from ikegate.cli.logbuffer import LogBuffer, LogRecord
@@ -124,8 +125,10 @@ class Daemon:
 
     def new_shell(self, *, user: str = "admin", level: int = 3, task: str = "vty0", ip: str = "127.0.0.1") -> Shell:
         """A VRP session on this gateway: the same engine for the console, the control socket and SSH."""
-        return Shell(self.device.config, tree=self.tree, device=self.runtime, logbuffer=self.logbuffer, user=user,
-                     level=level, task=task, ip=ip, save_callback=self._save if self.config_path else None)
+        shell = Shell(self.device.config, tree=self.tree, device=self.runtime, logbuffer=self.logbuffer, user=user,
+                      level=level, task=task, ip=ip, save_callback=self._save if self.config_path else None)
+        shell.guard = standby_guard(self.device)
+        return shell
 
     def _save(self, text: str) -> None:
         assert self.config_path is not None
@@ -259,7 +262,13 @@ class Daemon:
             "shell": self._op_shell,
             "inject": self._op_inject,
             "lan": self._op_lan,
+            "hrp": self._op_hrp,
         }
+
+    def _op_hrp(self, req: dict[str, Any]) -> dict[str, Any]:
+        """Hot standby's state (``display hrp state`` as data): role, peer, link, counters, VRRP groups."""
+        st = self.device.hrp_state()
+        return {"hrp": None if st is None else asdict(st)}
 
     def _op_sas(self, req: dict[str, Any]) -> dict[str, Any]:
         """The selected SA rows (all by default; the keys of :meth:`Selection.from_record`), oldest

@@ -256,7 +256,10 @@ class Gateway:
         """Bring up every site-to-site policy in auto trigger mode that has no IKE SA yet.
 
         Called again after every command (the configuration may have changed), so it must never open a
-        second IKE SA for a policy that has one, whoever initiated it (see :meth:`_bring_up`)."""
+        second IKE SA for a policy that has one, whoever initiated it (see :meth:`_bring_up`). A standby
+        starts nothing: the active node's SAs are its SAs."""
+        if self.standby:
+            return
         for conn in self._conns.values():
             if conn.kind is PolicyKind.AUTO:
                 self._bring_up(conn, now)

@@ -7,12 +7,15 @@ keepalived configuration and the SA sync channel.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from ikegate.cli.commands.settings import flag_setting, value_setting
 from ikegate.cli.context import CommandContext
 from ikegate.cli.errors import CommandError
 from ikegate.cli.params import Integer, InterfaceName, Ipv4, Secret
 from ikegate.cli.tree import Command
 from ikegate.cli.views import ViewKind
+from ikegate.gateway.device import HRP_STANDBY_ERROR, Device
 from ikegate.policy.model import Hrp, Interface, VrrpGroup
 
 SYSTEM = frozenset({ViewKind.SYSTEM})
@@ -84,3 +87,37 @@ COMMANDS: list[Command] = [
             params={**_VRID, "address": Ipv4("Virtual IP address")}),
     Command("undo vrrp vrid <vrid>", _undo_vrrp, INTERFACE, params=_VRID),
 ]
+
+
+#: Sub-views whose every command is backed up from the active node (``hrp auto-sync config``).
+_BACKED_UP_VIEWS = frozenset({ViewKind.IKE_PROPOSAL, ViewKind.IKE_PEER, ViewKind.IPSEC_PROPOSAL,
+                              ViewKind.IPSEC_POLICY, ViewKind.IPSEC_TEMPLATE, ViewKind.ACL, ViewKind.ACL6})
+#: System-view commands that are backed up (by their first word after ``undo``); the rest (hrp, vrrp,
+#: interfaces and their addresses, sysname, users, SSH, logging) are each node's own, as on the USG.
+_BACKED_UP_WORDS = frozenset({"ike", "ipsec", "acl", "ikev1"})
+
+
+def backed_up(command: Command) -> bool:
+    """Whether ``command`` changes configuration the active node backs up to the standby."""
+    if ViewKind.USER in command.views:
+        return False  # display, ping, reset, navigation: not configuration
+    if command.views <= _BACKED_UP_VIEWS:
+        return True
+    words = command.syntax.split()
+    first = words[1] if words[:1] == ["undo"] and len(words) > 1 else words[0]
+    return ViewKind.SYSTEM in command.views and first in _BACKED_UP_WORDS
+
+
+def standby_guard(device: Device) -> Callable[[Command], str | None]:
+    """The shell's guard on a hot-standby node: while it is the standby (and ``hrp standby config
+    enable`` is off), backed-up configuration is refused with the USG's error; the active's is mirrored."""
+
+    def guard(command: Command) -> str | None:
+        if not backed_up(command):
+            return None
+        st = device.hrp_state()
+        if st is None or st.role != "standby" or st.standby_config:
+            return None
+        return HRP_STANDBY_ERROR
+
+    return guard
