@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import ipaddress
 import logging
 import os
 import shutil
+import signal
 import tempfile
 from collections.abc import Callable
 from typing import TYPE_CHECKING
@@ -30,6 +32,7 @@ if TYPE_CHECKING:  # pragma: no cover
 log = logging.getLogger("ikegate.ha")
 _VRRP_STATE = {"MASTER": "Master", "BACKUP": "Backup", "FAULT": "Initialize", "STOP": "Initialize"}
 RESTART_AFTER = 1.0
+_PR_SET_PDEATHSIG = 1
 
 
 class HaConfigError(ValueError):
@@ -46,6 +49,14 @@ def heartbeat_address(config: Config) -> ipaddress.IPv4Address:
     if itf is None or not itf.ipv4:
         raise HaConfigError(f"the heartbeat interface {hrp.interface} has no IPv4 address")
     return itf.ipv4[0].ip
+
+
+def _die_with_parent() -> None:
+    """In the keepalived child: SIGTERM when ikegate dies, however it dies (kill -9 included). keepalived
+    then gives up its addresses with a priority-0 advertisement and the other node takes over at once,
+    instead of this node keeping the virtual address with nobody behind it."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 class _Link(asyncio.DatagramProtocol):
@@ -128,7 +139,7 @@ class HaRuntime:
                 self._keepalived, "--dont-fork", "--vrrp", "--log-console", "--no-syslog", "--log-detail",
                 "--use-file", os.path.join(d, "keepalived.conf"), "--pid", os.path.join(d, "keepalived.pid"),
                 "--vrrp_pid", os.path.join(d, "vrrp.pid"), stdin=asyncio.subprocess.DEVNULL, stdout=logfile,
-                stderr=logfile)
+                stderr=logfile, preexec_fn=_die_with_parent)
         finally:
             logfile.close()
         self._log_line(f"keepalived started (pid {self._proc.pid}, {len(self.instances)} VRRP group(s))")
