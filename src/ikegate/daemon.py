@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, TextIO
 
 from ikegate.cli.commands import default_tree
-from ikegate.cli.commands.hrp import standby_guard
+from ikegate.cli.commands.hrp import merge_mirrored, mirror_text, standby_guard
 from ikegate.cli.commands.runtime import Runtime, runtime_commands
 from ikegate.cli.loader import ConfigError, decode_config, load_config
 from ikegate.cli.logbuffer import LogBuffer, LogRecord
@@ -135,10 +135,25 @@ class Daemon:
         write_atomically(self.config_path, text)
 
     def after_command(self) -> None:
-        """The configuration may have changed: let the device take it (new auto policies start)."""
+        """The configuration may have changed: let the device take it (new auto policies start), and on
+        the active node of a hot-standby pair mirror it to the standby (``hrp auto-sync``)."""
         self.device.apply_config(self.device.config)
+        self._mirror_config()
         if self._opened:
             self.ssh.reconcile()
+
+    def _mirror_config(self) -> None:
+        config = self.device.config
+        if config.hrp.enabled:
+            self.device.hrp_mirror(mirror_text(config), self._apply_mirrored)
+
+    def _apply_mirrored(self, text: str) -> None:
+        """The standby: the active's configuration arrived; its backed-up part replaces ours."""
+        errors = merge_mirrored(self.device.config, text)
+        for error in errors:
+            self.log("HRP", 4, "HRP_CONFIG", f"Mirrored configuration line refused: {error}")
+        self.device.apply_config(self.device.config)
+        self.log("HRP", 5, "HRP_CONFIG", "Configuration mirrored from the active device")
 
     async def run_lines(self, lines: list[str], *, level: int = 3) -> tuple[str, bool]:
         """Run commands as if typed from user view; the transcript as the shell prints it, and whether any
@@ -202,6 +217,7 @@ class Daemon:
         await self.syslog.open()
         await self.device.open()
         self._opened = True
+        self._mirror_config()
         try:
             if self.options.control:
                 self.control = ControlServer(self.options.control, self.handlers(), attach=self.attach)

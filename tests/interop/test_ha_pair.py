@@ -209,6 +209,15 @@ def test_tunnel_up_on_the_virtual_address(pair: Pair) -> None:
     assert "HRP standby state" in refused["output"] and refused["error"]
     config = pair.procs["b"].call("shell", lines=["system-view", "ike proposal 20"])
     assert "HRP standby state" in config["output"]
+    # configuration made on the active is mirrored (hrp auto-sync); the standby's own lines stay its own
+    done = pair.procs["a"].call("shell", lines=["system-view", "ike proposal 20", "dh group14"])
+    assert not done["error"], done
+
+    def mirrored() -> bool:
+        text = pair.procs["b"].call("shell", lines=["display current-configuration"])["output"]
+        return "ike proposal 20" in text and "vrrp vrid 1 virtual-ip 198.51.100.1 standby" in text
+
+    wait_for(mirrored, what="the configuration on the standby")
 
 
 def test_kill_active_standby_takes_over_without_renegotiation(pair: Pair) -> None:

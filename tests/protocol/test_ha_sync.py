@@ -169,3 +169,22 @@ def test_reset_on_active_deletes_on_both_and_sends_deletes_once() -> None:
     p.step(3.0)  # the branch (auto) comes back, to the active only
     _in_step(p)
     assert b.gw.standby and b.stats.deletes_applied == 1
+
+
+def test_configuration_mirrored_to_the_standby_and_on_bulk() -> None:
+    p = pair()
+    a, b = p.node("a"), p.node("b")
+    got: list[str] = []
+    b.on_config = got.append
+    a.mirror_config("ike proposal 20\n dh group14")
+    p.pump()
+    assert got == ["ike proposal 20\n dh group14"] and b.stats.configs_applied == 1
+    a.mirror_config("ike proposal 20\n dh group14")  # unchanged: nothing sent
+    p.pump()
+    assert a.stats.configs_sent == 1
+    p.kill("b")
+    c = p.restart("b")
+    c.on_config = got.append
+    c.set_role(Role.STANDBY, p.net.now)
+    p.step(2.0)
+    assert got[-1] == "ike proposal 20\n dh group14" and c.stats.bulk_received == 1

@@ -360,6 +360,12 @@ class Device(Protocol):
         ``hrp enable`` is not configured (or the device is not open)."""
         ...
 
+    def hrp_mirror(self, text: str, apply: Callable[[str], None]) -> None:
+        """``hrp auto-sync``: on the active, ``text`` (the backed-up configuration) goes to the standby; on
+        the standby, ``apply`` is called with each configuration the active sends. A no-op without HRP.
+        A fan-out sends through one worker (the configuration is the same for all)."""
+        ...
+
     async def open(self) -> None:
         """Bind the sockets and start the auto policies."""
         ...

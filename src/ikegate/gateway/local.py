@@ -211,6 +211,15 @@ class LocalDevice:
     def hrp_state(self) -> HrpState | None:
         return self.ha.state() if self.ha is not None else None
 
+    def hrp_mirror(self, text: str, apply: Callable[[str], None]) -> None:
+        if self.ha is None or not self.config.hrp.auto_sync:
+            return
+        node = self.ha.node
+        node.on_config = apply
+        if not self.gateway.standby:
+            node.mirror_config(text)
+            self.ha.flush()
+
     async def open(self) -> None:
         loop = asyncio.get_running_loop()
         runner = UdpRunner(self.gateway, loop)

@@ -14,6 +14,7 @@ What the active node streams (each a small operation, several per datagram):
 * ``esp``: per Child SA, the outbound ESP sequence number, the inbound replay window and the traffic
   rate, every :data:`ESP_TICK` seconds when they moved; and when the peer was last heard (DPD state).
 * ``del``: an IKE SA is gone (with the reason, for the standby's offline log).
+* ``cfg``: the backed-up configuration (``hrp auto-sync``), as VRP text, after each change.
 * ``bulk_start``/``bulk_end``: everything, for a standby that (re)joins, then the stream goes on.
 
 Loss and reordering: operations are idempotent (full records with generations, counters that only move
@@ -81,6 +82,8 @@ class SyncStats:
     stale_ignored: int = 0
     import_failed: int = 0
     split_brain: int = 0
+    configs_sent: int = 0
+    configs_applied: int = 0
 
 
 @dataclass
@@ -120,6 +123,7 @@ class SyncNode:
         self._bulk_for: tuple[bytes, int] | None = None
         # standby side
         self._gens: dict[int, int] = {}
+        self._cfg_gen = 0
         self._rates: dict[int, int] = {}  # spi_in -> packets per tick last reported
         self._peer_dseq = 0
         self._peer_life = b""
@@ -132,6 +136,10 @@ class SyncNode:
         self.peer_heard: float | None = None
         self.peer_role: str = ""
         self.peer_priority = 0
+        #: ``hrp auto-sync``: the active's backed-up configuration (text), and what the standby does with
+        #: one it receives (the daemon loads and merges it).
+        self.config_text: str | None = None
+        self.on_config: Callable[[str], None] | None = None
         gateway.on_change = self._changed
         gateway.on_gone = self._forgotten
         gateway.standby = True  # passive until keepalived names this node active
@@ -298,11 +306,24 @@ class SyncNode:
                 self._ops.append(["esp", synced.conn_id, changed, now - heard])
                 self.stats.esp_sent += 1
 
+    def mirror_config(self, text: str) -> None:
+        """The active's backed-up configuration changed: send it (and to every standby that joins later)."""
+        if text == self.config_text:
+            return
+        self.config_text = text
+        if self.role is Role.ACTIVE:
+            self._gen += 1
+            self._ops.append(["cfg", self._gen, text])
+            self.stats.configs_sent += 1
+
     def _bulk(self, now: float) -> None:
         """Everything to a standby that (re)joined: then the stream goes on."""
         self.stats.bulk_sent += 1
         self._synced.clear()
         self._ops.append(["bulk_start"])
+        if self.config_text is not None:
+            self._gen += 1
+            self._ops.append(["cfg", self._gen, self.config_text])
         self._dirty = dict.fromkeys(self.gw.engines())
         self.flush(now)
         self._ops.append(["bulk_end", sorted(s.conn_id for s in self._synced.values())])
@@ -386,6 +407,7 @@ class SyncNode:
         if msg.peer_boot != self._peer_life:
             # A new active (or a new life of it): what it sent before is no concern, a bulk sync is.
             self._peer_life, self._peer_dseq, self._missing = msg.peer_boot, dseq - 1, {}
+            self._cfg_gen = 0
             self._want_bulk()
         if dseq > self._peer_dseq:
             for gap in range(self._peer_dseq + 1, dseq):
@@ -463,6 +485,16 @@ class SyncNode:
                 self._rates[int(spi)] = max(0, int(rate))
             if sa is not None:
                 sa.note_inbound(now - float(heard))
+        elif kind == "cfg":
+            _, gen, text = op
+            if gen <= self._cfg_gen:
+                self.stats.stale_ignored += 1
+                return
+            self._cfg_gen = gen
+            self.config_text = str(text)
+            self.stats.configs_applied += 1
+            if self.on_config is not None:
+                self.on_config(self.config_text)
         elif kind == "bulk_start":
             self._bulk_ids = set()
             self._need_bulk = False

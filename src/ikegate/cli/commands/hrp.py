@@ -13,10 +13,11 @@ from ikegate.cli.commands.settings import flag_setting, value_setting
 from ikegate.cli.context import CommandContext
 from ikegate.cli.errors import CommandError
 from ikegate.cli.params import Integer, InterfaceName, Ipv4, Secret
+from ikegate.cli.render.config import render_config
 from ikegate.cli.tree import Command
 from ikegate.cli.views import ViewKind
 from ikegate.gateway.device import HRP_STANDBY_ERROR, Device
-from ikegate.policy.model import Hrp, Interface, VrrpGroup
+from ikegate.policy.model import Config, Hrp, Interface, VrrpGroup
 
 SYSTEM = frozenset({ViewKind.SYSTEM})
 INTERFACE = frozenset({ViewKind.INTERFACE})
@@ -121,3 +122,26 @@ def standby_guard(device: Device) -> Callable[[Command], str | None]:
         return HRP_STANDBY_ERROR
 
     return guard
+
+
+#: What ``hrp auto-sync`` backs up: the tunnel configuration. Interfaces, addresses, VRRP, HRP, the
+#: system name, users and management access stay each node's own (as the USG's backup leaves them).
+BACKED_UP_FIELDS = ("ike_proposals", "ike_peers", "ipsec_proposals", "acls", "acls6", "ipsec_policies",
+                    "ipsec_templates", "ikev1_dependent", "ike_admission")
+
+
+def mirror_text(config: Config) -> str:
+    """The backed-up part of ``config`` as VRP text (what the active sends to the standby)."""
+    part = Config(**{name: getattr(config, name) for name in BACKED_UP_FIELDS})
+    return "\n".join(render_config(part))
+
+
+def merge_mirrored(target: Config, text: str) -> list[str]:
+    """Replace ``target``'s backed-up part by the one in ``text`` (the standby applying the active's);
+    returns the loader's errors (the rest is applied regardless, as a configuration file would be)."""
+    from ikegate.cli.loader import load_config  # the loader runs a shell over these commands: import late
+
+    source, errors = load_config(text)
+    for name in BACKED_UP_FIELDS:
+        setattr(target, name, getattr(source, name))
+    return [str(e) for e in errors]
