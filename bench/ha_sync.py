@@ -20,10 +20,11 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from ikegate.gateway.controller import Gateway  # noqa: E402
-from ikegate.ha.channel import Channel  # noqa: E402
-from ikegate.ha.sync import Role, SyncNode  # noqa: E402
-from tests.protocol.netsim import Net, lab_config  # noqa: E402
+from tests.protocol.netsim import Net, lab_config
+
+from ikegate.gateway.controller import Gateway
+from ikegate.ha.channel import Channel
+from ikegate.ha.sync import Role, SyncNode
 
 KEY = b"bench-key"
 
