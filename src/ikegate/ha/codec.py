@@ -50,41 +50,67 @@ def encode(value: Value) -> bytes:
     return bytes(out)
 
 
+def encode_list(encoded: list[bytes]) -> bytes:
+    """A list whose items are already encoded (the sync stream measures each operation once, then
+    packs several into one datagram without encoding them again)."""
+    out = bytearray((_LIST,))
+    _varint(len(encoded), out)
+    return bytes(out) + b"".join(encoded)
+
+
+#: Encoded dict keys and short texts: records repeat the same few dozen names.
+_TEXT_CACHE: dict[str, bytes] = {}
+
+
+def _text(v: str) -> bytes:
+    cached = _TEXT_CACHE.get(v)
+    if cached is None:
+        raw = v.encode()
+        head = bytearray((_STR,))
+        _varint(len(raw), head)
+        cached = bytes(head) + raw
+        if len(v) <= 32 and len(_TEXT_CACHE) < 4096:
+            _TEXT_CACHE[v] = cached
+    return cached
+
+
 def _enc(v: Value, out: bytearray) -> None:
-    if v is None:
-        out.append(_NONE)
-    elif v is True:
-        out.append(_TRUE)
-    elif v is False:
-        out.append(_FALSE)
-    elif isinstance(v, int):
+    t = type(v)
+    if t is int:
         out.append(_INT)
         _varint(v << 1 if v >= 0 else ((-v) << 1) - 1, out)
-    elif isinstance(v, float):
-        out.append(_FLOAT)
-        out += _D.pack(v)
-    elif isinstance(v, bytes):
+    elif t is bytes:
         out.append(_BYTES)
         _varint(len(v), out)
         out += v
-    elif isinstance(v, str):
-        raw = v.encode()
-        out.append(_STR)
-        _varint(len(raw), out)
-        out += raw
-    elif isinstance(v, list):
+    elif t is str:
+        out += _text(v)
+    elif v is None:
+        out.append(_NONE)
+    elif t is bool:
+        out.append(_TRUE if v else _FALSE)
+    elif t is float:
+        out.append(_FLOAT)
+        out += _D.pack(v)
+    elif t is list or t is tuple:
         out.append(_LIST)
         _varint(len(v), out)
         for item in v:
             _enc(item, out)
-    elif isinstance(v, dict):
+    elif t is dict:
         out.append(_DICT)
         _varint(len(v), out)
         for key, item in v.items():
-            _enc(key, out)
+            if type(key) is not str:
+                raise TypeError("dict keys must be text")
+            out += _text(key)
             _enc(item, out)
+    elif isinstance(v, int):  # IntEnum and friends: their number
+        _enc(int(v), out)
+    elif isinstance(v, str):
+        _enc(str(v), out)
     else:
-        raise TypeError(f"cannot encode {type(v).__name__}")
+        raise TypeError(f"cannot encode {t.__name__}")
 
 
 def decode(data: bytes) -> Value:
@@ -147,4 +173,4 @@ def _dec(data: memoryview, pos: int, depth: int) -> tuple[Value, int]:
     raise CodecError(f"unknown tag {tag}")
 
 
-__all__ = ["CodecError", "Value", "decode", "encode"]
+__all__ = ["CodecError", "Value", "decode", "encode", "encode_list"]

@@ -40,7 +40,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ikegate.ha.channel import DATA, HELLO, Channel, Opened
-from ikegate.ha.codec import CodecError, decode, encode
+from ikegate.ha.codec import CodecError, decode, encode, encode_list
 from ikegate.ike.core.snapshot import SnapshotError
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -332,24 +332,24 @@ class SyncNode:
     # ------------------------------------------------------------------ datagrams
 
     def _send_ops(self, ops: list[Any]) -> None:
-        chunk: list[Any] = []
+        chunk: list[bytes] = []
         size = 0
         for op in ops:
-            raw = encode(op)
+            raw = encode(op)  # once: the datagram body is put together from these
             if chunk and size + len(raw) > MAX_DATAGRAM:
                 self._send_chunk(chunk)
                 chunk, size = [], 0
-            chunk.append(op)
+            chunk.append(raw)
             size += len(raw)
         if chunk:
             self._send_chunk(chunk)
 
-    def _send_chunk(self, ops: list[Any]) -> None:
+    def _send_chunk(self, ops: list[bytes]) -> None:
         if self.role is not Role.ACTIVE:  # a standby sends nacks and hellos only, outside the numbering
-            self._out.append(self.channel.seal(DATA, encode([0, ops])))
+            self._out.append(self.channel.seal(DATA, encode_list([encode(0), encode_list(ops)])))
             return
         self._dseq += 1
-        body = encode([self._dseq, ops])
+        body = encode_list([encode(self._dseq), encode_list(ops)])
         self._buffer[self._dseq] = body
         if len(self._buffer) > RESEND_BUFFER:
             self._buffer.popitem(last=False)

@@ -63,7 +63,8 @@ def _abs(delta: float | None, now: float) -> float | None:
 
 
 def ts_out(ts: TrafficSelector) -> list[Any]:
-    return [ts.ts_type, ts.ip_protocol, ts.start_port, ts.end_port, ts.start_addr.packed, ts.end_addr.packed]
+    return [int(ts.ts_type), int(ts.ip_protocol), ts.start_port, ts.end_port, ts.start_addr.packed,
+            ts.end_addr.packed]
 
 
 def ts_in(rec: list[Any]) -> TrafficSelector:
