@@ -37,7 +37,7 @@ interface GigabitEthernet0/0/3
 
 # ----------------------------------------------------------------------------------------- codec
 
-@pytest.mark.parametrize("value", [None, True, False, 0, -1, 2**63, -(2**70), 1.25, b"", b"\x00" * 300, "", "é",
+@pytest.mark.parametrize("value", [None, True, False, 0, -1, 2**64 - 1, -(2**63), 1.25, b"", b"\x00" * 300, "", "é",
                                    [1, [2, [b"x"]]], {"a": {"b": [None, 1.5]}}])
 def test_codec_round_trips(value: object) -> None:
     assert decode(encode(value)) == value  # type: ignore[arg-type]
@@ -45,6 +45,17 @@ def test_codec_round_trips(value: object) -> None:
 
 def test_codec_lists_of_encoded_items() -> None:
     assert decode(encode_list([encode(1), encode("a"), encode([b"k"])])) == [1, "a", [b"k"]]
+    many = [encode(i) for i in range(70000)]
+    assert decode(encode_list(many[:20])) == list(range(20)) and decode(encode_list(many)) == list(range(70000))
+
+
+def test_codec_refuses_what_it_cannot_carry() -> None:
+    with pytest.raises(TypeError):
+        encode(2**70)  # the replay bitmap travels as bytes for this reason
+    with pytest.raises(TypeError):
+        encode(object())  # type: ignore[arg-type]
+    with pytest.raises(CodecError):
+        decode(encode({1: "non-text key"}))
 
 
 def test_codec_refuses_malformed_input_with_its_own_error_only() -> None:
@@ -62,9 +73,9 @@ def test_codec_refuses_malformed_input_with_its_own_error_only() -> None:
             refused += 1
     assert refused > 1000
     with pytest.raises(CodecError):
-        decode(b"\x07" + b"\x81" * 20)  # a varint that never ends
+        decode(b"\xdd\xff\xff\xff\xff")  # an array longer than the input
     with pytest.raises(CodecError):
-        decode(b"\x07\x01" * 40 + b"\x00")  # nested too deeply
+        decode(b"\x91" * 100000 + b"\xc0")  # nested too deeply
     with pytest.raises(CodecError):
         decode(encode(1) + b"\x00")  # trailing bytes
 

@@ -577,15 +577,17 @@ class Gateway:
             crec["conn_id"] = centry.conn_id if centry is not None else 0
         return rec
 
-    def esp_state(self, spi_in: int) -> list[int]:
-        """(outbound sequence number, inbound replay top, inbound replay bitmap) of a Child SA."""
+    def esp_state(self, spi_in: int) -> list[int | bytes]:
+        """(outbound sequence number, inbound replay top, inbound replay bitmap as little-endian bytes) of a
+        Child SA."""
         pair = self.dataplane.sa(spi_in)
         if pair is None:
-            return [0, 0, 0]
+            return [0, 0, b""]
         replay = pair.inbound.replay
-        return [pair.outbound.seq, replay.top, replay._bits]
+        bits = replay._bits
+        return [pair.outbound.seq, replay.top, bits.to_bytes((bits.bit_length() + 7) // 8, "little")]
 
-    def set_esp_state(self, spi_in: int, seq_out: int, replay_top: int, replay_bits: int) -> None:
+    def set_esp_state(self, spi_in: int, seq_out: int, replay_top: int, replay_bits: bytes) -> None:
         """Move a Child SA's ESP counters forward (a standby applying the active's batches; never back)."""
         pair = self.dataplane.sa(spi_in)
         if pair is None:
@@ -593,7 +595,7 @@ class Gateway:
         pair.outbound.seq = max(pair.outbound.seq, seq_out)
         replay = pair.inbound.replay
         if replay_top > replay.top:
-            replay.top, replay._bits = replay_top, replay_bits & replay._mask
+            replay.top, replay._bits = replay_top, int.from_bytes(replay_bits, "little") & replay._mask
 
     def ike_config(self, name: str, local: Addr, version: int) -> IkeSaConfig | None:
         """The IKE configuration of the peer named ``name`` (snapshot import's :class:`Resolver`)."""
@@ -658,8 +660,8 @@ class Gateway:
             self._on_child_up(sa, child, now)
             crec = esp.get(child.spi_in, {})
             self._renumber(child, int(crec.get("conn_id") or 0))
-            seq_out, top, bits = crec.get("esp") or [0, 0, 0]
-            self.set_esp_state(child.spi_in, int(seq_out) + seq_jump, int(top), int(bits))
+            seq_out, top, bits = crec.get("esp") or [0, 0, b""]
+            self.set_esp_state(child.spi_in, int(seq_out) + seq_jump, int(top), bytes(bits))
         self._service(sa, now)
         return sa
 

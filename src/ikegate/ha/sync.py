@@ -94,7 +94,7 @@ class _Synced:
     gen: int
     shape: tuple[object, ...]
     mids: list[int]
-    esp: dict[int, list[int]] = field(default_factory=dict)
+    esp: dict[int, list[int | bytes]] = field(default_factory=dict)
 
 
 class SyncNode:
@@ -172,7 +172,7 @@ class SyncNode:
             for spi in list(sa.children):
                 seq_out, top, bits = self.gw.esp_state(spi)
                 jump = 2 * max(ESP_BATCH, self._rates.get(spi, 0))
-                self.gw.set_esp_state(spi, seq_out + jump, top, bits)
+                self.gw.set_esp_state(spi, int(seq_out) + jump, int(top), bytes(bits))
         self.gw.resume(now)
         self._gens.clear()
         for sa in self.gw.engines():
@@ -289,14 +289,14 @@ class SyncNode:
         """ESP counters and liveness of every synchronised SA whose counters moved (one datagram holds
         hundreds)."""
         for sa, synced in self._synced.items():
-            changed: list[list[int]] = []
+            changed: list[list[int | bytes]] = []
             heard = sa.last_received
             for spi in sa.children:
                 state = self.gw.esp_state(spi)
                 last = synced.esp.get(spi)
                 if last == state:
                     continue
-                rate = state[0] - (last[0] if last else 0)
+                rate = int(state[0]) - int(last[0] if last else 0)
                 synced.esp[spi] = state
                 changed.append([spi, *state, rate])
                 last_in, _ = self.gw.dataplane.traffic(spi)
@@ -481,7 +481,7 @@ class SyncNode:
             _, conn_id, changed, heard = op
             sa = self.gw.engine_of(conn_id)
             for spi, seq_out, top, bits, rate in changed:
-                self.gw.set_esp_state(int(spi), int(seq_out), int(top), int(bits))
+                self.gw.set_esp_state(int(spi), int(seq_out), int(top), bytes(bits))
                 self._rates[int(spi)] = max(0, int(rate))
             if sa is not None:
                 sa.note_inbound(now - float(heard))
