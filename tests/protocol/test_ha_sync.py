@@ -188,3 +188,20 @@ def test_configuration_mirrored_to_the_standby_and_on_bulk() -> None:
     c.set_role(Role.STANDBY, p.net.now)
     p.step(2.0)
     assert got[-1] == "ike proposal 20\n dh group14" and c.stats.bulk_received == 1
+
+
+def test_active_restarting_as_active_resyncs_the_standby() -> None:
+    """A new life of the active (its generation numbers start again) is followed, not taken for stale."""
+    p = pair()
+    old = p.node("a")
+    survivors = [old.gw.export_sa(sa, p.net.now) for sa in old.gw.engines()]
+    p.kill("a")
+    a = p.restart("a")
+    for rec in survivors:  # the same SAs (as a node that kept them would hold them), a new life
+        assert rec is not None
+        a.gw.adopt(rec, p.net.now)
+    p.make_active("a")
+    p.step(2.0)
+    b = p.node("b")
+    assert b.stats.bulk_received == 2 and b.stats.stale_ignored == 0
+    _in_step(p)

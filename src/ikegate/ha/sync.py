@@ -128,7 +128,6 @@ class SyncNode:
         self._peer_dseq = 0
         self._peer_life = b""
         self._missing: dict[int, float] = {}
-        self._bulk_ids: set[int] | None = None
         self._need_bulk = True
         self._asks = 1  # numbers the standby's requests for a bulk sync (one answer each)
         # link
@@ -408,6 +407,7 @@ class SyncNode:
             # A new active (or a new life of it): what it sent before is no concern, a bulk sync is.
             self._peer_life, self._peer_dseq, self._missing = msg.peer_boot, dseq - 1, {}
             self._cfg_gen = 0
+            self._gens.clear()  # its generations start again
             self._want_bulk()
         if dseq > self._peer_dseq:
             for gap in range(self._peer_dseq + 1, dseq):
@@ -441,29 +441,32 @@ class SyncNode:
 
     # ------------------------------------------------------------------ standby: applying
 
+    def _newer(self, conn_id: int, gen: int) -> bool:
+        """Whether an SA operation is newer than what was applied for that conn-id (a reordered older
+        one is counted and ignored)."""
+        if gen <= self._gens.get(conn_id, 0):
+            self.stats.stale_ignored += 1
+            return False
+        self._gens[conn_id] = gen
+        return True
+
     def _apply(self, op: list[Any], now: float) -> None:
         kind = op[0]
         if kind == "sa":
             _, conn_id, gen, rec = op
-            if gen <= self._gens.get(conn_id, 0):
-                self.stats.stale_ignored += 1
+            if not self._newer(conn_id, gen):
                 return
-            self._gens[conn_id] = gen
             old = self.gw.engine_of(conn_id)
             if old is not None:
                 self.gw.drop_quietly(old, now)
             self.gw.adopt(rec, now)
             for crec in rec["children"]:
                 self._rates[int(crec["spi_in"])] = 0
-            if self._bulk_ids is not None:
-                self._bulk_ids.add(conn_id)
             self.stats.sas_applied += 1
         elif kind == "del":
             _, conn_id, gen, reason = op
-            if gen <= self._gens.get(conn_id, 0):
-                self.stats.stale_ignored += 1
+            if not self._newer(conn_id, gen):
                 return
-            self._gens[conn_id] = gen
             sa = self.gw.engine_of(conn_id)
             if sa is not None:
                 entry = self.gw.sad.ike(conn_id)
@@ -496,7 +499,6 @@ class SyncNode:
             if self.on_config is not None:
                 self.on_config(self.config_text)
         elif kind == "bulk_start":
-            self._bulk_ids = set()
             self._need_bulk = False
             self.stats.bulk_received += 1
         elif kind == "bulk_end":
@@ -504,7 +506,6 @@ class SyncNode:
             for sa in self.gw.engines():
                 if isinstance(sa.handle, int) and sa.handle not in listed:
                     self.gw.drop_quietly(sa, now)
-            self._bulk_ids = None
 
 
 __all__ = ["Role", "SyncNode", "SyncStats"]
