@@ -26,7 +26,7 @@ from ikegate.cli.commands.runtime import Runtime, runtime_commands
 from ikegate.cli.loader import ConfigError, decode_config, load_config
 from ikegate.cli.logbuffer import LogBuffer, LogRecord
 from ikegate.cli.shell import Shell
-from ikegate.gateway.device import Device, DeviceModel, Selection, open_local
+from ikegate.gateway.device import Device, DeviceError, DeviceModel, Selection, open_local
 from ikegate.mgmt.control import ControlServer, clear_stale_socket
 from ikegate.mgmt.metrics import MetricsServer, parse_listen, registry_for
 from ikegate.mgmt.records import entry_record
@@ -353,7 +353,7 @@ async def run_daemon(config: Config, options: DaemonOptions, config_path: str | 
         loop.add_signal_handler(sig, daemon.request_stop)
     try:
         await daemon.start()
-    except OSError as exc:
+    except (OSError, DeviceError) as exc:  # a port in use; hot standby that cannot run (keepalived missing)
         print(f"ikegate: cannot start: {exc}", file=sys.stderr)
         if daemon.control is not None:
             await daemon.control.close()  # removes the socket only if this process made it

@@ -656,12 +656,16 @@ class Gateway:
         if conn is not None:
             self._active[conn.key] = sa
         esp = {int(c["spi_in"]): c for c in rec["children"]}
-        for child in list(sa.children.values()):
-            self._on_child_up(sa, child, now)
-            crec = esp.get(child.spi_in, {})
-            self._renumber(child, int(crec.get("conn_id") or 0))
-            seq_out, top, bits = crec.get("esp") or [0, 0, b""]
-            self.set_esp_state(child.spi_in, int(seq_out) + seq_jump, int(top), bytes(bits))
+        log, self._log = self._log, (self._log if not self.standby else lambda *_: None)
+        try:  # a standby mirrors tunnels it does not run: no "tunnel established" line for each
+            for child in list(sa.children.values()):
+                self._on_child_up(sa, child, now)
+                crec = esp.get(child.spi_in, {})
+                self._renumber(child, int(crec.get("conn_id") or 0))
+                seq_out, top, bits = crec.get("esp") or [0, 0, b""]
+                self.set_esp_state(child.spi_in, int(seq_out) + seq_jump, int(top), bytes(bits))
+        finally:
+            self._log = log
         self._service(sa, now)
         return sa
 

@@ -31,7 +31,8 @@ from ikegate.gateway.device import (
     Selection,
     Statistics,
 )
-from ikegate.ha.runtime import HaRuntime
+from ikegate.ha.keepalived import KeepalivedError
+from ikegate.ha.runtime import HaConfigError, HaRuntime
 from ikegate.io.keylog import KeyLogWriter
 from ikegate.io.tun import TunBridge, open_bridge
 from ikegate.io.udp import UdpRunner
@@ -229,9 +230,12 @@ class LocalDevice:
         await runner.open(self.gateway.local_addresses(), raw_esp=self._raw_esp and not pair, freebind=pair)
         try:
             if pair:
-                self.ha = HaRuntime(self.gateway, self.config, loop, flush_gateway=runner.flush, emit=self._log)
-                runner.add_flush_hook(self.ha.flush)
-                await self.ha.open()
+                try:
+                    self.ha = HaRuntime(self.gateway, self.config, loop, flush_gateway=runner.flush, emit=self._log)
+                    runner.add_flush_hook(self.ha.flush)
+                    await self.ha.open()
+                except (HaConfigError, KeepalivedError) as exc:
+                    raise DeviceError(f"hot standby: {exc}") from exc
             if self._keylog:
                 self.gateway.keylog = KeyLogWriter(self._keylog).write
                 if self._log is not None:
