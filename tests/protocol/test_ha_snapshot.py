@@ -10,9 +10,8 @@ import pytest
 from ikegate.gateway.controller import Gateway
 from ikegate.ha.codec import decode, encode
 from ikegate.ike.core.engine import Engine
-from ikegate.ike.wire.registry import ExchangeType
 from ikegate.sad import IkeSaEntry, IpsecSaEntry
-from tests.protocol.netsim import Net, ike_view, is_ike, lab_config
+from tests.protocol.netsim import Net, lab_config, openings
 
 V1 = {" remote-address 127.0.0.11": " remote-address 127.0.0.11\n undo version 2"}
 P1 = {" encryption-algorithm aes-gcm-256\n dh group31": " encryption-algorithm aes-256\n dh group14"}
@@ -53,8 +52,7 @@ def _replies(gw: Gateway) -> list[tuple[int, int]]:
 
 
 def _inits(net: Net) -> int:
-    return sum(1 for data, src, _dst in net.seen if is_ike(data, src) and ike_view(data)[18]
-               == ExchangeType.IKE_SA_INIT)
+    return openings(net.seen)
 
 
 def _take_over(net: Net, old: Gateway, name: str, version: int, jump: int = 0) -> Gateway:
