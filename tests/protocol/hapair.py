@@ -135,13 +135,14 @@ def new_node(config: str = "hq", replace: dict[str, str] | None = None, logs: li
 
 
 def pair(replace: dict[str, str] | None = None, branch_replace: dict[str, str] | None = None,
-         loss: float = 0.0, reorder: float = 0.0) -> Pair:
-    """hq-a (active, priority 120) and hq-b (standby, 100) for the lab's HQ, and Branch1 facing them."""
+         loss: float = 0.0, reorder: float = 0.0, *, node: str = "hq", peer: str = "branch1") -> Pair:
+    """a (active, priority 120) and b (standby, 100) with the lab's ``node`` configuration (HQ: the
+    template side), and ``peer`` facing them (``branch``: Branch1, the auto side)."""
     logs: list[str] = []
     net = Net()
-    a = new_node("hq", replace, logs, priority=120, node_id=1)
-    b = new_node("hq", replace, logs, priority=100, node_id=2)
-    branch = net.add(Gateway(lab_config("branch1", branch_replace)))
+    a = new_node(node, replace, logs, priority=120, node_id=1)
+    b = new_node(node, replace, logs, priority=100, node_id=2)
+    branch = net.add(Gateway(lab_config(peer, branch_replace)))
     p = Pair(net, {"a": a, "b": b}, Link(loss=loss, reorder=reorder), logs, branch, {"a", "b"})
     p.make_active("a")
     b.set_role(Role.STANDBY, net.now)

@@ -211,3 +211,22 @@ def test_active_restarting_as_active_resyncs_the_standby() -> None:
     b = p.node("b")
     assert b.stats.bulk_received == 2 and b.stats.stale_ignored == 0
     _in_step(p)
+
+
+@pytest.mark.parametrize("phase", [1, 2])
+def test_reset_by_conn_id_on_an_auto_pair_renegotiates_from_the_active_only(phase: int) -> None:
+    p = pair(node="branch1", peer="hq")  # the pair runs the auto policy; HQ (template) answers
+    a, b = p.node("a"), p.node("b")
+    _in_step(p)
+    entry = next(e for e in a.gw.sad.entries() if e.phase == phase)
+    seen = len(p.net.seen)
+    assert a.gw.reset_ike_sa(p.net.now, conn_id=entry.conn_id) == (2 if phase == 1 else 1)
+    p.pump()
+    p.step(1.0)
+    assert sorted(e.phase for e in a.gw.sad.entries()) == [1, 2] and entry.conn_id not in {
+        e.conn_id for e in a.gw.sad.entries()}
+    _in_step(p)  # the standby dropped the old SA and holds the new one
+    assert b.gw.stats.negotiations_started == 0 and not b.gw.datagrams_to_send()
+    deletes = [d for d, src, _dst in p.net.seen[seen:] if is_ike(d, src) and src[0] == "127.0.0.12"
+               and ike_view(d)[18] == ExchangeType.INFORMATIONAL and ike_view(d)[19] & 0x20 == 0]
+    assert len(deletes) == 1  # one Delete request, from the active
