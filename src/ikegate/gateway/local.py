@@ -216,10 +216,12 @@ class LocalDevice:
         if self.ha is None or not self.config.hrp.auto_sync:
             return
         node = self.ha.node
-        node.on_config = apply
+        first, node.on_config = node.on_config is None, apply
         if not self.gateway.standby:
             node.mirror_config(text)
             self.ha.flush()
+        elif first and node.config_text is not None:
+            apply(node.config_text)  # the active's came before anyone listened (during start-up)
 
     async def open(self) -> None:
         loop = asyncio.get_running_loop()
