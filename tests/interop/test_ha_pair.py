@@ -267,6 +267,8 @@ def test_link_down_on_active_moves_the_tunnel(pair: Pair) -> None:
         assert pair.sw_sas() == before and pair.established_count() == established
     finally:
         pair.nodes[active].ip("link", "set", "wan0", "up")
+        pair.nodes[active].route("203.0.113.0/24", "via", ROUTER_WAN)  # the link's routes went with it
+    wait_for(lambda: pair.role("a") == "active" and pair.role("b") == "standby", what="node a to preempt again")
 
 
 def test_reset_on_active_deletes_on_both_nodes_once(pair: Pair) -> None:
@@ -279,3 +281,32 @@ def test_reset_on_active_deletes_on_both_nodes_once(pair: Pair) -> None:
     wait_for(lambda: pair.charon.log().count("received DELETE for IKE_SA") == deletes + 1, what="the Delete")
     assert pair.hrp(standby)["counters"]["deletes_applied"] >= 1
     assert pair.charon.log().count("received DELETE for IKE_SA") == deletes + 1
+
+
+def test_split_brain_resolved_when_the_links_return(pair: Pair) -> None:
+    """Node b loses the heartbeat and stops hearing VRRP (the bridge floods no multicast to it): it becomes
+    master too. The heartbeat returns first: the hellos show two active nodes, and the one VRRP would not
+    elect (b, priority 100) yields, with a log line; then VRRP settles the same way. What b did alone
+    during the split (it answered the peer's DPD) is lost, as on the USG: strongSwan's DPD may find the
+    SA gone and negotiate again, with node a. Last in the module for that reason."""
+    out = pair.charon.initiate("net")  # the reset before left no tunnel
+    assert out.returncode == 0, out.stdout + out.stderr
+    wait_for(lambda: pair.procs["b"].sas() != [], what="the standby's copy of the new tunnel")
+    b = pair.nodes["b"]
+    bridge = next(ns for ns in pair.lab.namespaces if ns.role == "bridge")
+    b.ip("link", "set", "hb0", "down")
+    bridge.ip("link", "set", "dev", "pb", "type", "bridge_slave", "mcast_flood", "off")  # VRRP is multicast
+    try:
+        wait_for(lambda: pair.role("b") == "active", what="node b to become active alone")
+        assert pair.role("a") == "active"  # both active: split brain
+        b.ip("link", "set", "hb0", "up")
+        wait_for(lambda: pair.role("b") == "standby", what="node b to yield")
+        assert pair.hrp("b")["counters"]["split_brain"] >= 1 and pair.role("a") == "active"
+        log = (pair.lab.workdir / "nodeb.log").read_text()
+        assert "split brain detected" in log and "this node becomes standby" in log
+    finally:
+        b.ip("link", "set", "hb0", "up")
+        bridge.ip("link", "set", "dev", "pb", "type", "bridge_slave", "mcast_flood", "on")
+    wait_for(lambda: pair.hrp("b")["vrrp"][0]["state"] == "Backup" and pair.role("a") == "active",
+             what="VRRP to settle on node a")
+    wait_for(lambda: pair.ping(2, interval="0.5")[1] >= 1, what="traffic through the tunnel again")

@@ -8,6 +8,7 @@ What the VRP configuration says, as keepalived words (see docs/ha.md):
   the Linux interface that holds the VRP interface's own address, with priority 120 (active) or 100
   (standby) — the USG's own active/standby flag is a priority too;
 * several groups move together (a ``vrrp_sync_group``), as the USG's VGMP makes them;
+* after a split brain the winner's gratuitous ARPs must be the last the network saw (see ``render``);
 * ``hrp preempt delay N`` is keepalived's ``preempt_delay N``; ``undo hrp preempt`` is ``nopreempt``
   (which keepalived allows only with initial state BACKUP, so every instance starts as BACKUP and the
   priorities elect the master).
@@ -24,9 +25,13 @@ from dataclasses import dataclass
 
 from ikegate.policy.model import Config
 
+#: The VRRP states a notice can move an instance to (keepalived also reports events such as
+#: ``MASTER_RX_LOWER_PRI`` on the same FIFO; they change nothing).
+STATES = frozenset({"MASTER", "BACKUP", "FAULT", "STOP"})
 ACTIVE_PRIORITY = 120
 STANDBY_PRIORITY = 100
 ADVERT_INT = 1
+GARP_REFRESH = 5
 MISSING = ("keepalived is not installed (ikegate runs VRRP for hot standby through it): "
            "install the Debian package with 'apt-get install keepalived' (see README)")
 
@@ -105,6 +110,12 @@ def render(config: Config, groups: list[Instance], fifo: str) -> str:
             f"    virtual_router_id {g.vrid}",
             f"    priority {g.priority}",
             f"    advert_int {ADVERT_INT}",
+            # after two masters (split brain), the last gratuitous ARP may have been the loser's: the
+            # loser advertises once more on stepping down, the winner answers a lower priority with
+            # fresh gratuitous ARPs, and refreshes them anyway every few seconds
+            "    higher_prio_send_advert true",
+            "    garp_lower_prio_repeat 3",
+            f"    garp_master_refresh {GARP_REFRESH}",
             f"    preempt_delay {hrp.preempt_delay}" if hrp.preempt else "    nopreempt",
             "    virtual_ipaddress {",
             f"        {g.virtual_ip}/{g.prefix} dev {g.linux_interface}",
@@ -132,5 +143,5 @@ def parse_notice(line: str) -> Notice | None:
     return Notice(words[0], words[1].strip('"'), words[2], priority)
 
 
-__all__ = ["ACTIVE_PRIORITY", "STANDBY_PRIORITY", "Instance", "KeepalivedError", "Notice", "find_keepalived",
+__all__ = ["ACTIVE_PRIORITY", "STANDBY_PRIORITY", "STATES", "Instance", "KeepalivedError", "Notice", "find_keepalived",
            "instances", "linux_interfaces", "parse_notice", "render"]

@@ -196,8 +196,8 @@ class HaRuntime:
         *lines, self._fifo_buf = self._fifo_buf.split(b"\n")
         for raw in lines:
             notice = ka.parse_notice(raw.decode("utf-8", "replace"))
-            if notice is None or notice.kind != "INSTANCE":
-                continue
+            if notice is None or notice.kind != "INSTANCE" or notice.state not in ka.STATES:
+                continue  # e.g. MASTER_RX_LOWER_PRI: a master told of a lower-priority one, still master
             self.vrrp[notice.name] = notice
             self._log_line(f"VRRP {notice.name} is {notice.state}")
         if self.instances and all(self.vrrp.get(i.name) is not None for i in self.instances):
