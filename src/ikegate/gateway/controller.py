@@ -1325,10 +1325,10 @@ class _Responder:
         out: list[IkeSaConfig] = []
         gw = self._gw
         for p in self._peers_for(peer[0]):
-            if p.pre_shared_key is None:
-                continue
             cfg = translate.ike_config(gw.config, p, None, ike_port=gw.ike_port, natt_port=gw.natt_port,
                                        retransmit_tries=gw.retransmit_tries, version=self._version)
+            if p.pre_shared_key is None and not (cfg.auth is not None and cfg.auth.uses_certificates):
+                continue
             if cfg.remote_id is not None and cfg.remote_id != (id_type, id_data):
                 continue
             local = self._local_for(peer)

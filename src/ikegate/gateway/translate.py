@@ -200,6 +200,9 @@ def ike_config(config: Config, peer: IkePeer, local: IPAddress | None, *, ike_po
     # the same DN has several DER encodings.
     remote_id = identity(peer.remote_id_type, peer.remote_id, None) if peer.remote_id_type not in (
         None, IdType.DN) else None
+    auth = auth_settings(config, peer)
+    if auth.uses_certificates:
+        remote_id = None  # a certificate peer's remote-id is matched against its certificate (AuthSettings)
     dpd = peer.dpd
     return IkeSaConfig(
         proposals=ike_proposal_specs(config, peer, version),
@@ -219,6 +222,7 @@ def ike_config(config: Config, peer: IkePeer, local: IPAddress | None, *, ike_po
         natt_port=natt_port,
         name=peer.name,
         handle=peer.name,
+        auth=auth,
     )
 
 

@@ -14,6 +14,7 @@ from ikegate.ike.wire.v2 import TrafficSelector
 
 if TYPE_CHECKING:  # pragma: no cover
     from ikegate.ike.core.engine import Engine
+    from ikegate.pki.auth import AuthSettings
 
 Addr = tuple[str, int]
 
@@ -83,6 +84,8 @@ class IkeSaConfig:
     name: str = ""
     handle: object = None
     children: list[ChildSaConfig] = field(default_factory=list)
+    #: How this peer authenticates (PSK or certificates, see ikegate.pki.auth); None: ``psk`` alone.
+    auth: AuthSettings | None = None
 
 
 class ResponderPolicy(Protocol):
