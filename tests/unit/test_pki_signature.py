@@ -241,10 +241,18 @@ def test_ikev1_rsa_signature_has_no_digestinfo() -> None:
         key.public_key().verify(signature, hash_i, padding.PKCS1v15(), hashes.SHA256())
 
 
-def test_ikev1_signature_blinding_gives_the_deterministic_pkcs1_result() -> None:
-    # PKCS#1 v1.5 type 1 is deterministic: blinding must not change the output.
+def test_ikev1_rsa_signature_is_the_textbook_type1_block() -> None:
+    """Against an independent reference: the signature is (00 01 FF.. 00 || hash)^d mod n, computed here
+    with Python integers from the key's numbers (deterministic, so the two must be equal)."""
     key = rsa_key()
-    assert ikev1_rsa_sign(key, b"\x01" * 20) == ikev1_rsa_sign(key, b"\x01" * 20)
+    numbers = key.private_numbers()
+    n, size = numbers.public_numbers.n, 256
+    for hash_value in (b"\x01" * 20, bytes(range(32)), bytes(range(64))):
+        block = b"\x00\x01" + b"\xff" * (size - 3 - len(hash_value)) + b"\x00" + hash_value
+        expected = pow(int.from_bytes(block, "big"), numbers.d, n).to_bytes(size, "big")
+        assert ikev1_rsa_sign(key, hash_value) == expected
+    with pytest.raises(SignatureError, match="do not fit"):
+        ikev1_rsa_sign(key, bytes(246))
 
 
 def test_ikev1_authentication_method_attribute() -> None:
