@@ -7,7 +7,7 @@ import pytest
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, padding
-from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
+from cryptography.hazmat.primitives.asymmetric.utils import Prehashed, encode_dss_signature
 
 from ikegate.ike.wire.registry import AuthMethod
 from ikegate.pki.signature import (
@@ -263,7 +263,15 @@ def test_ikev1_authentication_method_attribute() -> None:
 @pytest.mark.parametrize("keytype", ["rsa", "secp256r1", "secp384r1"])
 def test_ikev1_sign_verify_both_key_types(keytype: str) -> None:
     key = rsa_key() if keytype == "rsa" else ec_key(keytype)
-    signature = ikev1_sign(key, b"HASH_R" * 4)
-    ikev1_verify(key.public_key(), b"HASH_R" * 4, signature)
+    hash_r, hash_i = b"HASH_R__" * 4, b"HASH_I__" * 4  # a SHA-256 PRF's output length
+    signature = ikev1_sign(key, hash_r)
+    ikev1_verify(key.public_key(), hash_r, signature)
     with pytest.raises(SignatureError):
-        ikev1_verify(key.public_key(), b"HASH_I" * 4, signature)
+        ikev1_verify(key.public_key(), hash_i, signature)
+    if keytype != "rsa":  # the hash is the digest (strongSwan's ECDSA_WITH_NULL), r || s
+        assert isinstance(key, ec.EllipticCurvePrivateKey)
+        size = (key.curve.key_size + 7) // 8
+        der = encode_dss_signature(int.from_bytes(signature[:size], "big"), int.from_bytes(signature[size:], "big"))
+        key.public_key().verify(der, hash_r, ec.ECDSA(Prehashed(hashes.SHA256())))
+        with pytest.raises(SignatureError, match="no ECDSA digest of 24 octets"):
+            ikev1_sign(key, bytes(24))

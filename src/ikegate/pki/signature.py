@@ -19,8 +19,8 @@ block type 1 padding of the bare hash, without the DigestInfo a PKCS#1 signature
 strongSwan, Cisco and racoon send). ``cryptography`` (48 and later) does exactly that with
 ``PKCS1v15()`` and ``NoDigestInfo()``: OpenSSL's blinded, constant-time private operation, about 0.3 ms
 for RSA-2048, where the pure-Python blinded exponentiation it replaced took 9-14 ms and left the
-exponentiation itself (Python's ``pow``) variable-time. IKEv1 ECDSA (RFC 4754 §3 for IKEv1 too) is the
-same ``r || s`` as IKEv2 methods 9-11.
+exponentiation itself (Python's ``pow``) variable-time. IKEv1 ECDSA (methods 9/10/11, RFC 4754 §3)
+signs HASH_I / HASH_R itself as the digest, ``r || s`` (see :func:`ikev1_ecdsa_sign`).
 
 Every verification failure raises :class:`SignatureError` with a reason fit for a log line.
 """
@@ -36,6 +36,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import (
     NoDigestInfo,
+    Prehashed,
     decode_dss_signature,
     encode_dss_signature,
 )
@@ -408,15 +409,47 @@ def ikev1_auth_method(key: PrivateKey | PublicKey) -> int:
     return IKEV1_ECDSA[key.curve.name]
 
 
+#: A prehashed ECDSA input is announced by its length: HASH_I / HASH_R is as long as the PRF's output.
+_PREHASH_BY_SIZE: dict[int, type[hashes.HashAlgorithm]] = {
+    20: hashes.SHA1, 28: hashes.SHA224, 32: hashes.SHA256, 48: hashes.SHA384, 64: hashes.SHA512}
+
+
+def _prehashed(hash_value: bytes) -> ec.ECDSA:
+    algorithm = _PREHASH_BY_SIZE.get(len(hash_value))
+    if algorithm is None:
+        raise SignatureError(f"no ECDSA digest of {len(hash_value)} octets")
+    return ec.ECDSA(Prehashed(algorithm()))
+
+
+def ikev1_ecdsa_sign(key: ec.EllipticCurvePrivateKey, hash_value: bytes) -> bytes:
+    """IKEv1 ECDSA: HASH_I / HASH_R *is* the digest that is signed (not hashed again), and the SIG
+    payload holds the fixed-length ``r || s`` — what strongSwan signs and expects (its "ECDSA with
+    NULL" scheme), where a reading of RFC 4754 would hash once more with the curve's hash."""
+    r, s = decode_dss_signature(key.sign(hash_value, _prehashed(hash_value)))
+    size = _field_bytes(key.curve)
+    return r.to_bytes(size, "big") + s.to_bytes(size, "big")
+
+
+def ikev1_ecdsa_verify(key: ec.EllipticCurvePublicKey, hash_value: bytes, signature: bytes) -> None:
+    size = _field_bytes(key.curve)
+    if len(signature) != 2 * size:
+        raise SignatureError(f"ECDSA signature of {len(signature)} octets, {2 * size} expected for {key.curve.name}")
+    r, s = int.from_bytes(signature[:size], "big"), int.from_bytes(signature[size:], "big")
+    try:
+        key.verify(encode_dss_signature(r, s), hash_value, _prehashed(hash_value))
+    except InvalidSignature:
+        raise SignatureError("ECDSA signature does not verify") from None
+
+
 def ikev1_sign(key: PrivateKey, hash_value: bytes) -> bytes:
-    """IKEv1 SIG payload data: RSA as above; ECDSA as RFC 4754 ``r || s`` with the curve's hash."""
+    """IKEv1 SIG payload data: RSA and ECDSA over the bare HASH_I / HASH_R, as above."""
     if isinstance(key, rsa.RSAPrivateKey):
         return ikev1_rsa_sign(key, hash_value)
-    return auth_sign(classic_method(key), key, hash_value)
+    return ikev1_ecdsa_sign(key, hash_value)
 
 
 def ikev1_verify(key: PublicKey, hash_value: bytes, signature: bytes) -> None:
     if isinstance(key, rsa.RSAPublicKey):
         ikev1_rsa_verify(key, hash_value, signature)
         return
-    auth_verify(classic_method(key), key, hash_value, signature)
+    ikev1_ecdsa_verify(key, hash_value, signature)

@@ -354,11 +354,16 @@ class Phase1Exchanges(EngineBase):
             self._fail(now, notify, detail)
 
     def _refuse_p1(self, p: _Phase1, exchange: int, notify: int, detail: str, now: float) -> None:
-        """Unprotected Informational with the error (the peer may not share our keys), then give up."""
-        cky_r = p.cky_r
-        header = Header(p.cky_i, cky_r, 0, ExchangeType.INFORMATIONAL, 0, 0)
-        self._emit(encode_message(header, [Notify(notify, ProtocolId.ISAKMP, p.cky_i + cky_r)]))
-        self.stats.notifies_sent += 1
+        """Informational with the error, then give up: protected when both ends surely hold the same
+        phase-1 keys (signature authentication, whose keys depend on no credential, refused after
+        MM5/MM6 or AM2/AM3 decrypted; strongSwan ignores an unprotected one then), else unprotected
+        (with a PSK the peer may not share our keys)."""
+        if p.signing and p.keys is not None and p.chain is not None and p.suite is not None:
+            self._send_info(p, [Notify(notify, ProtocolId.ISAKMP, p.spi)])
+        else:
+            header = Header(p.cky_i, p.cky_r, 0, ExchangeType.INFORMATIONAL, 0, 0)
+            self._emit(encode_message(header, [Notify(notify, ProtocolId.ISAKMP, p.spi)]))
+            self.stats.notifies_sent += 1
         self._p1_failed(p, now, notify, detail)
 
     def _on_phase1(self, p: _Phase1, msg: Message, data: bytes, addr: Addr, now: float,

@@ -675,6 +675,10 @@ class IsakmpSa(QuickModes):
                 self._dpd_tries = 0
         elif t == NotifyType.INITIAL_CONTACT:
             self._outbox.report(InitialContact(self))
+        elif NotifyType.is_error(t) and p.state is not State.ESTABLISHED:
+            # A refusal of phase 1 sent under its keys (e.g. our certificate refused after MM5).
+            self.stats.messages_in += 1
+            self._p1_failed(p, now, t, f"peer refused phase 1: {NotifyType.text(t)}")
         elif NotifyType.is_error(t):
             q = None
             if len(n.spi) == 4:
