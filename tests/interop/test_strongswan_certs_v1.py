@@ -15,6 +15,7 @@ itself and the namespaces live for the module.
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -215,6 +216,8 @@ def test_rsa_ikegate_initiates_v4_and_reset(cert_bed: CertBed) -> None:
     assert "authentication of '198.51.100.1' with RSA_EMSA_PKCS1_NULL successful" in log
     assert "received end entity cert \"C=CH, O=ikg, CN=ikegate\"" in log
     assert "received issuer cert \"C=CH, O=ikg, CN=Intermediate 2\"" in log
+    # MM5 (leaf + 2 intermediates + SIG, ~3.8 kB) went as IKEv1 fragments that strongSwan put together.
+    assert re.search(r"received fragment #\d+, reassembled fragmented IKE message \(3\d{3} bytes\)", log), log
     # reset ike sa on a certificate tunnel: the ISAKMP SA goes on both sides, the auto policy brings a new one.
     b = cert_bed.bed
     assert b.gw is not None
@@ -229,7 +232,10 @@ def test_rsa_ikegate_initiates_v4_and_reset(cert_bed: CertBed) -> None:
 def test_rsa_strongswan_initiates_v6(cert_bed: CertBed) -> None:
     cert_bed.start(family=6, initiator=False)
     _traffic(cert_bed, False)
-    assert "authentication of '2001:db8:ff::1' with RSA_EMSA_PKCS1_NULL successful" in cert_bed.bed.charon.log()
+    log = cert_bed.bed.charon.log()
+    assert "authentication of '2001:db8:ff::1' with RSA_EMSA_PKCS1_NULL successful" in log
+    # Its MM5 (leaf + SIG, ~1.7 kB) is split for the 1,280-byte IPv6 minimum: ikegate reassembled it.
+    assert re.search(r"splitting IKE message \(1\d{3} bytes\) into \d fragments", log), log
 
 
 @pytest.mark.cell("v1 certificates", "E", "ECDSA-P256 both ways (strongSwan initiates, then ikegate), IPv4")

@@ -29,6 +29,7 @@ from ikegate.ike.events import (
 )
 from ikegate.ike.v1 import certauth
 from ikegate.ike.v1 import crypto as c1
+from ikegate.ike.v1 import fragments as v1frag
 from ikegate.ike.v1 import proposals as p1props
 from ikegate.ike.v1.options import ExchangeMode, V1Options
 from ikegate.ike.v1.registry import (
@@ -124,6 +125,8 @@ class _Phase1:
     established_at: float | None = None
     life: float = 0.0
     auth_method: int = AuthMethod.PRE_SHARED  # the negotiated phase-1 Authentication Method
+    peer_frag: bool = False  # the peer announced the FRAGMENTATION vendor ID (and we do fragmentation)
+    frags: v1frag.Reassembler | None = None  # made on the first fragment received
     peer_cert: str = ""  # the subject of the peer's verified certificate
 
     @property
@@ -223,6 +226,8 @@ class Phase1Exchanges(EngineBase):
 
     def _vendor_ids(self, p: _Phase1, answer: bool) -> list[Payload]:
         out: list[Payload] = [VendorId(VID_DPD)]
+        if self.options.fragmentation.enabled and (not answer or p.peer_frag):
+            out.append(v1frag.vendor_id())  # a responder announces it only to an initiator that did
         cfg = p.config or self.config
         natt_on = cfg.nat_traversal if cfg is not None else True
         if natt_on:
@@ -239,6 +244,7 @@ class Phase1Exchanges(EngineBase):
         for vid in vids:
             p.peer_vendors.append(vendor_name(vid) or vid.hex())
         p.peer_dpd = p.peer_dpd or any(v[:16] == VID_DPD[:16] for v in vids)
+        p.peer_frag = p.peer_frag or (self.options.fragmentation.enabled and v1frag.peer_supports(payloads))
         cfg = p.config or self.config
         if cfg is not None and not cfg.nat_traversal:
             return
@@ -335,6 +341,32 @@ class Phase1Exchanges(EngineBase):
     @staticmethod
     def _id_payload(cfg: IkeSaConfig) -> Identification:
         return Identification(cfg.local_id[0], cfg.local_id[1])
+
+    def _emit(self, packet: bytes, route: tuple[Addr, Addr] | None = None) -> None:
+        """Every datagram leaves here: a Main or Aggressive Mode message larger than the fragment budget
+        goes as FRAGMENTATION fragments when the peer announced them (retransmissions too, the same
+        pieces each time)."""
+        p = self._p1 if packet[:8] == self._p1.cky_i else self._next
+        if p is None or not p.peer_frag or packet[18] not in (ExchangeType.ID_PROT, ExchangeType.AGGRESSIVE):
+            super()._emit(packet, route)
+            return
+        peer = route[1] if route is not None else self.peer
+        budget = self.options.fragmentation.budget(ipaddress.ip_address(peer[0]).version, natt=peer[1] != 500)
+        for piece in v1frag.fragment(packet, budget):
+            super()._emit(piece, route)
+
+    def _reassemble(self, p: _Phase1, msg: Message, now: float) -> bytes | None:
+        """A received fragment: the whole message once its last piece is in, else None. Fragments of a
+        peer that never announced them, and every bogus one, are counted and dropped."""
+        if not self.options.fragmentation.enabled:
+            self.stats.dropped += 1
+            return None
+        if p.frags is None:
+            p.frags = v1frag.Reassembler(self.options.fragmentation.limits)
+        before = p.frags.stats.dropped
+        whole = p.frags.add(msg, now)
+        self.stats.dropped += p.frags.stats.dropped - before
+        return whole
 
     def _p1_send(self, p: _Phase1, packet: bytes, now: float, *, expect_answer: bool) -> None:
         p.last_out = packet

@@ -85,6 +85,7 @@ from ikegate.ike.v1.quick import QUICK_LINGER, QuickModes, _pair_key, _Quick
 from ikegate.ike.v1.registry import (
     ExchangeType,
     NotifyType,
+    PayloadType,
     ProtocolId,
 )
 from ikegate.ike.v1.states import (
@@ -524,6 +525,11 @@ class IsakmpSa(QuickModes):
         p = self._find_p1(h) if not self._dead else None
         if p is None:
             self.stats.dropped += 1
+            return
+        if h.next_payload == PayloadType.FRAGMENT:
+            whole = self._reassemble(p, msg, now)
+            if whole is not None:
+                self._receive(whole, addr, now, local)  # never itself a fragment: recurses once
             return
         if h.exchange in (ExchangeType.ID_PROT, ExchangeType.AGGRESSIVE):
             self._on_phase1(p, msg, data[: h.length], addr, now, local)
