@@ -16,31 +16,25 @@ itself and the namespaces live for the module.
 from __future__ import annotations
 
 import re
+import shutil
 import subprocess
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from tests.interop import swan
 from tests.interop.netns import (
     GW_A_LAN,
-    HOST_A,
     SITE_A_V4,
-    SITE_A_V6,
     WAN_A,
     WAN_B,
     Lab,
-    make_site,
     route_into_tun,
-    wan,
 )
 from tests.interop.netns import skip_reason as netns_skip_reason
-from tests.interop.test_strongswan import IKG_LAN, SW_HOST, SW_LAN, V1, Bed
-from tests.interop.vrp import GatewayConfig, acl_rule, display_json, start_ikegate
+from tests.interop.test_strongswan import IKG_LAN, SW_LAN, V1, Bed, make_bed, show_logs
+from tests.interop.vrp import GatewayConfig, acl_rule, start_ikegate
 from tests.waiting import wait_for
 
 pytestmark = pytest.mark.interop
@@ -154,10 +148,6 @@ class CertBed:
         b.gw = start_ikegate(b.lab, b.site.gw, "gwa", config)
         route_into_tun(b.site.gw, [SW_LAN[4], SW_LAN[6]])
 
-    def offline(self) -> list[dict[str, Any]]:
-        assert self.bed.gw is not None
-        return list(display_json(self.bed.gw, "display ike offline-info")["offline"])
-
 
 @dataclass
 class CertConfig(GatewayConfig):
@@ -173,27 +163,21 @@ class CertConfig(GatewayConfig):
 
 @pytest.fixture(scope="module")
 def cert_bed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CertBed]:
-    for reason in (netns_skip_reason(), swan.skip_reason()):
-        if reason:
-            pytest.skip(reason)
-    if subprocess.run(["which", "pki"], capture_output=True, check=False).returncode:
+    reason = netns_skip_reason()
+    if reason:
+        pytest.skip(reason)
+    if shutil.which("pki") is None:
         pytest.skip("strongSwan's pki tool (strongswan-pki) missing")
     files = tmp_path_factory.mktemp("pki")
     make_pki(files)
     lab = Lab(tmp_path_factory.mktemp("lab"))
+    bed = None
     try:
-        site = make_site(lab, "A", HOST_A, GW_A_LAN, SITE_A_V4, SITE_A_V6)
-        sw = lab.netns("swan", forwarding=True)
-        wan(lab, site.gw, sw)
-        sw.addr("lo", f"{SW_HOST[4]}/32")
-        charon = swan.Charon(lab, sw, lab.workdir / "swan")
-        charon.start()
-        yield CertBed(Bed(lab, site, sw, charon), files)
+        bed = make_bed(lab)  # test_strongswan.py's topology and charon, once for the module
+        yield CertBed(bed, files)
     finally:
-        log = lab.workdir / "gwa.log"
-        sys.stderr.write(f"\n--- ikegate log ---\n{log.read_text()[-3000:] if log.exists() else ''}")
-        charon_log = lab.workdir / "swan" / "charon.log"
-        sys.stderr.write(f"\n--- charon log ---\n{charon_log.read_text()[-5000:] if charon_log.exists() else ''}\n")
+        if bed is not None:
+            show_logs(bed)
         lab.close()
 
 

@@ -4,6 +4,8 @@ still make the message; bogus fragments are counted and dropped without touching
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from ikegate.ike.events import IkeSaEstablished
 from ikegate.ike.fragments import FragmentationConfig, FragmentLimits, message_budget
 from ikegate.ike.v1.registry import VID_FRAGMENTATION, ExchangeType, PayloadType
@@ -32,6 +34,16 @@ def _cert_pair(i_opts: V1Options | None = None, r_opts: V1Options | None = None)
 
 def _is_fragment(d: bytes) -> bool:
     return d[16] == PayloadType.FRAGMENT
+
+
+def _holding(held: list[bytes]) -> Callable[[bytes, str], bool]:
+    """A drop rule for ``Pair.transfer`` that keeps the initiator's fragments in ``held`` instead."""
+    def hold(data: bytes, who: str) -> bool:
+        if who == "i" and _is_fragment(data):
+            held.append(data)
+            return True
+        return False
+    return hold
 
 
 def _fragment_number(d: bytes) -> int:
@@ -84,13 +96,7 @@ def test_lost_fragment_recovered_by_retransmission() -> None:
 def test_reordered_and_duplicated_fragments() -> None:
     pair = _cert_pair()
     held: list[bytes] = []
-
-    def hold(data: bytes, who: str) -> bool:
-        if who == "i" and _is_fragment(data):
-            held.append(data)
-            return True
-        return False
-
+    hold = _holding(held)
     pair.initiator.initiate(pair.now, child())
     pair.transfer(hold)
     assert len(held) >= 2 and not pair.events("r", IkeSaEstablished)
@@ -110,13 +116,7 @@ def test_bogus_fragments_counted_dropped_and_bounded() -> None:
     opts = V1Options(fragmentation=FragmentationConfig(limits=limits))
     pair = _cert_pair(r_opts=opts)
     held: list[bytes] = []
-
-    def hold(data: bytes, who: str) -> bool:
-        if who == "i" and _is_fragment(data):
-            held.append(data)
-            return True
-        return False
-
+    hold = _holding(held)
     pair.initiator.initiate(pair.now, child())
     pair.transfer(hold)
     responder = pair.responder
