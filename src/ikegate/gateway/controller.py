@@ -38,6 +38,7 @@ from ikegate.gateway.device import GatewayStats, LogSink
 from ikegate.gateway.keylog import EspKeys, Ikev1Keys, Ikev2Keys, KeyRecord
 from ikegate.gateway.translate import Connection, Flow, PolicyKind
 from ikegate.ike.core import ts as tsmod
+from ikegate.ike.core.auth import Authenticator
 from ikegate.ike.core.child import ChildSa
 from ikegate.ike.core.config import Addr, ChildSaConfig, IkeProposalSpec, IkeSaConfig
 from ikegate.ike.core.engine import Engine
@@ -1322,19 +1323,33 @@ class _Responder:
         return self._cached(("auth", peer[0], id_type, id_data), lambda: self._find_auth(peer, id_type, id_data))
 
     def _find_auth(self, peer: Addr, id_type: int, id_data: bytes) -> list[IkeSaConfig]:
+        """PSK peers whose ``remote-id`` is this ID (or who have none), and certificate peers, whose
+        certificate check decides (the ID must be bound to the certificate, ``remote-id`` match it)."""
         out: list[IkeSaConfig] = []
         gw = self._gw
         for p in self._peers_for(peer[0]):
-            if p.pre_shared_key is None:
-                continue
             cfg = translate.ike_config(gw.config, p, None, ike_port=gw.ike_port, natt_port=gw.natt_port,
                                        retransmit_tries=gw.retransmit_tries, version=self._version)
-            if cfg.remote_id is not None and cfg.remote_id != (id_type, id_data):
-                continue
+            if cfg.auth is None:
+                if p.pre_shared_key is None:
+                    continue
+                if cfg.remote_id is not None and cfg.remote_id != (id_type, id_data):
+                    continue
             local = self._local_for(peer)
-            cfg.local_id = translate.identity(p.local_id_type, p.local_id, local) or cfg.local_id
+            cfg.local_id = translate.local_identity(gw.config, p, local) or cfg.local_id
             out.append(cfg)
         return out
+
+    def announce(self, peer: Addr) -> Authenticator | None:
+        return self._cached(("announce", peer[0]), lambda: self._find_announce(peer))
+
+    def _find_announce(self, peer: Addr) -> Authenticator | None:
+        gw = self._gw
+        for p in self._peers_for(peer[0]):
+            if translate.auth_settings(gw.config, p).uses_certificates:
+                return translate.ike_config(gw.config, p, None, ike_port=gw.ike_port, natt_port=gw.natt_port,
+                                            version=self._version).auth
+        return None
 
     def _local_for(self, peer: Addr) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
         addrs = self._gw.config.local_addresses()

@@ -33,9 +33,17 @@ _FLAG_R = int(HeaderFlag.RESPONSE)
 
 
 class _Fail(Refusal):
-    """Inside request processing: answer with this Notify instead of a normal response."""
+    """Inside request processing: answer with this Notify instead of a normal response. ``kind`` labels
+    an authentication failure for the metrics."""
 
     names = NotifyType
+    kind = ""
+
+    @classmethod
+    def auth(cls, reason: str, kind: str) -> _Fail:
+        fail = cls(NotifyType.AUTHENTICATION_FAILED, detail=reason)
+        fail.kind = kind
+        return fail
 
 
 @dataclass(slots=True, eq=False, kw_only=True)
@@ -174,7 +182,7 @@ class Exchanges(EngineBase):
             answer = [Notify(exc.notify, data=exc.data)]
             if h.exchange == ExchangeType.IKE_AUTH:
                 self._answer(gen, h, answer, data)
-                self._fail(now, exc.notify, str(exc))
+                self._fail(now, exc.notify, str(exc), exc.kind)
                 return
         self._answer(gen, h, answer, data)
         after = self._after_answer
@@ -271,7 +279,7 @@ class Exchanges(EngineBase):
     def _retire(self, gen: _Gen) -> None:
         raise NotImplementedError
 
-    def _fail(self, now: float, notify: int, detail: str) -> None:
+    def _fail(self, now: float, notify: int, detail: str, kind: str = "") -> None:
         raise NotImplementedError
 
     def _die(self, now: float, reason: DeleteReason) -> None:
