@@ -124,7 +124,7 @@ def test_psk_authenticator_signs_verifies_and_hides_the_key() -> None:
         with pytest.raises(AuthFailure, match="does not verify") as info:
             key.verify(prf, octets, method, data, peer)
         assert info.value.kind == "bad-psk"
-    with pytest.raises(AuthFailure, match="^peer uses an authentication method not configured: RSA signature$"):
+    with pytest.raises(AuthFailure, match=r"^peer uses an authentication method not configured: RSA signature$"):
         auth.verify(prf, b"octets", AuthMethod.RSA_SIG, mac, peer)
     assert "very-secret" not in repr(auth)
     # IKEv1: the PSK enters SKEYID = prf(PSK, Ni | Nr)

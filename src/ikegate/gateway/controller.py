@@ -872,6 +872,19 @@ class Gateway:
             self.stats.negotiations_failed[reason] = self.stats.negotiations_failed.get(reason, 0) + 1
             self._log("IKE", 4, "NEGOTIATION_FAILED",
                       f"IKE negotiation failed. (RemoteAddress={event.sa.peer[0]}, Reason={event.detail})")
+            if event.auth_failure:
+                self._auth_refused(event.sa, event.auth_failure, event.detail, now)
+
+    def _auth_refused(self, sa: Engine, kind: str, reason: str, now: float) -> None:
+        """An authentication failed with a known cause: count it by kind and keep its reason in the
+        offline history (a negotiation that never came up records nothing else there)."""
+        self.stats.auth_failure_reasons[kind] = self.stats.auth_failure_reasons.get(kind, 0) + 1
+        entry = self.sad.get(sa.handle) if isinstance(sa.handle, int) else None
+        if entry is not None:
+            self.sad.offline.record_sa(entry, reason, now)
+        else:  # a responder's SA enters the SA database only once it is up
+            self.sad.offline.record(peer_address=sa.peer[0], peer_port=sa.peer[1], reason=reason,
+                                    version=sa.version, time=now, placement=self.placements[0])
 
     def _auth_failed(self, source: str, now: float) -> None:
         """A peer failed to authenticate to us: count it against its address; over the limit, refuse it."""
