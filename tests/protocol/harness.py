@@ -14,6 +14,7 @@ from ikegate.ike.core import ts as tsmod
 from ikegate.ike.core.auth import Authenticator
 from ikegate.ike.core.config import Addr, ChildSaConfig, EspProposalSpec, IkeProposalSpec, IkeSaConfig
 from ikegate.ike.events import IkeEvent
+from ikegate.ike.fragments import FragmentationConfig
 from ikegate.ike.v2.sa import IkeSa
 from ikegate.ike.wire.registry import DhId, EncrId, IntegId, PrfId
 from ikegate.ike.wire.v2 import TrafficSelector
@@ -60,6 +61,9 @@ class StaticPolicy:
 
     def announce(self, peer: Addr) -> Authenticator | None:
         return self.config.auth
+
+    def fragmentation(self, peer: Addr) -> FragmentationConfig | None:
+        return self.config.fragmentation
 
     def select_child(self, sa: IkeSa, tsi: list[TrafficSelector], tsr: list[TrafficSelector]) -> ChildSaConfig | None:
         for c in self.children:

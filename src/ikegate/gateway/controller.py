@@ -56,6 +56,7 @@ from ikegate.ike.events import (
     InitialContact,
     NegotiationFailed,
 )
+from ikegate.ike.fragments import FragmentationConfig
 from ikegate.ike.v1.registry import NotifyType as V1NotifyType
 from ikegate.ike.v1.sa import ExchangeMode as V1Mode
 from ikegate.ike.v1.sa import IsakmpSa, V1Options
@@ -1352,6 +1353,12 @@ class _Responder:
             cfg.local_id = translate.local_identity(gw.config, p, local) or cfg.local_id
             out.append(cfg)
         return out
+
+    def fragmentation(self, peer: Addr) -> FragmentationConfig | None:
+        """The first peer at this address that fragments (certificate peers do by default)."""
+        return self._cached(("fragmentation", peer[0]), lambda: next(
+            (f for p in self._peers_for(peer[0]) if (f := translate.fragmentation(self._gw.config, p)) is not None),
+            None))
 
     def announce(self, peer: Addr) -> Authenticator | None:
         return self._cached(("announce", peer[0]), lambda: self._find_announce(peer))

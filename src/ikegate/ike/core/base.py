@@ -178,6 +178,8 @@ class EngineBase(EspLiveness):
             return
         self.stats.retransmits += 1
         self._emit(req.packet)
+        for fragment in req.more:  # RFC 7383 §2.6.1: every fragment again
+            self._emit(fragment)
 
     def _unhook(self, req: Retransmission) -> None:
         """Forget a request that timed out, before its ``on_timeout`` runs (IKEv1's handlers do it)."""

@@ -10,6 +10,7 @@ import enum
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
+from ikegate.ike.fragments import FragmentationConfig
 from ikegate.ike.wire.v2 import TrafficSelector
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -86,6 +87,8 @@ class IkeSaConfig:
     handle: object = None
     children: list[ChildSaConfig] = field(default_factory=list)
     auth: Authenticator | None = None
+    #: IKE fragmentation (RFC 7383 / the IKEv1 extension): announced and used when set; None: off.
+    fragmentation: FragmentationConfig | None = None
 
 
 class ResponderPolicy(Protocol):
@@ -100,6 +103,11 @@ class ResponderPolicy(Protocol):
     def authenticate(self, peer: Addr, id_type: int, id_data: bytes) -> list[IkeSaConfig]:
         """Candidate peer configurations for this identity, best first; the credentials that verify
         (PSK, or certificate and signature) decide among them."""
+        ...
+
+    def fragmentation(self, peer: Addr) -> FragmentationConfig | None:
+        """Whether our IKE_SA_INIT answer to this address announces fragmentation support, and with
+        which settings the SA then fragments and reassembles; None: it does not."""
         ...
 
     def announce(self, peer: Addr) -> Authenticator | None:

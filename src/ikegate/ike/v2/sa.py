@@ -62,6 +62,7 @@ from ikegate.ike.events import (
     InitialContact,
     NegotiationFailed,
 )
+from ikegate.ike.v2 import fragments
 from ikegate.ike.v2 import proposals as props
 from ikegate.ike.v2.certs import (
     cert_payloads,
@@ -181,6 +182,7 @@ class IkeSa(ChildExchanges):
         #: What the peer's IKE_SA_INIT announced for signatures: RFC 7427 hashes, CERTREQ CA hashes.
         self._peer_hashes: list[int] | None = None
         self._peer_certreq = b""
+        self._frag = None
         self._after_answer: Callable[[float], None] | None = None
         self._last_sent = now
 
@@ -249,6 +251,8 @@ class IkeSa(ChildExchanges):
         times: list[float] = []
         for req in self._requests():
             times.append(req.deadline)
+        if self._frag is not None:
+            times += [t for g in self._gens() if g.frags is not None and (t := g.frags.next_deadline()) is not None]
         for t in (self._deadline, self._rekey_at, self._expire_at):
             if t is not None:
                 times.append(t)
@@ -265,6 +269,10 @@ class IkeSa(ChildExchanges):
         for req in self._requests():
             if req.deadline <= now:
                 self._retransmit(req, now)
+        if self._frag is not None:
+            for g in self._gens():
+                if g.frags is not None:
+                    g.frags.expire(now)
         if self.state is State.DEAD:
             return
         if self._deadline is not None and now >= self._deadline:
@@ -383,6 +391,8 @@ class IkeSa(ChildExchanges):
                 Notify(NotifyType.NAT_DETECTION_DESTINATION_IP, data=natd_hash(self._spi_i, bytes(8), self.peer)),
             ]
         payloads += hash_algorithms_payloads(authenticator_for(self.config).hash_algorithms())
+        if self.config.fragmentation is not None and self.config.fragmentation.enabled:
+            payloads.append(fragments.supported_notify())
         header = Header(self._spi_i, bytes(8), 0, ExchangeType.IKE_SA_INIT, _FLAG_I, 0)
         self._init_request = encode_message(header, payloads)
         self._init_req = self._window.arm(_Request(
@@ -457,6 +467,10 @@ class IkeSa(ChildExchanges):
             # hashes we sign and verify with (RFC 7427 §4).
             payloads += certreq_payloads(announced.certreq())
             payloads += hash_algorithms_payloads(announced.hash_algorithms())
+        frag = self.policy.fragmentation(self.peer)
+        if frag is not None and frag.enabled and fragments.announced(msg.payloads):
+            payloads.append(fragments.supported_notify())  # §2.3: only in answer to the initiator's
+            self._frag = frag
         header = Header(h.spi_i, self._spi_r, 0, ExchangeType.IKE_SA_INIT, _FLAG_R, 0)
         self._init_response = encode_message(header, payloads)
         self._install_gen(chosen, g_ir, we_init=False, seed=None)
@@ -505,6 +519,9 @@ class IkeSa(ChildExchanges):
         self._init_response = data[: h.length]
         self._peer_hashes = hash_algorithms_of(msg.payloads)
         self._peer_certreq = certreq_of(msg.payloads)
+        frag = self.config.fragmentation
+        if frag is not None and frag.enabled and fragments.announced(msg.payloads):
+            self._frag = frag
         self._check_natd(msg, self._spi_i, h.spi_r)
         if self.udp_encap:
             self._float(self.config.natt_port)
@@ -551,7 +568,8 @@ class IkeSa(ChildExchanges):
         ctx_i = SkContext.build(encr, integ, keys.sk_ei, keys.sk_ai)
         ctx_r = SkContext.build(encr, integ, keys.sk_er, keys.sk_ar)
         gen = _Gen(spi_i, spi_r, we_init, prf, keys,
-                   out=ctx_i if we_init else ctx_r, inp=ctx_r if we_init else ctx_i, chosen=chosen)
+                   out=ctx_i if we_init else ctx_r, inp=ctx_r if we_init else ctx_i, chosen=chosen,
+                   frags=fragments.Reassembler(self._frag.limits) if self._frag is not None else None)
         if first:
             # The IKE_SA_INIT exchange used message ID 0 of the initiator's request window (RFC 7296
             # §2.2): its next request, IKE_AUTH, is ID 1, and that is what the responder must expect. The
@@ -842,6 +860,16 @@ class IkeSa(ChildExchanges):
         if gen in self._retiring:
             self._retiring.remove(gen)
             gen.req = None
+            if gen.frags is not None:
+                gen.frags.clear()
+
+    def _gens(self) -> list[_Gen]:
+        return ([self._gen] if self._gen else []) + self._retiring
+
+    @property
+    def fragmentation(self) -> bool:
+        """RFC 7383 fragmentation was negotiated (both ends announced it)."""
+        return self._frag is not None
 
     def _on_informational(self, gen: _Gen, payloads: list[Payload], now: float
                           ) -> tuple[list[Payload], DeleteReason | None]:
