@@ -9,7 +9,9 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from ikegate.cli.loader import load_config
+from ikegate.cli.render import ike_info
 from ikegate.gateway.controller import Gateway
+from ikegate.mgmt.records import entry_record
 from ikegate.sad import IkeSaEntry
 from tests.protocol.netsim import Net, lab_config
 from tests.unit import pki_factory as f
@@ -119,6 +121,23 @@ def test_psk_and_certificate_peers_side_by_side(tmp_path: Path) -> None:
     b1_sa = next(e for e in b1.sad.entries() if isinstance(e, IkeSaEntry)).handle
     assert b1_sa.peer_auth.subject == "C=CN, O=ikegate, CN=hq.example"
     assert hq.stats.auth_failure_reasons == {}
+
+
+def test_display_ike_sa_verbose_and_json_show_the_method_and_certificate(tmp_path: Path) -> None:
+    net, hq, b1, b2 = cert_lab(tmp_path)
+    entries = {e.peer_address.exploded: e for e in hq.sad.entries() if isinstance(e, IkeSaEntry)}
+    cert, psk = entries["127.0.0.12"], entries["127.0.0.13"]
+    text = ike_info.verbose([cert, psk], {}, net.now)
+    assert "  Authentication method        : DIGITAL_SIG (RSASSA-PKCS1-v1_5 with SHA-256)" in text
+    assert "  Peer certificate             : C=CN, O=ikegate, CN=b1.example" in text
+    assert "  Authentication method        : PRE_SHARED" in text
+    assert sum(1 for line in text if "Peer certificate" in line) == 1
+    record = entry_record(cert, net.now)
+    assert record["auth_method"].startswith("DIGITAL_SIG") and record["peer_certificate"].endswith("CN=b1.example")
+    assert entry_record(psk, net.now)["peer_certificate"] == ""
+    b1_entry = next(e for e in b1.sad.entries() if isinstance(e, IkeSaEntry))
+    assert b1_entry.auth_method == "DIGITAL_SIG (ECDSA with SHA-256)"
+    assert b1_entry.peer_certificate == "C=CN, O=ikegate, CN=hq.example"
 
 
 def test_reset_on_a_certificate_tunnel_renegotiates_as_psk(tmp_path: Path) -> None:

@@ -976,7 +976,9 @@ class Gateway:
         self.sad.set_peer_identity(entry.conn_id, peer_type, peer_id)
         entry.encryption, entry.integrity = algs.get("encryption", ""), algs.get("integrity", "")
         entry.prf, entry.dh = algs.get("prf", ""), algs.get("dh", "")
-        entry.auth_method = "PRE_SHARED"
+        verdict = sa.peer_auth
+        entry.auth_method = verdict.text if verdict is not None else "PRE_SHARED"
+        entry.peer_certificate = verdict.subject if verdict is not None else ""
         entry.created = now
         if sa.config is not None:
             entry.lifetime_hard = int(sa.config.lifetime)

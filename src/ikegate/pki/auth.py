@@ -151,11 +151,12 @@ class AuthSettings:
             raise AuthError(str(exc), exc.kind) from None
         return verified
 
-    def verify_signature(self, verified: VerifiedChain, method: int, octets: bytes, data: bytes) -> None:
-        """The peer's AUTH payload (IKEv2) against its verified certificate's key."""
+    def verify_signature(self, verified: VerifiedChain, method: int, octets: bytes, data: bytes) -> Scheme | None:
+        """The peer's AUTH payload (IKEv2) against its verified certificate's key; the RFC 7427 scheme
+        it used (None for the classic methods)."""
         self.check_method(method)
         try:
-            auth_verify(method, verified.certificate.public_key(), octets, data)  # type: ignore[arg-type]
+            return auth_verify(method, verified.certificate.public_key(), octets, data)  # type: ignore[arg-type]
         except SignatureError as exc:
             raise AuthError(f"peer AUTH does not verify: {exc}", Failure.SIGNATURE) from None
 
@@ -213,8 +214,8 @@ class CertificateAuthenticator:
     def verify(self, prf: PrfAlg, octets: bytes, method: int, data: bytes, peer: PeerCredentials) -> Verdict:
         self.settings.check_method(method)
         verified = self._peer_chain(peer)
-        self.settings.verify_signature(verified, method, octets, data)
-        return Verdict(method, dn_text(verified.certificate.subject))
+        scheme = self.settings.verify_signature(verified, method, octets, data)
+        return Verdict(method, dn_text(verified.certificate.subject), scheme.name if scheme is not None else "")
 
     def sign_hash(self, hash_value: bytes) -> bytes:
         return self.settings.sign_v1(hash_value)

@@ -75,10 +75,30 @@ class PeerCredentials:
 
 @dataclass(frozen=True, slots=True)
 class Verdict:
-    """An authenticated peer: the AUTH method it used and, for certificates, its subject (for displays)."""
+    """An authenticated peer, for displays: the AUTH method it used, for RFC 7427 the signature scheme
+    (``ECDSA with SHA-256``), for certificates its subject."""
 
     method: int
     subject: str = ""
+    scheme: str = ""
+
+    @property
+    def text(self) -> str:
+        """``PRE_SHARED``, ``RSA_SIG``, ``ECDSA_SIG``, ``DIGITAL_SIG (RSASSA-PSS with SHA-256)``."""
+        name = DISPLAY_NAMES.get(self.method, f"METHOD_{self.method}")
+        return f"{name} ({self.scheme})" if self.scheme else name
+
+
+#: ``display ike sa verbose`` names of the AUTH methods (the USG's ``PRE_SHARED`` style).
+DISPLAY_NAMES: dict[int, str] = {
+    AuthMethod.RSA_SIG: "RSA_SIG",
+    AuthMethod.SHARED_KEY_MIC: "PRE_SHARED",
+    AuthMethod.DSS_SIG: "DSS_SIG",
+    AuthMethod.ECDSA_SHA256_P256: "ECDSA_SIG",
+    AuthMethod.ECDSA_SHA384_P384: "ECDSA_SIG",
+    AuthMethod.ECDSA_SHA512_P521: "ECDSA_SIG",
+    AuthMethod.DIGITAL_SIGNATURE: "DIGITAL_SIG",
+}
 
 
 class Authenticator(Protocol):
