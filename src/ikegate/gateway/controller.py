@@ -1351,6 +1351,10 @@ class _Responder:
                     continue
                 if cfg.remote_id is not None and cfg.remote_id != (id_type, id_data):
                     continue
+            elif self._version == 1:
+                # The IKEv1 engine checks HASH_I as a PSK MAC; with a signature method's SKEYID (made of
+                # public values) that would prove nothing. Certificate peers wait for its SIG wiring.
+                continue
             local = self._local_for(peer)
             cfg.local_id = translate.local_identity(gw.config, p, local) or cfg.local_id
             out.append(cfg)
