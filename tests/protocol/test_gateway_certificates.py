@@ -5,15 +5,17 @@ history and the metrics with their reason; `reset ike sa` on a certificate tunne
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from ikegate.cli.loader import load_config
 from ikegate.cli.render import ike_info
 from ikegate.gateway.controller import Gateway
+from ikegate.ike.core.config import Addr
 from ikegate.mgmt.records import entry_record
 from ikegate.sad import IkeSaEntry
-from tests.protocol.netsim import Net, lab_config
+from tests.protocol.netsim import Net, ike_view, lab_config
 from tests.unit import pki_factory as f
 
 PSK_LAB = " pre-shared-key ikegate-lab-psk-0123\n"
@@ -83,9 +85,12 @@ def _load(text: str, directory: Path):  # type: ignore[no-untyped-def]
 LOGS: dict[str, list[str]] = {}
 
 
-def cert_lab(directory: Path, **kw: bool) -> tuple[Net, Gateway, Gateway, Gateway]:
+def cert_lab(directory: Path, drop: Callable[[bytes, Addr, Addr], bool] | None = None,
+             **kw: bool) -> tuple[Net, Gateway, Gateway, Gateway]:
     _certificates(directory, **kw)
     net = Net()
+    if drop is not None:
+        net.drop = drop
     LOGS.clear()
 
     def log(name: str):  # type: ignore[no-untyped-def]
@@ -171,3 +176,28 @@ def test_revoked_certificate_refused_with_reason(tmp_path: Path) -> None:
     assert hq.stats.auth_failure_reasons.get("revoked", 0) >= 1
     reasons = [r.reason for r in hq.sad.offline.entries()]
     assert "revoked (CRL of C=CN, O=ikegate, CN=Test Intermediate CA, serial 51:51)" in reasons, reasons
+
+
+def test_fragmented_ike_auth_survives_a_lost_fragment(tmp_path: Path) -> None:
+    """Branch1's IKE_AUTH (its RSA certificate and the intermediate) goes as SKF fragments (certificate peers
+    fragment by default, 576-byte datagrams over IPv4); the first copy of fragment 2 is lost, the
+    retransmission of every fragment completes the message."""
+    seen: list[tuple[int, int]] = []
+
+    def drop(data: bytes, src: Addr, dst: Addr) -> bool:
+        ike = ike_view(data)
+        if len(ike) < 36 or ike[16] != 53 or ike[18] != 35:  # SKF payload first, IKE_AUTH
+            return False
+        number, total = int.from_bytes(ike[32:34], "big"), int.from_bytes(ike[34:36], "big")
+        seen.append((number, total))
+        assert len(data) <= 576 - 28
+        return src[0] == "127.0.0.12" and number == 2 and seen.count((2, total)) == 1
+
+    net, hq, b1, _ = cert_lab(tmp_path, drop=drop)
+    assert 2 not in phases(b1) and not b1_entries(hq)  # waiting for the retransmission
+    net.step(3.0)
+    assert phases(b1) == [1, 2] and b1_entries(hq)
+    totals = {t for _, t in seen}
+    assert max(totals) >= 3 and sum(1 for n, _ in seen if n == 2) >= 2
+    sa = next(e for e in b1.sad.entries() if isinstance(e, IkeSaEntry)).handle
+    assert sa.stats.retransmits >= 1
