@@ -309,8 +309,13 @@ def test_revoked_peer_refused(cb: CertBed) -> None:
     answer = cb.bed.charon.initiate(CHILD, timeout=20)
     assert answer.returncode != 0
     assert cb.bed.gw is not None
-    reasons = [r["reason"] for r in display_json(cb.bed.gw, "display ike offline-info")["offline"]]
-    assert any(r.startswith(f"revoked (CRL of {DN}inter, serial ") for r in reasons), reasons
+    gw = cb.bed.gw
+
+    def reasons() -> list[str]:
+        return [r["reason"] for r in display_json(gw, "display ike offline-info")["offline"]]
+
+    wait_for(lambda: any(r.startswith(f"revoked (CRL of {DN}inter, serial ") for r in reasons()),
+             what="the revocation in ikegate's offline history")
     gw_log = (cb.bed.lab.workdir / "gwa.log").read_text()
     assert "Reason=revoked (CRL of" in gw_log
     assert "received AUTHENTICATION_FAILED notify error" in cb.bed.charon.log()
