@@ -16,7 +16,7 @@ from ikegate.ike.v1.fragments import Reassembler
 from ikegate.ike.v1.registry import AuthMethod, NotifyType, PayloadType
 from ikegate.ike.v1.sa import IsakmpSa
 from ikegate.ike.v1.wire import Cert, CertReq, Message, Signature, decode_message
-from ikegate.pki.auth import AuthSettings, LocalCredential
+from ikegate.pki.auth import AuthSettings, CertificateAuthenticator, LocalCredential
 from ikegate.pki.names import dn_text
 from ikegate.policy.model import AuthenticationMethod, IdType
 from tests.protocol.harness_v1 import AGGRESSIVE, I_ADDR, R_ADDR, Pair, Side, child, ike, make_pair
@@ -51,12 +51,17 @@ I_EC = _leaf("initiator.example", I_ADDR[0], ecdsa=True, index=1)
 R_EC = _leaf("responder.example", R_ADDR[0], ecdsa=True, index=2)
 
 
+def at_now(settings: AuthSettings) -> CertificateAuthenticator:
+    """The certificate authenticator, its wall clock pinned to the test PKI's ``NOW``."""
+    return CertificateAuthenticator(settings, clock=lambda: NOW)
+
+
 def signer(own: Issued, *, cas: tuple[x509.Certificate, ...] = (PKI.root.cert,), send_chain: bool = True,
            crls: tuple[x509.CertificateRevocationList, ...] = (), remote_id: tuple[IdType, str] | None = None,
-           method: AuthenticationMethod = AuthenticationMethod.RSA_SIGNATURE) -> AuthSettings:
+           method: AuthenticationMethod = AuthenticationMethod.RSA_SIGNATURE) -> CertificateAuthenticator:
     chain = (PKI.intermediate.cert,) if own.cert.issuer == PKI.intermediate.cert.subject else ()
-    return AuthSettings(method, local=LocalCredential(own.cert, own.key, chain), send_chain=send_chain, cas=cas,
-                        crls=crls, remote_id=remote_id)
+    return at_now(AuthSettings(method, local=LocalCredential(own.cert, own.key, chain), send_chain=send_chain,
+                               cas=cas, crls=crls, remote_id=remote_id))
 
 
 def cert_ike(own: Issued, local: str, **kw: object) -> IkeSaConfig:
@@ -139,7 +144,8 @@ def test_signatures_establish_both_roles(i_own: Issued, r_own: Issued, method: i
     assert pair.events("i", ChildSaEstablished) and pair.events("r", ChildSaEstablished)
     for sa, other in ((pair.initiator, r_own), (pair.responder, i_own)):
         assert sa._p1.auth_method == method
-        assert sa._p1.peer_cert == dn_text(other.cert.subject)
+        assert sa.peer_auth is not None and sa.peer_auth.subject == dn_text(other.cert.subject)
+        assert sa.peer_auth.text == ("ECDSA_SIG" if ecdsa else "RSA_SIG")
     # What travelled: CERTREQ both ways, our certificate and the intermediate, a SIG and no HASH in phase 1.
     plain = whole_messages(pair.sent_i + pair.sent_r)
     assert any(isinstance(p, CertReq) for m in plain for p in m.payloads)
@@ -190,12 +196,12 @@ _NO_SIG_USAGE = certificate("initiator.example", rsa_key(2048, 21), PKI.intermed
     (signer(I_RSA), {"remote_id": (IdType.FQDN, "someone-else.example")},
      "remote-id fqdn:someone-else.example does not match", NotifyType.AUTHENTICATION_FAILED),
     (signer(_NO_SIG_USAGE), {}, "key usage does not allow signatures", NotifyType.AUTHENTICATION_FAILED),
-    (AuthSettings(AuthenticationMethod.RSA_SIGNATURE, local=LocalCredential(I_RSA.cert, rsa_key(2048, 30),
-                                                                           (PKI.intermediate.cert,)),
-                  send_chain=True, cas=(PKI.root.cert,)),
+    (at_now(AuthSettings(AuthenticationMethod.RSA_SIGNATURE,  # our certificate, another key signs
+                         local=LocalCredential(I_RSA.cert, rsa_key(2048, 30), (PKI.intermediate.cert,)),
+                         send_chain=True, cas=(PKI.root.cert,))),
      {}, "peer SIG does not verify", NotifyType.INVALID_SIGNATURE),
 ], ids=["expired", "not-yet-valid", "untrusted", "revoked", "id-mismatch", "remote-id", "key-usage", "bad-sig"])
-def test_responder_refuses_initiator_certificate(i_auth: AuthSettings, r_kw: dict[str, object], reason: str,
+def test_responder_refuses_initiator_certificate(i_auth: CertificateAuthenticator, r_kw: dict[str, object], reason: str,
                                                   notify: int) -> None:
     i_cfg = ike(psk=b"", auth=i_auth)
     r_cfg = ike(psk=b"", local_id=R_ADDR[0], auth=signer(R_RSA, **r_kw))  # type: ignore[arg-type]
@@ -203,6 +209,8 @@ def test_responder_refuses_initiator_certificate(i_auth: AuthSettings, r_kw: dic
     assert not pair.events("r", IkeSaEstablished) and not pair.events("i", IkeSaEstablished)
     fail = failure(pair, "r")
     assert reason in fail.detail and fail.notify == notify
+    assert fail.auth_failure == ("bad-signature" if notify == NotifyType.INVALID_SIGNATURE else fail.auth_failure)
+    assert fail.auth_failure not in ("", "bad-signature") or notify == NotifyType.INVALID_SIGNATURE
     assert pair.responder.stats.auth_failures == 1
     # The refusal reached the initiator as a Notify of that type (so its log names it too).
     assert failure(pair, "i").notify == notify
@@ -232,7 +240,7 @@ def test_ecdsa_certificate_under_rsa_method_refused() -> None:
 
 
 def test_no_local_certificate_fails_before_sending() -> None:
-    i_cfg = ike(psk=b"", auth=AuthSettings(AuthenticationMethod.RSA_SIGNATURE, cas=(PKI.root.cert,)))
+    i_cfg = ike(psk=b"", auth=at_now(AuthSettings(AuthenticationMethod.RSA_SIGNATURE, cas=(PKI.root.cert,))))
     pair = run(pair_with(i_cfg, [cert_ike(R_RSA, R_ADDR[0])]))
     assert pair.sent_i == []
     assert "no local certificate and key configured" in failure(pair, "i").detail

@@ -38,6 +38,7 @@ from ikegate.gateway.device import GatewayStats, LogSink
 from ikegate.gateway.keylog import EspKeys, Ikev1Keys, Ikev2Keys, KeyRecord
 from ikegate.gateway.translate import Connection, Flow, PolicyKind
 from ikegate.ike.core import ts as tsmod
+from ikegate.ike.core.auth import Authenticator
 from ikegate.ike.core.child import ChildSa
 from ikegate.ike.core.config import Addr, ChildSaConfig, IkeProposalSpec, IkeSaConfig
 from ikegate.ike.core.engine import Engine
@@ -55,6 +56,7 @@ from ikegate.ike.events import (
     InitialContact,
     NegotiationFailed,
 )
+from ikegate.ike.fragments import FragmentationConfig
 from ikegate.ike.v1.registry import NotifyType as V1NotifyType
 from ikegate.ike.v1.sa import ExchangeMode as V1Mode
 from ikegate.ike.v1.sa import IsakmpSa, V1Options
@@ -871,6 +873,19 @@ class Gateway:
             self.stats.negotiations_failed[reason] = self.stats.negotiations_failed.get(reason, 0) + 1
             self._log("IKE", 4, "NEGOTIATION_FAILED",
                       f"IKE negotiation failed. (RemoteAddress={event.sa.peer[0]}, Reason={event.detail})")
+            if event.auth_failure:
+                self._auth_refused(event.sa, event.auth_failure, event.detail, now)
+
+    def _auth_refused(self, sa: Engine, kind: str, reason: str, now: float) -> None:
+        """An authentication failed with a known cause: count it by kind and keep its reason in the
+        offline history (a negotiation that never came up records nothing else there)."""
+        self.stats.auth_failure_reasons[kind] = self.stats.auth_failure_reasons.get(kind, 0) + 1
+        entry = self.sad.get(sa.handle) if isinstance(sa.handle, int) else None
+        if entry is not None:
+            self.sad.offline.record_sa(entry, reason, now)
+        else:  # a responder's SA enters the SA database only once it is up
+            self.sad.offline.record(peer_address=sa.peer[0], peer_port=sa.peer[1], reason=reason,
+                                    version=sa.version, time=now, placement=self.placements[0])
 
     def _auth_failed(self, source: str, now: float) -> None:
         """A peer failed to authenticate to us: count it against its address; over the limit, refuse it."""
@@ -961,7 +976,9 @@ class Gateway:
         self.sad.set_peer_identity(entry.conn_id, peer_type, peer_id)
         entry.encryption, entry.integrity = algs.get("encryption", ""), algs.get("integrity", "")
         entry.prf, entry.dh = algs.get("prf", ""), algs.get("dh", "")
-        entry.auth_method = "PRE_SHARED"
+        verdict = sa.peer_auth
+        entry.auth_method = verdict.text if verdict is not None else "PRE_SHARED"
+        entry.peer_certificate = verdict.subject if verdict is not None else ""
         entry.created = now
         if sa.config is not None:
             entry.lifetime_hard = int(sa.config.lifetime)
@@ -1322,19 +1339,39 @@ class _Responder:
         return self._cached(("auth", peer[0], id_type, id_data), lambda: self._find_auth(peer, id_type, id_data))
 
     def _find_auth(self, peer: Addr, id_type: int, id_data: bytes) -> list[IkeSaConfig]:
+        """PSK peers whose ``remote-id`` is this ID (or who have none), and certificate peers, whose
+        certificate check decides (the ID must be bound to the certificate, ``remote-id`` match it)."""
         out: list[IkeSaConfig] = []
         gw = self._gw
         for p in self._peers_for(peer[0]):
             cfg = translate.ike_config(gw.config, p, None, ike_port=gw.ike_port, natt_port=gw.natt_port,
                                        retransmit_tries=gw.retransmit_tries, version=self._version)
-            if p.pre_shared_key is None and not (cfg.auth is not None and cfg.auth.uses_certificates):
-                continue
-            if cfg.remote_id is not None and cfg.remote_id != (id_type, id_data):
-                continue
+            if cfg.auth is None:
+                if p.pre_shared_key is None:
+                    continue
+                if cfg.remote_id is not None and cfg.remote_id != (id_type, id_data):
+                    continue
             local = self._local_for(peer)
-            cfg.local_id = translate.identity(p.local_id_type, p.local_id, local) or cfg.local_id
+            cfg.local_id = translate.local_identity(gw.config, p, local) or cfg.local_id
             out.append(cfg)
         return out
+
+    def fragmentation(self, peer: Addr) -> FragmentationConfig | None:
+        """The first peer at this address that fragments (certificate peers do by default)."""
+        return self._cached(("fragmentation", peer[0]), lambda: next(
+            (f for p in self._peers_for(peer[0]) if (f := translate.fragmentation(self._gw.config, p)) is not None),
+            None))
+
+    def announce(self, peer: Addr) -> Authenticator | None:
+        return self._cached(("announce", peer[0]), lambda: self._find_announce(peer))
+
+    def _find_announce(self, peer: Addr) -> Authenticator | None:
+        gw = self._gw
+        for p in self._peers_for(peer[0]):
+            if translate.auth_settings(gw.config, p).uses_certificates:
+                return translate.ike_config(gw.config, p, None, ike_port=gw.ike_port, natt_port=gw.natt_port,
+                                            version=self._version).auth
+        return None
 
     def _local_for(self, peer: Addr) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
         addrs = self._gw.config.local_addresses()

@@ -127,11 +127,6 @@ def message_iv(suite: Suite, last_phase1_block: bytes, message_id: int) -> bytes
     return suite.digest(last_phase1_block + message_id.to_bytes(4, "big"))[: suite.encr.block_size]
 
 
-def skeyid_signature(prf: PrfAlg, ni_b: bytes, nr_b: bytes, g_xy: bytes) -> bytes:
-    """SKEYID for signature authentication: prf(Ni_b | Nr_b, g^xy) (RFC 2409 §5)."""
-    return prf.compute(ni_b + nr_b, g_xy)
-
-
 def hash_i(prf: PrfAlg, skeyid: bytes, g_xi: bytes, g_xr: bytes, cky_i: bytes, cky_r: bytes, sai_b: bytes,
            idii_b: bytes) -> bytes:
     """HASH_I = prf(SKEYID, g^xi | g^xr | CKY-I | CKY-R | SAi_b | IDii_b) (RFC 2409 §5)."""

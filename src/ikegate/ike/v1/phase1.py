@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, TypeVar
 
-from ikegate.ike.core.auth import authenticator_for
+from ikegate.ike.core.auth import AuthFailure, Verdict, authenticator_for
 from ikegate.ike.core.base import EngineBase
 from ikegate.ike.core.child import ChildSa
 from ikegate.ike.core.config import Addr, ChildSaConfig, IkeSaConfig
@@ -71,7 +71,6 @@ from ikegate.ike.v1.wire import (
     encode_message,
     encode_payloads,
 )
-from ikegate.pki.auth import AuthError
 
 if TYPE_CHECKING:  # pragma: no cover
     from ikegate.ike.v1.quick import _Quick
@@ -85,9 +84,14 @@ REKEY_RETRY = 30.0
 
 
 class _Fail(Refusal):
-    """Inside message processing: refuse with this Notify."""
+    """Inside message processing: refuse with this Notify; ``kind`` labels an authentication failure
+    (``AuthFailure.kind``) for the metrics."""
 
     names = NotifyType
+
+    def __init__(self, notify: int, detail: str = "", data: bytes = b"", kind: str = "") -> None:
+        super().__init__(notify, detail, data)
+        self.kind = kind
 
 
 @dataclass(slots=True, eq=False)
@@ -127,7 +131,7 @@ class _Phase1:
     auth_method: int = AuthMethod.PRE_SHARED  # the negotiated phase-1 Authentication Method
     peer_frag: bool = False  # the peer announced the FRAGMENTATION vendor ID (and we do fragmentation)
     frags: v1frag.Reassembler | None = None  # made on the first fragment received
-    peer_cert: str = ""  # the subject of the peer's verified certificate
+    verdict: Verdict | None = None  # how a certificate peer authenticated (method, subject)
 
     @property
     def signing(self) -> bool:
@@ -281,9 +285,9 @@ class Phase1Exchanges(EngineBase):
         assert cfg is not None
         try:
             p.auth_method = certauth.method_of(cfg)
-        except AuthError as exc:
+        except AuthFailure as exc:
             self.stats.auth_failures += 1
-            self._p1_failed(p, now, 0, str(exc))
+            self._p1_failed(p, now, 0, str(exc), str(exc.kind))
             return
         if self.options.mode is ExchangeMode.AGGRESSIVE:
             p.mode = ExchangeMode.AGGRESSIVE
@@ -316,9 +320,9 @@ class Phase1Exchanges(EngineBase):
             return [Hash(hash_value)]
         try:
             return certauth.proof(cfg, hash_value)
-        except AuthError as exc:
+        except AuthFailure as exc:
             self.stats.auth_failures += 1
-            raise _Fail(NotifyType.AUTHENTICATION_FAILED, str(exc)) from None
+            raise _Fail(NotifyType.AUTHENTICATION_FAILED, str(exc), kind=str(exc.kind)) from None
 
     def _check_proof(self, p: _Phase1, cfg: IkeSaConfig, payloads: list[Payload], peer_id: Identification,
                      hash_value: bytes, *, count: bool = True) -> None:
@@ -329,14 +333,14 @@ class Phase1Exchanges(EngineBase):
             if auth is None or not c1.compare(hash_value, auth.data):
                 self.stats.auth_failures += count
                 raise _Fail(NotifyType.AUTHENTICATION_FAILED, "HASH_R does not verify" if p.we_init
-                            else "HASH_I does not verify")
+                            else "HASH_I does not verify", kind="bad-psk")
             return
         try:
-            cert = certauth.verify(cfg, p.auth_method, payloads, peer_id, hash_value)
-        except AuthError as exc:
+            verdict = certauth.verify(cfg, p.auth_method, payloads, peer_id, hash_value)
+        except AuthFailure as exc:
             self.stats.auth_failures += count
-            raise _Fail(certauth.notify_for(exc), str(exc)) from None
-        p.peer_cert = certauth.subject_of(cert)
+            raise _Fail(certauth.notify_for(exc), str(exc), kind=str(exc.kind)) from None
+        p.verdict = verdict
 
     @staticmethod
     def _id_payload(cfg: IkeSaConfig) -> Identification:
@@ -377,15 +381,15 @@ class Phase1Exchanges(EngineBase):
         hint = TIMEOUT_HINTS.get(p.state)
         self._p1_failed(p, now, 0, hint or f"no answer in state {p.state.value}")
 
-    def _p1_failed(self, p: _Phase1, now: float, notify: int, detail: str) -> None:
+    def _p1_failed(self, p: _Phase1, now: float, notify: int, detail: str, kind: str = "") -> None:
         if p is self._next:
             self._next = None
             self._rekey_at = now + REKEY_RETRY  # the current ISAKMP SA carries on; try again later
             return
         if p is self._p1:
-            self._fail(now, notify, detail)
+            self._fail(now, notify, detail, kind)
 
-    def _refuse_p1(self, p: _Phase1, exchange: int, notify: int, detail: str, now: float) -> None:
+    def _refuse_p1(self, p: _Phase1, exchange: int, notify: int, detail: str, now: float, kind: str = "") -> None:
         """Informational with the error, then give up: protected when both ends surely hold the same
         phase-1 keys (signature authentication, whose keys depend on no credential, refused after
         MM5/MM6 or AM2/AM3 decrypted; strongSwan ignores an unprotected one then), else unprotected
@@ -396,7 +400,7 @@ class Phase1Exchanges(EngineBase):
             header = Header(p.cky_i, p.cky_r, 0, ExchangeType.INFORMATIONAL, 0, 0)
             self._emit(encode_message(header, [Notify(notify, ProtocolId.ISAKMP, p.spi)]))
             self.stats.notifies_sent += 1
-        self._p1_failed(p, now, notify, detail)
+        self._p1_failed(p, now, notify, detail, kind)
 
     def _on_phase1(self, p: _Phase1, msg: Message, data: bytes, addr: Addr, now: float,
                    local: Addr | None) -> None:
@@ -422,7 +426,7 @@ class Phase1Exchanges(EngineBase):
         try:
             handler(p, msg, data, addr, now, local)
         except _Fail as exc:
-            self._refuse_p1(p, h.exchange, exc.notify, str(exc), now)
+            self._refuse_p1(p, h.exchange, exc.notify, str(exc), now, exc.kind)
 
     def _plain(self, msg: Message) -> list[Payload]:
         if msg.encrypted is not None:
@@ -532,10 +536,7 @@ class Phase1Exchanges(EngineBase):
 
     def _derive(self, p: _Phase1, cfg: IkeSaConfig) -> tuple[c1.Phase1Keys, c1.IvChain]:
         assert p.suite is not None
-        if p.signing:
-            skeyid = c1.skeyid_signature(p.suite.prf, p.ni, p.nr, p.g_xy)
-        else:
-            skeyid = authenticator_for(cfg).skeyid(p.suite.prf, p.ni, p.nr, p.g_xy)
+        skeyid = authenticator_for(cfg).skeyid(p.suite.prf, p.ni, p.nr, p.g_xy)  # per method (RFC 2409 §5)
         keys = c1.derive_phase1(p.suite.prf, skeyid, p.g_xy, p.cky_i, p.cky_r, p.suite.encr.key_size)
         chain = c1.IvChain(p.suite.encr, keys.enc_key, c1.phase1_iv(p.suite, p.g_xi, p.g_xr))
         return keys, chain
@@ -782,6 +783,8 @@ class Phase1Exchanges(EngineBase):
         p.established_at = now
         offered = p.choice.life_seconds
         p.life = float(min(offered, p.config.lifetime) if offered else p.config.lifetime)
+        if p.verdict is not None:
+            self.peer_auth = p.verdict  # displays: the method and the peer's certificate subject
         if p is self._next:
             self._switch(p, now)
             return
@@ -818,5 +821,5 @@ class Phase1Exchanges(EngineBase):
     def _switch(self, new: _Phase1, now: float) -> None:
         raise NotImplementedError
 
-    def _fail(self, now: float, notify: int, detail: str) -> None:
+    def _fail(self, now: float, notify: int, detail: str, kind: str = "") -> None:
         raise NotImplementedError

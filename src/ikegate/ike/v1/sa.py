@@ -449,11 +449,12 @@ class IsakmpSa(QuickModes):
         self._end(now, DeleteReason.PHASE1_HARD_EXPIRY, take_children=self.options.dependent,
                   child_reason=DeleteReason.PARENT_DELETED, tell_peer=True)
 
-    def _fail(self, now: float, notify: int, detail: str) -> None:
-        """A phase-1 negotiation failed: report it, and the SA is gone (nothing to tell the peer)."""
+    def _fail(self, now: float, notify: int, detail: str, kind: str = "") -> None:
+        """A phase-1 negotiation failed: report it (``kind``: an authentication failure's metrics label),
+        and the SA is gone (nothing to tell the peer)."""
         if self._dead:
             return
-        self._outbox.report(NegotiationFailed(self, notify, detail))
+        self._outbox.report(NegotiationFailed(self, notify, detail, auth_failure=kind))
         self._end(now, DeleteReason.NEGOTIATION_FAILED, take_children=True,
                   child_reason=DeleteReason.NEGOTIATION_FAILED, tell_peer=False)
 
