@@ -160,3 +160,21 @@ def test_fragments_dropped_when_fragmentation_is_off() -> None:
     before = responder.stats.dropped
     responder.receive_datagram(piece, R_ADDR, pair.now, local=I_ADDR)
     assert responder.stats.dropped == before + 1 and responder._p1.frags is None
+
+
+def test_unfinished_fragments_time_out_on_the_engine_timer() -> None:
+    """A message whose last fragment never comes is discarded at the reassembly deadline, through the
+    engine's own timer (nothing is held afterwards)."""
+    limits = FragmentLimits(timeout=5.0)
+    pair = _cert_pair(r_opts=V1Options(fragmentation=FragmentationConfig(limits=limits)))
+    held: list[bytes] = []
+    pair.initiator.initiate(pair.now, child())
+    pair.transfer(_holding(held))
+    responder = pair.responder
+    responder.receive_datagram(held[0], R_ADDR, pair.now, local=I_ADDR)  # the first piece only
+    frags = responder._p1.frags
+    assert frags is not None and frags.pending == 1 and frags.held > 0
+    timer = responder.get_timer()
+    assert timer is not None and timer <= pair.now + limits.timeout
+    responder.handle_timer(pair.now + limits.timeout)
+    assert frags.pending == 0 and frags.held == 0 and frags.stats.timed_out == 1

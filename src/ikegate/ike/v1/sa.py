@@ -252,6 +252,8 @@ class IsakmpSa(QuickModes):
 
     def get_timer(self) -> float | None:
         times: list[float] = [r.deadline for r in self._retransmissions()]
+        times += [t for p in (self._p1, self._next) if p is not None and p.frags is not None
+                  and (t := p.frags.next_deadline()) is not None]
         for child in self.children.values():
             times.append(child.expire_at)
         if not self._dead:
@@ -267,6 +269,8 @@ class IsakmpSa(QuickModes):
 
     def handle_timer(self, now: float) -> None:
         for p in (self._p1, self._next):
+            if p is not None and p.frags is not None:
+                p.frags.expire(now)  # an unfinished fragmented message times out (FragmentLimits.timeout)
             if p is not None and p.req is not None and p.req.deadline <= now:
                 req = p.req
                 if req.tries >= req.max_tries:
