@@ -212,14 +212,17 @@ def test_rsa_ikegate_initiates_v4_and_reset(cert_bed: CertBed) -> None:
     b.wait_up()
 
 
-@pytest.mark.cell("v1 certificates", "r", "RSA-3072, strongSwan initiates, IPv6 outer")
-def test_rsa_strongswan_initiates_v6(cert_bed: CertBed) -> None:
+@pytest.mark.cell("v1 certificates", "r", "RSA-3072, IPv6 outer: strongSwan initiates, then ikegate")
+def test_rsa_both_roles_v6(cert_bed: CertBed) -> None:
     cert_bed.start(family=6, initiator=False)
     _traffic(cert_bed, False)
     log = cert_bed.bed.charon.log()
     assert "authentication of '2001:db8:ff::1' with RSA_EMSA_PKCS1_NULL successful" in log
     # Its MM5 (leaf + SIG, ~1.7 kB) is split for the 1,280-byte IPv6 minimum: ikegate reassembled it.
     assert re.search(r"splitting IKE message \(1\d{3} bytes\) into \d fragments", log), log
+    cert_bed.start(family=6, initiator=True)
+    _traffic(cert_bed, True)
+    assert cert_bed.bed.sw_ike()[0].raw.get("remote-host") == WAN_A[6]
 
 
 @pytest.mark.cell("v1 certificates", "E", "ECDSA-P256 both ways (strongSwan initiates, then ikegate), IPv4")
