@@ -83,10 +83,11 @@ class CertBed:
     bed: Bed
     files: Path
 
-    def swan_conf(self, family: int, cert: str) -> str:
+    def swan_conf(self, family: int, cert: str, aggressive: bool) -> str:
         return f"""connections {{
   {CONN} {{
     version = 1
+    aggressive = {"yes" if aggressive else "no"}
     local_addrs = {WAN_B[family]}
     remote_addrs = {WAN_A[family]}
     proposals = {V1.ike}
@@ -112,7 +113,7 @@ class CertBed:
 """
 
     def start(self, *, family: int, initiator: bool, ours: str = "ikg", theirs: str = "sw",
-              method: str = "rsa-signature") -> None:
+              method: str = "rsa-signature", aggressive: bool = False) -> None:
         b = self.bed
         if b.gw is not None:
             b.lab.stop(b.gw.popen)  # type: ignore[arg-type]
@@ -130,7 +131,7 @@ class CertBed:
             old.unlink()
         (sw / "x509" / f"{theirs}.pem").write_bytes((self.files / f"{theirs}.pem").read_bytes())
         (sw / "private" / f"{theirs}.key").write_bytes((self.files / f"{theirs}.key").read_bytes())
-        b.charon.load(self.swan_conf(family, theirs))
+        b.charon.load(self.swan_conf(family, theirs, aggressive))
         for name in ("root", "int1", "int2", "int2.crl", ours):
             src = self.files / (name if name.endswith(".crl") else f"{name}.pem")
             (b.lab.workdir / src.name).write_bytes(src.read_bytes())
@@ -144,7 +145,7 @@ class CertBed:
                             WAN_B[family] if initiator else None, "unused-psk", suite=V1.vrp,
                             rules=[acl_rule(5, SITE_A_V4, SW_LAN[4])],
                             dpd=[f"certificate local-filename {ours}.pem", "certificate send-chain"],
-                            pki=pki_lines, method=method)
+                            pki=pki_lines, method=method, aggressive=aggressive)
         b.gw = start_ikegate(b.lab, b.site.gw, "gwa", config)
         route_into_tun(b.site.gw, [SW_LAN[4], SW_LAN[6]])
 
@@ -153,10 +154,13 @@ class CertBed:
 class CertConfig(GatewayConfig):
     pki: list[str] | None = None
     method: str = "rsa-signature"
+    aggressive: bool = False
 
     def text(self) -> str:
         text = super().text()
         text = text.replace(f" pre-shared-key {self.psk}\n", "")
+        if self.aggressive:
+            text = text.replace(" exchange-mode main\n", " exchange-mode aggressive\n")
         return text.replace("#\nike proposal 10\n", "#\n" + "\n".join(self.pki or []) + "\n#\nike proposal 10\n"
                             f" authentication-method {self.method}\n", 1)
 
@@ -232,6 +236,17 @@ def test_ecdsa_both_roles(cert_bed: CertBed) -> None:
     assert "with ECDSA_WITH_NULL successful" in cert_bed.bed.charon.log()
     cert_bed.start(family=4, initiator=True, ours="ikg-ec", theirs="sw-ec", method="ecdsa-signature")
     _traffic(cert_bed, True)
+
+
+@pytest.mark.cell("v1 certificates", "A", "Aggressive Mode, RSA-3072: strongSwan initiates, then ikegate (IPv4)")
+def test_aggressive_mode_both_roles(cert_bed: CertBed) -> None:
+    cert_bed.start(family=4, initiator=False, aggressive=True)
+    _traffic(cert_bed, False)
+    assert "initiating Aggressive Mode IKE_SA" in cert_bed.bed.charon.log()
+    cert_bed.start(family=4, initiator=True, aggressive=True)
+    _traffic(cert_bed, True)
+    log = cert_bed.bed.charon.log()
+    assert "parsed AGGRESSIVE request 0 [ SA KE No ID CERTREQ" in log, log[-3000:]
 
 
 @pytest.mark.cell("v1 certificates", "X", "revoked strongSwan certificate / expired ikegate certificate refused")
