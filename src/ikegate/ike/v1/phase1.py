@@ -1,6 +1,6 @@
-"""IKEv1 phase 1: Main Mode and Aggressive Mode with pre-shared keys, NAT-T detection and vendor IDs
-(RFC 2409 §5, RFC 3947), and the ISAKMP message sealing every exchange uses, for
-:class:`~ikegate.ike.v1.sa.IsakmpSa`.
+"""IKEv1 phase 1: Main Mode and Aggressive Mode with pre-shared keys or RSA/ECDSA signatures (the latter in
+``certauth.py``), NAT-T detection, vendor IDs and the FRAGMENTATION extension (RFC 2409 §5, RFC 3947), and
+the ISAKMP message sealing every exchange uses, for :class:`~ikegate.ike.v1.sa.IsakmpSa`.
 
 :class:`Phase1Exchanges` is the engine's lowest layer; the Quick Mode layer and the ISAKMP SA above it
 (informational, DPD, endings) are named here as abstract methods.

@@ -42,7 +42,9 @@ How IKEv1 differs, and what this engine does about it:
 * **The PSK of a Main Mode responder is chosen by address**, because the identity only arrives in the
   encrypted MM5: the policy is asked for candidates by the peer's IP address, and the candidate whose
   key decrypts MM5 *and* verifies HASH_I wins. A wrong key shows up as garbage, which is therefore
-  reported as AUTHENTICATION_FAILED.
+  reported as AUTHENTICATION_FAILED. With signatures (the method offered in MM1 says which) the keys
+  do not depend on the candidate: MM5 decrypts once and the candidate whose CAs, CRLs and remote-id
+  accept the certificate wins (``certauth.py``).
 * Phase-1 rekeying is started only by the end that initiated the current ISAKMP SA (fewer collisions);
   the other end relies on the peer doing it and on the hard expiry.
 * The commit bit is never set by us; a peer's commit bit is accepted and otherwise ignored (no
