@@ -325,7 +325,7 @@ def test_certificate_authenticator_for_both_versions() -> None:
     verdict = ecdsa.verify(prf, b"octets", method, data, peer)
     assert (verdict.method, verdict.subject) == (14, "C=CN, O=ikegate, CN=gw1.example")
     assert verdict.text == "DIGITAL_SIG (RSASSA-PKCS1-v1_5 with SHA-256)"
-    with pytest.raises(AuthFailure, match="^peer sent no certificate$") as none:
+    with pytest.raises(AuthFailure, match=r"^peer sent no certificate$") as none:
         ecdsa.verify(prf, b"octets", method, data, PeerCredentials(Wire.ID_FQDN, b"gw1.example"))
     assert none.value.kind == "no-certificate"
     with pytest.raises(AuthFailure, match="not configured: pre-shared key"):
@@ -334,7 +334,7 @@ def test_certificate_authenticator_for_both_versions() -> None:
     hash_i = bytes(range(32))
     verdict = ecdsa.verify_hash(hash_i, rsa.sign_hash(hash_i), peer)
     assert verdict.subject.endswith("CN=gw1.example")
-    with pytest.raises(AuthFailure, match="^peer SIG does not verify") as bad:
+    with pytest.raises(AuthFailure, match=r"^peer SIG does not verify") as bad:
         ecdsa.verify_hash(hash_i[::-1], rsa.sign_hash(hash_i), peer)
     assert bad.value.kind == "bad-signature"
     assert rsa.skeyid(prf, b"ni", b"nr", b"gxy") == prf.compute(b"ninr", b"gxy")
