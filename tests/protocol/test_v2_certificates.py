@@ -127,6 +127,20 @@ def test_expired_certificate_refused() -> None:
     _refused_by_responder(pair, "peer certificate expired on 2026-10-24 09:00:00 UTC", "expired")
 
 
+def test_not_yet_valid_certificate_refused() -> None:
+    early = certificate("gw1.example", rsa_key(2048, 3), PKI.root, sans=[dns("gw1.example")],
+                        not_before=NOW + timedelta(days=2), not_after=NOW + timedelta(days=40))
+    pair = establish(make_pair(cert_cfg(early, "gw1.example"), ecdsa_cfg()))
+    _refused_by_responder(pair, "peer certificate not valid before 2026-11-30 09:00:00 UTC", "not-yet-valid")
+
+
+def test_key_usage_without_signatures_refused() -> None:
+    encipher = certificate("gw1.example", rsa_key(2048, 3), PKI.root, sans=[dns("gw1.example")],
+                           key_usage=key_usage(key_encipherment=True))
+    pair = establish(make_pair(cert_cfg(encipher, "gw1.example"), ecdsa_cfg()))
+    _refused_by_responder(pair, "peer certificate key usage does not allow signatures", "key-usage")
+
+
 def test_untrusted_issuer_refused() -> None:
     rogue = certificate("Rogue CA", rsa_key(2048, 5), ca=True, key_usage=key_usage(key_cert_sign=True))
     leaf = certificate("gw1.example", rsa_key(2048, 3), rogue, sans=[dns("gw1.example")])
