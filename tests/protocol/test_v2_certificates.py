@@ -103,6 +103,14 @@ def test_rsa_pss_and_rsa_on_both_ends() -> None:
     assert pair.initiator.established and auth_methods(pair) == (14, 14)
 
 
+@pytest.mark.parametrize("local_id", [(1, bytes([192, 0, 2, 1])), (3, b"vpn@gw1.example"),
+                                      (5, bytes.fromhex("20010db8000000000000000000000001"))],
+                         ids=["ipv4-san", "user-fqdn-san", "ipv6-san"])
+def test_id_bound_by_subject_alt_name(local_id: tuple[int, bytes]) -> None:
+    pair = establish(make_pair(replace(rsa_cfg(), local_id=local_id), ecdsa_cfg()))
+    assert pair.responder.established and pair.responder.peer_id == local_id
+
+
 def test_initiator_id_is_the_certificate_dn() -> None:
     cfg = rsa_cfg()
     cfg.local_id = (DN, PKI.gateway.cert.subject.public_bytes())
