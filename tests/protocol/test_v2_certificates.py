@@ -103,6 +103,14 @@ def test_rsa_pss_and_rsa_on_both_ends() -> None:
     assert pair.initiator.established and auth_methods(pair) == (14, 14)
 
 
+@pytest.mark.parametrize("local_id", [(1, bytes([192, 0, 2, 1])), (3, b"vpn@gw1.example"),
+                                      (5, bytes.fromhex("20010db8000000000000000000000001"))],
+                         ids=["ipv4-san", "user-fqdn-san", "ipv6-san"])
+def test_id_bound_by_subject_alt_name(local_id: tuple[int, bytes]) -> None:
+    pair = establish(make_pair(replace(rsa_cfg(), local_id=local_id), ecdsa_cfg()))
+    assert pair.responder.established and pair.responder.peer_id == local_id
+
+
 def test_initiator_id_is_the_certificate_dn() -> None:
     cfg = rsa_cfg()
     cfg.local_id = (DN, PKI.gateway.cert.subject.public_bytes())
@@ -125,6 +133,20 @@ def test_expired_certificate_refused() -> None:
                       not_before=NOW - timedelta(days=400), not_after=NOW - timedelta(days=35))
     pair = establish(make_pair(cert_cfg(old, "gw1.example"), ecdsa_cfg()))
     _refused_by_responder(pair, "peer certificate expired on 2026-10-24 09:00:00 UTC", "expired")
+
+
+def test_not_yet_valid_certificate_refused() -> None:
+    early = certificate("gw1.example", rsa_key(2048, 3), PKI.root, sans=[dns("gw1.example")],
+                        not_before=NOW + timedelta(days=2), not_after=NOW + timedelta(days=40))
+    pair = establish(make_pair(cert_cfg(early, "gw1.example"), ecdsa_cfg()))
+    _refused_by_responder(pair, "peer certificate not valid before 2026-11-30 09:00:00 UTC", "not-yet-valid")
+
+
+def test_key_usage_without_signatures_refused() -> None:
+    encipher = certificate("gw1.example", rsa_key(2048, 3), PKI.root, sans=[dns("gw1.example")],
+                           key_usage=key_usage(key_encipherment=True))
+    pair = establish(make_pair(cert_cfg(encipher, "gw1.example"), ecdsa_cfg()))
+    _refused_by_responder(pair, "peer certificate key usage does not allow signatures", "key-usage")
 
 
 def test_untrusted_issuer_refused() -> None:

@@ -9,6 +9,7 @@ from dataclasses import replace
 
 import pytest
 
+from ikegate.ike.events import IkeSaEstablished
 from ikegate.ike.fragments import FragmentationConfig, message_budget
 from ikegate.ike.v2.sa import IkeSa
 from ikegate.ike.wire.v2 import SKF, decode_message
@@ -138,3 +139,27 @@ def test_vrp_command_and_defaults() -> None:
     assert not [line for line in ike_peer_lines(peers["psk"]) if "fragmentation" in line]
     _, bad = load_config("ike peer x\n ikev2 fragmentation mtu 100\n")
     assert bad and bad[0].line_number == 2
+
+
+def test_lost_fragmented_answer_is_resent_from_the_cache() -> None:
+    """The responder's fragmented IKE_AUTH answer is lost once: the initiator's retransmission of all its
+    fragments makes the responder resend its cached fragments (on fragment 1 only, RFC 7383 §2.6.1),
+    without processing the request twice."""
+    pair = _fragmenting()
+    lost: list[bytes] = []
+
+    def drop(data: bytes, who: str) -> bool:
+        if who == "r" and _skf(data) is not None and not lost:
+            lost.append(data)
+            return True
+        return False
+
+    pair.initiator.initiate(pair.now, child())
+    pair.transfer(drop)
+    assert lost and pair.responder.established and not pair.initiator.established
+    answers = len(pair.sent_r)
+    pair.step(1.5)
+    assert pair.initiator.established
+    resent = pair.sent_r[answers:]
+    assert len(resent) == len(pair.sent_r[1:answers]) and lost[0] in resent  # the same bytes, every fragment
+    assert len(pair.events("r", IkeSaEstablished)) == 1

@@ -1366,12 +1366,9 @@ class _Responder:
         return self._cached(("announce", peer[0]), lambda: self._find_announce(peer))
 
     def _find_announce(self, peer: Addr) -> Authenticator | None:
-        gw = self._gw
-        for p in self._peers_for(peer[0]):
-            if translate.auth_settings(gw.config, p).uses_certificates:
-                return translate.ike_config(gw.config, p, None, ike_port=gw.ike_port, natt_port=gw.natt_port,
-                                            version=self._version).auth
-        return None
+        """The first certificate peer's authenticator (the CAs, hence the CERTREQ, are the device's)."""
+        return next((a for p in self._peers_for(peer[0]) if (a := translate.authenticator(self._gw.config, p))),
+                    None)
 
     def _local_for(self, peer: Addr) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
         addrs = self._gw.config.local_addresses()
