@@ -21,6 +21,7 @@ lower is better).
 (``pip install py-spy``) and prints the top functions by own time.
 
     sudo .venv/bin/python bench/dataplane_vs_libipsec.py --rounds 3 --seconds 10
+    ... --baseline ../main/src      # also an older ikegate (before/after in the same run)
 
 Needs root (namespaces, TUN), iperf3 (``apt-get install iperf3``) and strongSwan with kernel-libipsec
 (charon-systemd, libcharon-extra-plugins); without them it prints why it skips and exits 0. Absolute
@@ -117,7 +118,24 @@ class Pair:
     stop: Callable[[], None]
 
 
-def ikegate_pair(lab: Lab, a: Site, b: Site, cipher: str) -> Pair:
+@contextlib.contextmanager
+def python_path(src: Path | None) -> Iterator[None]:
+    """Processes spawned inside import ikegate from ``src`` (a ``src`` directory of another checkout)."""
+    if src is None:
+        yield
+        return
+    saved = os.environ.get("PYTHONPATH")
+    os.environ["PYTHONPATH"] = str(src)
+    try:
+        yield
+    finally:
+        if saved is None:
+            del os.environ["PYTHONPATH"]
+        else:
+            os.environ["PYTHONPATH"] = saved
+
+
+def ikegate_pair(lab: Lab, a: Site, b: Site, cipher: str, src: Path | None = None, kind: str = "ikegate") -> Pair:
     _, enc, auth = CIPHERS[cipher]
     suite = Suite(esp_encryption=enc, esp_authentication=auth)
     lan_a = {4: f"{GW_A_LAN[4]}/26", 6: f"{GW_A_LAN[6]}/64"}
@@ -125,16 +143,17 @@ def ikegate_pair(lab: Lab, a: Site, b: Site, cipher: str) -> Pair:
     cfg_b = GatewayConfig("GwB", WAN_B, lan_b, None, PSK, suite=suite, rules=[acl_rule(5, SITE_B_V4, SITE_A_V4)])
     cfg_a = GatewayConfig("GwA", WAN_A, lan_a, WAN_B[4], PSK, suite=suite, rules=[acl_rule(5, SITE_A_V4, SITE_B_V4)],
                           trigger="auto")
-    gw_b = start_ikegate(lab, b.gw, "gwb", cfg_b, "--force-udp-encap")
-    route_into_tun(b.gw, [SITE_A_V4])
-    gw_a = start_ikegate(lab, a.gw, "gwa", cfg_a, "--force-udp-encap")
-    route_into_tun(a.gw, [SITE_B_V4])
+    with python_path(src):
+        gw_b = start_ikegate(lab, b.gw, "gwb", cfg_b, "--force-udp-encap")
+        route_into_tun(b.gw, [SITE_A_V4])
+        gw_a = start_ikegate(lab, a.gw, "gwa", cfg_a, "--force-udp-encap")
+        route_into_tun(a.gw, [SITE_B_V4])
 
     def stop() -> None:
         for proc in (gw_a, gw_b):
             lab.stop(proc.popen)  # type: ignore[arg-type]
 
-    return Pair("ikegate", [gw_a.popen.pid, gw_b.popen.pid], stop)
+    return Pair(kind, [gw_a.popen.pid, gw_b.popen.pid], stop)
 
 
 def _swan_conf(local: str, remote: str, local_ts: str, remote_ts: str, esp: str) -> str:
@@ -285,7 +304,7 @@ def measure(pair: Pair, a: Site, figures: Figures, args: argparse.Namespace, pro
     end = iperf(host, "-P", "4", seconds=args.seconds)
     figures.tcp4.append(end["sum_received"]["bits_per_second"] / 1e6)  # type: ignore[index]
     before = sum(cpu_seconds(pid) for pid in pair.pids)
-    with profiling(pair.pids if pair.kind == "ikegate" else [], args.seconds, profile_dir, tag):
+    with profiling(pair.pids if pair.kind != "libipsec" else [], args.seconds, profile_dir, tag):
         end = iperf(host, "-u", "-b", args.udp_rate, "-l", "1400", seconds=args.seconds)
     cpu = sum(cpu_seconds(pid) for pid in pair.pids) - before
     received = end.get("sum_received") or end["sum"]
@@ -307,7 +326,8 @@ def measure(pair: Pair, a: Site, figures: Figures, args: argparse.Namespace, pro
 
 
 def run(args: argparse.Namespace) -> dict[str, dict[str, Figures]]:
-    results: dict[str, dict[str, Figures]] = {c: {"ikegate": Figures(), "libipsec": Figures()} for c in args.cipher}
+    kinds = ["libipsec", "ikegate"] + (["baseline"] if args.baseline else [])
+    results: dict[str, dict[str, Figures]] = {c: {k: Figures() for k in kinds} for c in args.cipher}
     with tempfile.TemporaryDirectory(prefix="ikg-dpbench-") as tmp:
         lab = Lab(Path(tmp))
         try:
@@ -317,10 +337,13 @@ def run(args: argparse.Namespace) -> dict[str, dict[str, Figures]]:
             wait_until(lambda: f":{IPERF_PORT} " in b.host.exec("ss", "-ltnH").stdout, "the iperf3 server")
             for cipher in args.cipher:
                 for round_no in range(args.rounds):
-                    order = ["libipsec", "ikegate"] if round_no % 2 == 0 else ["ikegate", "libipsec"]
+                    order = kinds if round_no % 2 == 0 else kinds[::-1]
                     for kind in order:
-                        pair = (ikegate_pair(lab, a, b, cipher) if kind == "ikegate"
-                                else libipsec_pair(lab, a, b, cipher, round_no))
+                        if kind == "libipsec":
+                            pair = libipsec_pair(lab, a, b, cipher, round_no)
+                        else:
+                            pair = ikegate_pair(lab, a, b, cipher, args.baseline if kind == "baseline" else None,
+                                                kind)
                         try:
                             prof = args.profile if round_no == 0 else None
                             measure(pair, a, results[cipher][kind], args, prof, f"{kind}-{cipher}")
@@ -351,14 +374,20 @@ def report(results: dict[str, dict[str, Figures]], args: argparse.Namespace) -> 
     for cipher, pair in results.items():
         print(f"\nESP {CIPHERS[cipher][0]}, {args.rounds} round(s) of {args.seconds} s, UDP offered {args.udp_rate}, "
               "medians")
-        print(f"{'figure':32} {'ikegate':>10} {'libipsec':>10} {'ratio':>7}")
+        base = "baseline" in pair
+        print(f"{'figure':32} {'ikegate':>10} {'libipsec':>10} {'ratio':>7}"
+              + (f" {'baseline':>10} {'ratio':>7}" if base else ""))
         for label, attr, _higher in ROWS:
             ours = statistics.median(getattr(pair["ikegate"], attr))
             theirs = statistics.median(getattr(pair["libipsec"], attr))
             ratio = ours / theirs if theirs else float("nan")
-            print(f"{label:32} {ours:10.2f} {theirs:10.2f} {ratio:6.2f}x")
+            line = f"{label:32} {ours:10.2f} {theirs:10.2f} {ratio:6.2f}x"
+            if base:
+                old = statistics.median(getattr(pair["baseline"], attr))
+                line += f" {old:10.2f} {old / theirs if theirs else float('nan'):6.2f}x"
+            print(line)
     if args.profile is not None:
-        for path in sorted(args.profile.glob("ikegate-*.txt")):
+        for path in sorted([*args.profile.glob("ikegate-*.txt"), *args.profile.glob("baseline-*.txt")]):
             print(f"\npy-spy {path.name} (own %, inclusive %):")
             for func, own, incl in top_functions(path):
                 print(f"  {own:5.1f} {incl:5.1f}  {func}")
@@ -373,6 +402,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--udp-rate", default="400M", help="iperf3 UDP offered rate (-b)")
     parser.add_argument("--pings", type=int, default=200)
     parser.add_argument("--profile", type=Path, metavar="DIR", help="py-spy the ikegate gateways (first round)")
+    parser.add_argument("--baseline", type=Path, metavar="SRC",
+                        help="also run ikegate imported from SRC (another checkout's src/, e.g. main's) as a third "
+                             "pair, for a before/after in the same run; its ratio is to libipsec too")
     args = parser.parse_args(argv)
     args.cipher = args.cipher or ["gcm", "cbc"]
     try:

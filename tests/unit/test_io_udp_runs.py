@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from ikegate.io.udp import SO_NO_CHECK, SOL_UDP, UDP_SEGMENT, _dispatch_udp, _Endpoint
+from ikegate.io.udp import GSO_MAX_REFUSALS, SO_NO_CHECK, SOL_UDP, UDP_SEGMENT, _dispatch_udp, _Endpoint
 
 Addr = tuple[str, int]
 
@@ -158,3 +158,20 @@ def test_coalesced_runs_are_split_back_into_datagrams() -> None:
         rx.close()
         tx.close()
         runner.loop.close()
+
+
+def test_runs_refused_again_and_again_switch_segmentation_off(
+        pair: tuple[_Endpoint, socket.socket, _Counting]) -> None:
+    """An old kernel refuses the option itself with EINVAL, which a single over-long run also gets: after
+    GSO_MAX_REFUSALS in a row the endpoint stops trying; every datagram still arrives."""
+    endpoint, rx, tx = pair
+    tx.refuse = errno.EINVAL
+    sent: list[bytes] = []
+    for n in range(GSO_MAX_REFUSALS):
+        assert endpoint.gso
+        run = [_esp(n, 100), _esp(n, 100)]
+        endpoint.send_run(run, rx.getsockname())
+        sent += run
+    assert not endpoint.gso
+    assert _receive(rx, len(sent)) == sent
+    assert tx.sendmsgs == GSO_MAX_REFUSALS

@@ -60,14 +60,16 @@ STANDARD_NATT_PORT = 4500
 SOL_UDP = getattr(socket, "SOL_UDP", 17)
 UDP_SEGMENT = getattr(socket, "UDP_SEGMENT", 103)
 UDP_GRO = getattr(socket, "UDP_GRO", 104)
-#: The kernel's UDP_MAX_SEGMENTS was 64 before Linux 5.?; a run never exceeds it nor one IP datagram.
+#: A run never exceeds the smallest UDP_MAX_SEGMENTS Linux has had (64), nor one IP datagram's length.
 GSO_MAX_SEGMENTS = 64
 GSO_MAX_BYTES = 65000
 _GRO_CMSG_SPACE = socket.CMSG_SPACE(4)
 _GSO_SIZE = struct.Struct("=H")
 _GRO_SIZE = struct.Struct("=i")
 _MSG_TRUNC = int(socket.MSG_TRUNC)  # a plain int: ``IntFlag.__and__`` is a Python call per datagram
-#: errors that say segmentation offload cannot work on this socket at all (rather than for this run)
+#: errors that say segmentation offload cannot work on this socket at all (rather than for this run), and
+#: how many refusals of other kinds in a row say the same
+GSO_MAX_REFUSALS = 16
 _NO_GSO = frozenset({errno.EIO, errno.ENOPROTOOPT, errno.EOPNOTSUPP, errno.ENOTSUP})
 
 
@@ -88,6 +90,7 @@ class _Endpoint:
         #: ``batch``: the ESP socket sends runs with UDP_SEGMENT and receives coalesced runs (UDP_GRO),
         #: each switched off for good when the kernel refuses it (see :meth:`send_run`).
         self.gso = batch
+        self._gso_refused = 0  # runs refused in a row (an old kernel refuses the option with EINVAL)
         self._gro = batch and _enable_gro(sock)
         #: RFC 3948 §3.1: ESP-in-UDP over IPv4 SHOULD carry a zero checksum (ESP has its own integrity),
         #: IKE keeps its checksum. Linux offers no per-message control, and a second socket on the same
@@ -142,7 +145,8 @@ class _Endpoint:
         checksums, so a run goes with them (RFC 3948 §3.1 only says SHOULD for the zero checksum of
         ESP-in-UDP over IPv4, and the checksum of a segmented run is offloaded); single datagrams keep the
         zero checksum. A refusal that concerns the socket switches segmentation off for good, one that
-        concerns the run (too long for the path MTU) sends this run datagram by datagram."""
+        concerns the run (too long for the path MTU) sends this run datagram by datagram, and so many of
+        those in a row (:data:`GSO_MAX_REFUSALS`) switch it off too."""
         if len(run) == 1 or not self.gso or self._backlog:
             for data in run:
                 self.sendto(data, remote)
@@ -160,11 +164,14 @@ class _Endpoint:
                 self.runner.loop.add_writer(self.sock.fileno(), self._on_writable)
             self._backlog.extend((data, remote) for data in run)
         except OSError as exc:
-            if exc.errno in _NO_GSO:
+            self._gso_refused += 1
+            if exc.errno in _NO_GSO or self._gso_refused >= GSO_MAX_REFUSALS:
                 log.debug("no UDP segmentation offload on %s (%s): one datagram per send", self.local, exc)
                 self.gso = False
             for data in run:
                 self.sendto(data, remote)
+        else:
+            self._gso_refused = 0
 
     def sendto(self, data: bytes, remote: Addr) -> None:
         if self._backlog:
