@@ -7,7 +7,10 @@ Four namespaces (documentation prefixes, unique names, always removed: ``tests/i
 template on gwB) and a strongSwan pair (charon-systemd with kernel-libipsec: userspace ESP through a TUN,
 as ikegate does). Both carry ESP in UDP 4500 (libipsec 5.9.8 always encapsulates; ikegate is given
 ``--force-udp-encap`` so the wire is the same). IKEv2 aes256-sha256-x25519; ESP AES-GCM-256 and
-AES-CBC-256 + HMAC-SHA2-256.
+AES-CBC-256 + HMAC-SHA2-256. ikegate sends runs of equal-length ESP datagrams with UDP segmentation
+offload and reads coalesced runs (UDP GRO); across a veth a run stays one buffer, which a real link would
+not carry: ``--segment-wan`` makes the kernel cut runs into datagrams before the WAN veth (the
+pessimistic case: no coalescing on receipt either).
 
 Per pair, cipher and round, from hostA to hostB through the tunnel: iperf3 TCP with 1 and 4 streams, iperf3
 UDP with 1400-byte datagrams at an offered rate (delivered rate and loss as the receiver counts them), ping
@@ -50,6 +53,7 @@ PROJECT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(PROJECT))
 
 from tests.interop import swan  # noqa: E402
+from tests.interop.capture import segment_on_the_link  # noqa: E402
 from tests.interop.netns import (  # noqa: E402
     GW_A_LAN,
     GW_B_LAN,
@@ -332,6 +336,8 @@ def run(args: argparse.Namespace) -> dict[str, dict[str, Figures]]:
         lab = Lab(Path(tmp))
         try:
             a, b = two_sites(lab)
+            if args.segment_wan:
+                segment_on_the_link((a.gw, "wan0"), (b.gw, "wan0"))
             iperf_log = lab.workdir / "iperf3.log"
             lab.spawn(b.host, ["iperf3", "-s", "-p", str(IPERF_PORT)], iperf_log)
             wait_until(lambda: f":{IPERF_PORT} " in b.host.exec("ss", "-ltnH").stdout, "the iperf3 server")
@@ -402,6 +408,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--udp-rate", default="400M", help="iperf3 UDP offered rate (-b)")
     parser.add_argument("--pings", type=int, default=200)
     parser.add_argument("--profile", type=Path, metavar="DIR", help="py-spy the ikegate gateways (first round)")
+    parser.add_argument("--segment-wan", action="store_true",
+                        help="the WAN veths cut UDP runs into datagrams before the link (gso_max_segs 1), as a NIC "
+                             "without receive coalescing would: ikegate's UDP_SEGMENT runs then save the syscalls "
+                             "but no longer cross the WAN as one buffer")
     parser.add_argument("--baseline", type=Path, metavar="SRC",
                         help="also run ikegate imported from SRC (another checkout's src/, e.g. main's) as a third "
                              "pair, for a before/after in the same run; its ratio is to libipsec too")
