@@ -219,23 +219,26 @@ def libipsec_pair(lab: Lab, a: Site, b: Site, cipher: str, round_no: int) -> Pai
 
 
 def iperf(host: Netns, *args: str, seconds: int) -> dict[str, object]:
-    """One iperf3 test; retried while the server is still busy with the previous one (on a loaded machine
-    it may take a while to notice that a test ended)."""
+    """One iperf3 test; retried (up to 3 times, 60 s) when the server is still busy with the previous one or
+    drops the control connection: on a loaded machine it may take a while to notice that a test ended."""
     deadline = time.monotonic() + 60
-    while True:
+    for attempt in range(3):
         out = host.exec("iperf3", "-c", HOST_B[4], "-p", str(IPERF_PORT), "-t", str(seconds), "-J", *args,
                         check=False, timeout=seconds + 60)
         try:
             data = json.loads(out.stdout)
         except json.JSONDecodeError as exc:
             raise RuntimeError(f"iperf3 {' '.join(args)}: {out.stdout[-500:]}{out.stderr[-500:]}") from exc
-        if "busy" in str(data.get("error", "")) and time.monotonic() < deadline:
-            time.sleep(0.5)
+        error = str(data.get("error", ""))
+        if error and attempt < 2 and time.monotonic() < deadline:
+            print(f"  (iperf3 {' '.join(args)}: {error}; again)", flush=True)
+            time.sleep(2.0)
             continue
-        if "error" in data:
-            raise RuntimeError(f"iperf3 {' '.join(args)}: {data['error']}")
+        if error:
+            raise RuntimeError(f"iperf3 {' '.join(args)}: {error}")
         result: dict[str, object] = data["end"]
         return result
+    raise AssertionError("unreachable")
 
 
 _TIME = re.compile(r"time=([\d.]+) ms")
