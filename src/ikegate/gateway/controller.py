@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from ikegate.dataplane.backend import Acquire, Bypass, Outbound, Send, SoftExpire, UserspaceBackend
-from ikegate.dataplane.packet import PacketError, echo_reply_for, echo_request, parse_ip
+from ikegate.dataplane.packet import IpInfo, PacketError, echo_reply_for, echo_request, parse_ip
 from ikegate.gateway import translate
 from ikegate.gateway.admission import BLOCK_TIME, LOG_INTERVAL, HalfOpen, SourceGuard, opening_ok
 from ikegate.gateway.decide import Action, after_delete
@@ -193,6 +193,11 @@ class Gateway:
         #: Called with (identifier, sequence, now) for each echo reply addressed to the gateway.
         self.on_echo_reply: Callable[[int, int, float], None] | None = None
         self._lan_addrs: frozenset[ipaddress.IPv4Address | ipaddress.IPv6Address] = frozenset()
+        #: the same as (version, address as int): what a parsed packet (``IpInfo``) is compared with
+        self._lan_keys: frozenset[tuple[int, int]] = frozenset()
+        #: per peer ESP destination, the (local, remote) UDP addresses its ESP-in-UDP leaves with: worked
+        #: out once per peer instead of once per packet; cleared on reload (the WAN addresses may change)
+        self._esp_routes: dict[Addr, tuple[Addr, Addr]] = {}
         self._wan_by_version: dict[int, str] = {}
         #: the IKE SA serving each site-to-site policy, whoever initiated it
         self._active: dict[tuple[str, int], Engine] = {}
@@ -220,6 +225,8 @@ class Gateway:
             if itf.ipsec_policy is None:
                 lan += [i.ip for i in itf.ipv4] + [i.ip for i in itf.ipv6]
         self._lan_addrs = frozenset(lan)
+        self._lan_keys = frozenset((a.version, int(a)) for a in lan)
+        self._esp_routes.clear()
         self._wan_by_version = {}
         for addr in config.local_addresses():
             self._wan_by_version.setdefault(addr.version, str(addr))
@@ -366,12 +373,14 @@ class Gateway:
         self._esp_in(packet, (remote, 0), now)
 
     def _esp_in(self, packet: bytes, remote: Addr, now: float) -> None:
-        inner = self.dataplane.from_wan(packet, remote, now)
-        if inner is None:
+        dataplane = self.dataplane
+        opened = dataplane.open_wan(packet, remote, now)
+        if opened is None:
             self.stats.esp_dropped += 1
         else:
-            self._to_lan(inner, now)
-        self._dataplane_events(now)
+            self._to_lan(opened[0], now, opened[1])
+        if dataplane.events:
+            self._dataplane_events(now)
 
     # ------------------------------------------------------------------ operator API
 
@@ -434,8 +443,10 @@ class Gateway:
         """An IP packet from the protected side (TUN, the packet API, the gateway's own ping): protect it,
         trap it (a traffic-based policy starts negotiating), or — when no policy covers it — deliver it
         if it is for the gateway itself, otherwise drop it (there is no clear-text routing here)."""
-        self._dataplane_actions(self.dataplane.from_lan(packet, now), now)
-        self._dataplane_events(now)
+        dataplane = self.dataplane
+        self._dataplane_actions(dataplane.from_lan(packet, now), now)
+        if dataplane.events:
+            self._dataplane_events(now)
 
     def ping(self, now: float, source: str, destination: str, ident: int, seq: int, size: int = 56) -> None:
         """Send one echo request from ``source`` (a protected-side address) through the SPD."""
@@ -457,14 +468,16 @@ class Gateway:
             entry.packets_out, entry.bytes_out = pair.outbound.packets, pair.outbound.bytes
             entry.seq_in, entry.seq_out = pair.inbound.highest_seq, pair.outbound.seq
 
-    def _to_lan(self, packet: bytes, now: float) -> None:
-        """A decrypted packet: answer pings to our own addresses, note replies to ours, pass the rest on."""
-        try:
-            info = parse_ip(packet)
-        except PacketError:
-            self.stats.lan_dropped += 1
-            return
-        if info.dst_ip in self._lan_addrs:
+    def _to_lan(self, packet: bytes, now: float, info: IpInfo | None = None) -> None:
+        """A decrypted packet: answer pings to our own addresses, note replies to ours, pass the rest on.
+        ``info``: the packet's parsed header when the caller has it (decrypted packets always do)."""
+        if info is None:
+            try:
+                info = parse_ip(packet)
+            except PacketError:
+                self.stats.lan_dropped += 1
+                return
+        if (info.version, info.dst) in self._lan_keys:
             reply = echo_reply_for(packet, self._lan_addrs)
             if reply is not None:
                 self.from_lan(reply, now)
@@ -478,23 +491,29 @@ class Gateway:
     def _dataplane_actions(self, actions: Sequence[Send | Bypass | Acquire], now: float) -> None:
         for action in actions:
             if isinstance(action, Send):
-                local = self._local_for(action.remote[0])
                 if action.udp_encap or not self.raw_esp:
                     # Without raw ESP an SA negotiated unencapsulated (NAT traversal disabled) still
                     # travels in UDP: the best this gateway can do.
-                    self._out.append((action.payload, (local, self.natt_port),
-                                      (action.remote[0], action.remote[1] or self.natt_port)))
+                    route = self._esp_routes.get(action.remote)
+                    if route is None:
+                        if len(self._esp_routes) >= 4096:
+                            self._esp_routes.clear()  # bounded; a busy peer is back after one packet
+                        route = self._esp_routes[action.remote] = (
+                            (self._local_for(action.remote[0]), self.natt_port),
+                            (action.remote[0], action.remote[1] or self.natt_port))
+                    self._out.append((action.payload, *route))
                 else:
-                    self._raw_out.append((action.payload, local, action.remote[0]))
+                    self._raw_out.append((action.payload, self._local_for(action.remote[0]), action.remote[0]))
             elif isinstance(action, Acquire):
                 self.acquire(now, action.policy_key, action.rule)
             else:
                 try:
-                    dst = parse_ip(action.packet).dst_ip
+                    info = parse_ip(action.packet)
                 except PacketError:
-                    dst = None
-                if dst in self._lan_addrs:
-                    self._to_lan(action.packet, now)
+                    self.stats.lan_dropped += 1
+                    continue
+                if (info.version, info.dst) in self._lan_keys:
+                    self._to_lan(action.packet, now, info)
                 else:
                     self.stats.lan_dropped += 1
 
