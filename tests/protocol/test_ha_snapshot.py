@@ -3,6 +3,7 @@ fresh gateway carries on against the peer (ESP, rekeys, DPD, Delete) without a n
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -10,6 +11,7 @@ import pytest
 from ikegate.gateway.controller import Gateway
 from ikegate.ha.codec import decode, encode
 from ikegate.ike.core.engine import Engine
+from ikegate.ike.v2.sa import IkeSa
 from ikegate.sad import IkeSaEntry, IpsecSaEntry
 from tests.protocol.netsim import Net, lab_config, openings
 
@@ -141,3 +143,30 @@ def test_imported_initiator_runs_dpd_and_delete(version: int) -> None:
     assert "peer request" in [r.reason for r in hq.sad.offline.entries()]
     assert sorted(e.phase for e in b1b.sad.entries()) == [1, 2]
     assert _spis(hq)[:2] == _spis(b1b)[:2] != before[:2]
+
+
+def test_certificate_sa_carries_its_verdict_and_fragmentation(tmp_path: Path) -> None:
+    """A signature-authenticated IKE SA (RFC 7427, with RFC 7383 fragmentation negotiated) moves with
+    its peer's verdict for the displays and its fragmentation; the branch then rekeys against it."""
+    from tests.protocol.test_gateway_certificates import _hq_text, _load, cert_lab
+
+    net, hq, b1, _b2 = cert_lab(tmp_path)
+    sa = next(e.handle for e in hq.sad.entries() if isinstance(e, IkeSaEntry)
+              and e.peer_address.exploded == "127.0.0.12")
+    assert isinstance(sa, IkeSa) and sa.fragmentation and sa.peer_auth is not None
+    rec = hq.export_sa(sa, net.now)
+    assert rec is not None
+    other = Gateway(_load(_hq_text(), tmp_path))
+    adopted = other.adopt(decode(encode(rec)), net.now)
+    assert other.export_sa(adopted, net.now) == rec
+    assert isinstance(adopted, IkeSa) and adopted.fragmentation and adopted.peer_auth == sa.peer_auth
+    for addr in hq.local_addresses():
+        net.gateways[addr] = other
+    branch_sa = next(e.handle for e in b1.sad.entries() if isinstance(e, IkeSaEntry))
+    assert isinstance(branch_sa, IkeSa)
+    before = sorted(branch_sa.children)
+    branch_sa.rekey_child(next(iter(branch_sa.children.values())), net.now)
+    b1._service(branch_sa, net.now)
+    net.pump()
+    assert sorted(branch_sa.children) != before and any(
+        c.spi_out in branch_sa.children for c in adopted.children.values())

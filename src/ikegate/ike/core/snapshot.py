@@ -16,6 +16,7 @@ import ipaddress
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
+from ikegate.ike.core.auth import Verdict
 from ikegate.ike.core.child import ChildSa, ChildState
 from ikegate.ike.core.config import Addr, ChildSaConfig, IkeSaConfig, Mode, ResponderPolicy
 from ikegate.ike.crypto import encr_alg, integ_alg
@@ -115,6 +116,7 @@ def export_common(sa: EngineBase, now: float) -> Record:
         "heard": now - sa.last_received, "sent_esp": _rel(sa._last_outbound, now),
         "rekey": _rel(sa.rekey_at, now), "expire": _rel(sa.expire_at, now),
         "force_encap": sa.force_encap, "msgs": [sa.stats.messages_in, sa.stats.messages_out],
+        "auth": None if sa.peer_auth is None else [sa.peer_auth.method, sa.peer_auth.subject, sa.peer_auth.scheme],
         "children": [export_child(c, now) for c in sa.children.values()
                      if c.state in (ChildState.INSTALLED, ChildState.REKEYING, ChildState.REKEYED)],
     }
@@ -146,6 +148,8 @@ def restore_common(sa: EngineBase, rec: Record, now: float) -> None:
     sa.force_encap = bool(rec["force_encap"])
     sa.peer_id = None if rec["peer_id"] is None else (int(rec["peer_id"][0]), bytes(rec["peer_id"][1]))
     sa.stats.messages_in, sa.stats.messages_out = (int(n) for n in rec["msgs"])
+    auth = rec.get("auth")
+    sa.peer_auth = None if auth is None else Verdict(int(auth[0]), str(auth[1]), str(auth[2]))
 
 
 def restore_children(sa: EngineBase, rec: Record, now: float, resolver: Resolver) -> None:

@@ -49,7 +49,7 @@ def export_ike(sa: IsakmpSa, now: float) -> Record:
                    ch.encryption, ch.key_bits, ch.hash, ch.group, ch.life_seconds],
         "keys": [getattr(p.keys, k) for k in _KEYS], "iv": p.chain.iv,
         "last": [p.last_in, p.last_out], "natt": p.natt, "peer_dpd": p.peer_dpd, "vendors": list(p.peer_vendors),
-        "nat": [p.nat_local, p.nat_remote], "ic": p.initial_contact, "life": p.life,
+        "nat": [p.nat_local, p.nat_remote], "ic": p.initial_contact, "life": p.life, "frag": p.peer_frag,
         "dpd_seq": sa._dpd_seq, "info_mids": list(sa._info_mids),
     }
     return rec
@@ -87,6 +87,7 @@ def import_ike(rec: Record, now: float, resolver: Resolver, options: V1Options |
     p.natt, p.peer_dpd, p.peer_vendors = v1["natt"], bool(v1["peer_dpd"]), [str(v) for v in v1["vendors"]]
     p.nat_local, p.nat_remote = (bool(x) for x in v1["nat"])
     p.initial_contact, p.life = bool(v1["ic"]), float(v1["life"])
+    p.peer_frag = bool(v1.get("frag"))
     sa._p1 = p
     sa._deadline = None
     sa._dpd_seq = int(v1["dpd_seq"])

@@ -1,7 +1,8 @@
 """Export and import of an established IKEv2 IKE SA (issue 17's hot standby).
 
 On top of the shared part (``ike/core/snapshot.py``): the current generation's SPIs, negotiated suite,
-the seven keys, both message-ID counters and the answer cache (so that a request the peer retransmits
+the seven keys, both message-ID counters and the answer cache, whether RFC 7383 fragmentation was
+negotiated (so that a request the peer retransmits
 across a failover still gets the very answer it missed), and the NAT-T state. Retiring generations (an
 IKE SA rekey whose old SA's Delete has not yet been answered) are not carried: the old SA is as good as
 deleted, and the peer's retransmitted Delete for it goes unanswered.
@@ -25,6 +26,7 @@ from ikegate.ike.core.snapshot import (
     restore_common,
 )
 from ikegate.ike.crypto import IkeKeys, integ_alg, prf_alg
+from ikegate.ike.v2 import fragments
 from ikegate.ike.v2.exchange import _Gen
 from ikegate.ike.v2.protect import SkContext
 from ikegate.ike.v2.sa import IkeSa, State
@@ -46,6 +48,7 @@ def export_ike(sa: IkeSa, now: float) -> Record:
         "mids": mids(sa),
         "cache": [gen.cached_mid, gen.cached, gen.cached_for],
         "nat": [sa.nat_local, sa.nat_remote, sa.nat_fake], "keepalive": now - sa._last_sent,
+        "frag": sa.fragmentation,
     }
     return rec
 
@@ -84,8 +87,14 @@ def import_ike(rec: Record, now: float, resolver: Resolver) -> IkeSa:
     ctx_i = SkContext.build(enc, integ_a, keys.sk_ei, keys.sk_ai)
     ctx_r = SkContext.build(enc, integ_a, keys.sk_er, keys.sk_ar)
     we_init = bool(v2["we_init"])
+    if v2.get("frag"):
+        # RFC 7383 was negotiated: with this node's settings for the peer (the configuration's, or the
+        # responder policy's for that address).
+        sa._frag = config.fragmentation if initiator else (
+            resolver.policy.fragmentation(peer) if resolver.policy is not None else None)
     gen = _Gen(bytes(v2["spi_i"]), bytes(v2["spi_r"]), we_init, prf_alg(chosen.prf), keys,
-               out=ctx_i if we_init else ctx_r, inp=ctx_r if we_init else ctx_i, chosen=chosen)
+               out=ctx_i if we_init else ctx_r, inp=ctx_r if we_init else ctx_i, chosen=chosen,
+               frags=fragments.Reassembler(sa._frag.limits) if sa._frag is not None else None)
     gen.next_mid, gen.peer_mid = (int(m) for m in v2["mids"])
     gen.cached_mid, gen.cached, gen.cached_for = int(v2["cache"][0]), bytes(v2["cache"][1]), bytes(v2["cache"][2])
     sa._gen = gen
