@@ -205,6 +205,10 @@ def test_tunnel_up_on_the_virtual_address(pair: Pair) -> None:
     a_rows = {(r["conn_id"], r["phase"]) for r in display_json(pair.procs["a"], "display ike sa")["ike_sa"]}
     wait_for(lambda: {(r["conn_id"], r["phase"]) for r in display_json(pair.procs["b"], "display ike sa")["ike_sa"]}
              == a_rows, what="the standby's table to match")
+    shown = pair.procs["a"].call("shell", lines=["display hrp state", "display vrrp"])["output"]
+    assert "Role: active, peer: standby" in shown and "State : Master" in shown and f"Virtual IP : {VIP}" in shown
+    shown = pair.procs["b"].call("shell", lines=["display hrp state verbose"])["output"]
+    assert "Role: standby, peer: active" in shown and "vrrp vrid 1: backup" in shown
     refused = pair.procs["b"].call("shell", lines=["reset ike sa"])
     assert "HRP standby state" in refused["output"] and refused["error"]
     config = pair.procs["b"].call("shell", lines=["system-view", "ike proposal 20"])
