@@ -18,15 +18,16 @@ import signal
 import stat
 import sys
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any, TextIO
 
 from ikegate.cli.commands import default_tree
+from ikegate.cli.commands.hrp import merge_mirrored, mirror_text, standby_guard
 from ikegate.cli.commands.runtime import Runtime, runtime_commands
 from ikegate.cli.loader import ConfigError, decode_config, load_config
 from ikegate.cli.logbuffer import LogBuffer, LogRecord
 from ikegate.cli.shell import Shell
-from ikegate.gateway.device import Device, DeviceModel, Selection, open_local
+from ikegate.gateway.device import Device, DeviceError, DeviceModel, Selection, open_local
 from ikegate.mgmt.control import ControlServer, clear_stale_socket
 from ikegate.mgmt.metrics import MetricsServer, parse_listen, registry_for
 from ikegate.mgmt.records import entry_record
@@ -136,18 +137,35 @@ class Daemon:
 
     def new_shell(self, *, user: str = "admin", level: int = 3, task: str = "vty0", ip: str = "127.0.0.1") -> Shell:
         """A VRP session on this gateway: the same engine for the console, the control socket and SSH."""
-        return Shell(self.device.config, tree=self.tree, device=self.runtime, logbuffer=self.logbuffer, user=user,
-                     level=level, task=task, ip=ip, save_callback=self._save if self.config_path else None)
+        shell = Shell(self.device.config, tree=self.tree, device=self.runtime, logbuffer=self.logbuffer, user=user,
+                      level=level, task=task, ip=ip, save_callback=self._save if self.config_path else None)
+        shell.guard = standby_guard(self.device)
+        return shell
 
     def _save(self, text: str) -> None:
         assert self.config_path is not None
         write_atomically(self.config_path, text)
 
     def after_command(self) -> None:
-        """The configuration may have changed: let the device take it (new auto policies start)."""
+        """The configuration may have changed: let the device take it (new auto policies start), and on
+        the active node of a hot-standby pair mirror it to the standby (``hrp auto-sync``)."""
         self.device.apply_config(self.device.config)
+        self._mirror_config()
         if self._opened:
             self.ssh.reconcile()
+
+    def _mirror_config(self) -> None:
+        config = self.device.config
+        if config.hrp.enabled:
+            self.device.hrp_mirror(mirror_text(config), self._apply_mirrored)
+
+    def _apply_mirrored(self, text: str) -> None:
+        """The standby: the active's configuration arrived; its backed-up part replaces ours."""
+        errors = merge_mirrored(self.device.config, text)
+        for error in errors:
+            self.log("HRP", 4, "HRP_CONFIG", f"Mirrored configuration line refused: {error}")
+        self.device.apply_config(self.device.config)
+        self.log("HRP", 5, "HRP_CONFIG", "Configuration mirrored from the active device")
 
     async def run_lines(self, lines: list[str], *, level: int = 3) -> tuple[str, bool]:
         """Run commands as if typed from user view; the transcript as the shell prints it, and whether any
@@ -229,6 +247,7 @@ class Daemon:
         await self.syslog.open()
         await self.device.open()
         self._opened = True
+        self._mirror_config()
         try:
             if self.options.control:
                 self.control = ControlServer(self.options.control, self.handlers(), attach=self.attach)
@@ -290,7 +309,13 @@ class Daemon:
             "shell": self._op_shell,
             "inject": self._op_inject,
             "lan": self._op_lan,
+            "hrp": self._op_hrp,
         }
+
+    def _op_hrp(self, req: dict[str, Any]) -> dict[str, Any]:
+        """Hot standby's state (``display hrp state`` as data): role, peer, link, counters, VRRP groups."""
+        st = self.device.hrp_state()
+        return {"hrp": None if st is None else asdict(st)}
 
     def _op_sas(self, req: dict[str, Any]) -> dict[str, Any]:
         """The selected SA rows (all by default; the keys of :meth:`Selection.from_record`), oldest
@@ -332,6 +357,7 @@ class Daemon:
             "negotiations_started": st.negotiations_started,
             "negotiations_succeeded": st.negotiations_succeeded,
             "negotiations_failed": dict(st.negotiations_failed),
+            "auth_failure_reasons": dict(st.auth_failure_reasons),
             "deletes_sent": st.deletes_sent,
             "deletes_received": st.deletes_received,
             "resets": st.resets,
@@ -359,7 +385,7 @@ async def run_daemon(config: Config, options: DaemonOptions, config_path: str | 
         loop.add_signal_handler(sig, daemon.request_stop)
     try:
         await daemon.start()
-    except OSError as exc:
+    except (OSError, DeviceError) as exc:  # a port in use; hot standby that cannot run (keepalived missing)
         print(f"ikegate: cannot start: {exc}", file=sys.stderr)
         if daemon.control is not None:
             await daemon.control.close()  # removes the socket only if this process made it
