@@ -44,26 +44,3 @@ def test_ikev1_reset_of_many_sends_deletes_a_budget_per_tick() -> None:
     # the branch did not negotiate them on, and it keeps them (as a peer should).
     assert _ike(br) == 0
     assert hq.idle and hq.stats.deletes_sent >= count
-
-
-def test_ikev2_reset_hands_the_first_window_out_before_emptying_the_rest_of_the_table() -> None:
-    """``ready`` (the I/O layer's flush) runs once the window of Deletes is full, while most SAs are still in
-    the table: the peer answers those while this side removes the rest (issue 13, delete-all)."""
-    from ikegate.gateway.controller import DELETE_WINDOW
-
-    count = DELETE_WINDOW + 40
-    net = Net()
-    hq = net.add(Gateway(lab_config("hq")))
-    br = net.add(Gateway(lab_config("branch1", ON_DEMAND)))
-    br.start(net.now)
-    br.load(net.now, count, concurrency=64)
-    while _ike(hq) < count or hq.sad.count(phase=2) < count:
-        net.step(0.5)
-    seen: list[tuple[int, int]] = []  # (Deletes handed out, IKE SAs still in the table) at each call
-
-    def ready() -> None:
-        seen.append((len(hq.datagrams_to_send()), _ike(hq)))
-
-    assert hq.reset_ike_sa(net.now, ready=ready) == 2 * count
-    assert seen == [(DELETE_WINDOW, count - DELETE_WINDOW - 1)]  # the SA that found the window full is out too
-    assert len(hq.sad) == 0 and hq.datagrams_to_send() == []  # the window is full: the rest wait for answers

@@ -414,12 +414,8 @@ class Gateway:
     # ------------------------------------------------------------------ operator API
 
     def reset_ike_sa(self, now: float, *, conn_id: int | None = None, remote: str | None = None,
-                     placement: Placement | None = None, ready: Callable[[], None] | None = None) -> int:
-        """``reset ike sa``: delete the selected SAs, telling the peer; returns how many SAs went away.
-
-        ``ready`` (the I/O layer's flush) is called once, as soon as the first window of Deletes is on its
-        way and before the other SAs leave the table: the peer then works on those Deletes while this side
-        empties its table, rather than after (a delete-all of 10,000 spends a third of a second here)."""
+                     placement: Placement | None = None) -> int:
+        """``reset ike sa``: delete the selected SAs, telling the peer; returns how many SAs went away."""
         self.stats.resets += 1
         entries = self.sad.select(conn_id=conn_id, remote=remote, placement=placement)
         if conn_id is None:
@@ -432,9 +428,6 @@ class Gateway:
                 doomed.update(entry.child_ids)
         for entry in entries:
             self._delete_entry(entry, now, DeleteReason.MANUAL)
-            if ready is not None and self._delete_queue:
-                ready()
-                ready = None
         return sum(1 for cid in doomed if self.sad.get(cid) is None)
 
     def reset_ipsec_sa(self, now: float, *, remote: str | None = None, policy: str | None = None,

@@ -121,7 +121,7 @@ class LocalDevice:
         self._refuse_on_standby()
         _only(selection, "reset ike sa", "conn_id", "remote", "placement")
         deleted = self.gateway.reset_ike_sa(self.now(), conn_id=selection.conn_id, remote=selection.remote,
-                                            placement=selection.placement, ready=self._flush)
+                                            placement=selection.placement)
         self._flush()
         return deleted
 
