@@ -203,6 +203,9 @@ class Gateway:
         self._conns: dict[tuple[str, int], Connection] = {}
         self._template_policy: dict[str, tuple[IpsecPolicy, str]] = {}
         self._template_by_peer: dict[str, tuple[IpsecPolicy, str, str]] = {}
+        #: the live ISAKMP SAs per peer address, port and identity, oldest first (dicts keep insertion
+        #: order): what a peer's new Main Mode may replace (see _replaced_v1)
+        self._v1_live: dict[tuple[str, int, str, str], dict[IsakmpSa, None]] = {}
         self._responder = _Responder(self)
         self._responder_v1 = _Responder(self, version=1)
         #: The userspace ESP dataplane (this kernel has no ESP): SPD, ESP-in-UDP, traps. The controller
@@ -683,6 +686,8 @@ class Gateway:
         entry.auth_method = "PRE_SHARED"
         if isinstance(sa, IsakmpSa):
             entry.exchange_mode = sa.options.mode.value
+            self._v1_live.setdefault(self._v1_key(sa), {})[sa] = None
+            sa.heir = self._inherit
         if sa.config is not None:
             entry.lifetime_hard = int(sa.config.lifetime)
             entry.lifetime_soft = int(sa.rekey_at - now) if sa.rekey_at else None
@@ -1173,7 +1178,7 @@ class Gateway:
                 meta.conn, meta.kind = conn, conn.kind
             peer_addr = _ip(sa.peer[0])
             placement = placement_for(peer_addr, sa.peer[1], sa.spi_i, self.placements)
-            older = self._replaced_v1(sa)
+            older = self._replaced_v1(sa, now)
             if older is not None and isinstance(older.handle, int) and (old := self.sad.ike(older.handle)):
                 placement = old.placement  # a phase-1 rekey stays where its IPsec SAs live
             entry = IkeSaEntry(version=version, role=Role.RESPONDER, flags=_READY, placement=placement,
@@ -1212,16 +1217,41 @@ class Gateway:
         self._log("IKE", 6, "IKE_SA_ESTABLISHED",
                   f"IKE SA established. (ConnID={entry.conn_id}, RemoteAddress={sa.peer[0]}, Version=v{version})")
 
-    def _replaced_v1(self, sa: Engine) -> IsakmpSa | None:
-        """The established IKEv1 SA this new one (from the peer's Main Mode) replaces, if any."""
+    def _replaced_v1(self, sa: Engine, now: float) -> IsakmpSa | None:
+        """The established IKEv1 SA this new one (from the peer's Main Mode) replaces at once, if any: the
+        only other live one from the same address, port and identity, when it is due for renewal
+        (:meth:`IsakmpSa.replaceable`). O(1) however many ISAKMP SAs the identity holds. Side-by-side SAs of
+        one identity (a load generator, a crowd behind one NAT address) are not rekeys of each other and
+        keep their own IPsec SAs; which of them a new one renews shows only when the peer deletes the old
+        one, and :meth:`_inherit` moves its IPsec SAs then.
+        """
         if not isinstance(sa, IsakmpSa):
             return None
-        for entry in self.sad.by_identity(sa.peer[0], *self._peer_identity(sa)):
-            other = entry.handle
-            if isinstance(entry, IkeSaEntry) and isinstance(other, IsakmpSa) and other is not sa \
-                    and other.established and other.peer_id == sa.peer_id:
-                return other
-        return None
+        live = self._v1_live.setdefault(self._v1_key(sa), {})
+        older = next(iter(live), None) if len(live) == 1 else None
+        live[sa] = None
+        sa.heir = self._inherit
+        if older is None or older is sa or older.peer_id != sa.peer_id or not older.replaceable(now):
+            return None
+        del live[older]
+        return older
+
+    def _inherit(self, sa: IsakmpSa) -> None:
+        """The peer deletes ISAKMP SA ``sa`` that still holds IPsec SAs, while a newer one from the same
+        address, port and identity is up: the peer re-authenticated make-before-break (strongSwan's IKEv1
+        reauth keeps the IPsec SAs), so the newest ISAKMP SA takes them, and a ``phase1-phase2 sa dependent``
+        setting does not delete what the peer kept. A peer that wants its IPsec SAs gone deletes them first.
+        """
+        live = self._v1_live.get(self._v1_key(sa))
+        newest = next(reversed(live)) if live else None
+        if newest is None or newest is sa or not newest.established or not isinstance(newest.handle, int):
+            return
+        if (entry := self.sad.ike(newest.handle)) is not None:
+            live.pop(sa, None)  # type: ignore[union-attr]
+            self._adopt(newest, sa, entry)
+
+    def _v1_key(self, sa: IsakmpSa) -> tuple[str, int, str, str]:
+        return (sa.peer[0], sa.peer[1], *self._peer_identity(sa))
 
     def _adopt(self, sa: IsakmpSa, older: IsakmpSa, entry: IkeSaEntry) -> None:
         """IKEv1 phase-1 rekey by the peer: the IPsec SAs move under the new ISAKMP SA."""
@@ -1375,6 +1405,10 @@ class Gateway:
                 return
             meta.reported = True
         self._load_done(sa, now)
+        if isinstance(sa, IsakmpSa) and (live := self._v1_live.get(key := self._v1_key(sa))) is not None:
+            live.pop(sa, None)
+            if not live:
+                del self._v1_live[key]
         orphans = isinstance(sa, IsakmpSa) and sa.orphans_survive and bool(sa.children)
         if not orphans:
             for child in list(sa.children.values()):

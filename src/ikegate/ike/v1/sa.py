@@ -25,8 +25,10 @@ How IKEv1 differs, and what this engine does about it:
   runs inside the same object (like the IKEv2 engine's in-place rekey) and ends with ``IkeSaRekeyed``;
   children move along, the old ISAKMP SA is deleted towards the peer. When the *peer* rekeys, its new
   Main Mode reaches the gateway as a new responder object; the gateway moves the children over with
-  :meth:`IsakmpSa.adopt_children` before the peer's Delete for the old SA arrives (strongSwan does the
-  same: it adopts CHILD_SAs into the new IKE_SA unless INITIAL-CONTACT says otherwise).
+  :meth:`IsakmpSa.adopt_children` -- at once when the old SA is the peer's only one and due for renewal
+  (:meth:`IsakmpSa.replaceable`), else when the peer deletes the old SA still holding IPsec SAs
+  (:attr:`IsakmpSa.heir`) -- never after INITIAL-CONTACT. Several ISAKMP SAs of one identity side by side
+  (a load generator, clients behind one NAT address) keep their own IPsec SAs.
 * **Recovery when a Delete is lost** (they are never acknowledged), as strongSwan does it: a Quick Mode of
   ours that gets no answer ends its ISAKMP SA (the owner then runs Main Mode again, with INITIAL-CONTACT
   when no IKE SA with the peer is left); a responder without QM3 deletes the pair the initiator may have
@@ -147,6 +149,10 @@ class IsakmpSa(QuickModes):
         self._prev_until: float | None = None
         self._settle_until: float | None = None  # Quick Modes wait for the rest of a peer's Delete burst
         self._successor: IsakmpSa | None = None  # took our IPsec SAs over (the peer's phase-1 rekey)
+        #: set by the owner: asked when the peer deletes this ISAKMP SA while it still holds IPsec SAs; it
+        #: may move them to a newer ISAKMP SA of the same peer (:meth:`adopt_children`), the peer having
+        #: re-authenticated before it deleted this one (strongSwan's IKEv1 reauth keeps the IPsec SAs)
+        self.heir: Callable[[IsakmpSa], None] | None = None
         self._dead = False
         self._quicks: dict[int, _Quick] = {}
         #: Message IDs of recent Informationals (ours and the peer's), to drop duplicates; made on the first
@@ -378,6 +384,21 @@ class IsakmpSa(QuickModes):
                 self._drop_child(child, reason)
             return
         self._end(now, reason, take_children=True, child_reason=reason, tell_peer=True)
+
+    def replaceable(self, now: float) -> bool:
+        """Whether a new Main Mode of the same peer can be this ISAKMP SA's rekey (re-authentication), and so
+        take over its IPsec SAs: it is established and at least half its lifetime has gone.
+
+        A peer renews phase 1 late in its lifetime (we do at 90 %, strongSwan at its rekey_time, 80-90 %).
+        Several ISAKMP SAs of one identity set up side by side (strongSwan's load-tester, clients behind one
+        NAT address) are not each other's rekeys: each keeps its own IPsec SAs, so that ``reset ike sa
+        conn-id`` of one (with ``phase1-phase2 sa dependent``) takes its own and no other's. strongSwan,
+        likewise, moves IKEv1 children only when it replaces a duplicate IKE SA (its uniqueness policy), and
+        never after INITIAL-CONTACT (ours deletes the older SAs before this is asked).
+        """
+        if not self.established or self._expire_at is None:
+            return False
+        return now >= self._expire_at - self._p1.life / 2
 
     def adopt_children(self, other: IsakmpSa) -> list[ChildSa]:
         """Take over the installed IPsec SAs of an older ISAKMP SA with the same peer (its rekey).
@@ -660,6 +681,8 @@ class IsakmpSa(QuickModes):
                 self._prev = self._prev_until = None
             elif p is self._p1 and p.state is State.ESTABLISHED:
                 dep = self.options.dependent
+                if self.children and self.heir is not None:
+                    self.heir(self)
                 self._end(now, DeleteReason.PEER_REQUEST, take_children=dep,
                           child_reason=DeleteReason.PARENT_DELETED, tell_peer=False)
             return
