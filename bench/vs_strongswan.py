@@ -24,6 +24,7 @@ skips and exits 0. Absolute figures swing with whatever else runs on the machine
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import shutil
 import signal
@@ -146,6 +147,7 @@ class Lab:
 
     def __init__(self, run: Path, plugin: str) -> None:
         self.run, self.plugin = run, plugin
+        self.log_level = -1  # charon's filelog level (charon.log in each namespace's folder)
         tag = os.getpid() % 100000
         self.ns_i, self.ns_r = f"vsI{tag}", f"vsR{tag}"
 
@@ -204,7 +206,7 @@ class Lab:
 \t}}
 \tfilelog {{ lab {{ path = {folder}/charon.log
 \t\tappend = no
-\t\tdefault = -1 }} }}
+\t\tdefault = {self.log_level} }} }}
 \tjournal {{ default = -1 }}
 \tsyslog {{ daemon {{ default = -1 }} }}
 }}
@@ -394,6 +396,10 @@ def main() -> int:
     ap.add_argument("--build-script", type=Path, default=None,
                     help="builds the load-tester plugin and prints its path last (default: the lab's, "
                          "../shared/lab/strongswan/build-load-tester.sh from the project root)")
+    ap.add_argument("--charon-log", type=int, default=-1, metavar="LEVEL",
+                    help="charon's log level for each namespace's charon.log (default: %(default)s, off)")
+    ap.add_argument("--keep", type=Path, default=None, metavar="DIR",
+                    help="run in DIR and keep it (configurations, charon.log, ikegate.log) for a post-mortem")
     args = ap.parse_args()
     try:
         plugin = prerequisites(args.build_script or default_build_script())
@@ -405,7 +411,14 @@ def main() -> int:
     print(f"ikegate vs strongSwan {strongswan_version()} as IKE responder, {args.n} IKE + Child SAs per run, PSK, "
           f"load-tester initiator; load average before: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} "
           f"on {os.cpu_count()} CPUs (ratios are what counts on a shared machine)")
-    with tempfile.TemporaryDirectory(prefix="vs-strongswan-") as tmp, Lab(Path(tmp), plugin) as lab:
+    with contextlib.ExitStack() as stack:
+        if args.keep is not None:
+            args.keep.mkdir(parents=True, exist_ok=True)
+            folder = args.keep
+        else:
+            folder = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="vs-strongswan-")))
+        lab = stack.enter_context(Lab(folder, plugin))
+        lab.log_level = args.charon_log
         for scenario in scenarios:
             print(f"\n{scenario.name}")
             runs: dict[str, list[Result]] = {"strongswan": [], "ikegate": []}

@@ -73,7 +73,7 @@ def test_concurrent_isakmp_sas_of_one_identity_keep_their_ipsec_sas(moved: list[
     assert hq.reset_ike_sa(net.now, conn_id=victim.conn_id) == 2
     assert hq.sad.ipsec(own) is None and hq.sad.count(phase=2) == count - 1
     assert all(len(e.child_ids) == 1 for e in _ikes(hq))
-    net.pump()
+    net.step(0.5)
     # The branch heard the Deletes under the ISAKMP SA it negotiated that IPsec SA on, and dropped just it.
     assert len(_ikes(br)) == count - 1 and br.sad.count(phase=2) == count - 1
 
