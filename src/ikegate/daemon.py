@@ -28,6 +28,7 @@ from ikegate.cli.shell import Shell
 from ikegate.gateway.device import Device, DeviceModel, Selection, open_local
 from ikegate.mgmt.control import ControlServer, clear_stale_socket
 from ikegate.mgmt.metrics import MetricsServer, parse_listen, registry_for
+from ikegate.mgmt.pacing import chunks_paced, pump
 from ikegate.mgmt.records import entry_record
 from ikegate.mgmt.ssh import SshService
 from ikegate.mgmt.syslog import SyslogSender
@@ -145,10 +146,14 @@ class Daemon:
         failed = False
         for line in lines:
             prompt = shell.prompt
-            outcome = shell.run(line)
-            self.after_command()
+            outcome = shell.run(line, lazy=True)
+            if shell.take_changes():
+                self.after_command()
             out.append(prompt + shell.mask(line))  # the transcript may end up in a ticket
             out.extend(outcome.lines)
+            if outcome.more is not None:
+                async for chunk in chunks_paced(outcome.more):
+                    out.extend(chunk)
             if outcome.pending is not None:
                 out.extend(await outcome.pending)
             failed = failed or outcome.error is not None
@@ -165,14 +170,7 @@ class Daemon:
             data = await reader.read(1024)
             if not data:
                 break
-            out = shell.feed(data)
-            if b"\n" in data or b"\r" in data:
-                self.after_command()
-            writer.write(out)
-            await writer.drain()
-            if shell.pending is not None:
-                writer.write(shell.finish(await shell.pending))
-                await writer.drain()
+            await pump(shell, data, writer.write, writer.drain, self.after_command)
         writer.close()
 
     # -- logging ------------------------------------------------------------------------------------
