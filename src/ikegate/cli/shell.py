@@ -177,8 +177,12 @@ class Shell:
 
     def run(self, line: str, *, lazy: bool = False) -> Outcome:
         """Run one line as typed at the current prompt (or as the answer to a pending question). With
-        ``lazy``, a display's output is left in :attr:`Outcome.more`, rendered as the caller takes it,
-        and a ``[Y/N]`` question it asks is not appended (the caller shows it after the output)."""
+        ``lazy``, the output is left in :attr:`Outcome.more`, rendered as the caller takes it."""
+        return self._run(line, lazy, ask=True)
+
+    def _run(self, line: str, lazy: bool, ask: bool) -> Outcome:
+        """:meth:`run`; ``ask`` False leaves a ``[Y/N]`` question out of the output (the byte path
+        prints it as the output's tail)."""
         if self._question is not None:
             _, on_answer = self._question
             self._question = None
@@ -221,13 +225,13 @@ class Shell:
             chunks = json_chunks(data)
         else:
             chunks = output_filter.chunks(_then([ctx.lines], stream))
+        if ask and self._question is not None:
+            chunks = _then([], chunks, [[self._question[0]]])
         if lazy and ctx.pending is None:
             return Outcome([], no_more=output_filter.no_more, more=chunks)
         lines = flatten(chunks)
         if ctx.pending is not None:
             return Outcome(lines, pending=ctx.pending)
-        if self._question is not None:
-            lines = [*lines, self._question[0]]
         return Outcome(lines, no_more=output_filter.no_more)
 
     def mask(self, line: str) -> str:
@@ -377,7 +381,7 @@ class Shell:
         if isinstance(event, Echo):
             return event.data
         if isinstance(event, LineEntered):
-            outcome = self.run(event.text, lazy=True)
+            outcome = self._run(event.text, lazy=True, ask=False)
             if outcome.pending is not None:
                 self.pending = outcome.pending  # the driver awaits it, then calls finish()
                 return crlf(outcome.lines)
@@ -411,7 +415,7 @@ class Shell:
         return crlf(format_help(found, glued))
 
 
-def _then(first: Iterable[list[str]], rest: Iterator[list[str]]) -> Iterator[list[str]]:
-    """``first``'s chunks, then ``rest``'s (without rendering any of ``rest`` before it is asked for)."""
-    yield from first
-    yield from rest
+def _then(*parts: Iterable[list[str]]) -> Iterator[list[str]]:
+    """The parts' chunks one after the other (none rendered before it is asked for)."""
+    for part in parts:
+        yield from part
