@@ -386,7 +386,7 @@ class Shell:
                 self.pending = outcome.pending  # the driver awaits it, then calls finish()
                 return crlf(outcome.lines)
             chunks = outcome.more if outcome.more is not None else iter(())
-            return self._show(_then([outcome.lines], chunks), paged=not outcome.no_more)
+            return self._show(_then([outcome.lines] if outcome.lines else [], chunks), paged=not outcome.no_more)
         if isinstance(event, HelpRequested):
             return b"?\r\n" + self._help(event.text) + self.prompt.encode() + self.editor.redraw()
         if isinstance(event, TabPressed):
