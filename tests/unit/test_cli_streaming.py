@@ -40,7 +40,7 @@ def _gateway(ike_sas: int = IKE_SAS) -> Gateway:
         ike = gw.sad.add_ike(IkeSaEntry(
             version=2 if i % 3 else 1, role=Role.RESPONDER, flags=SaFlag.RD | SaFlag.A,
             placement=placement_for(peer, 500, spi_i, model.placements), local_address=local, peer_address=peer,
-            peer_id="peer-%d.example" % i if i % 7 == 0 else "", spi_i=spi_i, spi_r=spi_i))
+            peer_id=f"peer-{i}.example" if i % 7 == 0 else "", spi_i=spi_i, spi_r=spi_i))
         gw.sad.add_ipsec(IpsecSaEntry.from_parent(ike, flags=SaFlag.RD | SaFlag.A, spi_in=1000 + i, spi_out=5000 + i))
     return gw
 
@@ -281,7 +281,7 @@ def test_pump_drains_between_chunks_and_applies_only_changes(gw: Gateway) -> Non
 
     writer, applied, pace = asyncio.run(main())
     text = writer.data.decode()
-    assert "Number of IKE SA : %d" % (2 * IKE_SAS) in text and text.endswith("<HQ>") and MORE not in text
+    assert f"Number of IKE SA : {2 * IKE_SAS}" in text and text.endswith("<HQ>") and MORE not in text
     chunks = 1 + 1 + math.ceil(2 * IKE_SAS / CHUNK_ROWS) + 1 + 1
     assert writer.drains == chunks + 1  # after every chunk, and once at the end
     assert applied == [1]  # screen-length, not the display
