@@ -1,15 +1,24 @@
-"""Does the daemon keep negotiating while 20 SSH sessions run `display ike sa` against 10,000 SAs?
+"""Does the daemon keep negotiating while 20 SSH sessions run `display ike sa` over N SAs (issue 13: the
+management plane never stalls negotiation; goal: >= 80 % of the idle set-up rate at N = 100,000)?
 
-HQ (the responder) holds N established IKE SAs (each with its IPsec SA). Then M more are negotiated twice:
-once with the management plane idle, once while S SSH sessions (asyncssh clients with a PTY, as an
-operator or netmiko would have) run `display ike sa` in a loop. Prints the setup rate of both runs and how
-many displays the sessions completed.
+HQ (the responder) holds N established IKE SAs (each with its IPsec SA, negotiated with the project's
+``load`` op). Then M more are negotiated twice: once with the management plane idle, once while S SSH
+sessions (asyncssh clients with a PTY, as an operator or netmiko would have) run `display ike sa` in a
+loop. Prints the set-up rate of both runs, their ratio, and how many displays the sessions completed;
+then, on the idle gateway, the wall time of one whole `display ike sa` (2N rows) over SSH, from Enter to
+the next prompt, and through `ikegate cli -c`.
+
+    python bench/ssh_load.py -n 100000     # the goal's size (about 10 minutes to set up, 2 x 2 GB RSS)
+    python bench/ssh_load.py -n 10000      # the size of the first measurement (408 -> 26 SAs/s)
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import statistics
+import subprocess
+import sys
 import time
 
 import asyncssh
@@ -31,6 +40,20 @@ user-interface vty 0 4
 """
 
 
+async def display(proc: asyncssh.SSHClientProcess[str]) -> bool:
+    """One `display ike sa`, read to the next prompt; False if the session ended."""
+    proc.stdin.write("display ike sa\r")
+    # Read in chunks and watch the tail for the next prompt: readuntil() gives up on a
+    # multi-megabyte table (its buffer limit), an operator's terminal does not.
+    tail = ""
+    while not (tail.endswith("<HQ>") and "NEG--NEGOTIATING" in tail):
+        chunk = await proc.stdout.read(1 << 16)
+        if not chunk:
+            return False
+        tail = (tail + chunk)[-4096:]
+    return True
+
+
 async def session(stop: asyncio.Event, counts: list[int], index: int) -> None:
     async with asyncssh.connect(HQ, SSH_PORT, username=USER, password=PASSWORD, known_hosts=None) as conn:
         proc = await conn.create_process(term_type="vt100", term_size=(200, 50))
@@ -38,17 +61,37 @@ async def session(stop: asyncio.Event, counts: list[int], index: int) -> None:
         proc.stdin.write("screen-length 0 temporary\r")
         await proc.stdout.readuntil("<HQ>")
         while not stop.is_set():
-            proc.stdin.write("display ike sa\r")
-            # Read in chunks and watch the tail for the next prompt: readuntil() gives up on a
-            # multi-megabyte table (its buffer limit), an operator's terminal does not.
-            tail = ""
-            while not (tail.endswith("<HQ>") and "NEG--NEGOTIATING" in tail):
-                chunk = await proc.stdout.read(1 << 16)
-                if not chunk:
-                    return
-                tail = (tail + chunk)[-4096:]
+            if not await display(proc):
+                return
             counts[index] += 1
         proc.stdin.write("quit\r")
+
+
+async def one_display(runs: int) -> list[float]:
+    """Wall time of whole `display ike sa` outputs over one SSH session, Enter to prompt."""
+    out = []
+    async with asyncssh.connect(HQ, SSH_PORT, username=USER, password=PASSWORD, known_hosts=None) as conn:
+        proc = await conn.create_process(term_type="vt100", term_size=(200, 50))
+        await proc.stdout.readuntil("<HQ>")
+        proc.stdin.write("screen-length 0 temporary\r")
+        await proc.stdout.readuntil("<HQ>")
+        for _ in range(runs):
+            start = time.perf_counter()
+            await display(proc)
+            out.append(time.perf_counter() - start)
+        proc.stdin.write("quit\r")
+    return out
+
+
+def cli_display(hq, runs: int) -> list[float]:  # type: ignore[no-untyped-def]
+    """Wall time of `ikegate cli -c "display ike sa"` (process start to transcript printed)."""
+    exe = [sys.executable, "-m", "ikegate", "cli", "--control", hq.control, "-c", "display ike sa"]
+    out = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        subprocess.run(exe, check=True, capture_output=True)
+        out.append(time.perf_counter() - start)
+    return out
 
 
 def negotiate(br, hq, target: int, more: int) -> tuple[float, int]:  # type: ignore[no-untyped-def]
@@ -86,6 +129,7 @@ def main() -> None:
     ap.add_argument("-n", type=int, default=10_000, help="SAs established before measuring")
     ap.add_argument("-m", type=int, default=2_000, help="SAs negotiated in each measured run")
     ap.add_argument("-s", type=int, default=20, help="SSH sessions")
+    ap.add_argument("--runs", type=int, default=5, help="whole displays timed on the idle gateway")
     args = ap.parse_args()
     with pair(port=25300, hq_extra=SSH_CONFIG) as (hq, br):
         time.sleep(0.5)
@@ -95,11 +139,23 @@ def main() -> None:
         base = br.call("stats")["stats"]["ipsec_sas"]
         idle, idle_failed = negotiate(br, hq, base, args.m)
         base = br.call("stats")["stats"]["ipsec_sas"]
+        cpu0 = hq.cpu_seconds()
         (loaded, loaded_failed), counts = asyncio.run(with_ssh_load(br, hq, base, args.m, args.s))
+        cpu = hq.cpu_seconds() - cpu0
+        rows = hq.call("stats")["stats"]
+        rows = rows["ike_sas"] + rows["ipsec_sas"]
+        ssh_walls = asyncio.run(one_display(args.runs))
+        cli_walls = cli_display(hq, args.runs)
     print(f"HQ holding {args.n:,} IKE SAs + {args.n:,} IPsec SAs; {args.m:,} more negotiated per run")
     print(f"  setup rate, management idle          : {idle:7.0f} SAs/s ({idle_failed} failed)")
     print(f"  setup rate, {args.s} SSH sessions displaying: {loaded:7.0f} SAs/s ({loaded_failed} failed)")
-    print(f"  displays completed meanwhile         : {sum(counts)} (per session: min {min(counts)}, max {max(counts)})")
+    print(f"  ratio loaded / idle                  : {loaded / idle:7.2f}   (goal: >= 0.80)")
+    print(f"  displays completed meanwhile         : {sum(counts)} (per session: min {min(counts)}, max {max(counts)});"
+          f" HQ CPU {cpu:.1f} s")
+    print(f"idle gateway, display ike sa of {rows:,} rows, best / median of {args.runs} (wall, Enter to prompt):")
+    print(f"  over SSH (asyncssh client)           : {ssh_walls and min(ssh_walls):6.2f} / "
+          f"{statistics.median(ssh_walls):6.2f} s")
+    print(f"  ikegate cli -c                       : {min(cli_walls):6.2f} / {statistics.median(cli_walls):6.2f} s")
 
 
 if __name__ == "__main__":

@@ -64,8 +64,11 @@ class Records(Generic[T]):
         return map(self.make, self.items)
 
 
+_ENCODER = json.JSONEncoder(indent=1, default=str)
+
+
 def _dump(value: object) -> list[str]:
-    return json.dumps(value, indent=1, default=str).splitlines()
+    return _ENCODER.encode(value).splitlines()
 
 
 def json_chunks(data: object, size: int = CHUNK_ROWS) -> Chunks:
@@ -91,13 +94,12 @@ def json_chunks(data: object, size: int = CHUNK_ROWS) -> Chunks:
             yield [head + "[]" + comma]
             continue
         yield [head + "["]
-        last = len(items) - 1
+        encode, make = _ENCODER.encode, value.make
         for start in range(0, len(items), size):
-            lines = []
-            for offset, item in enumerate(items[start:start + size]):
-                lines += ["  " + line for line in _dump(value.make(item))]
-                if start + offset < last:
-                    lines[-1] += ","
-            yield lines
+            # one string per chunk, indented two levels and split once: the records as json.dumps nests them
+            text = ",\n".join([encode(make(item)) for item in items[start:start + size]])
+            if start + size < len(items):
+                text += ","
+            yield ("  " + text.replace("\n", "\n  ")).split("\n")
         yield [" ]" + comma]
     yield ["}"]
