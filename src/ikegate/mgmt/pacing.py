@@ -6,11 +6,12 @@ the pacer decides when the next chunk may run.
 
 * Chunks run one at a time per event loop, whichever session they belong to (a FIFO lock), and each
   turn first lets the loop run once (``sleep(0)``: the IKE sockets are polled between any two chunks).
-* How long that one loop pass took tells whether anything else wants the loop. If it took more than
+* How much CPU that one loop pass took tells whether anything else wants the loop. If more than
   :attr:`Pacer.idle_gap`, the loop is busy, and the turn waits until management output has used at most
-  :attr:`Pacer.share` of the time since the last chunk began (the wait is a timer: the loop serves
-  everything else meanwhile). On an idle gateway the pass is a few microseconds and chunks follow each
-  other at full speed (100,000 rows in well under a second).
+  :attr:`Pacer.share` of the loop's CPU since the last chunk began (the wait is a timer: the loop serves
+  everything else meanwhile). On an idle gateway the pass costs microseconds and chunks follow each
+  other at full speed (100,000 rows in well under a second). CPU time of the loop's thread, not wall
+  time: on a machine shared with other processes, being descheduled is not the loop being busy.
 
 So 20 SSH sessions displaying 100,000 SAs in a loop take about ``share`` of a busy gateway's loop, not
 all of it. One pacer per event loop (:func:`pacer`), because the lock belongs to a loop.
@@ -40,7 +41,7 @@ class Pacer:
     """Decides when the next chunk of management output may be rendered (see the module docstring)."""
 
     def __init__(self, share: float = DEFAULT_SHARE, idle_gap: float = IDLE_GAP,
-                 clock: Callable[[], float] = time.perf_counter) -> None:
+                 clock: Callable[[], float] = time.thread_time) -> None:
         if not 0 < share <= 1:
             raise ValueError("share must be in (0, 1]")
         self.share = share
