@@ -121,7 +121,7 @@ def test_ctrl_c_stops_a_display_being_rendered(gw: Gateway) -> None:
     assert shell.streaming
     out = shell.receive(b"\x03")
     assert not shell.streaming and out == b"<HQ>"
-    assert shell.feed(b"display clock\r").startswith(b"display clock\r\n")
+    assert shell.feed(b"display ike proposal\r").startswith(b"display ike proposal\r\n\r\nNumber of IKE Proposals")
 
 
 def test_keys_typed_during_a_display_wait_their_turn(gw: Gateway) -> None:
