@@ -185,12 +185,14 @@ def _watched(chunks: int, ticks: list[int], seen: list[int]) -> Iterator[list[st
 
 
 async def _neighbour(ticks: list[int], stop: asyncio.Event, work: float = 0.0,
-                     clock: list[float] | None = None) -> None:
-    """Another task on the loop (negotiation's stand-in): one tick per loop pass, ``work`` fake seconds each."""
+                     clock: list[float] | None = None, idle: float = 0.0) -> None:
+    """Another task on the loop (negotiation's stand-in): one tick per loop pass, each ``work`` fake CPU
+    seconds plus ``idle`` fake seconds of waiting (``clock``: [CPU, wall])."""
     while not stop.is_set():
         ticks[0] += 1
         if clock is not None:
             clock[0] += work
+            clock[1] += work + idle
         await asyncio.sleep(0)
 
 
@@ -227,20 +229,22 @@ def test_chunks_of_concurrent_sessions_take_turns() -> None:
     assert order == ["a0", "b0", "a1", "b1", "a2", "b2", "a3", "b3", "a4", "b4"]  # FIFO turns, no session hogs
 
 
-@pytest.mark.parametrize(("work", "waits"), [(0.0, False), (0.0006, True)])
-def test_the_pacer_waits_only_when_the_loop_is_busy(work: float, waits: bool) -> None:
-    """A fake clock: each chunk 'costs' 1 ms, the neighbour 0.6 ms per loop pass (busy) or nothing (idle)."""
+@pytest.mark.parametrize(("work", "waits"), [(0.0, 0), (0.00005, 0), (0.0006, 10)])
+def test_the_pacer_waits_only_when_the_loop_is_busy(work: float, waits: int) -> None:
+    """Fake clocks: each chunk costs 1 ms, the neighbour ``work`` per loop pass (CPU and wall alike): none,
+    a trickle (under the busy share), or most of the loop. Only a busy loop makes chunks wait."""
 
     async def main() -> Pacer:
-        clock, ticks, stop = [0.0], [0], asyncio.Event()
-        pace = Pacer(share=0.5, clock=lambda: clock[0])
+        clock, ticks, stop = [0.0, 0.0], [0], asyncio.Event()  # CPU, wall
+        pace = Pacer(share=0.5, clock=lambda: clock[0], wall=lambda: clock[1])
 
         def costly() -> Iterator[list[str]]:
             for i in range(10):
                 clock[0] += 0.001
+                clock[1] += 0.001
                 yield [str(i)]
 
-        neighbour = asyncio.create_task(_neighbour(ticks, stop, work, clock))
+        neighbour = asyncio.create_task(_neighbour(ticks, stop, work, clock, idle=0.0003))
         async for _ in chunks_paced(costly(), pace):
             pass
         stop.set()
@@ -249,8 +253,8 @@ def test_the_pacer_waits_only_when_the_loop_is_busy(work: float, waits: bool) ->
 
     pace = asyncio.run(main())
     assert pace.turns == 11
-    # busy: each turn after a 1 ms chunk waits for the loop (share 0.5: 1 ms more, minus the 0.6 ms pass)
-    assert pace.waits == (10 if waits else 0)
+    # busy: every turn after a chunk waits (share 0.5: until 1 ms has passed since the chunk ended)
+    assert pace.waits == waits
 
 
 class _Writer:

@@ -6,21 +6,24 @@ the pacer decides when the next chunk may run.
 
 * Chunks run one at a time per event loop, whichever session they belong to (a FIFO lock), and each
   turn first lets the loop run once (``sleep(0)``: the IKE sockets are polled between any two chunks).
-* How much CPU that one loop pass took tells whether anything else wants the loop. If more than
-  :attr:`Pacer.idle_gap`, the loop is busy, and the turn waits until management output has used at most
-  :attr:`Pacer.share` of the loop's CPU since the last chunk began (the wait is a timer: the loop serves
-  everything else meanwhile). On an idle gateway the pass costs microseconds and chunks follow each
-  other at full speed (100,000 rows in well under a second). CPU time of the loop's thread, not wall
-  time: on a machine shared with other processes, being descheduled is not the loop being busy.
+* The pacer watches how much CPU the loop spends on everything else between turns (negotiation, mostly),
+  as an average over about :attr:`Pacer.horizon` seconds. When that is more than :attr:`Pacer.busy` of
+  the time, the loop is busy, and management output may take at most :attr:`Pacer.share` of it: after a
+  chunk that cost ``c`` seconds of CPU, the next one waits until ``c * (1 - share) / share`` has passed
+  (a timer: the loop serves everything else meanwhile). On an idle gateway chunks follow each other at
+  full speed (100,000 rows in well under a second).
 
-So 20 SSH sessions displaying 100,000 SAs in a loop take about ``share`` of a busy gateway's loop, not
-all of it. One pacer per event loop (:func:`pacer`), because the lock belongs to a loop.
+Why an average and not the last loop pass: negotiation arrives as datagrams costing a millisecond or
+so each, a few hundred a second; right after a one-millisecond chunk there is usually nothing queued,
+although the loop is busy most of the time. CPU time of the loop's thread, not wall time: on a machine
+shared with other processes, being descheduled is not the loop being busy.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import time
 import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
@@ -29,48 +32,66 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from ikegate.cli.shell import Shell
 
-__all__ = ["DEFAULT_SHARE", "IDLE_GAP", "Pacer", "chunks_paced", "pacer", "pump"]
+__all__ = ["BUSY", "DEFAULT_SHARE", "HORIZON", "Pacer", "chunks_paced", "pacer", "pump"]
 
 #: The share of a busy loop management output may take (issue 13: negotiation keeps >= 80 % of its rate).
 DEFAULT_SHARE = 0.15
-#: One loop pass longer than this means something else had work (an idle pass is tens of microseconds).
-IDLE_GAP = 0.0005
+#: The loop is busy when other work takes more than this share of its time.
+BUSY = 0.2
+#: Seconds over which that share is averaged (exponentially weighted).
+HORIZON = 0.5
 
 
 class Pacer:
     """Decides when the next chunk of management output may be rendered (see the module docstring)."""
 
-    def __init__(self, share: float = DEFAULT_SHARE, idle_gap: float = IDLE_GAP,
-                 clock: Callable[[], float] = time.thread_time) -> None:
+    def __init__(self, share: float = DEFAULT_SHARE, busy: float = BUSY, horizon: float = HORIZON,
+                 clock: Callable[[], float] = time.thread_time, wall: Callable[[], float] = time.perf_counter) -> None:
         if not 0 < share <= 1:
             raise ValueError("share must be in (0, 1]")
         self.share = share
-        self.idle_gap = idle_gap
-        self._clock = clock
+        self.busy = busy
+        self.horizon = horizon
+        self._clock = clock  # the loop thread's CPU time
+        self._wall = wall
         self._lock = asyncio.Lock()
-        self._last = 0.0  # how long the previous chunk took
+        self._cpu_mark = clock()  # CPU and wall time when the last turn ended (or the pacer was made)
+        self._wall_mark = wall()
+        self._others = 0.0  # CPU spent outside turns, exponentially weighted
+        self._span = 0.0  # wall time outside turns, weighted alike
+        self._not_before = 0.0  # wall time before which the next chunk waits, if the loop is busy
         self.turns = 0  # chunks run (tests and benchmarks read these two)
         self.waits = 0  # turns that waited for the loop's other work
+
+    def _observe(self) -> bool:
+        """Fold the time since the last mark into the averages; whether the loop is busy."""
+        cpu, now = self._clock(), self._wall()
+        elapsed = max(0.0, now - self._wall_mark)
+        decay = math.exp(-elapsed / self.horizon)
+        self._others = self._others * decay + max(0.0, cpu - self._cpu_mark)
+        self._span = self._span * decay + elapsed
+        self._cpu_mark, self._wall_mark = cpu, now
+        return self._span > 0 and self._others > self.busy * self._span
 
     @contextlib.asynccontextmanager
     async def turn(self) -> AsyncIterator[None]:
         """Run one chunk of output inside this block, when it is its turn."""
         async with self._lock:
-            clock = self._clock
-            before = clock()
             await asyncio.sleep(0)
-            others = clock() - before
-            if others > self.idle_gap:
-                rest = self._last * (1 - self.share) / self.share - others
+            if self._observe():
+                rest = self._not_before - self._wall()
                 if rest > 0:
                     self.waits += 1
                     await asyncio.sleep(rest)
+                    self._observe()
             self.turns += 1
-            start = clock()
+            cpu = self._clock()
             try:
                 yield
             finally:
-                self._last = clock() - start
+                cost = self._clock() - cpu
+                self._cpu_mark, self._wall_mark = self._clock(), self._wall()
+                self._not_before = self._wall_mark + cost * (1 - self.share) / self.share
 
 
 _PACERS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Pacer] = weakref.WeakKeyDictionary()
