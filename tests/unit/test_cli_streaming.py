@@ -229,10 +229,15 @@ def test_chunks_of_concurrent_sessions_take_turns() -> None:
     assert order == ["a0", "b0", "a1", "b1", "a2", "b2", "a3", "b3", "a4", "b4"]  # FIFO turns, no session hogs
 
 
-@pytest.mark.parametrize(("work", "waits"), [(0.0, 0), (0.00005, 0), (0.0006, 10)])
-def test_the_pacer_waits_only_when_the_loop_is_busy(work: float, waits: int) -> None:
-    """Fake clocks: each chunk costs 1 ms, the neighbour ``work`` per loop pass (CPU and wall alike): none,
-    a trickle (under the busy share), or most of the loop. Only a busy loop makes chunks wait."""
+@pytest.mark.parametrize(("work", "idle", "waits"), [
+    (0.0, 0.0003, 0),  # nothing else to do
+    (0.00005, 0.0003, 0),  # a trickle: under the busy share
+    (0.00005, 0.0, 0),  # chunks back to back: the loop's own pass between them is not other work
+    (0.0006, 0.0003, 10),  # negotiation taking most of the loop
+])
+def test_the_pacer_waits_only_when_the_loop_is_busy(work: float, idle: float, waits: int) -> None:
+    """Fake clocks: each chunk costs 1 ms, the neighbour ``work`` of CPU and ``idle`` of waiting per loop
+    pass. Only a busy loop makes chunks wait."""
 
     async def main() -> Pacer:
         clock, ticks, stop = [0.0, 0.0], [0], asyncio.Event()  # CPU, wall
@@ -244,7 +249,7 @@ def test_the_pacer_waits_only_when_the_loop_is_busy(work: float, waits: int) -> 
                 clock[1] += 0.001
                 yield [str(i)]
 
-        neighbour = asyncio.create_task(_neighbour(ticks, stop, work, clock, idle=0.0003))
+        neighbour = asyncio.create_task(_neighbour(ticks, stop, work, clock, idle))
         async for _ in chunks_paced(costly(), pace):
             pass
         stop.set()

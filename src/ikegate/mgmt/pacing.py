@@ -6,12 +6,12 @@ the pacer decides when the next chunk may run.
 
 * Chunks run one at a time per event loop, whichever session they belong to (a FIFO lock), and each
   turn first lets the loop run once (``sleep(0)``: the IKE sockets are polled between any two chunks).
-* The pacer watches how much CPU the loop spends on everything else between turns (negotiation, mostly),
-  as an average over about :attr:`Pacer.horizon` seconds. When that is more than :attr:`Pacer.busy` of
-  the time, the loop is busy, and management output may take at most :attr:`Pacer.share` of it: after a
-  chunk that cost ``c`` seconds of CPU, the next one waits until ``c * (1 - share) / share`` has passed
-  (a timer: the loop serves everything else meanwhile). On an idle gateway chunks follow each other at
-  full speed (100,000 rows in well under a second).
+* The pacer watches how much CPU the loop spends on everything else between turns (negotiation,
+  mostly), as a share of all the time (turns included), averaged over about :attr:`Pacer.horizon`
+  seconds. When that is more than :attr:`Pacer.busy`, the loop is busy, and management output may take
+  at most :attr:`Pacer.share` of it: after a chunk that cost ``c`` seconds of CPU, the next one waits
+  until ``c * (1 - share) / share`` has passed (a timer: the loop serves everything else meanwhile).
+  On an idle gateway chunks follow each other at full speed (100,000 rows in well under a second).
 
 Why an average and not the last loop pass: negotiation arrives as datagrams costing a millisecond or
 so each, a few hundred a second; right after a one-millisecond chunk there is usually nothing queued,
@@ -35,7 +35,7 @@ if TYPE_CHECKING:
 __all__ = ["BUSY", "DEFAULT_SHARE", "HORIZON", "Pacer", "chunks_paced", "pacer", "pump"]
 
 #: The share of a busy loop management output may take (issue 13: negotiation keeps >= 80 % of its rate).
-DEFAULT_SHARE = 0.15
+DEFAULT_SHARE = 0.1
 #: The loop is busy when other work takes more than this share of its time.
 BUSY = 0.2
 #: Seconds over which that share is averaged (exponentially weighted).
@@ -63,13 +63,16 @@ class Pacer:
         self.turns = 0  # chunks run (tests and benchmarks read these two)
         self.waits = 0  # turns that waited for the loop's other work
 
+    def _fold(self, others: float, elapsed: float) -> None:
+        decay = math.exp(-max(0.0, elapsed) / self.horizon)
+        self._others = self._others * decay + max(0.0, others)
+        self._span = self._span * decay + max(0.0, elapsed)
+
     def _observe(self) -> bool:
-        """Fold the time since the last mark into the averages; whether the loop is busy."""
+        """Fold the time since the last mark (spent on other work) into the averages; whether the loop is
+        busy: other work took more than :attr:`busy` of all the time, turns included."""
         cpu, now = self._clock(), self._wall()
-        elapsed = max(0.0, now - self._wall_mark)
-        decay = math.exp(-elapsed / self.horizon)
-        self._others = self._others * decay + max(0.0, cpu - self._cpu_mark)
-        self._span = self._span * decay + elapsed
+        self._fold(cpu - self._cpu_mark, now - self._wall_mark)
         self._cpu_mark, self._wall_mark = cpu, now
         return self._span > 0 and self._others > self.busy * self._span
 
@@ -85,13 +88,13 @@ class Pacer:
                     await asyncio.sleep(rest)
                     self._observe()
             self.turns += 1
-            cpu = self._clock()
+            cpu, start = self._clock(), self._wall()
             try:
                 yield
             finally:
-                cost = self._clock() - cpu
                 self._cpu_mark, self._wall_mark = self._clock(), self._wall()
-                self._not_before = self._wall_mark + cost * (1 - self.share) / self.share
+                self._fold(0.0, self._wall_mark - start)  # the turn's time counts, its CPU is not "other"
+                self._not_before = self._wall_mark + (self._cpu_mark - cpu) * (1 - self.share) / self.share
 
 
 _PACERS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Pacer] = weakref.WeakKeyDictionary()
