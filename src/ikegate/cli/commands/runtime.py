@@ -116,7 +116,7 @@ def _emit_chunks(ctx: CommandContext, key: str, entries: Sequence[SaEntry], chun
 def display_ike_sa(ctx: CommandContext) -> None:
     rt = _rt(ctx)
     entries = rt.device.select(Selection(remote=_text(ctx.opt_ip("remote")), placement=_placement(ctx)))
-    _emit_chunks(ctx, "ike_sa", entries, lambda: ike_sa.chunks(entries), padded=True)
+    _emit_chunks(ctx, "ike_sa", entries, lambda: ike_sa.chunks(entries, ordered=True), padded=True)
 
 
 def display_ike_sa_verbose(ctx: CommandContext) -> None:

@@ -77,10 +77,11 @@ def _rows(entries: Sequence[SaEntry], peers: dict[tuple[int, int], str]) -> list
     return out
 
 
-def chunks(entries: Iterable[SaEntry], size: int = CHUNK_ROWS) -> Chunks:
+def chunks(entries: Iterable[SaEntry], size: int = CHUNK_ROWS, *, ordered: bool = False) -> Chunks:
     """The body of ``display ike sa`` (the caller prints the timestamp line first), ``size`` rows per
-    chunk after the header; nothing without SAs."""
-    rows = entries_for_display(entries)
+    chunk after the header; nothing without SAs. ``ordered``: ``entries`` is a list already in display
+    order (what :meth:`Device.select` returns), not sorted again (200,000 rows: tens of milliseconds)."""
+    rows = entries if ordered and isinstance(entries, list) else entries_for_display(entries)
     if not rows:
         return
     yield [
