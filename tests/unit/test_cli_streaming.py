@@ -185,14 +185,16 @@ def _watched(chunks: int, ticks: list[int], seen: list[int]) -> Iterator[list[st
 
 
 async def _neighbour(ticks: list[int], stop: asyncio.Event, work: float = 0.0,
-                     clock: list[float] | None = None, idle: float = 0.0) -> None:
+                     clock: list[float] | None = None, idle: float = 0.0, busy_passes: int | None = None) -> None:
     """Another task on the loop (negotiation's stand-in): one tick per loop pass, each ``work`` fake CPU
-    seconds plus ``idle`` fake seconds of waiting (``clock``: [CPU, wall])."""
+    seconds (only the first ``busy_passes`` if given) plus ``idle`` fake seconds of waiting (``clock``:
+    [CPU, wall])."""
     while not stop.is_set():
         ticks[0] += 1
         if clock is not None:
-            clock[0] += work
-            clock[1] += work + idle
+            cpu = work if busy_passes is None or ticks[0] <= busy_passes else 0.0
+            clock[0] += cpu
+            clock[1] += cpu + idle
         await asyncio.sleep(0)
 
 
@@ -229,19 +231,20 @@ def test_chunks_of_concurrent_sessions_take_turns() -> None:
     assert order == ["a0", "b0", "a1", "b1", "a2", "b2", "a3", "b3", "a4", "b4"]  # FIFO turns, no session hogs
 
 
-@pytest.mark.parametrize(("work", "idle", "waits"), [
-    (0.0, 0.0003, 0),  # nothing else to do
-    (0.00005, 0.0003, 0),  # a trickle: under the busy share
-    (0.00005, 0.0, 0),  # chunks back to back: the loop's own pass between them is not other work
-    (0.0006, 0.0003, 10),  # negotiation taking most of the loop
+@pytest.mark.parametrize(("work", "idle", "busy_passes", "waits"), [
+    (0.0, 0.0003, None, 0),  # nothing else to do
+    (0.00005, 0.0003, None, 0),  # the loop's own bookkeeping, an SSH window update: not other work
+    (0.0006, 0.0003, None, 10),  # negotiation: every turn after a chunk waits
+    (0.0006, 0.0003, 1, 10),  # work seen once: the loop counts as busy for the horizon, not one pass
 ])
-def test_the_pacer_waits_only_when_the_loop_is_busy(work: float, idle: float, waits: int) -> None:
+def test_the_pacer_waits_only_when_the_loop_is_busy(work: float, idle: float, busy_passes: int | None,
+                                                     waits: int) -> None:
     """Fake clocks: each chunk costs 1 ms, the neighbour ``work`` of CPU and ``idle`` of waiting per loop
     pass. Only a busy loop makes chunks wait."""
 
     async def main() -> Pacer:
         clock, ticks, stop = [0.0, 0.0], [0], asyncio.Event()  # CPU, wall
-        pace = Pacer(share=0.5, clock=lambda: clock[0], wall=lambda: clock[1])
+        pace = Pacer(share=0.5, horizon=10.0, clock=lambda: clock[0], wall=lambda: clock[1])
 
         def costly() -> Iterator[list[str]]:
             for i in range(10):
@@ -249,7 +252,7 @@ def test_the_pacer_waits_only_when_the_loop_is_busy(work: float, idle: float, wa
                 clock[1] += 0.001
                 yield [str(i)]
 
-        neighbour = asyncio.create_task(_neighbour(ticks, stop, work, clock, idle))
+        neighbour = asyncio.create_task(_neighbour(ticks, stop, work, clock, idle, busy_passes))
         async for _ in chunks_paced(costly(), pace):
             pass
         stop.set()
