@@ -25,7 +25,7 @@ from ikegate.cli.commands.runtime import Runtime, runtime_commands
 from ikegate.cli.loader import ConfigError, decode_config, load_config
 from ikegate.cli.logbuffer import LogBuffer, LogRecord
 from ikegate.cli.shell import Shell
-from ikegate.gateway.device import Device, DeviceModel, Selection, open_local
+from ikegate.gateway.device import Device, DeviceModel, Selection, open_device
 from ikegate.mgmt.control import ControlServer, clear_stale_socket
 from ikegate.mgmt.metrics import MetricsServer, parse_listen, registry_for
 from ikegate.mgmt.records import entry_record
@@ -57,6 +57,8 @@ class DaemonOptions:
     raw_esp: bool = True
     #: ``--keylog DIR``: write Wireshark key tables there (see :mod:`ikegate.io.keylog`).
     keylog: str | None = None
+    #: ``--workers N``: placement worker processes under this one (1: everything in this process).
+    workers: int = 1
 
 
 def write_atomically(path: str, text: str) -> None:
@@ -107,10 +109,10 @@ class Daemon:
         self.syslog = SyslogSender(lambda: self.device.config.loghosts.values(), lambda: self.device.config.sysname)
         self.logbuffer.listeners.append(self._mirror)
         self.logbuffer.listeners.append(self.syslog.send)
-        self.device: Device = open_local(config, options.model, ike_port=options.ike_port,
-                                         natt_port=options.natt_port, retransmit_tries=options.retransmit_tries,
-                                         log=self.log, tun=options.tun, raw_esp=options.raw_esp,
-                                         keylog=options.keylog)
+        self.device: Device = open_device(config, options.model, options.workers, ike_port=options.ike_port,
+                                          natt_port=options.natt_port, retransmit_tries=options.retransmit_tries,
+                                          log=self.log, tun=options.tun, raw_esp=options.raw_esp,
+                                          keylog=options.keylog)
         self._opened = False
         self.control: ControlServer | None = None
         self.metrics: MetricsServer | None = None
@@ -306,6 +308,9 @@ class Daemon:
             "resets": st.resets,
             "cookies_sent": st.cookies_sent,
             "dropped": st.dropped,
+            "misrouted": st.misrouted,
+            "handed_over": st.handed_over,
+            "workers": st.workers,
             "engines": st.engines,
             "ike_sas": sum(st.ike_sas.values()),
             "ipsec_sas": sum(st.ipsec_sas.values()),

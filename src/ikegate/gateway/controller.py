@@ -83,6 +83,7 @@ from ikegate.sad import (
     Selector,
     placement_for,
 )
+from ikegate.workers.steering import WorkerSlot, esp_spi
 
 _T = TypeVar("_T")
 log = logging.getLogger("ikegate.gateway")
@@ -146,12 +147,19 @@ class Gateway:
         retransmit_tries: int = 5,
         cookie_threshold: int = 1000,
         log: LogSink | None = None,
+        worker: WorkerSlot | None = None,
     ) -> None:
         self.config = config
         self.ike_port = ike_port
         self.natt_port = natt_port
         self.placements = sorted(placements)
-        self.sad = SaDatabase()
+        #: Which worker of how many this gateway is (None: the whole device in one process). A worker takes
+        #: conn-ids from its residue class and SPIs naming it, and initiates only the auto policies it owns.
+        self.worker = worker
+        self.sad = SaDatabase() if worker is None else SaDatabase(conn_id_offset=worker.index,
+                                                                 conn_id_stride=worker.steering.workers)
+        self._ike_spi: Callable[[], bytes] | None = (
+            None if worker is None else worker.steering.ike_spi_allocator(worker.index, rng))
         self.stats = GatewayStats()
         self.retransmit_tries = retransmit_tries
         self._rng = rng
@@ -248,7 +256,7 @@ class Gateway:
         Called again after every command (the configuration may have changed), so it must never open a
         second IKE SA for a policy that has one, whoever initiated it (see :meth:`_bring_up`)."""
         for conn in self._conns.values():
-            if conn.kind is PolicyKind.AUTO:
+            if conn.kind is PolicyKind.AUTO and (self.worker is None or self.worker.owns(conn.key)):
                 self._bring_up(conn, now)
 
     def _bring_up(self, conn: Connection, now: float, *, defer: bool = True) -> None:
@@ -605,7 +613,7 @@ class Gateway:
 
     def _spi_alloc(self) -> int:
         while True:
-            spi = random_spi(self._rng)
+            spi = random_spi(self._rng) if self.worker is None else esp_spi(self._rng, self.worker.index)
             if self.sad.by_esp_spi(spi, direction="in") is None:
                 return spi
 
@@ -640,11 +648,12 @@ class Gateway:
         if version == 1:
             sa = IsakmpSa(cfg, initiator=True, local=local, peer=remote, now=now, rng=self._rng,
                           policy=self._responder_v1,
-                          spi_allocator=self._spi_alloc, v1=translate.v1_options(self.config, conn.peer))
+                          spi_allocator=self._spi_alloc, ike_spi_allocator=self._ike_spi,
+                          v1=translate.v1_options(self.config, conn.peer))
         else:
             sa = IkeSa(cfg, initiator=True, local=local, peer=remote, now=now, rng=self._rng,
                        policy=self._responder,
-                       spi_allocator=self._spi_alloc)
+                       spi_allocator=self._spi_alloc, ike_spi_allocator=self._ike_spi)
         # INITIAL-CONTACT when no IKE SA with the peer is left (IKEv1 orphan IPsec SAs do not count): the
         # peer then drops whatever it still holds of ours, say after a Delete of ours was lost.
         sa.initial_contact = not self.sad.peer_count(conn.remote) or not any(
@@ -714,11 +723,11 @@ class Gateway:
             # Aggressive Mode only where an ike peer for this source is configured for it (as the USG).
             mode = V1Mode.AGGRESSIVE if self._responder_v1.aggressive_allowed(remote[0]) else V1Mode.MAIN
             sa = IsakmpSa(None, initiator=False, local=local, peer=remote, now=now, policy=self._responder_v1,
-                          rng=self._rng, spi_allocator=self._spi_alloc,
+                          rng=self._rng, spi_allocator=self._spi_alloc, ike_spi_allocator=self._ike_spi,
                           v1=V1Options(mode=mode, dependent=self.config.ikev1_dependent))
         else:
             sa = IkeSa(None, initiator=False, local=local, peer=remote, now=now, policy=self._responder,
-                       rng=self._rng, spi_allocator=self._spi_alloc)
+                       rng=self._rng, spi_allocator=self._spi_alloc, ike_spi_allocator=self._ike_spi)
         sa.force_encap = not self.raw_esp
         self._meta[sa] = _Meta(None, PolicyKind.TEMPLATE, created=now)
         self._half_open.add(source, data[:8], sa, now, version)

@@ -31,7 +31,7 @@ from ikegate.sad import DEFAULT_PLACEMENT, IpsecSaEntry, OfflineRecord, Placemen
 __all__ = [
     "ALL", "DEFAULT_MODEL", "DEFAULT_SLOT_PLACEMENTS", "SLOT_MODELS", "Device", "DeviceError", "DeviceModel",
     "GatewayStats", "LogSink", "OfflineRecord", "PingResult", "Selection", "Statistics", "make_device",
-    "merge_offline", "merge_rows", "open_local", "parse_placements",
+    "merge_offline", "merge_rows", "open_device", "open_local", "parse_placements",
 ]
 
 # ----------------------------------------------------------------------------------------------------------
@@ -186,6 +186,10 @@ class GatewayStats:
     half_open_expired: int = 0
     auth_failures: int = 0
     sources_blocked: int = 0
+    #: placement workers only: datagrams the kernel delivered to this worker although their SPI names
+    #: another (zero while steering works), and protected-side packets handed to the worker owning them
+    misrouted: int = 0
+    handed_over: int = 0
 
 
 @dataclass(slots=True)
@@ -202,6 +206,8 @@ class Statistics(GatewayStats):
     engines: int = 0  # IKE engines alive (negotiating, up or deleting)
     #: The ESP dataplane's totals: ("packets" | "bytes", "in" | "out") and ("drops", reason).
     esp: Mapping[tuple[str, str], int] = field(default_factory=dict)
+    #: processes holding SAs (each worker reports 1, so the total is the device's number of workers)
+    workers: int = 1
 
     @classmethod
     def total(cls, parts: Iterable[Statistics]) -> Statistics:
@@ -343,6 +349,20 @@ def open_local(config: Config, model: DeviceModel | None = None, *, ike_port: in
     return LocalDevice.build(config, model or DeviceModel(), ike_port=ike_port, natt_port=natt_port,
                              retransmit_tries=retransmit_tries, log=log, tun=dict(tun or {}), raw_esp=raw_esp,
                              keylog=keylog)
+
+
+def open_device(config: Config, model: DeviceModel, workers: int = 1, **options: Any) -> Device:
+    """The device ``ikegate run`` manages: one process (:func:`open_local`) when ``workers`` is 1 on any
+    model, else a supervisor of placement workers (:class:`ikegate.workers.fanout.FanoutDevice`; a
+    multi-SPU model's placements are its workers). ``options`` are :func:`open_local`'s; ``tun`` needs one
+    process for now (ValueError otherwise)."""
+    from ikegate.workers.fanout import FanoutDevice, worker_count
+
+    if worker_count(model, workers) <= 1:
+        return open_local(config, model, **options)
+    if options.pop("tun", None):
+        raise ValueError("--tun needs --workers 1 (multi-queue TUN is not wired to workers yet)")
+    return FanoutDevice(config, model, workers=workers, **options)
 
 
 def _display_key(entry: SaEntry) -> int:

@@ -15,7 +15,8 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import random
-from collections.abc import Awaitable, Callable, Sequence
+import socket
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import fields
 from typing import Any
 
@@ -29,6 +30,7 @@ from ikegate.gateway.device import (
     Selection,
     Statistics,
 )
+from ikegate.ike.core.config import Addr
 from ikegate.io.keylog import KeyLogWriter
 from ikegate.io.tun import TunBridge, open_bridge
 from ikegate.io.udp import UdpRunner
@@ -46,8 +48,14 @@ class LocalDevice:
 
     def __init__(self, gateway: Gateway, model: DeviceModel | None = None, *,
                  clock: Callable[[], float] = lambda: 0.0, tun: dict[str, str] | None = None,
-                 raw_esp: bool = True, keylog: str | None = None, log: LogSink | None = None) -> None:
+                 raw_esp: bool = True, keylog: str | None = None, log: LogSink | None = None,
+                 sockets: Mapping[Addr, socket.socket] | None = None,
+                 make_runner: Callable[[Gateway, asyncio.AbstractEventLoop], UdpRunner] = UdpRunner) -> None:
         self.gateway = gateway
+        #: Sockets bound by someone else (a placement worker's share of the supervisor's groups), driven
+        #: instead of binding our own; ``make_runner`` builds the runner that drives them.
+        self._sockets = sockets
+        self._make_runner = make_runner
         self._model = model or DeviceModel(placements=tuple(gateway.placements))
         self._clock = clock  # until the sockets are open (in-memory tests step their own clock)
         self._tun_map = dict(tun or {})
@@ -85,6 +93,11 @@ class LocalDevice:
 
     def lan_addresses(self) -> list[str]:
         return self.gateway.lan_addresses()
+
+    @property
+    def runner(self) -> UdpRunner | None:
+        """The UDP runner driving the gateway while open (a worker hooks its SA reports on its flushes)."""
+        return self._runner
 
     def _flush(self) -> None:
         if self._runner is not None:
@@ -198,8 +211,11 @@ class LocalDevice:
             self._runner.flush()
 
     async def open(self) -> None:
-        runner = UdpRunner(self.gateway, asyncio.get_running_loop())
-        await runner.open(self.gateway.local_addresses(), raw_esp=self._raw_esp)
+        runner = self._make_runner(self.gateway, asyncio.get_running_loop())
+        if self._sockets is not None:
+            runner.adopt(self._sockets, self.gateway.local_addresses(), raw_esp=self._raw_esp)
+        else:
+            await runner.open(self.gateway.local_addresses(), raw_esp=self._raw_esp)
         try:
             if self._keylog:
                 self.gateway.keylog = KeyLogWriter(self._keylog).write

@@ -163,6 +163,8 @@ class UdpRunner:
         self._after = after
         #: Called, in order, at the end of every :meth:`flush` (after ``after``); see :meth:`add_flush_hook`.
         self._flush_hooks: list[Callable[[], None]] = []
+        #: Which raw ESP packets are this gateway's (a placement worker takes only its SPIs); None: all.
+        self.esp_filter: Callable[[bytes], bool] | None = None
 
     def add_flush_hook(self, hook: Callable[[], None]) -> None:
         """Run ``hook`` at the end of every flush.
@@ -193,11 +195,25 @@ class UdpRunner:
                     sock.close()
                     self.close()
                     raise
-                _enlarge_buffers(sock)
-                endpoint = _Endpoint(self, local, sock, zero_esp_checksum=family == socket.AF_INET
-                                     and port == self.gateway.natt_port)
-                self.loop.add_reader(sock.fileno(), endpoint.on_readable)
-                self._endpoints[local] = endpoint
+                self._add_endpoint(local, sock)
+        self._finish_open(addresses, raw_esp)
+
+    def adopt(self, sockets: Mapping[Addr, socket.socket], addresses: list[str], raw_esp: bool = True) -> None:
+        """Drive sockets bound elsewhere (a placement worker gets its members of the supervisor's
+        ``SO_REUSEPORT`` groups, see :mod:`ikegate.workers.sockets`) instead of binding them here."""
+        for local, sock in sockets.items():
+            sock.setblocking(False)
+            self._add_endpoint(local, sock)
+        self._finish_open(addresses, raw_esp)
+
+    def _add_endpoint(self, local: Addr, sock: socket.socket) -> None:
+        _enlarge_buffers(sock)
+        endpoint = _Endpoint(self, local, sock, zero_esp_checksum=sock.family == socket.AF_INET
+                             and local[1] == self.gateway.natt_port)
+        self.loop.add_reader(sock.fileno(), endpoint.on_readable)
+        self._endpoints[local] = endpoint
+
+    def _finish_open(self, addresses: list[str], raw_esp: bool) -> None:
         self.gateway.raw_esp = bool(addresses) and raw_esp and self.gateway.natt_port == STANDARD_NATT_PORT \
             and self._open_raw(addresses)
 
@@ -224,6 +240,8 @@ class UdpRunner:
             self.flush()
 
     def _feed_esp(self, packet: bytes, remote: str) -> None:
+        if self.esp_filter is not None and not self.esp_filter(packet):
+            return  # another worker's: every raw socket sees every ESP packet
         try:
             self.gateway.receive_esp(packet, remote, self.now())
         except Exception:  # as for datagrams: never take the daemon down

@@ -32,6 +32,7 @@ from __future__ import annotations
 import ctypes
 import socket
 import struct
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -39,11 +40,13 @@ __all__ = [
     "MAX_WORKERS",
     "SO_ATTACH_REUSEPORT_CBPF",
     "Steering",
+    "WorkerSlot",
     "attach",
     "esp_spi",
     "esp_spi_owner",
     "ike_spi",
     "ike_spi_owner",
+    "policy_owner",
 ]
 
 SO_ATTACH_REUSEPORT_CBPF = 51
@@ -232,6 +235,30 @@ class Steering:
         a.label("ret0")
         a.ret_k(0)
         return a.assemble()
+
+
+def policy_owner(key: tuple[str, int], workers: int) -> int:
+    """The worker that initiates site-to-site policy ``key`` (name, sequence number): a stable function of
+    the policy alone (CRC-32, not ``hash``, which differs between processes), so every worker agrees without
+    asking and an auto policy is initiated by exactly one of them, again after that worker restarts."""
+    name, seq = key
+    return zlib.crc32(f"{name}\0{seq}".encode()) % workers
+
+
+@dataclass(frozen=True)
+class WorkerSlot:
+    """One worker's place in the device: its ``index`` among ``steering.workers``. The controller takes
+    conn-ids, ESP SPIs and IKE SPIs from it and initiates only the auto policies it :meth:`owns`."""
+
+    steering: Steering
+    index: int
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.index < self.steering.workers:
+            raise ValueError(f"worker index {self.index} outside 0..{self.steering.workers - 1}")
+
+    def owns(self, policy: tuple[str, int]) -> bool:
+        return policy_owner(policy, self.steering.workers) == self.index
 
 
 def pack(program: list[tuple[int, int, int, int]]) -> bytes:
