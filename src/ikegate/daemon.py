@@ -261,7 +261,16 @@ class Daemon:
             "shell": self._op_shell,
             "inject": self._op_inject,
             "lan": self._op_lan,
+            "workers": self._op_workers,
         }
+
+    def _op_workers(self, req: dict[str, Any]) -> dict[str, Any]:
+        """The processes holding SAs (index, slot, cpu, pid, restarts, configuration digest)."""
+        return {"workers": [
+            {"index": w.index, "slot": w.placement.slot, "cpu": w.placement.cpu, "pid": w.pid,
+             "restarts": w.restarts, "config_digest": w.config_digest}
+            for w in self.device.workers()
+        ]}
 
     def _op_sas(self, req: dict[str, Any]) -> dict[str, Any]:
         """The selected SA rows (all by default; the keys of :meth:`Selection.from_record`), oldest

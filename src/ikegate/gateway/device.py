@@ -29,9 +29,26 @@ from ikegate.policy.model import Config
 from ikegate.sad import DEFAULT_PLACEMENT, IpsecSaEntry, OfflineRecord, Placement, SaEntry
 
 __all__ = [
-    "ALL", "DEFAULT_MODEL", "DEFAULT_SLOT_PLACEMENTS", "SLOT_MODELS", "Device", "DeviceError", "DeviceModel",
-    "GatewayStats", "LogSink", "OfflineRecord", "PingResult", "Selection", "Statistics", "make_device",
-    "merge_offline", "merge_rows", "open_device", "open_local", "parse_placements",
+    "ALL",
+    "DEFAULT_MODEL",
+    "DEFAULT_SLOT_PLACEMENTS",
+    "SLOT_MODELS",
+    "Device",
+    "DeviceError",
+    "DeviceModel",
+    "GatewayStats",
+    "LogSink",
+    "OfflineRecord",
+    "PingResult",
+    "Selection",
+    "Statistics",
+    "WorkerInfo",
+    "make_device",
+    "merge_offline",
+    "merge_rows",
+    "open_device",
+    "open_local",
+    "parse_placements",
 ]
 
 # ----------------------------------------------------------------------------------------------------------
@@ -239,6 +256,18 @@ class PingResult:
         return [t for t in self.rtts if t is not None]
 
 
+@dataclass(frozen=True, slots=True)
+class WorkerInfo:
+    """One process holding SAs (``workers`` control request): its index, placement, process id (None
+    while restarting), how often it was restarted and a digest of its running configuration."""
+
+    index: int
+    placement: Placement
+    pid: int | None
+    restarts: int
+    config_digest: str | None
+
+
 #: Where the device writes its log records: (module, severity, brief, text), the log buffer's arguments.
 LogSink = Callable[[str, int, str, str], None]
 
@@ -310,6 +339,10 @@ class Device(Protocol):
 
     def take_lan_output(self) -> list[bytes]:
         """The packet API: what came out on the protected side since the last call, oldest first."""
+        ...
+
+    def workers(self) -> list[WorkerInfo]:
+        """The processes holding SAs: one for the single-process device, one per placement worker."""
         ...
 
     def load(self, count: int, concurrency: int = 64) -> None:

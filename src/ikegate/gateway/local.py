@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import os
 import random
 import socket
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -29,6 +30,7 @@ from ikegate.gateway.device import (
     PingResult,
     Selection,
     Statistics,
+    WorkerInfo,
 )
 from ikegate.ike.core.config import Addr
 from ikegate.io.keylog import KeyLogWriter
@@ -167,6 +169,10 @@ class LocalDevice:
         out = list(self.gateway.lan_out)
         self.gateway.lan_out.clear()
         return out
+
+    def workers(self) -> list[WorkerInfo]:
+        placement = self._model.placements[0]
+        return [WorkerInfo(0, placement, os.getpid(), 0, None)]
 
     def load(self, count: int, concurrency: int = 64) -> None:
         self.gateway.load(self.now(), count, concurrency)

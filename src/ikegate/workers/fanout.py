@@ -43,6 +43,7 @@ from ikegate.gateway.device import (
     PingResult,
     Selection,
     Statistics,
+    WorkerInfo,
     merge_offline,
     merge_rows,
 )
@@ -74,7 +75,7 @@ STABLE_AFTER = 10.0
 
 def config_digest(config: Config) -> str:
     """What a worker's running configuration is, to compare across processes (tests, diagnostics)."""
-    return hashlib.sha256(pickle.dumps(config, protocol=pickle.HIGHEST_PROTOCOL)).hexdigest()
+    return hashlib.sha256(pickle.dumps(config, protocol=pickle.HIGHEST_PROTOCOL)).hexdigest()[:16]
 
 
 def worker_count(model: DeviceModel, workers: int) -> int:
@@ -300,9 +301,11 @@ class FanoutDevice:
         self._gather(up, "commit")
         self._committed = blob
 
-    def config_digests(self) -> list[str | None]:
-        """Each worker's running configuration digest (None: not running); tests compare them."""
-        return [self._gather([m], "config_digest")[0] if m.up else None for m in self.members]
+    def workers(self) -> list[WorkerInfo]:
+        up = [m for m in self.members if m.up]
+        digests = dict(zip((m.index for m in up), self._gather(up, "config_digest"), strict=True))
+        return [WorkerInfo(m.index, m.placement, m.proc.pid if m.up and m.proc is not None else None, m.restarts,
+                           digests.get(m.index)) for m in self.members]
 
     # -- life cycle ---------------------------------------------------------------------------------------
 

@@ -16,8 +16,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import dataclasses
 import logging
+import os
 import signal
 import socket
 import sys
@@ -287,6 +289,21 @@ class Worker:
         self._events.post(result, ident)
 
 
+PR_SET_PDEATHSIG = 1
+
+
+def _die_with_supervisor() -> None:
+    """A supervisor killed outright (SIGKILL, a crash) takes its workers with it, as a single process
+    would go: no Deletes, nothing left holding the ports. (A supervisor that shuts down asks them to
+    delete their SAs first; one that only closes the channels gets the same.)"""
+    parent = os.getppid()
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    if os.getppid() != parent:  # it died before the request took effect
+        os._exit(1)
+
+
 def _fd_socket(fd: int) -> socket.socket:
     return socket.socket(fileno=fd)
 
@@ -294,6 +311,7 @@ def _fd_socket(fd: int) -> socket.socket:
 def main(argv: Sequence[str]) -> int:
     """``ikegate worker INDEX WORKERS KEY CALL_FD EVENTS_FD ADDR,PORT,FD ...`` (the supervisor's command line)."""
     index, workers, key, call_fd, events_fd = (int(x) for x in argv[:5])
+    _die_with_supervisor()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # ^C at the console is the supervisor's to handle
     call, events = _fd_socket(call_fd), _fd_socket(events_fd)
     sockets: dict[Addr, socket.socket] = {}
