@@ -25,7 +25,7 @@ from ikegate.cli.commands.runtime import Runtime, runtime_commands
 from ikegate.cli.loader import ConfigError, decode_config, load_config
 from ikegate.cli.logbuffer import LogBuffer, LogRecord
 from ikegate.cli.shell import Shell
-from ikegate.gateway.device import Device, DeviceModel, Selection, open_device
+from ikegate.gateway.device import Device, DeviceError, DeviceModel, Selection, open_device
 from ikegate.mgmt.control import ControlServer, clear_stale_socket
 from ikegate.mgmt.metrics import MetricsServer, parse_listen, registry_for
 from ikegate.mgmt.records import entry_record
@@ -134,8 +134,10 @@ class Daemon:
         write_atomically(self.config_path, text)
 
     def after_command(self) -> None:
-        """The configuration may have changed: let the device take it (new auto policies start)."""
-        self.device.apply_config(self.device.config)
+        """The configuration may have changed: let the device take it (new auto policies start). A device
+        of several workers that could not apply it everywhere applied it nowhere and logged why."""
+        with contextlib.suppress(DeviceError):
+            self.device.apply_config(self.device.config)
         if self._opened:
             self.ssh.reconcile()
 
