@@ -117,16 +117,36 @@ def prerequisites(build_script: Path) -> str:
 # ------------------------------------------------------------------------------------------ processes
 
 
+def family(pid: int) -> list[int]:
+    """``pid`` and its descendants now (an ikegate with ``--workers`` is a supervisor and its workers)."""
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        with suppress(OSError):
+            todo += [int(c) for c in Path(f"/proc/{p}/task/{p}/children").read_text().split()]
+    return out
+
+
 def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    """utime + stime of ``pid`` and its live descendants."""
+    total = 0
+    for p in family(pid):
+        with suppress(OSError):
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
 
 
 def rss_kb(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    return 0
+    """VmRSS of ``pid`` and its live descendants."""
+    total = 0
+    for p in family(pid):
+        with suppress(OSError):
+            for line in Path(f"/proc/{p}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1])
+    return total
 
 
 def stop(proc: subprocess.Popen[bytes] | None) -> None:
@@ -144,8 +164,9 @@ def stop(proc: subprocess.Popen[bytes] | None) -> None:
 class Lab:
     """Two namespaces joined by a veth, named after this process so parallel runs do not meet."""
 
-    def __init__(self, run: Path, plugin: str) -> None:
+    def __init__(self, run: Path, plugin: str, workers: int | None = None) -> None:
         self.run, self.plugin = run, plugin
+        self.workers = workers  # ikegate's --workers (None: its default, one per CPU)
         tag = os.getpid() % 100000
         self.ns_i, self.ns_r = f"vsI{tag}", f"vsR{tag}"
 
@@ -304,7 +325,9 @@ return
             os.unlink(control)
         with open(self.run / "ikegate.log", "wb") as log:
             proc = subprocess.Popen(["ip", "netns", "exec", self.ns_r, sys.executable, "-m", "ikegate", "run",
-                                     str(cfg), "--control", control], stdout=log, stderr=subprocess.STDOUT)
+                                     str(cfg), "--control", control,
+                                     *([] if self.workers is None else ["--workers", str(self.workers)])],
+                                    stdout=log, stderr=subprocess.STDOUT)
         try:
             for _ in range(200):
                 if os.path.exists(control):
@@ -394,6 +417,9 @@ def main() -> int:
     ap.add_argument("--build-script", type=Path, default=None,
                     help="builds the load-tester plugin and prints its path last (default: the lab's, "
                          "../shared/lab/strongswan/build-load-tester.sh from the project root)")
+    ap.add_argument("--workers", type=int, default=None, metavar="N",
+                    help="ikegate's worker processes (default: its own, one per CPU; CPU and RSS are summed "
+                         "over the supervisor and its workers)")
     args = ap.parse_args()
     try:
         plugin = prerequisites(args.build_script or default_build_script())
@@ -403,9 +429,9 @@ def main() -> int:
     scenarios = [SCENARIOS[name] for name in (args.scenario or SCENARIOS)]
     load = os.getloadavg()
     print(f"ikegate vs strongSwan {strongswan_version()} as IKE responder, {args.n} IKE + Child SAs per run, PSK, "
-          f"load-tester initiator; load average before: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} "
+          f"load-tester initiator, ikegate --workers {args.workers or 'default'}; load average before: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} "
           f"on {os.cpu_count()} CPUs (ratios are what counts on a shared machine)")
-    with tempfile.TemporaryDirectory(prefix="vs-strongswan-") as tmp, Lab(Path(tmp), plugin) as lab:
+    with tempfile.TemporaryDirectory(prefix="vs-strongswan-") as tmp, Lab(Path(tmp), plugin, args.workers) as lab:
         for scenario in scenarios:
             print(f"\n{scenario.name}")
             runs: dict[str, list[Result]] = {"strongswan": [], "ikegate": []}

@@ -53,21 +53,17 @@ def _run(args: argparse.Namespace) -> int:
     options.metrics = args.metrics
     options.raw_esp = not args.force_udp_encap
     options.keylog = args.keylog
-    options.workers = default_workers(tun) if args.workers is None else args.workers
-    if tun and options.workers > 1:
-        print("ikegate: --tun needs --workers 1 (the TUN is not shared between workers yet)", file=sys.stderr)
-        return 2
+    options.workers = default_workers() if args.workers is None else args.workers
     gc.set_threshold(*GC_THRESHOLD)
     gc.freeze()  # modules and configuration live as long as the process: no collection needs to walk them
     return asyncio.run(run_daemon(config, options, args.config))
 
 
-def default_workers(tun: dict[str, str]) -> int:
-    """``--workers`` when not given: one per CPU this process may run on; one while ``--tun`` is used (the
-    protected side's TUN is not shared between workers yet)."""
+def default_workers() -> int:
+    """``--workers`` when not given: one per CPU this process may run on."""
     import os
 
-    return 1 if tun else max(1, len(os.sched_getaffinity(0)))
+    return max(1, len(os.sched_getaffinity(0)))
 
 
 def _workers(text: str) -> int:
@@ -154,7 +150,7 @@ def build_parser() -> argparse.ArgumentParser:
                           "ikev1_decryption_table and esp_sa in DIR (mode 0600); off by default")
     run.add_argument("--workers", type=_workers, metavar="N",
                      help="worker processes sharing the SAs, one core each, steered by SPI in the kernel "
-                          "(default: one per available CPU; 1 with --tun; on a slot model its placements; "
+                          "(default: one per available CPU; on a slot model its placements; "
                           "1: everything in one process)")
     run.set_defaults(func=_run)
     demo = sub.add_parser("demo", help="the embedded lab: HQ, Branch1 and Branch2 on loopback")

@@ -270,7 +270,7 @@ class Daemon:
         """The processes holding SAs (index, slot, cpu, pid, restarts, configuration digest)."""
         return {"workers": [
             {"index": w.index, "slot": w.placement.slot, "cpu": w.placement.cpu, "pid": w.pid,
-             "restarts": w.restarts, "config_digest": w.config_digest}
+             "restarts": w.restarts, "config_digest": w.config_digest, "reported_sas": w.reported_sas}
             for w in self.device.workers()
         ]}
 

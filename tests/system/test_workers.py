@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from ikegate.workers.steering import policy_owner
+from ikegate.workers.steering import peer_owner
 from tests.system.procs import Proc, free_port_pair, gateway, lab_text
 from tests.waiting import wait_for
 
@@ -131,6 +131,8 @@ def test_a_killed_worker_restarts_and_the_other_workers_tunnel_loses_nothing(
     held = [r for r in _ike_rows(hq) if _owner(r["conn_id"], 2) == victim]
     kept = {r["conn_id"] for r in hq.sas() if _owner(r["conn_id"], 2) == carrying}
     assert held, "the victim holds SAs"
+    wait_for(lambda: next(w["reported_sas"] for w in _workers(hq) if w["index"] == victim) == len(held),
+             what="the victim's SAs reported to the supervisor")
     pid = next(w["pid"] for w in _workers(hq) if w["index"] == victim)
     result: list[str] = []
     pinger = threading.Thread(target=lambda: result.append(_shell(br, "ping -a 10.1.1.1 -c 8 10.0.0.1")))
@@ -158,7 +160,7 @@ def test_branch_with_two_workers_initiates_once_and_routes_traffic_to_the_policy
     cfg = lab_text("branch2", **{"127.0.0.11": hq_addr, "127.0.0.13": br_addr})
     with gateway(tmp_path, "br2", cfg, port, "--workers", "2") as br2:
         assert br2.sas() == []
-        owner = policy_owner(("site", 10), 2)
+        owner = peer_owner(hq_addr, 2)
         wait_for(lambda: "0.00% packet loss" in _shell(br2, "ping -a 10.1.2.1 -c 2 10.0.0.1"), 120,
                  what="a ping through the triggered tunnel")
         rows = br2.sas()

@@ -25,7 +25,7 @@ import logging
 import os
 import struct
 from collections import OrderedDict, deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Container, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -158,6 +158,12 @@ class Gateway:
         self.worker = worker
         self.sad = SaDatabase() if worker is None else SaDatabase(conn_id_offset=worker.index,
                                                                  conn_id_stride=worker.steering.workers)
+        #: Placement workers: peer addresses with IKE SAs on *other* workers (the supervisor keeps it up to
+        #: date), so INITIAL_CONTACT goes out only when the device, not just this worker, has none left;
+        #: and who to tell when a peer's INITIAL_CONTACT arrives here (address, RemoteType, RemoteID), so
+        #: the other workers drop that identity's SAs too (:meth:`drop_identity`).
+        self.peers_elsewhere: Container[str] = frozenset()
+        self.on_initial_contact: Callable[[str, str, str], None] | None = None
         self._ike_spi: Callable[[], bytes] | None = (
             None if worker is None else worker.steering.ike_spi_allocator(worker.index, rng))
         self.stats = GatewayStats()
@@ -248,6 +254,15 @@ class Gateway:
     def local_addresses(self) -> list[str]:
         return [_addr(a) for a in self.config.local_addresses()]
 
+    def policy_peer(self, policy: tuple[str, int]) -> str | None:
+        """The peer address of site-to-site policy ``policy`` (None: a template's, or no such policy)."""
+        conn = self._conns.get(policy)
+        return None if conn is None else str(conn.remote)
+
+    def site_peers(self) -> frozenset[str]:
+        """The peer addresses of the site-to-site policies (placement workers route their openings)."""
+        return frozenset(str(c.remote) for c in self._conns.values())
+
     # ------------------------------------------------------------------ sans-I/O surface
 
     def start(self, now: float) -> None:
@@ -256,7 +271,7 @@ class Gateway:
         Called again after every command (the configuration may have changed), so it must never open a
         second IKE SA for a policy that has one, whoever initiated it (see :meth:`_bring_up`)."""
         for conn in self._conns.values():
-            if conn.kind is PolicyKind.AUTO and (self.worker is None or self.worker.owns(conn.key)):
+            if conn.kind is PolicyKind.AUTO and (self.worker is None or self.worker.owns(str(conn.remote))):
                 self._bring_up(conn, now)
 
     def _bring_up(self, conn: Connection, now: float, *, defer: bool = True) -> None:
@@ -656,8 +671,11 @@ class Gateway:
                        spi_allocator=self._spi_alloc, ike_spi_allocator=self._ike_spi)
         # INITIAL-CONTACT when no IKE SA with the peer is left (IKEv1 orphan IPsec SAs do not count): the
         # peer then drops whatever it still holds of ours, say after a Delete of ours was lost.
-        sa.initial_contact = not self.sad.peer_count(conn.remote) or not any(
-            isinstance(e, IkeSaEntry) for e in self.sad.by_peer(conn.remote))
+        # (Never on the benchmark's extra SAs (``track`` false): they come on top of what exists, in parallel
+        # from every worker, and must not make the peer drop each other.)
+        sa.initial_contact = track and str(conn.remote) not in self.peers_elsewhere and (
+            not self.sad.peer_count(conn.remote) or not any(
+                isinstance(e, IkeSaEntry) for e in self.sad.by_peer(conn.remote)))
         sa.force_encap = not self.raw_esp
         if track:
             self._meta[sa] = _Meta(conn, conn.kind, created=now)
@@ -1228,9 +1246,20 @@ class Gateway:
         if meta is not None and meta.superseded and not sa.finished:
             self._delete_ike(sa, now, DeleteReason.PHASE1_REPLACED)
 
+    def drop_identity(self, now: float, address: str, id_type: str, id_text: str) -> None:
+        """Another placement worker heard INITIAL_CONTACT from this peer identity: drop our established
+        IKE SAs with it too (the peer lost them all, whichever worker held them)."""
+        for entry in self.sad.by_identity(_ip(address), id_type, id_text):
+            other = entry.handle
+            if isinstance(entry, IkeSaEntry) and isinstance(other, IkeSa | IsakmpSa) and other.established:
+                other.delete(now, DeleteReason.INITIAL_CONTACT)
+                self._service(other, now)
+
     def _on_initial_contact(self, sa: Engine, now: float) -> None:
         """Drop older IKE SAs with the same peer identity: the peer lost them (RFC 7296 §2.4; RFC 2407
         §4.6.3.3), and IKEv1 orphan IPsec SAs of that peer with them."""
+        if self.on_initial_contact is not None:
+            self.on_initial_contact(sa.peer[0], *self._peer_identity(sa))
         for entry in self.sad.by_identity(sa.peer[0], *self._peer_identity(sa)):
             other = entry.handle
             if isinstance(entry, IpsecSaEntry) and entry.parent is None and isinstance(other, tuple) \

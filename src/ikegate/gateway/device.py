@@ -259,13 +259,15 @@ class PingResult:
 @dataclass(frozen=True, slots=True)
 class WorkerInfo:
     """One process holding SAs (``workers`` control request): its index, placement, process id (None
-    while restarting), how often it was restarted and a digest of its running configuration."""
+    while restarting), how often it was restarted, a digest of its running configuration and how many IKE
+    SAs it last reported to the supervisor (what ``offline-info`` records if it dies)."""
 
     index: int
     placement: Placement
     pid: int | None
     restarts: int
     config_digest: str | None
+    reported_sas: int | None = None
 
 
 #: Where the device writes its log records: (module, severity, brief, text), the log buffer's arguments.
@@ -387,14 +389,11 @@ def open_local(config: Config, model: DeviceModel | None = None, *, ike_port: in
 def open_device(config: Config, model: DeviceModel, workers: int = 1, **options: Any) -> Device:
     """The device ``ikegate run`` manages: one process (:func:`open_local`) when ``workers`` is 1 on any
     model, else a supervisor of placement workers (:class:`ikegate.workers.fanout.FanoutDevice`; a
-    multi-SPU model's placements are its workers). ``options`` are :func:`open_local`'s; ``tun`` needs one
-    process for now (ValueError otherwise)."""
+    multi-SPU model's placements are its workers). ``options`` are :func:`open_local`'s."""
     from ikegate.workers.fanout import FanoutDevice, worker_count
 
     if worker_count(model, workers) <= 1:
         return open_local(config, model, **options)
-    if options.pop("tun", None):
-        raise ValueError("--tun needs --workers 1 (multi-queue TUN is not wired to workers yet)")
     return FanoutDevice(config, model, workers=workers, **options)
 
 

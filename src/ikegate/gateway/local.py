@@ -52,12 +52,16 @@ class LocalDevice:
                  clock: Callable[[], float] = lambda: 0.0, tun: dict[str, str] | None = None,
                  raw_esp: bool = True, keylog: str | None = None, log: LogSink | None = None,
                  sockets: Mapping[Addr, socket.socket] | None = None,
-                 make_runner: Callable[[Gateway, asyncio.AbstractEventLoop], UdpRunner] = UdpRunner) -> None:
+                 make_runner: Callable[[Gateway, asyncio.AbstractEventLoop], UdpRunner] = UdpRunner,
+                 lan_side: Gateway | None = None) -> None:
         self.gateway = gateway
         #: Sockets bound by someone else (a placement worker's share of the supervisor's groups), driven
         #: instead of binding our own; ``make_runner`` builds the runner that drives them.
         self._sockets = sockets
         self._make_runner = make_runner
+        #: What the TUN bridge feeds (a placement worker's filter in front of the gateway, which hands
+        #: other workers' packets over and attaches one queue of a multi-queue TUN); None: the gateway.
+        self._lan_side = lan_side
         self._model = model or DeviceModel(placements=tuple(gateway.placements))
         self._clock = clock  # until the sockets are open (in-memory tests step their own clock)
         self._tun_map = dict(tun or {})
@@ -230,7 +234,8 @@ class LocalDevice:
                               f"{self._keylog} (--keylog): anyone who can read these files can decrypt this "
                               "gateway's traffic")
             if self._tun_map:
-                self._tun = open_bridge(self.gateway, self._tun_map, runner)
+                self._tun = open_bridge(self._lan_side or self.gateway, self._tun_map, runner,
+                                        multi_queue=self._lan_side is not None)
         except BaseException:
             runner.close()
             raise

@@ -13,8 +13,12 @@ what one process holding the same SAs would print:
 * Configuration: every change is first *prepared* on every worker (each checks it can take it), then
   *committed* on every worker, or *aborted* on every worker if any refused: all or none, before the
   command's prompt returns.
-* Protected-side packets (the packet API, ``ping``): to the worker holding the SA of the flow, else to the
-  worker owning the policy that negotiates it (:func:`ikegate.workers.steering.policy_owner`).
+* Site-to-site peers: every SA with one peer address lives on one worker
+  (:func:`ikegate.workers.steering.peer_owner`), which initiates its auto policies; a peer's opening message
+  that the kernel spread to another worker is passed on to the owner through here. Dial-up (template) SAs
+  stay where the kernel spread them.
+* Protected-side packets (the packet API, ``ping``, a TUN queue's packets that are not its worker's): to
+  the worker holding the SA of the flow, else to the worker owning the policy's peer.
 * A worker that dies is restarted on the same sockets (the kernel's group keeps its index); the IKE SAs it
   last reported go to ``display ike offline-info`` with the reason ``worker restart``; the others' SAs are
   untouched. Shutdown deletes every SA on every worker, in parallel.
@@ -98,6 +102,8 @@ class _Member:
     restarts: int = 0
     #: the IKE SAs it last reported: (peer address, peer port, version, placement)
     sas: list[tuple[str, int, int, Placement]] = field(default_factory=list)
+    #: the peers-elsewhere set it was last told
+    told: set[str] = field(default_factory=set)
 
 
 class FanoutDevice:
@@ -105,7 +111,7 @@ class FanoutDevice:
 
     def __init__(self, config: Config, model: DeviceModel, *, workers: int, ike_port: int = 500,
                  natt_port: int = 4500, retransmit_tries: int = 5, log: LogSink | None = None,
-                 raw_esp: bool = True, keylog: str | None = None) -> None:
+                 raw_esp: bool = True, keylog: str | None = None, tun: dict[str, str] | None = None) -> None:
         n = worker_count(model, workers)
         if model.has_slots and n != len(model.placements):
             raise ValueError(f"{model.model} has {len(model.placements)} placements: --workers must be 1 or "
@@ -117,6 +123,7 @@ class FanoutDevice:
         self._log = log or (lambda _m, _s, _b, _t: None)
         self._raw_esp = raw_esp
         self._keylog = keylog
+        self._tun = dict(tun or {})
         placements = model.placements if model.has_slots else (DEFAULT_PLACEMENT,) * n
         self.steering = Steering.generate(n, os.urandom)
         self.members = [_Member(i, p) for i, p in enumerate(placements)]
@@ -235,14 +242,25 @@ class FanoutDevice:
         return out
 
     def inject(self, packets: Sequence[bytes]) -> int:
-        if not packets:
-            return 0
+        if packets:
+            self._route(packets, handed=False)
+        return len(packets)
+
+    def _route(self, packets: Sequence[bytes], *, handed: bool) -> None:
         by_member: dict[int, list[bytes]] = {}
         for packet, member in zip(packets, self._claims(packets), strict=True):
             by_member.setdefault(member.index, []).append(packet)
         for index, share in by_member.items():
-            self._gather([self.members[index]], "inject", share, 0)
-        return len(packets)
+            self._gather([self.members[index]], "inject", share, len(share) if handed else 0)
+
+    def _hand_over(self, source: _Member, packets: Sequence[bytes]) -> None:
+        """Protected-side packets a worker's TUN queue read but which are not its own (see
+        :class:`ikegate.workers.worker.LanSide`): to their owner, counted there."""
+        try:
+            self._route(packets, handed=True)
+        except (DeviceError, RuntimeError) as exc:
+            self._log("WORKER", 5, "HANDOFF_FAILED", f"{len(packets)} packet(s) from worker {source.index} "
+                      f"dropped: {exc}")
 
     def take_lan_output(self) -> list[bytes]:
         out: list[bytes] = []
@@ -305,7 +323,7 @@ class FanoutDevice:
         up = [m for m in self.members if m.up]
         digests = dict(zip((m.index for m in up), self._gather(up, "config_digest"), strict=True))
         return [WorkerInfo(m.index, m.placement, m.proc.pid if m.up and m.proc is not None else None, m.restarts,
-                           digests.get(m.index)) for m in self.members]
+                           digests.get(m.index), len(m.sas)) for m in self.members]
 
     # -- life cycle ---------------------------------------------------------------------------------------
 
@@ -322,7 +340,8 @@ class FanoutDevice:
     def _options(self, member: _Member) -> WorkerOptions:
         return WorkerOptions(config=pickle.loads(self._committed), model=self._model, placement=member.placement,
                              ike_port=self._ports[0], natt_port=self._ports[1],
-                             retransmit_tries=self._retransmit_tries, raw_esp=self._raw_esp, keylog=self._keylog)
+                             retransmit_tries=self._retransmit_tries, raw_esp=self._raw_esp, keylog=self._keylog,
+                             tun=self._tun)
 
     async def _spawn(self, member: _Member) -> None:
         """Start worker ``member`` on its members of the groups and wait until it has opened."""
@@ -353,6 +372,27 @@ class FanoutDevice:
             self._log(*body[1:])
         elif kind == "sas":
             member.sas = body[1]
+            self._share_peers()
+        elif kind == "initial_contact":
+            for other in self.members:
+                if other is not member and other.up and other.events is not None:
+                    other.events.post(("drop_identity", tuple(body[1:])))
+        elif kind == "datagram":  # (owner, data, local, remote): an opening for another worker's peer
+            target = self.members[body[1]] if 0 <= body[1] < len(self.members) else None
+            if target is not None and target.up and target.events is not None:
+                target.events.post(("datagram", tuple(body[2:])))
+        elif kind == "handoff":
+            self._hand_over(member, body[1])
+
+    def _share_peers(self) -> None:
+        """Tell each worker which peers have IKE SAs on the others (its INITIAL_CONTACT decision)."""
+        held = [{peer for peer, *_ in m.sas} for m in self.members]
+        for member in self.members:
+            if member.up and member.events is not None:
+                elsewhere = set().union(*(h for i, h in enumerate(held) if i != member.index))
+                if elsewhere != member.told:
+                    member.told = elsewhere
+                    member.events.post(("peers", tuple(sorted(elsewhere))))
 
     async def _watch(self, member: _Member) -> None:
         """Restart ``member`` whenever its process ends, until the device closes."""
@@ -375,6 +415,7 @@ class FanoutDevice:
                     self._log("WORKER", 3, "WORKER_START_FAILED", str(exc))
                     pause = min(30.0, max(1.0, pause * 2))
                     continue
+                self._share_peers()
                 self._log("WORKER", 4, "WORKER_RESTARTED", f"Worker {member.index} ({member.placement}) "
                           "restarted")
                 if self._committed != pickle.dumps(self._config, protocol=pickle.HIGHEST_PROTOCOL):
@@ -392,6 +433,8 @@ class FanoutDevice:
             self._offline.record(peer_address=peer, peer_port=port, reason=RESTART_REASON, version=version,
                                  time=now, placement=placement)
         member.sas = []
+        member.told = set()
+        self._share_peers()
         if member.events is not None:
             member.events.close()
         if member.channel is not None:

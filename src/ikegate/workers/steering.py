@@ -46,7 +46,7 @@ __all__ = [
     "esp_spi_owner",
     "ike_spi",
     "ike_spi_owner",
-    "policy_owner",
+    "peer_owner",
 ]
 
 SO_ATTACH_REUSEPORT_CBPF = 51
@@ -237,18 +237,19 @@ class Steering:
         return a.assemble()
 
 
-def policy_owner(key: tuple[str, int], workers: int) -> int:
-    """The worker that initiates site-to-site policy ``key`` (name, sequence number): a stable function of
-    the policy alone (CRC-32, not ``hash``, which differs between processes), so every worker agrees without
-    asking and an auto policy is initiated by exactly one of them, again after that worker restarts."""
-    name, seq = key
-    return zlib.crc32(f"{name}\0{seq}".encode()) % workers
+def peer_owner(address: str, workers: int) -> int:
+    """The worker holding every site-to-site SA with the peer at ``address``: a stable function of the
+    address alone (CRC-32, not ``hash``, which differs between processes), so every worker agrees without
+    asking. That worker initiates the peer's auto policies (exactly once, again after a restart), and the
+    peer's own opening messages are handed to it (see :mod:`ikegate.workers.worker`), so one worker sees
+    all SAs of a policy and settles duplicates, INITIAL_CONTACT and re-authentication as one process does."""
+    return zlib.crc32(address.encode()) % workers
 
 
 @dataclass(frozen=True)
 class WorkerSlot:
     """One worker's place in the device: its ``index`` among ``steering.workers``. The controller takes
-    conn-ids, ESP SPIs and IKE SPIs from it and initiates only the auto policies it :meth:`owns`."""
+    conn-ids, ESP SPIs and IKE SPIs from it and initiates only the auto policies whose peer it :meth:`owns`."""
 
     steering: Steering
     index: int
@@ -257,8 +258,8 @@ class WorkerSlot:
         if not 0 <= self.index < self.steering.workers:
             raise ValueError(f"worker index {self.index} outside 0..{self.steering.workers - 1}")
 
-    def owns(self, policy: tuple[str, int]) -> bool:
-        return policy_owner(policy, self.steering.workers) == self.index
+    def owns(self, peer: str) -> bool:
+        return peer_owner(peer, self.steering.workers) == self.index
 
 
 def pack(program: list[tuple[int, int, int, int]]) -> bytes:

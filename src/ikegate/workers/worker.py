@@ -24,9 +24,9 @@ import signal
 import socket
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from ikegate.dataplane.packet import PacketError, echo_request, parse_ip
 from ikegate.gateway.controller import Gateway
@@ -37,7 +37,7 @@ from ikegate.io.udp import UdpRunner
 from ikegate.policy.model import Config
 from ikegate.sad import Placement, SaEntry
 from ikegate.workers.rpc import AsyncChannel, WorkerGone, read_frame, write_frame
-from ikegate.workers.steering import Steering, WorkerSlot, esp_spi_owner
+from ikegate.workers.steering import Steering, WorkerSlot, esp_spi_owner, peer_owner
 
 __all__ = ["CLAIM_NONE", "CLAIM_POLICY", "CLAIM_SA", "WorkerOptions", "main"]
 
@@ -46,8 +46,10 @@ log = logging.getLogger("ikegate.workers")
 #: How strongly a worker claims a protected-side packet (the supervisor routes it to the strongest claim):
 #: it holds the SA protecting the flow, or it owns the policy that would negotiate one, or neither.
 CLAIM_NONE, CLAIM_POLICY, CLAIM_SA = 0, 1, 2
+#: A packet covered by a policy but by no SA of ours: someone else's to decide (see :class:`LanSide`).
+CLAIM_POLICY_ELSEWHERE = -1
 #: Seconds between the worker's reports of its IKE SAs (what the supervisor records if the worker dies).
-REPORT_INTERVAL = 0.2
+REPORT_INTERVAL = 0.1
 INIT_TIMEOUT = 60.0
 
 
@@ -63,6 +65,32 @@ class WorkerOptions:
     retransmit_tries: int
     raw_esp: bool
     keylog: str | None
+    tun: dict[str, str]
+
+
+class LanSide:
+    """What a worker's TUN queue feeds: the gateway, behind a check that the packet is this worker's.
+
+    The kernel spreads the TUN's packets over the workers' queues by flow hash (and sends a flow to the
+    queue that last wrote its other direction, so a flow whose replies come through our SA stays with us).
+    A packet we hold the SA for, or that no policy covers, is ours; any other (the SA or the policy that
+    would negotiate it may be another worker's) is handed to the supervisor, which gives it to its owner
+    (counted there as ``handed_over``)."""
+
+    def __init__(self, worker: Worker) -> None:
+        self._worker = worker
+        self._gateway = worker.gateway
+        self.lan_out = worker.gateway.lan_out
+
+    @property
+    def config(self) -> Config:
+        return self._gateway.config
+
+    def from_lan(self, packet: bytes, now: float) -> None:
+        if self._worker.claim(packet) in (CLAIM_SA, CLAIM_NONE):
+            self._gateway.from_lan(packet, now)
+        else:  # a policy covers it and we hold no SA for it: another worker may; the supervisor decides
+            self._worker.hand_over(packet)
 
 
 class WorkerRunner(UdpRunner):
@@ -75,14 +103,47 @@ class WorkerRunner(UdpRunner):
         self._slot = slot
         self._expected = slot.steering.expected_worker
         self.esp_filter = self._ours
+        #: Where an opening message (IKE_SA_INIT request, Main/Aggressive Mode 1) from a site-to-site peer
+        #: owned by another worker goes: (owner, datagram, local, remote). The kernel spreads openings by
+        #: initiator SPI; the peer's SAs must all live with the worker owning its policies.
+        self.hand_over: Callable[[int, bytes, Addr, Addr], None] | None = None
+        self._peers_of: Config | None = None
+        self._peers: frozenset[str] = frozenset()
 
     def _ours(self, packet: bytes) -> bool:
         return len(packet) >= 4 and esp_spi_owner(int.from_bytes(packet[:4], "big")) == self._slot.index
 
     def feed(self, data: bytes, local: Addr, remote: Addr) -> None:
-        if self._expected(data, local[1] == self.gateway.natt_port) != self._slot.index:
+        natt = local[1] == self.gateway.natt_port
+        if self._expected(data, natt) != self._slot.index:
             self.gateway.stats.misrouted += 1
+        elif self.hand_over is not None and _opening(data, natt) and remote[0] in self._site_peers():
+            owner = peer_owner(remote[0], self._slot.steering.workers)
+            if owner != self._slot.index:
+                self.hand_over(owner, data, local, remote)
+                return
         super().feed(data, local, remote)
+
+    def feed_handed(self, data: bytes, local: Addr, remote: Addr) -> None:
+        """An opening another worker received for a peer of ours (see :meth:`feed`)."""
+        self.gateway.stats.handed_over += 1
+        super().feed(data, local, remote)
+        self.flush()
+
+    def _site_peers(self) -> frozenset[str]:
+        config = self.gateway.config
+        if config is not self._peers_of:
+            self._peers_of, self._peers = config, self.gateway.site_peers()
+        return self._peers
+
+
+def _opening(data: bytes, natt: bool) -> bool:
+    """A first request of an IKE SA (responder SPI zero, sent by an initiator): IKEv2 IKE_SA_INIT and its
+    COOKIE/INVALID_KE retries, IKEv1 Main/Aggressive Mode message 1."""
+    at = 4 if natt else 0
+    if len(data) < at + 28 or (natt and data[:4] != bytes(4)) or any(data[at + 8:at + 16]):
+        return False
+    return data[at + 17] & 0xF0 == 0x10 or bool(data[at + 19] & 0x08)
 
 
 def _plain(entry: SaEntry) -> SaEntry:
@@ -108,10 +169,13 @@ class Worker:
                           placements=(options.placement,), retransmit_tries=options.retransmit_tries,
                           log=self._log, worker=slot)
         self.gateway = gateway
+        gateway.on_initial_contact = self._initial_contact
         self.device = LocalDevice(gateway, DeviceModel(options.model.model, (options.placement,)),
                                   raw_esp=options.raw_esp, keylog=options.keylog, log=self._log, sockets=sockets,
-                                  make_runner=lambda gw, loop: WorkerRunner(gw, loop, slot))
+                                  make_runner=lambda gw, loop: WorkerRunner(gw, loop, slot), tun=options.tun,
+                                  lan_side=cast(Gateway, LanSide(self)))
         self._reported: tuple[int, int] = (-1, -1)
+        self._runner: WorkerRunner | None = None
         self._report_handle: asyncio.TimerHandle | None = None
 
     # -- life cycle -----------------------------------------------------------------------------------
@@ -121,8 +185,10 @@ class Worker:
         self._events = AsyncChannel(self._events_sock, self._on_async, on_closed=self._lost_supervisor)
         await self.device.open()
         runner = self.device.runner
-        assert runner is not None
+        assert isinstance(runner, WorkerRunner)
         runner.add_flush_hook(self._maybe_report)
+        runner.hand_over = self._hand_opening
+        self._runner = runner
         loop.add_reader(self._call.fileno(), self._on_call)
         for sig in (signal.SIGTERM, signal.SIGHUP):
             loop.add_signal_handler(sig, self._lost_supervisor)
@@ -207,6 +273,13 @@ class Worker:
         return [self._claim(p) for p in packets]
 
     def _claim(self, packet: bytes) -> int:
+        level = self.claim(packet)
+        return CLAIM_NONE if level == CLAIM_POLICY_ELSEWHERE else level
+
+    def claim(self, packet: bytes) -> int:
+        """CLAIM_SA (our SA protects it), CLAIM_POLICY (no SA of ours, our policy would negotiate it),
+        CLAIM_POLICY_ELSEWHERE (a policy covers it, neither its SA nor the policy is ours), CLAIM_NONE (no
+        policy covers it: in clear, the same on every worker)."""
         try:
             info = parse_ip(packet)
         except PacketError:
@@ -217,7 +290,12 @@ class Worker:
             return CLAIM_NONE
         if spd.covered(info):
             return CLAIM_SA
-        return CLAIM_POLICY if self.slot.owns(match.policy) else CLAIM_NONE
+        peer = self.gateway.policy_peer(match.policy)
+        return CLAIM_POLICY if peer is not None and self.slot.owns(peer) else CLAIM_POLICY_ELSEWHERE
+
+    def hand_over(self, packet: bytes) -> None:
+        if self._events is not None:
+            self._events.post(("handoff", [packet]))
 
     def op_claim_ping(self, source: str, destination: str) -> int:
         return self._claim(echo_request(source, destination, 0, 0, b""))
@@ -267,9 +345,31 @@ class Worker:
 
     # -- the async channel ------------------------------------------------------------------------------
 
+    def _hand_opening(self, owner: int, data: bytes, local: Addr, remote: Addr) -> None:
+        if self._events is not None:
+            self._events.post(("datagram", owner, data, local, remote))
+
+    def _initial_contact(self, address: str, id_type: str, id_text: str) -> None:
+        if self._events is not None:
+            self._events.post(("initial_contact", address, id_type, id_text))
+
     def _on_async(self, ident: int, body: Any) -> None:
         op, args = body
         loop = asyncio.get_running_loop()
+        if op == "peers":  # peer addresses with IKE SAs on other workers
+            self.gateway.peers_elsewhere = frozenset(args)
+            return
+        if op == "drop_identity":  # INITIAL_CONTACT heard by another worker
+            self.gateway.drop_identity(loop.time(), *args)
+            runner = self.device.runner
+            if runner is not None:
+                runner.flush()
+            return
+        if op == "datagram":  # an opening another worker received for a peer of ours
+            if self._runner is not None:
+                data, local, remote = args
+                self._runner.feed_handed(data, tuple(local), tuple(remote))
+            return
         if op == "ping":
             task = loop.create_task(self._ping(ident, *args))
         elif op == "close":
