@@ -429,7 +429,8 @@ def main() -> int:
     scenarios = [SCENARIOS[name] for name in (args.scenario or SCENARIOS)]
     load = os.getloadavg()
     print(f"ikegate vs strongSwan {strongswan_version()} as IKE responder, {args.n} IKE + Child SAs per run, PSK, "
-          f"load-tester initiator, ikegate --workers {args.workers or 'default'}; load average before: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} "
+          f"load-tester initiator, ikegate --workers {args.workers or 'default'}; "
+          f"load average before: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} "
           f"on {os.cpu_count()} CPUs (ratios are what counts on a shared machine)")
     with tempfile.TemporaryDirectory(prefix="vs-strongswan-") as tmp, Lab(Path(tmp), plugin, args.workers) as lab:
         for scenario in scenarios:
