@@ -38,33 +38,44 @@ class Gw:
             raise RuntimeError(answer)
         return answer
 
-    def pids(self) -> list[int]:
-        """The gateway's process and its workers (``--workers N``): figures are summed over them."""
-        out, todo = [], [self.popen.pid]
-        while todo:
-            pid = todo.pop()
-            out.append(pid)
-            with suppress(OSError):
-                todo += [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
-        return out
-
     def cpu_seconds(self) -> float:
-        ticks = os.sysconf("SC_CLK_TCK")
-        total = 0
-        for pid in self.pids():
-            with suppress(OSError):
-                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-                total += int(fields[11]) + int(fields[12])
-        return total / ticks
+        return cpu_seconds(self.popen.pid)
 
     def rss_kb(self, key: str = "VmRSS") -> int:
-        total = 0
-        for pid in self.pids():
-            with suppress(OSError):
-                for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-                    if line.startswith(key + ":"):
-                        total += int(line.split()[1])
-        return total
+        return rss_kb(self.popen.pid, key)
+
+
+def family(pid: int) -> list[int]:
+    """``pid`` and its descendants now (a gateway with ``--workers`` is a supervisor and its workers):
+    the figures below are summed over them."""
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        with suppress(OSError):
+            todo += [int(c) for c in Path(f"/proc/{p}/task/{p}/children").read_text().split()]
+    return out
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of ``pid`` and its live descendants."""
+    total = 0
+    for p in family(pid):
+        with suppress(OSError):
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def rss_kb(pid: int, key: str = "VmRSS") -> int:
+    """``key`` (VmRSS, VmHWM) of ``pid`` and its live descendants, in kB."""
+    total = 0
+    for p in family(pid):
+        with suppress(OSError):
+            for line in Path(f"/proc/{p}/status").read_text().splitlines():
+                if line.startswith(key + ":"):
+                    total += int(line.split()[1])
+    return total
 
 
 #: IKEv1: phase 1 knows neither AES-GCM nor Curve25519; the branch speaks only IKEv1.

@@ -38,6 +38,8 @@ from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 
+from _procs import cpu_seconds, rss_kb  # summed over the supervisor and its workers
+
 PROJECT = Path(__file__).resolve().parent.parent
 LAB_SCRIPT = Path("..", "shared", "lab", "strongswan", "build-load-tester.sh")  # from the project root
 PACKAGES = ("charon-systemd", "strongswan-swanctl", "libstrongswan-standard-plugins", "libstrongswan-extra-plugins")
@@ -115,38 +117,6 @@ def prerequisites(build_script: Path) -> str:
 
 
 # ------------------------------------------------------------------------------------------ processes
-
-
-def family(pid: int) -> list[int]:
-    """``pid`` and its descendants now (an ikegate with ``--workers`` is a supervisor and its workers)."""
-    out, todo = [], [pid]
-    while todo:
-        p = todo.pop()
-        out.append(p)
-        with suppress(OSError):
-            todo += [int(c) for c in Path(f"/proc/{p}/task/{p}/children").read_text().split()]
-    return out
-
-
-def cpu_seconds(pid: int) -> float:
-    """utime + stime of ``pid`` and its live descendants."""
-    total = 0
-    for p in family(pid):
-        with suppress(OSError):
-            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
-            total += int(fields[11]) + int(fields[12])
-    return total / os.sysconf("SC_CLK_TCK")
-
-
-def rss_kb(pid: int) -> int:
-    """VmRSS of ``pid`` and its live descendants."""
-    total = 0
-    for p in family(pid):
-        with suppress(OSError):
-            for line in Path(f"/proc/{p}/status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
-                    total += int(line.split()[1])
-    return total
 
 
 def stop(proc: subprocess.Popen[bytes] | None) -> None:
