@@ -8,11 +8,16 @@ from typing import Any, cast
 
 import pytest
 
+from ikegate.gateway.controller import Gateway
 from ikegate.gateway.device import DeviceError, DeviceModel, Selection, make_device
-from ikegate.sad import Placement
+from ikegate.sad import IkeSaEntry, Placement
 from ikegate.workers.fanout import FanoutDevice, worker_count
 from ikegate.workers.rpc import Channel, WorkerGone, gather
+from ikegate.workers.steering import Steering, WorkerSlot, ike_spi_owner, peer_owner
+from ikegate.workers.worker import _opening
 from tests.protocol.netsim import lab_config
+
+BR_HQ = "127.0.0.11"  # Branch1's peer in the lab configuration
 
 
 class FakeChannel:
@@ -102,3 +107,55 @@ def test_slot_models_have_one_worker_per_placement_unless_one_process() -> None:
     assert worker_count(DeviceModel(), 4) == 4
     with pytest.raises(ValueError, match="placements"):
         FanoutDevice(lab_config("hq"), make_device("USG6680E", "1/0,1/1"), workers=1)
+
+
+# -- a worker's controller: its conn-ids, its SPIs, its peers -------------------------------------------
+
+
+def _worker_gateway(index: int, workers: int = 4) -> Gateway:
+    return Gateway(lab_config("branch1"), worker=WorkerSlot(Steering(workers, 0x5A5A), index))
+
+
+def test_only_the_peers_owner_initiates_and_everything_it_allocates_names_it() -> None:
+    owner = peer_owner(BR_HQ, 4)
+    for index in range(4):
+        gw = _worker_gateway(index)
+        gw.start(1.0)
+        entries = gw.sad.select(phase=1)
+        if index != owner:
+            assert entries == [] and gw.stats.negotiations_started == 0
+            continue
+        (entry,) = entries
+        assert isinstance(entry, IkeSaEntry)
+        assert (entry.conn_id - 1) % 4 == index
+        assert ike_spi_owner(entry.spi_i, 0x5A5A, 4) == index  # the kernel steers its answers here
+        (datagram, _local, _remote), *_ = gw.datagrams_to_send()
+        assert datagram[:8] == entry.spi_i
+        answer = entry.spi_i + b"\x77" * 8 + bytes([33, 0x20, 34, 0x20]) + bytes(12)  # I flag clear
+        assert Steering(4, 0x5A5A).expected_worker(answer, natt=False) == index
+        assert {gw._spi_alloc() >> 24 for _ in range(50)} == {index}
+
+
+def test_openings_are_recognised_for_hand_over() -> None:
+    header = bytearray(28)
+    header[:8] = b"\x01" * 8
+    header[17], header[19] = 0x20, 0x08  # IKEv2, I flag: an IKE_SA_INIT request
+    assert _opening(bytes(header), natt=False)
+    assert _opening(bytes(4) + bytes(header), natt=True)
+    answer = bytearray(header)
+    answer[19] = 0x20  # response, zero responder SPI (a COOKIE answer): ours to handle, not an opening
+    assert not _opening(bytes(answer), natt=False)
+    header[8:16] = b"\x02" * 8
+    assert not _opening(bytes(header), natt=False)  # responder SPI set: an SA exists
+    v1 = bytearray(28)
+    v1[:8], v1[17] = b"\x03" * 8, 0x10  # Main Mode 1
+    assert _opening(bytes(v1), natt=False)
+    assert not _opening(b"\x00\x00\x01\x00" + bytes(40), natt=True)  # ESP
+    assert not _opening(b"\xff", natt=True)
+
+
+def test_peer_owner_is_stable_and_spreads() -> None:
+    owners = {peer_owner(f"198.51.100.{i}", 4) for i in range(64)}
+    assert owners == {0, 1, 2, 3}
+    assert peer_owner("198.51.100.7", 4) == peer_owner("198.51.100.7", 4)
+    assert WorkerSlot(Steering(4, 1), peer_owner("2001:db8::1", 4)).owns("2001:db8::1")
