@@ -73,9 +73,9 @@ class LanSide:
 
     The kernel spreads the TUN's packets over the workers' queues by flow hash (and sends a flow to the
     queue that last wrote its other direction, so a flow whose replies come through our SA stays with us).
-    A packet we hold the SA for, or that no policy covers, is ours; any other (the SA or the policy that
-    would negotiate it may be another worker's) is handed to the supervisor, which gives it to its owner
-    (counted there as ``handed_over``)."""
+    A packet we hold the SA for is ours; any other (the SA, or the policy that would negotiate it, may be
+    another worker's) is handed to the supervisor, which gives it to the worker with the strongest claim
+    (counted there as ``handed_over``; nobody's goes to the first worker, which passes or drops it)."""
 
     def __init__(self, worker: Worker) -> None:
         self._worker = worker
@@ -87,9 +87,11 @@ class LanSide:
         return self._gateway.config
 
     def from_lan(self, packet: bytes, now: float) -> None:
-        if self._worker.claim(packet) in (CLAIM_SA, CLAIM_NONE):
+        # No SA of ours covers it: another worker's may (a template without ACL has no rule before its SA
+        # exists, so "no policy here" proves nothing): the supervisor decides.
+        if self._worker.claim(packet) == CLAIM_SA:
             self._gateway.from_lan(packet, now)
-        else:  # a policy covers it and we hold no SA for it: another worker may; the supervisor decides
+        else:
             self._worker.hand_over(packet)
 
 
