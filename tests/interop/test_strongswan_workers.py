@@ -13,8 +13,10 @@ from typing import Any
 
 import pytest
 
+from ikegate.workers.steering import peer_owner
 from tests.interop.netns import Lab
-from tests.interop.test_strongswan import CHILD, DEFAULT, V1, Bed, SuiteCase, make_bed, show_logs
+from tests.interop.test_strongswan import CHILD, CONN, DEFAULT, V1, Bed, SuiteCase, make_bed, show_logs
+from tests.interop.test_strongswan_unique import _exactly_one
 from tests.interop.vrp import ike_sas, ipsec_sas
 from tests.waiting import wait_for
 
@@ -78,3 +80,21 @@ def test_reset_reaches_the_worker_and_the_tunnel_returns(bed: Bed) -> None:
     assert bed.ping_from_ikegate_side().returncode == 0
     st = _steered(bed)
     assert st["negotiations_started"] == 2  # the owner initiated twice, no other worker ever did
+
+
+@pytest.mark.cell(ROW, "T", "strongSwan terminates and initiates towards ikegate's auto policy: its opening is "
+                            "passed to the peer's worker, one IKE SA")
+def test_peer_initiated_sa_lands_on_the_peers_worker(bed: Bed) -> None:
+    gw = bed.start(DEFAULT, initiator=True)
+    bed.wait_up()
+    owner = peer_owner(bed.sw_wan, WORKERS)
+    old = bed.sw_ike()[0].uniqueid
+    assert bed.charon.terminate("--ike", CONN).returncode == 0
+    assert bed.charon.initiate(CHILD).returncode == 0
+    wait_for(lambda: any(sa.uniqueid != old for sa in bed.sw_ike()), what="strongSwan's new IKE SA")
+    ours = _exactly_one(bed)
+    assert (ours["conn_id"] - 1) % WORKERS == owner, ours
+    bed.wait_up()
+    assert bed.ping_from_strongswan().returncode == 0
+    _steered(bed)
+    assert gw.call("stats")["stats"]["negotiations_started"] >= 1
