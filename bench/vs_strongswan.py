@@ -365,8 +365,10 @@ def measure(lab: Lab, scenario: Scenario, who: str, count: int, timeout: float) 
         if who == "strongswan":
             lab.swanctl(lab.ns_r, "--terminate", "--ike", "load-test", "--loglevel", "-1")
         else:
-            subprocess.run([str(Path(sys.executable).with_name("ikegate")), "cli", "--control", control,
-                            "-c", "reset ike sa"], capture_output=True)
+            reset = subprocess.run([str(Path(sys.executable).with_name("ikegate")), "cli", "--control", control,
+                                    "-c", "reset ike sa"], capture_output=True, text=True)
+            if reset.returncode:
+                print(f"  reset ike sa failed: {reset.stdout[-500:]}{reset.stderr[-500:]}", flush=True)
         while (lab.ike_sas(lab.ns_i) or 0) > 0 and time.monotonic() - t0 < DELETE_LIMIT:
             time.sleep(0.02)
         gone = time.monotonic() - t0

@@ -151,6 +151,8 @@ with its id, which :meth:`post` answers with. Used by both the supervisor and th
         self._pending: dict[int, asyncio.Future[Any]] = {}
         self._next = 1
         self._buf = bytearray()
+        self._out = bytearray()
+        self._writing = False
         self._loop = asyncio.get_running_loop()
         self._loop.add_reader(sock.fileno(), self._readable)
         self.closed = False
@@ -180,18 +182,37 @@ with its id, which :meth:`post` answers with. Used by both the supervisor and th
                 fut.set_result(body)
 
     def post(self, body: object, ident: int = 0) -> None:
-        """Send without waiting (blocking briefly if the socket is full: messages are small)."""
+        """Send without waiting and without ever blocking: what the socket does not take now waits here and
+        goes out when it is writable. Blocking would deadlock: the other end may itself be blocked in a
+        call on the other channel (a reset whose hundreds of log records fill this socket while the
+        supervisor waits for the reset's answer)."""
         if self.closed:
             return
-        frame = encode((ident, body))
-        self.sock.setblocking(True)
+        self._out += encode((ident, body))
+        if not self._writing:
+            self._write()
+
+    def _write(self) -> None:
         try:
-            self.sock.sendall(frame)
+            sent = self.sock.send(self._out)
+        except (BlockingIOError, InterruptedError):
+            sent = 0
         except OSError:
             self.close()
-        finally:
-            if not self.closed:
-                self.sock.setblocking(False)
+            return
+        del self._out[:sent]
+        if self._out and not self._writing:
+            self._writing = True
+            self._loop.add_writer(self.sock.fileno(), self._write)
+        elif not self._out and self._writing:
+            self._writing = False
+            self._loop.remove_writer(self.sock.fileno())
+
+    async def drain(self, timeout: float = 5.0) -> None:
+        """Until everything posted has gone out (a worker's last log records and answer before it exits)."""
+        deadline = self._loop.time() + timeout
+        while self._out and not self.closed and self._loop.time() < deadline:
+            await asyncio.sleep(0.005)
 
     async def request(self, body: object, timeout: float = CALL_TIMEOUT) -> Any:
         if self.closed:
@@ -214,6 +235,8 @@ with its id, which :meth:`post` answers with. Used by both the supervisor and th
         self.closed = True
         with contextlib.suppress(ValueError, OSError):
             self._loop.remove_reader(self.sock.fileno())
+            if self._writing:
+                self._loop.remove_writer(self.sock.fileno())
         self.sock.close()
         for fut in self._pending.values():
             if not fut.done():

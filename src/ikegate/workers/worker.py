@@ -209,8 +209,10 @@ class Worker:
         with contextlib.suppress(ValueError, OSError):
             asyncio.get_running_loop().remove_reader(self._call.fileno())
         await self.device.close(grace)
-        if ident is not None and self._events is not None:
-            self._events.post(("ok", None), ident)
+        if self._events is not None:
+            if ident is not None:
+                self._events.post(("ok", None), ident)
+            await self._events.drain()
         self._done.set()
 
     def _log(self, module: str, severity: int, brief: str, text: str) -> None:
