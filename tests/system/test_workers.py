@@ -124,8 +124,9 @@ def test_a_configuration_change_reaches_every_worker_before_the_prompt(lab: tupl
 def test_a_killed_worker_restarts_and_the_other_workers_tunnel_loses_nothing(
         lab: tuple[Proc, Proc, str, int]) -> None:
     hq, br, _, _ = lab
-    # the IPsec SA Branch1's ping uses: its outbound SPI is HQ's inbound one, which names HQ's worker
-    auto = min((r for r in br.sas() if r["phase"] == 2), key=lambda r: r["conn_id"])
+    # the IPsec SA Branch1's ping uses (the newest covering the flow: one process, so the highest conn-id):
+    # its outbound SPI is HQ's inbound one, which names HQ's worker
+    auto = max((r for r in br.sas() if r["phase"] == 2), key=lambda r: r["conn_id"])
     carrying = auto["spi_out"] >> 24
     victim = 1 - carrying
     held = [r for r in _ike_rows(hq) if _owner(r["conn_id"], 2) == victim]
@@ -149,6 +150,22 @@ def test_a_killed_worker_restarts_and_the_other_workers_tunnel_loses_nothing(
     assert len(offline) == len(held)
     assert "worker restart" in _cli(hq, "display ike offline-info").stdout
     assert _stats(hq)["workers"] == 2
+
+
+def test_reset_of_hundreds_of_sas_returns_while_the_workers_log_them(lab: tuple[Proc, Proc, str, int]) -> None:
+    """A reset of hundreds of SAs over both workers: the command returns, every peer hears its Deletes, the
+    teardown records reach the supervisor's log (the channel's own no-blocking rule is in
+    tests/unit/test_fanout.py)."""
+    hq, br, _, _ = lab
+    before, br_before = _stats(hq)["ipsec_sas"], _stats(br)["ike_sas"]
+    br.call("load", count=300)
+    wait_for(lambda: _stats(hq)["ipsec_sas"] >= before + 300, what="300 more SAs")
+    done = _cli(hq, "reset ike sa")
+    assert done.returncode == 0, done.stdout + done.stderr
+    # every SA HQ held went, and Branch1 heard it (its auto SA comes back; the SAs of the worker killed
+    # above stay on Branch1, which has no DPD here)
+    wait_for(lambda: _stats(br)["ike_sas"] <= br_before, what="Branch1 to hear every Delete")
+    assert "IPSEC_TUNNEL_TEARED_DOWN" in hq.stderr()
 
 
 def test_branch_with_two_workers_initiates_once_and_routes_traffic_to_the_policy_owner(

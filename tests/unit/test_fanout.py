@@ -4,6 +4,9 @@ out of service. The channels are doubles; tests/system/test_workers.py runs the 
 
 from __future__ import annotations
 
+import asyncio
+import socket
+import time
 from typing import Any, cast
 
 import pytest
@@ -12,7 +15,7 @@ from ikegate.gateway.controller import Gateway
 from ikegate.gateway.device import DeviceError, DeviceModel, Selection, make_device
 from ikegate.sad import IkeSaEntry, Placement
 from ikegate.workers.fanout import FanoutDevice, worker_count
-from ikegate.workers.rpc import Channel, WorkerGone, gather
+from ikegate.workers.rpc import AsyncChannel, Channel, WorkerGone, gather, read_frame
 from ikegate.workers.steering import Steering, WorkerSlot, ike_spi_owner, peer_owner
 from ikegate.workers.worker import _opening
 from tests.protocol.netsim import lab_config
@@ -159,3 +162,26 @@ def test_peer_owner_is_stable_and_spreads() -> None:
     assert owners == {0, 1, 2, 3}
     assert peer_owner("198.51.100.7", 4) == peer_owner("198.51.100.7", 4)
     assert WorkerSlot(Steering(4, 1), peer_owner("2001:db8::1", 4)).owns("2001:db8::1")
+
+
+def test_posting_never_blocks_when_the_other_end_does_not_read() -> None:
+    """A worker posting log records while the supervisor waits for its call answer (and so reads nothing)
+    must go on: the records wait in the channel and all arrive, in order, once the other end reads."""
+    async def main() -> list[object]:
+        here, there = socket.socketpair()
+        channel = AsyncChannel(here, lambda _i, _b: None)
+        record = "x" * 1000
+        for i in range(5000):  # ~5 MB: far beyond a socketpair's buffer
+            channel.post(("log", i, record))  # returns at once; nobody reads yet
+        got: list[object] = []
+        there.setblocking(True)
+        reader = asyncio.get_running_loop().run_in_executor(
+            None, lambda: [read_frame(there, time.monotonic() + 30) for _ in range(5000)])
+        await channel.drain(30)
+        got = await reader
+        channel.close()
+        there.close()
+        return got
+
+    got = asyncio.run(main())
+    assert [body[1] for _ident, body in got] == list(range(5000))  # type: ignore[index]
