@@ -8,8 +8,8 @@ and the configuration; the worker then opens and answers the supervisor's Device
 single-process :class:`~ikegate.gateway.local.LocalDevice` call on its own share of the SAs. Its log records
 go to the supervisor, whose log buffer, stderr mirror and syslog are the device's.
 
-The worker lives as long as its channels: when the supervisor goes away (both ends close) it deletes its
-SAs as a shutdown would and exits.
+The worker lives as long as its channels: a supervisor that stops asks it to delete its SAs first; one that
+dies takes it along silently, as a killed single process sends nothing.
 """
 
 from __future__ import annotations
@@ -184,7 +184,7 @@ class Worker:
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
-        self._events = AsyncChannel(self._events_sock, self._on_async, on_closed=self._lost_supervisor)
+        self._events = AsyncChannel(self._events_sock, self._on_async, on_closed=self._supervisor_gone)
         await self.device.open()
         runner = self.device.runner
         assert isinstance(runner, WorkerRunner)
@@ -193,12 +193,21 @@ class Worker:
         self._runner = runner
         loop.add_reader(self._call.fileno(), self._on_call)
         for sig in (signal.SIGTERM, signal.SIGHUP):
-            loop.add_signal_handler(sig, self._lost_supervisor)
+            loop.add_signal_handler(sig, self._stop)
         write_frame(self._call, ("ok", self.device.local_addresses()))
         await self._done.wait()
 
-    def _lost_supervisor(self) -> None:
-        """No supervisor: delete every SA as a shutdown does, then exit."""
+    def _supervisor_gone(self) -> None:
+        """A channel closed without the supervisor asking us to stop: it died (a supervisor that stops sends
+        ``close`` first). Go as it went, without a word to the peers: a SIGKILLed gateway sends no Deletes.
+        (``PR_SET_PDEATHSIG`` would kill us too, but the kernel closes the dead process's descriptors
+        before it signals its children, and a Delete could slip out in between.)"""
+        if not self._closing:
+            os._exit(1)
+
+    def _stop(self) -> None:
+        """SIGTERM or SIGHUP to this worker: delete every SA as a shutdown does, then exit (the supervisor
+        restarts it)."""
         if not self._closing:
             self._closing = True
             task = asyncio.get_running_loop().create_task(self._close(1.0, None))
@@ -243,7 +252,7 @@ class Worker:
         try:
             op, args = read_frame(self._call, time.monotonic() + INIT_TIMEOUT)
         except WorkerGone:
-            self._lost_supervisor()
+            self._supervisor_gone()
             return
         try:
             answer: tuple[str, Any] = ("ok", getattr(self, f"op_{op}")(*args))
@@ -253,7 +262,7 @@ class Worker:
         try:
             write_frame(self._call, answer)
         except WorkerGone:
-            self._lost_supervisor()
+            self._supervisor_gone()
 
     def op_select(self, selection: Selection, counters: bool) -> list[SaEntry]:
         return [_plain(e) for e in self.device.select(selection, counters=counters)]
