@@ -314,6 +314,7 @@ class Daemon:
             "negotiations_started": st.negotiations_started,
             "negotiations_succeeded": st.negotiations_succeeded,
             "negotiations_failed": dict(st.negotiations_failed),
+            "auth_failure_reasons": dict(st.auth_failure_reasons),
             "deletes_sent": st.deletes_sent,
             "deletes_received": st.deletes_received,
             "resets": st.resets,

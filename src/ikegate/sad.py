@@ -255,6 +255,7 @@ class IkeSaEntry(BaseSaEntry):
     prf: str = ""
     dh: str = ""
     auth_method: str = ""
+    peer_certificate: str = ""  # the subject of the peer's certificate (certificate authentication)
     exchange_mode: str = ""  # IKEv1: main | aggressive
     messages_in: int = 0
     messages_out: int = 0

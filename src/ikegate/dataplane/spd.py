@@ -117,11 +117,21 @@ class _Installed(Generic[T]):
         )
 
     def covers_in(self, info: IpInfo) -> bool:
-        """Packet that arrived on this SA: source in the remote selectors, destination in the local."""
-        v, p = info.version, info.protocol
-        return any(_covers(s, v, info.src, p, info.src_port) for s in self.remote) and any(
-            _covers(s, v, info.dst, p, info.dst_port) for s in self.local
-        )
+        """Packet that arrived on this SA: source in the remote selectors, destination in the local.
+
+        Run on every decrypted packet, so written out as plain loops over the compiled tuples (no
+        generator, no call per selector): the same test as :func:`_covers`."""
+        v, src, dst, p, sport, dport = info[:6]
+        ported = p in PORTED
+        for family, lo, hi, sproto, plo, phi in self.remote:
+            if family == v and lo <= src <= hi and (not sproto or sproto == p) and (not ported or plo <= sport <= phi):
+                break
+        else:
+            return False
+        for family, lo, hi, sproto, plo, phi in self.local:
+            if family == v and lo <= dst <= hi and (not sproto or sproto == p) and (not ported or plo <= dport <= phi):
+                return True
+        return False
 
 
 def _blocks(lo: int, hi: int, width: int) -> Iterator[tuple[int, int]]:

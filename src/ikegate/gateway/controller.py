@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from ikegate.dataplane.backend import Acquire, Bypass, Outbound, Send, SoftExpire, UserspaceBackend
-from ikegate.dataplane.packet import PacketError, echo_reply_for, echo_request, parse_ip
+from ikegate.dataplane.packet import IpInfo, PacketError, echo_reply_for, echo_request, parse_ip
 from ikegate.gateway import translate
 from ikegate.gateway.admission import BLOCK_TIME, LOG_INTERVAL, HalfOpen, SourceGuard, opening_ok
 from ikegate.gateway.decide import Action, after_delete
@@ -38,6 +38,7 @@ from ikegate.gateway.device import GatewayStats, LogSink
 from ikegate.gateway.keylog import EspKeys, Ikev1Keys, Ikev2Keys, KeyRecord
 from ikegate.gateway.translate import Connection, Flow, PolicyKind
 from ikegate.ike.core import ts as tsmod
+from ikegate.ike.core.auth import Authenticator
 from ikegate.ike.core.child import ChildSa
 from ikegate.ike.core.config import Addr, ChildSaConfig, IkeProposalSpec, IkeSaConfig
 from ikegate.ike.core.engine import Engine
@@ -55,6 +56,7 @@ from ikegate.ike.events import (
     InitialContact,
     NegotiationFailed,
 )
+from ikegate.ike.fragments import FragmentationConfig
 from ikegate.ike.v1.registry import NotifyType as V1NotifyType
 from ikegate.ike.v1.sa import ExchangeMode as V1Mode
 from ikegate.ike.v1.sa import IsakmpSa, V1Options
@@ -205,6 +207,11 @@ class Gateway:
         #: Called with (identifier, sequence, now) for each echo reply addressed to the gateway.
         self.on_echo_reply: Callable[[int, int, float], None] | None = None
         self._lan_addrs: frozenset[ipaddress.IPv4Address | ipaddress.IPv6Address] = frozenset()
+        #: the same as (version, address as int): what a parsed packet (``IpInfo``) is compared with
+        self._lan_keys: frozenset[tuple[int, int]] = frozenset()
+        #: per peer ESP destination, the (local, remote) UDP addresses its ESP-in-UDP leaves with: worked
+        #: out once per peer instead of once per packet; cleared on reload (the WAN addresses may change)
+        self._esp_routes: dict[Addr, tuple[Addr, Addr]] = {}
         self._wan_by_version: dict[int, str] = {}
         #: the IKE SA serving each site-to-site policy, whoever initiated it
         self._active: dict[tuple[str, int], Engine] = {}
@@ -232,6 +239,8 @@ class Gateway:
             if itf.ipsec_policy is None:
                 lan += [i.ip for i in itf.ipv4] + [i.ip for i in itf.ipv6]
         self._lan_addrs = frozenset(lan)
+        self._lan_keys = frozenset((a.version, int(a)) for a in lan)
+        self._esp_routes.clear()
         self._wan_by_version = {}
         for addr in config.local_addresses():
             self._wan_by_version.setdefault(addr.version, str(addr))
@@ -387,12 +396,14 @@ class Gateway:
         self._esp_in(packet, (remote, 0), now)
 
     def _esp_in(self, packet: bytes, remote: Addr, now: float) -> None:
-        inner = self.dataplane.from_wan(packet, remote, now)
-        if inner is None:
+        dataplane = self.dataplane
+        opened = dataplane.open_wan(packet, remote, now)
+        if opened is None:
             self.stats.esp_dropped += 1
         else:
-            self._to_lan(inner, now)
-        self._dataplane_events(now)
+            self._to_lan(opened[0], now, opened[1])
+        if dataplane.events:
+            self._dataplane_events(now)
 
     # ------------------------------------------------------------------ operator API
 
@@ -455,8 +466,10 @@ class Gateway:
         """An IP packet from the protected side (TUN, the packet API, the gateway's own ping): protect it,
         trap it (a traffic-based policy starts negotiating), or — when no policy covers it — deliver it
         if it is for the gateway itself, otherwise drop it (there is no clear-text routing here)."""
-        self._dataplane_actions(self.dataplane.from_lan(packet, now), now)
-        self._dataplane_events(now)
+        dataplane = self.dataplane
+        self._dataplane_actions(dataplane.from_lan(packet, now), now)
+        if dataplane.events:
+            self._dataplane_events(now)
 
     def ping(self, now: float, source: str, destination: str, ident: int, seq: int, size: int = 56) -> None:
         """Send one echo request from ``source`` (a protected-side address) through the SPD."""
@@ -478,14 +491,16 @@ class Gateway:
             entry.packets_out, entry.bytes_out = pair.outbound.packets, pair.outbound.bytes
             entry.seq_in, entry.seq_out = pair.inbound.highest_seq, pair.outbound.seq
 
-    def _to_lan(self, packet: bytes, now: float) -> None:
-        """A decrypted packet: answer pings to our own addresses, note replies to ours, pass the rest on."""
-        try:
-            info = parse_ip(packet)
-        except PacketError:
-            self.stats.lan_dropped += 1
-            return
-        if info.dst_ip in self._lan_addrs:
+    def _to_lan(self, packet: bytes, now: float, info: IpInfo | None = None) -> None:
+        """A decrypted packet: answer pings to our own addresses, note replies to ours, pass the rest on.
+        ``info``: the packet's parsed header when the caller has it (decrypted packets always do)."""
+        if info is None:
+            try:
+                info = parse_ip(packet)
+            except PacketError:
+                self.stats.lan_dropped += 1
+                return
+        if (info.version, info.dst) in self._lan_keys:
             reply = echo_reply_for(packet, self._lan_addrs)
             if reply is not None:
                 self.from_lan(reply, now)
@@ -499,23 +514,29 @@ class Gateway:
     def _dataplane_actions(self, actions: Sequence[Send | Bypass | Acquire], now: float) -> None:
         for action in actions:
             if isinstance(action, Send):
-                local = self._local_for(action.remote[0])
                 if action.udp_encap or not self.raw_esp:
                     # Without raw ESP an SA negotiated unencapsulated (NAT traversal disabled) still
                     # travels in UDP: the best this gateway can do.
-                    self._out.append((action.payload, (local, self.natt_port),
-                                      (action.remote[0], action.remote[1] or self.natt_port)))
+                    route = self._esp_routes.get(action.remote)
+                    if route is None:
+                        if len(self._esp_routes) >= 4096:
+                            self._esp_routes.clear()  # bounded; a busy peer is back after one packet
+                        route = self._esp_routes[action.remote] = (
+                            (self._local_for(action.remote[0]), self.natt_port),
+                            (action.remote[0], action.remote[1] or self.natt_port))
+                    self._out.append((action.payload, *route))
                 else:
-                    self._raw_out.append((action.payload, local, action.remote[0]))
+                    self._raw_out.append((action.payload, self._local_for(action.remote[0]), action.remote[0]))
             elif isinstance(action, Acquire):
                 self.acquire(now, action.policy_key, action.rule)
             else:
                 try:
-                    dst = parse_ip(action.packet).dst_ip
+                    info = parse_ip(action.packet)
                 except PacketError:
-                    dst = None
-                if dst in self._lan_addrs:
-                    self._to_lan(action.packet, now)
+                    self.stats.lan_dropped += 1
+                    continue
+                if (info.version, info.dst) in self._lan_keys:
+                    self._to_lan(action.packet, now, info)
                 else:
                     self.stats.lan_dropped += 1
 
@@ -898,6 +919,19 @@ class Gateway:
             self.stats.negotiations_failed[reason] = self.stats.negotiations_failed.get(reason, 0) + 1
             self._log("IKE", 4, "NEGOTIATION_FAILED",
                       f"IKE negotiation failed. (RemoteAddress={event.sa.peer[0]}, Reason={event.detail})")
+            if event.auth_failure:
+                self._auth_refused(event.sa, event.auth_failure, event.detail, now)
+
+    def _auth_refused(self, sa: Engine, kind: str, reason: str, now: float) -> None:
+        """An authentication failed with a known cause: count it by kind and keep its reason in the
+        offline history (a negotiation that never came up records nothing else there)."""
+        self.stats.auth_failure_reasons[kind] = self.stats.auth_failure_reasons.get(kind, 0) + 1
+        entry = self.sad.get(sa.handle) if isinstance(sa.handle, int) else None
+        if entry is not None:
+            self.sad.offline.record_sa(entry, reason, now)
+        else:  # a responder's SA enters the SA database only once it is up
+            self.sad.offline.record(peer_address=sa.peer[0], peer_port=sa.peer[1], reason=reason,
+                                    version=sa.version, time=now, placement=self.placements[0])
 
     def _auth_failed(self, source: str, now: float) -> None:
         """A peer failed to authenticate to us: count it against its address; over the limit, refuse it."""
@@ -988,7 +1022,9 @@ class Gateway:
         self.sad.set_peer_identity(entry.conn_id, peer_type, peer_id)
         entry.encryption, entry.integrity = algs.get("encryption", ""), algs.get("integrity", "")
         entry.prf, entry.dh = algs.get("prf", ""), algs.get("dh", "")
-        entry.auth_method = "PRE_SHARED"
+        verdict = sa.peer_auth
+        entry.auth_method = verdict.text if verdict is not None else "PRE_SHARED"
+        entry.peer_certificate = verdict.subject if verdict is not None else ""
         entry.created = now
         if sa.config is not None:
             entry.lifetime_hard = int(sa.config.lifetime)
@@ -1360,19 +1396,36 @@ class _Responder:
         return self._cached(("auth", peer[0], id_type, id_data), lambda: self._find_auth(peer, id_type, id_data))
 
     def _find_auth(self, peer: Addr, id_type: int, id_data: bytes) -> list[IkeSaConfig]:
+        """PSK peers whose ``remote-id`` is this ID (or who have none), and certificate peers, whose
+        certificate check decides (the ID must be bound to the certificate, ``remote-id`` match it)."""
         out: list[IkeSaConfig] = []
         gw = self._gw
         for p in self._peers_for(peer[0]):
-            if p.pre_shared_key is None:
-                continue
             cfg = translate.ike_config(gw.config, p, None, ike_port=gw.ike_port, natt_port=gw.natt_port,
                                        retransmit_tries=gw.retransmit_tries, version=self._version)
-            if cfg.remote_id is not None and cfg.remote_id != (id_type, id_data):
-                continue
+            if cfg.auth is None:
+                if p.pre_shared_key is None:
+                    continue
+                if cfg.remote_id is not None and cfg.remote_id != (id_type, id_data):
+                    continue
             local = self._local_for(peer)
-            cfg.local_id = translate.identity(p.local_id_type, p.local_id, local) or cfg.local_id
+            cfg.local_id = translate.local_identity(gw.config, p, local) or cfg.local_id
             out.append(cfg)
         return out
+
+    def fragmentation(self, peer: Addr) -> FragmentationConfig | None:
+        """The first peer at this address that fragments (certificate peers do by default)."""
+        return self._cached(("fragmentation", peer[0]), lambda: next(
+            (f for p in self._peers_for(peer[0]) if (f := translate.fragmentation(self._gw.config, p)) is not None),
+            None))
+
+    def announce(self, peer: Addr) -> Authenticator | None:
+        return self._cached(("announce", peer[0]), lambda: self._find_announce(peer))
+
+    def _find_announce(self, peer: Addr) -> Authenticator | None:
+        """The first certificate peer's authenticator (the CAs, hence the CERTREQ, are the device's)."""
+        return next((a for p in self._peers_for(peer[0]) if (a := translate.authenticator(self._gw.config, p))),
+                    None)
 
     def _local_for(self, peer: Addr) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
         addrs = self._gw.config.local_addresses()

@@ -189,6 +189,9 @@ class GatewayStats:
     negotiations_started: int = 0
     negotiations_succeeded: int = 0
     negotiations_failed: dict[str, int] = field(default_factory=dict)  # by reason
+    #: authentications that failed (ours of the peer or the peer's of us, either role), by kind
+    #: (``ike.core.auth.AuthFailure.kind``: expired, revoked, untrusted, id-mismatch, bad-signature ...)
+    auth_failure_reasons: dict[str, int] = field(default_factory=dict)
     deletes_sent: int = 0
     deletes_received: int = 0
     resets: int = 0

@@ -147,6 +147,8 @@ class IkePeer:
     nat_traversal: bool = True
     certificate_local: str | None = None
     send_chain: bool = False
+    #: ``ikev2 fragmentation [ mtu N ]``: None when not configured, else N (0: no ``mtu``, the default)
+    ikev2_fragmentation: int | None = None
 
     @property
     def preferred_version(self) -> int:

@@ -115,7 +115,7 @@ class WorkerRunner(UdpRunner):
     def _ours(self, packet: bytes) -> bool:
         return len(packet) >= 4 and esp_spi_owner(int.from_bytes(packet[:4], "big")) == self._slot.index
 
-    def feed(self, data: bytes, local: Addr, remote: Addr) -> None:
+    def feed(self, data: bytes, local: Addr, remote: Addr, now: float | None = None) -> None:
         natt = local[1] == self.gateway.natt_port
         if self._expected(data, natt) != self._slot.index:
             self.gateway.stats.misrouted += 1
@@ -124,7 +124,7 @@ class WorkerRunner(UdpRunner):
             if owner != self._slot.index:
                 self.hand_over(owner, data, local, remote)
                 return
-        super().feed(data, local, remote)
+        super().feed(data, local, remote, now)
 
     def feed_handed(self, data: bytes, local: Addr, remote: Addr) -> None:
         """An opening another worker received for a peer of ours (see :meth:`feed`)."""

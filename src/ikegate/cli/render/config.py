@@ -131,6 +131,8 @@ def ike_peer_lines(p: IkePeer) -> list[str]:
         lines.append(f" certificate local-filename {p.certificate_local}")
     if p.send_chain:
         lines.append(" certificate send-chain")
+    if p.ikev2_fragmentation is not None:
+        lines.append(" ikev2 fragmentation" + (f" mtu {p.ikev2_fragmentation}" if p.ikev2_fragmentation else ""))
     return lines
 
 

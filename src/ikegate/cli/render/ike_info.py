@@ -61,6 +61,7 @@ def verbose(entries: Iterable[SaEntry], children: dict[int, list[IpsecSaEntry]],
         if isinstance(e, IkeSaEntry):
             lines += [
                 _field("Authentication method", e.auth_method),
+                *([_field("Peer certificate", e.peer_certificate)] if e.peer_certificate else []),
                 _field("Encryption algorithm", e.encryption),
                 _field("Integrity algorithm", e.integrity or "none (AEAD)"),
                 _field("PRF algorithm", e.prf),

@@ -13,6 +13,7 @@ import os
 from collections.abc import Callable
 from typing import TYPE_CHECKING, ClassVar, NotRequired, TypedDict
 
+from ikegate.ike.core.auth import Verdict
 from ikegate.ike.core.child import ChildSa, ChildState
 from ikegate.ike.core.config import Addr, ChildSaConfig, IkeSaConfig, ResponderPolicy
 from ikegate.ike.core.ids import spi_allocator as spi_allocator_for
@@ -64,6 +65,7 @@ class EngineBase(EspLiveness):
         "initiator",
         "local",
         "peer",
+        "peer_auth",
         "peer_id",
         "policy",
         "stats",
@@ -102,6 +104,8 @@ class EngineBase(EspLiveness):
         self.stats = Stats()
         self.children: dict[int, ChildSa] = {}
         self.peer_id: tuple[int, bytes] | None = None
+        #: How the peer authenticated (method, certificate subject), once it has.
+        self.peer_auth: Verdict | None = None
         self.delete_reason: DeleteReason | None = None
         self.handle: object = None
         self.initial_contact = False
@@ -180,6 +184,8 @@ class EngineBase(EspLiveness):
             return
         self.stats.retransmits += 1
         self._emit(req.packet)
+        for fragment in req.more:  # RFC 7383 §2.6.1: every fragment again
+            self._emit(fragment)
 
     def _unhook(self, req: Retransmission) -> None:
         """Forget a request that timed out, before its ``on_timeout`` runs (IKEv1's handlers do it)."""
