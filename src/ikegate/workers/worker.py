@@ -117,8 +117,15 @@ class WorkerRunner(UdpRunner):
 
     def feed(self, data: bytes, local: Addr, remote: Addr, now: float | None = None) -> None:
         natt = local[1] == self.gateway.natt_port
-        if self._expected(data, natt) != self._slot.index:
+        owner = self._expected(data, natt)
+        if owner != self._slot.index:
+            # The kernel picked another socket than the program's rule says: a peer's UDP_SEGMENT run (a
+            # GSO super-packet, kept whole over loopback and veth) is steered as one datagram, by its
+            # first segment, whatever SPIs the others carry. Counted, and passed to the owner.
             self.gateway.stats.misrouted += 1
+            if self.hand_over is not None:
+                self.hand_over(owner, data, local, remote)
+                return
         elif self.hand_over is not None and _opening(data, natt) and remote[0] in self._site_peers():
             owner = peer_owner(remote[0], self._slot.steering.workers)
             if owner != self._slot.index:
@@ -127,7 +134,8 @@ class WorkerRunner(UdpRunner):
         super().feed(data, local, remote, now)
 
     def feed_handed(self, data: bytes, local: Addr, remote: Addr) -> None:
-        """An opening another worker received for a peer of ours (see :meth:`feed`)."""
+        """A datagram another worker received for us: an opening of one of our peers, or one the kernel
+        steered wrong (see :meth:`feed`)."""
         self.gateway.stats.handed_over += 1
         super().feed(data, local, remote)
         self.flush()
