@@ -100,8 +100,8 @@ class _Member:
     up: bool = False
     started: float = 0.0
     restarts: int = 0
-    #: the IKE SAs it last reported: (peer address, peer port, version, placement)
-    sas: list[tuple[str, int, int, Placement]] = field(default_factory=list)
+    #: the IKE SAs it last reported: ((peer address, peer port, version, placement), how many)
+    sas: list[tuple[tuple[str, int, int, Placement], int]] = field(default_factory=list)
     #: the peers-elsewhere set it was last told
     told: set[str] = field(default_factory=set)
 
@@ -323,7 +323,7 @@ class FanoutDevice:
         up = [m for m in self.members if m.up]
         digests = dict(zip((m.index for m in up), self._gather(up, "config_digest"), strict=True))
         return [WorkerInfo(m.index, m.placement, m.proc.pid if m.up and m.proc is not None else None, m.restarts,
-                           digests.get(m.index), len(m.sas)) for m in self.members]
+                           digests.get(m.index), sum(n for _, n in m.sas)) for m in self.members]
 
     # -- life cycle ---------------------------------------------------------------------------------------
 
@@ -386,7 +386,7 @@ class FanoutDevice:
 
     def _share_peers(self) -> None:
         """Tell each worker which peers have IKE SAs on the others (its INITIAL_CONTACT decision)."""
-        held = [{peer for peer, *_ in m.sas} for m in self.members]
+        held = [{key[0] for key, _ in m.sas} for m in self.members]
         for member in self.members:
             if member.up and member.events is not None:
                 elsewhere = set().union(*(h for i, h in enumerate(held) if i != member.index))
@@ -427,11 +427,12 @@ class FanoutDevice:
         """A worker ended by itself: its channels go, its tunnels are recorded as gone."""
         how = f"signal {-code}" if code < 0 else f"exit status {code}"
         self._log("WORKER", 3, "WORKER_EXITED", f"Worker {member.index} ({member.placement}) ended ({how}); "
-                  f"{len(member.sas)} IKE SA(s) lost")
+                  f"{sum(n for _, n in member.sas)} IKE SA(s) lost")
         now = self.now()
-        for peer, port, version, placement in member.sas:
-            self._offline.record(peer_address=peer, peer_port=port, reason=RESTART_REASON, version=version,
-                                 time=now, placement=placement)
+        for (peer, port, version, placement), count in member.sas:
+            for _ in range(min(count, OFFLINE_LOG_CAPACITY)):  # the log keeps that many at most
+                self._offline.record(peer_address=peer, peer_port=port, reason=RESTART_REASON, version=version,
+                                     time=now, placement=placement)
         member.sas = []
         member.told = set()
         self._share_peers()

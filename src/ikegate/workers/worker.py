@@ -15,6 +15,7 @@ dies takes it along silently, as a killed single process sends nothing.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import ctypes
 import dataclasses
@@ -251,8 +252,11 @@ class Worker:
         sad = self.gateway.sad
         self._reported = (sad.count(phase=1), sad.count(phase=2))
         if self._events is not None:
-            self._events.post(("sas", [(str(e.peer_address), e.peer_port, e.version, e.placement)
-                                       for e in sad.ike_sas()]))
+            # (peer address, port, version, placement) -> how many: a load test's thousands of SAs from one
+            # address are one entry
+            held = collections.Counter((str(e.peer_address), e.peer_port, e.version, e.placement)
+                                       for e in sad.ike_sas())
+            self._events.post(("sas", list(held.items())))
 
     # -- the call channel -------------------------------------------------------------------------------
 
