@@ -7,6 +7,19 @@ that command; a keyword with no text anywhere is a declaration error caught when
 from __future__ import annotations
 
 KEYWORD_HELP: dict[str, str] = {
+    "hrp": "Huawei Redundancy Protocol (hot standby)",
+    "auto-sync": "Back up configuration and state to the standby device automatically",
+    "mirror": "Mirror to the standby device",
+    "session": "Session backup",
+    "standby": "Standby",
+    "config": "Configuration",
+    "preempt": "Preemption of the active role",
+    "delay": "Specify a delay",
+    "authentication-key": "Key protecting the HRP backup channel",
+    "vrrp": "Virtual Router Redundancy Protocol",
+    "vrid": "Specify a virtual router ID",
+    "virtual-ip": "Specify the virtual IP address",
+    "active": "Active",
     "admission": "Call admission control of IKE negotiations",
     "authentication-failure": "Failed authentications from one address before it is refused",
     "call": "Call admission control",

@@ -25,13 +25,13 @@ without letting one busy flow make the gateway start a negotiation per packet.
 
 from __future__ import annotations
 
+import functools
 from collections import deque
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
 from ikegate.dataplane.packet import PORTED, IpInfo
-from ikegate.ike.wire.registry import TsType
 from ikegate.ike.wire.v2 import TrafficSelector
 from ikegate.policy.model import Acl, AclAddress, AclRule, Config, TriggerMode, rule_key
 from ikegate.policy.selectors import rule_family, rule_selectors, side_selector
@@ -78,9 +78,10 @@ class Trap:
 _Sel = tuple[int, int, int, int, int, int]
 
 
+@functools.lru_cache(maxsize=4096)
 def _compile_ts(ts: TrafficSelector) -> _Sel:
-    family = 6 if ts.ts_type == TsType.TS_IPV6_ADDR_RANGE else 4
-    return (family, int(ts.start_addr), int(ts.end_addr), ts.ip_protocol, ts.start_port, ts.end_port)
+    """Shared per selector value: SAs of one policy repeat the same few (no tuple per SA)."""
+    return (ts.family, ts.start, ts.end, ts.ip_protocol, ts.start_port, ts.end_port)
 
 
 def _covers(sel: _Sel, version: int, addr: int, proto: int, port: int) -> bool:

@@ -276,6 +276,46 @@ class WorkerInfo:
 #: Where the device writes its log records: (module, severity, brief, text), the log buffer's arguments.
 LogSink = Callable[[str, int, str, str], None]
 
+#: The USG's answer to a backed-up command on the standby of a hot-standby pair (``hrp standby config
+#: enable`` lifts it for configuration); ikegate gives it to ``reset ike sa`` / ``reset ipsec sa`` too.
+HRP_STANDBY_ERROR = "Error: The device is in HRP standby state, so this command cannot be executed."
+
+
+@dataclass(frozen=True, slots=True)
+class VrrpGroupState:
+    """One VRRP group as keepalived reports it (``display vrrp``)."""
+
+    interface: str
+    vrid: int
+    state: str  # Master, Backup, Initialize (keepalived: MASTER, BACKUP, FAULT/STOP)
+    virtual_ip: str
+    priority: int
+    configured_active: bool
+    preempt: bool
+    preempt_delay: int
+    advert_interval: int
+
+
+@dataclass(frozen=True, slots=True)
+class HrpState:
+    """Hot standby as ``display hrp state`` shows it; plain data across the seam. A fan-out device asks
+    one worker for the roles and sums the counters of all (each worker syncs its own SAs)."""
+
+    role: str  # active, standby, initial
+    peer_role: str  # active, standby, unknown
+    priority: int
+    peer_priority: int
+    link_up: bool
+    stable_since: float | None  # device clock of the last role change
+    last_change: str
+    auto_sync: bool
+    mirror_session: bool
+    standby_config: bool
+    preempt: bool
+    preempt_delay: int
+    counters: dict[str, int] = field(default_factory=dict)
+    vrrp: tuple[VrrpGroupState, ...] = ()
+
 
 class Device(Protocol):
     """What the management plane may ask of the device. Rows come back in display order (highest conn-id
@@ -359,6 +399,17 @@ class Device(Protocol):
         auto policies start. All or nothing: a fan-out applies it to every worker before returning."""
         ...
 
+    def hrp_state(self) -> HrpState | None:
+        """Hot standby's roles, link and counters (``display hrp state``, ``display vrrp``); None when
+        ``hrp enable`` is not configured (or the device is not open)."""
+        ...
+
+    def hrp_mirror(self, text: str, apply: Callable[[str], None]) -> None:
+        """``hrp auto-sync``: on the active, ``text`` (the backed-up configuration) goes to the standby; on
+        the standby, ``apply`` is called with each configuration the active sends. A no-op without HRP.
+        A fan-out sends through one worker (the configuration is the same for all)."""
+        ...
+
     async def open(self) -> None:
         """Bind the sockets and start the auto policies."""
         ...
@@ -395,7 +446,7 @@ def open_device(config: Config, model: DeviceModel, workers: int = 1, **options:
     multi-SPU model's placements are its workers). ``options`` are :func:`open_local`'s."""
     from ikegate.workers.fanout import FanoutDevice, worker_count
 
-    if worker_count(model, workers) <= 1:
+    if worker_count(model, workers) <= 1 or config.hrp.enabled:  # hot standby runs in one process (for now)
         return open_local(config, model, **options)
     return FanoutDevice(config, model, workers=workers, **options)
 

@@ -24,14 +24,18 @@ from typing import Any
 from ikegate.gateway.controller import Gateway
 from ikegate.gateway.device import (
     ALL,
+    HRP_STANDBY_ERROR,
     DeviceError,
     DeviceModel,
+    HrpState,
     LogSink,
     PingResult,
     Selection,
     Statistics,
     WorkerInfo,
 )
+from ikegate.ha.keepalived import KeepalivedError
+from ikegate.ha.runtime import HaConfigError, HaRuntime
 from ikegate.ike.core.config import Addr
 from ikegate.io.keylog import KeyLogWriter
 from ikegate.io.tun import TunBridge, open_bridge
@@ -72,6 +76,8 @@ class LocalDevice:
         self._tun: TunBridge | None = None
         self._pings: dict[tuple[int, int], asyncio.Future[float]] = {}
         gateway.on_echo_reply = self._echo_reply
+        #: Hot standby (``hrp enable``), made at :meth:`open`.
+        self.ha: HaRuntime | None = None
 
     @classmethod
     def build(cls, config: Config, model: DeviceModel, *, ike_port: int = 500, natt_port: int = 4500,
@@ -126,7 +132,12 @@ class LocalDevice:
     def children(self, conn_id: int) -> list[IpsecSaEntry]:
         return self.gateway.sad.children(conn_id)
 
+    def _refuse_on_standby(self) -> None:
+        if self.gateway.standby and self.ha is not None:
+            raise DeviceError(HRP_STANDBY_ERROR.removeprefix("Error: ").rstrip("."))
+
     def reset_ike_sa(self, selection: Selection = ALL) -> int:
+        self._refuse_on_standby()
         _only(selection, "reset ike sa", "conn_id", "remote", "placement")
         deleted = self.gateway.reset_ike_sa(self.now(), conn_id=selection.conn_id, remote=selection.remote,
                                             placement=selection.placement)
@@ -134,6 +145,7 @@ class LocalDevice:
         return deleted
 
     def reset_ipsec_sa(self, selection: Selection = ALL) -> int:
+        self._refuse_on_standby()
         _only(selection, "reset ipsec sa", "remote", "policy", "seq", "spi")
         deleted = self.gateway.reset_ipsec_sa(self.now(), remote=selection.remote, policy=selection.policy,
                                               seq=selection.seq, spi=selection.spi)
@@ -220,13 +232,38 @@ class LocalDevice:
             self.gateway.start(self._runner.now())
             self._runner.flush()
 
+    def hrp_state(self) -> HrpState | None:
+        return self.ha.state() if self.ha is not None else None
+
+    def hrp_mirror(self, text: str, apply: Callable[[str], None]) -> None:
+        if self.ha is None or not self.config.hrp.auto_sync:
+            return
+        node = self.ha.node
+        first, node.on_config = node.on_config is None, apply
+        if not self.gateway.standby:
+            node.mirror_config(text)
+            self.ha.flush()
+        elif first and node.config_text is not None:
+            apply(node.config_text)  # the active's came before anyone listened (during start-up)
+
     async def open(self) -> None:
-        runner = self._make_runner(self.gateway, asyncio.get_running_loop())
+        loop = asyncio.get_running_loop()
+        runner = self._make_runner(self.gateway, loop)
+        pair = self.config.hrp.enabled
+        # A hot-standby node binds the VRRP address before it holds it, and carries ESP in UDP only (a raw
+        # ESP socket cannot follow the address).
         if self._sockets is not None:
-            runner.adopt(self._sockets, self.gateway.local_addresses(), raw_esp=self._raw_esp)
+            runner.adopt(self._sockets, self.gateway.local_addresses(), raw_esp=self._raw_esp and not pair)
         else:
-            await runner.open(self.gateway.local_addresses(), raw_esp=self._raw_esp)
+            await runner.open(self.gateway.local_addresses(), raw_esp=self._raw_esp and not pair, freebind=pair)
         try:
+            if pair:
+                try:
+                    self.ha = HaRuntime(self.gateway, self.config, loop, flush_gateway=runner.flush, emit=self._log)
+                    runner.add_flush_hook(self.ha.flush)
+                    await self.ha.open()
+                except (HaConfigError, KeepalivedError) as exc:
+                    raise DeviceError(f"hot standby: {exc}") from exc
             if self._keylog:
                 self.gateway.keylog = KeyLogWriter(self._keylog).write
                 if self._log is not None:
@@ -237,6 +274,9 @@ class LocalDevice:
                 self._tun = open_bridge(self._lan_side or self.gateway, self._tun_map, runner,
                                         multi_queue=self._lan_side is not None)
         except BaseException:
+            if self.ha is not None:
+                await self.ha.close()
+                self.ha = None
             runner.close()
             raise
         self._runner = runner
@@ -245,7 +285,16 @@ class LocalDevice:
 
     async def close(self, grace: float) -> None:
         runner = self._runner
-        if runner is not None:
+        ha, self.ha = self.ha, None
+        handover = ha is not None and not self.gateway.standby and ha.node.link_alive(ha.loop.time())
+        if ha is not None:
+            await ha.close()
+        if runner is not None and (handover or self.gateway.standby):
+            # Hot standby: the other node carries on with these SAs (or, on a standby, they are the
+            # active's): deleting them would tear down the tunnels it is about to serve.
+            runner.close()
+            self._runner = None
+        if runner is not None and self._runner is not None:
             self.gateway.shutdown(runner.now())
             runner.flush()
             deadline = runner.now() + grace

@@ -322,7 +322,7 @@ def connections(config: Config) -> list[Connection]:
             if peer is None or not peer.remote_addresses:
                 continue
             remote = peer.remote_addresses[0]
-            locals_ = [i.ip for i in (itf.ipv4 if remote.version == 4 else itf.ipv6)]
+            locals_ = config.ipv4_of(itf) if remote.version == 4 else [i.ip for i in itf.ipv6]
             if not locals_:
                 continue
             out.append(Connection(policy, peer, itf.name, locals_[0], remote, policy_flows(config, policy)))

@@ -275,6 +275,9 @@ def _dispatch(out: list[tuple[bytes, _K, _R]], senders: Mapping[_K, _Sender[_R]]
         sender.sendto(data, remote)
 
 
+IP_FREEBIND = getattr(socket, "IP_FREEBIND", 15)  # Linux <linux/in.h>
+
+
 class UdpRunner:
     """Owns the sockets of one gateway and drives it."""
 
@@ -304,7 +307,7 @@ class UdpRunner:
     def now(self) -> float:
         return self.loop.time()
 
-    async def open(self, addresses: list[str], raw_esp: bool = True) -> None:
+    async def open(self, addresses: list[str], raw_esp: bool = True, freebind: bool = False) -> None:
         """Bind the IKE and NAT-T ports on each configured address (and nothing else), and when
         ``raw_esp`` and the NAT-T port is the standard one, a raw ESP socket on each (see :meth:`_open_raw`)."""
         for address in addresses:
@@ -315,6 +318,8 @@ class UdpRunner:
                 try:
                     if family == socket.AF_INET6:
                         sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+                    if freebind:  # hot standby: the VRRP address is ours only while we are active
+                        sock.setsockopt(socket.SOL_IP, IP_FREEBIND, 1)
                     sock.bind(local)
                     sock.setblocking(False)
                 except OSError:

@@ -35,7 +35,7 @@ import pickle
 import socket
 import subprocess
 import time
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -43,6 +43,7 @@ from ikegate.gateway.device import (
     ALL,
     DeviceError,
     DeviceModel,
+    HrpState,
     LogSink,
     PingResult,
     Selection,
@@ -291,6 +292,14 @@ class FanoutDevice:
             raise DeviceError(str(value))
         assert isinstance(value, PingResult)
         return value
+
+    # -- hot standby: not with workers (``open_device`` keeps an ``hrp enable`` gateway in one process) -------
+
+    def hrp_state(self) -> HrpState | None:
+        return None
+
+    def hrp_mirror(self, text: str, apply: Callable[[str], None]) -> None:
+        return None
 
     # -- configuration ------------------------------------------------------------------------------------
 

@@ -781,6 +781,11 @@ class Phase1Exchanges(EngineBase):
     def _p1_established(self, p: _Phase1, now: float) -> None:
         assert p.config is not None and p.choice is not None
         p.established_at = now
+        # Authentication is done and the keys derived: the DH key, g^xi/g^xr/g^xy, the nonces, SA_i and
+        # the candidates are needed no more (about 1.5 kB per ISAKMP SA, plus OpenSSL's DH key).
+        p.dh = None
+        p.g_xi = p.g_xr = p.g_xy = p.ni = p.nr = p.sai_b = b""
+        p.candidates = []
         offered = p.choice.life_seconds
         p.life = float(min(offered, p.config.lifetime) if offered else p.config.lifetime)
         if p.verdict is not None:

@@ -390,6 +390,8 @@ class IsakmpSa(QuickModes):
         for child in moved:
             del other.children[child.spi_in]
             self.children[child.spi_in] = child
+        if not other.children:
+            other.children = {}  # a cleared dict keeps its size: the old SA waits for its Delete holding none
         # A Quick Mode still running under the old ISAKMP SA (the peer's messages cross its rekey) installs
         # its IPsec SA here too: see _home.
         other._successor = self

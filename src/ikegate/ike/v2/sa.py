@@ -657,6 +657,7 @@ class IkeSa(ChildExchanges):
             return
         self.peer_auth = verdict
         self.peer_id = (idr.id_type, idr.data)
+        ni, nr = self._ni, self._nr  # the first Child SA's KEYMAT needs them; _established drops them
         self._established(now)
         child = self._first_child
         if child is None:
@@ -668,7 +669,7 @@ class IkeSa(ChildExchanges):
                                                   child_only=True))
             return
         try:
-            self._complete_child(child, payloads, self._first_child_spi, None, self._ni, self._nr, None, now)
+            self._complete_child(child, payloads, self._first_child_spi, None, ni, nr, None, now)
         except _Fail as exc:
             self._outbox.report(NegotiationFailed(self, exc.notify, str(exc), child_only=True))
 
@@ -713,10 +714,11 @@ class IkeSa(ChildExchanges):
         if any(isinstance(p, Notify) and p.notify_type == NotifyType.INITIAL_CONTACT for p in payloads):
             self._outbox.report(InitialContact(self))
         self._move(Trigger.AUTH_REQUEST)
+        ni, nr = self._ni, self._nr  # the first Child SA's KEYMAT needs them; _established drops them
         self._established(now)
         if any(isinstance(p, SA) for p in payloads):
             try:
-                out += self._answer_child(payloads, None, self._ni, self._nr, now, in_auth=True)
+                out += self._answer_child(payloads, None, ni, nr, now, in_auth=True)
             except _Fail as exc:
                 out.append(Notify(exc.notify, data=exc.data))
                 self._outbox.report(NegotiationFailed(self, exc.notify, str(exc), child_only=True))
@@ -731,6 +733,10 @@ class IkeSa(ChildExchanges):
         # AUTH is done: the IKE_SA_INIT messages and our DH key are no longer needed (memory per SA).
         self._init_request = self._init_response = b""
         self._init_payloads = []
+        self._ni = self._nr = b""  # callers keep them for the first Child SA (rekeys bring their own nonces)
+        if self._gen is not None:  # SK_pi/SK_pr only sign the AUTH payloads
+            k = self._gen.keys
+            self._gen.keys = IkeKeys(k.sk_d, k.sk_ai, k.sk_ar, k.sk_ei, k.sk_er, b"", b"")
         self._dh = None
         self._set_ike_lifetime(now)
         self._outbox.report(IkeSaEstablished(self))
