@@ -11,21 +11,23 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import io
 import logging
 import os
 import signal
 import stat
 import sys
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any, TextIO
 
 from ikegate.cli.commands import default_tree
+from ikegate.cli.commands.hrp import merge_mirrored, mirror_text, standby_guard
 from ikegate.cli.commands.runtime import Runtime, runtime_commands
 from ikegate.cli.loader import ConfigError, decode_config, load_config
 from ikegate.cli.logbuffer import LogBuffer, LogRecord
 from ikegate.cli.shell import Shell
-from ikegate.gateway.device import Device, DeviceModel, Selection, open_local
+from ikegate.gateway.device import Device, DeviceError, DeviceModel, Selection, open_device
 from ikegate.mgmt.control import ControlServer, clear_stale_socket
 from ikegate.mgmt.metrics import MetricsServer, parse_listen, registry_for
 from ikegate.mgmt.pacing import chunks_paced, pump
@@ -58,6 +60,16 @@ class DaemonOptions:
     raw_esp: bool = True
     #: ``--keylog DIR``: write Wireshark key tables there (see :mod:`ikegate.io.keylog`).
     keylog: str | None = None
+    #: ``--workers N``: placement worker processes under this one (1: everything in this process).
+    workers: int = 1
+
+
+def _discards(stream: TextIO | None) -> bool:
+    """Whether ``stream`` is open on /dev/null."""
+    try:
+        return stream is not None and os.path.samestat(os.fstat(stream.fileno()), os.stat(os.devnull))
+    except (OSError, ValueError, AttributeError, io.UnsupportedOperation):  # no descriptor (StringIO)
+        return False
 
 
 def write_atomically(path: str, text: str) -> None:
@@ -108,10 +120,10 @@ class Daemon:
         self.syslog = SyslogSender(lambda: self.device.config.loghosts.values(), lambda: self.device.config.sysname)
         self.logbuffer.listeners.append(self._mirror)
         self.logbuffer.listeners.append(self.syslog.send)
-        self.device: Device = open_local(config, options.model, ike_port=options.ike_port,
-                                         natt_port=options.natt_port, retransmit_tries=options.retransmit_tries,
-                                         log=self.log, tun=options.tun, raw_esp=options.raw_esp,
-                                         keylog=options.keylog)
+        self.device: Device = open_device(config, options.model, options.workers, ike_port=options.ike_port,
+                                          natt_port=options.natt_port, retransmit_tries=options.retransmit_tries,
+                                          log=self.log, tun=options.tun, raw_esp=options.raw_esp,
+                                          keylog=options.keylog)
         self._opened = False
         self.control: ControlServer | None = None
         self.metrics: MetricsServer | None = None
@@ -120,23 +132,45 @@ class Daemon:
         self.runtime = Runtime(self.device, ssh=self.ssh, config_path=config_path)  # display saved-configuration
         self._stop = asyncio.Event()
         self._log_flush: asyncio.Task[None] | None = None
+        self._pending_lines: list[str] = []  # log-stream lines of this pass of the event loop
+        #: A log stream that is /dev/null (``ikegate run 2>/dev/null``, benchmarks) needs no lines made.
+        self._log_stream = None if _discards(options.log_stream) else options.log_stream
 
     # -- shells -------------------------------------------------------------------------------------
 
     def new_shell(self, *, user: str = "admin", level: int = 3, task: str = "vty0", ip: str = "127.0.0.1") -> Shell:
         """A VRP session on this gateway: the same engine for the console, the control socket and SSH."""
-        return Shell(self.device.config, tree=self.tree, device=self.runtime, logbuffer=self.logbuffer, user=user,
-                     level=level, task=task, ip=ip, save_callback=self._save if self.config_path else None)
+        shell = Shell(self.device.config, tree=self.tree, device=self.runtime, logbuffer=self.logbuffer, user=user,
+                      level=level, task=task, ip=ip, save_callback=self._save if self.config_path else None)
+        shell.guard = standby_guard(self.device)
+        return shell
 
     def _save(self, text: str) -> None:
         assert self.config_path is not None
         write_atomically(self.config_path, text)
 
     def after_command(self) -> None:
-        """The configuration may have changed: let the device take it (new auto policies start)."""
-        self.device.apply_config(self.device.config)
+        """The configuration may have changed: let the device take it (new auto policies start), and on
+        the active node of a hot-standby pair mirror it to the standby (``hrp auto-sync``). A device of
+        several workers that could not apply it everywhere applied it nowhere and logged why."""
+        with contextlib.suppress(DeviceError):
+            self.device.apply_config(self.device.config)
+        self._mirror_config()
         if self._opened:
             self.ssh.reconcile()
+
+    def _mirror_config(self) -> None:
+        config = self.device.config
+        if config.hrp.enabled:
+            self.device.hrp_mirror(mirror_text(config), self._apply_mirrored)
+
+    def _apply_mirrored(self, text: str) -> None:
+        """The standby: the active's configuration arrived; its backed-up part replaces ours."""
+        errors = merge_mirrored(self.device.config, text)
+        for error in errors:
+            self.log("HRP", 4, "HRP_CONFIG", f"Mirrored configuration line refused: {error}")
+        self.device.apply_config(self.device.config)
+        self.log("HRP", 5, "HRP_CONFIG", "Configuration mirrored from the active device")
 
     async def run_lines(self, lines: list[str], *, level: int = 3) -> tuple[str, bool]:
         """Run commands as if typed from user view; the transcript as the shell prints it, and whether any
@@ -180,10 +214,28 @@ class Daemon:
         self.logbuffer.log(module, severity, brief, text)
 
     def _mirror(self, record: LogRecord) -> None:
-        """Every log-buffer record (command records included) as one line on the log stream."""
-        stream = self.options.log_stream
-        if stream is not None:
-            stream.write(record.render(self.device.config.sysname) + "\n")  # stderr is line buffered
+        """Every log-buffer record (command records included) as one line on the log stream. Lines logged
+        in one pass of the event loop go out in one write at its end (stderr is line buffered: a write
+        per line was a system call per tunnel up or down)."""
+        stream = self._log_stream
+        if stream is None:
+            return
+        line = record.render(self.device.config.sysname) + "\n"
+        if self._pending_lines:
+            self._pending_lines.append(line)
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # no loop (a tool driving the daemon by hand): at once
+            stream.write(line)
+            return
+        self._pending_lines.append(line)
+        loop.call_soon(self._write_lines)
+
+    def _write_lines(self) -> None:
+        lines, self._pending_lines = self._pending_lines, []
+        if lines and self._log_stream is not None:
+            self._log_stream.write("".join(lines))
 
     # -- life cycle ---------------------------------------------------------------------------------
 
@@ -197,6 +249,7 @@ class Daemon:
         await self.syslog.open()
         await self.device.open()
         self._opened = True
+        self._mirror_config()
         try:
             if self.options.control:
                 self.control = ControlServer(self.options.control, self.handlers(), attach=self.attach)
@@ -240,6 +293,7 @@ class Daemon:
         if self.metrics is not None:
             await self.metrics.close()
         self.syslog.close()  # last: the shutdown's own tunnel-down logs still go out
+        self._write_lines()
 
     # -- control API ----------------------------------------------------------------------------------
 
@@ -257,7 +311,22 @@ class Daemon:
             "shell": self._op_shell,
             "inject": self._op_inject,
             "lan": self._op_lan,
+            "workers": self._op_workers,
+            "hrp": self._op_hrp,
         }
+
+    def _op_workers(self, req: dict[str, Any]) -> dict[str, Any]:
+        """The processes holding SAs (index, slot, cpu, pid, restarts, configuration digest)."""
+        return {"workers": [
+            {"index": w.index, "slot": w.placement.slot, "cpu": w.placement.cpu, "pid": w.pid,
+             "restarts": w.restarts, "config_digest": w.config_digest, "reported_sas": w.reported_sas}
+            for w in self.device.workers()
+        ]}
+
+    def _op_hrp(self, req: dict[str, Any]) -> dict[str, Any]:
+        """Hot standby's state (``display hrp state`` as data): role, peer, link, counters, VRRP groups."""
+        st = self.device.hrp_state()
+        return {"hrp": None if st is None else asdict(st)}
 
     def _op_sas(self, req: dict[str, Any]) -> dict[str, Any]:
         """The selected SA rows (all by default; the keys of :meth:`Selection.from_record`), oldest
@@ -299,11 +368,15 @@ class Daemon:
             "negotiations_started": st.negotiations_started,
             "negotiations_succeeded": st.negotiations_succeeded,
             "negotiations_failed": dict(st.negotiations_failed),
+            "auth_failure_reasons": dict(st.auth_failure_reasons),
             "deletes_sent": st.deletes_sent,
             "deletes_received": st.deletes_received,
             "resets": st.resets,
             "cookies_sent": st.cookies_sent,
             "dropped": st.dropped,
+            "misrouted": st.misrouted,
+            "handed_over": st.handed_over,
+            "workers": st.workers,
             "engines": st.engines,
             "ike_sas": sum(st.ike_sas.values()),
             "ipsec_sas": sum(st.ipsec_sas.values()),
@@ -326,7 +399,7 @@ async def run_daemon(config: Config, options: DaemonOptions, config_path: str | 
         loop.add_signal_handler(sig, daemon.request_stop)
     try:
         await daemon.start()
-    except OSError as exc:
+    except (OSError, DeviceError) as exc:  # a port in use; hot standby that cannot run (keepalived missing)
         print(f"ikegate: cannot start: {exc}", file=sys.stderr)
         if daemon.control is not None:
             await daemon.control.close()  # removes the socket only if this process made it

@@ -255,6 +255,7 @@ class IkeSaEntry(BaseSaEntry):
     prf: str = ""
     dh: str = ""
     auth_method: str = ""
+    peer_certificate: str = ""  # the subject of the peer's certificate (certificate authentication)
     exchange_mode: str = ""  # IKEv1: main | aggressive
     messages_in: int = 0
     messages_out: int = 0
@@ -710,10 +711,7 @@ class SaDatabase:
         """Index the fields every entry has and count it (the conn-id is already final)."""
         cid = entry.conn_id
         self._allocator.claim(cid)
-        if entry.role is Role.INITIATOR:
-            entry.flags |= SaFlag.ST
-        else:
-            entry.flags &= ~SaFlag.ST
+        entry.flags = _with_st(entry.flags, entry.role is Role.INITIATOR)
         self._entries[cid] = entry
         self._by_peer.add(entry.peer_address, cid)
         self._by_identity.add(_identity(entry), cid)
@@ -1182,6 +1180,19 @@ def _flag_bits(flags: SaFlag) -> tuple[int, ...]:
     if bits is None:
         bits = _FLAG_BITS[value] = tuple(1 << i for i in range(value.bit_length()) if value >> i & 1)
     return bits
+
+
+_ST: dict[tuple[SaFlag, bool], SaFlag] = {}
+
+
+def _with_st(flags: SaFlag, initiator: bool) -> SaFlag:
+    """``flags`` with ST set (initiator) or cleared, memoised: ``enum.Flag`` arithmetic is slow and
+    only a handful of combinations occur."""
+    key = (flags, initiator)
+    found = _ST.get(key)
+    if found is None:
+        found = _ST[key] = flags | SaFlag.ST if initiator else flags & ~SaFlag.ST
+    return found
 
 
 def _seq_key(seq: int | None) -> int:

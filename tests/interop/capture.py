@@ -45,6 +45,14 @@ class Capture:
         return self.path
 
 
+def segment_on_the_link(*ends: tuple[Netns, str]) -> None:
+    """Make the kernel cut runs of datagrams (UDP segmentation offload, which ikegate's ESP-in-UDP uses)
+    into datagrams before they enter these links, as a NIC does before the wire: a veth otherwise carries
+    a run as one buffer, and a capture on it shows one oversized frame that dissects as garbage."""
+    for ns, ifname in ends:
+        ns.ip("link", "set", "dev", ifname, "gso_max_segs", "1")
+
+
 def start_capture(lab: Lab, ns: Netns, iface: str, name: str, capture_filter: str = "") -> Capture:
     """dumpcap on ``iface`` of ``ns``; returns once it is capturing (it says so on stderr)."""
     need_tshark()

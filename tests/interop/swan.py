@@ -25,6 +25,7 @@ from tests.waiting import wait_for
 
 CHARON = "/usr/sbin/charon-systemd"
 PLUGINS = ("random nonce aesni aes sha1 sha2 hmac kdf openssl gcm curve25519 gmp pem pkcs1 pkcs8 pubkey x509 "
+           "revocation constraints "
            "kernel-libipsec kernel-netlink socket-default vici")
 PACKAGES = ("strongswan-swanctl charon-systemd libcharon-extra-plugins libstrongswan-extra-plugins "
             "libstrongswan-standard-plugins")

@@ -83,6 +83,10 @@ SUITES = {
     for esp in ("aes256-sha256", "aes128gcm16")
 }
 SUITES["v1 main+quick aes256-sha256-modp2048 / esp aes256-sha256"] = V1
+# RFC 7634 for SK payloads and ESP (strongSwan proposes it by default); our VRP word: docs/ikev1-certificates.md.
+SUITES["v2 chacha20poly1305-prfsha256-x25519 / esp chacha20poly1305"] = SuiteCase(
+    Suite("chacha20-poly1305", None, None, "hmac-sha2-256", "group31", "chacha20-poly1305", None, 2),
+    "chacha20poly1305-prfsha256-x25519", "chacha20poly1305")
 DEFAULT = SUITES["v2 aes256-sha256-x25519 / esp aes256-sha256"]
 
 

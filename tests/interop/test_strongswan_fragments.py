@@ -2,8 +2,9 @@
 
     ikg netns: this test's engine + the fragmentation modules == WAN == swan netns: charon
 
-The engines do not use ``ike/v2/fragments.py`` and ``ike/v1/fragments.py`` yet, so the test stands where
-the wiring will be, between the engine and its sockets:
+The modules themselves are checked here, standing between a PSK engine (whose configuration leaves its own
+fragmentation off) and its sockets; the IKEv2 engine's built-in use of them, with certificate chains, is
+checked in test_strongswan_certs.py:
 
 * IKEv2 (RFC 7383): the engine's IKE_AUTH request, made larger than a datagram by an extra Vendor ID
   (AUTH does not cover it), leaves as SKF fragments made by ``v2.fragments.fragment``; strongSwan's

@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from tests.interop.capture import Capture, start_capture, tshark_fields
+from tests.interop.capture import Capture, segment_on_the_link, start_capture, tshark_fields
 from tests.interop.netns import (
     GW_A_LAN,
     GW_B_LAN,
@@ -115,6 +115,7 @@ class _Wire:
 
 def _wire(lab: Lab, version: int, encap: bool, mode: str = "main", **cfg: Any) -> _Wire:
     a, b = two_sites(lab)
+    segment_on_the_link((a.gw, "wan0"), (b.gw, "wan0"))  # the capture shows datagrams as a wire carries them
     name = f"wire-v{version}-{mode}-{'udp' if encap else 'raw'}"
     capture = start_capture(lab, b.gw, "wan0", name)
     # The ESP-in-UDP runs also use AES-GCM (IKE and ESP for IKEv2, ESP for IKEv1), the raw ones AES-CBC/HMAC.

@@ -11,8 +11,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from ikegate.ike.core import ts as tsmod
+from ikegate.ike.core.auth import Authenticator
 from ikegate.ike.core.config import Addr, ChildSaConfig, EspProposalSpec, IkeProposalSpec, IkeSaConfig
 from ikegate.ike.events import IkeEvent
+from ikegate.ike.fragments import FragmentationConfig
 from ikegate.ike.v2.sa import IkeSa
 from ikegate.ike.wire.registry import DhId, EncrId, IntegId, PrfId
 from ikegate.ike.wire.v2 import TrafficSelector
@@ -56,6 +58,12 @@ class StaticPolicy:
 
     def authenticate(self, peer: Addr, id_type: int, id_data: bytes) -> list[IkeSaConfig]:
         return [self.config]
+
+    def announce(self, peer: Addr) -> Authenticator | None:
+        return self.config.auth
+
+    def fragmentation(self, peer: Addr) -> FragmentationConfig | None:
+        return self.config.fragmentation
 
     def select_child(self, sa: IkeSa, tsi: list[TrafficSelector], tsr: list[TrafficSelector]) -> ChildSaConfig | None:
         for c in self.children:

@@ -92,3 +92,18 @@ def lab(**kw: object) -> tuple[Net, Gateway, Gateway, Gateway]:
         gw.start(net.now)
     net.pump()
     return net, hq, b1, b2
+
+
+def is_ike(data: bytes, src: Addr) -> bool:
+    """An IKE message (not ESP, not a keepalive): anything on port 500, and on 4500 what carries the
+    non-ESP marker."""
+    return len(data) >= 28 and (src[1] != 4500 or data[:4] == bytes(4))
+
+
+#: Exchanges that open a new IKE SA: IKE_SA_INIT (34), and IKEv1 Main (2) and Aggressive (4) Mode.
+OPENING = (34, 2, 4)
+
+
+def openings(seen: list[tuple[bytes, Addr, Addr]]) -> int:
+    """How many datagrams among ``seen`` open a new IKE SA (requests and answers)."""
+    return sum(1 for data, src, _dst in seen if is_ike(data, src) and ike_view(data)[18] in OPENING)

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import struct
 
+import pytest
+
+import ikegate.dataplane.backend
+import ikegate.gateway.controller
 from ikegate.dataplane.packet import build_ipv4, parse_ip
 from ikegate.gateway.controller import Gateway
 from ikegate.sad import IpsecSaEntry
@@ -118,3 +122,27 @@ def test_tampered_esp_is_dropped_and_counted() -> None:
     hq.receive_datagram(data, remote, local, net.now)  # and its replay is refused
     assert hq.stats.esp_dropped == 3
     assert len(hq.datagrams_to_send()) == 1  # one echo reply
+
+
+def test_a_decrypted_packet_is_parsed_once_and_reaches_the_lan(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The decrypting gateway parses each inner packet once (the backend's selector check and the
+    controller's delivery share the parse); a packet for a host goes to ``lan_out`` as it was sent."""
+    net, hq, b1, _b2 = _lab()
+    b1.ping(net.now, "10.1.1.1", "10.0.0.1", 7, 1)  # brings the auto tunnel's traffic up
+    net.pump()
+    packet = build_ipv4("10.1.1.5", "10.0.0.20", 17, struct.pack("!HHHH", 4000, 5000, 12, 0) + b"abcd")
+    b1.from_lan(packet, net.now)
+    wire = b1.datagrams_to_send()
+    assert len(wire) == 1
+    calls: list[bytes] = []
+
+    def counted(data: bytes) -> object:
+        calls.append(data)
+        return parse_ip(data)
+
+    for module in (ikegate.dataplane.backend, ikegate.gateway.controller):
+        monkeypatch.setattr(module, "parse_ip", counted)
+    data, src, dst = wire[0]
+    hq.receive_datagram(data, dst, src, net.now)
+    assert list(hq.lan_out) == [packet]
+    assert calls == [packet]

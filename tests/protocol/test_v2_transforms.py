@@ -87,3 +87,24 @@ def test_wrong_remote_id_is_refused() -> None:
     net.pump()
     assert len(hq.sad) == 0 and len(b1.sad) == 0
     assert "AUTHENTICATION_FAILED" in b1.stats.negotiations_failed
+
+
+def test_chacha20_poly1305_ike_and_esp() -> None:
+    """RFC 7634 end to end: SK payloads and ESP keyed with ChaCha20-Poly1305 (no Key Length attribute, a
+    36-byte keymat per direction), then a protected INFORMATIONAL under it."""
+    chacha = ((EncrId.CHACHA20_POLY1305, None),)
+    spec = IkeProposalSpec(chacha, (PrfId.HMAC_SHA2_256,), (), (DhId.CURVE_25519,))
+    esp = EspProposalSpec(chacha, ())
+    pair = establish(make_pair(i_cfg=ike(proposals=[spec]), r_cfg=ike(proposals=[spec], local_id="198.51.100.1"),
+                               r_children=[child("10.2.0.0/24", "10.1.0.0/24", proposals=[esp])]),
+                     child(proposals=[esp]))
+    assert pair.initiator.state is State.ESTABLISHED and pair.responder.state is State.ESTABLISHED
+    chosen = pair.initiator.chosen
+    assert chosen is not None and chosen.encr == EncrId.CHACHA20_POLY1305 and chosen.key_bits is None
+    ic = pair.events("i", ChildSaEstablished)[0].child
+    rc = pair.events("r", ChildSaEstablished)[0].child
+    assert ic.encr.id == EncrId.CHACHA20_POLY1305 and len(ic.encr_key_out) == 36
+    assert ic.encr_key_out == rc.encr_key_in and ic.integ is None
+    pair.initiator.liveness_check(pair.now)
+    pair.transfer()
+    assert pair.initiator.stats.dropped == 0 and pair.responder.stats.dropped == 0

@@ -104,19 +104,28 @@ def test_outbox_drains_in_order() -> None:
 
 
 def test_psk_authenticator_signs_verifies_and_hides_the_key() -> None:
-    from ikegate.ike.core.auth import PskAuthenticator, authenticator_for
+    import pytest
+
+    from ikegate.ike.core.auth import AuthFailure, PeerCredentials, PskAuthenticator, authenticator_for
     from ikegate.ike.core.config import IkeSaConfig
     from ikegate.ike.crypto import prf_alg
     from ikegate.ike.wire.registry import AuthMethod, PrfId
 
     prf = prf_alg(PrfId.HMAC_SHA2_256)
     auth = authenticator_for(IkeSaConfig([], b"very-secret", (1, bytes(4))))
-    assert auth.method == AuthMethod.SHARED_KEY_MIC
-    mac = auth.sign(prf, b"octets")
-    assert auth.verify(prf, b"octets", mac)
-    assert not auth.verify(prf, b"octets!", mac)
-    assert not PskAuthenticator(b"other").verify(prf, b"octets", mac)
-    assert not auth.verify(prf, b"octets", mac[:-1])
+    peer = PeerCredentials(1, bytes(4))
+    assert auth.method == AuthMethod.SHARED_KEY_MIC and not auth.uses_certificates
+    assert auth.certreq() == auth.hash_algorithms() == b"" and auth.certificates(b"") == []
+    method, mac = auth.sign(prf, b"octets")
+    assert method == AuthMethod.SHARED_KEY_MIC
+    assert auth.verify(prf, b"octets", method, mac, peer).method == AuthMethod.SHARED_KEY_MIC
+    for octets, key, data in ((b"octets!", auth, mac), (b"octets", PskAuthenticator(b"other"), mac),
+                              (b"octets", auth, mac[:-1])):
+        with pytest.raises(AuthFailure, match="does not verify") as info:
+            key.verify(prf, octets, method, data, peer)
+        assert info.value.kind == "bad-psk"
+    with pytest.raises(AuthFailure, match=r"^peer uses an authentication method not configured: RSA signature$"):
+        auth.verify(prf, b"octets", AuthMethod.RSA_SIG, mac, peer)
     assert "very-secret" not in repr(auth)
     # IKEv1: the PSK enters SKEYID = prf(PSK, Ni | Nr)
     assert auth.skeyid(prf, b"ni", b"nr", b"gxy") == prf.compute(b"very-secret", b"ninr")

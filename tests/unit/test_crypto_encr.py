@@ -227,7 +227,7 @@ def test_encr_attributes(
         (EncrId.AES_GCM_16, 512),
         (EncrId.AES_GCM_8, 128),
         (EncrId.AES_CTR, 128),
-        (EncrId.CHACHA20_POLY1305, None),
+        (EncrId.CHACHA20_POLY1305, 256),  # supported without a Key Length only (RFC 7634 §4)
         (EncrId.DES, None),
         (EncrId.NULL, None),
         (EncrId.TRIPLE_DES, 128),

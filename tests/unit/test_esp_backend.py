@@ -261,3 +261,17 @@ def test_install_pair_and_replace(gateways: tuple[UserspaceBackend, UserspaceBac
     ga.install_pair(ChildSaPair.from_child(ca), PEER_OF_A, policy=("map", 10))  # same SPI: replaced
     assert len(ga) == 1 and ga.sa(0x1001) is not pair
     assert isinstance(ga.sa(0x1001).outbound, OutboundEsp)  # type: ignore[union-attr]
+
+
+def test_open_wan_hands_over_the_parsed_header(gateways: tuple[UserspaceBackend, UserspaceBackend]) -> None:
+    """The decrypting side parses each packet once: the header the selector check used comes back with the
+    packet (the gateway routes on it), and ``from_wan`` is the same without it."""
+    ga, gb = gateways
+    up(ga, gb)
+    packet = lan_packet(size=300)
+    first, second = (only_send(ga.from_lan(packet, 1.0)).payload for _ in range(2))
+    opened = gb.open_wan(first, PEER_OF_B, 1.0)
+    assert opened is not None and opened == (packet, parse_ip(packet))
+    assert gb.open_wan(first, PEER_OF_B, 1.0) is None  # a replay: dropped and counted as before
+    assert gb.from_wan(second, PEER_OF_B, 1.0) == packet
+    assert not gb.events  # nothing for the gateway to poll after ordinary traffic

@@ -28,12 +28,12 @@ from ikegate.ike.v1.registry import (
 )
 from ikegate.ike.v1.wire import (
     HEADER_LEN,
+    Cert,
     Fragment,
     Header,
     Identification,
     Payload,
     Signature,
-    Unknown,
     VendorId,
     decode_chain,
     decode_message,
@@ -66,8 +66,8 @@ def mm5(p1: Phase1, cert_bytes: int = 4000, exchange: int = ExchangeType.ID_PROT
     """An encrypted MM5 with ID, two certificates and a signature: the datagram and its payloads."""
     payloads: list[Payload] = [
         Identification(IdType.ID_DER_ASN1_DN, os.urandom(80)),
-        Unknown(PayloadType.CERT, b"\x04" + os.urandom(cert_bytes // 2)),
-        Unknown(PayloadType.CERT, b"\x04" + os.urandom(cert_bytes - cert_bytes // 2)),
+        Cert(4, os.urandom(cert_bytes // 2)),
+        Cert(4, os.urandom(cert_bytes - cert_bytes // 2)),
         Signature(os.urandom(384)),
     ]
     first, body = encode_payloads(payloads)

@@ -82,6 +82,8 @@ def test_negotiation_failures_by_reason() -> None:
     assert reasons and sum(reasons.values()) == m("ikegate_negotiations_total", result="failed")
     assert any("AUTHENTICATION_FAILED" in r for r in reasons), reasons
     assert h("ikegate_negotiations_total", result="failed") >= 1  # HQ refused the bad key
+    # ... and HQ counted why it refused, by the failure's kind.
+    assert h("ikegate_ike_auth_failure_reasons_total", reason="bad-psk") >= 1
 
 
 def test_esp_counters_follow_traffic_and_survive_sa_deletion() -> None:

@@ -7,7 +7,7 @@ import pytest
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, padding
-from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
+from cryptography.hazmat.primitives.asymmetric.utils import Prehashed, encode_dss_signature
 
 from ikegate.ike.wire.registry import AuthMethod
 from ikegate.pki.signature import (
@@ -241,10 +241,18 @@ def test_ikev1_rsa_signature_has_no_digestinfo() -> None:
         key.public_key().verify(signature, hash_i, padding.PKCS1v15(), hashes.SHA256())
 
 
-def test_ikev1_signature_blinding_gives_the_deterministic_pkcs1_result() -> None:
-    # PKCS#1 v1.5 type 1 is deterministic: blinding must not change the output.
+def test_ikev1_rsa_signature_is_the_textbook_type1_block() -> None:
+    """Against an independent reference: the signature is (00 01 FF.. 00 || hash)^d mod n, computed here
+    with Python integers from the key's numbers (deterministic, so the two must be equal)."""
     key = rsa_key()
-    assert ikev1_rsa_sign(key, b"\x01" * 20) == ikev1_rsa_sign(key, b"\x01" * 20)
+    numbers = key.private_numbers()
+    n, size = numbers.public_numbers.n, 256
+    for hash_value in (b"\x01" * 20, bytes(range(32)), bytes(range(64))):
+        block = b"\x00\x01" + b"\xff" * (size - 3 - len(hash_value)) + b"\x00" + hash_value
+        expected = pow(int.from_bytes(block, "big"), numbers.d, n).to_bytes(size, "big")
+        assert ikev1_rsa_sign(key, hash_value) == expected
+    with pytest.raises(SignatureError, match="do not fit"):
+        ikev1_rsa_sign(key, bytes(246))
 
 
 def test_ikev1_authentication_method_attribute() -> None:
@@ -255,7 +263,15 @@ def test_ikev1_authentication_method_attribute() -> None:
 @pytest.mark.parametrize("keytype", ["rsa", "secp256r1", "secp384r1"])
 def test_ikev1_sign_verify_both_key_types(keytype: str) -> None:
     key = rsa_key() if keytype == "rsa" else ec_key(keytype)
-    signature = ikev1_sign(key, b"HASH_R" * 4)
-    ikev1_verify(key.public_key(), b"HASH_R" * 4, signature)
+    hash_r, hash_i = b"HASH_R__" * 4, b"HASH_I__" * 4  # a SHA-256 PRF's output length
+    signature = ikev1_sign(key, hash_r)
+    ikev1_verify(key.public_key(), hash_r, signature)
     with pytest.raises(SignatureError):
-        ikev1_verify(key.public_key(), b"HASH_I" * 4, signature)
+        ikev1_verify(key.public_key(), hash_i, signature)
+    if keytype != "rsa":  # the hash is the digest (strongSwan's ECDSA_WITH_NULL), r || s
+        assert isinstance(key, ec.EllipticCurvePrivateKey)
+        size = (key.curve.key_size + 7) // 8
+        der = encode_dss_signature(int.from_bytes(signature[:size], "big"), int.from_bytes(signature[size:], "big"))
+        key.public_key().verify(der, hash_r, ec.ECDSA(Prehashed(hashes.SHA256())))
+        with pytest.raises(SignatureError, match="no ECDSA digest of 24 octets"):
+            ikev1_sign(key, bytes(24))

@@ -300,3 +300,43 @@ def test_chain_not_sent_without_send_chain() -> None:
 def test_server_eku_accepted() -> None:
     leaf = certificate("srv", ec_key(), PKI.root, eku=SERVER, sans=[dns("srv")])
     verify_chain(leaf.cert, [], CAS, [], NOW)
+
+
+# --- CertificateAuthenticator: the engines' seam over AuthSettings -------------------------------------
+def test_certificate_authenticator_for_both_versions() -> None:
+    """IKEv2 AUTH and IKEv1 SIG through the version-neutral seam (ike/core/auth.py)."""
+    from ikegate.ike.core.auth import AuthFailure, PeerCredentials, PskAuthenticator
+    from ikegate.ike.crypto import prf_alg
+    from ikegate.ike.wire.registry import AuthMethod, PrfId
+    from ikegate.pki.auth import CertificateAuthenticator
+
+    prf = prf_alg(PrfId.HMAC_SHA2_256)
+    rsa = CertificateAuthenticator(_settings(local=LocalCredential(PKI.gateway.cert, PKI.gateway.key,
+                                                                   (PKI.intermediate.cert,)),
+                                             method=AuthenticationMethod.RSA_SIGNATURE, send_chain=True),
+                                   clock=lambda: NOW)
+    ecdsa = CertificateAuthenticator(_settings(), clock=lambda: NOW)
+    assert rsa.uses_certificates and rsa.method == AuthMethod.RSA_SIG and ecdsa.method == AuthMethod.ECDSA_SHA256_P256
+    chain = tuple(rsa.certificates(ecdsa.certreq()))
+    assert [x509.load_der_x509_certificate(d) for d in chain] == [PKI.gateway.cert, PKI.intermediate.cert]
+    peer = PeerCredentials(Wire.ID_FQDN, b"gw1.example", chain)
+    # IKEv2: method 14 when the peer announced SHA-256, verified with the scheme it names.
+    method, data = rsa.sign(prf, b"octets", [2])
+    verdict = ecdsa.verify(prf, b"octets", method, data, peer)
+    assert (verdict.method, verdict.subject) == (14, "C=CN, O=ikegate, CN=gw1.example")
+    assert verdict.text == "DIGITAL_SIG (RSASSA-PKCS1-v1_5 with SHA-256)"
+    with pytest.raises(AuthFailure, match=r"^peer sent no certificate$") as none:
+        ecdsa.verify(prf, b"octets", method, data, PeerCredentials(Wire.ID_FQDN, b"gw1.example"))
+    assert none.value.kind == "no-certificate"
+    with pytest.raises(AuthFailure, match="not configured: pre-shared key"):
+        ecdsa.verify(prf, b"octets", AuthMethod.SHARED_KEY_MIC, data, peer)
+    # IKEv1: SIG over HASH_I, the same chain and ID checks; SKEYID from the nonces and g^xy.
+    hash_i = bytes(range(32))
+    verdict = ecdsa.verify_hash(hash_i, rsa.sign_hash(hash_i), peer)
+    assert verdict.subject.endswith("CN=gw1.example")
+    with pytest.raises(AuthFailure, match=r"^peer SIG does not verify") as bad:
+        ecdsa.verify_hash(hash_i[::-1], rsa.sign_hash(hash_i), peer)
+    assert bad.value.kind == "bad-signature"
+    assert rsa.skeyid(prf, b"ni", b"nr", b"gxy") == prf.compute(b"ninr", b"gxy")
+    with pytest.raises(AuthFailure):
+        PskAuthenticator(b"k").sign_hash(hash_i)

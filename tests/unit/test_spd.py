@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import random
 from collections.abc import Callable
 from types import FrameType
 
@@ -10,7 +11,7 @@ import pytest
 
 from ikegate.cli.loader import load_config
 from ikegate.dataplane.packet import ICMP, TCP, UDP, IpInfo
-from ikegate.dataplane.spd import DYNAMIC_RULE, Spd, SpdMatch, Trap
+from ikegate.dataplane.spd import DYNAMIC_RULE, Spd, SpdMatch, Trap, _covers
 from ikegate.gateway import translate
 from ikegate.ike.core.ts import from_network
 from ikegate.ike.wire.v2 import TrafficSelector
@@ -540,3 +541,27 @@ def test_install_remove_and_lookup_cost_the_same_with_100000_selectors() -> None
         else:
             spd.remove(i)
     assert len(spd) == 0 and spd.outbound(pkt("10.0.0.1", "198.51.100.1")) is None
+
+
+def test_inbound_check_agrees_with_the_selector_rule() -> None:
+    """``covers_in`` is written out as loops for speed: it must decide as ``_covers`` does on each side,
+    whatever the family, protocol and ports (random packets against selectors with and without them)."""
+    rng = random.Random(13)
+    spd: Spd[str] = Spd()
+    local = [ts("10.1.0.0/16"), ts("10.9.0.0/24", TCP, 80, 443), ts("2001:db8:1::/48", UDP, 53, 53)]
+    remote = [ts("10.2.0.0/24", UDP, 1000, 2000), ts("10.3.0.0/16", ICMP), ts("2001:db8:2::/48")]
+    spd.install("sa", local, remote, "SA")
+    inst = spd._installed["sa"]
+    v4 = ["10.1.2.3", "10.9.0.1", "10.2.0.9", "10.3.4.5", "10.4.0.1"]
+    v6 = ["2001:db8:1::5", "2001:db8:2::7", "2001:db8:3::1"]
+    allowed = 0
+    for _ in range(3000):
+        addrs = rng.choice([v4, v6])
+        info = pkt(rng.choice(addrs), rng.choice(addrs), rng.choice([UDP, TCP, ICMP, 47]),
+                   rng.choice([53, 80, 443, 999, 1000, 1500, 2000, 2001]), rng.choice([53, 80, 443, 1500, 8080]))
+        v, p = info.version, info.protocol
+        expected = any(_covers(s, v, info.src, p, info.src_port) for s in inst.remote) and any(
+            _covers(s, v, info.dst, p, info.dst_port) for s in inst.local)
+        assert spd.inbound_allowed("sa", info) is expected, info
+        allowed += expected
+    assert 0 < allowed < 3000  # both answers were exercised

@@ -26,6 +26,8 @@ from ikegate.ike.v1.wire import (
     KE,
     SA,
     Attribute,
+    Cert,
+    CertReq,
     Delete,
     Fragment,
     Hash,
@@ -150,7 +152,8 @@ def test_notify_delete_and_friends_byte_exact() -> None:
     oa = NatOA(IdType.ID_IPV4_ADDR, H("c0000201"))
     assert oa.body() == H("01000000c0000201") and oa.TYPE == 21
     payloads = [Hash(b"h" * 20), n, d, esp, NatD(b"x" * 20), NatD(b"y" * 20, True), oa, NatOA(5, bytes(16), True),
-                KE(b"k" * 256), Nonce(b"n" * 32), VendorId(VID_XAUTH), Unknown(PayloadType.CERTREQ, b"\x04")]
+                KE(b"k" * 256), Nonce(b"n" * 32), VendorId(VID_XAUTH), CertReq(4, b""),
+                Cert(4, b"der"), Unknown(PayloadType.ATTRIBUTE, b"\x01\x00\x00\x00")]
     first, data = encode_payloads(payloads)
     assert first == PayloadType.HASH
     assert decode_payloads(first, data) == payloads

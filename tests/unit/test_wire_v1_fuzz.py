@@ -13,6 +13,8 @@ from ikegate.ike.v1.wire import (
     KE,
     SA,
     Attribute,
+    Cert,
+    CertReq,
     Delete,
     Fragment,
     Hash,
@@ -91,7 +93,9 @@ payloads = st.one_of(
     st.builds(NatD, blob, st.booleans()),
     nat_oas(),
     st.builds(Fragment, u16, u8, st.booleans(), blob),
-    st.builds(Unknown, st.sampled_from([PayloadType.CERT, PayloadType.CERTREQ, PayloadType.ATTRIBUTE]), blob),
+    st.builds(Cert, u8, blob),
+    st.builds(CertReq, u8, blob),
+    st.builds(Unknown, st.sampled_from([PayloadType.ATTRIBUTE, PayloadType.SAK]), blob),
 )
 
 

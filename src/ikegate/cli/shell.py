@@ -33,7 +33,7 @@ from ikegate.cli.errors import CommandError, ErrorKind, ParamError, caret_line
 from ikegate.cli.logbuffer import LogBuffer
 from ikegate.cli.pager import Output, crlf
 from ikegate.cli.render.chunks import flatten, json_chunks
-from ikegate.cli.tree import MANAGE, CommandTree
+from ikegate.cli.tree import MANAGE, Command, CommandTree
 from ikegate.cli.views import USER_FRAME, ViewFrame, ViewKind
 from ikegate.policy.model import Config
 
@@ -105,6 +105,9 @@ class Shell:
         self.ip = ip
         self.save_callback = save_callback
         self.loading = loading
+        #: Asked before each command runs: an error line refuses it (the standby of a hot-standby pair
+        #: refuses backed-up configuration, see ``ikegate.cli.commands.hrp.backed_up``).
+        self.guard: Callable[[Command], str | None] | None = None
         self.screen_length = DEFAULT_SCREEN_LENGTH
         self.closed = False
         self.editor = LineEditor()
@@ -202,6 +205,9 @@ class Shell:
             message = result.kind.message
             self._record(line, result.sensitive, message)
             return Outcome([caret_line(result.column(prompt_length)), message], message)
+        if self.guard is not None and not self.loading and (refusal := self.guard(result.command)) is not None:
+            self._record(line, result.sensitive, refusal)
+            return Outcome([refusal], refusal)
         as_json = output_filter.json
         if not result.command.syntax.startswith("display "):
             self._changed = True

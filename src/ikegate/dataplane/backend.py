@@ -47,6 +47,7 @@ Addr = tuple[str, int]
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 _SPI = struct.Struct("!I")
+_new_tuple = tuple.__new__
 
 
 # ------------------------------------------------------------------------------------------- events
@@ -189,7 +190,9 @@ class UserspaceBackend:
         self._arm_traps = arm_traps
         self.spd: Spd[_Tunnel] = Spd(config, arm_traps=arm_traps)
         self._by_spi: dict[int, _Tunnel] = {}
-        self._events: list[Event] = []
+        #: Queued for :meth:`poll`; the packet path tests it for truth after every packet (cheaper than a
+        #: call that would build an empty list each time).
+        self.events: list[Event] = []
         #: Drops that belong to no SA (unparseable packets, unknown SPIs, no SA for a policy); the
         #: per-SA ones are on each ``InboundEsp``/``OutboundEsp``.
         self.drops: Counter[str] = Counter()
@@ -249,7 +252,7 @@ class UserspaceBackend:
         self.spd.disarm_trap(policy)
 
     def poll(self, now: float) -> list[Event]:
-        events, self._events = self._events, []
+        events, self.events = self.events, []
         return events
 
     def sa(self, spi: int) -> ChildSaPair | None:
@@ -279,10 +282,10 @@ class UserspaceBackend:
         inb, out = pair.inbound, pair.outbound
         if not tunnel.soft_reported and (inb.soft_expired or out.soft_expired):
             tunnel.soft_reported = True
-            self._events.append(SoftExpire(inb.spi))
+            self.events.append(SoftExpire(inb.spi))
         if not tunnel.hard_reported and (inb.hard_expired or out.hard_expired):
             tunnel.hard_reported = True
-            self._events.append(HardExpire(inb.spi))
+            self.events.append(HardExpire(inb.spi))
 
     def from_lan(self, packet: bytes, now: float, interface: str | None = None) -> list[Action]:
         """A packet from the protected side: protect it, trap it, or let it pass in clear."""
@@ -318,13 +321,20 @@ class UserspaceBackend:
         target.last_out = now
         if target.watch:
             target.watch = False
-            self._events.append(Outbound(pair.spi_in))
-        return [Send(payload, target.remote, pair.udp_encap)]
+            self.events.append(Outbound(pair.spi_in))
+        return [_new_tuple(Send, (payload, target.remote, pair.udp_encap))]  # Send(...) without its __new__
 
     def from_wan(self, payload: bytes, remote: Addr, now: float) -> bytes | None:
         """An ESP packet from a peer (the UDP payload on 4500, or the body of IP protocol 50): the inner
-        IP packet for the LAN side, or None when it was dropped (the reason counted on the SA, or in
-        :attr:`drops` when no SA is concerned).
+        IP packet for the LAN side, or None when it was dropped (see :meth:`open_wan`)."""
+        opened = self.open_wan(payload, remote, now)
+        return opened[0] if opened is not None else None
+
+    def open_wan(self, payload: bytes, remote: Addr, now: float) -> tuple[bytes, IpInfo] | None:
+        """An ESP packet from a peer (the UDP payload on 4500, or the body of IP protocol 50): the inner
+        IP packet for the LAN side with its parsed header (the selector check needed it, and the caller
+        routes on it: each packet is parsed once), or None when it was dropped (the reason counted on
+        the SA, or in :attr:`drops` when no SA is concerned).
 
         ``remote`` is not used to select the SA (the SPI does, RFC 4301 §4.1) nor to move it: a NAT
         mapping change is learnt from authenticated IKE messages (RFC 7296 §2.23), and the gateway then
@@ -380,7 +390,7 @@ class UserspaceBackend:
         if not self.spd.inbound_allowed(inbound.spi, info):
             inbound.drops["policy"] += 1  # RFC 4301 §5.2 step 4: outside the SA's selectors
             return None
-        return packet
+        return packet, info
 
 
 # The userspace backend must stay a drop-in ``Backend``; mypy checks this line.

@@ -48,6 +48,7 @@ from ikegate.dataplane.replay import MAX_SEQ, ReplayWindow
 from ikegate.ike.core.child import ChildSa
 from ikegate.ike.core.config import Mode
 from ikegate.ike.core.lifetimes import soft_lifetime
+from ikegate.ike.crypto import Cipher as KeyedCipher
 from ikegate.ike.crypto import CryptoError, EncrAlg, IntegAlg
 from ikegate.ike.wire.registry import EncrId
 from ikegate.ike.wire.v2 import TrafficSelector
@@ -104,6 +105,22 @@ def _not_this_cipher(*_: object) -> bytes:
     raise AssertionError("fast path of another cipher called")
 
 
+class _NoCipher(KeyedCipher):
+    """The generic cipher slot of an AES-GCM or AES-CBC SA, which use their own contexts (a second
+    AES-GCM context would hold another 2.5 kB of OpenSSL memory per direction, for nothing)."""
+
+    __slots__ = ()
+
+    def encrypt(self, iv: bytes, plaintext: bytes, aad: bytes = b"") -> bytes:
+        return _not_this_cipher()
+
+    def decrypt(self, iv: bytes, data: bytes, aad: bytes = b"") -> bytes:
+        return _not_this_cipher()
+
+
+_NO_CIPHER = _NoCipher()
+
+
 class EspError(Exception):
     """A packet that could not be protected or was refused; ``reason`` says why (see :data:`Reason`)."""
 
@@ -118,7 +135,8 @@ class _EspSa:
     __slots__ = (
         "_align",
         "_cipher",
-        "_gcm",
+        "_drops",
+        "_gcm_key",
         "_hard_at",
         "_icv",
         "_iv",
@@ -127,7 +145,6 @@ class _EspSa:
         "_salt",
         "_soft_at",
         "bytes",
-        "drops",
         "encr",
         "hard_expired",
         "integ",
@@ -155,22 +172,25 @@ class _EspSa:
         self.spi = spi
         self.encr = cipher_alg
         self.integ = integ_alg
-        self._cipher = cipher_alg.keyed(encr_key)  # also validates the keymat length
+        if len(encr_key) != cipher_alg.keymat_size:
+            raise CryptoError(f"{cipher_alg.name} needs {cipher_alg.keymat_size} bytes of keymat, got {len(encr_key)}")
+        self._cipher: KeyedCipher = _NO_CIPHER
         self._iv = cipher_alg.iv_size
-        self._gcm: AESGCM | None = None
+        self._gcm_key = b""
         self._salt = b""
         if cipher_alg.id == EncrId.AES_GCM_16:
             self._kind = _GCM
-            self._gcm = AESGCM(encr_key[: cipher_alg.key_size])
+            self._gcm_key = encr_key  # key | salt, the Child SA's own bytes: sliced when the context is made
             self._salt = encr_key[cipher_alg.key_size :]
         elif cipher_alg.id == EncrId.AES_CBC:
             self._kind = _CBC
         else:
             self._kind = _GENERIC
+            self._cipher = cipher_alg.keyed(encr_key)
         self._align = max(cipher_alg.block_size, 4)
         self.packets = 0
         self.bytes = 0
-        self.drops: Counter[str] = Counter()
+        self._drops: Counter[str] | None = None
         self.soft_expired = False
         self.hard_expired = False
         self._soft_at = soft_kb * 1024 if soft_kb else _UNLIMITED
@@ -192,6 +212,21 @@ class _EspSa:
             if total >= self._hard_at:
                 self.hard_expired = True
 
+    @property
+    def drops(self) -> Counter[str]:
+        """Refused packets by reason; made by the first refusal (most SAs never refuse one, and an empty
+        Counter per direction was 176 bytes an SA)."""
+        if self._drops is None:
+            self._drops = Counter()
+        return self._drops
+
+    def _context(self) -> AESGCM:
+        """An AES-GCM context holds 2.5 kB of OpenSSL memory, and many SAs (a load test's, an idle
+        branch's) never carry a packet: the first packet in each direction makes it, once."""
+        gcm = AESGCM(self._gcm_key[: self.encr.key_size])
+        self._gcm_key = b""
+        return gcm
+
     def _refuse(self, reason: Reason, detail: str = "") -> EspError:
         self.drops[reason] += 1
         return EspError(reason, detail)
@@ -211,11 +246,16 @@ class OutboundEsp(_EspSa):
         self._last = 0  # the last ciphertext block the CBC context produced, as an int
         # Bound methods of the per-SA contexts, looked up once rather than per packet.
         self._gcm_encrypt: Callable[[bytes, bytes, bytes], bytes] = (
-            self._gcm.encrypt if self._gcm is not None else _not_this_cipher)
+            self._first_encrypt if self._kind == _GCM else _not_this_cipher)
         self._cbc: Callable[[bytes], bytes] = (
             Cipher(algorithms.AES(encr_key), modes.CBC(_CBC_ZERO_IV)).encryptor().update
             if self._kind == _CBC else _not_this_cipher)
         self._sign: Callable[[bytes], bytes] = self._mac.sign if self._mac is not None else _not_this_cipher
+
+    def _first_encrypt(self, nonce: bytes, data: bytes, aad: bytes) -> bytes:
+        """The AES-GCM context is made by the first packet (see :meth:`_EspSa._context`)."""
+        self._gcm_encrypt = self._context().encrypt
+        return self._gcm_encrypt(nonce, data, aad)
 
     def seal(self, inner: bytes, next_header: int) -> bytes:
         """The ESP packet carrying ``inner`` (a whole IP packet in tunnel mode, 4 or 41; the upper-layer
@@ -275,10 +315,15 @@ class InboundEsp(_EspSa):
         # Header, IV, one aligned unit of ciphertext (at least pad length + next header), ICV.
         self._min_len = 8 + self._iv + self._align + self._icv
         self._gcm_decrypt: Callable[[bytes, bytes, bytes], bytes] = (
-            self._gcm.decrypt if self._gcm is not None else _not_this_cipher)
+            self._first_decrypt if self._kind == _GCM else _not_this_cipher)
         self._cbc: Callable[[bytes], bytes] = (
             Cipher(algorithms.AES(encr_key), modes.CBC(_CBC_ZERO_IV)).decryptor().update
             if self._kind == _CBC else _not_this_cipher)
+
+    def _first_decrypt(self, nonce: bytes, data: bytes, aad: bytes) -> bytes:
+        """The AES-GCM context is made by the first packet (see :meth:`_EspSa._context`)."""
+        self._gcm_decrypt = self._context().decrypt
+        return self._gcm_decrypt(nonce, data, aad)
 
     @property
     def highest_seq(self) -> int:
@@ -419,4 +464,5 @@ class ChildSaPair:
                              replay_window, udp_encap=child.udp_encap, soft_kb=soft, hard_kb=hard)
         outbound = OutboundEsp(child.spi_out, child.encr, child.integ, child.encr_key_out, child.integ_key_out,
                                child.udp_encap, soft_kb=soft, hard_kb=hard)
-        return cls(inbound, outbound, child.mode, list(child.ts_local), list(child.ts_remote), child.udp_encap)
+        # The Child SA's own selector lists (nothing changes them in place): no copies per SA.
+        return cls(inbound, outbound, child.mode, child.ts_local, child.ts_remote, child.udp_encap)

@@ -17,6 +17,9 @@ __all__ = ["MAX_SEQ", "ReplayWindow"]
 MAX_SEQ = 0xFFFFFFFF
 
 
+_MASKS: dict[int, int] = {}
+
+
 class ReplayWindow:
     """Tracks which of the last ``size`` sequence numbers were accepted.
 
@@ -32,7 +35,10 @@ class ReplayWindow:
         self.size = size
         self.top = 0  # highest authenticated sequence number; 0 = nothing received yet
         self._bits = 0
-        self._mask = (1 << size) - 1
+        mask = _MASKS.get(size)
+        if mask is None:
+            mask = _MASKS[size] = (1 << size) - 1
+        self._mask = mask  # shared per size: a 1024-bit int is 164 bytes, once per inbound SA otherwise
 
     def check(self, seq: int) -> bool:
         """Whether ``seq`` may be new: cheap, and safe to call before the ICV is verified.

@@ -25,13 +25,13 @@ without letting one busy flow make the gateway start a negotiation per packet.
 
 from __future__ import annotations
 
+import functools
 from collections import deque
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
 from ikegate.dataplane.packet import PORTED, IpInfo
-from ikegate.ike.wire.registry import TsType
 from ikegate.ike.wire.v2 import TrafficSelector
 from ikegate.policy.model import Acl, AclAddress, AclRule, Config, TriggerMode, rule_key
 from ikegate.policy.selectors import rule_family, rule_selectors, side_selector
@@ -78,9 +78,10 @@ class Trap:
 _Sel = tuple[int, int, int, int, int, int]
 
 
+@functools.lru_cache(maxsize=4096)
 def _compile_ts(ts: TrafficSelector) -> _Sel:
-    family = 6 if ts.ts_type == TsType.TS_IPV6_ADDR_RANGE else 4
-    return (family, int(ts.start_addr), int(ts.end_addr), ts.ip_protocol, ts.start_port, ts.end_port)
+    """Shared per selector value: SAs of one policy repeat the same few (no tuple per SA)."""
+    return (ts.family, ts.start, ts.end, ts.ip_protocol, ts.start_port, ts.end_port)
 
 
 def _covers(sel: _Sel, version: int, addr: int, proto: int, port: int) -> bool:
@@ -117,11 +118,21 @@ class _Installed(Generic[T]):
         )
 
     def covers_in(self, info: IpInfo) -> bool:
-        """Packet that arrived on this SA: source in the remote selectors, destination in the local."""
-        v, p = info.version, info.protocol
-        return any(_covers(s, v, info.src, p, info.src_port) for s in self.remote) and any(
-            _covers(s, v, info.dst, p, info.dst_port) for s in self.local
-        )
+        """Packet that arrived on this SA: source in the remote selectors, destination in the local.
+
+        Run on every decrypted packet, so written out as plain loops over the compiled tuples (no
+        generator, no call per selector): the same test as :func:`_covers`."""
+        v, src, dst, p, sport, dport = info[:6]
+        ported = p in PORTED
+        for family, lo, hi, sproto, plo, phi in self.remote:
+            if family == v and lo <= src <= hi and (not sproto or sproto == p) and (not ported or plo <= sport <= phi):
+                break
+        else:
+            return False
+        for family, lo, hi, sproto, plo, phi in self.local:
+            if family == v and lo <= dst <= hi and (not sproto or sproto == p) and (not ported or plo <= dport <= phi):
+                return True
+        return False
 
 
 def _blocks(lo: int, hi: int, width: int) -> Iterator[tuple[int, int]]:
@@ -409,6 +420,12 @@ class Spd(Generic[T]):
         """The policy rule protecting ``info``, or None when no policy does (it goes in clear)."""
         hit = self._match(info, interface)
         return hit[0].matches[info.version] if hit else None
+
+    def covered(self, info: IpInfo, interface: str | None = None) -> bool:
+        """Whether an SA protects ``info`` now (no side effect: no trap fires, no packet is held), so a
+        placement worker can say whether an outbound packet is its to send."""
+        hit = self._match(info, interface)
+        return hit is not None and hit[1] is not None
 
     def outbound(self, info: IpInfo, packet: bytes = b"", now: float = 0.0,
                  interface: str | None = None) -> T | Trap | None:

@@ -25,12 +25,12 @@ import logging
 import os
 import struct
 from collections import OrderedDict, deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Container, Sequence
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from ikegate.dataplane.backend import Acquire, Bypass, Outbound, Send, SoftExpire, UserspaceBackend
-from ikegate.dataplane.packet import PacketError, echo_reply_for, echo_request, parse_ip
+from ikegate.dataplane.packet import IpInfo, PacketError, echo_reply_for, echo_request, parse_ip
 from ikegate.gateway import translate
 from ikegate.gateway.admission import BLOCK_TIME, LOG_INTERVAL, HalfOpen, SourceGuard, opening_ok
 from ikegate.gateway.decide import Action, after_delete
@@ -38,11 +38,13 @@ from ikegate.gateway.device import GatewayStats, LogSink
 from ikegate.gateway.keylog import EspKeys, Ikev1Keys, Ikev2Keys, KeyRecord
 from ikegate.gateway.translate import Connection, Flow, PolicyKind
 from ikegate.ike.core import ts as tsmod
+from ikegate.ike.core.auth import Authenticator
 from ikegate.ike.core.child import ChildSa
-from ikegate.ike.core.config import Addr, ChildSaConfig, IkeProposalSpec, IkeSaConfig
+from ikegate.ike.core.config import Addr, ChildSaConfig, IkeProposalSpec, IkeSaConfig, ResponderPolicy
 from ikegate.ike.core.engine import Engine
 from ikegate.ike.core.ids import random_spi
 from ikegate.ike.core.negotiated import Chosen
+from ikegate.ike.core.snapshot import SnapshotError
 from ikegate.ike.crypto import dh_group, integ_alg, prf_alg
 from ikegate.ike.events import (
     ChildSaDeleted,
@@ -55,9 +57,12 @@ from ikegate.ike.events import (
     InitialContact,
     NegotiationFailed,
 )
+from ikegate.ike.fragments import FragmentationConfig
+from ikegate.ike.v1 import snapshot as v1_snapshot
 from ikegate.ike.v1.registry import NotifyType as V1NotifyType
 from ikegate.ike.v1.sa import ExchangeMode as V1Mode
 from ikegate.ike.v1.sa import IsakmpSa, V1Options
+from ikegate.ike.v2 import snapshot as v2_snapshot
 from ikegate.ike.v2.cookies import CookieJar
 from ikegate.ike.v2.sa import ID_TEXT, IkeSa
 from ikegate.ike.wire.registry import ExchangeType, HeaderFlag, NotifyType
@@ -74,6 +79,7 @@ from ikegate.ike.wire.v2 import (
 from ikegate.policy.model import V6_RULE_BASE, Config, ExchangeMode, IkePeer, IpsecPolicy, IpsecPolicyTemplate
 from ikegate.sad import (
     DEFAULT_PLACEMENT,
+    ConnIdError,
     IkeSaEntry,
     IpsecSaEntry,
     Placement,
@@ -83,6 +89,7 @@ from ikegate.sad import (
     Selector,
     placement_for,
 )
+from ikegate.workers.steering import WorkerSlot, esp_spi
 
 _T = TypeVar("_T")
 log = logging.getLogger("ikegate.gateway")
@@ -107,6 +114,10 @@ DELETE_WINDOW = 256
 ONE_WAY_DELETES = 50
 DELETE_TICK = 0.01
 
+#: Flags of an established SA (computed once: every ``enum.Flag`` operation is a Python-level call).
+_READY = SaFlag.RD | SaFlag.A
+
+
 @dataclass(slots=True)
 class _Meta:
     """What the controller knows about an engine beyond the engine itself."""
@@ -123,6 +134,13 @@ class _Meta:
 
 
 def _addr(ip: ipaddress.IPv4Address | ipaddress.IPv6Address | str) -> str:
+    return str(ip)
+
+
+@functools.lru_cache(maxsize=4096)
+def _text(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str:
+    """Address text for log lines (tunnel up/down), cached: ``str`` of an address object is a few
+    Python-level calls, and peers repeat."""
     return str(ip)
 
 
@@ -146,12 +164,25 @@ class Gateway:
         retransmit_tries: int = 5,
         cookie_threshold: int = 1000,
         log: LogSink | None = None,
+        worker: WorkerSlot | None = None,
     ) -> None:
         self.config = config
         self.ike_port = ike_port
         self.natt_port = natt_port
         self.placements = sorted(placements)
-        self.sad = SaDatabase()
+        #: Which worker of how many this gateway is (None: the whole device in one process). A worker takes
+        #: conn-ids from its residue class and SPIs naming it, and initiates only the auto policies it owns.
+        self.worker = worker
+        self.sad = SaDatabase() if worker is None else SaDatabase(conn_id_offset=worker.index,
+                                                                 conn_id_stride=worker.steering.workers)
+        #: Placement workers: peer addresses with IKE SAs on *other* workers (the supervisor keeps it up to
+        #: date), so INITIAL_CONTACT goes out only when the device, not just this worker, has none left;
+        #: and who to tell when a peer's INITIAL_CONTACT arrives here (address, RemoteType, RemoteID), so
+        #: the other workers drop that identity's SAs too (:meth:`drop_identity`).
+        self.peers_elsewhere: Container[str] = frozenset()
+        self.on_initial_contact: Callable[[str, str, str], None] | None = None
+        self._ike_spi: Callable[[], bytes] | None = (
+            None if worker is None else worker.steering.ike_spi_allocator(worker.index, rng))
         self.stats = GatewayStats()
         self.retransmit_tries = retransmit_tries
         self._rng = rng
@@ -177,6 +208,12 @@ class Gateway:
         self.raw_esp = False
         #: Called with each key-log record (see :mod:`ikegate.gateway.keylog`) when a key log is enabled.
         self.keylog: Callable[[KeyRecord], None] | None = None
+        #: Hot-standby taps (``ikegate.ha``): after an engine was serviced, and when it is forgotten.
+        self.on_change: Callable[[Engine, float], None] | None = None
+        self.on_gone: Callable[[Engine, float], None] | None = None
+        #: A hot-standby node's passive half: SAs mirrored from the active are held (and shown) but run no
+        #: timers and send nothing until the node becomes active.
+        self.standby = False
         self._conns: dict[tuple[str, int], Connection] = {}
         self._template_policy: dict[str, tuple[IpsecPolicy, str]] = {}
         self._template_by_peer: dict[str, tuple[IpsecPolicy, str, str]] = {}
@@ -191,6 +228,11 @@ class Gateway:
         #: Called with (identifier, sequence, now) for each echo reply addressed to the gateway.
         self.on_echo_reply: Callable[[int, int, float], None] | None = None
         self._lan_addrs: frozenset[ipaddress.IPv4Address | ipaddress.IPv6Address] = frozenset()
+        #: the same as (version, address as int): what a parsed packet (``IpInfo``) is compared with
+        self._lan_keys: frozenset[tuple[int, int]] = frozenset()
+        #: per peer ESP destination, the (local, remote) UDP addresses its ESP-in-UDP leaves with: worked
+        #: out once per peer instead of once per packet; cleared on reload (the WAN addresses may change)
+        self._esp_routes: dict[Addr, tuple[Addr, Addr]] = {}
         self._wan_by_version: dict[int, str] = {}
         #: the IKE SA serving each site-to-site policy, whoever initiated it
         self._active: dict[tuple[str, int], Engine] = {}
@@ -204,6 +246,7 @@ class Gateway:
         self._delete_queue: deque[tuple[Engine, DeleteReason]] = deque()
         self._one_way: tuple[float, int] = (-1.0, 0)  # (tick start, IKEv1 Deletes started in it)
         self._drain_at: float | None = None  # when a queue drain is scheduled
+        self._if_indexes: tuple[Config | None, dict[str, int]] = (None, {})
         self.reload(config)
 
     # ------------------------------------------------------------------ configuration
@@ -218,6 +261,8 @@ class Gateway:
             if itf.ipsec_policy is None:
                 lan += [i.ip for i in itf.ipv4] + [i.ip for i in itf.ipv6]
         self._lan_addrs = frozenset(lan)
+        self._lan_keys = frozenset((a.version, int(a)) for a in lan)
+        self._esp_routes.clear()
         self._wan_by_version = {}
         for addr in config.local_addresses():
             self._wan_by_version.setdefault(addr.version, str(addr))
@@ -240,15 +285,27 @@ class Gateway:
     def local_addresses(self) -> list[str]:
         return [_addr(a) for a in self.config.local_addresses()]
 
+    def policy_peer(self, policy: tuple[str, int]) -> str | None:
+        """The peer address of site-to-site policy ``policy`` (None: a template's, or no such policy)."""
+        conn = self._conns.get(policy)
+        return None if conn is None else str(conn.remote)
+
+    def site_peers(self) -> frozenset[str]:
+        """The peer addresses of the site-to-site policies (placement workers route their openings)."""
+        return frozenset(str(c.remote) for c in self._conns.values())
+
     # ------------------------------------------------------------------ sans-I/O surface
 
     def start(self, now: float) -> None:
         """Bring up every site-to-site policy in auto trigger mode that has no IKE SA yet.
 
         Called again after every command (the configuration may have changed), so it must never open a
-        second IKE SA for a policy that has one, whoever initiated it (see :meth:`_bring_up`)."""
+        second IKE SA for a policy that has one, whoever initiated it (see :meth:`_bring_up`). A standby
+        starts nothing: the active node's SAs are its SAs."""
+        if self.standby:
+            return
         for conn in self._conns.values():
-            if conn.kind is PolicyKind.AUTO:
+            if conn.kind is PolicyKind.AUTO and (self.worker is None or self.worker.owns(str(conn.remote))):
                 self._bring_up(conn, now)
 
     def _bring_up(self, conn: Connection, now: float, *, defer: bool = True) -> None:
@@ -283,6 +340,8 @@ class Gateway:
         return out
 
     def get_timer(self) -> float | None:
+        if self.standby:
+            return None
         half_open = self._half_open.next_deadline()
         while self._heap:
             when, _, sa, _job = self._heap[0]
@@ -293,6 +352,8 @@ class Gateway:
         return half_open
 
     def handle_timer(self, now: float) -> None:
+        if self.standby:
+            return
         if now - self._guard_swept >= LOG_INTERVAL:
             self._guard_swept = now
             self._guard.forget_idle(now)
@@ -364,12 +425,14 @@ class Gateway:
         self._esp_in(packet, (remote, 0), now)
 
     def _esp_in(self, packet: bytes, remote: Addr, now: float) -> None:
-        inner = self.dataplane.from_wan(packet, remote, now)
-        if inner is None:
+        dataplane = self.dataplane
+        opened = dataplane.open_wan(packet, remote, now)
+        if opened is None:
             self.stats.esp_dropped += 1
         else:
-            self._to_lan(inner, now)
-        self._dataplane_events(now)
+            self._to_lan(opened[0], now, opened[1])
+        if dataplane.events:
+            self._dataplane_events(now)
 
     # ------------------------------------------------------------------ operator API
 
@@ -432,8 +495,10 @@ class Gateway:
         """An IP packet from the protected side (TUN, the packet API, the gateway's own ping): protect it,
         trap it (a traffic-based policy starts negotiating), or — when no policy covers it — deliver it
         if it is for the gateway itself, otherwise drop it (there is no clear-text routing here)."""
-        self._dataplane_actions(self.dataplane.from_lan(packet, now), now)
-        self._dataplane_events(now)
+        dataplane = self.dataplane
+        self._dataplane_actions(dataplane.from_lan(packet, now), now)
+        if dataplane.events:
+            self._dataplane_events(now)
 
     def ping(self, now: float, source: str, destination: str, ident: int, seq: int, size: int = 56) -> None:
         """Send one echo request from ``source`` (a protected-side address) through the SPD."""
@@ -455,14 +520,16 @@ class Gateway:
             entry.packets_out, entry.bytes_out = pair.outbound.packets, pair.outbound.bytes
             entry.seq_in, entry.seq_out = pair.inbound.highest_seq, pair.outbound.seq
 
-    def _to_lan(self, packet: bytes, now: float) -> None:
-        """A decrypted packet: answer pings to our own addresses, note replies to ours, pass the rest on."""
-        try:
-            info = parse_ip(packet)
-        except PacketError:
-            self.stats.lan_dropped += 1
-            return
-        if info.dst_ip in self._lan_addrs:
+    def _to_lan(self, packet: bytes, now: float, info: IpInfo | None = None) -> None:
+        """A decrypted packet: answer pings to our own addresses, note replies to ours, pass the rest on.
+        ``info``: the packet's parsed header when the caller has it (decrypted packets always do)."""
+        if info is None:
+            try:
+                info = parse_ip(packet)
+            except PacketError:
+                self.stats.lan_dropped += 1
+                return
+        if (info.version, info.dst) in self._lan_keys:
             reply = echo_reply_for(packet, self._lan_addrs)
             if reply is not None:
                 self.from_lan(reply, now)
@@ -476,23 +543,29 @@ class Gateway:
     def _dataplane_actions(self, actions: Sequence[Send | Bypass | Acquire], now: float) -> None:
         for action in actions:
             if isinstance(action, Send):
-                local = self._local_for(action.remote[0])
                 if action.udp_encap or not self.raw_esp:
                     # Without raw ESP an SA negotiated unencapsulated (NAT traversal disabled) still
                     # travels in UDP: the best this gateway can do.
-                    self._out.append((action.payload, (local, self.natt_port),
-                                      (action.remote[0], action.remote[1] or self.natt_port)))
+                    route = self._esp_routes.get(action.remote)
+                    if route is None:
+                        if len(self._esp_routes) >= 4096:
+                            self._esp_routes.clear()  # bounded; a busy peer is back after one packet
+                        route = self._esp_routes[action.remote] = (
+                            (self._local_for(action.remote[0]), self.natt_port),
+                            (action.remote[0], action.remote[1] or self.natt_port))
+                    self._out.append((action.payload, *route))
                 else:
-                    self._raw_out.append((action.payload, local, action.remote[0]))
+                    self._raw_out.append((action.payload, self._local_for(action.remote[0]), action.remote[0]))
             elif isinstance(action, Acquire):
                 self.acquire(now, action.policy_key, action.rule)
             else:
                 try:
-                    dst = parse_ip(action.packet).dst_ip
+                    info = parse_ip(action.packet)
                 except PacketError:
-                    dst = None
-                if dst in self._lan_addrs:
-                    self._to_lan(action.packet, now)
+                    self.stats.lan_dropped += 1
+                    continue
+                if (info.version, info.dst) in self._lan_keys:
+                    self._to_lan(action.packet, now, info)
                 else:
                     self.stats.lan_dropped += 1
 
@@ -534,6 +607,175 @@ class Gateway:
     def idle(self) -> bool:
         """True when no engine has anything left to send or wait for (a clean shutdown is complete)."""
         return not any(not sa.finished for sa in self._meta)
+
+    # ------------------------------------------------------------------ hot standby (issue 17)
+    # Additive hooks for ``ikegate.ha``: engine snapshots out and in, and a tap on every engine change.
+
+    def export_sa(self, sa: Engine, now: float) -> dict[str, Any] | None:
+        """An established IKE SA with its Child SAs, their ESP counters and its table fields, as plain
+        data (``ike/core/snapshot.py``); None for an SA that is not established (not synchronised)."""
+        if not sa.established or not isinstance(sa.handle, int) or (entry := self.sad.ike(sa.handle)) is None:
+            return None
+        try:
+            rec = v2_snapshot.export_ike(sa, now) if isinstance(sa, IkeSa) else (
+                v1_snapshot.export_ike(sa, now) if isinstance(sa, IsakmpSa) else None)
+        except SnapshotError:
+            return None
+        if rec is None:
+            return None
+        rec["sad"] = {"conn_id": entry.conn_id, "policy": entry.policy_name, "seq": entry.policy_seq,
+                      "itf": entry.interface, "tpl": entry.template_name,
+                      "place": [entry.placement.slot, entry.placement.cpu]}
+        for crec in rec["children"]:
+            crec["esp"] = self.esp_state(int(crec["spi_in"]))
+            child = sa.children.get(int(crec["spi_in"]))
+            centry = self.sad.ipsec(child.handle) if child is not None and isinstance(child.handle, int) else None
+            crec["conn_id"] = centry.conn_id if centry is not None else 0
+        return rec
+
+    def esp_state(self, spi_in: int) -> list[int | bytes]:
+        """(outbound sequence number, inbound replay top, inbound replay bitmap as little-endian bytes) of a
+        Child SA."""
+        pair = self.dataplane.sa(spi_in)
+        if pair is None:
+            return [0, 0, b""]
+        replay = pair.inbound.replay
+        bits = replay._bits
+        return [pair.outbound.seq, replay.top, bits.to_bytes((bits.bit_length() + 7) // 8, "little")]
+
+    def set_esp_state(self, spi_in: int, seq_out: int, replay_top: int, replay_bits: bytes) -> None:
+        """Move a Child SA's ESP counters forward (a standby applying the active's batches; never back)."""
+        pair = self.dataplane.sa(spi_in)
+        if pair is None:
+            return
+        pair.outbound.seq = max(pair.outbound.seq, seq_out)
+        replay = pair.inbound.replay
+        if replay_top > replay.top:
+            replay.top, replay._bits = replay_top, int.from_bytes(replay_bits, "little") & replay._mask
+
+    def ike_config(self, name: str, local: Addr, version: int) -> IkeSaConfig | None:
+        """The IKE configuration of the peer named ``name`` (snapshot import's :class:`Resolver`)."""
+        peer = self.config.ike_peers.get(name)
+        if peer is None:
+            return None
+        return translate.ike_config(self.config, peer, _ip(local[0]), ike_port=self.ike_port,
+                                    natt_port=self.natt_port, retransmit_tries=self.retransmit_tries,
+                                    version=version)
+
+    def child_config(self, sa: Engine, ts_local: list[TrafficSelector],
+                     ts_remote: list[TrafficSelector]) -> ChildSaConfig | None:
+        """The Child SA configuration that covers these selectors, as a responder would pick it."""
+        responder = self._responder_v1 if sa.version == 1 else self._responder
+        return responder.select_child(sa, ts_remote, ts_local)
+
+    def adopt(self, rec: dict[str, Any], now: float, *, seq_jump: int = 0) -> Engine:
+        """Take over an IKE SA from a snapshot (the standby becoming active, or a standby mirroring the
+        active): no negotiation, the same SPIs, keys and message IDs. ESP outbound sequence numbers jump
+        ``seq_jump`` ahead so that none the old active used is sent again. Raises ``SnapshotError``."""
+        version = int(rec.get("version", 0))
+        resolver = _SnapshotResolver(self, self._responder_v1 if version == 1 else self._responder)
+        sa: IkeSa | IsakmpSa = v1_snapshot.import_ike(rec, now, resolver) if version == 1 else \
+            v2_snapshot.import_ike(rec, now, resolver)
+        sa.force_encap = sa.force_encap or not self.raw_esp
+        if isinstance(sa, IsakmpSa) and sa.config is not None and sa.config.name in self.config.ike_peers:
+            sa.options = translate.v1_options(self.config, self.config.ike_peers[sa.config.name])
+        table = rec.get("sad") or {}
+        conn = self._match_connection(sa)
+        meta = _Meta(conn, conn.kind if conn is not None else PolicyKind.TEMPLATE, created=now, up_at=now)
+        self._meta[sa] = meta
+        slot, cpu = table.get("place") or [DEFAULT_PLACEMENT.slot, DEFAULT_PLACEMENT.cpu]
+        entry = IkeSaEntry(version=version, role=Role.INITIATOR if sa.is_initiator else Role.RESPONDER,
+                           flags=SaFlag.RD | SaFlag.A, placement=Placement(int(slot), int(cpu)),
+                           local_address=_ip(sa.local[0]), local_port=sa.local[1],
+                           peer_address=_ip(sa.peer[0]), peer_port=sa.peer[1], spi_i=sa.spi_i, spi_r=sa.spi_r,
+                           policy_name=table.get("policy"), policy_seq=table.get("seq"),
+                           interface=table.get("itf") or "", template_name=table.get("tpl"),
+                           created=sa.established_at or now, handle=sa)
+        wanted = int(table.get("conn_id") or 0)
+        entry.conn_id = wanted if wanted and self.sad.get(wanted) is None else 0
+        try:
+            self.sad.add_ike(entry)  # under the active's conn-id, so that both nodes show the same ids
+        except ConnIdError:
+            entry.conn_id = 0
+            self.sad.add_ike(entry)
+        sa.handle = entry.conn_id
+        self.sad.set_peer_identity(entry.conn_id, *self._peer_identity(sa))
+        algs = self._algorithms(sa)
+        entry.encryption, entry.integrity = algs.get("encryption", ""), algs.get("integrity", "")
+        entry.prf, entry.dh = algs.get("prf", ""), algs.get("dh", "")
+        entry.auth_method = "PRE_SHARED"
+        if isinstance(sa, IsakmpSa):
+            entry.exchange_mode = sa.options.mode.value
+        if sa.config is not None:
+            entry.lifetime_hard = int(sa.config.lifetime)
+            entry.lifetime_soft = int(sa.rekey_at - now) if sa.rekey_at else None
+        if conn is not None:
+            self._active[conn.key] = sa
+        esp = {int(c["spi_in"]): c for c in rec["children"]}
+        log, self._log = self._log, (self._log if not self.standby else lambda *_: None)
+        try:  # a standby mirrors tunnels it does not run: no "tunnel established" line for each
+            for child in list(sa.children.values()):
+                self._on_child_up(sa, child, now)
+                crec = esp.get(child.spi_in, {})
+                self._renumber(child, int(crec.get("conn_id") or 0))
+                seq_out, top, bits = crec.get("esp") or [0, 0, b""]
+                self.set_esp_state(child.spi_in, int(seq_out) + seq_jump, int(top), bytes(bits))
+        finally:
+            self._log = log
+        self._service(sa, now)
+        return sa
+
+    def _renumber(self, child: ChildSa, wanted: int) -> None:
+        """Give an adopted Child SA's row the conn-id it has on the active node, when that id is free."""
+        entry = self.sad.ipsec(child.handle) if isinstance(child.handle, int) else None
+        if entry is None or not wanted or wanted == entry.conn_id or self.sad.get(wanted) is not None:
+            return
+        self.sad.remove(entry.conn_id)
+        entry.conn_id = wanted
+        try:
+            self.sad.add_ipsec(entry)
+        except ConnIdError:
+            entry.conn_id = 0
+            self.sad.add_ipsec(entry)
+        child.handle = entry.conn_id
+
+    def resume(self, now: float) -> None:
+        """Leave standby: every adopted engine's timers run again (DPD, rekeys, expiries resume), then
+        the auto policies that have no SA are brought up (those with one keep it: no renegotiation)."""
+        self.standby = False
+        for sa in list(self._meta):
+            meta = self._meta.get(sa)
+            if meta is not None:
+                meta.scheduled = None
+                self._service(sa, now)
+        self.start(now)
+
+    def engine_of(self, conn_id: int) -> Engine | None:
+        """The engine behind an IKE SA's conn-id."""
+        entry = self.sad.ike(conn_id)
+        handle = entry.handle if entry is not None else None
+        return handle if isinstance(handle, IkeSa | IsakmpSa) else None
+
+    def mids_of(self, sa: Engine) -> list[int]:
+        """The message-ID counters the sync stream carries after every exchange."""
+        return v2_snapshot.mids(sa) if isinstance(sa, IkeSa) else (
+            v1_snapshot.mids(sa) if isinstance(sa, IsakmpSa) else [])
+
+    def set_mids(self, sa: Engine, mids: list[int]) -> None:
+        if isinstance(sa, IkeSa):
+            v2_snapshot.set_mids(sa, *mids[:2])
+        elif isinstance(sa, IsakmpSa):
+            v1_snapshot.set_mids(sa, mids)
+
+    def drop_quietly(self, sa: Engine, now: float) -> None:
+        """Forget an adopted SA without a word to the peer (a standby removing what the active deleted:
+        the active sends the Delete, once)."""
+        for child in sa.children.values():
+            self.dataplane.delete_sa(child.spi_in)
+        meta = self._meta.get(sa)
+        if meta is not None:
+            meta.reported = True
+        self._forget(sa, now)
 
     # ------------------------------------------------------------------ internals: engines
 
@@ -605,7 +847,7 @@ class Gateway:
 
     def _spi_alloc(self) -> int:
         while True:
-            spi = random_spi(self._rng)
+            spi = random_spi(self._rng) if self.worker is None else esp_spi(self._rng, self.worker.index)
             if self.sad.by_esp_spi(spi, direction="in") is None:
                 return spi
 
@@ -640,15 +882,19 @@ class Gateway:
         if version == 1:
             sa = IsakmpSa(cfg, initiator=True, local=local, peer=remote, now=now, rng=self._rng,
                           policy=self._responder_v1,
-                          spi_allocator=self._spi_alloc, v1=translate.v1_options(self.config, conn.peer))
+                          spi_allocator=self._spi_alloc, ike_spi_allocator=self._ike_spi,
+                          v1=translate.v1_options(self.config, conn.peer))
         else:
             sa = IkeSa(cfg, initiator=True, local=local, peer=remote, now=now, rng=self._rng,
                        policy=self._responder,
-                       spi_allocator=self._spi_alloc)
+                       spi_allocator=self._spi_alloc, ike_spi_allocator=self._ike_spi)
         # INITIAL-CONTACT when no IKE SA with the peer is left (IKEv1 orphan IPsec SAs do not count): the
         # peer then drops whatever it still holds of ours, say after a Delete of ours was lost.
-        sa.initial_contact = not self.sad.peer_count(conn.remote) or not any(
-            isinstance(e, IkeSaEntry) for e in self.sad.by_peer(conn.remote))
+        # (Never on the benchmark's extra SAs (``track`` false): they come on top of what exists, in parallel
+        # from every worker, and must not make the peer drop each other.)
+        sa.initial_contact = track and str(conn.remote) not in self.peers_elsewhere and (
+            not self.sad.peer_count(conn.remote) or not any(
+                isinstance(e, IkeSaEntry) for e in self.sad.by_peer(conn.remote)))
         sa.force_encap = not self.raw_esp
         if track:
             self._meta[sa] = _Meta(conn, conn.kind, created=now)
@@ -714,11 +960,11 @@ class Gateway:
             # Aggressive Mode only where an ike peer for this source is configured for it (as the USG).
             mode = V1Mode.AGGRESSIVE if self._responder_v1.aggressive_allowed(remote[0]) else V1Mode.MAIN
             sa = IsakmpSa(None, initiator=False, local=local, peer=remote, now=now, policy=self._responder_v1,
-                          rng=self._rng, spi_allocator=self._spi_alloc,
+                          rng=self._rng, spi_allocator=self._spi_alloc, ike_spi_allocator=self._ike_spi,
                           v1=V1Options(mode=mode, dependent=self.config.ikev1_dependent))
         else:
             sa = IkeSa(None, initiator=False, local=local, peer=remote, now=now, policy=self._responder,
-                       rng=self._rng, spi_allocator=self._spi_alloc)
+                       rng=self._rng, spi_allocator=self._spi_alloc, ike_spi_allocator=self._ike_spi)
         sa.force_encap = not self.raw_esp
         self._meta[sa] = _Meta(None, PolicyKind.TEMPLATE, created=now)
         self._half_open.add(source, data[:8], sa, now, version)
@@ -766,6 +1012,8 @@ class Gateway:
             self._full_logged_at, self._full_dropped = now, 0
 
     def _send(self, packet: bytes, local: Addr, remote: Addr) -> None:
+        if self.standby:
+            return
         if local[1] == self.natt_port and packet != NAT_KEEPALIVE:
             packet = NON_ESP_MARKER + packet
         self._out.append((packet, local, remote))
@@ -806,6 +1054,8 @@ class Gateway:
         if when is not None and when != meta.scheduled:
             meta.scheduled = when
             self._push_timer(when, sa)
+        if self.on_change is not None:
+            self.on_change(sa, now)
 
     def _note_traffic(self, sa: Engine) -> None:
         """Tell the engine when ESP of its Child SAs last came in and went out (DPD's view of traffic).
@@ -818,6 +1068,8 @@ class Gateway:
                 sa.note_outbound(last_out)
 
     def _forget(self, sa: Engine, now: float) -> None:
+        if self.on_gone is not None and sa in self._meta:
+            self.on_gone(sa, now)
         for spi in self._spis.pop(sa, []):
             if self._engines.get(spi) is sa:
                 del self._engines[spi]
@@ -871,6 +1123,19 @@ class Gateway:
             self.stats.negotiations_failed[reason] = self.stats.negotiations_failed.get(reason, 0) + 1
             self._log("IKE", 4, "NEGOTIATION_FAILED",
                       f"IKE negotiation failed. (RemoteAddress={event.sa.peer[0]}, Reason={event.detail})")
+            if event.auth_failure:
+                self._auth_refused(event.sa, event.auth_failure, event.detail, now)
+
+    def _auth_refused(self, sa: Engine, kind: str, reason: str, now: float) -> None:
+        """An authentication failed with a known cause: count it by kind and keep its reason in the
+        offline history (a negotiation that never came up records nothing else there)."""
+        self.stats.auth_failure_reasons[kind] = self.stats.auth_failure_reasons.get(kind, 0) + 1
+        entry = self.sad.get(sa.handle) if isinstance(sa.handle, int) else None
+        if entry is not None:
+            self.sad.offline.record_sa(entry, reason, now)
+        else:  # a responder's SA enters the SA database only once it is up
+            self.sad.offline.record(peer_address=sa.peer[0], peer_port=sa.peer[1], reason=reason,
+                                    version=sa.version, time=now, placement=self.placements[0])
 
     def _auth_failed(self, source: str, now: float) -> None:
         """A peer failed to authenticate to us: count it against its address; over the limit, refuse it."""
@@ -925,7 +1190,7 @@ class Gateway:
         algs = self._algorithms(sa)
         if isinstance(sa.handle, int) and (entry := self.sad.ike(sa.handle)) is not None:
             self.sad.set_ike_spis(entry.conn_id, sa.spi_i, sa.spi_r)
-            self.sad.set_flags(entry.conn_id, add=SaFlag.RD | SaFlag.A, remove=SaFlag.NEG)
+            self.sad.set_flags(entry.conn_id, add=_READY, remove=SaFlag.NEG)
             if (sa.peer[0], sa.peer[1]) != (str(entry.peer_address), entry.peer_port):
                 self.sad.move_peer(entry.conn_id, sa.peer[0], sa.peer[1])
             entry.local_port = sa.local[1]
@@ -938,7 +1203,7 @@ class Gateway:
             older = self._replaced_v1(sa)
             if older is not None and isinstance(older.handle, int) and (old := self.sad.ike(older.handle)):
                 placement = old.placement  # a phase-1 rekey stays where its IPsec SAs live
-            entry = IkeSaEntry(version=version, role=Role.RESPONDER, flags=SaFlag.RD | SaFlag.A, placement=placement,
+            entry = IkeSaEntry(version=version, role=Role.RESPONDER, flags=_READY, placement=placement,
                                local_address=_ip(sa.local[0]), local_port=sa.local[1],
                                peer_address=peer_addr, peer_port=sa.peer[1], spi_i=sa.spi_i, spi_r=sa.spi_r,
                                created=now, handle=sa)
@@ -961,7 +1226,9 @@ class Gateway:
         self.sad.set_peer_identity(entry.conn_id, peer_type, peer_id)
         entry.encryption, entry.integrity = algs.get("encryption", ""), algs.get("integrity", "")
         entry.prf, entry.dh = algs.get("prf", ""), algs.get("dh", "")
-        entry.auth_method = "PRE_SHARED"
+        verdict = sa.peer_auth
+        entry.auth_method = verdict.text if verdict is not None else "PRE_SHARED"
+        entry.peer_certificate = verdict.subject if verdict is not None else ""
         entry.created = now
         if sa.config is not None:
             entry.lifetime_hard = int(sa.config.lifetime)
@@ -1029,7 +1296,7 @@ class Gateway:
             policy_name, policy_seq = tpl_policy.name, tpl_policy.seq
         entry = IpsecSaEntry.from_parent(
             parent,
-            flags=SaFlag.RD | SaFlag.A,
+            flags=_READY,
             role=Role.INITIATOR if child.initiator else Role.RESPONDER,
             spi_in=child.spi_in,
             spi_out=child.spi_out,
@@ -1082,10 +1349,20 @@ class Gateway:
         if isinstance(entry, IpsecSaEntry):
             self._log("IPSEC-VPN", 5, "IPSEC_TUNNEL_TEARED_DOWN",
                       f"An IPSec tunnel is teared down. (PolicyName={entry.policy_name}, "
-                      f"IfIndex={self.config.if_index(entry.interface)}, SeqNum={entry.policy_seq}, "
-                      f"RuleNum={entry.acl_rule}, SrcIP={entry.local_address}, DstIP={entry.peer_address}, "
+                      f"IfIndex={self._if_index(entry.interface)}, SeqNum={entry.policy_seq}, "
+                      f"RuleNum={entry.acl_rule}, SrcIP={_text(entry.local_address)}, "
+                      f"DstIP={_text(entry.peer_address)}, "
                       f"InboundSPI={entry.spi_in}, Slot={entry.placement.slot}, CpuID={entry.placement.cpu}, "
                       f"OfflineReason={reason.value}, State=Normal)")
+
+    def _if_index(self, name: str) -> int:
+        """The configuration's IfIndex of ``name``, kept per configuration (a delete-all logs it per SA)."""
+        if self._if_indexes[0] is not self.config:
+            self._if_indexes = (self.config, {})
+        found = self._if_indexes[1].get(name)
+        if found is None:
+            found = self._if_indexes[1][name] = self.config.if_index(name)
+        return found
 
     def _on_child_down(self, sa: Engine, child: ChildSa, reason: DeleteReason, now: float) -> None:
         self.dataplane.delete_sa(child.spi_in)
@@ -1219,9 +1496,20 @@ class Gateway:
         if meta is not None and meta.superseded and not sa.finished:
             self._delete_ike(sa, now, DeleteReason.PHASE1_REPLACED)
 
+    def drop_identity(self, now: float, address: str, id_type: str, id_text: str) -> None:
+        """Another placement worker heard INITIAL_CONTACT from this peer identity: drop our established
+        IKE SAs with it too (the peer lost them all, whichever worker held them)."""
+        for entry in self.sad.by_identity(_ip(address), id_type, id_text):
+            other = entry.handle
+            if isinstance(entry, IkeSaEntry) and isinstance(other, IkeSa | IsakmpSa) and other.established:
+                other.delete(now, DeleteReason.INITIAL_CONTACT)
+                self._service(other, now)
+
     def _on_initial_contact(self, sa: Engine, now: float) -> None:
         """Drop older IKE SAs with the same peer identity: the peer lost them (RFC 7296 §2.4; RFC 2407
         §4.6.3.3), and IKEv1 orphan IPsec SAs of that peer with them."""
+        if self.on_initial_contact is not None:
+            self.on_initial_contact(sa.peer[0], *self._peer_identity(sa))
         for entry in self.sad.by_identity(sa.peer[0], *self._peer_identity(sa)):
             other = entry.handle
             if isinstance(entry, IpsecSaEntry) and entry.parent is None and isinstance(other, tuple) \
@@ -1262,7 +1550,10 @@ def _failure_label(names: type[enum.IntEnum], notify: int) -> str:
         return "other"
 
 
+@functools.lru_cache(maxsize=4096)
 def _selector(ts: TrafficSelector) -> Selector:
+    """The SA database's form of a selector. Both are immutable and SAs of one policy repeat the same
+    few selectors, so they share one object each (no address objects built per SA)."""
     return Selector(ts.start_addr, ts.end_addr, ts.ip_protocol, ts.start_port, ts.end_port)
 
 
@@ -1322,19 +1613,44 @@ class _Responder:
         return self._cached(("auth", peer[0], id_type, id_data), lambda: self._find_auth(peer, id_type, id_data))
 
     def _find_auth(self, peer: Addr, id_type: int, id_data: bytes) -> list[IkeSaConfig]:
+        """PSK peers whose ``remote-id`` is this ID (or who have none), and certificate peers, whose
+        certificate check decides (the ID must be bound to the certificate, ``remote-id`` match it)."""
         out: list[IkeSaConfig] = []
-        gw = self._gw
         for p in self._peers_for(peer[0]):
-            if p.pre_shared_key is None:
-                continue
-            cfg = translate.ike_config(gw.config, p, None, ike_port=gw.ike_port, natt_port=gw.natt_port,
-                                       retransmit_tries=gw.retransmit_tries, version=self._version)
-            if cfg.remote_id is not None and cfg.remote_id != (id_type, id_data):
-                continue
-            local = self._local_for(peer)
-            cfg.local_id = translate.identity(p.local_id_type, p.local_id, local) or cfg.local_id
+            # One IkeSaConfig per ike peer and address family, shared by its PSK SAs (engines only read it): a
+            # template peer meets a new identity with nearly every SA, and a copy each was 1 kB per SA.
+            family = 6 if ":" in peer[0] else 4
+            cfg = self._cached(("ike_config", p.name, family), functools.partial(self._peer_config, p, peer))
+            if cfg.auth is None:
+                if p.pre_shared_key is None:
+                    continue
+                if cfg.remote_id is not None and cfg.remote_id != (id_type, id_data):
+                    continue
+            else:
+                cfg = self._peer_config(p, peer)  # certificate peers: their own, as before
             out.append(cfg)
         return out
+
+    def _peer_config(self, p: IkePeer, peer: Addr) -> IkeSaConfig:
+        gw = self._gw
+        cfg = translate.ike_config(gw.config, p, None, ike_port=gw.ike_port, natt_port=gw.natt_port,
+                                   retransmit_tries=gw.retransmit_tries, version=self._version)
+        cfg.local_id = translate.local_identity(gw.config, p, self._local_for(peer)) or cfg.local_id
+        return cfg
+
+    def fragmentation(self, peer: Addr) -> FragmentationConfig | None:
+        """The first peer at this address that fragments (certificate peers do by default)."""
+        return self._cached(("fragmentation", peer[0]), lambda: next(
+            (f for p in self._peers_for(peer[0]) if (f := translate.fragmentation(self._gw.config, p)) is not None),
+            None))
+
+    def announce(self, peer: Addr) -> Authenticator | None:
+        return self._cached(("announce", peer[0]), lambda: self._find_announce(peer))
+
+    def _find_announce(self, peer: Addr) -> Authenticator | None:
+        """The first certificate peer's authenticator (the CAs, hence the CERTREQ, are the device's)."""
+        return next((a for p in self._peers_for(peer[0]) if (a := translate.authenticator(self._gw.config, p))),
+                    None)
 
     def _local_for(self, peer: Addr) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
         addrs = self._gw.config.local_addresses()
@@ -1366,6 +1682,27 @@ class _Responder:
     @staticmethod
     def _template_flows(cfg: Config) -> list[tuple[IpsecPolicyTemplate, list[Flow]]]:
         return [(tpl, translate.policy_flows(cfg, tpl)) for _policy, tpl, _itf in translate.templates(cfg)]
+
+
+@dataclass(slots=True)
+class _SnapshotResolver:
+    """The importing gateway's names for a snapshot (``ike/core/snapshot.py``'s ``Resolver``)."""
+
+    gw: Gateway
+    policy: ResponderPolicy
+    rng: Callable[[int], bytes] = os.urandom
+    spi_allocator: Callable[[], int] | None = None
+
+    def __post_init__(self) -> None:
+        self.rng = self.gw._rng
+        self.spi_allocator = self.gw._spi_alloc
+
+    def ike_config(self, name: str, local: Addr, version: int) -> IkeSaConfig | None:
+        return self.gw.ike_config(name, local, version)
+
+    def child_config(self, sa: Engine, ts_local: list[TrafficSelector],
+                     ts_remote: list[TrafficSelector]) -> ChildSaConfig | None:
+        return self.gw.child_config(sa, ts_local, ts_remote)
 
 
 def _pick_flow(flows: list[Flow], tsi: list[TrafficSelector], tsr: list[TrafficSelector]) -> Flow | None:

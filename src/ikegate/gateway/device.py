@@ -29,9 +29,26 @@ from ikegate.policy.model import Config
 from ikegate.sad import DEFAULT_PLACEMENT, IpsecSaEntry, OfflineRecord, Placement, SaEntry
 
 __all__ = [
-    "ALL", "DEFAULT_MODEL", "DEFAULT_SLOT_PLACEMENTS", "SLOT_MODELS", "Device", "DeviceError", "DeviceModel",
-    "GatewayStats", "LogSink", "OfflineRecord", "PingResult", "Selection", "Statistics", "make_device",
-    "merge_offline", "merge_rows", "open_local", "parse_placements",
+    "ALL",
+    "DEFAULT_MODEL",
+    "DEFAULT_SLOT_PLACEMENTS",
+    "SLOT_MODELS",
+    "Device",
+    "DeviceError",
+    "DeviceModel",
+    "GatewayStats",
+    "LogSink",
+    "OfflineRecord",
+    "PingResult",
+    "Selection",
+    "Statistics",
+    "WorkerInfo",
+    "make_device",
+    "merge_offline",
+    "merge_rows",
+    "open_device",
+    "open_local",
+    "parse_placements",
 ]
 
 # ----------------------------------------------------------------------------------------------------------
@@ -172,6 +189,9 @@ class GatewayStats:
     negotiations_started: int = 0
     negotiations_succeeded: int = 0
     negotiations_failed: dict[str, int] = field(default_factory=dict)  # by reason
+    #: authentications that failed (ours of the peer or the peer's of us, either role), by kind
+    #: (``ike.core.auth.AuthFailure.kind``: expired, revoked, untrusted, id-mismatch, bad-signature ...)
+    auth_failure_reasons: dict[str, int] = field(default_factory=dict)
     deletes_sent: int = 0
     deletes_received: int = 0
     resets: int = 0
@@ -186,6 +206,10 @@ class GatewayStats:
     half_open_expired: int = 0
     auth_failures: int = 0
     sources_blocked: int = 0
+    #: placement workers only: datagrams the kernel delivered to this worker although their SPI names
+    #: another (zero while steering works), and protected-side packets handed to the worker owning them
+    misrouted: int = 0
+    handed_over: int = 0
 
 
 @dataclass(slots=True)
@@ -202,6 +226,8 @@ class Statistics(GatewayStats):
     engines: int = 0  # IKE engines alive (negotiating, up or deleting)
     #: The ESP dataplane's totals: ("packets" | "bytes", "in" | "out") and ("drops", reason).
     esp: Mapping[tuple[str, str], int] = field(default_factory=dict)
+    #: processes holding SAs (each worker reports 1, so the total is the device's number of workers)
+    workers: int = 1
 
     @classmethod
     def total(cls, parts: Iterable[Statistics]) -> Statistics:
@@ -233,8 +259,62 @@ class PingResult:
         return [t for t in self.rtts if t is not None]
 
 
+@dataclass(frozen=True, slots=True)
+class WorkerInfo:
+    """One process holding SAs (``workers`` control request): its index, placement, process id (None
+    while restarting), how often it was restarted, a digest of its running configuration and how many IKE
+    SAs it last reported to the supervisor (what ``offline-info`` records if it dies)."""
+
+    index: int
+    placement: Placement
+    pid: int | None
+    restarts: int
+    config_digest: str | None
+    reported_sas: int | None = None
+
+
 #: Where the device writes its log records: (module, severity, brief, text), the log buffer's arguments.
 LogSink = Callable[[str, int, str, str], None]
+
+#: The USG's answer to a backed-up command on the standby of a hot-standby pair (``hrp standby config
+#: enable`` lifts it for configuration); ikegate gives it to ``reset ike sa`` / ``reset ipsec sa`` too.
+HRP_STANDBY_ERROR = "Error: The device is in HRP standby state, so this command cannot be executed."
+
+
+@dataclass(frozen=True, slots=True)
+class VrrpGroupState:
+    """One VRRP group as keepalived reports it (``display vrrp``)."""
+
+    interface: str
+    vrid: int
+    state: str  # Master, Backup, Initialize (keepalived: MASTER, BACKUP, FAULT/STOP)
+    virtual_ip: str
+    priority: int
+    configured_active: bool
+    preempt: bool
+    preempt_delay: int
+    advert_interval: int
+
+
+@dataclass(frozen=True, slots=True)
+class HrpState:
+    """Hot standby as ``display hrp state`` shows it; plain data across the seam. A fan-out device asks
+    one worker for the roles and sums the counters of all (each worker syncs its own SAs)."""
+
+    role: str  # active, standby, initial
+    peer_role: str  # active, standby, unknown
+    priority: int
+    peer_priority: int
+    link_up: bool
+    stable_since: float | None  # device clock of the last role change
+    last_change: str
+    auto_sync: bool
+    mirror_session: bool
+    standby_config: bool
+    preempt: bool
+    preempt_delay: int
+    counters: dict[str, int] = field(default_factory=dict)
+    vrrp: tuple[VrrpGroupState, ...] = ()
 
 
 class Device(Protocol):
@@ -306,6 +386,10 @@ class Device(Protocol):
         """The packet API: what came out on the protected side since the last call, oldest first."""
         ...
 
+    def workers(self) -> list[WorkerInfo]:
+        """The processes holding SAs: one for the single-process device, one per placement worker."""
+        ...
+
     def load(self, count: int, concurrency: int = 64) -> None:
         """Benchmark aid: negotiate ``count`` extra IKE SAs over the first site-to-site policy."""
         ...
@@ -313,6 +397,17 @@ class Device(Protocol):
     def apply_config(self, config: Config) -> None:
         """Take ``config`` as the running configuration: existing SAs stay, later decisions follow it, new
         auto policies start. All or nothing: a fan-out applies it to every worker before returning."""
+        ...
+
+    def hrp_state(self) -> HrpState | None:
+        """Hot standby's roles, link and counters (``display hrp state``, ``display vrrp``); None when
+        ``hrp enable`` is not configured (or the device is not open)."""
+        ...
+
+    def hrp_mirror(self, text: str, apply: Callable[[str], None]) -> None:
+        """``hrp auto-sync``: on the active, ``text`` (the backed-up configuration) goes to the standby; on
+        the standby, ``apply`` is called with each configuration the active sends. A no-op without HRP.
+        A fan-out sends through one worker (the configuration is the same for all)."""
         ...
 
     async def open(self) -> None:
@@ -343,6 +438,17 @@ def open_local(config: Config, model: DeviceModel | None = None, *, ike_port: in
     return LocalDevice.build(config, model or DeviceModel(), ike_port=ike_port, natt_port=natt_port,
                              retransmit_tries=retransmit_tries, log=log, tun=dict(tun or {}), raw_esp=raw_esp,
                              keylog=keylog)
+
+
+def open_device(config: Config, model: DeviceModel, workers: int = 1, **options: Any) -> Device:
+    """The device ``ikegate run`` manages: one process (:func:`open_local`) when ``workers`` is 1 on any
+    model, else a supervisor of placement workers (:class:`ikegate.workers.fanout.FanoutDevice`; a
+    multi-SPU model's placements are its workers). ``options`` are :func:`open_local`'s."""
+    from ikegate.workers.fanout import FanoutDevice, worker_count
+
+    if worker_count(model, workers) <= 1 or config.hrp.enabled:  # hot standby runs in one process (for now)
+        return open_local(config, model, **options)
+    return FanoutDevice(config, model, workers=workers, **options)
 
 
 def _display_key(entry: SaEntry) -> int:

@@ -14,21 +14,29 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import os
 import random
-from collections.abc import Awaitable, Callable, Sequence
+import socket
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import fields
 from typing import Any
 
 from ikegate.gateway.controller import Gateway
 from ikegate.gateway.device import (
     ALL,
+    HRP_STANDBY_ERROR,
     DeviceError,
     DeviceModel,
+    HrpState,
     LogSink,
     PingResult,
     Selection,
     Statistics,
+    WorkerInfo,
 )
+from ikegate.ha.keepalived import KeepalivedError
+from ikegate.ha.runtime import HaConfigError, HaRuntime
+from ikegate.ike.core.config import Addr
 from ikegate.io.keylog import KeyLogWriter
 from ikegate.io.tun import TunBridge, open_bridge
 from ikegate.io.udp import UdpRunner
@@ -46,8 +54,18 @@ class LocalDevice:
 
     def __init__(self, gateway: Gateway, model: DeviceModel | None = None, *,
                  clock: Callable[[], float] = lambda: 0.0, tun: dict[str, str] | None = None,
-                 raw_esp: bool = True, keylog: str | None = None, log: LogSink | None = None) -> None:
+                 raw_esp: bool = True, keylog: str | None = None, log: LogSink | None = None,
+                 sockets: Mapping[Addr, socket.socket] | None = None,
+                 make_runner: Callable[[Gateway, asyncio.AbstractEventLoop], UdpRunner] = UdpRunner,
+                 lan_side: Gateway | None = None) -> None:
         self.gateway = gateway
+        #: Sockets bound by someone else (a placement worker's share of the supervisor's groups), driven
+        #: instead of binding our own; ``make_runner`` builds the runner that drives them.
+        self._sockets = sockets
+        self._make_runner = make_runner
+        #: What the TUN bridge feeds (a placement worker's filter in front of the gateway, which hands
+        #: other workers' packets over and attaches one queue of a multi-queue TUN); None: the gateway.
+        self._lan_side = lan_side
         self._model = model or DeviceModel(placements=tuple(gateway.placements))
         self._clock = clock  # until the sockets are open (in-memory tests step their own clock)
         self._tun_map = dict(tun or {})
@@ -58,6 +76,8 @@ class LocalDevice:
         self._tun: TunBridge | None = None
         self._pings: dict[tuple[int, int], asyncio.Future[float]] = {}
         gateway.on_echo_reply = self._echo_reply
+        #: Hot standby (``hrp enable``), made at :meth:`open`.
+        self.ha: HaRuntime | None = None
 
     @classmethod
     def build(cls, config: Config, model: DeviceModel, *, ike_port: int = 500, natt_port: int = 4500,
@@ -86,6 +106,11 @@ class LocalDevice:
     def lan_addresses(self) -> list[str]:
         return self.gateway.lan_addresses()
 
+    @property
+    def runner(self) -> UdpRunner | None:
+        """The UDP runner driving the gateway while open (a worker hooks its SA reports on its flushes)."""
+        return self._runner
+
     def _flush(self) -> None:
         if self._runner is not None:
             self._runner.flush()
@@ -107,7 +132,12 @@ class LocalDevice:
     def children(self, conn_id: int) -> list[IpsecSaEntry]:
         return self.gateway.sad.children(conn_id)
 
+    def _refuse_on_standby(self) -> None:
+        if self.gateway.standby and self.ha is not None:
+            raise DeviceError(HRP_STANDBY_ERROR.removeprefix("Error: ").rstrip("."))
+
     def reset_ike_sa(self, selection: Selection = ALL) -> int:
+        self._refuse_on_standby()
         _only(selection, "reset ike sa", "conn_id", "remote", "placement")
         deleted = self.gateway.reset_ike_sa(self.now(), conn_id=selection.conn_id, remote=selection.remote,
                                             placement=selection.placement)
@@ -115,6 +145,7 @@ class LocalDevice:
         return deleted
 
     def reset_ipsec_sa(self, selection: Selection = ALL) -> int:
+        self._refuse_on_standby()
         _only(selection, "reset ipsec sa", "remote", "policy", "seq", "spi")
         deleted = self.gateway.reset_ipsec_sa(self.now(), remote=selection.remote, policy=selection.policy,
                                               seq=selection.seq, spi=selection.spi)
@@ -154,6 +185,10 @@ class LocalDevice:
         out = list(self.gateway.lan_out)
         self.gateway.lan_out.clear()
         return out
+
+    def workers(self) -> list[WorkerInfo]:
+        placement = self._model.placements[0]
+        return [WorkerInfo(0, placement, os.getpid(), 0, None)]
 
     def load(self, count: int, concurrency: int = 64) -> None:
         self.gateway.load(self.now(), count, concurrency)
@@ -197,10 +232,38 @@ class LocalDevice:
             self.gateway.start(self._runner.now())
             self._runner.flush()
 
+    def hrp_state(self) -> HrpState | None:
+        return self.ha.state() if self.ha is not None else None
+
+    def hrp_mirror(self, text: str, apply: Callable[[str], None]) -> None:
+        if self.ha is None or not self.config.hrp.auto_sync:
+            return
+        node = self.ha.node
+        first, node.on_config = node.on_config is None, apply
+        if not self.gateway.standby:
+            node.mirror_config(text)
+            self.ha.flush()
+        elif first and node.config_text is not None:
+            apply(node.config_text)  # the active's came before anyone listened (during start-up)
+
     async def open(self) -> None:
-        runner = UdpRunner(self.gateway, asyncio.get_running_loop())
-        await runner.open(self.gateway.local_addresses(), raw_esp=self._raw_esp)
+        loop = asyncio.get_running_loop()
+        runner = self._make_runner(self.gateway, loop)
+        pair = self.config.hrp.enabled
+        # A hot-standby node binds the VRRP address before it holds it, and carries ESP in UDP only (a raw
+        # ESP socket cannot follow the address).
+        if self._sockets is not None:
+            runner.adopt(self._sockets, self.gateway.local_addresses(), raw_esp=self._raw_esp and not pair)
+        else:
+            await runner.open(self.gateway.local_addresses(), raw_esp=self._raw_esp and not pair, freebind=pair)
         try:
+            if pair:
+                try:
+                    self.ha = HaRuntime(self.gateway, self.config, loop, flush_gateway=runner.flush, emit=self._log)
+                    runner.add_flush_hook(self.ha.flush)
+                    await self.ha.open()
+                except (HaConfigError, KeepalivedError) as exc:
+                    raise DeviceError(f"hot standby: {exc}") from exc
             if self._keylog:
                 self.gateway.keylog = KeyLogWriter(self._keylog).write
                 if self._log is not None:
@@ -208,8 +271,12 @@ class LocalDevice:
                               f"{self._keylog} (--keylog): anyone who can read these files can decrypt this "
                               "gateway's traffic")
             if self._tun_map:
-                self._tun = open_bridge(self.gateway, self._tun_map, runner)
+                self._tun = open_bridge(self._lan_side or self.gateway, self._tun_map, runner,
+                                        multi_queue=self._lan_side is not None)
         except BaseException:
+            if self.ha is not None:
+                await self.ha.close()
+                self.ha = None
             runner.close()
             raise
         self._runner = runner
@@ -218,7 +285,16 @@ class LocalDevice:
 
     async def close(self, grace: float) -> None:
         runner = self._runner
-        if runner is not None:
+        ha, self.ha = self.ha, None
+        handover = ha is not None and not self.gateway.standby and ha.node.link_alive(ha.loop.time())
+        if ha is not None:
+            await ha.close()
+        if runner is not None and (handover or self.gateway.standby):
+            # Hot standby: the other node carries on with these SAs (or, on a standby, they are the
+            # active's): deleting them would tear down the tunnels it is about to serve.
+            runner.close()
+            self._runner = None
+        if runner is not None and self._runner is not None:
             self.gateway.shutdown(runner.now())
             runner.flush()
             deadline = runner.now() + grace

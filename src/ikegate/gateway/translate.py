@@ -11,14 +11,16 @@ import enum
 import ipaddress
 from dataclasses import dataclass
 
+from ikegate.ike.core.auth import Authenticator
 from ikegate.ike.core.config import ChildSaConfig, EspProposalSpec, IkeProposalSpec, IkeSaConfig, Mode
 from ikegate.ike.crypto import UnsupportedTransform, encr_alg
+from ikegate.ike.fragments import FragmentationConfig
 from ikegate.ike.v1.options import DpdType as V1DpdType
 from ikegate.ike.v1.options import ExchangeMode as V1Mode
 from ikegate.ike.v1.options import V1Options
 from ikegate.ike.wire.registry import PrfId
 from ikegate.ike.wire.v2 import TrafficSelector
-from ikegate.pki.auth import AuthSettings, LocalCredential
+from ikegate.pki.auth import AuthSettings, CertificateAuthenticator, LocalCredential
 from ikegate.pki.names import encode_dn
 from ikegate.policy import algorithms as alg
 from ikegate.policy.model import (
@@ -219,7 +221,27 @@ def ike_config(config: Config, peer: IkePeer, local: IPAddress | None, *, ike_po
         natt_port=natt_port,
         name=peer.name,
         handle=peer.name,
+        auth=authenticator(config, peer),
+        fragmentation=fragmentation(config, peer),
     )
+
+
+def fragmentation(config: Config, peer: IkePeer) -> FragmentationConfig | None:
+    """``ikev2 fragmentation [ mtu N ]`` (USG, IKE peer view): RFC 7383 with N-byte datagrams, or the
+    family's safe minimum (576 IPv4 / 1280 IPv6, the USG's defaults) without ``mtu``. Off on the USG when
+    not configured; here on by default for certificate peers, whose IKE_AUTH rarely fits a datagram
+    (see docs/fragmentation.md)."""
+    if peer.ikev2_fragmentation is not None:
+        return FragmentationConfig(enabled=True, fragment_size=peer.ikev2_fragmentation)
+    if auth_settings(config, peer).uses_certificates:
+        return FragmentationConfig(enabled=True, fragment_size=0)
+    return None
+
+
+def authenticator(config: Config, peer: IkePeer) -> Authenticator | None:
+    """The certificate authenticator of a signature peer; None for a PSK peer (the engine uses its key)."""
+    settings = auth_settings(config, peer)
+    return CertificateAuthenticator(settings) if settings.uses_certificates else None
 
 
 def v1_options(config: Config, peer: IkePeer) -> V1Options:
@@ -300,7 +322,7 @@ def connections(config: Config) -> list[Connection]:
             if peer is None or not peer.remote_addresses:
                 continue
             remote = peer.remote_addresses[0]
-            locals_ = [i.ip for i in (itf.ipv4 if remote.version == 4 else itf.ipv6)]
+            locals_ = config.ipv4_of(itf) if remote.version == 4 else [i.ip for i in itf.ipv6]
             if not locals_:
                 continue
             out.append(Connection(policy, peer, itf.name, locals_[0], remote, policy_flows(config, policy)))

@@ -75,6 +75,8 @@ class NegotiationFailed:
     notify: int
     detail: str
     child_only: bool = False
+    #: For an authentication failure, its kind (``ike.core.auth.AuthFailure.kind``): the metrics label.
+    auth_failure: str = ""
 
 
 @dataclass(slots=True)

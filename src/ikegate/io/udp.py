@@ -8,9 +8,11 @@ event loop's monotonic clock.
 from __future__ import annotations
 
 import asyncio
+import errno
 import ipaddress
 import logging
 import socket
+import struct
 from collections import deque
 from collections.abc import Callable, Mapping
 from typing import Protocol, TypeVar
@@ -52,6 +54,25 @@ SO_NO_CHECK = getattr(socket, "SO_NO_CHECK", 11)  # Linux: send this socket's UD
 STANDARD_NATT_PORT = 4500
 
 
+#: UDP segmentation offload (Linux 4.18) and its receive side, UDP GRO (Linux 5.0): one ``sendmsg`` hands
+#: the kernel a run of datagrams of one size for one peer, and one ``recvmsg`` returns a run the kernel
+#: coalesced; across the routing, veth or NIC they travel as one buffer, on the wire as ordinary datagrams.
+SOL_UDP = getattr(socket, "SOL_UDP", 17)
+UDP_SEGMENT = getattr(socket, "UDP_SEGMENT", 103)
+UDP_GRO = getattr(socket, "UDP_GRO", 104)
+#: A run never exceeds the smallest UDP_MAX_SEGMENTS Linux has had (64), nor one IP datagram's length.
+GSO_MAX_SEGMENTS = 64
+GSO_MAX_BYTES = 65000
+_GRO_CMSG_SPACE = socket.CMSG_SPACE(4)
+_GSO_SIZE = struct.Struct("=H")
+_GRO_SIZE = struct.Struct("=i")
+_MSG_TRUNC = int(socket.MSG_TRUNC)  # a plain int: ``IntFlag.__and__`` is a Python call per datagram
+#: errors that say segmentation offload cannot work on this socket at all (rather than for this run), and
+#: how many refusals of other kinds in a row say the same
+GSO_MAX_REFUSALS = 16
+_NO_GSO = frozenset({errno.EIO, errno.ENOPROTOOPT, errno.EOPNOTSUPP, errno.ENOTSUP})
+
+
 def is_udp_esp(data: bytes) -> bool:
     """An ESP-in-UDP payload on the NAT-T port: neither IKE (non-ESP marker) nor a NAT keepalive."""
     return data[:4] != b"\0\0\0\0" and data != b"\xff"
@@ -60,11 +81,19 @@ def is_udp_esp(data: bytes) -> bool:
 class _Endpoint:
     """One bound UDP socket: batched non-blocking reads, and writes that queue when the socket is full."""
 
-    def __init__(self, runner: UdpRunner, local: Addr, sock: socket.socket, zero_esp_checksum: bool = False) -> None:
+    def __init__(self, runner: UdpRunner, local: Addr, sock: socket.socket, zero_esp_checksum: bool = False,
+                 batch: bool = False, gro: bool = True) -> None:
         self.runner = runner
         self.local = local
         self.sock = sock
         self._backlog: deque[tuple[bytes, Addr]] = deque()
+        #: ``batch``: the ESP socket sends runs with UDP_SEGMENT and receives coalesced runs (UDP_GRO),
+        #: each switched off for good when the kernel refuses it (see :meth:`send_run`).
+        self.gso = batch
+        self._gso_refused = 0  # runs refused in a row (an old kernel refuses the option with EINVAL)
+        #: ``gro`` False: not on a SO_REUSEPORT member steered by a BPF program (a placement worker's): a
+        #: coalesced run is steered as one datagram, by its first, whatever SPIs the others carry.
+        self._gro = batch and gro and _enable_gro(sock)
         #: RFC 3948 §3.1: ESP-in-UDP over IPv4 SHOULD carry a zero checksum (ESP has its own integrity),
         #: IKE keeps its checksum. Linux offers no per-message control, and a second socket on the same
         #: port (SO_REUSEPORT) would take a share of the *received* datagrams too, so SO_NO_CHECK is
@@ -83,17 +112,68 @@ class _Endpoint:
                 self._zero_esp = False
 
     def on_readable(self) -> None:
+        """Read until the socket would block (at most :data:`READ_BATCH` reads), then flush once."""
         runner = self.runner
+        feed, local, sock, gro = runner.feed, self.local, self.sock, self._gro
+        now = runner.now()
         for _ in range(READ_BATCH):
             try:
-                data, addr = self.sock.recvfrom(MAX_DATAGRAM)
+                if gro:
+                    data, ancillary, flags, addr = sock.recvmsg(MAX_DATAGRAM, _GRO_CMSG_SPACE)
+                else:
+                    data, addr = sock.recvfrom(MAX_DATAGRAM)
+                    ancillary, flags = [], 0
             except (BlockingIOError, InterruptedError):
                 break
             except OSError as exc:  # e.g. ICMP port unreachable reported on the socket
                 log.debug("socket error on %s: %s", self.local, exc)
                 break
-            runner.feed(data, self.local, (str(addr[0]), int(addr[1])))
+            remote = addr if len(addr) == 2 else (addr[0], addr[1])  # IPv6: without flow info and scope
+            if ancillary:
+                size = _gro_size(ancillary)
+                if flags & _MSG_TRUNC:
+                    log.debug("dropped a truncated run of datagrams from %s", remote)
+                    continue
+                if 0 < size < len(data):
+                    for offset in range(0, len(data), size):
+                        feed(data[offset:offset + size], local, remote, now)
+                    continue
+            feed(data, local, remote, now)
         runner.flush()
+
+    def send_run(self, run: list[bytes], remote: Addr) -> None:
+        """Datagrams for one peer, all of one length but the last (which may be shorter), in one
+        ``sendmsg`` with UDP_SEGMENT. The kernel refuses segmentation on a socket that sends without
+        checksums, so a run goes with them (RFC 3948 §3.1 only says SHOULD for the zero checksum of
+        ESP-in-UDP over IPv4, and the checksum of a segmented run is offloaded); single datagrams keep the
+        zero checksum. A refusal that concerns the socket switches segmentation off for good, one that
+        concerns the run (too long for the path MTU) sends this run datagram by datagram, and so many of
+        those in a row (:data:`GSO_MAX_REFUSALS`) switch it off too."""
+        if len(run) == 1 or not self.gso or self._backlog:
+            for data in run:
+                self.sendto(data, remote)
+            return
+        if self._no_check:
+            try:
+                self.sock.setsockopt(socket.SOL_SOCKET, SO_NO_CHECK, 0)
+                self._no_check = False
+            except OSError:
+                self.gso = False
+        try:
+            self.sock.sendmsg([b"".join(run)], [(SOL_UDP, UDP_SEGMENT, _GSO_SIZE.pack(len(run[0])))], 0, remote)
+        except (BlockingIOError, InterruptedError):
+            if not self._backlog:
+                self.runner.loop.add_writer(self.sock.fileno(), self._on_writable)
+            self._backlog.extend((data, remote) for data in run)
+        except OSError as exc:
+            self._gso_refused += 1
+            if exc.errno in _NO_GSO or self._gso_refused >= GSO_MAX_REFUSALS:
+                log.debug("no UDP segmentation offload on %s (%s): one datagram per send", self.local, exc)
+                self.gso = False
+            for data in run:
+                self.sendto(data, remote)
+        else:
+            self._gso_refused = 0
 
     def sendto(self, data: bytes, remote: Addr) -> None:
         if self._backlog:
@@ -131,6 +211,52 @@ class _Endpoint:
         self.sock.close()
 
 
+def _enable_gro(sock: socket.socket) -> bool:
+    try:
+        sock.setsockopt(SOL_UDP, UDP_GRO, 1)
+    except OSError:
+        return False
+    return True
+
+
+def _gro_size(ancillary: list[tuple[int, int, bytes]]) -> int:
+    """The segment size of a coalesced run (the UDP_GRO control message), 0 when there is none."""
+    for level, kind, value in ancillary:
+        if level == SOL_UDP and kind == UDP_GRO and len(value) >= _GRO_SIZE.size:
+            return int(_GRO_SIZE.unpack_from(value)[0])
+    return 0
+
+
+def _dispatch_udp(out: list[tuple[bytes, Addr, Addr]], endpoints: Mapping[Addr, _Endpoint]) -> None:
+    """Like :func:`_dispatch`, but consecutive datagrams from one socket to one peer, of one length (the
+    last of a run may be shorter), leave in one :meth:`_Endpoint.send_run`. Order is kept: a run only
+    ever takes neighbours, so no flow is reordered."""
+    i, n = 0, len(out)
+    while i < n:
+        data, local, remote = out[i]
+        endpoint = endpoints.get(local)
+        if endpoint is None:
+            log.debug("no socket for %s; dropping a datagram to %s", local, remote)
+            i += 1
+            continue
+        size = len(data)
+        j = i + 1
+        if endpoint.gso:
+            end = min(n, i + GSO_MAX_SEGMENTS, i + GSO_MAX_BYTES // max(size, 1))
+            while j < end:
+                more, its_local, its_remote = out[j]
+                if its_remote != remote or its_local != local or len(more) > size:
+                    break
+                j += 1
+                if len(more) < size:
+                    break  # a shorter datagram ends a run
+        if j == i + 1:
+            endpoint.sendto(data, remote)
+        else:
+            endpoint.send_run([item[0] for item in out[i:j]], remote)
+        i = j
+
+
 _K = TypeVar("_K")
 _R = TypeVar("_R", contravariant=True)
 
@@ -149,6 +275,9 @@ def _dispatch(out: list[tuple[bytes, _K, _R]], senders: Mapping[_K, _Sender[_R]]
         sender.sendto(data, remote)
 
 
+IP_FREEBIND = getattr(socket, "IP_FREEBIND", 15)  # Linux <linux/in.h>
+
+
 class UdpRunner:
     """Owns the sockets of one gateway and drives it."""
 
@@ -163,6 +292,8 @@ class UdpRunner:
         self._after = after
         #: Called, in order, at the end of every :meth:`flush` (after ``after``); see :meth:`add_flush_hook`.
         self._flush_hooks: list[Callable[[], None]] = []
+        #: Which raw ESP packets are this gateway's (a placement worker takes only its SPIs); None: all.
+        self.esp_filter: Callable[[bytes], bool] | None = None
 
     def add_flush_hook(self, hook: Callable[[], None]) -> None:
         """Run ``hook`` at the end of every flush.
@@ -176,7 +307,7 @@ class UdpRunner:
     def now(self) -> float:
         return self.loop.time()
 
-    async def open(self, addresses: list[str], raw_esp: bool = True) -> None:
+    async def open(self, addresses: list[str], raw_esp: bool = True, freebind: bool = False) -> None:
         """Bind the IKE and NAT-T ports on each configured address (and nothing else), and when
         ``raw_esp`` and the NAT-T port is the standard one, a raw ESP socket on each (see :meth:`_open_raw`)."""
         for address in addresses:
@@ -187,17 +318,34 @@ class UdpRunner:
                 try:
                     if family == socket.AF_INET6:
                         sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+                    if freebind:  # hot standby: the VRRP address is ours only while we are active
+                        sock.setsockopt(socket.SOL_IP, IP_FREEBIND, 1)
                     sock.bind(local)
                     sock.setblocking(False)
                 except OSError:
                     sock.close()
                     self.close()
                     raise
-                _enlarge_buffers(sock)
-                endpoint = _Endpoint(self, local, sock, zero_esp_checksum=family == socket.AF_INET
-                                     and port == self.gateway.natt_port)
-                self.loop.add_reader(sock.fileno(), endpoint.on_readable)
-                self._endpoints[local] = endpoint
+                self._add_endpoint(local, sock)
+        self._finish_open(addresses, raw_esp)
+
+    def adopt(self, sockets: Mapping[Addr, socket.socket], addresses: list[str], raw_esp: bool = True) -> None:
+        """Drive sockets bound elsewhere (a placement worker gets its members of the supervisor's
+        ``SO_REUSEPORT`` groups, see :mod:`ikegate.workers.sockets`) instead of binding them here."""
+        for local, sock in sockets.items():
+            sock.setblocking(False)
+            self._add_endpoint(local, sock, gro=False)
+        self._finish_open(addresses, raw_esp)
+
+    def _add_endpoint(self, local: Addr, sock: socket.socket, gro: bool = True) -> None:
+        _enlarge_buffers(sock)
+        natt = local[1] == self.gateway.natt_port
+        endpoint = _Endpoint(self, local, sock, zero_esp_checksum=sock.family == socket.AF_INET and natt,
+                             batch=natt, gro=gro)
+        self.loop.add_reader(sock.fileno(), endpoint.on_readable)
+        self._endpoints[local] = endpoint
+
+    def _finish_open(self, addresses: list[str], raw_esp: bool) -> None:
         self.gateway.raw_esp = bool(addresses) and raw_esp and self.gateway.natt_port == STANDARD_NATT_PORT \
             and self._open_raw(addresses)
 
@@ -224,6 +372,8 @@ class UdpRunner:
             self.flush()
 
     def _feed_esp(self, packet: bytes, remote: str) -> None:
+        if self.esp_filter is not None and not self.esp_filter(packet):
+            return  # another worker's: every raw socket sees every ESP packet
         try:
             self.gateway.receive_esp(packet, remote, self.now())
         except Exception:  # as for datagrams: never take the daemon down
@@ -243,10 +393,11 @@ class UdpRunner:
         self._endpoints.clear()
         self._close_raw()
 
-    def feed(self, data: bytes, local: Addr, remote: Addr) -> None:
-        """One datagram into the controller (without flushing: the caller flushes once per batch)."""
+    def feed(self, data: bytes, local: Addr, remote: Addr, now: float | None = None) -> None:
+        """One datagram into the controller (without flushing: the caller flushes once per batch, and
+        may give the batch's ``now``: one clock reading per batch rather than per datagram)."""
         try:
-            self.gateway.receive_datagram(data, local, remote, self.now())
+            self.gateway.receive_datagram(data, local, remote, self.now() if now is None else now)
         except Exception:  # the controller must never take the daemon down; log and carry on
             log.exception("unexpected error handling a datagram from %s", remote)
 
@@ -256,7 +407,7 @@ class UdpRunner:
 
     def flush(self) -> None:
         """Send what the controller produced and re-arm the timer."""
-        _dispatch(self.gateway.datagrams_to_send(), self._endpoints, "datagram")
+        _dispatch_udp(self.gateway.datagrams_to_send(), self._endpoints)
         _dispatch(self.gateway.raw_esp_to_send(), self._raw, "raw ESP packet")
         when = self.gateway.get_timer()
         # Re-arm only for an earlier deadline: a timer that fires early finds nothing due and re-arms

@@ -104,6 +104,11 @@ class DeviceCollector(Collector):
         yield admission
         yield CounterMetricFamily("ikegate_ike_auth_failures", "Peers that failed to authenticate to us",
                                   value=st.auth_failures)
+        by_reason = CounterMetricFamily("ikegate_ike_auth_failure_reasons", "Failed IKE authentications "
+                                        "(either role, either side refusing), by reason", labels=["reason"])
+        for reason, n in sorted(st.auth_failure_reasons.items()):
+            by_reason.add_metric([reason], n)
+        yield by_reason
         yield CounterMetricFamily("ikegate_ike_peers_blocked", "Source addresses blocked after repeated "
                                   "authentication failures", value=st.sources_blocked)
 

@@ -34,7 +34,8 @@ def entry_record(entry: SaEntry, now: float) -> dict[str, Any]:
     }
     if isinstance(entry, IkeSaEntry):
         common.update(spi_i=entry.spi_i.hex(), spi_r=entry.spi_r.hex(), encryption=entry.encryption,
-                      integrity=entry.integrity, prf=entry.prf, dh=entry.dh, children=list(entry.child_ids))
+                      integrity=entry.integrity, prf=entry.prf, dh=entry.dh, children=list(entry.child_ids),
+                      auth_method=entry.auth_method, peer_certificate=entry.peer_certificate)
     elif isinstance(entry, IpsecSaEntry):
         common.update(parent=entry.parent, spi_in=entry.spi_in, spi_out=entry.spi_out, encryption=entry.encryption,
                       integrity=entry.integrity, pfs=entry.pfs, mode=entry.encapsulation_mode,

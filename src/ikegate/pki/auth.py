@@ -18,13 +18,17 @@ Every refusal raises :class:`AuthError` with the reason for the log line and the
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 
 from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
 
+from ikegate.ike.core.auth import AuthFailure, PeerCredentials, Verdict, method_not_configured
+from ikegate.ike.crypto import PrfAlg
 from ikegate.ike.wire.registry import AuthMethod
+from ikegate.pki.names import dn_text
 from ikegate.pki.signature import (
     ANNOUNCED_HASHES,
     Scheme,
@@ -32,6 +36,7 @@ from ikegate.pki.signature import (
     auth_sign,
     auth_verify,
     choose_method,
+    classic_method,
     encode_hash_algorithms,
     ikev1_sign,
     ikev1_verify,
@@ -51,30 +56,16 @@ from ikegate.pki.verify import (
 from ikegate.policy.model import AuthenticationMethod, IdType
 
 
-class AuthError(Exception):
+class AuthError(AuthFailure):
     """The peer is not authenticated; ``str()`` is the reason, ``kind`` the metrics label."""
 
+    kind: Failure
+
     def __init__(self, reason: str, kind: Failure) -> None:
-        super().__init__(reason)
-        self.kind = kind
-
-
-_METHOD_NAMES: dict[int, str] = {
-    AuthMethod.RSA_SIG: "RSA signature",
-    AuthMethod.SHARED_KEY_MIC: "pre-shared key",
-    AuthMethod.DSS_SIG: "DSS signature",
-    AuthMethod.ECDSA_SHA256_P256: "ECDSA signature",
-    AuthMethod.ECDSA_SHA384_P384: "ECDSA signature",
-    AuthMethod.ECDSA_SHA512_P521: "ECDSA signature",
-    AuthMethod.DIGITAL_SIGNATURE: "digital signature",
-}
+        super().__init__(reason, kind)
 
 
 _NO_CREDENTIAL = "no local certificate and key configured for signature authentication"
-
-
-def method_name(method: int) -> str:
-    return _METHOD_NAMES.get(method, f"method {method}")
 
 
 @dataclass(frozen=True)
@@ -140,8 +131,7 @@ class AuthSettings:
         """A peer authenticating with PSK where we configured signatures (or the reverse) is refused."""
         peer_signs = method != AuthMethod.SHARED_KEY_MIC
         if peer_signs != self.uses_certificates:
-            raise AuthError(f"peer uses an authentication method not configured: {method_name(method)}",
-                            Failure.METHOD)
+            raise AuthError(str(method_not_configured(method)), Failure.METHOD)
 
     def verify_peer(self, cert_der: bytes, sent_der: Sequence[bytes], id_type: int, id_data: bytes,
                     now: datetime) -> VerifiedChain:
@@ -161,11 +151,12 @@ class AuthSettings:
             raise AuthError(str(exc), exc.kind) from None
         return verified
 
-    def verify_signature(self, verified: VerifiedChain, method: int, octets: bytes, data: bytes) -> None:
-        """The peer's AUTH payload (IKEv2) against its verified certificate's key."""
+    def verify_signature(self, verified: VerifiedChain, method: int, octets: bytes, data: bytes) -> Scheme | None:
+        """The peer's AUTH payload (IKEv2) against its verified certificate's key; the RFC 7427 scheme
+        it used (None for the classic methods)."""
         self.check_method(method)
         try:
-            auth_verify(method, verified.certificate.public_key(), octets, data)  # type: ignore[arg-type]
+            return auth_verify(method, verified.certificate.public_key(), octets, data)  # type: ignore[arg-type]
         except SignatureError as exc:
             raise AuthError(f"peer AUTH does not verify: {exc}", Failure.SIGNATURE) from None
 
@@ -174,3 +165,69 @@ class AuthSettings:
             ikev1_verify(verified.certificate.public_key(), hash_value, signature)  # type: ignore[arg-type]
         except SignatureError as exc:
             raise AuthError(f"peer SIG does not verify: {exc}", Failure.SIGNATURE) from None
+
+
+def _wall_clock() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True)
+class CertificateAuthenticator:
+    """A certificate peer's :class:`~ikegate.ike.core.auth.Authenticator`: the engines' calls mapped onto
+    :class:`AuthSettings`. ``clock`` is the wall time certificates are valid at (the engines keep only a
+    monotonic ``now``); tests pass their own."""
+
+    settings: AuthSettings
+    clock: Callable[[], datetime] = _wall_clock
+
+    @property
+    def method(self) -> int:
+        local = self.settings.local
+        if local is not None:
+            return int(classic_method(local.key))
+        return int(AuthMethod.ECDSA_SHA256_P256 if self.settings.method is AuthenticationMethod.ECDSA_SIGNATURE
+                   else AuthMethod.RSA_SIG)
+
+    @property
+    def uses_certificates(self) -> bool:
+        return True
+
+    def certreq(self) -> bytes:
+        return self.settings.certreq()
+
+    def hash_algorithms(self) -> bytes:
+        return self.settings.signature_hash_algorithms()
+
+    def ca_subjects(self) -> list[bytes]:
+        return [ca.subject.public_bytes() for ca in self.settings.cas]
+
+    def certificates(self, certreq: bytes) -> list[bytes]:
+        return [c.public_bytes(Encoding.DER) for c in self.settings.certificates_to_send(certreq or None)]
+
+    def sign(self, prf: PrfAlg, octets: bytes, peer_hashes: Sequence[int] | None = None) -> tuple[int, bytes]:
+        method, data, _ = self.settings.sign(octets, list(peer_hashes) if peer_hashes else None)
+        return int(method), data
+
+    def _peer_chain(self, peer: PeerCredentials) -> VerifiedChain:
+        if not peer.certificates:
+            raise AuthError("peer sent no certificate", Failure.NO_CERTIFICATE)
+        return self.settings.verify_peer(peer.certificates[0], peer.certificates[1:], peer.id_type, peer.id_data,
+                                         self.clock())
+
+    def verify(self, prf: PrfAlg, octets: bytes, method: int, data: bytes, peer: PeerCredentials) -> Verdict:
+        self.settings.check_method(method)
+        verified = self._peer_chain(peer)
+        scheme = self.settings.verify_signature(verified, method, octets, data)
+        return Verdict(method, dn_text(verified.certificate.subject), scheme.name if scheme is not None else "")
+
+    def sign_hash(self, hash_value: bytes) -> bytes:
+        return self.settings.sign_v1(hash_value)
+
+    def verify_hash(self, hash_value: bytes, signature: bytes, peer: PeerCredentials) -> Verdict:
+        verified = self._peer_chain(peer)
+        self.settings.verify_signature_v1(verified, hash_value, signature)
+        return Verdict(self.method, dn_text(verified.certificate.subject))
+
+    def skeyid(self, prf: PrfAlg, ni_b: bytes, nr_b: bytes, g_xy: bytes) -> bytes:
+        """SKEYID = prf(Ni_b | Nr_b, g^xy) for signature authentication (RFC 2409 §5)."""
+        return prf.compute(ni_b + nr_b, g_xy)

@@ -51,7 +51,7 @@ _IKE_EKUS = frozenset({ID_KP_IPSEC_IKE, ExtendedKeyUsageOID.SERVER_AUTH, Extende
                        ExtendedKeyUsageOID.ANY_EXTENDED_KEY_USAGE})
 
 
-class Failure(enum.Enum):
+class Failure(enum.StrEnum):
     """What kind of refusal: a stable label for metrics (``str()`` of the error is for people)."""
 
     UNTRUSTED = "untrusted"
@@ -66,6 +66,7 @@ class Failure(enum.Enum):
     METHOD = "method-not-configured"
     SIGNATURE = "bad-signature"
     NO_CREDENTIAL = "no-credential"
+    NO_CERTIFICATE = "no-certificate"
 
 
 class CertificateError(Exception):

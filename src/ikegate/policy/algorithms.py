@@ -16,6 +16,7 @@ ENCRYPTION: dict[str, tuple[int, int | None]] = {
     "aes-gcm-128": (EncrId.AES_GCM_16, 128),
     "aes-gcm-256": (EncrId.AES_GCM_16, 256),
     "3des": (EncrId.TRIPLE_DES, None),
+    "chacha20-poly1305": (EncrId.CHACHA20_POLY1305, None),  # ours: the USG has no ChaCha20 (docs/ikev1-certificates.md)
 }
 
 #: ``dh``: DH group

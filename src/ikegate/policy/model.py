@@ -147,6 +147,8 @@ class IkePeer:
     nat_traversal: bool = True
     certificate_local: str | None = None
     send_chain: bool = False
+    #: ``ikev2 fragmentation [ mtu N ]``: None when not configured, else N (0: no ``mtu``, the default)
+    ikev2_fragmentation: int | None = None
 
     @property
     def preferred_version(self) -> int:
@@ -260,6 +262,17 @@ class IpsecPolicyTemplate(IpsecPolicySettings):
     """``ipsec policy-template NAME SEQ``: the responder-only side of site-to-multisite."""
 
 
+@dataclass(frozen=True)
+class VrrpGroup:
+    """``vrrp vrid N virtual-ip ADDRESS active|standby`` on an interface: the address that moves between
+    the two nodes of a hot-standby pair (keepalived runs the VRRP); ``active`` starts with the higher
+    priority. With HRP enabled the tunnel endpoint of the interface's IPsec policy is this address."""
+
+    vrid: int
+    virtual_ip: ipaddress.IPv4Address
+    active: bool
+
+
 @dataclass
 class Interface:
     name: str
@@ -267,6 +280,28 @@ class Interface:
     ipv6: list[ipaddress.IPv6Interface] = field(default_factory=list)
     ipsec_policy: str | None = None
     ipv6_enabled: bool = False  # ``ipv6 enable``
+    vrrp: dict[int, VrrpGroup] = field(default_factory=dict)  # by VRID
+
+
+#: The UDP port of the HRP heartbeat and backup channel (the USG's; ikegate carries its SA sync there).
+HRP_PORT = 18514
+
+
+@dataclass
+class Hrp:
+    """Hot standby (``hrp ...`` in the system view, see docs/ha.md): the heartbeat link, what is
+    synchronised, and the key that protects the sync channel (``hrp authentication-key``: ikegate's,
+    since the sync never goes in clear; the USG derives its own)."""
+
+    enabled: bool = False  # ``hrp enable``
+    interface: str | None = None  # ``hrp interface IFNAME remote ADDRESS``
+    remote: IPAddress | None = None
+    key: str | None = None
+    auto_sync: bool = True  # ``hrp auto-sync`` (config and state), on by default as on the USG
+    mirror_session: bool = False  # ``hrp mirror session enable``
+    preempt: bool = True  # ``hrp preempt [delay N]`` (USG default: on, 60 s)
+    preempt_delay: int = 60
+    standby_config: bool = False  # ``hrp standby config enable``
 
 
 SYSLOG_PORT = 514
@@ -310,6 +345,7 @@ class Config:
     #: ``pki import-certificate`` / ``pki import rsa-key-pair|ecc-key-pair`` / ``pki import-crl``: the
     #: files (rendered) and what they hold (never rendered), see ikegate.pki.store.
     pki: PkiStore = field(default_factory=PkiStore)
+    hrp: Hrp = field(default_factory=Hrp)
 
     def peer_keys(self, kind: KeyKind) -> dict[str, PeerPublicKey]:
         """``rsa peer-public-key`` and ``ecc peer-public-key`` names are separate name spaces."""
@@ -337,14 +373,22 @@ class Config:
         return self.ikev1_dependent if peer.ikev1_dependent is None else peer.ikev1_dependent
 
     def local_addresses(self) -> list[IPAddress]:
-        """Addresses of interfaces that carry an IPsec policy: where the gateway listens for IKE."""
+        """Addresses of interfaces that carry an IPsec policy: where the gateway listens for IKE (with hot
+        standby, the interface's VRRP virtual addresses instead of its own IPv4 ones)."""
         out: list[IPAddress] = []
         for itf in self.interfaces.values():
             if itf.ipsec_policy is None:
                 continue
-            out.extend(i.ip for i in itf.ipv4)
+            out.extend(self.ipv4_of(itf))
             out.extend(i.ip for i in itf.ipv6)
         return out
+
+    def ipv4_of(self, itf: Interface) -> list[IPAddress]:
+        """The IPv4 addresses IKE uses on ``itf``: its VRRP virtual addresses when hot standby is on and
+        it has any (the tunnel endpoint moves with them), else its own."""
+        if self.hrp.enabled and itf.vrrp:
+            return [g.virtual_ip for _, g in sorted(itf.vrrp.items())]
+        return [i.ip for i in itf.ipv4]
 
     def if_index(self, name: str) -> int:
         """The interface's IfIndex in logs (``IPSEC_TUNNEL_TEARED_DOWN``): VRP numbers interfaces as they

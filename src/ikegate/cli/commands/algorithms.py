@@ -12,6 +12,7 @@ ENCRYPTION = Choice(
         "aes-256": "256-bit AES-CBC",
         "aes-gcm-128": "128-bit AES-GCM (IKEv2 only)",
         "aes-gcm-256": "256-bit AES-GCM (IKEv2 only)",
+        "chacha20-poly1305": "ChaCha20-Poly1305, RFC 7634 (IKEv2 only)",
     }
 )
 AUTHENTICATION = Choice(

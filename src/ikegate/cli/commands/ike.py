@@ -179,6 +179,16 @@ def _fresh_peer() -> IkePeer:
     return IkePeer("")
 
 
+def _fragmentation(ctx: CommandContext) -> None:
+    """USG: fragment IKEv2 messages (RFC 7383) larger than ``mtu`` (default 576 IPv4 / 1280 IPv6)."""
+    mtu = ctx.values("mtu")
+    _peer(ctx).ikev2_fragmentation = int(str(mtu[0])) if mtu else 0
+
+
+def _undo_fragmentation(ctx: CommandContext) -> None:
+    _peer(ctx).ikev2_fragmentation = None
+
+
 PEER_COMMANDS = [
     Command("ike peer <name>", _enter_peer, SYSTEM, params=_PEER_NAME),
     Command("undo ike peer <name>", _delete_peer, SYSTEM, params=_PEER_NAME),
@@ -228,6 +238,9 @@ PEER_COMMANDS = [
     *value_setting("certificate local-filename", "certificate_local",
                    String("File name of an imported local certificate", 1, 63), PEER, _certificate_peer, _fresh_peer),
     *flag_setting("certificate send-chain", "send_chain", PEER, _peer),
+    Command("ikev2 fragmentation [ mtu <mtu> ]", _fragmentation, PEER,
+            params={"mtu": Integer("MTU of IKEv2 fragments, in bytes", 200, 1500)}),
+    Command("undo ikev2 fragmentation", _undo_fragmentation, PEER),
 ]
 
 COMMANDS = PROPOSAL_COMMANDS + PEER_COMMANDS

@@ -12,7 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any, cast
 
 from ikegate import __version__
@@ -20,12 +20,13 @@ from ikegate.cli.commands.ssh_blocks import SshBlocks
 from ikegate.cli.context import CommandContext
 from ikegate.cli.errors import CommandError, ParamError
 from ikegate.cli.params import Integer, Ipv4, Ipv6, String
+from ikegate.cli.render import hrp as hrp_render
 from ikegate.cli.render import ike_info, ike_sa, ipsec_sa, usage, version
 from ikegate.cli.render import ping as ping_render
 from ikegate.cli.render.chunks import CHUNK_ROWS, Chunks, Records
 from ikegate.cli.tree import MANAGE, MONITOR, VISIT, Command
 from ikegate.cli.views import ALL_VIEWS, ViewKind
-from ikegate.gateway.device import Device, DeviceError, DeviceModel, PingResult, Selection
+from ikegate.gateway.device import Device, DeviceError, DeviceModel, HrpState, PingResult, Selection
 from ikegate.mgmt.records import entry_record
 from ikegate.mgmt.usage import CpuSampler, MemoryUsage, read_memory
 from ikegate.sad import IkeSaEntry, IpsecSaEntry, Placement, SaEntry
@@ -252,15 +253,42 @@ def display_saved_configuration(ctx: CommandContext) -> None:
 def reset_ike_sa(ctx: CommandContext) -> None:
     selection = Selection(conn_id=ctx.opt_number("conn-id"), remote=_text(ctx.opt_ip("remote")),
                           placement=_placement(ctx))
-    if not _rt(ctx).device.reset_ike_sa(selection):
+    try:
+        deleted = _rt(ctx).device.reset_ike_sa(selection)
+    except DeviceError as exc:  # the standby of a hot-standby pair
+        raise CommandError(f"Error: {exc}.") from exc
+    if not deleted:
         ctx.write(NO_MATCH)
 
 
 def reset_ipsec_sa(ctx: CommandContext) -> None:
     selection = Selection(remote=_text(ctx.opt_ip("remote") or ctx.opt_ip("address")),
                           policy=ctx.opt_string("policy-name"), seq=ctx.opt_number("seq"), spi=ctx.opt_number("spi"))
-    if not _rt(ctx).device.reset_ipsec_sa(selection):
+    try:
+        deleted = _rt(ctx).device.reset_ipsec_sa(selection)
+    except DeviceError as exc:
+        raise CommandError(f"Error: {exc}.") from exc
+    if not deleted:
         ctx.write(NO_MATCH)
+
+
+def _hrp_state(ctx: CommandContext) -> HrpState:
+    st = _rt(ctx).device.hrp_state()
+    if st is None:
+        raise CommandError("Error: HRP is not enabled.")
+    return st
+
+
+def display_hrp_state(ctx: CommandContext) -> None:
+    st, now = _hrp_state(ctx), _rt(ctx).now()
+    verbose = ctx.keyword("verbose")
+    _emit(ctx, lambda: {"hrp_state": {k: v for k, v in asdict(st).items() if k != "vrrp"}},
+          lambda: hrp_render.state(st, now, verbose), stamp=False)
+
+
+def display_vrrp(ctx: CommandContext) -> None:
+    st = _hrp_state(ctx)
+    _emit(ctx, lambda: {"vrrp": [asdict(g) for g in st.vrrp]}, lambda: hrp_render.vrrp(st.vrrp), stamp=False)
 
 
 def ping(ctx: CommandContext) -> None:
@@ -328,7 +356,9 @@ def runtime_commands(model: DeviceModel) -> list[Command]:
                   "version": "Display the software version and the uptime",
                   "cpu-usage": "Display the CPU usage", "memory-usage": "Display the memory usage",
                   "device": "Display the device status",
-                  "saved-configuration": "Display the configuration saved for the next start"}
+                  "saved-configuration": "Display the configuration saved for the next start",
+                  "hrp": "Display hot standby information", "state": "Display the hot standby state",
+                  "vrrp": "Display VRRP information"}
 
     def cmd(syntax: str, handler: Callable[[CommandContext], None], views: frozenset[ViewKind], level: int) -> Command:
         used = {k: v for k, v in params.items() if f"<{k}>" in syntax}
@@ -349,6 +379,8 @@ def runtime_commands(model: DeviceModel) -> list[Command]:
         cmd("display memory-usage", display_memory_usage, ALL_VIEWS, MONITOR),
         cmd("display device", display_device, ALL_VIEWS, MONITOR),
         cmd("display saved-configuration", display_saved_configuration, ALL_VIEWS, MANAGE),
+        cmd("display hrp state [ verbose ]", display_hrp_state, ALL_VIEWS, MONITOR),
+        cmd("display vrrp", display_vrrp, ALL_VIEWS, MONITOR),
         cmd(f"reset ike sa [ conn-id <conn-id> | remote <remote> ]{slot}", reset_ike_sa, USER, MANAGE),
         cmd("reset ipsec sa [ remote <remote> | policy <policy-name> [ <seq> ] | parameters <address> esp <spi> ]",
             reset_ipsec_sa, USER, MANAGE),

@@ -23,6 +23,7 @@ from ikegate.policy.model import (
     AclRule,
     Config,
     DpdSettings,
+    Hrp,
     IkeAdmission,
     IkePeer,
     IkeProposal,
@@ -63,7 +64,33 @@ def system_lines(config: Config) -> list[str]:
     lines = [f" sysname {config.sysname}"]
     if config.ikev1_dependent:
         lines.append(" ikev1 phase1-phase2 sa dependent")
-    return lines + admission_lines(config) + loghost_lines(config)
+    return lines + admission_lines(config) + loghost_lines(config) + hrp_lines(config)
+
+
+_HRP_DEFAULT = Hrp()
+
+
+def hrp_lines(config: Config) -> list[str]:
+    """``hrp ...``: the settings that differ from their defaults, the key only in cipher form."""
+    hrp, d = config.hrp, _HRP_DEFAULT
+    lines: list[str] = []
+    if hrp.interface is not None and hrp.remote is not None:
+        lines.append(f" hrp interface {hrp.interface} remote {hrp.remote}")
+    if hrp.key is not None:
+        lines.append(f" hrp authentication-key {secret.encrypt_secret(hrp.key)}")
+    if hrp.auto_sync != d.auto_sync:
+        lines.append(" undo hrp auto-sync")
+    if hrp.mirror_session:
+        lines.append(" hrp mirror session enable")
+    if hrp.standby_config:
+        lines.append(" hrp standby config enable")
+    if not hrp.preempt:
+        lines.append(" undo hrp preempt")
+    elif hrp.preempt_delay != d.preempt_delay:
+        lines.append(f" hrp preempt delay {hrp.preempt_delay}")
+    if hrp.enabled:
+        lines.append(" hrp enable")
+    return lines
 
 
 def admission_lines(config: Config) -> list[str]:
@@ -131,6 +158,8 @@ def ike_peer_lines(p: IkePeer) -> list[str]:
         lines.append(f" certificate local-filename {p.certificate_local}")
     if p.send_chain:
         lines.append(" certificate send-chain")
+    if p.ikev2_fragmentation is not None:
+        lines.append(" ikev2 fragmentation" + (f" mtu {p.ikev2_fragmentation}" if p.ikev2_fragmentation else ""))
     return lines
 
 
@@ -232,6 +261,8 @@ def interface_lines(itf: Interface) -> list[str]:
     if itf.ipv6_enabled:
         lines.append(" ipv6 enable")
     lines += [f" ipv6 address {i.with_prefixlen}" for i in itf.ipv6]
+    for vrid, group in sorted(itf.vrrp.items()):
+        lines.append(f" vrrp vrid {vrid} virtual-ip {group.virtual_ip} {'active' if group.active else 'standby'}")
     if itf.ipsec_policy is not None:
         lines.append(f" ipsec policy {itf.ipsec_policy}")
     return lines

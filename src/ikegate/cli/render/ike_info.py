@@ -61,6 +61,7 @@ def verbose(entries: Iterable[SaEntry], children: dict[int, list[IpsecSaEntry]],
         if isinstance(e, IkeSaEntry):
             lines += [
                 _field("Authentication method", e.auth_method),
+                *([_field("Peer certificate", e.peer_certificate)] if e.peer_certificate else []),
                 _field("Encryption algorithm", e.encryption),
                 _field("Integrity algorithm", e.integrity or "none (AEAD)"),
                 _field("PRF algorithm", e.prf),
@@ -237,4 +238,10 @@ def statistics(stats: Statistics) -> list[str]:
         _field("Authentication failures", stats.auth_failures),
         _field("Peers blocked", stats.sources_blocked),
     ]
+    if stats.workers > 1:  # a single process has nothing to steer: its display stays as it was
+        lines += [
+            _field("Workers", stats.workers),
+            _field("Datagrams misrouted", stats.misrouted),
+            _field("LAN packets handed over", stats.handed_over),
+        ]
     return lines

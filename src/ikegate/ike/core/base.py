@@ -13,6 +13,7 @@ import os
 from collections.abc import Callable
 from typing import TYPE_CHECKING, ClassVar, NotRequired, TypedDict
 
+from ikegate.ike.core.auth import Verdict
 from ikegate.ike.core.child import ChildSa, ChildState
 from ikegate.ike.core.config import Addr, ChildSaConfig, IkeSaConfig, ResponderPolicy
 from ikegate.ike.core.ids import spi_allocator as spi_allocator_for
@@ -36,6 +37,7 @@ class EngineArgs(TypedDict):
     policy: NotRequired[ResponderPolicy | None]
     rng: NotRequired[Callable[[int], bytes]]
     spi_allocator: NotRequired[Callable[[], int] | None]
+    ike_spi_allocator: NotRequired[Callable[[], bytes] | None]
 
 
 class EngineBase(EspLiveness):
@@ -47,6 +49,7 @@ class EngineBase(EspLiveness):
         "_deadline",
         "_expire_at",
         "_first_child",
+        "_new_ike_spi",
         "_outbox",
         "_rekey_at",
         "_rng",
@@ -62,6 +65,7 @@ class EngineBase(EspLiveness):
         "initiator",
         "local",
         "peer",
+        "peer_auth",
         "peer_id",
         "policy",
         "stats",
@@ -82,6 +86,7 @@ class EngineBase(EspLiveness):
         policy: ResponderPolicy | None = None,
         rng: Callable[[int], bytes] = os.urandom,
         spi_allocator: Callable[[], int] | None = None,
+        ike_spi_allocator: Callable[[], bytes] | None = None,
     ) -> None:
         if initiator and config is None:
             raise ValueError("an initiator needs its IKE configuration")
@@ -99,6 +104,8 @@ class EngineBase(EspLiveness):
         self.stats = Stats()
         self.children: dict[int, ChildSa] = {}
         self.peer_id: tuple[int, bytes] | None = None
+        #: How the peer authenticated (method, certificate subject), once it has.
+        self.peer_auth: Verdict | None = None
         self.delete_reason: DeleteReason | None = None
         self.handle: object = None
         self.initial_contact = False
@@ -108,6 +115,9 @@ class EngineBase(EspLiveness):
         self.force_encap = False
         self._rng = rng
         self._alloc_spi = spi_allocator_for(rng, spi_allocator)
+        #: Our IKE SPIs / IKEv1 cookies: random by default; a placement worker's encode its index so the
+        #: kernel steers the peer's datagrams to it (:mod:`ikegate.workers.steering`).
+        self._new_ike_spi = ike_spi_allocator or (lambda: rng(8))
         self._outbox: Outbox[IkeEvent] = Outbox()
         self._window = RequestWindow()
         self._rekey_at: float | None = None
@@ -174,6 +184,8 @@ class EngineBase(EspLiveness):
             return
         self.stats.retransmits += 1
         self._emit(req.packet)
+        for fragment in req.more:  # RFC 7383 §2.6.1: every fragment again
+            self._emit(fragment)
 
     def _unhook(self, req: Retransmission) -> None:
         """Forget a request that timed out, before its ``on_timeout`` runs (IKEv1's handlers do it)."""

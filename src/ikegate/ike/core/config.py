@@ -10,9 +10,11 @@ import enum
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
+from ikegate.ike.fragments import FragmentationConfig
 from ikegate.ike.wire.v2 import TrafficSelector
 
 if TYPE_CHECKING:  # pragma: no cover
+    from ikegate.ike.core.auth import Authenticator
     from ikegate.ike.core.engine import Engine
 
 Addr = tuple[str, int]
@@ -58,7 +60,8 @@ class ChildSaConfig:
 
 @dataclass(slots=True)
 class IkeSaConfig:
-    """What one IKE peer allows. ``psk`` is clear bytes: it never leaves the engine."""
+    """What one IKE peer allows. ``psk`` is clear bytes: it never leaves the engine. ``auth`` is the
+    peer's certificate authenticator (``ike.core.auth``); None authenticates with ``psk``."""
 
     proposals: list[IkeProposalSpec]
     psk: bytes
@@ -83,6 +86,9 @@ class IkeSaConfig:
     name: str = ""
     handle: object = None
     children: list[ChildSaConfig] = field(default_factory=list)
+    auth: Authenticator | None = None
+    #: IKE fragmentation (RFC 7383 / the IKEv1 extension): announced and used when set; None: off.
+    fragmentation: FragmentationConfig | None = None
 
 
 class ResponderPolicy(Protocol):
@@ -95,7 +101,18 @@ class ResponderPolicy(Protocol):
     def ike_proposals(self, peer: Addr) -> list[IkeProposalSpec]: ...
 
     def authenticate(self, peer: Addr, id_type: int, id_data: bytes) -> list[IkeSaConfig]:
-        """Candidate peer configurations for this identity, best first; the PSK decides among them."""
+        """Candidate peer configurations for this identity, best first; the credentials that verify
+        (PSK, or certificate and signature) decide among them."""
+        ...
+
+    def fragmentation(self, peer: Addr) -> FragmentationConfig | None:
+        """Whether our IKE_SA_INIT answer to this address announces fragmentation support, and with
+        which settings the SA then fragments and reassembles; None: it does not."""
+        ...
+
+    def announce(self, peer: Addr) -> Authenticator | None:
+        """The certificate credentials to announce in our IKE_SA_INIT answer to this address (CERTREQ,
+        SIGNATURE_HASH_ALGORITHMS) when a certificate peer may be the one calling; None: PSK peers only."""
         ...
 
     def select_child(

@@ -14,6 +14,7 @@ import enum
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:  # pragma: no cover
+    from ikegate.ike.core.auth import Verdict
     from ikegate.ike.core.child import ChildSa
     from ikegate.ike.core.config import Addr, ChildSaConfig, IkeSaConfig
     from ikegate.ike.core.negotiated import Chosen
@@ -32,6 +33,7 @@ class Engine(Protocol):
     children: dict[int, ChildSa]
     stats: Stats
     peer_id: tuple[int, bytes] | None
+    peer_auth: Verdict | None  # how the peer authenticated (method, certificate subject)
     delete_reason: DeleteReason | None
     initial_contact: bool
     created: float

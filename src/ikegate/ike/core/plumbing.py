@@ -36,11 +36,16 @@ class Outbox(Generic[E]):
     __slots__ = ("_datagrams", "_events")
 
     def __init__(self) -> None:
-        self._datagrams: list[tuple[bytes, Addr, Addr]] = []
-        self._events: deque[E] | None = None  # made on the first event (an empty deque is 600 bytes)
+        # Both made on first use and dropped once drained: an established SA mostly waits, holding neither
+        # (an empty deque is 600 bytes, an empty list 56).
+        self._datagrams: list[tuple[bytes, Addr, Addr]] | None = None
+        self._events: deque[E] | None = None
 
     def send(self, packet: bytes, local: Addr, peer: Addr) -> None:
-        self._datagrams.append((packet, local, peer))
+        if self._datagrams is None:
+            self._datagrams = [(packet, local, peer)]
+        else:
+            self._datagrams.append((packet, local, peer))
 
     def report(self, event: E) -> None:
         if self._events is None:
@@ -49,11 +54,20 @@ class Outbox(Generic[E]):
 
     def datagrams(self) -> list[tuple[bytes, Addr, Addr]]:
         """Everything queued since the last call, oldest first; the outbox is empty afterwards."""
-        out, self._datagrams = self._datagrams, []
+        out = self._datagrams
+        if out is None:
+            return []
+        self._datagrams = None
         return out
 
     def next_event(self) -> E | None:
-        return self._events.popleft() if self._events else None
+        events = self._events
+        if not events:
+            return None
+        event = events.popleft()
+        if not events:
+            self._events = None  # an established SA waits for its next event without a deque
+        return event
 
 
 __all__ = ["Outbox", "Stats"]

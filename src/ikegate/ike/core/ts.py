@@ -18,23 +18,26 @@ IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 def from_network(net: IPNetwork, protocol: int = 0, port_low: int = 0, port_high: int = 65535) -> TrafficSelector:
     """A selector covering a whole prefix."""
     ts_type = TsType.TS_IPV4_ADDR_RANGE if net.version == 4 else TsType.TS_IPV6_ADDR_RANGE
-    return TrafficSelector(ts_type, protocol, port_low, port_high, net.network_address, net.broadcast_address)
+    return TrafficSelector(ts_type, protocol, port_low, port_high, int(net.network_address),
+                           int(net.broadcast_address), net.version)
 
 
 def intersect(a: TrafficSelector, b: TrafficSelector) -> TrafficSelector | None:
     """The selector both allow, or None when they share nothing."""
-    if a.ts_type != b.ts_type:
+    if a.ts_type != b.ts_type or a.family != b.family:
         return None
     if a.ip_protocol and b.ip_protocol and a.ip_protocol != b.ip_protocol:
         return None
-    start = max(int(a.start_addr), int(b.start_addr))
-    end = min(int(a.end_addr), int(b.end_addr))
-    low = max(a.start_port, b.start_port)
-    high = min(a.end_port, b.end_port)
+    start = a.start if a.start > b.start else b.start
+    end = a.end if a.end < b.end else b.end
+    low = a.start_port if a.start_port > b.start_port else b.start_port
+    high = a.end_port if a.end_port < b.end_port else b.end_port
     if start > end or low > high:
         return None
-    make = type(a.start_addr)
-    return TrafficSelector(a.ts_type, a.ip_protocol or b.ip_protocol, low, high, make(start), make(end))
+    if start == a.start and end == a.end and low == a.start_port and high == a.end_port \
+            and (a.ip_protocol or not b.ip_protocol):
+        return a  # ``a`` lies inside ``b`` (the usual case: a peer proposes what policy allows)
+    return TrafficSelector(a.ts_type, a.ip_protocol or b.ip_protocol, low, high, start, end, a.family)
 
 
 def narrow(proposed: list[TrafficSelector], allowed: list[TrafficSelector]) -> list[TrafficSelector]:

@@ -40,6 +40,7 @@ class Retransmission:
     max_tries: int = 0
     tries: int = 0
     interval: float = 0.0  # fixed retransmission interval (DPD); 0: exponential from the base
+    more: tuple[bytes, ...] = ()  # the other fragments of a fragmented message, sent (again) after ``packet``
 
 
 R = TypeVar("R", bound=Retransmission)

@@ -6,6 +6,7 @@ NIST SP 800-135 known answers can be checked directly.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 from ikegate.ike.crypto.transforms import EncrAlg, IntegAlg, PrfAlg
@@ -119,7 +120,14 @@ def derive_child_keys(
 
 def psk_auth(prf: PrfAlg, psk: bytes, signed_octets: bytes) -> bytes:
     """AUTH = prf(prf(Shared Secret, "Key Pad for IKEv2"), <SignedOctets>) (RFC 7296 §2.15)."""
-    return prf.compute(prf.compute(psk, _KEY_PAD), signed_octets)
+    return prf.compute(_padded_psk(prf, psk), signed_octets)
+
+
+@functools.lru_cache(maxsize=256)
+def _padded_psk(prf: PrfAlg, psk: bytes) -> bytes:
+    """The inner prf depends only on the key and the PRF: computed once per configured key, not twice
+    per SA (each side's AUTH). Holds what the configuration already holds."""
+    return prf.compute(psk, _KEY_PAD)
 
 
 def signed_octets(message: bytes, nonce: bytes, prf: PrfAlg, sk_p: bytes, id_payload_body: bytes) -> bytes:

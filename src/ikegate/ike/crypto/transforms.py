@@ -21,7 +21,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers import Cipher as _LibCipher
 from cryptography.hazmat.primitives.ciphers import CipherAlgorithm, algorithms, modes
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM, ChaCha20Poly1305
 from cryptography.hazmat.primitives.kdf.hkdf import HKDFExpand
 
 from ikegate.ike.crypto.errors import CryptoError, UnsupportedTransform
@@ -180,29 +180,31 @@ class Cipher(ABC):
         """Inverse of ``encrypt``; an AEAD tag mismatch raises ``CryptoError``."""
 
 
-class _GcmCipher(Cipher):
-    """AES-GCM with a 16-byte ICV; nonce = 4-byte salt | 8-byte IV (RFC 4106 §4, RFC 5282 §4)."""
+class _AeadCipher(Cipher):
+    """An AEAD with a 16-byte ICV and nonce = 4-byte salt | 8-byte IV: AES-GCM (RFC 4106 §4, RFC 5282
+    §4) and ChaCha20-Poly1305 (RFC 7634 §2, the same construction with RFC 8439's AEAD)."""
 
-    __slots__ = ("_aead", "_salt")
+    __slots__ = ("_aead", "_name", "_salt")
 
-    def __init__(self, key: bytes, salt: bytes) -> None:
-        self._aead = AESGCM(key)
+    def __init__(self, aead: AESGCM | ChaCha20Poly1305, salt: bytes, name: str) -> None:
+        self._aead = aead
         self._salt = salt
+        self._name = name
 
     def encrypt(self, iv: bytes, plaintext: bytes, aad: bytes = b"") -> bytes:
         if len(iv) != 8:
-            raise CryptoError(f"AES-GCM needs an 8-byte IV, got {len(iv)}")
+            raise CryptoError(f"{self._name} needs an 8-byte IV, got {len(iv)}")
         return self._aead.encrypt(self._salt + iv, plaintext, aad or None)
 
     def decrypt(self, iv: bytes, data: bytes, aad: bytes = b"") -> bytes:
         if len(iv) != 8:
-            raise CryptoError(f"AES-GCM needs an 8-byte IV, got {len(iv)}")
+            raise CryptoError(f"{self._name} needs an 8-byte IV, got {len(iv)}")
         if len(data) < 16:
-            raise CryptoError("AES-GCM data shorter than its ICV")
+            raise CryptoError(f"{self._name} data shorter than its ICV")
         try:
             return self._aead.decrypt(self._salt + iv, data, aad or None)
         except InvalidTag:
-            raise CryptoError("AES-GCM ICV mismatch") from None
+            raise CryptoError(f"{self._name} ICV mismatch") from None
 
 
 class _CbcCipher(Cipher):
@@ -282,7 +284,11 @@ def _aes_cbc(key: bytes, _salt: bytes) -> Cipher:
 
 
 def _aes_gcm(key: bytes, salt: bytes) -> Cipher:
-    return _GcmCipher(key, salt)
+    return _AeadCipher(AESGCM(key), salt, "AES-GCM")
+
+
+def _chacha20_poly1305(key: bytes, salt: bytes) -> Cipher:
+    return _AeadCipher(ChaCha20Poly1305(key), salt, "ChaCha20-Poly1305")
 
 
 def _triple_des(key: bytes, _salt: bytes) -> Cipher:
@@ -300,6 +306,11 @@ def _build_encr_table() -> dict[tuple[int, int | None], EncrAlg]:
         )
         table[(cbc.id, bits)] = cbc
         table[(gcm.id, bits)] = gcm
+    # RFC 7634: a 256-bit key and a 4-byte salt from the KDF, no Key Length attribute, 8-byte IV, 16-byte
+    # ICV; no block alignment of its own (ESP still pads to 4).
+    chacha = EncrAlg(int(EncrId.CHACHA20_POLY1305), 256, "CHACHA20-POLY1305", 32, 4, 36, 8, 1, 16, True,
+                     _chacha20_poly1305)
+    table[(chacha.id, None)] = chacha
     if _TRIPLE_DES is not None:
         tdes = EncrAlg(int(EncrId.TRIPLE_DES), 192, "3DES-CBC", 24, 0, 24, 8, 8, 0, False, _triple_des)
         # 3DES has a fixed key, so proposals carry no Key Length attribute (RFC 7296 §3.3.5).

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+from ikegate.ike.fragments import FragmentationConfig
 
 
 class ExchangeMode(enum.Enum):
@@ -28,6 +30,9 @@ class V1Options:
     seconds, ``dpd_retries`` R-U-THEREs in all; unanswered ``dpd_retries * dpd_retransmit`` seconds after
     the first, the peer is dead (gone ``idle + retries * retransmit`` after it fell silent). Probes go
     only to a peer that announced the DPD vendor ID; we always announce it, and always answer R-U-THERE.
+    ``fragmentation``: the FRAGMENTATION vendor extension (``ike/v1/fragments.py``): announced, and Main
+    and Aggressive Mode messages larger than the fragment size are sent in fragments once the peer
+    announced it too (strongSwan's ``fragmentation = yes``).
     """
 
     mode: ExchangeMode = ExchangeMode.MAIN
@@ -36,6 +41,7 @@ class V1Options:
     dpd_idle: float = 30.0
     dpd_retransmit: float = 15.0
     dpd_retries: int = 3
+    fragmentation: FragmentationConfig = field(default_factory=FragmentationConfig)
 
 
 __all__ = ["DpdType", "ExchangeMode", "V1Options"]

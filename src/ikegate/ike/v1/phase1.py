@@ -1,6 +1,6 @@
-"""IKEv1 phase 1: Main Mode and Aggressive Mode with pre-shared keys, NAT-T detection and vendor IDs
-(RFC 2409 §5, RFC 3947), and the ISAKMP message sealing every exchange uses, for
-:class:`~ikegate.ike.v1.sa.IsakmpSa`.
+"""IKEv1 phase 1: Main Mode and Aggressive Mode with pre-shared keys or RSA/ECDSA signatures (the latter in
+``certauth.py``), NAT-T detection, vendor IDs and the FRAGMENTATION extension (RFC 2409 §5, RFC 3947), and
+the ISAKMP message sealing every exchange uses, for :class:`~ikegate.ike.v1.sa.IsakmpSa`.
 
 :class:`Phase1Exchanges` is the engine's lowest layer; the Quick Mode layer and the ISAKMP SA above it
 (informational, DPD, endings) are named here as abstract methods.
@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, TypeVar
 
-from ikegate.ike.core.auth import authenticator_for
+from ikegate.ike.core.auth import AuthFailure, Verdict, authenticator_for
 from ikegate.ike.core.base import EngineBase
 from ikegate.ike.core.child import ChildSa
 from ikegate.ike.core.config import Addr, ChildSaConfig, IkeSaConfig
@@ -27,7 +27,9 @@ from ikegate.ike.events import (
     IkeSaEstablished,
     InitialContact,
 )
+from ikegate.ike.v1 import certauth
 from ikegate.ike.v1 import crypto as c1
+from ikegate.ike.v1 import fragments as v1frag
 from ikegate.ike.v1 import proposals as p1props
 from ikegate.ike.v1.options import ExchangeMode, V1Options
 from ikegate.ike.v1.registry import (
@@ -36,6 +38,7 @@ from ikegate.ike.v1.registry import (
     VID_NATT_DRAFT_02,
     VID_NATT_DRAFT_02N,
     VID_NATT_RFC3947,
+    AuthMethod,
     ExchangeType,
     IdType,
     NotifyType,
@@ -73,15 +76,22 @@ if TYPE_CHECKING:  # pragma: no cover
     from ikegate.ike.v1.quick import _Quick
 
 _P = TypeVar("_P")
+_ANY_METHOD = frozenset({int(AuthMethod.PRE_SHARED), int(AuthMethod.RSA_SIG), int(AuthMethod.ECDSA_256),
+                         int(AuthMethod.ECDSA_384), int(AuthMethod.ECDSA_521)})
 NONCE_SIZE = 32
 ZERO_COOKIE = bytes(8)
 REKEY_RETRY = 30.0
 
 
 class _Fail(Refusal):
-    """Inside message processing: refuse with this Notify."""
+    """Inside message processing: refuse with this Notify; ``kind`` labels an authentication failure
+    (``AuthFailure.kind``) for the metrics."""
 
     names = NotifyType
+
+    def __init__(self, notify: int, detail: str = "", data: bytes = b"", kind: str = "") -> None:
+        super().__init__(notify, detail, data)
+        self.kind = kind
 
 
 @dataclass(slots=True, eq=False)
@@ -118,6 +128,14 @@ class _Phase1:
     initial_contact: bool = False
     established_at: float | None = None
     life: float = 0.0
+    auth_method: int = AuthMethod.PRE_SHARED  # the negotiated phase-1 Authentication Method
+    peer_frag: bool = False  # the peer announced the FRAGMENTATION vendor ID (and we do fragmentation)
+    frags: v1frag.Reassembler | None = None  # made on the first fragment received
+    verdict: Verdict | None = None  # how a certificate peer authenticated (method, subject)
+
+    @property
+    def signing(self) -> bool:
+        return self.auth_method != AuthMethod.PRE_SHARED
 
     @property
     def spi(self) -> bytes:
@@ -212,6 +230,8 @@ class Phase1Exchanges(EngineBase):
 
     def _vendor_ids(self, p: _Phase1, answer: bool) -> list[Payload]:
         out: list[Payload] = [VendorId(VID_DPD)]
+        if self.options.fragmentation.enabled and (not answer or p.peer_frag):
+            out.append(v1frag.vendor_id())  # a responder announces it only to an initiator that did
         cfg = p.config or self.config
         natt_on = cfg.nat_traversal if cfg is not None else True
         if natt_on:
@@ -228,6 +248,7 @@ class Phase1Exchanges(EngineBase):
         for vid in vids:
             p.peer_vendors.append(vendor_name(vid) or vid.hex())
         p.peer_dpd = p.peer_dpd or any(v[:16] == VID_DPD[:16] for v in vids)
+        p.peer_frag = p.peer_frag or (self.options.fragmentation.enabled and v1frag.peer_supports(payloads))
         cfg = p.config or self.config
         if cfg is not None and not cfg.nat_traversal:
             return
@@ -262,20 +283,26 @@ class Phase1Exchanges(EngineBase):
     def _start_phase1(self, p: _Phase1, now: float) -> None:
         cfg = p.config
         assert cfg is not None
+        try:
+            p.auth_method = certauth.method_of(cfg)
+        except AuthFailure as exc:
+            self.stats.auth_failures += 1
+            self._p1_failed(p, now, 0, str(exc), str(exc.kind))
+            return
         if self.options.mode is ExchangeMode.AGGRESSIVE:
             p.mode = ExchangeMode.AGGRESSIVE
             group = cfg.proposals[0].dh[0]
-            sa = p1props.phase1_sa(cfg.proposals, cfg.lifetime, group)
+            sa = p1props.phase1_sa(cfg.proposals, cfg.lifetime, group, p.auth_method)
             p.sai_b = sa.body()
             p.dh = dh_group(group).generate()
             p.g_xi = p.dh.public
             p.ni = self._rng(NONCE_SIZE)
             payloads: list[Payload] = [sa, KE(p.g_xi), Nonce(p.ni), self._id_payload(cfg),
-                                       *self._vendor_ids(p, False)]
+                                       *self._certreqs(p, cfg), *self._vendor_ids(p, False)]
             self._move(p, Trigger.START_AGGRESSIVE)
             exchange = ExchangeType.AGGRESSIVE
         else:
-            sa = p1props.phase1_sa(cfg.proposals, cfg.lifetime)
+            sa = p1props.phase1_sa(cfg.proposals, cfg.lifetime, auth_method=p.auth_method)
             p.sai_b = sa.body()
             payloads = [sa, *self._vendor_ids(p, False)]
             self._move(p, Trigger.START_MAIN)
@@ -284,8 +311,66 @@ class Phase1Exchanges(EngineBase):
         self._p1_send(p, packet, now, expect_answer=True)
 
     @staticmethod
+    def _certreqs(p: _Phase1, cfg: IkeSaConfig) -> list[Payload]:
+        return certauth.certreqs(cfg) if p.signing else []
+
+    def _proof(self, p: _Phase1, cfg: IkeSaConfig, hash_value: bytes) -> list[Payload]:
+        """HASH_I / HASH_R as a HASH payload (PSK) or our CERTs and a SIG over it (signatures)."""
+        if not p.signing:
+            return [Hash(hash_value)]
+        try:
+            return certauth.proof(cfg, hash_value)
+        except AuthFailure as exc:
+            self.stats.auth_failures += 1
+            raise _Fail(NotifyType.AUTHENTICATION_FAILED, str(exc), kind=str(exc.kind)) from None
+
+    def _check_proof(self, p: _Phase1, cfg: IkeSaConfig, payloads: list[Payload], peer_id: Identification,
+                     hash_value: bytes, *, count: bool = True) -> None:
+        """The peer's HASH (PSK) or CERT + SIG (signatures) over ``hash_value``; refuses otherwise (and
+        counts the failure unless the caller tries several candidates)."""
+        if not p.signing:
+            auth = _first(payloads, Hash)
+            if auth is None or not c1.compare(hash_value, auth.data):
+                self.stats.auth_failures += count
+                raise _Fail(NotifyType.AUTHENTICATION_FAILED, "HASH_R does not verify" if p.we_init
+                            else "HASH_I does not verify", kind="bad-psk")
+            return
+        try:
+            verdict = certauth.verify(cfg, p.auth_method, payloads, peer_id, hash_value)
+        except AuthFailure as exc:
+            self.stats.auth_failures += count
+            raise _Fail(certauth.notify_for(exc), str(exc), kind=str(exc.kind)) from None
+        p.verdict = verdict
+
+    @staticmethod
     def _id_payload(cfg: IkeSaConfig) -> Identification:
         return Identification(cfg.local_id[0], cfg.local_id[1])
+
+    def _emit(self, packet: bytes, route: tuple[Addr, Addr] | None = None) -> None:
+        """Every datagram leaves here: a Main or Aggressive Mode message larger than the fragment budget
+        goes as FRAGMENTATION fragments when the peer announced them (retransmissions too, the same
+        pieces each time)."""
+        p = self._p1 if packet[:8] == self._p1.cky_i else self._next
+        if p is None or not p.peer_frag or packet[18] not in (ExchangeType.ID_PROT, ExchangeType.AGGRESSIVE):
+            super()._emit(packet, route)
+            return
+        peer = route[1] if route is not None else self.peer
+        budget = self.options.fragmentation.budget(ipaddress.ip_address(peer[0]).version, natt=peer[1] != 500)
+        for piece in v1frag.fragment(packet, budget):
+            super()._emit(piece, route)
+
+    def _reassemble(self, p: _Phase1, msg: Message, now: float) -> bytes | None:
+        """A received fragment: the whole message once its last piece is in, else None. Fragments of a
+        peer that never announced them, and every bogus one, are counted and dropped."""
+        if not self.options.fragmentation.enabled:
+            self.stats.dropped += 1
+            return None
+        if p.frags is None:
+            p.frags = v1frag.Reassembler(self.options.fragmentation.limits)
+        before = p.frags.stats.dropped
+        whole = p.frags.add(msg, now)
+        self.stats.dropped += p.frags.stats.dropped - before
+        return whole
 
     def _p1_send(self, p: _Phase1, packet: bytes, now: float, *, expect_answer: bool) -> None:
         p.last_out = packet
@@ -296,21 +381,26 @@ class Phase1Exchanges(EngineBase):
         hint = TIMEOUT_HINTS.get(p.state)
         self._p1_failed(p, now, 0, hint or f"no answer in state {p.state.value}")
 
-    def _p1_failed(self, p: _Phase1, now: float, notify: int, detail: str) -> None:
+    def _p1_failed(self, p: _Phase1, now: float, notify: int, detail: str, kind: str = "") -> None:
         if p is self._next:
             self._next = None
             self._rekey_at = now + REKEY_RETRY  # the current ISAKMP SA carries on; try again later
             return
         if p is self._p1:
-            self._fail(now, notify, detail)
+            self._fail(now, notify, detail, kind)
 
-    def _refuse_p1(self, p: _Phase1, exchange: int, notify: int, detail: str, now: float) -> None:
-        """Unprotected Informational with the error (the peer may not share our keys), then give up."""
-        cky_r = p.cky_r
-        header = Header(p.cky_i, cky_r, 0, ExchangeType.INFORMATIONAL, 0, 0)
-        self._emit(encode_message(header, [Notify(notify, ProtocolId.ISAKMP, p.cky_i + cky_r)]))
-        self.stats.notifies_sent += 1
-        self._p1_failed(p, now, notify, detail)
+    def _refuse_p1(self, p: _Phase1, exchange: int, notify: int, detail: str, now: float, kind: str = "") -> None:
+        """Informational with the error, then give up: protected when both ends surely hold the same
+        phase-1 keys (signature authentication, whose keys depend on no credential, refused after
+        MM5/MM6 or AM2/AM3 decrypted; strongSwan ignores an unprotected one then), else unprotected
+        (with a PSK the peer may not share our keys)."""
+        if p.signing and p.keys is not None and p.chain is not None and p.suite is not None:
+            self._send_info(p, [Notify(notify, ProtocolId.ISAKMP, p.spi)])
+        else:
+            header = Header(p.cky_i, p.cky_r, 0, ExchangeType.INFORMATIONAL, 0, 0)
+            self._emit(encode_message(header, [Notify(notify, ProtocolId.ISAKMP, p.spi)]))
+            self.stats.notifies_sent += 1
+        self._p1_failed(p, now, notify, detail, kind)
 
     def _on_phase1(self, p: _Phase1, msg: Message, data: bytes, addr: Addr, now: float,
                    local: Addr | None) -> None:
@@ -336,21 +426,31 @@ class Phase1Exchanges(EngineBase):
         try:
             handler(p, msg, data, addr, now, local)
         except _Fail as exc:
-            self._refuse_p1(p, h.exchange, exc.notify, str(exc), now)
+            self._refuse_p1(p, h.exchange, exc.notify, str(exc), now, exc.kind)
 
     def _plain(self, msg: Message) -> list[Payload]:
         if msg.encrypted is not None:
             raise _Fail(NotifyType.INVALID_FLAGS, "unexpected encryption")
         return msg.payloads
 
-    def _choose(self, p: _Phase1, sa: SA | None) -> p1props.Phase1Choice:
+    def _choose(self, p: _Phase1, sa: SA | None, candidates: list[IkeSaConfig]) -> p1props.Phase1Choice:
+        """The transform to accept, with an authentication method one of ``candidates`` (the peers
+        configured for the source, or for the identity in aggressive mode) uses."""
         assert self.policy is not None
         if sa is None:
             raise _Fail(NotifyType.PAYLOAD_MALFORMED, "no SA payload")
-        choice = p1props.choose_phase1(sa, self.policy.ike_proposals(self.peer))
+        specs = self.policy.ike_proposals(self.peer)
+        methods = certauth.accepted_methods(candidates) or p1props.PSK_ONLY
+        choice = p1props.choose_phase1(sa, specs, methods)
         if choice is None:
+            other = p1props.choose_phase1(sa, specs, _ANY_METHOD)
+            if other is not None:
+                self.stats.auth_failures += 1
+                raise _Fail(NotifyType.NO_PROPOSAL_CHOSEN, "peer uses an authentication method not configured: "
+                            + certauth.v1_method_name(other.auth_method))
             raise _Fail(NotifyType.NO_PROPOSAL_CHOSEN,
                         f"no acceptable phase 1 proposal; received proposals: {p1props.offered_text(sa)}")
+        p.auth_method = choice.auth_method
         return choice
 
     def _on_mm1(self, p: _Phase1, msg: Message, data: bytes, addr: Addr, now: float, local: Addr | None) -> None:
@@ -359,7 +459,11 @@ class Phase1Exchanges(EngineBase):
         self._bind(addr, local)
         sa = _first(payloads, SA)
         p.mode = ExchangeMode.MAIN
-        choice = self._choose(p, sa)
+        # The identity is still unknown (it comes encrypted in MM5): the candidates are by address.
+        assert self.policy is not None
+        candidates = list(self.policy.authenticate(self.peer, *_addr_id(self.peer[0])))
+        choice = self._choose(p, sa, candidates)
+        p.candidates = [c for c in candidates if certauth.uses_method(c, choice.auth_method)]
         assert sa is not None  # _choose refuses a message without one
         self.stats.messages_in += 1
         p.sai_b = sa.body()
@@ -376,7 +480,8 @@ class Phase1Exchanges(EngineBase):
         assert p.config is not None
         payloads = self._plain(msg)
         sa = _first(payloads, SA)
-        choice = p1props.choose_phase1(sa, p.config.proposals) if sa and p1props.is_single(sa) else None
+        choice = p1props.choose_phase1(sa, p.config.proposals, frozenset({p.auth_method})) if (
+            sa and p1props.is_single(sa)) else None
         if choice is None or msg.header.cky_r == ZERO_COOKIE:
             raise _Fail(NotifyType.NO_PROPOSAL_CHOSEN, _not_offered(sa))
         self.stats.messages_in += 1
@@ -390,7 +495,8 @@ class Phase1Exchanges(EngineBase):
         p.g_xi = p.dh.public
         p.ni = self._rng(NONCE_SIZE)
         header = Header(p.cky_i, p.cky_r, 0, ExchangeType.ID_PROT, 0, 0)
-        packet = encode_message(header, [KE(p.g_xi), Nonce(p.ni), *self._natd_payloads(p)])
+        packet = encode_message(header, [KE(p.g_xi), Nonce(p.ni), *self._certreqs(p, p.config),
+                                         *self._natd_payloads(p)])
         self._p1_send(p, packet, now, expect_answer=True)
 
     def _ke_nonce(self, p: _Phase1, payloads: list[Payload]) -> tuple[bytes, bytes]:
@@ -409,13 +515,11 @@ class Phase1Exchanges(EngineBase):
         p.g_xi, p.ni = self._ke_nonce(p, payloads)
         self._answer_ke(p, p.choice.group)
         self._check_natd(p, payloads)
-        # The identity is still unknown (it comes encrypted in MM5): the PSK candidates are by address.
-        id_type, id_data = _addr_id(self.peer[0])
-        p.candidates = list(self.policy.authenticate(self.peer, id_type, id_data))
         self._move(p, Trigger.MM3)
         p.last_in = data
         header = Header(p.cky_i, p.cky_r, 0, ExchangeType.ID_PROT, 0, 0)
-        packet = encode_message(header, [KE(p.g_xr), Nonce(p.nr), *self._natd_payloads(p)])
+        certreqs = self._certreqs(p, p.candidates[0]) if p.candidates else []
+        packet = encode_message(header, [KE(p.g_xr), Nonce(p.nr), *certreqs, *self._natd_payloads(p)])
         self._p1_send(p, packet, now, expect_answer=False)
 
     def _answer_ke(self, p: _Phase1, group: int) -> None:
@@ -432,7 +536,7 @@ class Phase1Exchanges(EngineBase):
 
     def _derive(self, p: _Phase1, cfg: IkeSaConfig) -> tuple[c1.Phase1Keys, c1.IvChain]:
         assert p.suite is not None
-        skeyid = authenticator_for(cfg).skeyid(p.suite.prf, p.ni, p.nr, p.g_xy)
+        skeyid = authenticator_for(cfg).skeyid(p.suite.prf, p.ni, p.nr, p.g_xy)  # per method (RFC 2409 §5)
         keys = c1.derive_phase1(p.suite.prf, skeyid, p.g_xy, p.cky_i, p.cky_r, p.suite.encr.key_size)
         chain = c1.IvChain(p.suite.encr, keys.enc_key, c1.phase1_iv(p.suite, p.g_xi, p.g_xr))
         return keys, chain
@@ -453,7 +557,7 @@ class Phase1Exchanges(EngineBase):
         p.last_in = data
         idii = self._id_payload(p.config)
         auth = c1.hash_i(p.suite.prf, p.keys.skeyid, p.g_xi, p.g_xr, p.cky_i, p.cky_r, p.sai_b, idii.body())
-        out: list[Payload] = [idii, Hash(auth)]
+        out: list[Payload] = [idii, *self._proof(p, p.config, auth)]
         if self.initial_contact and p is self._p1:
             out.append(Notify(NotifyType.INITIAL_CONTACT, ProtocolId.ISAKMP, p.spi))
         packet = self._seal(Header(p.cky_i, p.cky_r, 0, ExchangeType.ID_PROT, 0, 0), out, p.chain)
@@ -463,6 +567,9 @@ class Phase1Exchanges(EngineBase):
         assert p.suite is not None
         if msg.encrypted is None:
             raise _Fail(NotifyType.INVALID_FLAGS, "MM5 must be encrypted")
+        if p.signing:
+            self._on_mm5_signed(p, msg, data, addr, now, local)
+            return
         # Try each candidate PSK: the one whose keys decrypt MM5 into a valid chain and HASH_I wins.
         for cfg in p.candidates:
             keys, chain = self._derive(p, cfg)
@@ -479,23 +586,63 @@ class Phase1Exchanges(EngineBase):
             expected = c1.hash_i(p.suite.prf, keys.skeyid, p.g_xi, p.g_xr, p.cky_i, p.cky_r, p.sai_b, idii.body())
             if not c1.compare(expected, auth.data):
                 continue
-            p.keys, p.chain, p.config = keys, chain, cfg
-            self.config = cfg
-            p.peer_id = (idii.id_type, idii.data)
-            p.initial_contact = any(isinstance(n, Notify) and n.notify_type == NotifyType.INITIAL_CONTACT
-                                    for n in payloads)
-            self._note_peer(addr, local, now)
-            self._move(p, Trigger.MM5)
-            p.last_in = data
-            idir = self._id_payload(cfg)
-            auth_r = c1.hash_r(p.suite.prf, keys.skeyid, p.g_xi, p.g_xr, p.cky_i, p.cky_r, p.sai_b, idir.body())
-            packet = self._seal(Header(p.cky_i, p.cky_r, 0, ExchangeType.ID_PROT, 0, 0), [idir, Hash(auth_r)],
-                                p.chain)
-            self._p1_send(p, packet, now, expect_answer=False)
-            self._p1_established(p, now)
+            p.keys, p.chain = keys, chain
+            self._answer_mm5(p, cfg, idii, payloads, data, addr, now, local)
             return
         self.stats.auth_failures += 1
         raise _Fail(NotifyType.AUTHENTICATION_FAILED, "MM5 does not decrypt or verify: pre-shared key mismatch?")
+
+    def _on_mm5_signed(self, p: _Phase1, msg: Message, data: bytes, addr: Addr, now: float,
+                       local: Addr | None) -> None:
+        """MM5 under signatures: the keys are the same whoever the peer is; the candidate whose CAs and
+        ``remote-id`` accept the certificate wins (the first refusal is the one reported)."""
+        assert p.suite is not None
+        if not p.candidates:
+            self.stats.auth_failures += 1
+            raise _Fail(NotifyType.AUTHENTICATION_FAILED, f"no ike peer for {addr[0]} uses "
+                        f"{certauth.v1_method_name(p.auth_method)}")
+        keys, chain = self._derive(p, p.candidates[0])
+        try:
+            payloads, _plain = self._open(chain, msg)
+        except (CryptoError, ParseError):
+            self.stats.auth_failures += 1
+            raise _Fail(NotifyType.AUTHENTICATION_FAILED, "MM5 does not decrypt") from None
+        p.keys, p.chain = keys, chain
+        idii = _first(payloads, Identification)
+        if idii is None:
+            raise _Fail(NotifyType.PAYLOAD_MALFORMED, "MM5 without ID")
+        expected = c1.hash_i(p.suite.prf, keys.skeyid, p.g_xi, p.g_xr, p.cky_i, p.cky_r, p.sai_b, idii.body())
+        first: _Fail | None = None
+        for cfg in p.candidates:
+            try:
+                self._check_proof(p, cfg, payloads, idii, expected, count=False)
+            except _Fail as exc:
+                first = first or exc
+                continue
+            self._answer_mm5(p, cfg, idii, payloads, data, addr, now, local)
+            return
+        assert first is not None
+        self.stats.auth_failures += 1
+        raise first
+
+    def _answer_mm5(self, p: _Phase1, cfg: IkeSaConfig, idii: Identification, payloads: list[Payload],
+                    data: bytes, addr: Addr, now: float, local: Addr | None) -> None:
+        """The initiator is authenticated as ``cfg``: MM6 with our proof, and the ISAKMP SA is up."""
+        assert p.suite is not None and p.keys is not None
+        p.config = cfg
+        idir = self._id_payload(cfg)
+        auth_r = c1.hash_r(p.suite.prf, p.keys.skeyid, p.g_xi, p.g_xr, p.cky_i, p.cky_r, p.sai_b, idir.body())
+        proof = self._proof(p, cfg, auth_r)
+        self.config = cfg
+        p.peer_id = (idii.id_type, idii.data)
+        p.initial_contact = any(isinstance(n, Notify) and n.notify_type == NotifyType.INITIAL_CONTACT
+                                for n in payloads)
+        self._note_peer(addr, local, now)
+        self._move(p, Trigger.MM5)
+        p.last_in = data
+        packet = self._seal(Header(p.cky_i, p.cky_r, 0, ExchangeType.ID_PROT, 0, 0), [idir, *proof], p.chain)
+        self._p1_send(p, packet, now, expect_answer=False)
+        self._p1_established(p, now)
 
     def _on_mm6(self, p: _Phase1, msg: Message, data: bytes, addr: Addr, now: float, local: Addr | None) -> None:
         assert p.config is not None and p.chain is not None and p.keys is not None and p.suite is not None
@@ -507,10 +654,9 @@ class Phase1Exchanges(EngineBase):
             self.stats.auth_failures += 1
             raise _Fail(NotifyType.AUTHENTICATION_FAILED, "MM6 does not decrypt") from None
         idir = _first(payloads, Identification)
-        auth = _first(payloads, Hash)
-        if idir is None or auth is None:
-            raise _Fail(NotifyType.PAYLOAD_MALFORMED, "MM6 without ID or HASH")
-        self._verify_responder(p, idir, auth)
+        if idir is None:
+            raise _Fail(NotifyType.PAYLOAD_MALFORMED, "MM6 without ID")
+        self._verify_responder(p, idir, payloads)
         self._note_peer(addr, local, now)
         self._move(p, Trigger.MM6)
         p.last_in = data
@@ -518,15 +664,13 @@ class Phase1Exchanges(EngineBase):
         p.req = None
         self._p1_established(p, now)
 
-    def _verify_responder(self, p: _Phase1, idir: Identification, auth: Hash) -> None:
+    def _verify_responder(self, p: _Phase1, idir: Identification, payloads: list[Payload]) -> None:
         assert p.config is not None and p.keys is not None and p.suite is not None
         if p.config.remote_id is not None and (idir.id_type, idir.data) != p.config.remote_id:
             self.stats.auth_failures += 1
             raise _Fail(NotifyType.AUTHENTICATION_FAILED, "unexpected responder identity")
         expected = c1.hash_r(p.suite.prf, p.keys.skeyid, p.g_xi, p.g_xr, p.cky_i, p.cky_r, p.sai_b, idir.body())
-        if not c1.compare(expected, auth.data):
-            self.stats.auth_failures += 1
-            raise _Fail(NotifyType.AUTHENTICATION_FAILED, "HASH_R does not verify")
+        self._check_proof(p, p.config, payloads, idir, expected)
         p.peer_id = (idir.id_type, idir.data)
 
     def _on_am1(self, p: _Phase1, msg: Message, data: bytes, addr: Addr, now: float, local: Addr | None) -> None:
@@ -542,19 +686,20 @@ class Phase1Exchanges(EngineBase):
                         f"aggressive mode refused: no ike peer for {addr[0]} is configured with exchange-mode "
                         "aggressive")
         sa = _first(payloads, SA)
-        choice = self._choose(p, sa)
+        idii = _first(payloads, Identification)
+        if idii is None:
+            raise _Fail(NotifyType.INVALID_ID_INFORMATION, "aggressive mode without ID")
+        candidates = [c for c in self.policy.authenticate(self.peer, idii.id_type, idii.data)
+                      if c.remote_id is None or c.remote_id == (idii.id_type, idii.data)]
+        if not candidates:
+            raise _Fail(NotifyType.AUTHENTICATION_FAILED, "no peer configured for this identity")
+        choice = self._choose(p, sa, candidates)
         assert sa is not None  # _choose refuses a message without one
+        cfg = next(c for c in candidates if certauth.uses_method(c, choice.auth_method))
         p.choice = choice
         p.suite = c1.Suite.from_attributes(choice.encryption, choice.key_bits, choice.hash)
         p.sai_b = sa.body()
         p.g_xi, p.ni = self._ke_nonce(p, payloads)
-        idii = _first(payloads, Identification)
-        if idii is None:
-            raise _Fail(NotifyType.INVALID_ID_INFORMATION, "aggressive mode without ID")
-        candidates = self.policy.authenticate(self.peer, idii.id_type, idii.data)
-        cfg = next((c for c in candidates if c.remote_id is None or c.remote_id == (idii.id_type, idii.data)), None)
-        if cfg is None:
-            raise _Fail(NotifyType.AUTHENTICATION_FAILED, "no peer configured for this identity")
         self._answer_ke(p, choice.group)
         p.config = cfg
         p.peer_id = (idii.id_type, idii.data)
@@ -563,8 +708,8 @@ class Phase1Exchanges(EngineBase):
         idir = self._id_payload(cfg)
         auth = c1.hash_r(p.suite.prf, p.keys.skeyid, p.g_xi, p.g_xr, p.cky_i, p.cky_r, p.sai_b, idir.body())
         answer = p1props.answer_sa(sa, choice.proposal, choice.transform, sa.proposals[0].protocol, b"")
-        out: list[Payload] = [answer, KE(p.g_xr), Nonce(p.nr), idir, Hash(auth), *self._vendor_ids(p, True),
-                              *self._natd_payloads(p)]
+        out: list[Payload] = [answer, KE(p.g_xr), Nonce(p.nr), idir, *self._certreqs(p, cfg),
+                              *self._proof(p, cfg, auth), *self._vendor_ids(p, True), *self._natd_payloads(p)]
         self._move(p, Trigger.AM1)
         p.last_in = data
         header = Header(p.cky_i, p.cky_r, 0, ExchangeType.AGGRESSIVE, 0, 0)
@@ -575,7 +720,8 @@ class Phase1Exchanges(EngineBase):
         assert p.config is not None and p.dh is not None
         payloads = self._plain(msg)
         sa = _first(payloads, SA)
-        choice = p1props.choose_phase1(sa, p.config.proposals) if sa and p1props.is_single(sa) else None
+        choice = p1props.choose_phase1(sa, p.config.proposals, frozenset({p.auth_method})) if (
+            sa and p1props.is_single(sa)) else None
         if choice is None or msg.header.cky_r == ZERO_COOKIE or choice.group != p.dh.group.id:
             raise _Fail(NotifyType.NO_PROPOSAL_CHOSEN, _not_offered(sa))
         p.cky_r = msg.header.cky_r
@@ -588,10 +734,9 @@ class Phase1Exchanges(EngineBase):
             raise _Fail(NotifyType.INVALID_KEY_INFORMATION, "bad KE") from exc
         p.keys, p.chain = self._derive(p, p.config)
         idir = _first(payloads, Identification)
-        auth = _first(payloads, Hash)
-        if idir is None or auth is None:
-            raise _Fail(NotifyType.PAYLOAD_MALFORMED, "AM2 without ID or HASH")
-        self._verify_responder(p, idir, auth)
+        if idir is None:
+            raise _Fail(NotifyType.PAYLOAD_MALFORMED, "AM2 without ID")
+        self._verify_responder(p, idir, payloads)
         self._note_peer(addr, local, now)
         self._read_vendor_ids(p, payloads)
         self._check_natd(p, payloads)
@@ -600,7 +745,7 @@ class Phase1Exchanges(EngineBase):
         p.last_in = data
         idii = self._id_payload(p.config)
         auth_i = c1.hash_i(p.suite.prf, p.keys.skeyid, p.g_xi, p.g_xr, p.cky_i, p.cky_r, p.sai_b, idii.body())
-        out: list[Payload] = [Hash(auth_i), *self._natd_payloads(p)]
+        out: list[Payload] = [*self._proof(p, p.config, auth_i), *self._natd_payloads(p)]
         if self.initial_contact and p is self._p1:
             out.append(Notify(NotifyType.INITIAL_CONTACT, ProtocolId.ISAKMP, p.spi))
         # AM3 travels in the clear (as strongSwan sends it); the phase-1 IV chain stays at its start.
@@ -618,12 +763,10 @@ class Phase1Exchanges(EngineBase):
                 raise _Fail(NotifyType.AUTHENTICATION_FAILED, "AM3 does not decrypt") from None
         else:
             payloads = msg.payloads
-        auth = _first(payloads, Hash)
-        idii_b = Identification(p.peer_id[0], p.peer_id[1]).body() if p.peer_id else b""
-        expected = c1.hash_i(p.suite.prf, p.keys.skeyid, p.g_xi, p.g_xr, p.cky_i, p.cky_r, p.sai_b, idii_b)
-        if auth is None or not c1.compare(expected, auth.data):
-            self.stats.auth_failures += 1
-            raise _Fail(NotifyType.AUTHENTICATION_FAILED, "HASH_I does not verify")
+        assert p.peer_id is not None
+        idii = Identification(p.peer_id[0], p.peer_id[1])
+        expected = c1.hash_i(p.suite.prf, p.keys.skeyid, p.g_xi, p.g_xr, p.cky_i, p.cky_r, p.sai_b, idii.body())
+        self._check_proof(p, p.config, payloads, idii, expected)
         p.initial_contact = any(isinstance(n, Notify) and n.notify_type == NotifyType.INITIAL_CONTACT
                                 for n in payloads)
         self._check_natd(p, payloads)
@@ -638,8 +781,15 @@ class Phase1Exchanges(EngineBase):
     def _p1_established(self, p: _Phase1, now: float) -> None:
         assert p.config is not None and p.choice is not None
         p.established_at = now
+        # Authentication is done and the keys derived: the DH key, g^xi/g^xr/g^xy, the nonces, SA_i and
+        # the candidates are needed no more (about 1.5 kB per ISAKMP SA, plus OpenSSL's DH key).
+        p.dh = None
+        p.g_xi = p.g_xr = p.g_xy = p.ni = p.nr = p.sai_b = b""
+        p.candidates = []
         offered = p.choice.life_seconds
         p.life = float(min(offered, p.config.lifetime) if offered else p.config.lifetime)
+        if p.verdict is not None:
+            self.peer_auth = p.verdict  # displays: the method and the peer's certificate subject
         if p is self._next:
             self._switch(p, now)
             return
@@ -676,5 +826,5 @@ class Phase1Exchanges(EngineBase):
     def _switch(self, new: _Phase1, now: float) -> None:
         raise NotImplementedError
 
-    def _fail(self, now: float, notify: int, detail: str) -> None:
+    def _fail(self, now: float, notify: int, detail: str, kind: str = "") -> None:
         raise NotImplementedError

@@ -48,6 +48,7 @@ from ikegate.ike.wire.registry import EncrId, TransformType, TsType
 from ikegate.ike.wire.v2 import TrafficSelector
 
 __all__ = [
+    "PSK_ONLY",
     "EspChoice",
     "Phase1Choice",
     "answer_sa",
@@ -107,6 +108,7 @@ class Phase1Choice:
     hash: int
     group: int
     life_seconds: int | None
+    auth_method: int = AuthMethod.PRE_SHARED
 
     def chosen(self) -> Chosen:
         """The same choice in IKEv2 transform IDs, which is what ``display`` and the gateway read."""
@@ -121,8 +123,10 @@ def _spec_hashes(spec: IkeProposalSpec) -> list[int]:
     return hashes
 
 
-def phase1_sa(specs: list[IkeProposalSpec], lifetime: float, group: int | None = None) -> SA:
-    """Our phase-1 offer: one ISAKMP proposal, one transform per (cipher, hash, group), PSK auth.
+def phase1_sa(specs: list[IkeProposalSpec], lifetime: float, group: int | None = None,
+              auth_method: int = AuthMethod.PRE_SHARED) -> SA:
+    """Our phase-1 offer: one ISAKMP proposal, one transform per (cipher, hash, group), all with
+    ``auth_method`` (PSK, or the signature method of our key: one credential, one method).
 
     ``group`` restricts the offer to one DH group, as aggressive mode must (its KE goes in message 1).
     """
@@ -139,7 +143,7 @@ def phase1_sa(specs: list[IkeProposalSpec], lifetime: float, group: int | None =
                     attrs = [Attribute(Phase1Attr.ENCRYPTION, v1_encr)]
                     if v1_encr == Phase1Encr.AES_CBC and bits is not None:
                         attrs.append(Attribute(Phase1Attr.KEY_LENGTH, bits))
-                    attrs += [Attribute(Phase1Attr.HASH, h), Attribute(Phase1Attr.AUTH_METHOD, AuthMethod.PRE_SHARED),
+                    attrs += [Attribute(Phase1Attr.HASH, h), Attribute(Phase1Attr.AUTH_METHOD, auth_method),
                               Attribute(Phase1Attr.GROUP, g), Attribute(Phase1Attr.LIFE_TYPE, LifeType.SECONDS),
                               attr(Phase1Attr.LIFE_DURATION, int(lifetime))]
                     transforms.append(Transform(len(transforms) + 1, KEY_IKE, attrs))
@@ -148,7 +152,12 @@ def phase1_sa(specs: list[IkeProposalSpec], lifetime: float, group: int | None =
     return SA([Proposal(1, ProtocolId.ISAKMP, b"", transforms)])
 
 
-def _judge_phase1(number: int, t: Transform, specs: list[IkeProposalSpec]) -> Phase1Choice | None:
+#: What the responder accepts when it is not told otherwise: pre-shared keys.
+PSK_ONLY = frozenset({int(AuthMethod.PRE_SHARED)})
+
+
+def _judge_phase1(number: int, t: Transform, specs: list[IkeProposalSpec],
+                  methods: frozenset[int] = PSK_ONLY) -> Phase1Choice | None:
     if t.transform_id != KEY_IKE or any(a.type not in _KNOWN_P1_ATTRS for a in t.attributes):
         return None
     values = {a.type: a.number for a in t.attributes if a.type not in (Phase1Attr.LIFE_TYPE, Phase1Attr.LIFE_DURATION)}
@@ -158,7 +167,8 @@ def _judge_phase1(number: int, t: Transform, specs: list[IkeProposalSpec]) -> Ph
     group = values.get(Phase1Attr.GROUP)
     if not ok or encryption not in P1_ENCR_TO_V2 or hash_id not in P1_HASH_TO_PRF or group is None:
         return None
-    if values.get(Phase1Attr.AUTH_METHOD) != AuthMethod.PRE_SHARED:
+    method = values.get(Phase1Attr.AUTH_METHOD)
+    if method not in methods:
         return None
     bits = values.get(Phase1Attr.KEY_LENGTH)
     if encryption == Phase1Encr.AES_CBC:
@@ -173,17 +183,19 @@ def _judge_phase1(number: int, t: Transform, specs: list[IkeProposalSpec]) -> Ph
             continue
         if hash_id not in _spec_hashes(spec) or group not in spec.dh:
             continue
-        return Phase1Choice(number, t, encryption, offered_bits, hash_id, group, seconds)
+        return Phase1Choice(number, t, encryption, offered_bits, hash_id, group, seconds, method)
     return None
 
 
-def choose_phase1(offered: SA, specs: list[IkeProposalSpec]) -> Phase1Choice | None:
-    """The first offered phase-1 transform one of our specs covers (the initiator's preference)."""
+def choose_phase1(offered: SA, specs: list[IkeProposalSpec],
+                  methods: frozenset[int] = PSK_ONLY) -> Phase1Choice | None:
+    """The first offered phase-1 transform one of our specs covers with an authentication method in
+    ``methods`` (the initiator's preference)."""
     for prop in offered.proposals:
         if prop.protocol != ProtocolId.ISAKMP:
             continue
         for t in prop.transforms:
-            choice = _judge_phase1(prop.number, t, specs)
+            choice = _judge_phase1(prop.number, t, specs, methods)
             if choice is not None:
                 return choice
     return None

@@ -117,6 +117,10 @@ class Phase1Hash(Registry):
     SHA2_512 = 6
 
 
+#: CERT / CERTREQ encoding "X.509 Certificate - Signature" (RFC 2408 §3.9), the one IKE peers use.
+CERT_X509_SIGNATURE = 4
+
+
 class AuthMethod(Registry):
     PRE_SHARED = 1
     DSS_SIG = 2

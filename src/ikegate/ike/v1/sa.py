@@ -42,7 +42,9 @@ How IKEv1 differs, and what this engine does about it:
 * **The PSK of a Main Mode responder is chosen by address**, because the identity only arrives in the
   encrypted MM5: the policy is asked for candidates by the peer's IP address, and the candidate whose
   key decrypts MM5 *and* verifies HASH_I wins. A wrong key shows up as garbage, which is therefore
-  reported as AUTHENTICATION_FAILED.
+  reported as AUTHENTICATION_FAILED. With signatures (the method offered in MM1 says which) the keys
+  do not depend on the candidate: MM5 decrypts once and the candidate whose CAs, CRLs and remote-id
+  accept the certificate wins (``certauth.py``).
 * Phase-1 rekeying is started only by the end that initiated the current ISAKMP SA (fewer collisions);
   the other end relies on the peer doing it and on the hard expiry.
 * The commit bit is never set by us; a peer's commit bit is accepted and otherwise ignored (no
@@ -85,6 +87,7 @@ from ikegate.ike.v1.quick import QUICK_LINGER, QuickModes, _pair_key, _Quick
 from ikegate.ike.v1.registry import (
     ExchangeType,
     NotifyType,
+    PayloadType,
     ProtocolId,
 )
 from ikegate.ike.v1.states import (
@@ -136,9 +139,9 @@ class IsakmpSa(QuickModes):
 
     def _setup(self, now: float) -> None:
         if self.initiator:
-            self._p1 = _Phase1(True, self._rng(8), ZERO_COOKIE, config=self.config)
+            self._p1 = _Phase1(True, self._new_ike_spi(), ZERO_COOKIE, config=self.config)
         else:
-            self._p1 = _Phase1(False, b"", self._rng(8))
+            self._p1 = _Phase1(False, b"", self._new_ike_spi())
         self._next: _Phase1 | None = None  # our phase-1 rekey in progress
         self._prev: _Phase1 | None = None  # the ISAKMP SA our phase-1 rekey replaced, heard until _prev_until
         self._prev_until: float | None = None
@@ -251,6 +254,8 @@ class IsakmpSa(QuickModes):
 
     def get_timer(self) -> float | None:
         times: list[float] = [r.deadline for r in self._retransmissions()]
+        times += [t for p in (self._p1, self._next) if p is not None and p.frags is not None
+                  and (t := p.frags.next_deadline()) is not None]
         for child in self.children.values():
             times.append(child.expire_at)
         if not self._dead:
@@ -266,6 +271,8 @@ class IsakmpSa(QuickModes):
 
     def handle_timer(self, now: float) -> None:
         for p in (self._p1, self._next):
+            if p is not None and p.frags is not None:
+                p.frags.expire(now)  # an unfinished fragmented message times out (FragmentLimits.timeout)
             if p is not None and p.req is not None and p.req.deadline <= now:
                 req = p.req
                 if req.tries >= req.max_tries:
@@ -335,7 +342,7 @@ class IsakmpSa(QuickModes):
         config = self._p1.config or self.config
         if config is None:
             return
-        self._next = _Phase1(True, self._rng(8), ZERO_COOKIE, config=config)
+        self._next = _Phase1(True, self._new_ike_spi(), ZERO_COOKIE, config=config)
         self._start_phase1(self._next, now)
 
     def liveness_check(self, now: float) -> None:
@@ -383,6 +390,8 @@ class IsakmpSa(QuickModes):
         for child in moved:
             del other.children[child.spi_in]
             self.children[child.spi_in] = child
+        if not other.children:
+            other.children = {}  # a cleared dict keeps its size: the old SA waits for its Delete holding none
         # A Quick Mode still running under the old ISAKMP SA (the peer's messages cross its rekey) installs
         # its IPsec SA here too: see _home.
         other._successor = self
@@ -448,11 +457,12 @@ class IsakmpSa(QuickModes):
         self._end(now, DeleteReason.PHASE1_HARD_EXPIRY, take_children=self.options.dependent,
                   child_reason=DeleteReason.PARENT_DELETED, tell_peer=True)
 
-    def _fail(self, now: float, notify: int, detail: str) -> None:
-        """A phase-1 negotiation failed: report it, and the SA is gone (nothing to tell the peer)."""
+    def _fail(self, now: float, notify: int, detail: str, kind: str = "") -> None:
+        """A phase-1 negotiation failed: report it (``kind``: an authentication failure's metrics label),
+        and the SA is gone (nothing to tell the peer)."""
         if self._dead:
             return
-        self._outbox.report(NegotiationFailed(self, notify, detail))
+        self._outbox.report(NegotiationFailed(self, notify, detail, auth_failure=kind))
         self._end(now, DeleteReason.NEGOTIATION_FAILED, take_children=True,
                   child_reason=DeleteReason.NEGOTIATION_FAILED, tell_peer=False)
 
@@ -524,6 +534,11 @@ class IsakmpSa(QuickModes):
         p = self._find_p1(h) if not self._dead else None
         if p is None:
             self.stats.dropped += 1
+            return
+        if h.next_payload == PayloadType.FRAGMENT:
+            whole = self._reassemble(p, msg, now)
+            if whole is not None:
+                self._receive(whole, addr, now, local)  # never itself a fragment: recurses once
             return
         if h.exchange in (ExchangeType.ID_PROT, ExchangeType.AGGRESSIVE):
             self._on_phase1(p, msg, data[: h.length], addr, now, local)
@@ -675,6 +690,10 @@ class IsakmpSa(QuickModes):
                 self._dpd_tries = 0
         elif t == NotifyType.INITIAL_CONTACT:
             self._outbox.report(InitialContact(self))
+        elif NotifyType.is_error(t) and p.state is not State.ESTABLISHED:
+            # A refusal of phase 1 sent under its keys (e.g. our certificate refused after MM5).
+            self.stats.messages_in += 1
+            self._p1_failed(p, now, t, f"peer refused phase 1: {NotifyType.text(t)}")
         elif NotifyType.is_error(t):
             q = None
             if len(n.spi) == 4:

@@ -44,6 +44,8 @@ __all__ = [
     "KE",
     "SA",
     "Attribute",
+    "Cert",
+    "CertReq",
     "Delete",
     "Fragment",
     "Hash",
@@ -286,6 +288,31 @@ class Signature:
 
 
 @dataclass(slots=True)
+class Cert:
+    """CERT payload (RFC 2408 §3.9): an encoding octet (4: X.509 signature) and the DER certificate."""
+
+    TYPE: ClassVar[int] = PayloadType.CERT
+    encoding: int
+    data: bytes
+
+    def body(self) -> bytes:
+        return bytes([self.encoding]) + self.data
+
+
+@dataclass(slots=True)
+class CertReq:
+    """CERTREQ payload (RFC 2408 §3.10): an encoding octet and, for X.509, the DER subject of a CA we
+    trust (IKEv1 names CAs by DN, where IKEv2 uses key hashes); empty asks for any certificate."""
+
+    TYPE: ClassVar[int] = PayloadType.CERTREQ
+    encoding: int
+    authority: bytes
+
+    def body(self) -> bytes:
+        return bytes([self.encoding]) + self.authority
+
+
+@dataclass(slots=True)
 class Nonce:
     TYPE: ClassVar[int] = PayloadType.NONCE
     data: bytes
@@ -403,8 +430,8 @@ class Unknown:
 
 
 Payload: TypeAlias = (
-    SA | KE | Identification | Hash | Signature | Nonce | Notify | Delete | VendorId | NatD | NatOA | Fragment
-    | Unknown
+    SA | KE | Identification | Hash | Signature | Cert | CertReq | Nonce | Notify | Delete | VendorId | NatD | NatOA
+    | Fragment | Unknown
 )
 
 
@@ -527,6 +554,12 @@ def _decode_nat_oa(body: bytes, draft: bool) -> NatOA:
     return NatOA(id_type, address, draft)
 
 
+def _decode_cert(body: bytes, kind: type[Cert] | type[CertReq]) -> Cert | CertReq:
+    if not body:
+        raise ParseError("CERT/CERTREQ payload without an encoding", NotifyType.PAYLOAD_MALFORMED)
+    return kind(body[0], bytes(body[1:]))
+
+
 def _decode_fragment(body: bytes) -> Fragment:
     if len(body) < 4:
         raise ParseError("Fragment payload too short")
@@ -540,6 +573,8 @@ _DECODERS: dict[int, Callable[[bytes], Payload]] = {
     int(PayloadType.ID): _decode_id,
     int(PayloadType.HASH): lambda b: Hash(bytes(b)),
     int(PayloadType.SIG): lambda b: Signature(bytes(b)),
+    int(PayloadType.CERT): lambda b: _decode_cert(b, Cert),
+    int(PayloadType.CERTREQ): lambda b: _decode_cert(b, CertReq),
     int(PayloadType.NONCE): lambda b: Nonce(bytes(b)),
     int(PayloadType.NOTIFY): _decode_notify,
     int(PayloadType.DELETE): _decode_delete,

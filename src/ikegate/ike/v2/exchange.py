@@ -21,10 +21,12 @@ from ikegate.ike.core.negotiated import Chosen
 from ikegate.ike.core.window import Retransmission
 from ikegate.ike.crypto import CryptoError, DhKey, IkeKeys, PrfAlg, dh_group
 from ikegate.ike.events import DeleteReason
-from ikegate.ike.v2.protect import SkContext, open_sk, seal
+from ikegate.ike.fragments import FragmentationConfig
+from ikegate.ike.v2.fragments import Reassembled, Reassembler, protect, triggers_retransmit
+from ikegate.ike.v2.protect import SkContext, open_sk
 from ikegate.ike.v2.states import ACCEPTED_REQUESTS, TRANSITIONS, State, Trigger
 from ikegate.ike.wire.registry import ExchangeType, HeaderFlag, NotifyType
-from ikegate.ike.wire.v2 import Header, Message, Notify, ParseError, Payload
+from ikegate.ike.wire.v2 import SKF, Header, Message, Notify, ParseError, Payload
 
 NONCE_SIZE = 32
 # Header flags as plain ints: IntFlag arithmetic costs microseconds on the per-message path.
@@ -33,9 +35,17 @@ _FLAG_R = int(HeaderFlag.RESPONSE)
 
 
 class _Fail(Refusal):
-    """Inside request processing: answer with this Notify instead of a normal response."""
+    """Inside request processing: answer with this Notify instead of a normal response. ``kind`` labels
+    an authentication failure for the metrics."""
 
     names = NotifyType
+    kind = ""
+
+    @classmethod
+    def auth(cls, reason: str, kind: str) -> _Fail:
+        fail = cls(NotifyType.AUTHENTICATION_FAILED, detail=reason)
+        fail.kind = kind
+        return fail
 
 
 @dataclass(slots=True, eq=False, kw_only=True)
@@ -63,8 +73,11 @@ class _Gen:
     peer_mid: int = 0
     cached_mid: int = -1
     cached: bytes = b""
+    cached_more: tuple[bytes, ...] = ()  # the other fragments of a fragmented cached answer
     cached_for: bytes = b""  # digest of the whole request ``cached`` answers (see _request_digest)
     req: _Request | None = None
+    #: RFC 7383 reassembly with this generation's inbound keys; None unless fragmentation was negotiated.
+    frags: Reassembler | None = None
 
     @property
     def local_spi(self) -> bytes:
@@ -92,8 +105,10 @@ def answer_ke(group: int, chosen_group: int, peer_public: bytes) -> tuple[DhKey,
 class Exchanges(EngineBase):
     """Requests, answers and the state that governs them (the lower half of an IKEv2 IKE SA)."""
 
-    __slots__ = ("_after_answer", "_gen", "_init_req", "_retiring", "state")
+    __slots__ = ("_after_answer", "_frag", "_gen", "_init_req", "_retiring", "state")
     state: State
+    #: Fragmentation settings once both ends announced support in IKE_SA_INIT (RFC 7383 §2.3), else None.
+    _frag: FragmentationConfig | None
     _gen: _Gen | None
     _retiring: list[_Gen]
     _init_req: _Request | None
@@ -127,7 +142,13 @@ class Exchanges(EngineBase):
             self.stats.dropped += 1
             return
         try:
-            payloads = open_sk(gen.inp, msg, data)
+            if self._is_fragment(msg):
+                whole = self._reassemble(gen, msg, data, now)
+                if whole is None:
+                    return
+                payloads = whole.payloads()
+            else:
+                payloads = open_sk(gen.inp, msg, data)
         except ParseError:
             self.stats.dropped += 1
             return
@@ -139,11 +160,16 @@ class Exchanges(EngineBase):
     def _on_request(self, gen: _Gen, msg: Message, data: bytes, addr: Addr, now: float,
                     local: Addr | None) -> None:
         h = msg.header
+        fragment = self._is_fragment(msg)
         if h.message_id == gen.cached_mid and gen.cached:
             # Only a byte-identical copy of the request is a retransmission (as strongSwan does): a
             # forged header with the live SPIs and message ID, which never passed the ICV, gets nothing.
+            # Of a fragmented request, only fragment 1 brings the answer back (RFC 7383 §2.6.1).
+            if fragment and not triggers_retransmit(msg):
+                return
             if hmac.compare_digest(_request_digest(data), gen.cached_for):
-                self._emit(gen.cached, (self.local, self.peer))  # the peer lost our answer: the same bytes
+                for packet in (gen.cached, *gen.cached_more):  # the peer lost our answer: the same bytes
+                    self._emit(packet, (self.local, self.peer))
             else:
                 self.stats.dropped += 1
             return
@@ -153,13 +179,22 @@ class Exchanges(EngineBase):
         if h.exchange not in ACCEPTED_REQUESTS.get(self.state, frozenset()):
             self.stats.dropped += 1
             return
+        request = data
         try:
-            payloads = open_sk(gen.inp, msg, data)
+            if fragment:
+                whole = self._reassemble(gen, msg, data, now)
+                if whole is None:
+                    return
+                request = whole.first_fragment  # what a retransmission is recognised by (§2.6.1)
+                payloads = whole.payloads()
+            else:
+                payloads = open_sk(gen.inp, msg, data)
         except ParseError as exc:
             # Authentic (the ICV verified) but malformed inside: answer with the Notify it calls for.
             self._note_peer(addr, local, now)
-            self._answer(gen, h, [Notify(exc.notify, data=exc.data)], data)
+            self._answer(gen, h, [Notify(exc.notify, data=exc.data)], request)
             return
+        data = request
         self._note_peer(addr, local, now)
         self._after_answer = None
         die_after: DeleteReason | None = None
@@ -174,7 +209,7 @@ class Exchanges(EngineBase):
             answer = [Notify(exc.notify, data=exc.data)]
             if h.exchange == ExchangeType.IKE_AUTH:
                 self._answer(gen, h, answer, data)
-                self._fail(now, exc.notify, str(exc))
+                self._fail(now, exc.notify, str(exc), exc.kind)
                 return
         self._answer(gen, h, answer, data)
         after = self._after_answer
@@ -193,12 +228,38 @@ class Exchanges(EngineBase):
         """Answer an authentic ``request`` and keep the answer for its retransmissions."""
         flags = _FLAG_R | (_FLAG_I if gen.we_init else 0)
         header = Header(gen.spi_i, gen.spi_r, 0, h.exchange, flags, h.message_id)
-        packet = seal(gen.out, header, payloads, self._rng)
+        packets = self._seal(gen, header, payloads)
         gen.cached_mid = h.message_id
-        gen.cached = packet
+        gen.cached, gen.cached_more = packets[0], tuple(packets[1:])
         gen.cached_for = _request_digest(request)
         gen.peer_mid = h.message_id + 1
-        self._emit(packet)
+        for packet in packets:
+            self._emit(packet)
+
+    def _seal(self, gen: _Gen, header: Header, payloads: list[Payload]) -> list[bytes]:
+        """The datagrams of one protected message: one SK message, or its SKF fragments when fragmentation
+        was negotiated and it does not fit the configured size (RFC 7383 §2.5)."""
+        budget = None
+        if self._frag is not None and self._frag.enabled:
+            natt = 4500 in (self.local[1], self.peer[1])
+            budget = self._frag.budget(6 if ":" in self.peer[0] else 4, natt=natt)
+        return protect(gen.out, header, payloads, self._rng, budget)
+
+    @staticmethod
+    def _is_fragment(msg: Message) -> bool:
+        return bool(msg.payloads) and isinstance(msg.payloads[-1], SKF)
+
+    def _reassemble(self, gen: _Gen, msg: Message, data: bytes, now: float) -> Reassembled | None:
+        """One SKF fragment offered to the generation's reassembler: the whole message once complete.
+        A fragment without negotiated fragmentation, or one the reassembler refuses (bad ICV, numbers,
+        limits, duplicate), is counted as dropped."""
+        if gen.frags is None:
+            self.stats.dropped += 1
+            return None
+        before = gen.frags.stats.dropped
+        whole = gen.frags.add(gen.inp, msg, data, now)
+        self.stats.dropped += gen.frags.stats.dropped - before
+        return whole
 
     def _queue(self, task: Callable[[float], None], now: float) -> None:
         self._window.queue(task)
@@ -228,11 +289,13 @@ class Exchanges(EngineBase):
                          now: float, max_tries: int | None = None) -> None:
         flags = _FLAG_I if gen.we_init else 0
         header = Header(gen.spi_i, gen.spi_r, 0, exchange, int(flags), gen.next_mid)
-        packet = seal(gen.out, header, payloads, self._rng)
-        req = _Request(packet, on_timeout, exchange=exchange, mid=gen.next_mid, on_response=on_response)
+        packets = self._seal(gen, header, payloads)
+        req = _Request(packets[0], on_timeout, more=tuple(packets[1:]), exchange=exchange, mid=gen.next_mid,
+                       on_response=on_response)
         gen.req = self._window.arm(req, now, self.config, max_tries)
         gen.next_mid += 1
-        self._emit(packet)
+        for packet in packets:
+            self._emit(packet)
 
     def _requests(self) -> list[_Request]:
         reqs = [self._init_req] if self._init_req else []
@@ -271,7 +334,7 @@ class Exchanges(EngineBase):
     def _retire(self, gen: _Gen) -> None:
         raise NotImplementedError
 
-    def _fail(self, now: float, notify: int, detail: str) -> None:
+    def _fail(self, now: float, notify: int, detail: str, kind: str = "") -> None:
         raise NotImplementedError
 
     def _die(self, now: float, reason: DeleteReason) -> None:

@@ -36,7 +36,7 @@ import ipaddress
 import struct
 from collections.abc import Callable
 
-from ikegate.ike.core.auth import authenticator_for
+from ikegate.ike.core.auth import AuthFailure, PeerCredentials, authenticator_for
 from ikegate.ike.core.child import ChildSa, ChildState, ChildTrigger
 from ikegate.ike.core.config import Addr, IkeSaConfig, Mode
 from ikegate.ike.core.lifetimes import jitter, soft_lifetime
@@ -62,10 +62,19 @@ from ikegate.ike.events import (
     InitialContact,
     NegotiationFailed,
 )
+from ikegate.ike.v2 import fragments
 from ikegate.ike.v2 import proposals as props
+from ikegate.ike.v2.certs import (
+    cert_payloads,
+    certificates_of,
+    certreq_of,
+    certreq_payloads,
+    hash_algorithms_of,
+    hash_algorithms_payloads,
+)
 from ikegate.ike.v2.children import ChildExchanges
 from ikegate.ike.v2.exchange import _FLAG_I, _FLAG_R, NONCE_SIZE, _Fail, _Gen, _Request, answer_ke
-from ikegate.ike.v2.protect import SkContext
+from ikegate.ike.v2.protect import SkContext, seal
 from ikegate.ike.v2.states import State, Trigger
 from ikegate.ike.wire.registry import (
     ExchangeType,
@@ -135,6 +144,8 @@ class IkeSa(ChildExchanges):
         "_last_sent",
         "_ni",
         "_nr",
+        "_peer_certreq",
+        "_peer_hashes",
         "_spi_i",
         "_spi_r",
         "nat_fake",
@@ -157,8 +168,8 @@ class IkeSa(ChildExchanges):
         self._ike_collision: tuple[_Gen, bytes] | None = None
         #: Child SAs whose Delete is on its way, by the SPI the peer names them with (our outbound one).
         self._closing: dict[int, ChildSa] = {}
-        self._spi_i = self._rng(8) if self.initiator else b""
-        self._spi_r = b"" if self.initiator else self._rng(8)
+        self._spi_i = self._new_ike_spi() if self.initiator else b""
+        self._spi_r = b"" if self.initiator else self._new_ike_spi()
         self._ni = b""
         self._nr = b""
         self._dh: DhKey | None = None
@@ -168,6 +179,10 @@ class IkeSa(ChildExchanges):
         self._init_req: _Request | None = None
         self._invalid_ke_retries = 0
         self._first_child_spi = 0
+        #: What the peer's IKE_SA_INIT announced for signatures: RFC 7427 hashes, CERTREQ CA hashes.
+        self._peer_hashes: list[int] | None = None
+        self._peer_certreq = b""
+        self._frag = None
         self._after_answer: Callable[[float], None] | None = None
         self._last_sent = now
 
@@ -236,6 +251,8 @@ class IkeSa(ChildExchanges):
         times: list[float] = []
         for req in self._requests():
             times.append(req.deadline)
+        if self._frag is not None:
+            times += [t for g in self._gens() if g.frags is not None and (t := g.frags.next_deadline()) is not None]
         for t in (self._deadline, self._rekey_at, self._expire_at):
             if t is not None:
                 times.append(t)
@@ -252,6 +269,10 @@ class IkeSa(ChildExchanges):
         for req in self._requests():
             if req.deadline <= now:
                 self._retransmit(req, now)
+        if self._frag is not None:
+            for g in self._gens():
+                if g.frags is not None:
+                    g.frags.expire(now)
         if self.state is State.DEAD:
             return
         if self._deadline is not None and now >= self._deadline:
@@ -369,6 +390,9 @@ class IkeSa(ChildExchanges):
                 Notify(NotifyType.NAT_DETECTION_SOURCE_IP, data=self._natd_source(self._spi_i, bytes(8))),
                 Notify(NotifyType.NAT_DETECTION_DESTINATION_IP, data=natd_hash(self._spi_i, bytes(8), self.peer)),
             ]
+        payloads += hash_algorithms_payloads(authenticator_for(self.config).hash_algorithms())
+        if self.config.fragmentation is not None and self.config.fragmentation.enabled:
+            payloads.append(fragments.supported_notify())
         header = Header(self._spi_i, bytes(8), 0, ExchangeType.IKE_SA_INIT, _FLAG_I, 0)
         self._init_request = encode_message(header, payloads)
         self._init_req = self._window.arm(_Request(
@@ -436,6 +460,17 @@ class IkeSa(ChildExchanges):
                 Notify(NotifyType.NAT_DETECTION_SOURCE_IP, data=self._natd_source(h.spi_i, self._spi_r)),
                 Notify(NotifyType.NAT_DETECTION_DESTINATION_IP, data=natd_hash(h.spi_i, self._spi_r, self.peer)),
             ]
+        self._peer_hashes = hash_algorithms_of(msg.payloads)
+        announced = self.policy.announce(self.peer)
+        if announced is not None:
+            # A certificate peer may be calling: ask for certificates of our CAs (§3.7) and say which
+            # hashes we sign and verify with (RFC 7427 §4).
+            payloads += certreq_payloads(announced.certreq())
+            payloads += hash_algorithms_payloads(announced.hash_algorithms())
+        frag = self.policy.fragmentation(self.peer)
+        if frag is not None and frag.enabled and fragments.announced(msg.payloads):
+            payloads.append(fragments.supported_notify())  # §2.3: only in answer to the initiator's
+            self._frag = frag
         header = Header(h.spi_i, self._spi_r, 0, ExchangeType.IKE_SA_INIT, _FLAG_R, 0)
         self._init_response = encode_message(header, payloads)
         self._install_gen(chosen, g_ir, we_init=False, seed=None)
@@ -482,6 +517,11 @@ class IkeSa(ChildExchanges):
         self._spi_r = h.spi_r
         self._nr = nonce.data
         self._init_response = data[: h.length]
+        self._peer_hashes = hash_algorithms_of(msg.payloads)
+        self._peer_certreq = certreq_of(msg.payloads)
+        frag = self.config.fragmentation
+        if frag is not None and frag.enabled and fragments.announced(msg.payloads):
+            self._frag = frag
         self._check_natd(msg, self._spi_i, h.spi_r)
         if self.udp_encap:
             self._float(self.config.natt_port)
@@ -528,7 +568,8 @@ class IkeSa(ChildExchanges):
         ctx_i = SkContext.build(encr, integ, keys.sk_ei, keys.sk_ai)
         ctx_r = SkContext.build(encr, integ, keys.sk_er, keys.sk_ar)
         gen = _Gen(spi_i, spi_r, we_init, prf, keys,
-                   out=ctx_i if we_init else ctx_r, inp=ctx_r if we_init else ctx_i, chosen=chosen)
+                   out=ctx_i if we_init else ctx_r, inp=ctx_r if we_init else ctx_i, chosen=chosen,
+                   frags=fragments.Reassembler(self._frag.limits) if self._frag is not None else None)
         if first:
             # The IKE_SA_INIT exchange used message ID 0 of the initiator's request window (RFC 7296
             # §2.2): its next request, IKE_AUTH, is ID 1, and that is what the responder must expect. The
@@ -540,6 +581,13 @@ class IkeSa(ChildExchanges):
 
     # ------------------------------------------------------------------ IKE_AUTH
 
+    def _send_notice(self, gen: _Gen, notify: Notify) -> None:
+        """A one-shot INFORMATIONAL request nobody waits for (an error notification before we give up)."""
+        header = Header(gen.spi_i, gen.spi_r, 0, ExchangeType.INFORMATIONAL, _FLAG_I if gen.we_init else 0,
+                        gen.next_mid)
+        gen.next_mid += 1
+        self._emit(seal(gen.out, header, [notify], self._rng))
+
     def _id_payload(self) -> tuple[int, bytes]:
         assert self.config is not None
         return self.config.local_id
@@ -549,14 +597,21 @@ class IkeSa(ChildExchanges):
         gen = self._gen
         id_type, id_data = self._id_payload()
         idi = IDi(id_type, id_data)
-        auth = authenticator_for(self.config).sign(
-            gen.prf, signed_octets(self._init_request, self._nr, gen.prf, gen.keys.sk_pi, idi.body()))
-        payloads: list[Payload] = [idi]
+        ours = authenticator_for(self.config)
+        try:
+            method, auth = ours.sign(gen.prf, signed_octets(self._init_request, self._nr, gen.prf, gen.keys.sk_pi,
+                                                            idi.body()), self._peer_hashes)
+        except AuthFailure as exc:
+            self._fail(now, 0, str(exc), exc.kind)
+            return
+        # RFC 7296 §1.2 order: IDi, [CERT+], [N(INITIAL_CONTACT)], [CERTREQ+], [IDr], AUTH, SA, TSi, TSr.
+        payloads: list[Payload] = [idi, *cert_payloads(ours.certificates(self._peer_certreq))]
         if self.initial_contact:
             payloads.append(Notify(NotifyType.INITIAL_CONTACT))
+        payloads += certreq_payloads(ours.certreq())
         if self.config.remote_id is not None:
             payloads.append(IDr(*self.config.remote_id))
-        payloads.append(AUTH(authenticator_for(self.config).method, auth))
+        payloads.append(AUTH(method, auth))
         child = self._first_child
         if child is not None:
             self._first_child_spi = self._alloc_spi()
@@ -581,18 +636,28 @@ class IkeSa(ChildExchanges):
                 return
         idr = next((p for p in payloads if isinstance(p, IDr)), None)
         auth = next((p for p in payloads if isinstance(p, AUTH)), None)
-        if idr is None or auth is None or auth.method != authenticator_for(self.config).method:
+        if idr is None or auth is None:
             self._fail(now, NotifyType.AUTHENTICATION_FAILED, "IKE_AUTH response without IDr/AUTH")
             return
-        if self.config.remote_id is not None and (idr.id_type, idr.data) != self.config.remote_id:
+        ours = authenticator_for(self.config)
+        # A certificate's identity is checked against the certificate (remote-id included), not byte for byte.
+        if (not ours.uses_certificates and self.config.remote_id is not None
+                and (idr.id_type, idr.data) != self.config.remote_id):
             self._fail(now, NotifyType.AUTHENTICATION_FAILED, "unexpected responder identity")
             return
         octets = signed_octets(self._init_response, self._ni, gen.prf, gen.keys.sk_pr, idr.body())
-        if not authenticator_for(self.config).verify(gen.prf, octets, auth.data):
+        try:
+            verdict = ours.verify(gen.prf, octets, auth.method, auth.data,
+                                  PeerCredentials(idr.id_type, idr.data, certificates_of(payloads)))
+        except AuthFailure as exc:
             self.stats.auth_failures += 1
-            self._fail(now, NotifyType.AUTHENTICATION_FAILED, "responder AUTH does not verify")
+            # §2.21.2: tell the responder, in a separate INFORMATIONAL that expects no answer.
+            self._send_notice(gen, Notify(NotifyType.AUTHENTICATION_FAILED))
+            self._fail(now, NotifyType.AUTHENTICATION_FAILED, str(exc), exc.kind)
             return
+        self.peer_auth = verdict
         self.peer_id = (idr.id_type, idr.data)
+        ni, nr = self._ni, self._nr  # the first Child SA's KEYMAT needs them; _established drops them
         self._established(now)
         child = self._first_child
         if child is None:
@@ -604,7 +669,7 @@ class IkeSa(ChildExchanges):
                                                   child_only=True))
             return
         try:
-            self._complete_child(child, payloads, self._first_child_spi, None, self._ni, self._nr, None, now)
+            self._complete_child(child, payloads, self._first_child_spi, None, ni, nr, None, now)
         except _Fail as exc:
             self._outbox.report(NegotiationFailed(self, exc.notify, str(exc), child_only=True))
 
@@ -617,28 +682,43 @@ class IkeSa(ChildExchanges):
             raise _Fail(NotifyType.INVALID_SYNTAX, detail="IKE_AUTH without IDi/AUTH")
         config: IkeSaConfig | None = None
         octets = signed_octets(self._init_request, self._nr, gen.prf, gen.keys.sk_pi, idi.body())
-        # Several peers (a template's branches) may match: the credentials that verify pick the peer.
+        presented = PeerCredentials(idi.id_type, idi.data, certificates_of(payloads))
+        refusal: AuthFailure | None = None
+        # Several peers (a template's branches, PSK and certificate peers) may match: the credentials that
+        # verify pick the peer. The reason kept is the first candidate's, unless it only says the peer
+        # used the other kind of method and a later candidate of that kind says more.
         for candidate in self.policy.authenticate(self.peer, idi.id_type, idi.data):
-            authenticator = authenticator_for(candidate)
-            if auth.method == authenticator.method and authenticator.verify(gen.prf, octets, auth.data):
-                config = candidate
-                break
+            try:
+                self.peer_auth = authenticator_for(candidate).verify(gen.prf, octets, auth.method, auth.data, presented)
+            except AuthFailure as exc:
+                if refusal is None or refusal.kind == "method-not-configured":
+                    refusal = exc
+                continue
+            config = candidate
+            break
         if config is None:
             self.stats.auth_failures += 1
-            raise _Fail(NotifyType.AUTHENTICATION_FAILED, detail="initiator AUTH does not verify")
+            if refusal is None:
+                raise _Fail.auth("no IKE peer is configured for this identity and address", "no-peer")
+            raise _Fail.auth(str(refusal), refusal.kind)
         self.config = config
         self.peer_id = (idi.id_type, idi.data)
         idr = IDr(*config.local_id)
         ours = authenticator_for(config)
         octets = signed_octets(self._init_response, self._ni, gen.prf, gen.keys.sk_pr, idr.body())
-        out: list[Payload] = [idr, AUTH(ours.method, ours.sign(gen.prf, octets))]
+        try:
+            method, data = ours.sign(gen.prf, octets, self._peer_hashes)
+        except AuthFailure as exc:
+            raise _Fail.auth(str(exc), exc.kind) from None
+        out: list[Payload] = [idr, *cert_payloads(ours.certificates(certreq_of(payloads))), AUTH(method, data)]
         if any(isinstance(p, Notify) and p.notify_type == NotifyType.INITIAL_CONTACT for p in payloads):
             self._outbox.report(InitialContact(self))
         self._move(Trigger.AUTH_REQUEST)
+        ni, nr = self._ni, self._nr  # the first Child SA's KEYMAT needs them; _established drops them
         self._established(now)
         if any(isinstance(p, SA) for p in payloads):
             try:
-                out += self._answer_child(payloads, None, self._ni, self._nr, now, in_auth=True)
+                out += self._answer_child(payloads, None, ni, nr, now, in_auth=True)
             except _Fail as exc:
                 out.append(Notify(exc.notify, data=exc.data))
                 self._outbox.report(NegotiationFailed(self, exc.notify, str(exc), child_only=True))
@@ -653,6 +733,10 @@ class IkeSa(ChildExchanges):
         # AUTH is done: the IKE_SA_INIT messages and our DH key are no longer needed (memory per SA).
         self._init_request = self._init_response = b""
         self._init_payloads = []
+        self._ni = self._nr = b""  # callers keep them for the first Child SA (rekeys bring their own nonces)
+        if self._gen is not None:  # SK_pi/SK_pr only sign the AUTH payloads
+            k = self._gen.keys
+            self._gen.keys = IkeKeys(k.sk_d, k.sk_ai, k.sk_ar, k.sk_ei, k.sk_er, b"", b"")
         self._dh = None
         self._set_ike_lifetime(now)
         self._outbox.report(IkeSaEstablished(self))
@@ -676,7 +760,7 @@ class IkeSa(ChildExchanges):
         assert group is not None
         dh = dh_group(group).generate()
         ni = self._rng(NONCE_SIZE)
-        new_spi = self._rng(8)
+        new_spi = self._new_ike_spi()
         payloads: list[Payload] = [props.ike_sa_payload(self.config.proposals, spi=new_spi, dh_first=group),
                                    Nonce(ni), KE(group, dh.public)]
 
@@ -746,7 +830,7 @@ class IkeSa(ChildExchanges):
         assert chosen.dh is not None
         mine, g_ir = answer_ke(ke.group, chosen.dh, ke.data)
         nr = self._rng(NONCE_SIZE)
-        new_spi = self._rng(8)
+        new_spi = self._new_ike_spi()
         answer: list[Payload] = [SA([chosen.to_proposal(ProtocolId.IKE, new_spi)]), Nonce(nr),
                                  KE(chosen.dh, mine.public)]
         def after(t: float) -> None:
@@ -782,6 +866,16 @@ class IkeSa(ChildExchanges):
         if gen in self._retiring:
             self._retiring.remove(gen)
             gen.req = None
+            if gen.frags is not None:
+                gen.frags.clear()
+
+    def _gens(self) -> list[_Gen]:
+        return ([self._gen] if self._gen else []) + self._retiring
+
+    @property
+    def fragmentation(self) -> bool:
+        """RFC 7383 fragmentation was negotiated (both ends announced it)."""
+        return self._frag is not None
 
     def _on_informational(self, gen: _Gen, payloads: list[Payload], now: float
                           ) -> tuple[list[Payload], DeleteReason | None]:
@@ -820,11 +914,11 @@ class IkeSa(ChildExchanges):
     def _hard_expiry(self, now: float) -> None:
         self.delete(now, DeleteReason.PHASE1_HARD_EXPIRY)
 
-    def _fail(self, now: float, notify: int, detail: str) -> None:
+    def _fail(self, now: float, notify: int, detail: str, kind: str = "") -> None:
         """A negotiation failed: report it, and the SA is gone."""
         if self.state is State.DEAD:
             return
-        self._outbox.report(NegotiationFailed(self, notify, detail))
+        self._outbox.report(NegotiationFailed(self, notify, detail, auth_failure=kind))
         established = self.state is State.ESTABLISHED
         self._die(now, DeleteReason.NEGOTIATION_FAILED if not established else DeleteReason.DPD_TIMEOUT)
 

@@ -214,4 +214,5 @@ ENCR_TEXT: dict[tuple[int, int | None], str] = {
     (EncrId.AES_GCM_16, 128): "AES-GCM-128",
     (EncrId.AES_GCM_16, 256): "AES-GCM-256",
     (EncrId.TRIPLE_DES, None): "3DES",
+    (EncrId.CHACHA20_POLY1305, None): "CHACHA20-POLY1305",
 }

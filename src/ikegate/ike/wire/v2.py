@@ -20,6 +20,7 @@ Design notes (why it looks the way it does):
 
 from __future__ import annotations
 
+import functools
 import struct
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -342,30 +343,71 @@ class VendorId:
         return self.data
 
 
-@dataclass(slots=True)
 class TrafficSelector:
-    """One traffic selector (RFC 7296 §3.13.1): type 7 with IPv4, type 8 with IPv6 addresses."""
+    """One traffic selector (RFC 7296 §3.13.1): type 7 with IPv4, type 8 with IPv6 addresses.
 
-    ts_type: int
-    ip_protocol: int
-    start_port: int
-    end_port: int
-    start_addr: IPv4Address | IPv6Address
-    end_addr: IPv4Address | IPv6Address
+    The addresses are kept as integers (``start``, ``end``; ``family`` 4 or 6), not ``ipaddress``
+    objects: every set-up decodes, narrows, installs and records selectors, and building address objects
+    for that was a tenth of a responder's CPU per SA. ``start_addr`` / ``end_addr`` give the objects
+    back for display. The constructor takes either form. Treat as immutable (it is hashable).
+    """
+
+    __slots__ = ("end", "end_port", "family", "ip_protocol", "start", "start_port", "ts_type")
+
+    def __init__(self, ts_type: int, ip_protocol: int, start_port: int, end_port: int,
+                 start_addr: int | IPv4Address | IPv6Address, end_addr: int | IPv4Address | IPv6Address,
+                 family: int = 0) -> None:
+        self.ts_type = ts_type
+        self.ip_protocol = ip_protocol
+        self.start_port = start_port
+        self.end_port = end_port
+        if type(start_addr) is int and type(end_addr) is int:
+            self.start, self.end = start_addr, end_addr
+            self.family = family or (6 if ts_type == _TS_V6 else 4)
+        else:
+            assert not isinstance(start_addr, int) and not isinstance(end_addr, int)
+            if start_addr.version != end_addr.version:
+                raise ValueError("traffic selector addresses of two IP versions")
+            self.start, self.end = int(start_addr), int(end_addr)
+            self.family = start_addr.version
+
+    @property
+    def start_addr(self) -> IPv4Address | IPv6Address:
+        return IPv4Address(self.start) if self.family == 4 else IPv6Address(self.start)
+
+    @property
+    def end_addr(self) -> IPv4Address | IPv6Address:
+        return IPv4Address(self.end) if self.family == 4 else IPv6Address(self.end)
+
+    def key(self) -> tuple[int, int, int, int, int, int, int]:
+        return (self.ts_type, self.ip_protocol, self.start_port, self.end_port, self.start, self.end, self.family)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, TrafficSelector):
+            return NotImplemented
+        return (self.start == other.start and self.end == other.end and self.start_port == other.start_port
+                and self.end_port == other.end_port and self.ip_protocol == other.ip_protocol
+                and self.ts_type == other.ts_type and self.family == other.family)
+
+    def __hash__(self) -> int:
+        return hash(self.key())
+
+    def __repr__(self) -> str:
+        return (f"TrafficSelector(ts_type={self.ts_type}, ip_protocol={self.ip_protocol}, "
+                f"start_port={self.start_port}, end_port={self.end_port}, start_addr={self.start_addr!r}, "
+                f"end_addr={self.end_addr!r})")
 
     def _encode(self) -> bytes:
-        start = self.start_addr.packed
-        end = self.end_addr.packed
         if self.ts_type == _TS_V4:
-            size = _TS_V4_LEN
+            size, width = _TS_V4_LEN, 4
         elif self.ts_type == _TS_V6:
-            size = _TS_V6_LEN
+            size, width = _TS_V6_LEN, 16
         else:
             raise ValueError(f"cannot encode traffic selector type {self.ts_type}")
-        if 8 + len(start) + len(end) != size:
+        if self.family != (4 if width == 4 else 6):
             raise ValueError("traffic selector addresses do not match its type")
         head = _TS_HEAD.pack(self.ts_type, self.ip_protocol, size, self.start_port, self.end_port)
-        return head + start + end
+        return head + self.start.to_bytes(width, "big") + self.end.to_bytes(width, "big")
 
 
 @dataclass(slots=True)
@@ -605,6 +647,13 @@ def _decode_vendor(body: bytes, critical: bool) -> VendorId:
 
 
 def _decode_selectors(body: bytes, name: str) -> list[TrafficSelector]:
+    return list(_parse_selectors(body, name))
+
+
+@functools.lru_cache(maxsize=1024)
+def _parse_selectors(body: bytes, name: str) -> tuple[TrafficSelector, ...]:
+    """Selectors are immutable and a peer proposes the same few in SA after SA: one parse (and one set of
+    objects held by every Child SA using them) per distinct payload body; bounded, as peers choose it."""
     if len(body) < 4:
         raise ParseError(f"{name} payload shorter than 4 bytes")
     count = body[0]
@@ -617,26 +666,26 @@ def _decode_selectors(body: bytes, name: str) -> list[TrafficSelector]:
         ts_type, proto, length, start_port, end_port = _TS_HEAD.unpack_from(body, off)
         if off + length > end:
             raise ParseError(f"{name} selector runs past the payload")
-        start_addr: IPv4Address | IPv6Address
-        end_addr: IPv4Address | IPv6Address
         if ts_type == _TS_V4:
             if length != _TS_V4_LEN:
                 raise ParseError(f"IPv4 traffic selector of length {length}")
-            start_addr = IPv4Address(body[off + 8 : off + 12])
-            end_addr = IPv4Address(body[off + 12 : off + 16])
+            start_addr = int.from_bytes(body[off + 8 : off + 12], "big")
+            end_addr = int.from_bytes(body[off + 12 : off + 16], "big")
+            family = 4
         elif ts_type == _TS_V6:
             if length != _TS_V6_LEN:
                 raise ParseError(f"IPv6 traffic selector of length {length}")
-            start_addr = IPv6Address(body[off + 8 : off + 24])
-            end_addr = IPv6Address(body[off + 24 : off + 40])
+            start_addr = int.from_bytes(body[off + 8 : off + 24], "big")
+            end_addr = int.from_bytes(body[off + 24 : off + 40], "big")
+            family = 6
         else:
-            # The dataclass has no room for other selector kinds (e.g. RFC 4595 Fibre Channel).
+            # The class has no room for other selector kinds (e.g. RFC 4595 Fibre Channel).
             raise ParseError(f"unsupported traffic selector type {ts_type}")
-        selectors.append(TrafficSelector(ts_type, proto, start_port, end_port, start_addr, end_addr))
+        selectors.append(TrafficSelector(ts_type, proto, start_port, end_port, start_addr, end_addr, family))
         off += length
     if off != end:
         raise ParseError(f"{name} longer than its {count} selectors")
-    return selectors
+    return tuple(selectors)
 
 
 def _decode_tsi(body: bytes, critical: bool) -> TSi:
