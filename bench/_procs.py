@@ -9,7 +9,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -39,15 +39,43 @@ class Gw:
         return answer
 
     def cpu_seconds(self) -> float:
-        fields = Path(f"/proc/{self.popen.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        ticks = os.sysconf("SC_CLK_TCK")
-        return (int(fields[11]) + int(fields[12])) / ticks
+        return cpu_seconds(self.popen.pid)
 
     def rss_kb(self, key: str = "VmRSS") -> int:
-        for line in Path(f"/proc/{self.popen.pid}/status").read_text().splitlines():
-            if line.startswith(key + ":"):
-                return int(line.split()[1])
-        return 0
+        return rss_kb(self.popen.pid, key)
+
+
+def family(pid: int) -> list[int]:
+    """``pid`` and its descendants now (a gateway with ``--workers`` is a supervisor and its workers):
+    the figures below are summed over them."""
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        with suppress(OSError):
+            todo += [int(c) for c in Path(f"/proc/{p}/task/{p}/children").read_text().split()]
+    return out
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of ``pid`` and its live descendants."""
+    total = 0
+    for p in family(pid):
+        with suppress(OSError):
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def rss_kb(pid: int, key: str = "VmRSS") -> int:
+    """``key`` (VmRSS, VmHWM) of ``pid`` and its live descendants, in kB."""
+    total = 0
+    for p in family(pid):
+        with suppress(OSError):
+            for line in Path(f"/proc/{p}/status").read_text().splitlines():
+                if line.startswith(key + ":"):
+                    total += int(line.split()[1])
+    return total
 
 
 #: IKEv1: phase 1 knows neither AES-GCM nor Curve25519; the branch speaks only IKEv1.
@@ -57,11 +85,12 @@ V1_PEER = {" remote-address 127.0.0.11": " remote-address 127.0.0.11\n undo vers
 
 @contextmanager
 def pair(port: int = 25000, trigger: str = "traffic-based", version: int = 2,
-         hq_extra: str = "") -> Iterator[tuple[Gw, Gw]]:
+         hq_extra: str = "", workers: tuple[int, int] = (1, 1)) -> Iterator[tuple[Gw, Gw]]:
     """HQ (template responder) and a branch whose policy does not start by itself (the bench drives it).
     ``hq_extra`` is configuration appended to HQ's (before its final ``return``). The branch is a load
     generator with many negotiations in flight from one address, so HQ's per-address limit of IKE SAs in
-    negotiation is lifted."""
+    negotiation is lifted. ``workers``: HQ's and the branch's ``--workers`` (one process each by default,
+    as the figures before placement workers)."""
     hq_extra = "ike call admission limit in-negotiation-sa per-address 100000\n" + hq_extra
     extra = V1_PROPOSAL if version == 1 else {}
     with tempfile.TemporaryDirectory(prefix="ikegate-bench-") as tmp:
@@ -73,12 +102,13 @@ def pair(port: int = 25000, trigger: str = "traffic-based", version: int = 2,
         }
         procs: dict[str, Gw] = {}
         try:
-            for name, text in cfgs.items():
+            for (name, text), n in zip(cfgs.items(), workers, strict=True):
                 cfg = Path(tmp) / f"{name}.cfg"
                 cfg.write_text(text)
                 control = str(Path(tmp) / f"{name}.sock")
                 popen = subprocess.Popen([sys.executable, "-m", "ikegate", "run", str(cfg), "--control", control,
-                                          "--ike-port", str(port), "--natt-port", str(port + 1)],
+                                          "--ike-port", str(port), "--natt-port", str(port + 1),
+                                          "--workers", str(n)],
                                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
                 procs[name] = Gw(popen, control)
                 for _ in range(200):

@@ -39,6 +39,8 @@ from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 
+from _procs import cpu_seconds, rss_kb  # summed over the supervisor and its workers
+
 PROJECT = Path(__file__).resolve().parent.parent
 LAB_SCRIPT = Path("..", "shared", "lab", "strongswan", "build-load-tester.sh")  # from the project root
 PACKAGES = ("charon-systemd", "strongswan-swanctl", "libstrongswan-standard-plugins", "libstrongswan-extra-plugins")
@@ -118,18 +120,6 @@ def prerequisites(build_script: Path) -> str:
 # ------------------------------------------------------------------------------------------ processes
 
 
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def rss_kb(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    return 0
-
-
 def stop(proc: subprocess.Popen[bytes] | None) -> None:
     """End one process this bench started (by its own handle, never by name)."""
     if proc is None or proc.poll() is not None:
@@ -145,8 +135,9 @@ def stop(proc: subprocess.Popen[bytes] | None) -> None:
 class Lab:
     """Two namespaces joined by a veth, named after this process so parallel runs do not meet."""
 
-    def __init__(self, run: Path, plugin: str) -> None:
+    def __init__(self, run: Path, plugin: str, workers: int | None = None) -> None:
         self.run, self.plugin = run, plugin
+        self.workers = workers  # ikegate's --workers (None: its default, one per CPU)
         self.log_level = -1  # charon's filelog level (charon.log in each namespace's folder)
         tag = os.getpid() % 100000
         self.ns_i, self.ns_r = f"vsI{tag}", f"vsR{tag}"
@@ -306,7 +297,9 @@ return
             os.unlink(control)
         with open(self.run / "ikegate.log", "wb") as log:
             proc = subprocess.Popen(["ip", "netns", "exec", self.ns_r, sys.executable, "-m", "ikegate", "run",
-                                     str(cfg), "--control", control], stdout=log, stderr=subprocess.STDOUT)
+                                     str(cfg), "--control", control,
+                                     *([] if self.workers is None else ["--workers", str(self.workers)])],
+                                    stdout=log, stderr=subprocess.STDOUT)
         try:
             for _ in range(200):
                 if os.path.exists(control):
@@ -374,8 +367,10 @@ def measure(lab: Lab, scenario: Scenario, who: str, count: int, timeout: float) 
         if who == "strongswan":
             lab.swanctl(lab.ns_r, "--terminate", "--ike", "load-test", "--loglevel", "-1")
         else:
-            subprocess.run([str(Path(sys.executable).with_name("ikegate")), "cli", "--control", control,
-                            "-c", "reset ike sa"], capture_output=True)
+            reset = subprocess.run([str(Path(sys.executable).with_name("ikegate")), "cli", "--control", control,
+                                    "-c", "reset ike sa"], capture_output=True, text=True)
+            if reset.returncode:
+                print(f"  reset ike sa failed: {reset.stdout[-500:]}{reset.stderr[-500:]}", flush=True)
         while (lab.ike_sas(lab.ns_i) or 0) > 0 and time.monotonic() - t0 < DELETE_LIMIT:
             time.sleep(0.02)
         gone = time.monotonic() - t0
@@ -400,6 +395,9 @@ def main() -> int:
                     help="charon's log level for each namespace's charon.log (default: %(default)s, off)")
     ap.add_argument("--keep", type=Path, default=None, metavar="DIR",
                     help="run in DIR and keep it (configurations, charon.log, ikegate.log) for a post-mortem")
+    ap.add_argument("--workers", type=int, default=None, metavar="N",
+                    help="ikegate's worker processes (default: its own, one per CPU; CPU and RSS are summed "
+                         "over the supervisor and its workers)")
     args = ap.parse_args()
     try:
         plugin = prerequisites(args.build_script or default_build_script())
@@ -409,7 +407,8 @@ def main() -> int:
     scenarios = [SCENARIOS[name] for name in (args.scenario or SCENARIOS)]
     load = os.getloadavg()
     print(f"ikegate vs strongSwan {strongswan_version()} as IKE responder, {args.n} IKE + Child SAs per run, PSK, "
-          f"load-tester initiator; load average before: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} "
+          f"load-tester initiator, ikegate --workers {args.workers or 'default'}; "
+          f"load average before: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} "
           f"on {os.cpu_count()} CPUs (ratios are what counts on a shared machine)")
     with contextlib.ExitStack() as stack:
         if args.keep is not None:
@@ -417,7 +416,7 @@ def main() -> int:
             folder = args.keep
         else:
             folder = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="vs-strongswan-")))
-        lab = stack.enter_context(Lab(folder, plugin))
+        lab = stack.enter_context(Lab(folder, plugin, args.workers))
         lab.log_level = args.charon_log
         for scenario in scenarios:
             print(f"\n{scenario.name}")

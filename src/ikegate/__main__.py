@@ -1,7 +1,7 @@
 """``ikegate``: the command line.
 
     ikegate run CONFIG [--control PATH] [--ike-port N] [--natt-port N] [--model M] [--placements S/C,...]
-                       [--tun ITF=TUN ...] [--metrics ADDR:PORT]
+                       [--tun ITF=TUN ...] [--metrics ADDR:PORT] [--workers N]
     ikegate demo
     ikegate cli --control PATH [-c COMMAND ...]
 """
@@ -53,9 +53,30 @@ def _run(args: argparse.Namespace) -> int:
     options.metrics = args.metrics
     options.raw_esp = not args.force_udp_encap
     options.keylog = args.keylog
+    options.workers = default_workers() if args.workers is None else args.workers
     gc.set_threshold(*GC_THRESHOLD)
     gc.freeze()  # modules and configuration live as long as the process: no collection needs to walk them
     return asyncio.run(run_daemon(config, options, args.config))
+
+
+def default_workers() -> int:
+    """``--workers`` when not given: one per CPU this process may run on."""
+    import os
+
+    return max(1, len(os.sched_getaffinity(0)))
+
+
+def _workers(text: str) -> int:
+    value = int(text)
+    if not 1 <= value <= 256:
+        raise argparse.ArgumentTypeError("must be 1..256")
+    return value
+
+
+def _worker(args: argparse.Namespace) -> int:
+    from ikegate.workers.worker import main as worker_main
+
+    return worker_main(args.spec)
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -127,6 +148,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--keylog", metavar="DIR",
                      help="DEBUGGING ONLY: write every IKE and ESP key to Wireshark's ikev2_decryption_table, "
                           "ikev1_decryption_table and esp_sa in DIR (mode 0600); off by default")
+    run.add_argument("--workers", type=_workers, metavar="N",
+                     help="worker processes sharing the SAs, one core each, steered by SPI in the kernel "
+                          "(default: one per available CPU; on a slot model its placements; "
+                          "1: everything in one process)")
     run.set_defaults(func=_run)
     demo = sub.add_parser("demo", help="the embedded lab: HQ, Branch1 and Branch2 on loopback")
     demo.add_argument("--base-port", type=int, default=15000, metavar="N",
@@ -138,6 +163,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="the control socket of the gateway (`ikegate run --control PATH`)")
     cli.add_argument("-c", dest="commands", action="append", help="run this command (repeatable) and exit")
     cli.set_defaults(func=_cli)
+    worker = sub.add_parser("worker", help="internal: one placement worker (started by `ikegate run`)")
+    worker.add_argument("spec", nargs="+", help="what the supervisor passes")
+    worker.set_defaults(func=_worker)
     return parser
 
 

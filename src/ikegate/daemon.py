@@ -27,9 +27,10 @@ from ikegate.cli.commands.runtime import Runtime, runtime_commands
 from ikegate.cli.loader import ConfigError, decode_config, load_config
 from ikegate.cli.logbuffer import LogBuffer, LogRecord
 from ikegate.cli.shell import Shell
-from ikegate.gateway.device import Device, DeviceError, DeviceModel, Selection, open_local
+from ikegate.gateway.device import Device, DeviceError, DeviceModel, Selection, open_device
 from ikegate.mgmt.control import ControlServer, clear_stale_socket
 from ikegate.mgmt.metrics import MetricsServer, parse_listen, registry_for
+from ikegate.mgmt.pacing import chunks_paced, pump
 from ikegate.mgmt.records import entry_record
 from ikegate.mgmt.ssh import SshService
 from ikegate.mgmt.syslog import SyslogSender
@@ -59,6 +60,8 @@ class DaemonOptions:
     raw_esp: bool = True
     #: ``--keylog DIR``: write Wireshark key tables there (see :mod:`ikegate.io.keylog`).
     keylog: str | None = None
+    #: ``--workers N``: placement worker processes under this one (1: everything in this process).
+    workers: int = 1
 
 
 def _discards(stream: TextIO | None) -> bool:
@@ -117,10 +120,10 @@ class Daemon:
         self.syslog = SyslogSender(lambda: self.device.config.loghosts.values(), lambda: self.device.config.sysname)
         self.logbuffer.listeners.append(self._mirror)
         self.logbuffer.listeners.append(self.syslog.send)
-        self.device: Device = open_local(config, options.model, ike_port=options.ike_port,
-                                         natt_port=options.natt_port, retransmit_tries=options.retransmit_tries,
-                                         log=self.log, tun=options.tun, raw_esp=options.raw_esp,
-                                         keylog=options.keylog)
+        self.device: Device = open_device(config, options.model, options.workers, ike_port=options.ike_port,
+                                          natt_port=options.natt_port, retransmit_tries=options.retransmit_tries,
+                                          log=self.log, tun=options.tun, raw_esp=options.raw_esp,
+                                          keylog=options.keylog)
         self._opened = False
         self.control: ControlServer | None = None
         self.metrics: MetricsServer | None = None
@@ -148,8 +151,10 @@ class Daemon:
 
     def after_command(self) -> None:
         """The configuration may have changed: let the device take it (new auto policies start), and on
-        the active node of a hot-standby pair mirror it to the standby (``hrp auto-sync``)."""
-        self.device.apply_config(self.device.config)
+        the active node of a hot-standby pair mirror it to the standby (``hrp auto-sync``). A device of
+        several workers that could not apply it everywhere applied it nowhere and logged why."""
+        with contextlib.suppress(DeviceError):
+            self.device.apply_config(self.device.config)
         self._mirror_config()
         if self._opened:
             self.ssh.reconcile()
@@ -175,10 +180,14 @@ class Daemon:
         failed = False
         for line in lines:
             prompt = shell.prompt
-            outcome = shell.run(line)
-            self.after_command()
+            outcome = shell.run(line, lazy=True)
+            if shell.take_changes():
+                self.after_command()
             out.append(prompt + shell.mask(line))  # the transcript may end up in a ticket
             out.extend(outcome.lines)
+            if outcome.more is not None:
+                async for chunk in chunks_paced(outcome.more):
+                    out.extend(chunk)
             if outcome.pending is not None:
                 out.extend(await outcome.pending)
             failed = failed or outcome.error is not None
@@ -195,14 +204,7 @@ class Daemon:
             data = await reader.read(1024)
             if not data:
                 break
-            out = shell.feed(data)
-            if b"\n" in data or b"\r" in data:
-                self.after_command()
-            writer.write(out)
-            await writer.drain()
-            if shell.pending is not None:
-                writer.write(shell.finish(await shell.pending))
-                await writer.drain()
+            await pump(shell, data, writer.write, writer.drain, self.after_command)
         writer.close()
 
     # -- logging ------------------------------------------------------------------------------------
@@ -309,8 +311,17 @@ class Daemon:
             "shell": self._op_shell,
             "inject": self._op_inject,
             "lan": self._op_lan,
+            "workers": self._op_workers,
             "hrp": self._op_hrp,
         }
+
+    def _op_workers(self, req: dict[str, Any]) -> dict[str, Any]:
+        """The processes holding SAs (index, slot, cpu, pid, restarts, configuration digest)."""
+        return {"workers": [
+            {"index": w.index, "slot": w.placement.slot, "cpu": w.placement.cpu, "pid": w.pid,
+             "restarts": w.restarts, "config_digest": w.config_digest, "reported_sas": w.reported_sas}
+            for w in self.device.workers()
+        ]}
 
     def _op_hrp(self, req: dict[str, Any]) -> dict[str, Any]:
         """Hot standby's state (``display hrp state`` as data): role, peer, link, counters, VRRP groups."""
@@ -363,6 +374,9 @@ class Daemon:
             "resets": st.resets,
             "cookies_sent": st.cookies_sent,
             "dropped": st.dropped,
+            "misrouted": st.misrouted,
+            "handed_over": st.handed_over,
+            "workers": st.workers,
             "engines": st.engines,
             "ike_sas": sum(st.ike_sas.values()),
             "ipsec_sas": sum(st.ipsec_sas.values()),

@@ -10,7 +10,7 @@ the configuration commands never touch it, runtime commands cast it to the type 
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Protocol, TypeVar
 
@@ -58,6 +58,9 @@ class CommandContext:
     json: bool = False  # the line ended with ``| json``: a display command answers with records
     data: object | None = None  # what a display command answers in JSON mode
     pending: Awaitable[list[str]] | None = None  # output that comes later (``ping`` waits for replies)
+    #: Lines that follow :attr:`lines`, rendered a chunk at a time while they are printed (large displays:
+    #: see :mod:`ikegate.cli.render.chunks`); set with :meth:`write_chunks`.
+    stream: Iterator[list[str]] | None = None
 
     @property
     def target(self) -> object | None:
@@ -72,6 +75,11 @@ class CommandContext:
 
     def write(self, line: str = "") -> None:
         self.lines.append(line)
+
+    def write_chunks(self, chunks: Iterator[list[str]]) -> None:
+        """Lines to print after those written so far, made only as the output is printed; once only."""
+        assert self.stream is None
+        self.stream = chunks
 
     # Typed access to the arguments -------------------------------------------------------------
     def has(self, name: str) -> bool:

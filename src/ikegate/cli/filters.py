@@ -17,6 +17,9 @@ Semantics, as on VRP:
   expression;
 * ``| json`` replaces the text by records, so the text filters cannot combine with it (and cannot
   follow it: one filter per line).
+
+Filters work on chunks of lines (:meth:`OutputFilter.chunks`), so a filtered 100,000-row display still
+yields to the event loop between chunks (see :mod:`ikegate.cli.render.chunks`).
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from ikegate.cli.params import ValueParam
+from ikegate.cli.render.chunks import Chunks, flatten
 
 if TYPE_CHECKING:
     from ikegate.cli.matcher import Match
@@ -83,23 +87,38 @@ class OutputFilter:
     def apply(self, lines: Iterable[str]) -> list[str]:
         """The lines to print. One pass, one compiled pattern, one ``search`` per line at most (``begin``
         stops searching at its first match), so 100,000 SA rows filter in well under a second."""
+        return flatten(self.chunks([list(lines)]))
+
+    def chunks(self, source: Iterable[list[str]]) -> Chunks:
+        """:meth:`apply` a chunk at a time: one output chunk per input chunk (possibly empty, so that the
+        driver still yields between them), plus ``| count``'s line at the end."""
         if self.kind == "count":
-            return [COUNT_FORMAT.format(sum(1 for _ in lines))]
+            total = 0
+            for chunk in source:
+                total += len(chunk)
+                yield []
+            yield [COUNT_FORMAT.format(total)]
+            return
         pattern = self.pattern
         if pattern is None:
-            return list(lines)
+            yield from source
+            return
         search = pattern.search
         if self.kind == "include":
-            return [line for line in lines if search(line)]
-        if self.kind == "exclude":
-            return [line for line in lines if not search(line)]
-        out: list[str] = []  # begin
-        it = iter(lines)
-        for line in it:
-            if search(line):
-                out.append(line)
-                out.extend(it)
-        return out
+            for chunk in source:
+                yield [line for line in chunk if search(line)]
+        elif self.kind == "exclude":
+            for chunk in source:
+                yield [line for line in chunk if not search(line)]
+        else:  # begin
+            it = iter(source)
+            for chunk in it:
+                for index, line in enumerate(chunk):
+                    if search(line):
+                        yield chunk[index:]
+                        yield from it
+                        return
+                yield []
 
 
 class BadRegex(ValueError):

@@ -10,12 +10,18 @@ Two entries, one engine (:meth:`Shell.run`):
   lines end with ``\\r\\n`` and are paged, and every answer ends with the next prompt;
 * :meth:`Shell.execute` for a line given whole (``ikegate cli -c``, scripts): ``\\n``-separated text,
   no paging, no prompt, and the ``Error:`` line (if any) reported separately.
+
+Large displays are rendered a chunk at a time (:mod:`ikegate.cli.render.chunks`) so that drivers in an
+event loop can let negotiation run between chunks: :meth:`Shell.receive` takes keystrokes and returns
+what is ready, and while :attr:`Shell.streaming` the driver calls :meth:`Shell.resume` for one chunk
+more (keys typed meanwhile wait their turn, except Ctrl+C, which stops the display);
+``run(line, lazy=True)`` hands the chunks of a whole line to a non-interactive driver. :meth:`feed` and
+:meth:`execute` do all of it at once, for callers without a loop.
 """
 
 from __future__ import annotations
 
-import json
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 from ikegate.cli import filters, matcher
@@ -25,7 +31,8 @@ from ikegate.cli.context import CommandContext
 from ikegate.cli.editor import CtrlC, CtrlZ, Echo, HelpRequested, LineEditor, LineEntered, TabPressed
 from ikegate.cli.errors import CommandError, ErrorKind, ParamError, caret_line
 from ikegate.cli.logbuffer import LogBuffer
-from ikegate.cli.pager import ERASE_MORE, MORE, Pager
+from ikegate.cli.pager import Output, crlf
+from ikegate.cli.render.chunks import flatten, json_chunks
 from ikegate.cli.tree import MANAGE, Command, CommandTree
 from ikegate.cli.views import USER_FRAME, ViewFrame, ViewKind
 from ikegate.policy.model import Config
@@ -44,6 +51,9 @@ class Outcome:
     pending: Awaitable[list[str]] | None = None
     #: ``| no-more``: print at once, whatever the screen length.
     no_more: bool = False
+    #: ``run(line, lazy=True)``: the output lines after :attr:`lines`, rendered a chunk at a time as the
+    #: caller takes them (None: everything is in :attr:`lines`).
+    more: Iterator[list[str]] | None = None
 
     @property
     def ok(self) -> bool:
@@ -103,8 +113,10 @@ class Shell:
         self.editor = LineEditor()
         self._stack: list[ViewFrame] = [USER_FRAME]
         self._question: tuple[str, Callable[[str], list[str]]] | None = None
-        self._pager: Pager | None = None
-        self._after_pager: str | None = None  # a [Y/N] question held back until the pager finishes
+        self._output: Output | None = None  # a command's output still being shown (rendered, paged)
+        self._typeahead = bytearray()  # keys received while an output renders: they wait their turn
+        #: Set when a line may have changed the configuration (anything but a display); see take_changes.
+        self._changed = False
         self.pending: Awaitable[list[str]] | None = None  # output of a command still running (ping)
         self._after_cr = False
         #: The rest of an escape sequence whose ESC stopped the pager, being dropped: "esc" just after the
@@ -159,11 +171,25 @@ class Shell:
         assert best is not None
         return best
 
-    def run(self, line: str) -> Outcome:
-        """Run one line as typed at the current prompt (or as the answer to a pending question)."""
+    def take_changes(self) -> bool:
+        """Whether a line run since the last call may have changed the configuration (every line but the
+        ``display`` commands, which only read it): the driver then lets the device take the change.
+        Skipping it after a display matters: applying a configuration re-attaches every installed SA."""
+        changed, self._changed = self._changed, False
+        return changed
+
+    def run(self, line: str, *, lazy: bool = False) -> Outcome:
+        """Run one line as typed at the current prompt (or as the answer to a pending question). With
+        ``lazy``, the output is left in :attr:`Outcome.more`, rendered as the caller takes it."""
+        return self._run(line, lazy, ask=True)
+
+    def _run(self, line: str, lazy: bool, ask: bool) -> Outcome:
+        """:meth:`run`; ``ask`` False leaves a ``[Y/N]`` question out of the output (the byte path
+        prints it as the output's tail)."""
         if self._question is not None:
             _, on_answer = self._question
             self._question = None
+            self._changed = True
             lines = on_answer(line)
             return Outcome(lines, next((x for x in lines if x.startswith("Error:")), None))
         if not line.strip():
@@ -183,6 +209,8 @@ class Shell:
             self._record(line, result.sensitive, refusal)
             return Outcome([refusal], refusal)
         as_json = output_filter.json
+        if not result.command.syntax.startswith("display "):
+            self._changed = True
         ctx = CommandContext(self.config, self, result, device=self.device, loading=self.loading, json=as_json)
         try:
             result.command.handler(ctx)
@@ -197,16 +225,19 @@ class Shell:
             return Outcome([caret_line(failure.column(prompt_length)), message], message)
         if result.command.record:
             self._record(line, result.sensitive, None)
-        lines = ctx.lines
+        stream = ctx.stream if ctx.stream is not None else iter(())
         if as_json:
-            data = ctx.data if ctx.data is not None else {"lines": ctx.lines}
-            lines = json.dumps(data, indent=1, default=str).splitlines()
+            data = ctx.data if ctx.data is not None else {"lines": ctx.lines + flatten(stream)}
+            chunks = json_chunks(data)
         else:
-            lines = output_filter.apply(lines)
+            chunks = output_filter.chunks(_then([ctx.lines], stream))
+        if ask and self._question is not None:
+            chunks = _then([], chunks, [[self._question[0]]])
+        if lazy and ctx.pending is None:
+            return Outcome([], no_more=output_filter.no_more, more=chunks)
+        lines = flatten(chunks)
         if ctx.pending is not None:
             return Outcome(lines, pending=ctx.pending)
-        if self._question is not None:
-            lines = [*lines, self._question[0]]
         return Outcome(lines, no_more=output_filter.no_more)
 
     def mask(self, line: str) -> str:
@@ -240,56 +271,87 @@ class Shell:
             return b""  # the question itself was the last output line, printed without CRLF
         return self.prompt.encode()
 
-    def _show(self, lines: list[str], paged: bool = True) -> bytes:
-        """Print output lines, paging when they do not fit the screen (unless ``| no-more``)."""
-        question = lines[-1] if self._question is not None and lines else None
-        body = lines[:-1] if question is not None else lines
-        if paged and self.screen_length > 0 and len(body) >= self.screen_length:
-            self._pager = Pager(body, self.screen_length)
-            self._after_pager = question
-            return _crlf(self._pager.first()) + MORE.encode()
-        return _crlf(body) + (question.encode() if question is not None else self._prompt_bytes())
-
-    def _page(self, char: str) -> bytes:
-        assert self._pager is not None
-        shown = self._pager.key(char)
-        if shown is None or self._pager.done:
-            self._pager = None
-            tail = self._after_pager
-            self._after_pager = None
-            rest = _crlf(shown or [])
-            return ERASE_MORE.encode() + rest + (tail.encode() if tail else self._prompt_bytes())
-        if not shown:
-            return b""
-        return ERASE_MORE.encode() + _crlf(shown) + MORE.encode()
+    def _show(self, chunks: Iterable[list[str]], paged: bool = True) -> bytes:
+        """Start printing output lines, paging when they do not fit the screen (unless ``| no-more``); a
+        pending ``[Y/N]`` question, or else the prompt, follows them. Returns nothing: the lines come
+        from :meth:`resume`."""
+        tail = self._question[0].encode() if self._question is not None else self._prompt_bytes()
+        self._output = Output(chunks, self.screen_length if paged else 0, tail)
+        return b""
 
     def finish(self, lines: list[str]) -> bytes:
         """The rest of a command that finished later (see :attr:`Outcome.pending`), then the prompt."""
         self.pending = None
-        return self._show(lines)
+        return self._show([lines]) + self.resume()
+
+    @property
+    def streaming(self) -> bool:
+        """An output is being rendered: the driver calls :meth:`resume` (letting its loop run in between)."""
+        return self._output is not None and self._output.rendering
+
+    def resume(self) -> bytes:
+        """One chunk more of the output being shown; when it ends, its tail (prompt or question) and what
+        the keys typed meanwhile do."""
+        output = self._output
+        if output is None:
+            return b""
+        out = output.step()
+        if output.done:
+            self._output = None
+            out += self._consume()
+        return out
+
+    def receive(self, data: bytes) -> bytes:
+        """Process keystrokes as far as they can be now; return what the terminal must show (echo,
+        output, prompts). While :attr:`streaming` afterwards, the rest waits for :meth:`resume`."""
+        self._typeahead += data
+        return self._consume()
 
     def feed(self, data: bytes) -> bytes:
-        """Process keystrokes; return what the terminal must show (echo, output, prompts)."""
+        """:meth:`receive` and every :meth:`resume` it calls for, at once (no event loop to yield to)."""
+        out = self.receive(data)
+        while self.streaming:
+            out += self.resume()
+        return out
+
+    def _consume(self) -> bytes:
         out = bytearray()
-        for i in range(len(data)):
-            if self.closed:
+        pending = self._typeahead
+        while pending and not self.closed:
+            output = self._output
+            if output is not None and output.rendering:
+                if 0x03 in pending:  # Ctrl+C stops the display; what was typed before it is dropped
+                    del pending[: pending.index(0x03) + 1]
+                    output.stop()
+                    self._output = None
+                    out += self._prompt_bytes()  # every line shown ended with CR LF: a fresh line
+                    continue
                 break
-            # CR LF is one Enter whoever takes the CR (the editor, or the pager it starts), so the pair
-            # is folded here and the editor and pager only ever see LF.
-            after_cr, self._after_cr = self._after_cr, data[i] == 0x0D
-            if after_cr and data[i] == 0x0A:
-                continue
-            byte = b"\n" if data[i] == 0x0D else data[i : i + 1]
-            if self._pager is not None:
-                out += self._page(byte.decode("latin-1"))
-                if byte == b"\x1b" and self._pager is None:
-                    self._dropping = "esc"
-                continue
-            if self._dropping is not None and self._drop_escape(data[i]):
-                continue
-            for event in self.editor.feed(byte):
-                out += self._event(event)
+            byte = pending[0]
+            del pending[0]
+            out += self._key(byte)
+        if self.closed:
+            pending.clear()
         return bytes(out)
+
+    def _key(self, code: int) -> bytes:
+        # CR LF is one Enter whoever takes the CR (the editor, or the pager it starts), so the pair
+        # is folded here and the editor and pager only ever see LF.
+        after_cr, self._after_cr = self._after_cr, code == 0x0D
+        if after_cr and code == 0x0A:
+            return b""
+        byte = b"\n" if code == 0x0D else bytes((code,))
+        output = self._output
+        if output is not None and output.waiting:
+            shown = output.key(byte.decode("latin-1"))
+            if output.done:
+                self._output = None
+                if byte == b"\x1b":
+                    self._dropping = "esc"
+            return shown
+        if self._dropping is not None and self._drop_escape(code):
+            return b""
+        return b"".join(self._event(event) for event in self.editor.feed(byte))
 
     def _drop_escape(self, byte: int) -> bool:
         """True when ``byte`` belongs to the escape sequence that stopped the pager (an arrow key's
@@ -325,11 +387,12 @@ class Shell:
         if isinstance(event, Echo):
             return event.data
         if isinstance(event, LineEntered):
-            outcome = self.run(event.text)
+            outcome = self._run(event.text, lazy=True, ask=False)
             if outcome.pending is not None:
                 self.pending = outcome.pending  # the driver awaits it, then calls finish()
-                return _crlf(outcome.lines)
-            return self._show(outcome.lines, paged=not outcome.no_more)
+                return crlf(outcome.lines)
+            chunks = outcome.more if outcome.more is not None else iter(())
+            return self._show(_then([outcome.lines] if outcome.lines else [], chunks), paged=not outcome.no_more)
         if isinstance(event, HelpRequested):
             return b"?\r\n" + self._help(event.text) + self.prompt.encode() + self.editor.redraw()
         if isinstance(event, TabPressed):
@@ -353,10 +416,12 @@ class Shell:
         found = matcher.help_items(self.tree, self.frame.kind, self.level, text)
         if isinstance(found, matcher.Failure):
             column = found.column(len(self.prompt))
-            return _crlf([caret_line(column), found.kind.message])
+            return crlf([caret_line(column), found.kind.message])
         glued = bool(text) and not text.endswith(" ")
-        return _crlf(format_help(found, glued))
+        return crlf(format_help(found, glued))
 
 
-def _crlf(lines: list[str]) -> bytes:
-    return b"".join(line.encode() + b"\r\n" for line in lines)
+def _then(*parts: Iterable[list[str]]) -> Iterator[list[str]]:
+    """The parts' chunks one after the other (none rendered before it is asked for)."""
+    for part in parts:
+        yield from part

@@ -421,6 +421,12 @@ class Spd(Generic[T]):
         hit = self._match(info, interface)
         return hit[0].matches[info.version] if hit else None
 
+    def covered(self, info: IpInfo, interface: str | None = None) -> bool:
+        """Whether an SA protects ``info`` now (no side effect: no trap fires, no packet is held), so a
+        placement worker can say whether an outbound packet is its to send."""
+        hit = self._match(info, interface)
+        return hit is not None and hit[1] is not None
+
     def outbound(self, info: IpInfo, packet: bytes = b"", now: float = 0.0,
                  interface: str | None = None) -> T | Trap | None:
         """Where an outgoing packet goes: the SA record to protect it with, a :class:`Trap`, or None

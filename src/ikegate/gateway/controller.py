@@ -25,7 +25,7 @@ import logging
 import os
 import struct
 from collections import OrderedDict, deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Container, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -89,6 +89,7 @@ from ikegate.sad import (
     Selector,
     placement_for,
 )
+from ikegate.workers.steering import WorkerSlot, esp_spi
 
 _T = TypeVar("_T")
 log = logging.getLogger("ikegate.gateway")
@@ -163,12 +164,25 @@ class Gateway:
         retransmit_tries: int = 5,
         cookie_threshold: int = 1000,
         log: LogSink | None = None,
+        worker: WorkerSlot | None = None,
     ) -> None:
         self.config = config
         self.ike_port = ike_port
         self.natt_port = natt_port
         self.placements = sorted(placements)
-        self.sad = SaDatabase()
+        #: Which worker of how many this gateway is (None: the whole device in one process). A worker takes
+        #: conn-ids from its residue class and SPIs naming it, and initiates only the auto policies it owns.
+        self.worker = worker
+        self.sad = SaDatabase() if worker is None else SaDatabase(conn_id_offset=worker.index,
+                                                                 conn_id_stride=worker.steering.workers)
+        #: Placement workers: peer addresses with IKE SAs on *other* workers (the supervisor keeps it up to
+        #: date), so INITIAL_CONTACT goes out only when the device, not just this worker, has none left;
+        #: and who to tell when a peer's INITIAL_CONTACT arrives here (address, RemoteType, RemoteID), so
+        #: the other workers drop that identity's SAs too (:meth:`drop_identity`).
+        self.peers_elsewhere: Container[str] = frozenset()
+        self.on_initial_contact: Callable[[str, str, str], None] | None = None
+        self._ike_spi: Callable[[], bytes] | None = (
+            None if worker is None else worker.steering.ike_spi_allocator(worker.index, rng))
         self.stats = GatewayStats()
         self.retransmit_tries = retransmit_tries
         self._rng = rng
@@ -277,6 +291,15 @@ class Gateway:
     def local_addresses(self) -> list[str]:
         return [_addr(a) for a in self.config.local_addresses()]
 
+    def policy_peer(self, policy: tuple[str, int]) -> str | None:
+        """The peer address of site-to-site policy ``policy`` (None: a template's, or no such policy)."""
+        conn = self._conns.get(policy)
+        return None if conn is None else str(conn.remote)
+
+    def site_peers(self) -> frozenset[str]:
+        """The peer addresses of the site-to-site policies (placement workers route their openings)."""
+        return frozenset(str(c.remote) for c in self._conns.values())
+
     # ------------------------------------------------------------------ sans-I/O surface
 
     def start(self, now: float) -> None:
@@ -288,7 +311,7 @@ class Gateway:
         if self.standby:
             return
         for conn in self._conns.values():
-            if conn.kind is PolicyKind.AUTO:
+            if conn.kind is PolicyKind.AUTO and (self.worker is None or self.worker.owns(str(conn.remote))):
                 self._bring_up(conn, now)
 
     def _bring_up(self, conn: Connection, now: float, *, defer: bool = True) -> None:
@@ -860,7 +883,7 @@ class Gateway:
 
     def _spi_alloc(self) -> int:
         while True:
-            spi = random_spi(self._rng)
+            spi = random_spi(self._rng) if self.worker is None else esp_spi(self._rng, self.worker.index)
             if self.sad.by_esp_spi(spi, direction="in") is None:
                 return spi
 
@@ -895,15 +918,19 @@ class Gateway:
         if version == 1:
             sa = IsakmpSa(cfg, initiator=True, local=local, peer=remote, now=now, rng=self._rng,
                           policy=self._responder_v1,
-                          spi_allocator=self._spi_alloc, v1=translate.v1_options(self.config, conn.peer))
+                          spi_allocator=self._spi_alloc, ike_spi_allocator=self._ike_spi,
+                          v1=translate.v1_options(self.config, conn.peer))
         else:
             sa = IkeSa(cfg, initiator=True, local=local, peer=remote, now=now, rng=self._rng,
                        policy=self._responder,
-                       spi_allocator=self._spi_alloc)
+                       spi_allocator=self._spi_alloc, ike_spi_allocator=self._ike_spi)
         # INITIAL-CONTACT when no IKE SA with the peer is left (IKEv1 orphan IPsec SAs do not count): the
         # peer then drops whatever it still holds of ours, say after a Delete of ours was lost.
-        sa.initial_contact = not self.sad.peer_count(conn.remote) or not any(
-            isinstance(e, IkeSaEntry) for e in self.sad.by_peer(conn.remote))
+        # (Never on the benchmark's extra SAs (``track`` false): they come on top of what exists, in parallel
+        # from every worker, and must not make the peer drop each other.)
+        sa.initial_contact = track and str(conn.remote) not in self.peers_elsewhere and (
+            not self.sad.peer_count(conn.remote) or not any(
+                isinstance(e, IkeSaEntry) for e in self.sad.by_peer(conn.remote)))
         sa.force_encap = not self.raw_esp
         if track:
             self._meta[sa] = _Meta(conn, conn.kind, created=now)
@@ -969,11 +996,11 @@ class Gateway:
             # Aggressive Mode only where an ike peer for this source is configured for it (as the USG).
             mode = V1Mode.AGGRESSIVE if self._responder_v1.aggressive_allowed(remote[0]) else V1Mode.MAIN
             sa = IsakmpSa(None, initiator=False, local=local, peer=remote, now=now, policy=self._responder_v1,
-                          rng=self._rng, spi_allocator=self._spi_alloc,
+                          rng=self._rng, spi_allocator=self._spi_alloc, ike_spi_allocator=self._ike_spi,
                           v1=V1Options(mode=mode, dependent=self.config.ikev1_dependent))
         else:
             sa = IkeSa(None, initiator=False, local=local, peer=remote, now=now, policy=self._responder,
-                       rng=self._rng, spi_allocator=self._spi_alloc)
+                       rng=self._rng, spi_allocator=self._spi_alloc, ike_spi_allocator=self._ike_spi)
         sa.force_encap = not self.raw_esp
         self._meta[sa] = _Meta(None, PolicyKind.TEMPLATE, created=now)
         self._half_open.add(source, data[:8], sa, now, version)
@@ -1534,9 +1561,20 @@ class Gateway:
         if meta is not None and meta.superseded and not sa.finished:
             self._delete_ike(sa, now, DeleteReason.PHASE1_REPLACED)
 
+    def drop_identity(self, now: float, address: str, id_type: str, id_text: str) -> None:
+        """Another placement worker heard INITIAL_CONTACT from this peer identity: drop our established
+        IKE SAs with it too (the peer lost them all, whichever worker held them)."""
+        for entry in self.sad.by_identity(_ip(address), id_type, id_text):
+            other = entry.handle
+            if isinstance(entry, IkeSaEntry) and isinstance(other, IkeSa | IsakmpSa) and other.established:
+                other.delete(now, DeleteReason.INITIAL_CONTACT)
+                self._service(other, now)
+
     def _on_initial_contact(self, sa: Engine, now: float) -> None:
         """Drop older IKE SAs with the same peer identity: the peer lost them (RFC 7296 §2.4; RFC 2407
         §4.6.3.3), and IKEv1 orphan IPsec SAs of that peer with them."""
+        if self.on_initial_contact is not None:
+            self.on_initial_contact(sa.peer[0], *self._peer_identity(sa))
         for entry in self.sad.by_identity(sa.peer[0], *self._peer_identity(sa)):
             other = entry.handle
             if isinstance(entry, IpsecSaEntry) and entry.parent is None and isinstance(other, tuple) \

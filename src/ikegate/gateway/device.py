@@ -29,9 +29,26 @@ from ikegate.policy.model import Config
 from ikegate.sad import DEFAULT_PLACEMENT, IpsecSaEntry, OfflineRecord, Placement, SaEntry
 
 __all__ = [
-    "ALL", "DEFAULT_MODEL", "DEFAULT_SLOT_PLACEMENTS", "SLOT_MODELS", "Device", "DeviceError", "DeviceModel",
-    "GatewayStats", "LogSink", "OfflineRecord", "PingResult", "Selection", "Statistics", "make_device",
-    "merge_offline", "merge_rows", "open_local", "parse_placements",
+    "ALL",
+    "DEFAULT_MODEL",
+    "DEFAULT_SLOT_PLACEMENTS",
+    "SLOT_MODELS",
+    "Device",
+    "DeviceError",
+    "DeviceModel",
+    "GatewayStats",
+    "LogSink",
+    "OfflineRecord",
+    "PingResult",
+    "Selection",
+    "Statistics",
+    "WorkerInfo",
+    "make_device",
+    "merge_offline",
+    "merge_rows",
+    "open_device",
+    "open_local",
+    "parse_placements",
 ]
 
 # ----------------------------------------------------------------------------------------------------------
@@ -189,6 +206,10 @@ class GatewayStats:
     half_open_expired: int = 0
     auth_failures: int = 0
     sources_blocked: int = 0
+    #: placement workers only: datagrams the kernel delivered to this worker although their SPI names
+    #: another (zero while steering works), and protected-side packets handed to the worker owning them
+    misrouted: int = 0
+    handed_over: int = 0
 
 
 @dataclass(slots=True)
@@ -205,6 +226,8 @@ class Statistics(GatewayStats):
     engines: int = 0  # IKE engines alive (negotiating, up or deleting)
     #: The ESP dataplane's totals: ("packets" | "bytes", "in" | "out") and ("drops", reason).
     esp: Mapping[tuple[str, str], int] = field(default_factory=dict)
+    #: processes holding SAs (each worker reports 1, so the total is the device's number of workers)
+    workers: int = 1
 
     @classmethod
     def total(cls, parts: Iterable[Statistics]) -> Statistics:
@@ -234,6 +257,20 @@ class PingResult:
     @property
     def received(self) -> list[float]:
         return [t for t in self.rtts if t is not None]
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerInfo:
+    """One process holding SAs (``workers`` control request): its index, placement, process id (None
+    while restarting), how often it was restarted, a digest of its running configuration and how many IKE
+    SAs it last reported to the supervisor (what ``offline-info`` records if it dies)."""
+
+    index: int
+    placement: Placement
+    pid: int | None
+    restarts: int
+    config_digest: str | None
+    reported_sas: int | None = None
 
 
 #: Where the device writes its log records: (module, severity, brief, text), the log buffer's arguments.
@@ -349,6 +386,10 @@ class Device(Protocol):
         """The packet API: what came out on the protected side since the last call, oldest first."""
         ...
 
+    def workers(self) -> list[WorkerInfo]:
+        """The processes holding SAs: one for the single-process device, one per placement worker."""
+        ...
+
     def load(self, count: int, concurrency: int = 64) -> None:
         """Benchmark aid: negotiate ``count`` extra IKE SAs over the first site-to-site policy."""
         ...
@@ -397,6 +438,17 @@ def open_local(config: Config, model: DeviceModel | None = None, *, ike_port: in
     return LocalDevice.build(config, model or DeviceModel(), ike_port=ike_port, natt_port=natt_port,
                              retransmit_tries=retransmit_tries, log=log, tun=dict(tun or {}), raw_esp=raw_esp,
                              keylog=keylog)
+
+
+def open_device(config: Config, model: DeviceModel, workers: int = 1, **options: Any) -> Device:
+    """The device ``ikegate run`` manages: one process (:func:`open_local`) when ``workers`` is 1 on any
+    model, else a supervisor of placement workers (:class:`ikegate.workers.fanout.FanoutDevice`; a
+    multi-SPU model's placements are its workers). ``options`` are :func:`open_local`'s."""
+    from ikegate.workers.fanout import FanoutDevice, worker_count
+
+    if worker_count(model, workers) <= 1 or config.hrp.enabled:  # hot standby runs in one process (for now)
+        return open_local(config, model, **options)
+    return FanoutDevice(config, model, workers=workers, **options)
 
 
 def _display_key(entry: SaEntry) -> int:

@@ -14,8 +14,10 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import os
 import random
-from collections.abc import Awaitable, Callable, Sequence
+import socket
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import fields
 from typing import Any
 
@@ -30,9 +32,11 @@ from ikegate.gateway.device import (
     PingResult,
     Selection,
     Statistics,
+    WorkerInfo,
 )
 from ikegate.ha.keepalived import KeepalivedError
 from ikegate.ha.runtime import HaConfigError, HaRuntime
+from ikegate.ike.core.config import Addr
 from ikegate.io.keylog import KeyLogWriter
 from ikegate.io.tun import TunBridge, open_bridge
 from ikegate.io.udp import UdpRunner
@@ -50,8 +54,18 @@ class LocalDevice:
 
     def __init__(self, gateway: Gateway, model: DeviceModel | None = None, *,
                  clock: Callable[[], float] = lambda: 0.0, tun: dict[str, str] | None = None,
-                 raw_esp: bool = True, keylog: str | None = None, log: LogSink | None = None) -> None:
+                 raw_esp: bool = True, keylog: str | None = None, log: LogSink | None = None,
+                 sockets: Mapping[Addr, socket.socket] | None = None,
+                 make_runner: Callable[[Gateway, asyncio.AbstractEventLoop], UdpRunner] = UdpRunner,
+                 lan_side: Gateway | None = None) -> None:
         self.gateway = gateway
+        #: Sockets bound by someone else (a placement worker's share of the supervisor's groups), driven
+        #: instead of binding our own; ``make_runner`` builds the runner that drives them.
+        self._sockets = sockets
+        self._make_runner = make_runner
+        #: What the TUN bridge feeds (a placement worker's filter in front of the gateway, which hands
+        #: other workers' packets over and attaches one queue of a multi-queue TUN); None: the gateway.
+        self._lan_side = lan_side
         self._model = model or DeviceModel(placements=tuple(gateway.placements))
         self._clock = clock  # until the sockets are open (in-memory tests step their own clock)
         self._tun_map = dict(tun or {})
@@ -91,6 +105,11 @@ class LocalDevice:
 
     def lan_addresses(self) -> list[str]:
         return self.gateway.lan_addresses()
+
+    @property
+    def runner(self) -> UdpRunner | None:
+        """The UDP runner driving the gateway while open (a worker hooks its SA reports on its flushes)."""
+        return self._runner
 
     def _flush(self) -> None:
         if self._runner is not None:
@@ -167,6 +186,10 @@ class LocalDevice:
         self.gateway.lan_out.clear()
         return out
 
+    def workers(self) -> list[WorkerInfo]:
+        placement = self._model.placements[0]
+        return [WorkerInfo(0, placement, os.getpid(), 0, None)]
+
     def load(self, count: int, concurrency: int = 64) -> None:
         self.gateway.load(self.now(), count, concurrency)
         self._flush()
@@ -225,11 +248,14 @@ class LocalDevice:
 
     async def open(self) -> None:
         loop = asyncio.get_running_loop()
-        runner = UdpRunner(self.gateway, loop)
+        runner = self._make_runner(self.gateway, loop)
         pair = self.config.hrp.enabled
         # A hot-standby node binds the VRRP address before it holds it, and carries ESP in UDP only (a raw
         # ESP socket cannot follow the address).
-        await runner.open(self.gateway.local_addresses(), raw_esp=self._raw_esp and not pair, freebind=pair)
+        if self._sockets is not None:
+            runner.adopt(self._sockets, self.gateway.local_addresses(), raw_esp=self._raw_esp and not pair)
+        else:
+            await runner.open(self.gateway.local_addresses(), raw_esp=self._raw_esp and not pair, freebind=pair)
         try:
             if pair:
                 try:
@@ -245,7 +271,8 @@ class LocalDevice:
                               f"{self._keylog} (--keylog): anyone who can read these files can decrypt this "
                               "gateway's traffic")
             if self._tun_map:
-                self._tun = open_bridge(self.gateway, self._tun_map, runner)
+                self._tun = open_bridge(self._lan_side or self.gateway, self._tun_map, runner,
+                                        multi_queue=self._lan_side is not None)
         except BaseException:
             if self.ha is not None:
                 await self.ha.close()

@@ -49,6 +49,10 @@ log = logging.getLogger("ikegate.io.tun")
 TUNSETIFF = 0x400454CA  # _IOW('T', 202, int)
 IFF_TUN = 0x0001
 IFF_NO_PI = 0x1000
+#: One queue (file descriptor) per opener: placement workers each read their own share of the packets the
+#: kernel routes into the device (tun picks the queue by the flow's symmetric hash, preferring the queue
+#: that last wrote the flow's other direction), and each writes its decrypted packets into its own queue.
+IFF_MULTI_QUEUE = 0x0100
 IFF_UP = 0x1
 SIOCGIFFLAGS = 0x8913
 SIOCSIFFLAGS = 0x8914
@@ -82,14 +86,15 @@ def _ifreq_name(name: str) -> bytes:
 class TunDevice:
     """One open TUN device: a non-blocking file descriptor that reads and writes whole IP packets."""
 
-    def __init__(self, name: str, *, mtu: int | None = DEFAULT_MTU) -> None:
+    def __init__(self, name: str, *, mtu: int | None = DEFAULT_MTU, multi_queue: bool = False) -> None:
         raw = _ifreq_name(name)
+        flags = IFF_TUN | IFF_NO_PI | (IFF_MULTI_QUEUE if multi_queue else 0)
         try:
             fd = os.open("/dev/net/tun", os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
         except OSError as exc:
             raise TunError(exc.errno, f"cannot open /dev/net/tun: {exc.strerror}") from exc
         try:
-            answer = fcntl.ioctl(fd, TUNSETIFF, _IFREQ_FLAGS.pack(raw, IFF_TUN | IFF_NO_PI))
+            answer = fcntl.ioctl(fd, TUNSETIFF, _IFREQ_FLAGS.pack(raw, flags))
         except OSError as exc:
             os.close(fd)
             raise TunError(exc.errno, f"cannot attach TUN {name}: {exc.strerror} (root or CAP_NET_ADMIN?)") from exc
@@ -239,12 +244,14 @@ class TunBridge:
         self.devices.clear()
 
 
-def open_bridge(gateway: Gateway, mapping: dict[str, str], runner: UdpRunner) -> TunBridge:
+def open_bridge(gateway: Gateway, mapping: dict[str, str], runner: UdpRunner, *,
+                multi_queue: bool = False) -> TunBridge:
     """``--tun ITF=TUN`` for each item of ``mapping``: open (create) and bring up each TUN, bind it to the
     gateway and hook it to ``runner``'s flushes.
 
     The VRP interface must exist and must not carry an ``ipsec policy``: it is the protected side, whose
     ``ip address`` is the gateway's own LAN address (pings to it are answered by the gateway itself).
+    ``multi_queue``: attach one queue of a multi-queue device (each placement worker attaches its own).
     """
     bridge = TunBridge(gateway, runner.loop, runner.flush, runner.now)
     try:
@@ -257,7 +264,7 @@ def open_bridge(gateway: Gateway, mapping: dict[str, str], runner: UdpRunner) ->
                 raise TunError(errno.EINVAL, f"--tun {itf_name}={tun_name}: {itf_name} carries ipsec policy "
                                              f"{itf.ipsec_policy}; a TUN stands for a protected-side interface")
             networks = tuple(i.network for i in itf.ipv4) + tuple(i.network for i in itf.ipv6)
-            bridge.add(TunDevice(tun_name), networks)
+            bridge.add(TunDevice(tun_name, multi_queue=multi_queue), networks)
             log.info("TUN %s is the protected side of %s", tun_name, itf_name)
     except BaseException:
         bridge.close()

@@ -82,7 +82,7 @@ class _Endpoint:
     """One bound UDP socket: batched non-blocking reads, and writes that queue when the socket is full."""
 
     def __init__(self, runner: UdpRunner, local: Addr, sock: socket.socket, zero_esp_checksum: bool = False,
-                 batch: bool = False) -> None:
+                 batch: bool = False, gro: bool = True) -> None:
         self.runner = runner
         self.local = local
         self.sock = sock
@@ -91,7 +91,9 @@ class _Endpoint:
         #: each switched off for good when the kernel refuses it (see :meth:`send_run`).
         self.gso = batch
         self._gso_refused = 0  # runs refused in a row (an old kernel refuses the option with EINVAL)
-        self._gro = batch and _enable_gro(sock)
+        #: ``gro`` False: not on a SO_REUSEPORT member steered by a BPF program (a placement worker's): a
+        #: coalesced run is steered as one datagram, by its first, whatever SPIs the others carry.
+        self._gro = batch and gro and _enable_gro(sock)
         #: RFC 3948 §3.1: ESP-in-UDP over IPv4 SHOULD carry a zero checksum (ESP has its own integrity),
         #: IKE keeps its checksum. Linux offers no per-message control, and a second socket on the same
         #: port (SO_REUSEPORT) would take a share of the *received* datagrams too, so SO_NO_CHECK is
@@ -290,6 +292,8 @@ class UdpRunner:
         self._after = after
         #: Called, in order, at the end of every :meth:`flush` (after ``after``); see :meth:`add_flush_hook`.
         self._flush_hooks: list[Callable[[], None]] = []
+        #: Which raw ESP packets are this gateway's (a placement worker takes only its SPIs); None: all.
+        self.esp_filter: Callable[[bytes], bool] | None = None
 
     def add_flush_hook(self, hook: Callable[[], None]) -> None:
         """Run ``hook`` at the end of every flush.
@@ -322,12 +326,26 @@ class UdpRunner:
                     sock.close()
                     self.close()
                     raise
-                _enlarge_buffers(sock)
-                natt = port == self.gateway.natt_port
-                endpoint = _Endpoint(self, local, sock, zero_esp_checksum=family == socket.AF_INET and natt,
-                                     batch=natt)
-                self.loop.add_reader(sock.fileno(), endpoint.on_readable)
-                self._endpoints[local] = endpoint
+                self._add_endpoint(local, sock)
+        self._finish_open(addresses, raw_esp)
+
+    def adopt(self, sockets: Mapping[Addr, socket.socket], addresses: list[str], raw_esp: bool = True) -> None:
+        """Drive sockets bound elsewhere (a placement worker gets its members of the supervisor's
+        ``SO_REUSEPORT`` groups, see :mod:`ikegate.workers.sockets`) instead of binding them here."""
+        for local, sock in sockets.items():
+            sock.setblocking(False)
+            self._add_endpoint(local, sock, gro=False)
+        self._finish_open(addresses, raw_esp)
+
+    def _add_endpoint(self, local: Addr, sock: socket.socket, gro: bool = True) -> None:
+        _enlarge_buffers(sock)
+        natt = local[1] == self.gateway.natt_port
+        endpoint = _Endpoint(self, local, sock, zero_esp_checksum=sock.family == socket.AF_INET and natt,
+                             batch=natt, gro=gro)
+        self.loop.add_reader(sock.fileno(), endpoint.on_readable)
+        self._endpoints[local] = endpoint
+
+    def _finish_open(self, addresses: list[str], raw_esp: bool) -> None:
         self.gateway.raw_esp = bool(addresses) and raw_esp and self.gateway.natt_port == STANDARD_NATT_PORT \
             and self._open_raw(addresses)
 
@@ -354,6 +372,8 @@ class UdpRunner:
             self.flush()
 
     def _feed_esp(self, packet: bytes, remote: str) -> None:
+        if self.esp_filter is not None and not self.esp_filter(packet):
+            return  # another worker's: every raw socket sees every ESP packet
         try:
             self.gateway.receive_esp(packet, remote, self.now())
         except Exception:  # as for datagrams: never take the daemon down

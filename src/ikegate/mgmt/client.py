@@ -26,13 +26,15 @@ def request(path: str, message: dict[str, Any], timeout: float = 30.0) -> dict[s
         sock.settimeout(timeout)
         sock.connect(path)
         sock.sendall(json.dumps(message).encode() + b"\n")
-        buf = b""
-        while not buf.endswith(b"\n"):
-            chunk = sock.recv(65536)
+        parts: list[bytes] = []  # joined once: a 100,000-row answer is megabytes (no quadratic +=)
+        while True:
+            chunk = sock.recv(1 << 20)
             if not chunk:
                 break
-            buf += chunk
-    answer = json.loads(buf)
+            parts.append(chunk)
+            if chunk.endswith(b"\n"):
+                break
+    answer = json.loads(b"".join(parts))
     assert isinstance(answer, dict)
     return answer
 

@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 from ikegate.daemon import Daemon
+from ikegate.mgmt.pacing import pump
 from ikegate.mgmt.terminal import pump_stdin, write_out
+
+
+async def _drained() -> None:
+    """The console writes synchronously (:func:`write_out`): nothing to wait for."""
 
 
 async def run_console(daemon: Daemon, others: dict[str, Daemon] | None = None) -> int:
@@ -16,12 +21,7 @@ async def run_console(daemon: Daemon, others: dict[str, Daemon] | None = None) -
     write_out(b"\r\n" + shell.start())
 
     async def typed(data: bytes) -> bool:
-        out = shell.feed(data)
-        if b"\r" in data or b"\n" in data:
-            daemon.after_command()
-        write_out(out)
-        if shell.pending is not None:
-            write_out(shell.finish(await shell.pending))
+        await pump(shell, data, write_out, _drained, daemon.after_command)
         return not shell.closed
 
     await pump_stdin(typed)

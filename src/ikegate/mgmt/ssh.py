@@ -47,7 +47,9 @@ from typing import Protocol
 import asyncssh
 
 from ikegate.cli.commands.ssh_blocks import SourceState
+from ikegate.cli.pager import crlf
 from ikegate.cli.shell import Shell
+from ikegate.mgmt.pacing import chunks_paced, pump
 from ikegate.policy.model import Config
 from ikegate.policy.users import (
     KEY_TYPES,
@@ -389,14 +391,19 @@ class SshService:
         The output is the command's alone (``| json`` stays parseable); a failed line is echoed after the
         prompt first, so the error's ``^`` sits under the word it points at."""
         assert process.command is not None
-        outcome = shell.run(process.command)
-        self.host.after_command()
+        outcome = shell.run(process.command, lazy=True)
+        if shell.take_changes():
+            self.host.after_command()
         lines = list(outcome.lines)
         if outcome.pending is not None:
             lines += await outcome.pending
         if not outcome.ok:
             lines.insert(0, shell.prompt + shell.mask(process.command))
-        process.stdout.write("".join(line + "\r\n" for line in lines).encode())
+        process.stdout.write(crlf(lines))
+        if outcome.more is not None:
+            async for chunk in chunks_paced(outcome.more):
+                process.stdout.write(crlf(chunk))
+                await process.stdout.drain()
         return 0 if outcome.ok else 1
 
     async def _interactive(self, process: asyncssh.SSHServerProcess[bytes], shell: Shell) -> str:
@@ -413,13 +420,7 @@ class SshService:
                 continue
             if not data:
                 return "connection closed by the client"
-            out = shell.feed(data)
-            if b"\n" in data or b"\r" in data:
-                self.host.after_command()
-            process.stdout.write(out)
-            if shell.pending is not None:
-                process.stdout.write(shell.finish(await shell.pending))
-            await process.stdout.drain()
+            await pump(shell, data, process.stdout.write, process.stdout.drain, self.host.after_command)
         return "user quit"
 
 

@@ -32,6 +32,7 @@ from __future__ import annotations
 import ctypes
 import socket
 import struct
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -39,11 +40,13 @@ __all__ = [
     "MAX_WORKERS",
     "SO_ATTACH_REUSEPORT_CBPF",
     "Steering",
+    "WorkerSlot",
     "attach",
     "esp_spi",
     "esp_spi_owner",
     "ike_spi",
     "ike_spi_owner",
+    "peer_owner",
 ]
 
 SO_ATTACH_REUSEPORT_CBPF = 51
@@ -232,6 +235,31 @@ class Steering:
         a.label("ret0")
         a.ret_k(0)
         return a.assemble()
+
+
+def peer_owner(address: str, workers: int) -> int:
+    """The worker holding every site-to-site SA with the peer at ``address``: a stable function of the
+    address alone (CRC-32, not ``hash``, which differs between processes), so every worker agrees without
+    asking. That worker initiates the peer's auto policies (exactly once, again after a restart), and the
+    peer's own opening messages are handed to it (see :mod:`ikegate.workers.worker`), so one worker sees
+    all SAs of a policy and settles duplicates, INITIAL_CONTACT and re-authentication as one process does."""
+    return zlib.crc32(address.encode()) % workers
+
+
+@dataclass(frozen=True)
+class WorkerSlot:
+    """One worker's place in the device: its ``index`` among ``steering.workers``. The controller takes
+    conn-ids, ESP SPIs and IKE SPIs from it and initiates only the auto policies whose peer it :meth:`owns`."""
+
+    steering: Steering
+    index: int
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.index < self.steering.workers:
+            raise ValueError(f"worker index {self.index} outside 0..{self.steering.workers - 1}")
+
+    def owns(self, peer: str) -> bool:
+        return peer_owner(peer, self.steering.workers) == self.index
 
 
 def pack(program: list[tuple[int, int, int, int]]) -> bytes:

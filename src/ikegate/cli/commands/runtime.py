@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, cast
 
@@ -23,6 +23,7 @@ from ikegate.cli.params import Integer, Ipv4, Ipv6, String
 from ikegate.cli.render import hrp as hrp_render
 from ikegate.cli.render import ike_info, ike_sa, ipsec_sa, usage, version
 from ikegate.cli.render import ping as ping_render
+from ikegate.cli.render.chunks import CHUNK_ROWS, Chunks, Records
 from ikegate.cli.tree import MANAGE, MONITOR, VISIT, Command
 from ikegate.cli.views import ALL_VIEWS, ViewKind
 from ikegate.gateway.device import Device, DeviceError, DeviceModel, HrpState, PingResult, Selection
@@ -101,12 +102,22 @@ def _emit(ctx: CommandContext, data: Callable[[], Any], text: Callable[[], list[
         ctx.write(line if padded else line.rstrip())
 
 
+def _emit_chunks(ctx: CommandContext, key: str, entries: Sequence[SaEntry], chunks: Callable[[], Chunks],
+                 padded: bool = False) -> None:
+    """:func:`_emit` for the SA tables, which may hold 100,000 rows: the text, or the records under ``key``,
+    are made a chunk at a time while they are printed (:mod:`ikegate.cli.render.chunks`)."""
+    if ctx.json:
+        now = _rt(ctx).now()
+        ctx.data = {key: Records(entries, lambda e: entry_record(e, now))}
+        return
+    _stamp(ctx)
+    ctx.write_chunks(chunks() if padded else ([line.rstrip() for line in chunk] for chunk in chunks()))
+
+
 def display_ike_sa(ctx: CommandContext) -> None:
     rt = _rt(ctx)
     entries = rt.device.select(Selection(remote=_text(ctx.opt_ip("remote")), placement=_placement(ctx)))
-    now = rt.now()
-    _emit(ctx, lambda: {"ike_sa": [entry_record(e, now) for e in entries]}, lambda: ike_sa.render(entries),
-          padded=True)
+    _emit_chunks(ctx, "ike_sa", entries, lambda: ike_sa.chunks(entries, ordered=True), padded=True)
 
 
 def display_ike_sa_verbose(ctx: CommandContext) -> None:
@@ -117,9 +128,19 @@ def display_ike_sa_verbose(ctx: CommandContext) -> None:
         Selection(remote=_text(ctx.opt_ip("remote")), phase=1)
     entries: list[SaEntry] = rt.device.select(selection, counters=True)
     now = rt.now()
-    children = {e.conn_id: rt.device.children(e.conn_id) for e in entries if isinstance(e, IkeSaEntry)}
-    _emit(ctx, lambda: {"ike_sa": [entry_record(e, now) for e in entries]},
-          lambda: ike_info.verbose(entries, children, now))
+
+    def chunks() -> Chunks:
+        """:func:`ike_info.verbose` a few SAs at a time (their children looked up per chunk), one closing
+        rule at the end instead of one per chunk."""
+        size = CHUNK_ROWS // 25  # about 25 lines per SA
+        for start in range(0, len(entries), size):
+            part = entries[start:start + size]
+            children = {e.conn_id: rt.device.children(e.conn_id) for e in part if isinstance(e, IkeSaEntry)}
+            yield ike_info.verbose(part, children, now)[:-1]
+        if entries:
+            yield [ike_info.RULE]
+
+    _emit_chunks(ctx, "ike_sa", entries, chunks)
 
 
 def display_ipsec_sa(ctx: CommandContext) -> None:
@@ -130,8 +151,8 @@ def display_ipsec_sa(ctx: CommandContext) -> None:
     entries = [e for e in rt.device.select(selection, counters=True) if isinstance(e, IpsecSaEntry)]
     now = rt.now()
     brief = ctx.keyword("brief")
-    _emit(ctx, lambda: {"ipsec_sa": [entry_record(e, now) for e in entries]},
-          lambda: ipsec_sa.render_brief(entries) if brief else ipsec_sa.render(entries, now))
+    _emit_chunks(ctx, "ipsec_sa", entries,
+                 lambda: ipsec_sa.brief_chunks(entries) if brief else ipsec_sa.chunks(entries, now))
 
 
 def display_ike_proposal(ctx: CommandContext) -> None:

@@ -238,4 +238,10 @@ def statistics(stats: Statistics) -> list[str]:
         _field("Authentication failures", stats.auth_failures),
         _field("Peers blocked", stats.sources_blocked),
     ]
+    if stats.workers > 1:  # a single process has nothing to steer: its display stays as it was
+        lines += [
+            _field("Workers", stats.workers),
+            _field("Datagrams misrouted", stats.misrouted),
+            _field("LAN packets handed over", stats.handed_over),
+        ]
     return lines

@@ -37,6 +37,7 @@ class EngineArgs(TypedDict):
     policy: NotRequired[ResponderPolicy | None]
     rng: NotRequired[Callable[[int], bytes]]
     spi_allocator: NotRequired[Callable[[], int] | None]
+    ike_spi_allocator: NotRequired[Callable[[], bytes] | None]
 
 
 class EngineBase(EspLiveness):
@@ -48,6 +49,7 @@ class EngineBase(EspLiveness):
         "_deadline",
         "_expire_at",
         "_first_child",
+        "_new_ike_spi",
         "_outbox",
         "_rekey_at",
         "_rng",
@@ -84,6 +86,7 @@ class EngineBase(EspLiveness):
         policy: ResponderPolicy | None = None,
         rng: Callable[[int], bytes] = os.urandom,
         spi_allocator: Callable[[], int] | None = None,
+        ike_spi_allocator: Callable[[], bytes] | None = None,
     ) -> None:
         if initiator and config is None:
             raise ValueError("an initiator needs its IKE configuration")
@@ -112,6 +115,9 @@ class EngineBase(EspLiveness):
         self.force_encap = False
         self._rng = rng
         self._alloc_spi = spi_allocator_for(rng, spi_allocator)
+        #: Our IKE SPIs / IKEv1 cookies: random by default; a placement worker's encode its index so the
+        #: kernel steers the peer's datagrams to it (:mod:`ikegate.workers.steering`).
+        self._new_ike_spi = ike_spi_allocator or (lambda: rng(8))
         self._outbox: Outbox[IkeEvent] = Outbox()
         self._window = RequestWindow()
         self._rekey_at: float | None = None

@@ -141,9 +141,9 @@ class IsakmpSa(QuickModes):
 
     def _setup(self, now: float) -> None:
         if self.initiator:
-            self._p1 = _Phase1(True, self._rng(8), ZERO_COOKIE, config=self.config)
+            self._p1 = _Phase1(True, self._new_ike_spi(), ZERO_COOKIE, config=self.config)
         else:
-            self._p1 = _Phase1(False, b"", self._rng(8))
+            self._p1 = _Phase1(False, b"", self._new_ike_spi())
         self._next: _Phase1 | None = None  # our phase-1 rekey in progress
         self._prev: _Phase1 | None = None  # the ISAKMP SA our phase-1 rekey replaced, heard until _prev_until
         self._prev_until: float | None = None
@@ -348,7 +348,7 @@ class IsakmpSa(QuickModes):
         config = self._p1.config or self.config
         if config is None:
             return
-        self._next = _Phase1(True, self._rng(8), ZERO_COOKIE, config=config)
+        self._next = _Phase1(True, self._new_ike_spi(), ZERO_COOKIE, config=config)
         self._start_phase1(self._next, now)
 
     def liveness_check(self, now: float) -> None:

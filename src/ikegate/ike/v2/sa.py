@@ -168,8 +168,8 @@ class IkeSa(ChildExchanges):
         self._ike_collision: tuple[_Gen, bytes] | None = None
         #: Child SAs whose Delete is on its way, by the SPI the peer names them with (our outbound one).
         self._closing: dict[int, ChildSa] = {}
-        self._spi_i = self._rng(8) if self.initiator else b""
-        self._spi_r = b"" if self.initiator else self._rng(8)
+        self._spi_i = self._new_ike_spi() if self.initiator else b""
+        self._spi_r = b"" if self.initiator else self._new_ike_spi()
         self._ni = b""
         self._nr = b""
         self._dh: DhKey | None = None
@@ -760,7 +760,7 @@ class IkeSa(ChildExchanges):
         assert group is not None
         dh = dh_group(group).generate()
         ni = self._rng(NONCE_SIZE)
-        new_spi = self._rng(8)
+        new_spi = self._new_ike_spi()
         payloads: list[Payload] = [props.ike_sa_payload(self.config.proposals, spi=new_spi, dh_first=group),
                                    Nonce(ni), KE(group, dh.public)]
 
@@ -830,7 +830,7 @@ class IkeSa(ChildExchanges):
         assert chosen.dh is not None
         mine, g_ir = answer_ke(ke.group, chosen.dh, ke.data)
         nr = self._rng(NONCE_SIZE)
-        new_spi = self._rng(8)
+        new_spi = self._new_ike_spi()
         answer: list[Payload] = [SA([chosen.to_proposal(ProtocolId.IKE, new_spi)]), Nonce(nr),
                                  KE(chosen.dh, mine.public)]
         def after(t: float) -> None:

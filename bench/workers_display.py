@@ -1,0 +1,92 @@
+"""`display ike sa` over 100,000 SAs spread over 4 placement workers: where the time goes.
+
+Each of the 4 workers' SA databases is filled directly (12,500 IKE + 12,500 IPsec SAs, conn-ids from its
+residue class, as ``ikegate run --model USG6680E`` gives them). Measured separately, in this one process:
+
+- worker side, each: select every row, strip the engine handle, pickle (what ``op_select`` does); the
+  workers run this in parallel, one core each, so the device pays the slowest;
+- supervisor side: unpickle the four answers, merge them in conn-id order (``merge_rows``) and render
+  ``display ike sa`` through the real shell.
+
+Estimated wall time of the command = slowest worker + supervisor (+ socket copies, not included: ~10 MB
+over a unix socketpair). On a machine with fewer cores than workers the worker parts queue.
+
+    .venv/bin/python bench/workers_display.py -n 100000
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import pickle
+import time
+from importlib import resources
+
+from ikegate.cli.commands import default_tree
+from ikegate.cli.commands.runtime import Runtime, runtime_commands
+from ikegate.cli.loader import load_config
+from ikegate.cli.shell import Shell
+from ikegate.gateway.controller import Gateway
+from ikegate.gateway.device import ALL, Device, Selection, make_device, merge_rows
+from ikegate.gateway.local import LocalDevice
+from ikegate.sad import IkeSaEntry, IpsecSaEntry, Role, SaEntry, SaFlag
+from ikegate.workers.steering import Steering, WorkerSlot
+from ikegate.workers.worker import _plain
+
+
+class _Merged(LocalDevice):
+    """The supervisor's view for the renderer: the merged rows, nothing else asked of it."""
+
+    def __init__(self, base: LocalDevice, rows: list[SaEntry]) -> None:
+        super().__init__(base.gateway, base.model, clock=time.monotonic)
+        self._rows = rows
+
+    def select(self, selection: Selection = ALL, *, counters: bool = False) -> list[SaEntry]:
+        return self._rows
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    ap.add_argument("-n", type=int, default=100_000, help="SAs in all (half IKE, half IPsec)")
+    args = ap.parse_args()
+    config, _ = load_config(resources.files("ikegate.lab").joinpath("hq.cfg").read_text())
+    model = make_device("USG6680E", None)
+    steering = Steering(len(model.placements), 0x1234)
+    workers = [Gateway(config, placements=(p,), worker=WorkerSlot(steering, i)) for i, p in enumerate(model.placements)]
+    local = ipaddress.ip_address("127.0.0.11")
+    for i in range(args.n // 2):
+        gw = workers[i % len(workers)]
+        peer = ipaddress.ip_address(0x0A000000 + i)
+        ike = gw.sad.add_ike(IkeSaEntry(
+            version=2, role=Role.RESPONDER, flags=SaFlag.RD | SaFlag.A, placement=gw.placements[0],
+            local_address=local, peer_address=peer, peer_id="", spi_i=i.to_bytes(8, "big"),
+            spi_r=(i + 1).to_bytes(8, "big")))
+        gw.sad.add_ipsec(IpsecSaEntry.from_parent(ike, flags=SaFlag.RD | SaFlag.A, spi_in=1000 + i, spi_out=1000 + i))
+    blobs, worker_s = [], []
+    for gw in workers:
+        t0 = time.perf_counter()
+        blobs.append(pickle.dumps([_plain(e) for e in LocalDevice(gw).select()], protocol=pickle.HIGHEST_PROTOCOL))
+        worker_s.append(time.perf_counter() - t0)
+    t0 = time.perf_counter()
+    parts = [pickle.loads(b) for b in blobs]
+    t_loads = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    rows = merge_rows(parts)
+    t_merge = time.perf_counter() - t0
+    device: Device = _Merged(LocalDevice(workers[0], model), rows)
+    shell = Shell(config, tree=default_tree(runtime_commands(model)), device=Runtime(device))
+    t0 = time.perf_counter()
+    out = shell.run("display ike sa")
+    t_render = time.perf_counter() - t0
+    assert len(rows) == args.n and len(out.lines) > args.n
+    sup = t_loads + t_merge + t_render
+    print(f"display ike sa, {args.n:,} SAs over {len(workers)} workers ({sum(map(len, blobs)) / 1e6:.1f} MB pickled)")
+    print(f"  worker: select + strip + pickle : {' / '.join(f'{s:.3f}' for s in worker_s)} s (slowest counts)")
+    print(f"  supervisor: unpickle            : {t_loads:.3f} s")
+    print(f"  supervisor: merge_rows          : {t_merge:.3f} s")
+    print(f"  supervisor: render              : {t_render:.3f} s")
+    print(f"  estimated command, >= {len(workers)} cores : {max(worker_s) + sup:.3f} s")
+
+
+if __name__ == "__main__":
+    main()

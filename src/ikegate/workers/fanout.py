@@ -1,0 +1,484 @@
+"""The supervisor's :class:`~ikegate.gateway.device.Device`: placement workers behind one device.
+
+``ikegate run --workers N`` (N > 1, or a multi-SPU model's placements) gives the management plane this
+device instead of the single-process one. It binds the UDP groups (:mod:`ikegate.workers.sockets`), starts
+one worker process per placement (:mod:`ikegate.workers.worker`) and answers every Device call by asking the
+workers concerned and combining their answers with the seam's merge helpers, so the CLI prints exactly
+what one process holding the same SAs would print:
+
+* ``display ike sa``: every worker, rows merged in conn-id order (:func:`merge_rows`);
+  ``… conn-id N`` and ``reset ike sa conn-id N``: only the owner, computed from N (worker i hands out
+  conn-ids ``i+1, i+1+N, …``); ``… slot S cpu C``: only the worker of that placement; everything else
+  goes to every worker at once (:func:`ikegate.workers.rpc.gather`: the cost of the slowest, not the sum).
+* Configuration: every change is first *prepared* on every worker (each checks it can take it), then
+  *committed* on every worker, or *aborted* on every worker if any refused: all or none, before the
+  command's prompt returns.
+* Site-to-site peers: every SA with one peer address lives on one worker
+  (:func:`ikegate.workers.steering.peer_owner`), which initiates its auto policies; a peer's opening message
+  that the kernel spread to another worker is passed on to the owner through here. Dial-up (template) SAs
+  stay where the kernel spread them.
+* Protected-side packets (the packet API, ``ping``, a TUN queue's packets that are not its worker's): to
+  the worker holding the SA of the flow, else to the worker owning the policy's peer.
+* A worker that dies is restarted on the same sockets (the kernel's group keeps its index); the IKE SAs it
+  last reported go to ``display ike offline-info`` with the reason ``worker restart``; the others' SAs are
+  untouched. Shutdown deletes every SA on every worker, in parallel.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import hashlib
+import os
+import pickle
+import socket
+import subprocess
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from ikegate.gateway.device import (
+    ALL,
+    DeviceError,
+    DeviceModel,
+    HrpState,
+    LogSink,
+    PingResult,
+    Selection,
+    Statistics,
+    WorkerInfo,
+    merge_offline,
+    merge_rows,
+)
+from ikegate.policy.model import Config
+from ikegate.sad import (
+    DEFAULT_PLACEMENT,
+    OFFLINE_LOG_CAPACITY,
+    IpsecSaEntry,
+    OfflineLog,
+    OfflineRecord,
+    Placement,
+    SaEntry,
+)
+from ikegate.workers.rpc import AsyncChannel, Channel, WorkerGone, gather
+from ikegate.workers.sockets import Groups, close_groups, open_groups
+from ikegate.workers.steering import Steering, esp_spi_owner
+from ikegate.workers.worker import CLAIM_NONE, WorkerOptions, command
+
+__all__ = ["RESTART_REASON", "FanoutDevice", "config_digest", "worker_count"]
+
+#: The offline-info reason of the tunnels a dead worker held.
+RESTART_REASON = "worker restart"
+INIT_TIMEOUT = 60.0
+PING_TIMEOUT = 2.0  # per echo request, as the single process
+#: A worker that dies sooner than this after its start is restarted after a growing pause (1, 2, 4 … 30 s)
+#: rather than at once, so a worker that cannot start does not spin.
+STABLE_AFTER = 10.0
+
+
+def config_digest(config: Config) -> str:
+    """What a worker's running configuration is, to compare across processes (tests, diagnostics)."""
+    return hashlib.sha256(pickle.dumps(config, protocol=pickle.HIGHEST_PROTOCOL)).hexdigest()[:16]
+
+
+def worker_count(model: DeviceModel, workers: int) -> int:
+    """How many worker processes serve ``model`` when ``workers`` were asked for: a multi-SPU model's
+    placements are its workers (``--workers 1`` keeps them as labels in one process); elsewhere ``workers``."""
+    if model.has_slots and workers != 1:
+        return len(model.placements)
+    return workers
+
+
+@dataclass(eq=False)
+class _Member:
+    index: int
+    placement: Placement
+    channel: Channel | None = None
+    events: AsyncChannel | None = None
+    proc: asyncio.subprocess.Process | None = None
+    up: bool = False
+    started: float = 0.0
+    restarts: int = 0
+    #: the IKE SAs it last reported: ((peer address, peer port, version, placement), how many)
+    sas: list[tuple[tuple[str, int, int, Placement], int]] = field(default_factory=list)
+    #: the peers-elsewhere set it was last told
+    told: set[str] = field(default_factory=set)
+
+
+class FanoutDevice:
+    """The device as a supervisor of placement workers (see the module docstring)."""
+
+    def __init__(self, config: Config, model: DeviceModel, *, workers: int, ike_port: int = 500,
+                 natt_port: int = 4500, retransmit_tries: int = 5, log: LogSink | None = None,
+                 raw_esp: bool = True, keylog: str | None = None, tun: dict[str, str] | None = None) -> None:
+        n = worker_count(model, workers)
+        if model.has_slots and n != len(model.placements):
+            raise ValueError(f"{model.model} has {len(model.placements)} placements: --workers must be 1 or "
+                             f"{len(model.placements)}")
+        self._config = config
+        self._model = model
+        self._ports = (ike_port, natt_port)
+        self._retransmit_tries = retransmit_tries
+        self._log = log or (lambda _m, _s, _b, _t: None)
+        self._raw_esp = raw_esp
+        self._keylog = keylog
+        self._tun = dict(tun or {})
+        placements = model.placements if model.has_slots else (DEFAULT_PLACEMENT,) * n
+        self.steering = Steering.generate(n, os.urandom)
+        self.members = [_Member(i, p) for i, p in enumerate(placements)]
+        self._groups: Groups = {}
+        self._offline = OfflineLog()
+        self._resets = 0
+        self._committed = pickle.dumps(config, protocol=pickle.HIGHEST_PROTOCOL)
+        self._opened = False
+        self._closing = False
+        self._watchers: list[asyncio.Task[None]] = []
+
+    # -- what the device is -------------------------------------------------------------------------------
+
+    @property
+    def model(self) -> DeviceModel:
+        return self._model
+
+    @property
+    def config(self) -> Config:
+        return self._config
+
+    def now(self) -> float:
+        return time.monotonic()  # the event loops' clock, the same in every process of the host
+
+    def local_addresses(self) -> list[str]:
+        return [str(a) for a in self._config.local_addresses()]
+
+    def lan_addresses(self) -> list[str]:
+        up = [m for m in self.members if m.up][:1]
+        answers = self._gather(up, "lan_addresses") if up else []
+        return list(answers[0] or []) if answers else []
+
+    # -- routing ------------------------------------------------------------------------------------------
+
+    def owner_of(self, conn_id: int) -> _Member:
+        """Worker i hands out conn-ids i+1, i+1+N, … (:class:`ikegate.sad.ConnIdAllocator`)."""
+        return self.members[(conn_id - 1) % len(self.members)]
+
+    def _targets(self, selection: Selection) -> list[_Member]:
+        if selection.conn_id is not None:
+            chosen = [self.owner_of(selection.conn_id)]
+        elif selection.placement is not None:
+            chosen = [m for m in self.members if m.placement == selection.placement]
+        else:
+            chosen = self.members
+        return [m for m in chosen if m.up]
+
+    def _gather(self, members: Sequence[_Member], op: str, *args: Any) -> list[Any]:
+        channels = [m.channel for m in members]
+        assert all(c is not None for c in channels)
+        return gather([c for c in channels if c is not None], op, *args,
+                      on_gone=lambda i, exc: self._gone(members[i], exc))
+
+    def _gone(self, member: _Member, exc: WorkerGone) -> None:
+        """A worker stopped answering: take it out of service and make sure it ends (its watcher then
+        records its SAs and starts a new one)."""
+        if not member.up:
+            return
+        member.up = False
+        self._log("WORKER", 3, "WORKER_LOST", f"Worker {member.index} stopped answering ({exc}); restarting it")
+        if member.proc is not None and member.proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                member.proc.kill()
+
+    # -- SAs ----------------------------------------------------------------------------------------------
+
+    def select(self, selection: Selection = ALL, *, counters: bool = False) -> list[SaEntry]:
+        return merge_rows(part for part in self._gather(self._targets(selection), "select", selection, counters)
+                          if part is not None)
+
+    def children(self, conn_id: int) -> list[IpsecSaEntry]:
+        owner = self.owner_of(conn_id)
+        if not owner.up:
+            return []
+        (rows,) = self._gather([owner], "children", conn_id)
+        return list(rows or [])
+
+    def reset_ike_sa(self, selection: Selection = ALL) -> int:
+        deleted = sum(n or 0 for n in self._gather(self._targets(selection), "reset_ike", selection))
+        self._resets += 1
+        return deleted
+
+    def reset_ipsec_sa(self, selection: Selection = ALL) -> int:
+        targets = [m for m in self.members if m.up]
+        if selection.spi is not None and selection.remote is None:
+            targets = [m for m in targets if m.index == esp_spi_owner(selection.spi)] or targets
+        return sum(n or 0 for n in self._gather(targets, "reset_ipsec", selection))
+
+    def statistics(self) -> Statistics:
+        parts = [s for s in self._gather([m for m in self.members if m.up], "statistics") if s is not None]
+        total = Statistics.total(parts)
+        # ``resets`` counts commands (each ran on several workers); ``workers`` the device's, up or not.
+        return dataclasses.replace(total, resets=self._resets, workers=len(self.members))
+
+    def offline(self, peer: str | None = None, placement: Placement | None = None) -> list[OfflineRecord]:
+        parts = self._gather([m for m in self.members if m.up], "offline", peer, placement)
+        ours = self._offline.entries(peer=peer, placement=placement)
+        return merge_offline([*(p for p in parts if p is not None), ours], OFFLINE_LOG_CAPACITY)
+
+    # -- the protected side ----------------------------------------------------------------------------------
+
+    def _claims(self, packets: Sequence[bytes]) -> list[_Member]:
+        """For each packet, the worker it belongs to: the strongest claim wins (lowest index on a tie);
+        nobody's (no policy covers it) goes to the first worker, which answers or drops it."""
+        up = [m for m in self.members if m.up]
+        if not up:
+            raise DeviceError("no worker is running")
+        answers = self._gather(up, "claim", list(packets))
+        out: list[_Member] = []
+        for i in range(len(packets)):
+            best, level = up[0], CLAIM_NONE
+            for member, claims in zip(up, answers, strict=True):
+                if claims is not None and claims[i] > level:
+                    best, level = member, claims[i]
+            out.append(best)
+        return out
+
+    def inject(self, packets: Sequence[bytes]) -> int:
+        if packets:
+            self._route(packets, handed=False)
+        return len(packets)
+
+    def _route(self, packets: Sequence[bytes], *, handed: bool) -> None:
+        by_member: dict[int, list[bytes]] = {}
+        for packet, member in zip(packets, self._claims(packets), strict=True):
+            by_member.setdefault(member.index, []).append(packet)
+        for index, share in by_member.items():
+            self._gather([self.members[index]], "inject", share, len(share) if handed else 0)
+
+    def _hand_over(self, source: _Member, packets: Sequence[bytes]) -> None:
+        """Protected-side packets a worker's TUN queue read but which are not its own (see
+        :class:`ikegate.workers.worker.LanSide`): to their owner, counted there."""
+        try:
+            self._route(packets, handed=True)
+        except (DeviceError, RuntimeError) as exc:
+            self._log("WORKER", 5, "HANDOFF_FAILED", f"{len(packets)} packet(s) from worker {source.index} "
+                      f"dropped: {exc}")
+
+    def take_lan_output(self) -> list[bytes]:
+        out: list[bytes] = []
+        for part in self._gather([m for m in self.members if m.up], "lan"):
+            out.extend(part or [])
+        return out
+
+    def load(self, count: int, concurrency: int = 64) -> None:
+        """Each worker negotiates its share (its SPIs, its conn-ids, its core)."""
+        up = [m for m in self.members if m.up]
+        for i, member in enumerate(up):
+            share = count // len(up) + (1 if i < count % len(up) else 0)
+            self._gather([member], "load", share, max(1, concurrency // len(up)))
+
+    def ping(self, source: str, destination: str, count: int, size: int) -> Awaitable[PingResult]:
+        up = [m for m in self.members if m.up]
+        if not self._opened or not up:
+            raise DeviceError("ping is not available on this session")
+        claims = self._gather(up, "claim_ping", source, destination)
+        best = max(zip(up, claims, strict=True), key=lambda mc: (mc[1] or 0, -mc[0].index))[0]
+        return self._ping(best, source, destination, count, size)
+
+    async def _ping(self, member: _Member, source: str, destination: str, count: int, size: int) -> PingResult:
+        assert member.events is not None
+        status, value = await member.events.request(("ping", (source, destination, count, size)),
+                                                     timeout=count * (PING_TIMEOUT + 1) + 10)
+        if status != "ok":
+            raise DeviceError(str(value))
+        assert isinstance(value, PingResult)
+        return value
+
+    # -- hot standby: not with workers (``open_device`` keeps an ``hrp enable`` gateway in one process) -------
+
+    def hrp_state(self) -> HrpState | None:
+        return None
+
+    def hrp_mirror(self, text: str, apply: Callable[[str], None]) -> None:
+        return None
+
+    # -- configuration ------------------------------------------------------------------------------------
+
+    def apply_config(self, config: Config) -> None:
+        """Prepare on every worker, then commit on every worker (or abort on every worker): all or none.
+        An unchanged configuration only lets the workers bring up their auto policies, as the single
+        process does after every command."""
+        self._config = config
+        blob = pickle.dumps(config, protocol=pickle.HIGHEST_PROTOCOL)
+        up = [m for m in self.members if m.up]
+        if blob == self._committed:
+            self._gather(up, "start")
+            return
+        try:
+            ready = self._gather(up, "prepare", config)
+        except RuntimeError as exc:
+            ready = [False]
+            reason = str(exc)
+        else:
+            reason = "a worker did not answer"
+        if not all(ready):
+            self._gather([m for m in up if m.up], "abort")
+            self._log("CFG", 3, "CONFIG_NOT_APPLIED", f"The configuration change was not applied to any "
+                      f"worker: {reason}")
+            raise DeviceError(f"configuration not applied: {reason}")
+        self._gather(up, "commit")
+        self._committed = blob
+
+    def workers(self) -> list[WorkerInfo]:
+        up = [m for m in self.members if m.up]
+        digests = dict(zip((m.index for m in up), self._gather(up, "config_digest"), strict=True))
+        return [WorkerInfo(m.index, m.placement, m.proc.pid if m.up and m.proc is not None else None, m.restarts,
+                           digests.get(m.index), sum(n for _, n in m.sas)) for m in self.members]
+
+    # -- life cycle ---------------------------------------------------------------------------------------
+
+    async def open(self) -> None:
+        self._groups = open_groups(self.local_addresses(), self._ports, self.steering)
+        try:
+            await asyncio.gather(*(self._spawn(m) for m in self.members))
+        except BaseException:
+            await self._stop_all(0.0)
+            raise
+        self._opened = True
+        self._watchers = [asyncio.get_running_loop().create_task(self._watch(m)) for m in self.members]
+
+    def _options(self, member: _Member) -> WorkerOptions:
+        return WorkerOptions(config=pickle.loads(self._committed), model=self._model, placement=member.placement,
+                             ike_port=self._ports[0], natt_port=self._ports[1],
+                             retransmit_tries=self._retransmit_tries, raw_esp=self._raw_esp, keylog=self._keylog,
+                             tun=self._tun)
+
+    async def _spawn(self, member: _Member) -> None:
+        """Start worker ``member`` on its members of the groups and wait until it has opened."""
+        call_here, call_there = socket.socketpair()
+        events_here, events_there = socket.socketpair()
+        fds = {local: socks[member.index].fileno() for local, socks in self._groups.items()}
+        try:
+            member.proc = await asyncio.create_subprocess_exec(
+                *command(member.index, self.steering, call_there.fileno(), events_there.fileno(), fds),
+                pass_fds=(call_there.fileno(), events_there.fileno(), *fds.values()),
+                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+        finally:
+            call_there.close()
+            events_there.close()
+        member.started = time.monotonic()
+        member.channel = Channel(call_here)
+        member.events = AsyncChannel(events_here, lambda _ident, body: self._on_event(member, body))
+        channel = member.channel
+        try:
+            await asyncio.to_thread(channel.call, "init", self._options(member), timeout=INIT_TIMEOUT)
+        except (WorkerGone, RuntimeError) as exc:
+            raise OSError(f"worker {member.index} did not start: {exc}") from exc
+        member.up = True
+
+    def _on_event(self, member: _Member, body: Any) -> None:
+        kind = body[0]
+        if kind == "log":
+            self._log(*body[1:])
+        elif kind == "sas":
+            member.sas = body[1]
+            self._share_peers()
+        elif kind == "initial_contact":
+            for other in self.members:
+                if other is not member and other.up and other.events is not None:
+                    other.events.post(("drop_identity", tuple(body[1:])))
+        elif kind == "datagram":  # (owner, data, local, remote): an opening for another worker's peer
+            target = self.members[body[1]] if 0 <= body[1] < len(self.members) else None
+            if target is not None and target.up and target.events is not None:
+                target.events.post(("datagram", tuple(body[2:])))
+        elif kind == "handoff":
+            self._hand_over(member, body[1])
+
+    def _share_peers(self) -> None:
+        """Tell each worker which peers have IKE SAs on the others (its INITIAL_CONTACT decision)."""
+        held = [{key[0] for key, _ in m.sas} for m in self.members]
+        for member in self.members:
+            if member.up and member.events is not None:
+                elsewhere = set().union(*(h for i, h in enumerate(held) if i != member.index))
+                if elsewhere != member.told:
+                    member.told = elsewhere
+                    member.events.post(("peers", tuple(sorted(elsewhere))))
+
+    async def _watch(self, member: _Member) -> None:
+        """Restart ``member`` whenever its process ends, until the device closes."""
+        while not self._closing:
+            proc = member.proc
+            assert proc is not None
+            code = await proc.wait()
+            if self._closing:
+                return
+            member.up = False
+            self._retire(member, code)
+            pause = 0.0 if time.monotonic() - member.started >= STABLE_AFTER else min(30.0, 2.0 ** member.restarts)
+            member.restarts += 1
+            while not self._closing:
+                if pause:
+                    await asyncio.sleep(pause)
+                try:
+                    await self._spawn(member)
+                except OSError as exc:
+                    self._log("WORKER", 3, "WORKER_START_FAILED", str(exc))
+                    pause = min(30.0, max(1.0, pause * 2))
+                    continue
+                self._share_peers()
+                self._log("WORKER", 4, "WORKER_RESTARTED", f"Worker {member.index} ({member.placement}) "
+                          "restarted")
+                if self._committed != pickle.dumps(self._config, protocol=pickle.HIGHEST_PROTOCOL):
+                    with contextlib.suppress(DeviceError):
+                        self.apply_config(self._config)
+                break
+
+    def _retire(self, member: _Member, code: int) -> None:
+        """A worker ended by itself: its channels go, its tunnels are recorded as gone."""
+        how = f"signal {-code}" if code < 0 else f"exit status {code}"
+        self._log("WORKER", 3, "WORKER_EXITED", f"Worker {member.index} ({member.placement}) ended ({how}); "
+                  f"{sum(n for _, n in member.sas)} IKE SA(s) lost")
+        now = self.now()
+        for (peer, port, version, placement), count in member.sas:
+            for _ in range(min(count, OFFLINE_LOG_CAPACITY)):  # the log keeps that many at most
+                self._offline.record(peer_address=peer, peer_port=port, reason=RESTART_REASON, version=version,
+                                     time=now, placement=placement)
+        member.sas = []
+        member.told = set()
+        self._share_peers()
+        if member.events is not None:
+            member.events.close()
+        if member.channel is not None:
+            member.channel.close()
+        member.channel = member.events = None
+
+    async def close(self, grace: float) -> None:
+        self._closing = True
+        for task in self._watchers:
+            task.cancel()
+        await self._stop_all(grace)
+        close_groups(self._groups)
+        self._opened = False
+
+    async def _stop_all(self, grace: float) -> None:
+        """Every worker deletes its SAs (in parallel) and exits; a worker that does not is killed."""
+
+        async def stop(member: _Member) -> None:
+            if member.events is not None and member.up:
+                with contextlib.suppress(WorkerGone):
+                    await member.events.request(("close", (grace,)), timeout=grace + 10)
+            member.up = False
+            proc = member.proc
+            if proc is not None and proc.returncode is None:
+                try:
+                    await asyncio.wait_for(proc.wait(), 5.0)
+                except TimeoutError:
+                    with contextlib.suppress(ProcessLookupError):
+                        proc.kill()
+                    await proc.wait()
+            if member.events is not None:
+                member.events.close()
+            if member.channel is not None:
+                member.channel.close()
+            member.channel = member.events = None
+
+        await asyncio.gather(*(stop(m) for m in self.members))

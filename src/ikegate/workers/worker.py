@@ -1,0 +1,467 @@
+"""One placement worker: a gateway controller, its engines, its part of the SA database and its dataplane,
+in its own process, on the sockets the supervisor bound for it.
+
+Started by the supervisor (:mod:`ikegate.workers.fanout`) as ``python -m ikegate worker`` with its index, the
+steering key and inherited descriptors: its member of every ``SO_REUSEPORT`` group, a blocking *call*
+channel and an *async* channel (:mod:`ikegate.workers.rpc`). The first call is ``init`` with the options
+and the configuration; the worker then opens and answers the supervisor's Device operations, each one the
+single-process :class:`~ikegate.gateway.local.LocalDevice` call on its own share of the SAs. Its log records
+go to the supervisor, whose log buffer, stderr mirror and syslog are the device's.
+
+The worker lives as long as its channels: a supervisor that stops asks it to delete its SAs first; one that
+dies takes it along silently, as a killed single process sends nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import ctypes
+import dataclasses
+import logging
+import os
+import signal
+import socket
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, cast
+
+from ikegate.dataplane.packet import PacketError, echo_request, parse_ip
+from ikegate.gateway.controller import Gateway
+from ikegate.gateway.device import DeviceModel, Selection
+from ikegate.gateway.local import LocalDevice
+from ikegate.ike.core.config import Addr
+from ikegate.io.udp import UdpRunner
+from ikegate.policy.model import Config
+from ikegate.sad import Placement, SaEntry
+from ikegate.workers.rpc import AsyncChannel, WorkerGone, read_frame, write_frame
+from ikegate.workers.steering import Steering, WorkerSlot, esp_spi_owner, peer_owner
+
+__all__ = ["CLAIM_NONE", "CLAIM_POLICY", "CLAIM_SA", "WorkerOptions", "main"]
+
+log = logging.getLogger("ikegate.workers")
+
+#: How strongly a worker claims a protected-side packet (the supervisor routes it to the strongest claim):
+#: it holds the SA protecting the flow, or it owns the policy that would negotiate one, or neither.
+CLAIM_NONE, CLAIM_POLICY, CLAIM_SA = 0, 1, 2
+#: A packet covered by a policy but by no SA of ours: someone else's to decide (see :class:`LanSide`).
+CLAIM_POLICY_ELSEWHERE = -1
+#: Seconds between the worker's reports of its IKE SAs (what the supervisor records if the worker dies).
+REPORT_INTERVAL = 0.1
+INIT_TIMEOUT = 60.0
+
+
+@dataclass(frozen=True)
+class WorkerOptions:
+    """What a worker needs besides its index and sockets (the ``init`` call carries it)."""
+
+    config: Config
+    model: DeviceModel
+    placement: Placement
+    ike_port: int
+    natt_port: int
+    retransmit_tries: int
+    raw_esp: bool
+    keylog: str | None
+    tun: dict[str, str]
+
+
+class LanSide:
+    """What a worker's TUN queue feeds: the gateway, behind a check that the packet is this worker's.
+
+    The kernel spreads the TUN's packets over the workers' queues by flow hash (and sends a flow to the
+    queue that last wrote its other direction, so a flow whose replies come through our SA stays with us).
+    A packet we hold the SA for is ours; any other (the SA, or the policy that would negotiate it, may be
+    another worker's) is handed to the supervisor, which gives it to the worker with the strongest claim
+    (counted there as ``handed_over``; nobody's goes to the first worker, which passes or drops it)."""
+
+    def __init__(self, worker: Worker) -> None:
+        self._worker = worker
+        self._gateway = worker.gateway
+        self.lan_out = worker.gateway.lan_out
+
+    @property
+    def config(self) -> Config:
+        return self._gateway.config
+
+    def from_lan(self, packet: bytes, now: float) -> None:
+        # No SA of ours covers it: another worker's may (a template without ACL has no rule before its SA
+        # exists, so "no policy here" proves nothing): the supervisor decides.
+        if self._worker.claim(packet) == CLAIM_SA:
+            self._gateway.from_lan(packet, now)
+        else:
+            self._worker.hand_over(packet)
+
+
+class WorkerRunner(UdpRunner):
+    """The UDP runner of a worker: counts every datagram whose SPI names another worker (the kernel's
+    steering program and :meth:`Steering.expected_worker` are the same rule, so the count stays 0 unless
+    steering is broken or an IKEv1 peer's cookie happens to look like ours, see docs/steering.md)."""
+
+    def __init__(self, gateway: Gateway, loop: asyncio.AbstractEventLoop, slot: WorkerSlot) -> None:
+        super().__init__(gateway, loop)
+        self._slot = slot
+        self._expected = slot.steering.expected_worker
+        self.esp_filter = self._ours
+        #: Where an opening message (IKE_SA_INIT request, Main/Aggressive Mode 1) from a site-to-site peer
+        #: owned by another worker goes: (owner, datagram, local, remote). The kernel spreads openings by
+        #: initiator SPI; the peer's SAs must all live with the worker owning its policies.
+        self.hand_over: Callable[[int, bytes, Addr, Addr], None] | None = None
+        self._peers_of: Config | None = None
+        self._peers: frozenset[str] = frozenset()
+
+    def _ours(self, packet: bytes) -> bool:
+        return len(packet) >= 4 and esp_spi_owner(int.from_bytes(packet[:4], "big")) == self._slot.index
+
+    def feed(self, data: bytes, local: Addr, remote: Addr, now: float | None = None) -> None:
+        natt = local[1] == self.gateway.natt_port
+        owner = self._expected(data, natt)
+        if owner != self._slot.index:
+            # The kernel picked another socket than the program's rule says: a peer's UDP_SEGMENT run (a
+            # GSO super-packet, kept whole over loopback and veth) is steered as one datagram, by its
+            # first segment, whatever SPIs the others carry. Counted, and passed to the owner.
+            self.gateway.stats.misrouted += 1
+            if self.hand_over is not None:
+                self.hand_over(owner, data, local, remote)
+                return
+        elif self.hand_over is not None and _opening(data, natt) and remote[0] in self._site_peers():
+            owner = peer_owner(remote[0], self._slot.steering.workers)
+            if owner != self._slot.index:
+                self.hand_over(owner, data, local, remote)
+                return
+        super().feed(data, local, remote, now)
+
+    def feed_handed(self, data: bytes, local: Addr, remote: Addr) -> None:
+        """A datagram another worker received for us: an opening of one of our peers, or one the kernel
+        steered wrong (see :meth:`feed`)."""
+        self.gateway.stats.handed_over += 1
+        super().feed(data, local, remote)
+        self.flush()
+
+    def _site_peers(self) -> frozenset[str]:
+        config = self.gateway.config
+        if config is not self._peers_of:
+            self._peers_of, self._peers = config, self.gateway.site_peers()
+        return self._peers
+
+
+def _opening(data: bytes, natt: bool) -> bool:
+    """A first request of an IKE SA (responder SPI zero, sent by an initiator): IKEv2 IKE_SA_INIT and its
+    COOKIE/INVALID_KE retries, IKEv1 Main/Aggressive Mode message 1."""
+    at = 4 if natt else 0
+    if len(data) < at + 28 or (natt and data[:4] != bytes(4)) or any(data[at + 8:at + 16]):
+        return False
+    return data[at + 17] & 0xF0 == 0x10 or bool(data[at + 19] & 0x08)
+
+
+def _plain(entry: SaEntry) -> SaEntry:
+    """A row fit to cross the channel: the engine behind it stays here."""
+    return dataclasses.replace(entry, handle=None)
+
+
+class Worker:
+    """The worker's side of the channels (see the module docstring)."""
+
+    def __init__(self, slot: WorkerSlot, options: WorkerOptions, sockets: dict[Addr, socket.socket],
+                 call: socket.socket, events: socket.socket) -> None:
+        self.slot = slot
+        self.options = options
+        self._call = call
+        self._events_sock = events
+        self._events: AsyncChannel | None = None
+        self._done = asyncio.Event()
+        self._closing = False
+        self._pending_config: Config | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        gateway = Gateway(options.config, ike_port=options.ike_port, natt_port=options.natt_port,
+                          placements=(options.placement,), retransmit_tries=options.retransmit_tries,
+                          log=self._log, worker=slot)
+        self.gateway = gateway
+        gateway.on_initial_contact = self._initial_contact
+        self.device = LocalDevice(gateway, DeviceModel(options.model.model, (options.placement,)),
+                                  raw_esp=options.raw_esp, keylog=options.keylog, log=self._log, sockets=sockets,
+                                  make_runner=lambda gw, loop: WorkerRunner(gw, loop, slot), tun=options.tun,
+                                  lan_side=cast(Gateway, LanSide(self)))
+        self._reported: tuple[int, int] = (-1, -1)
+        self._runner: WorkerRunner | None = None
+        self._report_handle: asyncio.TimerHandle | None = None
+
+    # -- life cycle -----------------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._events = AsyncChannel(self._events_sock, self._on_async, on_closed=self._supervisor_gone)
+        await self.device.open()
+        runner = self.device.runner
+        assert isinstance(runner, WorkerRunner)
+        runner.add_flush_hook(self._maybe_report)
+        runner.hand_over = self._hand_opening
+        self._runner = runner
+        loop.add_reader(self._call.fileno(), self._on_call)
+        for sig in (signal.SIGTERM, signal.SIGHUP):
+            loop.add_signal_handler(sig, self._stop)
+        write_frame(self._call, ("ok", self.device.local_addresses()))
+        await self._done.wait()
+
+    def _supervisor_gone(self) -> None:
+        """A channel closed without the supervisor asking us to stop: it died (a supervisor that stops sends
+        ``close`` first). Go as it went, without a word to the peers: a SIGKILLed gateway sends no Deletes.
+        (``PR_SET_PDEATHSIG`` would kill us too, but the kernel closes the dead process's descriptors
+        before it signals its children, and a Delete could slip out in between.)"""
+        if not self._closing:
+            os._exit(1)
+
+    def _stop(self) -> None:
+        """SIGTERM or SIGHUP to this worker: delete every SA as a shutdown does, then exit (the supervisor
+        restarts it)."""
+        if not self._closing:
+            self._closing = True
+            task = asyncio.get_running_loop().create_task(self._close(1.0, None))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _close(self, grace: float, ident: int | None) -> None:
+        with contextlib.suppress(ValueError, OSError):
+            asyncio.get_running_loop().remove_reader(self._call.fileno())
+        await self.device.close(grace)
+        if self._events is not None:
+            if ident is not None:
+                self._events.post(("ok", None), ident)
+            await self._events.drain()
+        self._done.set()
+
+    def _log(self, module: str, severity: int, brief: str, text: str) -> None:
+        if self._events is not None:
+            self._events.post(("log", module, severity, brief, text))
+
+    def _maybe_report(self) -> None:
+        """Tell the supervisor which IKE SAs we hold when their number changed, at most every
+        :data:`REPORT_INTERVAL`: if this process dies, those are the tunnels ``display ike offline-info``
+        records (a dead process cannot say what it had)."""
+        sad = self.gateway.sad
+        state = (sad.count(phase=1), sad.count(phase=2))
+        if state == self._reported or self._report_handle is not None:
+            return
+        self._report_handle = asyncio.get_running_loop().call_later(REPORT_INTERVAL, self._report)
+
+    def _report(self) -> None:
+        self._report_handle = None
+        sad = self.gateway.sad
+        self._reported = (sad.count(phase=1), sad.count(phase=2))
+        if self._events is not None:
+            # (peer address, port, version, placement) -> how many: a load test's thousands of SAs from one
+            # address are one entry
+            held = collections.Counter((str(e.peer_address), e.peer_port, e.version, e.placement)
+                                       for e in sad.ike_sas())
+            self._events.post(("sas", list(held.items())))
+
+    # -- the call channel -------------------------------------------------------------------------------
+
+    def _on_call(self) -> None:
+        try:
+            op, args = read_frame(self._call, time.monotonic() + INIT_TIMEOUT)
+        except WorkerGone:
+            self._supervisor_gone()
+            return
+        try:
+            answer: tuple[str, Any] = ("ok", getattr(self, f"op_{op}")(*args))
+        except Exception as exc:  # an operation's failure is the caller's answer, never the worker's end
+            log.debug("worker call %s failed", op, exc_info=True)
+            answer = ("error", f"{type(exc).__name__}: {exc}")
+        try:
+            write_frame(self._call, answer)
+        except WorkerGone:
+            self._supervisor_gone()
+
+    def op_select(self, selection: Selection, counters: bool) -> list[SaEntry]:
+        return [_plain(e) for e in self.device.select(selection, counters=counters)]
+
+    def op_children(self, conn_id: int) -> list[SaEntry]:
+        return [_plain(e) for e in self.device.children(conn_id)]
+
+    def op_reset_ike(self, selection: Selection) -> int:
+        return self.device.reset_ike_sa(selection)
+
+    def op_reset_ipsec(self, selection: Selection) -> int:
+        return self.device.reset_ipsec_sa(selection)
+
+    def op_statistics(self) -> Any:
+        return self.device.statistics()
+
+    def op_offline(self, peer: str | None, placement: Placement | None) -> Any:
+        return self.device.offline(peer, placement)
+
+    def op_claim(self, packets: Sequence[bytes]) -> list[int]:
+        return [self._claim(p) for p in packets]
+
+    def _claim(self, packet: bytes) -> int:
+        level = self.claim(packet)
+        return CLAIM_NONE if level == CLAIM_POLICY_ELSEWHERE else level
+
+    def claim(self, packet: bytes) -> int:
+        """CLAIM_SA (our SA protects it), CLAIM_POLICY (no SA of ours, our policy would negotiate it),
+        CLAIM_POLICY_ELSEWHERE (a policy covers it, neither its SA nor the policy is ours), CLAIM_NONE (no
+        policy covers it: in clear, the same on every worker)."""
+        try:
+            info = parse_ip(packet)
+        except PacketError:
+            return CLAIM_NONE
+        spd = self.gateway.dataplane.spd
+        match = spd.lookup(info)
+        if match is None:
+            return CLAIM_NONE
+        if spd.covered(info):
+            return CLAIM_SA
+        peer = self.gateway.policy_peer(match.policy)
+        return CLAIM_POLICY if peer is not None and self.slot.owns(peer) else CLAIM_POLICY_ELSEWHERE
+
+    def hand_over(self, packet: bytes) -> None:
+        if self._events is not None:
+            self._events.post(("handoff", [packet]))
+
+    def op_claim_ping(self, source: str, destination: str) -> int:
+        return self._claim(echo_request(source, destination, 0, 0, b""))
+
+    def op_inject(self, packets: Sequence[bytes], handed: int) -> int:
+        self.gateway.stats.handed_over += handed
+        return self.device.inject(packets)
+
+    def op_lan(self) -> list[bytes]:
+        return self.device.take_lan_output()
+
+    def op_load(self, count: int, concurrency: int) -> None:
+        if count:
+            self.device.load(count, concurrency)
+
+    def op_prepare(self, config: Config) -> bool:
+        """Phase one of a configuration change: check that this worker can take it, keep it aside."""
+        Gateway(config, ike_port=self.options.ike_port, natt_port=self.options.natt_port,
+                placements=(self.options.placement,), worker=self.slot)  # raises on what it cannot take
+        self._pending_config = config
+        return True
+
+    def op_commit(self) -> bool:
+        config, self._pending_config = self._pending_config, None
+        if config is None:
+            return False
+        self.device.apply_config(config)
+        return True
+
+    def op_abort(self) -> None:
+        self._pending_config = None
+
+    def op_start(self) -> None:
+        """Bring up auto policies that have no SA (the configuration did not change)."""
+        self.device.apply_config(self.device.config)
+
+    def op_config_digest(self) -> str:
+        from ikegate.workers.fanout import config_digest
+
+        return config_digest(self.device.config)
+
+    def op_lan_addresses(self) -> list[str]:
+        return self.device.lan_addresses()
+
+    def op_misrouted(self) -> int:
+        return self.gateway.stats.misrouted
+
+    # -- the async channel ------------------------------------------------------------------------------
+
+    def _hand_opening(self, owner: int, data: bytes, local: Addr, remote: Addr) -> None:
+        if self._events is not None:
+            self._events.post(("datagram", owner, data, local, remote))
+
+    def _initial_contact(self, address: str, id_type: str, id_text: str) -> None:
+        if self._events is not None:
+            self._events.post(("initial_contact", address, id_type, id_text))
+
+    def _on_async(self, ident: int, body: Any) -> None:
+        op, args = body
+        loop = asyncio.get_running_loop()
+        if op == "peers":  # peer addresses with IKE SAs on other workers
+            self.gateway.peers_elsewhere = frozenset(args)
+            return
+        if op == "drop_identity":  # INITIAL_CONTACT heard by another worker
+            self.gateway.drop_identity(loop.time(), *args)
+            runner = self.device.runner
+            if runner is not None:
+                runner.flush()
+            return
+        if op == "datagram":  # an opening another worker received for a peer of ours
+            if self._runner is not None:
+                data, local, remote = args
+                self._runner.feed_handed(data, tuple(local), tuple(remote))
+            return
+        if op == "ping":
+            task = loop.create_task(self._ping(ident, *args))
+        elif op == "close":
+            self._closing = True
+            task = loop.create_task(self._close(float(args[0]), ident))
+        else:
+            return
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _ping(self, ident: int, source: str, destination: str, count: int, size: int) -> None:
+        assert self._events is not None
+        try:
+            result: tuple[str, Any] = ("ok", await self.device.ping(source, destination, count, size))
+        except Exception as exc:
+            result = ("error", str(exc))
+        self._events.post(result, ident)
+
+
+PR_SET_PDEATHSIG = 1
+
+
+def _die_with_supervisor() -> None:
+    """A supervisor killed outright (SIGKILL, a crash) takes its workers with it, as a single process
+    would go: no Deletes, nothing left holding the ports. (A supervisor that shuts down asks them to
+    delete their SAs first; one that only closes the channels gets the same.)"""
+    parent = os.getppid()
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    if os.getppid() != parent:  # it died before the request took effect
+        os._exit(1)
+
+
+def _fd_socket(fd: int) -> socket.socket:
+    return socket.socket(fileno=fd)
+
+
+def main(argv: Sequence[str]) -> int:
+    """``ikegate worker INDEX WORKERS KEY CALL_FD EVENTS_FD ADDR,PORT,FD ...`` (the supervisor's command line)."""
+    index, workers, key, call_fd, events_fd = (int(x) for x in argv[:5])
+    _die_with_supervisor()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # ^C at the console is the supervisor's to handle
+    call, events = _fd_socket(call_fd), _fd_socket(events_fd)
+    sockets: dict[Addr, socket.socket] = {}
+    for item in argv[5:]:
+        address, port, fd = item.rsplit(",", 2)
+        sockets[(address, int(port))] = _fd_socket(int(fd))
+    call.setblocking(True)
+    try:
+        op, (options,) = read_frame(call, time.monotonic() + INIT_TIMEOUT)
+    except WorkerGone:
+        return 1
+    assert op == "init" and isinstance(options, WorkerOptions)
+    slot = WorkerSlot(Steering(workers, key), index)
+    try:
+        worker = Worker(slot, options, sockets, call, events)
+    except Exception as exc:
+        write_frame(call, ("error", f"{type(exc).__name__}: {exc}"))
+        return 1
+    asyncio.run(worker.run())
+    return 0
+
+
+def command(index: int, steering: Steering, call_fd: int, events_fd: int,
+            sockets: dict[Addr, int]) -> list[str]:
+    """The command line :func:`main` takes."""
+    return [sys.executable, "-m", "ikegate", "worker", str(index), str(steering.workers), str(steering.key),
+            str(call_fd), str(events_fd), *(f"{a},{p},{fd}" for (a, p), fd in sockets.items())]
+

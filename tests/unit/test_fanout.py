@@ -1,0 +1,187 @@
+"""The supervisor's fan-out rules without processes: routing by conn-id and placement, all-or-none
+configuration (a worker refusing in the prepare phase means no worker commits), a silent worker taken
+out of service. The channels are doubles; tests/system/test_workers.py runs the real processes."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import time
+from typing import Any, cast
+
+import pytest
+
+from ikegate.gateway.controller import Gateway
+from ikegate.gateway.device import DeviceError, DeviceModel, Selection, make_device
+from ikegate.sad import IkeSaEntry, Placement
+from ikegate.workers.fanout import FanoutDevice, worker_count
+from ikegate.workers.rpc import AsyncChannel, Channel, WorkerGone, gather, read_frame
+from ikegate.workers.steering import Steering, WorkerSlot, ike_spi_owner, peer_owner
+from ikegate.workers.worker import _opening
+from tests.protocol.netsim import lab_config
+
+BR_HQ = "127.0.0.11"  # Branch1's peer in the lab configuration
+
+
+class FakeChannel:
+    """Answers like a worker's call channel; ``refuse`` makes ``prepare`` fail there, ``dead`` every call."""
+
+    def __init__(self, index: int, refuse: bool = False, dead: bool = False) -> None:
+        self.index, self.refuse, self.dead = index, refuse, dead
+        self.calls: list[str] = []
+        self._next: Any = None
+
+    def send(self, op: str, *args: Any) -> None:
+        if self.dead:
+            raise WorkerGone("gone")
+        self.calls.append(op)
+        self._next = RuntimeError("ValueError: no") if op == "prepare" and self.refuse else {
+            "prepare": True, "commit": True, "abort": None, "start": None,
+            "select": [], "reset_ike": self.index + 1}.get(op)
+
+    def receive(self, timeout: float = 0) -> Any:
+        if isinstance(self._next, Exception):
+            raise self._next
+        return self._next
+
+
+def _device(*channels: FakeChannel, model: DeviceModel | None = None) -> FanoutDevice:
+    device = FanoutDevice(lab_config("hq"), model or DeviceModel(), workers=len(channels))
+    for member, channel in zip(device.members, channels, strict=True):
+        member.channel, member.up = cast(Channel, channel), True
+    return device
+
+
+def _changed(device: FanoutDevice) -> Any:
+    config = device.config
+    config.sysname = "Changed"
+    return config
+
+
+def test_configuration_is_committed_on_every_worker_after_all_prepared() -> None:
+    a, b = FakeChannel(0), FakeChannel(1)
+    device = _device(a, b)
+    device.apply_config(_changed(device))
+    assert a.calls == b.calls == ["prepare", "commit"]
+    device.apply_config(device.config)  # unchanged: only the auto policies' check
+    assert a.calls[-1] == b.calls[-1] == "start"
+
+
+def test_one_refusal_and_no_worker_commits() -> None:
+    a, b, c = FakeChannel(0), FakeChannel(1, refuse=True), FakeChannel(2)
+    device = _device(a, b, c)
+    with pytest.raises(DeviceError, match="not applied"):
+        device.apply_config(_changed(device))
+    for channel in (a, b, c):
+        assert channel.calls == ["prepare", "abort"], channel.index
+    with pytest.raises(DeviceError):  # still not committed: tried again, not taken as unchanged
+        device.apply_config(device.config)
+    assert a.calls[-2:] == ["prepare", "abort"]
+
+
+def test_conn_ids_and_placements_reach_their_owner_only() -> None:
+    chans = [FakeChannel(i) for i in range(4)]
+    model = make_device("USG6680E", "1/0,1/1,3/0,3/1")
+    device = _device(*chans, model=model)
+    assert device.reset_ike_sa(Selection(conn_id=7)) == 3  # (7 - 1) % 4 == 2: worker 2 answers 3
+    assert [c.calls for c in chans] == [[], [], ["reset_ike"], []]
+    device.select(Selection(placement=Placement(3, 1)))
+    assert chans[3].calls == ["select"] and chans[0].calls == []
+    assert device.reset_ike_sa() == 1 + 2 + 3 + 4 and device.statistics is not None
+
+
+def test_a_worker_that_is_gone_is_taken_out_and_the_others_answer() -> None:
+    a, b = FakeChannel(0), FakeChannel(1, dead=True)
+    device = _device(a, b)
+    assert device.reset_ike_sa() == 1
+    assert [m.up for m in device.members] == [True, False]
+
+
+def test_gather_reads_every_answer_before_reporting_a_failure() -> None:
+    a, b, c = FakeChannel(0), FakeChannel(1, refuse=True), FakeChannel(2)
+    with pytest.raises(RuntimeError):
+        gather(cast(list[Channel], [a, b, c]), "prepare", None)
+    assert c.calls == ["prepare"]
+
+
+def test_slot_models_have_one_worker_per_placement_unless_one_process() -> None:
+    model = make_device("USG6680E", "1/0,1/1,3/0")
+    assert worker_count(model, 2) == 3 and worker_count(model, 1) == 1
+    assert worker_count(DeviceModel(), 4) == 4
+    with pytest.raises(ValueError, match="placements"):
+        FanoutDevice(lab_config("hq"), make_device("USG6680E", "1/0,1/1"), workers=1)
+
+
+# -- a worker's controller: its conn-ids, its SPIs, its peers -------------------------------------------
+
+
+def _worker_gateway(index: int, workers: int = 4) -> Gateway:
+    return Gateway(lab_config("branch1"), worker=WorkerSlot(Steering(workers, 0x5A5A), index))
+
+
+def test_only_the_peers_owner_initiates_and_everything_it_allocates_names_it() -> None:
+    owner = peer_owner(BR_HQ, 4)
+    for index in range(4):
+        gw = _worker_gateway(index)
+        gw.start(1.0)
+        entries = gw.sad.select(phase=1)
+        if index != owner:
+            assert entries == [] and gw.stats.negotiations_started == 0
+            continue
+        (entry,) = entries
+        assert isinstance(entry, IkeSaEntry)
+        assert (entry.conn_id - 1) % 4 == index
+        assert ike_spi_owner(entry.spi_i, 0x5A5A, 4) == index  # the kernel steers its answers here
+        (datagram, _local, _remote), *_ = gw.datagrams_to_send()
+        assert datagram[:8] == entry.spi_i
+        answer = entry.spi_i + b"\x77" * 8 + bytes([33, 0x20, 34, 0x20]) + bytes(12)  # I flag clear
+        assert Steering(4, 0x5A5A).expected_worker(answer, natt=False) == index
+        assert {gw._spi_alloc() >> 24 for _ in range(50)} == {index}
+
+
+def test_openings_are_recognised_for_hand_over() -> None:
+    header = bytearray(28)
+    header[:8] = b"\x01" * 8
+    header[17], header[19] = 0x20, 0x08  # IKEv2, I flag: an IKE_SA_INIT request
+    assert _opening(bytes(header), natt=False)
+    assert _opening(bytes(4) + bytes(header), natt=True)
+    answer = bytearray(header)
+    answer[19] = 0x20  # response, zero responder SPI (a COOKIE answer): ours to handle, not an opening
+    assert not _opening(bytes(answer), natt=False)
+    header[8:16] = b"\x02" * 8
+    assert not _opening(bytes(header), natt=False)  # responder SPI set: an SA exists
+    v1 = bytearray(28)
+    v1[:8], v1[17] = b"\x03" * 8, 0x10  # Main Mode 1
+    assert _opening(bytes(v1), natt=False)
+    assert not _opening(b"\x00\x00\x01\x00" + bytes(40), natt=True)  # ESP
+    assert not _opening(b"\xff", natt=True)
+
+
+def test_peer_owner_is_stable_and_spreads() -> None:
+    owners = {peer_owner(f"198.51.100.{i}", 4) for i in range(64)}
+    assert owners == {0, 1, 2, 3}
+    assert peer_owner("198.51.100.7", 4) == peer_owner("198.51.100.7", 4)
+    assert WorkerSlot(Steering(4, 1), peer_owner("2001:db8::1", 4)).owns("2001:db8::1")
+
+
+def test_posting_never_blocks_when_the_other_end_does_not_read() -> None:
+    """A worker posting log records while the supervisor waits for its call answer (and so reads nothing)
+    must go on: the records wait in the channel and all arrive, in order, once the other end reads."""
+    async def main() -> list[object]:
+        here, there = socket.socketpair()
+        channel = AsyncChannel(here, lambda _i, _b: None)
+        record = "x" * 1000
+        for i in range(5000):  # ~5 MB: far beyond a socketpair's buffer
+            channel.post(("log", i, record))  # returns at once; nobody reads yet
+        got: list[object] = []
+        there.setblocking(True)
+        reader = asyncio.get_running_loop().run_in_executor(
+            None, lambda: [read_frame(there, time.monotonic() + 30) for _ in range(5000)])
+        await channel.drain(30)
+        got = await reader
+        channel.close()
+        there.close()
+        return got
+
+    got = asyncio.run(main())
+    assert [body[1] for _ident, body in got] == list(range(5000))  # type: ignore[index]
