@@ -24,8 +24,9 @@ import argparse
 import ipaddress
 import pickle
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from importlib import resources
+from typing import Any
 
 from ikegate.cli.commands import default_tree
 from ikegate.cli.commands.runtime import Runtime, runtime_commands
@@ -81,30 +82,25 @@ def main() -> None:
             spi_r=(i + 1).to_bytes(8, "big")))
         gw.sad.add_ipsec(IpsecSaEntry.from_parent(ike, flags=SaFlag.RD | SaFlag.A, spi_in=1000 + i, spi_out=1000 + i))
     print(f"display ike sa, {args.n:,} SAs over {len(workers)} workers")
-    shell_of = lambda device: Shell(config, tree=default_tree(runtime_commands(model)),  # noqa: E731
-                                    device=Runtime(device))
-    if args.rows:  # before: the workers send SA rows, the supervisor renders them
-        blobs, worker_s = [], []
-        for gw in workers:
-            t0 = time.perf_counter()
-            blobs.append(pickle.dumps([_plain(e) for e in LocalDevice(gw).select()], protocol=pickle.HIGHEST_PROTOCOL))
-            worker_s.append(time.perf_counter() - t0)
-        t0 = time.perf_counter()
-        rows = merge_rows([pickle.loads(b) for b in blobs])
-        t_merge = time.perf_counter() - t0
-        shell = shell_of(_Merged(LocalDevice(workers[0], model), rows))
+    # (a worker's answer, the supervisor's device over the merged answers, label)
+    if args.rows:  # before: the workers send SA rows (op_select), the supervisor renders them
+        answer: Callable[[Gateway], Any] = lambda gw: [_plain(e) for e in LocalDevice(gw).select()]  # noqa: E731
+        merged: Callable[[list[Any]], LocalDevice] = lambda parts: _Merged(  # noqa: E731
+            LocalDevice(workers[0], model), merge_rows(parts))
         label = "select + strip + pickle rows"
     else:  # now: each worker renders its rows (op_ike_sa_rows); the supervisor merges the text
-        blobs, worker_s = [], []
-        for gw in workers:
-            t0 = time.perf_counter()
-            blobs.append(pickle.dumps(ike_sa.rendered(LocalDevice(gw).select()), protocol=pickle.HIGHEST_PROTOCOL))
-            worker_s.append(time.perf_counter() - t0)
-        t0 = time.perf_counter()
-        lines = merge_rendered([pickle.loads(b) for b in blobs])
-        t_merge = time.perf_counter() - t0
-        shell = shell_of(_Rendered(LocalDevice(workers[0], model), lines))
+        answer = lambda gw: ike_sa.rendered(LocalDevice(gw).select())  # noqa: E731
+        merged = lambda parts: _Rendered(LocalDevice(workers[0], model), merge_rendered(parts))  # noqa: E731
         label = "select + render + pickle text"
+    blobs, worker_s = [], []
+    for gw in workers:
+        t0 = time.perf_counter()
+        blobs.append(pickle.dumps(answer(gw), protocol=pickle.HIGHEST_PROTOCOL))
+        worker_s.append(time.perf_counter() - t0)
+    t0 = time.perf_counter()
+    device = merged([pickle.loads(b) for b in blobs])
+    t_merge = time.perf_counter() - t0
+    shell = Shell(config, tree=default_tree(runtime_commands(model)), device=Runtime(device))
     t0 = time.perf_counter()
     out = shell.run("display ike sa")
     t_render = time.perf_counter() - t0
