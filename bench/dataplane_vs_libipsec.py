@@ -70,6 +70,7 @@ from tests.interop.netns import (  # noqa: E402
 )
 from tests.interop.netns import skip_reason as netns_skip_reason  # noqa: E402
 from tests.interop.vrp import GatewayConfig, Suite, acl_rule, start_ikegate  # noqa: E402
+from tests.system.procs import Proc  # noqa: E402
 
 PSK = "dataplane-bench-psk-0123456789"
 IKE = "aes256-sha256-x25519"
@@ -120,6 +121,7 @@ class Pair:
     kind: str
     pids: list[int]
     stop: Callable[[], None]
+    procs: list[Proc] = field(default_factory=list)  # ikegate's: (gwA, gwB), for their control sockets
 
 
 @contextlib.contextmanager
@@ -139,7 +141,9 @@ def python_path(src: Path | None) -> Iterator[None]:
             os.environ["PYTHONPATH"] = saved
 
 
-def ikegate_pair(lab: Lab, a: Site, b: Site, cipher: str, src: Path | None = None, kind: str = "ikegate") -> Pair:
+def ikegate_pair(lab: Lab, a: Site, b: Site, cipher: str, src: Path | None = None, kind: str = "ikegate",
+                 extra: tuple[str, ...] = ()) -> Pair:
+    """gwA (site-to-site, auto) and gwB (template) up; ``extra``: more ``ikegate run`` arguments for both."""
     _, enc, auth = CIPHERS[cipher]
     suite = Suite(esp_encryption=enc, esp_authentication=auth)
     lan_a = {4: f"{GW_A_LAN[4]}/26", 6: f"{GW_A_LAN[6]}/64"}
@@ -148,16 +152,16 @@ def ikegate_pair(lab: Lab, a: Site, b: Site, cipher: str, src: Path | None = Non
     cfg_a = GatewayConfig("GwA", WAN_A, lan_a, WAN_B[4], PSK, suite=suite, rules=[acl_rule(5, SITE_A_V4, SITE_B_V4)],
                           trigger="auto")
     with python_path(src):
-        gw_b = start_ikegate(lab, b.gw, "gwb", cfg_b, "--force-udp-encap")
+        gw_b = start_ikegate(lab, b.gw, "gwb", cfg_b, "--force-udp-encap", *extra)
         route_into_tun(b.gw, [SITE_A_V4])
-        gw_a = start_ikegate(lab, a.gw, "gwa", cfg_a, "--force-udp-encap")
+        gw_a = start_ikegate(lab, a.gw, "gwa", cfg_a, "--force-udp-encap", *extra)
         route_into_tun(a.gw, [SITE_B_V4])
 
     def stop() -> None:
         for proc in (gw_a, gw_b):
             lab.stop(proc.popen)  # type: ignore[arg-type]
 
-    return Pair(kind, [gw_a.popen.pid, gw_b.popen.pid], stop)
+    return Pair(kind, [gw_a.popen.pid, gw_b.popen.pid], stop, [gw_a, gw_b])
 
 
 def _swan_conf(local: str, remote: str, local_ts: str, remote_ts: str, esp: str) -> str:

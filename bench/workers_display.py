@@ -3,15 +3,19 @@
 Each of the 4 workers' SA databases is filled directly (12,500 IKE + 12,500 IPsec SAs, conn-ids from its
 residue class, as ``ikegate run --model USG6680E`` gives them). Measured separately, in this one process:
 
-- worker side, each: select every row, strip the engine handle, pickle (what ``op_select`` does); the
-  workers run this in parallel, one core each, so the device pays the slowest;
-- supervisor side: unpickle the four answers, merge them in conn-id order (``merge_rows``) and render
-  ``display ike sa`` through the real shell.
+- worker side, each: select every row, render its table rows and pickle them with their conn-ids (what
+  ``op_ike_sa_rows`` does); the workers run this in parallel, one core each, so the device pays the slowest;
+- supervisor side: unpickle the four answers, merge the lines in conn-id order (``merge_rendered``) and
+  print ``display ike sa`` through the real shell (``FanoutDevice.ike_sa_table``'s chunks).
 
-Estimated wall time of the command = slowest worker + supervisor (+ socket copies, not included: ~10 MB
-over a unix socketpair). On a machine with fewer cores than workers the worker parts queue.
+``--rows`` measures the former transfer instead: the workers pickle their SA rows (``op_select``), the
+supervisor unpickles, merges (``merge_rows``) and renders them.
 
-    .venv/bin/python bench/workers_display.py -n 100000
+Estimated wall time of the command = slowest worker + supervisor (+ socket copies, not included: ~14 MB
+over unix socketpairs). On a machine with fewer cores than workers the worker parts queue.
+
+    .venv/bin/python bench/workers_display.py -n 100000          # now: workers send rendered rows
+    .venv/bin/python bench/workers_display.py -n 100000 --rows   # before: workers sent SA rows
 """
 
 from __future__ import annotations
@@ -20,14 +24,17 @@ import argparse
 import ipaddress
 import pickle
 import time
+from collections.abc import Callable, Iterator
 from importlib import resources
+from typing import Any
 
 from ikegate.cli.commands import default_tree
 from ikegate.cli.commands.runtime import Runtime, runtime_commands
 from ikegate.cli.loader import load_config
+from ikegate.cli.render import ike_sa
 from ikegate.cli.shell import Shell
 from ikegate.gateway.controller import Gateway
-from ikegate.gateway.device import ALL, Device, Selection, make_device, merge_rows
+from ikegate.gateway.device import ALL, Selection, make_device, merge_rendered, merge_rows
 from ikegate.gateway.local import LocalDevice
 from ikegate.sad import IkeSaEntry, IpsecSaEntry, Role, SaEntry, SaFlag
 from ikegate.workers.steering import Steering, WorkerSlot
@@ -45,9 +52,21 @@ class _Merged(LocalDevice):
         return self._rows
 
 
+class _Rendered(LocalDevice):
+    """The supervisor's view for the shell: the workers' merged row text (FanoutDevice.ike_sa_table)."""
+
+    def __init__(self, base: LocalDevice, lines: list[str]) -> None:
+        super().__init__(base.gateway, base.model, clock=time.monotonic)
+        self._lines = lines
+
+    def ike_sa_table(self, selection: Selection = ALL) -> Iterator[list[str]]:
+        return ike_sa.rendered_chunks(self._lines)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     ap.add_argument("-n", type=int, default=100_000, help="SAs in all (half IKE, half IPsec)")
+    ap.add_argument("--rows", action="store_true", help="the former transfer (SA rows), for comparison")
     args = ap.parse_args()
     config, _ = load_config(resources.files("ikegate.lab").joinpath("hq.cfg").read_text())
     model = make_device("USG6680E", None)
@@ -62,30 +81,35 @@ def main() -> None:
             local_address=local, peer_address=peer, peer_id="", spi_i=i.to_bytes(8, "big"),
             spi_r=(i + 1).to_bytes(8, "big")))
         gw.sad.add_ipsec(IpsecSaEntry.from_parent(ike, flags=SaFlag.RD | SaFlag.A, spi_in=1000 + i, spi_out=1000 + i))
+    print(f"display ike sa, {args.n:,} SAs over {len(workers)} workers")
+    # (a worker's answer, the supervisor's device over the merged answers, label)
+    if args.rows:  # before: the workers send SA rows (op_select), the supervisor renders them
+        answer: Callable[[Gateway], Any] = lambda gw: [_plain(e) for e in LocalDevice(gw).select()]  # noqa: E731
+        merged: Callable[[list[Any]], LocalDevice] = lambda parts: _Merged(  # noqa: E731
+            LocalDevice(workers[0], model), merge_rows(parts))
+        label = "select + strip + pickle rows"
+    else:  # now: each worker renders its rows (op_ike_sa_rows); the supervisor merges the text
+        answer = lambda gw: ike_sa.rendered(LocalDevice(gw).select())  # noqa: E731
+        merged = lambda parts: _Rendered(LocalDevice(workers[0], model), merge_rendered(parts))  # noqa: E731
+        label = "select + render + pickle text"
     blobs, worker_s = [], []
     for gw in workers:
         t0 = time.perf_counter()
-        blobs.append(pickle.dumps([_plain(e) for e in LocalDevice(gw).select()], protocol=pickle.HIGHEST_PROTOCOL))
+        blobs.append(pickle.dumps(answer(gw), protocol=pickle.HIGHEST_PROTOCOL))
         worker_s.append(time.perf_counter() - t0)
     t0 = time.perf_counter()
-    parts = [pickle.loads(b) for b in blobs]
-    t_loads = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    rows = merge_rows(parts)
+    device = merged([pickle.loads(b) for b in blobs])
     t_merge = time.perf_counter() - t0
-    device: Device = _Merged(LocalDevice(workers[0], model), rows)
     shell = Shell(config, tree=default_tree(runtime_commands(model)), device=Runtime(device))
     t0 = time.perf_counter()
     out = shell.run("display ike sa")
     t_render = time.perf_counter() - t0
-    assert len(rows) == args.n and len(out.lines) > args.n
-    sup = t_loads + t_merge + t_render
-    print(f"display ike sa, {args.n:,} SAs over {len(workers)} workers ({sum(map(len, blobs)) / 1e6:.1f} MB pickled)")
-    print(f"  worker: select + strip + pickle : {' / '.join(f'{s:.3f}' for s in worker_s)} s (slowest counts)")
-    print(f"  supervisor: unpickle            : {t_loads:.3f} s")
-    print(f"  supervisor: merge_rows          : {t_merge:.3f} s")
-    print(f"  supervisor: render              : {t_render:.3f} s")
-    print(f"  estimated command, >= {len(workers)} cores : {max(worker_s) + sup:.3f} s")
+    assert len(out.lines) > args.n
+    print(f"  ({sum(map(len, blobs)) / 1e6:.1f} MB over the channels)")
+    print(f"  worker: {label:<28}: {' / '.join(f'{s:.3f}' for s in worker_s)} s (slowest counts)")
+    print(f"  supervisor: unpickle + merge      : {t_merge:.3f} s")
+    print(f"  supervisor: print through shell   : {t_render:.3f} s")
+    print(f"  estimated command, >= {len(workers)} cores : {max(worker_s) + t_merge + t_render:.3f} s")
 
 
 if __name__ == "__main__":

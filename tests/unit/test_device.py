@@ -6,11 +6,13 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import ipaddress
+from collections.abc import Iterator
 from typing import cast
 
 import pytest
 
 from ikegate.cli.commands.runtime import Runtime
+from ikegate.cli.render import ike_sa
 from ikegate.cli.render import ping as ping_render
 from ikegate.cli.shell import Shell
 from ikegate.dataplane.packet import build_ipv4, parse_ip
@@ -24,6 +26,7 @@ from ikegate.gateway.device import (
     Selection,
     Statistics,
     merge_offline,
+    merge_rendered,
     merge_rows,
     open_local,
 )
@@ -313,6 +316,10 @@ class _FanOut:
 
     def select(self, selection: Selection = ALL, *, counters: bool = False) -> list[SaEntry]:
         return merge_rows(w.select(selection, counters=counters) for w in self._targets(selection))
+
+    def ike_sa_table(self, selection: Selection = ALL) -> Iterator[list[str]]:
+        return ike_sa.rendered_chunks(merge_rendered([ike_sa.rendered(w.select(selection))
+                                                      for w in self._targets(selection)]))
 
     def reset_ike_sa(self, selection: Selection = ALL) -> int:
         self.resets += 1

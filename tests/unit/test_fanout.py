@@ -5,15 +5,20 @@ out of service. The channels are doubles; tests/system/test_workers.py runs the 
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import socket
 import time
+from collections.abc import Callable
 from typing import Any, cast
 
 import pytest
 
+from ikegate.cli.render import ike_sa
+from ikegate.cli.render.chunks import CHUNK_ROWS
 from ikegate.gateway.controller import Gateway
-from ikegate.gateway.device import DeviceError, DeviceModel, Selection, make_device
-from ikegate.sad import IkeSaEntry, Placement
+from ikegate.gateway.device import ALL, DeviceError, DeviceModel, Selection, make_device, merge_rows
+from ikegate.gateway.local import LocalDevice
+from ikegate.sad import IkeSaEntry, IpsecSaEntry, Placement, Role, SaFlag
 from ikegate.workers.fanout import FanoutDevice, worker_count
 from ikegate.workers.rpc import AsyncChannel, Channel, WorkerGone, gather, read_frame
 from ikegate.workers.steering import Steering, WorkerSlot, ike_spi_owner, peer_owner
@@ -26,8 +31,9 @@ BR_HQ = "127.0.0.11"  # Branch1's peer in the lab configuration
 class FakeChannel:
     """Answers like a worker's call channel; ``refuse`` makes ``prepare`` fail there, ``dead`` every call."""
 
-    def __init__(self, index: int, refuse: bool = False, dead: bool = False) -> None:
-        self.index, self.refuse, self.dead = index, refuse, dead
+    def __init__(self, index: int, refuse: bool = False, dead: bool = False,
+                 answer: Callable[..., Any] | None = None) -> None:
+        self.index, self.refuse, self.dead, self.answer = index, refuse, dead, answer
         self.calls: list[str] = []
         self._next: Any = None
 
@@ -35,6 +41,9 @@ class FakeChannel:
         if self.dead:
             raise WorkerGone("gone")
         self.calls.append(op)
+        if self.answer is not None:
+            self._next = self.answer(op, *args)
+            return
         self._next = RuntimeError("ValueError: no") if op == "prepare" and self.refuse else {
             "prepare": True, "commit": True, "abort": None, "start": None,
             "select": [], "reset_ike": self.index + 1}.get(op)
@@ -185,3 +194,46 @@ def test_posting_never_blocks_when_the_other_end_does_not_read() -> None:
 
     got = asyncio.run(main())
     assert [body[1] for _ident, body in got] == list(range(5000))  # type: ignore[index]
+
+
+# -- display ike sa: each worker renders its rows, the supervisor merges the text ------------------------
+
+
+def _filled(workers: int, per_worker: int) -> list[Gateway]:
+    """``workers`` workers' controllers, each holding ``per_worker`` IKE SAs with an IPsec SA each; IPv4 and
+    IPv6 peers, and some peer IDs too long for their column (rows that take the slow layout)."""
+    gateways = [_worker_gateway(i, workers) for i in range(workers)]
+    for n in range(workers * per_worker):
+        gw = gateways[n % workers]
+        peer = ipaddress.ip_address(0x0A000000 + n) if n % 3 else ipaddress.ip_address(f"2001:db8::{n:x}")
+        ike = gw.sad.add_ike(IkeSaEntry(
+            version=1 + n % 2, role=Role.RESPONDER, flags=SaFlag.RD | SaFlag.A, placement=gw.placements[0],
+            local_address=ipaddress.ip_address("127.0.0.12"), peer_address=peer,
+            peer_id=f"peer-{n}.example.com" if n % 5 == 0 else "", spi_i=(n + 1).to_bytes(8, "big"),
+            spi_r=(n + 2).to_bytes(8, "big")))
+        gw.sad.add_ipsec(IpsecSaEntry.from_parent(ike, flags=SaFlag.RD | SaFlag.A, spi_in=1000 + n,
+                                                  spi_out=1000 + n))
+    return gateways
+
+
+def test_the_fanned_out_table_is_the_single_process_table() -> None:
+    gateways = _filled(3, 300)  # 1,800 rows: several chunks, rows of every worker in each
+    locals_ = [LocalDevice(gw) for gw in gateways]
+
+    def worker_answer(index: int) -> Callable[..., Any]:
+        def answer(op: str, selection: Selection) -> Any:
+            assert op == "ike_sa_rows"
+            return ike_sa.rendered(locals_[index].select(selection))  # the worker's op_ike_sa_rows
+        return answer
+
+    device = _device(*(FakeChannel(i, answer=worker_answer(i)) for i in range(3)))
+    got = list(device.ike_sa_table(ALL))
+    rows = merge_rows(d.select() for d in locals_)  # what one process holding every SA lists
+    want = list(ike_sa.chunks(rows, ordered=True))
+    assert got == want  # the same lines in the same chunks (the same pacing)
+    assert len(rows) == 1800 and {(e.conn_id - 1) % 3 for e in rows} == {0, 1, 2}
+    assert sum(len(c) for c in got[1:-1]) == 1800 and max(len(c) for c in got[1:-1]) == CHUNK_ROWS
+    assert got[-1][1] == "  Number of IKE SA : 1800"
+    assert [int(line.split()[0]) for line in got[1]] == [e.conn_id for e in rows[:CHUNK_ROWS]]
+    # no rows anywhere: no table at all, as the single process
+    assert list(_device(FakeChannel(0, answer=lambda op, sel: ([], []))).ike_sa_table(ALL)) == []

@@ -17,10 +17,11 @@ import ipaddress
 import os
 import random
 import socket
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import fields
 from typing import Any
 
+from ikegate.cli.render import ike_sa
 from ikegate.gateway.controller import Gateway
 from ikegate.gateway.device import (
     ALL,
@@ -116,6 +117,9 @@ class LocalDevice:
             self._runner.flush()
 
     # -- SAs -----------------------------------------------------------------------------------------
+
+    def ike_sa_table(self, selection: Selection = ALL) -> Iterator[list[str]]:
+        return ike_sa.chunks(self.select(selection), ordered=True)
 
     def select(self, selection: Selection = ALL, *, counters: bool = False) -> list[SaEntry]:
         if counters:

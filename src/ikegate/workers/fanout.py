@@ -35,10 +35,11 @@ import pickle
 import socket
 import subprocess
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from ikegate.cli.render import ike_sa
 from ikegate.gateway.device import (
     ALL,
     DeviceError,
@@ -50,6 +51,7 @@ from ikegate.gateway.device import (
     Statistics,
     WorkerInfo,
     merge_offline,
+    merge_rendered,
     merge_rows,
 )
 from ikegate.policy.model import Config
@@ -194,6 +196,12 @@ class FanoutDevice:
     def select(self, selection: Selection = ALL, *, counters: bool = False) -> list[SaEntry]:
         return merge_rows(part for part in self._gather(self._targets(selection), "select", selection, counters)
                           if part is not None)
+
+    def ike_sa_table(self, selection: Selection = ALL) -> Iterator[list[str]]:
+        """Each worker renders its rows (:meth:`ikegate.workers.worker.Worker.op_ike_sa_rows`); here only
+        their lines are merged by conn-id and framed, a chunk at a time as the single process prints them."""
+        parts = [p for p in self._gather(self._targets(selection), "ike_sa_rows", selection) if p is not None]
+        return ike_sa.rendered_chunks(merge_rendered(parts))
 
     def children(self, conn_id: int) -> list[IpsecSaEntry]:
         owner = self.owner_of(conn_id)

@@ -29,6 +29,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
+from ikegate.cli.render import ike_sa
 from ikegate.dataplane.packet import PacketError, echo_request, parse_ip
 from ikegate.gateway.controller import Gateway
 from ikegate.gateway.device import DeviceModel, Selection
@@ -278,6 +279,10 @@ class Worker:
 
     def op_select(self, selection: Selection, counters: bool) -> list[SaEntry]:
         return [_plain(e) for e in self.device.select(selection, counters=counters)]
+
+    def op_ike_sa_rows(self, selection: Selection) -> tuple[list[int], list[str]]:
+        """``display ike sa``'s rows rendered here, with their conn-ids for the supervisor's merge."""
+        return ike_sa.rendered(self.device.select(selection))
 
     def op_children(self, conn_id: int) -> list[SaEntry]:
         return [_plain(e) for e in self.device.children(conn_id)]

@@ -21,7 +21,7 @@ from ikegate.cli.context import CommandContext
 from ikegate.cli.errors import CommandError, ParamError
 from ikegate.cli.params import Integer, Ipv4, Ipv6, String
 from ikegate.cli.render import hrp as hrp_render
-from ikegate.cli.render import ike_info, ike_sa, ipsec_sa, usage, version
+from ikegate.cli.render import ike_info, ipsec_sa, usage, version
 from ikegate.cli.render import ping as ping_render
 from ikegate.cli.render.chunks import CHUNK_ROWS, Chunks, Records
 from ikegate.cli.tree import MANAGE, MONITOR, VISIT, Command
@@ -116,8 +116,11 @@ def _emit_chunks(ctx: CommandContext, key: str, entries: Sequence[SaEntry], chun
 
 def display_ike_sa(ctx: CommandContext) -> None:
     rt = _rt(ctx)
-    entries = rt.device.select(Selection(remote=_text(ctx.opt_ip("remote")), placement=_placement(ctx)))
-    _emit_chunks(ctx, "ike_sa", entries, lambda: ike_sa.chunks(entries, ordered=True), padded=True)
+    selection = Selection(remote=_text(ctx.opt_ip("remote")), placement=_placement(ctx))
+    # the text comes rendered from the device (a supervisor's workers render their own rows); ``| json``
+    # needs the rows themselves
+    entries = rt.device.select(selection) if ctx.json else []
+    _emit_chunks(ctx, "ike_sa", entries, lambda: rt.device.ike_sa_table(selection), padded=True)
 
 
 def display_ike_sa_verbose(ctx: CommandContext) -> None:

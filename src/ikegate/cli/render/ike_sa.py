@@ -20,7 +20,7 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Iterable, Sequence
 
-from ikegate.cli.render.chunks import CHUNK_ROWS, Chunks, flatten
+from ikegate.cli.render.chunks import CHUNK_ROWS, Chunks, flatten, in_chunks
 from ikegate.cli.render.columns import place
 from ikegate.sad import IkeSaEntry, IpsecSaEntry, SaEntry, entries_for_display, flags_text
 
@@ -77,12 +77,16 @@ def _rows(entries: Sequence[SaEntry], peers: dict[tuple[int, int], str]) -> list
     return out
 
 
-def chunks(entries: Iterable[SaEntry], size: int = CHUNK_ROWS, *, ordered: bool = False) -> Chunks:
-    """The body of ``display ike sa`` (the caller prints the timestamp line first), ``size`` rows per
-    chunk after the header; nothing without SAs. ``ordered``: ``entries`` is a list already in display
-    order (what :meth:`Device.select` returns), not sorted again (200,000 rows: tens of milliseconds)."""
-    rows = entries if ordered and isinstance(entries, list) else entries_for_display(entries)
-    if not rows:
+def rendered(entries: Sequence[SaEntry]) -> tuple[list[int], list[str]]:
+    """The conn-ids and table rows of ``entries`` (already in display order), all at once: what a placement
+    worker sends its supervisor for ``display ike sa`` (text is far cheaper to carry between processes than
+    SA rows; the conn-ids are for the merge, :func:`ikegate.gateway.device.merge_rendered`)."""
+    return [e.conn_id for e in entries], _rows(entries, {})
+
+
+def _framed(count: int, body: Iterable[list[str]]) -> Chunks:
+    """Header, ``body``'s chunks and the closing lines of a table of ``count`` rows; nothing without rows."""
+    if not count:
         return
     yield [
         "",
@@ -90,10 +94,22 @@ def chunks(entries: Iterable[SaEntry], size: int = CHUNK_ROWS, *, ordered: bool 
         _row(("Conn-ID", "Peer", "VPN", "Flag(s)", "Phase", "RemoteType", "RemoteID")),
         RULE,
     ]
+    yield from body
+    yield ["", f"  Number of IKE SA : {count}", RULE, "", *LEGEND]
+
+
+def chunks(entries: Iterable[SaEntry], size: int = CHUNK_ROWS, *, ordered: bool = False) -> Chunks:
+    """The body of ``display ike sa`` (the caller prints the timestamp line first), ``size`` rows per
+    chunk after the header; nothing without SAs. ``ordered``: ``entries`` is a list already in display
+    order (what :meth:`Device.select` returns), not sorted again (200,000 rows: tens of milliseconds)."""
+    rows = entries if ordered and isinstance(entries, list) else entries_for_display(entries)
     peers: dict[tuple[int, int], str] = {}
-    for start in range(0, len(rows), size):
-        yield _rows(rows[start:start + size], peers)
-    yield ["", f"  Number of IKE SA : {len(rows)}", RULE, "", *LEGEND]
+    return _framed(len(rows), in_chunks(rows, lambda part: _rows(part, peers), size))
+
+
+def rendered_chunks(lines: Sequence[str], size: int = CHUNK_ROWS) -> Chunks:
+    """:func:`chunks` for rows already rendered (:func:`rows`, merged in display order): the same lines."""
+    return _framed(len(lines), (list(lines[start:start + size]) for start in range(0, len(lines), size)))
 
 
 def render(entries: Iterable[SaEntry]) -> list[str]:

@@ -1,0 +1,103 @@
+"""ESP packets per second through one tunnel with 1 and 2 workers per gateway, one flow and many flows.
+
+    hostA (192.0.2.10) -- gwA ==== WAN 198.51.100.0/24 ==== gwB -- hostB (192.0.2.74)
+
+The four namespaces and the ikegate pair of ``bench/dataplane_vs_libipsec.py`` (ESP in UDP 4500, IKEv2,
+AES-GCM-256 by default), both gateways started with ``--workers N``. Per N and round, from hostA to hostB:
+iperf3 UDP with ``--length``-byte datagrams at an offered rate, one stream (one flow) and ``--flows``
+streams (as many source ports: the multi-queue TUN spreads them over the workers' queues). The figure is
+the packets hostB's iperf3 received per second; with it, what the gateways' ``stats`` say about the
+workers: LAN packets handed over to the owner (a flow read by a worker that does not hold its SA) and
+datagrams misrouted by the kernel's steering.
+
+One site-to-site tunnel is one peer, and every SA of one peer lives on one worker
+(``ikegate.workers.steering.peer_owner``): with 2 workers the second one only reads TUN queues and hands
+their packets over (through the supervisor), so "many flows" here measures that path, not two workers each
+encrypting its own tunnel.
+
+    sudo .venv/bin/python bench/workers_esp.py --rounds 1 --seconds 5
+
+Needs root, iperf3 and namespaces (it prints why it skips otherwise). The figures swing with whatever else
+runs on the machine; the workers compete for the same cores as the hosts' iperf3.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from dataplane_vs_libipsec import CIPHERS, IPERF_PORT, Pair, ikegate_pair, iperf, wait_until
+from tests.interop.netns import HOST_B, Lab, Site, two_sites
+from tests.interop.netns import skip_reason as netns_skip_reason
+
+
+def measure(pair: Pair, a: Site, flows: int, args: argparse.Namespace) -> tuple[float, float, int, int]:
+    """(delivered packets/s, loss %, LAN packets handed over, datagrams misrouted) of one UDP test."""
+    host = a.host
+    wait_until(lambda: host.exec("ping", "-c", "1", "-W", "1", HOST_B[4], check=False).returncode == 0,
+               "traffic through the tunnel")
+    before = [p.call("stats")["stats"] for p in pair.procs]
+    end = iperf(host, "-u", "-b", args.rate, "-l", str(args.length), "-P", str(flows), seconds=args.seconds)
+    after = [p.call("stats")["stats"] for p in pair.procs]
+    received = end.get("sum_received") or end["sum"]
+    sent = end.get("sum_sent") or end["sum"]
+    delivered = float(received["bytes"]) / args.length  # type: ignore[index]
+    seconds = float(received.get("seconds") or args.seconds)  # type: ignore[union-attr]
+    sent_packets = float(sent.get("packets", 0) or 0)  # type: ignore[union-attr]
+    loss = 100.0 * (1 - delivered / sent_packets) if sent_packets else float("nan")
+    handed = sum(int(x["handed_over"]) - int(y["handed_over"]) for x, y in zip(after, before, strict=True))
+    misrouted = sum(int(x["misrouted"]) - int(y["misrouted"]) for x, y in zip(after, before, strict=True))
+    return delivered / seconds, max(loss, 0.0), handed, misrouted
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    parser.add_argument("--workers", type=int, action="append", help="repeatable; default: 1 and 2")
+    parser.add_argument("--rounds", type=int, default=1)
+    parser.add_argument("--seconds", type=int, default=5, help="length of each iperf3 test")
+    parser.add_argument("--flows", type=int, default=8, help="iperf3 streams of the many-flows test")
+    parser.add_argument("--length", type=int, default=512, help="UDP payload bytes per datagram")
+    parser.add_argument("--rate", default="200M", help="iperf3 offered rate (-b), per stream")
+    parser.add_argument("--cipher", default="gcm", choices=sorted(CIPHERS))
+    args = parser.parse_args(argv)
+    args.workers = args.workers or [1, 2]
+    reason = netns_skip_reason()
+    if reason:
+        print(f"skipped: {reason}")
+        return 0
+    results: dict[tuple[int, int], list[tuple[float, float, int, int]]] = {}
+    with tempfile.TemporaryDirectory(prefix="ikg-wesp-") as tmp:
+        lab = Lab(Path(tmp))
+        try:
+            a, b = two_sites(lab)
+            lab.spawn(b.host, ["iperf3", "-s", "-p", str(IPERF_PORT)], lab.workdir / "iperf3.log")
+            wait_until(lambda: f":{IPERF_PORT} " in b.host.exec("ss", "-ltnH").stdout, "the iperf3 server")
+            for round_no in range(args.rounds):
+                for n in args.workers if round_no % 2 == 0 else args.workers[::-1]:
+                    pair = ikegate_pair(lab, a, b, args.cipher, kind=f"ikegate-w{n}", extra=("--workers", str(n)))
+                    try:
+                        for flows in (1, args.flows):
+                            got = measure(pair, a, flows, args)
+                            results.setdefault((n, flows), []).append(got)
+                            print(f"  round {round_no + 1}, {n} worker(s), {flows} flow(s): {got[0]:9.0f} pps "
+                                  f"({got[1]:4.1f} % lost, {got[2]} handed over, {got[3]} misrouted)", flush=True)
+                    finally:
+                        pair.stop()
+        finally:
+            lab.close()
+    print(f"\nESP {CIPHERS[args.cipher][0]} in UDP, {args.length}-byte datagrams, {args.rounds} round(s) of "
+          f"{args.seconds} s, offered {args.rate} per stream; medians (packets/s delivered to hostB)")
+    print(f"{'workers':>8} {'1 flow':>10} {f'{args.flows} flows':>10}")
+    for n in args.workers:
+        cells = [statistics.median(r[0] for r in results[(n, f)]) for f in (1, args.flows)]
+        print(f"{n:>8} {cells[0]:10.0f} {cells[1]:10.0f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
