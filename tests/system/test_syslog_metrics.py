@@ -137,6 +137,8 @@ def test_daemons_send_syslog_and_serve_metrics() -> None:
             out, failed = await br.run_lines(["reset ike sa"])
             assert not failed, out
             await until(lambda: rx.find("IPSEC_TUNNEL_TEARED_DOWN") is not None, what="teardown log")
+            # the record is logged once the command has run, so after the teardown it caused
+            await until(lambda: rx.find("CMDRECORD", 'Command="reset ike sa"') is not None, what="command record")
             cmd = rx.find("CMDRECORD", 'Command="reset ike sa"')
             assert cmd is not None and cmd["pri"] == "189" and "Task=api" in cmd["msg"]
             down = rx.find("IPSEC_TUNNEL_TEARED_DOWN")
