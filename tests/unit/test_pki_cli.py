@@ -324,3 +324,21 @@ def test_local_dn_string_is_encoded() -> None:
     name = x509.Name([x509.NameAttribute(NameOID.COUNTRY_NAME, "CN"), x509.NameAttribute(NameOID.COMMON_NAME, "gw")])
     assert found[1] == name.public_bytes()
     assert serialization  # (keeps the import list honest for the key checks above)
+
+
+def test_a_configuration_with_pki_material_crosses_to_worker_processes(files: Path) -> None:
+    """Workers receive the configuration pickled (ikegate.workers.rpc): certificates, keys and CRLs go as
+    DER and come back equal, and the translated peer still signs with the same key."""
+    import pickle
+
+    shell = run(shell_in(files), *IMPORTS, *PEER)
+    copy = pickle.loads(pickle.dumps(shell.config, protocol=pickle.HIGHEST_PROTOCOL))
+    store = copy.pki
+    assert list(store.cas) == ["root.pem", "inter.der"] and store.cas["inter.der"].cert == PKI.intermediate.cert
+    assert store.locals["gw2.pem"].cert == PKI.ecdsa.cert
+    assert store.crl_list == shell.config.pki.crl_list
+    key = store.keys["gw1"]
+    assert key.kind is KeyKind.RSA and key.password == PASSWORD and key.filename == "gw1.key"
+    assert key.key.private_numbers() == PKI.gateway.key.private_numbers()
+    assert store.key_for(PKI.gateway.cert) is key
+    assert render_config(copy) == render_config(shell.config)

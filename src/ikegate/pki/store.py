@@ -17,12 +17,13 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TypeAlias
+from typing import Any, TypeAlias
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat, load_der_private_key
 
 from ikegate.policy.users import KeyKind  # rsa|ecc: the VRP key families, as for peer-public-key
 
@@ -57,10 +58,31 @@ class KeyEncoding(enum.Enum):
     DER = "der"
 
 
+# The configuration travels between the supervisor and its worker processes (pickled over their own
+# socketpairs, see ikegate.workers.rpc); cryptography's objects cannot be pickled, so entries travel as DER.
+
+
+def _cert_entry(filename: str, der: bytes) -> CertEntry:
+    return CertEntry(filename, x509.load_der_x509_certificate(der))
+
+
+def _key_entry(
+    name: str, kind: KeyKind, encoding: KeyEncoding, filename: str, password: str | None, der: bytes
+) -> KeyEntry:
+    return KeyEntry(name, kind, encoding, filename, password, check_device_key(load_der_private_key(der, None)))
+
+
+def _crl_entry(filename: str, der: bytes) -> CrlEntry:
+    return CrlEntry(filename, x509.load_der_x509_crl(der))
+
+
 @dataclass(frozen=True)
 class CertEntry:
     filename: str
     cert: x509.Certificate
+
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
+        return _cert_entry, (self.filename, self.cert.public_bytes(Encoding.DER))
 
 
 @dataclass(frozen=True)
@@ -72,11 +94,18 @@ class KeyEntry:
     password: str | None  # the clear password of an encrypted key file; shown only in cipher form
     key: PrivateKey = field(repr=False)
 
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
+        der = self.key.private_bytes(Encoding.DER, PrivateFormat.PKCS8, NoEncryption())
+        return _key_entry, (self.name, self.kind, self.encoding, self.filename, self.password, der)
+
 
 @dataclass(frozen=True)
 class CrlEntry:
     filename: str
     crl: x509.CertificateRevocationList
+
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
+        return _crl_entry, (self.filename, self.crl.public_bytes(Encoding.DER))
 
 
 def _is_pem(data: bytes) -> bool:
