@@ -18,7 +18,7 @@ import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -66,6 +66,8 @@ class Pair:
     sw: Netns
     charon: Charon
     procs: dict[str, Proc]
+    #: more ``ikegate run`` arguments (``--workers 2``: tests/interop/test_ha_workers.py)
+    args: list[str] = field(default_factory=list)
 
     def start(self, name: str) -> Proc:
         cfg = self.lab.workdir / f"node{name}.cfg"
@@ -73,7 +75,7 @@ class Pair:
         control = self.lab.workdir / f"node{name}.sock"
         log = self.lab.workdir / f"node{name}.log"
         popen = self.lab.spawn(self.nodes[name], [sys.executable, "-m", "ikegate", "run", str(cfg), "--control",
-                                                  str(control)], log, env={"PYTHONUNBUFFERED": "1"})
+                                                  str(control), *self.args], log, env={"PYTHONUNBUFFERED": "1"})
 
         def ready() -> bool:
             if popen.poll() is not None:

@@ -217,6 +217,9 @@ class HaRuntime:
         self._transport: asyncio.DatagramTransport | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._closing = False
+        #: Called after each flush: a worker reports the SAs its standby gateway imported to the supervisor
+        #: (what it lists if the worker dies), as its UDP runner's flushes do for the SAs it negotiates.
+        self.after_flush: Callable[[], None] | None = None
 
     # ------------------------------------------------------------------ life cycle
 
@@ -279,6 +282,8 @@ class HaRuntime:
             self._timer.cancel()
         if when is not None and not self._closing:
             self._timer = self.loop.call_at(when, self._on_timer)
+        if self.after_flush is not None:
+            self.after_flush()
 
     def _on_timer(self) -> None:
         self._timer = None

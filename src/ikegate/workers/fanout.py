@@ -90,6 +90,16 @@ def config_digest(config: Config) -> str:
     return hashlib.sha256(pickle.dumps(config, protocol=pickle.HIGHEST_PROTOCOL)).hexdigest()[:16]
 
 
+def _pair_steering(config: Config, workers: int) -> Steering | None:
+    """A hot-standby node's steering: its IKEv1 cookie tag key is derived from the pair's ``hrp
+    authentication-key``, so that after a failover the other node's kernel steers an SA's datagrams to the
+    worker of the same index (the one its sync node gave the SA to), as this node's did."""
+    if not config.hrp.enabled or not config.hrp.key:
+        return None
+    digest = hashlib.sha256(b"ikegate steering key\0" + config.hrp.key.encode()).digest()
+    return Steering(workers, int.from_bytes(digest[:2], "big") or 1)
+
+
 def worker_count(model: DeviceModel, workers: int) -> int:
     """How many worker processes serve ``model`` when ``workers`` were asked for: a multi-SPU model's
     placements are its workers (``--workers 1`` keeps them as labels in one process); elsewhere ``workers``."""
@@ -133,7 +143,7 @@ class FanoutDevice:
         self._keylog = keylog
         self._tun = dict(tun or {})
         placements = model.placements if model.has_slots else (DEFAULT_PLACEMENT,) * n
-        self.steering = Steering.generate(n, os.urandom)
+        self.steering = _pair_steering(config, n) or Steering.generate(n, os.urandom)
         self.members = [_Member(i, p) for i, p in enumerate(placements)]
         self._groups: Groups = {}
         self._offline = OfflineLog()

@@ -200,6 +200,8 @@ class Worker:
         runner = self.device.runner
         assert isinstance(runner, WorkerRunner)
         runner.add_flush_hook(self._maybe_report)
+        if self.device.ha is not None:
+            self.device.ha.after_flush = self._maybe_report
         runner.hand_over = self._hand_opening
         self._runner = runner
         loop.add_reader(self._call.fileno(), self._on_call)
