@@ -44,11 +44,12 @@ IKG_LAN = "192.0.2.1"
 HB_ITF = "GigabitEthernet0/0/3"
 
 
-def node_config(name: str) -> str:
+def node_config(name: str, remote: str | None = None) -> str:
     """The lab's VRP configuration of one node: the same tunnel configuration on both, HRP and VRRP
-    lines of its own (node a is the configured active one)."""
-    base = GatewayConfig(f"HA_{name.upper()}", {4: NODE_WAN[name]}, {4: f"{IKG_LAN}/26"}, None, PSK,
-                         rules=[acl_rule(5, "192.0.2.0/26", f"{SW_HOST}/32")],
+    lines of its own (node a is the configured active one). ``remote``: a site-to-site policy to that
+    peer (negotiated on traffic) instead of the template."""
+    base = GatewayConfig(f"HA_{name.upper()}", {4: NODE_WAN[name]}, {4: f"{IKG_LAN}/26"}, remote, PSK,
+                         rules=[acl_rule(5, "192.0.2.0/26", f"{SW_HOST}/32")], trigger="traffic-based",
                          dpd=["dpd type periodic", "dpd idle-time 10"]).text()
     role = "active" if name == "a" else "standby"
     other = NODE_HB["b" if name == "a" else "a"]
@@ -68,10 +69,11 @@ class Pair:
     procs: dict[str, Proc]
     #: more ``ikegate run`` arguments (``--workers 2``: tests/interop/test_ha_workers.py)
     args: list[str] = field(default_factory=list)
+    remote: str | None = None  # see node_config
 
     def start(self, name: str) -> Proc:
         cfg = self.lab.workdir / f"node{name}.cfg"
-        cfg.write_text(node_config(name))
+        cfg.write_text(node_config(name, self.remote))
         control = self.lab.workdir / f"node{name}.sock"
         log = self.lab.workdir / f"node{name}.log"
         popen = self.lab.spawn(self.nodes[name], [sys.executable, "-m", "ikegate", "run", str(cfg), "--control",
