@@ -19,6 +19,8 @@ what one process holding the same SAs would print:
   stay where the kernel spread them.
 * Protected-side packets (the packet API, ``ping``, a TUN queue's packets that are not its worker's): to
   the worker holding the SA of the flow, else to the worker owning the policy's peer.
+* Hot standby (``hrp enable``): the supervisor runs keepalived and posts the role to every worker; each
+  worker's sync node pairs with the same-index worker of the other node (docs/ha.md, "Workers").
 * A worker that dies is restarted on the same sockets (the kernel's group keeps its index); the IKE SAs it
   last reported go to ``display ike offline-info`` with the reason ``worker restart``; the others' SAs are
   untouched. Shutdown deletes every SA on every worker, in parallel.
