@@ -328,12 +328,12 @@ class FanoutDevice:
 
     def _on_role(self, role: Role) -> None:
         """keepalived's word: every worker's sync node takes the role (a worker started later gets it at
-        its start)."""
-        if role is self._role:
-            return
+        its start). Told again even when unchanged here: a worker may have left it on its own (the loser of
+        a split brain becomes standby by the hellos), and the worker ignores a role it already has."""
+        if role is not self._role:
+            self._log("HRP", 5, "HRP_STATE", f"VRRP names this node {role.value}; telling {len(self.members)} "
+                      "worker(s)")
         self._role = role
-        self._log("HRP", 5, "HRP_STATE", f"VRRP names this node {role.value}; telling {len(self.members)} "
-                  "worker(s)")
         for member in self.members:
             self._tell_role(member)
 
