@@ -206,6 +206,19 @@ def pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pair]:
     yield from open_pair(tmp_path_factory)
 
 
+def tunnel_up_and_followed(pair: Pair) -> None:
+    """Node a active, strongSwan's tunnel up through it, node b's table the same (display ike sa there)."""
+    wait_for(lambda: pair.role("a") == "active" and pair.role("b") == "standby", what="VRRP to elect node a")
+    out = pair.charon.initiate("net")
+    assert out.returncode == 0, out.stdout + out.stderr
+    sent, got = pair.ping(5)
+    assert got == sent
+    # the standby holds the same SAs (display ike sa works there)
+    a_rows = {(r["conn_id"], r["phase"]) for r in display_json(pair.procs["a"], "display ike sa")["ike_sa"]}
+    wait_for(lambda: {(r["conn_id"], r["phase"]) for r in display_json(pair.procs["b"], "display ike sa")["ike_sa"]}
+             == a_rows, what="the standby's table to match")
+
+
 def check_standby_guard_and_mirroring(pair: Pair) -> None:
     """Node b (standby) refuses resets and configuration; configuration made on node a reaches b."""
     refused = pair.procs["b"].call("shell", lines=["reset ike sa"])
@@ -239,15 +252,7 @@ def kill_a_during_ping(pair: Pair, count: int) -> int:
 
 
 def test_tunnel_up_on_the_virtual_address(pair: Pair) -> None:
-    wait_for(lambda: pair.role("a") == "active" and pair.role("b") == "standby", what="VRRP to elect node a")
-    out = pair.charon.initiate("net")
-    assert out.returncode == 0, out.stdout + out.stderr
-    sent, got = pair.ping(5)
-    assert got == sent
-    # the standby holds the same SAs (display ike sa works there) and refuses to reset them
-    a_rows = {(r["conn_id"], r["phase"]) for r in display_json(pair.procs["a"], "display ike sa")["ike_sa"]}
-    wait_for(lambda: {(r["conn_id"], r["phase"]) for r in display_json(pair.procs["b"], "display ike sa")["ike_sa"]}
-             == a_rows, what="the standby's table to match")
+    tunnel_up_and_followed(pair)
     shown = pair.procs["a"].call("shell", lines=["display hrp state", "display vrrp"])["output"]
     assert "Role: active, peer: standby" in shown and "State : Master" in shown and f"Virtual IP : {VIP}" in shown
     shown = pair.procs["b"].call("shell", lines=["display hrp state verbose"])["output"]

@@ -16,8 +16,14 @@ from collections.abc import Iterator
 import pytest
 
 from ikegate.workers.steering import peer_owner
-from tests.interop.test_ha_pair import SW_WAN, Pair, check_standby_guard_and_mirroring, kill_a_during_ping, open_pair
-from tests.interop.vrp import display_json
+from tests.interop.test_ha_pair import (
+    SW_WAN,
+    Pair,
+    check_standby_guard_and_mirroring,
+    kill_a_during_ping,
+    open_pair,
+    tunnel_up_and_followed,
+)
 from tests.waiting import wait_for
 
 pytestmark = pytest.mark.interop
@@ -35,15 +41,8 @@ def _holders(pair: Pair, name: str) -> list[int]:
 
 
 def test_workers_follow_the_pair(pair: Pair) -> None:
-    wait_for(lambda: pair.role("a") == "active" and pair.role("b") == "standby", what="VRRP to elect node a")
     assert [w["index"] for w in pair.procs["b"].call("workers")["workers"]] == [0, 1]
-    out = pair.charon.initiate("net")
-    assert out.returncode == 0, out.stdout + out.stderr
-    sent, got = pair.ping(5)
-    assert got == sent
-    a_rows = {(r["conn_id"], r["phase"]) for r in display_json(pair.procs["a"], "display ike sa")["ike_sa"]}
-    wait_for(lambda: {(r["conn_id"], r["phase"]) for r in display_json(pair.procs["b"], "display ike sa")["ike_sa"]}
-             == a_rows, what="the standby's table to match")
+    tunnel_up_and_followed(pair)
     # the SA is on the worker of the same index on both nodes (its SPIs name that worker)
     wait_for(lambda: _holders(pair, "a") == _holders(pair, "b") == [1], what="the SA on worker 1 of both nodes")
     st = pair.hrp("b")
