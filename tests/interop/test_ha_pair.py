@@ -18,7 +18,7 @@ import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -44,11 +44,12 @@ IKG_LAN = "192.0.2.1"
 HB_ITF = "GigabitEthernet0/0/3"
 
 
-def node_config(name: str) -> str:
+def node_config(name: str, remote: str | None = None) -> str:
     """The lab's VRP configuration of one node: the same tunnel configuration on both, HRP and VRRP
-    lines of its own (node a is the configured active one)."""
-    base = GatewayConfig(f"HA_{name.upper()}", {4: NODE_WAN[name]}, {4: f"{IKG_LAN}/26"}, None, PSK,
-                         rules=[acl_rule(5, "192.0.2.0/26", f"{SW_HOST}/32")],
+    lines of its own (node a is the configured active one). ``remote``: a site-to-site policy to that
+    peer (negotiated on traffic) instead of the template."""
+    base = GatewayConfig(f"HA_{name.upper()}", {4: NODE_WAN[name]}, {4: f"{IKG_LAN}/26"}, remote, PSK,
+                         rules=[acl_rule(5, "192.0.2.0/26", f"{SW_HOST}/32")], trigger="traffic-based",
                          dpd=["dpd type periodic", "dpd idle-time 10"]).text()
     role = "active" if name == "a" else "standby"
     other = NODE_HB["b" if name == "a" else "a"]
@@ -66,14 +67,17 @@ class Pair:
     sw: Netns
     charon: Charon
     procs: dict[str, Proc]
+    #: more ``ikegate run`` arguments (``--workers 2``: tests/interop/test_ha_workers.py)
+    args: list[str] = field(default_factory=list)
+    remote: str | None = None  # see node_config
 
     def start(self, name: str) -> Proc:
         cfg = self.lab.workdir / f"node{name}.cfg"
-        cfg.write_text(node_config(name))
+        cfg.write_text(node_config(name, self.remote))
         control = self.lab.workdir / f"node{name}.sock"
         log = self.lab.workdir / f"node{name}.log"
         popen = self.lab.spawn(self.nodes[name], [sys.executable, "-m", "ikegate", "run", str(cfg), "--control",
-                                                  str(control)], log, env={"PYTHONUNBUFFERED": "1"})
+                                                  str(control), *self.args], log, env={"PYTHONUNBUFFERED": "1"})
 
         def ready() -> bool:
             if popen.poll() is not None:
@@ -175,8 +179,9 @@ secrets {{
     return Pair(lab, nodes, router, sw, charon, {})
 
 
-@pytest.fixture(scope="module")
-def pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pair]:
+def open_pair(tmp_path_factory: pytest.TempPathFactory, args: list[str] | None = None,
+              remote: str | None = None) -> Iterator[Pair]:
+    """The module's lab with both nodes started (``args``, ``remote``: see :class:`Pair`); removed after."""
     for reason in (skip_reason(), swan.skip_reason(),
                    None if shutil.which("keepalived") else "keepalived is not installed (apt-get install keepalived)"):
         if reason:
@@ -184,6 +189,7 @@ def pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pair]:
     lab = Lab(tmp_path_factory.mktemp("ha"))
     try:
         p = _build(lab)
+        p.args, p.remote = list(args or []), remote
         p.start("a")
         p.start("b")
         yield p
@@ -195,20 +201,26 @@ def pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pair]:
         lab.close()
 
 
-def test_tunnel_up_on_the_virtual_address(pair: Pair) -> None:
+@pytest.fixture(scope="module")
+def pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pair]:
+    yield from open_pair(tmp_path_factory)
+
+
+def tunnel_up_and_followed(pair: Pair) -> None:
+    """Node a active, strongSwan's tunnel up through it, node b's table the same (display ike sa there)."""
     wait_for(lambda: pair.role("a") == "active" and pair.role("b") == "standby", what="VRRP to elect node a")
     out = pair.charon.initiate("net")
     assert out.returncode == 0, out.stdout + out.stderr
     sent, got = pair.ping(5)
     assert got == sent
-    # the standby holds the same SAs (display ike sa works there) and refuses to reset them
+    # the standby holds the same SAs (display ike sa works there)
     a_rows = {(r["conn_id"], r["phase"]) for r in display_json(pair.procs["a"], "display ike sa")["ike_sa"]}
     wait_for(lambda: {(r["conn_id"], r["phase"]) for r in display_json(pair.procs["b"], "display ike sa")["ike_sa"]}
              == a_rows, what="the standby's table to match")
-    shown = pair.procs["a"].call("shell", lines=["display hrp state", "display vrrp"])["output"]
-    assert "Role: active, peer: standby" in shown and "State : Master" in shown and f"Virtual IP : {VIP}" in shown
-    shown = pair.procs["b"].call("shell", lines=["display hrp state verbose"])["output"]
-    assert "Role: standby, peer: active" in shown and "vrrp vrid 1: backup" in shown
+
+
+def check_standby_guard_and_mirroring(pair: Pair) -> None:
+    """Node b (standby) refuses resets and configuration; configuration made on node a reaches b."""
     refused = pair.procs["b"].call("shell", lines=["reset ike sa"])
     assert "HRP standby state" in refused["output"] and refused["error"]
     config = pair.procs["b"].call("shell", lines=["system-view", "ike proposal 20"])
@@ -224,11 +236,11 @@ def test_tunnel_up_on_the_virtual_address(pair: Pair) -> None:
     wait_for(mirrored, what="the configuration on the standby")
 
 
-def test_kill_active_standby_takes_over_without_renegotiation(pair: Pair) -> None:
-    before, established = pair.sw_sas(), pair.established_count()
-    assert len(before) == 1
-    ping = subprocess.Popen(["ip", "netns", "exec", pair.sw.name, "ping", "-i", "0.2", "-W", "1", "-c", "40", "-I",
-                             SW_HOST, IKG_LAN], stdout=subprocess.PIPE, text=True)
+def kill_a_during_ping(pair: Pair, count: int) -> int:
+    """``kill -9`` node a while strongSwan pings through the tunnel every 0.2 s, until node b is active;
+    how many pings were lost."""
+    ping = subprocess.Popen(["ip", "netns", "exec", pair.sw.name, "ping", "-i", "0.2", "-W", "1", "-c", str(count),
+                             "-I", SW_HOST, IKG_LAN], stdout=subprocess.PIPE, text=True)
     wait_for(lambda: pair.hrp("b")["counters"]["sas_applied"] >= 1, what="the standby to hold the SA")
     pair.procs["a"].popen.kill()  # kill -9: keepalived follows it (parent-death signal), VRRP moves
     pair.procs["a"].popen.wait()
@@ -236,10 +248,25 @@ def test_kill_active_standby_takes_over_without_renegotiation(pair: Pair) -> Non
     out, _ = ping.communicate(timeout=60)
     m = re.search(r"(\d+) packets transmitted, (\d+) received", out)
     assert m, out
-    lost = int(m.group(1)) - int(m.group(2))
+    return int(m.group(1)) - int(m.group(2))
+
+
+def test_tunnel_up_on_the_virtual_address(pair: Pair) -> None:
+    tunnel_up_and_followed(pair)
+    shown = pair.procs["a"].call("shell", lines=["display hrp state", "display vrrp"])["output"]
+    assert "Role: active, peer: standby" in shown and "State : Master" in shown and f"Virtual IP : {VIP}" in shown
+    shown = pair.procs["b"].call("shell", lines=["display hrp state verbose"])["output"]
+    assert "Role: standby, peer: active" in shown and "vrrp vrid 1: backup" in shown
+    check_standby_guard_and_mirroring(pair)
+
+
+def test_kill_active_standby_takes_over_without_renegotiation(pair: Pair) -> None:
+    before, established = pair.sw_sas(), pair.established_count()
+    assert len(before) == 1
+    lost = kill_a_during_ping(pair, 40)
     # VRRP's detection (3 x 1 s advertisements at worst; a dying keepalived's priority 0 makes it ~0.6 s)
     # plus an RTT: at 5 pings a second, no more than 20 lost
-    assert lost <= 20, out
+    assert lost <= 20
     assert pair.sw_sas() == before and pair.established_count() == established  # same SPIs, no new IKE SA
     sent, got = pair.ping(5)
     assert got == sent

@@ -230,3 +230,25 @@ def test_reset_by_conn_id_on_an_auto_pair_renegotiates_from_the_active_only(phas
     deletes = [d for d, src, _dst in p.net.seen[seen:] if is_ike(d, src) and src[0] == "127.0.0.12"
                and ike_view(d)[18] == ExchangeType.INFORMATIONAL and ike_view(d)[19] & 0x20 == 0]
     assert len(deletes) == 1  # one Delete request, from the active
+
+
+def test_nodes_with_different_worker_counts_never_link() -> None:
+    """Both nodes of a pair must run the same ``--workers``: an SA's SPIs name its worker, so it must land
+    on the same index on the other node. Hellos carry the count; a node hearing another count logs the
+    error (once) and takes nothing from that peer; with equal counts the same nodes link up."""
+    for theirs, links in ((2, False), (1, True)):
+        logs: list[str] = []
+        a, b = new_node(logs=logs, priority=120, node_id=2), new_node(logs=logs, node_id=1)
+        b.workers = theirs
+        a.set_role(Role.ACTIVE, 0.0)
+        b.set_role(Role.STANDBY, 0.0)
+        for now in (0.0, 1.0, 2.0):
+            for node in (a, b):
+                node.handle_timer(now)
+            for sender, receiver in ((a, b), (b, a)):
+                for data in sender.datagrams_to_send():
+                    receiver.receive(data, now)
+        assert a.link_up is links and b.link_up is links
+        errors = [line for line in logs if "must run the same --workers" in line]
+        assert len(errors) == (0 if links else 2), logs  # one line per node, however many hellos
+        assert (a.mismatch > 1) is not links

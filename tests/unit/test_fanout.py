@@ -16,8 +16,19 @@ import pytest
 from ikegate.cli.render import ike_sa
 from ikegate.cli.render.chunks import CHUNK_ROWS
 from ikegate.gateway.controller import Gateway
-from ikegate.gateway.device import ALL, DeviceError, DeviceModel, Selection, make_device, merge_rows
+from ikegate.gateway.device import (
+    ALL,
+    DeviceError,
+    DeviceModel,
+    HrpState,
+    Selection,
+    VrrpGroupState,
+    make_device,
+    merge_hrp,
+    merge_rows,
+)
 from ikegate.gateway.local import LocalDevice
+from ikegate.ha.sync import Role as HaRole
 from ikegate.sad import IkeSaEntry, IpsecSaEntry, Placement, Role, SaFlag
 from ikegate.workers.fanout import FanoutDevice, worker_count
 from ikegate.workers.rpc import AsyncChannel, Channel, WorkerGone, gather, read_frame
@@ -237,3 +248,67 @@ def test_the_fanned_out_table_is_the_single_process_table() -> None:
     assert [int(line.split()[0]) for line in got[1]] == [e.conn_id for e in rows[:CHUNK_ROWS]]
     # no rows anywhere: no table at all, as the single process
     assert list(_device(FakeChannel(0, answer=lambda op, sel: ([], []))).ike_sa_table(ALL)) == []
+
+
+class _FakeEvents:
+    def __init__(self) -> None:
+        self.posted: list[Any] = []
+
+    def post(self, body: Any, ident: int = 0) -> None:
+        self.posted.append(body)
+
+
+class _FakeKeepalived:
+    restarts = 3
+
+    def groups(self) -> tuple[VrrpGroupState, ...]:
+        return (VrrpGroupState("GigabitEthernet0/0/1", 1, "Master", "198.51.100.1", 120, True, True, 3, 1),)
+
+
+def _hrp(role: str, **counters: int) -> HrpState:
+    return HrpState(role=role, peer_role="standby", priority=120, peer_priority=100, link_up=True,
+                    stable_since=None, last_change="", auto_sync=True, mirror_session=False, standby_config=False,
+                    preempt=True, preempt_delay=3, counters=dict(counters))
+
+
+def _ha_device(*roles: str) -> tuple[FanoutDevice, list[FakeChannel], list[_FakeEvents]]:
+    channels = [FakeChannel(i, answer=lambda op, *_a, r=r, i=i: _hrp(r, sas=i + 1, sas_applied=2 * i)
+                            if op == "hrp_state" else {"reset_ike": 1}.get(op)) for i, r in enumerate(roles)]
+    device = _device(*channels)
+    device._keepalived = cast(Any, _FakeKeepalived())
+    events = [_FakeEvents() for _ in roles]
+    for member, ev in zip(device.members, events, strict=True):
+        member.events = cast(AsyncChannel, ev)
+    return device, channels, events
+
+
+def test_the_role_goes_to_every_running_worker_once_and_to_a_restarted_one() -> None:
+    device, _, events = _ha_device("standby", "standby", "standby")
+    device.members[2].up = False
+    device._on_role(HaRole.ACTIVE)
+    assert [e.posted for e in events] == [[("hrp_role", ("active",))]] * 2 + [[]]  # not to a stopped one
+    device.members[2].up = True
+    device._tell_role(device.members[2])  # what _spawn does once a worker is up
+    assert events[2].posted == [("hrp_role", ("active",))]
+    device._on_role(HaRole.STANDBY)
+    assert all(e.posted[-1] == ("hrp_role", ("standby",)) for e in events)
+
+
+def test_hrp_state_takes_the_role_from_a_worker_and_sums_the_counters() -> None:
+    device, _, _ = _ha_device("active", "active")
+    st = device.hrp_state()
+    assert st is not None and st.role == "active" and st.peer_role == "standby"
+    assert st.counters == {"sas": 1 + 2, "sas_applied": 0 + 2, "keepalived_restarts": 3}
+    assert [g.state for g in st.vrrp] == ["Master"]  # the supervisor's keepalived, not the workers'
+    assert merge_hrp([None, None]) is None
+    assert _device(FakeChannel(0)).hrp_state() is None  # no hrp enable: no hot standby
+
+
+def test_standby_refuses_resets_before_any_worker_is_asked() -> None:
+    device, channels, _ = _ha_device("standby", "standby")
+    for reset in (device.reset_ike_sa, device.reset_ipsec_sa):
+        with pytest.raises(DeviceError, match="HRP standby state"):
+            reset(ALL)
+    assert all("reset_ike" not in c.calls and "reset_ipsec" not in c.calls for c in channels)
+    active, _, _ = _ha_device("active", "active")
+    assert active.reset_ike_sa(ALL) == 2

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import heapq
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from typing import Any, Protocol
 
 from ikegate.policy.model import Config
@@ -453,7 +453,7 @@ def open_device(config: Config, model: DeviceModel, workers: int = 1, **options:
     multi-SPU model's placements are its workers). ``options`` are :func:`open_local`'s."""
     from ikegate.workers.fanout import FanoutDevice, worker_count
 
-    if worker_count(model, workers) <= 1 or config.hrp.enabled:  # hot standby runs in one process (for now)
+    if worker_count(model, workers) <= 1:
         return open_local(config, model, **options)
     return FanoutDevice(config, model, workers=workers, **options)
 
@@ -494,3 +494,19 @@ def merge_offline(parts: Iterable[Sequence[OfflineRecord]], capacity: int | None
     newest ``capacity`` records when given (the device-wide log holds as many as one process's)."""
     merged = list(heapq.merge(*parts, key=_offline_key))
     return merged if capacity is None else merged[max(0, len(merged) - capacity):]
+
+
+def merge_hrp(parts: Sequence[HrpState | None], vrrp: tuple[VrrpGroupState, ...] = (),
+              keepalived_restarts: int = 0) -> HrpState | None:
+    """Several workers' hot-standby states as the device's: roles, peer and link from the first worker
+    that answered (the supervisor sets every worker's role at once), counters summed (each worker syncs its
+    own SAs), VRRP groups and keepalived's restarts from the supervisor, which runs keepalived."""
+    states = [p for p in parts if p is not None]
+    if not states:
+        return None
+    counters: dict[str, int] = {}
+    for st in states:
+        for key, value in st.counters.items():
+            counters[key] = counters.get(key, 0) + value
+    counters["keepalived_restarts"] = keepalived_restarts
+    return replace(states[0], counters=counters, vrrp=vrrp)

@@ -58,8 +58,11 @@ class LocalDevice:
                  raw_esp: bool = True, keylog: str | None = None, log: LogSink | None = None,
                  sockets: Mapping[Addr, socket.socket] | None = None,
                  make_runner: Callable[[Gateway, asyncio.AbstractEventLoop], UdpRunner] = UdpRunner,
-                 lan_side: Gateway | None = None) -> None:
+                 lan_side: Gateway | None = None, ha_worker: tuple[int, int] | None = None) -> None:
         self.gateway = gateway
+        #: A placement worker's (index, workers) in a hot-standby pair: its sync node pairs with the
+        #: same-index worker of the other node; the supervisor runs keepalived and sets the role.
+        self._ha_worker = ha_worker
         #: Sockets bound by someone else (a placement worker's share of the supervisor's groups), driven
         #: instead of binding our own; ``make_runner`` builds the runner that drives them.
         self._sockets = sockets
@@ -263,7 +266,9 @@ class LocalDevice:
         try:
             if pair:
                 try:
-                    self.ha = HaRuntime(self.gateway, self.config, loop, flush_gateway=runner.flush, emit=self._log)
+                    index, workers = self._ha_worker or (0, 1)
+                    self.ha = HaRuntime(self.gateway, self.config, loop, flush_gateway=runner.flush, emit=self._log,
+                                        run_keepalived=self._ha_worker is None, index=index, workers=workers)
                     runner.add_flush_hook(self.ha.flush)
                     await self.ha.open()
                 except (HaConfigError, KeepalivedError) as exc:

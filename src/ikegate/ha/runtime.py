@@ -67,55 +67,38 @@ class _Link(asyncio.DatagramProtocol):
         self.owner.on_datagram(data, str(addr[0]))
 
 
-class HaRuntime:
-    """One node's hot standby machinery around one gateway."""
+class Keepalived:
+    """keepalived for one node: its configuration, its process (restarted when it dies) and its notify
+    FIFO, whose MASTER/BACKUP word becomes a :class:`Role` handed to ``on_role``. One per node: a single
+    process's :class:`HaRuntime` owns it, or the supervisor of placement workers, which fans the role out
+    to every worker's sync node."""
 
-    def __init__(self, gateway: Gateway, config: Config, loop: asyncio.AbstractEventLoop, *,
-                 flush_gateway: Callable[[], None], emit: Callable[[str, int, str, str], None] | None = None,
-                 run_keepalived: bool = True) -> None:
-        self.gateway = gateway
+    def __init__(self, config: Config, loop: asyncio.AbstractEventLoop, on_role: Callable[[Role], None],
+                 log_line: Callable[[str], None]) -> None:
         self.config = config
         self.loop = loop
-        self._flush_gateway = flush_gateway
-        self._emit = emit
-        self._run_keepalived = run_keepalived
-        local = heartbeat_address(config)
-        assert config.hrp.key is not None and config.hrp.remote is not None
-        self.local = str(local)
-        self.remote = str(config.hrp.remote)
-        groups = [g for itf in config.interfaces.values() for g in itf.vrrp.values()]
-        priority = ka.ACTIVE_PRIORITY if any(g.active for g in groups) else ka.STANDBY_PRIORITY
-        self.node = SyncNode(gateway, Channel(config.hrp.key.encode()), priority=priority, node_id=int(local),
-                             log=self._log_line)
+        self._on_role = on_role
+        self._log_line = log_line
         self.vrrp: dict[str, ka.Notice] = {}
         self.instances: list[ka.Instance] = []
-        self.changes: list[tuple[float, str]] = []
-        self._transport: asyncio.DatagramTransport | None = None
-        self._timer: asyncio.TimerHandle | None = None
         self._workdir: str | None = None
         self._fifo_fd: int | None = None
         self._fifo_buf = b""
         self._proc: asyncio.subprocess.Process | None = None
         self._supervisor: asyncio.Task[None] | None = None
         self._closing = False
-        self.keepalived_restarts = 0
-
-    # ------------------------------------------------------------------ life cycle
+        self.restarts = 0
 
     async def open(self) -> None:
-        transport, _ = await self.loop.create_datagram_endpoint(lambda: _Link(self), local_addr=(self.local, HRP_PORT))
-        self._transport = transport
-        if self._run_keepalived:
-            try:
-                self._start_keepalived_files()
-                await self._spawn()
-            except BaseException:
-                await self.close()
-                raise
-            self._supervisor = self.loop.create_task(self._supervise())
-        self.flush()
+        try:
+            self._start_files()
+            await self._spawn()
+        except BaseException:
+            await self.close()
+            raise
+        self._supervisor = self.loop.create_task(self._supervise())
 
-    def _start_keepalived_files(self) -> None:
+    def _start_files(self) -> None:
         path = ka.find_keepalived()
         self.instances = ka.instances(self.config, ka.linux_interfaces())
         if not self.instances:
@@ -150,20 +133,15 @@ class HaRuntime:
             code = await self._proc.wait()
             if self._closing:
                 return
-            self.keepalived_restarts += 1
+            self.restarts += 1
             self._log_line(f"keepalived exited with status {code}; restarting it")
-            self._set_role(Role.STANDBY)
+            self._on_role(Role.STANDBY)
             await asyncio.sleep(RESTART_AFTER)
             if not self._closing:
                 await self._spawn()
 
     async def close(self) -> None:
         self._closing = True
-        if self._timer is not None:
-            self._timer.cancel()
-        if self._transport is not None:
-            self._transport.close()
-            self._transport = None
         proc = self._proc
         if proc is not None and proc.returncode is None:
             proc.terminate()
@@ -184,8 +162,6 @@ class HaRuntime:
             shutil.rmtree(self._workdir, ignore_errors=True)
             self._workdir = None
 
-    # ------------------------------------------------------------------ events
-
     def _on_fifo(self) -> None:
         assert self._fifo_fd is not None
         try:
@@ -202,7 +178,74 @@ class HaRuntime:
             self._log_line(f"VRRP {notice.name} is {notice.state}")
         if self.instances and all(self.vrrp.get(i.name) is not None for i in self.instances):
             master = all(self.vrrp[i.name].state == "MASTER" for i in self.instances)
-            self._set_role(Role.ACTIVE if master else Role.STANDBY)
+            self._on_role(Role.ACTIVE if master else Role.STANDBY)
+
+    def groups(self) -> tuple[VrrpGroupState, ...]:
+        """``display vrrp``'s groups as keepalived last told them."""
+        hrp = self.config.hrp
+        states = {name: _VRRP_STATE.get(n.state, "Initialize") for name, n in self.vrrp.items()}
+        return tuple(VrrpGroupState(
+            i.vrp_interface, i.vrid, states.get(i.name, "Initialize"), str(i.virtual_ip), i.priority,
+            i.priority == ka.ACTIVE_PRIORITY, hrp.preempt, hrp.preempt_delay, ka.ADVERT_INT) for i in self.instances)
+
+
+class HaRuntime:
+    """One node's hot standby machinery around one gateway. With placement workers (issue 14) each worker
+    has one, without keepalived (``run_keepalived=False``: the supervisor runs it and hands the role over
+    by :meth:`set_role`), on the sync port ``HRP_PORT + index`` to the same-index worker of the other node;
+    ``workers`` (both nodes must run as many) is checked in the hellos."""
+
+    def __init__(self, gateway: Gateway, config: Config, loop: asyncio.AbstractEventLoop, *,
+                 flush_gateway: Callable[[], None], emit: Callable[[str, int, str, str], None] | None = None,
+                 run_keepalived: bool = True, index: int = 0, workers: int = 1) -> None:
+        self.gateway = gateway
+        self.config = config
+        self.loop = loop
+        self._flush_gateway = flush_gateway
+        self._emit = emit
+        local = heartbeat_address(config)
+        assert config.hrp.key is not None and config.hrp.remote is not None
+        self.local = str(local)
+        self.remote = str(config.hrp.remote)
+        self.port = HRP_PORT + index
+        groups = [g for itf in config.interfaces.values() for g in itf.vrrp.values()]
+        priority = ka.ACTIVE_PRIORITY if any(g.active for g in groups) else ka.STANDBY_PRIORITY
+        self.node = SyncNode(gateway, Channel(config.hrp.key.encode()), priority=priority, node_id=int(local),
+                             log=self._log_line, workers=workers)
+        self.keepalived = Keepalived(config, loop, self._set_role, self._log_line) if run_keepalived else None
+        self.changes: list[tuple[float, str]] = []
+        self._transport: asyncio.DatagramTransport | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._closing = False
+        #: Called after each flush: a worker reports the SAs its standby gateway imported to the supervisor
+        #: (what it lists if the worker dies), as its UDP runner's flushes do for the SAs it negotiates.
+        self.after_flush: Callable[[], None] | None = None
+
+    # ------------------------------------------------------------------ life cycle
+
+    async def open(self) -> None:
+        transport, _ = await self.loop.create_datagram_endpoint(lambda: _Link(self),
+                                                                local_addr=(self.local, self.port))
+        self._transport = transport
+        if self.keepalived is not None:
+            try:
+                await self.keepalived.open()
+            except BaseException:
+                await self.close()
+                raise
+        self.flush()
+
+    async def close(self) -> None:
+        self._closing = True
+        if self._timer is not None:
+            self._timer.cancel()
+        if self._transport is not None:
+            self._transport.close()
+            self._transport = None
+        if self.keepalived is not None:
+            await self.keepalived.close()
+
+    # ------------------------------------------------------------------ events
 
     def _set_role(self, role: Role) -> None:
         if role is self.node.role:
@@ -233,12 +276,14 @@ class HaRuntime:
         node.flush(self.loop.time())
         if self._transport is not None:
             for data in node.datagrams_to_send():
-                self._transport.sendto(data, (self.remote, HRP_PORT))
+                self._transport.sendto(data, (self.remote, self.port))
         when = node.get_timer()
         if self._timer is not None:
             self._timer.cancel()
         if when is not None and not self._closing:
             self._timer = self.loop.call_at(when, self._on_timer)
+        if self.after_flush is not None:
+            self.after_flush()
 
     def _on_timer(self) -> None:
         self._timer = None
@@ -249,25 +294,24 @@ class HaRuntime:
         node, hrp, now = self.node, self.config.hrp, self.loop.time()
         alive = node.link_alive(now)
         peer = node.peer_role if alive and node.peer_role else "unknown"
+        kept = self.keepalived
         counters = {**vars(node.stats), **{f"channel_{k}": v for k, v in vars(node.channel.stats).items()},
-                    "keepalived_restarts": self.keepalived_restarts,
+                    "keepalived_restarts": kept.restarts if kept is not None else 0,
                     "sas": sum(1 for sa in self.gateway.engines() if sa.established)}
         role = node.role.value if node.role is not Role.INIT else "initial"
-        states = {name: _VRRP_STATE.get(n.state, "Initialize") for name, n in self.vrrp.items()}
-        vrrp = tuple(VrrpGroupState(
-            i.vrp_interface, i.vrid, states.get(i.name, "Initialize"), str(i.virtual_ip), i.priority,
-            i.priority == ka.ACTIVE_PRIORITY, hrp.preempt, hrp.preempt_delay, ka.ADVERT_INT) for i in self.instances)
         last = self.changes[-1] if self.changes else None
         return HrpState(role=role, peer_role=peer, priority=node.priority, peer_priority=node.peer_priority if alive
                         else 0, link_up=alive, stable_since=last[0] if last else None,
                         last_change=last[1] if last else "", auto_sync=hrp.auto_sync,
                         mirror_session=hrp.mirror_session, standby_config=hrp.standby_config, preempt=hrp.preempt,
-                        preempt_delay=hrp.preempt_delay, counters=counters, vrrp=vrrp)
+                        preempt_delay=hrp.preempt_delay, counters=counters,
+                        vrrp=kept.groups() if kept is not None else ())
 
     def _log_line(self, text: str) -> None:
         log.info("%s", text)
         if self._emit is not None:
-            self._emit("HRP", 4 if "split brain" in text or "exited" in text else 5, "HRP_STATE", text)
+            severity = 3 if "HRP error" in text else 4 if "split brain" in text or "exited" in text else 5
+            self._emit("HRP", severity, "HRP_STATE", text)
 
 
-__all__ = ["HaConfigError", "HaRuntime", "heartbeat_address"]
+__all__ = ["HaConfigError", "HaRuntime", "Keepalived", "heartbeat_address"]

@@ -101,8 +101,12 @@ class SyncNode:
     """One node's side of the SA synchronisation."""
 
     def __init__(self, gateway: Gateway, channel: Channel, *, priority: int = 100, node_id: int = 0,
-                 log: Callable[[str], None] | None = None) -> None:
+                 log: Callable[[str], None] | None = None, workers: int = 1) -> None:
         self.gw = gateway
+        #: placement workers on this node; the other node must run as many (an SA's SPIs name its worker,
+        #: so it must land on the same index there): hellos carry it, a pair that differs never links up
+        self.workers = workers
+        self.mismatch = 0
         self.channel = channel
         self.priority = priority
         self.node_id = node_id  # VRRP's tie-break: the higher primary address wins
@@ -357,13 +361,20 @@ class SyncNode:
 
     def _hello(self, now: float) -> None:
         self._hello_at = now
-        body = {"role": self.role.value, "prio": self.priority, "node": self.node_id,
+        body = {"role": self.role.value, "prio": self.priority, "node": self.node_id, "workers": self.workers,
                 "bulk": self._asks if self.role is Role.STANDBY and self._need_bulk else 0, "life": self._peer_life}
         self._out.append(self.channel.seal(HELLO, encode(body)))
 
     def _on_hello(self, msg: Opened, body: Any, now: float) -> None:
         if not isinstance(body, dict):
             self.channel.stats.malformed += 1
+            return
+        theirs = body.get("workers", 1)
+        if theirs != self.workers:
+            if not self.mismatch:
+                self._log(f"HRP error: the other node runs {theirs} worker(s), this one {self.workers}: both "
+                          "nodes of a pair must run the same --workers; no synchronisation")
+            self.mismatch += 1
             return
         new_life = msg.peer_boot != self.channel.peer_boot
         self.channel.peer_boot = msg.peer_boot

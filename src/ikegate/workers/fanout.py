@@ -19,6 +19,8 @@ what one process holding the same SAs would print:
   stay where the kernel spread them.
 * Protected-side packets (the packet API, ``ping``, a TUN queue's packets that are not its worker's): to
   the worker holding the SA of the flow, else to the worker owning the policy's peer.
+* Hot standby (``hrp enable``): the supervisor runs keepalived and posts the role to every worker; each
+  worker's sync node pairs with the same-index worker of the other node (docs/ha.md, "Workers").
 * A worker that dies is restarted on the same sockets (the kernel's group keeps its index); the IKE SAs it
   last reported go to ``display ike offline-info`` with the reason ``worker restart``; the others' SAs are
   untouched. Shutdown deletes every SA on every worker, in parallel.
@@ -42,6 +44,7 @@ from typing import Any
 from ikegate.cli.render import ike_sa
 from ikegate.gateway.device import (
     ALL,
+    HRP_STANDBY_ERROR,
     DeviceError,
     DeviceModel,
     HrpState,
@@ -50,10 +53,14 @@ from ikegate.gateway.device import (
     Selection,
     Statistics,
     WorkerInfo,
+    merge_hrp,
     merge_offline,
     merge_rendered,
     merge_rows,
 )
+from ikegate.ha.keepalived import KeepalivedError
+from ikegate.ha.runtime import HaConfigError, Keepalived, heartbeat_address
+from ikegate.ha.sync import Role
 from ikegate.policy.model import Config
 from ikegate.sad import (
     DEFAULT_PLACEMENT,
@@ -83,6 +90,16 @@ STABLE_AFTER = 10.0
 def config_digest(config: Config) -> str:
     """What a worker's running configuration is, to compare across processes (tests, diagnostics)."""
     return hashlib.sha256(pickle.dumps(config, protocol=pickle.HIGHEST_PROTOCOL)).hexdigest()[:16]
+
+
+def _pair_steering(config: Config, workers: int) -> Steering | None:
+    """A hot-standby node's steering: its IKEv1 cookie tag key is derived from the pair's ``hrp
+    authentication-key``, so that after a failover the other node's kernel steers an SA's datagrams to the
+    worker of the same index (the one its sync node gave the SA to), as this node's did."""
+    if not config.hrp.enabled or not config.hrp.key:
+        return None
+    digest = hashlib.sha256(b"ikegate steering key\0" + config.hrp.key.encode()).digest()
+    return Steering(workers, int.from_bytes(digest[:2], "big") or 1)
 
 
 def worker_count(model: DeviceModel, workers: int) -> int:
@@ -128,7 +145,7 @@ class FanoutDevice:
         self._keylog = keylog
         self._tun = dict(tun or {})
         placements = model.placements if model.has_slots else (DEFAULT_PLACEMENT,) * n
-        self.steering = Steering.generate(n, os.urandom)
+        self.steering = _pair_steering(config, n) or Steering.generate(n, os.urandom)
         self.members = [_Member(i, p) for i, p in enumerate(placements)]
         self._groups: Groups = {}
         self._offline = OfflineLog()
@@ -137,6 +154,10 @@ class FanoutDevice:
         self._opened = False
         self._closing = False
         self._watchers: list[asyncio.Task[None]] = []
+        #: Hot standby: the supervisor runs keepalived and fans its role out to the workers' sync nodes.
+        self._keepalived: Keepalived | None = None
+        self._role: Role | None = None
+        self._mirror_apply: Callable[[str], None] | None = None
 
     # -- what the device is -------------------------------------------------------------------------------
 
@@ -211,11 +232,13 @@ class FanoutDevice:
         return list(rows or [])
 
     def reset_ike_sa(self, selection: Selection = ALL) -> int:
+        self._refuse_on_standby()
         deleted = sum(n or 0 for n in self._gather(self._targets(selection), "reset_ike", selection))
         self._resets += 1
         return deleted
 
     def reset_ipsec_sa(self, selection: Selection = ALL) -> int:
+        self._refuse_on_standby()
         targets = [m for m in self.members if m.up]
         if selection.spi is not None and selection.remote is None:
             targets = [m for m in targets if m.index == esp_spi_owner(selection.spi)] or targets
@@ -301,13 +324,50 @@ class FanoutDevice:
         assert isinstance(value, PingResult)
         return value
 
-    # -- hot standby: not with workers (``open_device`` keeps an ``hrp enable`` gateway in one process) -------
+    # -- hot standby: keepalived here, one sync node per worker (to the same index on the other node) -----
+
+    def _on_role(self, role: Role) -> None:
+        """keepalived's word: every worker's sync node takes the role (a worker started later gets it at
+        its start). Told again even when unchanged here: a worker may have left it on its own (the loser of
+        a split brain becomes standby by the hellos), and the worker ignores a role it already has."""
+        if role is not self._role:
+            self._log("HRP", 5, "HRP_STATE", f"VRRP names this node {role.value}; telling {len(self.members)} "
+                      "worker(s)")
+        self._role = role
+        for member in self.members:
+            self._tell_role(member)
+
+    def _tell_role(self, member: _Member) -> None:
+        if self._role is not None and member.up and member.events is not None:
+            member.events.post(("hrp_role", (self._role.value,)))
+
+    def _refuse_on_standby(self) -> None:
+        st = self.hrp_state()
+        if st is not None and st.role != "active":
+            raise DeviceError(HRP_STANDBY_ERROR.removeprefix("Error: ").rstrip("."))
 
     def hrp_state(self) -> HrpState | None:
-        return None
+        if self._keepalived is None:
+            return None
+        parts = self._gather([m for m in self.members if m.up], "hrp_state")
+        return merge_hrp(parts, self._keepalived.groups(), self._keepalived.restarts)
 
     def hrp_mirror(self, text: str, apply: Callable[[str], None]) -> None:
-        return None
+        """Worker 0's sync node carries the backed-up configuration to worker 0 of the other node; there it
+        comes back here (``hrp_config``) and goes to every worker through :meth:`apply_config`."""
+        if self._keepalived is None or not self._config.hrp.auto_sync:
+            return
+        self._mirror_apply = apply
+        first = self.members[0]
+        if first.up:
+            self._gather([first], "hrp_mirror", text)
+
+    def _mirrored(self, text: str) -> None:
+        if self._mirror_apply is not None:
+            try:
+                self._mirror_apply(text)
+            except DeviceError as exc:
+                self._log("HRP", 4, "HRP_CONFIG", f"Mirrored configuration not applied: {exc}")
 
     # -- configuration ------------------------------------------------------------------------------------
 
@@ -345,11 +405,26 @@ class FanoutDevice:
     # -- life cycle ---------------------------------------------------------------------------------------
 
     async def open(self) -> None:
-        self._groups = open_groups(self.local_addresses(), self._ports, self.steering)
+        pair = self._config.hrp.enabled
+        if pair:
+            try:
+                heartbeat_address(self._config)
+            except HaConfigError as exc:
+                raise DeviceError(f"hot standby: {exc}") from exc
+        # A hot-standby node binds the VRRP address before it holds it.
+        self._groups = open_groups(self.local_addresses(), self._ports, self.steering, freebind=pair)
         try:
             await asyncio.gather(*(self._spawn(m) for m in self.members))
-        except BaseException:
+            if pair:
+                self._keepalived = Keepalived(self._config, asyncio.get_running_loop(), self._on_role,
+                                              lambda text: self._log("HRP", 5, "HRP_STATE", text))
+                await self._keepalived.open()
+        except BaseException as exc:
+            self._keepalived = None
             await self._stop_all(0.0)
+            close_groups(self._groups)
+            if isinstance(exc, KeepalivedError):
+                raise DeviceError(f"hot standby: {exc}") from exc
             raise
         self._opened = True
         self._watchers = [asyncio.get_running_loop().create_task(self._watch(m)) for m in self.members]
@@ -382,6 +457,7 @@ class FanoutDevice:
         except (WorkerGone, RuntimeError) as exc:
             raise OSError(f"worker {member.index} did not start: {exc}") from exc
         member.up = True
+        self._tell_role(member)
 
     def _on_event(self, member: _Member, body: Any) -> None:
         kind = body[0]
@@ -400,6 +476,8 @@ class FanoutDevice:
                 target.events.post(("datagram", tuple(body[2:])))
         elif kind == "handoff":
             self._hand_over(member, body[1])
+        elif kind == "hrp_config":  # the active node's configuration, through worker 0's sync node
+            self._mirrored(body[1])
 
     def _share_peers(self) -> None:
         """Tell each worker which peers have IKE SAs on the others (its INITIAL_CONTACT decision)."""
@@ -463,6 +541,9 @@ class FanoutDevice:
         self._closing = True
         for task in self._watchers:
             task.cancel()
+        if self._keepalived is not None:  # first: the other node takes the address while the workers hand over
+            await self._keepalived.close()
+            self._keepalived = None
         await self._stop_all(grace)
         close_groups(self._groups)
         self._opened = False

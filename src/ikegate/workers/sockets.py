@@ -14,6 +14,7 @@ import socket
 from collections.abc import Iterable
 
 from ikegate.ike.core.config import Addr
+from ikegate.io.udp import IP_FREEBIND
 from ikegate.workers.steering import Steering, attach
 
 __all__ = ["Groups", "close_groups", "open_groups"]
@@ -26,8 +27,10 @@ def _family(address: str) -> socket.AddressFamily:
     return socket.AF_INET6 if ipaddress.ip_address(address).version == 6 else socket.AF_INET
 
 
-def _socket(address: str, reuse: bool) -> socket.socket:
+def _socket(address: str, reuse: bool, freebind: bool = False) -> socket.socket:
     sock = socket.socket(_family(address), socket.SOCK_DGRAM)
+    if freebind:  # hot standby: the VRRP address is ours only while we are active
+        sock.setsockopt(socket.SOL_IP, IP_FREEBIND, 1)
     if sock.family == socket.AF_INET6:
         sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
     if reuse:
@@ -35,17 +38,18 @@ def _socket(address: str, reuse: bool) -> socket.socket:
     return sock
 
 
-def _probe(local: Addr) -> None:
+def _probe(local: Addr, freebind: bool = False) -> None:
     """Bind once without ``SO_REUSEPORT``: a port held by anyone (another gateway's group included, which
     we could otherwise silently join and share its datagrams with) fails here as a single process would."""
-    sock = _socket(local[0], reuse=False)
+    sock = _socket(local[0], reuse=False, freebind=freebind)
     try:
         sock.bind(local)
     finally:
         sock.close()
 
 
-def open_groups(addresses: Iterable[str], ports: tuple[int, int], steering: Steering) -> Groups:
+def open_groups(addresses: Iterable[str], ports: tuple[int, int], steering: Steering, *,
+                freebind: bool = False) -> Groups:
     """Bind ``steering.workers`` members on each address's IKE and NAT-T port (``ports``), attach the
     program of each port to its group; OSError (port in use, a kernel without ``SO_ATTACH_REUSEPORT_CBPF``)
     closes whatever was opened."""
@@ -54,11 +58,11 @@ def open_groups(addresses: Iterable[str], ports: tuple[int, int], steering: Stee
         for address in addresses:
             for port, natt in ((ports[0], False), (ports[1], True)):
                 local = (address, port)
-                _probe(local)
+                _probe(local, freebind)
                 members: list[socket.socket] = []
                 groups[local] = members
                 for _ in range(steering.workers):
-                    sock = _socket(address, reuse=True)
+                    sock = _socket(address, reuse=True, freebind=freebind)
                     members.append(sock)
                     sock.bind(local)
                 attach(members[0], steering.program(natt))

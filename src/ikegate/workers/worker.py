@@ -32,8 +32,9 @@ from typing import Any, cast
 from ikegate.cli.render import ike_sa
 from ikegate.dataplane.packet import PacketError, echo_request, parse_ip
 from ikegate.gateway.controller import Gateway
-from ikegate.gateway.device import DeviceModel, Selection
+from ikegate.gateway.device import DeviceModel, HrpState, Selection
 from ikegate.gateway.local import LocalDevice
+from ikegate.ha.sync import Role
 from ikegate.ike.core.config import Addr
 from ikegate.io.udp import UdpRunner
 from ikegate.policy.model import Config
@@ -185,7 +186,7 @@ class Worker:
         self.device = LocalDevice(gateway, DeviceModel(options.model.model, (options.placement,)),
                                   raw_esp=options.raw_esp, keylog=options.keylog, log=self._log, sockets=sockets,
                                   make_runner=lambda gw, loop: WorkerRunner(gw, loop, slot), tun=options.tun,
-                                  lan_side=cast(Gateway, LanSide(self)))
+                                  lan_side=cast(Gateway, LanSide(self)), ha_worker=(slot.index, slot.steering.workers))
         self._reported: tuple[int, int] = (-1, -1)
         self._runner: WorkerRunner | None = None
         self._report_handle: asyncio.TimerHandle | None = None
@@ -199,6 +200,8 @@ class Worker:
         runner = self.device.runner
         assert isinstance(runner, WorkerRunner)
         runner.add_flush_hook(self._maybe_report)
+        if self.device.ha is not None:
+            self.device.ha.after_flush = self._maybe_report
         runner.hand_over = self._hand_opening
         self._runner = runner
         loop.add_reader(self._call.fileno(), self._on_call)
@@ -373,6 +376,18 @@ class Worker:
     def op_misrouted(self) -> int:
         return self.gateway.stats.misrouted
 
+    def op_hrp_state(self) -> HrpState | None:
+        return self.device.hrp_state()
+
+    def op_hrp_mirror(self, text: str) -> None:
+        """The active: send the backed-up configuration to the other node's worker of this index. The
+        standby: what arrives goes to the supervisor, which applies it to every worker."""
+        self.device.hrp_mirror(text, self._mirrored)
+
+    def _mirrored(self, text: str) -> None:
+        if self._events is not None:
+            self._events.post(("hrp_config", text))
+
     # -- the async channel ------------------------------------------------------------------------------
 
     def _hand_opening(self, owner: int, data: bytes, local: Addr, remote: Addr) -> None:
@@ -394,6 +409,10 @@ class Worker:
             runner = self.device.runner
             if runner is not None:
                 runner.flush()
+            return
+        if op == "hrp_role":  # keepalived's word, from the supervisor
+            if self.device.ha is not None:
+                self.device.ha.set_role(Role(args[0]))
             return
         if op == "datagram":  # an opening another worker received for a peer of ours
             if self._runner is not None:
