@@ -5,6 +5,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import struct
+from collections import Counter
 from collections.abc import Sequence
 
 import pytest
@@ -210,6 +211,27 @@ def test_delete_sa_then_unknown_spi(gateways: tuple[UserspaceBackend, UserspaceB
     assert gb.delete_sa(0x2002)
     assert gb.from_wan(send.payload, PEER_OF_B, 0.0) is None
     assert gb.drops["spi"] == 1
+
+
+def test_deleted_sas_keep_their_totals(gateways: tuple[UserspaceBackend, UserspaceBackend]) -> None:
+    """Retiring an SA folds its counters into the backend's totals; a silent one (a delete-all retires
+    thousands) adds no key and makes no drop Counter on the way."""
+    ga, gb = gateways
+    up(ga, gb)
+    send = only_send(ga.from_lan(lan_packet(), 0.0))
+    assert gb.from_wan(send.payload, PEER_OF_B, 0.0) is not None
+    assert gb.from_wan(send.payload, PEER_OF_B, 0.0) is None  # replayed: one drop on the SA
+    before = dict(gb.totals())
+    assert gb.delete_sa(0x2002)
+    assert dict(gb.totals()) == before == {("packets", "in"): 1, ("bytes", "in"): 100, ("drops", "replay"): 1}
+    assert gb.sa(0x2002) is None
+    _, cb = children(GCM, None, [ts("10.1.0.0/16")], [ts("10.2.0.0/16")], spis=(0x1003, 0x2003))
+    assert gb.install_sa(cb, PEER_OF_B, local=GW_B) == []
+    pair = gb.sa(0x2003)
+    assert pair is not None
+    assert gb.delete_sa(0x2003)
+    assert dict(gb.totals()) == before
+    assert pair.inbound.drops_seen == {} and not isinstance(pair.inbound.drops_seen, Counter)  # none made
 
 
 def test_rekey_switches_outbound_to_newest(gateways: tuple[UserspaceBackend, UserspaceBackend]) -> None:

@@ -142,11 +142,13 @@ def add_pair_counts(counts: Counter[CountKey], pair: ChildSaPair) -> None:
     """Add one Child SA's counters into ``counts`` in place (a delete-all retires every SA through here,
     so no intermediate Counter is built)."""
     inbound, outbound = pair.inbound, pair.outbound
-    counts["packets", "in"] += inbound.packets
-    counts["packets", "out"] += outbound.packets
-    counts["bytes", "in"] += inbound.bytes
-    counts["bytes", "out"] += outbound.bytes
-    for drops in (inbound.drops, outbound.drops):
+    if inbound.packets:  # an SA that never carried a packet (many do) adds nothing: no Counter updates
+        counts["packets", "in"] += inbound.packets
+        counts["bytes", "in"] += inbound.bytes
+    if outbound.packets:
+        counts["packets", "out"] += outbound.packets
+        counts["bytes", "out"] += outbound.bytes
+    for drops in (inbound.drops_seen, outbound.drops_seen):
         for reason, n in drops.items():
             counts["drops", reason] += n
 
