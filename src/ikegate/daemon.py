@@ -376,6 +376,8 @@ class Daemon:
             "dropped": st.dropped,
             "misrouted": st.misrouted,
             "handed_over": st.handed_over,
+            "handed_direct": st.handed_direct,
+            "handoff_dropped": st.handoff_dropped,
             "workers": st.workers,
             "engines": st.engines,
             "ike_sas": sum(st.ike_sas.values()),

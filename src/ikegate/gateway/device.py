@@ -210,6 +210,11 @@ class GatewayStats:
     #: another (zero while steering works), and protected-side packets handed to the worker owning them
     misrouted: int = 0
     handed_over: int = 0
+    #: of ``handed_over``, the protected-side packets that came straight from another worker (the mesh of
+    #: :mod:`ikegate.workers.mesh`, not through the supervisor); and those a worker dropped because the
+    #: owner's mesh socket was full (it never blocks on a slow peer)
+    handed_direct: int = 0
+    handoff_dropped: int = 0
 
 
 @dataclass(slots=True)

@@ -18,7 +18,9 @@ what one process holding the same SAs would print:
   that the kernel spread to another worker is passed on to the owner through here. Dial-up (template) SAs
   stay where the kernel spread them.
 * Protected-side packets (the packet API, ``ping``, a TUN queue's packets that are not its worker's): to
-  the worker holding the SA of the flow, else to the worker owning the policy's peer.
+  the worker holding the SA of the flow, else to the worker owning the policy's peer. A TUN queue's packet
+  of a site-to-site flow goes from worker to worker directly (:mod:`ikegate.workers.mesh`), not through
+  here; the supervisor only makes the mesh and keeps it across restarts.
 * Hot standby (``hrp enable``): the supervisor runs keepalived and posts the role to every worker; each
   worker's sync node pairs with the same-index worker of the other node (docs/ha.md, "Workers").
 * A worker that dies is restarted on the same sockets (the kernel's group keeps its index); the IKE SAs it
@@ -71,6 +73,7 @@ from ikegate.sad import (
     Placement,
     SaEntry,
 )
+from ikegate.workers.mesh import Mesh
 from ikegate.workers.rpc import AsyncChannel, Channel, WorkerGone, gather
 from ikegate.workers.sockets import Groups, close_groups, open_groups
 from ikegate.workers.steering import Steering, esp_spi_owner
@@ -148,6 +151,8 @@ class FanoutDevice:
         self.steering = _pair_steering(config, n) or Steering.generate(n, os.urandom)
         self.members = [_Member(i, p) for i, p in enumerate(placements)]
         self._groups: Groups = {}
+        #: the workers' direct path for protected-side packets (made at open, kept across restarts)
+        self._mesh = Mesh(0)
         self._offline = OfflineLog()
         self._resets = 0
         self._committed = pickle.dumps(config, protocol=pickle.HIGHEST_PROTOCOL)
@@ -413,6 +418,7 @@ class FanoutDevice:
                 raise DeviceError(f"hot standby: {exc}") from exc
         # A hot-standby node binds the VRRP address before it holds it.
         self._groups = open_groups(self.local_addresses(), self._ports, self.steering, freebind=pair)
+        self._mesh = Mesh(len(self.members))
         try:
             await asyncio.gather(*(self._spawn(m) for m in self.members))
             if pair:
@@ -423,6 +429,7 @@ class FanoutDevice:
             self._keepalived = None
             await self._stop_all(0.0)
             close_groups(self._groups)
+            self._mesh.close()
             if isinstance(exc, KeepalivedError):
                 raise DeviceError(f"hot standby: {exc}") from exc
             raise
@@ -440,10 +447,13 @@ class FanoutDevice:
         call_here, call_there = socket.socketpair()
         events_here, events_there = socket.socketpair()
         fds = {local: socks[member.index].fileno() for local, socks in self._groups.items()}
+        inbox, outs = self._mesh.fds(member.index)
         try:
             member.proc = await asyncio.create_subprocess_exec(
-                *command(member.index, self.steering, call_there.fileno(), events_there.fileno(), fds),
-                pass_fds=(call_there.fileno(), events_there.fileno(), *fds.values()),
+                *command(member.index, self.steering, call_there.fileno(), events_there.fileno(), fds,
+                         self._mesh.spec(member.index)),
+                pass_fds=(call_there.fileno(), events_there.fileno(), *fds.values(), inbox,
+                          *(fd for fd in outs if fd >= 0)),
                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
         finally:
             call_there.close()
@@ -546,6 +556,7 @@ class FanoutDevice:
             self._keepalived = None
         await self._stop_all(grace)
         close_groups(self._groups)
+        self._mesh.close()
         self._opened = False
 
     async def _stop_all(self, grace: float) -> None:

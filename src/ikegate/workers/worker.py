@@ -39,6 +39,7 @@ from ikegate.ike.core.config import Addr
 from ikegate.io.udp import UdpRunner
 from ikegate.policy.model import Config
 from ikegate.sad import Placement, SaEntry
+from ikegate.workers.mesh import MeshEnds, parse_spec
 from ikegate.workers.rpc import AsyncChannel, WorkerGone, read_frame, write_frame
 from ikegate.workers.steering import Steering, WorkerSlot, esp_spi_owner, peer_owner
 
@@ -51,6 +52,8 @@ log = logging.getLogger("ikegate.workers")
 CLAIM_NONE, CLAIM_POLICY, CLAIM_SA = 0, 1, 2
 #: A packet covered by a policy but by no SA of ours: someone else's to decide (see :class:`LanSide`).
 CLAIM_POLICY_ELSEWHERE = -1
+#: At most this many mesh packets per wake-up (then the loop serves the others), and the largest one read.
+MESH_BURST, MESH_READ = 256, 65536
 #: Seconds between the worker's reports of its IKE SAs (what the supervisor records if the worker dies).
 REPORT_INTERVAL = 0.1
 INIT_TIMEOUT = 60.0
@@ -76,9 +79,12 @@ class LanSide:
 
     The kernel spreads the TUN's packets over the workers' queues by flow hash (and sends a flow to the
     queue that last wrote its other direction, so a flow whose replies come through our SA stays with us).
-    A packet we hold the SA for is ours; any other (the SA, or the policy that would negotiate it, may be
-    another worker's) is handed to the supervisor, which gives it to the worker with the strongest claim
-    (counted there as ``handed_over``; nobody's goes to the first worker, which passes or drops it)."""
+    A packet we hold the SA for is ours. One covered by a site-to-site policy whose peer another worker owns
+    goes straight to that worker (:mod:`ikegate.workers.mesh`: every SA with a site-to-site peer lives with
+    the peer's owner). Any other (a template's flow, or our own policy without an SA, which another
+    worker's dial-up SA may yet cover) is handed to the supervisor, which gives it to the worker with the
+    strongest claim (counted there as ``handed_over``; nobody's goes to the first worker, which passes or
+    drops it)."""
 
     def __init__(self, worker: Worker) -> None:
         self._worker = worker
@@ -92,9 +98,10 @@ class LanSide:
     def from_lan(self, packet: bytes, now: float) -> None:
         # No SA of ours covers it: another worker's may (a template without ACL has no rule before its SA
         # exists, so "no policy here" proves nothing): the supervisor decides.
-        if self._worker.claim(packet) == CLAIM_SA:
+        level, owner = self._worker.classify(packet)
+        if level == CLAIM_SA:
             self._gateway.from_lan(packet, now)
-        else:
+        elif owner is None or not self._worker.send_direct(owner, packet):
             self._worker.hand_over(packet)
 
 
@@ -168,8 +175,9 @@ class Worker:
     """The worker's side of the channels (see the module docstring)."""
 
     def __init__(self, slot: WorkerSlot, options: WorkerOptions, sockets: dict[Addr, socket.socket],
-                 call: socket.socket, events: socket.socket) -> None:
+                 call: socket.socket, events: socket.socket, mesh: MeshEnds | None = None) -> None:
         self.slot = slot
+        self._mesh = mesh
         self.options = options
         self._call = call
         self._events_sock = events
@@ -204,6 +212,8 @@ class Worker:
             self.device.ha.after_flush = self._maybe_report
         runner.hand_over = self._hand_opening
         self._runner = runner
+        if self._mesh is not None:
+            loop.add_reader(self._mesh.inbox.fileno(), self._on_mesh)
         loop.add_reader(self._call.fileno(), self._on_call)
         for sig in (signal.SIGTERM, signal.SIGHUP):
             loop.add_signal_handler(sig, self._stop)
@@ -230,6 +240,8 @@ class Worker:
     async def _close(self, grace: float, ident: int | None) -> None:
         with contextlib.suppress(ValueError, OSError):
             asyncio.get_running_loop().remove_reader(self._call.fileno())
+            if self._mesh is not None:
+                asyncio.get_running_loop().remove_reader(self._mesh.inbox.fileno())
         await self.device.close(grace)
         if self._events is not None:
             if ident is not None:
@@ -313,18 +325,63 @@ class Worker:
         """CLAIM_SA (our SA protects it), CLAIM_POLICY (no SA of ours, our policy would negotiate it),
         CLAIM_POLICY_ELSEWHERE (a policy covers it, neither its SA nor the policy is ours), CLAIM_NONE (no
         policy covers it: in clear, the same on every worker)."""
+        return self.classify(packet)[0]
+
+    def classify(self, packet: bytes) -> tuple[int, int | None]:
+        """:meth:`claim`'s level, and for CLAIM_POLICY_ELSEWHERE of a site-to-site policy the worker owning
+        its peer (which holds the flow's SA if there is one, and would negotiate it), else None."""
         try:
             info = parse_ip(packet)
         except PacketError:
-            return CLAIM_NONE
+            return CLAIM_NONE, None
         spd = self.gateway.dataplane.spd
         match = spd.lookup(info)
         if match is None:
-            return CLAIM_NONE
+            return CLAIM_NONE, None
         if spd.covered(info):
-            return CLAIM_SA
+            return CLAIM_SA, None
         peer = self.gateway.policy_peer(match.policy)
-        return CLAIM_POLICY if peer is not None and self.slot.owns(peer) else CLAIM_POLICY_ELSEWHERE
+        if peer is None:
+            return CLAIM_POLICY_ELSEWHERE, None
+        owner = peer_owner(peer, self.slot.steering.workers)
+        return (CLAIM_POLICY, None) if owner == self.slot.index else (CLAIM_POLICY_ELSEWHERE, owner)
+
+    def send_direct(self, owner: int, packet: bytes) -> bool:
+        """``packet`` to worker ``owner``'s mesh inbox; False if there is no direct path (then the
+        supervisor routes it). A full inbox drops it (counted): never block on a slow or restarting peer."""
+        if self._mesh is None:
+            return False
+        sent = self._mesh.send(owner, packet)
+        if sent is None:
+            return False
+        if not sent:
+            self.gateway.stats.handoff_dropped += 1
+        return True
+
+    def _on_mesh(self) -> None:
+        """Packets other workers' TUN queues read for flows of ours: protected here as if our queue had
+        read them (a packet that turns out not to be ours after all goes to the supervisor: never back and
+        forth between workers)."""
+        assert self._mesh is not None
+        recv, stats, now = self._mesh.inbox.recv, self.gateway.stats, self.device.now()
+        got = 0
+        for _ in range(MESH_BURST):
+            try:
+                packet = recv(MESH_READ)
+            except (BlockingIOError, InterruptedError):
+                break
+            got += 1
+            if self.claim(packet) in (CLAIM_SA, CLAIM_POLICY):
+                stats.handed_over += 1
+                stats.handed_direct += 1
+                try:
+                    self.gateway.from_lan(packet, now)
+                except Exception:  # a bad packet must not take the worker down
+                    log.exception("unexpected error handling a %d-byte handed-over packet", len(packet))
+            else:
+                self.hand_over(packet)
+        if got and self._runner is not None:
+            self._runner.flush()
 
     def hand_over(self, packet: bytes) -> None:
         if self._events is not None:
@@ -372,6 +429,10 @@ class Worker:
 
     def op_lan_addresses(self) -> list[str]:
         return self.device.lan_addresses()
+
+    def op_mesh_sent(self) -> int:
+        """Packets this worker sent to others' mesh inboxes (tests: the direct path was taken)."""
+        return 0 if self._mesh is None else self._mesh.sent
 
     def op_misrouted(self) -> int:
         return self.gateway.stats.misrouted
@@ -458,13 +519,15 @@ def _fd_socket(fd: int) -> socket.socket:
 
 
 def main(argv: Sequence[str]) -> int:
-    """``ikegate worker INDEX WORKERS KEY CALL_FD EVENTS_FD ADDR,PORT,FD ...`` (the supervisor's command line)."""
+    """``ikegate worker INDEX WORKERS KEY CALL_FD EVENTS_FD MESH ADDR,PORT,FD ...`` (the supervisor's command
+    line; MESH is :meth:`ikegate.workers.mesh.Mesh.spec`, or ``-`` for none)."""
     index, workers, key, call_fd, events_fd = (int(x) for x in argv[:5])
+    mesh = None if argv[5] == "-" else parse_spec(argv[5])
     _die_with_supervisor()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # ^C at the console is the supervisor's to handle
     call, events = _fd_socket(call_fd), _fd_socket(events_fd)
     sockets: dict[Addr, socket.socket] = {}
-    for item in argv[5:]:
+    for item in argv[6:]:
         address, port, fd = item.rsplit(",", 2)
         sockets[(address, int(port))] = _fd_socket(int(fd))
     call.setblocking(True)
@@ -475,7 +538,7 @@ def main(argv: Sequence[str]) -> int:
     assert op == "init" and isinstance(options, WorkerOptions)
     slot = WorkerSlot(Steering(workers, key), index)
     try:
-        worker = Worker(slot, options, sockets, call, events)
+        worker = Worker(slot, options, sockets, call, events, mesh)
     except Exception as exc:
         write_frame(call, ("error", f"{type(exc).__name__}: {exc}"))
         return 1
@@ -484,8 +547,8 @@ def main(argv: Sequence[str]) -> int:
 
 
 def command(index: int, steering: Steering, call_fd: int, events_fd: int,
-            sockets: dict[Addr, int]) -> list[str]:
+            sockets: dict[Addr, int], mesh: str = "-") -> list[str]:
     """The command line :func:`main` takes."""
     return [sys.executable, "-m", "ikegate", "worker", str(index), str(steering.workers), str(steering.key),
-            str(call_fd), str(events_fd), *(f"{a},{p},{fd}" for (a, p), fd in sockets.items())]
+            str(call_fd), str(events_fd), mesh, *(f"{a},{p},{fd}" for (a, p), fd in sockets.items())]
 
