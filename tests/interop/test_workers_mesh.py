@@ -17,20 +17,16 @@ import pytest
 
 from ikegate.workers.steering import peer_owner
 from tests.interop.netns import (
-    GW_A_LAN,
-    GW_B_LAN,
     HOST_B,
     SITE_A_V4,
     SITE_B_V4,
-    WAN_A,
     WAN_B,
     Lab,
     Site,
-    route_into_tun,
     two_sites,
 )
-from tests.interop.test_ikegate_pair import PSK, _probe, _serve
-from tests.interop.vrp import GatewayConfig, acl_rule, ipsec_sas, start_ikegate
+from tests.interop.test_ikegate_pair import _pair, _probe, _serve
+from tests.interop.vrp import acl_rule, ipsec_sas
 from tests.system.procs import Proc
 from tests.waiting import wait_for
 
@@ -52,14 +48,8 @@ def _direct_after_new_flows(site: Site, gw: Proc) -> bool:
 
 def test_non_owner_hands_lan_packets_straight_to_the_owner_and_again_after_its_restart(lab: Lab) -> None:
     a, b = two_sites(lab)
-    cfg_b = GatewayConfig("GwB", WAN_B, {4: f"{GW_B_LAN[4]}/26", 6: f"{GW_B_LAN[6]}/64"}, None, PSK,
-                          rules=[acl_rule(5, SITE_B_V4, SITE_A_V4)])
-    cfg_a = GatewayConfig("GwA", WAN_A, {4: f"{GW_A_LAN[4]}/26", 6: f"{GW_A_LAN[6]}/64"}, WAN_B[4], PSK,
-                          rules=[acl_rule(5, SITE_A_V4, SITE_B_V4)], trigger="auto")
-    gw_b = start_ikegate(lab, b.gw, "gwb", cfg_b, "--workers", "1")
-    route_into_tun(b.gw, [SITE_A_V4])
-    gw_a = start_ikegate(lab, a.gw, "gwa", cfg_a, "--workers", "2")
-    route_into_tun(a.gw, [SITE_B_V4])
+    gw_a, gw_b = _pair(lab, a, b, 4, [acl_rule(5, SITE_A_V4, SITE_B_V4)], [acl_rule(5, SITE_B_V4, SITE_A_V4)],
+                       "auto", extra_a=("--workers", "2"), extra_b=("--workers", "1"))
     wait_for(lambda: bool(ipsec_sas(gw_a)) and bool(ipsec_sas(gw_b)), what="the auto tunnel")
     _serve(lab, b, PORT)
 
