@@ -7,12 +7,13 @@ AES-GCM-256 by default), both gateways started with ``--workers N``. Per N and r
 iperf3 UDP with ``--length``-byte datagrams at an offered rate, one stream (one flow) and ``--flows``
 streams (as many source ports: the multi-queue TUN spreads them over the workers' queues). The figure is
 the packets hostB's iperf3 received per second; with it, what the gateways' ``stats`` say about the
-workers: LAN packets handed over to the owner (a flow read by a worker that does not hold its SA) and
-datagrams misrouted by the kernel's steering.
+workers: LAN packets handed over to the owner (a flow read by a worker that does not hold its SA), how many
+of those went straight from worker to worker (the mesh, ``ikegate.workers.mesh``) and how many the mesh
+dropped (the owner's inbox full), and datagrams misrouted by the kernel's steering.
 
 One site-to-site tunnel is one peer, and every SA of one peer lives on one worker
 (``ikegate.workers.steering.peer_owner``): with 2 workers the second one only reads TUN queues and hands
-their packets over (through the supervisor), so "many flows" here measures that path, not two workers each
+their packets over (over the mesh), so "many flows" here measures that path, not two workers each
 encrypting its own tunnel.
 
     sudo .venv/bin/python bench/workers_esp.py --rounds 1 --seconds 5
@@ -35,9 +36,12 @@ from dataplane_vs_libipsec import CIPHERS, IPERF_PORT, Pair, ikegate_pair, iperf
 from tests.interop.netns import HOST_B, Lab, Site, two_sites
 from tests.interop.netns import skip_reason as netns_skip_reason
 
+#: the stats counters printed per test (what a gateway without one reports counts as 0)
+COUNTERS = ("handed_over", "handed_direct", "handoff_dropped", "misrouted")
 
-def measure(pair: Pair, a: Site, flows: int, args: argparse.Namespace) -> tuple[float, float, int, int]:
-    """(delivered packets/s, loss %, LAN packets handed over, datagrams misrouted) of one UDP test."""
+
+def measure(pair: Pair, a: Site, flows: int, args: argparse.Namespace) -> tuple[float, float, dict[str, int]]:
+    """(delivered packets/s, loss %, the workers' counters' increase: ``COUNTERS``) of one UDP test."""
     host = a.host
     wait_until(lambda: host.exec("ping", "-c", "1", "-W", "1", HOST_B[4], check=False).returncode == 0,
                "traffic through the tunnel")
@@ -50,9 +54,9 @@ def measure(pair: Pair, a: Site, flows: int, args: argparse.Namespace) -> tuple[
     seconds = float(received.get("seconds") or args.seconds)  # type: ignore[union-attr]
     sent_packets = float(sent.get("packets", 0) or 0)  # type: ignore[union-attr]
     loss = 100.0 * (1 - delivered / sent_packets) if sent_packets else float("nan")
-    handed = sum(int(x["handed_over"]) - int(y["handed_over"]) for x, y in zip(after, before, strict=True))
-    misrouted = sum(int(x["misrouted"]) - int(y["misrouted"]) for x, y in zip(after, before, strict=True))
-    return delivered / seconds, max(loss, 0.0), handed, misrouted
+    counts = {c: sum(int(x.get(c, 0)) - int(y.get(c, 0)) for x, y in zip(after, before, strict=True))
+              for c in COUNTERS}
+    return delivered / seconds, max(loss, 0.0), counts
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -70,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     if reason:
         print(f"skipped: {reason}")
         return 0
-    results: dict[tuple[int, int], list[tuple[float, float, int, int]]] = {}
+    results: dict[tuple[int, int], list[tuple[float, float, dict[str, int]]]] = {}
     with tempfile.TemporaryDirectory(prefix="ikg-wesp-") as tmp:
         lab = Lab(Path(tmp))
         try:
@@ -85,7 +89,9 @@ def main(argv: list[str] | None = None) -> int:
                             got = measure(pair, a, flows, args)
                             results.setdefault((n, flows), []).append(got)
                             print(f"  round {round_no + 1}, {n} worker(s), {flows} flow(s): {got[0]:9.0f} pps "
-                                  f"({got[1]:4.1f} % lost, {got[2]} handed over, {got[3]} misrouted)", flush=True)
+                                  f"({got[1]:4.1f} % lost, {got[2]['handed_over']} handed over, of which "
+                                  f"{got[2]['handed_direct']} direct, {got[2]['handoff_dropped']} dropped by the "
+                                  f"mesh, {got[2]['misrouted']} misrouted)", flush=True)
                     finally:
                         pair.stop()
         finally:
