@@ -32,7 +32,15 @@ from typing import Any, TypeVar
 from ikegate.dataplane.backend import Acquire, Bypass, Outbound, Send, SoftExpire, UserspaceBackend
 from ikegate.dataplane.packet import IpInfo, PacketError, echo_reply_for, echo_request, parse_ip
 from ikegate.gateway import translate
-from ikegate.gateway.admission import BLOCK_TIME, LOG_INTERVAL, HalfOpen, SourceGuard, opening_ok
+from ikegate.gateway.admission import (
+    BLOCK_TIME,
+    LOG_INTERVAL,
+    HalfOpen,
+    SourceGuard,
+    cookie_and_nonce,
+    opening_ok,
+    proven_share,
+)
 from ikegate.gateway.decide import Action, after_delete
 from ikegate.gateway.device import GatewayStats, LogSink
 from ikegate.gateway.keylog import EspKeys, Ikev1Keys, Ikev2Keys, KeyRecord
@@ -69,11 +77,8 @@ from ikegate.ike.wire.registry import ExchangeType, HeaderFlag, NotifyType
 from ikegate.ike.wire.v2 import (
     HEADER_LEN,
     Header,
-    Nonce,
     Notify,
-    ParseError,
     TrafficSelector,
-    decode_message,
     encode_message,
 )
 from ikegate.policy.model import V6_RULE_BASE, Config, ExchangeMode, IkePeer, IpsecPolicy, IpsecPolicyTemplate
@@ -978,19 +983,27 @@ class Gateway:
         if self._guard.blocked(source, now):
             self._refuse(source, now, "blocked after repeated authentication failures")
             return None
-        if self._half_open.from_source(source) >= limits.per_address:
-            self._refuse(source, now, f"more than {limits.per_address} IKE SAs in negotiation from it")
-            return None
         if len(self._half_open) >= limits.in_negotiation:
             self._refuse_full(now, limits.in_negotiation)
             return None
-        if version == 1 and self._half_open.of_version(1) >= limits.in_negotiation // 2:
-            # IKEv1 cannot prove its source address (no COOKIE exchange): it gets half of the table at most.
-            self._refuse_full(now, limits.in_negotiation // 2, "IKEv1 ")
-            return None
-        if version == 2 and self._cookies.required(len(self._half_open)) and not self._cookie_ok(data, local, remote,
-                                                                                                   now):
-            return None
+        held = self._half_open.from_source(source)
+        if version == 1:
+            if self._half_open.of_version(1) >= limits.in_negotiation // 2:
+                # IKEv1 cannot prove its source address (no COOKIE exchange): it gets half of the table at most.
+                self._refuse_full(now, limits.in_negotiation // 2, "IKEv1 ")
+                return None
+            if held >= limits.per_address and not (held < proven_share(limits.in_negotiation)
+                                                   and self._guard.proven(source, now)):
+                self._refuse(source, now, f"more than {limits.per_address} IKE SAs in negotiation from it")
+                return None
+        elif held >= limits.per_address or self._cookies.required(len(self._half_open)):
+            # Past the per-address cap (or under global load) the source proves its address with a COOKIE.
+            if held >= proven_share(limits.in_negotiation):
+                self._refuse(source, now, f"more than {proven_share(limits.in_negotiation)} IKE SAs in "
+                             "negotiation from it")
+                return None
+            if not self._cookie_ok(data, local, remote, now):
+                return None
         sa: Engine
         if version == 1:
             # Aggressive Mode only where an ike peer for this source is configured for it (as the USG).
@@ -1007,23 +1020,17 @@ class Gateway:
         return sa
 
     def _cookie_ok(self, data: bytes, local: Addr, remote: Addr, now: float) -> bool:
-        """Under load an IKE_SA_INIT must carry our COOKIE; without a valid one it is answered with a
-        fresh COOKIE and nothing is kept (RFC 7296 §2.6)."""
-        try:
-            msg = decode_message(data)
-        except ParseError:
-            self.stats.dropped += 1
-            return False
-        nonce = msg.get(Nonce)
-        first = msg.payloads[0] if msg.payloads else None
-        cookie = first.data if isinstance(first, Notify) and first.notify_type == NotifyType.COOKIE else None
+        """True when the IKE_SA_INIT carries a valid COOKIE of ours; otherwise it is answered with a fresh
+        COOKIE and nothing is kept (RFC 7296 §2.6). ``data`` passed :func:`opening_ok`."""
+        cookie, nonce = cookie_and_nonce(data)
         if nonce is None:
             self.stats.dropped += 1
             return False
-        if cookie is not None and self._cookies.check(cookie, nonce.data, remote[0], msg.header.spi_i, now):
+        spi_i = data[:8]
+        if cookie is not None and self._cookies.check(cookie, nonce, remote[0], spi_i, now):
             return True
-        header = Header(msg.header.spi_i, ZERO_SPI, 0, ExchangeType.IKE_SA_INIT, HeaderFlag.RESPONSE, 0)
-        made = self._cookies.make(nonce.data, remote[0], msg.header.spi_i, now)
+        header = Header(spi_i, ZERO_SPI, 0, ExchangeType.IKE_SA_INIT, HeaderFlag.RESPONSE, 0)
+        made = self._cookies.make(nonce, remote[0], spi_i, now)
         self._send(encode_message(header, [Notify(NotifyType.COOKIE, data=made)]), local, remote)
         self.stats.cookies_sent += 1
         return False
@@ -1077,7 +1084,10 @@ class Gateway:
             for spi in spis:
                 self._engines[spi] = sa
             self._spis[sa] = list(spis)
-        if sa.established:
+        if sa.established and sa in self._half_open:
+            if self._half_open.version_of(sa) == 1:
+                # An IKEv1 source that authenticated has proven its address (see gateway.admission).
+                self._guard.prove(self._half_open.source_of(sa) or sa.peer[0], now)
             self._half_open.discard(sa)
         if isinstance(sa.handle, int) and (entry := self.sad.ike(sa.handle)) is not None:
             if sa.peer != peer_before:
