@@ -143,6 +143,8 @@ class Lab:
         self.run, self.plugin = run, plugin
         self.workers = workers  # ikegate's --workers (None: its default, one per CPU)
         self.log_level = -1  # charon's filelog level (charon.log in each namespace's folder)
+        #: ikegate's ``in-negotiation-sa per-address`` for IKEv2 too (None: the default; IKEv1 always lifts it)
+        self.per_address: int | None = None
         tag = os.getpid() % 100000
         self.ns_i, self.ns_r = f"vsI{tag}", f"vsR{tag}"
 
@@ -254,7 +256,9 @@ class Lab:
     def ikegate_conf(self, scenario: Scenario) -> Path:
         version = "" if scenario.version == 2 else " undo version 2\n"
         # IKEv1 only (see the module's docstring): IKEv2 runs with the default admission.
-        lift = "" if scenario.version == 2 else "ike call admission limit in-negotiation-sa per-address 100000\n#\n"
+        per_address = 100000 if scenario.version == 1 else self.per_address
+        lift = "" if per_address is None else (
+            f"ike call admission limit in-negotiation-sa per-address {per_address}\n#\n")
         path = self.run / "ikegate.cfg"
         path.write_text(f"""#
 sysname PERF
@@ -330,6 +334,7 @@ class Result:
     delete_s: float
     delete_drops: int  # datagrams the initiator's kernel dropped (receive buffer full) during the delete
     delete_left: int  # IKE SAs the initiator still held when the wait for the delete ended
+    setup_drops: tuple[int, int] = (0, 0)  # datagrams the (initiator, responder) kernel dropped during set-up
 
 
 def drive(ldt: Path, count: int, timeout: float) -> tuple[int, int, int, float]:
@@ -364,8 +369,10 @@ def measure(lab: Lab, scenario: Scenario, who: str, count: int, timeout: float) 
     with lab.charon(lab.ns_i, scenario), responder as (proc, control):
         time.sleep(0.5)
         cpu0, rss0 = cpu_seconds(proc.pid), rss_kb(proc.pid)
+        setup0 = lab.udp_drops(lab.ns_i), lab.udp_drops(lab.ns_r)
         est, failed, retrans, elapsed = drive(lab.run / lab.ns_i / "charon.ldt", count, timeout)
         cpu1, rss1 = cpu_seconds(proc.pid), rss_kb(proc.pid)
+        setup_drops = lab.udp_drops(lab.ns_i) - setup0[0], lab.udp_drops(lab.ns_r) - setup0[1]
         drops0 = lab.udp_drops(lab.ns_i)
         t0 = time.monotonic()
         if who == "strongswan":
@@ -382,7 +389,7 @@ def measure(lab: Lab, scenario: Scenario, who: str, count: int, timeout: float) 
         drops = lab.udp_drops(lab.ns_i) - drops0
     per = max(est, 1)
     return Result(est, failed, retrans, est / elapsed if elapsed else 0.0, 1000 * (cpu1 - cpu0) / per,
-                  (rss1 - rss0) / 1024 * 1000 / per, gone, drops, left)
+                  (rss1 - rss0) / 1024 * 1000 / per, gone, drops, left, setup_drops)
 
 
 def main() -> int:
@@ -402,6 +409,9 @@ def main() -> int:
     ap.add_argument("--workers", type=int, default=None, metavar="N",
                     help="ikegate's worker processes (default: its own, one per CPU; CPU and RSS are summed "
                          "over the supervisor and its workers)")
+    ap.add_argument("--per-address", type=int, default=None, metavar="N",
+                    help="set ikegate's in-negotiation-sa per-address for IKEv2 too (default: its default, 32, so "
+                         "the load-tester answers COOKIEs past it; IKEv1 always runs with 100000)")
     args = ap.parse_args()
     try:
         plugin = prerequisites(args.build_script or default_build_script())
@@ -422,6 +432,7 @@ def main() -> int:
             folder = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="vs-strongswan-")))
         lab = stack.enter_context(Lab(folder, plugin, args.workers))
         lab.log_level = args.charon_log
+        lab.per_address = args.per_address
         for scenario in scenarios:
             print(f"\n{scenario.name}")
             runs: dict[str, list[Result]] = {"strongswan": [], "ikegate": []}
@@ -430,6 +441,7 @@ def main() -> int:
                     r = measure(lab, scenario, who, args.n, args.timeout)
                     runs[who].append(r)
                     print(f"  {who:10} established={r.established} failed={r.failed} retransmits={r.retransmits} "
+                          f"(set-up drops: initiator {r.setup_drops[0]}, responder {r.setup_drops[1]}) "
                           f"rate={r.rate:.0f}/s cpu={r.cpu_ms:.3f} ms/SA rss={r.rss_mb_per_1k:.1f} MB/1k "
                           f"delete_all={r.delete_s:.2f} s (initiator dropped {r.delete_drops}, kept {r.delete_left})",
                           flush=True)
