@@ -335,6 +335,9 @@ class Result:
     delete_drops: int  # datagrams the initiator's kernel dropped (receive buffer full) during the delete
     delete_left: int  # IKE SAs the initiator still held when the wait for the delete ended
     setup_drops: tuple[int, int] = (0, 0)  # datagrams the (initiator, responder) kernel dropped during set-up
+    #: ikegate only, after the set-up: IKE SAs each worker reported, datagrams the kernel steered to a worker
+    #: that does not own them, COOKIEs sent
+    spread: str = ""
 
 
 def drive(ldt: Path, count: int, timeout: float) -> tuple[int, int, int, float]:
@@ -364,6 +367,16 @@ def drive(ldt: Path, count: int, timeout: float) -> tuple[int, int, int, float]:
     return marks["+"], marks["-"], marks["*"], (last or time.monotonic()) - t0
 
 
+def spread_of(control: str) -> str:
+    """How the set-up spread over ikegate's workers (one address's IKE_SA_INITs go by initiator SPI)."""
+    from ikegate.mgmt.client import request
+
+    workers = request(control, {"op": "workers"}).get("workers", [])
+    st = request(control, {"op": "stats"}).get("stats", {})
+    held = [w.get("reported_sas") for w in workers]
+    return f" workers={held} misrouted={st.get('misrouted')} cookies={st.get('cookies_sent')}"
+
+
 def measure(lab: Lab, scenario: Scenario, who: str, count: int, timeout: float) -> Result:
     responder = lab.charon(lab.ns_r, scenario) if who == "strongswan" else lab.ikegate(scenario)
     with lab.charon(lab.ns_i, scenario), responder as (proc, control):
@@ -373,6 +386,7 @@ def measure(lab: Lab, scenario: Scenario, who: str, count: int, timeout: float) 
         est, failed, retrans, elapsed = drive(lab.run / lab.ns_i / "charon.ldt", count, timeout)
         cpu1, rss1 = cpu_seconds(proc.pid), rss_kb(proc.pid)
         setup_drops = lab.udp_drops(lab.ns_i) - setup0[0], lab.udp_drops(lab.ns_r) - setup0[1]
+        spread = "" if who == "strongswan" else spread_of(control)
         drops0 = lab.udp_drops(lab.ns_i)
         t0 = time.monotonic()
         if who == "strongswan":
@@ -389,7 +403,7 @@ def measure(lab: Lab, scenario: Scenario, who: str, count: int, timeout: float) 
         drops = lab.udp_drops(lab.ns_i) - drops0
     per = max(est, 1)
     return Result(est, failed, retrans, est / elapsed if elapsed else 0.0, 1000 * (cpu1 - cpu0) / per,
-                  (rss1 - rss0) / 1024 * 1000 / per, gone, drops, left, setup_drops)
+                  (rss1 - rss0) / 1024 * 1000 / per, gone, drops, left, setup_drops, spread)
 
 
 def main() -> int:
@@ -443,7 +457,8 @@ def main() -> int:
                     print(f"  {who:10} established={r.established} failed={r.failed} retransmits={r.retransmits} "
                           f"(set-up drops: initiator {r.setup_drops[0]}, responder {r.setup_drops[1]}) "
                           f"rate={r.rate:.0f}/s cpu={r.cpu_ms:.3f} ms/SA rss={r.rss_mb_per_1k:.1f} MB/1k "
-                          f"delete_all={r.delete_s:.2f} s (initiator dropped {r.delete_drops}, kept {r.delete_left})",
+                          f"delete_all={r.delete_s:.2f} s (initiator dropped {r.delete_drops}, kept {r.delete_left})"
+                          f"{r.spread}",
                           flush=True)
             report(runs)
     return 0
