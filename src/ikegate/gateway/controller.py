@@ -1572,27 +1572,31 @@ class Gateway:
             self._delete_ike(sa, now, DeleteReason.PHASE1_REPLACED)
 
     def drop_identity(self, now: float, address: str, id_type: str, id_text: str) -> None:
-        """Another placement worker heard INITIAL_CONTACT from this peer identity: drop our established
-        IKE SAs with it too (the peer lost them all, whichever worker held them)."""
-        for entry in self.sad.by_identity(_ip(address), id_type, id_text):
-            other = entry.handle
-            if isinstance(entry, IkeSaEntry) and isinstance(other, IkeSa | IsakmpSa) and other.established:
-                other.delete(now, DeleteReason.INITIAL_CONTACT)
-                self._service(other, now)
+        """Another placement worker heard INITIAL_CONTACT from this peer identity: drop what we hold of it
+        too (the peer lost it all, whichever worker held it; a dial-up peer's SAs spread over workers)."""
+        self._drop_identity(now, _ip(address), id_type, id_text, None)
 
     def _on_initial_contact(self, sa: Engine, now: float) -> None:
         """Drop older IKE SAs with the same peer identity: the peer lost them (RFC 7296 §2.4; RFC 2407
-        §4.6.3.3), and IKEv1 orphan IPsec SAs of that peer with them."""
+        §4.6.3.3), and IKEv1 orphan IPsec SAs of that peer with them; on every worker."""
         if self.on_initial_contact is not None:
             self.on_initial_contact(sa.peer[0], *self._peer_identity(sa))
-        for entry in self.sad.by_identity(sa.peer[0], *self._peer_identity(sa)):
+        self._drop_identity(now, sa.peer[0], *self._peer_identity(sa), sa)
+
+    def _drop_identity(self, now: float, address: ipaddress.IPv4Address | ipaddress.IPv6Address | str,
+                       id_type: str, id_text: str, keep: Engine | None) -> None:
+        """Delete the established IKE SAs and the IKEv1 orphan IPsec SAs of this peer identity, but ``keep``
+        (the SA that brought INITIAL_CONTACT, whose exact identity the others must share; None when it was
+        heard by another worker, which already compared)."""
+        for entry in self.sad.by_identity(address, id_type, id_text):
             other = entry.handle
             if isinstance(entry, IpsecSaEntry) and entry.parent is None and isinstance(other, tuple) \
-                    and isinstance(other[0], IsakmpSa) and other[0].orphans_survive and other[0].peer_id == sa.peer_id:
+                    and isinstance(other[0], IsakmpSa) and other[0].orphans_survive \
+                    and (keep is None or other[0].peer_id == keep.peer_id):
                 other[0].delete(now, DeleteReason.INITIAL_CONTACT)
                 self._service(other[0], now)
-            elif isinstance(entry, IkeSaEntry) and isinstance(other, IkeSa | IsakmpSa) and other is not sa \
-                    and other.peer_id == sa.peer_id and other.established:
+            elif isinstance(entry, IkeSaEntry) and isinstance(other, IkeSa | IsakmpSa) and other is not keep \
+                    and (keep is None or other.peer_id == keep.peer_id) and other.established:
                 # The peer has no state for it any more; its Delete simply goes unanswered.
                 other.delete(now, DeleteReason.INITIAL_CONTACT)
                 self._service(other, now)
