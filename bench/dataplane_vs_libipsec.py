@@ -72,6 +72,9 @@ from tests.interop.netns import skip_reason as netns_skip_reason  # noqa: E402
 from tests.interop.vrp import GatewayConfig, Suite, acl_rule, start_ikegate  # noqa: E402
 from tests.system.procs import Proc  # noqa: E402
 
+sys.path.insert(0, str(PROJECT / "bench"))
+from _procs import cpu_seconds  # noqa: E402  # summed over a gateway's supervisor and its workers
+
 PSK = "dataplane-bench-psk-0123456789"
 IKE = "aes256-sha256-x25519"
 #: cipher name -> (strongSwan ESP proposal, VRP esp encryption, VRP esp authentication)
@@ -94,12 +97,6 @@ def prerequisites() -> None:
         raise Skip("needs iperf3 (apt-get install iperf3)")
     if shutil.which("ping") is None:
         raise Skip("needs ping (iputils-ping)")
-
-
-def cpu_seconds(pid: int) -> float:
-    """utime + stime of the whole process (all its threads), from /proc."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def wait_until(check: Callable[[], bool], what: str, timeout: float = 60.0) -> None:
@@ -279,7 +276,8 @@ def profiling(pids: list[int], seconds: int, outdir: Path | None, tag: str) -> I
     outdir.mkdir(parents=True, exist_ok=True)
     files = [outdir / f"{tag}-{n}.txt" for n in range(len(pids))]
     procs = [subprocess.Popen([spy, "record", "-p", str(pid), "-d", str(seconds), "-r", "200", "--nonblocking",
-                               "-f", "raw", "-o", str(path)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                               "--subprocesses", "-f", "raw", "-o", str(path)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
              for pid, path in zip(pids, files, strict=True)]
     try:
         yield files
@@ -346,6 +344,7 @@ def measure(pair: Pair, a: Site, figures: Figures, args: argparse.Namespace, pro
 def run(args: argparse.Namespace) -> dict[str, dict[str, Figures]]:
     kinds = ["libipsec", "ikegate"] + (["baseline"] if args.baseline else [])
     results: dict[str, dict[str, Figures]] = {c: {k: Figures() for k in kinds} for c in args.cipher}
+    workers = ("--workers", str(args.workers)) if args.workers else ()
     with tempfile.TemporaryDirectory(prefix="ikg-dpbench-") as tmp:
         lab = Lab(Path(tmp))
         try:
@@ -363,7 +362,7 @@ def run(args: argparse.Namespace) -> dict[str, dict[str, Figures]]:
                             pair = libipsec_pair(lab, a, b, cipher, round_no)
                         else:
                             pair = ikegate_pair(lab, a, b, cipher, args.baseline if kind == "baseline" else None,
-                                                kind)
+                                                kind, extra=workers)
                         try:
                             prof = args.profile if round_no == 0 else None
                             measure(pair, a, results[cipher][kind], args, prof, f"{kind}-{cipher}")
@@ -393,7 +392,7 @@ ROWS: list[tuple[str, str, bool]] = [  # (label, attribute, higher is better)
 def report(results: dict[str, dict[str, Figures]], args: argparse.Namespace) -> None:
     for cipher, pair in results.items():
         print(f"\nESP {CIPHERS[cipher][0]}, {args.rounds} round(s) of {args.seconds} s, UDP offered {args.udp_rate}, "
-              "medians")
+              f"workers {args.workers or 'default'}{', WAN segmented' if args.segment_wan else ''}, medians")
         base = "baseline" in pair
         print(f"{'figure':32} {'ikegate':>10} {'libipsec':>10} {'ratio':>7}"
               + (f" {'baseline':>10} {'ratio':>7}" if base else ""))
@@ -429,6 +428,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--baseline", type=Path, metavar="SRC",
                         help="also run ikegate imported from SRC (another checkout's src/, e.g. main's) as a third "
                              "pair, for a before/after in the same run; its ratio is to libipsec too")
+    parser.add_argument("--workers", type=int, metavar="N",
+                        help="ikegate run --workers N for both ikegate pairs (default: ikegate's own default, one "
+                             "worker per CPU); CPU is summed over the supervisor and its workers")
     args = parser.parse_args(argv)
     args.cipher = args.cipher or ["gcm", "cbc"]
     try:

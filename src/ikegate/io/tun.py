@@ -234,6 +234,7 @@ class TunBridge:
         self.packets_out = 0
         self.write_errors = 0
         self.offload_errors = 0  # frames whose virtio-net header did not fit the packet
+        self._reading = False  # in _on_readable: its own flush drains, and must not read again
 
     def add(self, device: TunDevice, networks: tuple[IPNetwork, ...] = ()) -> None:
         """Start reading ``device``; ``networks`` are the prefixes of the VRP interface it stands for."""
@@ -245,6 +246,13 @@ class TunBridge:
         the ESP datagrams of the whole burst leave together (in runs, see ``UdpRunner.flush``). With a
         virtio-net header, a frame that needs nothing (no segmentation, checksum complete) is only
         stripped of it; the others go through :func:`~ikegate.dataplane.offload.split`."""
+        self._reading = True
+        try:
+            self._read_burst(device)
+        finally:
+            self._reading = False
+
+    def _read_burst(self, device: TunDevice) -> None:
         got = 0
         from_lan, now, read, fd, vnet = self.gateway.from_lan, self._clock(), os.read, device.fd, device.vnet
         while got < READ_BURST:
@@ -292,7 +300,15 @@ class TunBridge:
         if not self.devices or not out:
             return
         if len(self.devices) == 1:
-            self._write(self.devices[0][0], out)
+            device = self.devices[0][0]
+            self._write(device, out)
+            if not self._reading:
+                # Writing a packet into the kernel runs its forwarding there and then, and a host that
+                # answers at once (a ping, a TCP ACK) has its answer queued on the TUN before write()
+                # returned: read it in this pass rather than after one more trip through the event loop
+                # (half of the idle round trip is such trips). When nothing came back this costs one
+                # read that would block.
+                self._on_readable(device)
             return
         shares: dict[int, tuple[TunDevice, list[bytes]]] = {}
         while out:
