@@ -9,8 +9,10 @@ from collections import deque
 
 import pytest
 
+from ikegate.dataplane.offload import GSO_TCPV4, PLAIN_HEADER, VNET_HDR, split
 from ikegate.dataplane.packet import build_ipv4
 from ikegate.io.tun import TunBridge, TunDevice, TunError
+from tests.unit.test_tun_offload import frame, payload_of, tcp_packet
 from tests.waiting import until
 
 
@@ -72,5 +74,37 @@ def test_packets_in_go_to_the_gateway_and_lan_out_is_written_after_the_flush() -
         assert (bridge.packets_in, bridge.packets_out, bridge.write_errors) == (2, 2, 0)
         bridge.close()
         assert lan.fd == -1 and other.fd == -1
+
+    asyncio.run(scenario())
+
+
+def test_with_a_virtio_net_header_super_packets_are_cut_and_runs_written_merged() -> None:
+    """The bridge on a device opened with IFF_VNET_HDR: a TSO frame reaches the gateway as MTU-sized
+    segments, their decrypted twins leave as one merged frame, a bare frame loses only its header, and a
+    frame whose header lies is dropped and counted."""
+    async def scenario() -> None:
+        loop = asyncio.get_running_loop()
+        gateway = _Gateway()
+        bridge = TunBridge(gateway, loop, lambda: bridge.drain(), loop.time)  # type: ignore[arg-type]
+        lan = _FakeDevice("tun-a")
+        lan.vnet = True
+        bridge.add(lan)
+        sup = tcp_packet(4, payload_of(5000), flags=0x18, partial=True)
+        lan.kernel.send(frame(sup, GSO_TCPV4, 1360, 20, 16))
+        await until(lambda: len(gateway.seen) == 4, what="the segments of the super-packet")
+        assert gateway.seen == split(frame(sup, GSO_TCPV4, 1360, 20, 16))
+        assert all(len(p) <= 1400 for p in gateway.seen)
+        merged = lan.kernel.recv(65536)
+        assert VNET_HDR.unpack_from(merged)[1] == GSO_TCPV4
+        assert split(merged) == gateway.seen  # what the kernel would cut it into
+        ping = build_ipv4("192.0.2.70", "192.0.2.10", 1, b"\x08\0\0\0" + bytes(8))
+        lan.kernel.send(PLAIN_HEADER + ping)
+        lan.kernel.send(frame(sup, GSO_TCPV4, 0, 20, 16))  # segmentation with a size of 0: dropped
+        lan.kernel.send(PLAIN_HEADER + ping)
+        await until(lambda: len(gateway.seen) == 6, what="the bare packets")
+        assert gateway.seen[4:] == [ping, ping]
+        assert lan.kernel.recv(65536) == PLAIN_HEADER + ping
+        assert (bridge.packets_in, bridge.packets_out, bridge.offload_errors) == (6, 6, 1)
+        bridge.close()
 
     asyncio.run(scenario())
