@@ -1,4 +1,5 @@
-"""TUN offload end to end: TCP through two ikegate gateways (default workers) arrives byte for byte.
+"""TUN offload end to end (``IKEGATE_TUN_OFFLOAD=1``): TCP through two ikegate gateways (default workers)
+arrives byte for byte.
 
     hostA -- gwA [ikegate, TUN with virtio-net header] == WAN == gwB [ikegate, TUN] -- hostB
 
@@ -44,6 +45,12 @@ SIZE = 3_000_001  # odd: the last segment is short and odd
 @pytest.fixture(scope="module")
 def tunnel(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Site, Site, Proc, Proc]]:
     lab = Lab(tmp_path_factory.mktemp("tunoff"))
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("IKEGATE_TUN_OFFLOAD", "1")  # opt-in (io/tun.py says why)
+        yield from _tunnel(lab)
+
+
+def _tunnel(lab: Lab) -> Iterator[tuple[Site, Site, Proc, Proc]]:
     try:
         a, b = two_sites(lab)
         gw_a, gw_b = _pair(lab, a, b, 4, [acl_rule(5, SITE_A_V4, SITE_B_V4)], [acl_rule(5, SITE_B_V4, SITE_A_V4)],

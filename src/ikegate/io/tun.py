@@ -23,17 +23,22 @@ Design choices, and why:
   and writes happen right after the UDP runner flushed: the gateway only fills ``lan_out`` while it
   handles a datagram or a timer, and the runner flushes after each of those, so a flush hook sees every
   packet without polling (see :meth:`UdpRunner.add_flush_hook <ikegate.io.udp.UdpRunner.add_flush_hook>`).
-* Offload (as wireguard-go does): the device is opened with ``IFF_VNET_HDR`` and asked for checksum and
-  TCP segmentation offload (``TUNSETOFFLOAD``: ``TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6``, plus UDP
+* Offload (as wireguard-go does), **opt-in**: with ``IKEGATE_TUN_OFFLOAD=1`` in the environment (the
+  workers inherit it) the device is opened with ``IFF_VNET_HDR`` and asked for checksum and TCP
+  segmentation offload (``TUNSETOFFLOAD``: ``TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6``, plus UDP
   segmentation where the kernel has it). A read may then return a TCP super-packet of up to 64 KB behind
   a ``virtio_net_hdr``, one system call instead of forty; :func:`ikegate.dataplane.offload.split` cuts it
   into MTU-sized packets with complete checksums before ESP. Decrypted packets are written with the same
   header, consecutive TCP segments of one flow merged into one super-packet
   (:func:`ikegate.dataplane.offload.coalesce`, GRO in userspace): one write, and one trip through the
-  kernel's forwarding, per run. Whatever the kernel refuses is left off (the flags a device took are on
-  :attr:`TunDevice.offload`; without ``IFF_VNET_HDR`` every frame is a bare packet, as before), and
-  ``IKEGATE_TUN_OFFLOAD=0`` in the environment turns it all off. Every queue of a multi-queue device
-  shares the flags (the kernel keeps them per device), so every worker opens its queue the same way.
+  kernel's forwarding, per run. ``rx`` asks only for the super-packets, ``tx`` only merges what is
+  written. Whatever the kernel refuses is left off (the flags a device took are on
+  :attr:`TunDevice.offload`; without ``IFF_VNET_HDR`` every frame is a bare packet). Every queue of a
+  multi-queue device shares the flags (the kernel keeps them per device), so every worker opens its
+  queue the same way. Off by default because it does not pay in Python: both halves work (64 KB frames
+  each way, byte-exact), but cutting and merging cost a checksum over every segment in Python, which is
+  dearer than the system call per packet they save (``bench/dataplane_vs_libipsec.py``: TCP 1 stream
+  0.70x of the plain path, gateway CPU per GB 1.4x); compiled, or with a C checksum, it would pay.
 """
 
 from __future__ import annotations
@@ -49,7 +54,15 @@ import struct
 from collections import deque
 from collections.abc import Callable
 
-from ikegate.dataplane.offload import F_NEEDS_CSUM, GSO_NONE, VNET_HDR_LEN, OffloadError, coalesce, split
+from ikegate.dataplane.offload import (
+    F_NEEDS_CSUM,
+    GSO_NONE,
+    PLAIN_HEADER,
+    VNET_HDR_LEN,
+    OffloadError,
+    coalesce,
+    split,
+)
 from ikegate.dataplane.packet import PacketError, parse_ip
 from ikegate.gateway.controller import Gateway
 from ikegate.io.udp import UdpRunner
@@ -120,7 +133,7 @@ class TunDevice:
     offload = 0
 
     def __init__(self, name: str, *, mtu: int | None = DEFAULT_MTU, multi_queue: bool = False,
-                 offload: bool = True) -> None:
+                 offload: bool = False, segmentation: bool = True) -> None:
         raw = _ifreq_name(name)
         flags = IFF_TUN | IFF_NO_PI | (IFF_MULTI_QUEUE if multi_queue else 0)
         try:
@@ -136,7 +149,7 @@ class TunDevice:
         # The kernel answers with the name it really used (the same, since we gave one).
         self.name = _IFREQ_FLAGS.unpack(answer)[0].rstrip(b"\0").decode()
         if offload:
-            self._negotiate_offload()
+            self._negotiate_offload(segmentation)
         try:
             self._configure(mtu)
         except OSError as exc:
@@ -148,7 +161,7 @@ class TunDevice:
         steering program say, goes after this one.)"""
         return fcntl.ioctl(self.fd, TUNSETIFF, _IFREQ_FLAGS.pack(raw, flags))
 
-    def _negotiate_offload(self) -> None:
+    def _negotiate_offload(self, segmentation: bool) -> None:
         """Read back the flags this queue has (a device's flags are shared by its queues), then ask for
         the most offload the kernel grants; whatever it refuses stays off."""
         try:
@@ -159,6 +172,8 @@ class TunDevice:
         self.vnet = bool(got & IFF_VNET_HDR)
         if not self.vnet:
             log.info("TUN %s: no virtio-net header, no offload", self.name)
+            return
+        if not segmentation:
             return
         for want in OFFLOAD_CHOICES:
             try:
@@ -235,6 +250,8 @@ class TunBridge:
         self.write_errors = 0
         self.offload_errors = 0  # frames whose virtio-net header did not fit the packet
         self._reading = False  # in _on_readable: its own flush drains, and must not read again
+        #: Merge the TCP runs of what is written into super-packets (with a virtio-net header only).
+        self.merge = True
 
     def add(self, device: TunDevice, networks: tuple[IPNetwork, ...] = ()) -> None:
         """Start reading ``device``; ``networks`` are the prefixes of the VRP interface it stands for."""
@@ -327,7 +344,7 @@ class TunBridge:
             batch = list(packets)
             packets.clear()
             writev = os.writev
-            for bufs in coalesce(batch):
+            for bufs in coalesce(batch) if self.merge else [[PLAIN_HEADER, p] for p in batch]:
                 count = 1 if len(bufs) == 2 else len(bufs) - 3  # header + packet, or header, IP, TCP, payloads
                 try:
                     writev(fd, bufs)
@@ -368,7 +385,9 @@ def open_bridge(gateway: Gateway, mapping: dict[str, str], runner: UdpRunner, *,
     ``multi_queue``: attach one queue of a multi-queue device (each placement worker attaches its own).
     """
     bridge = TunBridge(gateway, runner.loop, runner.flush, runner.now)
-    offload = os.environ.get("IKEGATE_TUN_OFFLOAD", "1") != "0"
+    mode = os.environ.get("IKEGATE_TUN_OFFLOAD", "0")  # see the module docstring: 1, rx, tx or 0
+    offload = mode in ("1", "rx", "tx")
+    bridge.merge = mode != "rx"
     try:
         for itf_name, tun_name in mapping.items():
             itf = gateway.config.interfaces.get(itf_name)
@@ -379,7 +398,7 @@ def open_bridge(gateway: Gateway, mapping: dict[str, str], runner: UdpRunner, *,
                 raise TunError(errno.EINVAL, f"--tun {itf_name}={tun_name}: {itf_name} carries ipsec policy "
                                              f"{itf.ipsec_policy}; a TUN stands for a protected-side interface")
             networks = tuple(i.network for i in itf.ipv4) + tuple(i.network for i in itf.ipv6)
-            device = TunDevice(tun_name, multi_queue=multi_queue, offload=offload)
+            device = TunDevice(tun_name, multi_queue=multi_queue, offload=offload, segmentation=mode != "tx")
             bridge.add(device, networks)
             log.info("TUN %s is the protected side of %s (offload %#x)", tun_name, itf_name, device.offload)
     except BaseException:
