@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import ipaddress
 import socket
+import struct
 from collections import deque
 
 import pytest
 
 from ikegate.dataplane.offload import GSO_TCPV4, PLAIN_HEADER, VNET_HDR, split
 from ikegate.dataplane.packet import build_ipv4
+from ikegate.io import tun
 from ikegate.io.tun import TunBridge, TunDevice, TunError
 from tests.unit.test_tun_offload import frame, payload_of, tcp_packet
 from tests.waiting import until
@@ -108,3 +111,31 @@ def test_with_a_virtio_net_header_super_packets_are_cut_and_runs_written_merged(
         bridge.close()
 
     asyncio.run(scenario())
+
+
+@pytest.mark.parametrize(("refused", "has_vnet", "vnet", "offload"), [
+    (set(), True, True, tun.OFFLOAD_CHOICES[0]),  # a kernel with UDP segmentation offload (6.2+)
+    ({tun.OFFLOAD_CHOICES[0]}, True, True, tun.TUN_F_CSUM | tun.TUN_F_TSO4 | tun.TUN_F_TSO6),  # no USO
+    (set(tun.OFFLOAD_CHOICES), True, True, 0),  # no offload at all: headers, but no super-packets
+    (set(), False, False, 0),  # the device did not take IFF_VNET_HDR: bare packets, nothing asked
+])
+def test_offload_takes_what_the_kernel_grants(monkeypatch: pytest.MonkeyPatch, refused: set[int], has_vnet: bool,
+                                               vnet: bool, offload: int) -> None:
+    asked: list[int] = []
+
+    def ioctl(fd: int, request: int, arg: bytes | int) -> bytes:  # stands in for the kernel's answers
+        if request == tun.TUNGETIFF:
+            flags = tun.IFF_TUN | tun.IFF_NO_PI | (tun.IFF_VNET_HDR if has_vnet else 0)
+            return struct.pack(f"{tun.IFNAMSIZ}sH", b"tun-a", flags)
+        assert request == tun.TUNSETOFFLOAD and isinstance(arg, int)
+        asked.append(arg)
+        if arg in refused:
+            raise OSError(errno.EINVAL, "Invalid argument")
+        return b""
+
+    monkeypatch.setattr(tun.fcntl, "ioctl", ioctl)
+    device = object.__new__(TunDevice)
+    device.fd, device.name = 99, "tun-a"
+    device._negotiate_offload(True)
+    assert (device.vnet, device.offload) == (vnet, offload)
+    assert asked == ([c for c in tun.OFFLOAD_CHOICES if c in refused] + ([offload] if offload else []) if vnet else [])
