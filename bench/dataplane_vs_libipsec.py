@@ -25,6 +25,8 @@ lower is better).
 
     sudo .venv/bin/python bench/dataplane_vs_libipsec.py --rounds 3 --seconds 10
     ... --baseline ../main/src      # also an older ikegate (before/after in the same run)
+    ... --offload                   # also ikegate with TUN offload (IKEGATE_TUN_OFFLOAD=1)
+    ... --workers 1                 # ikegate run --workers 1 (default: one worker per CPU)
 
 Needs root (namespaces, TUN), iperf3 (``apt-get install iperf3``) and strongSwan with kernel-libipsec
 (charon-systemd, libcharon-extra-plugins); without them it prints why it skips and exits 0. Absolute
@@ -72,6 +74,9 @@ from tests.interop.netns import skip_reason as netns_skip_reason  # noqa: E402
 from tests.interop.vrp import GatewayConfig, Suite, acl_rule, start_ikegate  # noqa: E402
 from tests.system.procs import Proc  # noqa: E402
 
+sys.path.insert(0, str(PROJECT / "bench"))
+from _procs import cpu_seconds  # noqa: E402  # summed over a gateway's supervisor and its workers
+
 PSK = "dataplane-bench-psk-0123456789"
 IKE = "aes256-sha256-x25519"
 #: cipher name -> (strongSwan ESP proposal, VRP esp encryption, VRP esp authentication)
@@ -94,12 +99,6 @@ def prerequisites() -> None:
         raise Skip("needs iperf3 (apt-get install iperf3)")
     if shutil.which("ping") is None:
         raise Skip("needs ping (iputils-ping)")
-
-
-def cpu_seconds(pid: int) -> float:
-    """utime + stime of the whole process (all its threads), from /proc."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def wait_until(check: Callable[[], bool], what: str, timeout: float = 60.0) -> None:
@@ -125,25 +124,26 @@ class Pair:
 
 
 @contextlib.contextmanager
-def python_path(src: Path | None) -> Iterator[None]:
-    """Processes spawned inside import ikegate from ``src`` (a ``src`` directory of another checkout)."""
-    if src is None:
-        yield
-        return
-    saved = os.environ.get("PYTHONPATH")
-    os.environ["PYTHONPATH"] = str(src)
+def environment(**values: str | None) -> Iterator[None]:
+    """Processes spawned inside see these environment variables (None: left as they are)."""
+    saved = {k: os.environ.get(k) for k in values}
+    for key, value in values.items():
+        if value is not None:
+            os.environ[key] = value
     try:
         yield
     finally:
-        if saved is None:
-            del os.environ["PYTHONPATH"]
-        else:
-            os.environ["PYTHONPATH"] = saved
+        for key, old in saved.items():
+            if old is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = old
 
 
 def ikegate_pair(lab: Lab, a: Site, b: Site, cipher: str, src: Path | None = None, kind: str = "ikegate",
-                 extra: tuple[str, ...] = ()) -> Pair:
-    """gwA (site-to-site, auto) and gwB (template) up; ``extra``: more ``ikegate run`` arguments for both."""
+                 extra: tuple[str, ...] = (), offload: str | None = None) -> Pair:
+    """gwA (site-to-site, auto) and gwB (template) up; ``extra``: more ``ikegate run`` arguments for both;
+    ``src``: import ikegate from there; ``offload``: IKEGATE_TUN_OFFLOAD for both (see io/tun.py)."""
     _, enc, auth = CIPHERS[cipher]
     suite = Suite(esp_encryption=enc, esp_authentication=auth)
     lan_a = {4: f"{GW_A_LAN[4]}/26", 6: f"{GW_A_LAN[6]}/64"}
@@ -151,7 +151,7 @@ def ikegate_pair(lab: Lab, a: Site, b: Site, cipher: str, src: Path | None = Non
     cfg_b = GatewayConfig("GwB", WAN_B, lan_b, None, PSK, suite=suite, rules=[acl_rule(5, SITE_B_V4, SITE_A_V4)])
     cfg_a = GatewayConfig("GwA", WAN_A, lan_a, WAN_B[4], PSK, suite=suite, rules=[acl_rule(5, SITE_A_V4, SITE_B_V4)],
                           trigger="auto")
-    with python_path(src):
+    with environment(PYTHONPATH=str(src) if src else None, IKEGATE_TUN_OFFLOAD=offload):
         gw_b = start_ikegate(lab, b.gw, "gwb", cfg_b, "--force-udp-encap", *extra)
         route_into_tun(b.gw, [SITE_A_V4])
         gw_a = start_ikegate(lab, a.gw, "gwa", cfg_a, "--force-udp-encap", *extra)
@@ -279,7 +279,8 @@ def profiling(pids: list[int], seconds: int, outdir: Path | None, tag: str) -> I
     outdir.mkdir(parents=True, exist_ok=True)
     files = [outdir / f"{tag}-{n}.txt" for n in range(len(pids))]
     procs = [subprocess.Popen([spy, "record", "-p", str(pid), "-d", str(seconds), "-r", "200", "--nonblocking",
-                               "-f", "raw", "-o", str(path)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                               "--subprocesses", "-f", "raw", "-o", str(path)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
              for pid, path in zip(pids, files, strict=True)]
     try:
         yield files
@@ -344,8 +345,9 @@ def measure(pair: Pair, a: Site, figures: Figures, args: argparse.Namespace, pro
 
 
 def run(args: argparse.Namespace) -> dict[str, dict[str, Figures]]:
-    kinds = ["libipsec", "ikegate"] + (["baseline"] if args.baseline else [])
+    kinds = ["libipsec", "ikegate"] + (["offload"] if args.offload else []) + (["baseline"] if args.baseline else [])
     results: dict[str, dict[str, Figures]] = {c: {k: Figures() for k in kinds} for c in args.cipher}
+    workers = ("--workers", str(args.workers)) if args.workers else ()
     with tempfile.TemporaryDirectory(prefix="ikg-dpbench-") as tmp:
         lab = Lab(Path(tmp))
         try:
@@ -363,7 +365,7 @@ def run(args: argparse.Namespace) -> dict[str, dict[str, Figures]]:
                             pair = libipsec_pair(lab, a, b, cipher, round_no)
                         else:
                             pair = ikegate_pair(lab, a, b, cipher, args.baseline if kind == "baseline" else None,
-                                                kind)
+                                                kind, extra=workers, offload="1" if kind == "offload" else "0")
                         try:
                             prof = args.profile if round_no == 0 else None
                             measure(pair, a, results[cipher][kind], args, prof, f"{kind}-{cipher}")
@@ -393,18 +395,18 @@ ROWS: list[tuple[str, str, bool]] = [  # (label, attribute, higher is better)
 def report(results: dict[str, dict[str, Figures]], args: argparse.Namespace) -> None:
     for cipher, pair in results.items():
         print(f"\nESP {CIPHERS[cipher][0]}, {args.rounds} round(s) of {args.seconds} s, UDP offered {args.udp_rate}, "
-              "medians")
-        base = "baseline" in pair
+              f"workers {args.workers or 'default'}{', WAN segmented' if args.segment_wan else ''}, medians")
+        others = [k for k in ("offload", "baseline") if k in pair]
         print(f"{'figure':32} {'ikegate':>10} {'libipsec':>10} {'ratio':>7}"
-              + (f" {'baseline':>10} {'ratio':>7}" if base else ""))
+              + "".join(f" {k:>10} {'ratio':>7}" for k in others))
         for label, attr, _higher in ROWS:
             ours = statistics.median(getattr(pair["ikegate"], attr))
             theirs = statistics.median(getattr(pair["libipsec"], attr))
             ratio = ours / theirs if theirs else float("nan")
             line = f"{label:32} {ours:10.2f} {theirs:10.2f} {ratio:6.2f}x"
-            if base:
-                old = statistics.median(getattr(pair["baseline"], attr))
-                line += f" {old:10.2f} {old / theirs if theirs else float('nan'):6.2f}x"
+            for kind in others:
+                other = statistics.median(getattr(pair[kind], attr))
+                line += f" {other:10.2f} {other / theirs if theirs else float('nan'):6.2f}x"
             print(line)
     if args.profile is not None:
         for path in sorted([*args.profile.glob("ikegate-*.txt"), *args.profile.glob("baseline-*.txt")]):
@@ -429,6 +431,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--baseline", type=Path, metavar="SRC",
                         help="also run ikegate imported from SRC (another checkout's src/, e.g. main's) as a third "
                              "pair, for a before/after in the same run; its ratio is to libipsec too")
+    parser.add_argument("--offload", action="store_true",
+                        help="also ikegate with TUN offload (IKEGATE_TUN_OFFLOAD=1) as a pair of its own")
+    parser.add_argument("--workers", type=int, metavar="N",
+                        help="ikegate run --workers N for both ikegate pairs (default: ikegate's own default, one "
+                             "worker per CPU); CPU is summed over the supervisor and its workers")
     args = parser.parse_args(argv)
     args.cipher = args.cipher or ["gcm", "cbc"]
     try:
