@@ -34,7 +34,7 @@ from ikegate.dataplane.packet import IpInfo, PacketError, echo_reply_for, echo_r
 from ikegate.gateway import translate
 from ikegate.gateway.admission import BLOCK_TIME, LOG_INTERVAL, HalfOpen, SourceGuard, opening_ok
 from ikegate.gateway.decide import Action, after_delete
-from ikegate.gateway.device import GatewayStats, LogSink
+from ikegate.gateway.device import GatewayStats, LogSink, no_log
 from ikegate.gateway.keylog import EspKeys, Ikev1Keys, Ikev2Keys, KeyRecord
 from ikegate.gateway.translate import Connection, Flow, PolicyKind
 from ikegate.ike.core import ts as tsmod
@@ -138,12 +138,6 @@ def _addr(ip: ipaddress.IPv4Address | ipaddress.IPv6Address | str) -> str:
 
 
 @functools.lru_cache(maxsize=4096)
-def _text(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str:
-    """Address text for log lines (tunnel up/down), cached: ``str`` of an address object is a few
-    Python-level calls, and peers repeat."""
-    return str(ip)
-
-
 @functools.lru_cache(maxsize=4096)
 def _ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
     """Parsed addresses, cached: the SA database keys on address objects and peers repeat."""
@@ -186,7 +180,7 @@ class Gateway:
         self.stats = GatewayStats()
         self.retransmit_tries = retransmit_tries
         self._rng = rng
-        self._log = log or (lambda _module, _severity, _brief, _text: None)
+        self._log: LogSink = log or no_log
         self._cookies = CookieJar(cookie_threshold, rng=rng)
         self._engines: dict[bytes, Engine] = {}
         self._spis: dict[Engine, list[bytes]] = {}
@@ -1273,7 +1267,7 @@ class Gateway:
         if meta.conn is not None and sa not in self._loading:
             self._claim(sa, meta, now)
         self._log("IKE", 6, "IKE_SA_ESTABLISHED",
-                  f"IKE SA established. (ConnID={entry.conn_id}, RemoteAddress={sa.peer[0]}, Version=v{version})")
+                  "IKE SA established. (ConnID=%s, RemoteAddress=%s, Version=v%s)", entry.conn_id, sa.peer[0], version)
 
     def _replaced_v1(self, sa: Engine, now: float) -> IsakmpSa | None:
         """The established IKEv1 SA this new one (from the peer's Main Mode) replaces at once, if any: the
@@ -1387,8 +1381,8 @@ class Gateway:
         self._dataplane_actions(self.dataplane.install_sa(child, remote, local=sa.local[0], policy=policy_key,
                                                           now=now), now)
         self._log("IPSEC-VPN", 4, "IPSECTUNNELSTART",
-                  f"The IPSec tunnel is established. (PolicyName={policy_name}, SeqNum={policy_seq}, "
-                  f"RuleNum={rule}, SrcIP={sa.local[0]}, DstIP={sa.peer[0]}, InboundSPI={child.spi_in})")
+                  "The IPSec tunnel is established. (PolicyName=%s, SeqNum=%s, RuleNum=%s, SrcIP=%s, DstIP=%s, "
+                  "InboundSPI=%s)", policy_name, policy_seq, rule, sa.local[0], sa.peer[0], child.spi_in)
         if isinstance(sa, IsakmpSa):
             self._retire_orphans(sa, child, now)
 
@@ -1408,13 +1402,13 @@ class Gateway:
     def _record_down(self, entry: IkeSaEntry | IpsecSaEntry, reason: DeleteReason, now: float) -> None:
         self.sad.offline.record_sa(entry, reason.value, now)
         if isinstance(entry, IpsecSaEntry):
+            placement = entry.placement
             self._log("IPSEC-VPN", 5, "IPSEC_TUNNEL_TEARED_DOWN",
-                      f"An IPSec tunnel is teared down. (PolicyName={entry.policy_name}, "
-                      f"IfIndex={self._if_index(entry.interface)}, SeqNum={entry.policy_seq}, "
-                      f"RuleNum={entry.acl_rule}, SrcIP={_text(entry.local_address)}, "
-                      f"DstIP={_text(entry.peer_address)}, "
-                      f"InboundSPI={entry.spi_in}, Slot={entry.placement.slot}, CpuID={entry.placement.cpu}, "
-                      f"OfflineReason={reason.value}, State=Normal)")
+                      "An IPSec tunnel is teared down. (PolicyName=%s, IfIndex=%s, SeqNum=%s, RuleNum=%s, SrcIP=%s, "
+                      "DstIP=%s, InboundSPI=%s, Slot=%s, CpuID=%s, OfflineReason=%s, State=Normal)",
+                      entry.policy_name, self._if_index(entry.interface), entry.policy_seq, entry.acl_rule,
+                      entry.local_address, entry.peer_address, entry.spi_in, placement.slot, placement.cpu,
+                      reason.value)
 
     def _if_index(self, name: str) -> int:
         """The configuration's IfIndex of ``name``, kept per configuration (a delete-all logs it per SA)."""

@@ -249,9 +249,11 @@ class Worker:
             await self._events.drain()
         self._done.set()
 
-    def _log(self, module: str, severity: int, brief: str, text: str) -> None:
+    def _log(self, module: str, severity: int, brief: str, text: str, /, *args: object) -> None:
+        """To the supervisor's log buffer, in parts: the text is formatted there, and only if a sink
+        reads it (the arguments are plain values and addresses, which pickle small)."""
         if self._events is not None:
-            self._events.post(("log", module, severity, brief, text))
+            self._events.post(("log", module, severity, brief, text, *args))
 
     def _maybe_report(self) -> None:
         """Tell the supervisor which IKE SAs we hold when their number changed, at most every
