@@ -36,6 +36,7 @@ from ikegate.gateway.admission import BLOCK_TIME, LOG_INTERVAL, HalfOpen, Source
 from ikegate.gateway.decide import Action, after_delete
 from ikegate.gateway.device import GatewayStats, LogSink, no_log
 from ikegate.gateway.keylog import EspKeys, Ikev1Keys, Ikev2Keys, KeyRecord
+from ikegate.gateway.sendorder import OrderedSends
 from ikegate.gateway.translate import Connection, Flow, PolicyKind
 from ikegate.ike.core import ts as tsmod
 from ikegate.ike.core.auth import Authenticator
@@ -243,8 +244,9 @@ class Gateway:
         self._delete_queue: deque[tuple[Engine, DeleteReason]] = deque()
         self._one_way: tuple[float, int] = (-1.0, 0)  # (tick start, IKEv1 Deletes started in it)
         self._drain_at: float | None = None  # when a queue drain is scheduled
-        #: IKEv1 ISAKMP Deletes held back one DELETE_TICK behind their ESP Deletes (see _start_delete)
-        self._held: list[tuple[bytes, Addr, Addr]] = []
+        #: IKEv1 Delete notifications, each one DELETE_TICK behind the one before it (see _start_delete)
+        self._ordered: OrderedSends[tuple[bytes, Addr, Addr]] = OrderedSends(DELETE_TICK)
+        self._ordered_at: float | None = None  # when a release of ordered datagrams is scheduled
         self._burst = False  # a reset or shutdown of several SAs is under way
         self._if_indexes: tuple[Config | None, dict[str, int]] = (None, {})
         self.reload(config)
@@ -614,7 +616,7 @@ class Gateway:
     @property
     def idle(self) -> bool:
         """True when no engine has anything left to send or wait for (a clean shutdown is complete)."""
-        return not self._held and not any(not sa.finished for sa in self._meta)
+        return not self._ordered and not any(not sa.finished for sa in self._meta)
 
     # ------------------------------------------------------------------ hot standby (issue 17)
     # Additive hooks for ``ikegate.ha``: engine snapshots out and in, and a tap on every engine change.
@@ -809,7 +811,7 @@ class Gateway:
         if sa.finished or sa.is_deleting:
             return
         if not self._delete_queue and self._may_start_delete(sa, now):
-            self._start_delete(sa, now, reason, split=self._burst)
+            self._start_delete(sa, now, reason, ordered=self._burst)
             return
         self._on_ike_down(sa, reason, now)
         self._delete_queue.append((sa, reason))
@@ -843,34 +845,41 @@ class Gateway:
                     self._schedule(self._drain_at, self._drain_later)
                 return
             queue.popleft()
-            self._start_delete(waiting, now, reason, split=True)
+            self._start_delete(waiting, now, reason, ordered=True)
 
-    def _send_held(self, now: float) -> None:
-        held, self._held = self._held, []
-        for packet, local, remote in held:
+    def _send_ordered(self, now: float) -> None:
+        """Send the ordered datagrams whose time has come; come back when the next one's comes."""
+        ordered = self._ordered
+        for packet, local, remote in ordered.due(now):
             self._send(packet, local, remote)
+        when = ordered.next_time()
+        if when is not None and (self._ordered_at is None or when < self._ordered_at):
+            self._ordered_at = when
+            self._schedule(when, self._ordered_timer)
+
+    def _ordered_timer(self, now: float) -> None:
+        self._ordered_at = None
+        self._send_ordered(now)
 
     def _drain_later(self, now: float) -> None:
         self._drain_at = None
         self._drain_deletes(now)
 
-    def _start_delete(self, sa: Engine, now: float, reason: DeleteReason, *, split: bool = False) -> None:
-        """Send ``sa``'s Delete. An IKEv1 SA with IPsec SAs says goodbye in two one-way messages, the ESP
-        Delete and then the ISAKMP Delete; in a burst (``split``: a reset or shutdown of many) the second
-        goes one DELETE_TICK later. strongSwan hands each datagram to a worker thread of its own, so two that
-        arrive back to back may be handled in either order when its threads are busy, and when the ISAKMP
-        Delete wins, strongSwan keeps the IPsec SA and re-establishes an ISAKMP SA for it (IKEv1 IPsec SAs
-        outlive their ISAKMP SA): a reset of 2,000 left 20-80 such SAs at strongSwan."""
-        split = split and isinstance(sa, IsakmpSa) and sa.established and bool(sa.children)
+    def _start_delete(self, sa: Engine, now: float, reason: DeleteReason, *, ordered: bool = False) -> None:
+        """Send ``sa``'s Delete. An IKEv1 SA says goodbye in one-way notifications (with IPsec SAs two: the
+        ESP Delete, then the ISAKMP Delete), which must reach the peer's threads in that order. In a burst
+        (``ordered``: a reset or shutdown of several SAs, which keeps a peer's threads busy) each goes only
+        after the one before it and one DELETE_TICK later (:mod:`ikegate.gateway.sendorder` says why).
+
+        A lone reset sends them back to back: held a tick, the ISAKMP Delete would let an auto policy's new
+        Main Mode (started at once by the reset) overtake it, and the peer would end the old SA for
+        INITIAL-CONTACT instead of hearing its Delete."""
         sa.delete(now, reason)
-        if split:
-            out = sa.datagrams_to_send()
-            for packet, local, remote in out[:-1]:
-                self._send(packet, local, remote)
-            if out:
-                if not self._held:
-                    self._schedule(now + DELETE_TICK, self._send_held)
-                self._held.append(out[-1])
+        if isinstance(sa, IsakmpSa):
+            ticket = None
+            for datagram in sa.datagrams_to_send():
+                ticket = self._ordered.submit(datagram, now, after=ticket if ordered else None)
+            self._send_ordered(now)
         if not sa.finished:
             self._deleting.add(sa)
         self._service(sa, now)
