@@ -435,7 +435,6 @@ class ConnIdAllocator:
 # ----------------------------------------------------------------------------------------------------------
 
 K = TypeVar("K", bound=Hashable)
-_C = TypeVar("_C", bound=Hashable)
 
 _SMALL = 8
 
@@ -621,11 +620,11 @@ class SaDatabase:
         self._by_spi_i: _MultiIndex[bytes] = _MultiIndex()
         self._by_spi_in: dict[int, int] = {}  # inbound ESP SPI -> IPsec SA (we choose them: unique)
         self._by_spi_out: _MultiIndex[int] = _MultiIndex()  # peers choose them: may repeat across peers
-        self._placements: dict[Placement, int] = {}  # placement -> how many SAs it holds (no index)
         self._counts: dict[tuple[int, int], int] = {}  # (version, phase) -> count
-        #: flag set -> number of entries having exactly it: one update per add/remove/change, where a count
-        #: per single flag took one per flag set; :meth:`flag_count` sums the few combinations that occur.
-        self._flag_counts: dict[SaFlag, int] = {}
+        #: flag set (its int value: hashing an ``enum.Flag`` is a Python-level call) -> number of entries
+        #: having exactly it: one update per add/remove/change, where a count per single flag took one per
+        #: flag set; :meth:`flag_count` sums the few combinations that occur.
+        self._flag_counts: dict[int, int] = {}
         self._allocator = ConnIdAllocator(
             self._entries.__contains__, offset=conn_id_offset, stride=conn_id_stride, start=first_conn_id
         )
@@ -722,19 +721,18 @@ class SaDatabase:
         self._entries[cid] = entry
         self._by_peer.add(entry.peer_address, cid)
         self._by_identity.add(_identity(entry), cid)
-        placements = self._placements
-        placements[entry.placement] = placements.get(entry.placement, 0) + 1
         key = (entry.version, 1 if isinstance(entry, IkeSaEntry) else 2)
         self._counts[key] = self._counts.get(key, 0) + 1
-        flag_counts = self._flag_counts
-        flag_counts[entry.flags] = flag_counts.get(entry.flags, 0) + 1
+        flag_counts, value = self._flag_counts, entry.flags._value_
+        flag_counts[value] = flag_counts.get(value, 0) + 1
 
-    def _uncount(self, table: dict[_C, int], key: _C) -> None:
-        left = table[key] - 1
+    def _uncount_flags(self, flags: SaFlag) -> None:
+        value = flags._value_
+        left = self._flag_counts[value] - 1
         if left:
-            table[key] = left
+            self._flag_counts[value] = left
         else:
-            del table[key]
+            del self._flag_counts[value]
 
     # -- removing --------------------------------------------------------------------------------------
 
@@ -769,9 +767,8 @@ class SaDatabase:
         del self._entries[conn_id]
         self._by_peer.discard(entry.peer_address, conn_id)
         self._by_identity.discard(_identity(entry), conn_id)
-        self._uncount(self._placements, entry.placement)
         self._counts[entry.version, phase] -= 1
-        self._uncount(self._flag_counts, entry.flags)
+        self._uncount_flags(entry.flags)
         return entry
 
     def remove_tree(self, conn_id: int) -> list[SaEntry]:
@@ -893,8 +890,8 @@ class SaDatabase:
         entry = self._get_or_raise(conn_id)
         new = (entry.flags & ~remove) | add
         if new != entry.flags:
-            self._uncount(self._flag_counts, entry.flags)
-            self._flag_counts[new] = self._flag_counts.get(new, 0) + 1
+            self._uncount_flags(entry.flags)
+            self._flag_counts[new._value_] = self._flag_counts.get(new._value_, 0) + 1
             entry.flags = new
         return new
 
@@ -1027,18 +1024,12 @@ class SaDatabase:
         ]
 
     def by_placement(self, placement: Placement) -> list[SaEntry]:
-        """SAs of one placement, highest conn-id first: every SA when it is the only placement held (the
-        usual case: one database per worker), else a scan."""
-        count = self._placements.get(placement)
-        if count is None:
-            return []
-        if count == len(self._entries):
-            return self.entries_for_display()
+        """SAs of one placement, highest conn-id first (a scan, see the module docstring)."""
         return [e for e in self.entries_for_display() if e.placement == placement]
 
     def placements(self) -> list[Placement]:
-        """The placements holding at least one SA, in (slot, cpu) order."""
-        return sorted(self._placements)
+        """The placements holding at least one SA, in (slot, cpu) order (a scan)."""
+        return sorted({e.placement for e in self._entries.values()})
 
     def _lookup(self, ids: Iterable[int]) -> list[SaEntry]:
         """Entries for ``ids``, in display order (highest conn-id first)."""
@@ -1075,8 +1066,6 @@ class SaDatabase:
             candidates, check_address = self._by_peer.get(address), False
         else:
             candidates = self._entries.keys()
-            if placement is not None and self._placements.get(placement, 0) == len(self._entries):
-                check_placement = False  # the only placement held: every SA is in it
         if not (check_address or check_placement or phase is not None):
             return self._lookup(candidates)
         entries = self._entries
@@ -1119,8 +1108,8 @@ class SaDatabase:
     def flag_count(self, flag: SaFlag) -> int:
         """Number of SAs having every flag in ``flag``: a sum over the flag combinations that occur (a
         handful), whatever the number of SAs."""
-        want = flag.value
-        return sum(n for flags, n in self._flag_counts.items() if flags.value & want == want)
+        want = flag._value_
+        return sum(n for value, n in self._flag_counts.items() if value & want == want)
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -1133,13 +1122,11 @@ class SaDatabase:
         it is O(n)."""
         entries = self._entries
         expect_peer: dict[IPAddress, set[int]] = {}
-        expect_place: dict[Placement, int] = {}
-        expect_flags: dict[SaFlag, int] = {}
+        expect_flags: dict[int, int] = {}
         for cid, e in entries.items():
             assert e.conn_id == cid
             expect_peer.setdefault(e.peer_address, set()).add(cid)
-            expect_place[e.placement] = expect_place.get(e.placement, 0) + 1
-            expect_flags[e.flags] = expect_flags.get(e.flags, 0) + 1
+            expect_flags[e.flags._value_] = expect_flags.get(e.flags._value_, 0) + 1
             if isinstance(e, IkeSaEntry):
                 assert self._by_ike_spis[e.spi_i + e.spi_r] == cid
                 assert cid in self._by_spi_i.get(e.spi_i)
@@ -1159,7 +1146,6 @@ class SaDatabase:
         for cid, e in entries.items():
             expect_identity.setdefault(_identity(e), set()).add(cid)
         assert {k: set(self._by_identity.get(k)) for k in self._by_identity} == expect_identity
-        assert self._placements == expect_place
         assert self._flag_counts == expect_flags
         assert len(self._by_ike_spis) == sum(1 for e in entries.values() if isinstance(e, IkeSaEntry))
         assert set(self._by_spi_in.values()) == {
