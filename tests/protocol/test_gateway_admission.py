@@ -180,32 +180,126 @@ def test_failure_statistics_keep_one_bucket_for_unknown_notify_numbers() -> None
     assert _failure_label(NotifyType, 0) == "timeout"
 
 
-def test_cookie_answering_flood_from_many_addresses_is_bounded_and_a_branch_still_gets_in() -> None:
-    """400 real addresses that answer COOKIEs (so the COOKIE defence does not stop them) each hold at most
-    ``per-address`` half-open SAs; a genuine branch still sets up its tunnel in the middle of it."""
+def _cookie_in(answers: list[tuple[bytes, tuple[str, int], tuple[str, int]]], to: tuple[str, int]) -> bytes | None:
+    """The COOKIE notify data among ``answers`` sent to ``to`` (None when there is none)."""
+    from ikegate.ike.wire.registry import NotifyType
+    from ikegate.ike.wire.v2 import Notify, decode_message
+
+    for answer, _local, dst in answers:
+        first = decode_message(answer).payloads[0]
+        if dst == to and isinstance(first, Notify) and first.notify_type == NotifyType.COOKIE:
+            return first.data
+    return None
+
+
+def _with_cookie(data: bytes, cookie: bytes) -> bytes:
+    """``data`` (an IKE_SA_INIT request) repeated with a COOKIE notify in front, as RFC 7296 §2.6 asks."""
     from ikegate.ike.wire.registry import NotifyType
     from ikegate.ike.wire.v2 import Notify, decode_message, encode_message
 
+    msg = decode_message(data)
+    return encode_message(msg.header, [Notify(NotifyType.COOKIE, data=cookie), *msg.payloads])
+
+
+def _open_answering_cookies(gw: Gateway, data: bytes, src: tuple[str, int], now: float) -> bool:
+    """Send one opening from ``src``; answer a COOKIE request as a real initiator would. True if asked."""
+    gw.receive_datagram(data, LOCAL, src, now)
+    cookie = _cookie_in(gw.datagrams_to_send(), src)
+    if cookie is not None:
+        gw.receive_datagram(_with_cookie(data, cookie), LOCAL, src, now)
+        gw.datagrams_to_send()
+    return cookie is not None
+
+
+def test_spoofed_flood_from_one_address_keeps_per_address_sas_and_gets_cookies() -> None:
+    """With the defaults, 2,000 IKE_SA_INITs from one address that never answers: 32 half-open SAs, every
+    other opening answered with a COOKIE (nothing kept for it), nothing refused silently."""
+    gw, rnd = _hq(), random.Random(11)
+    src, opening = ("203.0.113.5", 500), _opening(2)
+    cookies = 0
+    for _ in range(2000):
+        gw.receive_datagram(_spoof(opening, rnd), LOCAL, src, 0.0)
+        cookies += _cookie_in(gw.datagrams_to_send(), src) is not None
+    per_address = IkeAdmission().per_address
+    assert gw._half_open.from_source(src[0]) == per_address == len(gw.engines())
+    assert cookies == gw.stats.cookies_sent == 2000 - per_address
+    assert gw.stats.openings_refused == 0
+
+
+def test_a_source_returning_cookies_negotiates_far_beyond_the_per_address_cap() -> None:
+    """A genuine busy peer (a load generator: many IKE_SA_INITs at once from one address) proves its address
+    with each COOKIE and is admitted; its opening with a COOKIE reaches an engine that answers it."""
+    gw, rnd = _hq(), random.Random(12)
+    src, opening = ("198.51.100.1", 500), _opening(2)
+    asked = sum(_open_answering_cookies(gw, _spoof(opening, rnd), src, 0.0) for _ in range(400))
+    assert asked == 400 - IkeAdmission().per_address
+    assert gw._half_open.from_source(src[0]) == 400 and gw.stats.openings_refused == 0
+
+
+def test_a_cookie_source_holds_at_most_half_of_the_table_and_a_branch_still_gets_in() -> None:
+    """A real address answering COOKIEs (so the COOKIE defence does not stop it) is bounded by half of the
+    table; a genuine branch still sets up its tunnel in the middle of its flood."""
     net = Net()
     hq = net.add(Gateway(lab_config("hq", P1)))
-    hq.config.ike_admission.per_address = 5
+    hq.config.ike_admission.in_negotiation = 400
     opening, rnd = _opening(2), random.Random(6)
-    for _round in range(8):
-        for host in range(400):
-            src = (f"203.0.113.{host % 200 + 1}" if host < 200 else f"198.51.100.{host % 200 + 1}", 500)
-            data = _spoof(opening, rnd)
-            hq.receive_datagram(data, LOCAL, src, net.now)
-            for answer, _local, dst in hq.datagrams_to_send():
-                first = decode_message(answer).payloads[0]
-                if dst == src and isinstance(first, Notify) and first.notify_type == NotifyType.COOKIE:
-                    msg = decode_message(data)
-                    hq.receive_datagram(encode_message(msg.header, [first, *msg.payloads]), LOCAL, src, net.now)
-            hq.datagrams_to_send()
-        net.now += 1.0
-    assert hq.stats.cookies_sent > 0  # the COOKIE defence was engaged and answered
-    assert len(hq._half_open) == 400 * 5
-    assert max(hq._half_open.from_source(f"203.0.113.{i}") for i in range(1, 201)) == 5
+    for _ in range(1000):
+        _open_answering_cookies(hq, _spoof(opening, rnd), ("203.0.113.9", 500), net.now)
+    assert hq._half_open.from_source("203.0.113.9") == 200 == len(hq._half_open)
+    assert hq.stats.openings_refused == 1000 - 200
     branch = net.add(Gateway(lab_config("branch1", P1)))
     branch.start(net.now)
     net.pump()
     assert len(branch.sad) == 2 and len(hq.sad) == 2
+
+
+def test_a_cookie_from_another_address_or_an_expired_secret_is_refused() -> None:
+    gw, rnd = _hq(per_address=1), random.Random(13)
+    opening = _opening(2)
+    gw.receive_datagram(_spoof(opening, rnd), LOCAL, ("203.0.113.5", 500), 0.0)  # fills the address's share
+    gw.receive_datagram(_spoof(opening, rnd), LOCAL, ("203.0.113.6", 500), 0.0)
+    gw.datagrams_to_send()
+    data = _spoof(opening, rnd)
+    gw.receive_datagram(data, LOCAL, ("203.0.113.5", 500), 0.0)
+    cookie = _cookie_in(gw.datagrams_to_send(), ("203.0.113.5", 500))
+    assert cookie is not None
+    # From another address (which is over its cap too) the same cookie is only answered with a fresh one.
+    gw.receive_datagram(_with_cookie(data, cookie), LOCAL, ("203.0.113.6", 500), 1.0)
+    fresh = _cookie_in(gw.datagrams_to_send(), ("203.0.113.6", 500))
+    assert fresh is not None and fresh != cookie and gw._half_open.from_source("203.0.113.6") == 1
+    # After two secret lifetimes the cookie's secret is gone.
+    late = 2 * gw._cookies.lifetime + 1.0
+    gw.receive_datagram(_with_cookie(data, cookie), LOCAL, ("203.0.113.5", 500), late)
+    assert _cookie_in(gw.datagrams_to_send(), ("203.0.113.5", 500)) is not None
+    assert gw._half_open.from_source("203.0.113.5") == 1
+    # A cookie bound to another SPI (the same address) is refused as well; the right one is admitted.
+    gw.receive_datagram(_with_cookie(_spoof(data, rnd), cookie), LOCAL, ("203.0.113.5", 500), 1.0)
+    assert gw._half_open.from_source("203.0.113.5") == 1
+    gw.datagrams_to_send()
+    gw2, src = _hq(per_address=1), ("203.0.113.5", 500)
+    gw2.receive_datagram(_spoof(opening, rnd), LOCAL, src, 0.0)
+    assert _open_answering_cookies(gw2, data, src, 0.0) and gw2._half_open.from_source(src[0]) == 2
+
+
+def test_ikev1_source_is_capped_until_it_has_authenticated() -> None:
+    """IKEv1 cannot prove an address statelessly: Main Mode openings beyond ``per-address`` from a source
+    that never authenticated are dropped; once an IKEv1 SA from that address has authenticated, the source
+    may hold up to half of the table (a busy IKEv1 peer is slowed only by its first burst)."""
+    net = Net()
+    hq = net.add(Gateway(lab_config("hq", P1)))
+    opening, rnd = _opening(1), random.Random(14)
+    src = ("127.0.0.12", 500)
+    for _ in range(100):
+        hq.receive_datagram(_spoof(opening, rnd), LOCAL, src, net.now)
+    per_address = IkeAdmission().per_address
+    assert hq._half_open.from_source(src[0]) == per_address and hq.stats.openings_refused == 100 - per_address
+    hq.handle_timer(net.now + 3600.0)  # the spoofed ones expire
+    net.now += 3600.0
+    hq.datagrams_to_send()
+    branch = net.add(Gateway(lab_config("branch1", {**P1, **V1})))
+    branch.start(net.now)
+    net.pump()
+    assert len(branch.sad) == 2 and len(hq.sad) == 2  # an IKEv1 SA from 127.0.0.12 authenticated
+    for _ in range(100):
+        hq.receive_datagram(_spoof(opening, rnd), LOCAL, src, net.now)
+    assert hq._half_open.from_source(src[0]) == 100

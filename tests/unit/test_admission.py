@@ -108,3 +108,30 @@ def test_admission_commands_in_the_shell_and_current_configuration() -> None:
     assert {i.name for i in items} == {"authentication-failure", "in-negotiation-sa"}
     items = help_items(shell.tree, ViewKind.SYSTEM, 3, "ike call admission limit in-negotiation-sa ")
     assert isinstance(items, list) and {i.name for i in items} == {"per-address", "INTEGER<1-100000>"}
+
+
+def test_cookie_and_nonce_read_off_the_chain() -> None:
+    from ikegate.gateway.admission import cookie_and_nonce
+
+    cookie_notify = bytes((0, 0)) + (16390).to_bytes(2, "big") + b"C" * 17
+    with_cookie = _message(2, 34, [(41, cookie_notify), (33, b"sa"), (34, b"ke"), (40, b"nonce")], flags=0x08)
+    assert opening_ok(with_cookie, 2) and cookie_and_nonce(with_cookie) == (b"C" * 17, b"nonce")
+    plain = _message(2, 34, [(33, b"sa"), (34, b"ke"), (40, b"nonce")], flags=0x08)
+    assert cookie_and_nonce(plain) == (None, b"nonce")
+    # A COOKIE anywhere but first does not count (RFC 7296 §2.6), nor another notify type first.
+    late = _message(2, 34, [(33, b"sa"), (41, cookie_notify), (34, b"ke"), (40, b"nonce")], flags=0x08)
+    other = bytes((0, 0)) + (16388).to_bytes(2, "big") + b"x" * 20
+    assert cookie_and_nonce(late)[0] is None
+    assert cookie_and_nonce(_message(2, 34, [(41, other), (33, b"sa"), (34, b"ke"), (40, b"n")], flags=0x08))[0] is None
+
+
+def test_source_guard_remembers_proof_for_a_while() -> None:
+    guard = SourceGuard()
+    assert not guard.proven("192.0.2.1", 0.0)
+    guard.prove("192.0.2.1", 0.0)
+    assert guard.proven("192.0.2.1", admission.PROVEN_TIME - 1) and not guard.proven("192.0.2.2", 1.0)
+    guard.forget_idle(1.0)
+    assert guard.proven("192.0.2.1", 2.0)  # not forgotten while the proof holds
+    assert not guard.proven("192.0.2.1", admission.PROVEN_TIME + 1)
+    guard.forget_idle(admission.PROVEN_TIME + LOG_INTERVAL + 1)
+    assert len(guard) == 0

@@ -11,19 +11,38 @@ any engine exists, whether it may:
   own deadline, independent of the engine (an engine that never got far enough to arm a timer still
   goes), is keyed by what the *first* datagram carried (so removal never depends on what the engine
   parsed), and is counted per source address.
-* :class:`SourceGuard` blocks a source address for a while after repeated failed authentications and
-  says when a refusal is worth a log line (once per interval). The per-address cap on half-open SAs is
-  what strongSwan calls ``block_threshold``; the global one its ``init_limit_half_open``.
+* :class:`SourceGuard` blocks a source address for a while after repeated failed authentications, says
+  when a refusal is worth a log line (once per interval), and remembers which IKEv1 sources proved
+  themselves by authenticating.
 * the numbers are configurable (``ike call admission limit ...``,
   :class:`~ikegate.policy.model.IkeAdmission`).
+
+Per source address (the gateway's ``_admit`` applies it): up to ``per-address`` half-open SAs a source
+gets without proving anything. That is strongSwan's ``block_threshold`` -- but strongSwan then drops, and
+a genuine busy peer (a load generator, a NAT gateway in front of many clients, one address firing
+thousands of IKE_SA_INITs at once) retransmits only seconds later. So past the cap the source is asked to
+prove its address instead:
+
+* IKEv2: the opening is answered with a stateless COOKIE (RFC 7296 §2.6) and nothing is kept. An
+  IKE_SA_INIT that carries a valid cookie proves that its sender receives at that address, so it is
+  admitted up to half of the table (:func:`proven_share`): a spoofed flood from one address keeps at most
+  ``per-address`` SAs and gets only COOKIEs, while a real address that answers them cannot lock the others
+  out either. The cookie is checked per SA, never remembered per address, so nobody can ride on a proof
+  by spoofing a busy peer's address.
+* IKEv1 has no such exchange (see below). Its proof is an IKEv1 SA from that address that authenticated
+  (Main Mode message 5, Aggressive Mode message 3): for :data:`PROVEN_TIME` after one, the source may hold
+  up to :func:`proven_share` half-open IKEv1 SAs. A spoofed Main Mode flood never authenticates, so it stays
+  at ``per-address``; a busy IKEv1 peer is slowed once (what exceeds the cap in its first burst is
+  retransmitted by it seconds later), then runs unhindered. Someone who spoofs an address that just
+  authenticated gets no more than IKEv1's half of the table, which bounds IKEv1 anyway.
 
 Why IKEv1 gets no stateless answer: an IKEv2 responder can ask for a COOKIE and keep nothing (RFC 7296
 §2.6), but an IKEv1 Main Mode responder must remember the initiator's whole SA payload, since HASH_I
 and HASH_R cover it (RFC 2409 §5) and message 3 does not repeat it. So IKEv1 half-open SAs are bounded
 by the same global and per-source caps, and what goes beyond is dropped: a genuine initiator
-retransmits MM1 and gets in once the flood's entries expire. And since an IKEv1 source cannot be
-verified at all, IKEv1 may fill only half of the table: a spoofed Main Mode flood leaves room for IKEv2
-peers, whose own floods the COOKIE exchange filters.
+retransmits MM1 and gets in once the flood's entries expire (or once it has authenticated). And since an
+IKEv1 source cannot be verified at all, IKEv1 may fill only half of the table: a spoofed Main Mode flood
+leaves room for IKEv2 peers, whose own floods the COOKIE exchange filters.
 """
 
 from __future__ import annotations
@@ -39,6 +58,8 @@ E = TypeVar("E")
 #: IKEv2: IKE_SA_INIT must carry SA, KE and Nonce (RFC 7296 §1.2).
 _V2_SA, _V2_KE, _V2_NONCE = 33, 34, 40
 _V2_REQUIRED = frozenset({_V2_SA, _V2_KE, _V2_NONCE})
+#: IKEv2 Notify payload and the COOKIE notify type (RFC 7296 §3.10.1).
+_V2_NOTIFY, _COOKIE = 41, 16390
 #: IKEv1 payload numbers (RFC 2408 §3.1): SA, KE, ID, Nonce.
 _V1_SA, _V1_KE, _V1_ID, _V1_NONCE = 1, 4, 5, 10
 _V1_REQUIRED = {2: frozenset({_V1_SA}), 4: frozenset({_V1_SA, _V1_KE, _V1_ID, _V1_NONCE})}
@@ -52,9 +73,37 @@ LOG_INTERVAL = 60.0
 #: Failed authentications are counted over this window; a source over the limit is blocked this long.
 FAILURE_WINDOW = 60.0
 BLOCK_TIME = 60.0
+#: An IKEv1 source that authenticated an SA may exceed ``per-address`` for this long afterwards.
+PROVEN_TIME = 60.0
 #: At most this many source addresses are remembered by the guard (least recently seen go first), so
 #: a flood of spoofed addresses cannot grow it.
 MAX_SOURCES = 8192
+
+
+def proven_share(in_negotiation: int) -> int:
+    """How many half-open SAs one source that proved its address may hold: half of the table, so that even
+    a real address answering COOKIEs leaves the other half to everybody else."""
+    return max(1, in_negotiation // 2)
+
+
+def cookie_and_nonce(data: bytes) -> tuple[bytes | None, bytes | None]:
+    """(COOKIE notify data, Nonce data) of an IKEv2 IKE_SA_INIT request already passed by :func:`opening_ok`,
+    read straight off the payload chain (no decoding; this runs for every opening over the per-address cap).
+    The COOKIE counts only as the first payload (RFC 7296 §2.6)."""
+    cookie = nonce = None
+    pos, kind = HEADER_LEN, data[16]
+    first = True
+    while kind:
+        length = int.from_bytes(data[pos + 2:pos + 4], "big")
+        if first and kind == _V2_NOTIFY and length >= 8 and data[pos + 5] == 0 \
+                and int.from_bytes(data[pos + 6:pos + 8], "big") == _COOKIE:
+            cookie = data[pos + 8:pos + length]
+        elif kind == _V2_NONCE:
+            nonce = data[pos + 4:pos + length]
+        first = False
+        kind = data[pos]
+        pos += length
+    return cookie, nonce
 
 
 def opening_ok(data: bytes, version: int) -> bool:
@@ -115,6 +164,13 @@ class HalfOpen(Generic[E]):
     def from_source(self, source: str) -> int:
         return self._per_source.get(source, 0)
 
+    def source_of(self, engine: E) -> str | None:
+        key = self._key_of.get(engine)
+        return None if key is None else key[0]
+
+    def version_of(self, engine: E) -> int | None:
+        return self._version_of.get(engine)
+
     def add(self, source: str, spi_i: bytes, engine: E, now: float, version: int = 2) -> None:
         key = (source, spi_i)
         self._by_key[key] = engine
@@ -159,6 +215,7 @@ class HalfOpen(Generic[E]):
 class _Source:
     failures: deque[float]
     blocked_until: float = 0.0
+    proven_until: float = 0.0
     logged_at: float | None = None
     dropped: int = 0  # since the last log line
 
@@ -198,6 +255,14 @@ class SourceGuard:
         rec = self._sources.get(source)
         return rec is not None and rec.blocked_until > now
 
+    def prove(self, source: str, now: float) -> None:
+        """``source`` authenticated an IKEv1 SA: it may exceed the per-address cap for a while."""
+        self._get(source).proven_until = now + PROVEN_TIME
+
+    def proven(self, source: str, now: float) -> bool:
+        rec = self._sources.get(source)
+        return rec is not None and rec.proven_until > now
+
     def note_drop(self, source: str, now: float) -> int | None:
         """A datagram from ``source`` was refused; returns the count to log when a line is due (at most one
         per :data:`LOG_INTERVAL` per source), else None."""
@@ -215,6 +280,6 @@ class SourceGuard:
             while rec.failures and rec.failures[0] <= now - FAILURE_WINDOW:
                 rec.failures.popleft()
         for source in [s for s, r in self._sources.items()
-                       if r.blocked_until <= now and not r.failures
+                       if r.blocked_until <= now and r.proven_until <= now and not r.failures
                        and (r.logged_at is None or now - r.logged_at >= LOG_INTERVAL)]:
             del self._sources[source]

@@ -32,7 +32,15 @@ from typing import Any, TypeVar
 from ikegate.dataplane.backend import Acquire, Bypass, Outbound, Send, SoftExpire, UserspaceBackend
 from ikegate.dataplane.packet import IpInfo, PacketError, echo_reply_for, echo_request, parse_ip
 from ikegate.gateway import translate
-from ikegate.gateway.admission import BLOCK_TIME, LOG_INTERVAL, HalfOpen, SourceGuard, opening_ok
+from ikegate.gateway.admission import (
+    BLOCK_TIME,
+    LOG_INTERVAL,
+    HalfOpen,
+    SourceGuard,
+    cookie_and_nonce,
+    opening_ok,
+    proven_share,
+)
 from ikegate.gateway.decide import Action, after_delete
 from ikegate.gateway.device import GatewayStats, LogSink, no_log
 from ikegate.gateway.keylog import EspKeys, Ikev1Keys, Ikev2Keys, KeyRecord
@@ -70,11 +78,8 @@ from ikegate.ike.wire.registry import ExchangeType, HeaderFlag, NotifyType
 from ikegate.ike.wire.v2 import (
     HEADER_LEN,
     Header,
-    Nonce,
     Notify,
-    ParseError,
     TrafficSelector,
-    decode_message,
     encode_message,
 )
 from ikegate.policy.model import V6_RULE_BASE, Config, ExchangeMode, IkePeer, IpsecPolicy, IpsecPolicyTemplate
@@ -981,19 +986,27 @@ class Gateway:
         if self._guard.blocked(source, now):
             self._refuse(source, now, "blocked after repeated authentication failures")
             return None
-        if self._half_open.from_source(source) >= limits.per_address:
-            self._refuse(source, now, f"more than {limits.per_address} IKE SAs in negotiation from it")
-            return None
         if len(self._half_open) >= limits.in_negotiation:
             self._refuse_full(now, limits.in_negotiation)
             return None
-        if version == 1 and self._half_open.of_version(1) >= limits.in_negotiation // 2:
-            # IKEv1 cannot prove its source address (no COOKIE exchange): it gets half of the table at most.
-            self._refuse_full(now, limits.in_negotiation // 2, "IKEv1 ")
-            return None
-        if version == 2 and self._cookies.required(len(self._half_open)) and not self._cookie_ok(data, local, remote,
-                                                                                                   now):
-            return None
+        held = self._half_open.from_source(source)
+        if version == 1:
+            if self._half_open.of_version(1) >= limits.in_negotiation // 2:
+                # IKEv1 cannot prove its source address (no COOKIE exchange): it gets half of the table at most.
+                self._refuse_full(now, limits.in_negotiation // 2, "IKEv1 ")
+                return None
+            if held >= limits.per_address and not (held < proven_share(limits.in_negotiation)
+                                                   and self._guard.proven(source, now)):
+                self._refuse(source, now, f"more than {limits.per_address} IKE SAs in negotiation from it")
+                return None
+        elif held >= limits.per_address or self._cookies.required(len(self._half_open)):
+            # Past the per-address cap (or under global load) the source proves its address with a COOKIE.
+            if held >= proven_share(limits.in_negotiation):
+                self._refuse(source, now, f"more than {proven_share(limits.in_negotiation)} IKE SAs in "
+                             "negotiation from it")
+                return None
+            if not self._cookie_ok(data, local, remote, now):
+                return None
         sa: Engine
         if version == 1:
             # Aggressive Mode only where an ike peer for this source is configured for it (as the USG).
@@ -1010,23 +1023,17 @@ class Gateway:
         return sa
 
     def _cookie_ok(self, data: bytes, local: Addr, remote: Addr, now: float) -> bool:
-        """Under load an IKE_SA_INIT must carry our COOKIE; without a valid one it is answered with a
-        fresh COOKIE and nothing is kept (RFC 7296 §2.6)."""
-        try:
-            msg = decode_message(data)
-        except ParseError:
-            self.stats.dropped += 1
-            return False
-        nonce = msg.get(Nonce)
-        first = msg.payloads[0] if msg.payloads else None
-        cookie = first.data if isinstance(first, Notify) and first.notify_type == NotifyType.COOKIE else None
+        """True when the IKE_SA_INIT carries a valid COOKIE of ours; otherwise it is answered with a fresh
+        COOKIE and nothing is kept (RFC 7296 §2.6). ``data`` passed :func:`opening_ok`."""
+        cookie, nonce = cookie_and_nonce(data)
         if nonce is None:
             self.stats.dropped += 1
             return False
-        if cookie is not None and self._cookies.check(cookie, nonce.data, remote[0], msg.header.spi_i, now):
+        spi_i = data[:8]
+        if cookie is not None and self._cookies.check(cookie, nonce, remote[0], spi_i, now):
             return True
-        header = Header(msg.header.spi_i, ZERO_SPI, 0, ExchangeType.IKE_SA_INIT, HeaderFlag.RESPONSE, 0)
-        made = self._cookies.make(nonce.data, remote[0], msg.header.spi_i, now)
+        header = Header(spi_i, ZERO_SPI, 0, ExchangeType.IKE_SA_INIT, HeaderFlag.RESPONSE, 0)
+        made = self._cookies.make(nonce, remote[0], spi_i, now)
         self._send(encode_message(header, [Notify(NotifyType.COOKIE, data=made)]), local, remote)
         self.stats.cookies_sent += 1
         return False
@@ -1080,7 +1087,10 @@ class Gateway:
             for spi in spis:
                 self._engines[spi] = sa
             self._spis[sa] = list(spis)
-        if sa.established:
+        if sa.established and sa in self._half_open:
+            if self._half_open.version_of(sa) == 1:
+                # An IKEv1 source that authenticated has proven its address (see gateway.admission).
+                self._guard.prove(self._half_open.source_of(sa) or sa.peer[0], now)
             self._half_open.discard(sa)
         if isinstance(sa.handle, int) and (entry := self.sad.ike(sa.handle)) is not None:
             if sa.peer != peer_before:
@@ -1565,27 +1575,31 @@ class Gateway:
             self._delete_ike(sa, now, DeleteReason.PHASE1_REPLACED)
 
     def drop_identity(self, now: float, address: str, id_type: str, id_text: str) -> None:
-        """Another placement worker heard INITIAL_CONTACT from this peer identity: drop our established
-        IKE SAs with it too (the peer lost them all, whichever worker held them)."""
-        for entry in self.sad.by_identity(_ip(address), id_type, id_text):
-            other = entry.handle
-            if isinstance(entry, IkeSaEntry) and isinstance(other, IkeSa | IsakmpSa) and other.established:
-                other.delete(now, DeleteReason.INITIAL_CONTACT)
-                self._service(other, now)
+        """Another placement worker heard INITIAL_CONTACT from this peer identity: drop what we hold of it
+        too (the peer lost it all, whichever worker held it; a dial-up peer's SAs spread over workers)."""
+        self._drop_identity(now, _ip(address), id_type, id_text, None)
 
     def _on_initial_contact(self, sa: Engine, now: float) -> None:
         """Drop older IKE SAs with the same peer identity: the peer lost them (RFC 7296 §2.4; RFC 2407
-        §4.6.3.3), and IKEv1 orphan IPsec SAs of that peer with them."""
+        §4.6.3.3), and IKEv1 orphan IPsec SAs of that peer with them; on every worker."""
         if self.on_initial_contact is not None:
             self.on_initial_contact(sa.peer[0], *self._peer_identity(sa))
-        for entry in self.sad.by_identity(sa.peer[0], *self._peer_identity(sa)):
+        self._drop_identity(now, sa.peer[0], *self._peer_identity(sa), sa)
+
+    def _drop_identity(self, now: float, address: ipaddress.IPv4Address | ipaddress.IPv6Address | str,
+                       id_type: str, id_text: str, keep: Engine | None) -> None:
+        """Delete the established IKE SAs and the IKEv1 orphan IPsec SAs of this peer identity, but ``keep``
+        (the SA that brought INITIAL_CONTACT, whose exact identity the others must share; None when it was
+        heard by another worker, which already compared)."""
+        for entry in self.sad.by_identity(address, id_type, id_text):
             other = entry.handle
             if isinstance(entry, IpsecSaEntry) and entry.parent is None and isinstance(other, tuple) \
-                    and isinstance(other[0], IsakmpSa) and other[0].orphans_survive and other[0].peer_id == sa.peer_id:
+                    and isinstance(other[0], IsakmpSa) and other[0].orphans_survive \
+                    and (keep is None or other[0].peer_id == keep.peer_id):
                 other[0].delete(now, DeleteReason.INITIAL_CONTACT)
                 self._service(other[0], now)
-            elif isinstance(entry, IkeSaEntry) and isinstance(other, IkeSa | IsakmpSa) and other is not sa \
-                    and other.peer_id == sa.peer_id and other.established:
+            elif isinstance(entry, IkeSaEntry) and isinstance(other, IkeSa | IsakmpSa) and other is not keep \
+                    and (keep is None or other.peer_id == keep.peer_id) and other.established:
                 # The peer has no state for it any more; its Delete simply goes unanswered.
                 other.delete(now, DeleteReason.INITIAL_CONTACT)
                 self._service(other, now)

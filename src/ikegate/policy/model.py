@@ -98,7 +98,8 @@ class IkeAdmission:
     """``ike call admission limit ...`` (system view): how much unauthenticated negotiation state the
     gateway keeps. ``in_negotiation`` is USG's limit of half-open IKE SAs (USG: up to 800 per CPU; ikegate
     runs one placement for many, so its default is higher); ``per_address`` bounds what a single source
-    address may hold of it (as strongSwan's ``block_threshold``); a source with more than
+    address may hold of it before it proves the address (an IKEv2 COOKIE per SA, or an IKEv1 SA that
+    authenticated; then up to half of ``in_negotiation``; see :mod:`ikegate.gateway.admission`); a source with more than
     ``authentication_failures`` failed authentications within a minute is refused for a minute."""
 
     in_negotiation: int = 5000

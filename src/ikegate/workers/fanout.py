@@ -472,8 +472,9 @@ class FanoutDevice:
 
     def _on_event(self, member: _Member, body: Any) -> None:
         kind = body[0]
-        if kind == "log":
-            self._log(*body[1:])
+        if kind == "logs":  # a worker's log records of one pass of its loop
+            for record in body[1]:
+                self._log(*record)
         elif kind == "sas":
             member.sas = body[1]
             self._share_peers()

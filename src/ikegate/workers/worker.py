@@ -182,6 +182,8 @@ class Worker:
         self._call = call
         self._events_sock = events
         self._events: AsyncChannel | None = None
+        #: log records not yet sent to the supervisor (see :meth:`_log`)
+        self._logs: list[tuple[object, ...]] = []  # (module, severity, brief, text, *args)
         self._done = asyncio.Event()
         self._closing = False
         self._pending_config: Config | None = None
@@ -245,15 +247,37 @@ class Worker:
         await self.device.close(grace)
         if self._events is not None:
             if ident is not None:
-                self._events.post(("ok", None), ident)
+                self._post(("ok", None), ident)
+            self._send_logs()
             await self._events.drain()
         self._done.set()
 
     def _log(self, module: str, severity: int, brief: str, text: str, /, *args: object) -> None:
-        """To the supervisor's log buffer, in parts: the text is formatted there, and only if a sink
-        reads it (the arguments are plain values and addresses, which pickle small)."""
+        """Log records go to the supervisor in one message per pass of the event loop: a send per record
+        (three per tunnel set up) woke the supervisor each time, and on a machine whose cores are all busy
+        each wake-up preempted this worker -- about a third of what a worker added per SA over one process.
+        They go in parts (text template and arguments): the text is made there, and only if a sink reads it
+        (the arguments are plain values and addresses, which pickle small)."""
+        if self._events is None:
+            return
+        if not self._logs:
+            try:
+                asyncio.get_running_loop().call_soon(self._send_logs)
+            except RuntimeError:  # no loop running (closing): at once
+                self._events.post(("logs", [(module, severity, brief, text, *args)]))
+                return
+        self._logs.append((module, severity, brief, text, *args))
+
+    def _send_logs(self) -> None:
+        if self._logs and self._events is not None:
+            logs, self._logs = self._logs, []
+            self._events.post(("logs", logs))
+
+    def _post(self, body: object, ident: int = 0) -> None:
+        """Any other event or answer for the supervisor, after the log records that came before it."""
         if self._events is not None:
-            self._events.post(("log", module, severity, brief, text, *args))
+            self._send_logs()
+            self._events.post(body, ident)
 
     def _maybe_report(self) -> None:
         """Tell the supervisor which IKE SAs we hold when their number changed, at most every
@@ -274,7 +298,7 @@ class Worker:
             # address are one entry
             held = collections.Counter((str(e.peer_address), e.peer_port, e.version, e.placement)
                                        for e in sad.ike_sas())
-            self._events.post(("sas", list(held.items())))
+            self._post(("sas", list(held.items())))
 
     # -- the call channel -------------------------------------------------------------------------------
 
@@ -289,6 +313,7 @@ class Worker:
         except Exception as exc:  # an operation's failure is the caller's answer, never the worker's end
             log.debug("worker call %s failed", op, exc_info=True)
             answer = ("error", f"{type(exc).__name__}: {exc}")
+        self._send_logs()  # what the operation logged reaches the supervisor before its answer does
         try:
             write_frame(self._call, answer)
         except WorkerGone:
@@ -387,7 +412,7 @@ class Worker:
 
     def hand_over(self, packet: bytes) -> None:
         if self._events is not None:
-            self._events.post(("handoff", [packet]))
+            self._post(("handoff", [packet]))
 
     def op_claim_ping(self, source: str, destination: str) -> int:
         return self._claim(echo_request(source, destination, 0, 0, b""))
@@ -449,17 +474,17 @@ class Worker:
 
     def _mirrored(self, text: str) -> None:
         if self._events is not None:
-            self._events.post(("hrp_config", text))
+            self._post(("hrp_config", text))
 
     # -- the async channel ------------------------------------------------------------------------------
 
     def _hand_opening(self, owner: int, data: bytes, local: Addr, remote: Addr) -> None:
         if self._events is not None:
-            self._events.post(("datagram", owner, data, local, remote))
+            self._post(("datagram", owner, data, local, remote))
 
     def _initial_contact(self, address: str, id_type: str, id_text: str) -> None:
         if self._events is not None:
-            self._events.post(("initial_contact", address, id_type, id_text))
+            self._post(("initial_contact", address, id_type, id_text))
 
     def _on_async(self, ident: int, body: Any) -> None:
         op, args = body
@@ -498,7 +523,7 @@ class Worker:
             result: tuple[str, Any] = ("ok", await self.device.ping(source, destination, count, size))
         except Exception as exc:
             result = ("error", str(exc))
-        self._events.post(result, ident)
+        self._post(result, ident)
 
 
 PR_SET_PDEATHSIG = 1

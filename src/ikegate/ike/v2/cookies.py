@@ -34,7 +34,10 @@ class CookieJar:
         if self._rotated_at is None:
             self._rotated_at = now
         elif now - self._rotated_at >= self.lifetime:
-            self._previous = (self._version, self._secret)
+            # The current secret becomes the previous one, unless it is two lifetimes old: then nothing made
+            # with it may pass any more (a jar that was idle rotates only when asked).
+            stale = now - self._rotated_at >= 2 * self.lifetime
+            self._previous = None if stale else (self._version, self._secret)
             self._version = (self._version + 1) % 256
             self._secret = self._rng(32)
             self._rotated_at = now
