@@ -85,12 +85,12 @@ V1_PEER = {" remote-address 127.0.0.11": " remote-address 127.0.0.11\n undo vers
 
 @contextmanager
 def pair(port: int = 25000, trigger: str = "traffic-based", version: int = 2,
-         hq_extra: str = "", workers: tuple[int, int] = (1, 1)) -> Iterator[tuple[Gw, Gw]]:
+         hq_extra: str = "", workers: tuple[int | None, int | None] = (1, 1)) -> Iterator[tuple[Gw, Gw]]:
     """HQ (template responder) and a branch whose policy does not start by itself (the bench drives it).
     ``hq_extra`` is configuration appended to HQ's (before its final ``return``). The branch is a load
     generator with many negotiations in flight from one address, so HQ's per-address limit of IKE SAs in
     negotiation is lifted. ``workers``: HQ's and the branch's ``--workers`` (one process each by default,
-    as the figures before placement workers)."""
+    as the figures before placement workers; ``None``: no ``--workers``, ikegate's own default)."""
     hq_extra = "ike call admission limit in-negotiation-sa per-address 100000\n" + hq_extra
     extra = V1_PROPOSAL if version == 1 else {}
     with tempfile.TemporaryDirectory(prefix="ikegate-bench-") as tmp:
@@ -108,7 +108,7 @@ def pair(port: int = 25000, trigger: str = "traffic-based", version: int = 2,
                 control = str(Path(tmp) / f"{name}.sock")
                 popen = subprocess.Popen([sys.executable, "-m", "ikegate", "run", str(cfg), "--control", control,
                                           "--ike-port", str(port), "--natt-port", str(port + 1),
-                                          "--workers", str(n)],
+                                          *(() if n is None else ("--workers", str(n)))],
                                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
                 procs[name] = Gw(popen, control)
                 for _ in range(200):

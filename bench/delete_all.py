@@ -4,6 +4,11 @@ Sets up N IKE SAs (each with a Child SA) between two `ikegate run` processes on 
 `reset` (all) on the responder (``--side initiator``: on the initiator) and times until every Delete
 exchange has finished (no engine left) and the peer's table is empty. Reference (strongSwan 5.9.8,
 FINDINGS.md §5): 10,000 terminated in 4.0 s (1.3 s without waiting for replies).
+
+``--workers N`` runs both gateways with that many worker processes; without it each runs with `ikegate
+run`'s default (one worker per CPU), as users run it.
+
+    python bench/delete_all.py [-n 10000] [--side responder|initiator] [--workers N]
 """
 
 from __future__ import annotations
@@ -19,8 +24,10 @@ def main() -> None:
     ap.add_argument("-n", type=int, default=10000)
     ap.add_argument("--side", choices=("initiator", "responder"), default="responder",
                     help="which gateway runs `reset ike sa` (default: %(default)s, as an operator at HQ would)")
+    ap.add_argument("--workers", type=int, default=None,
+                    help="--workers of both gateways (default: none given, i.e. ikegate's default)")
     args = ap.parse_args()
-    with pair(port=25100) as (hq, br):
+    with pair(port=25100, workers=(args.workers, args.workers)) as (hq, br):
         time.sleep(0.3)
         br.call("load", count=args.n, concurrency=128)
         wait_sas(br, args.n)
@@ -38,8 +45,9 @@ def main() -> None:
             time.sleep(0.01)
         t_peer = time.monotonic() - start
         peer_cpu = peer.cpu_seconds() - peer_cpu0
+    mode = "ikegate's default workers" if args.workers is None else f"--workers {args.workers}"
     print(f"reset ike sa (all) on the {args.side} of {args.n} IKE SAs + {args.n} Child SAs, "
-          "two processes on loopback")
+          f"two gateways on loopback ({mode} each)")
     print(f"  SAs removed by the call     : {deleted}")
     print(f"  call returned (table empty) : {t_api:6.2f} s")
     print(f"  every Delete acknowledged   : {t_acked:6.2f} s")

@@ -7,7 +7,10 @@ built by the daemon's own constructor with its log stream on a temporary file (a
 would be skipped), so every tunnel up/down takes the same logging path as in `ikegate run` (log buffer,
 stderr mirror, syslog listener).
 
-    python profile_responder.py [-n 3000] [--top 25] [--sort tottime|cumtime] [--no-profile]
+``--log-devnull`` puts HQ's log stream on /dev/null instead, as the other benchmarks run the daemon: the
+records then reach the log buffer (and syslog, were a loghost configured) but their text is never made.
+
+    python profile_responder.py [-n 3000] [--top 25] [--sort tottime|cumtime] [--no-profile] [--log-devnull]
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import argparse
 import cProfile
 import gc
 import io
+import os
 import pstats
 import tempfile
 import time
@@ -124,8 +128,10 @@ def main() -> None:
     ap.add_argument("--sort", choices=("tottime", "cumtime"), default="tottime")
     ap.add_argument("--no-profile", action="store_true", help="only the CPU per SA, without cProfile's overhead")
     ap.add_argument("--version", type=int, choices=(1, 2), default=2, help="1: Main + Quick Mode, MODP-2048")
+    ap.add_argument("--log-devnull", action="store_true", help="HQ's log stream on /dev/null (no log text made)")
     args = ap.parse_args()
-    with tempfile.TemporaryFile("w", buffering=1) as stream:  # line buffered, as stderr is
+    with (open(os.devnull, "w") if args.log_devnull
+          else tempfile.TemporaryFile("w", buffering=1)) as stream:  # line buffered, as stderr is
         hq, br = gateways(stream, args.version)
         gc.set_threshold(*GC_THRESHOLD)  # as `ikegate run` does
         gc.freeze()

@@ -132,7 +132,7 @@ class Daemon:
         self.runtime = Runtime(self.device, ssh=self.ssh, config_path=config_path)  # display saved-configuration
         self._stop = asyncio.Event()
         self._log_flush: asyncio.Task[None] | None = None
-        self._pending_lines: list[str] = []  # log-stream lines of this pass of the event loop
+        self._pending_lines: list[LogRecord] = []  # log-stream records of this pass of the event loop
         #: A log stream that is /dev/null (``ikegate run 2>/dev/null``, benchmarks) needs no lines made.
         self._log_stream = None if _discards(options.log_stream) else options.log_stream
 
@@ -209,33 +209,34 @@ class Daemon:
 
     # -- logging ------------------------------------------------------------------------------------
 
-    def log(self, module: str, severity: int, brief: str, text: str) -> None:
-        """Into the log buffer; its listeners mirror it to the log stream and to syslog."""
-        self.logbuffer.log(module, severity, brief, text)
+    def log(self, module: str, severity: int, brief: str, text: str, /, *args: object) -> None:
+        """Into the log buffer; its listeners mirror it to the log stream and to syslog. With ``args`` the
+        text is a template, formatted only by a listener that needs it (see :class:`LogRecord`)."""
+        self.logbuffer.log(module, severity, brief, text, *args)
 
     def _mirror(self, record: LogRecord) -> None:
-        """Every log-buffer record (command records included) as one line on the log stream. Lines logged
+        """Every log-buffer record (command records included) as one line on the log stream. Records logged
         in one pass of the event loop go out in one write at its end (stderr is line buffered: a write
-        per line was a system call per tunnel up or down)."""
+        per line was a system call per tunnel up or down), and their text is made then, by this sink."""
         stream = self._log_stream
         if stream is None:
             return
-        line = record.render(self.device.config.sysname) + "\n"
         if self._pending_lines:
-            self._pending_lines.append(line)
+            self._pending_lines.append(record)
             return
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:  # no loop (a tool driving the daemon by hand): at once
-            stream.write(line)
+            stream.write(record.render(self.device.config.sysname) + "\n")
             return
-        self._pending_lines.append(line)
+        self._pending_lines.append(record)
         loop.call_soon(self._write_lines)
 
     def _write_lines(self) -> None:
-        lines, self._pending_lines = self._pending_lines, []
-        if lines and self._log_stream is not None:
-            self._log_stream.write("".join(lines))
+        records, self._pending_lines = self._pending_lines, []
+        if records and self._log_stream is not None:
+            sysname = self.device.config.sysname
+            self._log_stream.write("".join([record.render(sysname) + "\n" for record in records]))
 
     # -- life cycle ---------------------------------------------------------------------------------
 

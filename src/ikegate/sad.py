@@ -17,10 +17,14 @@ What is in here, and why it looks the way it does:
   children. IKEv1 without ``ikev1 phase1-phase2 sa dependent`` may keep IPsec SAs after their IKE SA is gone,
   so children can be detached (``parent = None``). Removing an IKE SA that still has children is refused:
   the caller must decide (delete them, or detach them) — the database never deletes tunnels on its own.
-* **Indexes.** By conn-id, peer address (port ignored: ``reset ike sa remote X`` selects by address), IKE
-  SPIs, ESP SPIs (inbound and outbound), policy (name, seq) and placement (slot, cpu). Each index maps a key
-  to the conn-ids having it, so a lookup or a selection costs O(matches), never a scan of all SAs. Fields
-  that are index keys must only change through the database's methods (``move_peer``, ``set_ike_spis``,
+* **Indexes.** By conn-id, peer address (port ignored: ``reset ike sa remote X`` selects by address), peer
+  identity, IKE SPIs and ESP SPIs (inbound and outbound). Each index maps a key to the conn-ids having it, so
+  a lookup or a selection by one of them costs O(matches), never a scan of all SAs. These are the keys the
+  protocol looks up per packet or per set-up. Every index costs each add and each remove (a delete-all of
+  100,000 SAs pays it 200,000 times), so the operator's rarer selections, by policy (``reset ipsec sa
+  policy``, ``display ipsec sa policy``) and by placement (``slot S cpu C``), scan the entries instead: a
+  placement or a template policy usually holds most SAs anyway, so its index bought little. Fields that
+  are index keys must only change through the database's methods (``move_peer``, ``set_ike_spis``,
   ``set_esp_spis``, ``set_flags``, ``reparent``); the other fields (counters, DPD state, algorithms) may be
   updated in place by their owner.
 * **Placement.** A USG spreads tunnels over (slot, cpu); ikegate runs one worker per placement. Each entry
@@ -520,10 +524,16 @@ class OfflineRecord:
     placement: Placement = DEFAULT_PLACEMENT
 
 
+_OfflineRow = tuple[IPAddress, int, str, int, float, Placement]
+
+
 class OfflineLog:
     """The last ``capacity`` (USG: 200) tunnel deletions, oldest first; older ones fall off.
 
-    Filtering scans at most 200 records, which is cheaper than keeping indexes on them.
+    Filtering scans at most 200 records, which is cheaper than keeping indexes on them. Rows are kept as
+    plain tuples and made :class:`OfflineRecord` objects only when read: a delete-all records every SA and
+    all but the last 200 fall off unread, so building a (frozen, hence slow to construct) record for each
+    was wasted work.
     """
 
     __slots__ = ("_records",)
@@ -531,7 +541,7 @@ class OfflineLog:
     def __init__(self, capacity: int = OFFLINE_LOG_CAPACITY) -> None:
         if capacity < 1:
             raise ValueError("capacity must be positive")
-        self._records: deque[OfflineRecord] = deque(maxlen=capacity)
+        self._records: deque[_OfflineRow] = deque(maxlen=capacity)
 
     @property
     def capacity(self) -> int:
@@ -549,19 +559,15 @@ class OfflineLog:
         time: float,
         placement: Placement = DEFAULT_PLACEMENT,
     ) -> OfflineRecord:
-        rec = OfflineRecord(_as_address(peer_address), peer_port, str(reason), version, time, placement)
-        self._records.append(rec)
-        return rec
+        row = (_as_address(peer_address), peer_port, str(reason), version, time, placement)
+        self._records.append(row)
+        return OfflineRecord(*row)
 
-    def record_sa(self, entry: BaseSaEntry, reason: str, time: float) -> OfflineRecord:
-        """Record the deletion of ``entry``'s tunnel, taking peer, version and placement from it."""
-        return self.record(
-            peer_address=entry.peer_address,
-            peer_port=entry.peer_port,
-            reason=reason,
-            version=entry.version,
-            time=time,
-            placement=entry.placement,
+    def record_sa(self, entry: BaseSaEntry, reason: str, time: float) -> None:
+        """Record the deletion of ``entry``'s tunnel, taking peer, version and placement from it (the hot
+        path of a delete-all: one tuple, no keyword arguments, no record object)."""
+        self._records.append(
+            (entry.peer_address, entry.peer_port, str(reason), entry.version, time, entry.placement)
         )
 
     def entries(
@@ -570,10 +576,9 @@ class OfflineLog:
         """Records oldest first, optionally only those of one peer address and/or one placement."""
         address = None if peer is None else _as_address(peer)
         return [
-            rec
-            for rec in self._records
-            if (address is None or rec.peer_address == address)
-            and (placement is None or rec.placement == placement)
+            OfflineRecord(*row)
+            for row in self._records
+            if (address is None or row[0] == address) and (placement is None or row[5] == placement)
         ]
 
     def clear(self) -> None:
@@ -615,10 +620,11 @@ class SaDatabase:
         self._by_spi_i: _MultiIndex[bytes] = _MultiIndex()
         self._by_spi_in: dict[int, int] = {}  # inbound ESP SPI -> IPsec SA (we choose them: unique)
         self._by_spi_out: _MultiIndex[int] = _MultiIndex()  # peers choose them: may repeat across peers
-        self._by_policy: dict[str, _MultiIndex[int]] = {}  # name -> seq -> conn-ids
-        self._by_placement: _MultiIndex[Placement] = _MultiIndex()
         self._counts: dict[tuple[int, int], int] = {}  # (version, phase) -> count
-        self._flag_counts: dict[int, int] = {}  # single flag's value -> number of entries having it
+        #: flag set (its int value: hashing an ``enum.Flag`` is a Python-level call) -> number of entries
+        #: having exactly it: one update per add/remove/change, where a count per single flag took one per
+        #: flag set; :meth:`flag_count` sums the few combinations that occur.
+        self._flag_counts: dict[int, int] = {}
         self._allocator = ConnIdAllocator(
             self._entries.__contains__, offset=conn_id_offset, stride=conn_id_stride, start=first_conn_id
         )
@@ -715,23 +721,18 @@ class SaDatabase:
         self._entries[cid] = entry
         self._by_peer.add(entry.peer_address, cid)
         self._by_identity.add(_identity(entry), cid)
-        self._by_placement.add(entry.placement, cid)
-        if entry.policy_name is not None:
-            self._policy_index(entry.policy_name).add(_seq_key(entry.policy_seq), cid)
-        key = (entry.version, entry.phase)
+        key = (entry.version, 1 if isinstance(entry, IkeSaEntry) else 2)
         self._counts[key] = self._counts.get(key, 0) + 1
-        self._count_flags(entry.flags, +1)
+        flag_counts, value = self._flag_counts, entry.flags._value_
+        flag_counts[value] = flag_counts.get(value, 0) + 1
 
-    def _policy_index(self, name: str) -> _MultiIndex[int]:
-        index = self._by_policy.get(name)
-        if index is None:
-            index = self._by_policy[name] = _MultiIndex()
-        return index
-
-    def _count_flags(self, flags: SaFlag, delta: int) -> None:
-        counts = self._flag_counts
-        for bit in _flag_bits(flags):
-            counts[bit] = counts.get(bit, 0) + delta
+    def _uncount_flags(self, flags: SaFlag) -> None:
+        value = flags._value_
+        left = self._flag_counts[value] - 1
+        if left:
+            self._flag_counts[value] = left
+        else:
+            del self._flag_counts[value]
 
     # -- removing --------------------------------------------------------------------------------------
 
@@ -746,6 +747,7 @@ class SaDatabase:
         if entry is None:
             return None
         if isinstance(entry, IkeSaEntry):
+            phase = 1
             if entry.child_ids:
                 raise HasChildrenError(
                     f"IKE SA {conn_id} still has IPsec SAs {sorted(entry.child_ids)}; remove or detach them"
@@ -753,6 +755,7 @@ class SaDatabase:
             del self._by_ike_spis[entry.spi_i + entry.spi_r]
             self._by_spi_i.discard(entry.spi_i, conn_id)
         else:
+            phase = 2
             if entry.spi_in:
                 del self._by_spi_in[entry.spi_in]
             if entry.spi_out:
@@ -764,15 +767,8 @@ class SaDatabase:
         del self._entries[conn_id]
         self._by_peer.discard(entry.peer_address, conn_id)
         self._by_identity.discard(_identity(entry), conn_id)
-        self._by_placement.discard(entry.placement, conn_id)
-        if entry.policy_name is not None:
-            index = self._by_policy[entry.policy_name]
-            index.discard(_seq_key(entry.policy_seq), conn_id)
-            if not len(index):
-                del self._by_policy[entry.policy_name]
-        key = (entry.version, entry.phase)
-        self._counts[key] -= 1
-        self._count_flags(entry.flags, -1)
+        self._counts[entry.version, phase] -= 1
+        self._uncount_flags(entry.flags)
         return entry
 
     def remove_tree(self, conn_id: int) -> list[SaEntry]:
@@ -894,8 +890,8 @@ class SaDatabase:
         entry = self._get_or_raise(conn_id)
         new = (entry.flags & ~remove) | add
         if new != entry.flags:
-            self._count_flags(entry.flags, -1)
-            self._count_flags(new, +1)
+            self._uncount_flags(entry.flags)
+            self._flag_counts[new._value_] = self._flag_counts.get(new._value_, 0) + 1
             entry.flags = new
         return new
 
@@ -1018,23 +1014,22 @@ class SaDatabase:
         return None
 
     def by_policy(self, name: str, seq: int | None = None) -> list[SaEntry]:
-        """SAs negotiated for IPsec policy ``name`` (and sequence number ``seq`` when given)."""
-        index = self._by_policy.get(name)
-        if index is None:
-            return []
-        if seq is not None:
-            return self._lookup(index.get(seq))
-        ids: list[int] = []
-        for key in index:
-            ids.extend(index.get(key))
-        return self._lookup(ids)
+        """SAs negotiated for IPsec policy ``name`` (and sequence number ``seq`` when given), highest
+        conn-id first. A scan of every SA: an operator's selection, never a per-packet one (see the
+        module docstring)."""
+        return [
+            e
+            for e in self.entries_for_display()
+            if e.policy_name == name and (seq is None or e.policy_seq == seq)
+        ]
 
     def by_placement(self, placement: Placement) -> list[SaEntry]:
-        return self._lookup(self._by_placement.get(placement))
+        """SAs of one placement, highest conn-id first (a scan, see the module docstring)."""
+        return [e for e in self.entries_for_display() if e.placement == placement]
 
     def placements(self) -> list[Placement]:
-        """The placements holding at least one SA, in (slot, cpu) order."""
-        return sorted(self._by_placement)
+        """The placements holding at least one SA, in (slot, cpu) order (a scan)."""
+        return sorted({e.placement for e in self._entries.values()})
 
     def _lookup(self, ids: Iterable[int]) -> list[SaEntry]:
         """Entries for ``ids``, in display order (highest conn-id first)."""
@@ -1058,26 +1053,19 @@ class SaDatabase:
         - neither: every SA.
         - ``placement`` (and ``phase``, for ``display ipsec sa``) narrow any of these.
 
-        Starts from the smallest applicable index set and checks the other conditions on the entries, so the
-        cost is O(matches of the most selective filter) (plus sorting the result); only "select all" looks
-        at every SA.
+        Starts from the peer index when ``remote`` is given and checks the other conditions on the entries,
+        so that costs O(matches) (plus sorting the result); a selection by placement alone looks at every SA
+        (there is no placement index, see the module docstring), as "select all" does.
         """
         address = None if remote is None else _as_address(remote)
         check_address, check_placement = address is not None, placement is not None
         candidates: Collection[int]
         if conn_id is not None:
             candidates = (conn_id,) if conn_id in self._entries else ()
-        elif address is None and placement is None:
-            candidates = self._entries.keys()
+        elif address is not None:
+            candidates, check_address = self._by_peer.get(address), False
         else:
-            by_peer = self._by_peer.get(address) if address is not None else None
-            by_place = self._by_placement.get(placement) if placement is not None else None
-            # Walk the smaller index set; the condition it stands for needs no re-check.
-            if by_peer is not None and (by_place is None or len(by_peer) <= len(by_place)):
-                candidates, check_address = by_peer, False
-            else:
-                assert by_place is not None
-                candidates, check_placement = by_place, False
+            candidates = self._entries.keys()
         if not (check_address or check_placement or phase is not None):
             return self._lookup(candidates)
         entries = self._entries
@@ -1118,11 +1106,10 @@ class SaDatabase:
         )
 
     def flag_count(self, flag: SaFlag) -> int:
-        """Number of SAs having every flag in ``flag``; O(1) for a single flag."""
-        bits = _flag_bits(flag)
-        if len(bits) == 1:
-            return self._flag_counts.get(bits[0], 0)
-        return sum(1 for e in self._entries.values() if flag in e.flags)
+        """Number of SAs having every flag in ``flag``: a sum over the flag combinations that occur (a
+        handful), whatever the number of SAs."""
+        want = flag._value_
+        return sum(n for value, n in self._flag_counts.items() if value & want == want)
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -1135,11 +1122,11 @@ class SaDatabase:
         it is O(n)."""
         entries = self._entries
         expect_peer: dict[IPAddress, set[int]] = {}
-        expect_place: dict[Placement, set[int]] = {}
+        expect_flags: dict[int, int] = {}
         for cid, e in entries.items():
             assert e.conn_id == cid
             expect_peer.setdefault(e.peer_address, set()).add(cid)
-            expect_place.setdefault(e.placement, set()).add(cid)
+            expect_flags[e.flags._value_] = expect_flags.get(e.flags._value_, 0) + 1
             if isinstance(e, IkeSaEntry):
                 assert self._by_ike_spis[e.spi_i + e.spi_r] == cid
                 assert cid in self._by_spi_i.get(e.spi_i)
@@ -1154,32 +1141,17 @@ class SaDatabase:
                 if e.parent is not None:
                     p = entries[e.parent]
                     assert isinstance(p, IkeSaEntry) and cid in p.child_ids
-            if e.policy_name is not None:
-                assert cid in self._by_policy[e.policy_name].get(_seq_key(e.policy_seq))
         assert {k: set(self._by_peer.get(k)) for k in self._by_peer} == expect_peer
         expect_identity: dict[tuple[IPAddress, str, str], set[int]] = {}
         for cid, e in entries.items():
             expect_identity.setdefault(_identity(e), set()).add(cid)
         assert {k: set(self._by_identity.get(k)) for k in self._by_identity} == expect_identity
-        assert {k: set(self._by_placement.get(k)) for k in self._by_placement} == expect_place
+        assert self._flag_counts == expect_flags
         assert len(self._by_ike_spis) == sum(1 for e in entries.values() if isinstance(e, IkeSaEntry))
         assert set(self._by_spi_in.values()) == {
             e.conn_id for e in entries.values() if isinstance(e, IpsecSaEntry) and e.spi_in
         }
         assert sum(self._counts.values()) == len(entries)
-
-
-_FLAG_BITS: dict[int, tuple[int, ...]] = {}
-
-
-def _flag_bits(flags: SaFlag) -> tuple[int, ...]:
-    """The single-bit values making up ``flags``, memoised: iterating an ``enum.Flag`` costs microseconds,
-    which matters when 100,000 SAs are added."""
-    value = flags.value
-    bits = _FLAG_BITS.get(value)
-    if bits is None:
-        bits = _FLAG_BITS[value] = tuple(1 << i for i in range(value.bit_length()) if value >> i & 1)
-    return bits
 
 
 _ST: dict[tuple[SaFlag, bool], SaFlag] = {}
@@ -1193,11 +1165,6 @@ def _with_st(flags: SaFlag, initiator: bool) -> SaFlag:
     if found is None:
         found = _ST[key] = flags | SaFlag.ST if initiator else flags & ~SaFlag.ST
     return found
-
-
-def _seq_key(seq: int | None) -> int:
-    """Policy index key for a sequence number (-1 stands for "no sequence number")."""
-    return -1 if seq is None else seq
 
 
 # ----------------------------------------------------------------------------------------------------------

@@ -8,6 +8,7 @@ import random
 
 import pytest
 
+from ikegate.cli.logbuffer import record_text
 from ikegate.gateway.admission import BLOCK_TIME, opening_ok
 from ikegate.gateway.controller import Gateway
 from ikegate.policy.model import IkeAdmission
@@ -84,7 +85,7 @@ def test_every_half_open_sa_has_a_deadline() -> None:
 def test_ikev1_main_mode_flood_is_capped_and_leaves_room_for_ikev2() -> None:
     gw, rnd = _hq(in_negotiation=300), random.Random(3)
     logs: list[str] = []
-    gw._log = lambda _m, _s, brief, text: logs.append(f"{brief} {text}")
+    gw._log = lambda _m, _s, brief, text, *args: logs.append(f"{brief} {record_text(text, args)}")
     data = _opening(1)
     for i in range(2000):
         gw.receive_datagram(_spoof(data, rnd), LOCAL, (f"10.{i >> 16 & 255}.{i >> 8 & 255}.{i & 255}", 500), 0.0)
@@ -102,7 +103,7 @@ def test_ikev1_main_mode_flood_is_capped_and_leaves_room_for_ikev2() -> None:
 def test_half_open_per_source_address_is_limited() -> None:
     gw, rnd = _hq(per_address=5), random.Random(4)
     logs: list[str] = []
-    gw._log = lambda _m, _s, brief, text: logs.append(f"{brief} {text}")
+    gw._log = lambda _m, _s, brief, text, *args: logs.append(f"{brief} {record_text(text, args)}")
     for version in (2, 1):
         data = _opening(version)
         for _ in range(100):
@@ -128,7 +129,7 @@ def test_repeated_authentication_failures_block_the_source(version: int) -> None
     hq = net.add(Gateway(lab_config("hq", hq_cfg)))
     hq.config.ike_admission.authentication_failures = 3
     logs: list[str] = []
-    hq._log = lambda _m, _s, brief, text: logs.append(f"{brief} {text}")
+    hq._log = lambda _m, _s, brief, text, *args: logs.append(f"{brief} {record_text(text, args)}")
     br = net.add(Gateway(lab_config("branch1", {**br_cfg, "ikegate-lab-psk-0123": "wrong-psk-0123"})))
     br.start(net.now)
     net.step(60.0)  # the auto policy retries every few seconds

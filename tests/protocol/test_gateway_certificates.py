@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from ikegate.cli.loader import load_config
+from ikegate.cli.logbuffer import record_text
 from ikegate.cli.render import ike_info
 from ikegate.gateway.controller import Gateway
 from ikegate.ike.core.config import Addr
@@ -94,7 +95,8 @@ def cert_lab(directory: Path, drop: Callable[[bytes, Addr, Addr], bool] | None =
     LOGS.clear()
 
     def log(name: str):  # type: ignore[no-untyped-def]
-        return lambda module, severity, brief, text: LOGS.setdefault(name, []).append(f"{brief}:{text}")
+        return lambda module, severity, brief, text, *args: LOGS.setdefault(name, []).append(
+            f"{brief}:{record_text(text, args)}")
 
     hq = net.add(Gateway(_load(_hq_text(), directory), log=log("hq")))
     b1 = net.add(Gateway(_load(_b1_text(), directory), log=log("b1")))

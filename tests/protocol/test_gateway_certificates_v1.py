@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ikegate.cli.logbuffer import record_text
 from ikegate.gateway.controller import Gateway
 from ikegate.sad import IkeSaEntry
 from tests.protocol.netsim import Net, lab_config
@@ -38,7 +39,8 @@ def _lab(directory: Path, **kw: bool) -> tuple[Net, Gateway, Gateway, Gateway]:
     LOGS.clear()
 
     def log(name: str):  # type: ignore[no-untyped-def]
-        return lambda module, severity, brief, text: LOGS.setdefault(name, []).append(f"{brief}:{text}")
+        return lambda module, severity, brief, text, *args: LOGS.setdefault(name, []).append(
+            f"{brief}:{record_text(text, args)}")
 
     hq = net.add(Gateway(_load(hq_text, directory), log=log("hq")))
     b1 = net.add(Gateway(_load(_v1(_b1_text()), directory), log=log("b1")))

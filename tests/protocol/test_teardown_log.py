@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 
+from ikegate.cli.logbuffer import record_text
 from ikegate.gateway.controller import Gateway
 from tests.protocol.netsim import Net, lab_config
 
@@ -12,7 +13,8 @@ from tests.protocol.netsim import Net, lab_config
 def test_teardown_log_fields_in_order() -> None:
     net = Net()
     logs: list[str] = []
-    hq = net.add(Gateway(lab_config("hq"), log=lambda module, severity, brief, text: logs.append(f"{brief}:{text}")))
+    hq = net.add(Gateway(lab_config("hq"), log=lambda module, severity, brief, text, *args:
+                             logs.append(f"{brief}:{record_text(text, args)}")))
     b1 = net.add(Gateway(lab_config("branch1")))
     for gw in (hq, b1):
         gw.start(net.now)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from prometheus_client import generate_latest
 
+from ikegate.cli.logbuffer import record_text
 from ikegate.gateway.controller import Gateway
 from ikegate.gateway.local import LocalDevice
 from ikegate.ike.events import NegotiationFailed
@@ -38,7 +39,8 @@ def _exchanges(net: Net, src: str) -> list[int]:
 def _am_lab(hq: dict[str, str]) -> tuple[Net, Gateway, Gateway, list[str]]:
     logged: list[str] = []
     net = Net()
-    h = net.add(Gateway(lab_config("hq", {**P1, **hq}), log=lambda m, sev, brief, text: logged.append(text)))
+    h = net.add(Gateway(lab_config("hq", {**P1, **hq}), log=lambda m, sev, brief, text, *args:
+                        logged.append(record_text(text, args))))
     b = net.add(Gateway(lab_config("branch1", {**P1, **BRANCH_AM})))
     b.start(net.now)
     net.pump()

@@ -44,16 +44,61 @@ _K = TypeVar("_K")
 _SOURCE = re.compile(r"\b(?:RemoteAddress|Ip|SourceAddress|Source)=([^,)\s]+)")
 
 
-@dataclass(slots=True)
-class LogRecord:
-    """One record; treat as immutable (not frozen only because a frozen dataclass's ``__init__`` costs
-    three times as much, and every tunnel up and down makes one)."""
+def format_text(template: str, args: tuple[object, ...]) -> str:
+    """A record's text from its parts: ``template % args`` (printf style, as :mod:`logging` does). The one
+    place a record's text is made, so a test can count how often that happens."""
+    return template % args
 
-    time: dt.datetime
-    module: str
-    severity: int
-    brief: str
-    text: str
+
+def record_text(text: str, args: tuple[object, ...]) -> str:
+    """The text of a record given as a :class:`~ikegate.gateway.device.LogSink` gets it: ``text`` itself
+    without arguments, else the template formatted (for sinks that want the line at once)."""
+    return format_text(text, args) if args else text
+
+
+class LogRecord:
+    """One record; treat as immutable. Its text is kept in parts, a template and its arguments, and made
+    only when something reads :attr:`text` (``display logbuffer``, the stderr mirror, a syslog target, the
+    failure aggregation), then kept: every tunnel up and down makes a record, and on a gateway whose log
+    nobody reads (stderr on /dev/null, no loghost) the text of a delete-all of 100,000 was pure cost.
+
+    Without arguments the template *is* the text, taken verbatim (a ``%`` in it means nothing). The
+    arguments must be immutable values (str, int, addresses): they are formatted later.
+    """
+
+    __slots__ = ("_args", "_text", "brief", "module", "severity", "time")
+
+    def __init__(self, time: dt.datetime, module: str, severity: int, brief: str, text: str,
+                 args: tuple[object, ...] = ()) -> None:
+        self.time = time
+        self.module = module
+        self.severity = severity
+        self.brief = brief
+        self._text = text
+        self._args = args
+
+    @property
+    def text(self) -> str:
+        if self._args:
+            self._text, self._args = format_text(self._text, self._args), ()
+        return self._text
+
+    @property
+    def formatted(self) -> bool:
+        """Whether the text has been made (or never needed making)."""
+        return not self._args
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, LogRecord):
+            return NotImplemented
+        return (self.time, self.module, self.severity, self.brief, self.text) == (
+            other.time, other.module, other.severity, other.brief, other.text)
+
+    __hash__ = None  # type: ignore[assignment]  # mutable-looking value type, as the dataclass was
+
+    def __repr__(self) -> str:
+        return (f"LogRecord(time={self.time!r}, module={self.module!r}, severity={self.severity!r}, "
+                f"brief={self.brief!r}, text={self.text!r})")
 
     def render(self, sysname: str) -> str:
         """``Aug  6 2011 20:34:46 HOST %%01SHELL/5/CMDRECORD(l):text`` (VRP log line layout)."""
@@ -203,11 +248,12 @@ class LogBuffer:
         merged = sorted([*self._security, *self._general], key=lambda item: item[0])
         return iter([record for _, record in merged])
 
-    def log(self, module: str, severity: int, brief: str, text: str) -> LogRecord:
-        """Store (or, for a repeated failure, only count) one record; returns it either way."""
+    def log(self, module: str, severity: int, brief: str, text: str, *args: object) -> LogRecord:
+        """Store (or, for a repeated failure, only count) one record; returns it either way. With ``args``,
+        ``text`` is a template formatted only when the record is read (see :class:`LogRecord`)."""
         now = self._clock()
         self.flush(now)
-        record = LogRecord(now, module, severity, brief, text)
+        record = LogRecord(now, module, severity, brief, text, args)
         if self.suppressor.admit(record):
             self._store(record)
         return record

@@ -42,8 +42,9 @@ from ikegate.gateway.admission import (
     proven_share,
 )
 from ikegate.gateway.decide import Action, after_delete
-from ikegate.gateway.device import GatewayStats, LogSink
+from ikegate.gateway.device import GatewayStats, LogSink, no_log
 from ikegate.gateway.keylog import EspKeys, Ikev1Keys, Ikev2Keys, KeyRecord
+from ikegate.gateway.sendorder import OrderedSends
 from ikegate.gateway.translate import Connection, Flow, PolicyKind
 from ikegate.ike.core import ts as tsmod
 from ikegate.ike.core.auth import Authenticator
@@ -143,12 +144,6 @@ def _addr(ip: ipaddress.IPv4Address | ipaddress.IPv6Address | str) -> str:
 
 
 @functools.lru_cache(maxsize=4096)
-def _text(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str:
-    """Address text for log lines (tunnel up/down), cached: ``str`` of an address object is a few
-    Python-level calls, and peers repeat."""
-    return str(ip)
-
-
 @functools.lru_cache(maxsize=4096)
 def _ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
     """Parsed addresses, cached: the SA database keys on address objects and peers repeat."""
@@ -191,7 +186,7 @@ class Gateway:
         self.stats = GatewayStats()
         self.retransmit_tries = retransmit_tries
         self._rng = rng
-        self._log = log or (lambda _module, _severity, _brief, _text: None)
+        self._log: LogSink = log or no_log
         self._cookies = CookieJar(cookie_threshold, rng=rng)
         self._engines: dict[bytes, Engine] = {}
         self._spis: dict[Engine, list[bytes]] = {}
@@ -254,8 +249,9 @@ class Gateway:
         self._delete_queue: deque[tuple[Engine, DeleteReason]] = deque()
         self._one_way: tuple[float, int] = (-1.0, 0)  # (tick start, IKEv1 Deletes started in it)
         self._drain_at: float | None = None  # when a queue drain is scheduled
-        #: IKEv1 ISAKMP Deletes held back one DELETE_TICK behind their ESP Deletes (see _start_delete)
-        self._held: list[tuple[bytes, Addr, Addr]] = []
+        #: IKEv1 Delete notifications, each one DELETE_TICK behind the one before it (see _start_delete)
+        self._ordered: OrderedSends[tuple[bytes, Addr, Addr]] = OrderedSends(DELETE_TICK)
+        self._ordered_at: float | None = None  # when a release of ordered datagrams is scheduled
         self._burst = False  # a reset or shutdown of several SAs is under way
         self._if_indexes: tuple[Config | None, dict[str, int]] = (None, {})
         self.reload(config)
@@ -625,7 +621,7 @@ class Gateway:
     @property
     def idle(self) -> bool:
         """True when no engine has anything left to send or wait for (a clean shutdown is complete)."""
-        return not self._held and not any(not sa.finished for sa in self._meta)
+        return not self._ordered and not any(not sa.finished for sa in self._meta)
 
     # ------------------------------------------------------------------ hot standby (issue 17)
     # Additive hooks for ``ikegate.ha``: engine snapshots out and in, and a tap on every engine change.
@@ -820,7 +816,7 @@ class Gateway:
         if sa.finished or sa.is_deleting:
             return
         if not self._delete_queue and self._may_start_delete(sa, now):
-            self._start_delete(sa, now, reason, split=self._burst)
+            self._start_delete(sa, now, reason, ordered=self._burst)
             return
         self._on_ike_down(sa, reason, now)
         self._delete_queue.append((sa, reason))
@@ -854,34 +850,41 @@ class Gateway:
                     self._schedule(self._drain_at, self._drain_later)
                 return
             queue.popleft()
-            self._start_delete(waiting, now, reason, split=True)
+            self._start_delete(waiting, now, reason, ordered=True)
 
-    def _send_held(self, now: float) -> None:
-        held, self._held = self._held, []
-        for packet, local, remote in held:
+    def _send_ordered(self, now: float) -> None:
+        """Send the ordered datagrams whose time has come; come back when the next one's comes."""
+        ordered = self._ordered
+        for packet, local, remote in ordered.due(now):
             self._send(packet, local, remote)
+        when = ordered.next_time()
+        if when is not None and (self._ordered_at is None or when < self._ordered_at):
+            self._ordered_at = when
+            self._schedule(when, self._ordered_timer)
+
+    def _ordered_timer(self, now: float) -> None:
+        self._ordered_at = None
+        self._send_ordered(now)
 
     def _drain_later(self, now: float) -> None:
         self._drain_at = None
         self._drain_deletes(now)
 
-    def _start_delete(self, sa: Engine, now: float, reason: DeleteReason, *, split: bool = False) -> None:
-        """Send ``sa``'s Delete. An IKEv1 SA with IPsec SAs says goodbye in two one-way messages, the ESP
-        Delete and then the ISAKMP Delete; in a burst (``split``: a reset or shutdown of many) the second
-        goes one DELETE_TICK later. strongSwan hands each datagram to a worker thread of its own, so two that
-        arrive back to back may be handled in either order when its threads are busy, and when the ISAKMP
-        Delete wins, strongSwan keeps the IPsec SA and re-establishes an ISAKMP SA for it (IKEv1 IPsec SAs
-        outlive their ISAKMP SA): a reset of 2,000 left 20-80 such SAs at strongSwan."""
-        split = split and isinstance(sa, IsakmpSa) and sa.established and bool(sa.children)
+    def _start_delete(self, sa: Engine, now: float, reason: DeleteReason, *, ordered: bool = False) -> None:
+        """Send ``sa``'s Delete. An IKEv1 SA says goodbye in one-way notifications (with IPsec SAs two: the
+        ESP Delete, then the ISAKMP Delete), which must reach the peer's threads in that order. In a burst
+        (``ordered``: a reset or shutdown of several SAs, which keeps a peer's threads busy) each goes only
+        after the one before it and one DELETE_TICK later (:mod:`ikegate.gateway.sendorder` says why).
+
+        A lone reset sends them back to back: held a tick, the ISAKMP Delete would let an auto policy's new
+        Main Mode (started at once by the reset) overtake it, and the peer would end the old SA for
+        INITIAL-CONTACT instead of hearing its Delete."""
         sa.delete(now, reason)
-        if split:
-            out = sa.datagrams_to_send()
-            for packet, local, remote in out[:-1]:
-                self._send(packet, local, remote)
-            if out:
-                if not self._held:
-                    self._schedule(now + DELETE_TICK, self._send_held)
-                self._held.append(out[-1])
+        if isinstance(sa, IsakmpSa):
+            ticket = None
+            for datagram in sa.datagrams_to_send():
+                ticket = self._ordered.submit(datagram, now, after=ticket if ordered else None)
+            self._send_ordered(now)
         if not sa.finished:
             self._deleting.add(sa)
         self._service(sa, now)
@@ -1283,7 +1286,7 @@ class Gateway:
         if meta.conn is not None and sa not in self._loading:
             self._claim(sa, meta, now)
         self._log("IKE", 6, "IKE_SA_ESTABLISHED",
-                  f"IKE SA established. (ConnID={entry.conn_id}, RemoteAddress={sa.peer[0]}, Version=v{version})")
+                  "IKE SA established. (ConnID=%s, RemoteAddress=%s, Version=v%s)", entry.conn_id, sa.peer[0], version)
 
     def _replaced_v1(self, sa: Engine, now: float) -> IsakmpSa | None:
         """The established IKEv1 SA this new one (from the peer's Main Mode) replaces at once, if any: the
@@ -1397,8 +1400,8 @@ class Gateway:
         self._dataplane_actions(self.dataplane.install_sa(child, remote, local=sa.local[0], policy=policy_key,
                                                           now=now), now)
         self._log("IPSEC-VPN", 4, "IPSECTUNNELSTART",
-                  f"The IPSec tunnel is established. (PolicyName={policy_name}, SeqNum={policy_seq}, "
-                  f"RuleNum={rule}, SrcIP={sa.local[0]}, DstIP={sa.peer[0]}, InboundSPI={child.spi_in})")
+                  "The IPSec tunnel is established. (PolicyName=%s, SeqNum=%s, RuleNum=%s, SrcIP=%s, DstIP=%s, "
+                  "InboundSPI=%s)", policy_name, policy_seq, rule, sa.local[0], sa.peer[0], child.spi_in)
         if isinstance(sa, IsakmpSa):
             self._retire_orphans(sa, child, now)
 
@@ -1418,13 +1421,13 @@ class Gateway:
     def _record_down(self, entry: IkeSaEntry | IpsecSaEntry, reason: DeleteReason, now: float) -> None:
         self.sad.offline.record_sa(entry, reason.value, now)
         if isinstance(entry, IpsecSaEntry):
+            placement = entry.placement
             self._log("IPSEC-VPN", 5, "IPSEC_TUNNEL_TEARED_DOWN",
-                      f"An IPSec tunnel is teared down. (PolicyName={entry.policy_name}, "
-                      f"IfIndex={self._if_index(entry.interface)}, SeqNum={entry.policy_seq}, "
-                      f"RuleNum={entry.acl_rule}, SrcIP={_text(entry.local_address)}, "
-                      f"DstIP={_text(entry.peer_address)}, "
-                      f"InboundSPI={entry.spi_in}, Slot={entry.placement.slot}, CpuID={entry.placement.cpu}, "
-                      f"OfflineReason={reason.value}, State=Normal)")
+                      "An IPSec tunnel is teared down. (PolicyName=%s, IfIndex=%s, SeqNum=%s, RuleNum=%s, SrcIP=%s, "
+                      "DstIP=%s, InboundSPI=%s, Slot=%s, CpuID=%s, OfflineReason=%s, State=Normal)",
+                      entry.policy_name, self._if_index(entry.interface), entry.policy_seq, entry.acl_rule,
+                      entry.local_address, entry.peer_address, entry.spi_in, placement.slot, placement.cpu,
+                      reason.value)
 
     def _if_index(self, name: str) -> int:
         """The configuration's IfIndex of ``name``, kept per configuration (a delete-all logs it per SA)."""

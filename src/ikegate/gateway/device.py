@@ -46,6 +46,7 @@ __all__ = [
     "make_device",
     "merge_offline",
     "merge_rows",
+    "no_log",
     "open_device",
     "open_local",
     "parse_placements",
@@ -278,8 +279,17 @@ class WorkerInfo:
     reported_sas: int | None = None
 
 
-#: Where the device writes its log records: (module, severity, brief, text), the log buffer's arguments.
-LogSink = Callable[[str, int, str, str], None]
+class LogSink(Protocol):
+    """Where the device writes its log records: the log buffer's arguments (module, severity, brief, text,
+    then the text's arguments). With arguments the text is a ``%`` template, formatted only if a sink
+    reads it (:class:`ikegate.cli.logbuffer.LogRecord`): a tunnel up or down then costs no formatting on a
+    gateway whose log nobody reads. The arguments must be immutable values (str, int, addresses)."""
+
+    def __call__(self, module: str, severity: int, brief: str, text: str, /, *args: object) -> None: ...
+
+
+def no_log(module: str, severity: int, brief: str, text: str, /, *args: object) -> None:
+    """The :class:`LogSink` of a gateway nobody listens to."""
 
 #: The USG's answer to a backed-up command on the standby of a hot-standby pair (``hrp standby config
 #: enable`` lifts it for configuration); ikegate gives it to ``reset ike sa`` / ``reset ipsec sa`` too.

@@ -59,6 +59,7 @@ from ikegate.gateway.device import (
     merge_offline,
     merge_rendered,
     merge_rows,
+    no_log,
 )
 from ikegate.ha.keepalived import KeepalivedError
 from ikegate.ha.runtime import HaConfigError, Keepalived, heartbeat_address
@@ -143,7 +144,7 @@ class FanoutDevice:
         self._model = model
         self._ports = (ike_port, natt_port)
         self._retransmit_tries = retransmit_tries
-        self._log = log or (lambda _m, _s, _b, _t: None)
+        self._log: LogSink = log or no_log
         self._raw_esp = raw_esp
         self._keylog = keylog
         self._tun = dict(tun or {})

@@ -183,7 +183,7 @@ class Worker:
         self._events_sock = events
         self._events: AsyncChannel | None = None
         #: log records not yet sent to the supervisor (see :meth:`_log`)
-        self._logs: list[tuple[str, int, str, str]] = []
+        self._logs: list[tuple[object, ...]] = []  # (module, severity, brief, text, *args)
         self._done = asyncio.Event()
         self._closing = False
         self._pending_config: Config | None = None
@@ -252,19 +252,21 @@ class Worker:
             await self._events.drain()
         self._done.set()
 
-    def _log(self, module: str, severity: int, brief: str, text: str) -> None:
+    def _log(self, module: str, severity: int, brief: str, text: str, /, *args: object) -> None:
         """Log records go to the supervisor in one message per pass of the event loop: a send per record
         (three per tunnel set up) woke the supervisor each time, and on a machine whose cores are all busy
-        each wake-up preempted this worker -- about a third of what a worker added per SA over one process."""
+        each wake-up preempted this worker -- about a third of what a worker added per SA over one process.
+        They go in parts (text template and arguments): the text is made there, and only if a sink reads it
+        (the arguments are plain values and addresses, which pickle small)."""
         if self._events is None:
             return
         if not self._logs:
             try:
                 asyncio.get_running_loop().call_soon(self._send_logs)
             except RuntimeError:  # no loop running (closing): at once
-                self._events.post(("logs", [(module, severity, brief, text)]))
+                self._events.post(("logs", [(module, severity, brief, text, *args)]))
                 return
-        self._logs.append((module, severity, brief, text))
+        self._logs.append((module, severity, brief, text, *args))
 
     def _send_logs(self) -> None:
         if self._logs and self._events is not None:
