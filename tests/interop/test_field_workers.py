@@ -1,0 +1,371 @@
+"""Two strongSwan peers against one ``ikegate run`` with its DEFAULT workers (one per CPU, no ``--workers``):
+the way users and peers meet the gateway. One lab for the module; each peer's SAs live on another worker.
+
+    hostA (192.0.2.10) -- gwA [ikegate] wan0 198.51.100.1, 2001:db8:ff::1 --+-- sw6 [charon, IKEv2 over IPv6]
+                                                                          |     2001:db8:ff::4, lo 203.0.113.1
+                                                         bridge (ns wan) -+-- sw4 [charon, IKEv1 over IPv4]
+                                                                          |     198.51.100.4, lo 203.0.113.17
+                                                                          +-- attacker 198.51.100.66
+
+The peers' addresses are chosen so that ``peer_owner`` puts them on different workers when there are two.
+Tests run in file order and leave both tunnels up for the next.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ikegate.workers.steering import peer_owner
+from tests.interop.netns import GW_A_LAN, HOST_A, SITE_A_V4, SITE_A_V6, Lab, Netns, Site, make_site, route_into_tun
+from tests.interop.swan import Charon
+from tests.interop.swan import skip_reason as swan_skip
+from tests.interop.test_strongswan import _cli
+from tests.interop.vrp import WAN_ITF, ike_sas, ipsec_sas
+from tests.system.procs import READY, Proc
+from tests.waiting import wait_for
+
+pytestmark = pytest.mark.interop
+
+PSK = "field-workers-psk-0123"
+GW_WAN = {4: "198.51.100.1", 6: "2001:db8:ff::1"}
+WORKERS = os.cpu_count() or 1
+
+
+@dataclass
+class Peer:
+    name: str  # the ike peer's name at ikegate and the connection's at strongSwan
+    ns: Netns
+    charon: Charon
+    family: int  # outer
+    address: str
+    version: int
+    lan: str  # its protected /28
+    host: str  # an address of it, on its loopback
+
+    def conf(self) -> str:
+        proposals = "aes256-sha256-x25519" if self.version == 2 else "aes256-sha256-modp2048"
+        return f"""connections {{
+  {self.name} {{
+    version = {self.version}
+    local_addrs = {self.address}
+    remote_addrs = {GW_WAN[self.family]}
+    proposals = {proposals}
+    mobike = no
+    local {{
+      auth = psk
+      id = {self.address}
+    }}
+    remote {{
+      auth = psk
+      id = {GW_WAN[self.family]}
+    }}
+    children {{
+      net {{
+        local_ts = {self.lan}
+        remote_ts = {SITE_A_V4}
+        esp_proposals = aes256-sha256
+      }}
+    }}
+  }}
+}}
+secrets {{
+  ike-gw {{
+    id-1 = {self.address}
+    id-2 = {GW_WAN[self.family]}
+    secret = "{PSK}"
+  }}
+}}
+"""
+
+    def ike(self) -> list[Any]:
+        return [sa for sa in self.charon.sas() if sa.state == "ESTABLISHED"]
+
+    def children(self) -> list[Any]:
+        return [c for sa in self.ike() for c in sa.children if c.state == "INSTALLED"]
+
+
+@dataclass
+class Field:
+    lab: Lab
+    site: Site
+    peers: list[Peer]
+    attacker: Netns
+    bridge: Netns
+    gw: Proc | None = None
+    log: Path = field(default_factory=Path)
+
+    def ping(self, peer: Peer, count: int = 3, interval: str = "0.2",
+             wait: int = 10) -> subprocess.CompletedProcess[str]:
+        return self.site.host.exec("ping", "-c", str(count), "-i", interval, "-W", str(wait), peer.host, check=False,
+                                   timeout=120 + count)
+
+    def sas_of(self, peer: Peer, phase: int = 1) -> list[dict[str, Any]]:
+        assert self.gw is not None
+        return [r for r in ike_sas(self.gw, phase) if r["peer_address"] == peer.address]
+
+    def up(self, peer: Peer) -> bool:
+        """Both sides hold the same Child SA (SPIs) for ``peer``."""
+        assert self.gw is not None
+        ours = {(r["spi_in"], r["spi_out"]) for r in ipsec_sas(self.gw) if r["peer_address"] == peer.address}
+        return bool(ours & {(c.spi_out, c.spi_in) for c in peer.children()})
+
+    def wait_up(self, *peers: Peer) -> None:
+        for peer in peers or self.peers:
+            wait_for(lambda p=peer: self.up(p), what=f"the tunnel to {peer.name}", step=0.2)  # type: ignore[misc]
+
+    def config(self) -> str:
+        lines = ["#", "sysname GwA", "#", "ike proposal 10", " encryption-algorithm aes-256",
+                 " integrity-algorithm hmac-sha2-256", " prf hmac-sha2-256", " dh group31", "#", "ike proposal 20",
+                 " encryption-algorithm aes-256", " authentication-algorithm sha2-256", " dh group14", "#"]
+        for peer in self.peers:
+            lines += [f"ike peer {peer.name}", f" pre-shared-key {PSK}",
+                      f" ike-proposal {10 if peer.version == 2 else 20}"]
+            lines += [" undo version 1"] if peer.version == 2 else [" undo version 2", " exchange-mode main"]
+            lines += [f" remote-address {peer.address}", "#"]
+        # a template for any other peer (site-to-multisite), as most deployments have: it makes every
+        # IKE_SA_INIT from anywhere a half-open SA with a DH computation
+        lines += ["ike peer anyone", f" pre-shared-key {PSK}-tpl", " ike-proposal 10", " undo version 1", "#"]
+        lines += ["ipsec proposal esp1", " transform esp", " esp encryption-algorithm aes-256",
+                  " esp authentication-algorithm sha2-256", "#"]
+        for n, peer in enumerate(self.peers):
+            net, _, _plen = peer.lan.partition("/")
+            lines += [f"acl number {3001 + n}",
+                      f" rule 5 permit ip source 192.0.2.0 0.0.0.63 destination {net} 0.0.0.15", "#"]
+        for n, peer in enumerate(self.peers):
+            lines += [f"ipsec policy pol1 {10 * (n + 1)} isakmp", f" security acl {3001 + n}", f" ike-peer {peer.name}",
+                      " proposal esp1", " sa trigger-mode auto", "#"]
+        lines += ["ipsec policy-template tpl1 1", " ike-peer anyone", " proposal esp1", "#",
+                  "ipsec policy pol1 100 isakmp template tpl1", "#"]
+        lines += [f"interface {WAN_ITF}", f" ip address {GW_WAN[4]} 255.255.255.0", " ipv6 enable",
+                  f" ipv6 address {GW_WAN[6]}/64", " ipsec policy pol1", "#", "interface GigabitEthernet0/0/2",
+                  f" ip address {GW_A_LAN[4]} 255.255.255.192", "#", "return", ""]
+        return "\n".join(lines)
+
+    def start(self) -> Proc:
+        cfg = self.lab.workdir / "gwa.cfg"
+        cfg.write_text(self.config())
+        control = self.lab.workdir / "gwa.sock"
+        self.log = self.lab.workdir / "gwa.log"
+        popen = self.lab.spawn(self.site.gw, [sys.executable, "-m", "ikegate", "run", str(cfg), "--control",
+                                              str(control), "--tun", "GigabitEthernet0/0/2=tun-lan"], self.log,
+                               env={"PYTHONUNBUFFERED": "1"})
+
+        def ready() -> bool:
+            if popen.poll() is not None:
+                raise AssertionError(f"ikegate exited ({popen.returncode}): {self.log.read_text()}")
+            return READY in self.log.read_text(errors="replace")
+
+        wait_for(ready, what="ikegate to start")
+        self.gw = Proc("gwa", popen, str(control), self.log)  # type: ignore[arg-type]
+        route_into_tun(self.site.gw, ["203.0.113.0/24"])
+        return self.gw
+
+    def pids(self) -> list[int]:
+        """The supervisor (``ip netns exec`` execs it) and its workers."""
+        assert self.gw is not None
+        root = self.gw.popen.pid
+        return [root, *(p for p in _children(root) if _is_ikegate(p))]
+
+
+def _children(pid: int) -> list[int]:
+    out = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout.split()
+    return [int(p) for p in out]
+
+
+def _is_ikegate(pid: int) -> bool:
+    try:
+        return b"ikegate" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+
+
+def _rss_kb(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
+def _peer(lab: Lab, bridge: Netns, port: str, name: str, family: int, address: str, version: int, lan: str,
+          host: str) -> Peer:
+    ns = lab.netns(name, forwarding=True)
+    lab.link(ns, "wan0", bridge, port)
+    bridge.ip("link", "set", port, "master", "br0")
+    ns.addr("wan0", f"{address}/{24 if family == 4 else 64}")
+    ns.addr("lo", f"{host}/32")
+    charon = Charon(lab, ns, lab.workdir / name)
+    charon.start()
+    peer = Peer(name, ns, charon, family, address, version, lan, host)
+    charon.load(peer.conf())
+    return peer
+
+
+@pytest.fixture(scope="module")
+def fld(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Field]:
+    reason = swan_skip()
+    if reason:
+        pytest.skip(reason)
+    lab = Lab(tmp_path_factory.mktemp("field"))
+    the = None
+    try:
+        site = make_site(lab, "A", HOST_A, GW_A_LAN, SITE_A_V4, SITE_A_V6)
+        bridge = lab.netns("wan")
+        bridge.ip("link", "add", "br0", "type", "bridge")
+        bridge.ip("link", "set", "br0", "up")
+        lab.link(site.gw, "wan0", bridge, "p0")
+        bridge.ip("link", "set", "p0", "master", "br0")
+        site.gw.addr("wan0", f"{GW_WAN[4]}/24")
+        site.gw.addr("wan0", f"{GW_WAN[6]}/64")
+        sw6 = _peer(lab, bridge, "p1", "sw6", 6, "2001:db8:ff::4", 2, "203.0.113.0/28", "203.0.113.1")
+        sw4 = _peer(lab, bridge, "p2", "sw4", 4, "198.51.100.4", 1, "203.0.113.16/28", "203.0.113.17")
+        attacker = lab.netns("attacker")
+        lab.link(attacker, "wan0", bridge, "p3")
+        bridge.ip("link", "set", "p3", "master", "br0")
+        attacker.addr("wan0", "198.51.100.66/24")
+        the = Field(lab, site, [sw6, sw4], attacker, bridge)
+        the.start()
+        yield the
+    finally:
+        if the is not None:
+            sys.stderr.write(f"\n--- ikegate log ---\n{the.log.read_text()[-4000:] if the.log.is_file() else ''}\n")
+            for peer in the.peers:
+                sys.stderr.write(f"\n--- {peer.name} charon ---\n{peer.charon.log()[-3000:]}\n")
+        lab.close()
+
+
+def _owner(peer: Peer) -> int:
+    return peer_owner(peer.address, WORKERS)
+
+
+# ---------------------------------------------------------------------------------------------- tests
+
+
+def test_both_tunnels_come_up_each_on_its_peers_worker(fld: Field) -> None:
+    assert fld.gw is not None
+    assert WORKERS < 2 or _owner(fld.peers[0]) != _owner(fld.peers[1])  # the lab's premise
+    fld.wait_up()
+    for peer in fld.peers:
+        out = fld.ping(peer)
+        assert out.returncode == 0, out.stdout
+        (sa,) = fld.sas_of(peer)
+        assert (sa["conn_id"] - 1) % WORKERS == _owner(peer), sa
+        assert len(peer.ike()) == 1
+    st = fld.gw.call("stats")["stats"]
+    assert st["workers"] == WORKERS and st["misrouted"] == 0, st
+
+
+def _reset_and_back(fld: Field, command: str, reset: list[Peer]) -> None:
+    """``command`` on the supervisor's CLI: each peer of ``reset`` hears a Delete at once and the auto
+    policy brings its tunnel back; the other peer's SA is untouched."""
+    assert fld.gw is not None
+    fld.wait_up()
+    before = {p.name: p.ike()[0].uniqueid for p in fld.peers}
+    out = _cli(fld, command)  # type: ignore[arg-type]
+    assert out.returncode == 0 and "Error" not in out.stdout, out.stdout + out.stderr
+    for peer in reset:
+        old = before[peer.name]
+        wait_for(lambda p=peer, o=old: all(sa.uniqueid != o for sa in p.charon.sas()),  # type: ignore[misc]
+                 what=f"the Delete at {peer.name}")
+        assert f"received DELETE for IKE_SA {peer.name}[{old}]" in peer.charon.log()
+    for peer in fld.peers:
+        if peer not in reset:
+            assert [sa.uniqueid for sa in peer.ike()] == [before[peer.name]]
+    for peer in reset:
+        wait_for(lambda p=peer: len(p.ike()) == 1 and len(fld.sas_of(p)) == 1,  # type: ignore[misc]
+                 what=f"{peer.name} re-established")
+    fld.wait_up()
+    for peer in fld.peers:
+        out = fld.ping(peer)
+        assert out.returncode == 0, out.stdout
+        (sa,) = fld.sas_of(peer)
+        assert (sa["conn_id"] - 1) % WORKERS == _owner(peer), sa
+    assert fld.gw.call("stats")["stats"]["misrouted"] == 0
+
+
+@pytest.mark.parametrize("index", [0, 1], ids=["v2-worker-of-sw6", "v1-worker-of-sw4"])
+def test_reset_conn_id_of_each_workers_ike_sa(fld: Field, index: int) -> None:
+    fld.wait_up()
+    peer = fld.peers[index]
+    (sa,) = fld.sas_of(peer)
+    _reset_and_back(fld, f"reset ike sa conn-id {sa['conn_id']}", [peer])
+
+
+@pytest.mark.parametrize("index", [0, 1], ids=["remote-ipv6", "remote-ipv4"])
+def test_reset_remote_each_family(fld: Field, index: int) -> None:
+    peer = fld.peers[index]
+    _reset_and_back(fld, f"reset ike sa remote {peer.address}", [peer])
+
+
+def test_reset_all_clears_both_workers(fld: Field) -> None:
+    _reset_and_back(fld, "reset ike sa", fld.peers)
+
+
+@pytest.mark.parametrize("index", [0, 1], ids=["v2", "v1"])
+def test_reset_conn_id_of_a_phase2_sa_on_each_worker(fld: Field, index: int) -> None:
+    """The phase-2 conn-id: that IPsec SA goes (the peer hears a Delete naming its SPI), the auto policy
+    negotiates a new one under the same IKE SA."""
+    assert fld.gw is not None
+    fld.wait_up()
+    peer = fld.peers[index]
+    ike_id = peer.ike()[0].uniqueid
+    before = {(c.spi_in, c.spi_out) for c in peer.children()}
+    (child,) = fld.sas_of(peer, 2)
+    out = _cli(fld, f"reset ike sa conn-id {child['conn_id']}")  # type: ignore[arg-type]
+    assert out.returncode == 0 and "Error" not in out.stdout, out.stdout
+    wait_for(lambda: not {(c.spi_in, c.spi_out) for c in peer.children()} & before,
+             what=f"the child Delete at {peer.name}")
+    log = peer.charon.log()
+    assert any(f"received DELETE for ESP CHILD_SA with SPI {spi:08x}" in log for pair in before for spi in pair)
+    wait_for(lambda: fld.up(peer), what="the child re-created")
+    assert [sa.uniqueid for sa in peer.ike()] == [ike_id]
+    assert fld.ping(peer).returncode == 0
+
+
+def test_hostile_traffic_spares_the_workers_and_the_tunnels(fld: Field) -> None:
+    """Junk, truncated, oversized and lying IKE, IKE_SA_INIT floods from one and from 180 spoofed addresses,
+    ESP-in-UDP with unknown SPIs -- to UDP 500 and 4500 -- while hostA pings both peers through their
+    tunnels: every process stays up with a bounded RSS, no ping is lost, the established SAs stay, and
+    the counters show the drops."""
+    assert fld.gw is not None
+    gw = fld.gw
+    fld.wait_up()
+    pids = fld.pids()
+    assert len(pids) == 1 + (WORKERS if WORKERS > 1 else 0), pids
+    rss = {p: _rss_kb(p) for p in pids}
+    sas = {(r["conn_id"], r["spi_i"], r["spi_r"]) for r in ike_sas(gw)}
+    st0 = gw.call("stats")["stats"]
+    pings: dict[str, subprocess.CompletedProcess[str]] = {}
+
+    def pinger(peer: Peer) -> None:
+        pings[peer.name] = fld.ping(peer, count=150, interval="0.1", wait=5)
+
+    threads = [threading.Thread(target=pinger, args=(p,)) for p in fld.peers]
+    for t in threads:
+        t.start()
+    attack = fld.attacker.exec("env", f"PYTHONPATH={Path.cwd()}", sys.executable, "-m", "tests.interop.hostile",
+                               GW_WAN[4], "198.51.100.0/24", "400", check=False, timeout=300)
+    for t in threads:
+        t.join()
+    assert attack.returncode == 0, attack.stdout + attack.stderr
+    for name, out in pings.items():
+        assert out.returncode == 0 and " 0% packet loss" in out.stdout, (name, out.stdout[-300:])
+    assert all(Path(f"/proc/{p}").exists() for p in pids) and fld.pids() == pids  # no worker restarted
+    assert {(r["conn_id"], r["spi_i"], r["spi_r"]) for r in ike_sas(gw)} >= sas
+    st = gw.call("stats")["stats"]
+    assert st["dropped"] > st0["dropped"], st
+    # the half-open SAs the floods made expire (or stay capped): the engines come back down
+    wait_for(lambda: gw.call("stats")["stats"]["engines"] <= len(sas) + 2, 120, "half-open SAs to expire",
+             step=1.0)
+    grown = {p: _rss_kb(p) - rss[p] for p in pids}
+    sys.stderr.write(f"RSS before {rss} growth kB {grown} stats {st}\n")
+    assert all(g < 30_000 for g in grown.values()), grown
+    fld.wait_up()
