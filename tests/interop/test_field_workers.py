@@ -369,3 +369,68 @@ def test_hostile_traffic_spares_the_workers_and_the_tunnels(fld: Field) -> None:
     sys.stderr.write(f"RSS before {rss} growth kB {grown} stats {st}\n")
     assert all(g < 30_000 for g in grown.values()), grown
     fld.wait_up()
+
+
+def _shell(fld: Field, *lines: str) -> str:
+    assert fld.gw is not None
+    answer = fld.gw.call("shell", lines=list(lines))
+    assert not answer["error"], answer["output"]
+    return str(answer["output"])
+
+
+def test_undo_of_a_policy_removes_its_sas_on_their_worker_and_redo_brings_them_back(fld: Field) -> None:
+    """``undo ipsec policy pol1 20`` with both tunnels up: sw4 (the other worker's peer) hears the Delete
+    and ikegate holds nothing of it, sw6's SA stays; the policy typed again comes back up by itself."""
+    assert fld.gw is not None
+    fld.wait_up()
+    sw6, sw4 = fld.peers
+    keep, old = sw6.ike()[0].uniqueid, sw4.ike()[0].uniqueid
+    _shell(fld, "system-view", "undo ipsec policy pol1 20", "return")
+    wait_for(lambda: all(sa.uniqueid != old for sa in sw4.charon.sas()), what="the Delete at sw4")
+    assert f"received DELETE for IKE_SA sw4[{old}]" in sw4.charon.log()
+    wait_for(lambda: fld.sas_of(sw4) == [] and fld.sas_of(sw4, 2) == [], what="sw4's SAs gone at ikegate")
+    assert [sa.uniqueid for sa in sw6.ike()] == [keep] and fld.ping(sw6).returncode == 0
+    reasons = {r["peer"]: r["reason"] for r in fld.gw.call("offline")["offline"]}
+    assert reasons.get(sw4.address) == "config modify or manual offline", reasons
+    _shell(fld, "system-view", "ipsec policy pol1 20 isakmp", "security acl 3002", "ike-peer sw4", "proposal esp1",
+           "sa trigger-mode auto", "return")
+    fld.wait_up(sw4)
+    assert fld.ping(sw4).returncode == 0
+    (sa,) = fld.sas_of(sw4)
+    assert (sa["conn_id"] - 1) % WORKERS == _owner(sw4), sa
+    assert [sa.uniqueid for sa in sw6.ike()] == [keep]
+
+
+def test_default_dpd_finds_both_vanished_peers_and_the_tunnels_return(fld: Field) -> None:
+    """The default DPD (on-demand, idle 30 s, 3 probes 15 s apart): both peers' WAN links go down while
+    hostA pings them, one peer per worker; each worker declares its peer dead (offline reason ``dpd
+    timeout``) and drops its SAs; links up again, the auto policies bring both tunnels back."""
+    assert fld.gw is not None
+    gw = fld.gw
+    fld.wait_up()
+    dead_before = sum(1 for r in gw.call("offline")["offline"] if r["reason"] == "dpd timeout")
+    for peer in fld.peers:
+        peer.ns.ip("link", "set", "wan0", "down")
+    stop = threading.Event()
+
+    def traffic(peer: Peer) -> None:
+        while not stop.is_set():
+            fld.ping(peer, count=5, interval="1", wait=1)
+
+    threads = [threading.Thread(target=traffic, args=(p,), daemon=True) for p in fld.peers]
+    for t in threads:
+        t.start()
+    try:
+        wait_for(lambda: sum(1 for r in gw.call("offline")["offline"] if r["reason"] == "dpd timeout")
+                 >= dead_before + 2, 200, "both peers declared dead", step=1.0)
+        dead = {r["peer"] for r in gw.call("offline")["offline"] if r["reason"] == "dpd timeout"}
+        assert {p.address for p in fld.peers} <= dead
+        for peer in fld.peers:
+            wait_for(lambda p=peer: fld.sas_of(p, 2) == [], what=f"{peer.name}'s IPsec SA gone")  # type: ignore[misc]
+    finally:
+        for peer in fld.peers:
+            peer.ns.ip("link", "set", "wan0", "up")
+        stop.set()
+    for peer in fld.peers:
+        wait_for(lambda p=peer: fld.up(p), 120, f"{peer.name} back", step=0.5)  # type: ignore[misc]
+        assert fld.ping(peer).returncode == 0

@@ -215,6 +215,10 @@ class Gateway:
         #: timers and send nothing until the node becomes active.
         self.standby = False
         self._conns: dict[tuple[str, int], Connection] = {}
+        #: the (policy, seq) bound to an interface by the configuration (site-to-site and template), and
+        #: those a reload unbound whose SAs :meth:`start` has yet to delete
+        self._bound: frozenset[tuple[str, int]] = frozenset()
+        self._retired: set[tuple[str, int]] = set()
         self._template_policy: dict[str, tuple[IpsecPolicy, str]] = {}
         self._template_by_peer: dict[str, tuple[IpsecPolicy, str, str]] = {}
         #: the live ISAKMP SAs per peer address, port and identity, oldest first (dicts keep insertion
@@ -258,9 +262,15 @@ class Gateway:
     # ------------------------------------------------------------------ configuration
 
     def reload(self, config: Config) -> None:
-        """Take a new configuration: existing SAs stay; later decisions follow the new policies."""
+        """Take a new configuration: existing SAs stay, except those of a policy no longer bound to an
+        interface (``undo ipsec policy``, an interface's ``undo ipsec policy``): the next :meth:`start`
+        deletes them, telling the peer, as VRP does (offline reason ``config modify or manual offline``).
+        Later decisions follow the new policies."""
         self.config = config
         self._conns = {c.key: c for c in translate.connections(config)}
+        bound = frozenset(self._conns) | {(p.name, p.seq) for p, _tpl, _itf in translate.templates(config)}
+        self._retired = (self._retired | (self._bound - bound)) - bound
+        self._bound = bound
         self.dataplane.reload(config)
         lan: list[ipaddress.IPv4Address | ipaddress.IPv6Address] = []
         for itf in config.interfaces.values():
@@ -310,9 +320,21 @@ class Gateway:
         starts nothing: the active node's SAs are its SAs."""
         if self.standby:
             return
+        if self._retired:
+            self._delete_retired(now)
         for conn in self._conns.values():
             if conn.kind is PolicyKind.AUTO and (self.worker is None or self.worker.owns(str(conn.remote))):
                 self._bring_up(conn, now)
+
+    def _delete_retired(self, now: float) -> None:
+        """Delete the SAs of the policies a reload unbound: their IKE SAs with every child, then the IPsec
+        SAs of theirs living under an IKE SA of another policy."""
+        retired, self._retired = self._retired, set()
+        entries = [e for name, seq in sorted(retired) for e in self.sad.by_policy(name, seq)]
+        entries.sort(key=lambda e: not isinstance(e, IkeSaEntry))
+        for entry in entries:
+            if self.sad.get(entry.conn_id) is entry:
+                self._delete_entry(entry, now, DeleteReason.MANUAL)
 
     def _bring_up(self, conn: Connection, now: float, *, defer: bool = True) -> None:
         """Initiate ``conn`` unless an IKE SA already serves it, ours or the peer's. While the peer is in
