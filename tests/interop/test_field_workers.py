@@ -371,6 +371,25 @@ def test_hostile_traffic_spares_the_workers_and_the_tunnels(fld: Field) -> None:
     fld.wait_up()
 
 
+@pytest.mark.parametrize("dependent", [True, False], ids=["dependent", "undo-dependent"])
+def test_ikev1_reset_conn_id_of_the_isakmp_sa_deletes_the_ipsec_sa_too(fld: Field, dependent: bool) -> None:
+    """``reset ike sa conn-id`` of sw4's ISAKMP SA, with ``ikev1 phase1-phase2 sa dependent`` and without
+    (the seed's precaution: then too): strongSwan hears the Delete of its IPsec SA and of the ISAKMP SA,
+    and the auto policy brings both back."""
+    fld.wait_up()
+    sw4 = fld.peers[1]
+    children = {(c.spi_in, c.spi_out) for c in sw4.children()}
+    _shell(fld, "system-view", f"{'' if dependent else 'undo '}ikev1 phase1-phase2 sa dependent", "return")
+    try:
+        (sa,) = fld.sas_of(sw4)
+        _reset_and_back(fld, f"reset ike sa conn-id {sa['conn_id']}", [sw4])
+        log = sw4.charon.log()
+        assert any(f"received DELETE for ESP CHILD_SA with SPI {spi:08x}" in log for pair in children for spi in pair)
+        assert not {(c.spi_in, c.spi_out) for c in sw4.children()} & children
+    finally:
+        _shell(fld, "system-view", "undo ikev1 phase1-phase2 sa dependent", "return")
+
+
 def _shell(fld: Field, *lines: str) -> str:
     assert fld.gw is not None
     answer = fld.gw.call("shell", lines=list(lines))
