@@ -1080,7 +1080,6 @@ class Gateway:
         """After feeding an engine: ship its datagrams, mirror its events, ship what they caused, re-arm
         its timer. The engine's own messages go first: an IKEv1 Quick Mode's last message must reach the
         peer before the ESP packets that the new SA releases (the peer installs it only then)."""
-        peer_before = sa.peer
         for packet, local, remote in sa.datagrams_to_send():
             self._send(packet, local, remote)
         while (event := sa.next_event()) is not None:
@@ -1102,8 +1101,8 @@ class Gateway:
         if sa.established:
             self._half_open.discard(sa)
         if isinstance(sa.handle, int) and (entry := self.sad.ike(sa.handle)) is not None:
-            if sa.peer != peer_before:
-                self.sad.move_peer(sa.handle, sa.peer[0], sa.peer[1])
+            if sa.peer[1] != entry.peer_port or sa.peer[0] != str(entry.peer_address):
+                self._peer_moved(sa, entry)
             entry.messages_in, entry.messages_out = sa.stats.messages_in, sa.stats.messages_out
         if sa.awaits_outbound:
             for child_spi in sa.children:
@@ -1114,6 +1113,17 @@ class Gateway:
             self._push_timer(when, sa)
         if self.on_change is not None:
             self.on_change(sa, now)
+
+    def _peer_moved(self, sa: Engine, entry: IkeSaEntry) -> None:
+        """The engine took the peer's new address or port from an authenticated message (a NAT mapping
+        changed, RFC 7296 §2.23; the engine has already moved): the SA database and the ESP of the IKE SA's
+        Child SAs follow. Compared with the database, not with the engine before the message: the engine
+        moves while it reads the message, before the controller services it."""
+        self.sad.move_peer(entry.conn_id, sa.peer[0], sa.peer[1])
+        remote = sa.peer if sa.peer[1] == self.natt_port or sa.udp_encap else (sa.peer[0], self.natt_port)
+        for child in self.sad.children(entry.conn_id):
+            if child.spi_in:
+                self.dataplane.move_sa(child.spi_in, remote)
 
     def _note_traffic(self, sa: Engine) -> None:
         """Tell the engine when ESP of its Child SAs last came in and went out (DPD's view of traffic).
