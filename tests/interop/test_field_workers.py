@@ -50,6 +50,8 @@ class Peer:
     version: int
     lan: str  # its protected /28
     host: str  # an address of it, on its loopback
+    conn_extra: str = ""  # more connection settings, "    key = value" lines
+    child_extra: str = ""  # more child settings, "        key = value" lines
 
     def conf(self) -> str:
         proposals = "aes256-sha256-x25519" if self.version == 2 else "aes256-sha256-modp2048"
@@ -60,7 +62,7 @@ class Peer:
     remote_addrs = {GW_WAN[self.family]}
     proposals = {proposals}
     mobike = no
-    local {{
+{self.conn_extra}    local {{
       auth = psk
       id = {self.address}
     }}
@@ -73,7 +75,7 @@ class Peer:
         local_ts = {self.lan}
         remote_ts = {SITE_A_V4}
         esp_proposals = aes256-sha256
-      }}
+{self.child_extra}      }}
     }}
   }}
 }}
@@ -388,6 +390,51 @@ def test_ikev1_reset_conn_id_of_the_isakmp_sa_deletes_the_ipsec_sa_too(fld: Fiel
         assert not {(c.spi_in, c.spi_out) for c in sw4.children()} & children
     finally:
         _shell(fld, "system-view", "undo ikev1 phase1-phase2 sa dependent", "return")
+
+
+def test_rekeys_by_strongswan_under_traffic_lose_no_ping(fld: Field) -> None:
+    """Both peers rekey often (IKEv2: Child SA every 4 s, IKE SA every 7 s; IKEv1: Quick Mode every 4 s,
+    Main Mode every 7 s) while hostA pings each every 0.1 s: no ping is lost across the rekeys, on
+    either worker, and both sides agree on the IKE SAs."""
+    assert fld.gw is not None
+    fld.wait_up()
+    firsts = {}
+    for peer in fld.peers:
+        peer.conn_extra = "    rekey_time = 7s\n    rand_time = 0\n    over_time = 20s\n"
+        peer.child_extra = "        rekey_time = 4s\n        rand_time = 0\n        life_time = 60s\n"
+        peer.charon.load(peer.conf())
+        firsts[peer.name] = peer.ike()[0].uniqueid
+        out = peer.charon.terminate("--ike", peer.name)  # the new settings take effect on a new IKE SA
+        assert out.returncode == 0, out.stdout
+    try:
+        fld.wait_up()
+        wait_for(lambda: all(fld.ping(p, count=1, wait=1).returncode == 0 for p in fld.peers), what="traffic")
+        def established(peer: Peer) -> int:  # Child SAs strongSwan set up so far (new, rekeyed)
+            return sum(1 for line in peer.charon.log().splitlines()
+                       if "CHILD_SA net{" in line and "} established with SPIs" in line)
+
+        before = {p.name: established(p) for p in fld.peers}
+        pings: dict[str, subprocess.CompletedProcess[str]] = {}
+        threads = [threading.Thread(target=lambda p=p: pings.__setitem__(p.name, fld.ping(p, 150, "0.1", 5)))
+                   for p in fld.peers]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        for peer in fld.peers:
+            assert established(peer) >= before[peer.name] + 2, peer.name  # rekeyed during the pings
+            assert " 0% packet loss" in pings[peer.name].stdout, (peer.name, pings[peer.name].stdout[-400:])
+        for peer in fld.peers:  # still rekeying: both sides hold the same IKE SAs (a replaced one may linger)
+            wait_for(lambda p=peer: {(r["spi_i"], r["spi_r"]) for r in fld.sas_of(p)}  # type: ignore[misc]
+                     == {(sa.raw["initiator-spi"], sa.raw["responder-spi"]) for sa in p.charon.sas()},
+                     what=f"the same IKE SAs with {peer.name} on both sides")
+        assert fld.gw.call("stats")["stats"]["misrouted"] == 0
+    finally:
+        for peer in fld.peers:
+            peer.conn_extra = peer.child_extra = ""
+            peer.charon.load(peer.conf())
+            peer.charon.terminate("--ike", peer.name)
+        fld.wait_up()
 
 
 def _shell(fld: Field, *lines: str) -> str:
