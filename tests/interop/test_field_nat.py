@@ -220,3 +220,20 @@ def test_nat_mapping_change_is_followed_without_mobike(nl: NatLab) -> None:
     out = nl.ping_host()
     assert out.returncode == 0, out.stdout
     assert len(nl.charon.sas()) == 1 and nl.gw.call("stats")["stats"]["misrouted"] == 0
+
+
+def test_reset_of_the_template_sa_waits_for_the_peer(nl: NatLab) -> None:
+    """``reset ike sa`` on the template side (site-to-multisite): strongSwan hears the Delete through the
+    NAT, ikegate initiates nothing (it could not reach a peer behind a NAT anyway); the peer comes back
+    when it initiates again."""
+    wait_for(nl.up, what="the tunnel")
+    old = nl.charon.sas()[0].uniqueid
+    answer = nl.gw.call("shell", lines=["reset ike sa"])
+    assert not answer["error"], answer["output"]
+    wait_for(lambda: all(sa.uniqueid != old for sa in nl.charon.sas()), what="the Delete at strongSwan")
+    assert f"received DELETE for IKE_SA gw[{old}]" in nl.charon.log()
+    assert ike_sas(nl.gw) == [] and nl.gw.call("stats")["stats"]["negotiations_started"] == 0
+    answer = nl.charon.initiate("net")
+    assert answer.returncode == 0, answer.stdout + answer.stderr
+    wait_for(nl.up, what="the tunnel again")
+    assert nl.ping_sw().returncode == 0 and nl.gw.call("stats")["stats"]["negotiations_started"] == 0
