@@ -437,6 +437,34 @@ def test_rekeys_by_strongswan_under_traffic_lose_no_ping(fld: Field) -> None:
         fld.wait_up()
 
 
+def test_reset_of_a_traffic_based_policy_waits_for_traffic_on_any_worker(fld: Field) -> None:
+    """sw6's policy switched to ``sa trigger-mode traffic-based``; ``reset ike sa remote``: nothing is
+    negotiated until hostA sends to sw6 (its packets reach the TUN queue of either worker and are handed
+    to the owner), then the tunnel comes back; switched back to auto afterwards."""
+    assert fld.gw is not None
+    gw = fld.gw
+    fld.wait_up()
+    sw6 = fld.peers[0]
+    _shell(fld, "system-view", "ipsec policy pol1 10 isakmp", "sa trigger-mode traffic-based", "return")
+    try:
+        started = gw.call("stats")["stats"]["negotiations_started"]
+        old = sw6.ike()[0].uniqueid
+        _shell(fld, f"reset ike sa remote {sw6.address}")
+        wait_for(lambda: all(sa.uniqueid != old for sa in sw6.charon.sas()), what="the Delete at sw6")
+        # the other peer's tunnel answers a full ping round: by then an auto re-initiation would have begun
+        assert fld.ping(fld.peers[1]).returncode == 0
+        assert fld.sas_of(sw6) == [] and sw6.ike() == []
+        assert gw.call("stats")["stats"]["negotiations_started"] == started
+        wait_for(lambda: fld.ping(sw6, count=1, wait=1).returncode == 0, what="traffic bringing sw6 back",
+                 step=0.2)
+        assert gw.call("stats")["stats"]["negotiations_started"] == started + 1
+        (sa,) = fld.sas_of(sw6)
+        assert (sa["conn_id"] - 1) % WORKERS == _owner(sw6), sa
+    finally:
+        _shell(fld, "system-view", "ipsec policy pol1 10 isakmp", "sa trigger-mode auto", "return")
+    fld.wait_up()
+
+
 def _shell(fld: Field, *lines: str) -> str:
     assert fld.gw is not None
     answer = fld.gw.call("shell", lines=list(lines))

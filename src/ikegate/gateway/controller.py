@@ -1484,9 +1484,12 @@ class Gateway:
             self._arm(meta.conn.key)
 
     def _kind_of(self, meta: _Meta, child: ChildSaConfig | None) -> PolicyKind:
+        """How the policy of ``meta``'s SA comes back after a deletion: as configured now (``sa
+        trigger-mode`` may have changed since the SA was negotiated), not as it was then."""
         if child is not None and child.template is not None:
             return PolicyKind.TEMPLATE
-        return meta.kind
+        current = self._conns.get(meta.conn.key) if meta.conn is not None else None
+        return current.kind if current is not None else meta.kind
 
     def _on_ike_down(self, sa: Engine, reason: DeleteReason, now: float) -> None:
         meta = self._meta.get(sa)
@@ -1528,7 +1531,7 @@ class Gateway:
         conn = self._conns.get(meta.conn.key)
         if conn is None:
             return
-        action = after_delete(meta.kind, 1)
+        action = after_delete(conn.kind, 1)  # the trigger mode configured now
         if action is Action.REINITIATE:
             if reason in (DeleteReason.MANUAL, DeleteReason.DPD_TIMEOUT):
                 # At once after a dead peer too (strongSwan's dpd_action=restart): detection already took

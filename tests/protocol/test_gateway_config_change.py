@@ -1,5 +1,6 @@
-"""A policy unbound while its SAs are up (``undo ipsec policy``): the gateway deletes them, telling the peer,
-and does not bring them back; a policy left in place keeps its SAs. Whole gateways in memory."""
+"""Configuration changes while SAs are up, whole gateways in memory: a policy unbound (``undo ipsec
+policy``) loses its SAs (the peer is told) and does not come back; a policy left in place keeps its SAs;
+a changed ``sa trigger-mode`` decides how the policy comes back after its SAs go."""
 
 from __future__ import annotations
 
@@ -43,3 +44,17 @@ def test_unbinding_a_template_policy_deletes_the_sas_it_accepted() -> None:
     assert len(hq.sad) == 0
     net.pump()
     assert [r.reason for r in b1.sad.offline.entries()].count("peer request") >= 1
+
+
+def test_a_trigger_mode_changed_to_traffic_based_waits_for_traffic_after_a_reset() -> None:
+    net, _hq, b1, _b2 = lab()
+    started = b1.stats.negotiations_started
+    b1.reload(lab_config("branch1", {"sa trigger-mode auto": "sa trigger-mode traffic-based"}))
+    b1.start(net.now)
+    assert len(b1.sad) == 2  # the change alone keeps the SAs
+    assert b1.reset_ike_sa(net.now) == 2
+    net.step(120.0)
+    assert len(b1.sad) == 0 and b1.stats.negotiations_started == started  # negotiated as auto, back as configured
+    b1.ping(net.now, "10.1.1.1", "10.0.0.1", 1, 1)  # traffic for the policy
+    net.pump()
+    assert sorted(e.phase for e in b1.sad.entries()) == [1, 2] and b1.stats.negotiations_started == started + 1
