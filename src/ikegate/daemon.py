@@ -386,6 +386,8 @@ class Daemon:
             # ESP packets this gateway accepted and sent, over every SA it ever had (deleted ones included)
             "esp_packets_in": st.esp.get(("packets", "in"), 0),
             "esp_packets_out": st.esp.get(("packets", "out"), 0),
+            # ESP packets the dataplane dropped, by reason (spi: no such SA, replay, icv, ...)
+            "esp_drops": {reason: n for (kind, reason), n in st.esp.items() if kind == "drops"},
         }}
 
     def _op_offline(self, req: dict[str, Any]) -> dict[str, Any]:

@@ -34,6 +34,8 @@ class Net:
     drop: Callable[[bytes, Addr, Addr], bool] = lambda data, src, dst: False
     #: a NAT in front of some gateways: inside address -> outside address (ports are kept)
     nat: dict[str, str] = field(default_factory=dict)
+    #: the NAT's port mapping (inside port -> outside port; unlisted ports are kept)
+    nat_ports: dict[int, int] = field(default_factory=dict)
     seen: list[tuple[bytes, Addr, Addr]] = field(default_factory=list)
     #: raw ESP (IP protocol 50) that crossed the network: (packet, source address, destination address)
     seen_raw: list[tuple[bytes, str, str]] = field(default_factory=list)
@@ -49,9 +51,12 @@ class Net:
             for gw in list(dict.fromkeys(self.gateways.values())):
                 for data, local, remote in gw.datagrams_to_send():
                     moved = True
-                    src = (self.nat.get(local[0], local[0]), local[1])  # source rewritten by the NAT
+                    natted = local[0] in self.nat
+                    src = (self.nat.get(local[0], local[0]),  # source rewritten by the NAT
+                           self.nat_ports.get(local[1], local[1]) if natted else local[1])
                     inside = {v: k for k, v in self.nat.items()}
-                    to = (inside.get(remote[0], remote[0]), remote[1])  # the NAT maps replies back in
+                    port_in = {v: k for k, v in self.nat_ports.items()} if remote[0] in inside else {}
+                    to = (inside.get(remote[0], remote[0]), port_in.get(remote[1], remote[1]))  # replies mapped back in
                     self.seen.append((data, src, to))
                     dst = self.gateways.get(to[0])
                     if dst is None or self.drop(data, local, remote):

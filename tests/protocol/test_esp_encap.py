@@ -103,3 +103,29 @@ def test_raw_esp_from_an_unknown_spi_or_short_is_dropped_without_harm() -> None:
     hq.receive_esp(b"\x01", "127.0.0.12", net.now)
     assert hq.stats.esp_dropped == before + 2
     assert _ping(net, br) == [(5, 1), (5, 2), (5, 3)]  # the SA is untouched
+
+
+@pytest.mark.parametrize("version", [1, 2])
+def test_a_nat_mapping_change_moves_the_ike_sa_and_its_esp(version: int) -> None:
+    """The NAT in front of the branch maps its 4500 to another outside port (its old mapping timed out):
+    HQ learns the new port from the branch's next authenticated IKE message (its periodic DPD here) and
+    sends IKE and ESP there (RFC 7296 §2.23): the SA database shows it and pings from HQ's side pass.
+    Before, the engine moved but the database and the ESP of the Child SAs stayed on the old port."""
+    net = Net()
+    net.nat = {"127.0.0.12": "203.0.113.5"}
+    dpd = {" remote-address 127.0.0.11": " remote-address 127.0.0.11\n dpd type periodic\n dpd idle-time 10"}
+    hq = net.add(Gateway(lab_config("hq", P1 if version == 1 else None)))
+    br = net.add(Gateway(lab_config("branch1", {**P1, **V1, **dpd} if version == 1 else dpd)))
+    net.gateways["203.0.113.5"] = br
+    br.start(net.now)
+    net.pump()
+    assert _ping(net, br) == [(5, 1), (5, 2), (5, 3)]
+    ike = next(e for e in hq.sad.entries() if isinstance(e, IkeSaEntry))
+    assert (str(ike.peer_address), ike.peer_port) == ("203.0.113.5", 4500)
+    net.nat_ports = {4500: 61000}
+    net.step(30.0)  # the branch's DPD goes out through the new mapping
+    ike = next(e for e in hq.sad.entries() if isinstance(e, IkeSaEntry))
+    assert ike.peer_port == 61000 and _child(hq).peer_port == 61000
+    hq.ping(net.now, "10.0.0.1", "10.1.1.1", 7, 1)  # HQ's own ping out of its LAN address
+    esp = [(local, remote) for d, local, remote in hq.datagrams_to_send() if d[:4] != bytes(4)]
+    assert esp == [(("127.0.0.11", 4500), ("203.0.113.5", 61000))]  # through the new mapping

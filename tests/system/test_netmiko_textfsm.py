@@ -17,6 +17,7 @@ import pytest
 from ikegate.textfsm import template_dir
 from tests.system.procs import free_port_pair, gateway
 from tests.system.test_ssh import ADMIN_PW, NETMIKO_WAITS, access_config, free_tcp_port, netmiko_lab
+from tests.waiting import wait_for
 
 pytestmark = pytest.mark.system
 
@@ -106,3 +107,52 @@ def test_netmiko_autodetect_finds_huawei(tmp_path: Path) -> None:
             assert max(detect.potential_matches, key=detect.potential_matches.__getitem__) == "huawei"
         finally:
             detect.connection.disconnect()
+
+
+def test_reset_and_save_the_ways_automation_writes_them(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Against the default ``ikegate run`` (a worker per CPU): ``reset ike sa`` by ``send_command``,
+    ``send_command_timing`` and with an ``expect_string`` allowing a ``[Y/N]`` question (the USG asks
+    none), a conn-id taken from the TextFSM table; ``save`` answered by ``send_multiline``;
+    ``send_config_set(error_pattern=...)`` raising on a bad line. HQ is a
+    template (it waits) and Branch1's auto policy brings the tunnel back after each reset."""
+    import os
+
+    from netmiko import ConfigInvalidException, ConnectHandler
+
+    monkeypatch.setenv("NET_TEXTFSM", template_dir())
+    with netmiko_lab(tmp_path, 8) as lab:
+        assert lab.hq.call("stats")["stats"]["workers"] == (os.cpu_count() or 1)
+        device = ConnectHandler(device_type="huawei", host=lab.hq_addr, port=lab.ssh_port, username="admin",
+                                password=ADMIN_PW, fast_cli=True, **NETMIKO_WAITS)
+        try:
+            def phase1() -> list[dict[str, Any]]:
+                rows = device.send_command("display ike sa", use_textfsm=True)
+                return [r for r in rows if r["phase"] == "1"] if isinstance(rows, list) else []
+
+            def back(old: set[str]) -> bool:  # through the control socket: cheaper to poll than SSH
+                rows = [r for r in lab.hq.sas() if r["phase"] == 1]
+                return len(rows) == 1 and str(rows[0]["conn_id"]) not in old and lab.hq.phases() == [1, 2]
+
+            for how in ("command", "timing", "expect"):
+                (sa,) = phase1()
+                command = f"reset ike sa conn-id {sa['conn_id']}" if how == "command" else "reset ike sa"
+                if how == "command":
+                    out = device.send_command(command)
+                elif how == "timing":
+                    out = device.send_command_timing(command)
+                else:
+                    out = device.send_command(command, expect_string=r"\[Y/N\]|<HQ>")
+                assert "Error" not in out and "[Y/N]" not in out, out
+                wait_for(lambda old={sa["conn_id"]}: back(old), what=f"the tunnel back after reset ({how})")
+
+            out = device.send_multiline([["save", r"\[Y/N\]"], ["Y", r"<HQ>"]])
+            assert "Save the configuration successfully" in out, out
+
+            with pytest.raises(ConfigInvalidException):
+                device.send_config_set(["ike proposal 30", "no such command"], error_pattern=r"Error")
+            device.exit_config_mode()
+            assert device.find_prompt() == "<HQ>"
+            out = device.send_command("reset ike sa conn-id 4294967295")
+            assert out.startswith("Info:") and "nothing was deleted" in out, out
+        finally:
+            device.disconnect()

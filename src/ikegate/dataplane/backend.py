@@ -122,6 +122,11 @@ class Backend(Protocol):
         """Remove the Child SA with inbound SPI ``spi``; False when there was none."""
         ...
 
+    def move_sa(self, spi: int, remote: Addr) -> bool:
+        """The peer of the Child SA with inbound SPI ``spi`` moved (a NAT mapping change learnt from an
+        authenticated IKE message): its ESP goes to ``remote`` from now on. False when there was none."""
+        ...
+
     def install_trap(self, policy: PolicyKey) -> None:
         """Arm ``policy``: its traffic without SA raises :class:`Acquire`."""
         ...
@@ -236,6 +241,13 @@ class UserspaceBackend:
             return False
         self.spd.remove(spi)
         add_pair_counts(self.retired, tunnel.pair)  # totals outlive the SA (metrics count from them)
+        return True
+
+    def move_sa(self, spi: int, remote: Addr) -> bool:
+        tunnel = self._by_spi.get(spi)
+        if tunnel is None:
+            return False
+        tunnel.remote, tunnel.remote_ip = remote, _ip(remote[0])  # the SPD holds the same tunnel
         return True
 
     def totals(self) -> Counter[CountKey]:

@@ -215,6 +215,10 @@ class Gateway:
         #: timers and send nothing until the node becomes active.
         self.standby = False
         self._conns: dict[tuple[str, int], Connection] = {}
+        #: the (policy, seq) bound to an interface by the configuration (site-to-site and template), and
+        #: those a reload unbound whose SAs :meth:`start` has yet to delete
+        self._bound: frozenset[tuple[str, int]] = frozenset()
+        self._retired: set[tuple[str, int]] = set()
         self._template_policy: dict[str, tuple[IpsecPolicy, str]] = {}
         self._template_by_peer: dict[str, tuple[IpsecPolicy, str, str]] = {}
         #: the live ISAKMP SAs per peer address, port and identity, oldest first (dicts keep insertion
@@ -259,9 +263,15 @@ class Gateway:
     # ------------------------------------------------------------------ configuration
 
     def reload(self, config: Config) -> None:
-        """Take a new configuration: existing SAs stay; later decisions follow the new policies."""
+        """Take a new configuration: existing SAs stay, except those of a policy no longer bound to an
+        interface (``undo ipsec policy``, an interface's ``undo ipsec policy``): the next :meth:`start`
+        deletes them, telling the peer, as VRP does (offline reason ``config modify or manual offline``).
+        Later decisions follow the new policies."""
         self.config = config
         self._conns = {c.key: c for c in translate.connections(config)}
+        bound = frozenset(self._conns) | {(p.name, p.seq) for p, _tpl, _itf in translate.templates(config)}
+        self._retired = (self._retired | (self._bound - bound)) - bound
+        self._bound = bound
         self.dataplane.reload(config)
         lan: list[ipaddress.IPv4Address | ipaddress.IPv6Address] = []
         for itf in config.interfaces.values():
@@ -311,9 +321,21 @@ class Gateway:
         starts nothing: the active node's SAs are its SAs."""
         if self.standby:
             return
+        if self._retired:
+            self._delete_retired(now)
         for conn in self._conns.values():
             if conn.kind is PolicyKind.AUTO and (self.worker is None or self.worker.owns(str(conn.remote))):
                 self._bring_up(conn, now)
+
+    def _delete_retired(self, now: float) -> None:
+        """Delete the SAs of the policies a reload unbound: their IKE SAs with every child, then the IPsec
+        SAs of theirs living under an IKE SA of another policy."""
+        retired, self._retired = self._retired, set()
+        entries = [e for name, seq in sorted(retired) for e in self.sad.by_policy(name, seq)]
+        entries.sort(key=lambda e: not isinstance(e, IkeSaEntry))
+        for entry in entries:
+            if self.sad.get(entry.conn_id) is entry:
+                self._delete_entry(entry, now, DeleteReason.MANUAL)
 
     def _bring_up(self, conn: Connection, now: float, *, defer: bool = True) -> None:
         """Initiate ``conn`` unless an IKE SA already serves it, ours or the peer's. While the peer is in
@@ -1068,7 +1090,6 @@ class Gateway:
         """After feeding an engine: ship its datagrams, mirror its events, ship what they caused, re-arm
         its timer. The engine's own messages go first: an IKEv1 Quick Mode's last message must reach the
         peer before the ESP packets that the new SA releases (the peer installs it only then)."""
-        peer_before = sa.peer
         for packet, local, remote in sa.datagrams_to_send():
             self._send(packet, local, remote)
         while (event := sa.next_event()) is not None:
@@ -1093,8 +1114,8 @@ class Gateway:
                 self._guard.prove(self._half_open.source_of(sa) or sa.peer[0], now)
             self._half_open.discard(sa)
         if isinstance(sa.handle, int) and (entry := self.sad.ike(sa.handle)) is not None:
-            if sa.peer != peer_before:
-                self.sad.move_peer(sa.handle, sa.peer[0], sa.peer[1])
+            if sa.peer[1] != entry.peer_port or sa.peer[0] != str(entry.peer_address):
+                self._peer_moved(sa, entry)
             entry.messages_in, entry.messages_out = sa.stats.messages_in, sa.stats.messages_out
         if sa.awaits_outbound:
             for child_spi in sa.children:
@@ -1105,6 +1126,17 @@ class Gateway:
             self._push_timer(when, sa)
         if self.on_change is not None:
             self.on_change(sa, now)
+
+    def _peer_moved(self, sa: Engine, entry: IkeSaEntry) -> None:
+        """The engine took the peer's new address or port from an authenticated message (a NAT mapping
+        changed, RFC 7296 §2.23; the engine has already moved): the SA database and the ESP of the IKE SA's
+        Child SAs follow. Compared with the database, not with the engine before the message: the engine
+        moves while it reads the message, before the controller services it."""
+        self.sad.move_peer(entry.conn_id, sa.peer[0], sa.peer[1])
+        remote = sa.peer if sa.peer[1] == self.natt_port or sa.udp_encap else (sa.peer[0], self.natt_port)
+        for child in self.sad.children(entry.conn_id):
+            if child.spi_in:
+                self.dataplane.move_sa(child.spi_in, remote)
 
     def _note_traffic(self, sa: Engine) -> None:
         """Tell the engine when ESP of its Child SAs last came in and went out (DPD's view of traffic).
@@ -1465,9 +1497,12 @@ class Gateway:
             self._arm(meta.conn.key)
 
     def _kind_of(self, meta: _Meta, child: ChildSaConfig | None) -> PolicyKind:
+        """How the policy of ``meta``'s SA comes back after a deletion: as configured now (``sa
+        trigger-mode`` may have changed since the SA was negotiated), not as it was then."""
         if child is not None and child.template is not None:
             return PolicyKind.TEMPLATE
-        return meta.kind
+        current = self._conns.get(meta.conn.key) if meta.conn is not None else None
+        return current.kind if current is not None else meta.kind
 
     def _on_ike_down(self, sa: Engine, reason: DeleteReason, now: float) -> None:
         meta = self._meta.get(sa)
@@ -1509,7 +1544,7 @@ class Gateway:
         conn = self._conns.get(meta.conn.key)
         if conn is None:
             return
-        action = after_delete(meta.kind, 1)
+        action = after_delete(conn.kind, 1)  # the trigger mode configured now
         if action is Action.REINITIATE:
             if reason in (DeleteReason.MANUAL, DeleteReason.DPD_TIMEOUT):
                 # At once after a dead peer too (strongSwan's dpd_action=restart): detection already took
