@@ -378,6 +378,8 @@ class Daemon:
             "handed_over": st.handed_over,
             "handed_direct": st.handed_direct,
             "handoff_dropped": st.handoff_dropped,
+            "lan_missteered": st.lan_missteered,
+            "tun_steered": st.tun_steered,
             "workers": st.workers,
             "engines": st.engines,
             "ike_sas": sum(st.ike_sas.values()),

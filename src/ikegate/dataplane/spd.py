@@ -329,6 +329,8 @@ class Spd(Generic[T]):
         self.acquires = 0
         self.hold_drops = 0
         self.no_sa_drops = 0
+        #: bumped by every install and removal (placement workers republish their TUN steering on change)
+        self.generation = 0
         if config is not None:
             self.reload(config, arm_traps=arm_traps)
 
@@ -498,6 +500,7 @@ class Spd(Generic[T]):
         inst = _Installed(key, sa, [_compile_ts(t) for t in ts_local], [_compile_ts(t) for t in ts_remote],
                           ts_local, ts_remote, self._order, policy)
         self._installed[key] = inst
+        self.generation += 1
         self._place(inst)
         self._flows.clear()
         released: list[bytes] = []
@@ -539,6 +542,7 @@ class Spd(Generic[T]):
         inst = self._installed.pop(key, None)
         if inst is None:
             return None
+        self.generation += 1
         for index in inst.rules:
             self._index[index].remove(inst)
         self._flows.clear()
@@ -559,6 +563,12 @@ class Spd(Generic[T]):
     def get(self, key: object) -> T | None:
         inst = self._installed.get(key)
         return inst.value if inst is not None else None
+
+    def remote_selectors(self) -> Iterator[TrafficSelector]:
+        """The remote traffic selectors of every installed SA: where this process's SAs lead (a placement
+        worker steers the TUN's packets to those destinations to its own queue)."""
+        for inst in self._installed.values():
+            yield from inst.ts_remote
 
     def held(self, policy: PolicyKey, rule: int) -> int:
         """How many packets wait for an SA on one rule."""

@@ -215,6 +215,11 @@ class GatewayStats:
     #: owner's mesh socket was full (it never blocks on a slow peer)
     handed_direct: int = 0
     handoff_dropped: int = 0
+    #: protected-side packets a worker's TUN queue read for a flow another worker holds or owns (each one
+    #: handed over; zero while the eBPF steering of :mod:`ikegate.workers.tunsteer` works), and the workers
+    #: whose TUN queues that steering serves (each counts 1)
+    lan_missteered: int = 0
+    tun_steered: int = 0
 
 
 @dataclass(slots=True)

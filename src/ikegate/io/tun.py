@@ -36,7 +36,7 @@ import os
 import socket
 import struct
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 from ikegate.dataplane.packet import PacketError, parse_ip
 from ikegate.gateway.controller import Gateway
@@ -106,6 +106,15 @@ class TunDevice:
         except OSError as exc:
             self.close()
             raise TunError(exc.errno, f"cannot bring up TUN {name}: {exc.strerror}") from exc
+
+    @classmethod
+    def adopt(cls, name: str, fd: int) -> TunDevice:
+        """A queue of ``name`` another process opened and passed down (a placement worker's: the supervisor
+        attaches the queues in worker order, see :mod:`ikegate.workers.tunsteer`), already configured."""
+        device = cls.__new__(cls)
+        device.fd, device.name = fd, name
+        os.set_blocking(fd, False)
+        return device
 
     def _configure(self, mtu: int | None) -> None:
         """``ip link set NAME mtu M up`` without running ``ip``: two ioctls on any socket."""
@@ -245,13 +254,14 @@ class TunBridge:
 
 
 def open_bridge(gateway: Gateway, mapping: dict[str, str], runner: UdpRunner, *,
-                multi_queue: bool = False) -> TunBridge:
+                multi_queue: bool = False, fds: Mapping[str, int] | None = None) -> TunBridge:
     """``--tun ITF=TUN`` for each item of ``mapping``: open (create) and bring up each TUN, bind it to the
     gateway and hook it to ``runner``'s flushes.
 
     The VRP interface must exist and must not carry an ``ipsec policy``: it is the protected side, whose
     ``ip address`` is the gateway's own LAN address (pings to it are answered by the gateway itself).
-    ``multi_queue``: attach one queue of a multi-queue device (each placement worker attaches its own).
+    ``multi_queue``: attach one queue of a multi-queue device (each placement worker attaches its own);
+    ``fds``: queues already attached, by TUN name (a worker's, passed down by the supervisor).
     """
     bridge = TunBridge(gateway, runner.loop, runner.flush, runner.now)
     try:
@@ -264,7 +274,9 @@ def open_bridge(gateway: Gateway, mapping: dict[str, str], runner: UdpRunner, *,
                 raise TunError(errno.EINVAL, f"--tun {itf_name}={tun_name}: {itf_name} carries ipsec policy "
                                              f"{itf.ipsec_policy}; a TUN stands for a protected-side interface")
             networks = tuple(i.network for i in itf.ipv4) + tuple(i.network for i in itf.ipv6)
-            bridge.add(TunDevice(tun_name, multi_queue=multi_queue), networks)
+            fd = None if fds is None else fds.get(tun_name)
+            device = TunDevice(tun_name, multi_queue=multi_queue) if fd is None else TunDevice.adopt(tun_name, fd)
+            bridge.add(device, networks)
             log.info("TUN %s is the protected side of %s", tun_name, itf_name)
     except BaseException:
         bridge.close()

@@ -77,6 +77,7 @@ from ikegate.workers.mesh import Mesh
 from ikegate.workers.rpc import AsyncChannel, Channel, WorkerGone, gather
 from ikegate.workers.sockets import Groups, close_groups, open_groups
 from ikegate.workers.steering import Steering, esp_spi_owner
+from ikegate.workers.tunsteer import TunQueues
 from ikegate.workers.worker import CLAIM_NONE, WorkerOptions, command
 
 __all__ = ["RESTART_REASON", "FanoutDevice", "config_digest", "worker_count"]
@@ -153,6 +154,8 @@ class FanoutDevice:
         self._groups: Groups = {}
         #: the workers' direct path for protected-side packets (made at open, kept across restarts)
         self._mesh = Mesh(0)
+        #: each TUN's queues in worker order, and their eBPF steering (made at open, kept across restarts)
+        self._queues: TunQueues | None = None
         self._offline = OfflineLog()
         self._resets = 0
         self._committed = pickle.dumps(config, protocol=pickle.HIGHEST_PROTOCOL)
@@ -420,6 +423,7 @@ class FanoutDevice:
         self._groups = open_groups(self.local_addresses(), self._ports, self.steering, freebind=pair)
         self._mesh = Mesh(len(self.members))
         try:
+            self._open_queues()
             await asyncio.gather(*(self._spawn(m) for m in self.members))
             if pair:
                 self._keepalived = Keepalived(self._config, asyncio.get_running_loop(), self._on_role,
@@ -430,17 +434,42 @@ class FanoutDevice:
             await self._stop_all(0.0)
             close_groups(self._groups)
             self._mesh.close()
+            self._close_queues()
             if isinstance(exc, KeepalivedError):
                 raise DeviceError(f"hot standby: {exc}") from exc
             raise
         self._opened = True
         self._watchers = [asyncio.get_running_loop().create_task(self._watch(m)) for m in self.members]
 
+    def _open_queues(self) -> None:
+        """Attach every TUN's queues here, in worker order, and steer them by eBPF if the kernel lets us
+        (:mod:`ikegate.workers.tunsteer`); if not, say so once: the workers hand packets over as before."""
+        if not self._tun:
+            return
+        try:
+            self._queues = TunQueues(self._tun.values(), len(self.members))
+        except OSError as exc:
+            raise DeviceError(str(exc)) from exc
+        if self._queues.refused is not None:
+            self._log("WORKER", 4, "TUN_STEERING_OFF", "TUN queues are not steered by eBPF (LAN packets of "
+                      f"other workers' tunnels are handed over): {self._queues.refused}")
+
+    def _close_queues(self) -> None:
+        if self._queues is not None:
+            self._queues.close()
+            self._queues = None
+
+    def _queue_fds(self, member: _Member) -> tuple[dict[str, int], int | None]:
+        if self._queues is None:
+            return {}, None
+        return self._queues.fds(member.index), self._queues.map_fd
+
     def _options(self, member: _Member) -> WorkerOptions:
+        tun_fds, steer_map = self._queue_fds(member)
         return WorkerOptions(config=pickle.loads(self._committed), model=self._model, placement=member.placement,
                              ike_port=self._ports[0], natt_port=self._ports[1],
                              retransmit_tries=self._retransmit_tries, raw_esp=self._raw_esp, keylog=self._keylog,
-                             tun=self._tun)
+                             tun=self._tun, tun_fds=tun_fds, steer_map_fd=steer_map)
 
     async def _spawn(self, member: _Member) -> None:
         """Start worker ``member`` on its members of the groups and wait until it has opened."""
@@ -448,12 +477,14 @@ class FanoutDevice:
         events_here, events_there = socket.socketpair()
         fds = {local: socks[member.index].fileno() for local, socks in self._groups.items()}
         inbox, outs = self._mesh.fds(member.index)
+        tun_fds, steer_map = self._queue_fds(member)
+        queues = (*tun_fds.values(), *(() if steer_map is None else (steer_map,)))
         try:
             member.proc = await asyncio.create_subprocess_exec(
                 *command(member.index, self.steering, call_there.fileno(), events_there.fileno(), fds,
                          self._mesh.spec(member.index)),
                 pass_fds=(call_there.fileno(), events_there.fileno(), *fds.values(), inbox,
-                          *(fd for fd in outs if fd >= 0)),
+                          *(fd for fd in outs if fd >= 0), *queues),
                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
         finally:
             call_there.close()
@@ -557,6 +588,7 @@ class FanoutDevice:
         await self._stop_all(grace)
         close_groups(self._groups)
         self._mesh.close()
+        self._close_queues()
         self._opened = False
 
     async def _stop_all(self, grace: float) -> None:

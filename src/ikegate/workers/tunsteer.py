@@ -38,8 +38,10 @@ from collections.abc import Iterable, Mapping
 
 from ikegate.io import bpf
 from ikegate.io.bpf import R0, R1, R2, R3, R4, R6, R7, R10, Asm, Map, Program
+from ikegate.io.tun import TunDevice
 
-__all__ = ["KEY_SIZE", "Publisher", "Steerer", "attach", "expected", "key_of", "prefix_keys", "program"]
+__all__ = ["KEY_SIZE", "Publisher", "Steerer", "TunQueues", "attach", "destination_owner", "expected", "key_of",
+           "prefix_keys", "program"]
 
 log = logging.getLogger("ikegate.workers")
 
@@ -49,6 +51,7 @@ KEY_SIZE, VALUE_SIZE = 20, 4
 #: Prefixes the trie holds (each site-to-site rule's remote range is a few; each dial-up SA's one or two).
 MAX_ENTRIES = 65536
 _V4_MAPPED = bytes(10) + b"\xff\xff"
+_MAPPED_NET = ipaddress.IPv6Network("::ffff:0:0/96")
 _KEY = struct.Struct("=I16s")
 _VALUE = struct.Struct("=I")
 
@@ -67,6 +70,9 @@ def prefix_keys(family: int, start: int, end: int) -> list[Prefix]:
     for net in ipaddress.summarize_address_range(cls(start), cls(end)):
         if family == 4:
             out.append((96 + net.prefixlen, _V4_MAPPED + net.network_address.packed))
+        elif isinstance(net, ipaddress.IPv6Network) and net.supernet_of(_MAPPED_NET):
+            # an IPv6 range must not claim the IPv4 destinations mapped into it: leave that /96 out
+            out += [(n.prefixlen, n.network_address.packed) for n in net.address_exclude(_MAPPED_NET)]
         else:
             out.append((net.prefixlen, net.network_address.packed))
     return out
@@ -192,6 +198,51 @@ class Steerer:
     def close(self) -> None:
         self.program.close()
         self.map.close()
+
+
+class TunQueues:
+    """The supervisor's queues: for each TUN, one per worker, attached in index order and kept open for the
+    life of the device, so that queue *i* stays worker *i*'s across restarts; and the steering, when the
+    kernel takes it (``refused`` says why not: the device then runs on hash steering and hand-over)."""
+
+    def __init__(self, names: Iterable[str], workers: int) -> None:
+        self.queues: dict[str, list[TunDevice]] = {}
+        self.steerer: Steerer | None = None
+        self.refused: str | None = None
+        try:
+            for name in names:
+                self.queues[name] = [TunDevice(name, multi_queue=True) for _ in range(workers)]
+        except BaseException:
+            self.close()
+            raise
+        if not self.queues:
+            return
+        try:
+            self.steerer = Steerer()
+            for devices in self.queues.values():
+                attach(devices[0].fd, self.steerer.program.fd)
+        except OSError as exc:
+            if self.steerer is not None:
+                self.steerer.close()
+                self.steerer = None
+            self.refused = str(exc)
+
+    def fds(self, index: int) -> dict[str, int]:
+        """Worker ``index``'s queue of each TUN, by name."""
+        return {name: devices[index].fd for name, devices in self.queues.items()}
+
+    @property
+    def map_fd(self) -> int | None:
+        return None if self.steerer is None else self.steerer.map.fd
+
+    def close(self) -> None:
+        for devices in self.queues.values():
+            for device in devices:
+                device.close()
+        self.queues = {}
+        if self.steerer is not None:
+            self.steerer.close()
+            self.steerer = None
 
 
 def attach(queue_fd: int, program_fd: int) -> None:

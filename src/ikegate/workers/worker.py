@@ -34,14 +34,17 @@ from ikegate.dataplane.packet import PacketError, echo_request, parse_ip
 from ikegate.gateway.controller import Gateway
 from ikegate.gateway.device import DeviceModel, HrpState, Selection
 from ikegate.gateway.local import LocalDevice
+from ikegate.gateway.translate import connections
 from ikegate.ha.sync import Role
 from ikegate.ike.core.config import Addr
+from ikegate.io.bpf import Map
 from ikegate.io.udp import UdpRunner
 from ikegate.policy.model import Config
 from ikegate.sad import Placement, SaEntry
-from ikegate.workers.mesh import MeshEnds, parse_spec
+from ikegate.workers.mesh import WAN, MeshEnds, parse_spec, parse_wan, wan_frame
 from ikegate.workers.rpc import AsyncChannel, WorkerGone, read_frame, write_frame
 from ikegate.workers.steering import Steering, WorkerSlot, esp_spi_owner, peer_owner
+from ikegate.workers.tunsteer import KEY_SIZE, VALUE_SIZE, Prefix, Publisher, destination_owner, prefix_keys
 
 __all__ = ["CLAIM_NONE", "CLAIM_POLICY", "CLAIM_SA", "WorkerOptions", "main"]
 
@@ -72,6 +75,10 @@ class WorkerOptions:
     raw_esp: bool
     keylog: str | None
     tun: dict[str, str]
+    #: the queue of each TUN the supervisor attached for this worker (by TUN name; :mod:`tunsteer`), and the
+    #: steering trie it publishes its destinations in (None: the kernel refused eBPF steering)
+    tun_fds: dict[str, int] = dataclasses.field(default_factory=dict)
+    steer_map_fd: int | None = None
 
 
 class LanSide:
@@ -97,12 +104,25 @@ class LanSide:
 
     def from_lan(self, packet: bytes, now: float) -> None:
         # No SA of ours covers it: another worker's may (a template without ACL has no rule before its SA
-        # exists, so "no policy here" proves nothing): the supervisor decides.
-        level, owner = self._worker.classify(packet)
+        # exists, so "no policy here" proves nothing). The owner of a site-to-site policy, or the worker the
+        # steering trie names (a dial-up SA's destinations), gets it straight; else the supervisor decides.
+        worker = self._worker
+        level, owner = worker.classify(packet)
         if level == CLAIM_SA:
             self._gateway.from_lan(packet, now)
-        elif owner is None or not self._worker.send_direct(owner, packet):
-            self._worker.hand_over(packet)
+            return
+        if owner is None:
+            owner = worker.trie_owner(packet)
+            if owner == worker.slot.index:
+                if level == CLAIM_POLICY:  # our policy, and no other worker's SA leads there
+                    self._gateway.from_lan(packet, now)
+                    return
+                owner = None
+        if owner is not None:
+            self._gateway.stats.lan_missteered += 1
+            if worker.send_direct(owner, packet):
+                return
+        worker.hand_over(packet)
 
 
 class WorkerRunner(UdpRunner):
@@ -194,7 +214,13 @@ class Worker:
         self.device = LocalDevice(gateway, DeviceModel(options.model.model, (options.placement,)),
                                   raw_esp=options.raw_esp, keylog=options.keylog, log=self._log, sockets=sockets,
                                   make_runner=lambda gw, loop: WorkerRunner(gw, loop, slot), tun=options.tun,
-                                  lan_side=cast(Gateway, LanSide(self)), ha_worker=(slot.index, slot.steering.workers))
+                                  lan_side=cast(Gateway, LanSide(self)), ha_worker=(slot.index, slot.steering.workers),
+                                  tun_fds=options.tun_fds)
+        #: our entries in the TUN steering trie (None: not steered by eBPF)
+        self._publisher: Publisher | None = None
+        if options.steer_map_fd is not None:
+            self._publisher = Publisher(Map(options.steer_map_fd, KEY_SIZE, VALUE_SIZE), slot.index)
+        self._published: tuple[object, int] | None = None
         self._reported: tuple[int, int] = (-1, -1)
         self._runner: WorkerRunner | None = None
         self._report_handle: asyncio.TimerHandle | None = None
@@ -212,6 +238,11 @@ class Worker:
             self.device.ha.after_flush = self._maybe_report
         runner.hand_over = self._hand_opening
         self._runner = runner
+        if self._publisher is not None:
+            self._publisher.purge()  # a predecessor's destinations: its SAs died with it
+            self.gateway.stats.tun_steered = 1
+            runner.add_flush_hook(self._publish)
+            self._publish()
         if self._mesh is not None:
             loop.add_reader(self._mesh.inbox.fileno(), self._on_mesh)
         loop.add_reader(self._call.fileno(), self._on_call)
@@ -252,6 +283,43 @@ class Worker:
     def _log(self, module: str, severity: int, brief: str, text: str) -> None:
         if self._events is not None:
             self._events.post(("log", module, severity, brief, text))
+
+    def _publish(self) -> None:
+        """Keep our destinations in the TUN steering trie (after every flush; work only when the
+        configuration or our SAs changed): the remote networks of the site-to-site policies whose peer we
+        own (their SAs will be ours) and the remote selectors of every SA we hold (a dial-up SA's flows)."""
+        publisher, config, spd = self._publisher, self.gateway.config, self.gateway.dataplane.spd
+        if publisher is None:
+            return
+        state = (config, spd.generation)
+        if self._published is not None and self._published[0] is config and self._published[1] == spd.generation:
+            return
+        self._published = state
+        wanted: list[Prefix] = []
+        for conn in connections(config):
+            if self.slot.owns(str(conn.remote)):
+                for flow in conn.flows:
+                    wanted += prefix_keys(flow.remote.family, flow.remote.start, flow.remote.end)
+        for ts in spd.remote_selectors():
+            wanted += prefix_keys(ts.family, ts.start, ts.end)
+        try:
+            publisher.sync(wanted)
+        except OSError as exc:  # the map is full, or gone: stop steering by it rather than fail each flush
+            self._log("WORKER", 4, "TUN_STEERING_OFF", f"Worker {self.slot.index} stops publishing TUN "
+                      f"steering: {exc}")
+            self._publisher = None
+            self.gateway.stats.tun_steered = 0
+
+    def trie_owner(self, packet: bytes) -> int | None:
+        """The worker the TUN steering trie names for ``packet``'s destination (None: no trie, no entry)."""
+        publisher = self._publisher
+        if publisher is None:
+            return None
+        try:
+            owner = destination_owner(publisher.map, packet)
+        except OSError:
+            return None
+        return owner if owner is not None and 0 <= owner < self.slot.steering.workers else None
 
     def _maybe_report(self) -> None:
         """Tell the supervisor which IKE SAs we hold when their number changed, at most every
@@ -371,7 +439,9 @@ class Worker:
             except (BlockingIOError, InterruptedError):
                 break
             got += 1
-            if self.claim(packet) in (CLAIM_SA, CLAIM_POLICY):
+            if packet[:1] == WAN:
+                self._handed_datagram(packet)
+            elif self.claim(packet) in (CLAIM_SA, CLAIM_POLICY):
                 stats.handed_over += 1
                 stats.handed_direct += 1
                 try:
@@ -382,6 +452,15 @@ class Worker:
                 self.hand_over(packet)
         if got and self._runner is not None:
             self._runner.flush()
+
+    def _handed_datagram(self, frame: bytes) -> None:
+        parsed = parse_wan(frame)
+        if parsed is None or self._runner is None:
+            return
+        try:
+            self._runner.feed_handed(*parsed)
+        except Exception:  # a bad datagram must not take the worker down
+            log.exception("unexpected error handling a %d-byte handed-over datagram", len(frame))
 
     def hand_over(self, packet: bytes) -> None:
         if self._events is not None:
@@ -452,6 +531,12 @@ class Worker:
     # -- the async channel ------------------------------------------------------------------------------
 
     def _hand_opening(self, owner: int, data: bytes, local: Addr, remote: Addr) -> None:
+        """A WAN datagram for worker ``owner``: over the mesh, else through the supervisor."""
+        sent = None if self._mesh is None else self._mesh.send(owner, wan_frame(data, local, remote))
+        if sent is not None:
+            if not sent:  # a full inbox drops it, as the network might: the peer retransmits
+                self.gateway.stats.handoff_dropped += 1
+            return
         if self._events is not None:
             self._events.post(("datagram", owner, data, local, remote))
 
