@@ -463,8 +463,10 @@ def open_device(config: Config, model: DeviceModel, workers: int = 1, **options:
     multi-SPU model's placements are its workers). ``options`` are :func:`open_local`'s."""
     from ikegate.workers.fanout import FanoutDevice, worker_count
 
+    tun_steering = options.pop("tun_steering", True)  # a single process has one queue to steer to
     if worker_count(model, workers) <= 1:
         return open_local(config, model, **options)
+    options["tun_steering"] = tun_steering
     return FanoutDevice(config, model, workers=workers, **options)
 
 

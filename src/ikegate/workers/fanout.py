@@ -135,7 +135,8 @@ class FanoutDevice:
 
     def __init__(self, config: Config, model: DeviceModel, *, workers: int, ike_port: int = 500,
                  natt_port: int = 4500, retransmit_tries: int = 5, log: LogSink | None = None,
-                 raw_esp: bool = True, keylog: str | None = None, tun: dict[str, str] | None = None) -> None:
+                 raw_esp: bool = True, keylog: str | None = None, tun: dict[str, str] | None = None,
+                 tun_steering: bool = True) -> None:
         n = worker_count(model, workers)
         if model.has_slots and n != len(model.placements):
             raise ValueError(f"{model.model} has {len(model.placements)} placements: --workers must be 1 or "
@@ -148,6 +149,7 @@ class FanoutDevice:
         self._raw_esp = raw_esp
         self._keylog = keylog
         self._tun = dict(tun or {})
+        self._tun_steering = tun_steering
         placements = model.placements if model.has_slots else (DEFAULT_PLACEMENT,) * n
         self.steering = _pair_steering(config, n) or Steering.generate(n, os.urandom)
         self.members = [_Member(i, p) for i, p in enumerate(placements)]
@@ -447,7 +449,7 @@ class FanoutDevice:
         if not self._tun:
             return
         try:
-            self._queues = TunQueues(self._tun.values(), len(self.members))
+            self._queues = TunQueues(self._tun.values(), len(self.members), steer=self._tun_steering)
         except OSError as exc:
             raise DeviceError(str(exc)) from exc
         if self._queues.refused is not None:

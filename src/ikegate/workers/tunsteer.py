@@ -205,7 +205,7 @@ class TunQueues:
     life of the device, so that queue *i* stays worker *i*'s across restarts; and the steering, when the
     kernel takes it (``refused`` says why not: the device then runs on hash steering and hand-over)."""
 
-    def __init__(self, names: Iterable[str], workers: int) -> None:
+    def __init__(self, names: Iterable[str], workers: int, *, steer: bool = True) -> None:
         self.queues: dict[str, list[TunDevice]] = {}
         self.steerer: Steerer | None = None
         self.refused: str | None = None
@@ -215,7 +215,7 @@ class TunQueues:
         except BaseException:
             self.close()
             raise
-        if not self.queues:
+        if not self.queues or not steer:
             return
         try:
             self.steerer = Steerer()

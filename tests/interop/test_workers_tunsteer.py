@@ -1,0 +1,55 @@
+"""With workers, the kernel puts each LAN packet on the TUN queue of the worker holding its flow's SA
+(``ikegate.workers.tunsteer``: an eBPF program on the TUN reading an LPM trie the workers fill), so no
+packet is handed over: neither a site-to-site flow (its peer's owner) nor a dial-up one (the worker the
+template SA landed on).
+
+    hostA -- gwA [--workers 2, site-to-site, auto] == WAN == gwB [--workers 2, template] -- hostB
+
+Every probe is a new UDP flow (a new source port): without the steering, the kernel's flow hash puts about
+half of them on the other worker's queue (tests/interop/test_workers_mesh.py shows that path).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from tests.interop.netns import HOST_A, HOST_B, SITE_A_V4, SITE_A_V6, SITE_B_V4, SITE_B_V6, Lab, two_sites
+from tests.interop.test_ikegate_pair import _pair, _probe, _serve
+from tests.interop.vrp import acl_rule, ipsec_sas
+from tests.system.procs import Proc
+from tests.waiting import wait_for
+
+pytestmark = pytest.mark.interop
+
+PORT = 7002
+FLOWS = 8
+
+
+def _stats(proc: Proc) -> dict[str, Any]:
+    return proc.call("stats")["stats"]
+
+
+def test_lan_packets_reach_the_owning_worker_without_hand_over(lab: Lab) -> None:
+    a, b = two_sites(lab)
+    rule6_a = f"rule 10 permit ipv6 source {SITE_A_V6} destination {SITE_B_V6}"
+    rule6_b = f"rule 10 permit ipv6 source {SITE_B_V6} destination {SITE_A_V6}"
+    gw_a, gw_b = _pair(lab, a, b, 4, [acl_rule(5, SITE_A_V4, SITE_B_V4)], [acl_rule(5, SITE_B_V4, SITE_A_V4)],
+                       "auto", [rule6_a], [rule6_b], extra_a=("--workers", "2"), extra_b=("--workers", "2"))
+    wait_for(lambda: bool(ipsec_sas(gw_a)) and bool(ipsec_sas(gw_b)), what="the auto tunnel")
+    for gw in (gw_a, gw_b):
+        assert _stats(gw)["tun_steered"] == 2, _stats(gw)  # both workers' queues steered by the program
+    _serve(lab, b, PORT)
+    _serve(lab, a, PORT + 1)
+    esp_before = {gw.name: _stats(gw)["esp_packets_out"] for gw in (gw_a, gw_b)}
+
+    for _ in range(FLOWS):
+        assert _probe(a, "udp", HOST_B[4], PORT)  # gwA: site-to-site, its peer's owner; replies: gwB's template
+        assert _probe(b, "udp", HOST_A[4], PORT + 1)  # gwB: the dial-up SA's worker; replies: gwA's owner
+        assert _probe(a, "udp", HOST_B[6], PORT)  # IPv6 inside: the same, through the IPv6 selectors
+
+    for gw in (gw_a, gw_b):
+        st = _stats(gw)
+        assert st["lan_missteered"] == 0 and st["handed_direct"] == 0 and st["handoff_dropped"] == 0, st
+        assert st["esp_packets_out"] >= esp_before[gw.name] + 2 * FLOWS, st
