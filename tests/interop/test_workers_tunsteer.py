@@ -11,11 +11,25 @@ half of them on the other worker's queue (tests/interop/test_workers_mesh.py sho
 
 from __future__ import annotations
 
+import os
+import signal
 from typing import Any
 
 import pytest
 
-from tests.interop.netns import HOST_A, HOST_B, SITE_A_V4, SITE_A_V6, SITE_B_V4, SITE_B_V6, Lab, two_sites
+from ikegate.workers.steering import peer_owner
+from tests.interop.netns import (
+    HOST_A,
+    HOST_B,
+    SITE_A_V4,
+    SITE_A_V6,
+    SITE_B_V4,
+    SITE_B_V6,
+    WAN_B,
+    Lab,
+    Site,
+    two_sites,
+)
 from tests.interop.test_ikegate_pair import _pair, _probe, _serve
 from tests.interop.vrp import acl_rule, ipsec_sas
 from tests.system.procs import Proc
@@ -44,11 +58,26 @@ def test_lan_packets_reach_the_owning_worker_without_hand_over(lab: Lab) -> None
     _serve(lab, a, PORT + 1)
     esp_before = {gw.name: _stats(gw)["esp_packets_out"] for gw in (gw_a, gw_b)}
 
+    _flows_without_hand_over(a, b, gw_a, gw_b, esp_before)
+
+    # gwA's owning worker dies: its successor reads the same queue (the supervisor keeps the queues in
+    # worker order), re-establishes the tunnel, and gwB's dial-up SA is replaced (on whichever worker the
+    # new opening reaches, which publishes it, while the old SA's entries go): still no hand-over.
+    owner = peer_owner(WAN_B[4], 2)
+    pid = next(w["pid"] for w in gw_a.call("workers")["workers"] if w["index"] == owner)
+    os.kill(pid, signal.SIGKILL)
+    wait_for(lambda: all(w["pid"] not in (None, pid) for w in gw_a.call("workers")["workers"]),
+             what="the owner to come back")
+    wait_for(lambda: bool(ipsec_sas(gw_a)) and _probe(a, "udp", HOST_B[4], PORT, timeout=5), 120,
+             what="the tunnel again")
+    _flows_without_hand_over(a, b, gw_a, gw_b, {gw.name: _stats(gw)["esp_packets_out"] for gw in (gw_a, gw_b)})
+
+
+def _flows_without_hand_over(a: Site, b: Site, gw_a: Proc, gw_b: Proc, esp_before: dict[str, int]) -> None:
     for _ in range(FLOWS):
         assert _probe(a, "udp", HOST_B[4], PORT)  # gwA: site-to-site, its peer's owner; replies: gwB's template
         assert _probe(b, "udp", HOST_A[4], PORT + 1)  # gwB: the dial-up SA's worker; replies: gwA's owner
         assert _probe(a, "udp", HOST_B[6], PORT)  # IPv6 inside: the same, through the IPv6 selectors
-
     for gw in (gw_a, gw_b):
         st = _stats(gw)
         assert st["lan_missteered"] == 0 and st["handed_direct"] == 0 and st["handoff_dropped"] == 0, st
