@@ -15,12 +15,14 @@ what one process holding the same SAs would print:
   command's prompt returns.
 * Site-to-site peers: every SA with one peer address lives on one worker
   (:func:`ikegate.workers.steering.peer_owner`), which initiates its auto policies; a peer's opening message
-  that the kernel spread to another worker is passed on to the owner through here. Dial-up (template) SAs
-  stay where the kernel spread them.
+  that the kernel spread to another worker is passed on to the owner over the workers' mesh (through here
+  only without one). Dial-up (template) SAs stay where the kernel spread them.
 * Protected-side packets (the packet API, ``ping``, a TUN queue's packets that are not its worker's): to
-  the worker holding the SA of the flow, else to the worker owning the policy's peer. A TUN queue's packet
-  of a site-to-site flow goes from worker to worker directly (:mod:`ikegate.workers.mesh`), not through
-  here; the supervisor only makes the mesh and keeps it across restarts.
+  the worker holding the SA of the flow, else to the worker owning the policy's peer. The TUN's queues are
+  attached here in worker order and steered by eBPF to the worker owning each destination
+  (:mod:`ikegate.workers.tunsteer`); a TUN queue's packet that still reaches another worker, of a
+  site-to-site flow or a dial-up SA's, goes from worker to worker directly (:mod:`ikegate.workers.mesh`), not
+  through here; the supervisor only makes the mesh and the queues and keeps them across restarts.
 * Hot standby (``hrp enable``): the supervisor runs keepalived and posts the role to every worker; each
   worker's sync node pairs with the same-index worker of the other node (docs/ha.md, "Workers").
 * A worker that dies is restarted on the same sockets (the kernel's group keeps its index); the IKE SAs it

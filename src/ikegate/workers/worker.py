@@ -84,14 +84,14 @@ class WorkerOptions:
 class LanSide:
     """What a worker's TUN queue feeds: the gateway, behind a check that the packet is this worker's.
 
-    The kernel spreads the TUN's packets over the workers' queues by flow hash (and sends a flow to the
-    queue that last wrote its other direction, so a flow whose replies come through our SA stays with us).
-    A packet we hold the SA for is ours. One covered by a site-to-site policy whose peer another worker owns
-    goes straight to that worker (:mod:`ikegate.workers.mesh`: every SA with a site-to-site peer lives with
-    the peer's owner). Any other (a template's flow, or our own policy without an SA, which another
-    worker's dial-up SA may yet cover) is handed to the supervisor, which gives it to the worker with the
-    strongest claim (counted there as ``handed_over``; nobody's goes to the first worker, which passes or
-    drops it)."""
+    The kernel puts the TUN's packets on the queue of the worker the steering trie names for their
+    destination (:mod:`ikegate.workers.tunsteer`), or, without it, spreads them by flow hash. A packet we
+    hold the SA for is ours. One covered by a site-to-site policy whose peer another worker owns, or whose
+    destination the trie gives to another worker (a dial-up SA's), goes straight to that worker
+    (:mod:`ikegate.workers.mesh`; counted as ``lan_missteered``). Any other (our own policy without an SA
+    that the trie does not give us, which another worker's dial-up SA may yet cover, or no policy) is
+    handed to the supervisor, which gives it to the worker with the strongest claim (counted there as
+    ``handed_over``; nobody's goes to the first worker, which passes or drops it)."""
 
     def __init__(self, worker: Worker) -> None:
         self._worker = worker
