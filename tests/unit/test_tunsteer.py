@@ -9,6 +9,7 @@ import struct
 
 import pytest
 
+from ikegate.ike.wire.v2 import TrafficSelector
 from ikegate.io import bpf
 from ikegate.workers import tunsteer
 from ikegate.workers.tunsteer import Prefix, Publisher, Steerer, expected, key_of, prefix_keys
@@ -96,21 +97,36 @@ def test_prefix_keys_cover_a_range_exactly() -> None:
     assert {length for length, _ in any6} == set(range(1, 97))
 
 
+def _ts(first: str, last: str) -> TrafficSelector:
+    return TrafficSelector(7, 0, 0, 65535, ipaddress.IPv4Address(first), ipaddress.IPv4Address(last))
+
+
 def test_publishers_keep_their_own_entries(steerer: Steerer) -> None:
     for key in steerer.map.all_keys():
         steerer.map.delete(key)
+    owner = tunsteer.destination_owner
     a, b = Publisher(steerer.map, 0), Publisher(steerer.map, 1)
-    net_a = prefix_keys(4, 0x0A020000, 0x0A02FFFF)
-    net_b = prefix_keys(4, 0x0A030000, 0x0A0300FF)
-    a.sync(net_a)
-    b.sync(net_b)
-    assert tunsteer.destination_owner(steerer.map, _v4("10.1.0.1", "10.2.3.4")) == 0
-    assert tunsteer.destination_owner(steerer.map, _v4("10.1.0.1", "10.3.0.4")) == 1
-    assert tunsteer.destination_owner(steerer.map, _v4("10.1.0.1", "10.4.0.4")) is None
-    # b takes over a's prefix (a dial-up SA moved): a's later withdrawal leaves b's entry alone
-    b.sync(net_b + net_a)
-    a.sync([])
-    assert tunsteer.destination_owner(steerer.map, _v4("10.1.0.1", "10.2.3.4")) == 1
-    # a restarted worker 1 removes what its predecessor published
-    assert Publisher(steerer.map, 1).purge() == 2
+    a.set_site(prefix_keys(4, 0x0A020000, 0x0A02FFFF))  # 10.2.0.0/16: a site-to-site peer of worker 0
+    dial_up = [_ts("10.3.0.0", "10.3.0.255")]
+    b.sa_change(dial_up, 1)  # worker 1 holds a dial-up SA to 10.3.0.0/24 ...
+    b.sa_change(dial_up, 1)  # ... and its rekeyed successor
+    assert owner(steerer.map, _v4("10.1.0.1", "10.2.3.4")) == 0
+    assert owner(steerer.map, _v4("10.1.0.1", "10.3.0.4")) == 1
+    assert owner(steerer.map, _v4("10.1.0.1", "10.4.0.4")) is None
+    b.sa_change(dial_up, -1)  # the old SA goes: the successor still leads there
+    assert owner(steerer.map, _v4("10.1.0.1", "10.3.0.4")) == 1
+    # the dial-up peer comes back through worker 0 before worker 1's SA is gone: worker 1's withdrawal
+    # leaves worker 0's entry alone
+    a.sa_change(dial_up, 1)
+    b.sa_change(dial_up, -1)
+    assert owner(steerer.map, _v4("10.1.0.1", "10.3.0.4")) == 0
+    # an SA inside worker 0's site prefix, then the policy removed: the SA's prefix stays
+    inner = [_ts("10.2.7.0", "10.2.7.255")]
+    a.sa_change(inner, 1)
+    a.set_site([])
+    assert owner(steerer.map, _v4("10.1.0.1", "10.2.7.4")) == 0
+    assert owner(steerer.map, _v4("10.1.0.1", "10.2.3.4")) is None
+    # a restarted worker 0 removes what its predecessor published
+    assert Publisher(steerer.map, 0).purge() == 2
     assert steerer.map.all_keys() == []
+    assert a.failed is None and b.failed is None

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import functools
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
@@ -329,8 +329,9 @@ class Spd(Generic[T]):
         self.acquires = 0
         self.hold_drops = 0
         self.no_sa_drops = 0
-        #: bumped by every install and removal (placement workers republish their TUN steering on change)
-        self.generation = 0
+        #: told the remote selectors of every SA installed (+1) and removed (-1): a placement worker keeps its
+        #: TUN steering entries (``ikegate.workers.tunsteer``) with it
+        self.on_change: Callable[[list[TrafficSelector], int], None] | None = None
         if config is not None:
             self.reload(config, arm_traps=arm_traps)
 
@@ -500,7 +501,8 @@ class Spd(Generic[T]):
         inst = _Installed(key, sa, [_compile_ts(t) for t in ts_local], [_compile_ts(t) for t in ts_remote],
                           ts_local, ts_remote, self._order, policy)
         self._installed[key] = inst
-        self.generation += 1
+        if self.on_change is not None:
+            self.on_change(ts_remote, 1)
         self._place(inst)
         self._flows.clear()
         released: list[bytes] = []
@@ -542,7 +544,8 @@ class Spd(Generic[T]):
         inst = self._installed.pop(key, None)
         if inst is None:
             return None
-        self.generation += 1
+        if self.on_change is not None:
+            self.on_change(inst.ts_remote, -1)
         for index in inst.rules:
             self._index[index].remove(inst)
         self._flows.clear()

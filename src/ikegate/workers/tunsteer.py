@@ -20,9 +20,9 @@ them for the life of the device (as it keeps the ``SO_REUSEPORT`` members) and p
 
 Who fills the trie: every worker writes its own entries through the inherited map descriptor
 (:class:`Publisher`): the remote prefixes of the site-to-site policies whose peer it owns
-(``steering.peer_owner``), and the remote traffic selectors of the dial-up (template) SAs it holds, added and
-removed as they come and go. Overlapping prefixes of two workers resolve to the last written; a packet
-steered wrong is still handed over, so nothing here can make a packet go missing.
+(``steering.peer_owner``), and the remote traffic selectors of the SAs it holds (a dial-up SA's flows), added
+and removed as they come and go (``Spd.on_change``). Overlapping prefixes of two workers resolve to the last
+written; a packet steered wrong is still handed over, so nothing here can make a packet go missing.
 
 If the kernel refuses (no ``bpf()``, no privilege, a verifier that dislikes the program, a kernel before
 4.19), the supervisor logs it once and the device runs as before: hash steering and hand-over.
@@ -30,12 +30,14 @@ If the kernel refuses (no ``bpf()``, no privilege, a verifier that dislikes the 
 
 from __future__ import annotations
 
+import collections
 import fcntl
 import ipaddress
 import logging
 import struct
 from collections.abc import Iterable, Mapping
 
+from ikegate.ike.wire.v2 import TrafficSelector
 from ikegate.io import bpf
 from ikegate.io.bpf import R0, R1, R2, R3, R4, R6, R7, R10, Asm, Map, Program
 from ikegate.io.tun import TunDevice
@@ -254,13 +256,19 @@ def attach(queue_fd: int, program_fd: int) -> None:
 # -- a worker's side --------------------------------------------------------------------------------------
 
 class Publisher:
-    """A worker's entries in the shared trie: what it owns, kept equal to :meth:`sync`'s latest wish."""
+    """A worker's entries in the shared trie: the remote networks of the site-to-site policies whose peer it
+    owns (:meth:`set_site`, at each configuration) and the remote selectors of the SAs it holds
+    (:meth:`sa_change`, at each install and removal: counted per prefix, so a rekey's overlap of two SAs
+    writes nothing). The first ``OSError`` (the map full, or gone) stops it: ``failed`` says why, and the
+    worker stops steering by it rather than fail an SA's install."""
 
     def __init__(self, steer_map: Map, index: int) -> None:
         self.map = steer_map
         self.index = index
         self._value = _VALUE.pack(index)
-        self._mine: set[Prefix] = set()
+        self._site: set[Prefix] = set()
+        self._refs: collections.Counter[Prefix] = collections.Counter()
+        self.failed: str | None = None
 
     def purge(self) -> int:
         """Remove every entry naming this worker (a predecessor's, after a restart: its SAs are gone)."""
@@ -270,13 +278,43 @@ class Publisher:
                 gone += 1
         return gone
 
-    def sync(self, wanted: Iterable[Prefix]) -> None:
-        want = set(wanted)
-        for prefix in self._mine - want:
+    def set_site(self, prefixes: Iterable[Prefix]) -> None:
+        new = set(prefixes)
+        for prefix in self._site - new:
+            if not self._refs[prefix]:
+                self._withdraw(prefix)
+        for prefix in new - self._site:
+            if not self._refs[prefix]:
+                self._put(prefix)
+        self._site = new
+
+    def sa_change(self, selectors: Iterable[TrafficSelector], delta: int) -> None:
+        """An SA with these remote selectors was installed (``delta`` 1) or removed (-1)."""
+        refs, site = self._refs, self._site
+        for ts in selectors:
+            for prefix in prefix_keys(ts.family, ts.start, ts.end):
+                refs[prefix] += delta
+                count = refs[prefix]
+                if count <= 0:
+                    del refs[prefix]
+                    if prefix not in site:
+                        self._withdraw(prefix)
+                elif count == 1 and delta > 0 and prefix not in site:
+                    self._put(prefix)
+
+    def _put(self, prefix: Prefix) -> None:
+        if self.failed is None:
+            try:
+                self.map.update(key_of(prefix), self._value)
+            except OSError as exc:
+                self.failed = str(exc)
+
+    def _withdraw(self, prefix: Prefix) -> None:
+        if self.failed is None:
             key = key_of(prefix)
-            # an LPM lookup of an entry's own key finds that entry: still ours, not overwritten by another
-            if self.map.lookup(key) == self._value:
-                self.map.delete(key)
-        for prefix in want - self._mine:
-            self.map.update(key_of(prefix), self._value)
-        self._mine = want
+            try:
+                # an LPM lookup of an entry's own key finds that entry: still ours, not overwritten since
+                if self.map.lookup(key) == self._value:
+                    self.map.delete(key)
+            except OSError as exc:
+                self.failed = str(exc)

@@ -220,7 +220,7 @@ class Worker:
         self._publisher: Publisher | None = None
         if options.steer_map_fd is not None:
             self._publisher = Publisher(Map(options.steer_map_fd, KEY_SIZE, VALUE_SIZE), slot.index)
-        self._published: tuple[object, int] | None = None
+        self._published: Config | None = None
         self._reported: tuple[int, int] = (-1, -1)
         self._runner: WorkerRunner | None = None
         self._report_handle: asyncio.TimerHandle | None = None
@@ -240,6 +240,9 @@ class Worker:
         self._runner = runner
         if self._publisher is not None:
             self._publisher.purge()  # a predecessor's destinations: its SAs died with it
+            spd = self.gateway.dataplane.spd
+            spd.on_change = self._publisher.sa_change
+            self._publisher.sa_change(list(spd.remote_selectors()), 1)  # none yet, unless a standby synced some
             self.gateway.stats.tun_steered = 1
             runner.add_flush_hook(self._publish)
             self._publish()
@@ -285,29 +288,26 @@ class Worker:
             self._events.post(("log", module, severity, brief, text))
 
     def _publish(self) -> None:
-        """Keep our destinations in the TUN steering trie (after every flush; work only when the
-        configuration or our SAs changed): the remote networks of the site-to-site policies whose peer we
-        own (their SAs will be ours) and the remote selectors of every SA we hold (a dial-up SA's flows)."""
-        publisher, config, spd = self._publisher, self.gateway.config, self.gateway.dataplane.spd
+        """After every flush (work only when the configuration changed): our site-to-site destinations in the
+        TUN steering trie, the remote networks of the policies whose peer we own (their SAs will be ours, so
+        even the first packet reaches the worker that negotiates). Our SAs' selectors are published as they
+        are installed and removed (``Spd.on_change``)."""
+        publisher, config = self._publisher, self.gateway.config
         if publisher is None:
             return
-        state = (config, spd.generation)
-        if self._published is not None and self._published[0] is config and self._published[1] == spd.generation:
-            return
-        self._published = state
-        wanted: list[Prefix] = []
-        for conn in connections(config):
-            if self.slot.owns(str(conn.remote)):
-                for flow in conn.flows:
-                    wanted += prefix_keys(flow.remote.family, flow.remote.start, flow.remote.end)
-        for ts in spd.remote_selectors():
-            wanted += prefix_keys(ts.family, ts.start, ts.end)
-        try:
-            publisher.sync(wanted)
-        except OSError as exc:  # the map is full, or gone: stop steering by it rather than fail each flush
+        if config is not self._published:
+            self._published = config
+            wanted: list[Prefix] = []
+            for conn in connections(config):
+                if self.slot.owns(str(conn.remote)):
+                    for flow in conn.flows:
+                        wanted += prefix_keys(flow.remote.family, flow.remote.start, flow.remote.end)
+            publisher.set_site(wanted)
+        if publisher.failed is not None:  # the map is full, or gone: stop steering by it
             self._log("WORKER", 4, "TUN_STEERING_OFF", f"Worker {self.slot.index} stops publishing TUN "
-                      f"steering: {exc}")
+                      f"steering: {publisher.failed}")
             self._publisher = None
+            self.gateway.dataplane.spd.on_change = None
             self.gateway.stats.tun_steered = 0
 
     def trie_owner(self, packet: bytes) -> int | None:
