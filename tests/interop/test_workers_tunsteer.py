@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import os
 import signal
-from dataclasses import dataclass
 from typing import Any
 
 import pytest
@@ -38,7 +37,7 @@ from tests.interop.netns import (
     two_sites,
 )
 from tests.interop.test_ikegate_pair import PSK, _probe, _serve
-from tests.interop.vrp import WAN_ITF, GatewayConfig, acl_rule, ipsec_sas, start_ikegate
+from tests.interop.vrp import GatewayConfig, TwoPeersConfig, acl_rule, ipsec_sas, start_ikegate
 from tests.system.procs import Proc
 from tests.waiting import wait_for
 
@@ -52,32 +51,13 @@ def _stats(proc: Proc) -> dict[str, Any]:
     return proc.call("stats")["stats"]
 
 
-@dataclass
-class _TwoPeers(GatewayConfig):
-    """gwA: policy 10 (IPv4 inside) to gwB's IPv4 address as before, and policy 20 (IPv6 inside) to its
-    IPv6 address, a second peer."""
-
-    def text(self) -> str:
-        peer2 = ["#", "ike peer peer2", f" pre-shared-key {self.psk}", " ike-proposal 10", " undo version 1",
-                 f" remote-address {WAN_B[6]}"]
-        policy2 = ["#", "acl ipv6 number 3001", f" rule 5 permit ipv6 source {SITE_A_V6} destination {SITE_B_V6}",
-                   "#", "ipsec policy pol1 20 isakmp", " security acl ipv6 3001", " ike-peer peer2",
-                   " proposal esp1", " sa trigger-mode auto"]
-        lines = super().text().split("\n")
-        at = lines.index("ipsec proposal esp1") - 1
-        lines[at:at] = peer2
-        at = lines.index(f"interface {WAN_ITF}") - 1
-        lines[at:at] = policy2
-        return "\n".join(lines)
-
-
 def test_lan_packets_reach_the_owning_worker_without_hand_over(lab: Lab) -> None:
     assert peer_owner(WAN_B[4], 2) != peer_owner(WAN_B[6], 2)  # two peers, one per worker
     a, b = two_sites(lab)
     cfg_b = GatewayConfig("GwB", WAN_B, {4: f"{GW_B_LAN[4]}/26", 6: f"{GW_B_LAN[6]}/64"}, None, PSK,
                           rules=[acl_rule(5, SITE_B_V4, SITE_A_V4)],
                           rules6=[f"rule 5 permit ipv6 source {SITE_B_V6} destination {SITE_A_V6}"])
-    cfg_a = _TwoPeers("GwA", WAN_A, {4: f"{GW_A_LAN[4]}/26", 6: f"{GW_A_LAN[6]}/64"}, WAN_B[4], PSK,
+    cfg_a = TwoPeersConfig("GwA", WAN_A, {4: f"{GW_A_LAN[4]}/26", 6: f"{GW_A_LAN[6]}/64"}, WAN_B[4], PSK,
                       rules=[acl_rule(5, SITE_A_V4, SITE_B_V4)])
     gw_b = start_ikegate(lab, b.gw, "gwb", cfg_b, "--workers", "2")
     route_into_tun(b.gw, [SITE_A_V4, SITE_A_V6])
