@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import os
 import signal
-from typing import Any
 
 import pytest
 
@@ -37,6 +36,7 @@ from tests.interop.netns import (
     two_sites,
 )
 from tests.interop.test_ikegate_pair import PSK, _probe, _serve
+from tests.interop.test_workers_mesh import _stats
 from tests.interop.vrp import GatewayConfig, TwoPeersConfig, acl_rule, ipsec_sas, start_ikegate
 from tests.system.procs import Proc
 from tests.waiting import wait_for
@@ -45,10 +45,6 @@ pytestmark = pytest.mark.interop
 
 PORT = 7002
 FLOWS = 8
-
-
-def _stats(proc: Proc) -> dict[str, Any]:
-    return proc.call("stats")["stats"]
 
 
 def test_lan_packets_reach_the_owning_worker_without_hand_over(lab: Lab) -> None:

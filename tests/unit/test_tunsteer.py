@@ -130,3 +130,11 @@ def test_publishers_keep_their_own_entries(steerer: Steerer) -> None:
     assert Publisher(steerer.map, 0).purge() == 2
     assert steerer.map.all_keys() == []
     assert a.failed is None and b.failed is None
+
+
+def test_a_refused_program_raises_with_the_verifiers_log() -> None:
+    a = bpf.Asm()
+    a.exit()  # r0 never set
+    with pytest.raises(bpf.BpfError) as info:
+        bpf.Program.load(bpf.PROG_TYPE_SOCKET_FILTER, a.assemble())
+    assert "R0" in info.value.log and "R0" in str(info.value)

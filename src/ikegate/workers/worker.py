@@ -88,10 +88,10 @@ class LanSide:
     destination (:mod:`ikegate.workers.tunsteer`), or, without it, spreads them by flow hash. A packet we
     hold the SA for is ours. One covered by a site-to-site policy whose peer another worker owns, or whose
     destination the trie gives to another worker (a dial-up SA's), goes straight to that worker
-    (:mod:`ikegate.workers.mesh`; counted as ``lan_missteered``). Any other (our own policy without an SA
-    that the trie does not give us, which another worker's dial-up SA may yet cover, or no policy) is
-    handed to the supervisor, which gives it to the worker with the strongest claim (counted there as
-    ``handed_over``; nobody's goes to the first worker, which passes or drops it)."""
+    (:mod:`ikegate.workers.mesh`; counted as ``lan_missteered``). Any other (our own policy without an SA,
+    which another worker's dial-up SA may yet cover, or no policy) is handed to the supervisor, which gives
+    it to the worker with the strongest claim (counted there as ``handed_over``; nobody's goes to the first
+    worker, which passes or drops it)."""
 
     def __init__(self, worker: Worker) -> None:
         self._worker = worker
@@ -113,10 +113,7 @@ class LanSide:
             return
         if owner is None:
             owner = worker.trie_owner(packet)
-            if owner == worker.slot.index:
-                if level == CLAIM_POLICY:  # our policy, and no other worker's SA leads there
-                    self._gateway.from_lan(packet, now)
-                    return
+            if owner == worker.slot.index:  # ours by the trie, yet no SA of ours: let the supervisor weigh it
                 owner = None
         if owner is not None:
             self._gateway.stats.lan_missteered += 1
