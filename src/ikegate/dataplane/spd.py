@@ -430,6 +430,26 @@ class Spd(Generic[T]):
         hit = self._match(info, interface)
         return hit is not None and hit[1] is not None
 
+    def covering(self, info: IpInfo, interface: str | None = None) -> tuple[bool, SpdMatch | None]:
+        """:meth:`covered` and, when no SA protects ``info``, :meth:`lookup`, in one pass and through the
+        flow cache :meth:`outbound` keeps (a placement worker asks this of every packet its TUN queue reads,
+        before :meth:`outbound` sees it): (an SA protects it, the rule when none does)."""
+        flow = (interface, *info[:6])
+        try:
+            cached = self._flows[flow]
+        except KeyError:
+            pass
+        else:
+            return cached is not None, None
+        hit = self._match(info, interface)
+        if hit is None:
+            return False, None
+        rule, inst = hit
+        if inst is not None:
+            self._remember(flow, inst)
+            return True, None
+        return False, rule.matches[info.version]
+
     def outbound(self, info: IpInfo, packet: bytes = b"", now: float = 0.0,
                  interface: str | None = None) -> T | Trap | None:
         """Where an outgoing packet goes: the SA record to protect it with, a :class:`Trap`, or None

@@ -399,12 +399,11 @@ class Worker:
             info = parse_ip(packet)
         except PacketError:
             return CLAIM_NONE, None
-        spd = self.gateway.dataplane.spd
-        match = spd.lookup(info)
+        covered, match = self.gateway.dataplane.spd.covering(info)
+        if covered:
+            return CLAIM_SA, None
         if match is None:
             return CLAIM_NONE, None
-        if spd.covered(info):
-            return CLAIM_SA, None
         peer = self.gateway.policy_peer(match.policy)
         if peer is None:
             return CLAIM_POLICY_ELSEWHERE, None
