@@ -89,6 +89,15 @@ def test_unknown_destinations_hash_symmetrically() -> None:
 
 
 def test_prefix_keys_cover_a_range_exactly() -> None:
+    rng = random.Random(7)
+    for family, width in ((4, 32), (6, 128)):  # the one-prefix shortcut agrees with the general way
+        cls = ipaddress.IPv4Network if family == 4 else ipaddress.IPv6Network
+        for _ in range(200):
+            length = rng.randrange(1, width + 1)
+            net = cls((rng.getrandbits(width) >> (width - length) << (width - length), length))
+            keys = prefix_keys(family, int(net.network_address), int(net.broadcast_address))
+            head, off = (bytes(10) + b"\xff\xff", 96) if family == 4 else (b"", 0)
+            assert keys == [(off + length, head + net.network_address.packed)]
     keys = prefix_keys(4, int(ipaddress.IPv4Address("10.0.0.1")), int(ipaddress.IPv4Address("10.0.0.6")))
     assert sorted(length - 96 for length, _ in keys) == [31, 31, 32, 32]  # .1, .2-.3, .4-.5, .6
     # IPv6 "any" leaves out the IPv4-mapped /96, whose entries are IPv4's

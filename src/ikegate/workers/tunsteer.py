@@ -54,6 +54,7 @@ KEY_SIZE, VALUE_SIZE = 20, 4
 MAX_ENTRIES = 65536
 _V4_MAPPED = bytes(10) + b"\xff\xff"
 _MAPPED_NET = ipaddress.IPv6Network("::ffff:0:0/96")
+_MAPPED_FIRST, _MAPPED_LAST = int(_MAPPED_NET.network_address), int(_MAPPED_NET.broadcast_address)
 _KEY = struct.Struct("=I16s")
 _VALUE = struct.Struct("=I")
 
@@ -67,6 +68,14 @@ def key_of(prefix: Prefix) -> bytes:
 
 def prefix_keys(family: int, start: int, end: int) -> list[Prefix]:
     """The trie prefixes covering the address range ``start``..``end`` of ``family`` (4 or 6)."""
+    size = end - start + 1
+    mapped = family == 6 and start <= _MAPPED_FIRST and end >= _MAPPED_LAST
+    if size > 0 and not size & (size - 1) and not start & (size - 1) and not mapped:
+        # one prefix (the usual selector, and every SA's: the fast path of an SA install)
+        length = (32 if family == 4 else 128) - (size.bit_length() - 1)
+        if family == 4:
+            return [(96 + length, _V4_MAPPED + start.to_bytes(4, "big"))]
+        return [(length, start.to_bytes(16, "big"))]
     cls = ipaddress.IPv4Address if family == 4 else ipaddress.IPv6Address
     out: list[Prefix] = []
     for net in ipaddress.summarize_address_range(cls(start), cls(end)):
