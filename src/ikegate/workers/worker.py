@@ -160,12 +160,13 @@ class WorkerRunner(UdpRunner):
                 return
         super().feed(data, local, remote, now)
 
-    def feed_handed(self, data: bytes, local: Addr, remote: Addr) -> None:
+    def feed_handed(self, data: bytes, local: Addr, remote: Addr, flush: bool = True) -> None:
         """A datagram another worker received for us: an opening of one of our peers, or one the kernel
-        steered wrong (see :meth:`feed`)."""
+        steered wrong (see :meth:`feed`). ``flush`` False: the caller flushes once after a burst."""
         self.gateway.stats.handed_over += 1
         super().feed(data, local, remote)
-        self.flush()
+        if flush:
+            self.flush()
 
     def _site_peers(self) -> frozenset[str]:
         config = self.gateway.config
@@ -454,7 +455,7 @@ class Worker:
         if parsed is None or self._runner is None:
             return
         try:
-            self._runner.feed_handed(*parsed)
+            self._runner.feed_handed(*parsed, flush=False)  # _on_mesh flushes after the burst
         except Exception:  # a bad datagram must not take the worker down
             log.exception("unexpected error handling a %d-byte handed-over datagram", len(frame))
 
