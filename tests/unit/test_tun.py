@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import os
 import socket
 from collections import deque
 
@@ -74,3 +75,21 @@ def test_packets_in_go_to_the_gateway_and_lan_out_is_written_after_the_flush() -
         assert lan.fd == -1 and other.fd == -1
 
     asyncio.run(scenario())
+
+
+def test_an_adopted_queue_carries_the_openers_state_and_its_own_descriptor() -> None:
+    opener = _FakeDevice("tun-q")
+    opener.negotiated = 7  # type: ignore[attr-defined]  # what an open may learn from the kernel
+    state = opener.state()
+    assert state == {"name": "tun-q", "negotiated": 7}  # only plain values: it crosses to a worker pickled
+    kernel, ours = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    try:
+        adopted = TunDevice.adopt(ours.fileno(), state)
+        assert (adopted.name, adopted.fd, adopted.negotiated) == ("tun-q", ours.fileno(), 7)  # type: ignore[attr-defined]
+        assert not os.get_blocking(ours.fileno())
+        kernel.send(b"\x45packet")
+        assert adopted.read() == b"\x45packet"
+    finally:
+        kernel.close()
+        ours.close()
+        opener.close()

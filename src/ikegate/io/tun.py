@@ -108,13 +108,20 @@ class TunDevice:
             raise TunError(exc.errno, f"cannot bring up TUN {name}: {exc.strerror}") from exc
 
     @classmethod
-    def adopt(cls, name: str, fd: int) -> TunDevice:
-        """A queue of ``name`` another process opened and passed down (a placement worker's: the supervisor
-        attaches the queues in worker order, see :mod:`ikegate.workers.tunsteer`), already configured."""
+    def adopt(cls, fd: int, state: Mapping[str, object]) -> TunDevice:
+        """A queue another process opened and passed down (a placement worker's: the supervisor attaches
+        the queues in worker order, see :mod:`ikegate.workers.tunsteer`), already configured; ``state`` is
+        the opener's :meth:`state` (the name, and whatever the open negotiated with the kernel)."""
         device = cls.__new__(cls)
-        device.fd, device.name = fd, name
+        device.__dict__.update(state)
+        device.fd = fd
         os.set_blocking(fd, False)
         return device
+
+    def state(self) -> dict[str, object]:
+        """What :meth:`adopt` needs besides the descriptor: every plain attribute (the name, and what the open
+        negotiated, the same for every queue of the device), picklable to cross to a worker."""
+        return {k: v for k, v in vars(self).items() if k != "fd" and isinstance(v, bool | int | str | float)}
 
     def _configure(self, mtu: int | None) -> None:
         """``ip link set NAME mtu M up`` without running ``ip``: two ioctls on any socket."""
@@ -254,14 +261,16 @@ class TunBridge:
 
 
 def open_bridge(gateway: Gateway, mapping: dict[str, str], runner: UdpRunner, *,
-                multi_queue: bool = False, fds: Mapping[str, int] | None = None) -> TunBridge:
+                multi_queue: bool = False, queues: Mapping[str, tuple[int, Mapping[str, object]]] | None = None
+                ) -> TunBridge:
     """``--tun ITF=TUN`` for each item of ``mapping``: open (create) and bring up each TUN, bind it to the
     gateway and hook it to ``runner``'s flushes.
 
     The VRP interface must exist and must not carry an ``ipsec policy``: it is the protected side, whose
     ``ip address`` is the gateway's own LAN address (pings to it are answered by the gateway itself).
     ``multi_queue``: attach one queue of a multi-queue device (each placement worker attaches its own);
-    ``fds``: queues already attached, by TUN name (a worker's, passed down by the supervisor).
+    ``queues``: queues already attached, by TUN name: (descriptor, :meth:`TunDevice.state`) (a worker's, passed
+    down by the supervisor).
     """
     bridge = TunBridge(gateway, runner.loop, runner.flush, runner.now)
     try:
@@ -274,8 +283,8 @@ def open_bridge(gateway: Gateway, mapping: dict[str, str], runner: UdpRunner, *,
                 raise TunError(errno.EINVAL, f"--tun {itf_name}={tun_name}: {itf_name} carries ipsec policy "
                                              f"{itf.ipsec_policy}; a TUN stands for a protected-side interface")
             networks = tuple(i.network for i in itf.ipv4) + tuple(i.network for i in itf.ipv6)
-            fd = None if fds is None else fds.get(tun_name)
-            device = TunDevice(tun_name, multi_queue=multi_queue) if fd is None else TunDevice.adopt(tun_name, fd)
+            queue = None if queues is None else queues.get(tun_name)
+            device = TunDevice(tun_name, multi_queue=multi_queue) if queue is None else TunDevice.adopt(*queue)
             bridge.add(device, networks)
             log.info("TUN %s is the protected side of %s", tun_name, itf_name)
     except BaseException:

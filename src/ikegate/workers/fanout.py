@@ -463,17 +463,17 @@ class FanoutDevice:
             self._queues.close()
             self._queues = None
 
-    def _queue_fds(self, member: _Member) -> tuple[dict[str, int], int | None]:
+    def _queue_handles(self, member: _Member) -> tuple[dict[str, tuple[int, dict[str, object]]], int | None]:
         if self._queues is None:
             return {}, None
-        return self._queues.fds(member.index), self._queues.map_fd
+        return self._queues.handles(member.index), self._queues.map_fd
 
     def _options(self, member: _Member) -> WorkerOptions:
-        tun_fds, steer_map = self._queue_fds(member)
+        tun_queues, steer_map = self._queue_handles(member)
         return WorkerOptions(config=pickle.loads(self._committed), model=self._model, placement=member.placement,
                              ike_port=self._ports[0], natt_port=self._ports[1],
                              retransmit_tries=self._retransmit_tries, raw_esp=self._raw_esp, keylog=self._keylog,
-                             tun=self._tun, tun_fds=tun_fds, steer_map_fd=steer_map)
+                             tun=self._tun, tun_queues=tun_queues, steer_map_fd=steer_map)
 
     async def _spawn(self, member: _Member) -> None:
         """Start worker ``member`` on its members of the groups and wait until it has opened."""
@@ -481,8 +481,8 @@ class FanoutDevice:
         events_here, events_there = socket.socketpair()
         fds = {local: socks[member.index].fileno() for local, socks in self._groups.items()}
         inbox, outs = self._mesh.fds(member.index)
-        tun_fds, steer_map = self._queue_fds(member)
-        queues = (*tun_fds.values(), *(() if steer_map is None else (steer_map,)))
+        tun_queues, steer_map = self._queue_handles(member)
+        queues = (*(fd for fd, _ in tun_queues.values()), *(() if steer_map is None else (steer_map,)))
         try:
             member.proc = await asyncio.create_subprocess_exec(
                 *command(member.index, self.steering, call_there.fileno(), events_there.fileno(), fds,

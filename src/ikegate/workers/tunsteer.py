@@ -238,9 +238,9 @@ class TunQueues:
                 self.steerer = None
             self.refused = str(exc)
 
-    def fds(self, index: int) -> dict[str, int]:
-        """Worker ``index``'s queue of each TUN, by name."""
-        return {name: devices[index].fd for name, devices in self.queues.items()}
+    def handles(self, index: int) -> dict[str, tuple[int, dict[str, object]]]:
+        """Worker ``index``'s queue of each TUN, by name: (descriptor, what ``TunDevice.adopt`` needs)."""
+        return {name: (devices[index].fd, devices[index].state()) for name, devices in self.queues.items()}
 
     @property
     def map_fd(self) -> int | None:

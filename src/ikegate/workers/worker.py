@@ -75,9 +75,10 @@ class WorkerOptions:
     raw_esp: bool
     keylog: str | None
     tun: dict[str, str]
-    #: the queue of each TUN the supervisor attached for this worker (by TUN name; :mod:`tunsteer`), and the
-    #: steering trie it publishes its destinations in (None: the kernel refused eBPF steering)
-    tun_fds: dict[str, int] = dataclasses.field(default_factory=dict)
+    #: the queue of each TUN the supervisor attached for this worker (by TUN name: its descriptor and
+    #: ``TunDevice.state``; :mod:`tunsteer`), and the steering trie it publishes its destinations in (None:
+    #: the kernel refused eBPF steering)
+    tun_queues: dict[str, tuple[int, dict[str, object]]] = dataclasses.field(default_factory=dict)
     steer_map_fd: int | None = None
 
 
@@ -213,7 +214,7 @@ class Worker:
                                   raw_esp=options.raw_esp, keylog=options.keylog, log=self._log, sockets=sockets,
                                   make_runner=lambda gw, loop: WorkerRunner(gw, loop, slot), tun=options.tun,
                                   lan_side=cast(Gateway, LanSide(self)), ha_worker=(slot.index, slot.steering.workers),
-                                  tun_fds=options.tun_fds)
+                                  tun_queues=options.tun_queues)
         #: our entries in the TUN steering trie (None: not steered by eBPF)
         self._publisher: Publisher | None = None
         if options.steer_map_fd is not None:
