@@ -61,7 +61,9 @@ from tests.interop.netns import (  # noqa: E402
     GW_B_LAN,
     HOST_B,
     SITE_A_V4,
+    SITE_A_V6,
     SITE_B_V4,
+    SITE_B_V6,
     WAN_A,
     WAN_B,
     Lab,
@@ -71,7 +73,7 @@ from tests.interop.netns import (  # noqa: E402
     two_sites,
 )
 from tests.interop.netns import skip_reason as netns_skip_reason  # noqa: E402
-from tests.interop.vrp import GatewayConfig, Suite, acl_rule, start_ikegate  # noqa: E402
+from tests.interop.vrp import GatewayConfig, Suite, TwoPeersConfig, acl_rule, start_ikegate  # noqa: E402
 from tests.system.procs import Proc  # noqa: E402
 
 sys.path.insert(0, str(PROJECT / "bench"))
@@ -141,21 +143,25 @@ def environment(**values: str | None) -> Iterator[None]:
 
 
 def ikegate_pair(lab: Lab, a: Site, b: Site, cipher: str, src: Path | None = None, kind: str = "ikegate",
-                 extra: tuple[str, ...] = (), offload: str | None = None) -> Pair:
+                 extra: tuple[str, ...] = (), offload: str | None = None, peers: int = 1) -> Pair:
     """gwA (site-to-site, auto) and gwB (template) up; ``extra``: more ``ikegate run`` arguments for both;
-    ``src``: import ikegate from there; ``offload``: IKEGATE_TUN_OFFLOAD for both (see io/tun.py)."""
+    ``src``: import ikegate from there; ``offload``: IKEGATE_TUN_OFFLOAD for both (see io/tun.py).
+    ``peers`` 2: gwA also has gwB's IPv6 address as a second peer, for IPv6 inside (``TwoPeersConfig``)."""
     _, enc, auth = CIPHERS[cipher]
     suite = Suite(esp_encryption=enc, esp_authentication=auth)
     lan_a = {4: f"{GW_A_LAN[4]}/26", 6: f"{GW_A_LAN[6]}/64"}
     lan_b = {4: f"{GW_B_LAN[4]}/26", 6: f"{GW_B_LAN[6]}/64"}
-    cfg_b = GatewayConfig("GwB", WAN_B, lan_b, None, PSK, suite=suite, rules=[acl_rule(5, SITE_B_V4, SITE_A_V4)])
-    cfg_a = GatewayConfig("GwA", WAN_A, lan_a, WAN_B[4], PSK, suite=suite, rules=[acl_rule(5, SITE_A_V4, SITE_B_V4)],
-                          trigger="auto")
+    two = peers == 2
+    rules6_b = [f"rule 5 permit ipv6 source {SITE_B_V6} destination {SITE_A_V6}"] if two else []
+    cfg_b = GatewayConfig("GwB", WAN_B, lan_b, None, PSK, suite=suite, rules=[acl_rule(5, SITE_B_V4, SITE_A_V4)],
+                          rules6=rules6_b)
+    cfg_a = (TwoPeersConfig if two else GatewayConfig)(
+        "GwA", WAN_A, lan_a, WAN_B[4], PSK, suite=suite, rules=[acl_rule(5, SITE_A_V4, SITE_B_V4)], trigger="auto")
     with environment(PYTHONPATH=str(src) if src else None, IKEGATE_TUN_OFFLOAD=offload):
         gw_b = start_ikegate(lab, b.gw, "gwb", cfg_b, "--force-udp-encap", *extra)
-        route_into_tun(b.gw, [SITE_A_V4])
+        route_into_tun(b.gw, [SITE_A_V4, *([SITE_A_V6] if two else [])])
         gw_a = start_ikegate(lab, a.gw, "gwa", cfg_a, "--force-udp-encap", *extra)
-        route_into_tun(a.gw, [SITE_B_V4])
+        route_into_tun(a.gw, [SITE_B_V4, *([SITE_B_V6] if two else [])])
 
     def stop() -> None:
         for proc in (gw_a, gw_b):
@@ -222,12 +228,12 @@ def libipsec_pair(lab: Lab, a: Site, b: Site, cipher: str, round_no: int) -> Pai
 # ----------------------------------------------------------------------------------------- measuring
 
 
-def iperf(host: Netns, *args: str, seconds: int) -> dict[str, object]:
+def iperf(host: Netns, *args: str, seconds: int, dst: str = HOST_B[4], port: int = IPERF_PORT) -> dict[str, object]:
     """One iperf3 test; retried (up to 3 times, 60 s) when the server is still busy with the previous one or
     drops the control connection: on a loaded machine it may take a while to notice that a test ended."""
     deadline = time.monotonic() + 60
     for attempt in range(3):
-        out = host.exec("iperf3", "-c", HOST_B[4], "-p", str(IPERF_PORT), "-t", str(seconds), "-J", *args,
+        out = host.exec("iperf3", "-c", dst, "-p", str(port), "-t", str(seconds), "-J", *args,
                         check=False, timeout=seconds + 60)
         try:
             data = json.loads(out.stdout)

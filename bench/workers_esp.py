@@ -9,12 +9,15 @@ streams (as many source ports: the multi-queue TUN spreads them over the workers
 the packets hostB's iperf3 received per second; with it, what the gateways' ``stats`` say about the
 workers: LAN packets handed over to the owner (a flow read by a worker that does not hold its SA), how many
 of those went straight from worker to worker (the mesh, ``ikegate.workers.mesh``) and how many the mesh
-dropped (the owner's inbox full), and datagrams misrouted by the kernel's steering.
+dropped (the owner's inbox full), LAN packets read by a worker that does not own them (``lan_missteered``)
+and datagrams misrouted by the kernel's steering. With more than one worker, each TUN steering
+(``--tun-steering``: ``hash``, the kernel's flow hash and hand-over; ``ebpf``, the owner's queue, see
+``ikegate.workers.tunsteer``) is measured in the same run, alternating.
 
 One site-to-site tunnel is one peer, and every SA of one peer lives on one worker
 (``ikegate.workers.steering.peer_owner``): with 2 workers the second one only reads TUN queues and hands
-their packets over (over the mesh), so "many flows" here measures that path, not two workers each
-encrypting its own tunnel.
+their packets over (over the mesh) with hash steering, or reads nothing of this tunnel with eBPF steering,
+so "many flows" measures that path, not two workers each encrypting its own tunnel.
 
     sudo .venv/bin/python bench/workers_esp.py --rounds 1 --seconds 5
 
@@ -28,6 +31,7 @@ import argparse
 import statistics
 import sys
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -37,26 +41,34 @@ from tests.interop.netns import HOST_B, Lab, Site, two_sites
 from tests.interop.netns import skip_reason as netns_skip_reason
 
 #: the stats counters printed per test (what a gateway without one reports counts as 0)
-COUNTERS = ("handed_over", "handed_direct", "handoff_dropped", "misrouted")
+COUNTERS = ("handed_over", "handed_direct", "handoff_dropped", "lan_missteered", "misrouted")
 
 
 def measure(pair: Pair, a: Site, flows: int, args: argparse.Namespace) -> tuple[float, float, dict[str, int]]:
-    """(delivered packets/s, loss %, the workers' counters' increase: ``COUNTERS``) of one UDP test."""
+    """(delivered packets/s, loss %, the workers' counters' increase: ``COUNTERS``) of one UDP test: with
+    ``--peers 2``, ``flows`` to each peer's network at once (IPv4 and IPv6 inside), summed."""
     host = a.host
-    wait_until(lambda: host.exec("ping", "-c", "1", "-W", "1", HOST_B[4], check=False).returncode == 0,
-               "traffic through the tunnel")
+    targets = [(HOST_B[4], IPERF_PORT), (HOST_B[6], IPERF_PORT + 1)][:args.peers]
+    for dst, _ in targets:
+        wait_until(lambda dst=dst: host.exec("ping", "-c", "1", "-W", "1", dst, check=False).returncode == 0,
+                   "traffic through the tunnel")
     before = [p.call("stats")["stats"] for p in pair.procs]
-    end = iperf(host, "-u", "-b", args.rate, "-l", str(args.length), "-P", str(flows), seconds=args.seconds)
+    with ThreadPoolExecutor(len(targets)) as pool:
+        ends = list(pool.map(lambda t: iperf(host, "-u", "-b", args.rate, "-l", str(args.length), "-P", str(flows),
+                                             seconds=args.seconds, dst=t[0], port=t[1]), targets))
     after = [p.call("stats")["stats"] for p in pair.procs]
-    received = end.get("sum_received") or end["sum"]
-    sent = end.get("sum_sent") or end["sum"]
-    delivered = float(received["bytes"]) / args.length  # type: ignore[index]
-    seconds = float(received.get("seconds") or args.seconds)  # type: ignore[union-attr]
-    sent_packets = float(sent.get("packets", 0) or 0)  # type: ignore[union-attr]
+    delivered = sent_packets = rate = 0.0
+    for end in ends:
+        received = end.get("sum_received") or end["sum"]
+        sent = end.get("sum_sent") or end["sum"]
+        got = float(received["bytes"]) / args.length  # type: ignore[index]
+        delivered += got
+        rate += got / float(received.get("seconds") or args.seconds)  # type: ignore[union-attr]
+        sent_packets += float(sent.get("packets", 0) or 0)  # type: ignore[union-attr]
     loss = 100.0 * (1 - delivered / sent_packets) if sent_packets else float("nan")
     counts = {c: sum(int(x.get(c, 0)) - int(y.get(c, 0)) for x, y in zip(after, before, strict=True))
               for c in COUNTERS}
-    return delivered / seconds, max(loss, 0.0), counts
+    return rate, max(loss, 0.0), counts
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -68,41 +80,58 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--length", type=int, default=512, help="UDP payload bytes per datagram")
     parser.add_argument("--rate", default="200M", help="iperf3 offered rate (-b), per stream")
     parser.add_argument("--cipher", default="gcm", choices=sorted(CIPHERS))
+    parser.add_argument("--peers", type=int, choices=(1, 2), default=1,
+                        help="2: gwA's second peer is gwB's IPv6 address (IPv6 inside), owned by the other worker; "
+                             "the flows go to both peers at once")
+    parser.add_argument("--steering", action="append", choices=("hash", "ebpf"),
+                        help="TUN steering with workers (repeatable; default: both)")
     args = parser.parse_args(argv)
     args.workers = args.workers or [1, 2]
+    runs = [(n, s) for n in args.workers for s in ((None,) if n == 1 else args.steering or ("hash", "ebpf"))]
     reason = netns_skip_reason()
     if reason:
         print(f"skipped: {reason}")
         return 0
-    results: dict[tuple[int, int], list[tuple[float, float, dict[str, int]]]] = {}
+    results: dict[tuple[tuple[int, str | None], int], list[tuple[float, float, dict[str, int]]]] = {}
     with tempfile.TemporaryDirectory(prefix="ikg-wesp-") as tmp:
         lab = Lab(Path(tmp))
         try:
             a, b = two_sites(lab)
-            lab.spawn(b.host, ["iperf3", "-s", "-p", str(IPERF_PORT)], lab.workdir / "iperf3.log")
-            wait_until(lambda: f":{IPERF_PORT} " in b.host.exec("ss", "-ltnH").stdout, "the iperf3 server")
+            for port in range(IPERF_PORT, IPERF_PORT + args.peers):
+                lab.spawn(b.host, ["iperf3", "-s", "-p", str(port)], lab.workdir / f"iperf3-{port}.log")
+                wait_until(lambda port=port: f":{port} " in b.host.exec("ss", "-ltnH").stdout, "the iperf3 server")
             for round_no in range(args.rounds):
-                for n in args.workers if round_no % 2 == 0 else args.workers[::-1]:
-                    pair = ikegate_pair(lab, a, b, args.cipher, kind=f"ikegate-w{n}", extra=("--workers", str(n)))
+                for run in runs if round_no % 2 == 0 else runs[::-1]:
+                    n, steering = run
+                    extra = ("--workers", str(n), *(() if steering is None else ("--tun-steering", steering)))
+                    pair = ikegate_pair(lab, a, b, args.cipher, kind=f"ikegate-w{n}{steering or ''}", extra=extra,
+                                        peers=args.peers)
                     try:
                         for flows in (1, args.flows):
                             got = measure(pair, a, flows, args)
-                            results.setdefault((n, flows), []).append(got)
-                            print(f"  round {round_no + 1}, {n} worker(s), {flows} flow(s): {got[0]:9.0f} pps "
-                                  f"({got[1]:4.1f} % lost, {got[2]['handed_over']} handed over, of which "
-                                  f"{got[2]['handed_direct']} direct, {got[2]['handoff_dropped']} dropped by the "
-                                  f"mesh, {got[2]['misrouted']} misrouted)", flush=True)
+                            results.setdefault((run, flows), []).append(got)
+                            print(f"  round {round_no + 1}, {_name(run)}, {flows} flow(s): {got[0]:9.0f} pps "
+                                  f"({got[1]:4.1f} % lost, {got[2]['lan_missteered']} mis-steered, "
+                                  f"{got[2]['handed_over']} handed over, of which {got[2]['handed_direct']} direct, "
+                                  f"{got[2]['handoff_dropped']} dropped by the mesh, {got[2]['misrouted']} "
+                                  "misrouted)", flush=True)
                     finally:
                         pair.stop()
         finally:
             lab.close()
     print(f"\nESP {CIPHERS[args.cipher][0]} in UDP, {args.length}-byte datagrams, {args.rounds} round(s) of "
-          f"{args.seconds} s, offered {args.rate} per stream; medians (packets/s delivered to hostB)")
-    print(f"{'workers':>8} {'1 flow':>10} {f'{args.flows} flows':>10}")
-    for n in args.workers:
-        cells = [statistics.median(r[0] for r in results[(n, f)]) for f in (1, args.flows)]
-        print(f"{n:>8} {cells[0]:10.0f} {cells[1]:10.0f}")
+          f"{args.seconds} s, offered {args.rate} per stream, {args.peers} peer(s) (flows per peer); medians "
+          "(packets/s delivered to hostB)")
+    print(f"{'workers':>14} {'1 flow':>10} {f'{args.flows} flows':>10}")
+    for run in runs:
+        cells = [statistics.median(r[0] for r in results[(run, f)]) for f in (1, args.flows)]
+        print(f"{_name(run):>14} {cells[0]:10.0f} {cells[1]:10.0f}")
     return 0
+
+
+def _name(run: tuple[int, str | None]) -> str:
+    n, steering = run
+    return f"{n}" if steering is None else f"{n} ({steering})"
 
 
 if __name__ == "__main__":

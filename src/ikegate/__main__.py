@@ -54,6 +54,7 @@ def _run(args: argparse.Namespace) -> int:
     options.raw_esp = not args.force_udp_encap
     options.keylog = args.keylog
     options.workers = default_workers() if args.workers is None else args.workers
+    options.tun_steering = args.tun_steering == "ebpf"
     gc.set_threshold(*GC_THRESHOLD)
     gc.freeze()  # modules and configuration live as long as the process: no collection needs to walk them
     return asyncio.run(run_daemon(config, options, args.config))
@@ -152,6 +153,10 @@ def build_parser() -> argparse.ArgumentParser:
                      help="worker processes sharing the SAs, one core each, steered by SPI in the kernel "
                           "(default: one per available CPU; on a slot model its placements; "
                           "1: everything in one process)")
+    run.add_argument("--tun-steering", choices=("ebpf", "hash"), default="ebpf",
+                     help="with workers: a TUN's packets go to the queue of the worker owning their destination "
+                          "(ebpf, when the kernel allows it) or to the kernel's flow-hash pick, the reader "
+                          "handing them over (hash) (default: %(default)s)")
     run.set_defaults(func=_run)
     demo = sub.add_parser("demo", help="the embedded lab: HQ, Branch1 and Branch2 on loopback")
     demo.add_argument("--base-port", type=int, default=15000, metavar="N",

@@ -62,6 +62,8 @@ class DaemonOptions:
     keylog: str | None = None
     #: ``--workers N``: placement worker processes under this one (1: everything in this process).
     workers: int = 1
+    #: ``--tun-steering``: with workers, steer the TUN's queues by eBPF (``ikegate.workers.tunsteer``)
+    tun_steering: bool = True
 
 
 def _discards(stream: TextIO | None) -> bool:
@@ -123,7 +125,7 @@ class Daemon:
         self.device: Device = open_device(config, options.model, options.workers, ike_port=options.ike_port,
                                           natt_port=options.natt_port, retransmit_tries=options.retransmit_tries,
                                           log=self.log, tun=options.tun, raw_esp=options.raw_esp,
-                                          keylog=options.keylog)
+                                          keylog=options.keylog, tun_steering=options.tun_steering)
         self._opened = False
         self.control: ControlServer | None = None
         self.metrics: MetricsServer | None = None
@@ -379,6 +381,8 @@ class Daemon:
             "handed_over": st.handed_over,
             "handed_direct": st.handed_direct,
             "handoff_dropped": st.handoff_dropped,
+            "lan_missteered": st.lan_missteered,
+            "tun_steered": st.tun_steered,
             "workers": st.workers,
             "engines": st.engines,
             "ike_sas": sum(st.ike_sas.values()),

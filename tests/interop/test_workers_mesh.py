@@ -4,7 +4,8 @@ mesh (``ikegate.workers.mesh``), not through the supervisor; a restarted owner g
     hostA -- gwA [ikegate --workers 2, multi-queue TUN] == WAN == gwB [ikegate, template] -- hostB
 
 One site-to-site tunnel is one peer, so its SAs live on one worker of gwA (``peer_owner``); every new UDP
-flow from hostA lands on the TUN queue the kernel's flow hash picks, so some land on the other worker's.
+flow from hostA lands on the TUN queue the kernel's flow hash picks (``--tun-steering hash``: the eBPF
+steering of test_workers_tunsteer.py would put them all on the owner's), so some land on the other worker's.
 """
 
 from __future__ import annotations
@@ -49,7 +50,7 @@ def _direct_after_new_flows(site: Site, gw: Proc) -> bool:
 def test_non_owner_hands_lan_packets_straight_to_the_owner_and_again_after_its_restart(lab: Lab) -> None:
     a, b = two_sites(lab)
     gw_a, gw_b = _pair(lab, a, b, 4, [acl_rule(5, SITE_A_V4, SITE_B_V4)], [acl_rule(5, SITE_B_V4, SITE_A_V4)],
-                       "auto", extra_a=("--workers", "2"), extra_b=("--workers", "1"))
+                       "auto", extra_a=("--workers", "2", "--tun-steering", "hash"), extra_b=("--workers", "1"))
     wait_for(lambda: bool(ipsec_sas(gw_a)) and bool(ipsec_sas(gw_b)), what="the auto tunnel")
     _serve(lab, b, PORT)
 

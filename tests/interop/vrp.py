@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tests.interop.netns import Lab, Netns
+from tests.interop.netns import SITE_A_V6, SITE_B_V6, WAN_B, Lab, Netns
 from tests.system.procs import READY, Proc
 from tests.waiting import wait_for
 
@@ -98,6 +98,26 @@ class GatewayConfig:
         lan4, lan6 = self.lan.get(4), self.lan.get(6)
         lines += _addresses(lan4, lan6, None, None)
         lines += ["#", "return", ""]
+        return "\n".join(lines)
+
+
+@dataclass
+class TwoPeersConfig(GatewayConfig):
+    """gwA of :func:`two_sites` with two peers: policy 10 (``rules``) to ``remote`` (gwB's IPv4 address), and
+    policy 20 (IPv6 inside, site A to site B) to gwB's IPv6 address: two peer addresses, which placement
+    workers may own apart."""
+
+    def text(self) -> str:
+        peer2 = ["#", "ike peer peer2", f" pre-shared-key {self.psk}", " ike-proposal 10", " undo version 1",
+                 f" remote-address {WAN_B[6]}"]
+        policy2 = ["#", "acl ipv6 number 3001", f" rule 5 permit ipv6 source {SITE_A_V6} destination {SITE_B_V6}",
+                   "#", "ipsec policy pol1 20 isakmp", " security acl ipv6 3001", " ike-peer peer2",
+                   " proposal esp1", " sa trigger-mode auto"]
+        lines = super().text().split("\n")
+        at = lines.index("ipsec proposal esp1") - 1
+        lines[at:at] = peer2
+        at = lines.index(f"interface {WAN_ITF}") - 1
+        lines[at:at] = policy2
         return "\n".join(lines)
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from ikegate.workers.mesh import Mesh, MeshEnds, parse_spec
+from ikegate.workers.mesh import WAN, Mesh, MeshEnds, parse_spec, parse_wan, wan_frame
 
 
 def _ends(mesh: Mesh, index: int) -> MeshEnds:
@@ -36,3 +36,11 @@ def test_a_full_inbox_drops_instead_of_blocking() -> None:
         assert zero.sent == results.count(True) < 20000
     finally:
         mesh.close()
+
+
+def test_a_wan_datagram_crosses_with_its_addresses_and_is_never_taken_for_an_ip_packet() -> None:
+    frame = wan_frame(b"\x00\x00\x00\x00ike", ("2001:db8:ff::1", 4500), ("198.51.100.2", 61000))
+    assert frame[:1] == WAN and frame[0] >> 4 not in (4, 6)
+    assert parse_wan(frame) == (b"\x00\x00\x00\x00ike", ("2001:db8:ff::1", 4500), ("198.51.100.2", 61000))
+    for bad in (WAN, WAN + b"1 2 3" + WAN + b"x", WAN + b"a b c d" + WAN, WAN + b"\xff\xfe 1 b 2" + WAN):
+        assert parse_wan(bad) is None

@@ -244,6 +244,26 @@ def test_installed_sa_is_used_and_selectors_must_cover() -> None:
     assert isinstance(spd.outbound(pkt("10.1.0.1", "10.2.0.1")), Trap)
 
 
+def test_covering_says_what_covered_and_lookup_say_cached_or_not() -> None:
+    spd: Spd[str] = Spd(site_to_site([A_TO_B]))
+    changes: list[tuple[list[TrafficSelector], int]] = []
+    spd.on_change = lambda sel, delta: changes.append((sel, delta))
+    inside, outside, clear = pkt("10.1.0.1", "10.2.0.1"), pkt("10.1.5.1", "10.2.0.1"), pkt("10.9.0.1", "10.8.0.1")
+    spd.install("sa1", [ts("10.1.0.0/24")], [ts("10.2.0.0/24")], "SA-1")
+    assert changes == [([ts("10.2.0.0/24")], 1)]
+    for _ in range(2):  # the second time through the flow cache that outbound filled
+        for info in (inside, outside, clear):
+            covered, match = spd.covering(info)
+            assert covered == spd.covered(info)
+            assert match == (None if covered else spd.lookup(info))
+            spd.outbound(info)
+    assert spd.covering(inside) == (True, None) and spd.covering(clear) == (False, None)
+    assert spd.covering(outside)[1] is not None
+    spd.remove("sa1")
+    assert changes[-1] == ([ts("10.2.0.0/24")], -1)
+    assert spd.covering(inside)[0] is False  # the cache went with the SA
+
+
 def test_newest_sa_wins_during_rekey() -> None:
     spd: Spd[str] = Spd(site_to_site([A_TO_B]))
     flow = ([ts("10.1.0.0/16")], [ts("10.2.0.0/16")])

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import ipaddress
+import os
 import socket
 import struct
 from collections import deque
@@ -139,3 +140,21 @@ def test_offload_takes_what_the_kernel_grants(monkeypatch: pytest.MonkeyPatch, r
     device._negotiate_offload(True)
     assert (device.vnet, device.offload) == (vnet, offload)
     assert asked == ([c for c in tun.OFFLOAD_CHOICES if c in refused] + ([offload] if offload else []) if vnet else [])
+
+
+def test_an_adopted_queue_carries_the_openers_state_and_its_own_descriptor() -> None:
+    opener = _FakeDevice("tun-q")
+    opener.negotiated = 7  # type: ignore[attr-defined]  # what an open may learn from the kernel
+    state = opener.state()
+    assert state == {"name": "tun-q", "negotiated": 7}  # only plain values: it crosses to a worker pickled
+    kernel, ours = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    try:
+        adopted = TunDevice.adopt(ours.fileno(), state)
+        assert (adopted.name, adopted.fd, adopted.negotiated) == ("tun-q", ours.fileno(), 7)  # type: ignore[attr-defined]
+        assert not os.get_blocking(ours.fileno())
+        kernel.send(b"\x45packet")
+        assert adopted.read() == [b"\x45packet"]
+    finally:
+        kernel.close()
+        ours.close()
+        opener.close()

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import functools
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
@@ -329,6 +329,9 @@ class Spd(Generic[T]):
         self.acquires = 0
         self.hold_drops = 0
         self.no_sa_drops = 0
+        #: told the remote selectors of every SA installed (+1) and removed (-1): a placement worker keeps its
+        #: TUN steering entries (``ikegate.workers.tunsteer``) with it
+        self.on_change: Callable[[list[TrafficSelector], int], None] | None = None
         if config is not None:
             self.reload(config, arm_traps=arm_traps)
 
@@ -427,6 +430,26 @@ class Spd(Generic[T]):
         hit = self._match(info, interface)
         return hit is not None and hit[1] is not None
 
+    def covering(self, info: IpInfo, interface: str | None = None) -> tuple[bool, SpdMatch | None]:
+        """:meth:`covered` and, when no SA protects ``info``, :meth:`lookup`, in one pass and through the
+        flow cache :meth:`outbound` keeps (a placement worker asks this of every packet its TUN queue reads,
+        before :meth:`outbound` sees it): (an SA protects it, the rule when none does)."""
+        flow = (interface, *info[:6])
+        try:
+            cached = self._flows[flow]
+        except KeyError:
+            pass
+        else:
+            return cached is not None, None
+        hit = self._match(info, interface)
+        if hit is None:
+            return False, None
+        rule, inst = hit
+        if inst is not None:
+            self._remember(flow, inst)
+            return True, None
+        return False, rule.matches[info.version]
+
     def outbound(self, info: IpInfo, packet: bytes = b"", now: float = 0.0,
                  interface: str | None = None) -> T | Trap | None:
         """Where an outgoing packet goes: the SA record to protect it with, a :class:`Trap`, or None
@@ -498,6 +521,8 @@ class Spd(Generic[T]):
         inst = _Installed(key, sa, [_compile_ts(t) for t in ts_local], [_compile_ts(t) for t in ts_remote],
                           ts_local, ts_remote, self._order, policy)
         self._installed[key] = inst
+        if self.on_change is not None:
+            self.on_change(ts_remote, 1)
         self._place(inst)
         self._flows.clear()
         released: list[bytes] = []
@@ -539,6 +564,8 @@ class Spd(Generic[T]):
         inst = self._installed.pop(key, None)
         if inst is None:
             return None
+        if self.on_change is not None:
+            self.on_change(inst.ts_remote, -1)
         for index in inst.rules:
             self._index[index].remove(inst)
         self._flows.clear()
@@ -559,6 +586,12 @@ class Spd(Generic[T]):
     def get(self, key: object) -> T | None:
         inst = self._installed.get(key)
         return inst.value if inst is not None else None
+
+    def remote_selectors(self) -> Iterator[TrafficSelector]:
+        """The remote traffic selectors of every installed SA: where this process's SAs lead (a placement
+        worker steers the TUN's packets to those destinations to its own queue)."""
+        for inst in self._installed.values():
+            yield from inst.ts_remote
 
     def held(self, policy: PolicyKey, rule: int) -> int:
         """How many packets wait for an SA on one rule."""

@@ -216,6 +216,11 @@ class GatewayStats:
     #: owner's mesh socket was full (it never blocks on a slow peer)
     handed_direct: int = 0
     handoff_dropped: int = 0
+    #: protected-side packets a worker's TUN queue read for a flow another worker holds or owns (each one
+    #: handed over; zero while the eBPF steering of :mod:`ikegate.workers.tunsteer` works), and the workers
+    #: whose TUN queues that steering serves (each counts 1)
+    lan_missteered: int = 0
+    tun_steered: int = 0
 
 
 @dataclass(slots=True)
@@ -468,8 +473,10 @@ def open_device(config: Config, model: DeviceModel, workers: int = 1, **options:
     multi-SPU model's placements are its workers). ``options`` are :func:`open_local`'s."""
     from ikegate.workers.fanout import FanoutDevice, worker_count
 
+    tun_steering = options.pop("tun_steering", True)  # a single process has one queue to steer to
     if worker_count(model, workers) <= 1:
         return open_local(config, model, **options)
+    options["tun_steering"] = tun_steering
     return FanoutDevice(config, model, workers=workers, **options)
 
 

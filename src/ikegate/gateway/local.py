@@ -58,7 +58,8 @@ class LocalDevice:
                  raw_esp: bool = True, keylog: str | None = None, log: LogSink | None = None,
                  sockets: Mapping[Addr, socket.socket] | None = None,
                  make_runner: Callable[[Gateway, asyncio.AbstractEventLoop], UdpRunner] = UdpRunner,
-                 lan_side: Gateway | None = None, ha_worker: tuple[int, int] | None = None) -> None:
+                 lan_side: Gateway | None = None, ha_worker: tuple[int, int] | None = None,
+                 tun_queues: Mapping[str, tuple[int, Mapping[str, object]]] | None = None) -> None:
         self.gateway = gateway
         #: A placement worker's (index, workers) in a hot-standby pair: its sync node pairs with the
         #: same-index worker of the other node; the supervisor runs keepalived and sets the role.
@@ -73,6 +74,8 @@ class LocalDevice:
         self._model = model or DeviceModel(placements=tuple(gateway.placements))
         self._clock = clock  # until the sockets are open (in-memory tests step their own clock)
         self._tun_map = dict(tun or {})
+        #: TUN queues opened by someone else, by TUN name (a placement worker's, from the supervisor)
+        self._tun_queues = tun_queues
         self._raw_esp = raw_esp  # raw ESP sockets where no NAT is detected (False: --force-udp-encap)
         self._keylog = keylog  # --keylog DIR
         self._log = log
@@ -281,7 +284,8 @@ class LocalDevice:
                               "gateway's traffic")
             if self._tun_map:
                 self._tun = open_bridge(self._lan_side or self.gateway, self._tun_map, runner,
-                                        multi_queue=self._lan_side is not None)
+                                        multi_queue=self._lan_side is not None,
+                                        queues=self._tun_queues)
         except BaseException:
             if self.ha is not None:
                 await self.ha.close()

@@ -53,7 +53,7 @@ import os
 import socket
 import struct
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 from ikegate.dataplane.offload import (
     F_NEEDS_CSUM,
@@ -185,6 +185,29 @@ class TunDevice:
             self.offload = want
             break
         log.debug("TUN %s: virtio-net header, offload flags %#x", self.name, self.offload)
+
+    @classmethod
+    def opened(cls, name: str, *, multi_queue: bool = False) -> TunDevice:
+        """A queue opened with the offload :func:`offload_mode` asks for: whoever opens a device (one
+        process, or the supervisor for its workers) opens it the same way."""
+        mode = offload_mode()
+        return cls(name, multi_queue=multi_queue, offload=mode != "0", segmentation=mode != "tx")
+
+    @classmethod
+    def adopt(cls, fd: int, state: Mapping[str, object]) -> TunDevice:
+        """A queue another process opened and passed down (a placement worker's: the supervisor attaches
+        the queues in worker order, see :mod:`ikegate.workers.tunsteer`), already configured; ``state`` is
+        the opener's :meth:`state` (the name, and whatever the open negotiated with the kernel)."""
+        device = cls.__new__(cls)
+        device.__dict__.update(state)
+        device.fd = fd
+        os.set_blocking(fd, False)
+        return device
+
+    def state(self) -> dict[str, object]:
+        """What :meth:`adopt` needs besides the descriptor: every plain attribute (the name, and what the open
+        negotiated, the same for every queue of the device), picklable to cross to a worker."""
+        return {k: v for k, v in vars(self).items() if k != "fd" and isinstance(v, bool | int | str | float)}
 
     def _configure(self, mtu: int | None) -> None:
         """``ip link set NAME mtu M up`` without running ``ip``: two ioctls on any socket."""
@@ -376,19 +399,26 @@ class TunBridge:
         self.devices.clear()
 
 
+def offload_mode() -> str:
+    """``IKEGATE_TUN_OFFLOAD`` (see the module docstring): "1" both ways, "rx" or "tx" one way, "0" none."""
+    mode = os.environ.get("IKEGATE_TUN_OFFLOAD", "0")
+    return mode if mode in ("1", "rx", "tx") else "0"
+
+
 def open_bridge(gateway: Gateway, mapping: dict[str, str], runner: UdpRunner, *,
-                multi_queue: bool = False) -> TunBridge:
+                multi_queue: bool = False, queues: Mapping[str, tuple[int, Mapping[str, object]]] | None = None
+                ) -> TunBridge:
     """``--tun ITF=TUN`` for each item of ``mapping``: open (create) and bring up each TUN, bind it to the
     gateway and hook it to ``runner``'s flushes.
 
     The VRP interface must exist and must not carry an ``ipsec policy``: it is the protected side, whose
     ``ip address`` is the gateway's own LAN address (pings to it are answered by the gateway itself).
-    ``multi_queue``: attach one queue of a multi-queue device (each placement worker attaches its own).
+    ``multi_queue``: attach one queue of a multi-queue device (each placement worker attaches its own);
+    ``queues``: queues already attached, by TUN name: (descriptor, :meth:`TunDevice.state`) (a worker's, passed
+    down by the supervisor).
     """
     bridge = TunBridge(gateway, runner.loop, runner.flush, runner.now)
-    mode = os.environ.get("IKEGATE_TUN_OFFLOAD", "0")  # see the module docstring: 1, rx, tx or 0
-    offload = mode in ("1", "rx", "tx")
-    bridge.merge = mode != "rx"
+    bridge.merge = offload_mode() != "rx"
     try:
         for itf_name, tun_name in mapping.items():
             itf = gateway.config.interfaces.get(itf_name)
@@ -399,7 +429,9 @@ def open_bridge(gateway: Gateway, mapping: dict[str, str], runner: UdpRunner, *,
                 raise TunError(errno.EINVAL, f"--tun {itf_name}={tun_name}: {itf_name} carries ipsec policy "
                                              f"{itf.ipsec_policy}; a TUN stands for a protected-side interface")
             networks = tuple(i.network for i in itf.ipv4) + tuple(i.network for i in itf.ipv6)
-            device = TunDevice(tun_name, multi_queue=multi_queue, offload=offload, segmentation=mode != "tx")
+            queue = None if queues is None else queues.get(tun_name)
+            device = (TunDevice.opened(tun_name, multi_queue=multi_queue) if queue is None
+                      else TunDevice.adopt(*queue))
             bridge.add(device, networks)
             log.info("TUN %s is the protected side of %s (offload %#x)", tun_name, itf_name, device.offload)
     except BaseException:

@@ -15,12 +15,14 @@ what one process holding the same SAs would print:
   command's prompt returns.
 * Site-to-site peers: every SA with one peer address lives on one worker
   (:func:`ikegate.workers.steering.peer_owner`), which initiates its auto policies; a peer's opening message
-  that the kernel spread to another worker is passed on to the owner through here. Dial-up (template) SAs
-  stay where the kernel spread them.
+  that the kernel spread to another worker is passed on to the owner over the workers' mesh (through here
+  only without one). Dial-up (template) SAs stay where the kernel spread them.
 * Protected-side packets (the packet API, ``ping``, a TUN queue's packets that are not its worker's): to
-  the worker holding the SA of the flow, else to the worker owning the policy's peer. A TUN queue's packet
-  of a site-to-site flow goes from worker to worker directly (:mod:`ikegate.workers.mesh`), not through
-  here; the supervisor only makes the mesh and keeps it across restarts.
+  the worker holding the SA of the flow, else to the worker owning the policy's peer. The TUN's queues are
+  attached here in worker order and steered by eBPF to the worker owning each destination
+  (:mod:`ikegate.workers.tunsteer`); a TUN queue's packet that still reaches another worker, of a
+  site-to-site flow or a dial-up SA's, goes from worker to worker directly (:mod:`ikegate.workers.mesh`), not
+  through here; the supervisor only makes the mesh and the queues and keeps them across restarts.
 * Hot standby (``hrp enable``): the supervisor runs keepalived and posts the role to every worker; each
   worker's sync node pairs with the same-index worker of the other node (docs/ha.md, "Workers").
 * A worker that dies is restarted on the same sockets (the kernel's group keeps its index); the IKE SAs it
@@ -78,6 +80,7 @@ from ikegate.workers.mesh import Mesh
 from ikegate.workers.rpc import AsyncChannel, Channel, WorkerGone, gather
 from ikegate.workers.sockets import Groups, close_groups, open_groups
 from ikegate.workers.steering import Steering, esp_spi_owner
+from ikegate.workers.tunsteer import TunQueues
 from ikegate.workers.worker import CLAIM_NONE, WorkerOptions, command
 
 __all__ = ["RESTART_REASON", "FanoutDevice", "config_digest", "worker_count"]
@@ -135,7 +138,8 @@ class FanoutDevice:
 
     def __init__(self, config: Config, model: DeviceModel, *, workers: int, ike_port: int = 500,
                  natt_port: int = 4500, retransmit_tries: int = 5, log: LogSink | None = None,
-                 raw_esp: bool = True, keylog: str | None = None, tun: dict[str, str] | None = None) -> None:
+                 raw_esp: bool = True, keylog: str | None = None, tun: dict[str, str] | None = None,
+                 tun_steering: bool = True) -> None:
         n = worker_count(model, workers)
         if model.has_slots and n != len(model.placements):
             raise ValueError(f"{model.model} has {len(model.placements)} placements: --workers must be 1 or "
@@ -148,12 +152,15 @@ class FanoutDevice:
         self._raw_esp = raw_esp
         self._keylog = keylog
         self._tun = dict(tun or {})
+        self._tun_steering = tun_steering
         placements = model.placements if model.has_slots else (DEFAULT_PLACEMENT,) * n
         self.steering = _pair_steering(config, n) or Steering.generate(n, os.urandom)
         self.members = [_Member(i, p) for i, p in enumerate(placements)]
         self._groups: Groups = {}
         #: the workers' direct path for protected-side packets (made at open, kept across restarts)
         self._mesh = Mesh(0)
+        #: each TUN's queues in worker order, and their eBPF steering (made at open, kept across restarts)
+        self._queues: TunQueues | None = None
         self._offline = OfflineLog()
         self._resets = 0
         self._committed = pickle.dumps(config, protocol=pickle.HIGHEST_PROTOCOL)
@@ -421,6 +428,7 @@ class FanoutDevice:
         self._groups = open_groups(self.local_addresses(), self._ports, self.steering, freebind=pair)
         self._mesh = Mesh(len(self.members))
         try:
+            self._open_queues()
             await asyncio.gather(*(self._spawn(m) for m in self.members))
             if pair:
                 self._keepalived = Keepalived(self._config, asyncio.get_running_loop(), self._on_role,
@@ -431,17 +439,42 @@ class FanoutDevice:
             await self._stop_all(0.0)
             close_groups(self._groups)
             self._mesh.close()
+            self._close_queues()
             if isinstance(exc, KeepalivedError):
                 raise DeviceError(f"hot standby: {exc}") from exc
             raise
         self._opened = True
         self._watchers = [asyncio.get_running_loop().create_task(self._watch(m)) for m in self.members]
 
+    def _open_queues(self) -> None:
+        """Attach every TUN's queues here, in worker order, and steer them by eBPF if the kernel lets us
+        (:mod:`ikegate.workers.tunsteer`); if not, say so once: the workers hand packets over as before."""
+        if not self._tun:
+            return
+        try:
+            self._queues = TunQueues(self._tun.values(), len(self.members), steer=self._tun_steering)
+        except OSError as exc:
+            raise DeviceError(str(exc)) from exc
+        if self._queues.refused is not None:
+            self._log("WORKER", 4, "TUN_STEERING_OFF", "TUN queues are not steered by eBPF (LAN packets of "
+                      f"other workers' tunnels are handed over): {self._queues.refused}")
+
+    def _close_queues(self) -> None:
+        if self._queues is not None:
+            self._queues.close()
+            self._queues = None
+
+    def _queue_handles(self, member: _Member) -> tuple[dict[str, tuple[int, dict[str, object]]], int | None]:
+        if self._queues is None:
+            return {}, None
+        return self._queues.handles(member.index), self._queues.map_fd
+
     def _options(self, member: _Member) -> WorkerOptions:
+        tun_queues, steer_map = self._queue_handles(member)
         return WorkerOptions(config=pickle.loads(self._committed), model=self._model, placement=member.placement,
                              ike_port=self._ports[0], natt_port=self._ports[1],
                              retransmit_tries=self._retransmit_tries, raw_esp=self._raw_esp, keylog=self._keylog,
-                             tun=self._tun)
+                             tun=self._tun, tun_queues=tun_queues, steer_map_fd=steer_map)
 
     async def _spawn(self, member: _Member) -> None:
         """Start worker ``member`` on its members of the groups and wait until it has opened."""
@@ -449,12 +482,14 @@ class FanoutDevice:
         events_here, events_there = socket.socketpair()
         fds = {local: socks[member.index].fileno() for local, socks in self._groups.items()}
         inbox, outs = self._mesh.fds(member.index)
+        tun_queues, steer_map = self._queue_handles(member)
+        queues = (*(fd for fd, _ in tun_queues.values()), *(() if steer_map is None else (steer_map,)))
         try:
             member.proc = await asyncio.create_subprocess_exec(
                 *command(member.index, self.steering, call_there.fileno(), events_there.fileno(), fds,
                          self._mesh.spec(member.index)),
                 pass_fds=(call_there.fileno(), events_there.fileno(), *fds.values(), inbox,
-                          *(fd for fd in outs if fd >= 0)),
+                          *(fd for fd in outs if fd >= 0), *queues),
                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
         finally:
             call_there.close()
@@ -559,6 +594,7 @@ class FanoutDevice:
         await self._stop_all(grace)
         close_groups(self._groups)
         self._mesh.close()
+        self._close_queues()
         self._opened = False
 
     async def _stop_all(self, grace: float) -> None:

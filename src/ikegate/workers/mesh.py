@@ -12,6 +12,10 @@ not the receiver's peer): what bounds the inbox is the sending end's buffer, mad
 block: a full inbox (a stuck or restarting owner) drops the packet and counts it. The supervisor keeps both
 ends of every pair, so a restarted worker gets its inbox back and the others' sending ends stay valid:
 nothing has to be passed to the running workers.
+
+The mesh also carries WAN datagrams one worker received for another (an opening of a peer the other owns, or
+one the kernel steered by the first segment of a batch): :func:`wan_frame` puts a zero byte and the two
+addresses in front, which no IP packet (version 4 or 6 in its first nibble) can be mistaken for.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ import socket
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-__all__ = ["Mesh", "MeshEnds", "parse_spec"]
+__all__ = ["Mesh", "MeshEnds", "parse_spec", "parse_wan", "wan_frame"]
 
 #: Bytes queued per inbox before senders drop (about 2,700 full-size packets; the kernel caps it at
 #: ``net.core.wmem_max`` unless we are root, then the forcing option applies).
@@ -85,6 +89,25 @@ class MeshEnds:
             return None
         self.sent += 1
         return True
+
+
+Addr = tuple[str, int]
+WAN = b"\0"
+
+
+def wan_frame(data: bytes, local: Addr, remote: Addr) -> bytes:
+    """A WAN datagram for another worker's :func:`parse_wan` (addresses as text: no pickling per packet)."""
+    return WAN + f"{local[0]} {local[1]} {remote[0]} {remote[1]}".encode() + WAN + data
+
+
+def parse_wan(frame: bytes) -> tuple[bytes, Addr, Addr] | None:
+    """The datagram and its local and remote addresses, or None for anything that is not a good frame."""
+    end = frame.find(WAN, 1)
+    try:
+        la, lp, ra, rp = frame[1:end].decode().split(" ")
+        return frame[end + 1:], (la, int(lp)), (ra, int(rp))
+    except ValueError:  # also UnicodeDecodeError; a bad frame is dropped, never a crash
+        return None
 
 
 def parse_spec(spec: str) -> MeshEnds:

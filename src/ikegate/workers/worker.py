@@ -34,14 +34,17 @@ from ikegate.dataplane.packet import PacketError, echo_request, parse_ip
 from ikegate.gateway.controller import Gateway
 from ikegate.gateway.device import DeviceModel, HrpState, Selection
 from ikegate.gateway.local import LocalDevice
+from ikegate.gateway.translate import connections
 from ikegate.ha.sync import Role
 from ikegate.ike.core.config import Addr
+from ikegate.io.bpf import Map
 from ikegate.io.udp import UdpRunner
 from ikegate.policy.model import Config
 from ikegate.sad import Placement, SaEntry
-from ikegate.workers.mesh import MeshEnds, parse_spec
+from ikegate.workers.mesh import WAN, MeshEnds, parse_spec, parse_wan, wan_frame
 from ikegate.workers.rpc import AsyncChannel, WorkerGone, read_frame, write_frame
 from ikegate.workers.steering import Steering, WorkerSlot, esp_spi_owner, peer_owner
+from ikegate.workers.tunsteer import KEY_SIZE, VALUE_SIZE, Prefix, Publisher, destination_owner, prefix_keys
 
 __all__ = ["CLAIM_NONE", "CLAIM_POLICY", "CLAIM_SA", "WorkerOptions", "main"]
 
@@ -72,19 +75,24 @@ class WorkerOptions:
     raw_esp: bool
     keylog: str | None
     tun: dict[str, str]
+    #: the queue of each TUN the supervisor attached for this worker (by TUN name: its descriptor and
+    #: ``TunDevice.state``; :mod:`tunsteer`), and the steering trie it publishes its destinations in (None:
+    #: the kernel refused eBPF steering)
+    tun_queues: dict[str, tuple[int, dict[str, object]]] = dataclasses.field(default_factory=dict)
+    steer_map_fd: int | None = None
 
 
 class LanSide:
     """What a worker's TUN queue feeds: the gateway, behind a check that the packet is this worker's.
 
-    The kernel spreads the TUN's packets over the workers' queues by flow hash (and sends a flow to the
-    queue that last wrote its other direction, so a flow whose replies come through our SA stays with us).
-    A packet we hold the SA for is ours. One covered by a site-to-site policy whose peer another worker owns
-    goes straight to that worker (:mod:`ikegate.workers.mesh`: every SA with a site-to-site peer lives with
-    the peer's owner). Any other (a template's flow, or our own policy without an SA, which another
-    worker's dial-up SA may yet cover) is handed to the supervisor, which gives it to the worker with the
-    strongest claim (counted there as ``handed_over``; nobody's goes to the first worker, which passes or
-    drops it)."""
+    The kernel puts the TUN's packets on the queue of the worker the steering trie names for their
+    destination (:mod:`ikegate.workers.tunsteer`), or, without it, spreads them by flow hash. A packet we
+    hold the SA for is ours. One covered by a site-to-site policy whose peer another worker owns, or whose
+    destination the trie gives to another worker (a dial-up SA's), goes straight to that worker
+    (:mod:`ikegate.workers.mesh`; counted as ``lan_missteered``). Any other (our own policy without an SA,
+    which another worker's dial-up SA may yet cover, or no policy) is handed to the supervisor, which gives
+    it to the worker with the strongest claim (counted there as ``handed_over``; nobody's goes to the first
+    worker, which passes or drops it)."""
 
     def __init__(self, worker: Worker) -> None:
         self._worker = worker
@@ -97,12 +105,22 @@ class LanSide:
 
     def from_lan(self, packet: bytes, now: float) -> None:
         # No SA of ours covers it: another worker's may (a template without ACL has no rule before its SA
-        # exists, so "no policy here" proves nothing): the supervisor decides.
-        level, owner = self._worker.classify(packet)
+        # exists, so "no policy here" proves nothing). The owner of a site-to-site policy, or the worker the
+        # steering trie names (a dial-up SA's destinations), gets it straight; else the supervisor decides.
+        worker = self._worker
+        level, owner = worker.classify(packet)
         if level == CLAIM_SA:
             self._gateway.from_lan(packet, now)
-        elif owner is None or not self._worker.send_direct(owner, packet):
-            self._worker.hand_over(packet)
+            return
+        if owner is None:
+            owner = worker.trie_owner(packet)
+            if owner == worker.slot.index:  # ours by the trie, yet no SA of ours: let the supervisor weigh it
+                owner = None
+        if owner is not None:
+            self._gateway.stats.lan_missteered += 1
+            if worker.send_direct(owner, packet):
+                return
+        worker.hand_over(packet)
 
 
 class WorkerRunner(UdpRunner):
@@ -143,12 +161,13 @@ class WorkerRunner(UdpRunner):
                 return
         super().feed(data, local, remote, now)
 
-    def feed_handed(self, data: bytes, local: Addr, remote: Addr) -> None:
+    def feed_handed(self, data: bytes, local: Addr, remote: Addr, flush: bool = True) -> None:
         """A datagram another worker received for us: an opening of one of our peers, or one the kernel
-        steered wrong (see :meth:`feed`)."""
+        steered wrong (see :meth:`feed`). ``flush`` False: the caller flushes once after a burst."""
         self.gateway.stats.handed_over += 1
         super().feed(data, local, remote)
-        self.flush()
+        if flush:
+            self.flush()
 
     def _site_peers(self) -> frozenset[str]:
         config = self.gateway.config
@@ -196,7 +215,13 @@ class Worker:
         self.device = LocalDevice(gateway, DeviceModel(options.model.model, (options.placement,)),
                                   raw_esp=options.raw_esp, keylog=options.keylog, log=self._log, sockets=sockets,
                                   make_runner=lambda gw, loop: WorkerRunner(gw, loop, slot), tun=options.tun,
-                                  lan_side=cast(Gateway, LanSide(self)), ha_worker=(slot.index, slot.steering.workers))
+                                  lan_side=cast(Gateway, LanSide(self)), ha_worker=(slot.index, slot.steering.workers),
+                                  tun_queues=options.tun_queues)
+        #: our entries in the TUN steering trie (None: not steered by eBPF)
+        self._publisher: Publisher | None = None
+        if options.steer_map_fd is not None:
+            self._publisher = Publisher(Map(options.steer_map_fd, KEY_SIZE, VALUE_SIZE), slot.index)
+        self._published: Config | None = None
         self._reported: tuple[int, int] = (-1, -1)
         self._runner: WorkerRunner | None = None
         self._report_handle: asyncio.TimerHandle | None = None
@@ -214,6 +239,14 @@ class Worker:
             self.device.ha.after_flush = self._maybe_report
         runner.hand_over = self._hand_opening
         self._runner = runner
+        if self._publisher is not None:
+            self._publisher.purge()  # a predecessor's destinations: its SAs died with it
+            spd = self.gateway.dataplane.spd
+            spd.on_change = self._publisher.sa_change
+            self._publisher.sa_change(list(spd.remote_selectors()), 1)  # none yet, unless a standby synced some
+            self.gateway.stats.tun_steered = 1
+            runner.add_flush_hook(self._publish)
+            self._publish()
         if self._mesh is not None:
             loop.add_reader(self._mesh.inbox.fileno(), self._on_mesh)
         loop.add_reader(self._call.fileno(), self._on_call)
@@ -278,6 +311,40 @@ class Worker:
         if self._events is not None:
             self._send_logs()
             self._events.post(body, ident)
+
+    def _publish(self) -> None:
+        """After every flush (work only when the configuration changed): our site-to-site destinations in the
+        TUN steering trie, the remote networks of the policies whose peer we own (their SAs will be ours, so
+        even the first packet reaches the worker that negotiates). Our SAs' selectors are published as they
+        are installed and removed (``Spd.on_change``)."""
+        publisher, config = self._publisher, self.gateway.config
+        if publisher is None:
+            return
+        if config is not self._published:
+            self._published = config
+            wanted: list[Prefix] = []
+            for conn in connections(config):
+                if self.slot.owns(str(conn.remote)):
+                    for flow in conn.flows:
+                        wanted += prefix_keys(flow.remote.family, flow.remote.start, flow.remote.end)
+            publisher.set_site(wanted)
+        if publisher.failed is not None:  # the map is full, or gone: stop steering by it
+            self._log("WORKER", 4, "TUN_STEERING_OFF", f"Worker {self.slot.index} stops publishing TUN "
+                      f"steering: {publisher.failed}")
+            self._publisher = None
+            self.gateway.dataplane.spd.on_change = None
+            self.gateway.stats.tun_steered = 0
+
+    def trie_owner(self, packet: bytes) -> int | None:
+        """The worker the TUN steering trie names for ``packet``'s destination (None: no trie, no entry)."""
+        publisher = self._publisher
+        if publisher is None:
+            return None
+        try:
+            owner = destination_owner(publisher.map, packet)
+        except OSError:
+            return None
+        return owner if owner is not None and 0 <= owner < self.slot.steering.workers else None
 
     def _maybe_report(self) -> None:
         """Tell the supervisor which IKE SAs we hold when their number changed, at most every
@@ -361,12 +428,11 @@ class Worker:
             info = parse_ip(packet)
         except PacketError:
             return CLAIM_NONE, None
-        spd = self.gateway.dataplane.spd
-        match = spd.lookup(info)
+        covered, match = self.gateway.dataplane.spd.covering(info)
+        if covered:
+            return CLAIM_SA, None
         if match is None:
             return CLAIM_NONE, None
-        if spd.covered(info):
-            return CLAIM_SA, None
         peer = self.gateway.policy_peer(match.policy)
         if peer is None:
             return CLAIM_POLICY_ELSEWHERE, None
@@ -398,7 +464,9 @@ class Worker:
             except (BlockingIOError, InterruptedError):
                 break
             got += 1
-            if self.claim(packet) in (CLAIM_SA, CLAIM_POLICY):
+            if packet[:1] == WAN:
+                self._handed_datagram(packet)
+            elif self.claim(packet) in (CLAIM_SA, CLAIM_POLICY):
                 stats.handed_over += 1
                 stats.handed_direct += 1
                 try:
@@ -409,6 +477,15 @@ class Worker:
                 self.hand_over(packet)
         if got and self._runner is not None:
             self._runner.flush()
+
+    def _handed_datagram(self, frame: bytes) -> None:
+        parsed = parse_wan(frame)
+        if parsed is None or self._runner is None:
+            return
+        try:
+            self._runner.feed_handed(*parsed, flush=False)  # _on_mesh flushes after the burst
+        except Exception:  # a bad datagram must not take the worker down
+            log.exception("unexpected error handling a %d-byte handed-over datagram", len(frame))
 
     def hand_over(self, packet: bytes) -> None:
         if self._events is not None:
@@ -479,6 +556,12 @@ class Worker:
     # -- the async channel ------------------------------------------------------------------------------
 
     def _hand_opening(self, owner: int, data: bytes, local: Addr, remote: Addr) -> None:
+        """A WAN datagram for worker ``owner``: over the mesh, else through the supervisor."""
+        sent = None if self._mesh is None else self._mesh.send(owner, wan_frame(data, local, remote))
+        if sent is not None:
+            if not sent:  # a full inbox drops it, as the network might: the peer retransmits
+                self.gateway.stats.handoff_dropped += 1
+            return
         if self._events is not None:
             self._post(("datagram", owner, data, local, remote))
 

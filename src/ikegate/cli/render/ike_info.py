@@ -243,5 +243,7 @@ def statistics(stats: Statistics) -> list[str]:
             _field("Workers", stats.workers),
             _field("Datagrams misrouted", stats.misrouted),
             _field("LAN packets handed over", stats.handed_over),
+            _field("LAN packets mis-steered", stats.lan_missteered),
+            _field("TUN queues steered", stats.tun_steered),
         ]
     return lines
