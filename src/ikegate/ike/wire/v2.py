@@ -201,11 +201,28 @@ class Proposal:
         n = len(self.transforms)
         if n > 0xFF or len(self.spi) > 0xFF:
             raise ValueError("too many transforms or SPI too long for a proposal")
-        body = b"".join([t._encode(i == n - 1) for i, t in enumerate(self.transforms)])
+        body = _transforms_body(self.transforms)
         length = check_u16(8 + len(self.spi) + len(body), "proposal")
         marker = 0 if last else _MORE_PROPOSALS
         head = _PROPOSAL.pack(marker, length, self.number, self.protocol, len(self.spi), n)
         return head + self.spi + body
+
+
+_TransformKey: TypeAlias = tuple[tuple[int, int, int | None, bytes], ...]
+_TRANSFORM_BODIES: dict[_TransformKey, bytes] = {}
+
+
+def _transforms_body(transforms: list[Transform]) -> bytes:
+    """The encoded transforms of one proposal. We send the same few suites (our proposals, the chosen
+    one) in SA after SA: one encoding per distinct suite. The table holds only what we sent, bounded."""
+    key = tuple([(t.type, t.id, t.key_length, t.attrs) for t in transforms])
+    body = _TRANSFORM_BODIES.get(key)
+    if body is None:
+        last = len(transforms) - 1
+        body = b"".join([t._encode(i == last) for i, t in enumerate(transforms)])
+        if len(_TRANSFORM_BODIES) < 256:
+            _TRANSFORM_BODIES[key] = body
+    return body
 
 
 @dataclass(slots=True)
@@ -531,6 +548,14 @@ def _decode_attrs(buf: bytes, off: int, end: int) -> tuple[int | None, bytes]:
     return key_length, b"".join(other)
 
 
+@functools.lru_cache(maxsize=512)
+def _parse_transforms(buf: bytes, count: int) -> tuple[Transform, ...]:
+    """A proposal's transforms (``buf`` is exactly their bytes). A peer offers the same suites in SA after
+    SA (only the ESP SPI in front of them changes), so one parse per distinct run of transforms; the
+    Transform objects are shared by every decode of it and are never modified. Bounded, as peers choose."""
+    return tuple(_decode_transforms(buf, 0, len(buf), count))
+
+
 def _decode_transforms(buf: bytes, off: int, end: int, count: int) -> list[Transform]:
     transforms: list[Transform] = []
     last_index = count - 1
@@ -567,7 +592,7 @@ def _decode_sa(body: bytes, critical: bool) -> SA:
         if length < 8 + spi_size or off + length > end:
             raise ParseError(f"bad proposal length {length}")
         spi_end = off + 8 + spi_size
-        transforms = _decode_transforms(body, spi_end, off + length, count)
+        transforms = list(_parse_transforms(body[spi_end : off + length], count))
         proposals.append(Proposal(number, protocol, body[off + 8 : spi_end], transforms))
         off += length
     if off != end:
@@ -785,19 +810,24 @@ def encode_payloads(payloads: Sequence[Payload]) -> tuple[int, bytes]:
     n = len(payloads)
     if n == 0:
         return 0, b""
+    # No isinstance with a union (slow): this runs for every payload of every message sent.
     types = [p.payload_type if isinstance(p, Unknown) else p.TYPE for p in payloads]
+    types.append(0)
+    pack = _GENERIC.pack
+    last = n - 1
     parts: list[bytes] = []
     for i, p in enumerate(payloads):
-        if isinstance(p, SK | SKF):
-            if i != n - 1:
+        if type(p) is SK or type(p) is SKF:
+            if i != last:
                 raise ValueError("the SK or SKF payload must be the last payload")
             following = p.first_payload
         else:
-            following = types[i + 1] if i + 1 < n else 0
+            following = types[i + 1]
         body = p.body()
-        length = check_u16(4 + len(body), "payload")
-        parts.append(_GENERIC.pack(following, _CRITICAL if p.critical else 0, length))
-        parts.append(body)
+        length = 4 + len(body)
+        if length > 0xFFFF:
+            check_u16(length, "payload")
+        parts += (pack(following, _CRITICAL if p.critical else 0, length), body)
     return types[0], b"".join(parts)
 
 
