@@ -76,6 +76,7 @@ _KE_HEAD = struct.Struct("!Hxx")  # DH group, reserved
 _NOTIFY_HEAD = struct.Struct("!BBH")  # protocol, SPI size, notify type
 _DELETE_HEAD = struct.Struct("!BBH")  # protocol, SPI size, number of SPIs
 _TS_HEAD = struct.Struct("!BBHHH")  # TS type, IP protocol, selector length, start port, end port
+_TS_V4_FULL = struct.Struct("!BBHHHII")  # ... and both IPv4 addresses
 _KEY_LENGTH_TV = struct.Struct("!HH")
 _SKF_HEAD = struct.Struct("!HH")  # fragment number, total fragments (RFC 7383 §2.5)
 
@@ -423,6 +424,9 @@ class TrafficSelector:
             raise ValueError(f"cannot encode traffic selector type {self.ts_type}")
         if self.family != (4 if width == 4 else 6):
             raise ValueError("traffic selector addresses do not match its type")
+        if width == 4:  # one pack for the common case
+            return _TS_V4_FULL.pack(self.ts_type, self.ip_protocol, size, self.start_port, self.end_port,
+                                    self.start, self.end)
         head = _TS_HEAD.pack(self.ts_type, self.ip_protocol, size, self.start_port, self.end_port)
         return head + self.start.to_bytes(width, "big") + self.end.to_bytes(width, "big")
 
