@@ -757,21 +757,22 @@ def _decode_chain(next_type: int, data: bytes, off: int) -> tuple[list[Payload],
     """
     end = len(data)
     payloads: list[Payload] = []
+    append, unpack_generic, decoders = payloads.append, _GENERIC.unpack_from, _DECODERS  # locals: per payload
     sk_offset: int | None = None
     while next_type:
         if end - off < 4:
             raise ParseError(f"payload type {next_type} expected at offset {off}, message ends")
-        following, flags, length = _GENERIC.unpack_from(data, off)
+        following, flags, length = unpack_generic(data, off)
         if length < 4:
             raise ParseError(f"payload type {next_type} at offset {off} has length {length}")
         stop = off + length
         if stop > end:
             raise ParseError(f"payload type {next_type} at offset {off} runs past the message")
-        critical = bool(flags & _CRITICAL)
+        critical = flags >= _CRITICAL  # the C flag is the octet's top bit
         body = data[off + 4 : stop]
-        decoder = _DECODERS.get(next_type)
+        decoder = decoders.get(next_type)
         if decoder is not None:
-            payloads.append(decoder(body, critical))
+            append(decoder(body, critical))
         elif next_type == _T_SK:
             # Last by definition (§3.14): its Next Payload names the first *inner* payload.
             if stop != end:
