@@ -552,6 +552,9 @@ def _decode_attrs(buf: bytes, off: int, end: int) -> tuple[int | None, bytes]:
     return key_length, b"".join(other)
 
 
+_CACHED_TRANSFORMS_MAX = 256  # bytes: ~30 transforms; bounds the cache below at about 1 MB
+
+
 @functools.lru_cache(maxsize=512)
 def _parse_transforms(buf: bytes, count: int) -> tuple[Transform, ...]:
     """A proposal's transforms (``buf`` is exactly their bytes). A peer offers the same suites in SA after
@@ -596,7 +599,10 @@ def _decode_sa(body: bytes, critical: bool) -> SA:
         if length < 8 + spi_size or off + length > end:
             raise ParseError(f"bad proposal length {length}")
         spi_end = off + 8 + spi_size
-        transforms = list(_parse_transforms(body[spi_end : off + length], count))
+        if length - 8 - spi_size <= _CACHED_TRANSFORMS_MAX:
+            transforms = list(_parse_transforms(body[spi_end : off + length], count))
+        else:  # an unusually long run (an unauthenticated peer chooses it): parsed, never kept
+            transforms = _decode_transforms(body, spi_end, off + length, count)
         proposals.append(Proposal(number, protocol, body[off + 8 : spi_end], transforms))
         off += length
     if off != end:
