@@ -6,6 +6,7 @@ IKEv1 maps its attribute values onto the IKEv2 registry (``ike/v1/registry.py``)
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 from ikegate.ike.crypto import EncrAlg, encr_alg
@@ -31,17 +32,26 @@ class Chosen:
 
     def to_proposal(self, protocol: int, spi: bytes) -> Proposal:
         """The single-transform proposal a responder answers with."""
-        tr = [Transform(TransformType.ENCR, self.encr, self.key_bits)]
-        if self.prf is not None:
-            tr.append(Transform(TransformType.PRF, self.prf))
-        if self.integ is not None:
-            tr.append(Transform(TransformType.INTEG, self.integ))
-        if self.dh is not None:
-            tr.append(Transform(TransformType.DH, self.dh))
-        if protocol == ProtocolId.ESP:
-            tr.append(Transform(TransformType.ESN, self.esn))
-        return Proposal(self.number, protocol, spi, tr)
+        esn = self.esn if protocol == ProtocolId.ESP else None
+        return Proposal(self.number, protocol, spi,
+                        list(_answer_transforms(self.encr, self.key_bits, self.prf, self.integ, self.dh, esn)))
 
+
+@functools.lru_cache(maxsize=256)
+def _answer_transforms(encr: int, key_bits: int | None, prf: int | None, integ: int | None, dh: int | None,
+                       esn: int | None) -> tuple[Transform, ...]:
+    """The transforms of an answer, built once per suite (a responder answers with the same few in SA after
+    SA). The Transform objects are shared and never modified; the values are ones we accept, so bounded."""
+    tr = [Transform(TransformType.ENCR, encr, key_bits)]
+    if prf is not None:
+        tr.append(Transform(TransformType.PRF, prf))
+    if integ is not None:
+        tr.append(Transform(TransformType.INTEG, integ))
+    if dh is not None:
+        tr.append(Transform(TransformType.DH, dh))
+    if esn is not None:
+        tr.append(Transform(TransformType.ESN, esn))
+    return tuple(tr)
 
 
 _NAMES: dict[int, tuple[type[Registry], str]] = {

@@ -50,6 +50,14 @@ def esp_sa_payload(specs: list[EspProposalSpec], spi: bytes, with_dh: bool) -> S
     return SA(props)
 
 
+# Plain ints for the selection loops: an enum member lookup costs several times an int comparison, and
+# these run per offered transform of every proposal received.
+_ENCR, _PRF, _INTEG = int(TransformType.ENCR), int(TransformType.PRF), int(TransformType.INTEG)
+_DH, _ESN = int(TransformType.DH), int(TransformType.ESN)
+_INTEG_NONE, _DH_NONE, _NO_ESN = int(IntegId.NONE), int(DhId.NONE), int(EsnId.NO_ESN)
+_P_IKE, _P_ESP = int(ProtocolId.IKE), int(ProtocolId.ESP)
+
+
 def _first(offered: list[Transform], ttype: int, accepted: tuple[int, ...]) -> int | None:
     for t in offered:
         if t.type == ttype and t.id in accepted:
@@ -62,7 +70,7 @@ def _match(prop: Proposal, encr: tuple[tuple[int, int | None], ...], prf: tuple[
     tr = prop.transforms
     chosen_encr: tuple[int, int | None] | None = None
     for t in tr:
-        if t.type == TransformType.ENCR and (t.id, t.key_length) in encr:
+        if t.type == _ENCR and (t.id, t.key_length) in encr:
             chosen_encr = (t.id, t.key_length)
             break
     if chosen_encr is None:
@@ -70,28 +78,28 @@ def _match(prop: Proposal, encr: tuple[tuple[int, int | None], ...], prf: tuple[
     aead = _is_aead(*chosen_encr)
     chosen_prf: int | None = None
     if ike:
-        chosen_prf = _first(tr, TransformType.PRF, prf)
+        chosen_prf = _first(tr, _PRF, prf)
         if chosen_prf is None:
             return None
-    offered_integ = [t.id for t in tr if t.type == TransformType.INTEG and t.id != IntegId.NONE]
+    offered_integ = [t.id for t in tr if t.type == _INTEG and t.id != _INTEG_NONE]
     chosen_integ: int | None = None
     if aead:
         if offered_integ:
             return None  # an AEAD cipher never comes with a separate integrity transform
     else:
-        chosen_integ = _first(tr, TransformType.INTEG, integ)
+        chosen_integ = _first(tr, _INTEG, integ)
         if chosen_integ is None:
             return None
-    offered_dh = [t.id for t in tr if t.type == TransformType.DH and t.id != DhId.NONE]
+    offered_dh = [t.id for t in tr if t.type == _DH and t.id != _DH_NONE]
     chosen_dh: int | None = None
     if ike or (not skip_dh and (offered_dh or dh)):
-        chosen_dh = _first(tr, TransformType.DH, dh)
+        chosen_dh = _first(tr, _DH, dh)
         if chosen_dh is None:
             return None
     esn = 0
     if not ike:
-        offered_esn = [t.id for t in tr if t.type == TransformType.ESN]
-        if offered_esn and EsnId.NO_ESN not in offered_esn:
+        offered_esn = [t.id for t in tr if t.type == _ESN]
+        if offered_esn and _NO_ESN not in offered_esn:
             return None
     return Chosen(prop.number, prop.spi, chosen_encr[0], chosen_encr[1], chosen_prf, chosen_integ, chosen_dh, esn)
 
@@ -99,7 +107,7 @@ def _match(prop: Proposal, encr: tuple[tuple[int, int | None], ...], prf: tuple[
 def choose_ike(offered: SA, specs: list[IkeProposalSpec]) -> Chosen | None:
     """The first offered IKE proposal one of ours covers, or None (NO_PROPOSAL_CHOSEN)."""
     for prop in offered.proposals:
-        if prop.protocol != ProtocolId.IKE:
+        if prop.protocol != _P_IKE:
             continue
         for spec in specs:
             c = _match(prop, spec.encr, spec.prf, spec.integ, spec.dh, ike=True, skip_dh=False)
@@ -111,7 +119,7 @@ def choose_ike(offered: SA, specs: list[IkeProposalSpec]) -> Chosen | None:
 def choose_esp(offered: SA, specs: list[EspProposalSpec], *, skip_dh: bool) -> Chosen | None:
     """The first offered ESP proposal one of ours covers. ``skip_dh`` in IKE_AUTH, where no KE travels."""
     for prop in offered.proposals:
-        if prop.protocol != ProtocolId.ESP or len(prop.spi) != 4:
+        if prop.protocol != _P_ESP or len(prop.spi) != 4:
             continue
         for spec in specs:
             c = _match(prop, spec.encr, (), spec.integ, () if skip_dh else spec.dh, ike=False, skip_dh=skip_dh)

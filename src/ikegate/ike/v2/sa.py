@@ -104,6 +104,8 @@ from ikegate.ike.wire.v2 import (
 KEEPALIVE_INTERVAL = 20.0
 KEEPALIVE = b"\xff"
 MAX_INVALID_KE_RETRIES = 3
+_NATD_SRC = int(NotifyType.NAT_DETECTION_SOURCE_IP)  # plain ints: compared for every Notify received
+_NATD_DST = int(NotifyType.NAT_DETECTION_DESTINATION_IP)
 
 
 ID_TEXT = {1: "IP", 2: "FQDN", 3: "USER-FQDN", 5: "IP"}
@@ -531,8 +533,14 @@ class IkeSa(ChildExchanges):
 
     def _check_natd(self, msg: Message, spi_i: bytes, spi_r: bytes) -> bool:
         """Compare the peer's NAT detection hashes with what we see; True if the peer sent any."""
-        src = [n.data for n in msg.notifies() if n.notify_type == NotifyType.NAT_DETECTION_SOURCE_IP]
-        dst = [n.data for n in msg.notifies() if n.notify_type == NotifyType.NAT_DETECTION_DESTINATION_IP]
+        src: list[bytes] = []
+        dst: list[bytes] = []
+        for n in msg.payloads:
+            if type(n) is Notify:
+                if n.notify_type == _NATD_SRC:
+                    src.append(n.data)
+                elif n.notify_type == _NATD_DST:
+                    dst.append(n.data)
         if not src and not dst:
             return False
         if self.config is not None and not self.config.nat_traversal:

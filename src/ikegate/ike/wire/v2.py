@@ -76,6 +76,7 @@ _KE_HEAD = struct.Struct("!Hxx")  # DH group, reserved
 _NOTIFY_HEAD = struct.Struct("!BBH")  # protocol, SPI size, notify type
 _DELETE_HEAD = struct.Struct("!BBH")  # protocol, SPI size, number of SPIs
 _TS_HEAD = struct.Struct("!BBHHH")  # TS type, IP protocol, selector length, start port, end port
+_TS_V4_FULL = struct.Struct("!BBHHHII")  # ... and both IPv4 addresses
 _KEY_LENGTH_TV = struct.Struct("!HH")
 _SKF_HEAD = struct.Struct("!HH")  # fragment number, total fragments (RFC 7383 §2.5)
 
@@ -201,11 +202,28 @@ class Proposal:
         n = len(self.transforms)
         if n > 0xFF or len(self.spi) > 0xFF:
             raise ValueError("too many transforms or SPI too long for a proposal")
-        body = b"".join([t._encode(i == n - 1) for i, t in enumerate(self.transforms)])
+        body = _transforms_body(self.transforms)
         length = check_u16(8 + len(self.spi) + len(body), "proposal")
         marker = 0 if last else _MORE_PROPOSALS
         head = _PROPOSAL.pack(marker, length, self.number, self.protocol, len(self.spi), n)
         return head + self.spi + body
+
+
+_TransformKey: TypeAlias = tuple[tuple[int, int, int | None, bytes], ...]
+_TRANSFORM_BODIES: dict[_TransformKey, bytes] = {}
+
+
+def _transforms_body(transforms: list[Transform]) -> bytes:
+    """The encoded transforms of one proposal. We send the same few suites (our proposals, the chosen
+    one) in SA after SA: one encoding per distinct suite. The table holds only what we sent, bounded."""
+    key = tuple([(t.type, t.id, t.key_length, t.attrs) for t in transforms])
+    body = _TRANSFORM_BODIES.get(key)
+    if body is None:
+        last = len(transforms) - 1
+        body = b"".join([t._encode(i == last) for i, t in enumerate(transforms)])
+        if len(_TRANSFORM_BODIES) < 256:
+            _TRANSFORM_BODIES[key] = body
+    return body
 
 
 @dataclass(slots=True)
@@ -406,6 +424,9 @@ class TrafficSelector:
             raise ValueError(f"cannot encode traffic selector type {self.ts_type}")
         if self.family != (4 if width == 4 else 6):
             raise ValueError("traffic selector addresses do not match its type")
+        if width == 4:  # one pack for the common case
+            return _TS_V4_FULL.pack(self.ts_type, self.ip_protocol, size, self.start_port, self.end_port,
+                                    self.start, self.end)
         head = _TS_HEAD.pack(self.ts_type, self.ip_protocol, size, self.start_port, self.end_port)
         return head + self.start.to_bytes(width, "big") + self.end.to_bytes(width, "big")
 
@@ -531,6 +552,17 @@ def _decode_attrs(buf: bytes, off: int, end: int) -> tuple[int | None, bytes]:
     return key_length, b"".join(other)
 
 
+_CACHED_TRANSFORMS_MAX = 256  # bytes: ~30 transforms; bounds the cache below at about 1 MB
+
+
+@functools.lru_cache(maxsize=512)
+def _parse_transforms(buf: bytes, count: int) -> tuple[Transform, ...]:
+    """A proposal's transforms (``buf`` is exactly their bytes). A peer offers the same suites in SA after
+    SA (only the ESP SPI in front of them changes), so one parse per distinct run of transforms; the
+    Transform objects are shared by every decode of it and are never modified. Bounded, as peers choose."""
+    return tuple(_decode_transforms(buf, 0, len(buf), count))
+
+
 def _decode_transforms(buf: bytes, off: int, end: int, count: int) -> list[Transform]:
     transforms: list[Transform] = []
     last_index = count - 1
@@ -567,7 +599,10 @@ def _decode_sa(body: bytes, critical: bool) -> SA:
         if length < 8 + spi_size or off + length > end:
             raise ParseError(f"bad proposal length {length}")
         spi_end = off + 8 + spi_size
-        transforms = _decode_transforms(body, spi_end, off + length, count)
+        if length - 8 - spi_size <= _CACHED_TRANSFORMS_MAX:
+            transforms = list(_parse_transforms(body[spi_end : off + length], count))
+        else:  # an unusually long run (an unauthenticated peer chooses it): parsed, never kept
+            transforms = _decode_transforms(body, spi_end, off + length, count)
         proposals.append(Proposal(number, protocol, body[off + 8 : spi_end], transforms))
         off += length
     if off != end:
@@ -728,21 +763,22 @@ def _decode_chain(next_type: int, data: bytes, off: int) -> tuple[list[Payload],
     """
     end = len(data)
     payloads: list[Payload] = []
+    append, unpack_generic, decoders = payloads.append, _GENERIC.unpack_from, _DECODERS  # locals: per payload
     sk_offset: int | None = None
     while next_type:
         if end - off < 4:
             raise ParseError(f"payload type {next_type} expected at offset {off}, message ends")
-        following, flags, length = _GENERIC.unpack_from(data, off)
+        following, flags, length = unpack_generic(data, off)
         if length < 4:
             raise ParseError(f"payload type {next_type} at offset {off} has length {length}")
         stop = off + length
         if stop > end:
             raise ParseError(f"payload type {next_type} at offset {off} runs past the message")
-        critical = bool(flags & _CRITICAL)
+        critical = flags >= _CRITICAL  # the C flag is the octet's top bit
         body = data[off + 4 : stop]
-        decoder = _DECODERS.get(next_type)
+        decoder = decoders.get(next_type)
         if decoder is not None:
-            payloads.append(decoder(body, critical))
+            append(decoder(body, critical))
         elif next_type == _T_SK:
             # Last by definition (§3.14): its Next Payload names the first *inner* payload.
             if stop != end:
@@ -785,19 +821,24 @@ def encode_payloads(payloads: Sequence[Payload]) -> tuple[int, bytes]:
     n = len(payloads)
     if n == 0:
         return 0, b""
+    # No isinstance with a union (slow): this runs for every payload of every message sent.
     types = [p.payload_type if isinstance(p, Unknown) else p.TYPE for p in payloads]
+    types.append(0)
+    pack = _GENERIC.pack
+    last = n - 1
     parts: list[bytes] = []
     for i, p in enumerate(payloads):
-        if isinstance(p, SK | SKF):
-            if i != n - 1:
+        if type(p) is SK or type(p) is SKF:
+            if i != last:
                 raise ValueError("the SK or SKF payload must be the last payload")
             following = p.first_payload
         else:
-            following = types[i + 1] if i + 1 < n else 0
+            following = types[i + 1]
         body = p.body()
-        length = check_u16(4 + len(body), "payload")
-        parts.append(_GENERIC.pack(following, _CRITICAL if p.critical else 0, length))
-        parts.append(body)
+        length = 4 + len(body)
+        if length > 0xFFFF:
+            check_u16(length, "payload")
+        parts += (pack(following, _CRITICAL if p.critical else 0, length), body)
     return types[0], b"".join(parts)
 
 
