@@ -75,6 +75,7 @@ def _device(*channels: FakeChannel, model: DeviceModel | None = None) -> FanoutD
 def _changed(device: FanoutDevice) -> Any:
     config = device.config
     config.sysname = "Changed"
+    config.touch()  # what the shell does after a configuration command
     return config
 
 
@@ -85,6 +86,47 @@ def test_configuration_is_committed_on_every_worker_after_all_prepared() -> None
     assert a.calls == b.calls == ["prepare", "commit"]
     device.apply_config(device.config)  # unchanged: only the auto policies' check
     assert a.calls[-1] == b.calls[-1] == "start"
+
+
+def test_an_unchanged_configuration_costs_no_work_proportional_to_its_size(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """After a display (or a navigation command) the device is asked again: one comparison of the
+    generation, no pickling of the whole configuration, no prepare/commit."""
+    a, b = FakeChannel(0), FakeChannel(1)
+    device = _device(a, b)
+    device.apply_config(_changed(device))
+
+    def no_pickling(*_args: Any, **_kw: Any) -> bytes:
+        raise AssertionError("the configuration was pickled")
+
+    monkeypatch.setattr("ikegate.workers.fanout.pickle.dumps", no_pickling)
+    for _ in range(3):
+        device.apply_config(device.config)
+    assert a.calls == b.calls == ["prepare", "commit", "start", "start", "start"]
+    monkeypatch.undo()
+    device.config.touch()  # edited in place again: a two-phase change, not taken as unchanged
+    device.apply_config(device.config)
+    assert a.calls[-2:] == b.calls[-2:] == ["prepare", "commit"]
+
+
+def test_the_shell_bumps_the_generation_for_configuration_commands_only() -> None:
+    from ikegate.cli.shell import Shell
+
+    config = lab_config("hq")
+    shell = Shell(config)
+    seen = config.generation
+    for line in ("display ike proposal", "system-view", "display current-configuration"):
+        shell.run(line)
+        assert config.generation == seen, line
+    shell.run("ike proposal 77")  # creates the proposal and enters its view
+    assert config.generation > seen
+    seen = config.generation
+    shell.run("quit")
+    shell.run("return")
+    assert config.generation == seen
+    shell.run("system-view")
+    shell.run("sysname Other")
+    assert config.generation > seen and config.sysname == "Other"
 
 
 def test_one_refusal_and_no_worker_commits() -> None:

@@ -155,7 +155,10 @@ class FanoutDevice:
         self._mesh = Mesh(0)
         self._offline = OfflineLog()
         self._resets = 0
+        #: The configuration every worker runs: pickled (what a restarted worker gets, never the in-place
+        #: edits of a change the workers refused), and which object at which generation it was.
         self._committed = pickle.dumps(config, protocol=pickle.HIGHEST_PROTOCOL)
+        self._applied: tuple[Config, int] = (config, config.generation)
         self._opened = False
         self._closing = False
         self._watchers: list[asyncio.Task[None]] = []
@@ -378,12 +381,12 @@ class FanoutDevice:
 
     def apply_config(self, config: Config) -> None:
         """Prepare on every worker, then commit on every worker (or abort on every worker): all or none.
-        An unchanged configuration only lets the workers bring up their auto policies, as the single
-        process does after every command."""
+        An unchanged configuration (the same object at the same :attr:`~Config.generation`: one comparison,
+        whatever its size) only lets the workers bring up their auto policies, as the single process does
+        after every command."""
         self._config = config
-        blob = pickle.dumps(config, protocol=pickle.HIGHEST_PROTOCOL)
         up = [m for m in self.members if m.up]
-        if blob == self._committed:
+        if self._is_applied(config):
             self._gather(up, "start")
             return
         try:
@@ -399,7 +402,12 @@ class FanoutDevice:
                       f"worker: {reason}")
             raise DeviceError(f"configuration not applied: {reason}")
         self._gather(up, "commit")
-        self._committed = blob
+        self._committed = pickle.dumps(config, protocol=pickle.HIGHEST_PROTOCOL)
+        self._applied = (config, config.generation)
+
+    def _is_applied(self, config: Config) -> bool:
+        applied, generation = self._applied
+        return config is applied and config.generation == generation
 
     def workers(self) -> list[WorkerInfo]:
         up = [m for m in self.members if m.up]
@@ -523,7 +531,7 @@ class FanoutDevice:
                 self._share_peers()
                 self._log("WORKER", 4, "WORKER_RESTARTED", f"Worker {member.index} ({member.placement}) "
                           "restarted")
-                if self._committed != pickle.dumps(self._config, protocol=pickle.HIGHEST_PROTOCOL):
+                if not self._is_applied(self._config):
                     with contextlib.suppress(DeviceError):
                         self.apply_config(self._config)
                 break
