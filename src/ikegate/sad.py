@@ -623,6 +623,10 @@ class SaDatabase:
             self._entries.__contains__, offset=conn_id_offset, stride=conn_id_stride, start=first_conn_id
         )
         self.offline = OfflineLog(offline_capacity)
+        #: Told (entry, True) when an IKE SA is added or its peer endpoint moves and (entry, False) when it is
+        #: removed: a placement worker keeps its supervisor's list of its IKE SAs exact with it (what
+        #: ``display ike offline-info`` records if the worker dies) at O(1) per change.
+        self.ike_observer: Callable[[IkeSaEntry, bool], None] | None = None
 
     # -- connection ids --------------------------------------------------------------------------------
 
@@ -662,6 +666,8 @@ class SaDatabase:
         self._by_ike_spis[pair] = entry.conn_id
         self._by_spi_i.add(entry.spi_i, entry.conn_id)
         self._register(entry)
+        if self.ike_observer is not None:
+            self.ike_observer(entry, True)
         return entry
 
     def add_ipsec(self, entry: IpsecSaEntry) -> IpsecSaEntry:
@@ -773,6 +779,8 @@ class SaDatabase:
         key = (entry.version, entry.phase)
         self._counts[key] -= 1
         self._count_flags(entry.flags, -1)
+        if self.ike_observer is not None and isinstance(entry, IkeSaEntry):
+            self.ike_observer(entry, False)
         return entry
 
     def remove_tree(self, conn_id: int) -> list[SaEntry]:
@@ -837,6 +845,8 @@ class SaDatabase:
                 self._by_peer.add(addr, target.conn_id)
                 self._by_identity.add(_identity(target), target.conn_id)
             target.peer_port = port
+        if self.ike_observer is not None and isinstance(entry, IkeSaEntry):
+            self.ike_observer(entry, True)
 
     def set_peer_identity(self, conn_id: int, id_type: str, peer_id: str) -> None:
         """The peer's identity as shown (RemoteType, RemoteID), known once it authenticated."""

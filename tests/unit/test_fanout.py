@@ -354,3 +354,22 @@ def test_standby_refuses_resets_before_any_worker_is_asked() -> None:
     assert all("reset_ike" not in c.calls and "reset_ipsec" not in c.calls for c in channels)
     active, _, _ = _ha_device("active", "active")
     assert active.reset_ike_sa(ALL) == 2
+
+
+def test_load_lets_the_first_worker_announce_initial_contact_before_the_others_start() -> None:
+    asked: list[tuple[int, tuple[Any, ...]]] = []
+
+    def answer(index: int) -> Callable[..., Any]:
+        def on(op: str, *args: Any) -> Any:
+            asked.append((index, args))
+            return index == 0  # worker 0's first SA carries INITIAL_CONTACT: the rest of the load waits
+        return on
+
+    chans = [FakeChannel(i, answer=answer(i)) for i in range(3)]
+    device = _device(*chans)
+    device.load(30, concurrency=60)
+    assert asked == [(0, (10, 20, True))]
+    device._on_event(device.members[0], ("load_open",))
+    assert asked[1:] == [(1, (10, 20, False)), (2, (10, 20, False))]
+    device._on_event(device.members[0], ("load_open",))  # told twice: nothing more starts
+    assert len(asked) == 3

@@ -244,6 +244,10 @@ class Gateway:
         self._load_left = 0
         self._load_inflight = 0
         self._load_window = 0
+        #: The load's next SA may carry INITIAL_CONTACT (by the usual rule); while the one that does is in
+        #: negotiation (the gate), the others wait: the peer would drop every SA of ours made before it.
+        self._load_announce = False
+        self._load_gate: Engine | None = None
         self._loading: set[Engine] = set()
         self._deleting: set[Engine] = set()
         self._delete_queue: deque[tuple[Engine, DeleteReason]] = deque()
@@ -479,25 +483,37 @@ class Gateway:
             self._delete_entry(entry, now, DeleteReason.MANUAL)
         return sum(1 for cid in doomed if self.sad.get(cid) is None)
 
-    def load(self, now: float, count: int, concurrency: int = 64) -> None:
+    def load(self, now: float, count: int, concurrency: int = 64, initial_contact: bool = True) -> None:
         """Benchmark aid: negotiate ``count`` extra IKE SAs (each with its first Child SA) over the first
         site-to-site policy, keeping at most ``concurrency`` in negotiation. These SAs belong to no policy
-        decision: deleting them brings nothing back."""
+        decision: deleting them brings nothing back. The first carries INITIAL_CONTACT when no IKE SA with
+        the peer exists (as a policy's SA would; ``initial_contact`` False: never), and the others wait
+        until it is through (:attr:`load_gated`)."""
         if not self._conns:
             raise ValueError("no site-to-site policy to load")
         self._load_conn = next(iter(self._conns.values()))
         self._load_left += count
         self._load_window = concurrency
+        self._load_announce = initial_contact
         self._load_more(now)
+
+    @property
+    def load_gated(self) -> bool:
+        """A load's SA carrying INITIAL_CONTACT is in negotiation (the rest of the load waits for it)."""
+        return self._load_gate is not None
 
     def _load_more(self, now: float) -> None:
         conn = self._load_conn
-        while conn is not None and self._load_left > 0 and self._load_inflight < self._load_window:
+        while conn is not None and self._load_left > 0 and self._load_inflight < self._load_window \
+                and self._load_gate is None:
             self._load_left -= 1
             self._load_inflight += 1
-            sa = self._initiate(conn, now, track=False)
+            announce, self._load_announce = self._load_announce, False
+            sa = self._initiate(conn, now, track=False, announce=announce)
             if sa is None:
                 break
+            if sa.initial_contact:
+                self._load_gate = sa
 
     # ------------------------------------------------------------------ the protected side
 
@@ -905,7 +921,7 @@ class Gateway:
         return True
 
     def _initiate(self, conn: Connection, now: float, track: bool = True,
-                  flows: list[Flow] | None = None) -> Engine | None:
+                  flows: list[Flow] | None = None, announce: bool = False) -> Engine | None:
         flows = conn.flows if flows is None else flows
         if not flows:
             return None
@@ -926,9 +942,9 @@ class Gateway:
                        spi_allocator=self._spi_alloc, ike_spi_allocator=self._ike_spi)
         # INITIAL-CONTACT when no IKE SA with the peer is left (IKEv1 orphan IPsec SAs do not count): the
         # peer then drops whatever it still holds of ours, say after a Delete of ours was lost.
-        # (Never on the benchmark's extra SAs (``track`` false): they come on top of what exists, in parallel
-        # from every worker, and must not make the peer drop each other.)
-        sa.initial_contact = track and str(conn.remote) not in self.peers_elsewhere and (
+        # (On the benchmark's extra SAs (``track`` false) only on the load's first, ``announce``: they come
+        # on top of what exists, and must not make the peer drop each other; see :meth:`load`.)
+        sa.initial_contact = (track or announce) and str(conn.remote) not in self.peers_elsewhere and (
             not self.sad.peer_count(conn.remote) or not any(
                 isinstance(e, IkeSaEntry) for e in self.sad.by_peer(conn.remote)))
         sa.force_encap = not self.raw_esp
@@ -1215,6 +1231,8 @@ class Gateway:
     def _load_done(self, sa: Engine, now: float) -> None:
         if sa in self._loading:
             self._loading.discard(sa)
+            if sa is self._load_gate:
+                self._load_gate = None
             self._load_inflight -= 1
             self._load_more(now)
 
@@ -1561,12 +1579,16 @@ class Gateway:
         if meta is not None and meta.superseded and not sa.finished:
             self._delete_ike(sa, now, DeleteReason.PHASE1_REPLACED)
 
-    def drop_identity(self, now: float, address: str, id_type: str, id_text: str) -> None:
-        """Another placement worker heard INITIAL_CONTACT from this peer identity: drop our established
-        IKE SAs with it too (the peer lost them all, whichever worker held them)."""
+    def drop_identity(self, now: float, address: str, id_type: str, id_text: str,
+                      heard: float | None = None) -> None:
+        """Another placement worker heard INITIAL_CONTACT from this peer identity at ``heard`` (the same
+        monotonic clock in every process): drop our established IKE SAs with it made before then too (the
+        peer lost them all, whichever worker held them; those made since, while the news travelled, are
+        the peer's new ones)."""
         for entry in self.sad.by_identity(_ip(address), id_type, id_text):
             other = entry.handle
-            if isinstance(entry, IkeSaEntry) and isinstance(other, IkeSa | IsakmpSa) and other.established:
+            if isinstance(entry, IkeSaEntry) and isinstance(other, IkeSa | IsakmpSa) and other.established \
+                    and (heard is None or entry.created <= heard):
                 other.delete(now, DeleteReason.INITIAL_CONTACT)
                 self._service(other, now)
 

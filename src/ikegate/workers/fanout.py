@@ -39,6 +39,7 @@ import pickle
 import socket
 import subprocess
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -77,7 +78,7 @@ from ikegate.workers.mesh import Mesh
 from ikegate.workers.rpc import AsyncChannel, Channel, WorkerGone, gather
 from ikegate.workers.sockets import Groups, close_groups, open_groups
 from ikegate.workers.steering import Steering, esp_spi_owner
-from ikegate.workers.worker import CLAIM_NONE, WorkerOptions, command
+from ikegate.workers.worker import CLAIM_NONE, SaKey, WorkerOptions, command
 
 __all__ = ["RESTART_REASON", "FanoutDevice", "config_digest", "worker_count"]
 
@@ -123,8 +124,10 @@ class _Member:
     up: bool = False
     started: float = 0.0
     restarts: int = 0
-    #: the IKE SAs it last reported: ((peer address, peer port, version, placement), how many)
-    sas: list[tuple[tuple[str, int, int, Placement], int]] = field(default_factory=list)
+    #: the IKE SAs it holds, as it reported them (conn-id -> what offline-info records if it dies)
+    held: dict[int, SaKey] = field(default_factory=dict)
+    #: how many of them each peer address has (its INITIAL_CONTACT rule, :meth:`FanoutDevice._share_peers`)
+    peers: Counter[str] = field(default_factory=Counter)
     #: the peers-elsewhere set it was last told
     told: set[str] = field(default_factory=set)
 
@@ -154,7 +157,11 @@ class FanoutDevice:
         #: the workers' direct path for protected-side packets (made at open, kept across restarts)
         self._mesh = Mesh(0)
         self._offline = OfflineLog()
+        #: one tuple per distinct offline key the workers reported (100,000 SAs of one peer: one tuple)
+        self._keys: dict[SaKey, SaKey] = {}
         self._resets = 0
+        #: shares of a ``load`` waiting for the first worker's INITIAL_CONTACT SA (see :meth:`load`)
+        self._load_waiting: list[tuple[_Member, int, int]] = []
         #: The configuration every worker runs: pickled (what a restarted worker gets, never the in-place
         #: edits of a change the workers refused), and which object at which generation it was.
         self._committed = pickle.dumps(config, protocol=pickle.HIGHEST_PROTOCOL)
@@ -309,11 +316,26 @@ class FanoutDevice:
         return out
 
     def load(self, count: int, concurrency: int = 64) -> None:
-        """Each worker negotiates its share (its SPIs, its conn-ids, its core)."""
+        """Each worker negotiates its share (its SPIs, its conn-ids, its core). The first worker's first SA
+        carries INITIAL_CONTACT if the device has no IKE SA with the peer, as one process's would; then the
+        other workers start only once it is through (``load_open``): the peer drops every SA of ours made
+        before it."""
         up = [m for m in self.members if m.up]
-        for i, member in enumerate(up):
-            share = count // len(up) + (1 if i < count % len(up) else 0)
-            self._gather([member], "load", share, max(1, concurrency // len(up)))
+        shares = [(m, count // len(up) + (1 if i < count % len(up) else 0), max(1, concurrency // len(up)))
+                  for i, m in enumerate(up)]
+        if not shares:
+            return
+        (first, share, window), rest = shares[0], shares[1:]
+        (gated,) = self._gather([first], "load", share, window, True)
+        if gated:
+            self._load_waiting.extend(rest)
+        else:
+            self._load_rest(rest)
+
+    def _load_rest(self, shares: Sequence[tuple[_Member, int, int]]) -> None:
+        for member, share, window in shares:
+            if member.up:
+                self._gather([member], "load", share, window, False)
 
     def ping(self, source: str, destination: str, count: int, size: int) -> Awaitable[PingResult]:
         up = [m for m in self.members if m.up]
@@ -413,7 +435,7 @@ class FanoutDevice:
         up = [m for m in self.members if m.up]
         digests = dict(zip((m.index for m in up), self._gather(up, "config_digest"), strict=True))
         return [WorkerInfo(m.index, m.placement, m.proc.pid if m.up and m.proc is not None else None, m.restarts,
-                           digests.get(m.index), sum(n for _, n in m.sas)) for m in self.members]
+                           digests.get(m.index), len(m.held)) for m in self.members]
 
     # -- life cycle ---------------------------------------------------------------------------------------
 
@@ -482,8 +504,11 @@ class FanoutDevice:
         if kind == "log":
             self._log(*body[1:])
         elif kind == "sas":
-            member.sas = body[1]
-            self._share_peers()
+            if self._take_sas(member, body[1]):
+                self._share_peers()
+        elif kind == "load_open":
+            waiting, self._load_waiting = self._load_waiting, []
+            self._load_rest(waiting)
         elif kind == "initial_contact":
             for other in self.members:
                 if other is not member and other.up and other.events is not None:
@@ -497,9 +522,32 @@ class FanoutDevice:
         elif kind == "hrp_config":  # the active node's configuration, through worker 0's sync node
             self._mirrored(body[1])
 
+    def _take_sas(self, member: _Member, changes: list[tuple[int, SaKey | None]]) -> bool:
+        """A worker's IKE SAs that came (or moved) and went since its last report (:meth:`Worker._report
+        <ikegate.workers.worker.Worker._report>`); True if the set of peers it has SAs with changed."""
+        held, peers, keys = member.held, member.peers, self._keys
+        if len(keys) > 4 * OFFLINE_LOG_CAPACITY + 1000:
+            keys.clear()  # only a cache: distinct keys (NAT ports) must not pile up
+        changed = False
+        for conn_id, key in changes:
+            old = held.pop(conn_id, None)
+            if old is not None:
+                left = peers[old[0]] - 1
+                if left:
+                    peers[old[0]] = left
+                else:
+                    del peers[old[0]]
+                    changed = True
+            if key is not None:
+                held[conn_id] = keys.setdefault(key, key)
+                if key[0] not in peers:
+                    changed = True
+                peers[key[0]] += 1
+        return changed
+
     def _share_peers(self) -> None:
         """Tell each worker which peers have IKE SAs on the others (its INITIAL_CONTACT decision)."""
-        held = [{key[0] for key, _ in m.sas} for m in self.members]
+        held = [set(m.peers) for m in self.members]
         for member in self.members:
             if member.up and member.events is not None:
                 elsewhere = set().union(*(h for i, h in enumerate(held) if i != member.index))
@@ -537,16 +585,20 @@ class FanoutDevice:
                 break
 
     def _retire(self, member: _Member, code: int) -> None:
-        """A worker ended by itself: its channels go, its tunnels are recorded as gone."""
+        """A worker ended by itself: its channels go, its tunnels are recorded as gone (every IKE SA it
+        reported, up to its last words: what it wrote before it died is still in the socket)."""
+        if member.events is not None:
+            member.events.read_rest()
         how = f"signal {-code}" if code < 0 else f"exit status {code}"
         self._log("WORKER", 3, "WORKER_EXITED", f"Worker {member.index} ({member.placement}) ended ({how}); "
-                  f"{sum(n for _, n in member.sas)} IKE SA(s) lost")
+                  f"{len(member.held)} IKE SA(s) lost")
         now = self.now()
-        for (peer, port, version, placement), count in member.sas:
-            for _ in range(min(count, OFFLINE_LOG_CAPACITY)):  # the log keeps that many at most
-                self._offline.record(peer_address=peer, peer_port=port, reason=RESTART_REASON, version=version,
-                                     time=now, placement=placement)
-        member.sas = []
+        for conn_id in sorted(member.held)[-OFFLINE_LOG_CAPACITY:]:  # the log keeps that many at most
+            peer, port, version, placement = member.held[conn_id]
+            self._offline.record(peer_address=peer, peer_port=port, reason=RESTART_REASON, version=version,
+                                 time=now, placement=placement)
+        member.held = {}
+        member.peers = Counter()
         member.told = set()
         self._share_peers()
         if member.events is not None:

@@ -157,16 +157,17 @@ with its id, which :meth:`post` answers with. Used by both the supervisor and th
         self._loop.add_reader(sock.fileno(), self._readable)
         self.closed = False
 
-    def _readable(self) -> None:
+    def _readable(self) -> bool:
+        """Take in what arrived; False when nothing had (the other end's next words are not there yet)."""
         try:
             data = self.sock.recv(1 << 20)
         except (BlockingIOError, InterruptedError):
-            return
+            return False
         except OSError:
             data = b""
         if not data:
             self.close()
-            return
+            return True
         self._buf += data
         while len(self._buf) >= _LEN.size:
             (length,) = _LEN.unpack_from(self._buf)
@@ -180,6 +181,13 @@ with its id, which :meth:`post` answers with. Used by both the supervisor and th
                 self._on_message(ident, body)
             elif not fut.done():
                 fut.set_result(body)
+        return True
+
+    def read_rest(self) -> None:
+        """Take in at once everything the other end sent and nobody read yet, up to its end if it is gone
+        (a dead worker's last messages stay in the socket after its process ended)."""
+        while not self.closed and self._readable():
+            pass
 
     def post(self, body: object, ident: int = 0) -> None:
         """Send without waiting and without ever blocking: what the socket does not take now waits here and

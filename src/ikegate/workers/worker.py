@@ -15,7 +15,6 @@ dies takes it along silently, as a killed single process sends nothing.
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
 import ctypes
 import dataclasses
@@ -38,12 +37,12 @@ from ikegate.ha.sync import Role
 from ikegate.ike.core.config import Addr
 from ikegate.io.udp import UdpRunner
 from ikegate.policy.model import Config
-from ikegate.sad import Placement, SaEntry
+from ikegate.sad import IkeSaEntry, Placement, SaEntry
 from ikegate.workers.mesh import MeshEnds, parse_spec
 from ikegate.workers.rpc import AsyncChannel, WorkerGone, read_frame, write_frame
 from ikegate.workers.steering import Steering, WorkerSlot, esp_spi_owner, peer_owner
 
-__all__ = ["CLAIM_NONE", "CLAIM_POLICY", "CLAIM_SA", "WorkerOptions", "main"]
+__all__ = ["CLAIM_NONE", "CLAIM_POLICY", "CLAIM_SA", "SaKey", "WorkerOptions", "main", "sa_key"]
 
 log = logging.getLogger("ikegate.workers")
 
@@ -54,9 +53,14 @@ CLAIM_NONE, CLAIM_POLICY, CLAIM_SA = 0, 1, 2
 CLAIM_POLICY_ELSEWHERE = -1
 #: At most this many mesh packets per wake-up (then the loop serves the others), and the largest one read.
 MESH_BURST, MESH_READ = 256, 65536
-#: Seconds between the worker's reports of its IKE SAs (what the supervisor records if the worker dies).
-REPORT_INTERVAL = 0.1
 INIT_TIMEOUT = 60.0
+
+#: What ``display ike offline-info`` records of an IKE SA: (peer address, peer port, version, placement).
+SaKey = tuple[str, int, int, Placement]
+
+
+def sa_key(entry: IkeSaEntry) -> SaKey:
+    return str(entry.peer_address), entry.peer_port, entry.version, entry.placement
 
 
 @dataclass(frozen=True)
@@ -121,6 +125,13 @@ class WorkerRunner(UdpRunner):
         self.hand_over: Callable[[int, bytes, Addr, Addr], None] | None = None
         self._peers_of: Config | None = None
         self._peers: frozenset[str] = frozenset()
+        #: Run at the start of every flush, before its datagrams go (see :meth:`Worker._report`).
+        self.before_flush: Callable[[], None] | None = None
+
+    def flush(self) -> None:
+        if self.before_flush is not None:
+            self.before_flush()
+        super().flush()
 
     def _ours(self, packet: bytes) -> bool:
         return len(packet) >= 4 and esp_spi_owner(int.from_bytes(packet[:4], "big")) == self._slot.index
@@ -195,9 +206,12 @@ class Worker:
                                   raw_esp=options.raw_esp, keylog=options.keylog, log=self._log, sockets=sockets,
                                   make_runner=lambda gw, loop: WorkerRunner(gw, loop, slot), tun=options.tun,
                                   lan_side=cast(Gateway, LanSide(self)), ha_worker=(slot.index, slot.steering.workers))
-        self._reported: tuple[int, int] = (-1, -1)
         self._runner: WorkerRunner | None = None
-        self._report_handle: asyncio.TimerHandle | None = None
+        #: IKE SAs added, moved (conn-id -> what offline-info would record) or removed (-> None) since the
+        #: last report to the supervisor (see :meth:`_report`).
+        self._changes: dict[int, SaKey | None] = {}
+        self._load_gated = False
+        gateway.sad.ike_observer = self._on_ike_change
 
     # -- life cycle -----------------------------------------------------------------------------------
 
@@ -207,9 +221,10 @@ class Worker:
         await self.device.open()
         runner = self.device.runner
         assert isinstance(runner, WorkerRunner)
-        runner.add_flush_hook(self._maybe_report)
+        runner.before_flush = self._report
+        runner.add_flush_hook(self._report)
         if self.device.ha is not None:
-            self.device.ha.after_flush = self._maybe_report
+            self.device.ha.after_flush = self._report
         runner.hand_over = self._hand_opening
         self._runner = runner
         if self._mesh is not None:
@@ -253,26 +268,22 @@ class Worker:
         if self._events is not None:
             self._events.post(("log", module, severity, brief, text))
 
-    def _maybe_report(self) -> None:
-        """Tell the supervisor which IKE SAs we hold when their number changed, at most every
-        :data:`REPORT_INTERVAL`: if this process dies, those are the tunnels ``display ike offline-info``
-        records (a dead process cannot say what it had)."""
-        sad = self.gateway.sad
-        state = (sad.count(phase=1), sad.count(phase=2))
-        if state == self._reported or self._report_handle is not None:
-            return
-        self._report_handle = asyncio.get_running_loop().call_later(REPORT_INTERVAL, self._report)
+    def _on_ike_change(self, entry: IkeSaEntry, present: bool) -> None:
+        self._changes[entry.conn_id] = sa_key(entry) if present else None
 
     def _report(self) -> None:
-        self._report_handle = None
-        sad = self.gateway.sad
-        self._reported = (sad.count(phase=1), sad.count(phase=2))
-        if self._events is not None:
-            # (peer address, port, version, placement) -> how many: a load test's thousands of SAs from one
-            # address are one entry
-            held = collections.Counter((str(e.peer_address), e.peer_port, e.version, e.placement)
-                                       for e in sad.ike_sas())
-            self._events.post(("sas", list(held.items())))
+        """Tell the supervisor which IKE SAs came and went since the last report: if this process dies,
+        those it holds are the tunnels ``display ike offline-info`` records (a dead process cannot say what
+        it had). Run before every flush sends its datagrams (and after it, for what the flush's hooks
+        changed), so the supervisor's socket holds an SA's record before the peer can hear of the SA: the
+        message is in the kernel's buffer, which outlives this process."""
+        if self._changes and self._events is not None:
+            changes, self._changes = self._changes, {}
+            self._events.post(("sas", list(changes.items())))
+        if self._load_gated and not self.gateway.load_gated:
+            self._load_gated = False
+            if self._events is not None:
+                self._events.post(("load_open",))
 
     # -- the call channel -------------------------------------------------------------------------------
 
@@ -397,9 +408,16 @@ class Worker:
     def op_lan(self) -> list[bytes]:
         return self.device.take_lan_output()
 
-    def op_load(self, count: int, concurrency: int) -> None:
+    def op_load(self, count: int, concurrency: int, initial_contact: bool = False) -> bool:
+        """Start negotiating ``count`` SAs (the ``load`` benchmark op); True if the first carries
+        INITIAL_CONTACT and the rest wait for it: then ``load_open`` tells the supervisor when it is through,
+        and the other workers' shares may start (the peer would drop any SA of ours made before it)."""
         if count:
-            self.device.load(count, concurrency)
+            self.gateway.load(self.device.now(), count, concurrency, initial_contact)
+            if self._runner is not None:
+                self._runner.flush()
+        self._load_gated = self.gateway.load_gated
+        return self._load_gated
 
     def op_prepare(self, config: Config) -> bool:
         """Phase one of a configuration change: check that this worker can take it, keep it aside."""
@@ -457,7 +475,7 @@ class Worker:
 
     def _initial_contact(self, address: str, id_type: str, id_text: str) -> None:
         if self._events is not None:
-            self._events.post(("initial_contact", address, id_type, id_text))
+            self._events.post(("initial_contact", address, id_type, id_text, asyncio.get_running_loop().time()))
 
     def _on_async(self, ident: int, body: Any) -> None:
         op, args = body
