@@ -115,6 +115,20 @@ def test_the_cli_lists_all_workers_in_conn_id_order_and_routes_conn_ids(lab: tup
     assert before <= {r["conn_id"] for r in hq.sas()}
 
 
+def test_cpu_and_memory_usage_read_every_worker(lab: tuple[Proc, Proc, str, int]) -> None:
+    hq, _, _, _ = lab
+    pids = [w["pid"] for w in _workers(hq)]
+    text = _cli(hq, "display cpu-usage").stdout
+    listed = [line.split("%")[0].rsplit(None, 1)[0] for line in text.splitlines() if line.endswith("%")
+              and not line.startswith("CPU")]
+    assert listed == ["supervisor", "worker 0", "worker 1"], text
+    text = _cli(hq, "display memory-usage").stdout
+    lines = {line.split(":")[0].strip(): int(line.split()[-2]) for line in text.splitlines() if "bytes" in line}
+    assert lines["worker 0"] > 0 and lines["worker 1"] > 0 and lines["supervisor"] > 0
+    assert lines["ikegate process resident memory"] == lines["supervisor"] + lines["worker 0"] + lines["worker 1"]
+    assert pids == [w["pid"] for w in _workers(hq)]
+
+
 def test_a_configuration_change_reaches_every_worker_before_the_prompt(lab: tuple[Proc, Proc, str, int]) -> None:
     hq, _, _, _ = lab
     old = {w["config_digest"] for w in _workers(hq)}

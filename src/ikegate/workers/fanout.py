@@ -437,6 +437,9 @@ class FanoutDevice:
         return [WorkerInfo(m.index, m.placement, m.proc.pid if m.up and m.proc is not None else None, m.restarts,
                            digests.get(m.index), len(m.held)) for m in self.members]
 
+    def worker_pids(self) -> list[tuple[int, Placement, int]]:
+        return [(m.index, m.placement, m.proc.pid) for m in self.members if m.up and m.proc is not None]
+
     # -- life cycle ---------------------------------------------------------------------------------------
 
     async def open(self) -> None:
