@@ -26,7 +26,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import asyncssh
-from _procs import HQ, pair, wait_sas
+from _procs import HQ, add_worker_options, describe_workers, pair, wait_sas, worker_options
 
 SSH_PORT = 25222
 USER = "bench"
@@ -198,6 +198,7 @@ def main() -> None:
                     help="idle/loaded pairs of runs, alternating (the ratio's median is the figure)")
     ap.add_argument("--client", choices=("openssh", "asyncssh"), default="openssh",
                     help="the displaying sessions' SSH client (openssh: cheaper for the bench itself)")
+    add_worker_options(ap)
     args = ap.parse_args()
     tmp = tempfile.TemporaryDirectory(prefix="ikegate-bench-key-")
     key_file = None
@@ -205,7 +206,7 @@ def main() -> None:
         key_file = str(Path(tmp.name) / "id_ed25519")
         KEY.write_private_key(key_file)
         os.chmod(key_file, 0o600)
-    with pair(port=25300, hq_extra=SSH_CONFIG) as (hq, br):
+    with pair(port=25300, hq_extra=SSH_CONFIG, workers=worker_options(args)) as (hq, br):
         time.sleep(0.5)
         br.call("load", count=args.n, concurrency=128)
         wait_sas(br, args.n, timeout=max(900, args.n / 40))  # the load op slows down as SAs accumulate
@@ -225,7 +226,8 @@ def main() -> None:
         cli_walls = cli_display(hq, args.runs)
         small_walls = cli_display(hq, args.runs, "display current-configuration")
     print(f"HQ holding {args.n:,} IKE SAs + {args.n:,} IPsec SAs (and more each run); {args.m:,} more negotiated "
-          f"per run; {args.s} SSH sessions ({args.client}) displaying in the loaded runs")
+          f"per run; {args.s} SSH sessions ({args.client}) displaying in the loaded runs; "
+          f"{describe_workers(worker_options(args))}")
     for i, (idle, idle_failed, loaded, loaded_failed, counts, cpu) in enumerate(rounds, 1):
         print(f"  round {i}: idle {idle:5.0f} SAs/s ({idle_failed} failed), loaded {loaded:5.0f} SAs/s ({loaded_failed}"
               f" failed), ratio {loaded / idle:4.2f}; {sum(counts)} displays (per session {min(counts)}-"

@@ -29,11 +29,13 @@ from ikegate.gateway.device import (
 )
 from ikegate.gateway.local import LocalDevice
 from ikegate.ha.sync import Role as HaRole
+from ikegate.mgmt import pacing
+from ikegate.mgmt.pacing import Pacer
 from ikegate.sad import IkeSaEntry, IpsecSaEntry, Placement, Role, SaFlag
 from ikegate.workers.fanout import FanoutDevice, worker_count
 from ikegate.workers.rpc import AsyncChannel, Channel, WorkerGone, gather, read_frame
 from ikegate.workers.steering import Steering, WorkerSlot, ike_spi_owner, peer_owner
-from ikegate.workers.worker import _opening
+from ikegate.workers.worker import PagedTables, _opening
 from tests.protocol.netsim import lab_config
 
 BR_HQ = "127.0.0.11"  # Branch1's peer in the lab configuration
@@ -273,14 +275,18 @@ def test_the_fanned_out_table_is_the_single_process_table() -> None:
     gateways = _filled(3, 300)  # 1,800 rows: several chunks, rows of every worker in each
     locals_ = [LocalDevice(gw) for gw in gateways]
 
+    tables = [PagedTables(d.select, lambda: False) for d in locals_]  # the workers' side of the pages
+
     def worker_answer(index: int) -> Callable[..., Any]:
-        def answer(op: str, selection: Selection) -> Any:
-            assert op == "ike_sa_rows"
-            return ike_sa.rendered(locals_[index].select(selection))  # the worker's op_ike_sa_rows
+        def answer(op: str, *args: Any) -> Any:
+            return getattr(tables[index], op.removeprefix("ike_sa_"))(*args)
         return answer
 
-    device = _device(*(FakeChannel(i, answer=worker_answer(i)) for i in range(3)))
+    chans = [FakeChannel(i, answer=worker_answer(i)) for i in range(3)]
+    device = _device(*chans)
     got = list(device.ike_sa_table(ALL))
+    assert chans[0].calls.count("ike_sa_page") == 600 // CHUNK_ROWS + 1  # its 600 rows, as the output was taken
+    assert not any(t._cursors for t in tables)  # every cursor closed at its end
     rows = merge_rows(d.select() for d in locals_)  # what one process holding every SA lists
     want = list(ike_sa.chunks(rows, ordered=True))
     assert got == want  # the same lines in the same chunks (the same pacing)
@@ -289,7 +295,32 @@ def test_the_fanned_out_table_is_the_single_process_table() -> None:
     assert got[-1][1] == "  Number of IKE SA : 1800"
     assert [int(line.split()[0]) for line in got[1]] == [e.conn_id for e in rows[:CHUNK_ROWS]]
     # no rows anywhere: no table at all, as the single process
-    assert list(_device(FakeChannel(0, answer=lambda op, sel: ([], []))).ike_sa_table(ALL)) == []
+    empty = PagedTables(lambda selection: [], lambda: False)
+    answer = lambda op, *args: getattr(empty, op.removeprefix("ike_sa_"))(*args)  # noqa: E731
+    assert list(_device(FakeChannel(0, answer=answer)).ike_sa_table(ALL)) == []
+
+
+def test_a_display_left_early_closes_the_workers_cursors_and_charges_their_cpu_to_the_pacer() -> None:
+    gateways = _filled(2, 1500)
+    tables = [PagedTables(LocalDevice(gw).select, lambda: True) for gw in gateways]
+    chans = [FakeChannel(i, answer=lambda op, *args, i=i: getattr(tables[i], op.removeprefix("ike_sa_"))(*args))
+             for i in range(2)]
+    device = _device(*chans)
+
+    async def show_two_chunks() -> Pacer:
+        pace = pacing.pacer()
+        output = device.ike_sa_table(ALL)
+        for _ in range(2):
+            async with pace.turn():
+                next(output)
+        output.close()  # the operator quit the pager
+        return pace
+
+    pace = asyncio.run(show_two_chunks())
+    assert all(c.calls.count("ike_sa_page") <= 2 for c in chans)  # 3,000 rows each, a page or two taken
+    assert all(c.calls[-1] == "ike_sa_close" for c in chans)
+    assert not any(t._cursors for t in tables)
+    assert pace._busy_until > 0  # busy workers: the next chunk is paced
 
 
 class _FakeEvents:

@@ -34,6 +34,7 @@ import asyncio
 import contextlib
 import dataclasses
 import hashlib
+import heapq
 import os
 import pickle
 import socket
@@ -45,6 +46,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ikegate.cli.render import ike_sa
+from ikegate.cli.render.chunks import CHUNK_ROWS
 from ikegate.gateway.device import (
     ALL,
     HRP_STANDBY_ERROR,
@@ -58,12 +60,12 @@ from ikegate.gateway.device import (
     WorkerInfo,
     merge_hrp,
     merge_offline,
-    merge_rendered,
     merge_rows,
 )
 from ikegate.ha.keepalived import KeepalivedError
 from ikegate.ha.runtime import HaConfigError, Keepalived, heartbeat_address
 from ikegate.ha.sync import Role
+from ikegate.mgmt import pacing
 from ikegate.policy.model import Config
 from ikegate.sad import (
     DEFAULT_PLACEMENT,
@@ -89,6 +91,12 @@ PING_TIMEOUT = 2.0  # per echo request, as the single process
 #: A worker that dies sooner than this after its start is restarted after a growing pause (1, 2, 4 … 30 s)
 #: rather than at once, so a worker that cannot start does not spin.
 STABLE_AFTER = 10.0
+
+
+def _charge(cpu: float, busy: bool) -> None:
+    """A worker's CPU for management output, to the pacer of the loop printing it (none outside a loop)."""
+    with contextlib.suppress(RuntimeError):
+        pacing.pacer().charge(cpu, busy)
 
 
 def config_digest(config: Config) -> str:
@@ -234,10 +242,48 @@ class FanoutDevice:
                           if part is not None)
 
     def ike_sa_table(self, selection: Selection = ALL) -> Iterator[list[str]]:
-        """Each worker renders its rows (:meth:`ikegate.workers.worker.Worker.op_ike_sa_rows`); here only
-        their lines are merged by conn-id and framed, a chunk at a time as the single process prints them."""
-        parts = [p for p in self._gather(self._targets(selection), "ike_sa_rows", selection) if p is not None]
-        return ike_sa.rendered_chunks(merge_rendered(parts))
+        """Each worker renders its rows a page at a time as the output is taken (:meth:`Worker.op_ike_sa_page
+        <ikegate.workers.worker.Worker.op_ike_sa_page>`); here the pages are merged by conn-id and framed,
+        a chunk at a time as the single process prints them. The workers' CPU for it, and whether they had
+        other work, go to the output's pacer (:meth:`ikegate.mgmt.pacing.Pacer.charge`): 20 sessions
+        displaying 100,000 rows take no more than its share of the workers' negotiation time."""
+        return ike_sa.streamed_chunks(self._paged_rows(self._targets(selection), selection))
+
+    def _paged_rows(self, targets: list[_Member], selection: Selection) -> Iterator[tuple[int, str]]:
+        opened = self._gather(targets, "ike_sa_open", selection)
+        streams: list[Iterator[tuple[int, str]]] = []
+        for member, answer in zip(targets, opened, strict=True):
+            if answer is not None:
+                cursor, count, cpu, busy = answer
+                _charge(cpu, busy)
+                if count:
+                    streams.append(self._pages(member, cursor))
+        try:
+            yield from heapq.merge(*streams, reverse=True)  # (conn-id, line): conn-ids are unique
+        finally:
+            for stream in streams:
+                close = getattr(stream, "close", None)
+                if close is not None:
+                    close()
+
+    def _pages(self, member: _Member, cursor: int) -> Iterator[tuple[int, str]]:
+        """One worker's rows under ``cursor``, fetched a page at a time; closed there if left early."""
+        finished = False
+        try:
+            while member.up:
+                (answer,) = self._gather([member], "ike_sa_page", cursor, CHUNK_ROWS)
+                if answer is None:
+                    break
+                ids, lines, cpu, busy = answer
+                _charge(cpu, busy)
+                finished = len(ids) < CHUNK_ROWS
+                yield from zip(ids, lines, strict=True)
+                if finished:
+                    break
+        finally:
+            if not finished and member.up:
+                with contextlib.suppress(RuntimeError):
+                    self._gather([member], "ike_sa_close", cursor)
 
     def children(self, conn_id: int) -> list[IpsecSaEntry]:
         owner = self.owner_of(conn_id)
