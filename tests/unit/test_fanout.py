@@ -404,3 +404,17 @@ def test_load_lets_the_first_worker_announce_initial_contact_before_the_others_s
     assert asked[1:] == [(1, (10, 20, False)), (2, (10, 20, False))]
     device._on_event(device.members[0], ("load_open",))  # told twice: nothing more starts
     assert len(asked) == 3
+
+
+def test_a_worker_is_busy_for_the_pacer_when_it_worked_between_pages() -> None:
+    (gw,) = _filled(1, 600)
+    tables = PagedTables(LocalDevice(gw).select)
+    cursor, count, _, busy = tables.open(ALL)
+    assert count == 1200 and not busy  # (made just now: nothing else happened)
+    *_, busy = tables.page(cursor, CHUNK_ROWS)
+    assert not busy  # nothing between the two answers but the page itself
+    start = time.thread_time()
+    while time.thread_time() - start < 0.02:  # the loop negotiates between two pages
+        sum(range(1000))
+    *_, busy = tables.page(cursor, CHUNK_ROWS)
+    assert busy

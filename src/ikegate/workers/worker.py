@@ -36,7 +36,7 @@ from ikegate.gateway.local import LocalDevice
 from ikegate.ha.sync import Role
 from ikegate.ike.core.config import Addr
 from ikegate.io.udp import UdpRunner
-from ikegate.mgmt.pacing import HORIZON
+from ikegate.mgmt.pacing import WORK
 from ikegate.policy.model import Config
 from ikegate.sad import IkeSaEntry, Placement, SaEntry
 from ikegate.workers.mesh import MeshEnds, parse_spec
@@ -57,6 +57,8 @@ MESH_BURST, MESH_READ = 256, 65536
 INIT_TIMEOUT = 60.0
 #: Paged displays a worker keeps open at most (one per session displaying, and a margin).
 MAX_CURSORS = 64
+#: A worker counts as busy for the display pacer when other work took more than this share of its time.
+BUSY_SHARE = 0.02
 
 #: What ``display ike offline-info`` records of an IKE SA: (peer address, peer port, version, placement).
 SaKey = tuple[str, int, int, Placement]
@@ -189,35 +191,55 @@ class PagedTables:
     """Paged ``display ike sa`` outputs: :meth:`open` selects the rows now, in display order, and keeps them
     under a cursor that :meth:`page` renders a page at a time as the supervisor takes them (so the worker
     serves its peers between pages, and a display the operator leaves early costs only what was shown).
-    Each answer carries the CPU seconds it took and whether the worker had other work (``busy``): the
+    Each answer carries the CPU seconds it took and whether the worker had other work (:meth:`busy`): the
     supervisor's output pacer counts them (:meth:`ikegate.mgmt.pacing.Pacer.charge`)."""
 
-    def __init__(self, select: Callable[[Selection], Sequence[SaEntry]], busy: Callable[[], bool]) -> None:
+    def __init__(self, select: Callable[[Selection], Sequence[SaEntry]],
+                 busy: Callable[[], bool] | None = None) -> None:
         self._select = select
-        self._busy = busy
+        self._busy = busy or self.busy
         self._cursors: dict[int, tuple[Sequence[SaEntry], int]] = {}  # cursor -> (rows, next index)
         self._next = 0
+        self._mark = (time.monotonic(), time.thread_time())  # when the last answer went, and this CPU then
+
+    def busy(self) -> bool:
+        """Whether this process did other work since its last answer: more CPU than one loop pass with
+        work costs (:data:`~ikegate.mgmt.pacing.WORK`) and over :data:`BUSY_SHARE` of the time (an idle
+        worker's timers cost less; negotiation or traffic cost more)."""
+        wall, cpu = self._mark
+        other, elapsed = time.thread_time() - cpu, time.monotonic() - wall
+        return other > WORK and other > BUSY_SHARE * elapsed
+
+    def _start(self) -> tuple[float, bool]:
+        """A call begins: the CPU clock now, and whether other work came since the last answer."""
+        return time.thread_time(), self._busy()
+
+    def _answer(self, start: tuple[float, bool]) -> tuple[float, bool]:
+        """(CPU seconds this call took, busy), and the mark for the next :meth:`busy`."""
+        now = time.thread_time()
+        self._mark = (time.monotonic(), now)
+        return now - start[0], start[1]
 
     def open(self, selection: Selection) -> tuple[int, int, float, bool]:
         """(cursor, rows, CPU seconds, busy)."""
-        start = time.thread_time()
+        start = self._start()
         entries = self._select(selection)
         self._next += 1
         self._cursors[self._next] = (entries, 0)
         while len(self._cursors) > MAX_CURSORS:  # displays whose supervisor side went away unclosed
             del self._cursors[next(iter(self._cursors))]
-        return self._next, len(entries), time.thread_time() - start, self._busy()
+        return self._next, len(entries), *self._answer(start)
 
     def page(self, cursor: int, size: int) -> tuple[list[int], list[str], float, bool]:
         """The next ``size`` rows of ``cursor`` (conn-ids and lines; fewer at the end, which closes it), CPU
         seconds, busy."""
-        start = time.thread_time()
+        start = self._start()
         entries, at = self._cursors.pop(cursor, ((), 0))
         part = entries[at:at + size]
         if at + size < len(entries):
             self._cursors[cursor] = (entries, at + size)
         ids, lines = ike_sa.rendered(part)
-        return ids, lines, time.thread_time() - start, self._busy()
+        return ids, lines, *self._answer(start)
 
     def close(self, cursor: int) -> None:
         self._cursors.pop(cursor, None)
@@ -251,8 +273,7 @@ class Worker:
         #: IKE SAs added, moved (conn-id -> what offline-info would record) or removed (-> None) since the
         #: last report to the supervisor (see :meth:`_report`).
         self._changes: dict[int, SaKey | None] = {}
-        self.tables = PagedTables(self.device.select, self.busy)
-        self._last_work = float("-inf")
+        self.tables = PagedTables(self.device.select)
         self._load_gated = False
         gateway.sad.ike_observer = self._on_ike_change
 
@@ -319,9 +340,7 @@ class Worker:
         those it holds are the tunnels ``display ike offline-info`` records (a dead process cannot say what
         it had). Run before every flush sends its datagrams (and after it, for what the flush's hooks
         changed), so the supervisor's socket holds an SA's record before the peer can hear of the SA: the
-        message is in the kernel's buffer, which outlives this process. (Every flush ends some work of
-        this loop's: it also marks the worker :meth:`busy`.)"""
-        self._last_work = time.monotonic()
+        message is in the kernel's buffer, which outlives this process."""
         if self._changes and self._events is not None:
             changes, self._changes = self._changes, {}
             self._events.post(("sas", list(changes.items())))
@@ -360,10 +379,6 @@ class Worker:
     def op_ike_sa_close(self, cursor: int) -> None:
         self.tables.close(cursor)
 
-    def busy(self) -> bool:
-        """Whether this worker handled a datagram, timer or packet in the last :data:`~ikegate.mgmt.pacing.
-        HORIZON` seconds (the supervisor then paces the display output it asks of us)."""
-        return time.monotonic() - self._last_work < HORIZON
 
     def op_children(self, conn_id: int) -> list[SaEntry]:
         return [_plain(e) for e in self.device.children(conn_id)]
