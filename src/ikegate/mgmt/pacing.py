@@ -89,11 +89,12 @@ class Pacer:
 
     def charge(self, cpu: float, busy: bool) -> None:
         """Output work done in another process for the chunk being rendered (a placement worker rendering
-        its page of ``display ike sa`` for the supervisor, whose own loop has little else to do): it counts
-        in the chunk's cost, and a worker that had other work (negotiation, traffic) makes the output paced
-        as if this loop were busy, so management takes at most :attr:`share` of the workers too."""
-        self._elsewhere += cpu
+        its page of ``display ike sa`` for the supervisor, whose own loop has little else to do). A worker
+        that had other work (negotiation, traffic) makes the output paced as if this loop were busy, and
+        its CPU counts in the chunk's cost, so management takes at most :attr:`share` of the workers too;
+        an idle worker's CPU is nobody's loss and does not slow the output."""
         if busy:
+            self._elsewhere += cpu
             self._busy_until = self._wall() + self.horizon
 
 

@@ -87,6 +87,8 @@ __all__ = ["RESTART_REASON", "FanoutDevice", "config_digest", "worker_count"]
 #: The offline-info reason of the tunnels a dead worker held.
 RESTART_REASON = "worker restart"
 INIT_TIMEOUT = 60.0
+#: ``display ike sa``: the page size that asks a worker for all its rows left (see ``_paged_rows``).
+REST = 1 << 31
 PING_TIMEOUT = 2.0  # per echo request, as the single process
 #: A worker that dies sooner than this after its start is restarted after a growing pause (1, 2, 4 … 30 s)
 #: rather than at once, so a worker that cannot start does not spin.
@@ -218,11 +220,12 @@ class FanoutDevice:
             chosen = self.members
         return [m for m in chosen if m.up]
 
-    def _gather(self, members: Sequence[_Member], op: str, *args: Any) -> list[Any]:
+    def _gather(self, members: Sequence[_Member], op: str, *args: Any,
+                each: Sequence[tuple[Any, ...]] | None = None) -> list[Any]:
         channels = [m.channel for m in members]
         assert all(c is not None for c in channels)
         return gather([c for c in channels if c is not None], op, *args,
-                      on_gone=lambda i, exc: self._gone(members[i], exc))
+                      on_gone=lambda i, exc: self._gone(members[i], exc), each=each)
 
     def _gone(self, member: _Member, exc: WorkerGone) -> None:
         """A worker stopped answering: take it out of service and make sure it ends (its watcher then
@@ -250,40 +253,46 @@ class FanoutDevice:
         return ike_sa.streamed_chunks(self._paged_rows(self._targets(selection), selection))
 
     def _paged_rows(self, targets: list[_Member], selection: Selection) -> Iterator[tuple[int, str]]:
-        opened = self._gather(targets, "ike_sa_open", selection)
-        streams: list[Iterator[tuple[int, str]]] = []
+        """Every worker opens its cursor and sends its first page (CHUNK_ROWS rows: a screen), in parallel;
+        when the merge has used up one worker's first page, every worker with rows left sends the rest, in
+        parallel again. So a display left after its first screen costs a page per worker, and a whole one
+        two calls, whatever its size (each call waits for the workers to be scheduled: on a loaded machine
+        that wait, not the rendering, is what a call costs)."""
+        opened = self._gather(targets, "ike_sa_open", selection, CHUNK_ROWS)
+        first: dict[int, tuple[int, list[int], list[str]]] = {}
         for member, answer in zip(targets, opened, strict=True):
             if answer is not None:
-                cursor, count, cpu, busy = answer
+                cursor, ids, lines, cpu, busy = answer
                 _charge(cpu, busy)
-                if count:
-                    streams.append(self._pages(member, cursor))
-        try:
-            yield from heapq.merge(*streams, reverse=True)  # (conn-id, line): conn-ids are unique
-        finally:
-            for stream in streams:
-                close = getattr(stream, "close", None)
-                if close is not None:
-                    close()
+                if ids:
+                    first[member.index] = (cursor, ids, lines)
+        left = {i: cursor for i, (cursor, ids, _) in first.items() if len(ids) == CHUNK_ROWS}
+        rest: dict[int, tuple[list[int], list[str]]] = {}
 
-    def _pages(self, member: _Member, cursor: int) -> Iterator[tuple[int, str]]:
-        """One worker's rows under ``cursor``, fetched a page at a time; closed there if left early."""
-        finished = False
+        def fetch_rest() -> None:
+            members = [self.members[i] for i in left if self.members[i].up]
+            answers = self._gather(members, "ike_sa_page", each=[(left[m.index], REST) for m in members])
+            left.clear()
+            for member, answer in zip(members, answers, strict=True):
+                if answer is not None:
+                    ids, lines, cpu, busy = answer
+                    _charge(cpu, busy)
+                    rest[member.index] = (ids, lines)
+
+        def stream(index: int, ids: list[int], lines: list[str]) -> Iterator[tuple[int, str]]:
+            yield from zip(ids, lines, strict=True)
+            if index in left:
+                fetch_rest()
+            more = rest.pop(index, None)
+            if more is not None:
+                yield from zip(*more, strict=True)
+
         try:
-            while member.up:
-                (answer,) = self._gather([member], "ike_sa_page", cursor, CHUNK_ROWS)
-                if answer is None:
-                    break
-                ids, lines, cpu, busy = answer
-                _charge(cpu, busy)
-                finished = len(ids) < CHUNK_ROWS
-                yield from zip(ids, lines, strict=True)
-                if finished:
-                    break
+            yield from heapq.merge(*(stream(i, ids, lines) for i, (_, ids, lines) in first.items()), reverse=True)
         finally:
-            if not finished and member.up:
+            for i in [i for i in left if self.members[i].up]:  # left before the rest was asked for
                 with contextlib.suppress(RuntimeError):
-                    self._gather([member], "ike_sa_close", cursor)
+                    self._gather([self.members[i]], "ike_sa_close", left[i])
 
     def children(self, conn_id: int) -> list[IpsecSaEntry]:
         owner = self.owner_of(conn_id)

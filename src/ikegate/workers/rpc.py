@@ -104,14 +104,16 @@ class Channel:
 
 
 def gather(channels: Sequence[Channel], op: str, *args: Any,
-           on_gone: Callable[[int, WorkerGone], None] | None = None) -> list[Any]:
-    """``op`` on every channel at once; the answers in channel order. A worker that is gone answers None
-    (``on_gone`` hears which); the others' answers are still read, so no channel is left out of step. If
-    the operation failed on a worker, RuntimeError (its message) once every answer is in."""
+           on_gone: Callable[[int, WorkerGone], None] | None = None,
+           each: Sequence[tuple[Any, ...]] | None = None) -> list[Any]:
+    """``op`` on every channel at once (with ``args``, or channel i with ``each[i]``); the answers in channel
+    order. A worker that is gone answers None (``on_gone`` hears which); the others' answers are still
+    read, so no channel is left out of step. If the operation failed on a worker, RuntimeError (its
+    message) once every answer is in."""
     sent: list[bool] = []
     for i, channel in enumerate(channels):
         try:
-            channel.send(op, *args)
+            channel.send(op, *(args if each is None else each[i]))
             sent.append(True)
         except WorkerGone as exc:
             sent.append(False)

@@ -220,26 +220,29 @@ class PagedTables:
         self._mark = (time.monotonic(), now)
         return now - start[0], start[1]
 
-    def open(self, selection: Selection) -> tuple[int, int, float, bool]:
-        """(cursor, rows, CPU seconds, busy)."""
+    def open(self, selection: Selection, size: int) -> tuple[int, list[int], list[str], float, bool]:
+        """A cursor and its first page: (cursor, conn-ids, lines, CPU seconds, busy); fewer than ``size``
+        rows when that was all (the cursor is then closed already)."""
         start = self._start()
         entries = self._select(selection)
         self._next += 1
         self._cursors[self._next] = (entries, 0)
         while len(self._cursors) > MAX_CURSORS:  # displays whose supervisor side went away unclosed
             del self._cursors[next(iter(self._cursors))]
-        return self._next, len(entries), *self._answer(start)
+        return self._next, *self._page(self._next, size), *self._answer(start)
 
     def page(self, cursor: int, size: int) -> tuple[list[int], list[str], float, bool]:
         """The next ``size`` rows of ``cursor`` (conn-ids and lines; fewer at the end, which closes it), CPU
         seconds, busy."""
         start = self._start()
+        return *self._page(cursor, size), *self._answer(start)
+
+    def _page(self, cursor: int, size: int) -> tuple[list[int], list[str]]:
         entries, at = self._cursors.pop(cursor, ((), 0))
         part = entries[at:at + size]
         if at + size < len(entries):
             self._cursors[cursor] = (entries, at + size)
-        ids, lines = ike_sa.rendered(part)
-        return ids, lines, *self._answer(start)
+        return ike_sa.rendered(part)
 
     def close(self, cursor: int) -> None:
         self._cursors.pop(cursor, None)
@@ -370,8 +373,8 @@ class Worker:
     def op_select(self, selection: Selection, counters: bool) -> list[SaEntry]:
         return [_plain(e) for e in self.device.select(selection, counters=counters)]
 
-    def op_ike_sa_open(self, selection: Selection) -> tuple[int, int, float, bool]:
-        return self.tables.open(selection)
+    def op_ike_sa_open(self, selection: Selection, size: int) -> tuple[int, list[int], list[str], float, bool]:
+        return self.tables.open(selection, size)
 
     def op_ike_sa_page(self, cursor: int, size: int) -> tuple[list[int], list[str], float, bool]:
         return self.tables.page(cursor, size)
