@@ -210,6 +210,10 @@ class PagedTables:
         other, elapsed = time.thread_time() - cpu, time.monotonic() - wall
         return other > WORK and other > BUSY_SHARE * elapsed
 
+    def sent(self) -> None:
+        """The answer has gone out: its pickling and sending were part of the call, not other work."""
+        self._mark = (time.monotonic(), time.thread_time())
+
     def _start(self) -> tuple[float, bool]:
         """A call begins: the CPU clock now, and whether other work came since the last answer."""
         return time.thread_time(), self._busy()
@@ -369,6 +373,8 @@ class Worker:
             write_frame(self._call, answer)
         except WorkerGone:
             self._supervisor_gone()
+        if op.startswith("ike_sa_"):
+            self.tables.sent()
 
     def op_select(self, selection: Selection, counters: bool) -> list[SaEntry]:
         return [_plain(e) for e in self.device.select(selection, counters=counters)]
