@@ -349,8 +349,8 @@ class Config:
     #: Bumped by whatever may have edited this configuration in place (:meth:`touch`: the shell after a
     #: configuration command, the hot-standby merge), so that a device can tell "unchanged since I applied
     #: it" by one comparison instead of comparing the whole configuration on every command. Not part of the
-    #: configuration itself (never compared, never rendered).
-    generation: int = field(default=0, compare=False)
+    #: configuration itself (never compared, shown or rendered).
+    generation: int = field(default=0, compare=False, repr=False)
 
     def touch(self) -> None:
         """Say that this configuration may have changed (see :attr:`generation`)."""
