@@ -135,7 +135,7 @@ def pair(port: int = 25000, trigger: str = "traffic-based", version: int = 2,
                                           *(["--workers", str(n)] if n != DEFAULT_WORKERS else [])],
                                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
                 procs[name] = Gw(popen, control)
-                for _ in range(200):
+                for _ in range(1200):  # a minute: a supervisor and its workers start slowly on a loaded machine
                     if os.path.exists(control):
                         break
                     time.sleep(0.05)
