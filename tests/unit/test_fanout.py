@@ -418,3 +418,26 @@ def test_a_worker_is_busy_for_the_pacer_when_it_worked_between_pages() -> None:
         sum(range(1000))
     *_, busy = tables.page(cursor, CHUNK_ROWS)
     assert busy
+
+
+def test_display_output_is_paced_while_a_worker_reports_new_sas() -> None:
+    gateways = _filled(2, 600)
+    tables = [PagedTables(LocalDevice(gw).select, lambda: False) for gw in gateways]  # idle between pages
+    chans = [FakeChannel(i, answer=lambda op, *args, i=i: getattr(tables[i], op.removeprefix("ike_sa_"))(*args))
+             for i in range(2)]
+    device = _device(*chans)
+
+    async def first_chunks() -> Pacer:
+        pace = pacing.pacer()
+        output = device.ike_sa_table(ALL)
+        async with pace.turn():
+            next(output)
+        assert pace._busy_until < 0  # idle workers: the output runs at full speed
+        device._on_event(device.members[1], ("sas", [(99, ("192.0.2.1", 500, 2, device.members[1].placement))]))
+        async with pace.turn():
+            next(output)
+        output.close()
+        return pace
+
+    assert asyncio.run(first_chunks())._busy_until > 0  # a worker negotiates: paced
+    assert device.members[1].held == {99: ("192.0.2.1", 500, 2, device.members[1].placement)}

@@ -170,6 +170,8 @@ class FanoutDevice:
         #: one tuple per distinct offline key the workers reported (100,000 SAs of one peer: one tuple)
         self._keys: dict[SaKey, SaKey] = {}
         self._resets = 0
+        #: when a worker last reported an SA made or gone (it is negotiating: display output is paced)
+        self._negotiated_at = float("-inf")
         #: shares of a ``load`` waiting for the first worker's INITIAL_CONTACT SA (see :meth:`load`)
         self._load_waiting: list[tuple[_Member, int, int]] = []
         #: The configuration every worker runs: pickled (what a restarted worker gets, never the in-place
@@ -248,9 +250,14 @@ class FanoutDevice:
         """Each worker renders its rows a page at a time as the output is taken (:meth:`Worker.op_ike_sa_page
         <ikegate.workers.worker.Worker.op_ike_sa_page>`); here the pages are merged by conn-id and framed,
         a chunk at a time as the single process prints them. The workers' CPU for it, and whether they had
-        other work, go to the output's pacer (:meth:`ikegate.mgmt.pacing.Pacer.charge`): 20 sessions
-        displaying 100,000 rows take no more than its share of the workers' negotiation time."""
-        return ike_sa.streamed_chunks(self._paged_rows(self._targets(selection), selection))
+        other work, go to the output's pacer (:meth:`ikegate.mgmt.pacing.Pacer.charge`), and so does every
+        chunk while a worker reports SAs coming and going (it is negotiating; on a machine whose cores the
+        workers need, the supervisor's own output work is their loss): 20 sessions displaying 100,000 rows
+        take no more than the pacer's share."""
+        for chunk in ike_sa.streamed_chunks(self._paged_rows(self._targets(selection), selection)):
+            if time.monotonic() - self._negotiated_at < pacing.HORIZON:
+                _charge(0.0, True)  # a worker is negotiating: this output takes only the pacer's share
+            yield chunk
 
     def _paged_rows(self, targets: list[_Member], selection: Selection) -> Iterator[tuple[int, str]]:
         """Every worker opens its cursor and sends its first page (CHUNK_ROWS rows: a screen), in parallel;
@@ -562,6 +569,7 @@ class FanoutDevice:
         if kind == "log":
             self._log(*body[1:])
         elif kind == "sas":
+            self._negotiated_at = time.monotonic()
             if self._take_sas(member, body[1]):
                 self._share_peers()
         elif kind == "load_open":
