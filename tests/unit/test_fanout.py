@@ -441,3 +441,17 @@ def test_display_output_is_paced_while_a_worker_reports_new_sas() -> None:
 
     assert asyncio.run(first_chunks())._busy_until > 0  # a worker negotiates: paced
     assert device.members[1].held == {99: ("192.0.2.1", 500, 2, device.members[1].placement)}
+
+
+def test_pages_after_the_first_come_from_every_worker_at_once_until_all_are_shown(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("ikegate.workers.fanout.PAGE_ROWS", 700)
+    gateways = _filled(3, 700)  # 1,400 rows per worker: its first page, then 700 and 200
+    locals_ = [LocalDevice(gw) for gw in gateways]
+    tables = [PagedTables(d.select, lambda: False) for d in locals_]
+    chans = [FakeChannel(i, answer=lambda op, *args, i=i: getattr(tables[i], op.removeprefix("ike_sa_"))(*args))
+             for i in range(3)]
+    got = list(_device(*chans).ike_sa_table(ALL))
+    assert got == list(ike_sa.chunks(merge_rows(d.select() for d in locals_), ordered=True))
+    assert all(c.calls == ["ike_sa_open", "ike_sa_page", "ike_sa_page"] for c in chans)
+    assert not any(t._cursors for t in tables)

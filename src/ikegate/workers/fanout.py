@@ -87,8 +87,9 @@ __all__ = ["RESTART_REASON", "FanoutDevice", "config_digest", "worker_count"]
 #: The offline-info reason of the tunnels a dead worker held.
 RESTART_REASON = "worker restart"
 INIT_TIMEOUT = 60.0
-#: ``display ike sa``: the page size that asks a worker for all its rows left (see ``_paged_rows``).
-REST = 1 << 31
+#: ``display ike sa``: a worker's pages after its first (see ``_paged_rows``); rendering one takes a worker
+#: some 30 ms, a few IKE exchanges' worth.
+PAGE_ROWS = 16384
 PING_TIMEOUT = 2.0  # per echo request, as the single process
 #: A worker that dies sooner than this after its start is restarted after a growing pause (1, 2, 4 … 30 s)
 #: rather than at once, so a worker that cannot start does not spin.
@@ -261,10 +262,11 @@ class FanoutDevice:
 
     def _paged_rows(self, targets: list[_Member], selection: Selection) -> Iterator[tuple[int, str]]:
         """Every worker opens its cursor and sends its first page (CHUNK_ROWS rows: a screen), in parallel;
-        when the merge has used up one worker's first page, every worker with rows left sends the rest, in
-        parallel again. So a display left after its first screen costs a page per worker, and a whole one
-        two calls, whatever its size (each call waits for the workers to be scheduled: on a loaded machine
-        that wait, not the rendering, is what a call costs)."""
+        when the merge has used up a worker's page, every worker with rows left sends its next
+        :data:`PAGE_ROWS`, in parallel again. So a display left after its first screen costs a page per
+        worker; a whole one few calls (each call waits for the workers to be scheduled: on a loaded machine
+        that wait, not the rendering, is what a call costs), none of which holds a worker from its peers
+        for long."""
         opened = self._gather(targets, "ike_sa_open", selection, CHUNK_ROWS)
         first: dict[int, tuple[int, list[int], list[str]]] = {}
         for member, answer in zip(targets, opened, strict=True):
@@ -274,25 +276,29 @@ class FanoutDevice:
                 if ids:
                     first[member.index] = (cursor, ids, lines)
         left = {i: cursor for i, (cursor, ids, _) in first.items() if len(ids) == CHUNK_ROWS}
-        rest: dict[int, tuple[list[int], list[str]]] = {}
+        queued: dict[int, list[tuple[list[int], list[str]]]] = {i: [] for i in first}
 
-        def fetch_rest() -> None:
+        def fetch_more() -> None:
             members = [self.members[i] for i in left if self.members[i].up]
-            answers = self._gather(members, "ike_sa_page", each=[(left[m.index], REST) for m in members])
-            left.clear()
+            answers = self._gather(members, "ike_sa_page", each=[(left[m.index], PAGE_ROWS) for m in members])
+            for index in [i for i in left if not self.members[i].up]:
+                del left[index]
             for member, answer in zip(members, answers, strict=True):
+                if answer is None or len(answer[0]) < PAGE_ROWS:
+                    left.pop(member.index, None)  # that was its last page (the cursor is closed there)
                 if answer is not None:
                     ids, lines, cpu, busy = answer
                     _charge(cpu, busy)
-                    rest[member.index] = (ids, lines)
+                    queued[member.index].append((ids, lines))
 
         def stream(index: int, ids: list[int], lines: list[str]) -> Iterator[tuple[int, str]]:
-            yield from zip(ids, lines, strict=True)
-            if index in left:
-                fetch_rest()
-            more = rest.pop(index, None)
-            if more is not None:
-                yield from zip(*more, strict=True)
+            while True:
+                yield from zip(ids, lines, strict=True)
+                if not queued[index] and index in left:
+                    fetch_more()
+                if not queued[index]:
+                    return
+                ids, lines = queued[index].pop(0)
 
         try:
             yield from heapq.merge(*(stream(i, ids, lines) for i, (_, ids, lines) in first.items()), reverse=True)
