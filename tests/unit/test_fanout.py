@@ -271,18 +271,18 @@ def _filled(workers: int, per_worker: int) -> list[Gateway]:
     return gateways
 
 
+def _paged_channels(tables: list[PagedTables]) -> list[FakeChannel]:
+    """Call channels answering ``ike_sa_open``/``_page``/``_close`` as each worker's PagedTables does."""
+    return [FakeChannel(i, answer=lambda op, *args, t=t: getattr(t, op.removeprefix("ike_sa_"))(*args))
+            for i, t in enumerate(tables)]
+
+
 def test_the_fanned_out_table_is_the_single_process_table() -> None:
     gateways = _filled(3, 300)  # 1,800 rows: several chunks, rows of every worker in each
     locals_ = [LocalDevice(gw) for gw in gateways]
 
     tables = [PagedTables(d.select, lambda: False) for d in locals_]  # the workers' side of the pages
-
-    def worker_answer(index: int) -> Callable[..., Any]:
-        def answer(op: str, *args: Any) -> Any:
-            return getattr(tables[index], op.removeprefix("ike_sa_"))(*args)
-        return answer
-
-    chans = [FakeChannel(i, answer=worker_answer(i)) for i in range(3)]
+    chans = _paged_channels(tables)
     device = _device(*chans)
     got = list(device.ike_sa_table(ALL))
     assert chans[0].calls == ["ike_sa_open", "ike_sa_page"]  # its 600 rows: the first page, then the rest
@@ -303,8 +303,7 @@ def test_the_fanned_out_table_is_the_single_process_table() -> None:
 def test_a_display_left_early_closes_the_workers_cursors_and_charges_their_cpu_to_the_pacer() -> None:
     gateways = _filled(2, 1500)
     tables = [PagedTables(LocalDevice(gw).select, lambda: True) for gw in gateways]
-    chans = [FakeChannel(i, answer=lambda op, *args, i=i: getattr(tables[i], op.removeprefix("ike_sa_"))(*args))
-             for i in range(2)]
+    chans = _paged_channels(tables)
     device = _device(*chans)
 
     async def show_two_chunks() -> Pacer:
@@ -423,8 +422,7 @@ def test_a_worker_is_busy_for_the_pacer_when_it_worked_between_pages() -> None:
 def test_display_output_is_paced_while_a_worker_reports_new_sas() -> None:
     gateways = _filled(2, 600)
     tables = [PagedTables(LocalDevice(gw).select, lambda: False) for gw in gateways]  # idle between pages
-    chans = [FakeChannel(i, answer=lambda op, *args, i=i: getattr(tables[i], op.removeprefix("ike_sa_"))(*args))
-             for i in range(2)]
+    chans = _paged_channels(tables)
     device = _device(*chans)
 
     async def first_chunks() -> Pacer:
@@ -449,8 +447,7 @@ def test_pages_after_the_first_come_from_every_worker_at_once_until_all_are_show
     gateways = _filled(3, 700)  # 1,400 rows per worker: its first page, then 700 and 200
     locals_ = [LocalDevice(gw) for gw in gateways]
     tables = [PagedTables(d.select, lambda: False) for d in locals_]
-    chans = [FakeChannel(i, answer=lambda op, *args, i=i: getattr(tables[i], op.removeprefix("ike_sa_"))(*args))
-             for i in range(3)]
+    chans = _paged_channels(tables)
     got = list(_device(*chans).ike_sa_table(ALL))
     assert got == list(ike_sa.chunks(merge_rows(d.select() for d in locals_), ordered=True))
     assert all(c.calls == ["ike_sa_open", "ike_sa_page", "ike_sa_page"] for c in chans)
