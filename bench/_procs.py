@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import os
 import signal
 import subprocess
@@ -83,14 +84,37 @@ V1_PROPOSAL = {" encryption-algorithm aes-gcm-256\n dh group31": " encryption-al
 V1_PEER = {" remote-address 127.0.0.11": " remote-address 127.0.0.11\n undo version 2"}
 
 
+#: ``--workers`` value meaning "as ``ikegate run`` decides" (one worker per CPU: the default users get).
+DEFAULT_WORKERS = 0
+
+
+def add_worker_options(ap: argparse.ArgumentParser) -> None:
+    """``--workers`` (HQ, the gateway measured) and ``--branch-workers`` (the load generator); both default
+    to ``ikegate run``'s own default, one worker per CPU."""
+    ap.add_argument("--workers", type=int, default=DEFAULT_WORKERS,
+                    help="HQ's --workers (default: ikegate's, one per CPU; 1: one process)")
+    ap.add_argument("--branch-workers", type=int, default=DEFAULT_WORKERS,
+                    help="the branch's --workers (default: ikegate's)")
+
+
+def worker_options(args: argparse.Namespace) -> tuple[int, int]:
+    return args.workers, args.branch_workers
+
+
+def describe_workers(workers: tuple[int, int]) -> str:
+    name = {DEFAULT_WORKERS: f"default ({len(os.sched_getaffinity(0))})"}
+    return f"workers HQ {name.get(workers[0], workers[0])}, branch {name.get(workers[1], workers[1])}"
+
+
 @contextmanager
 def pair(port: int = 25000, trigger: str = "traffic-based", version: int = 2,
-         hq_extra: str = "", workers: tuple[int | None, int | None] = (1, 1)) -> Iterator[tuple[Gw, Gw]]:
+         hq_extra: str = "", workers: tuple[int, int] = (DEFAULT_WORKERS, DEFAULT_WORKERS)
+         ) -> Iterator[tuple[Gw, Gw]]:
     """HQ (template responder) and a branch whose policy does not start by itself (the bench drives it).
     ``hq_extra`` is configuration appended to HQ's (before its final ``return``). The branch is a load
     generator with many negotiations in flight from one address, so HQ's per-address limit of IKE SAs in
-    negotiation is lifted. ``workers``: HQ's and the branch's ``--workers`` (one process each by default,
-    as the figures before placement workers; ``None``: no ``--workers``, ikegate's own default)."""
+    negotiation is lifted. ``workers``: HQ's and the branch's ``--workers`` (:data:`DEFAULT_WORKERS`:
+    ``ikegate run``'s default, one per CPU)."""
     hq_extra = "ike call admission limit in-negotiation-sa per-address 100000\n" + hq_extra
     extra = V1_PROPOSAL if version == 1 else {}
     with tempfile.TemporaryDirectory(prefix="ikegate-bench-") as tmp:
@@ -108,10 +132,10 @@ def pair(port: int = 25000, trigger: str = "traffic-based", version: int = 2,
                 control = str(Path(tmp) / f"{name}.sock")
                 popen = subprocess.Popen([sys.executable, "-m", "ikegate", "run", str(cfg), "--control", control,
                                           "--ike-port", str(port), "--natt-port", str(port + 1),
-                                          *(() if n is None else ("--workers", str(n)))],
+                                          *(["--workers", str(n)] if n != DEFAULT_WORKERS else [])],
                                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
                 procs[name] = Gw(popen, control)
-                for _ in range(200):
+                for _ in range(1200):  # a minute: a supervisor and its workers start slowly on a loaded machine
                     if os.path.exists(control):
                         break
                     time.sleep(0.05)

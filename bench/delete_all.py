@@ -16,7 +16,7 @@ from __future__ import annotations
 import argparse
 import time
 
-from _procs import pair, wait_sas
+from _procs import add_worker_options, describe_workers, pair, wait_sas, worker_options
 
 
 def main() -> None:
@@ -24,10 +24,9 @@ def main() -> None:
     ap.add_argument("-n", type=int, default=10000)
     ap.add_argument("--side", choices=("initiator", "responder"), default="responder",
                     help="which gateway runs `reset ike sa` (default: %(default)s, as an operator at HQ would)")
-    ap.add_argument("--workers", type=int, default=None,
-                    help="--workers of both gateways (default: none given, i.e. ikegate's default)")
+    add_worker_options(ap)
     args = ap.parse_args()
-    with pair(port=25100, workers=(args.workers, args.workers)) as (hq, br):
+    with pair(port=25100, workers=worker_options(args)) as (hq, br):
         time.sleep(0.3)
         br.call("load", count=args.n, concurrency=128)
         wait_sas(br, args.n)
@@ -45,9 +44,8 @@ def main() -> None:
             time.sleep(0.01)
         t_peer = time.monotonic() - start
         peer_cpu = peer.cpu_seconds() - peer_cpu0
-    mode = "ikegate's default workers" if args.workers is None else f"--workers {args.workers}"
     print(f"reset ike sa (all) on the {args.side} of {args.n} IKE SAs + {args.n} Child SAs, "
-          f"two gateways on loopback ({mode} each)")
+          f"two gateways on loopback ({describe_workers(worker_options(args))})")
     print(f"  SAs removed by the call     : {deleted}")
     print(f"  call returned (table empty) : {t_api:6.2f} s")
     print(f"  every Delete acknowledged   : {t_acked:6.2f} s")

@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import time
 
-from _procs import pair, wait_sas
+from _procs import add_worker_options, describe_workers, pair, wait_sas, worker_options
 
 
 def main() -> None:
@@ -20,8 +20,9 @@ def main() -> None:
     ap.add_argument("--concurrency", type=int, default=64)
     ap.add_argument("--version", type=int, choices=(1, 2), default=2,
                     help="2: IKE_SA_INIT+IKE_AUTH; 1: Main Mode + Quick Mode (AES-CBC-256, MODP-2048)")
+    add_worker_options(ap)
     args = ap.parse_args()
-    with pair(version=args.version) as (hq, br):
+    with pair(version=args.version, workers=worker_options(args)) as (hq, br):
         time.sleep(0.3)
         rss0 = {"responder": hq.rss_kb(), "initiator": br.rss_kb()}
         cpu0 = hq.cpu_seconds()
@@ -37,7 +38,7 @@ def main() -> None:
         failed = br.call("stats")["stats"]["negotiations_failed"]
     suite = "X25519/AES-GCM-16-256/PSK" if args.version == 2 else "Main+Quick Mode, MODP-2048/AES-CBC-256/SHA2-256/PSK"
     print(f"IKEv{args.version} setup rate, {args.n} IKE SAs + {args.n} IPsec SAs, {suite}, "
-          f"{args.concurrency} in flight, two processes on loopback")
+          f"{args.concurrency} in flight, two gateways on loopback ({describe_workers(worker_options(args))})")
     print(f"  setup rate           : {args.n / elapsed:8.0f} SAs/s   ({elapsed:.2f} s)")
     print(f"  responder CPU per SA : {1000 * cpu / args.n:8.3f} ms")
     print(f"  initiator CPU per SA : {1000 * icpu / args.n:8.3f} ms")

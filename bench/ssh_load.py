@@ -8,7 +8,7 @@ loop. Prints the set-up rate of both runs, their ratio, and how many displays th
 then, on the idle gateway, the wall time of one whole `display ike sa` (2N rows) over SSH, from Enter to
 the next prompt, and through `ikegate cli -c`.
 
-    python bench/ssh_load.py -n 100000     # the goal's size (about 10 minutes to set up, 2 x 2 GB RSS)
+    python bench/ssh_load.py -n 100000     # the goal's size (set up in 2-10 minutes, 2 x 2 GB RSS)
     python bench/ssh_load.py -n 10000      # the size of the first measurement (408 -> 26 SAs/s)
 """
 
@@ -26,7 +26,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import asyncssh
-from _procs import HQ, pair, wait_sas
+from _procs import HQ, add_worker_options, describe_workers, pair, wait_sas, worker_options
 
 SSH_PORT = 25222
 USER = "bench"
@@ -198,6 +198,7 @@ def main() -> None:
                     help="idle/loaded pairs of runs, alternating (the ratio's median is the figure)")
     ap.add_argument("--client", choices=("openssh", "asyncssh"), default="openssh",
                     help="the displaying sessions' SSH client (openssh: cheaper for the bench itself)")
+    add_worker_options(ap)
     args = ap.parse_args()
     tmp = tempfile.TemporaryDirectory(prefix="ikegate-bench-key-")
     key_file = None
@@ -205,11 +206,13 @@ def main() -> None:
         key_file = str(Path(tmp.name) / "id_ed25519")
         KEY.write_private_key(key_file)
         os.chmod(key_file, 0o600)
-    with pair(port=25300, hq_extra=SSH_CONFIG) as (hq, br):
+    with pair(port=25300, hq_extra=SSH_CONFIG, workers=worker_options(args)) as (hq, br):
         time.sleep(0.5)
+        start = time.monotonic()
         br.call("load", count=args.n, concurrency=128)
         wait_sas(br, args.n, timeout=max(900, args.n / 40))  # the load op slows down as SAs accumulate
         wait_sas(hq, args.n, timeout=900)
+        built = time.monotonic() - start
         rounds = []
         for _ in range(args.rounds):  # alternating, so that a change in the machine's load hits both
             base = br.call("stats")["stats"]["ipsec_sas"]
@@ -225,7 +228,8 @@ def main() -> None:
         cli_walls = cli_display(hq, args.runs)
         small_walls = cli_display(hq, args.runs, "display current-configuration")
     print(f"HQ holding {args.n:,} IKE SAs + {args.n:,} IPsec SAs (and more each run); {args.m:,} more negotiated "
-          f"per run; {args.s} SSH sessions ({args.client}) displaying in the loaded runs")
+          f"per run; {args.s} SSH sessions ({args.client}) displaying in the loaded runs; "
+          f"{describe_workers(worker_options(args))}; the {args.n:,} set up in {built:.0f} s")
     for i, (idle, idle_failed, loaded, loaded_failed, counts, cpu) in enumerate(rounds, 1):
         print(f"  round {i}: idle {idle:5.0f} SAs/s ({idle_failed} failed), loaded {loaded:5.0f} SAs/s ({loaded_failed}"
               f" failed), ratio {loaded / idle:4.2f}; {sum(counts)} displays (per session {min(counts)}-"

@@ -16,6 +16,12 @@ over unix socketpairs). On a machine with fewer cores than workers the worker pa
 
     .venv/bin/python bench/workers_display.py -n 100000          # now: workers send rendered rows
     .venv/bin/python bench/workers_display.py -n 100000 --rows   # before: workers sent SA rows
+
+``--live`` measures the real thing end to end instead: HQ as ``ikegate run --workers 4`` (``--workers``),
+N/2 IKE SAs each with its IPsec SA negotiated by a branch with the ``load`` op, then the wall time of a
+whole ``display ike sa`` over SSH (Enter to the next prompt) and through ``ikegate cli -c``:
+
+    .venv/bin/python bench/workers_display.py -n 100000 --live
 """
 
 from __future__ import annotations
@@ -63,11 +69,42 @@ class _Rendered(LocalDevice):
         return ike_sa.rendered_chunks(self._lines)
 
 
+def live(n: int, workers: int, runs: int) -> None:
+    """``--live``: see the module docstring."""
+    import asyncio
+    import statistics
+
+    from _procs import DEFAULT_WORKERS, describe_workers, pair, wait_sas
+    from ssh_load import SSH_CONFIG, cli_display, one_display
+
+    with pair(port=25400, hq_extra=SSH_CONFIG, workers=(workers, DEFAULT_WORKERS)) as (hq, br):
+        time.sleep(0.5)
+        start = time.monotonic()
+        br.call("load", count=n // 2, concurrency=128)
+        wait_sas(br, n // 2, timeout=max(900, n / 20))
+        wait_sas(hq, n // 2, timeout=900)
+        built = time.monotonic() - start
+        spread = [w["reported_sas"] for w in hq.call("workers")["workers"]]
+        ssh = asyncio.run(one_display(runs))
+        cli = cli_display(hq, runs)
+    print(f"display ike sa, {n:,} SAs ({n // 2:,} IKE + {n // 2:,} IPsec) end to end, "
+          f"{describe_workers((workers, DEFAULT_WORKERS))}; IKE SAs per worker {spread}")
+    print(f"  negotiated in {built:.0f} s ({n / 2 / built:.0f} IKE+IPsec pairs/s)")
+    print(f"  over SSH, Enter to prompt, best / median of {runs}: {min(ssh):.2f} / {statistics.median(ssh):.2f} s")
+    print(f"  ikegate cli -c, best / median of {runs}       : {min(cli):.2f} / {statistics.median(cli):.2f} s")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     ap.add_argument("-n", type=int, default=100_000, help="SAs in all (half IKE, half IPsec)")
     ap.add_argument("--rows", action="store_true", help="the former transfer (SA rows), for comparison")
+    ap.add_argument("--live", action="store_true", help="end to end: real daemons, SSH and ikegate cli")
+    ap.add_argument("--workers", type=int, default=4, help="--live: HQ's workers")
+    ap.add_argument("--runs", type=int, default=3, help="--live: displays timed")
     args = ap.parse_args()
+    if args.live:
+        live(args.n, args.workers, args.runs)
+        return
     config, _ = load_config(resources.files("ikegate.lab").joinpath("hq.cfg").read_text())
     model = make_device("USG6680E", None)
     steering = Steering(len(model.placements), 0x1234)

@@ -275,7 +275,7 @@ class Daemon:
         while True:
             await asyncio.sleep(LOG_FLUSH_INTERVAL)
             self.logbuffer.flush()
-            self.runtime.cpu.tick()  # display cpu-usage: a sample every five seconds, cheap otherwise
+            self.runtime.tick()  # display cpu-usage: a sample every five seconds, cheap otherwise
 
     def request_stop(self) -> None:
         self._stop.set()

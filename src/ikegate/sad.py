@@ -629,6 +629,10 @@ class SaDatabase:
             self._entries.__contains__, offset=conn_id_offset, stride=conn_id_stride, start=first_conn_id
         )
         self.offline = OfflineLog(offline_capacity)
+        #: Told (entry, True) when an IKE SA is added or its peer endpoint moves and (entry, False) when it is
+        #: removed: a placement worker keeps its supervisor's list of its IKE SAs exact with it (what
+        #: ``display ike offline-info`` records if the worker dies) at O(1) per change.
+        self.ike_observer: Callable[[IkeSaEntry, bool], None] | None = None
 
     # -- connection ids --------------------------------------------------------------------------------
 
@@ -668,6 +672,8 @@ class SaDatabase:
         self._by_ike_spis[pair] = entry.conn_id
         self._by_spi_i.add(entry.spi_i, entry.conn_id)
         self._register(entry)
+        if self.ike_observer is not None:
+            self.ike_observer(entry, True)
         return entry
 
     def add_ipsec(self, entry: IpsecSaEntry) -> IpsecSaEntry:
@@ -769,6 +775,8 @@ class SaDatabase:
         self._by_identity.discard(_identity(entry), conn_id)
         self._counts[entry.version, phase] -= 1
         self._uncount_flags(entry.flags)
+        if self.ike_observer is not None and isinstance(entry, IkeSaEntry):
+            self.ike_observer(entry, False)
         return entry
 
     def remove_tree(self, conn_id: int) -> list[SaEntry]:
@@ -833,6 +841,8 @@ class SaDatabase:
                 self._by_peer.add(addr, target.conn_id)
                 self._by_identity.add(_identity(target), target.conn_id)
             target.peer_port = port
+        if self.ike_observer is not None and isinstance(entry, IkeSaEntry):
+            self.ike_observer(entry, True)
 
     def set_peer_identity(self, conn_id: int, id_type: str, peer_id: str) -> None:
         """The peer's identity as shown (RemoteType, RemoteID), known once it authenticated."""

@@ -115,6 +115,20 @@ def test_the_cli_lists_all_workers_in_conn_id_order_and_routes_conn_ids(lab: tup
     assert before <= {r["conn_id"] for r in hq.sas()}
 
 
+def test_cpu_and_memory_usage_read_every_worker(lab: tuple[Proc, Proc, str, int]) -> None:
+    hq, _, _, _ = lab
+    pids = [w["pid"] for w in _workers(hq)]
+    text = _cli(hq, "display cpu-usage").stdout
+    listed = [line.split("%")[0].rsplit(None, 1)[0] for line in text.splitlines() if line.endswith("%")
+              and not line.startswith("CPU")]
+    assert listed == ["supervisor", "worker 0", "worker 1"], text
+    text = _cli(hq, "display memory-usage").stdout
+    lines = {line.split(":")[0].strip(): int(line.split()[-2]) for line in text.splitlines() if "bytes" in line}
+    assert lines["worker 0"] > 0 and lines["worker 1"] > 0 and lines["supervisor"] > 0
+    assert lines["ikegate process resident memory"] == lines["supervisor"] + lines["worker 0"] + lines["worker 1"]
+    assert pids == [w["pid"] for w in _workers(hq)]
+
+
 def test_a_configuration_change_reaches_every_worker_before_the_prompt(lab: tuple[Proc, Proc, str, int]) -> None:
     hq, _, _, _ = lab
     old = {w["config_digest"] for w in _workers(hq)}
@@ -250,3 +264,29 @@ def test_sigterm_deletes_every_sa_on_every_worker(tmp_path: Path) -> None:
         for pid in pids:
             with pytest.raises(ProcessLookupError):
                 os.kill(pid, 0)
+
+
+def test_offline_info_after_workers_are_killed_lists_every_sa_they_held_even_the_newest(tmp_path: Path) -> None:
+    """Both of HQ's workers are SIGKILLed the moment Branch1 has its loaded SAs up, without waiting for any
+    report: every IKE SA they held is in ``display ike offline-info`` as ``worker restart`` (a worker tells
+    the supervisor of an SA before the datagram that completes it leaves; the supervisor reads a dead
+    worker's last words from the socket)."""
+    port = free_port_pair()
+    n = random.randrange(20, 120)
+    hq_addr, br_addr = f"127.0.2.{n}", f"127.0.2.{n + 100}"
+    hq_cfg = lab_text("hq", **{"127.0.0.11": hq_addr}).replace("#\nreturn", ADMISSION)
+    br_cfg = lab_text("branch1", **{"127.0.0.11": hq_addr, "127.0.0.12": br_addr})
+    count = 60
+    with gateway(tmp_path, "br", br_cfg, port, "--workers", "1") as br, \
+            gateway(tmp_path, "hq", hq_cfg, port, "--workers", "2") as hq:
+        wait_for(lambda: br.phases() == [1, 2], what="Branch1's auto tunnel")
+        pids = [w["pid"] for w in _workers(hq)]
+        br.call("load", count=count - 1, concurrency=count)
+        wait_for(lambda: _stats(br)["ipsec_sas"] == count, what="the loaded SAs at Branch1", step=0.005)
+        for pid in pids:
+            os.kill(pid, signal.SIGKILL)
+        wait_for(lambda: all(w["pid"] not in (None, *pids) for w in _workers(hq)), what="the workers to come back")
+        offline = [r for r in hq.call("offline")["offline"] if r["reason"] == "worker restart"]
+        assert len(offline) == count, (len(offline), count)
+        assert {(r["peer"], r["version"]) for r in offline} == {(br_addr, 2)}
+        assert hq.sas() == [] and sum(w["reported_sas"] for w in _workers(hq)) == 0

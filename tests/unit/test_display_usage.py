@@ -7,15 +7,19 @@ from __future__ import annotations
 import datetime as dt
 import json
 from importlib import resources
+from typing import Any
 
 import pytest
 
+from ikegate.cli.commands.runtime import Runtime
 from ikegate.cli.loader import load_config
 from ikegate.cli.render import usage as render
 from ikegate.cli.shell import Shell
 from ikegate.gateway.device import make_device
-from ikegate.mgmt.usage import RING, CpuSampler, CpuUsage, MemoryUsage, parse_memory
-from tests.conftest import device_shell, gateway_for
+from ikegate.gateway.local import LocalDevice
+from ikegate.mgmt.usage import RING, CpuSampler, CpuUsage, MemoryUsage, WorkerSamplers, parse_memory, parse_stat_cpu
+from ikegate.sad import Placement
+from tests.conftest import device_shell, gateway_for, runtime_tree
 
 WALL = dt.datetime(2026, 11, 28, 10, 20, 30, 123000)
 
@@ -188,3 +192,108 @@ def test_device_through_the_shell() -> None:
     assert all(word in listed for word in ("cpu-usage", "device", "memory-usage"))
     assert "Matching output" in sh.feed(b"\x15display device ?").decode()
     assert sh.feed(b"\x15display memory-u\t").decode().endswith("display memory-usage ")
+
+
+# -- with placement workers: the device's figures, then each process's ------------------------------------
+
+
+def test_parse_stat_cpu_counts_after_the_command_name() -> None:
+    stat = "4242 (ikegate (w) 1) S 1 2 3 4 5 6 7 8 9 10 250 150 0 0 20 0 1 0 100 0 0"
+    assert parse_stat_cpu(stat, 100) == pytest.approx(4.0)  # utime 250 + stime 150 ticks
+
+
+class Workers:
+    """CPU seconds of fake worker processes by pid, stepped with the clocks."""
+
+    def __init__(self, clocks: Clocks, pids: dict[int, float]) -> None:
+        self.c, self.cpu, self.busy = clocks, {pid: 10.0 for pid in pids}, pids
+
+    def run(self, seconds: float, own: float) -> None:
+        self.c.run(seconds, own)
+        for pid, busy in self.busy.items():
+            self.cpu[pid] += seconds * busy
+
+    def read(self, pid: int) -> float:
+        if pid not in self.cpu:
+            raise ProcessLookupError(pid)
+        return self.cpu[pid]
+
+
+def test_worker_samplers_give_each_process_and_the_device_share_of_its_cores() -> None:
+    c = Clocks()
+    w = Workers(c, {101: 0.9, 102: 0.5})
+    samplers = WorkerSamplers(monotonic=lambda: c.t, own_cpu=lambda: c.cpu, pid_cpu=w.read, cores=2)
+    samplers.tick([101, 102])
+    w.run(5, 0.2)
+    samplers.tick([101, 102])
+    got = {pid: samplers.usage(pid) for pid in (101, 102)}
+    assert [u.five_seconds for u in got.values() if u is not None] == [pytest.approx(90), pytest.approx(50)]
+    assert samplers.total.usage().five_seconds == pytest.approx((90 + 50 + 20) / 2)
+    # worker 102 dies and comes back as 103: the total never runs backwards, the new one starts from zero
+    del w.cpu[102], w.busy[102]
+    w.cpu[103], w.busy[103] = 2.0, 0.1
+    w.run(5, 0.2)
+    samplers.tick([101, 103])
+    assert samplers.usage(102) is None and samplers.total.usage().five_seconds >= 0
+    w.run(5, 0.2)
+    samplers.tick([101, 103])
+    assert samplers.total.usage().five_seconds == pytest.approx((90 + 10 + 20) / 2)
+
+
+class _WorkersDevice(LocalDevice):
+    def __init__(self, base: LocalDevice, pids: list[tuple[int, Placement, int]]) -> None:
+        super().__init__(base.gateway, base.model, clock=lambda: 0.0)
+        self._pids = pids
+
+    def worker_pids(self) -> list[tuple[int, Placement, int]]:
+        return self._pids
+
+
+def _workers_shell(model: str | None, pids: list[int], **runtime: Any) -> Shell:
+    config, _ = load_config(resources.files("ikegate.lab").joinpath("hq.cfg").read_text())
+    device_model = make_device(model, "1/0,1/1" if model else None)
+    base = LocalDevice(gateway_for(config, device_model), device_model)
+    placements = device_model.placements if model else (device_model.placements[0],) * len(pids)
+    device = _WorkersDevice(base, [(i, p, pid) for i, (p, pid) in enumerate(zip(placements, pids, strict=True))])
+    return Shell(config, tree=runtime_tree(device_model), device=Runtime(device, wall=lambda: WALL, **runtime))
+
+
+def test_cpu_usage_with_workers_lists_the_device_then_each_process() -> None:
+    c = Clocks()
+    w = Workers(c, {101: 0.9, 102: 0.5})
+    samplers = WorkerSamplers(monotonic=lambda: c.t, own_cpu=lambda: c.cpu, pid_cpu=w.read, cores=2)
+    sh = _workers_shell(None, [101, 102], cpu=c.sampler(), workers_cpu=samplers)
+    sh.device.tick()  # the daemon's tick
+    w.run(5, 0.2)
+    out = sh.run("display cpu-usage")
+    assert out.error is None
+    assert out.lines[1] == "CPU Usage            : 80% Max: 80%"  # (20 + 90 + 50) % over 2 cores
+    assert out.lines[-4:] == ["Process           5 Sec   1 Min   5 Min   Max",
+                              "supervisor        20%     20%     20%     20%",
+                              "worker 0          90%     90%     90%     90%",
+                              "worker 1          50%     50%     50%     50%"]
+    record = json.loads(sh.run("display cpu-usage | json").text)["cpu_usage"]
+    assert record["five_seconds"] == 80 and record["cores"] == 2
+    assert [(p["process"], p.get("index"), p["five_seconds"]) for p in record["processes"]] == [
+        ("supervisor", None, 20), ("worker", 0, 90), ("worker", 1, 50)]
+
+
+def test_cpu_and_memory_usage_on_a_slot_model_name_the_placements() -> None:
+    c = Clocks()
+    w = Workers(c, {201: 0.3, 202: 0.6})
+    samplers = WorkerSamplers(monotonic=lambda: c.t, own_cpu=lambda: c.cpu, pid_cpu=w.read, cores=2)
+    rss = {201: 30 << 20, 202: 40 << 20}
+    sh = _workers_shell("USG6680E", [201, 202], cpu=c.sampler(), workers_cpu=samplers,
+                        memory=lambda: parse_memory(MEMINFO, STATUS), worker_rss=rss.__getitem__)
+    w.run(5, 0.1)
+    lines = sh.run("display cpu-usage | include ^slot").lines
+    assert [line.split()[:4] for line in lines] == [["slot", "1", "cpu", "0"], ["slot", "1", "cpu", "1"]]
+    assert sh.run("display memory-usage | begin ikegate").lines == [
+        f"ikegate process resident memory: {52428800 + (70 << 20)} bytes",
+        "  supervisor: 52428800 bytes",
+        f"  slot 1 cpu 0: {30 << 20} bytes",
+        f"  slot 1 cpu 1: {40 << 20} bytes"]
+    record = json.loads(sh.run("display memory-usage | json").text)["memory_usage"]
+    assert record["process_rss"] == 52428800 + (70 << 20)
+    assert [(p["process"], p.get("slot"), p.get("cpu"), p["rss"]) for p in record["processes"]] == [
+        ("supervisor", None, None, 52428800), ("worker", 1, 0, 30 << 20), ("worker", 1, 1, 40 << 20)]

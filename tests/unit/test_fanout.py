@@ -29,11 +29,13 @@ from ikegate.gateway.device import (
 )
 from ikegate.gateway.local import LocalDevice
 from ikegate.ha.sync import Role as HaRole
+from ikegate.mgmt import pacing
+from ikegate.mgmt.pacing import Pacer
 from ikegate.sad import IkeSaEntry, IpsecSaEntry, Placement, Role, SaFlag
 from ikegate.workers.fanout import FanoutDevice, worker_count
 from ikegate.workers.rpc import AsyncChannel, Channel, WorkerGone, gather, read_frame
 from ikegate.workers.steering import Steering, WorkerSlot, ike_spi_owner, peer_owner
-from ikegate.workers.worker import _opening
+from ikegate.workers.worker import PagedTables, _opening
 from tests.protocol.netsim import lab_config
 
 BR_HQ = "127.0.0.11"  # Branch1's peer in the lab configuration
@@ -75,6 +77,7 @@ def _device(*channels: FakeChannel, model: DeviceModel | None = None) -> FanoutD
 def _changed(device: FanoutDevice) -> Any:
     config = device.config
     config.sysname = "Changed"
+    config.touch()  # what the shell does after a configuration command
     return config
 
 
@@ -85,6 +88,47 @@ def test_configuration_is_committed_on_every_worker_after_all_prepared() -> None
     assert a.calls == b.calls == ["prepare", "commit"]
     device.apply_config(device.config)  # unchanged: only the auto policies' check
     assert a.calls[-1] == b.calls[-1] == "start"
+
+
+def test_an_unchanged_configuration_costs_no_work_proportional_to_its_size(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """After a display (or a navigation command) the device is asked again: one comparison of the
+    generation, no pickling of the whole configuration, no prepare/commit."""
+    a, b = FakeChannel(0), FakeChannel(1)
+    device = _device(a, b)
+    device.apply_config(_changed(device))
+
+    def no_pickling(*_args: Any, **_kw: Any) -> bytes:
+        raise AssertionError("the configuration was pickled")
+
+    monkeypatch.setattr("ikegate.workers.fanout.pickle.dumps", no_pickling)
+    for _ in range(3):
+        device.apply_config(device.config)
+    assert a.calls == b.calls == ["prepare", "commit", "start", "start", "start"]
+    monkeypatch.undo()
+    device.config.touch()  # edited in place again: a two-phase change, not taken as unchanged
+    device.apply_config(device.config)
+    assert a.calls[-2:] == b.calls[-2:] == ["prepare", "commit"]
+
+
+def test_the_shell_bumps_the_generation_for_configuration_commands_only() -> None:
+    from ikegate.cli.shell import Shell
+
+    config = lab_config("hq")
+    shell = Shell(config)
+    seen = config.generation
+    for line in ("display ike proposal", "system-view", "display current-configuration"):
+        shell.run(line)
+        assert config.generation == seen, line
+    shell.run("ike proposal 77")  # creates the proposal and enters its view
+    assert config.generation > seen
+    seen = config.generation
+    shell.run("quit")
+    shell.run("return")
+    assert config.generation == seen
+    shell.run("system-view")
+    shell.run("sysname Other")
+    assert config.generation > seen and config.sysname == "Other"
 
 
 def test_one_refusal_and_no_worker_commits() -> None:
@@ -227,18 +271,22 @@ def _filled(workers: int, per_worker: int) -> list[Gateway]:
     return gateways
 
 
+def _paged_channels(tables: list[PagedTables]) -> list[FakeChannel]:
+    """Call channels answering ``ike_sa_open``/``_page``/``_close`` as each worker's PagedTables does."""
+    return [FakeChannel(i, answer=lambda op, *args, t=t: getattr(t, op.removeprefix("ike_sa_"))(*args))
+            for i, t in enumerate(tables)]
+
+
 def test_the_fanned_out_table_is_the_single_process_table() -> None:
     gateways = _filled(3, 300)  # 1,800 rows: several chunks, rows of every worker in each
     locals_ = [LocalDevice(gw) for gw in gateways]
 
-    def worker_answer(index: int) -> Callable[..., Any]:
-        def answer(op: str, selection: Selection) -> Any:
-            assert op == "ike_sa_rows"
-            return ike_sa.rendered(locals_[index].select(selection))  # the worker's op_ike_sa_rows
-        return answer
-
-    device = _device(*(FakeChannel(i, answer=worker_answer(i)) for i in range(3)))
+    tables = [PagedTables(d.select, lambda: False) for d in locals_]  # the workers' side of the pages
+    chans = _paged_channels(tables)
+    device = _device(*chans)
     got = list(device.ike_sa_table(ALL))
+    assert chans[0].calls == ["ike_sa_open", "ike_sa_page"]  # its 600 rows: the first page, then the rest
+    assert not any(t._cursors for t in tables)  # every cursor closed at its end
     rows = merge_rows(d.select() for d in locals_)  # what one process holding every SA lists
     want = list(ike_sa.chunks(rows, ordered=True))
     assert got == want  # the same lines in the same chunks (the same pacing)
@@ -247,7 +295,31 @@ def test_the_fanned_out_table_is_the_single_process_table() -> None:
     assert got[-1][1] == "  Number of IKE SA : 1800"
     assert [int(line.split()[0]) for line in got[1]] == [e.conn_id for e in rows[:CHUNK_ROWS]]
     # no rows anywhere: no table at all, as the single process
-    assert list(_device(FakeChannel(0, answer=lambda op, sel: ([], []))).ike_sa_table(ALL)) == []
+    empty = PagedTables(lambda selection: [], lambda: False)
+    answer = lambda op, *args: getattr(empty, op.removeprefix("ike_sa_"))(*args)  # noqa: E731
+    assert list(_device(FakeChannel(0, answer=answer)).ike_sa_table(ALL)) == []
+
+
+def test_a_display_left_early_closes_the_workers_cursors_and_charges_their_cpu_to_the_pacer() -> None:
+    gateways = _filled(2, 1500)
+    tables = [PagedTables(LocalDevice(gw).select, lambda: True) for gw in gateways]
+    chans = _paged_channels(tables)
+    device = _device(*chans)
+
+    async def show_two_chunks() -> Pacer:
+        pace = pacing.pacer()
+        output = device.ike_sa_table(ALL)
+        for _ in range(2):
+            async with pace.turn():
+                next(output)
+        output.close()  # the operator quit the pager
+        return pace
+
+    pace = asyncio.run(show_two_chunks())
+    assert all(c.calls.count("ike_sa_page") <= 1 for c in chans)  # 3,000 rows each, a page or two taken
+    assert all(c.calls[-1] == "ike_sa_close" for c in chans)
+    assert not any(t._cursors for t in tables)
+    assert pace._busy_until > 0  # busy workers: the next chunk is paced
 
 
 class _FakeEvents:
@@ -312,3 +384,71 @@ def test_standby_refuses_resets_before_any_worker_is_asked() -> None:
     assert all("reset_ike" not in c.calls and "reset_ipsec" not in c.calls for c in channels)
     active, _, _ = _ha_device("active", "active")
     assert active.reset_ike_sa(ALL) == 2
+
+
+def test_load_lets_the_first_worker_announce_initial_contact_before_the_others_start() -> None:
+    asked: list[tuple[int, tuple[Any, ...]]] = []
+
+    def answer(index: int) -> Callable[..., Any]:
+        def on(op: str, *args: Any) -> Any:
+            asked.append((index, args))
+            return index == 0  # worker 0's first SA carries INITIAL_CONTACT: the rest of the load waits
+        return on
+
+    chans = [FakeChannel(i, answer=answer(i)) for i in range(3)]
+    device = _device(*chans)
+    device.load(30, concurrency=60)
+    assert asked == [(0, (10, 20, True))]
+    device._on_event(device.members[0], ("load_open",))
+    assert asked[1:] == [(1, (10, 20, False)), (2, (10, 20, False))]
+    device._on_event(device.members[0], ("load_open",))  # told twice: nothing more starts
+    assert len(asked) == 3
+
+
+def test_a_worker_is_busy_for_the_pacer_when_it_worked_between_pages() -> None:
+    (gw,) = _filled(1, 600)
+    tables = PagedTables(LocalDevice(gw).select)
+    cursor, ids, _, _, busy = tables.open(ALL, CHUNK_ROWS)
+    assert len(ids) == CHUNK_ROWS and not busy  # (made just now: nothing else happened)
+    *_, busy = tables.page(cursor, CHUNK_ROWS)
+    assert not busy  # nothing between the two answers but the page itself
+    start = time.thread_time()
+    while time.thread_time() - start < 0.02:  # the loop negotiates between two pages
+        sum(range(1000))
+    *_, busy = tables.page(cursor, CHUNK_ROWS)
+    assert busy
+
+
+def test_display_output_is_paced_while_a_worker_reports_new_sas() -> None:
+    gateways = _filled(2, 600)
+    tables = [PagedTables(LocalDevice(gw).select, lambda: False) for gw in gateways]  # idle between pages
+    chans = _paged_channels(tables)
+    device = _device(*chans)
+
+    async def first_chunks() -> Pacer:
+        pace = pacing.pacer()
+        output = device.ike_sa_table(ALL)
+        async with pace.turn():
+            next(output)
+        assert pace._busy_until < 0  # idle workers: the output runs at full speed
+        device._on_event(device.members[1], ("sas", [(99, ("192.0.2.1", 500, 2, device.members[1].placement))]))
+        async with pace.turn():
+            next(output)
+        output.close()
+        return pace
+
+    assert asyncio.run(first_chunks())._busy_until > 0  # a worker negotiates: paced
+    assert device.members[1].held == {99: ("192.0.2.1", 500, 2, device.members[1].placement)}
+
+
+def test_pages_after_the_first_come_from_every_worker_at_once_until_all_are_shown(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("ikegate.workers.fanout.PAGE_ROWS", 700)
+    gateways = _filled(3, 700)  # 1,400 rows per worker: its first page, then 700 and 200
+    locals_ = [LocalDevice(gw) for gw in gateways]
+    tables = [PagedTables(d.select, lambda: False) for d in locals_]
+    chans = _paged_channels(tables)
+    got = list(_device(*chans).ike_sa_table(ALL))
+    assert got == list(ike_sa.chunks(merge_rows(d.select() for d in locals_), ordered=True))
+    assert all(c.calls == ["ike_sa_open", "ike_sa_page", "ike_sa_page"] for c in chans)
+    assert not any(t._cursors for t in tables)

@@ -38,6 +38,8 @@ from ikegate.cli.views import USER_FRAME, ViewFrame, ViewKind
 from ikegate.policy.model import Config
 
 HELP_NAME_WIDTH = 24
+#: Commands of the configuration views that only move between views: they leave the configuration as it is.
+_NAVIGATION = frozenset({"quit", "return"})
 HELP_LINE_WIDTH = 79
 
 
@@ -190,6 +192,7 @@ class Shell:
             _, on_answer = self._question
             self._question = None
             self._changed = True
+            self.config.touch()
             lines = on_answer(line)
             return Outcome(lines, next((x for x in lines if x.startswith("Error:")), None))
         if not line.strip():
@@ -211,6 +214,8 @@ class Shell:
         as_json = output_filter.json
         if not result.command.syntax.startswith("display "):
             self._changed = True
+            if self.frame.kind is not ViewKind.USER and result.command.syntax not in _NAVIGATION:
+                self.config.touch()  # a configuration command: the device applies it (Config.generation)
         ctx = CommandContext(self.config, self, result, device=self.device, loading=self.loading, json=as_json)
         try:
             result.command.handler(ctx)

@@ -248,6 +248,10 @@ class Gateway:
         self._load_left = 0
         self._load_inflight = 0
         self._load_window = 0
+        #: The load's next SA may carry INITIAL_CONTACT (by the usual rule); while the one that does is in
+        #: negotiation (the gate), the others wait: the peer would drop every SA of ours made before it.
+        self._load_announce = False
+        self._load_gate: Engine | None = None
         self._loading: set[Engine] = set()
         self._deleting: set[Engine] = set()
         self._delete_queue: deque[tuple[Engine, DeleteReason]] = deque()
@@ -502,25 +506,37 @@ class Gateway:
             self._delete_entry(entry, now, DeleteReason.MANUAL)
         return sum(1 for cid in doomed if self.sad.get(cid) is None)
 
-    def load(self, now: float, count: int, concurrency: int = 64) -> None:
+    def load(self, now: float, count: int, concurrency: int = 64, initial_contact: bool = True) -> None:
         """Benchmark aid: negotiate ``count`` extra IKE SAs (each with its first Child SA) over the first
         site-to-site policy, keeping at most ``concurrency`` in negotiation. These SAs belong to no policy
-        decision: deleting them brings nothing back."""
+        decision: deleting them brings nothing back. The first carries INITIAL_CONTACT when no IKE SA with
+        the peer exists (as a policy's SA would; ``initial_contact`` False: never), and the others wait
+        until it is through (:attr:`load_gated`)."""
         if not self._conns:
             raise ValueError("no site-to-site policy to load")
         self._load_conn = next(iter(self._conns.values()))
         self._load_left += count
         self._load_window = concurrency
+        self._load_announce = initial_contact
         self._load_more(now)
+
+    @property
+    def load_gated(self) -> bool:
+        """A load's SA carrying INITIAL_CONTACT is in negotiation (the rest of the load waits for it)."""
+        return self._load_gate is not None
 
     def _load_more(self, now: float) -> None:
         conn = self._load_conn
-        while conn is not None and self._load_left > 0 and self._load_inflight < self._load_window:
+        while conn is not None and self._load_left > 0 and self._load_inflight < self._load_window \
+                and self._load_gate is None:
             self._load_left -= 1
             self._load_inflight += 1
-            sa = self._initiate(conn, now, track=False)
+            announce, self._load_announce = self._load_announce, False
+            sa = self._initiate(conn, now, track=False, announce=announce)
             if sa is None:
                 break
+            if sa.initial_contact:
+                self._load_gate = sa
 
     # ------------------------------------------------------------------ the protected side
 
@@ -935,7 +951,7 @@ class Gateway:
         return True
 
     def _initiate(self, conn: Connection, now: float, track: bool = True,
-                  flows: list[Flow] | None = None) -> Engine | None:
+                  flows: list[Flow] | None = None, announce: bool = False) -> Engine | None:
         flows = conn.flows if flows is None else flows
         if not flows:
             return None
@@ -956,9 +972,9 @@ class Gateway:
                        spi_allocator=self._spi_alloc, ike_spi_allocator=self._ike_spi)
         # INITIAL-CONTACT when no IKE SA with the peer is left (IKEv1 orphan IPsec SAs do not count): the
         # peer then drops whatever it still holds of ours, say after a Delete of ours was lost.
-        # (Never on the benchmark's extra SAs (``track`` false): they come on top of what exists, in parallel
-        # from every worker, and must not make the peer drop each other.)
-        sa.initial_contact = track and str(conn.remote) not in self.peers_elsewhere and (
+        # (On the benchmark's extra SAs (``track`` false) only on the load's first, ``announce``: they come
+        # on top of what exists, and must not make the peer drop each other; see :meth:`load`.)
+        sa.initial_contact = (track or announce) and str(conn.remote) not in self.peers_elsewhere and (
             not self.sad.peer_count(conn.remote) or not any(
                 isinstance(e, IkeSaEntry) for e in self.sad.by_peer(conn.remote)))
         sa.force_encap = not self.raw_esp
@@ -1260,6 +1276,8 @@ class Gateway:
     def _load_done(self, sa: Engine, now: float) -> None:
         if sa in self._loading:
             self._loading.discard(sa)
+            if sa is self._load_gate:
+                self._load_gate = None
             self._load_inflight -= 1
             self._load_more(now)
 
@@ -1609,10 +1627,13 @@ class Gateway:
         if meta is not None and meta.superseded and not sa.finished:
             self._delete_ike(sa, now, DeleteReason.PHASE1_REPLACED)
 
-    def drop_identity(self, now: float, address: str, id_type: str, id_text: str) -> None:
-        """Another placement worker heard INITIAL_CONTACT from this peer identity: drop what we hold of it
-        too (the peer lost it all, whichever worker held it; a dial-up peer's SAs spread over workers)."""
-        self._drop_identity(now, _ip(address), id_type, id_text, None)
+    def drop_identity(self, now: float, address: str, id_type: str, id_text: str,
+                      heard: float | None = None) -> None:
+        """Another placement worker heard INITIAL_CONTACT from this peer identity at ``heard`` (the same
+        monotonic clock in every process): drop what we hold of it made before then too (the peer lost it
+        all, whichever worker held it: a dial-up peer's SAs spread over workers; those made since, while the
+        news travelled, are the peer's new ones)."""
+        self._drop_identity(now, _ip(address), id_type, id_text, None, heard)
 
     def _on_initial_contact(self, sa: Engine, now: float) -> None:
         """Drop older IKE SAs with the same peer identity: the peer lost them (RFC 7296 §2.4; RFC 2407
@@ -1622,12 +1643,14 @@ class Gateway:
         self._drop_identity(now, sa.peer[0], *self._peer_identity(sa), sa)
 
     def _drop_identity(self, now: float, address: ipaddress.IPv4Address | ipaddress.IPv6Address | str,
-                       id_type: str, id_text: str, keep: Engine | None) -> None:
+                       id_type: str, id_text: str, keep: Engine | None, heard: float | None = None) -> None:
         """Delete the established IKE SAs and the IKEv1 orphan IPsec SAs of this peer identity, but ``keep``
         (the SA that brought INITIAL_CONTACT, whose exact identity the others must share; None when it was
-        heard by another worker, which already compared)."""
+        heard by another worker, which already compared); only SAs made by ``heard``, when given."""
         for entry in self.sad.by_identity(address, id_type, id_text):
             other = entry.handle
+            if heard is not None and entry.created > heard:
+                continue
             if isinstance(entry, IpsecSaEntry) and entry.parent is None and isinstance(other, tuple) \
                     and isinstance(other[0], IsakmpSa) and other[0].orphans_survive \
                     and (keep is None or other[0].peer_id == keep.peer_id):

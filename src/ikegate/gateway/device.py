@@ -417,6 +417,12 @@ class Device(Protocol):
         """The processes holding SAs: one for the single-process device, one per placement worker."""
         ...
 
+    def worker_pids(self) -> list[tuple[int, Placement, int]]:
+        """(index, placement, process id) of each running worker process, from what the device knows (no
+        question to the workers: ``display cpu-usage``'s one-second sampling asks it); empty when the
+        device is this one process."""
+        ...
+
     def load(self, count: int, concurrency: int = 64) -> None:
         """Benchmark aid: negotiate ``count`` extra IKE SAs over the first site-to-site policy."""
         ...

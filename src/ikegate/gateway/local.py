@@ -200,6 +200,9 @@ class LocalDevice:
         placement = self._model.placements[0]
         return [WorkerInfo(0, placement, os.getpid(), 0, None)]
 
+    def worker_pids(self) -> list[tuple[int, Placement, int]]:
+        return []
+
     def load(self, count: int, concurrency: int = 64) -> None:
         self.gateway.load(self.now(), count, concurrency)
         self._flush()

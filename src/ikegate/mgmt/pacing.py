@@ -14,6 +14,10 @@ the pacer decides when the next chunk may run.
   until ``c * (1 - share) / share`` has passed (a timer: the loop serves everything else meanwhile).
   On an idle gateway chunks follow each other at full speed (100,000 rows in well under a second).
 
+* With placement workers the supervisor's loop has little else to do, and the rows are rendered by the
+  workers, page by page, as the chunks are taken: each page's CPU and whether its worker had other work
+  come back with it and count as the chunk's (:meth:`Pacer.charge`), so the share holds for the workers.
+
 Why remember, and not judge each pass alone: negotiation arrives as datagrams a few hundred times a
 second; right after a one-millisecond chunk there is often nothing queued although the loop is busy
 most of the time. Why not the share of CPU other work got: while output takes the loop, other work
@@ -60,6 +64,7 @@ class Pacer:
         self._not_before = 0.0  # wall time before which the next chunk waits, if the loop is busy
         self.turns = 0  # chunks run (tests and benchmarks read these two)
         self.waits = 0  # turns that waited for the loop's other work
+        self._elsewhere = 0.0  # CPU seconds other processes spent on the output since the last turn ended
 
     @contextlib.asynccontextmanager
     async def turn(self) -> AsyncIterator[None]:
@@ -78,7 +83,19 @@ class Pacer:
             try:
                 yield
             finally:
-                self._not_before = self._wall() + (self._clock() - cpu) * (1 - self.share) / self.share
+                cost = self._clock() - cpu + self._elsewhere
+                self._elsewhere = 0.0
+                self._not_before = self._wall() + cost * (1 - self.share) / self.share
+
+    def charge(self, cpu: float, busy: bool) -> None:
+        """Output work done in another process for the chunk being rendered (a placement worker rendering
+        its page of ``display ike sa`` for the supervisor, whose own loop has little else to do). A worker
+        that had other work (negotiation, traffic) makes the output paced as if this loop were busy, and
+        its CPU counts in the chunk's cost, so management takes at most :attr:`share` of the workers too;
+        an idle worker's CPU is nobody's loss and does not slow the output."""
+        if busy:
+            self._elsewhere += cpu
+            self._busy_until = self._wall() + self.horizon
 
 
 _PACERS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Pacer] = weakref.WeakKeyDictionary()

@@ -6,15 +6,22 @@ one-second tick calls :meth:`CpuSampler.tick`, which keeps one (monotonic, CPU s
 :data:`SAMPLE_INTERVAL` in a ring just long enough for five minutes; a display compares the present
 reading with the sample that covers its window. Both clocks are injected so tests step them by hand.
 
+With placement workers (``ikegate run --workers N``) the device is several processes: the supervisor reads
+each worker's CPU seconds and resident set from ``/proc/PID`` (:class:`WorkerSamplers`), without asking the
+workers anything, so a busy worker is measured, not delayed.
+
 Memory comes from ``/proc`` (Linux): the system's total and available memory from ``/proc/meminfo``
 and this process's resident set from ``/proc/self/status``; the parsers are pure functions of text.
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import os
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 SAMPLE_INTERVAL = 5.0  # seconds between kept samples (the shortest window)
@@ -132,3 +139,73 @@ def read_memory(meminfo: str = "/proc/meminfo", status: str = "/proc/self/status
     with open(status, encoding="ascii", errors="replace") as f:
         own = f.read()
     return parse_memory(info, own)
+
+
+def parse_stat_cpu(stat: str, ticks: int) -> float:
+    """CPU seconds (user + system) from the text of ``/proc/PID/stat``: fields 14 and 15, counted after
+    the command name's closing parenthesis (the name may hold spaces and parentheses)."""
+    fields = stat.rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / ticks
+
+
+def process_cpu(pid: int) -> float:
+    """Process ``pid``'s CPU seconds now; OSError when it is gone."""
+    with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as f:
+        return parse_stat_cpu(f.read(), os.sysconf("SC_CLK_TCK"))
+
+
+def process_rss(pid: int) -> int:
+    """Process ``pid``'s resident set in bytes; OSError when it is gone."""
+    with open(f"/proc/{pid}/status", encoding="ascii", errors="replace") as f:
+        return _kib_field(f.read(), "VmRSS")
+
+
+def usable_cores() -> int:
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
+@dataclass
+class WorkerSamplers:
+    """One :class:`CpuSampler` per worker process (by process id; a restarted worker is a new one) and one
+    for the whole device: the supervisor and every worker, as a share of the cores they may use (so
+    100 % means every core busy). :meth:`tick` takes the running workers from the device each time;
+    a worker that ended leaves its last reading in the total, which therefore never runs backwards."""
+
+    monotonic: Callable[[], float] = time.monotonic
+    own_cpu: Callable[[], float] = time.process_time
+    pid_cpu: Callable[[int], float] = process_cpu
+    cores: int = field(default_factory=usable_cores)
+    samplers: dict[int, CpuSampler] = field(default_factory=dict)
+    _last: dict[int, float] = field(default_factory=dict)
+    _carried: float = 0.0
+    total: CpuSampler = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.total = CpuSampler(monotonic=self.monotonic, cpu=self._total_cpu)
+
+    def _read(self, pid: int) -> float:
+        with contextlib.suppress(OSError):  # gone since the device listed it: its last reading stands
+            self._last[pid] = self.pid_cpu(pid)
+        return self._last.get(pid, 0.0)
+
+    def _total_cpu(self) -> float:
+        return (self.own_cpu() + self._carried + sum(self._read(pid) for pid in self.samplers)) / self.cores
+
+    def tick(self, pids: Sequence[int]) -> None:
+        for gone in set(self.samplers).difference(pids):
+            del self.samplers[gone]
+            self._carried += self._last.pop(gone, 0.0)
+        for pid in pids:
+            if pid not in self.samplers:
+                self._carried -= self._read(pid)  # the total counts a worker's CPU from when it was seen
+                self.samplers[pid] = CpuSampler(monotonic=self.monotonic, cpu=functools.partial(self._read, pid))
+        for sampler in self.samplers.values():
+            sampler.tick()
+        self.total.tick()
+
+    def usage(self, pid: int) -> CpuUsage | None:
+        sampler = self.samplers.get(pid)
+        return None if sampler is None else sampler.usage()

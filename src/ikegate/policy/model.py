@@ -347,6 +347,15 @@ class Config:
     #: files (rendered) and what they hold (never rendered), see ikegate.pki.store.
     pki: PkiStore = field(default_factory=PkiStore)
     hrp: Hrp = field(default_factory=Hrp)
+    #: Bumped by whatever may have edited this configuration in place (:meth:`touch`: the shell after a
+    #: configuration command, the hot-standby merge), so that a device can tell "unchanged since I applied
+    #: it" by one comparison instead of comparing the whole configuration on every command. Not part of the
+    #: configuration itself (never compared, shown or rendered).
+    generation: int = field(default=0, compare=False, repr=False)
+
+    def touch(self) -> None:
+        """Say that this configuration may have changed (see :attr:`generation`)."""
+        self.generation += 1
 
     def peer_keys(self, kind: KeyKind) -> dict[str, PeerPublicKey]:
         """``rsa peer-public-key`` and ``ecc peer-public-key`` names are separate name spaces."""

@@ -36,16 +36,19 @@ import asyncio
 import contextlib
 import dataclasses
 import hashlib
+import heapq
 import os
 import pickle
 import socket
 import subprocess
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from ikegate.cli.render import ike_sa
+from ikegate.cli.render.chunks import CHUNK_ROWS
 from ikegate.gateway.device import (
     ALL,
     HRP_STANDBY_ERROR,
@@ -59,13 +62,13 @@ from ikegate.gateway.device import (
     WorkerInfo,
     merge_hrp,
     merge_offline,
-    merge_rendered,
     merge_rows,
     no_log,
 )
 from ikegate.ha.keepalived import KeepalivedError
 from ikegate.ha.runtime import HaConfigError, Keepalived, heartbeat_address
 from ikegate.ha.sync import Role
+from ikegate.mgmt import pacing
 from ikegate.policy.model import Config
 from ikegate.sad import (
     DEFAULT_PLACEMENT,
@@ -81,17 +84,26 @@ from ikegate.workers.rpc import AsyncChannel, Channel, WorkerGone, gather
 from ikegate.workers.sockets import Groups, close_groups, open_groups
 from ikegate.workers.steering import Steering, esp_spi_owner
 from ikegate.workers.tunsteer import TunQueues
-from ikegate.workers.worker import CLAIM_NONE, WorkerOptions, command
+from ikegate.workers.worker import CLAIM_NONE, SaKey, WorkerOptions, command
 
 __all__ = ["RESTART_REASON", "FanoutDevice", "config_digest", "worker_count"]
 
 #: The offline-info reason of the tunnels a dead worker held.
 RESTART_REASON = "worker restart"
 INIT_TIMEOUT = 60.0
+#: ``display ike sa``: a worker's pages after its first (see ``_paged_rows``); rendering one takes a worker
+#: some 30 ms, a few IKE exchanges' worth.
+PAGE_ROWS = 16384
 PING_TIMEOUT = 2.0  # per echo request, as the single process
 #: A worker that dies sooner than this after its start is restarted after a growing pause (1, 2, 4 … 30 s)
 #: rather than at once, so a worker that cannot start does not spin.
 STABLE_AFTER = 10.0
+
+
+def _charge(cpu: float, busy: bool) -> None:
+    """A worker's CPU for management output, to the pacer of the loop printing it (none outside a loop)."""
+    with contextlib.suppress(RuntimeError):
+        pacing.pacer().charge(cpu, busy)
 
 
 def config_digest(config: Config) -> str:
@@ -127,8 +139,10 @@ class _Member:
     up: bool = False
     started: float = 0.0
     restarts: int = 0
-    #: the IKE SAs it last reported: ((peer address, peer port, version, placement), how many)
-    sas: list[tuple[tuple[str, int, int, Placement], int]] = field(default_factory=list)
+    #: the IKE SAs it holds, as it reported them (conn-id -> what offline-info records if it dies)
+    held: dict[int, SaKey] = field(default_factory=dict)
+    #: how many of them each peer address has (its INITIAL_CONTACT rule, :meth:`FanoutDevice._share_peers`)
+    peers: Counter[str] = field(default_factory=Counter)
     #: the peers-elsewhere set it was last told
     told: set[str] = field(default_factory=set)
 
@@ -162,8 +176,17 @@ class FanoutDevice:
         #: each TUN's queues in worker order, and their eBPF steering (made at open, kept across restarts)
         self._queues: TunQueues | None = None
         self._offline = OfflineLog()
+        #: one tuple per distinct offline key the workers reported (100,000 SAs of one peer: one tuple)
+        self._keys: dict[SaKey, SaKey] = {}
         self._resets = 0
+        #: when a worker last reported an SA made or gone (it is negotiating: display output is paced)
+        self._negotiated_at = float("-inf")
+        #: shares of a ``load`` waiting for the first worker's INITIAL_CONTACT SA (see :meth:`load`)
+        self._load_waiting: list[tuple[_Member, int, int]] = []
+        #: The configuration every worker runs: pickled (what a restarted worker gets, never the in-place
+        #: edits of a change the workers refused), and which object at which generation it was.
         self._committed = pickle.dumps(config, protocol=pickle.HIGHEST_PROTOCOL)
+        self._applied: tuple[Config, int] = (config, config.generation)
         self._opened = False
         self._closing = False
         self._watchers: list[asyncio.Task[None]] = []
@@ -208,11 +231,12 @@ class FanoutDevice:
             chosen = self.members
         return [m for m in chosen if m.up]
 
-    def _gather(self, members: Sequence[_Member], op: str, *args: Any) -> list[Any]:
+    def _gather(self, members: Sequence[_Member], op: str, *args: Any,
+                each: Sequence[tuple[Any, ...]] | None = None) -> list[Any]:
         channels = [m.channel for m in members]
         assert all(c is not None for c in channels)
         return gather([c for c in channels if c is not None], op, *args,
-                      on_gone=lambda i, exc: self._gone(members[i], exc))
+                      on_gone=lambda i, exc: self._gone(members[i], exc), each=each)
 
     def _gone(self, member: _Member, exc: WorkerGone) -> None:
         """A worker stopped answering: take it out of service and make sure it ends (its watcher then
@@ -232,10 +256,64 @@ class FanoutDevice:
                           if part is not None)
 
     def ike_sa_table(self, selection: Selection = ALL) -> Iterator[list[str]]:
-        """Each worker renders its rows (:meth:`ikegate.workers.worker.Worker.op_ike_sa_rows`); here only
-        their lines are merged by conn-id and framed, a chunk at a time as the single process prints them."""
-        parts = [p for p in self._gather(self._targets(selection), "ike_sa_rows", selection) if p is not None]
-        return ike_sa.rendered_chunks(merge_rendered(parts))
+        """Each worker renders its rows a page at a time as the output is taken (:meth:`Worker.op_ike_sa_page
+        <ikegate.workers.worker.Worker.op_ike_sa_page>`); here the pages are merged by conn-id and framed,
+        a chunk at a time as the single process prints them. The workers' CPU for it, and whether they had
+        other work, go to the output's pacer (:meth:`ikegate.mgmt.pacing.Pacer.charge`), and so does every
+        chunk while a worker reports SAs coming and going (it is negotiating; on a machine whose cores the
+        workers need, the supervisor's own output work is their loss): 20 sessions displaying 100,000 rows
+        take no more than the pacer's share."""
+        for chunk in ike_sa.streamed_chunks(self._paged_rows(self._targets(selection), selection)):
+            if time.monotonic() - self._negotiated_at < pacing.HORIZON:
+                _charge(0.0, True)  # a worker is negotiating: this output takes only the pacer's share
+            yield chunk
+
+    def _paged_rows(self, targets: list[_Member], selection: Selection) -> Iterator[tuple[int, str]]:
+        """Every worker opens its cursor and sends its first page (CHUNK_ROWS rows: a screen), in parallel;
+        when the merge has used up a worker's page, every worker with rows left sends its next
+        :data:`PAGE_ROWS`, in parallel again. So a display left after its first screen costs a page per
+        worker; a whole one few calls (each call waits for the workers to be scheduled: on a loaded machine
+        that wait, not the rendering, is what a call costs), none of which holds a worker from its peers
+        for long."""
+        opened = self._gather(targets, "ike_sa_open", selection, CHUNK_ROWS)
+        first: dict[int, tuple[int, list[int], list[str]]] = {}
+        for member, answer in zip(targets, opened, strict=True):
+            if answer is not None:
+                cursor, ids, lines, cpu, busy = answer
+                _charge(cpu, busy)
+                if ids:
+                    first[member.index] = (cursor, ids, lines)
+        left = {i: cursor for i, (cursor, ids, _) in first.items() if len(ids) == CHUNK_ROWS}
+        queued: dict[int, list[tuple[list[int], list[str]]]] = {i: [] for i in first}
+
+        def fetch_more() -> None:
+            members = [self.members[i] for i in left if self.members[i].up]
+            answers = self._gather(members, "ike_sa_page", each=[(left[m.index], PAGE_ROWS) for m in members])
+            for index in [i for i in left if not self.members[i].up]:
+                del left[index]
+            for member, answer in zip(members, answers, strict=True):
+                if answer is None or len(answer[0]) < PAGE_ROWS:
+                    left.pop(member.index, None)  # that was its last page (the cursor is closed there)
+                if answer is not None:
+                    ids, lines, cpu, busy = answer
+                    _charge(cpu, busy)
+                    queued[member.index].append((ids, lines))
+
+        def stream(index: int, ids: list[int], lines: list[str]) -> Iterator[tuple[int, str]]:
+            while True:
+                yield from zip(ids, lines, strict=True)
+                if not queued[index] and index in left:
+                    fetch_more()
+                if not queued[index]:
+                    return
+                ids, lines = queued[index].pop(0)
+
+        try:
+            yield from heapq.merge(*(stream(i, ids, lines) for i, (_, ids, lines) in first.items()), reverse=True)
+        finally:
+            for i in [i for i in left if self.members[i].up]:  # left before the rest was asked for
+                with contextlib.suppress(RuntimeError):
+                    self._gather([self.members[i]], "ike_sa_close", left[i])
 
     def children(self, conn_id: int) -> list[IpsecSaEntry]:
         owner = self.owner_of(conn_id)
@@ -314,11 +392,26 @@ class FanoutDevice:
         return out
 
     def load(self, count: int, concurrency: int = 64) -> None:
-        """Each worker negotiates its share (its SPIs, its conn-ids, its core)."""
+        """Each worker negotiates its share (its SPIs, its conn-ids, its core). The first worker's first SA
+        carries INITIAL_CONTACT if the device has no IKE SA with the peer, as one process's would; then the
+        other workers start only once it is through (``load_open``): the peer drops every SA of ours made
+        before it."""
         up = [m for m in self.members if m.up]
-        for i, member in enumerate(up):
-            share = count // len(up) + (1 if i < count % len(up) else 0)
-            self._gather([member], "load", share, max(1, concurrency // len(up)))
+        shares = [(m, count // len(up) + (1 if i < count % len(up) else 0), max(1, concurrency // len(up)))
+                  for i, m in enumerate(up)]
+        if not shares:
+            return
+        (first, share, window), rest = shares[0], shares[1:]
+        (gated,) = self._gather([first], "load", share, window, True)
+        if gated:
+            self._load_waiting.extend(rest)
+        else:
+            self._load_rest(rest)
+
+    def _load_rest(self, shares: Sequence[tuple[_Member, int, int]]) -> None:
+        for member, share, window in shares:
+            if member.up:
+                self._gather([member], "load", share, window, False)
 
     def ping(self, source: str, destination: str, count: int, size: int) -> Awaitable[PingResult]:
         up = [m for m in self.members if m.up]
@@ -386,12 +479,12 @@ class FanoutDevice:
 
     def apply_config(self, config: Config) -> None:
         """Prepare on every worker, then commit on every worker (or abort on every worker): all or none.
-        An unchanged configuration only lets the workers bring up their auto policies, as the single
-        process does after every command."""
+        An unchanged configuration (the same object at the same :attr:`~Config.generation`: one comparison,
+        whatever its size) only lets the workers bring up their auto policies, as the single process does
+        after every command."""
         self._config = config
-        blob = pickle.dumps(config, protocol=pickle.HIGHEST_PROTOCOL)
         up = [m for m in self.members if m.up]
-        if blob == self._committed:
+        if self._is_applied(config):
             self._gather(up, "start")
             return
         try:
@@ -407,13 +500,21 @@ class FanoutDevice:
                       f"worker: {reason}")
             raise DeviceError(f"configuration not applied: {reason}")
         self._gather(up, "commit")
-        self._committed = blob
+        self._committed = pickle.dumps(config, protocol=pickle.HIGHEST_PROTOCOL)
+        self._applied = (config, config.generation)
+
+    def _is_applied(self, config: Config) -> bool:
+        applied, generation = self._applied
+        return config is applied and config.generation == generation
 
     def workers(self) -> list[WorkerInfo]:
         up = [m for m in self.members if m.up]
         digests = dict(zip((m.index for m in up), self._gather(up, "config_digest"), strict=True))
         return [WorkerInfo(m.index, m.placement, m.proc.pid if m.up and m.proc is not None else None, m.restarts,
-                           digests.get(m.index), sum(n for _, n in m.sas)) for m in self.members]
+                           digests.get(m.index), len(m.held)) for m in self.members]
+
+    def worker_pids(self) -> list[tuple[int, Placement, int]]:
+        return [(m.index, m.placement, m.proc.pid) for m in self.members if m.up and m.proc is not None]
 
     # -- life cycle ---------------------------------------------------------------------------------------
 
@@ -511,8 +612,12 @@ class FanoutDevice:
             for record in body[1]:
                 self._log(*record)
         elif kind == "sas":
-            member.sas = body[1]
-            self._share_peers()
+            self._negotiated_at = time.monotonic()
+            if self._take_sas(member, body[1]):
+                self._share_peers()
+        elif kind == "load_open":
+            waiting, self._load_waiting = self._load_waiting, []
+            self._load_rest(waiting)
         elif kind == "initial_contact":
             for other in self.members:
                 if other is not member and other.up and other.events is not None:
@@ -526,9 +631,32 @@ class FanoutDevice:
         elif kind == "hrp_config":  # the active node's configuration, through worker 0's sync node
             self._mirrored(body[1])
 
+    def _take_sas(self, member: _Member, changes: list[tuple[int, SaKey | None]]) -> bool:
+        """A worker's IKE SAs that came (or moved) and went since its last report (:meth:`Worker._report
+        <ikegate.workers.worker.Worker._report>`); True if the set of peers it has SAs with changed."""
+        held, peers, keys = member.held, member.peers, self._keys
+        if len(keys) > 4 * OFFLINE_LOG_CAPACITY + 1000:
+            keys.clear()  # only a cache: distinct keys (NAT ports) must not pile up
+        changed = False
+        for conn_id, key in changes:
+            old = held.pop(conn_id, None)
+            if old is not None:
+                left = peers[old[0]] - 1
+                if left:
+                    peers[old[0]] = left
+                else:
+                    del peers[old[0]]
+                    changed = True
+            if key is not None:
+                held[conn_id] = keys.setdefault(key, key)
+                if key[0] not in peers:
+                    changed = True
+                peers[key[0]] += 1
+        return changed
+
     def _share_peers(self) -> None:
         """Tell each worker which peers have IKE SAs on the others (its INITIAL_CONTACT decision)."""
-        held = [{key[0] for key, _ in m.sas} for m in self.members]
+        held = [set(m.peers) for m in self.members]
         for member in self.members:
             if member.up and member.events is not None:
                 elsewhere = set().union(*(h for i, h in enumerate(held) if i != member.index))
@@ -560,22 +688,26 @@ class FanoutDevice:
                 self._share_peers()
                 self._log("WORKER", 4, "WORKER_RESTARTED", f"Worker {member.index} ({member.placement}) "
                           "restarted")
-                if self._committed != pickle.dumps(self._config, protocol=pickle.HIGHEST_PROTOCOL):
+                if not self._is_applied(self._config):
                     with contextlib.suppress(DeviceError):
                         self.apply_config(self._config)
                 break
 
     def _retire(self, member: _Member, code: int) -> None:
-        """A worker ended by itself: its channels go, its tunnels are recorded as gone."""
+        """A worker ended by itself: its channels go, its tunnels are recorded as gone (every IKE SA it
+        reported, up to its last words: what it wrote before it died is still in the socket)."""
+        if member.events is not None:
+            member.events.read_rest()
         how = f"signal {-code}" if code < 0 else f"exit status {code}"
         self._log("WORKER", 3, "WORKER_EXITED", f"Worker {member.index} ({member.placement}) ended ({how}); "
-                  f"{sum(n for _, n in member.sas)} IKE SA(s) lost")
+                  f"{len(member.held)} IKE SA(s) lost")
         now = self.now()
-        for (peer, port, version, placement), count in member.sas:
-            for _ in range(min(count, OFFLINE_LOG_CAPACITY)):  # the log keeps that many at most
-                self._offline.record(peer_address=peer, peer_port=port, reason=RESTART_REASON, version=version,
-                                     time=now, placement=placement)
-        member.sas = []
+        for conn_id in sorted(member.held)[-OFFLINE_LOG_CAPACITY:]:  # the log keeps that many at most
+            peer, port, version, placement = member.held[conn_id]
+            self._offline.record(peer_address=peer, peer_port=port, reason=RESTART_REASON, version=version,
+                                 time=now, placement=placement)
+        member.held = {}
+        member.peers = Counter()
         member.told = set()
         self._share_peers()
         if member.events is not None:

@@ -104,14 +104,16 @@ class Channel:
 
 
 def gather(channels: Sequence[Channel], op: str, *args: Any,
-           on_gone: Callable[[int, WorkerGone], None] | None = None) -> list[Any]:
-    """``op`` on every channel at once; the answers in channel order. A worker that is gone answers None
-    (``on_gone`` hears which); the others' answers are still read, so no channel is left out of step. If
-    the operation failed on a worker, RuntimeError (its message) once every answer is in."""
+           on_gone: Callable[[int, WorkerGone], None] | None = None,
+           each: Sequence[tuple[Any, ...]] | None = None) -> list[Any]:
+    """``op`` on every channel at once (with ``args``, or channel i with ``each[i]``); the answers in channel
+    order. A worker that is gone answers None (``on_gone`` hears which); the others' answers are still
+    read, so no channel is left out of step. If the operation failed on a worker, RuntimeError (its
+    message) once every answer is in."""
     sent: list[bool] = []
     for i, channel in enumerate(channels):
         try:
-            channel.send(op, *args)
+            channel.send(op, *(args if each is None else each[i]))
             sent.append(True)
         except WorkerGone as exc:
             sent.append(False)
@@ -158,16 +160,17 @@ with its id, which :meth:`post` answers with. Used by both the supervisor and th
         self._loop.add_reader(sock.fileno(), self._readable)
         self.closed = False
 
-    def _readable(self) -> None:
+    def _readable(self) -> bool:
+        """Take in what arrived; False when nothing had (the other end's next words are not there yet)."""
         try:
             data = self.sock.recv(1 << 20)
         except (BlockingIOError, InterruptedError):
-            return
+            return False
         except OSError:
             data = b""
         if not data:
             self.close()
-            return
+            return True
         self._buf += data
         while len(self._buf) >= _LEN.size:
             (length,) = _LEN.unpack_from(self._buf)
@@ -181,6 +184,13 @@ with its id, which :meth:`post` answers with. Used by both the supervisor and th
                 self._on_message(ident, body)
             elif not fut.done():
                 fut.set_result(body)
+        return True
+
+    def read_rest(self) -> None:
+        """Take in at once everything the other end sent and nobody read yet, up to its end if it is gone
+        (a dead worker's last messages stay in the socket after its process ended)."""
+        while not self.closed and self._readable():
+            pass
 
     def post(self, body: object, ident: int = 0) -> None:
         """Send without waiting and without ever blocking: what the socket does not take now waits here and
@@ -199,8 +209,16 @@ with its id, which :meth:`post` answers with. Used by both the supervisor and th
             self._soon = True
             self._loop.call_soon(self._write)
 
+    def send_now(self) -> None:
+        """What is posted leaves now, not at the end of the pass: for a record that must be in the kernel's
+        buffer before what this pass sends next (see :meth:`ikegate.workers.worker.Worker._report`)."""
+        if self._out and not self._writing and not self.closed:
+            self._write()
+
     def _write(self) -> None:
         self._soon = False
+        if not self._out and not self._writing:
+            return
         if self.closed:
             return
         try:

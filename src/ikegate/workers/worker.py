@@ -15,7 +15,6 @@ dies takes it along silently, as a killed single process sends nothing.
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
 import ctypes
 import dataclasses
@@ -39,14 +38,15 @@ from ikegate.ha.sync import Role
 from ikegate.ike.core.config import Addr
 from ikegate.io.bpf import Map
 from ikegate.io.udp import UdpRunner
+from ikegate.mgmt.pacing import WORK
 from ikegate.policy.model import Config
-from ikegate.sad import Placement, SaEntry
+from ikegate.sad import IkeSaEntry, Placement, SaEntry
 from ikegate.workers.mesh import WAN, MeshEnds, parse_spec, parse_wan, wan_frame
 from ikegate.workers.rpc import AsyncChannel, WorkerGone, read_frame, write_frame
 from ikegate.workers.steering import Steering, WorkerSlot, esp_spi_owner, peer_owner
 from ikegate.workers.tunsteer import KEY_SIZE, VALUE_SIZE, Prefix, Publisher, destination_owner, prefix_keys
 
-__all__ = ["CLAIM_NONE", "CLAIM_POLICY", "CLAIM_SA", "WorkerOptions", "main"]
+__all__ = ["CLAIM_NONE", "CLAIM_POLICY", "CLAIM_SA", "SaKey", "WorkerOptions", "main", "sa_key"]
 
 log = logging.getLogger("ikegate.workers")
 
@@ -57,9 +57,18 @@ CLAIM_NONE, CLAIM_POLICY, CLAIM_SA = 0, 1, 2
 CLAIM_POLICY_ELSEWHERE = -1
 #: At most this many mesh packets per wake-up (then the loop serves the others), and the largest one read.
 MESH_BURST, MESH_READ = 256, 65536
-#: Seconds between the worker's reports of its IKE SAs (what the supervisor records if the worker dies).
-REPORT_INTERVAL = 0.1
 INIT_TIMEOUT = 60.0
+#: Paged displays a worker keeps open at most (one per session displaying, and a margin).
+MAX_CURSORS = 64
+#: A worker counts as busy for the display pacer when other work took more than this share of its time.
+BUSY_SHARE = 0.02
+
+#: What ``display ike offline-info`` records of an IKE SA: (peer address, peer port, version, placement).
+SaKey = tuple[str, int, int, Placement]
+
+
+def sa_key(entry: IkeSaEntry) -> SaKey:
+    return str(entry.peer_address), entry.peer_port, entry.version, entry.placement
 
 
 @dataclass(frozen=True)
@@ -139,6 +148,13 @@ class WorkerRunner(UdpRunner):
         self.hand_over: Callable[[int, bytes, Addr, Addr], None] | None = None
         self._peers_of: Config | None = None
         self._peers: frozenset[str] = frozenset()
+        #: Run at the start of every flush, before its datagrams go (see :meth:`Worker._report`).
+        self.before_flush: Callable[[], None] | None = None
+
+    def flush(self) -> None:
+        if self.before_flush is not None:
+            self.before_flush()
+        super().flush()
 
     def _ours(self, packet: bytes) -> bool:
         return len(packet) >= 4 and esp_spi_owner(int.from_bytes(packet[:4], "big")) == self._slot.index
@@ -190,6 +206,71 @@ def _plain(entry: SaEntry) -> SaEntry:
     return dataclasses.replace(entry, handle=None)
 
 
+class PagedTables:
+    """Paged ``display ike sa`` outputs: :meth:`open` selects the rows now, in display order, and keeps them
+    under a cursor that :meth:`page` renders a page at a time as the supervisor takes them (so the worker
+    serves its peers between pages, and a display the operator leaves early costs only what was shown).
+    Each answer carries the CPU seconds it took and whether the worker had other work (:meth:`busy`): the
+    supervisor's output pacer counts them (:meth:`ikegate.mgmt.pacing.Pacer.charge`)."""
+
+    def __init__(self, select: Callable[[Selection], Sequence[SaEntry]],
+                 busy: Callable[[], bool] | None = None) -> None:
+        self._select = select
+        self._busy = busy or self.busy
+        self._cursors: dict[int, tuple[Sequence[SaEntry], int]] = {}  # cursor -> (rows, next index)
+        self._next = 0
+        self._mark = (time.monotonic(), time.thread_time())  # when the last answer went, and this CPU then
+
+    def busy(self) -> bool:
+        """Whether this process did other work since its last answer: more CPU than one loop pass with
+        work costs (:data:`~ikegate.mgmt.pacing.WORK`) and over :data:`BUSY_SHARE` of the time (an idle
+        worker's timers cost less; negotiation or traffic cost more)."""
+        wall, cpu = self._mark
+        other, elapsed = time.thread_time() - cpu, time.monotonic() - wall
+        return other > WORK and other > BUSY_SHARE * elapsed
+
+    def sent(self) -> None:
+        """The answer has gone out: its pickling and sending were part of the call, not other work."""
+        self._mark = (time.monotonic(), time.thread_time())
+
+    def _start(self) -> tuple[float, bool]:
+        """A call begins: the CPU clock now, and whether other work came since the last answer."""
+        return time.thread_time(), self._busy()
+
+    def _answer(self, start: tuple[float, bool]) -> tuple[float, bool]:
+        """(CPU seconds this call took, busy), and the mark for the next :meth:`busy`."""
+        now = time.thread_time()
+        self._mark = (time.monotonic(), now)
+        return now - start[0], start[1]
+
+    def open(self, selection: Selection, size: int) -> tuple[int, list[int], list[str], float, bool]:
+        """A cursor and its first page: (cursor, conn-ids, lines, CPU seconds, busy); fewer than ``size``
+        rows when that was all (the cursor is then closed already)."""
+        start = self._start()
+        entries = self._select(selection)
+        self._next += 1
+        self._cursors[self._next] = (entries, 0)
+        while len(self._cursors) > MAX_CURSORS:  # displays whose supervisor side went away unclosed
+            del self._cursors[next(iter(self._cursors))]
+        return self._next, *self._page(self._next, size), *self._answer(start)
+
+    def page(self, cursor: int, size: int) -> tuple[list[int], list[str], float, bool]:
+        """The next ``size`` rows of ``cursor`` (conn-ids and lines; fewer at the end, which closes it), CPU
+        seconds, busy."""
+        start = self._start()
+        return *self._page(cursor, size), *self._answer(start)
+
+    def _page(self, cursor: int, size: int) -> tuple[list[int], list[str]]:
+        entries, at = self._cursors.pop(cursor, ((), 0))
+        part = entries[at:at + size]
+        if at + size < len(entries):
+            self._cursors[cursor] = (entries, at + size)
+        return ike_sa.rendered(part)
+
+    def close(self, cursor: int) -> None:
+        self._cursors.pop(cursor, None)
+
+
 class Worker:
     """The worker's side of the channels (see the module docstring)."""
 
@@ -222,9 +303,13 @@ class Worker:
         if options.steer_map_fd is not None:
             self._publisher = Publisher(Map(options.steer_map_fd, KEY_SIZE, VALUE_SIZE), slot.index)
         self._published: Config | None = None
-        self._reported: tuple[int, int] = (-1, -1)
         self._runner: WorkerRunner | None = None
-        self._report_handle: asyncio.TimerHandle | None = None
+        #: IKE SAs added, moved (conn-id -> what offline-info would record) or removed (-> None) since the
+        #: last report to the supervisor (see :meth:`_report`).
+        self._changes: dict[int, SaKey | None] = {}
+        self.tables = PagedTables(self.device.select)
+        self._load_gated = False
+        gateway.sad.ike_observer = self._on_ike_change
 
     # -- life cycle -----------------------------------------------------------------------------------
 
@@ -234,9 +319,10 @@ class Worker:
         await self.device.open()
         runner = self.device.runner
         assert isinstance(runner, WorkerRunner)
-        runner.add_flush_hook(self._maybe_report)
+        runner.before_flush = self._report
+        runner.add_flush_hook(self._report)
         if self.device.ha is not None:
-            self.device.ha.after_flush = self._maybe_report
+            self.device.ha.after_flush = self._report
         runner.hand_over = self._hand_opening
         self._runner = runner
         if self._publisher is not None:
@@ -346,26 +432,23 @@ class Worker:
             return None
         return owner if owner is not None and 0 <= owner < self.slot.steering.workers else None
 
-    def _maybe_report(self) -> None:
-        """Tell the supervisor which IKE SAs we hold when their number changed, at most every
-        :data:`REPORT_INTERVAL`: if this process dies, those are the tunnels ``display ike offline-info``
-        records (a dead process cannot say what it had)."""
-        sad = self.gateway.sad
-        state = (sad.count(phase=1), sad.count(phase=2))
-        if state == self._reported or self._report_handle is not None:
-            return
-        self._report_handle = asyncio.get_running_loop().call_later(REPORT_INTERVAL, self._report)
+    def _on_ike_change(self, entry: IkeSaEntry, present: bool) -> None:
+        self._changes[entry.conn_id] = sa_key(entry) if present else None
 
     def _report(self) -> None:
-        self._report_handle = None
-        sad = self.gateway.sad
-        self._reported = (sad.count(phase=1), sad.count(phase=2))
-        if self._events is not None:
-            # (peer address, port, version, placement) -> how many: a load test's thousands of SAs from one
-            # address are one entry
-            held = collections.Counter((str(e.peer_address), e.peer_port, e.version, e.placement)
-                                       for e in sad.ike_sas())
-            self._post(("sas", list(held.items())))
+        """Tell the supervisor which IKE SAs came and went since the last report: if this process dies,
+        those it holds are the tunnels ``display ike offline-info`` records (a dead process cannot say what
+        it had). Run before every flush sends its datagrams (and after it, for what the flush's hooks
+        changed), so the supervisor's socket holds an SA's record before the peer can hear of the SA: the
+        message is in the kernel's buffer, which outlives this process."""
+        if self._changes and self._events is not None:
+            changes, self._changes = self._changes, {}
+            self._post(("sas", list(changes.items())))
+            self._events.send_now()  # posts wait for the end of the pass; this one must not
+        if self._load_gated and not self.gateway.load_gated:
+            self._load_gated = False
+            if self._events is not None:
+                self._post(("load_open",))
 
     # -- the call channel -------------------------------------------------------------------------------
 
@@ -385,13 +468,21 @@ class Worker:
             write_frame(self._call, answer)
         except WorkerGone:
             self._supervisor_gone()
+        if op.startswith("ike_sa_"):
+            self.tables.sent()
 
     def op_select(self, selection: Selection, counters: bool) -> list[SaEntry]:
         return [_plain(e) for e in self.device.select(selection, counters=counters)]
 
-    def op_ike_sa_rows(self, selection: Selection) -> tuple[list[int], list[str]]:
-        """``display ike sa``'s rows rendered here, with their conn-ids for the supervisor's merge."""
-        return ike_sa.rendered(self.device.select(selection))
+    def op_ike_sa_open(self, selection: Selection, size: int) -> tuple[int, list[int], list[str], float, bool]:
+        return self.tables.open(selection, size)
+
+    def op_ike_sa_page(self, cursor: int, size: int) -> tuple[list[int], list[str], float, bool]:
+        return self.tables.page(cursor, size)
+
+    def op_ike_sa_close(self, cursor: int) -> None:
+        self.tables.close(cursor)
+
 
     def op_children(self, conn_id: int) -> list[SaEntry]:
         return [_plain(e) for e in self.device.children(conn_id)]
@@ -501,9 +592,16 @@ class Worker:
     def op_lan(self) -> list[bytes]:
         return self.device.take_lan_output()
 
-    def op_load(self, count: int, concurrency: int) -> None:
+    def op_load(self, count: int, concurrency: int, initial_contact: bool = False) -> bool:
+        """Start negotiating ``count`` SAs (the ``load`` benchmark op); True if the first carries
+        INITIAL_CONTACT and the rest wait for it: then ``load_open`` tells the supervisor when it is through,
+        and the other workers' shares may start (the peer would drop any SA of ours made before it)."""
         if count:
-            self.device.load(count, concurrency)
+            self.gateway.load(self.device.now(), count, concurrency, initial_contact)
+            if self._runner is not None:
+                self._runner.flush()
+        self._load_gated = self.gateway.load_gated
+        return self._load_gated
 
     def op_prepare(self, config: Config) -> bool:
         """Phase one of a configuration change: check that this worker can take it, keep it aside."""
@@ -567,7 +665,7 @@ class Worker:
 
     def _initial_contact(self, address: str, id_type: str, id_text: str) -> None:
         if self._events is not None:
-            self._post(("initial_contact", address, id_type, id_text))
+            self._post(("initial_contact", address, id_type, id_text, asyncio.get_running_loop().time()))
 
     def _on_async(self, ident: int, body: Any) -> None:
         op, args = body

@@ -144,4 +144,5 @@ def merge_mirrored(target: Config, text: str) -> list[str]:
     source, errors = load_config(text)
     for name in BACKED_UP_FIELDS:
         setattr(target, name, getattr(source, name))
+    target.touch()
     return [str(e) for e in errors]

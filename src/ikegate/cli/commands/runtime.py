@@ -28,7 +28,7 @@ from ikegate.cli.tree import MANAGE, MONITOR, VISIT, Command
 from ikegate.cli.views import ALL_VIEWS, ViewKind
 from ikegate.gateway.device import Device, DeviceError, DeviceModel, HrpState, PingResult, Selection
 from ikegate.mgmt.records import entry_record
-from ikegate.mgmt.usage import CpuSampler, MemoryUsage, read_memory
+from ikegate.mgmt.usage import CpuSampler, CpuUsage, MemoryUsage, WorkerSamplers, process_rss, read_memory
 from ikegate.sad import IkeSaEntry, IpsecSaEntry, Placement, SaEntry
 
 USER = frozenset({ViewKind.USER})
@@ -55,6 +55,17 @@ class Runtime:
     #: ``display memory-usage``: the memory figures now (``/proc``). Tests inject both.
     cpu: CpuSampler = field(default_factory=CpuSampler)
     memory: Callable[[], MemoryUsage] = read_memory
+    #: With placement workers: each worker's CPU samples and the device's total (the same tick feeds them),
+    #: and a worker's resident set by process id.
+    workers_cpu: WorkerSamplers = field(default_factory=WorkerSamplers)
+    worker_rss: Callable[[int], int] = process_rss
+
+    def tick(self) -> None:
+        """The one-second tick: CPU samples of this process and of the workers (see mgmt/usage.py)."""
+        self.cpu.tick()
+        pids = self.device.worker_pids()
+        if pids or self.workers_cpu.samplers:
+            self.workers_cpu.tick([pid for _, _, pid in pids])
 
     @property
     def model(self) -> DeviceModel:
@@ -213,12 +224,39 @@ def display_version(ctx: CommandContext) -> None:
     _emit(ctx, lambda: data, lambda: version.render(rt.model.model, uptime), stamp=False)
 
 
+def _cpu_record(reading: CpuUsage) -> dict[str, int]:
+    return {"five_seconds": round(reading.five_seconds), "one_minute": round(reading.one_minute),
+            "five_minutes": round(reading.five_minutes), "max": round(reading.max)}
+
+
+def _process_label(model: DeviceModel, index: int, placement: Placement) -> dict[str, Any]:
+    out: dict[str, Any] = {"process": "worker", "index": index}
+    if model.has_slots:
+        out.update(slot=placement.slot, cpu=placement.cpu)
+    return out
+
+
 def display_cpu_usage(ctx: CommandContext) -> None:
+    """One process: its figures. With placement workers: the device's (every process, as a share of the
+    cores) in VRP's block, then one line per process (per placement on the slot models)."""
     rt = _rt(ctx)
-    reading, wall = rt.cpu.usage(), rt.wall()
-    data = {"cpu_usage": {"five_seconds": round(reading.five_seconds), "one_minute": round(reading.one_minute),
-                          "five_minutes": round(reading.five_minutes), "max": round(reading.max)}}
-    _emit(ctx, lambda: data, lambda: usage.cpu(reading, wall), stamp=False)
+    wall = rt.wall()
+    pids = rt.device.worker_pids()
+    if not pids:
+        reading = rt.cpu.usage()
+        _emit(ctx, lambda: {"cpu_usage": _cpu_record(reading)}, lambda: usage.cpu(reading, wall), stamp=False)
+        return
+    rt.workers_cpu.tick([pid for _, _, pid in pids])  # (a worker new since the last tick gets its sampler)
+    total = rt.workers_cpu.total.usage()
+    rows: list[tuple[dict[str, Any], CpuUsage]] = [({"process": "supervisor"}, rt.cpu.usage())]
+    for index, placement, pid in pids:
+        worker = rt.workers_cpu.usage(pid)
+        if worker is not None:
+            rows.append((_process_label(rt.model, index, placement), worker))
+    data = {"cpu_usage": {**_cpu_record(total), "cores": rt.workers_cpu.cores,
+                          "processes": [{**label, **_cpu_record(r)} for label, r in rows]}}
+    _emit(ctx, lambda: data, lambda: usage.cpu(total, wall) + usage.cpu_processes(rows, rt.workers_cpu.cores),
+          stamp=False)
 
 
 def display_memory_usage(ctx: CommandContext) -> None:
@@ -228,9 +266,20 @@ def display_memory_usage(ctx: CommandContext) -> None:
     except (OSError, ValueError, KeyError) as exc:
         raise CommandError("Error: The memory figures of this system cannot be read.") from exc
     wall = rt.wall()
-    data = {"memory_usage": {"total": figures.total, "used": figures.used, "percent": figures.percent,
-                             "process_rss": figures.rss}}
-    _emit(ctx, lambda: data, lambda: usage.memory(figures, wall), stamp=False)
+    rows: list[tuple[dict[str, Any], int]] = []
+    for index, placement, pid in rt.device.worker_pids():
+        try:
+            rows.append((_process_label(rt.model, index, placement), rt.worker_rss(pid)))
+        except (OSError, ValueError, KeyError):
+            continue  # it ended since the device listed it (the supervisor restarts it)
+    if rows:
+        rows.insert(0, ({"process": "supervisor"}, figures.rss))
+    record: dict[str, Any] = {"total": figures.total, "used": figures.used, "percent": figures.percent,
+                              "process_rss": sum(r for _, r in rows) if rows else figures.rss}
+    if rows:
+        record["processes"] = [{**label, "rss": rss} for label, rss in rows]
+    data = {"memory_usage": record}
+    _emit(ctx, lambda: data, lambda: usage.memory(figures, wall, rows), stamp=False)
 
 
 def display_device(ctx: CommandContext) -> None:

@@ -18,6 +18,7 @@ flags text per flag value (:func:`flags_text`), the phase text per (kind, versio
 from __future__ import annotations
 
 import ipaddress
+import itertools
 from collections.abc import Iterable, Sequence
 
 from ikegate.cli.render.chunks import CHUNK_ROWS, Chunks, flatten, in_chunks
@@ -84,18 +85,39 @@ def rendered(entries: Sequence[SaEntry]) -> tuple[list[int], list[str]]:
     return [e.conn_id for e in entries], _rows(entries, {})
 
 
+def _header() -> list[str]:
+    return ["", "IKE SA information :", _row(("Conn-ID", "Peer", "VPN", "Flag(s)", "Phase", "RemoteType", "RemoteID")),
+            RULE]
+
+
+def _footer(count: int) -> list[str]:
+    return ["", f"  Number of IKE SA : {count}", RULE, "", *LEGEND]
+
+
 def _framed(count: int, body: Iterable[list[str]]) -> Chunks:
     """Header, ``body``'s chunks and the closing lines of a table of ``count`` rows; nothing without rows."""
     if not count:
         return
-    yield [
-        "",
-        "IKE SA information :",
-        _row(("Conn-ID", "Peer", "VPN", "Flag(s)", "Phase", "RemoteType", "RemoteID")),
-        RULE,
-    ]
+    yield _header()
     yield from body
-    yield ["", f"  Number of IKE SA : {count}", RULE, "", *LEGEND]
+    yield _footer(count)
+
+
+def streamed_chunks(rows: Iterable[tuple[int, str]], size: int = CHUNK_ROWS) -> Chunks:
+    """:func:`rendered_chunks` for rendered rows that arrive as (conn-id, line) in display order while the
+    table is printed (a supervisor's workers send theirs a page at a time, as the chunks are taken): the
+    count is that of the rows printed; nothing without rows."""
+    it = iter(rows)
+    chunk = list(itertools.islice(it, size))
+    if not chunk:
+        return
+    yield _header()
+    count = 0
+    while chunk:
+        count += len(chunk)
+        yield [line for _, line in chunk]
+        chunk = list(itertools.islice(it, size))
+    yield _footer(count)
 
 
 def chunks(entries: Iterable[SaEntry], size: int = CHUNK_ROWS, *, ordered: bool = False) -> Chunks:

@@ -1,8 +1,9 @@
 """``display cpu-usage``, ``display memory-usage`` and ``display device`` in the USG's layouts.
 
-The figures are this gateway's own (one process: its CPU time, the host's memory, its SA placements as
-the boards); the layouts are VRP's as remembered from USG transcripts [MEM: the corpus has no transcript
-of these three]; the choices are recorded in docs/cli.md ("Device figures").
+The figures are this gateway's own (its CPU time, the host's memory, its SA placements as the boards; with
+placement workers, every process's, then each one's); the layouts are VRP's as remembered from USG
+transcripts [MEM: the corpus has no transcript of these three]; the choices are recorded in docs/cli.md
+("Device figures").
 """
 
 from __future__ import annotations
@@ -35,16 +36,45 @@ def cpu(usage: CpuUsage, wall: dt.datetime) -> list[str]:
     ]
 
 
-def memory(usage: MemoryUsage, wall: dt.datetime) -> list[str]:
+def process_name(label: dict[str, Any]) -> str:
+    """``supervisor``, ``worker 1``, or on the slot models the placement: ``slot 1 cpu 0``."""
+    if label["process"] == "supervisor":
+        return "supervisor"
+    if "slot" in label:
+        return f"slot {label['slot']} cpu {label['cpu']}"
+    return f"worker {label['index']}"
+
+
+#: The per-process table after ``display cpu-usage``'s block when the device is several processes.
+PROCESS_COLUMNS = (("Process", 18), ("5 Sec", 8), ("1 Min", 8), ("5 Min", 8), ("Max", 0))
+
+
+def cpu_processes(rows: list[tuple[dict[str, Any], CpuUsage]], cores: int) -> list[str]:
+    """One line per process (percent of one core each); the block above is the device's, every process
+    together as a share of its ``cores``."""
+    lines = ["", f"ikegate processes (the figures above: all of them, over {cores} core(s)):",
+             "".join(name.ljust(width) for name, width in PROCESS_COLUMNS).rstrip()]
+    for label, r in rows:
+        values = (process_name(label), f"{r.five_seconds:.0f}%", f"{r.one_minute:.0f}%", f"{r.five_minutes:.0f}%",
+                  f"{r.max:.0f}%")
+        lines.append("".join(v.ljust(width) for v, (_, width) in zip(values, PROCESS_COLUMNS, strict=True)).rstrip())
+    return lines
+
+
+def memory(usage: MemoryUsage, wall: dt.datetime,
+           processes: list[tuple[dict[str, Any], int]] | None = None) -> list[str]:
     """The VRP lines describe the host (what a script watching for memory pressure needs); the line after
-    the blank one is ikegate's own resident set."""
+    the blank one is ikegate's own resident set: with placement workers, all its processes together, then
+    each one."""
+    own = sum(rss for _, rss in processes) if processes else usage.rss
     return [
         f"Memory utilization statistics at {wall:%Y-%m-%d %H:%M:%S} {wall.microsecond // 1000} ms",
         f"System Total Memory Is: {usage.total} bytes",
         f"Total Memory Used Is: {usage.used} bytes",
         f"Memory Using Percentage Is: {usage.percent}%",
         "",
-        f"ikegate process resident memory: {usage.rss} bytes",
+        f"ikegate process resident memory: {own} bytes",
+        *(f"  {process_name(label)}: {rss} bytes" for label, rss in processes or []),
     ]
 
 
